@@ -1,0 +1,209 @@
+//! Device identity and the values a death produces: [`DeviceId`],
+//! [`Cause`], [`Down`], plus the link vocabulary [`LinkMode`] and
+//! [`LinkError`].
+
+use std::error::Error;
+use std::fmt;
+use std::num::NonZeroU64;
+use std::rc::Rc;
+
+/// The identity of a device.
+///
+/// Allocated when the device is created, never reused: ids are taken in
+/// blocks from one process-wide counter, so they are unique across every
+/// runtime and thread of the process, not only within one runtime. `0` is
+/// never an id, which keeps `Option<DeviceId>` at 8 bytes.
+///
+/// Displays as `#42`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(NonZeroU64);
+
+impl DeviceId {
+    pub(crate) fn from_raw(raw: NonZeroU64) -> Self {
+        Self(raw)
+    }
+
+    /// The id as a plain number (never 0), for logs and wire formats.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({})", self.0)
+    }
+}
+
+/// Why a device stopped.
+///
+/// [`Cause::is_fault`] tells a normal stop ([`Stopped`](Cause::Stopped),
+/// [`Shutdown`](Cause::Shutdown)) from a fault (every other variant). Only
+/// faults propagate along links; a normal stop notifies watchers and
+/// never kills anyone.
+///
+/// Cloning is cheap (reference counts only), so every watcher gets its own
+/// copy. Errors and panic messages are shared, not copied.
+#[derive(Clone, Debug)]
+pub enum Cause {
+    /// The device stopped itself normally (`stop!(cx)` / `cx.stop()`).
+    Stopped,
+    /// The device stopped because someone asked it to
+    /// ([`DeviceRef::shutdown`](crate::DeviceRef::shutdown)); `by` names the
+    /// requesting device, or is `None` when code outside any device asked.
+    Shutdown {
+        /// The device that asked, if any.
+        by: Option<DeviceId>,
+    },
+    /// The device failed with a user error (`fail!(cx, e)` / `cx.fail(e)`).
+    Error(Rc<dyn Error>),
+    /// User code of the device panicked; the panic message (or a
+    /// placeholder for a non-string payload).
+    Panic(Rc<str>),
+    /// A device this one was linked to (and watched) faulted, and this one
+    /// did not trap: `from` is that device, `cause` its cause (which may
+    /// itself be a cascade; [`Cause::origin`] walks the chain).
+    Cascade {
+        /// The linked device whose fault killed this one.
+        from: DeviceId,
+        /// How `from` died.
+        cause: Rc<Cause>,
+    },
+    /// The device was killed ([`DeviceRef::kill`](crate::DeviceRef::kill))
+    /// with this reason.
+    Killed(Rc<dyn Error>),
+    /// The last owning handle ([`DeviceOwn`](crate::DeviceOwn)) was dropped.
+    Dropped,
+    /// The connection to a remote device's node was lost. Reserved for the
+    /// cluster layer; the local runtime never produces it.
+    Lost,
+}
+
+impl Cause {
+    /// True for every cause except [`Cause::Stopped`] and
+    /// [`Cause::Shutdown`]. Faults propagate along links.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, Cause::Stopped | Cause::Shutdown { .. })
+    }
+
+    /// For a cascade, the device at the start of the chain (the first one
+    /// that faulted by itself); `None` for every other cause.
+    pub fn origin(&self) -> Option<DeviceId> {
+        let mut origin = None;
+        let mut cause = self;
+        while let Cause::Cascade { from, cause: inner } = cause {
+            origin = Some(*from);
+            cause = inner;
+        }
+        origin
+    }
+
+    /// The cause at the start of a cascade chain (the origin's own cause);
+    /// `self` for every other cause.
+    pub fn root(&self) -> &Cause {
+        let mut cause = self;
+        while let Cause::Cascade { cause: inner, .. } = cause {
+            cause = inner;
+        }
+        cause
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Stopped => f.write_str("stopped"),
+            Cause::Shutdown { by: Some(by) } => write!(f, "shut down at the request of {by}"),
+            Cause::Shutdown { by: None } => f.write_str("shut down on request"),
+            Cause::Error(e) => write!(f, "failed: {e}"),
+            Cause::Panic(msg) => write!(f, "panicked: {msg}"),
+            Cause::Cascade { from, cause } => write!(f, "linked device {from} died ({cause})"),
+            Cause::Killed(e) => write!(f, "killed: {e}"),
+            Cause::Dropped => f.write_str("dropped (last owner gone)"),
+            Cause::Lost => f.write_str("lost (remote node unreachable)"),
+        }
+    }
+}
+
+/// The notice a watcher receives when a device it watches dies: which
+/// device, and why.
+#[derive(Clone, Debug)]
+pub struct Down {
+    /// The device that died.
+    pub id: DeviceId,
+    /// Why it died.
+    pub cause: Cause,
+}
+
+impl fmt::Display for Down {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device {} {}", self.id, self.cause)
+    }
+}
+
+/// How two devices are linked, seen from the device that makes the link
+/// (`me.link(&other, mode)`), with async-backplane's meaning.
+///
+/// A device that *watches* another through a link is told when it dies:
+/// it receives the [`Down`] through its trap handler if it has one
+/// ([`DeviceRef::trap`](crate::DeviceRef::trap)); otherwise, if the death
+/// was a fault, it is failed with [`Cause::Cascade`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkMode {
+    /// I watch `other`.
+    Monitor,
+    /// `other` watches me.
+    Notify,
+    /// Both watch each other.
+    Peer,
+}
+
+impl LinkMode {
+    /// True if the device making the link watches the other one.
+    pub fn watches(self) -> bool {
+        matches!(self, LinkMode::Monitor | LinkMode::Peer)
+    }
+
+    /// True if the other device watches the one making the link.
+    pub fn notifies(self) -> bool {
+        matches!(self, LinkMode::Notify | LinkMode::Peer)
+    }
+}
+
+/// Why a link, monitor, trap or request could not be made.
+#[derive(Clone, Debug)]
+pub enum LinkError {
+    /// The device `id` is already dead; `cause` is how it died. For a
+    /// monitor, the [`Down`] has been delivered too (see `NOTES.md`).
+    DeviceDown {
+        /// The dead device.
+        id: DeviceId,
+        /// How it died.
+        cause: Cause,
+    },
+    /// A device cannot link to itself.
+    SelfLink(DeviceId),
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::DeviceDown { id, cause } => write!(f, "device {id} is down ({cause})"),
+            LinkError::SelfLink(id) => write!(f, "device {id} cannot link to itself"),
+        }
+    }
+}
+
+impl Error for LinkError {}
+
+static_assertions::assert_eq_size!(DeviceId, u64);
+static_assertions::assert_eq_size!(Option<DeviceId>, u64);
+static_assertions::assert_eq_size!(Cause, [usize; 3]);
+static_assertions::assert_eq_size!(Down, [usize; 4]);
+static_assertions::assert_not_impl_any!(Down: Send, Sync);

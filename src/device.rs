@@ -1,0 +1,333 @@
+//! Devices: actors with an identity that others can watch.
+//!
+//! A device is a stakker actor created through stakplane
+//! ([`device!`](crate::device), [`device_new!`](crate::device_new) or
+//! [`DeviceOwn::new`]). It gets a [`DeviceId`], and stakplane owns its
+//! stakker termination `Ret<StopCause>`: when the actor ends, the device
+//! layer turns the stakker cause into a [`Cause`] and fans a [`Down`] out
+//! to every watcher.
+//!
+//! Two handle types name a device, and both implement [`DeviceRef`]:
+//! - [`DeviceOwn<A>`]: the owning, typed handle. It keeps the actor alive
+//!   (when the last one is dropped the device dies with [`Cause::Dropped`])
+//!   and dereferences to the stakker [`Actor<A>`] so calls work as usual.
+//! - [`Line`]: a weak, untyped, cloneable handle. It never keeps the device
+//!   alive; it remembers the cause after death.
+//!
+//! Watching comes in two kinds:
+//! - **monitor** ([`DeviceRef::monitor`], [`DeviceRef::monitor_fwd`]):
+//!   one-way, never propagates; exactly one [`Down`] per subscription.
+//! - **link** ([`DeviceRef::link`] with a [`LinkMode`]): a watching device
+//!   that [traps](DeviceRef::trap) receives the `Down` through its trap
+//!   handler; one that does not trap is failed with [`Cause::Cascade`] when
+//!   the watched device *faults*, and is left alone on a normal stop.
+//!
+//! `NOTES.md` is the normative statement of these rules.
+
+pub(crate) mod registry;
+
+pub use registry::MonitorRef;
+
+use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
+use registry::{Control, Key};
+use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
+use std::error::Error;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::rc::Rc;
+
+/// Carries a device-layer cause through stakker's `StopCause::Failed`.
+pub(crate) struct Ending(pub(crate) Cause);
+
+impl fmt::Debug for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Error for Ending {}
+
+struct ActorControl<A: 'static>(Actor<A>);
+
+impl<A: 'static> Control for ActorControl<A> {
+    fn end(&self, cause: Cause) {
+        let actor = self.0.clone();
+        // Queued like any call: it runs after what is already queued, and
+        // waits for a Prep actor to become ready.
+        self.0
+            .defer(move |s| actor.apply(s, move |_, cx| cx.fail(Ending(cause))));
+    }
+}
+
+mod sealed {
+    pub trait Sealed {
+        /// The registry key, with the device's controller installed.
+        fn controlled_key(&self) -> super::Key;
+        /// The registry key.
+        fn key(&self) -> super::Key;
+    }
+}
+
+/// What every device handle ([`DeviceOwn`], [`Line`]) can do.
+///
+/// Sealed: implemented only by stakplane's handle types. Import it (or
+/// `stakplane::prelude::*`) to call these methods.
+pub trait DeviceRef: sealed::Sealed {
+    /// The device's id.
+    fn id(&self) -> DeviceId {
+        self.key().id
+    }
+
+    /// True until the device's actor has ended. The answer can change as
+    /// soon as the queue runs; prefer a monitor to polling.
+    fn is_alive(&self) -> bool {
+        registry::is_alive(self.key())
+    }
+
+    /// How the device died, or `None` while it is alive.
+    fn cause(&self) -> Option<Cause> {
+        registry::cause(self.key())
+    }
+
+    /// A [`Line`] naming this device.
+    fn line(&self) -> Line {
+        let key = self.controlled_key();
+        registry::retain(key);
+        Line {
+            key,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Monitors the device: `ret` receives exactly one [`Down`] when it
+    /// dies, unless the returned [`MonitorRef`] is cancelled first.
+    ///
+    /// If the device is already dead, the `Down` (with the recorded cause)
+    /// is sent to `ret` at once and the call returns
+    /// [`LinkError::DeviceDown`] so a synchronous caller can tell.
+    ///
+    /// Cost: one push onto the device's watcher list.
+    fn monitor(&self, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
+        registry::monitor(self.key(), ret)
+    }
+
+    /// Like [`monitor`](DeviceRef::monitor), delivering through a `Fwd`
+    /// (one call, ever, for this subscription). Handy when one handler
+    /// watches many devices.
+    fn monitor_fwd(&self, fwd: Fwd<Down>) -> Result<MonitorRef, LinkError> {
+        registry::monitor_fwd(self.key(), fwd)
+    }
+
+    /// Links this device to `other` with `mode` (see [`LinkMode`]).
+    /// Linking twice in the same direction is a no-op: one `Down` per
+    /// linked pair and direction.
+    ///
+    /// # Errors
+    /// [`LinkError::DeviceDown`] if either device is dead (nothing is
+    /// linked, nothing is delivered); [`LinkError::SelfLink`] if both name
+    /// the same device.
+    fn link(&self, other: &impl DeviceRef, mode: LinkMode) -> Result<(), LinkError> {
+        registry::link(self.controlled_key(), other.controlled_key(), mode)
+    }
+
+    /// Removes the watch relations that `mode` names between this device
+    /// and `other` (`Peer` removes both directions). A no-op for relations
+    /// that do not exist or devices that are dead.
+    fn unlink(&self, other: &impl DeviceRef, mode: LinkMode) {
+        registry::unlink(self.key(), other.key(), mode)
+    }
+
+    /// Makes the device *trap*: a `Down` from any device it watches through
+    /// a link goes to `handler` instead of killing it, whatever the cause.
+    /// Replaces a previous handler.
+    ///
+    /// # Errors
+    /// [`LinkError::DeviceDown`] if the device is dead.
+    fn trap(&self, handler: Fwd<Down>) -> Result<(), LinkError> {
+        registry::set_trap(self.controlled_key(), Some(handler)).map(drop)
+    }
+
+    /// Stops trapping: linked faults kill the device again.
+    fn untrap(&self) {
+        // A dead device has no handler to clear.
+        let _ = registry::set_trap(self.key(), None).map(drop);
+    }
+
+    /// Asks the device to shut down. It ends with
+    /// [`Cause::Shutdown`]` { by }` — a normal stop, which does not
+    /// propagate along links. The request is queued behind calls already
+    /// queued.
+    ///
+    /// # Errors
+    /// [`LinkError::DeviceDown`] if the device is already dead.
+    fn shutdown(&self, by: Option<DeviceId>) -> Result<(), LinkError> {
+        registry::end(self.controlled_key(), Cause::Shutdown { by })
+    }
+
+    /// Kills the device: it ends with [`Cause::Killed`]`(reason)`, a fault.
+    /// Queued behind calls already queued, like [`shutdown`](DeviceRef::shutdown).
+    ///
+    /// # Errors
+    /// [`LinkError::DeviceDown`] if the device is already dead.
+    fn kill(&self, reason: impl Into<Box<dyn Error>>) -> Result<(), LinkError> {
+        let reason: Rc<dyn Error> = Rc::from(reason.into());
+        registry::end(self.controlled_key(), Cause::Killed(reason))
+    }
+}
+
+/// The owning, typed handle of a device.
+///
+/// Dereferences to the stakker [`Actor<A>`], so both stakplane's guarded
+/// macros and stakker's plain ones accept it. While any `DeviceOwn` of a
+/// device exists, the device lives (unless it stops or fails); when the
+/// last one is dropped, the device dies with [`Cause::Dropped`] once the
+/// queue runs.
+pub struct DeviceOwn<A: 'static> {
+    own: ActorOwn<A>,
+    key: Key,
+}
+
+impl<A: 'static> DeviceOwn<A> {
+    /// Creates a device in stakker's **Prep** state: calls to it are held
+    /// until an init call (`call!([dev], Type::init(args))`) returns its
+    /// state. [`device!`](crate::device) does both in one step.
+    ///
+    /// Cost: stakker's actor creation, one small allocation for the
+    /// termination `Ret`, and a slot in the per-thread registry.
+    pub fn new(core: &mut Core) -> Self {
+        let key = registry::create();
+        let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(key, stop)), 0);
+        Self { own, key }
+    }
+
+    /// Another owning handle to the same device.
+    pub fn owned(&self) -> Self {
+        registry::retain(self.key);
+        Self {
+            own: self.own.owned(),
+            key: self.key,
+        }
+    }
+
+    /// The stakker actor behind the device.
+    pub fn actor(&self) -> &Actor<A> {
+        &self.own
+    }
+}
+
+impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
+    fn controlled_key(&self) -> Key {
+        registry::ensure_control(self.key, || Box::new(ActorControl(self.own.deref().clone())));
+        self.key
+    }
+
+    fn key(&self) -> Key {
+        self.key
+    }
+}
+
+impl<A: 'static> DeviceRef for DeviceOwn<A> {}
+
+impl<A: 'static> Deref for DeviceOwn<A> {
+    type Target = Actor<A>;
+
+    fn deref(&self) -> &Actor<A> {
+        &self.own
+    }
+}
+
+impl<A: 'static> Drop for DeviceOwn<A> {
+    fn drop(&mut self) {
+        registry::release(self.key);
+    }
+}
+
+impl<A: 'static> fmt::Debug for DeviceOwn<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceOwn({})", self.key.id)
+    }
+}
+
+/// A weak, untyped handle to a device.
+///
+/// A `Line` never keeps its device alive, but it does keep the record of
+/// how the device died, so [`cause`](DeviceRef::cause) and monitors work
+/// after death. Lines compare, order and hash by [`DeviceId`].
+///
+/// Not `Send`: a device lives on its runtime's thread.
+pub struct Line {
+    key: Key,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl sealed::Sealed for Line {
+    fn controlled_key(&self) -> Key {
+        // Making a Line installed the controller.
+        self.key
+    }
+
+    fn key(&self) -> Key {
+        self.key
+    }
+}
+
+impl DeviceRef for Line {}
+
+impl Clone for Line {
+    fn clone(&self) -> Self {
+        registry::retain(self.key);
+        Line {
+            key: self.key,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        registry::release(self.key);
+    }
+}
+
+impl PartialEq for Line {
+    fn eq(&self, other: &Self) -> bool {
+        self.key.id == other.key.id
+    }
+}
+
+impl Eq for Line {}
+
+impl PartialOrd for Line {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Line {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.id.cmp(&other.key.id)
+    }
+}
+
+impl Hash for Line {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.id.hash(state);
+    }
+}
+
+impl fmt::Debug for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Line({})", self.key.id)
+    }
+}
+
+static_assertions::assert_not_impl_any!(Line: Send, Sync);
+static_assertions::assert_not_impl_any!(DeviceOwn<()>: Send, Sync);

@@ -1,0 +1,166 @@
+//! Panic containment: every piece of user code the stakplane macros
+//! schedule runs inside [`std::panic::catch_unwind`]. A panic fails exactly
+//! the actor whose code panicked, with [`Cause::Panic`] carrying the panic
+//! message; the queue, the timers and every other actor carry on.
+//!
+//! The functions here are what the macros expand to ([`call!`](crate::call),
+//! [`ret_to!`](crate::ret_to), [`fwd_to!`](crate::fwd_to),
+//! [`after!`](crate::after), [`device!`](crate::device), ...). They are
+//! public so that hand-written code can get the same protection.
+//!
+//! **Not guarded:** code run through stakker's own macros and methods
+//! (`stakker::call!`, `Actor::apply`, a raw `Ret::new` / `Fwd::new`
+//! closure, `Core::after` with a raw closure), and `Drop` impls of actor
+//! state. A panic there unwinds out of `Stakker::run` as it does in plain
+//! stakker.
+//!
+//! The first end wins: if the code called `stop!`/`fail!` before it
+//! panicked, the actor ends with that cause, not with the panic.
+
+use crate::cause::Cause;
+use crate::device::Ending;
+use stakker::{Actor, Cx, Fwd, Ret, Stakker};
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Runs `f` on the actor when it is ready (see [`Actor::apply`]), failing
+/// the actor with [`Cause::Panic`] if `f` panics.
+///
+/// Cost: the same as `Actor::apply`; the unwind guard is free unless a
+/// panic happens.
+#[inline]
+pub fn apply<A: 'static>(
+    actor: &Actor<A>,
+    s: &mut Stakker,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
+) {
+    actor.apply(s, move |this, cx| {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(this, cx))) {
+            fail_with_panic(cx, payload);
+        }
+    });
+}
+
+/// Runs a **Prep**-state call (an `init` function) on the actor (see
+/// [`Actor::apply_prep`]). A panic fails the actor with [`Cause::Panic`]
+/// instead of making it ready.
+#[inline]
+pub fn apply_prep<A: 'static>(
+    actor: &Actor<A>,
+    s: &mut Stakker,
+    f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
+) {
+    actor.apply_prep(s, move |cx| match catch_unwind(AssertUnwindSafe(|| f(cx))) {
+        Ok(state) => state,
+        Err(payload) => {
+            fail_with_panic(cx, payload);
+            None
+        }
+    });
+}
+
+/// Queues a guarded call to the actor on its own queue: the expansion of
+/// `call!([actor], method(args))`.
+#[inline]
+pub fn defer_apply<A: 'static>(
+    actor: Actor<A>,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
+) {
+    let target = actor.clone();
+    actor.defer(move |s| apply(&target, s, f));
+}
+
+/// Queues a guarded **Prep** call: the expansion of
+/// `call!([actor], Type::init(args))`.
+#[inline]
+pub fn defer_apply_prep<A: 'static>(
+    actor: Actor<A>,
+    f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
+) {
+    let target = actor.clone();
+    actor.defer(move |s| apply_prep(&target, s, f));
+}
+
+/// A [`Ret`] whose handler runs as a guarded call on `actor`; the handler
+/// gets `None` if the `Ret` is dropped unfired. Expansion of
+/// `ret_to!([cx], method(args) as (M))`.
+#[inline]
+pub fn ret_to<A: 'static, M: 'static>(
+    actor: Actor<A>,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>, Option<M>) + 'static,
+) -> Ret<M> {
+    Ret::new(move |msg| defer_apply(actor, move |this, cx| f(this, cx, msg)))
+}
+
+/// A [`Ret`] whose handler runs as a guarded call on `actor` only when a
+/// value is sent (a dropped `Ret` is ignored). Expansion of
+/// `ret_some_to!([cx], method(args) as (M))`.
+#[inline]
+pub fn ret_some_to<A: 'static, M: 'static>(
+    actor: Actor<A>,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>, M) + 'static,
+) -> Ret<M> {
+    Ret::new(move |msg| {
+        if let Some(msg) = msg {
+            defer_apply(actor, move |this, cx| f(this, cx, msg));
+        }
+    })
+}
+
+/// A [`Fwd`] whose handler runs as a guarded call on `actor` for every
+/// message. The handler (with its captured arguments) is cloned per
+/// message. Expansion of `fwd_to!([cx], method(args) as (M))`.
+#[inline]
+pub fn fwd_to<A: 'static, M: 'static>(
+    actor: Actor<A>,
+    f: impl Fn(&mut A, &mut Cx<'_, A>, M) + Clone + 'static,
+) -> Fwd<M> {
+    Fwd::new(move |msg| {
+        let f = f.clone();
+        defer_apply(actor.clone(), move |this, cx| f(this, cx, msg));
+    })
+}
+
+/// Starts a stakker fixed timer that makes a guarded call on `actor` after
+/// `dur`. Expansion of `after!(dur, [cx], method(args))`.
+#[inline]
+pub fn after<A: 'static>(
+    core: &mut stakker::Core,
+    dur: Duration,
+    actor: Actor<A>,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
+) -> stakker::FixedTimerKey {
+    core.after(dur, move |s| apply(&actor, s, f))
+}
+
+/// Starts a stakker fixed timer that makes a guarded call on `actor` at
+/// `when`. Expansion of `at!(when, [cx], method(args))`.
+#[inline]
+pub fn at<A: 'static>(
+    core: &mut stakker::Core,
+    when: Instant,
+    actor: Actor<A>,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
+) -> stakker::FixedTimerKey {
+    core.timer_add(when, move |s| apply(&actor, s, f))
+}
+
+#[cold]
+#[inline(never)]
+fn fail_with_panic<A>(cx: &mut Cx<'_, A>, payload: Box<dyn Any + Send>) {
+    cx.fail(Ending(Cause::Panic(panic_message(payload))));
+}
+
+/// The message of a panic payload: the `&str` or `String` given to
+/// `panic!`, or a placeholder for any other payload type.
+pub fn panic_message(payload: Box<dyn Any + Send>) -> Rc<str> {
+    match payload.downcast::<String>() {
+        Ok(s) => Rc::from(s.as_str()),
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => Rc::from(*s),
+            Err(_) => Rc::from("(panic payload is not a string)"),
+        },
+    }
+}

@@ -1,0 +1,92 @@
+//! # stakplane — devices, links, monitors and panic containment on stakker
+//!
+//! A single-threaded, never-blocking actor runtime built on the
+//! [`stakker`] crate. Every actor created through stakplane is a
+//! **device**: it has a [`DeviceId`], others can [monitor](DeviceRef::monitor)
+//! or [link](DeviceRef::link) to it, and when it dies every watcher learns
+//! why — a [`Down`] carrying a [`Cause`] — through ordinary stakker `Ret` /
+//! `Fwd` callbacks. A panic in user code fails only the actor whose code
+//! panicked; the runtime keeps running.
+//!
+//! ```
+//! use stakplane::prelude::*;
+//! use std::time::Instant;
+//!
+//! struct Worker;
+//! impl Worker {
+//!     fn init(_: CX![]) -> Option<Self> { Some(Worker) }
+//!     fn crash(&mut self, _: CX![]) { panic!("boom") }
+//! }
+//!
+//! struct Watcher { seen: Vec<String> }
+//! impl Watcher {
+//!     fn init(_: CX![]) -> Option<Self> { Some(Watcher { seen: Vec::new() }) }
+//!     fn down(&mut self, _: CX![], down: Down) { self.seen.push(down.to_string()); }
+//! }
+//!
+//! let mut s = Stakker::new(Instant::now());
+//! let worker = device!(s, Worker::init());
+//! let watcher = device!(s, Watcher::init());
+//! // One-way watch: exactly one Down when the worker dies.
+//! let _ = worker.monitor(ret_some_to!([watcher], down() as (Down)));
+//! call!([worker], crash());               // panics inside the actor...
+//! s.run(Instant::now(), false);           // ...and the loop carries on
+//! assert!(!worker.is_alive());
+//! let seen = watcher.query(&mut s, |w, _| w.seen.clone()).unwrap();
+//! assert_eq!(seen, [format!("device {} panicked: boom", worker.id())]);
+//! ```
+//!
+//! ## Map
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cause`] | [`DeviceId`], [`Cause`] (normal stop vs fault kinds), [`Down`], [`LinkMode`], [`LinkError`] |
+//! | [`device`] | [`DeviceOwn`] (owning handle), [`Line`] (weak handle), [`DeviceRef`] (monitor, link, trap, shutdown, kill), [`MonitorRef`] |
+//! | [`guard`] | panic containment: what the macros expand to |
+//! | [`macros`] | [`call!`], [`ret_to!`], [`ret_some_to!`], [`fwd_to!`], [`after!`], [`at!`], [`device!`], [`device_new!`] |
+//! | [`task`] | the async/await bridge (crate `stakplane-async`; placeholder for now) |
+//! | [`prelude`] | everything above plus the stakker items actors need |
+//!
+//! The semantics (who is notified of what, when, exactly once, what a
+//! panic does) are stated normatively in `NOTES.md` at the repository
+//! root; every rule there has a test named after it.
+//!
+//! ## What is guarded
+//!
+//! Code scheduled through stakplane's macros runs under
+//! [`catch_unwind`](std::panic::catch_unwind). Code scheduled through
+//! stakker's own macros or raw `Ret::new` / `Fwd::new` closures is **not**
+//! guarded: a panic there unwinds out of `Stakker::run` as in plain
+//! stakker. Import the macros from `stakplane` (the prelude does), not
+//! from `stakker`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cause;
+pub mod device;
+pub mod guard;
+pub mod macros;
+
+/// The async/await bridge (package `stakplane-async`).
+pub use stakplane_async as task;
+
+/// The stakker version stakplane is built on, for items the prelude does
+/// not re-export.
+pub use stakker;
+
+pub use cause::{Cause, DeviceId, Down, LinkError, LinkMode};
+pub use device::{DeviceOwn, DeviceRef, Line, MonitorRef};
+
+/// One import for actor code: stakplane's handles, causes and guarded
+/// macros, plus the stakker items actors use (`Stakker`, `Actor`, `Cx`,
+/// `CX!`, `Ret`, `Fwd`, `stop!`, `fail!`, ...).
+pub mod prelude {
+    pub use crate::{
+        after, at, call, device, device_new, fwd_to, ret_some_to, ret_to, Cause, DeviceId,
+        DeviceOwn, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef,
+    };
+    pub use stakker::{
+        fail, fwd_nop, ret_nop, stop, Actor, ActorOwn, Core, Cx, FixedTimerKey, Fwd, Ret,
+        StopCause, Stakker, CX,
+    };
+}
