@@ -225,7 +225,9 @@ impl<A: 'static> DeviceOwn<A> {
 
 impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
     fn controlled_key(&self) -> Key {
-        registry::ensure_control(self.key, || Box::new(ActorControl(self.own.deref().clone())));
+        registry::ensure_control(self.key, || {
+            Box::new(ActorControl(self.own.deref().clone()))
+        });
         self.key
     }
 

@@ -52,11 +52,13 @@ pub fn apply_prep<A: 'static>(
     s: &mut Stakker,
     f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
 ) {
-    actor.apply_prep(s, move |cx| match catch_unwind(AssertUnwindSafe(|| f(cx))) {
-        Ok(state) => state,
-        Err(payload) => {
-            fail_with_panic(cx, payload);
-            None
+    actor.apply_prep(s, move |cx| {
+        match catch_unwind(AssertUnwindSafe(|| f(cx))) {
+            Ok(state) => state,
+            Err(payload) => {
+                fail_with_panic(cx, payload);
+                None
+            }
         }
     });
 }
@@ -64,10 +66,7 @@ pub fn apply_prep<A: 'static>(
 /// Queues a guarded call to the actor on its own queue: the expansion of
 /// `call!([actor], method(args))`.
 #[inline]
-pub fn defer_apply<A: 'static>(
-    actor: Actor<A>,
-    f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
-) {
+pub fn defer_apply<A: 'static>(actor: Actor<A>, f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static) {
     let target = actor.clone();
     actor.defer(move |s| apply(&target, s, f));
 }

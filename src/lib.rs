@@ -86,7 +86,7 @@ pub mod prelude {
         DeviceOwn, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef,
     };
     pub use stakker::{
-        fail, fwd_nop, ret_nop, stop, Actor, ActorOwn, Core, Cx, FixedTimerKey, Fwd, Ret,
-        StopCause, Stakker, CX,
+        fail, fwd_nop, ret_nop, stop, Actor, ActorOwn, Core, Cx, FixedTimerKey, Fwd, Ret, Stakker,
+        StopCause, CX,
     };
 }

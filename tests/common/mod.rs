@@ -1,0 +1,221 @@
+//! Shared test fixtures: a virtual-time runtime, a scriptable device, and
+//! a record of every `Down` delivered.
+#![allow(dead_code)]
+
+use stakplane::prelude::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Panics raised on purpose by tests carry this prefix; the hook below
+/// keeps them out of the test output. Other panics print as usual.
+pub const TEST_PANIC: &str = "test-panic";
+
+pub fn quiet_test_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if !msg.starts_with(TEST_PANIC) {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// A `Stakker` on made-up virtual time.
+pub struct Rt {
+    pub s: Stakker,
+    pub now: Instant,
+}
+
+impl Rt {
+    pub fn new() -> Self {
+        quiet_test_panics();
+        let now = Instant::now();
+        Rt {
+            s: Stakker::new(now),
+            now,
+        }
+    }
+
+    /// Runs everything queued (and every expired timer) to completion.
+    pub fn run(&mut self) {
+        self.s.run(self.now, false);
+    }
+
+    /// Moves virtual time forward by `d` and runs.
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.run();
+    }
+}
+
+/// Every `Down` seen, as (who saw it, the Down), in delivery order.
+pub type Log = Rc<RefCell<Vec<(&'static str, Down)>>>;
+
+pub fn new_log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+/// Entries of the log as "who: id cause" strings, for exact comparison.
+pub fn entries(log: &Log) -> Vec<String> {
+    log.borrow()
+        .iter()
+        .map(|(who, d)| format!("{who}: {} {}", d.id, d.cause))
+        .collect()
+}
+
+/// A scriptable device: every way to die is a method.
+pub struct Dev {
+    pub name: &'static str,
+    pub log: Log,
+    pub calls: u32,
+}
+
+impl Dev {
+    pub fn init(_: CX![], name: &'static str, log: Log) -> Option<Self> {
+        Some(Dev {
+            name,
+            log,
+            calls: 0,
+        })
+    }
+
+    pub fn init_panics(_: CX![]) -> Option<Self> {
+        panic!("{TEST_PANIC} in init")
+    }
+
+    pub fn ping(&mut self, _: CX![]) {
+        self.calls += 1;
+    }
+
+    pub fn stop(&mut self, cx: CX![]) {
+        stop!(cx);
+    }
+
+    pub fn fail(&mut self, cx: CX![]) {
+        fail!(cx, "oops");
+    }
+
+    pub fn panic(&mut self, _: CX![]) {
+        panic!("{TEST_PANIC}");
+    }
+
+    pub fn stop_then_panic(&mut self, cx: CX![]) {
+        stop!(cx);
+        panic!("{TEST_PANIC} after stop");
+    }
+
+    /// The trap / monitor handler: records the Down.
+    pub fn down(&mut self, _: CX![], down: Down) {
+        self.log.borrow_mut().push((self.name, down));
+    }
+
+    /// A Ret handler that panics on delivery.
+    pub fn panic_on_reply(&mut self, _: CX![], _reply: Option<u32>) {
+        panic!("{TEST_PANIC} in ret handler");
+    }
+
+    /// A Fwd handler that panics on delivery.
+    pub fn panic_on_msg(&mut self, _: CX![], _msg: u32) {
+        panic!("{TEST_PANIC} in fwd handler");
+    }
+
+    /// A trap handler that panics.
+    pub fn panic_on_down(&mut self, _: CX![], _down: Down) {
+        panic!("{TEST_PANIC} in trap");
+    }
+
+    /// A timer handler that panics.
+    pub fn panic_on_timer(&mut self, _: CX![]) {
+        panic!("{TEST_PANIC} in timer");
+    }
+
+    /// Replies to a request (for Ret tests).
+    pub fn reply(&mut self, _: CX![], ret: Ret<u32>) {
+        ret.ret(42);
+    }
+
+    /// Makes this device trap linked Downs into its log.
+    pub fn trap_self(&mut self, cx: CX![], me: Line) {
+        let handler = fwd_to!([cx], down() as (Down));
+        me.trap(handler).expect("alive device can trap");
+    }
+}
+
+/// Creates a `Dev` named `name` recording into `log`.
+pub fn dev(rt: &mut Rt, name: &'static str, log: &Log) -> DeviceOwn<Dev> {
+    device!(rt.s, Dev::init(name, log.clone()))
+}
+
+/// Creates a `Dev` that traps linked Downs into `log` under `name`.
+pub fn trapping_dev(rt: &mut Rt, name: &'static str, log: &Log) -> DeviceOwn<Dev> {
+    let d = dev(rt, name, log);
+    d.trap(fwd_to!([d], down() as (Down)))
+        .expect("new device can trap");
+    d
+}
+
+/// The ways a device can end, each with the exact cause text it gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Stop,
+    Error,
+    Panic,
+    Kill,
+    Drop,
+    Shutdown,
+}
+
+impl End {
+    pub const ALL: [End; 6] = [
+        End::Stop,
+        End::Error,
+        End::Panic,
+        End::Kill,
+        End::Drop,
+        End::Shutdown,
+    ];
+
+    /// The `Display` of the cause this ending produces.
+    pub fn cause_text(self) -> String {
+        match self {
+            End::Stop => "stopped".into(),
+            End::Error => "failed: oops".into(),
+            End::Panic => format!("panicked: {TEST_PANIC}"),
+            End::Kill => "killed: test-kill".into(),
+            End::Drop => "dropped (last owner gone)".into(),
+            End::Shutdown => "shut down on request".into(),
+        }
+    }
+
+    pub fn is_fault(self) -> bool {
+        !matches!(self, End::Stop | End::Shutdown)
+    }
+
+    /// Ends the device this way (queued; run the runtime to see it).
+    /// `Drop` consumes the only owner, so the handle is taken by value;
+    /// the others keep it alive in `keep` so only the chosen ending acts.
+    pub fn apply(self, dev: DeviceOwn<Dev>, keep: &mut Vec<DeviceOwn<Dev>>) {
+        match self {
+            End::Stop => call!([dev], stop()),
+            End::Error => call!([dev], fail()),
+            End::Panic => call!([dev], panic()),
+            End::Kill => dev.kill("test-kill").expect("alive"),
+            End::Shutdown => dev.shutdown(None).expect("alive"),
+            End::Drop => {
+                drop(dev);
+                return;
+            }
+        }
+        keep.push(dev);
+    }
+}

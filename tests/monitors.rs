@@ -1,0 +1,359 @@
+//! Monitors, identity, handles, ordering and requests: the rules of
+//! NOTES.md ("Identity", "Monitors", "Order", "Requests").
+
+mod common;
+
+use common::*;
+use stakplane::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+/// A raw Ret that records every call of its handler (Some or None).
+fn recording_ret(rec: &Rc<RefCell<Vec<Option<String>>>>) -> Ret<Down> {
+    let rec = rec.clone();
+    Ret::new(move |d: Option<Down>| {
+        rec.borrow_mut()
+            .push(d.map(|d| format!("{} {}", d.id, d.cause)))
+    })
+}
+
+#[test]
+fn monitor_delivers_exactly_one_down() {
+    // {Ret, Fwd} x {by device, by Line} x every way to die.
+    for end in End::ALL {
+        for by_line in [false, true] {
+            let mut rt = Rt::new();
+            let log = new_log();
+            let watcher = dev(&mut rt, "watcher", &log);
+            let target = dev(&mut rt, "target", &log);
+            rt.run();
+            let id = target.id();
+            let line = target.line();
+            let by_ret = ret_some_to!([watcher], down() as (Down));
+            let by_fwd = fwd_to!([watcher], down() as (Down));
+            if by_line {
+                let _ = line.monitor(by_ret).unwrap();
+                let _ = line.monitor_fwd(by_fwd).unwrap();
+            } else {
+                let _ = target.monitor(by_ret).unwrap();
+                let _ = target.monitor_fwd(by_fwd).unwrap();
+            }
+            let mut keep = Vec::new();
+            end.apply(target, &mut keep);
+            rt.run();
+            // Anything more that happens must not produce another Down.
+            drop(keep);
+            rt.run();
+            let want = format!("watcher: {id} {}", end.cause_text());
+            assert_eq!(
+                entries(&log),
+                [want.clone(), want],
+                "{end:?} by_line={by_line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn monitor_never_propagates() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let watcher = dev(&mut rt, "watcher", &log);
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let _ = target
+        .monitor(ret_some_to!([watcher], down() as (Down)))
+        .unwrap();
+    call!([target], panic());
+    rt.run();
+    assert!(watcher.is_alive(), "a monitor is one-way and never kills");
+    assert_eq!(entries(&log).len(), 1);
+}
+
+#[test]
+fn cancel_before_death_delivers_nothing() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let rec = Rc::new(RefCell::new(Vec::new()));
+    let mref = target.monitor(recording_ret(&rec)).unwrap();
+    assert_eq!(mref.target(), target.id());
+    assert!(mref.cancel(), "cancelled while registered");
+    // Stakker's Ret contract: the dropped Ret's handler sees None, once.
+    assert_eq!(*rec.borrow(), [None]);
+    call!([target], fail());
+    rt.run();
+    assert_eq!(*rec.borrow(), [None], "no Down after cancel");
+}
+
+#[test]
+fn cancel_after_death_returns_false_and_down_still_arrives() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let watcher = dev(&mut rt, "watcher", &log);
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let id = target.id();
+    let mref = target
+        .monitor(ret_some_to!([watcher], down() as (Down)))
+        .unwrap();
+    drop(target);
+    // The drop is processed by the queue: the device is still alive here.
+    rt.s.run(rt.now, false);
+    // Now it is dead and the Down has been sent.
+    assert!(!mref.cancel(), "too late: the Down was already sent");
+    rt.run();
+    assert_eq!(
+        entries(&log),
+        [format!("watcher: {id} dropped (last owner gone)")]
+    );
+}
+
+#[test]
+fn cancel_between_drop_and_queue_run_wins() {
+    // Death happens when stakker terminates the actor, not when the last
+    // owner is dropped: a cancel in between still cancels.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let rec = Rc::new(RefCell::new(Vec::new()));
+    let mref = target.monitor(recording_ret(&rec)).unwrap();
+    drop(target);
+    assert!(mref.cancel());
+    rt.run();
+    assert_eq!(*rec.borrow(), [None]);
+}
+
+#[test]
+fn monitor_dead_device_delivers_down_at_once_and_returns_device_down() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let target = dev(&mut rt, "target", &log);
+    let line = target.line();
+    call!([target], panic());
+    rt.run();
+    let rec = Rc::new(RefCell::new(Vec::new()));
+    match line.monitor(recording_ret(&rec)) {
+        Err(LinkError::DeviceDown { id, cause }) => {
+            assert_eq!(id, line.id());
+            assert_eq!(cause.to_string(), format!("panicked: {TEST_PANIC}"));
+        }
+        other => panic!("expected DeviceDown, got {other:?}"),
+    }
+    let want = Some(format!("{} panicked: {TEST_PANIC}", line.id()));
+    assert_eq!(
+        *rec.borrow(),
+        [want.clone()],
+        "delivered at once, never silence"
+    );
+    // The same through a Fwd, and through the owning handle.
+    let rec2 = rec.clone();
+    let fwd = Fwd::new(move |d: Down| {
+        rec2.borrow_mut()
+            .push(Some(format!("{} {}", d.id, d.cause)))
+    });
+    assert!(target.monitor_fwd(fwd).is_err());
+    assert_eq!(*rec.borrow(), [want.clone(), want]);
+}
+
+#[test]
+fn ids_are_unique_and_never_reused() {
+    let mut seen = HashSet::new();
+    let mut rt = Rt::new();
+    let log = new_log();
+    for _ in 0..1000 {
+        let d = dev(&mut rt, "d", &log);
+        assert!(seen.insert(d.id()), "id {} reused", d.id());
+        drop(d);
+        rt.run(); // the slot is freed and reused; the id is not
+    }
+    // A second runtime on the same thread, and another thread.
+    let mut rt2 = Rt::new();
+    for _ in 0..100 {
+        assert!(seen.insert(dev(&mut rt2, "d", &log).id()));
+    }
+    let other: Vec<u64> = std::thread::spawn(|| {
+        let mut rt = Rt::new();
+        let log = new_log();
+        (0..100)
+            .map(|_| dev(&mut rt, "d", &log).id().get())
+            .collect()
+    })
+    .join()
+    .unwrap();
+    let mine: HashSet<u64> = seen.iter().map(|id| id.get()).collect();
+    assert!(other.iter().all(|id| !mine.contains(id)));
+    assert!(seen.iter().all(|id| id.get() != 0));
+}
+
+#[test]
+fn line_compares_and_hashes_by_id() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let a = dev(&mut rt, "a", &log);
+    let b = dev(&mut rt, "b", &log);
+    let (a1, a2, b1) = (a.line(), a.clone_line(), b.line());
+    assert_eq!(a1, a2);
+    assert_ne!(a1, b1);
+    assert_eq!(a1.cmp(&b1), a.id().cmp(&b.id()));
+    let set: HashSet<Line> = [a1.clone(), a2, b1].into_iter().collect();
+    assert_eq!(set.len(), 2);
+    assert!(set.contains(&a1));
+    assert_eq!(format!("{:?}", a1), format!("Line({})", a.id()));
+    assert_eq!(a.id().to_string(), format!("#{}", a.id().get()));
+}
+
+/// `clone_line` spelled through the trait, to show both ways give equal Lines.
+trait CloneLine {
+    fn clone_line(&self) -> Line;
+}
+impl<T: DeviceRef> CloneLine for T {
+    fn clone_line(&self) -> Line {
+        self.line().clone()
+    }
+}
+
+#[test]
+fn line_never_keeps_device_alive() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let d = dev(&mut rt, "d", &log);
+    let line = d.line();
+    let lines: Vec<Line> = (0..10).map(|_| line.clone()).collect();
+    rt.run();
+    assert!(line.is_alive());
+    drop(d);
+    rt.run();
+    assert!(!line.is_alive(), "Lines alone do not keep a device alive");
+    assert!(lines.iter().all(|l| !l.is_alive()));
+}
+
+#[test]
+fn line_remembers_cause_after_death() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let d = dev(&mut rt, "d", &log);
+    let line = d.line();
+    assert!(line.cause().is_none(), "alive: no cause");
+    call!([d], fail());
+    rt.run();
+    drop(d);
+    rt.run();
+    // Even with the owner gone and other devices reusing slots.
+    let others: Vec<_> = (0..10).map(|_| dev(&mut rt, "o", &log)).collect();
+    rt.run();
+    assert_eq!(line.cause().unwrap().to_string(), "failed: oops");
+    assert!(others.iter().all(|o| o.is_alive()));
+}
+
+#[test]
+fn down_is_queued_after_calls_already_queued() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let watcher = dev(&mut rt, "watcher", &log);
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let _ = target
+        .monitor(ret_some_to!([watcher], down() as (Down)))
+        .unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    call!([target], stop());
+    // Queued before the target dies:
+    let o = order.clone();
+    call!([watcher], |this, _cx| {
+        o.borrow_mut()
+            .push(format!("call, downs={}", this.log.borrow().len()))
+    });
+    rt.run();
+    assert_eq!(*order.borrow(), ["call, downs=0"]);
+    assert_eq!(log.borrow().len(), 1);
+}
+
+#[test]
+fn watchers_are_notified_in_registration_order() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let names = ["w0", "w1", "w2", "w3", "w4"];
+    let watchers: Vec<_> = names
+        .iter()
+        .map(|n| trapping_dev(&mut rt, n, &log))
+        .collect();
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    for (i, w) in watchers.iter().enumerate() {
+        if i % 2 == 0 {
+            let _ = target.monitor(ret_some_to!([w], down() as (Down))).unwrap();
+        } else {
+            w.link(&target, LinkMode::Monitor).unwrap();
+        }
+    }
+    call!([target], stop());
+    rt.run();
+    let who: Vec<&str> = log.borrow().iter().map(|(w, _)| *w).collect();
+    assert_eq!(who, names);
+}
+
+#[test]
+fn shutdown_request_names_the_requester() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let boss = dev(&mut rt, "boss", &log);
+    let worker = trapping_dev(&mut rt, "worker", &log);
+    let watcher = trapping_dev(&mut rt, "watcher", &log);
+    rt.run();
+    watcher.link(&worker, LinkMode::Monitor).unwrap();
+    worker.line().shutdown(Some(boss.id())).unwrap();
+    rt.run();
+    let cause = worker.cause().unwrap();
+    assert!(!cause.is_fault(), "a requested shutdown is a normal stop");
+    assert!(matches!(cause, Cause::Shutdown { by: Some(by) } if by == boss.id()));
+    assert_eq!(
+        entries(&log),
+        [format!(
+            "watcher: {} shut down at the request of {}",
+            worker.id(),
+            boss.id()
+        )]
+    );
+}
+
+#[test]
+fn kill_and_shutdown_of_dead_device_return_device_down() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let d = dev(&mut rt, "d", &log);
+    call!([d], stop());
+    rt.run();
+    assert!(matches!(d.kill("late"), Err(LinkError::DeviceDown { .. })));
+    assert!(matches!(
+        d.shutdown(None),
+        Err(LinkError::DeviceDown { .. })
+    ));
+    assert!(matches!(
+        d.trap(fwd_nop!()),
+        Err(LinkError::DeviceDown { .. })
+    ));
+    assert_eq!(d.cause().unwrap().to_string(), "stopped");
+}
+
+#[test]
+fn death_happens_when_stakker_terminates_the_actor() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let d = dev(&mut rt, "d", &log);
+    let line = d.line();
+    rt.run();
+    drop(d);
+    assert!(line.is_alive(), "dropping the owner only queues the end");
+    line.kill("k").unwrap();
+    assert!(line.is_alive(), "a kill is queued too");
+    rt.run();
+    // The drop was queued first, so it is the cause.
+    assert_eq!(
+        line.cause().unwrap().to_string(),
+        "dropped (last owner gone)"
+    );
+}

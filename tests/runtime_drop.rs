@@ -1,0 +1,83 @@
+//! What happens when the runtime itself is dropped with live devices
+//! (NOTES.md, "Runtime drop").
+
+mod common;
+
+use common::*;
+use stakplane::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Records every call of a `Ret<Down>` handler; `Send` so the record
+/// outlives the thread the runtime ran on.
+type Rec = Arc<Mutex<Vec<(&'static str, Option<String>)>>>;
+
+fn recording_ret(rec: &Rec, name: &'static str) -> Ret<Down> {
+    let rec = rec.clone();
+    Ret::new(move |d: Option<Down>| {
+        let seen = d.map(|d| d.cause.to_string());
+        rec.lock().expect("record lock").push((name, seen));
+    })
+}
+
+/// A parent that owns a child device, so the child lives inside the
+/// runtime's actor tree.
+struct Parent {
+    _child: DeviceOwn<Dev>,
+}
+
+impl Parent {
+    fn init(cx: CX![], log: Log, rec: Rec) -> Option<Self> {
+        let child = device!(cx, Dev::init("child", log));
+        let _ = child.monitor(recording_ret(&rec, "child")).unwrap();
+        let _line = child.line(); // installs the controller: the hardest case
+        Some(Parent { _child: child })
+    }
+}
+
+#[test]
+fn runtime_dropped_with_live_devices_drops_watchers_unfired() {
+    let rec: Rec = Arc::new(Mutex::new(Vec::new()));
+    let rec2 = rec.clone();
+    std::thread::spawn(move || {
+        let rec = rec2;
+        let log = new_log();
+        let mut rt = Rt::new();
+        // Held outside the runtime, outliving it.
+        let held = dev(&mut rt, "held", &log);
+        let held_line = held.line();
+        let _ = held.monitor(recording_ret(&rec, "held")).unwrap();
+        // Owned inside the actor tree.
+        let parent = device!(rt.s, Parent::init(log.clone(), rec.clone()));
+        rt.run();
+        let _ = parent.monitor(recording_ret(&rec, "parent")).unwrap();
+        // Stopped properly before the drop: a normal Down.
+        let done = dev(&mut rt, "done", &log);
+        let _ = done.monitor(recording_ret(&rec, "done")).unwrap();
+        call!([done], stop());
+        rt.run();
+        // Work still queued when the runtime goes away.
+        call!([held], ping());
+        drop(parent);
+        drop(rt);
+        drop(held);
+        // Nothing can run any more: no Down was invented.
+        assert!(held_line.is_alive());
+        let delivered: Vec<_> = rec.lock().unwrap().iter().map(|r| r.0).collect();
+        assert!(!delivered.contains(&"held"));
+    })
+    .join()
+    .expect("no panic while tearing down");
+
+    let mut calls = rec.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            ("child", None),
+            ("done", Some("stopped".to_string())),
+            ("held", None),
+            ("parent", None),
+        ],
+        "every watcher's Ret handler ran exactly once; None for devices the runtime never ended"
+    );
+}
