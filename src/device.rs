@@ -29,8 +29,9 @@ pub(crate) mod registry;
 pub use registry::MonitorRef;
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
-use registry::{Control, Key};
+use registry::{Control, Who};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
+use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -55,24 +56,34 @@ impl fmt::Display for Ending {
 
 impl Error for Ending {}
 
-struct ActorControl<A: 'static>(Actor<A>);
+struct ActorControl<A: 'static> {
+    actor: Actor<A>,
+    trap: Option<Fwd<Down>>,
+}
 
 impl<A: 'static> Control for ActorControl<A> {
     fn end(&self, cause: Cause) {
-        let actor = self.0.clone();
+        let actor = self.actor.clone();
         // Queued like any call: it runs after what is already queued, and
         // waits for a Prep actor to become ready.
-        self.0
+        self.actor
             .defer(move |s| actor.apply(s, move |_, cx| cx.fail(Ending(cause))));
+    }
+
+    fn trap(&mut self) -> &mut Option<Fwd<Down>> {
+        &mut self.trap
     }
 }
 
 mod sealed {
     pub trait Sealed {
-        /// The registry key, with the device's controller installed.
-        fn controlled_key(&self) -> super::Key;
-        /// The registry key.
-        fn key(&self) -> super::Key;
+        /// Names the device for one registry call, with its controller
+        /// installed.
+        fn controlled_key(&self) -> super::Who;
+        /// Names the device for one registry call. The result must be
+        /// passed to a registry function (which registers the device if
+        /// the handle asks it to).
+        fn key(&self) -> super::Who;
     }
 }
 
@@ -82,9 +93,7 @@ mod sealed {
 /// `stakplane::prelude::*`) to call these methods.
 pub trait DeviceRef: sealed::Sealed {
     /// The device's id.
-    fn id(&self) -> DeviceId {
-        self.key().id
-    }
+    fn id(&self) -> DeviceId;
 
     /// True until the device's actor has ended. The answer can change as
     /// soon as the queue runs; prefer a monitor to polling.
@@ -99,10 +108,10 @@ pub trait DeviceRef: sealed::Sealed {
 
     /// A [`Line`] naming this device.
     fn line(&self) -> Line {
-        let key = self.controlled_key();
-        registry::retain(key);
+        let who = self.controlled_key();
+        registry::retain(who);
         Line {
-            key,
+            id: who.id,
             _not_send: PhantomData,
         }
     }
@@ -192,7 +201,10 @@ pub trait DeviceRef: sealed::Sealed {
 /// queue runs.
 pub struct DeviceOwn<A: 'static> {
     own: ActorOwn<A>,
-    key: Key,
+    id: DeviceId,
+    /// This owner has registered the device (see the registry docs) and
+    /// releases it on drop.
+    registered: Cell<bool>,
 }
 
 impl<A: 'static> DeviceOwn<A> {
@@ -201,19 +213,25 @@ impl<A: 'static> DeviceOwn<A> {
     /// state. [`device!`](crate::device) does both in one step.
     ///
     /// Cost: stakker's actor creation, one small allocation for the
-    /// termination `Ret`, and a slot in the per-thread registry.
+    /// termination `Ret`, and an id. The device is entered in the
+    /// per-thread registry only when something observes it.
     pub fn new(core: &mut Core) -> Self {
-        let key = registry::create();
-        let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(key, stop)), 0);
-        Self { own, key }
+        let id = registry::new_id();
+        let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(id, stop)), 0);
+        Self {
+            own,
+            id,
+            registered: Cell::new(false),
+        }
     }
 
     /// Another owning handle to the same device.
     pub fn owned(&self) -> Self {
-        registry::retain(self.key);
+        registry::retain(sealed::Sealed::key(self));
         Self {
             own: self.own.owned(),
-            key: self.key,
+            id: self.id,
+            registered: Cell::new(true),
         }
     }
 
@@ -224,19 +242,34 @@ impl<A: 'static> DeviceOwn<A> {
 }
 
 impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
-    fn controlled_key(&self) -> Key {
-        registry::ensure_control(self.key, || {
-            Box::new(ActorControl(self.own.deref().clone()))
+    fn controlled_key(&self) -> Who {
+        registry::ensure_control(self.key(), || {
+            Box::new(ActorControl {
+                actor: self.own.deref().clone(),
+                trap: None,
+            })
         });
-        self.key
+        self.id.into()
     }
 
-    fn key(&self) -> Key {
-        self.key
+    fn key(&self) -> Who {
+        let register = if self.registered.replace(true) {
+            None
+        } else {
+            Some(!self.own.is_zombie())
+        };
+        Who {
+            id: self.id,
+            register,
+        }
     }
 }
 
-impl<A: 'static> DeviceRef for DeviceOwn<A> {}
+impl<A: 'static> DeviceRef for DeviceOwn<A> {
+    fn id(&self) -> DeviceId {
+        self.id
+    }
+}
 
 impl<A: 'static> Deref for DeviceOwn<A> {
     type Target = Actor<A>;
@@ -248,13 +281,18 @@ impl<A: 'static> Deref for DeviceOwn<A> {
 
 impl<A: 'static> Drop for DeviceOwn<A> {
     fn drop(&mut self) {
-        registry::release(self.key);
+        // An unregistered owner of a live device is its only handle: the
+        // device dies of this drop and nothing needs releasing. If the
+        // device already died, the registry counted this owner.
+        if self.registered.get() || self.own.is_zombie() {
+            registry::release(self.id);
+        }
     }
 }
 
 impl<A: 'static> fmt::Debug for DeviceOwn<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceOwn({})", self.key.id)
+        write!(f, "DeviceOwn({})", self.id)
     }
 }
 
@@ -266,28 +304,32 @@ impl<A: 'static> fmt::Debug for DeviceOwn<A> {
 ///
 /// Not `Send`: a device lives on its runtime's thread.
 pub struct Line {
-    key: Key,
+    id: DeviceId,
     _not_send: PhantomData<*const ()>,
 }
 
 impl sealed::Sealed for Line {
-    fn controlled_key(&self) -> Key {
-        // Making a Line installed the controller.
-        self.key
+    fn controlled_key(&self) -> Who {
+        // Making a Line registered the device and installed the controller.
+        self.id.into()
     }
 
-    fn key(&self) -> Key {
-        self.key
+    fn key(&self) -> Who {
+        self.id.into()
     }
 }
 
-impl DeviceRef for Line {}
+impl DeviceRef for Line {
+    fn id(&self) -> DeviceId {
+        self.id
+    }
+}
 
 impl Clone for Line {
     fn clone(&self) -> Self {
-        registry::retain(self.key);
+        registry::retain(self.id.into());
         Line {
-            key: self.key,
+            id: self.id,
             _not_send: PhantomData,
         }
     }
@@ -295,13 +337,13 @@ impl Clone for Line {
 
 impl Drop for Line {
     fn drop(&mut self) {
-        registry::release(self.key);
+        registry::release(self.id);
     }
 }
 
 impl PartialEq for Line {
     fn eq(&self, other: &Self) -> bool {
-        self.key.id == other.key.id
+        self.id == other.id
     }
 }
 
@@ -315,19 +357,19 @@ impl PartialOrd for Line {
 
 impl Ord for Line {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.id.cmp(&other.key.id)
+        self.id.cmp(&other.id)
     }
 }
 
 impl Hash for Line {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.id.hash(state);
+        self.id.hash(state);
     }
 }
 
 impl fmt::Debug for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Line({})", self.key.id)
+        write!(f, "Line({})", self.id)
     }
 }
 
