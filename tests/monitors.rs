@@ -145,8 +145,8 @@ fn monitor_dead_device_delivers_down_at_once_and_returns_device_down() {
     }
     let want = Some(format!("{} panicked: {TEST_PANIC}", line.id()));
     assert_eq!(
-        *rec.borrow(),
-        [want.clone()],
+        rec.borrow().as_slice(),
+        std::slice::from_ref(&want),
         "delivered at once, never silence"
     );
     // The same through a Fwd, and through the owning handle.

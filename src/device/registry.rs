@@ -342,7 +342,6 @@ pub(crate) fn cause(who: Who) -> Option<Cause> {
 /// [`cancel`](MonitorRef::cancel) it to stop the [`Down`] from being
 /// delivered. Dropping a `MonitorRef` does **not** cancel the monitor.
 #[derive(Debug)]
-#[must_use = "dropping a MonitorRef does not cancel the monitor; call cancel() or ignore it explicitly"]
 pub struct MonitorRef {
     id: DeviceId,
     node: u32,
