@@ -73,7 +73,11 @@ impl Logger {
     }
 
     fn down(&mut self, cx: CX![], down: Down) {
-        let kind = if down.cause.is_fault() { "FAULT" } else { "stop " };
+        let kind = if down.cause.is_fault() {
+            "FAULT"
+        } else {
+            "stop "
+        };
         let line = format!("{kind} {down}");
         let t = cx.now().duration_since(self.start);
         println!("  logger [t={t:?}]: {line}");
@@ -120,7 +124,11 @@ fn main() {
     // Virtual time: the timers below fire in order, instantly.
     after!(Duration::from_millis(500), [parser, s], parse("42"));
     after!(Duration::from_secs(1), [parser, s], parse("forty-two"));
-    after!(Duration::from_secs(2), [logger, s], stop_cache(cache.line()));
+    after!(
+        Duration::from_secs(2),
+        [logger, s],
+        stop_cache(cache.line())
+    );
 
     s.run(now, false);
     while let Some(next) = s.next_expiry() {
