@@ -1,7 +1,7 @@
 //! Devices: actors with an identity that others can watch.
 //!
 //! A device is a stakker actor created through stakplane
-//! ([`device!`](crate::device), [`device_new!`](crate::device_new) or
+//! ([`device!`](macro@crate::device), [`device_new!`](crate::device_new) or
 //! [`DeviceOwn::new`]). It gets a [`DeviceId`], and stakplane owns its
 //! stakker termination `Ret<StopCause>`: when the actor ends, the device
 //! layer turns the stakker cause into a [`Cause`] and fans a [`Down`] out
@@ -210,7 +210,7 @@ pub struct DeviceOwn<A: 'static> {
 impl<A: 'static> DeviceOwn<A> {
     /// Creates a device in stakker's **Prep** state: calls to it are held
     /// until an init call (`call!([dev], Type::init(args))`) returns its
-    /// state. [`device!`](crate::device) does both in one step.
+    /// state. [`device!`](macro@crate::device) does both in one step.
     ///
     /// Cost: stakker's actor creation, one small allocation for the
     /// termination `Ret`, and an id. The device is entered in the

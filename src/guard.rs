@@ -5,7 +5,7 @@
 //!
 //! The functions here are what the macros expand to ([`call!`](crate::call),
 //! [`ret_to!`](crate::ret_to), [`fwd_to!`](crate::fwd_to),
-//! [`after!`](crate::after), [`device!`](crate::device), ...). They are
+//! [`after!`](crate::after), [`device!`](macro@crate::device), ...). They are
 //! public so that hand-written code can get the same protection.
 //!
 //! **Not guarded:** code run through stakker's own macros and methods

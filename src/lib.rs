@@ -41,7 +41,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`cause`] | [`DeviceId`], [`Cause`] (normal stop vs fault kinds), [`Down`], [`LinkMode`], [`LinkError`] |
-//! | [`device`] | [`DeviceOwn`] (owning handle), [`Line`] (weak handle), [`DeviceRef`] (monitor, link, trap, shutdown, kill), [`MonitorRef`] |
+//! | [`device`](mod@device) | [`DeviceOwn`] (owning handle), [`Line`] (weak handle), [`DeviceRef`] (monitor, link, trap, shutdown, kill), [`MonitorRef`] |
 //! | [`guard`] | panic containment: what the macros expand to |
 //! | [`macros`] | [`call!`], [`ret_to!`], [`ret_some_to!`], [`fwd_to!`], [`after!`], [`at!`], [`device!`], [`device_new!`] |
 //! | [`task`] | the async/await bridge (crate `stakplane-async`; placeholder for now) |
