@@ -131,7 +131,8 @@ pub fn after<A: 'static>(
     actor: Actor<A>,
     f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
 ) -> stakker::FixedTimerKey {
-    core.after(dur, move |s| apply(&actor, s, f))
+    let when = core.now() + dur;
+    at(core, when, actor, f)
 }
 
 /// Starts a stakker fixed timer that makes a guarded call on `actor` at

@@ -35,12 +35,7 @@ fn panic_in_method_fails_only_that_actor() {
     let mut rt = Rt::new();
     let log = new_log();
     let by = bystander(&mut rt, &log);
-    let watcher = dev(&mut rt, "watcher", &log);
-    let victim = dev(&mut rt, "victim", &log);
-    rt.run();
-    let _ = victim
-        .monitor(ret_some_to!([watcher], down() as (Down)))
-        .unwrap();
+    let (watcher, victim) = watched_pair(&mut rt, &log);
     call!([victim], panic());
     call!([victim], ping()); // queued behind the panic: discarded
     rt.run();

@@ -59,12 +59,7 @@ fn monitor_delivers_exactly_one_down() {
 fn monitor_never_propagates() {
     let mut rt = Rt::new();
     let log = new_log();
-    let watcher = dev(&mut rt, "watcher", &log);
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
-    let _ = target
-        .monitor(ret_some_to!([watcher], down() as (Down)))
-        .unwrap();
+    let (watcher, target) = watched_pair(&mut rt, &log);
     call!([target], panic());
     rt.run();
     assert!(watcher.is_alive(), "a monitor is one-way and never kills");
@@ -253,12 +248,7 @@ fn line_remembers_cause_after_death() {
 fn down_is_queued_after_calls_already_queued() {
     let mut rt = Rt::new();
     let log = new_log();
-    let watcher = dev(&mut rt, "watcher", &log);
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
-    let _ = target
-        .monitor(ret_some_to!([watcher], down() as (Down)))
-        .unwrap();
+    let (watcher, target) = watched_pair(&mut rt, &log);
     let order = Rc::new(RefCell::new(Vec::new()));
     call!([target], stop());
     // Queued before the target dies:

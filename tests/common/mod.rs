@@ -219,3 +219,15 @@ impl End {
         keep.push(dev);
     }
 }
+
+/// A `watcher` that monitors a `target` (its Downs go to `watcher.down`),
+/// both ready.
+pub fn watched_pair(rt: &mut Rt, log: &Log) -> (DeviceOwn<Dev>, DeviceOwn<Dev>) {
+    let watcher = dev(rt, "watcher", log);
+    let target = dev(rt, "target", log);
+    rt.run();
+    target
+        .monitor(ret_some_to!([watcher], down() as (Down)))
+        .expect("target is alive");
+    (watcher, target)
+}
