@@ -26,7 +26,7 @@
 
 pub(crate) mod registry;
 
-pub use registry::MonitorRef;
+pub use registry::{registry_stats, MonitorRef, RegistryStats};
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use registry::{Control, Who};
@@ -64,10 +64,21 @@ struct ActorControl<A: 'static> {
 impl<A: 'static> Control for ActorControl<A> {
     fn end(&self, cause: Cause) {
         let actor = self.actor.clone();
-        // Queued like any call: it runs after what is already queued, and
-        // waits for a Prep actor to become ready.
-        self.actor
-            .defer(move |s| actor.apply(s, move |_, cx| cx.fail(Ending(cause))));
+        // Queued like any call: it runs after what is already queued. A
+        // device still in Prep (no init has returned yet) is ended there
+        // and then, not held until it is ready.
+        self.actor.defer(move |s| {
+            let mut cause = Some(cause);
+            actor.apply_prep(s, |cx| {
+                if let Some(cause) = cause.take() {
+                    cx.fail(Ending(cause));
+                }
+                None
+            });
+            if let Some(cause) = cause {
+                actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
+            }
+        });
     }
 
     fn trap(&mut self) -> &mut Option<Fwd<Down>> {
@@ -161,13 +172,16 @@ pub trait DeviceRef: sealed::Sealed {
     /// # Errors
     /// [`LinkError::DeviceDown`] if the device is dead.
     fn trap(&self, handler: Fwd<Down>) -> Result<(), LinkError> {
-        registry::set_trap(self.controlled_key(), Some(handler)).map(drop)
+        let (res, unused) = registry::set_trap(self.controlled_key(), Some(handler));
+        drop(unused);
+        res
     }
 
     /// Stops trapping: linked faults kill the device again.
     fn untrap(&self) {
-        // A dead device has no handler to clear.
-        let _ = registry::set_trap(self.key(), None).map(drop);
+        // A dead device has no handler to clear: the error is moot.
+        let (_, old) = registry::set_trap(self.key(), None);
+        drop(old);
     }
 
     /// Asks the device to shut down. It ends with
@@ -253,14 +267,9 @@ impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
     }
 
     fn key(&self) -> Who {
-        let register = if self.registered.replace(true) {
-            None
-        } else {
-            Some(!self.own.is_zombie())
-        };
         Who {
             id: self.id,
-            register,
+            register: !self.registered.replace(true),
         }
     }
 }
@@ -281,11 +290,24 @@ impl<A: 'static> Deref for DeviceOwn<A> {
 
 impl<A: 'static> Drop for DeviceOwn<A> {
     fn drop(&mut self) {
-        // An unregistered owner of a live device is its only handle: the
-        // device dies of this drop and nothing needs releasing. If the
-        // device already died, the registry counted this owner.
-        if self.registered.get() || self.own.is_zombie() {
+        if self.registered.get() {
             registry::release(self.id);
+        } else if self.own.is_zombie() {
+            registry::release_unregistered(self.id);
+        } else {
+            // The only handle of a live, unregistered device: dropping it
+            // queues the `Dropped` end (right after this). An end queued
+            // earlier may still win, and then the registry records the
+            // cause counting this owner; this check, queued first, releases
+            // it. In the common case it finds the device alive and does
+            // nothing.
+            let actor = self.own.deref().clone();
+            let id = self.id;
+            self.own.defer(move |_| {
+                if actor.is_zombie() {
+                    registry::release_unregistered(id);
+                }
+            });
         }
     }
 }

@@ -75,7 +75,7 @@ pub use stakplane_async as task;
 pub use stakker;
 
 pub use cause::{Cause, DeviceId, Down, LinkError, LinkMode};
-pub use device::{DeviceOwn, DeviceRef, Line, MonitorRef};
+pub use device::{registry_stats, DeviceOwn, DeviceRef, Line, MonitorRef, RegistryStats};
 
 /// One import for actor code: stakplane's handles, causes and guarded
 /// macros, plus the stakker items actors use (`Stakker`, `Actor`, `Cx`,

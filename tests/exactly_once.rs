@@ -68,6 +68,7 @@ struct Sub {
 
 fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let n = traps.len();
+    let baseline = stakplane::registry_stats();
     let mut rt = Rt::new();
     let log = new_log();
     // Death order and causes, from a first monitor on every device.
@@ -268,6 +269,12 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert_eq!(inner.to_string(), deaths[death_pos(t)].1.to_string());
         }
     }
+
+    // Nothing is left behind once every handle is gone.
+    drop(deaths);
+    drop(subs);
+    drop(lines);
+    prop_assert_eq!(stakplane::registry_stats(), baseline);
     Ok(())
 }
 

@@ -12,14 +12,22 @@
 //! `multi-stakker`).
 //!
 //! Owners and entries: an unregistered device has exactly one
-//! `DeviceOwn` (making a second one registers it). So when an entry is
-//! made, it counts that one owner, and that owner releases it when
-//! dropped.
+//! `DeviceOwn` (making a second one registers it). Registering counts that
+//! owner. If an unregistered device dies of anything but the drop of its
+//! owner, [`died`] records the cause in an entry that counts the owner;
+//! the owner releases it when dropped (or, if it was dropped while the
+//! device was alive, a check it queued releases it).
+//!
+//! Watchers: one node slab per thread. A device's watchers form a doubly
+//! linked list in registration order; a link node is also on its
+//! watcher's `watching` list, so a dying watcher removes its links from
+//! the devices it watched (no dead nodes accumulate on long-lived devices).
 //!
 //! Discipline: no user code ever runs while the registry is borrowed.
-//! Everything that can reach user code (calling or dropping a `Ret`, a
-//! `Fwd`, a controller holding an actor) is moved out of the borrow first.
-//! The controller's methods only queue work, so they may run inside.
+//! Everything that can reach user code when called or dropped (a `Ret`, a
+//! `Fwd`, a `Cause` holding a user error, a controller holding an actor)
+//! is moved out of the borrow first. The controller's `end` only queues
+//! work, so it may run inside.
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use slab::Slab;
@@ -28,6 +36,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU64;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,30 +60,35 @@ enum Watch {
     Link(DeviceId),
 }
 
-/// No node: the end of a watcher list.
+/// No node: the end of a list.
 const NIL: u32 = u32::MAX;
 
-/// One watcher, in the per-thread node slab: the watchers of a device form
-/// a doubly linked list in registration order, so monitors cost no
-/// allocation per device and cancel in O(1).
+/// One watcher, in the per-thread node slab.
 struct Node {
     /// The watched device.
     owner: DeviceId,
     /// Tells a `MonitorRef` apart from a later node in the same place;
     /// 0 for links (cancelled by `unlink`).
     token: u64,
+    /// Neighbours in the owner's watcher list.
     prev: u32,
     next: u32,
+    /// For a link node, neighbours in the watcher's `watching` list.
+    wprev: u32,
+    wnext: u32,
     watch: Watch,
 }
 
 struct Entry {
-    /// Handles naming the device: registered `DeviceOwn`s and `Line`s.
-    /// The entry is removed when the device is dead and this is 0.
+    /// Handles naming the device: registered `DeviceOwn`s and `Line`s
+    /// (see the module docs for the unregistered owner). The entry is
+    /// removed when the device is dead and this is 0.
     refs: u32,
     /// Watcher list, oldest first.
     head: u32,
     tail: u32,
+    /// Link nodes (on other devices' lists) in which this device watches.
+    watching: u32,
     /// `None` while the device is alive.
     cause: Option<Cause>,
     control: Option<Box<dyn Control>>,
@@ -86,6 +100,7 @@ impl Entry {
             refs,
             head: NIL,
             tail: NIL,
+            watching: NIL,
             cause,
             control: None,
         }
@@ -111,6 +126,8 @@ impl Hasher for IdHasher {
         self.0
     }
 }
+
+type Entries = HashMap<DeviceId, Entry, BuildHasherDefault<IdHasher>>;
 
 struct Registry {
     entries: Entries,
@@ -138,14 +155,13 @@ thread_local! {
     };
 }
 
-fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
-    REGISTRY.with(|r| f(&mut r.borrow_mut()))
-}
-
-/// Like [`with`], but a no-op returning `None` while the thread is being
-/// torn down (registry destroyed): for drop paths.
-fn try_with<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
-    REGISTRY.try_with(|r| f(&mut r.borrow_mut())).ok()
+/// Runs `f` on the registry. While the thread is being torn down (the
+/// registry is destroyed) it returns `gone` instead: handles used from
+/// destructors then see dead devices.
+fn with<R>(gone: R, f: impl FnOnce(&mut Registry) -> R) -> R {
+    REGISTRY
+        .try_with(|r| f(&mut r.borrow_mut()))
+        .unwrap_or(gone)
 }
 
 fn down_err(id: DeviceId, cause: &Cause) -> LinkError {
@@ -155,7 +171,10 @@ fn down_err(id: DeviceId, cause: &Cause) -> LinkError {
     }
 }
 
-type Entries = HashMap<DeviceId, Entry, BuildHasherDefault<IdHasher>>;
+/// What a call on a device reports once the registry is gone.
+fn gone(id: DeviceId) -> LinkError {
+    down_err(id, &Cause::Dropped)
+}
 
 /// The entry of a live device, or why there is none.
 fn live_in(entries: &mut Entries, id: DeviceId) -> Result<&mut Entry, LinkError> {
@@ -166,7 +185,7 @@ fn live_in(entries: &mut Entries, id: DeviceId) -> Result<&mut Entry, LinkError>
         },
         // Unreachable while the caller holds a registered handle; kept
         // total so a logic error cannot panic.
-        None => Err(down_err(id, &Cause::Dropped)),
+        None => Err(gone(id)),
     }
 }
 
@@ -174,32 +193,34 @@ fn live_in(entries: &mut Entries, id: DeviceId) -> Result<&mut Entry, LinkError>
 #[derive(Clone, Copy, Debug)]
 pub struct Who {
     pub(crate) id: DeviceId,
-    /// `Some(alive)` when the caller is the device's single, not yet
-    /// registered owner: the call registers the device first, as alive or
-    /// dead as the owner sees it.
-    pub(crate) register: Option<bool>,
+    /// True when the caller is the device's single, not yet registered
+    /// owner: the call registers the device first.
+    pub(crate) register: bool,
 }
 
 impl From<DeviceId> for Who {
     fn from(id: DeviceId) -> Self {
-        Who { id, register: None }
+        Who {
+            id,
+            register: false,
+        }
     }
 }
 
 impl Registry {
     /// Registers `who` if it asks for it (see [`Who::register`]); its id.
-    /// An unregistered dead device can only have died unfired (the
-    /// runtime dropped it), hence [`Cause::Dropped`].
+    /// A device is registered as alive: if it already died, [`died`] made
+    /// its entry; if its death is under way (its state is being dropped),
+    /// [`died`] will record it right after.
     fn resolve(&mut self, who: Who) -> DeviceId {
-        if let Some(alive) = who.register {
+        if who.register {
             self.entries
                 .entry(who.id)
-                .or_insert_with(|| Entry::new(1, (!alive).then_some(Cause::Dropped)));
+                .or_insert_with(|| Entry::new(1, None));
         }
         who.id
     }
 
-    /// The entry of a live device, or why there is none.
     fn live(&mut self, id: DeviceId) -> Result<&mut Entry, LinkError> {
         live_in(&mut self.entries, id)
     }
@@ -210,32 +231,80 @@ impl Registry {
         t
     }
 
+    fn insert_node(&mut self, node: Node) -> u32 {
+        let idx = self.nodes.insert(node);
+        // 2^32 watchers would take over 200 GB of nodes.
+        u32::try_from(idx)
+            .ok()
+            .filter(|&i| i != NIL)
+            .expect("more than 4 billion device watchers on one thread")
+    }
+
     /// Appends a watcher to a live device's list.
     fn push(&mut self, id: DeviceId, token: u64, watch: Watch) -> Result<u32, (LinkError, Watch)> {
-        let entry = match live_in(&mut self.entries, id) {
-            Ok(entry) => entry,
+        let tail = match self.live(id) {
+            Ok(entry) => entry.tail,
             Err(e) => return Err((e, watch)),
         };
-        let tail = entry.tail;
-        let idx = self.nodes.insert(Node {
+        let idx = self.insert_node(Node {
             owner: id,
             token,
             prev: tail,
             next: NIL,
+            wprev: NIL,
+            wnext: NIL,
             watch,
-        }) as u32;
-        if tail == NIL {
-            entry.head = idx;
-        } else {
+        });
+        if tail != NIL {
             self.nodes[tail as usize].next = idx;
         }
-        entry.tail = idx;
+        if let Ok(entry) = self.live(id) {
+            if tail == NIL {
+                entry.head = idx;
+            }
+            entry.tail = idx;
+        }
         Ok(idx)
     }
 
-    /// Unhooks node `idx` from the list of live device `id` and returns it
-    /// (to be dropped outside the borrow).
-    fn unhook(&mut self, id: DeviceId, idx: u32) -> Node {
+    /// Adds a link node: `watcher` watches `watched`. Both are live.
+    fn push_link(&mut self, watched: DeviceId, watcher: DeviceId) {
+        let Ok(idx) = self.push(watched, 0, Watch::Link(watcher)) else {
+            return;
+        };
+        if let Ok(entry) = self.live(watcher) {
+            let old = std::mem::replace(&mut entry.watching, idx);
+            self.nodes[idx as usize].wnext = old;
+            if old != NIL {
+                self.nodes[old as usize].wprev = idx;
+            }
+        }
+    }
+
+    /// Takes a link node off its watcher's `watching` list.
+    fn unhook_watching(&mut self, idx: u32) {
+        let node = &self.nodes[idx as usize];
+        let Watch::Link(watcher) = node.watch else {
+            return;
+        };
+        let (wprev, wnext) = (node.wprev, node.wnext);
+        if wprev != NIL {
+            self.nodes[wprev as usize].wnext = wnext;
+        } else if let Some(entry) = self.entries.get_mut(&watcher) {
+            if entry.watching == idx {
+                entry.watching = wnext;
+            }
+        }
+        if wnext != NIL {
+            self.nodes[wnext as usize].wprev = wprev;
+        }
+    }
+
+    /// Unhooks node `idx` from the list of its (live) owner and, for a
+    /// link, from its watcher's list; returns it, to be dropped outside
+    /// the borrow.
+    fn unhook(&mut self, idx: u32) -> Node {
+        self.unhook_watching(idx);
         let node = self.nodes.remove(idx as usize);
         if node.prev != NIL {
             self.nodes[node.prev as usize].next = node.next;
@@ -243,7 +312,7 @@ impl Registry {
         if node.next != NIL {
             self.nodes[node.next as usize].prev = node.prev;
         }
-        if let Ok(entry) = self.live(id) {
+        if let Ok(entry) = self.live(node.owner) {
             if entry.head == idx {
                 entry.head = node.next;
             }
@@ -266,11 +335,23 @@ impl Registry {
         }
         None
     }
+
+    /// Drops one handle's count; removes the entry of a dead device at 0
+    /// and returns it (its cause may hold user values: drop it outside).
+    fn release(&mut self, id: DeviceId) -> Option<Entry> {
+        let entry = self.entries.get_mut(&id)?;
+        entry.refs = entry.refs.saturating_sub(1);
+        if entry.refs == 0 && entry.cause.is_some() {
+            self.entries.remove(&id)
+        } else {
+            None
+        }
+    }
 }
 
 /// A new device id. The device is not registered until observed.
 pub(crate) fn new_id() -> DeviceId {
-    with(|r| {
+    let raw = with(None, |r| {
         if r.next_id == r.id_end {
             let start = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
             r.next_id = start;
@@ -278,38 +359,51 @@ pub(crate) fn new_id() -> DeviceId {
         }
         let raw = r.next_id;
         r.next_id += 1;
-        // The counter starts at 1 and only grows; u64 does not wrap in
-        // practice (2^64 ids).
-        DeviceId::from_raw(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MIN))
+        Some(raw)
     })
+    // During thread teardown: a block of one.
+    .unwrap_or_else(|| NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed));
+    // The counter starts at 1 and only grows; u64 does not wrap in
+    // practice (2^64 ids).
+    DeviceId::from_raw(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MIN))
 }
 
-/// One more handle names the registered device `id`.
+/// One more handle names the device.
 pub(crate) fn retain(who: Who) {
-    with(|r| {
+    with((), |r| {
         let id = r.resolve(who);
         if let Some(entry) = r.entries.get_mut(&id) {
-            entry.refs += 1;
+            entry.refs = entry.refs.saturating_add(1);
         }
     })
 }
 
-/// A handle naming `id` is gone.
+/// A registered handle naming `id` is gone.
 pub(crate) fn release(id: DeviceId) {
-    try_with(|r| {
-        if let Some(entry) = r.entries.get_mut(&id) {
-            entry.refs -= 1;
-            if entry.refs == 0 && entry.cause.is_some() {
-                r.entries.remove(&id);
-            }
+    let removed = with(None, |r| r.release(id));
+    drop(removed);
+}
+
+/// The single, unregistered owner of a device that is no longer alive is
+/// gone. If [`died`] recorded the death, this releases the owner's count.
+/// If not, the device is being terminated right now (its state, holding
+/// this owner, is being dropped): leave a mark counting no handle, which
+/// [`died`] finds and removes.
+pub(crate) fn release_unregistered(id: DeviceId) {
+    let removed = with(None, |r| {
+        if let std::collections::hash_map::Entry::Vacant(v) = r.entries.entry(id) {
+            v.insert(Entry::new(0, None));
+            return None;
         }
+        r.release(id)
     });
+    drop(removed);
 }
 
 /// Installs the device's controller if it has none yet. `make` runs only
 /// when needed.
 pub(crate) fn ensure_control(who: Who, make: impl FnOnce() -> Box<dyn Control>) {
-    with(|r| {
+    with((), |r| {
         let id = r.resolve(who);
         if let Ok(entry) = r.live(id) {
             if entry.control.is_none() {
@@ -320,14 +414,14 @@ pub(crate) fn ensure_control(who: Who, make: impl FnOnce() -> Box<dyn Control>) 
 }
 
 pub(crate) fn is_alive(who: Who) -> bool {
-    with(|r| {
+    with(false, |r| {
         let id = r.resolve(who);
         r.live(id).is_ok()
     })
 }
 
 pub(crate) fn cause(who: Who) -> Option<Cause> {
-    with(|r| {
+    with(Some(Cause::Dropped), |r| {
         let id = r.resolve(who);
         match r.live(id) {
             Ok(_) => None,
@@ -346,6 +440,7 @@ pub struct MonitorRef {
     id: DeviceId,
     node: u32,
     token: u64,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl MonitorRef {
@@ -363,13 +458,13 @@ impl MonitorRef {
     ///
     /// Cost: O(1).
     pub fn cancel(self) -> bool {
-        let removed = with(|r| {
+        let removed = with(None, |r| {
             r.live(self.id).ok()?;
             let node = r.nodes.get(self.node as usize)?;
             if node.owner != self.id || node.token != self.token {
                 return None;
             }
-            Some(r.unhook(self.id, self.node))
+            Some(r.unhook(self.node))
         });
         // Dropped outside the borrow: dropping a Ret runs its handler.
         removed.is_some()
@@ -377,14 +472,21 @@ impl MonitorRef {
 }
 
 fn add_monitor(who: Who, watch: Watch) -> Result<MonitorRef, LinkError> {
-    let res = with(|r| {
+    let res = with(Err((gone(who.id), None)), |r| {
         let id = r.resolve(who);
         let token = r.token();
-        r.push(id, token, watch)
-            .map(|node| MonitorRef { id, node, token })
+        match r.push(id, token, watch) {
+            Ok(node) => Ok(MonitorRef {
+                id,
+                node,
+                token,
+                _not_send: std::marker::PhantomData,
+            }),
+            Err((err, watch)) => Err((err, Some(watch))),
+        }
     });
     res.map_err(|(err, watch)| {
-        if let LinkError::DeviceDown { id, cause } = &err {
+        if let (LinkError::DeviceDown { id, cause }, Some(watch)) = (&err, watch) {
             deliver(
                 watch,
                 Down {
@@ -408,7 +510,7 @@ pub(crate) fn monitor_fwd(who: Who, fwd: Fwd<Down>) -> Result<MonitorRef, LinkEr
 /// `me` links to `other` with `mode` (see [`LinkMode`]). Both controllers
 /// must be installed by the caller.
 pub(crate) fn link(me: Who, other: Who, mode: LinkMode) -> Result<(), LinkError> {
-    with(|r| {
+    with(Err(gone(me.id)), |r| {
         let (me, other) = (r.resolve(me), r.resolve(other));
         if me == other {
             return Err(LinkError::SelfLink(me));
@@ -418,8 +520,7 @@ pub(crate) fn link(me: Who, other: Who, mode: LinkMode) -> Result<(), LinkError>
         r.live(other)?;
         let mut add = |watched: DeviceId, watcher: DeviceId| {
             if r.find_link(watched, watcher).is_none() {
-                // Both are live: push cannot fail.
-                let _ = r.push(watched, 0, Watch::Link(watcher));
+                r.push_link(watched, watcher);
             }
         };
         if mode.watches() {
@@ -435,12 +536,12 @@ pub(crate) fn link(me: Who, other: Who, mode: LinkMode) -> Result<(), LinkError>
 /// Removes the watch relations `mode` names between `me` and `other`.
 /// Idempotent; a no-op on dead devices.
 pub(crate) fn unlink(me: Who, other: Who, mode: LinkMode) {
-    with(|r| {
+    with((), |r| {
         let (me, other) = (r.resolve(me), r.resolve(other));
         let mut remove = |watched: DeviceId, watcher: DeviceId| {
             if let Some(idx) = r.find_link(watched, watcher) {
-                // A Link node holds no user value: dropping it here is fine.
-                r.unhook(watched, idx);
+                // A link node holds no user value: dropping it here is fine.
+                r.unhook(idx);
             }
         };
         if mode.watches() {
@@ -452,29 +553,40 @@ pub(crate) fn unlink(me: Who, other: Who, mode: LinkMode) {
     })
 }
 
-/// Sets (or with `None` clears) the trap handler; returns the old one so
-/// the caller drops it outside the borrow. The controller must be
-/// installed to set one.
-pub(crate) fn set_trap(who: Who, trap: Option<Fwd<Down>>) -> Result<Option<Fwd<Down>>, LinkError> {
-    with(|r| {
+/// Sets (or with `None` clears) the trap handler. Returns the handler that
+/// is no longer installed (the old one, or the new one if the device is
+/// dead) so the caller drops it outside the borrow.
+pub(crate) fn set_trap(
+    who: Who,
+    trap: Option<Fwd<Down>>,
+) -> (Result<(), LinkError>, Option<Fwd<Down>>) {
+    let mut trap = Some(trap);
+    let res = with(Err(gone(who.id)), |r| {
         let id = r.resolve(who);
         let entry = r.live(id)?;
-        Ok(match &mut entry.control {
-            Some(control) => std::mem::replace(control.trap(), trap),
-            None => trap,
-        })
-    })
+        if let Some(control) = &mut entry.control {
+            let new = trap.take().flatten();
+            trap = Some(std::mem::replace(control.trap(), new));
+        }
+        Ok(())
+    });
+    (res, trap.flatten())
 }
 
-/// Queues the end of the device with `cause` (shutdown or kill).
+/// Queues the end of the device with `cause` (shutdown or kill). On error
+/// the cause is dropped outside the borrow.
 pub(crate) fn end(who: Who, cause: Cause) -> Result<(), LinkError> {
-    with(|r| {
+    let mut cause = Some(cause);
+    let res = with(Err(gone(who.id)), |r| {
         let id = r.resolve(who);
-        if let Some(control) = &r.live(id)?.control {
+        let entry = r.live(id)?;
+        if let (Some(control), Some(cause)) = (&entry.control, cause.take()) {
             control.end(cause);
         }
         Ok(())
-    })
+    });
+    drop(cause);
+    res
 }
 
 fn deliver(watch: Watch, down: Down) {
@@ -483,7 +595,7 @@ fn deliver(watch: Watch, down: Down) {
         Watch::Fwd(fwd) => fwd.fwd(down),
         Watch::Link(watcher) => {
             // Decide inside the borrow; call the trap handler outside it.
-            let trap = with(|r| {
+            let trap = with(None, |r| {
                 let control = r.live(watcher).ok()?.control.as_mut()?;
                 if let Some(trap) = control.trap() {
                     return Some(trap.clone());
@@ -509,11 +621,12 @@ fn deliver(watch: Watch, down: Down) {
 pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
     let delivered = stop.is_some();
     let cause = stop.map_or(Cause::Dropped, decode);
-    let Some((head, control)) = try_with(|r| {
+    let Some((head, control)) = with(None, |r| {
         let Some(entry) = r.entries.get_mut(&id) else {
             // Never observed. If it died of anything but the drop of its
-            // owner, that single owner still exists and may ask how it
-            // died: record it, counting that owner.
+            // owner, that single owner still exists (or has queued a check,
+            // see `release_unregistered`) and may ask how it died: record
+            // it, counting that owner.
             if !matches!(cause, Cause::Dropped) {
                 r.entries.insert(id, Entry::new(1, Some(cause.clone())));
             }
@@ -522,25 +635,52 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
         if entry.cause.is_some() {
             return None;
         }
-        let head = entry.head;
+        let head = std::mem::replace(&mut entry.head, NIL);
+        entry.tail = NIL;
+        let mut watching = std::mem::replace(&mut entry.watching, NIL);
         let control = entry.control.take();
         if entry.refs == 0 {
             r.entries.remove(&id);
         } else {
-            entry.head = NIL;
-            entry.tail = NIL;
             entry.cause = Some(cause.clone());
         }
+        // This device no longer watches anyone: take its link nodes off
+        // the lists of the (live) devices it watched. They hold no user
+        // value.
+        while watching != NIL {
+            let next = r.nodes[watching as usize].wnext;
+            let node = r.nodes.remove(watching as usize);
+            if node.prev != NIL {
+                r.nodes[node.prev as usize].next = node.next;
+            }
+            if node.next != NIL {
+                r.nodes[node.next as usize].prev = node.prev;
+            }
+            if let Ok(owner) = r.live(node.owner) {
+                if owner.head == watching {
+                    owner.head = node.next;
+                }
+                if owner.tail == watching {
+                    owner.tail = node.prev;
+                }
+            }
+            watching = next;
+        }
         Some((head, control))
-    })
-    .flatten() else {
+    }) else {
         return;
     };
-    // The list is detached from the (now dead) slot: nobody else reaches
-    // these nodes, so take them one by one, delivering outside the borrow.
+    // The watcher list is detached from the dead entry: nobody else
+    // reaches these nodes, so take them one by one and deliver outside the
+    // borrow. A panic in an unguarded (raw) handler is held until every
+    // watcher has had its Down, then resumed.
+    let mut panic = None;
     let mut idx = head;
     while idx != NIL {
-        let Some(node) = try_with(|r| r.nodes.try_remove(idx as usize)).flatten() else {
+        let Some(node) = with(None, |r| {
+            r.unhook_watching(idx);
+            r.nodes.try_remove(idx as usize)
+        }) else {
             break;
         };
         idx = node.next;
@@ -549,12 +689,17 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
                 id,
                 cause: cause.clone(),
             };
-            deliver(node.watch, down);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| deliver(node.watch, down))) {
+                panic.get_or_insert(p);
+            }
         }
         // Otherwise the runtime is gone: nothing can be delivered, and the
         // watcher is dropped unfired (a Ret handler sees None).
     }
     drop(control);
+    if let Some(p) = panic {
+        resume_unwind(p);
+    }
 }
 
 /// Turns stakker's cause into ours. Causes the device layer itself
@@ -572,4 +717,25 @@ fn decode(stop: StopCause) -> Cause {
         StopCause::Dropped => Cause::Dropped,
         StopCause::Lost => Cause::Lost,
     }
+}
+
+/// What the calling thread's device registry holds: for diagnostics,
+/// leak checks and tests. Cost: O(1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Registered devices, alive or dead (a dead one stays while a handle
+    /// names it).
+    pub devices: usize,
+    /// Watcher nodes: monitors and link directions not yet delivered or
+    /// cancelled.
+    pub watchers: usize,
+}
+
+/// The calling thread's [`RegistryStats`]. Unobserved devices are not
+/// counted: they are not registered.
+pub fn registry_stats() -> RegistryStats {
+    with(RegistryStats::default(), |r| RegistryStats {
+        devices: r.entries.len(),
+        watchers: r.nodes.len(),
+    })
 }

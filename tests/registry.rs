@@ -1,0 +1,263 @@
+//! The registry's own guarantees (NOTES.md, "Registry"): it never runs
+//! user code while borrowed, and it holds nothing for a dead device that no
+//! handle names.
+
+mod common;
+
+use common::*;
+use stakplane::prelude::*;
+use stakplane::{registry_stats, RegistryStats};
+use std::fmt;
+
+/// A user error that holds a Line: dropping it touches the registry.
+#[derive(Debug)]
+struct LineError(#[allow(dead_code)] Line);
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("line error")
+    }
+}
+
+impl std::error::Error for LineError {}
+
+struct Failer {
+    other: Option<Line>,
+}
+
+impl Failer {
+    fn init(_: CX![], other: Line) -> Option<Self> {
+        Some(Failer { other: Some(other) })
+    }
+
+    fn fail_with_line(&mut self, cx: CX![]) {
+        if let Some(line) = self.other.take() {
+            fail!(cx, LineError(line));
+        }
+    }
+}
+
+#[test]
+fn user_values_are_dropped_outside_the_registry() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let a = dev(&mut rt, "a", &log);
+    let b = dev(&mut rt, "b", &log);
+    let b_line = b.line();
+    call!([a], stop());
+    rt.run();
+    // A trap handler refused by a dead device, holding a Line.
+    let handler = fwd_to!([b], down() as (Down));
+    let holder = b_line.clone();
+    let handler = {
+        let h = handler.clone();
+        Fwd::new(move |d: Down| {
+            let _keep = &holder;
+            h.fwd(d)
+        })
+    };
+    assert!(a.trap(handler).is_err());
+    // A kill reason refused by a dead device, holding a Line.
+    assert!(a.kill(LineError(b_line.clone())).is_err());
+    // A recorded cause whose user error holds a Line, freed by the last
+    // handle's drop.
+    let f = device!(rt.s, Failer::init(b_line.clone()));
+    let f_line = f.line();
+    call!([f], fail_with_line());
+    rt.run();
+    assert_eq!(f_line.cause().unwrap().to_string(), "failed: line error");
+    drop(f);
+    drop(f_line);
+    assert!(b.is_alive());
+}
+
+/// Runs `scenario` many times and checks the registry is back where it
+/// started.
+fn leaves_nothing(name: &str, mut scenario: impl FnMut(&mut Rt, &Log)) {
+    let mut rt = Rt::new();
+    let log = new_log();
+    rt.run();
+    let before = registry_stats();
+    for _ in 0..100 {
+        scenario(&mut rt, &log);
+        rt.run();
+    }
+    assert_eq!(registry_stats(), before, "{name} leaked");
+}
+
+/// A device that owns itself (a self-reference in its own state).
+struct Selfish {
+    _me: Option<DeviceOwn<Selfish>>,
+}
+
+impl Selfish {
+    fn init(_: CX![], me: DeviceOwn<Selfish>) -> Option<Self> {
+        Some(Selfish { _me: Some(me) })
+    }
+
+    fn quit(&mut self, cx: CX![]) {
+        stop!(cx);
+    }
+}
+
+#[test]
+fn dead_devices_leave_nothing_behind() {
+    leaves_nothing("create and drop", |rt, log| drop(dev(rt, "d", log)));
+    leaves_nothing("stop queued before the owner's drop", |rt, log| {
+        let d = dev(rt, "d", log);
+        call!([d], stop());
+        drop(d);
+    });
+    leaves_nothing("init panics, owner dropped at once", |rt, _| {
+        drop(device!(rt.s, Dev::init_panics()));
+    });
+    leaves_nothing("stop, run, then drop", |rt, log| {
+        let d = dev(rt, "d", log);
+        call!([d], fail());
+        rt.run();
+        assert!(d.cause().is_some());
+        drop(d);
+    });
+    leaves_nothing("a device that owns itself", |rt, _| {
+        let d = device_new!(rt.s, Selfish);
+        call!([d], Selfish::init(d.owned()));
+        call!([d], quit());
+        drop(d);
+    });
+    leaves_nothing("a device that owns its only owner", |rt, _| {
+        let d = device_new!(rt.s, Selfish);
+        let actor = d.actor().clone();
+        call!([actor], Selfish::init(d));
+        call!([actor], quit());
+    });
+    leaves_nothing("monitored, linked and trapped devices", |rt, log| {
+        let a = trapping_dev(rt, "a", log);
+        let b = dev(rt, "b", log);
+        let _ = b.monitor(ret_some_to!([a], down() as (Down)));
+        let m = a.monitor(ret_nop!()).unwrap();
+        a.link(&b, LinkMode::Peer).unwrap();
+        call!([b], panic());
+        rt.run();
+        m.cancel();
+    });
+}
+
+#[test]
+fn dead_linked_watchers_leave_no_nodes_on_live_devices() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let sup = trapping_dev(&mut rt, "sup", &log);
+    rt.run();
+    let before = registry_stats();
+    for _ in 0..200 {
+        let w = dev(&mut rt, "w", &log);
+        w.link(&sup, LinkMode::Peer).unwrap();
+        call!([w], stop());
+        drop(w);
+        rt.run();
+    }
+    assert_eq!(registry_stats(), before);
+    assert_eq!(log.borrow().len(), 200, "the supervisor saw every stop");
+}
+
+/// Reads its own cause while its state is being dropped.
+struct Introspect {
+    me: Option<DeviceOwn<Introspect>>,
+    seen: std::rc::Rc<std::cell::RefCell<Option<Option<String>>>>,
+}
+
+impl Introspect {
+    fn init(
+        _: CX![],
+        me: DeviceOwn<Introspect>,
+        seen: std::rc::Rc<std::cell::RefCell<Option<Option<String>>>>,
+    ) -> Option<Self> {
+        Some(Introspect { me: Some(me), seen })
+    }
+
+    fn quit(&mut self, cx: CX![]) {
+        stop!(cx);
+    }
+}
+
+impl Drop for Introspect {
+    fn drop(&mut self) {
+        if let Some(me) = &self.me {
+            *self.seen.borrow_mut() = Some(me.cause().map(|c| c.to_string()));
+        }
+    }
+}
+
+#[test]
+fn a_device_being_terminated_still_counts_as_alive() {
+    let mut rt = Rt::new();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let d = device_new!(rt.s, Introspect);
+    let line = d.line();
+    let actor = d.actor().clone();
+    call!([actor], Introspect::init(d, seen.clone()));
+    call!([actor], quit());
+    rt.run();
+    assert_eq!(
+        *seen.borrow(),
+        Some(None),
+        "no cause yet while the state drops"
+    );
+    assert_eq!(
+        line.cause().unwrap().to_string(),
+        "stopped",
+        "then the real cause"
+    );
+}
+
+#[test]
+fn kill_ends_a_device_still_in_prep() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let d = device_new!(rt.s, Dev); // no init: stays in Prep
+    let line = d.line();
+    rt.run();
+    assert!(line.is_alive());
+    d.kill("stuck in prep").unwrap();
+    rt.run();
+    assert_eq!(line.cause().unwrap().to_string(), "killed: stuck in prep");
+    let d2 = device_new!(rt.s, Dev);
+    d2.shutdown(None).unwrap();
+    rt.run();
+    assert!(matches!(d2.cause(), Some(Cause::Shutdown { by: None })));
+    drop(log);
+}
+
+#[test]
+fn raw_watcher_panic_still_notifies_the_others() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let record = |tag: &'static str| {
+        let seen = seen.clone();
+        Ret::new(move |d: Option<Down>| seen.borrow_mut().push((tag, d.is_some())))
+    };
+    let _ = target.monitor(record("before"));
+    let _ = target.monitor(Ret::new(|d: Option<Down>| {
+        if d.is_some() {
+            panic!("{TEST_PANIC} in a raw watcher");
+        }
+    }));
+    let _ = target.monitor(record("after"));
+    call!([target], stop());
+    let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run()));
+    assert!(escaped.is_err(), "a raw handler is not guarded: it unwinds");
+    assert_eq!(*seen.borrow(), [("before", true), ("after", true)]);
+    // The dead target stays registered while its owner lives; no watcher is left.
+    assert_eq!(
+        registry_stats(),
+        RegistryStats {
+            devices: 1,
+            watchers: 0
+        }
+    );
+    drop(target);
+    assert_eq!(registry_stats(), RegistryStats::default());
+}
