@@ -231,23 +231,24 @@ impl Registry {
         t
     }
 
-    fn insert_node(&mut self, node: Node) -> u32 {
-        let idx = self.nodes.insert(node);
-        // 2^32 watchers would take over 200 GB of nodes.
-        u32::try_from(idx)
-            .ok()
-            .filter(|&i| i != NIL)
-            .expect("more than 4 billion device watchers on one thread")
-    }
-
     /// Appends a watcher to a live device's list.
-    fn push(&mut self, id: DeviceId, token: u64, watch: Watch) -> Result<u32, (LinkError, Watch)> {
-        let tail = match self.live(id) {
-            Ok(entry) => entry.tail,
-            Err(e) => return Err((e, watch)),
+    fn push(&mut self, who: Who, token: u64, watch: Watch) -> Result<u32, (LinkError, Watch)> {
+        let Registry { entries, nodes, .. } = self;
+        // One lookup: register (if asked) and find the entry together.
+        let entry = if who.register {
+            entries.entry(who.id).or_insert_with(|| Entry::new(1, None))
+        } else {
+            match entries.get_mut(&who.id) {
+                Some(entry) => entry,
+                None => return Err((gone(who.id), watch)),
+            }
         };
-        let idx = self.insert_node(Node {
-            owner: id,
+        if let Some(cause) = &entry.cause {
+            return Err((down_err(who.id, cause), watch));
+        }
+        let tail = entry.tail;
+        let idx = nodes.insert(Node {
+            owner: who.id,
             token,
             prev: tail,
             next: NIL,
@@ -255,21 +256,23 @@ impl Registry {
             wnext: NIL,
             watch,
         });
-        if tail != NIL {
-            self.nodes[tail as usize].next = idx;
+        // 2^32 watchers would take over 200 GB of nodes.
+        let idx = u32::try_from(idx)
+            .ok()
+            .filter(|&i| i != NIL)
+            .expect("more than 4 billion device watchers on one thread");
+        if tail == NIL {
+            entry.head = idx;
+        } else {
+            nodes[tail as usize].next = idx;
         }
-        if let Ok(entry) = self.live(id) {
-            if tail == NIL {
-                entry.head = idx;
-            }
-            entry.tail = idx;
-        }
+        entry.tail = idx;
         Ok(idx)
     }
 
     /// Adds a link node: `watcher` watches `watched`. Both are live.
     fn push_link(&mut self, watched: DeviceId, watcher: DeviceId) {
-        let Ok(idx) = self.push(watched, 0, Watch::Link(watcher)) else {
+        let Ok(idx) = self.push(watched.into(), 0, Watch::Link(watcher)) else {
             return;
         };
         if let Ok(entry) = self.live(watcher) {
@@ -339,13 +342,12 @@ impl Registry {
     /// Drops one handle's count; removes the entry of a dead device at 0
     /// and returns it (its cause may hold user values: drop it outside).
     fn release(&mut self, id: DeviceId) -> Option<Entry> {
-        let entry = self.entries.get_mut(&id)?;
+        let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
+            return None;
+        };
+        let entry = slot.get_mut();
         entry.refs = entry.refs.saturating_sub(1);
-        if entry.refs == 0 && entry.cause.is_some() {
-            self.entries.remove(&id)
-        } else {
-            None
-        }
+        (entry.refs == 0 && entry.cause.is_some()).then(|| slot.remove())
     }
 }
 
@@ -473,11 +475,10 @@ impl MonitorRef {
 
 fn add_monitor(who: Who, watch: Watch) -> Result<MonitorRef, LinkError> {
     let res = with(Err((gone(who.id), None)), |r| {
-        let id = r.resolve(who);
         let token = r.token();
-        match r.push(id, token, watch) {
+        match r.push(who, token, watch) {
             Ok(node) => Ok(MonitorRef {
-                id,
+                id: who.id,
                 node,
                 token,
                 _not_send: std::marker::PhantomData,
@@ -640,6 +641,7 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
         let mut watching = std::mem::replace(&mut entry.watching, NIL);
         let control = entry.control.take();
         if entry.refs == 0 {
+            // Holds no user value now (alive, no control).
             r.entries.remove(&id);
         } else {
             entry.cause = Some(cause.clone());
