@@ -31,7 +31,7 @@ pub use registry::{registry_stats, MonitorRef, RegistryStats};
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use registry::{Control, Who};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -58,7 +58,6 @@ impl Error for Ending {}
 
 struct ActorControl<A: 'static> {
     actor: Actor<A>,
-    trap: Option<Fwd<Down>>,
 }
 
 impl<A: 'static> Control for ActorControl<A> {
@@ -79,10 +78,6 @@ impl<A: 'static> Control for ActorControl<A> {
                 actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
             }
         });
-    }
-
-    fn trap(&mut self) -> &mut Option<Fwd<Down>> {
-        &mut self.trap
     }
 }
 
@@ -172,7 +167,7 @@ pub trait DeviceRef: sealed::Sealed {
     /// # Errors
     /// [`LinkError::DeviceDown`] if the device is dead.
     fn trap(&self, handler: Fwd<Down>) -> Result<(), LinkError> {
-        let (res, unused) = registry::set_trap(self.controlled_key(), Some(handler));
+        let (res, unused) = registry::set_trap(self.key(), Some(handler));
         drop(unused);
         res
     }
@@ -219,6 +214,10 @@ pub struct DeviceOwn<A: 'static> {
     /// This owner has registered the device (see the registry docs) and
     /// releases it on drop.
     registered: Cell<bool>,
+    /// The device's controller, once it has one. Owners hold it and the
+    /// registry only points to it, so the registry never keeps an actor
+    /// alive (a dropped runtime frees its actors).
+    control: OnceCell<Rc<dyn Control>>,
 }
 
 impl<A: 'static> DeviceOwn<A> {
@@ -236,16 +235,27 @@ impl<A: 'static> DeviceOwn<A> {
             own,
             id,
             registered: Cell::new(false),
+            control: OnceCell::new(),
         }
     }
 
     /// Another owning handle to the same device.
+    ///
+    /// Cost: registers the device and installs its controller (every owner
+    /// holds it, so that links and kills keep working whichever owner is
+    /// dropped first).
     pub fn owned(&self) -> Self {
-        registry::retain(sealed::Sealed::key(self));
+        let who = sealed::Sealed::controlled_key(self);
+        registry::retain(who);
+        let control = OnceCell::new();
+        if let Some(c) = self.control.get() {
+            let _ = control.set(c.clone());
+        }
         Self {
             own: self.own.owned(),
             id: self.id,
             registered: Cell::new(true),
+            control,
         }
     }
 
@@ -257,12 +267,20 @@ impl<A: 'static> DeviceOwn<A> {
 
 impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
     fn controlled_key(&self) -> Who {
-        registry::ensure_control(self.key(), || {
-            Box::new(ActorControl {
-                actor: self.own.deref().clone(),
-                trap: None,
-            })
-        });
+        let who = self.key();
+        if self.control.get().is_none() {
+            let made = registry::control(who, || {
+                Rc::new(ActorControl {
+                    actor: self.own.deref().clone(),
+                })
+            });
+            if let Some(control) = made {
+                let _ = self.control.set(control);
+            }
+        } else {
+            // Having the controller means this owner registered already.
+            debug_assert!(!who.register);
+        }
         self.id.into()
     }
 

@@ -109,12 +109,12 @@ pub fn ret_some_to<A: 'static, M: 'static>(
 }
 
 /// A [`Fwd`] whose handler runs as a guarded call on `actor` for every
-/// message. The handler (with its captured arguments) is cloned per
-/// message. Expansion of `fwd_to!([cx], method(args) as (M))`.
+/// message. The handler (with its captured arguments) is cloned once per
+/// message, at the sender. Expansion of `fwd_to!([cx], method(args) as (M))`.
 #[inline]
 pub fn fwd_to<A: 'static, M: 'static>(
     actor: Actor<A>,
-    f: impl Fn(&mut A, &mut Cx<'_, A>, M) + Clone + 'static,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>, M) + Clone + 'static,
 ) -> Fwd<M> {
     Fwd::new(move |msg| {
         let f = f.clone();

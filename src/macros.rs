@@ -73,9 +73,7 @@ macro_rules! __ret_some_to {
 #[macro_export]
 macro_rules! __fwd_to {
     ($actor:ident $method:ident ($t:ty) ; $($a:ident)*) => {
-        $crate::guard::fwd_to($actor, move |this, cx, msg: $t| {
-            this.$method(cx $(, ::std::clone::Clone::clone(&$a))*, msg)
-        })
+        $crate::guard::fwd_to($actor, move |this, cx, msg: $t| this.$method(cx $(, $a)*, msg))
     };
 }
 

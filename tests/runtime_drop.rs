@@ -81,3 +81,40 @@ fn runtime_dropped_with_live_devices_drops_watchers_unfired() {
         "every watcher's Ret handler ran exactly once; None for devices the runtime never ended"
     );
 }
+
+#[test]
+fn a_dropped_runtime_frees_its_linked_devices() {
+    // Two runtimes on one thread: `a` lives in one that is dropped after
+    // its owner, `b` (in the other) watches it through a link. The registry
+    // must not keep `a`'s actor alive: stakker frees it, its watchers are
+    // dropped unfired, and nothing is left behind.
+    let base = stakplane::registry_stats();
+    let log = new_log();
+    let unfired = std::rc::Rc::new(std::cell::Cell::new(0));
+    let mut rt_b = Rt::new();
+    let b = dev(&mut rt_b, "b", &log);
+    rt_b.run();
+    for _ in 0..3 {
+        let mut rt_a = Rt::new();
+        let a = dev(&mut rt_a, "a", &log);
+        rt_a.run();
+        b.link(&a, LinkMode::Monitor).unwrap();
+        let count = unfired.clone();
+        let _ = a.monitor(Ret::new(move |d: Option<Down>| {
+            if d.is_none() {
+                count.set(count.get() + 1);
+            }
+        }));
+        drop(a);
+        drop(rt_a); // the queued Dropped end never runs
+    }
+    assert_eq!(
+        unfired.get(),
+        3,
+        "each watcher's Ret was dropped unfired, once"
+    );
+    assert!(b.is_alive(), "no Down was invented for b's link");
+    drop(b);
+    rt_b.run();
+    assert_eq!(stakplane::registry_stats(), base);
+}

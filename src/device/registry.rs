@@ -26,8 +26,8 @@
 //! Discipline: no user code ever runs while the registry is borrowed.
 //! Everything that can reach user code when called or dropped (a `Ret`, a
 //! `Fwd`, a `Cause` holding a user error, a controller holding an actor)
-//! is moved out of the borrow first. The controller's `end` only queues
-//! work, so it may run inside.
+//! is moved or cloned out of the borrow first; controllers are `Rc`s so
+//! that they can be called outside it too.
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use slab::Slab;
@@ -37,19 +37,17 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Type-erased power over a device's actor, plus its trap handler.
+/// Type-erased power over a device's actor: end it with a cause.
 /// Installed lazily (the first time a [`Line`](crate::Line) is made, a
-/// link is set up or a trap installed) so a device nobody links to costs no
-/// allocation for it.
+/// link is set up, a trap installed or an end requested) so a device nobody
+/// links to costs no allocation for it.
 pub(crate) trait Control {
-    /// Queue the end of the actor with `cause`. Only queues: never runs
-    /// user code, so it may be called inside the registry borrow.
+    /// Queue the end of the actor with `cause`. Called outside the
+    /// registry borrow.
     fn end(&self, cause: Cause);
-    /// The trap handler slot.
-    fn trap(&mut self) -> &mut Option<Fwd<Down>>;
 }
 
 /// A watcher of one device.
@@ -91,7 +89,10 @@ struct Entry {
     watching: u32,
     /// `None` while the device is alive.
     cause: Option<Cause>,
-    control: Option<Box<dyn Control>>,
+    /// Weak: the device's owners hold the controller (see `DeviceOwn`),
+    /// so the registry never keeps an actor alive.
+    control: Option<Weak<dyn Control>>,
+    trap: Option<Fwd<Down>>,
 }
 
 impl Entry {
@@ -103,6 +104,7 @@ impl Entry {
             watching: NIL,
             cause,
             control: None,
+            trap: None,
         }
     }
 }
@@ -402,16 +404,19 @@ pub(crate) fn release_unregistered(id: DeviceId) {
     drop(removed);
 }
 
-/// Installs the device's controller if it has none yet. `make` runs only
-/// when needed.
-pub(crate) fn ensure_control(who: Who, make: impl FnOnce() -> Box<dyn Control>) {
-    with((), |r| {
+/// The device's controller: the installed one if an owner still holds
+/// it, else a new one from `make` (which the caller, an owner, keeps).
+/// `None` if the device is dead.
+pub(crate) fn control(who: Who, make: impl FnOnce() -> Rc<dyn Control>) -> Option<Rc<dyn Control>> {
+    with(None, |r| {
         let id = r.resolve(who);
-        if let Ok(entry) = r.live(id) {
-            if entry.control.is_none() {
-                entry.control = Some(make());
-            }
+        let entry = r.live(id).ok()?;
+        if let Some(control) = entry.control.as_ref().and_then(Weak::upgrade) {
+            return Some(control);
         }
+        let control = make();
+        entry.control = Some(Rc::downgrade(&control));
+        Some(control)
     })
 }
 
@@ -561,33 +566,29 @@ pub(crate) fn set_trap(
     who: Who,
     trap: Option<Fwd<Down>>,
 ) -> (Result<(), LinkError>, Option<Fwd<Down>>) {
-    let mut trap = Some(trap);
+    let mut trap = trap;
     let res = with(Err(gone(who.id)), |r| {
         let id = r.resolve(who);
         let entry = r.live(id)?;
-        if let Some(control) = &mut entry.control {
-            let new = trap.take().flatten();
-            trap = Some(std::mem::replace(control.trap(), new));
-        }
+        std::mem::swap(&mut entry.trap, &mut trap);
         Ok(())
     });
-    (res, trap.flatten())
+    (res, trap)
 }
 
-/// Queues the end of the device with `cause` (shutdown or kill). On error
-/// the cause is dropped outside the borrow.
+/// Queues the end of the device with `cause` (shutdown or kill), outside
+/// the borrow.
 pub(crate) fn end(who: Who, cause: Cause) -> Result<(), LinkError> {
-    let mut cause = Some(cause);
-    let res = with(Err(gone(who.id)), |r| {
+    let control = with(Err(gone(who.id)), |r| {
         let id = r.resolve(who);
-        let entry = r.live(id)?;
-        if let (Some(control), Some(cause)) = (&entry.control, cause.take()) {
-            control.end(cause);
-        }
-        Ok(())
-    });
-    drop(cause);
-    res
+        Ok(r.live(id)?.control.as_ref().and_then(Weak::upgrade))
+    })?;
+    // No controller alive means no owner is left: the device is already
+    // ending with `Dropped`, which is queued first and wins anyway.
+    if let Some(control) = control {
+        control.end(cause);
+    }
+    Ok(())
 }
 
 fn deliver(watch: Watch, down: Down) {
@@ -595,22 +596,24 @@ fn deliver(watch: Watch, down: Down) {
         Watch::Ret(ret) => ret.ret(down),
         Watch::Fwd(fwd) => fwd.fwd(down),
         Watch::Link(watcher) => {
-            // Decide inside the borrow; call the trap handler outside it.
-            let trap = with(None, |r| {
-                let control = r.live(watcher).ok()?.control.as_mut()?;
-                if let Some(trap) = control.trap() {
-                    return Some(trap.clone());
+            // Decide inside the borrow; act outside it.
+            let action = with(None, |r| {
+                let entry = r.live(watcher).ok()?;
+                match &entry.trap {
+                    Some(trap) => Some(Ok(trap.clone())),
+                    None if down.cause.is_fault() => {
+                        entry.control.as_ref().and_then(Weak::upgrade).map(Err)
+                    }
+                    None => None,
                 }
-                if down.cause.is_fault() {
-                    control.end(Cause::Cascade {
-                        from: down.id,
-                        cause: Rc::new(down.cause.clone()),
-                    });
-                }
-                None
             });
-            if let Some(trap) = trap {
-                trap.fwd(down);
+            match action {
+                Some(Ok(trap)) => trap.fwd(down),
+                Some(Err(control)) => control.end(Cause::Cascade {
+                    from: down.id,
+                    cause: Rc::new(down.cause),
+                }),
+                None => {}
             }
         }
     }
@@ -622,7 +625,7 @@ fn deliver(watch: Watch, down: Down) {
 pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
     let delivered = stop.is_some();
     let cause = stop.map_or(Cause::Dropped, decode);
-    let Some((head, control)) = with(None, |r| {
+    let Some((head, control, trap)) = with(None, |r| {
         let Some(entry) = r.entries.get_mut(&id) else {
             // Never observed. If it died of anything but the drop of its
             // owner, that single owner still exists (or has queued a check,
@@ -640,6 +643,7 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
         entry.tail = NIL;
         let mut watching = std::mem::replace(&mut entry.watching, NIL);
         let control = entry.control.take();
+        let trap = entry.trap.take();
         if entry.refs == 0 {
             // Holds no user value now (alive, no control).
             r.entries.remove(&id);
@@ -668,7 +672,7 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
             }
             watching = next;
         }
-        Some((head, control))
+        Some((head, control, trap))
     }) else {
         return;
     };
@@ -686,18 +690,23 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
             break;
         };
         idx = node.next;
-        if delivered {
+        let watch = node.watch;
+        let outcome = if delivered {
             let down = Down {
                 id,
                 cause: cause.clone(),
             };
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| deliver(node.watch, down))) {
-                panic.get_or_insert(p);
-            }
+            catch_unwind(AssertUnwindSafe(|| deliver(watch, down)))
+        } else {
+            // The runtime is gone: nothing can be delivered, and the
+            // watcher is dropped unfired (a Ret handler sees None).
+            catch_unwind(AssertUnwindSafe(|| drop(watch)))
+        };
+        if let Err(p) = outcome {
+            panic.get_or_insert(p);
         }
-        // Otherwise the runtime is gone: nothing can be delivered, and the
-        // watcher is dropped unfired (a Ret handler sees None).
     }
+    drop(trap);
     drop(control);
     if let Some(p) = panic {
         resume_unwind(p);
