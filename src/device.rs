@@ -113,6 +113,9 @@ pub trait DeviceRef: sealed::Sealed {
     }
 
     /// A [`Line`] naming this device.
+    ///
+    /// Cost: the first Line of a device registers it and allocates its
+    /// controller; later ones bump a count.
     fn line(&self) -> Line {
         let who = self.controlled_key();
         registry::retain(who);
@@ -145,6 +148,10 @@ pub trait DeviceRef: sealed::Sealed {
     /// Linking twice in the same direction is a no-op: one `Down` per
     /// linked pair and direction.
     ///
+    /// Cost: one watcher node per direction (no allocation once the node
+    /// slab is warm), plus a scan of the watched device's list for the
+    /// dedup; the first link of a device allocates its controller.
+    ///
     /// # Errors
     /// [`LinkError::DeviceDown`] if either device is dead (nothing is
     /// linked, nothing is delivered); [`LinkError::SelfLink`] if both name
@@ -156,13 +163,15 @@ pub trait DeviceRef: sealed::Sealed {
     /// Removes the watch relations that `mode` names between this device
     /// and `other` (`Peer` removes both directions). A no-op for relations
     /// that do not exist or devices that are dead.
+    ///
+    /// Cost: a scan of the watched device's list per direction.
     fn unlink(&self, other: &impl DeviceRef, mode: LinkMode) {
         registry::unlink(self.key(), other.key(), mode)
     }
 
     /// Makes the device *trap*: a `Down` from any device it watches through
     /// a link goes to `handler` instead of killing it, whatever the cause.
-    /// Replaces a previous handler.
+    /// Replaces a previous handler. Cost: O(1).
     ///
     /// # Errors
     /// [`LinkError::DeviceDown`] if the device is dead.
@@ -182,7 +191,8 @@ pub trait DeviceRef: sealed::Sealed {
     /// Asks the device to shut down. It ends with
     /// [`Cause::Shutdown`]` { by }` — a normal stop, which does not
     /// propagate along links. The request is queued behind calls already
-    /// queued.
+    /// queued. If the last owner is already dropped, the device is ending
+    /// with [`Cause::Dropped`] and the request changes nothing.
     ///
     /// # Errors
     /// [`LinkError::DeviceDown`] if the device is already dead.

@@ -342,14 +342,18 @@ impl Registry {
     }
 
     /// Drops one handle's count; removes the entry of a dead device at 0
-    /// and returns it (its cause may hold user values: drop it outside).
-    fn release(&mut self, id: DeviceId) -> Option<Entry> {
-        let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
-            return None;
-        };
-        let entry = slot.get_mut();
+    /// and returns its cause (it may hold user values: drop it outside).
+    fn release(&mut self, id: DeviceId) -> Option<Cause> {
+        let entry = self.entries.get_mut(&id)?;
+        debug_assert!(entry.refs > 0, "registry refcount underflow for {id}");
         entry.refs = entry.refs.saturating_sub(1);
-        (entry.refs == 0 && entry.cause.is_some()).then(|| slot.remove())
+        if entry.refs == 0 && entry.cause.is_some() {
+            // A dead entry's only user value is its cause (its watchers,
+            // trap and controller went at death).
+            self.entries.remove(&id).and_then(|entry| entry.cause)
+        } else {
+            None
+        }
     }
 }
 
