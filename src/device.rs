@@ -29,9 +29,9 @@ pub(crate) mod registry;
 pub use registry::{registry_stats, MonitorRef, RegistryStats};
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
-use registry::{Control, Who};
+use registry::{Control, Key};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
-use std::cell::{Cell, OnceCell};
+use std::cell::OnceCell;
 use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -83,13 +83,11 @@ impl<A: 'static> Control for ActorControl<A> {
 
 mod sealed {
     pub trait Sealed {
-        /// Names the device for one registry call, with its controller
-        /// installed.
-        fn controlled_key(&self) -> super::Who;
-        /// Names the device for one registry call. The result must be
-        /// passed to a registry function (which registers the device if
-        /// the handle asks it to).
-        fn key(&self) -> super::Who;
+        /// The device's registry key, with its controller held (by an
+        /// owner) where the handle can make it.
+        fn controlled_key(&self) -> super::Key;
+        /// The device's registry key.
+        fn key(&self) -> super::Key;
     }
 }
 
@@ -114,13 +112,13 @@ pub trait DeviceRef: sealed::Sealed {
 
     /// A [`Line`] naming this device.
     ///
-    /// Cost: the first Line of a device registers it and allocates its
-    /// controller; later ones bump a count.
+    /// Cost: the first Line of a device allocates its controller (held by
+    /// the owners); later ones bump a count.
     fn line(&self) -> Line {
-        let who = self.controlled_key();
-        registry::retain(who);
+        let key = self.controlled_key();
+        registry::retain(key);
         Line {
-            id: who.id,
+            key,
             _not_send: PhantomData,
         }
     }
@@ -220,10 +218,7 @@ pub trait DeviceRef: sealed::Sealed {
 /// queue runs.
 pub struct DeviceOwn<A: 'static> {
     own: ActorOwn<A>,
-    id: DeviceId,
-    /// This owner has registered the device (see the registry docs) and
-    /// releases it on drop.
-    registered: Cell<bool>,
+    key: Key,
     /// The device's controller, once it has one. Owners hold it and the
     /// registry only points to it, so the registry never keeps an actor
     /// alive (a dropped runtime frees its actors).
@@ -236,35 +231,31 @@ impl<A: 'static> DeviceOwn<A> {
     /// state. [`device!`](macro@crate::device) does both in one step.
     ///
     /// Cost: stakker's actor creation, one small allocation for the
-    /// termination `Ret`, and an id. The device is entered in the
-    /// per-thread registry only when something observes it.
+    /// termination `Ret`, and a slot in the per-thread registry.
     pub fn new(core: &mut Core) -> Self {
-        let id = registry::new_id();
-        let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(id, stop)), 0);
+        let key = registry::create();
+        let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(key, stop)), 0);
         Self {
             own,
-            id,
-            registered: Cell::new(false),
+            key,
             control: OnceCell::new(),
         }
     }
 
     /// Another owning handle to the same device.
     ///
-    /// Cost: registers the device and installs its controller (every owner
-    /// holds it, so that links and kills keep working whichever owner is
-    /// dropped first).
+    /// Cost: installs the device's controller (every owner holds it, so
+    /// that links and kills keep working whichever owner is dropped first).
     pub fn owned(&self) -> Self {
-        let who = sealed::Sealed::controlled_key(self);
-        registry::retain(who);
+        let key = sealed::Sealed::controlled_key(self);
+        registry::retain(key);
         let control = OnceCell::new();
         if let Some(c) = self.control.get() {
             let _ = control.set(c.clone());
         }
         Self {
             own: self.own.owned(),
-            id: self.id,
-            registered: Cell::new(true),
+            key,
             control,
         }
     }
@@ -276,10 +267,9 @@ impl<A: 'static> DeviceOwn<A> {
 }
 
 impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
-    fn controlled_key(&self) -> Who {
-        let who = self.key();
+    fn controlled_key(&self) -> Key {
         if self.control.get().is_none() {
-            let made = registry::control(who, || {
+            let made = registry::control(self.key, || {
                 Rc::new(ActorControl {
                     actor: self.own.deref().clone(),
                 })
@@ -287,24 +277,18 @@ impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
             if let Some(control) = made {
                 let _ = self.control.set(control);
             }
-        } else {
-            // Having the controller means this owner registered already.
-            debug_assert!(!who.register);
         }
-        self.id.into()
+        self.key
     }
 
-    fn key(&self) -> Who {
-        Who {
-            id: self.id,
-            register: !self.registered.replace(true),
-        }
+    fn key(&self) -> Key {
+        self.key
     }
 }
 
 impl<A: 'static> DeviceRef for DeviceOwn<A> {
     fn id(&self) -> DeviceId {
-        self.id
+        self.key.id
     }
 }
 
@@ -318,31 +302,13 @@ impl<A: 'static> Deref for DeviceOwn<A> {
 
 impl<A: 'static> Drop for DeviceOwn<A> {
     fn drop(&mut self) {
-        if self.registered.get() {
-            registry::release(self.id);
-        } else if self.own.is_zombie() {
-            registry::release_unregistered(self.id);
-        } else {
-            // The only handle of a live, unregistered device: dropping it
-            // queues the `Dropped` end (right after this). An end queued
-            // earlier may still win, and then the registry records the
-            // cause counting this owner; this check, queued first, releases
-            // it. In the common case it finds the device alive and does
-            // nothing.
-            let actor = self.own.deref().clone();
-            let id = self.id;
-            self.own.defer(move |_| {
-                if actor.is_zombie() {
-                    registry::release_unregistered(id);
-                }
-            });
-        }
+        registry::release(self.key);
     }
 }
 
 impl<A: 'static> fmt::Debug for DeviceOwn<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceOwn({})", self.id)
+        write!(f, "DeviceOwn({})", self.key.id)
     }
 }
 
@@ -354,32 +320,32 @@ impl<A: 'static> fmt::Debug for DeviceOwn<A> {
 ///
 /// Not `Send`: a device lives on its runtime's thread.
 pub struct Line {
-    id: DeviceId,
+    key: Key,
     _not_send: PhantomData<*const ()>,
 }
 
 impl sealed::Sealed for Line {
-    fn controlled_key(&self) -> Who {
-        // Making a Line registered the device and installed the controller.
-        self.id.into()
+    fn controlled_key(&self) -> Key {
+        // Making a Line installed the controller (held by the owners).
+        self.key
     }
 
-    fn key(&self) -> Who {
-        self.id.into()
+    fn key(&self) -> Key {
+        self.key
     }
 }
 
 impl DeviceRef for Line {
     fn id(&self) -> DeviceId {
-        self.id
+        self.key.id
     }
 }
 
 impl Clone for Line {
     fn clone(&self) -> Self {
-        registry::retain(self.id.into());
+        registry::retain(self.key);
         Line {
-            id: self.id,
+            key: self.key,
             _not_send: PhantomData,
         }
     }
@@ -387,13 +353,13 @@ impl Clone for Line {
 
 impl Drop for Line {
     fn drop(&mut self) {
-        registry::release(self.id);
+        registry::release(self.key);
     }
 }
 
 impl PartialEq for Line {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        self.key.id == other.key.id
     }
 }
 
@@ -407,19 +373,19 @@ impl PartialOrd for Line {
 
 impl Ord for Line {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.id.cmp(&other.id)
+        self.key.id.cmp(&other.key.id)
     }
 }
 
 impl Hash for Line {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
+        self.key.id.hash(state);
     }
 }
 
 impl fmt::Debug for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Line({})", self.id)
+        write!(f, "Line({})", self.key.id)
     }
 }
 

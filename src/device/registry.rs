@@ -1,53 +1,54 @@
 //! The per-thread device registry.
 //!
-//! A device is *registered* (has an entry here) only once something
-//! observes it: a [`Line`](crate::Line), a monitor, a link, a trap, a
-//! second owner, or a query through its [`DeviceOwn`](crate::DeviceOwn).
-//! A device nobody observes costs an id and, at death, one hash lookup
-//! that misses. The entry holds how many handles name the device, its
-//! watchers, its controller and, once dead, its [`Cause`].
+//! Every device has a small slot here from creation to the moment it is
+//! dead and no handle names it: its id, how many handles name it
+//! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), whether it
+//! is dead, and the index of its *record*. The record holds what only
+//! observed devices need: the watcher lists, the trap handler, a weak
+//! pointer to the controller and, after death, the [`Cause`]. It is made on
+//! first observation (a monitor, link, trap, `Line` or request), or at
+//! death when a handle is left to ask how it died. A device nobody observes
+//! costs a slot insert and remove, no allocation once the slabs are warm.
 //!
 //! A stakker runtime never leaves its thread, so a thread-local registry
 //! serves every runtime on the thread (several with stakker's
-//! `multi-stakker`).
-//!
-//! Owners and entries: an unregistered device has exactly one
-//! `DeviceOwn` (making a second one registers it). Registering counts that
-//! owner. If an unregistered device dies of anything but the drop of its
-//! owner, [`died`] records the cause in an entry that counts the owner;
-//! the owner releases it when dropped (or, if it was dropped while the
-//! device was alive, a check it queued releases it).
+//! `multi-stakker`). Handles address a slot by [`Key`] (index and id): ids
+//! are never reused, so a key never names a later device in the same slot.
 //!
 //! Watchers: one node slab per thread. A device's watchers form a doubly
 //! linked list in registration order; a link node is also on its
-//! watcher's `watching` list, so a dying watcher removes its links from
-//! the devices it watched (no dead nodes accumulate on long-lived devices).
+//! watcher's `watching` list, so a dying watcher removes its links from the
+//! devices it watched (no dead nodes accumulate on long-lived devices).
 //!
 //! Discipline: no user code ever runs while the registry is borrowed.
 //! Everything that can reach user code when called or dropped (a `Ret`, a
 //! `Fwd`, a `Cause` holding a user error, a controller holding an actor)
-//! is moved or cloned out of the borrow first; controllers are `Rc`s so
-//! that they can be called outside it too.
+//! is moved or cloned out of the borrow first.
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use slab::Slab;
 use stakker::{Fwd, Ret, StopCause};
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Type-erased power over a device's actor: end it with a cause.
-/// Installed lazily (the first time a [`Line`](crate::Line) is made, a
-/// link is set up, a trap installed or an end requested) so a device nobody
-/// links to costs no allocation for it.
+/// Made on first need (a `Line`, a link, a request, a second owner) and
+/// held by the device's owners; the registry only points to it weakly, so
+/// it never keeps an actor alive.
 pub(crate) trait Control {
     /// Queue the end of the actor with `cause`. Called outside the
     /// registry borrow.
     fn end(&self, cause: Cause);
+}
+
+/// Where a device lives in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub(crate) slot: u32,
+    pub(crate) id: DeviceId,
 }
 
 /// A watcher of one device.
@@ -55,16 +56,16 @@ enum Watch {
     Ret(Ret<Down>),
     Fwd(Fwd<Down>),
     /// A linked device that watches this one.
-    Link(DeviceId),
+    Link(Key),
 }
 
-/// No node: the end of a list.
+/// No node, no record: the end of a list.
 const NIL: u32 = u32::MAX;
 
 /// One watcher, in the per-thread node slab.
 struct Node {
     /// The watched device.
-    owner: DeviceId,
+    owner: Key,
     /// Tells a `MonitorRef` apart from a later node in the same place;
     /// 0 for links (cancelled by `unlink`).
     token: u64,
@@ -77,62 +78,43 @@ struct Node {
     watch: Watch,
 }
 
-struct Entry {
-    /// Handles naming the device: registered `DeviceOwn`s and `Line`s
-    /// (see the module docs for the unregistered owner). The entry is
-    /// removed when the device is dead and this is 0.
+struct Slot {
+    id: DeviceId,
+    /// Handles naming the device. The slot is freed when the device is
+    /// dead and this is 0.
     refs: u32,
+    /// Index of the record in `Registry::records`, or `NIL`.
+    record: u32,
+    dead: bool,
+}
+
+#[derive(Default)]
+struct Record {
     /// Watcher list, oldest first.
     head: u32,
     tail: u32,
     /// Link nodes (on other devices' lists) in which this device watches.
     watching: u32,
-    /// `None` while the device is alive.
+    /// Set at death when a handle remains to ask.
     cause: Option<Cause>,
-    /// Weak: the device's owners hold the controller (see `DeviceOwn`),
-    /// so the registry never keeps an actor alive.
     control: Option<Weak<dyn Control>>,
     trap: Option<Fwd<Down>>,
 }
 
-impl Entry {
-    fn new(refs: u32, cause: Option<Cause>) -> Self {
-        Entry {
-            refs,
+impl Record {
+    fn new() -> Self {
+        Record {
             head: NIL,
             tail: NIL,
             watching: NIL,
-            cause,
-            control: None,
-            trap: None,
+            ..Record::default()
         }
     }
 }
-
-/// Ids are sequential; a multiplication spreads them over the hash bits.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(self.0 ^ u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Entries = HashMap<DeviceId, Entry, BuildHasherDefault<IdHasher>>;
 
 struct Registry {
-    entries: Entries,
+    slots: Slab<Slot>,
+    records: Slab<Record>,
     nodes: Slab<Node>,
     next_id: u64,
     id_end: u64,
@@ -148,7 +130,8 @@ const ID_BLOCK: u64 = 1 << 16;
 thread_local! {
     static REGISTRY: RefCell<Registry> = const {
         RefCell::new(Registry {
-            entries: HashMap::with_hasher(BuildHasherDefault::new()),
+            slots: Slab::new(),
+            records: Slab::new(),
             nodes: Slab::new(),
             next_id: 0,
             id_end: 0,
@@ -173,58 +156,51 @@ fn down_err(id: DeviceId, cause: &Cause) -> LinkError {
     }
 }
 
-/// What a call on a device reports once the registry is gone.
+/// What a call on a device reports once its record is gone (only during
+/// thread teardown, or for a device its runtime dropped unended).
 fn gone(id: DeviceId) -> LinkError {
     down_err(id, &Cause::Dropped)
 }
 
-/// The entry of a live device, or why there is none.
-fn live_in(entries: &mut Entries, id: DeviceId) -> Result<&mut Entry, LinkError> {
-    match entries.get_mut(&id) {
-        Some(entry) => match &entry.cause {
-            None => Ok(entry),
-            Some(cause) => Err(down_err(id, cause)),
-        },
-        // Unreachable while the caller holds a registered handle; kept
-        // total so a logic error cannot panic.
-        None => Err(gone(id)),
-    }
-}
-
-/// How a handle names a device in a registry call.
-#[derive(Clone, Copy, Debug)]
-pub struct Who {
-    pub(crate) id: DeviceId,
-    /// True when the caller is the device's single, not yet registered
-    /// owner: the call registers the device first.
-    pub(crate) register: bool,
-}
-
-impl From<DeviceId> for Who {
-    fn from(id: DeviceId) -> Self {
-        Who {
-            id,
-            register: false,
-        }
-    }
+/// A slab index as a `u32`. 2^32 devices or watchers on one thread would
+/// take hundreds of GB, so running out is a bug, not an input.
+fn index(idx: usize) -> u32 {
+    u32::try_from(idx)
+        .ok()
+        .filter(|&i| i != NIL)
+        .expect("more than 4 billion devices or watchers on one thread")
 }
 
 impl Registry {
-    /// Registers `who` if it asks for it (see [`Who::register`]); its id.
-    /// A device is registered as alive: if it already died, [`died`] made
-    /// its entry; if its death is under way (its state is being dropped),
-    /// [`died`] will record it right after.
-    fn resolve(&mut self, who: Who) -> DeviceId {
-        if who.register {
-            self.entries
-                .entry(who.id)
-                .or_insert_with(|| Entry::new(1, None));
-        }
-        who.id
+    fn slot(&mut self, key: Key) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(key.slot as usize)
+            .filter(|slot| slot.id == key.id)
     }
 
-    fn live(&mut self, id: DeviceId) -> Result<&mut Entry, LinkError> {
-        live_in(&mut self.entries, id)
+    /// The record of a live device, made if it has none yet; or why there
+    /// is none.
+    fn live(&mut self, key: Key) -> Result<&mut Record, LinkError> {
+        let Registry { slots, records, .. } = self;
+        let slot = match slots.get_mut(key.slot as usize) {
+            Some(slot) if slot.id == key.id => slot,
+            _ => return Err(gone(key.id)),
+        };
+        if slot.dead {
+            let cause = records
+                .get(slot.record as usize)
+                .and_then(|r| r.cause.as_ref())
+                .unwrap_or(&Cause::Dropped);
+            return Err(down_err(key.id, cause));
+        }
+        if slot.record == NIL {
+            slot.record = index(records.insert(Record::new()));
+        }
+        Ok(&mut records[slot.record as usize])
+    }
+
+    fn is_alive(&mut self, key: Key) -> bool {
+        self.slot(key).is_some_and(|slot| !slot.dead)
     }
 
     fn token(&mut self) -> u64 {
@@ -234,51 +210,39 @@ impl Registry {
     }
 
     /// Appends a watcher to a live device's list.
-    fn push(&mut self, who: Who, token: u64, watch: Watch) -> Result<u32, (LinkError, Watch)> {
-        let Registry { entries, nodes, .. } = self;
-        // One lookup: register (if asked) and find the entry together.
-        let entry = if who.register {
-            entries.entry(who.id).or_insert_with(|| Entry::new(1, None))
-        } else {
-            match entries.get_mut(&who.id) {
-                Some(entry) => entry,
-                None => return Err((gone(who.id), watch)),
-            }
+    fn push(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, (LinkError, Watch)> {
+        let tail = match self.live(key) {
+            Ok(record) => record.tail,
+            Err(e) => return Err((e, watch)),
         };
-        if let Some(cause) = &entry.cause {
-            return Err((down_err(who.id, cause), watch));
-        }
-        let tail = entry.tail;
-        let idx = nodes.insert(Node {
-            owner: who.id,
+        let idx = index(self.nodes.insert(Node {
+            owner: key,
             token,
             prev: tail,
             next: NIL,
             wprev: NIL,
             wnext: NIL,
             watch,
-        });
-        // 2^32 watchers would take over 200 GB of nodes.
-        let idx = u32::try_from(idx)
-            .ok()
-            .filter(|&i| i != NIL)
-            .expect("more than 4 billion device watchers on one thread");
-        if tail == NIL {
-            entry.head = idx;
-        } else {
-            nodes[tail as usize].next = idx;
+        }));
+        if tail != NIL {
+            self.nodes[tail as usize].next = idx;
         }
-        entry.tail = idx;
+        if let Ok(record) = self.live(key) {
+            if tail == NIL {
+                record.head = idx;
+            }
+            record.tail = idx;
+        }
         Ok(idx)
     }
 
     /// Adds a link node: `watcher` watches `watched`. Both are live.
-    fn push_link(&mut self, watched: DeviceId, watcher: DeviceId) {
-        let Ok(idx) = self.push(watched.into(), 0, Watch::Link(watcher)) else {
+    fn push_link(&mut self, watched: Key, watcher: Key) {
+        let Ok(idx) = self.push(watched, 0, Watch::Link(watcher)) else {
             return;
         };
-        if let Ok(entry) = self.live(watcher) {
-            let old = std::mem::replace(&mut entry.watching, idx);
+        if let Ok(record) = self.live(watcher) {
+            let old = std::mem::replace(&mut record.watching, idx);
             self.nodes[idx as usize].wnext = old;
             if old != NIL {
                 self.nodes[old as usize].wprev = idx;
@@ -295,9 +259,9 @@ impl Registry {
         let (wprev, wnext) = (node.wprev, node.wnext);
         if wprev != NIL {
             self.nodes[wprev as usize].wnext = wnext;
-        } else if let Some(entry) = self.entries.get_mut(&watcher) {
-            if entry.watching == idx {
-                entry.watching = wnext;
+        } else if let Ok(record) = self.live(watcher) {
+            if record.watching == idx {
+                record.watching = wnext;
             }
         }
         if wnext != NIL {
@@ -305,11 +269,8 @@ impl Registry {
         }
     }
 
-    /// Unhooks node `idx` from the list of its (live) owner and, for a
-    /// link, from its watcher's list; returns it, to be dropped outside
-    /// the borrow.
-    fn unhook(&mut self, idx: u32) -> Node {
-        self.unhook_watching(idx);
+    /// Takes node `idx` off its owner's watcher list and out of the slab.
+    fn unhook_owner(&mut self, idx: u32) -> Node {
         let node = self.nodes.remove(idx as usize);
         if node.prev != NIL {
             self.nodes[node.prev as usize].next = node.next;
@@ -317,20 +278,27 @@ impl Registry {
         if node.next != NIL {
             self.nodes[node.next as usize].prev = node.prev;
         }
-        if let Ok(entry) = self.live(node.owner) {
-            if entry.head == idx {
-                entry.head = node.next;
+        if let Ok(record) = self.live(node.owner) {
+            if record.head == idx {
+                record.head = node.next;
             }
-            if entry.tail == idx {
-                entry.tail = node.prev;
+            if record.tail == idx {
+                record.tail = node.prev;
             }
         }
         node
     }
 
-    /// The first node of `id`'s list that is a link from `watcher`.
-    fn find_link(&mut self, id: DeviceId, watcher: DeviceId) -> Option<u32> {
-        let mut idx = self.live(id).ok()?.head;
+    /// Unhooks node `idx` (of a live owner) from both its lists; returns
+    /// it, to be dropped outside the borrow.
+    fn unhook(&mut self, idx: u32) -> Node {
+        self.unhook_watching(idx);
+        self.unhook_owner(idx)
+    }
+
+    /// The first node of `key`'s list that is a link from `watcher`.
+    fn find_link(&mut self, key: Key, watcher: Key) -> Option<u32> {
+        let mut idx = self.live(key).ok()?.head;
         while idx != NIL {
             let node = &self.nodes[idx as usize];
             if matches!(node.watch, Watch::Link(w) if w == watcher) {
@@ -341,25 +309,25 @@ impl Registry {
         None
     }
 
-    /// Drops one handle's count; removes the entry of a dead device at 0
-    /// and returns its cause (it may hold user values: drop it outside).
-    fn release(&mut self, id: DeviceId) -> Option<Cause> {
-        let entry = self.entries.get_mut(&id)?;
-        debug_assert!(entry.refs > 0, "registry refcount underflow for {id}");
-        entry.refs = entry.refs.saturating_sub(1);
-        if entry.refs == 0 && entry.cause.is_some() {
-            // A dead entry's only user value is its cause (its watchers,
-            // trap and controller went at death).
-            self.entries.remove(&id).and_then(|entry| entry.cause)
-        } else {
-            None
+    /// Frees the slot (and record) of a dead device no handle names;
+    /// returns the recorded cause (it may hold user values: drop it
+    /// outside).
+    fn free_if_unused(&mut self, key: Key) -> Option<Cause> {
+        let slot = self.slot(key)?;
+        if !slot.dead || slot.refs != 0 {
+            return None;
         }
+        let slot = self.slots.remove(key.slot as usize);
+        if slot.record == NIL {
+            return None;
+        }
+        self.records.remove(slot.record as usize).cause
     }
 }
 
-/// A new device id. The device is not registered until observed.
-pub(crate) fn new_id() -> DeviceId {
-    let raw = with(None, |r| {
+/// Registers a new, live device with one handle (its first `DeviceOwn`).
+pub(crate) fn create() -> Key {
+    let made = with(None, |r| {
         if r.next_id == r.id_end {
             let start = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
             r.next_id = start;
@@ -367,77 +335,75 @@ pub(crate) fn new_id() -> DeviceId {
         }
         let raw = r.next_id;
         r.next_id += 1;
-        Some(raw)
+        // The counter starts at 1 and only grows; u64 does not wrap in
+        // practice (2^64 ids).
+        let id = DeviceId::from_raw(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MIN));
+        let slot = index(r.slots.insert(Slot {
+            id,
+            refs: 1,
+            record: NIL,
+            dead: false,
+        }));
+        Some(Key { slot, id })
+    });
+    // During thread teardown there is no registry: the device gets an id
+    // and a slot number that matches nothing, so it reads as gone.
+    made.unwrap_or_else(|| Key {
+        slot: NIL,
+        id: DeviceId::from_raw(
+            NonZeroU64::new(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed))
+                .unwrap_or(NonZeroU64::MIN),
+        ),
     })
-    // During thread teardown: a block of one.
-    .unwrap_or_else(|| NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed));
-    // The counter starts at 1 and only grows; u64 does not wrap in
-    // practice (2^64 ids).
-    DeviceId::from_raw(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MIN))
 }
 
 /// One more handle names the device.
-pub(crate) fn retain(who: Who) {
+pub(crate) fn retain(key: Key) {
     with((), |r| {
-        let id = r.resolve(who);
-        if let Some(entry) = r.entries.get_mut(&id) {
-            entry.refs = entry.refs.saturating_add(1);
+        if let Some(slot) = r.slot(key) {
+            slot.refs = slot.refs.saturating_add(1);
         }
     })
 }
 
-/// A registered handle naming `id` is gone.
-pub(crate) fn release(id: DeviceId) {
-    let removed = with(None, |r| r.release(id));
-    drop(removed);
-}
-
-/// The single, unregistered owner of a device that is no longer alive is
-/// gone. If [`died`] recorded the death, this releases the owner's count.
-/// If not, the device is being terminated right now (its state, holding
-/// this owner, is being dropped): leave a mark counting no handle, which
-/// [`died`] finds and removes.
-pub(crate) fn release_unregistered(id: DeviceId) {
-    let removed = with(None, |r| {
-        if let std::collections::hash_map::Entry::Vacant(v) = r.entries.entry(id) {
-            v.insert(Entry::new(0, None));
-            return None;
-        }
-        r.release(id)
+/// A handle naming the device is gone.
+pub(crate) fn release(key: Key) {
+    let cause = with(None, |r| {
+        let slot = r.slot(key)?;
+        debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
+        slot.refs = slot.refs.saturating_sub(1);
+        r.free_if_unused(key)
     });
-    drop(removed);
+    drop(cause);
 }
 
 /// The device's controller: the installed one if an owner still holds
 /// it, else a new one from `make` (which the caller, an owner, keeps).
 /// `None` if the device is dead.
-pub(crate) fn control(who: Who, make: impl FnOnce() -> Rc<dyn Control>) -> Option<Rc<dyn Control>> {
+pub(crate) fn control(key: Key, make: impl FnOnce() -> Rc<dyn Control>) -> Option<Rc<dyn Control>> {
     with(None, |r| {
-        let id = r.resolve(who);
-        let entry = r.live(id).ok()?;
-        if let Some(control) = entry.control.as_ref().and_then(Weak::upgrade) {
+        let record = r.live(key).ok()?;
+        if let Some(control) = record.control.as_ref().and_then(Weak::upgrade) {
             return Some(control);
         }
         let control = make();
-        entry.control = Some(Rc::downgrade(&control));
+        record.control = Some(Rc::downgrade(&control));
         Some(control)
     })
 }
 
-pub(crate) fn is_alive(who: Who) -> bool {
-    with(false, |r| {
-        let id = r.resolve(who);
-        r.live(id).is_ok()
-    })
+pub(crate) fn is_alive(key: Key) -> bool {
+    with(false, |r| r.is_alive(key))
 }
 
-pub(crate) fn cause(who: Who) -> Option<Cause> {
+pub(crate) fn cause(key: Key) -> Option<Cause> {
     with(Some(Cause::Dropped), |r| {
-        let id = r.resolve(who);
-        match r.live(id) {
-            Ok(_) => None,
+        if r.is_alive(key) {
+            return None;
+        }
+        match r.live(key) {
             Err(LinkError::DeviceDown { cause, .. }) => Some(cause),
-            Err(LinkError::SelfLink(_)) => None,
+            _ => None,
         }
     })
 }
@@ -448,7 +414,7 @@ pub(crate) fn cause(who: Who) -> Option<Cause> {
 /// delivered. Dropping a `MonitorRef` does **not** cancel the monitor.
 #[derive(Debug)]
 pub struct MonitorRef {
-    id: DeviceId,
+    key: Key,
     node: u32,
     token: u64,
     _not_send: std::marker::PhantomData<*const ()>,
@@ -457,7 +423,7 @@ pub struct MonitorRef {
 impl MonitorRef {
     /// The device being monitored.
     pub fn target(&self) -> DeviceId {
-        self.id
+        self.key.id
     }
 
     /// Cancels the monitor. Returns `true` if it was still registered: no
@@ -470,9 +436,11 @@ impl MonitorRef {
     /// Cost: O(1).
     pub fn cancel(self) -> bool {
         let removed = with(None, |r| {
-            r.live(self.id).ok()?;
+            if !r.is_alive(self.key) {
+                return None;
+            }
             let node = r.nodes.get(self.node as usize)?;
-            if node.owner != self.id || node.token != self.token {
+            if node.owner != self.key || node.token != self.token {
                 return None;
             }
             Some(r.unhook(self.node))
@@ -482,12 +450,12 @@ impl MonitorRef {
     }
 }
 
-fn add_monitor(who: Who, watch: Watch) -> Result<MonitorRef, LinkError> {
-    let res = with(Err((gone(who.id), None)), |r| {
+fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
+    let res = with(Err((gone(key.id), None)), |r| {
         let token = r.token();
-        match r.push(who, token, watch) {
+        match r.push(key, token, watch) {
             Ok(node) => Ok(MonitorRef {
-                id: who.id,
+                key,
                 node,
                 token,
                 _not_send: std::marker::PhantomData,
@@ -509,26 +477,26 @@ fn add_monitor(who: Who, watch: Watch) -> Result<MonitorRef, LinkError> {
     })
 }
 
-pub(crate) fn monitor(who: Who, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
-    add_monitor(who, Watch::Ret(ret))
+pub(crate) fn monitor(key: Key, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
+    add_monitor(key, Watch::Ret(ret))
 }
 
-pub(crate) fn monitor_fwd(who: Who, fwd: Fwd<Down>) -> Result<MonitorRef, LinkError> {
-    add_monitor(who, Watch::Fwd(fwd))
+pub(crate) fn monitor_fwd(key: Key, fwd: Fwd<Down>) -> Result<MonitorRef, LinkError> {
+    add_monitor(key, Watch::Fwd(fwd))
 }
 
-/// `me` links to `other` with `mode` (see [`LinkMode`]). Both controllers
-/// must be installed by the caller.
-pub(crate) fn link(me: Who, other: Who, mode: LinkMode) -> Result<(), LinkError> {
+/// `me` links to `other` with `mode` (see [`LinkMode`]). The watching
+/// side's controller must be held by the caller (an owner) or by a Line's
+/// device owner.
+pub(crate) fn link(me: Key, other: Key, mode: LinkMode) -> Result<(), LinkError> {
+    if me == other {
+        return Err(LinkError::SelfLink(me.id));
+    }
     with(Err(gone(me.id)), |r| {
-        let (me, other) = (r.resolve(me), r.resolve(other));
-        if me == other {
-            return Err(LinkError::SelfLink(me));
-        }
         // Check both first so a failed link changes nothing.
         r.live(me)?;
         r.live(other)?;
-        let mut add = |watched: DeviceId, watcher: DeviceId| {
+        let mut add = |watched: Key, watcher: Key| {
             if r.find_link(watched, watcher).is_none() {
                 r.push_link(watched, watcher);
             }
@@ -545,10 +513,9 @@ pub(crate) fn link(me: Who, other: Who, mode: LinkMode) -> Result<(), LinkError>
 
 /// Removes the watch relations `mode` names between `me` and `other`.
 /// Idempotent; a no-op on dead devices.
-pub(crate) fn unlink(me: Who, other: Who, mode: LinkMode) {
+pub(crate) fn unlink(me: Key, other: Key, mode: LinkMode) {
     with((), |r| {
-        let (me, other) = (r.resolve(me), r.resolve(other));
-        let mut remove = |watched: DeviceId, watcher: DeviceId| {
+        let mut remove = |watched: Key, watcher: Key| {
             if let Some(idx) = r.find_link(watched, watcher) {
                 // A link node holds no user value: dropping it here is fine.
                 r.unhook(idx);
@@ -567,14 +534,13 @@ pub(crate) fn unlink(me: Who, other: Who, mode: LinkMode) {
 /// is no longer installed (the old one, or the new one if the device is
 /// dead) so the caller drops it outside the borrow.
 pub(crate) fn set_trap(
-    who: Who,
+    key: Key,
     trap: Option<Fwd<Down>>,
 ) -> (Result<(), LinkError>, Option<Fwd<Down>>) {
     let mut trap = trap;
-    let res = with(Err(gone(who.id)), |r| {
-        let id = r.resolve(who);
-        let entry = r.live(id)?;
-        std::mem::swap(&mut entry.trap, &mut trap);
+    let res = with(Err(gone(key.id)), |r| {
+        let record = r.live(key)?;
+        std::mem::swap(&mut record.trap, &mut trap);
         Ok(())
     });
     (res, trap)
@@ -582,10 +548,9 @@ pub(crate) fn set_trap(
 
 /// Queues the end of the device with `cause` (shutdown or kill), outside
 /// the borrow.
-pub(crate) fn end(who: Who, cause: Cause) -> Result<(), LinkError> {
-    let control = with(Err(gone(who.id)), |r| {
-        let id = r.resolve(who);
-        Ok(r.live(id)?.control.as_ref().and_then(Weak::upgrade))
+pub(crate) fn end(key: Key, cause: Cause) -> Result<(), LinkError> {
+    let control = with(Err(gone(key.id)), |r| {
+        Ok(r.live(key)?.control.as_ref().and_then(Weak::upgrade))
     })?;
     // No controller alive means no owner is left: the device is already
     // ending with `Dropped`, which is queued first and wins anyway.
@@ -602,11 +567,11 @@ fn deliver(watch: Watch, down: Down) {
         Watch::Link(watcher) => {
             // Decide inside the borrow; act outside it.
             let action = with(None, |r| {
-                let entry = r.live(watcher).ok()?;
-                match &entry.trap {
+                let record = r.live(watcher).ok()?;
+                match &record.trap {
                     Some(trap) => Some(Ok(trap.clone())),
                     None if down.cause.is_fault() => {
-                        entry.control.as_ref().and_then(Weak::upgrade).map(Err)
+                        record.control.as_ref().and_then(Weak::upgrade).map(Err)
                     }
                     None => None,
                 }
@@ -623,69 +588,73 @@ fn deliver(watch: Watch, down: Down) {
     }
 }
 
+/// What a death takes out of the registry, to act on outside the borrow.
+struct Remains {
+    head: u32,
+    control: Option<Weak<dyn Control>>,
+    trap: Option<Fwd<Down>>,
+}
+
 /// The device's actor terminated (`Some`), or its termination `Ret` was
 /// dropped unfired because stakker freed the actor without terminating it
 /// (`None`: the runtime was dropped). This is the one place a device dies.
-pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
+pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     let delivered = stop.is_some();
     let cause = stop.map_or(Cause::Dropped, decode);
-    let Some((head, control, trap)) = with(None, |r| {
-        let Some(entry) = r.entries.get_mut(&id) else {
-            // Never observed. If it died of anything but the drop of its
-            // owner, that single owner still exists (or has queued a check,
-            // see `release_unregistered`) and may ask how it died: record
-            // it, counting that owner.
-            if !matches!(cause, Cause::Dropped) {
-                r.entries.insert(id, Entry::new(1, Some(cause.clone())));
-            }
-            return None;
-        };
-        if entry.cause.is_some() {
+    let Some(remains) = with(None, |r| {
+        let slot = r.slot(key)?;
+        if slot.dead {
             return None;
         }
-        let head = std::mem::replace(&mut entry.head, NIL);
-        entry.tail = NIL;
-        let mut watching = std::mem::replace(&mut entry.watching, NIL);
-        let control = entry.control.take();
-        let trap = entry.trap.take();
-        if entry.refs == 0 {
-            // Holds no user value now (alive, no control).
-            r.entries.remove(&id);
+        slot.dead = true;
+        let (refs, record) = (slot.refs, slot.record);
+        if record == NIL {
+            // Never observed: nothing to tell anyone. Keep the cause only
+            // if a handle is left to ask.
+            if refs == 0 {
+                r.slots.remove(key.slot as usize);
+            } else {
+                let mut rec = Record::new();
+                rec.cause = Some(cause.clone());
+                let idx = index(r.records.insert(rec));
+                if let Some(slot) = r.slot(key) {
+                    slot.record = idx;
+                }
+            }
+            return None;
+        }
+        let rec = &mut r.records[record as usize];
+        let remains = Remains {
+            head: std::mem::replace(&mut rec.head, NIL),
+            control: rec.control.take(),
+            trap: rec.trap.take(),
+        };
+        rec.tail = NIL;
+        let mut watching = std::mem::replace(&mut rec.watching, NIL);
+        if refs == 0 {
+            r.records.remove(record as usize);
+            r.slots.remove(key.slot as usize);
         } else {
-            entry.cause = Some(cause.clone());
+            rec.cause = Some(cause.clone());
         }
         // This device no longer watches anyone: take its link nodes off
         // the lists of the (live) devices it watched. They hold no user
         // value.
         while watching != NIL {
             let next = r.nodes[watching as usize].wnext;
-            let node = r.nodes.remove(watching as usize);
-            if node.prev != NIL {
-                r.nodes[node.prev as usize].next = node.next;
-            }
-            if node.next != NIL {
-                r.nodes[node.next as usize].prev = node.prev;
-            }
-            if let Ok(owner) = r.live(node.owner) {
-                if owner.head == watching {
-                    owner.head = node.next;
-                }
-                if owner.tail == watching {
-                    owner.tail = node.prev;
-                }
-            }
+            r.unhook_owner(watching);
             watching = next;
         }
-        Some((head, control, trap))
+        Some(remains)
     }) else {
         return;
     };
-    // The watcher list is detached from the dead entry: nobody else
+    // The watcher list is detached from the dead device: nobody else
     // reaches these nodes, so take them one by one and deliver outside the
     // borrow. A panic in an unguarded (raw) handler is held until every
     // watcher has had its Down, then resumed.
     let mut panic = None;
-    let mut idx = head;
+    let mut idx = remains.head;
     while idx != NIL {
         let Some(node) = with(None, |r| {
             r.unhook_watching(idx);
@@ -697,7 +666,7 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
         let watch = node.watch;
         let outcome = if delivered {
             let down = Down {
-                id,
+                id: key.id,
                 cause: cause.clone(),
             };
             catch_unwind(AssertUnwindSafe(|| deliver(watch, down)))
@@ -710,8 +679,8 @@ pub(crate) fn died(id: DeviceId, stop: Option<StopCause>) {
             panic.get_or_insert(p);
         }
     }
-    drop(trap);
-    drop(control);
+    drop(remains.trap);
+    drop(remains.control);
     if let Some(p) = panic {
         resume_unwind(p);
     }
@@ -738,19 +707,18 @@ fn decode(stop: StopCause) -> Cause {
 /// leak checks and tests. Cost: O(1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegistryStats {
-    /// Registered devices, alive or dead (a dead one stays while a handle
-    /// names it).
+    /// Devices with a slot: every live device, and each dead one while a
+    /// handle still names it.
     pub devices: usize,
     /// Watcher nodes: monitors and link directions not yet delivered or
     /// cancelled.
     pub watchers: usize,
 }
 
-/// The calling thread's [`RegistryStats`]. Unobserved devices are not
-/// counted: they are not registered.
+/// The calling thread's [`RegistryStats`].
 pub fn registry_stats() -> RegistryStats {
     with(RegistryStats::default(), |r| RegistryStats {
-        devices: r.entries.len(),
+        devices: r.slots.len(),
         watchers: r.nodes.len(),
     })
 }
