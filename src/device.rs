@@ -31,7 +31,7 @@ pub use registry::{registry_stats, MonitorRef, RegistryStats};
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use registry::{Control, Key};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -58,6 +58,7 @@ impl Error for Ending {}
 
 struct ActorControl<A: 'static> {
     actor: Actor<A>,
+    trap: RefCell<Option<Fwd<Down>>>,
 }
 
 impl<A: 'static> Control for ActorControl<A> {
@@ -78,6 +79,14 @@ impl<A: 'static> Control for ActorControl<A> {
                 actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
             }
         });
+    }
+
+    fn set_trap(&self, trap: Option<Fwd<Down>>) -> Option<Fwd<Down>> {
+        self.trap.replace(trap)
+    }
+
+    fn trap(&self) -> Option<Fwd<Down>> {
+        self.trap.borrow().clone()
     }
 }
 
@@ -169,21 +178,27 @@ pub trait DeviceRef: sealed::Sealed {
 
     /// Makes the device *trap*: a `Down` from any device it watches through
     /// a link goes to `handler` instead of killing it, whatever the cause.
-    /// Replaces a previous handler. Cost: O(1).
+    /// Replaces a previous handler. Cost: O(1); the first trap, link or
+    /// `Line` of a device allocates its controller, which keeps the handler
+    /// (so the registry never holds the handler's actor).
     ///
     /// # Errors
     /// [`LinkError::DeviceDown`] if the device is dead.
     fn trap(&self, handler: Fwd<Down>) -> Result<(), LinkError> {
-        let (res, unused) = registry::set_trap(self.key(), Some(handler));
-        drop(unused);
-        res
+        // The handler is kept by the controller (held by the owners). With
+        // no owner left the device is already ending with `Dropped`, and
+        // the handler is dropped.
+        if let Some(control) = registry::live_control(self.controlled_key())? {
+            drop(control.set_trap(Some(handler)));
+        }
+        Ok(())
     }
 
     /// Stops trapping: linked faults kill the device again.
     fn untrap(&self) {
-        // A dead device has no handler to clear: the error is moot.
-        let (_, old) = registry::set_trap(self.key(), None);
-        drop(old);
+        if let Ok(Some(control)) = registry::live_control(self.key()) {
+            drop(control.set_trap(None));
+        }
     }
 
     /// Asks the device to shut down. It ends with
@@ -272,6 +287,7 @@ impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
             let made = registry::control(self.key, || {
                 Rc::new(ActorControl {
                     actor: self.own.deref().clone(),
+                    trap: RefCell::new(None),
                 })
             });
             if let Some(control) = made {

@@ -71,8 +71,13 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let baseline = stakplane::registry_stats();
     let mut rt = Rt::new();
     let log = new_log();
-    // Death order and causes, from a first monitor on every device.
+    // Death order and causes, from a first monitor on every device, each
+    // with the number of the queue run it happened in.
     let deaths: Rc<RefCell<Vec<(usize, Cause)>>> = Rc::new(RefCell::new(Vec::new()));
+    let runs = Rc::new(std::cell::Cell::new(0usize));
+    let death_run: Rc<RefCell<Vec<usize>>> = Rc::new(RefCell::new(vec![usize::MAX; traps.len()]));
+    // The number of runs started when each device's last owner was dropped.
+    let mut orphaned_at = vec![usize::MAX; traps.len()];
     // Trap deliveries: (watcher, Down).
     let trapped: Rc<RefCell<Vec<(usize, Down)>>> = Rc::new(RefCell::new(Vec::new()));
     let mut owners: Vec<Option<DeviceOwn<Dev>>> = Vec::new();
@@ -80,10 +85,12 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     for (i, &trap) in traps.iter().enumerate() {
         let d = dev(&mut rt, "d", &log);
         let rec = deaths.clone();
+        let (runs2, death_run2) = (runs.clone(), death_run.clone());
         let _ = d
             .monitor(Ret::new(move |down: Option<Down>| {
                 if let Some(down) = down {
                     rec.borrow_mut().push((i, down.cause));
+                    death_run2.borrow_mut()[i] = runs2.get();
                 }
             }))
             .unwrap();
@@ -191,9 +198,13 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         keep.push(o);
                     }
                     owners[t] = keep.pop();
+                    if owners[t].is_none() {
+                        orphaned_at[t] = runs.get();
+                    }
                 }
             }
             Op::Run => {
+                runs.set(runs.get() + 1);
                 rt.run();
                 snapshot(&edges, &mut edges_at_death, &deaths.borrow());
                 // Edges into or out of dead devices are gone for good.
@@ -202,7 +213,12 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
     }
     // Everything dies: drop every owner and run the queue dry.
-    owners.clear();
+    for (i, o) in owners.iter_mut().enumerate() {
+        if o.take().is_some() {
+            orphaned_at[i] = runs.get();
+        }
+    }
+    runs.set(runs.get() + 1);
     rt.run();
     snapshot(&edges, &mut edges_at_death, &deaths.borrow());
     let deaths = deaths.borrow();
@@ -237,7 +253,11 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
 
     // Trapping links: one Down per (watcher, watched) pair, only if the
-    // edge was active at the death and the watcher was still alive.
+    // edge was active at the death and the watcher was still alive and
+    // owned (a watcher whose last owner is gone is ending with Dropped; its
+    // trap handler went with its owners).
+    let death_run = death_run.borrow();
+    let owned_at_death = |w: usize, t: usize| orphaned_at[w] >= death_run[t];
     let trapped = trapped.borrow();
     let mut pairs = BTreeSet::new();
     for (w, down) in trapped.iter() {
@@ -251,9 +271,10 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
         );
         prop_assert!(edges_at_death.contains(&(*w, t)), "no link {} -> {}", w, t);
         prop_assert!(death_pos(*w) > death_pos(t), "dead watcher {} notified", w);
+        prop_assert!(owned_at_death(*w, t), "unowned watcher {} notified", w);
     }
     for &(w, t) in &edges_at_death {
-        if traps[w] && death_pos(w) > death_pos(t) {
+        if traps[w] && death_pos(w) > death_pos(t) && owned_at_death(w, t) {
             prop_assert!(pairs.contains(&(w, t)), "watcher {} missed {}", w, t);
         }
     }
@@ -272,6 +293,7 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
 
     // Nothing is left behind once every handle is gone.
     drop(deaths);
+    drop(death_run);
     drop(subs);
     drop(lines);
     prop_assert_eq!(stakplane::registry_stats(), baseline);

@@ -255,6 +255,7 @@ fn raw_watcher_panic_still_notifies_the_others() {
         registry_stats(),
         RegistryStats {
             devices: 1,
+            records: 1,
             watchers: 0
         }
     );

@@ -118,3 +118,49 @@ fn a_dropped_runtime_frees_its_linked_devices() {
     rt_b.run();
     assert_eq!(stakplane::registry_stats(), base);
 }
+
+#[test]
+fn nested_deaths_while_watchers_are_told_are_safe() {
+    // Dropping the runtime frees `a` unended; dropping its watcher Ret
+    // (unfired) frees `c`'s last actor reference, so `c` dies in the middle
+    // of `a`'s watcher list, taking its own link node off that list.
+    let base = stakplane::registry_stats();
+    let log = new_log();
+    let mut rt = Rt::new();
+    let a = dev(&mut rt, "a", &log);
+    let c = dev(&mut rt, "c", &log);
+    rt.run();
+    let _ = a.monitor(ret_some_to!([c], down() as (Down))).unwrap();
+    c.link(&a, LinkMode::Monitor).unwrap();
+    let _ = a.monitor(ret_nop!()).unwrap();
+    drop(c);
+    drop(a);
+    drop(rt);
+    assert_eq!(stakplane::registry_stats(), base);
+}
+
+#[test]
+fn a_trapping_device_does_not_keep_itself_alive() {
+    // The usual trap handler holds the device's own actor; it lives with
+    // the owners, not in the registry, so a dropped runtime frees it.
+    let base = stakplane::registry_stats();
+    let log = new_log();
+    let unfired = std::rc::Rc::new(std::cell::Cell::new(0));
+    let mut rt = Rt::new();
+    let d = trapping_dev(&mut rt, "d", &log);
+    rt.run();
+    let count = unfired.clone();
+    let _ = d.monitor(Ret::new(move |down: Option<Down>| {
+        if down.is_none() {
+            count.set(count.get() + 1);
+        }
+    }));
+    drop(d);
+    drop(rt);
+    assert_eq!(
+        unfired.get(),
+        1,
+        "the watcher's Ret was dropped unfired, once"
+    );
+    assert_eq!(stakplane::registry_stats(), base);
+}

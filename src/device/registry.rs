@@ -42,6 +42,13 @@ pub(crate) trait Control {
     /// Queue the end of the actor with `cause`. Called outside the
     /// registry borrow.
     fn end(&self, cause: Cause);
+    /// Replaces the trap handler, returning the old one. The handler lives
+    /// here, with the owners, not in the registry: a handler that holds
+    /// the device's own actor (the usual `fwd_to!([dev], ...)`) must not
+    /// make the registry keep that actor alive.
+    fn set_trap(&self, trap: Option<Fwd<Down>>) -> Option<Fwd<Down>>;
+    /// A clone of the trap handler, if any.
+    fn trap(&self) -> Option<Fwd<Down>>;
 }
 
 /// Where a device lives in the registry.
@@ -95,10 +102,12 @@ struct Record {
     tail: u32,
     /// Link nodes (on other devices' lists) in which this device watches.
     watching: u32,
-    /// Set at death when a handle remains to ask.
+    /// Set at death.
     cause: Option<Cause>,
     control: Option<Weak<dyn Control>>,
-    trap: Option<Fwd<Down>>,
+    /// The device is dead and its watchers are being told: the slot and
+    /// record stay until that is done, whatever the handle count.
+    draining: bool,
 }
 
 impl Record {
@@ -199,6 +208,24 @@ impl Registry {
         Ok(&mut records[slot.record as usize])
     }
 
+    /// The record of a device, live or dead, if it has one (never makes
+    /// one).
+    fn record(&mut self, key: Key) -> Option<&mut Record> {
+        let Registry { slots, records, .. } = self;
+        let slot = slots
+            .get(key.slot as usize)
+            .filter(|slot| slot.id == key.id)?;
+        records.get_mut(slot.record as usize)
+    }
+
+    /// The record of a live device, if it has one (never makes one).
+    fn live_record(&mut self, key: Key) -> Option<&mut Record> {
+        if !self.is_alive(key) {
+            return None;
+        }
+        self.record(key)
+    }
+
     fn is_alive(&mut self, key: Key) -> bool {
         self.slot(key).is_some_and(|slot| !slot.dead)
     }
@@ -259,7 +286,7 @@ impl Registry {
         let (wprev, wnext) = (node.wprev, node.wnext);
         if wprev != NIL {
             self.nodes[wprev as usize].wnext = wnext;
-        } else if let Ok(record) = self.live(watcher) {
+        } else if let Some(record) = self.record(watcher) {
             if record.watching == idx {
                 record.watching = wnext;
             }
@@ -278,7 +305,8 @@ impl Registry {
         if node.next != NIL {
             self.nodes[node.next as usize].prev = node.prev;
         }
-        if let Ok(record) = self.live(node.owner) {
+        // The owner may be dead and draining its list: keep it right too.
+        if let Some(record) = self.record(node.owner) {
             if record.head == idx {
                 record.head = node.next;
             }
@@ -289,7 +317,8 @@ impl Registry {
         node
     }
 
-    /// Unhooks node `idx` (of a live owner) from both its lists; returns
+    /// Unhooks node `idx` from both its lists (its owner is live, or dead
+    /// and draining); returns
     /// it, to be dropped outside the borrow.
     fn unhook(&mut self, idx: u32) -> Node {
         self.unhook_watching(idx);
@@ -298,7 +327,7 @@ impl Registry {
 
     /// The first node of `key`'s list that is a link from `watcher`.
     fn find_link(&mut self, key: Key, watcher: Key) -> Option<u32> {
-        let mut idx = self.live(key).ok()?.head;
+        let mut idx = self.live_record(key)?.head;
         while idx != NIL {
             let node = &self.nodes[idx as usize];
             if matches!(node.watch, Watch::Link(w) if w == watcher) {
@@ -315,6 +344,9 @@ impl Registry {
     fn free_if_unused(&mut self, key: Key) -> Option<Cause> {
         let slot = self.slot(key)?;
         if !slot.dead || slot.refs != 0 {
+            return None;
+        }
+        if self.record(key).is_some_and(|record| record.draining) {
             return None;
         }
         let slot = self.slots.remove(key.slot as usize);
@@ -530,28 +562,17 @@ pub(crate) fn unlink(me: Key, other: Key, mode: LinkMode) {
     })
 }
 
-/// Sets (or with `None` clears) the trap handler. Returns the handler that
-/// is no longer installed (the old one, or the new one if the device is
-/// dead) so the caller drops it outside the borrow.
-pub(crate) fn set_trap(
-    key: Key,
-    trap: Option<Fwd<Down>>,
-) -> (Result<(), LinkError>, Option<Fwd<Down>>) {
-    let mut trap = trap;
-    let res = with(Err(gone(key.id)), |r| {
-        let record = r.live(key)?;
-        std::mem::swap(&mut record.trap, &mut trap);
-        Ok(())
-    });
-    (res, trap)
+/// The controller of a live device, if an owner still holds one.
+pub(crate) fn live_control(key: Key) -> Result<Option<Rc<dyn Control>>, LinkError> {
+    with(Err(gone(key.id)), |r| {
+        Ok(r.live(key)?.control.as_ref().and_then(Weak::upgrade))
+    })
 }
 
 /// Queues the end of the device with `cause` (shutdown or kill), outside
 /// the borrow.
 pub(crate) fn end(key: Key, cause: Cause) -> Result<(), LinkError> {
-    let control = with(Err(gone(key.id)), |r| {
-        Ok(r.live(key)?.control.as_ref().and_then(Weak::upgrade))
-    })?;
+    let control = live_control(key)?;
     // No controller alive means no owner is left: the device is already
     // ending with `Dropped`, which is queued first and wins anyway.
     if let Some(control) = control {
@@ -565,34 +586,21 @@ fn deliver(watch: Watch, down: Down) {
         Watch::Ret(ret) => ret.ret(down),
         Watch::Fwd(fwd) => fwd.fwd(down),
         Watch::Link(watcher) => {
-            // Decide inside the borrow; act outside it.
-            let action = with(None, |r| {
-                let record = r.live(watcher).ok()?;
-                match &record.trap {
-                    Some(trap) => Some(Ok(trap.clone())),
-                    None if down.cause.is_fault() => {
-                        record.control.as_ref().and_then(Weak::upgrade).map(Err)
-                    }
-                    None => None,
-                }
-            });
-            match action {
-                Some(Ok(trap)) => trap.fwd(down),
-                Some(Err(control)) => control.end(Cause::Cascade {
+            // No controller alive means no owner is left: the watcher is
+            // already ending with `Dropped`.
+            let Ok(Some(control)) = live_control(watcher) else {
+                return;
+            };
+            if let Some(trap) = control.trap() {
+                trap.fwd(down);
+            } else if down.cause.is_fault() {
+                control.end(Cause::Cascade {
                     from: down.id,
                     cause: Rc::new(down.cause),
-                }),
-                None => {}
+                });
             }
         }
     }
-}
-
-/// What a death takes out of the registry, to act on outside the borrow.
-struct Remains {
-    head: u32,
-    control: Option<Weak<dyn Control>>,
-    trap: Option<Fwd<Down>>,
 }
 
 /// The device's actor terminated (`Some`), or its termination `Ret` was
@@ -601,7 +609,7 @@ struct Remains {
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     let delivered = stop.is_some();
     let cause = stop.map_or(Cause::Dropped, decode);
-    let Some(remains) = with(None, |r| {
+    let control = with(None, |r| {
         let slot = r.slot(key)?;
         if slot.dead {
             return None;
@@ -609,34 +617,23 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
         slot.dead = true;
         let (refs, record) = (slot.refs, slot.record);
         if record == NIL {
-            // Never observed: nothing to tell anyone. Keep the cause only
-            // if a handle is left to ask.
+            // Never observed: nobody to tell. Keep the cause only if a
+            // handle is left to ask.
             if refs == 0 {
                 r.slots.remove(key.slot as usize);
             } else {
                 let mut rec = Record::new();
                 rec.cause = Some(cause.clone());
                 let idx = index(r.records.insert(rec));
-                if let Some(slot) = r.slot(key) {
-                    slot.record = idx;
-                }
+                r.slots[key.slot as usize].record = idx;
             }
             return None;
         }
         let rec = &mut r.records[record as usize];
-        let remains = Remains {
-            head: std::mem::replace(&mut rec.head, NIL),
-            control: rec.control.take(),
-            trap: rec.trap.take(),
-        };
-        rec.tail = NIL;
+        rec.cause = Some(cause.clone());
+        rec.draining = true;
+        let control = rec.control.take();
         let mut watching = std::mem::replace(&mut rec.watching, NIL);
-        if refs == 0 {
-            r.records.remove(record as usize);
-            r.slots.remove(key.slot as usize);
-        } else {
-            rec.cause = Some(cause.clone());
-        }
         // This device no longer watches anyone: take its link nodes off
         // the lists of the (live) devices it watched. They hold no user
         // value.
@@ -645,24 +642,21 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
             r.unhook_owner(watching);
             watching = next;
         }
-        Some(remains)
-    }) else {
+        Some(control)
+    });
+    let Some(control) = control else {
         return;
     };
-    // The watcher list is detached from the dead device: nobody else
-    // reaches these nodes, so take them one by one and deliver outside the
-    // borrow. A panic in an unguarded (raw) handler is held until every
-    // watcher has had its Down, then resumed.
+    // Tell the watchers one by one, outside the borrow, taking each from
+    // the head of the dead device's list: user code runs between them and
+    // may end other devices, which take their own nodes off this list.
+    // A panic in an unguarded (raw) handler is held until every watcher
+    // has had its Down, then resumed.
     let mut panic = None;
-    let mut idx = remains.head;
-    while idx != NIL {
-        let Some(node) = with(None, |r| {
-            r.unhook_watching(idx);
-            r.nodes.try_remove(idx as usize)
-        }) else {
-            break;
-        };
-        idx = node.next;
+    while let Some(node) = with(None, |r| {
+        let idx = r.record(key)?.head;
+        (idx != NIL).then(|| r.unhook(idx))
+    }) {
         let watch = node.watch;
         let outcome = if delivered {
             let down = Down {
@@ -679,8 +673,12 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
             panic.get_or_insert(p);
         }
     }
-    drop(remains.trap);
-    drop(remains.control);
+    let freed = with(None, |r| {
+        r.record(key)?.draining = false;
+        r.free_if_unused(key)
+    });
+    drop(freed);
+    drop(control);
     if let Some(p) = panic {
         resume_unwind(p);
     }
@@ -710,6 +708,8 @@ pub struct RegistryStats {
     /// Devices with a slot: every live device, and each dead one while a
     /// handle still names it.
     pub devices: usize,
+    /// Device records (made when a device is first observed).
+    pub records: usize,
     /// Watcher nodes: monitors and link directions not yet delivered or
     /// cancelled.
     pub watchers: usize,
@@ -719,6 +719,7 @@ pub struct RegistryStats {
 pub fn registry_stats() -> RegistryStats {
     with(RegistryStats::default(), |r| RegistryStats {
         devices: r.slots.len(),
+        records: r.records.len(),
         watchers: r.nodes.len(),
     })
 }
