@@ -187,9 +187,9 @@ impl Registry {
             .filter(|slot| slot.id == key.id)
     }
 
-    /// The record of a live device, made if it has none yet; or why there
-    /// is none.
-    fn live(&mut self, key: Key) -> Result<&mut Record, LinkError> {
+    /// The index of the record of a live device, made if it has none yet;
+    /// or why there is none.
+    fn live_index(&mut self, key: Key) -> Result<usize, LinkError> {
         let Registry { slots, records, .. } = self;
         let slot = match slots.get_mut(key.slot as usize) {
             Some(slot) if slot.id == key.id => slot,
@@ -205,7 +205,14 @@ impl Registry {
         if slot.record == NIL {
             slot.record = index(records.insert(Record::new()));
         }
-        Ok(&mut records[slot.record as usize])
+        Ok(slot.record as usize)
+    }
+
+    /// The record of a live device, made if it has none yet; or why there
+    /// is none.
+    fn live(&mut self, key: Key) -> Result<&mut Record, LinkError> {
+        let idx = self.live_index(key)?;
+        Ok(&mut self.records[idx])
     }
 
     /// The record of a device, live or dead, if it has one (never makes
@@ -238,10 +245,12 @@ impl Registry {
 
     /// Appends a watcher to a live device's list.
     fn push(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, (LinkError, Watch)> {
-        let tail = match self.live(key) {
-            Ok(record) => record.tail,
+        let ri = match self.live_index(key) {
+            Ok(ri) => ri,
             Err(e) => return Err((e, watch)),
         };
+        let record = &mut self.records[ri];
+        let tail = record.tail;
         let idx = index(self.nodes.insert(Node {
             owner: key,
             token,
@@ -251,15 +260,12 @@ impl Registry {
             wnext: NIL,
             watch,
         }));
-        if tail != NIL {
+        if tail == NIL {
+            record.head = idx;
+        } else {
             self.nodes[tail as usize].next = idx;
         }
-        if let Ok(record) = self.live(key) {
-            if tail == NIL {
-                record.head = idx;
-            }
-            record.tail = idx;
-        }
+        record.tail = idx;
         Ok(idx)
     }
 
@@ -653,10 +659,26 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     // A panic in an unguarded (raw) handler is held until every watcher
     // has had its Down, then resumed.
     let mut panic = None;
-    while let Some(node) = with(None, |r| {
-        let idx = r.record(key)?.head;
-        (idx != NIL).then(|| r.unhook(idx))
-    }) {
+    loop {
+        // Take the next watcher; when there is none left, end the drain
+        // and free what no handle names, in the same borrow.
+        let step = with(Err(None), |r| {
+            let head = r.record(key).map_or(NIL, |record| record.head);
+            if head != NIL {
+                return Ok(r.unhook(head));
+            }
+            if let Some(record) = r.record(key) {
+                record.draining = false;
+            }
+            Err(r.free_if_unused(key))
+        });
+        let node = match step {
+            Ok(node) => node,
+            Err(freed) => {
+                drop(freed);
+                break;
+            }
+        };
         let watch = node.watch;
         let outcome = if delivered {
             let down = Down {
@@ -673,11 +695,6 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
             panic.get_or_insert(p);
         }
     }
-    let freed = with(None, |r| {
-        r.record(key)?.draining = false;
-        r.free_if_unused(key)
-    });
-    drop(freed);
     drop(control);
     if let Some(p) = panic {
         resume_unwind(p);
