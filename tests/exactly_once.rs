@@ -1,7 +1,7 @@
 //! The exactly-once property (NOTES.md, "Exactly once"): for random graphs
 //! of up to 12 devices with random links, monitors and traps, and random
-//! interleavings of stop, fail, panic, kill, shutdown, drop, cancel and
-//! queue runs, every monitor gets exactly one `Down` unless cancelled
+//! interleavings of stop, fail, panic, kill (by owner or Line), shutdown,
+//! drop, second owners, cancel and queue runs, every monitor gets exactly one `Down` unless cancelled
 //! before the death, a cancelled one gets none, every trapping link
 //! delivers exactly one `Down` to a watcher alive at the death, and every
 //! cascade is justified by a faulted, watched device.
@@ -17,11 +17,32 @@ use std::rc::Rc;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Monitor { t: usize, fwd: bool, via_line: bool },
-    Link { a: usize, b: usize, mode: LinkMode },
-    Unlink { a: usize, b: usize, mode: LinkMode },
+    Monitor {
+        t: usize,
+        fwd: bool,
+        via_line: bool,
+    },
+    Link {
+        a: usize,
+        b: usize,
+        mode: LinkMode,
+    },
+    Unlink {
+        a: usize,
+        b: usize,
+        mode: LinkMode,
+    },
     Cancel(usize),
-    End { t: usize, how: End },
+    End {
+        t: usize,
+        how: End,
+    },
+    /// Make another owner of `t` (kept until `DropOwner` or the end).
+    SecondOwner(usize),
+    /// Drop one extra owner of `t`, if any.
+    DropOwner(usize),
+    /// Kill `t` through a Line.
+    KillByLine(usize),
     Run,
 }
 
@@ -45,6 +66,9 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         1 => (0..n, 0..n, mode()).prop_map(|(a, b, mode)| Op::Unlink { a, b, mode }),
         1 => any::<usize>().prop_map(Op::Cancel),
         3 => (0..n, end()).prop_map(|(t, how)| Op::End { t, how }),
+        1 => (0..n).prop_map(Op::SecondOwner),
+        1 => (0..n).prop_map(Op::DropOwner),
+        1 => (0..n).prop_map(Op::KillByLine),
         2 => Just(Op::Run),
     ]
 }
@@ -81,6 +105,7 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Trap deliveries: (watcher, Down).
     let trapped: Rc<RefCell<Vec<(usize, Down)>>> = Rc::new(RefCell::new(Vec::new()));
     let mut owners: Vec<Option<DeviceOwn<Dev>>> = Vec::new();
+    let mut extra: Vec<Vec<DeviceOwn<Dev>>> = (0..traps.len()).map(|_| Vec::new()).collect();
     let mut lines = Vec::new();
     for (i, &trap) in traps.iter().enumerate() {
         let d = dev(&mut rt, "d", &log);
@@ -198,10 +223,24 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         keep.push(o);
                     }
                     owners[t] = keep.pop();
-                    if owners[t].is_none() {
+                    if owners[t].is_none() && extra[t].is_empty() {
                         orphaned_at[t] = runs.get();
                     }
                 }
+            }
+            Op::SecondOwner(t) => {
+                if let Some(o) = &owners[t] {
+                    extra[t].push(o.owned());
+                }
+            }
+            Op::DropOwner(t) => {
+                if extra[t].pop().is_some() && owners[t].is_none() && extra[t].is_empty() {
+                    orphaned_at[t] = runs.get();
+                }
+            }
+            Op::KillByLine(t) => {
+                let res = lines[t].kill("k");
+                prop_assert_eq!(res.is_ok(), lines[t].is_alive());
             }
             Op::Run => {
                 runs.set(runs.get() + 1);
@@ -214,7 +253,9 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     // Everything dies: drop every owner and run the queue dry.
     for (i, o) in owners.iter_mut().enumerate() {
-        if o.take().is_some() {
+        let had = o.take().is_some() | !extra[i].is_empty();
+        extra[i].clear();
+        if had {
             orphaned_at[i] = runs.get();
         }
     }
