@@ -1,10 +1,11 @@
-//! The exactly-once property (NOTES.md, "Exactly once"): for random graphs
-//! of up to 12 devices with random links, monitors and traps, and random
-//! interleavings of stop, fail, panic, kill (by owner or Line), shutdown,
-//! drop, second owners, cancel and queue runs, every monitor gets exactly one `Down` unless cancelled
-//! before the death, a cancelled one gets none, every trapping link
-//! delivers exactly one `Down` to a watcher alive at the death, and every
-//! cascade is justified by a faulted, watched device.
+//! The exactly-once property (NOTES.md, "Exactly once"): for random
+//! graphs of up to 12 devices with random links, monitors and traps, and
+//! random interleavings of stop, fail, panic, kill (by owner or Line),
+//! shutdown, drop, second owners, cancel and queue runs, every monitor gets
+//! exactly one `Down` unless cancelled before the death, a cancelled one
+//! gets none, every trapping link delivers exactly one `Down` to a watcher
+//! alive and owned at the death, every cascade is justified by a faulted,
+//! watched device, and the registry is left as it was.
 
 mod common;
 
