@@ -19,7 +19,7 @@
 
 use crate::cause::Cause;
 use crate::device::Ending;
-use stakker::{Actor, Cx, Fwd, Ret, Stakker};
+use stakker::{Actor, Cx, Deferrer, Fwd, Ret, Stakker};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -63,16 +63,38 @@ pub fn apply_prep<A: 'static>(
     });
 }
 
-/// Queues a guarded call to the actor on its own queue: the expansion of
-/// `call!([actor], method(args))`.
+/// Queues a guarded call to the actor on its own queue (what a guarded
+/// `Ret` or `Fwd` handler does).
 #[inline]
 pub fn defer_apply<A: 'static>(actor: Actor<A>, f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static) {
     let target = actor.clone();
     actor.defer(move |s| apply(&target, s, f));
 }
 
-/// Queues a guarded **Prep** call: the expansion of
+/// Like [`defer_apply`], queuing through `deferrer` (the target's, as the
+/// macros pass it) so that `actor` need not be cloned again: the expansion
+/// of `call!([actor], method(args))`.
+#[inline]
+pub fn defer_apply_via<A: 'static>(
+    deferrer: &Deferrer,
+    actor: Actor<A>,
+    f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
+) {
+    deferrer.defer(move |s| apply(&actor, s, f));
+}
+
+/// Like [`defer_apply_prep`], queuing through `deferrer`: the expansion of
 /// `call!([actor], Type::init(args))`.
+#[inline]
+pub fn defer_apply_prep_via<A: 'static>(
+    deferrer: &Deferrer,
+    actor: Actor<A>,
+    f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
+) {
+    deferrer.defer(move |s| apply_prep(&actor, s, f));
+}
+
+/// Queues a guarded **Prep** call on the actor's own queue.
 #[inline]
 pub fn defer_apply_prep<A: 'static>(
     actor: Actor<A>,

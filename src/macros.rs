@@ -21,6 +21,8 @@
 //! ```
 //!
 //! Arguments are evaluated at the call site, before the call is queued.
+//! As in stakker, the `[target]` expression is evaluated twice (once for
+//! the actor, once for its queue): keep it free of side effects.
 //! For several values in a `Ret`/`Fwd`, use a tuple type.
 
 /// Binds each argument expression to a fresh local (macro hygiene keeps
@@ -40,16 +42,24 @@ macro_rules! __with_args {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __call_ready {
-    ($actor:ident $method:ident ; $($a:ident)*) => {
-        $crate::guard::defer_apply($actor, move |this, cx| this.$method(cx $(, $a)*))
+    (($target:expr) $actor:ident $method:ident ; $($a:ident)*) => {
+        $crate::guard::defer_apply_via(
+            $target.access_deferrer(),
+            $actor,
+            move |this, cx| this.$method(cx $(, $a)*),
+        )
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __call_prep {
-    ($actor:ident ($ty:ty) $method:ident ; $($a:ident)*) => {
-        $crate::guard::defer_apply_prep($actor, move |cx| <$ty>::$method(cx $(, $a)*))
+    (($target:expr) $actor:ident ($ty:ty) $method:ident ; $($a:ident)*) => {
+        $crate::guard::defer_apply_prep_via(
+            $target.access_deferrer(),
+            $actor,
+            move |cx| <$ty>::$method(cx $(, $a)*),
+        )
     };
 }
 
@@ -110,19 +120,19 @@ macro_rules! __timer {
 macro_rules! call {
     ([$target:expr], |$this:pat_param, $cx:pat_param| $body:expr) => {{
         let actor = $target.access_actor().clone();
-        $crate::guard::defer_apply(actor, move |$this, $cx| $body)
+        $crate::guard::defer_apply_via($target.access_deferrer(), actor, move |$this, $cx| $body)
     }};
     ([$target:expr], $method:ident ( $($arg:expr),* $(,)? )) => {{
         let actor = $target.access_actor().clone();
-        $crate::__with_args!([] [$($arg),*] __call_ready!(actor $method))
+        $crate::__with_args!([] [$($arg),*] __call_ready!(($target) actor $method))
     }};
     ([$target:expr], $ty:ident :: $method:ident ( $($arg:expr),* $(,)? )) => {{
         let actor = $target.access_actor().clone();
-        $crate::__with_args!([] [$($arg),*] __call_prep!(actor ($ty) $method))
+        $crate::__with_args!([] [$($arg),*] __call_prep!(($target) actor ($ty) $method))
     }};
     ([$target:expr], < $ty:ty > :: $method:ident ( $($arg:expr),* $(,)? )) => {{
         let actor = $target.access_actor().clone();
-        $crate::__with_args!([] [$($arg),*] __call_prep!(actor ($ty) $method))
+        $crate::__with_args!([] [$($arg),*] __call_prep!(($target) actor ($ty) $method))
     }};
 }
 
