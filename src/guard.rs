@@ -83,7 +83,7 @@ pub fn defer_apply_via<A: 'static>(
     deferrer.defer(move |s| apply(&actor, s, f));
 }
 
-/// Like [`defer_apply_prep`], queuing through `deferrer`: the expansion of
+/// Queues a guarded **Prep** call (an init) through `deferrer`: the expansion of
 /// `call!([actor], Type::init(args))`.
 #[inline]
 pub fn defer_apply_prep_via<A: 'static>(
@@ -92,16 +92,6 @@ pub fn defer_apply_prep_via<A: 'static>(
     f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
 ) {
     deferrer.defer(move |s| apply_prep(&actor, s, f));
-}
-
-/// Queues a guarded **Prep** call on the actor's own queue.
-#[inline]
-pub fn defer_apply_prep<A: 'static>(
-    actor: Actor<A>,
-    f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
-) {
-    let target = actor.clone();
-    actor.defer(move |s| apply_prep(&target, s, f));
 }
 
 /// A [`Ret`] whose handler runs as a guarded call on `actor`; the handler

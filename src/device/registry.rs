@@ -4,8 +4,9 @@
 //! dead and no handle names it: its id, how many handles name it
 //! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), whether it
 //! is dead, and the index of its *record*. The record holds what only
-//! observed devices need: the watcher lists, the trap handler, a weak
-//! pointer to the controller and, after death, the [`Cause`]. It is made on
+//! observed devices need: the watcher lists, a weak pointer to the
+//! controller (which the owners hold, with the trap handler) and, after
+//! death, the [`Cause`]. It is made on
 //! first observation (a monitor, link, trap, `Line` or request), or at
 //! death when a handle is left to ask how it died. A device nobody observes
 //! costs a slot insert and remove, no allocation once the slabs are warm.
@@ -324,8 +325,7 @@ impl Registry {
     }
 
     /// Unhooks node `idx` from both its lists (its owner is live, or dead
-    /// and draining); returns
-    /// it, to be dropped outside the borrow.
+    /// and draining); returns it, to be dropped outside the borrow.
     fn unhook(&mut self, idx: u32) -> Node {
         self.unhook_watching(idx);
         self.unhook_owner(idx)
@@ -371,11 +371,8 @@ pub(crate) fn create() -> Key {
             r.next_id = start;
             r.id_end = start + ID_BLOCK;
         }
-        let raw = r.next_id;
+        let id = id_from(r.next_id);
         r.next_id += 1;
-        // The counter starts at 1 and only grows; u64 does not wrap in
-        // practice (2^64 ids).
-        let id = DeviceId::from_raw(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MIN));
         let slot = index(r.slots.insert(Slot {
             id,
             refs: 1,
@@ -388,11 +385,14 @@ pub(crate) fn create() -> Key {
     // and a slot number that matches nothing, so it reads as gone.
     made.unwrap_or_else(|| Key {
         slot: NIL,
-        id: DeviceId::from_raw(
-            NonZeroU64::new(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed))
-                .unwrap_or(NonZeroU64::MIN),
-        ),
+        id: id_from(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed)),
     })
+}
+
+/// An id from the counter. The counter starts at 1 and only grows; u64
+/// does not wrap in practice (2^64 ids).
+fn id_from(raw: u64) -> DeviceId {
+    DeviceId::from_raw(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MIN))
 }
 
 /// One more handle names the device.
