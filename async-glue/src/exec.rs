@@ -1,0 +1,1033 @@
+//! The executor: tasks in a per-runtime slot table, polled from the stakker
+//! queue.
+//!
+//! Each `Stakker` gets one executor the first time something spawns on it
+//! (kept in stakker's `anymap`). A task is a boxed future in a slot; its
+//! [`Waker`](std::task::Waker) is the slot's address (see
+//! [`crate::waker`]). Waking an idle task puts one call on the stakker
+//! queue, so task polls and actor calls interleave in one FIFO. A task
+//! woken while it is being polled is queued again after the poll; a task
+//! already queued is not queued twice.
+//!
+//! Nothing user-supplied (poll, drop, wake) ever runs while the slot table
+//! is borrowed, so a future may spawn, abort, wake or join any task,
+//! including itself, from inside `poll` or `drop`.
+
+use crate::fail::ActorFail;
+use crate::remote::{self, Remote};
+use crate::waker::{self, TaskRef, GEN_MASK, MAX_SLOTS};
+use stakker::{Core, Deferrer, Stakker};
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// Why a task did not produce its output.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The task's `poll` panicked; the message is the panic payload when it
+    /// is a string.
+    Panicked(Rc<str>),
+    /// The task was aborted ([`JoinHandle::abort`], [`TaskSet`] dropped, or
+    /// a linked device failed).
+    Aborted,
+    /// The task awaited a drop-the-task pipe (such as
+    /// [`ret_to_future_or_drop`](crate::ret_to_future_or_drop)) whose actor
+    /// side failed, so the task was dropped at that `.await`.
+    Failed(ActorFail),
+    /// The runtime was shut down or dropped before the task finished; the
+    /// task was dropped.
+    RuntimeGone,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(m) => write!(f, "task panicked: {m}"),
+            JoinError::Aborted => f.write_str("task aborted"),
+            JoinError::Failed(e) => write!(f, "task dropped: {e}"),
+            JoinError::RuntimeGone => f.write_str("runtime gone before the task finished"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JoinError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a task could not be spawned (see [`Spawner::try_spawn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The runtime already has the maximum number of live tasks (2²⁴).
+    TooManyTasks,
+    /// The process already has the maximum number of executors (2¹⁶).
+    TooManyRuntimes,
+    /// There is no current task to spawn beside: [`spawn_local`] was called
+    /// outside a task.
+    NoRuntime,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpawnError::TooManyTasks => "too many live tasks in this runtime (2^24)",
+            SpawnError::TooManyRuntimes => "too many stakplane-async runtimes in this process (2^16)",
+            SpawnError::NoRuntime => "spawn_local called outside a stakplane-async task",
+        })
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+// ---------------------------------------------------------------------------
+// Task storage
+
+/// A spawned future with its output slot, behind one allocation.
+trait Erased {
+    /// Polls the future; on `Ready` the output is kept for `take_output`.
+    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+    /// Moves the output into `out`, an `&mut Option<T>`.
+    fn take_output(self: Pin<&mut Self>, out: &mut dyn Any);
+}
+
+pin_project_lite::pin_project! {
+    #[project = CellProj]
+    enum TaskCell<F: Future> {
+        Running { #[pin] fut: F },
+        Done { out: Option<F::Output> },
+    }
+}
+
+impl<F: Future> Erased for TaskCell<F>
+where
+    F::Output: 'static,
+{
+    fn poll_task(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.as_mut().project() {
+            CellProj::Running { fut } => match fut.poll(cx) {
+                Poll::Ready(v) => {
+                    // Drops the future here, inside the executor's
+                    // `catch_unwind`.
+                    self.set(TaskCell::Done { out: Some(v) });
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            CellProj::Done { .. } => Poll::Ready(()),
+        }
+    }
+
+    fn take_output(self: Pin<&mut Self>, out: &mut dyn Any) {
+        if let (CellProj::Done { out: v }, Some(slot)) =
+            (self.project(), out.downcast_mut::<Option<F::Output>>())
+        {
+            *slot = v.take();
+        }
+    }
+}
+
+type BoxTask = Pin<Box<dyn Erased>>;
+
+/// How a task ended.
+enum End {
+    /// Completed; the output is in the task box.
+    Finished,
+    Panicked(Rc<str>),
+    Aborted,
+    Failed(ActorFail),
+    RuntimeGone,
+}
+
+enum State {
+    Vacant { next_free: u32 },
+    /// Waiting for a wake.
+    Idle,
+    /// A poll is on the stakker queue.
+    Scheduled,
+    /// Being polled; `woken` if a wake came in meanwhile, `end` if the task
+    /// was aborted or failed meanwhile (applied when the poll returns).
+    Running { woken: bool, end: Option<End> },
+    /// Ended, with a live [`JoinHandle`] that has not collected it yet.
+    Done(End),
+}
+
+struct Slot {
+    gen: u32,
+    state: State,
+    task: Option<BoxTask>,
+    /// The waker of whoever awaits the [`JoinHandle`].
+    joiner: Option<Waker>,
+    /// A [`JoinHandle`] exists; without one, an ended task frees its slot.
+    handle: bool,
+}
+
+const NO_FREE: u32 = u32::MAX;
+
+struct Slots {
+    entries: Vec<Slot>,
+    free: u32,
+    live: usize,
+}
+
+/// What to do once the slot table borrow is released.
+#[must_use]
+#[derive(Default)]
+struct After {
+    drop_task: Option<BoxTask>,
+    wake: Option<Waker>,
+}
+
+impl After {
+    fn run(self) {
+        if let Some(task) = self.drop_task {
+            // A panicking destructor must not take the loop down.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
+        }
+        if let Some(w) = self.wake {
+            w.wake();
+        }
+    }
+}
+
+impl Slots {
+    fn get(&mut self, t: TaskRef) -> Option<&mut Slot> {
+        self.entries
+            .get_mut(t.slot() as usize)
+            .filter(|s| s.gen == t.gen() && !matches!(s.state, State::Vacant { .. }))
+    }
+
+    fn alloc(&mut self, task: BoxTask, handle: bool) -> Result<(u32, u32), (SpawnError, BoxTask)> {
+        let state = State::Scheduled;
+        if self.free != NO_FREE {
+            let index = self.free;
+            let slot = &mut self.entries[index as usize];
+            let State::Vacant { next_free } = slot.state else {
+                unreachable!("free list points at an occupied slot")
+            };
+            self.free = next_free;
+            slot.state = state;
+            slot.task = Some(task);
+            slot.handle = handle;
+            self.live += 1;
+            return Ok((index, slot.gen));
+        }
+        let index = self.entries.len();
+        if index >= MAX_SLOTS as usize {
+            return Err((SpawnError::TooManyTasks, task));
+        }
+        self.entries.push(Slot {
+            gen: 0,
+            state,
+            task: Some(task),
+            joiner: None,
+            handle,
+        });
+        self.live += 1;
+        Ok((index as u32, 0))
+    }
+
+    /// Frees the slot (bumping its generation) and returns its task box.
+    fn free(&mut self, index: u32) -> After {
+        let slot = &mut self.entries[index as usize];
+        slot.gen = (slot.gen + 1) & GEN_MASK;
+        slot.state = State::Vacant {
+            next_free: self.free,
+        };
+        slot.handle = false;
+        self.free = index;
+        self.live -= 1;
+        After {
+            drop_task: slot.task.take(),
+            wake: slot.joiner.take(),
+        }
+    }
+
+    /// Ends the task at `index` (not running): frees it, or keeps the end
+    /// for its [`JoinHandle`].
+    fn end(&mut self, index: u32, end: End) -> After {
+        let slot = &mut self.entries[index as usize];
+        if !slot.handle {
+            return self.free(index);
+        }
+        let drop_task = match end {
+            End::Finished => None,
+            _ => slot.task.take(),
+        };
+        slot.state = State::Done(end);
+        After {
+            drop_task,
+            wake: slot.joiner.take(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The executor
+
+/// One runtime's executor.
+pub(crate) struct Exec {
+    rt: u32,
+    deferrer: Deferrer,
+    slots: RefCell<Slots>,
+    /// stakker's `now` at the latest task poll (for timers).
+    now: Cell<Instant>,
+    closed: Cell<bool>,
+    remote: Arc<Remote>,
+}
+
+thread_local! {
+    /// The executors of the runtimes on this thread, by runtime index.
+    static EXECS: RefCell<Vec<(u32, Rc<Exec>)>> = const { RefCell::new(Vec::new()) };
+    /// The task being polled on this thread, if any.
+    static CURRENT: Cell<Option<TaskRef>> = const { Cell::new(None) };
+}
+
+/// Finds this thread's executor for runtime index `rt`.
+fn local_exec(rt: u32) -> Option<Rc<Exec>> {
+    EXECS
+        .try_with(|list| {
+            list.borrow()
+                .iter()
+                .find(|(i, _)| *i == rt)
+                .map(|(_, e)| e.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// A wake of `task` through its [`Waker`], from any thread.
+pub(crate) fn wake(task: TaskRef) {
+    match local_exec(task.rt()) {
+        Some(exec) => exec.wake(task),
+        None => remote::wake(task),
+    }
+}
+
+/// Schedules `task` directly (glue-internal wakes on the runtime thread).
+pub(crate) fn wake_direct(task: TaskRef) {
+    wake(task);
+}
+
+/// The task being polled on this thread and its executor.
+pub(crate) fn current() -> Option<(Rc<Exec>, TaskRef)> {
+    let t = CURRENT.try_with(Cell::get).ok().flatten()?;
+    Some((local_exec(t.rt())?, t))
+}
+
+/// Ends the current task with `fail` once its poll returns (the
+/// drop-the-task failure style). Returns `false` outside a task.
+pub(crate) fn fail_current(fail: ActorFail) -> bool {
+    match current() {
+        Some((exec, t)) => {
+            let mut slots = exec.slots.borrow_mut();
+            if let Some(State::Running { end, .. }) = slots.get(t).map(|s| &mut s.state) {
+                end.get_or_insert(End::Failed(fail));
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Owns a runtime's executor from stakker's `anymap`: when the `Stakker`
+/// is dropped, the executor shuts down and drops its tasks.
+struct Guard(Rc<Exec>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// The `anymap` entry (must be `Clone`).
+#[derive(Clone)]
+struct ExecEntry(Rc<Guard>);
+
+impl Exec {
+    /// The executor of the runtime behind `core`, created on first use.
+    pub(crate) fn of(core: &mut Core) -> Result<Rc<Exec>, SpawnError> {
+        if let Some(ExecEntry(g)) = core.anymap_try_get::<ExecEntry>() {
+            return Ok(g.0.clone());
+        }
+        let (rt, remote) = remote::register().ok_or(SpawnError::TooManyRuntimes)?;
+        let exec = Rc::new(Exec {
+            rt,
+            deferrer: core.deferrer(),
+            slots: RefCell::new(Slots {
+                entries: Vec::new(),
+                free: NO_FREE,
+                live: 0,
+            }),
+            now: Cell::new(core.now()),
+            closed: Cell::new(false),
+            remote,
+        });
+        EXECS.with(|list| list.borrow_mut().push((rt, exec.clone())));
+        core.anymap_set(ExecEntry(Rc::new(Guard(exec.clone()))));
+        Ok(exec)
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    pub(crate) fn deferrer(&self) -> &Deferrer {
+        &self.deferrer
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn schedule(self: &Rc<Self>, t: TaskRef) {
+        let me = self.clone();
+        self.deferrer.defer(move |s| me.run(s, t));
+    }
+
+    fn wake(self: &Rc<Self>, t: TaskRef) {
+        let queue = {
+            let mut slots = self.slots.borrow_mut();
+            match slots.get(t).map(|s| &mut s.state) {
+                Some(st @ State::Idle) => {
+                    *st = State::Scheduled;
+                    true
+                }
+                Some(State::Running { woken, .. }) => {
+                    *woken = true;
+                    false
+                }
+                _ => false,
+            }
+        };
+        if queue {
+            self.schedule(t);
+        }
+    }
+
+    /// Spawns `fut`; `handle` says whether a [`JoinHandle`] will exist.
+    fn spawn_raw<F>(self: &Rc<Self>, fut: F, handle: bool) -> Result<TaskRef, SpawnError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let task: BoxTask = Box::pin(TaskCell::Running { fut });
+        let r = self.slots.borrow_mut().alloc(task, handle);
+        match r {
+            Ok((slot, gen)) => {
+                let t = TaskRef::new(self.rt, slot, gen);
+                self.schedule(t);
+                Ok(t)
+            }
+            Err((e, task)) => {
+                After {
+                    drop_task: Some(task),
+                    wake: None,
+                }
+                .run();
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls task `t` (the call put on the stakker queue by a wake).
+    fn run(self: &Rc<Self>, s: &mut Stakker, t: TaskRef) {
+        let task = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get(t) else { return };
+            if !matches!(slot.state, State::Scheduled) {
+                return;
+            }
+            slot.state = State::Running {
+                woken: false,
+                end: None,
+            };
+            slot.task.take()
+        };
+        let Some(mut task) = task else { return };
+        self.now.set(s.now());
+        let waker = waker::waker(t);
+        let mut cx = Context::from_waker(&waker);
+        let prev = CURRENT.replace(Some(t));
+        let res = catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(&mut cx)));
+        CURRENT.set(prev);
+
+        let after = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get(t) else {
+                unreachable!("a polled task's slot was freed")
+            };
+            let State::Running { woken, end } =
+                std::mem::replace(&mut slot.state, State::Scheduled)
+            else {
+                unreachable!("a polled task's slot changed state")
+            };
+            slot.task = Some(task);
+            let end = match res {
+                Ok(Poll::Ready(())) => Some(End::Finished),
+                Err(payload) => Some(End::Panicked(panic_message(&*payload))),
+                Ok(Poll::Pending) => end,
+            };
+            match end {
+                Some(end) => slots.end(t.slot(), end),
+                None => {
+                    if let Some(slot) = slots.get(t) {
+                        slot.state = if woken { State::Scheduled } else { State::Idle };
+                    }
+                    if woken {
+                        drop(slots);
+                        self.schedule(t);
+                    }
+                    return;
+                }
+            }
+        };
+        after.run();
+    }
+
+    /// Aborts task `t` (no-op if it already ended).
+    pub(crate) fn abort(&self, t: TaskRef) {
+        self.end_task(t, End::Aborted);
+    }
+
+    /// Ends task `t` with `end` unless it already ended: at once if it is
+    /// waiting, right after its poll if it is being polled.
+    fn end_task(&self, t: TaskRef, end: End) {
+        let after = {
+            let mut slots = self.slots.borrow_mut();
+            match slots.get(t).map(|s| &mut s.state) {
+                Some(State::Idle | State::Scheduled) => slots.end(t.slot(), end),
+                Some(State::Running { end: e, .. }) => {
+                    e.get_or_insert(end);
+                    After::default()
+                }
+                _ => After::default(),
+            }
+        };
+        after.run();
+    }
+
+    fn is_finished(&self, t: TaskRef) -> bool {
+        let mut slots = self.slots.borrow_mut();
+        !matches!(
+            slots.get(t).map(|s| &s.state),
+            Some(State::Idle | State::Scheduled | State::Running { .. })
+        )
+    }
+
+    fn is_live(&self, t: TaskRef) -> bool {
+        !self.is_finished(t)
+    }
+
+    /// The [`JoinHandle`] of `t` is dropped.
+    fn detach(&self, t: TaskRef) {
+        let after = {
+            let mut slots = self.slots.borrow_mut();
+            match slots.get(t) {
+                Some(slot) => {
+                    slot.handle = false;
+                    slot.joiner = None;
+                    if matches!(slot.state, State::Done(_)) {
+                        slots.free(t.slot())
+                    } else {
+                        After::default()
+                    }
+                }
+                None => After::default(),
+            }
+        };
+        after.run();
+    }
+
+    /// Polls the end of `t` for its [`JoinHandle`].
+    fn poll_join<T: 'static>(&self, t: TaskRef, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        let (end, mut after) = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get(t) else {
+                return Poll::Ready(Err(JoinError::RuntimeGone));
+            };
+            if !matches!(slot.state, State::Done(_)) {
+                match &slot.joiner {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => slot.joiner = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            let State::Done(end) = std::mem::replace(&mut slot.state, State::Idle) else {
+                unreachable!()
+            };
+            (end, slots.free(t.slot()))
+        };
+        let out = match end {
+            End::Finished => {
+                let mut out: Option<T> = None;
+                if let Some(task) = after.drop_task.as_mut() {
+                    task.as_mut().take_output(&mut out);
+                }
+                out.ok_or(JoinError::RuntimeGone)
+            }
+            End::Panicked(m) => Err(JoinError::Panicked(m)),
+            End::Aborted => Err(JoinError::Aborted),
+            End::Failed(e) => Err(JoinError::Failed(e)),
+            End::RuntimeGone => Err(JoinError::RuntimeGone),
+        };
+        after.wake = None;
+        after.run();
+        Poll::Ready(out)
+    }
+
+    /// Drops every task and refuses new ones. Idempotent.
+    pub(crate) fn shutdown(self: &Rc<Self>) {
+        if self.closed.replace(true) {
+            return;
+        }
+        // One task at a time, outside the borrow: a task's destructor may
+        // abort, join or spawn (refused now) other tasks.
+        let mut index = 0;
+        loop {
+            let t = {
+                let slots = self.slots.borrow();
+                let Some(slot) = slots.entries.get(index) else {
+                    break;
+                };
+                TaskRef::new(self.rt, index as u32, slot.gen)
+            };
+            self.end_task(t, End::RuntimeGone);
+            index += 1;
+        }
+        let _ = EXECS.try_with(|list| list.borrow_mut().retain(|(i, _)| *i != self.rt));
+        remote::unregister(self.rt);
+    }
+
+    /// Installs stakker's inter-thread waker for this executor.
+    fn enable_remote(self: &Rc<Self>, core: &mut Core) {
+        if self.remote.is_enabled() {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        let w = core.waker(move |_, deleted| {
+            if let (false, Some(exec)) = (deleted, weak.upgrade()) {
+                for t in exec.remote.drain() {
+                    exec.wake(t);
+                }
+            }
+        });
+        for t in self.remote.enable(w) {
+            self.wake(t);
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.slots.borrow().live
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Rc<str> {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        Rc::from(*s)
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        Rc::from(s.as_str())
+    } else {
+        Rc::from("non-string panic payload")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Public API
+
+/// A handle that spawns tasks onto one runtime without looking it up each
+/// time. Obtained with [`spawner`]; cheap to clone; not `Send` (tasks run
+/// on the runtime's thread).
+#[derive(Clone)]
+pub struct Spawner {
+    exec: Rc<Exec>,
+}
+
+impl fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spawner")
+            .field("runtime", &self.exec.rt)
+            .field("live_tasks", &self.exec.live())
+            .finish()
+    }
+}
+
+/// The [`Spawner`] of the runtime behind `core` (creates its executor on
+/// first use).
+///
+/// # Panics
+///
+/// If the process already has 2¹⁶ executors; see [`try_spawner`].
+#[track_caller]
+pub fn spawner(core: &mut Core) -> Spawner {
+    match try_spawner(core) {
+        Ok(s) => s,
+        Err(e) => panic!("stakplane-async: {e}"),
+    }
+}
+
+/// The [`Spawner`] of the runtime behind `core`, or why there is none.
+pub fn try_spawner(core: &mut Core) -> Result<Spawner, SpawnError> {
+    Exec::of(core).map(|exec| Spawner { exec })
+}
+
+impl Spawner {
+    /// Spawns `fut` as a task; see [`spawn`].
+    ///
+    /// # Panics
+    ///
+    /// If the runtime has 2²⁴ live tasks; see [`Spawner::try_spawn`].
+    #[track_caller]
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        match self.try_spawn(fut) {
+            Ok(h) => h,
+            Err(e) => panic!("stakplane-async: {e}"),
+        }
+    }
+
+    /// Spawns `fut` as a task, or says why it cannot (the future is dropped
+    /// then). After the runtime shut down, spawning succeeds but the future
+    /// is dropped at once and the handle yields [`JoinError::RuntimeGone`].
+    pub fn try_spawn<F>(&self, fut: F) -> Result<JoinHandle<F::Output>, SpawnError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        if self.exec.is_closed() {
+            drop(fut);
+            return Ok(JoinHandle::gone(self.exec.clone()));
+        }
+        match self.exec.spawn_raw(fut, true) {
+            Ok(task) => Ok(JoinHandle {
+                exec: self.exec.clone(),
+                task,
+                done: false,
+                _out: PhantomData,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Spawns `fut` with no handle: it runs to completion (or until the
+    /// runtime goes) and its output is dropped. Returns `false` if it could
+    /// not be spawned (the future is dropped then).
+    pub fn spawn_detached<F>(&self, fut: F) -> bool
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        if self.exec.is_closed() {
+            return false;
+        }
+        self.exec.spawn_raw(fut, false).is_ok()
+    }
+
+    /// The push form: spawns `fut` and passes its output to `ret`. If the
+    /// task panics, is aborted or the runtime goes first, `ret` is dropped
+    /// unfired, which its receiver sees as `None` (stakker's failure
+    /// signal).
+    pub fn spawn_ret<F>(&self, fut: F, ret: stakker::Ret<F::Output>)
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.spawn_detached(async move { ret.ret(fut.await) });
+    }
+
+    /// Enables wakes from other threads for this runtime, once the
+    /// `Stakker` has a poll waker; see [`enable_remote_wakes`].
+    pub fn enable_remote_wakes(&self, core: &mut Core) {
+        self.exec.enable_remote(core);
+    }
+
+    /// Whether the runtime shut down (spawned futures are dropped at once).
+    pub fn is_closed(&self) -> bool {
+        self.exec.is_closed()
+    }
+
+    /// The number of live tasks (not yet ended, or ended but not joined).
+    pub fn live_tasks(&self) -> usize {
+        self.exec.live()
+    }
+
+    /// Aborts a task by reference (used by [`TaskSet`]).
+    fn abort(&self, t: TaskRef) {
+        self.exec.abort(t);
+    }
+}
+
+/// Spawns `fut` as a task on the runtime behind `core` and returns its
+/// [`JoinHandle`].
+///
+/// The task is first polled from the stakker queue (not inside this call),
+/// then each time its waker is woken. A panic in `poll` ends the task with
+/// [`JoinError::Panicked`]; the runtime goes on. Dropping the handle
+/// detaches the task.
+///
+/// Cost: one allocation (the future and its output share it) and one
+/// stakker queue call per poll.
+///
+/// # Panics
+///
+/// If the runtime has 2²⁴ live tasks or the process 2¹⁶ executors; see
+/// [`try_spawner`] and [`Spawner::try_spawn`].
+#[track_caller]
+pub fn spawn<F>(core: &mut Core, fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    spawner(core).spawn(fut)
+}
+
+/// The push form of [`spawn`]: the output goes to `ret` (dropped unfired
+/// if the task fails). See [`Spawner::spawn_ret`].
+#[track_caller]
+pub fn spawn_ret<F>(core: &mut Core, fut: F, ret: stakker::Ret<F::Output>)
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    spawner(core).spawn_ret(fut, ret)
+}
+
+/// Spawns `fut` beside the task being polled, from async code that has no
+/// `Core` at hand.
+///
+/// # Panics
+///
+/// Outside a task of this crate's executor; see [`try_spawn_local`].
+#[track_caller]
+pub fn spawn_local<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match try_spawn_local(fut) {
+        Ok(h) => h,
+        Err(e) => panic!("stakplane-async: {e}"),
+    }
+}
+
+/// [`spawn_local`] that returns an error instead of panicking.
+pub fn try_spawn_local<F>(fut: F) -> Result<JoinHandle<F::Output>, SpawnError>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match current() {
+        Some((exec, _)) => Spawner { exec }.try_spawn(fut),
+        None => Err(SpawnError::NoRuntime),
+    }
+}
+
+/// Enables task wakes from other threads on the runtime behind `core`.
+///
+/// Call it once after `Stakker::set_poll_waker` (stakplane's `Runtime` and
+/// [`install_poll_waker`] do). Until then, a task waker woken on another
+/// thread queues the wake and panics with a message saying to do this.
+///
+/// # Panics
+///
+/// If the `Stakker` has no poll waker yet (stakker's `Core::waker` rule).
+pub fn enable_remote_wakes(core: &mut Core) {
+    spawner(core).enable_remote_wakes(core);
+}
+
+/// Sets `poll_waker` as the `Stakker`'s poll waker and enables task wakes
+/// from other threads. `poll_waker` is called from other threads and must
+/// make the thread running the `Stakker` call `Stakker::poll_wake` soon.
+///
+/// # Panics
+///
+/// If the `Stakker` already has a poll waker (stakker's rule).
+pub fn install_poll_waker(s: &mut Stakker, poll_waker: impl Fn() + Send + Sync + 'static) {
+    s.set_poll_waker(poll_waker);
+    enable_remote_wakes(s);
+}
+
+/// Drops every task of the runtime behind `core` now and refuses new ones
+/// (their handles yield [`JoinError::RuntimeGone`]).
+///
+/// Dropping the `Stakker` does this too, but calling it first lets the
+/// tasks' destructors still queue calls to actors (the `Stakker`'s drop
+/// then runs its queue's cleanup). Each task is dropped exactly once.
+pub fn shutdown(core: &mut Core) {
+    if let Some(ExecEntry(g)) = core.anymap_try_get::<ExecEntry>() {
+        g.0.shutdown();
+    }
+}
+
+/// Awaits a spawned task's output. Returned by [`spawn`].
+///
+/// Resolves to `Ok(output)` or a [`JoinError`]. Dropping it detaches the
+/// task, which keeps running. Not `Send`.
+///
+/// # Panics
+///
+/// Polling it again after it resolved panics (like any `Future`).
+#[must_use = "dropping a JoinHandle detaches the task; use `let _ =` if that is meant"]
+pub struct JoinHandle<T> {
+    exec: Rc<Exec>,
+    task: TaskRef,
+    done: bool,
+    _out: PhantomData<fn() -> T>,
+}
+
+static_assertions::assert_not_impl_any!(JoinHandle<()>: Send, Sync);
+static_assertions::assert_not_impl_any!(Spawner: Send, Sync);
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("slot", &self.task.slot())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl<T> JoinHandle<T> {
+    fn gone(exec: Rc<Exec>) -> Self {
+        // A reference that matches no slot: polls yield `RuntimeGone`.
+        JoinHandle {
+            task: TaskRef::new(exec.rt, MAX_SLOTS - 1, GEN_MASK),
+            exec,
+            done: false,
+            _out: PhantomData,
+        }
+    }
+
+    /// Aborts the task: it is dropped now (or, if it is being polled, right
+    /// after that poll) and the handle yields [`JoinError::Aborted`]. No
+    /// effect if the task already ended.
+    pub fn abort(&self) {
+        self.exec.abort(self.task);
+    }
+
+    /// Whether the task has ended (completed, panicked, aborted, failed or
+    /// dropped with its runtime).
+    pub fn is_finished(&self) -> bool {
+        self.done || self.exec.is_finished(self.task)
+    }
+}
+
+impl<T: 'static> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.done, "JoinHandle polled after it resolved");
+        let r = self.exec.poll_join(self.task, cx);
+        if r.is_ready() {
+            self.done = true;
+        }
+        r
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.exec.detach(self.task);
+        }
+    }
+}
+
+/// Tasks owned by an actor (or anything else): dropping the set aborts
+/// every task in it that is still running.
+///
+/// Keep one in an actor's state and spawn through it; when the actor stops
+/// or fails, stakker drops its state and the tasks go with it.
+#[derive(Default)]
+pub struct TaskSet {
+    spawner: Option<Spawner>,
+    tasks: Vec<TaskRef>,
+}
+
+impl fmt::Debug for TaskSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskSet").field("live", &self.len()).finish()
+    }
+}
+
+impl TaskSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawns `fut` on the runtime behind `core`, owned by this set. The
+    /// returned handle may be dropped; the set still aborts the task.
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn`].
+    #[track_caller]
+    pub fn spawn<F>(&mut self, core: &mut Core, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let spawner = match &self.spawner {
+            Some(s) => s.clone(),
+            None => {
+                let s = spawner(core);
+                self.spawner = Some(s.clone());
+                s
+            }
+        };
+        let h = spawner.spawn(fut);
+        if self.tasks.len() >= 16 && self.tasks.len() == self.tasks.capacity() {
+            self.tasks.retain(|t| spawner.exec.is_live(*t));
+        }
+        self.tasks.push(h.task);
+        h
+    }
+
+    /// The number of tasks of the set still running.
+    pub fn len(&self) -> usize {
+        match &self.spawner {
+            Some(s) => self.tasks.iter().filter(|t| s.exec.is_live(**t)).count(),
+            None => 0,
+        }
+    }
+
+    /// Whether no task of the set is running.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Aborts every task of the set.
+    pub fn abort_all(&mut self) {
+        if let Some(s) = &self.spawner {
+            for t in self.tasks.drain(..) {
+                s.abort(t);
+            }
+        }
+    }
+}
+
+impl Drop for TaskSet {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}

@@ -1,0 +1,128 @@
+//! The cross-thread path of the task waker, and the process-wide table of
+//! runtime indices.
+//!
+//! Every executor owns an index in a global table. The entry holds the
+//! runtime's [`Remote`]: a queue of pending wakes and, once the runtime has
+//! a way to be woken from another thread, stakker's inter-thread
+//! [`stakker::Waker`]. A task waker woken on a thread that does not run the
+//! task's runtime pushes the task onto that queue and wakes the runtime;
+//! the runtime drains the queue on its own thread.
+
+use crate::waker::{TaskRef, MAX_RUNTIMES};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The part of an executor that other threads may touch.
+pub(crate) struct Remote {
+    /// Wakes posted from other threads, not yet seen by the runtime thread.
+    pending: Mutex<Vec<TaskRef>>,
+    /// stakker's inter-thread waker, once the runtime has a poll waker.
+    waker: Mutex<Option<stakker::Waker>>,
+}
+
+struct Table {
+    entries: Vec<Option<Arc<Remote>>>,
+    free: Vec<u32>,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    entries: Vec::new(),
+    free: Vec::new(),
+});
+
+/// Locks a mutex, ignoring poisoning: nothing here can be left half-updated
+/// by a panic (every critical section is a push, a take or a swap).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes a runtime index for a new executor, or `None` if
+/// [`MAX_RUNTIMES`] executors already exist.
+pub(crate) fn register() -> Option<(u32, Arc<Remote>)> {
+    let remote = Arc::new(Remote {
+        pending: Mutex::new(Vec::new()),
+        waker: Mutex::new(None),
+    });
+    let mut t = lock(&TABLE);
+    let index = match t.free.pop() {
+        Some(i) => i,
+        None => {
+            let i = u32::try_from(t.entries.len()).ok().filter(|i| *i < MAX_RUNTIMES)?;
+            t.entries.push(None);
+            i
+        }
+    };
+    t.entries[index as usize] = Some(remote.clone());
+    Some((index, remote))
+}
+
+/// Gives a runtime index back; later wakes for it are ignored.
+pub(crate) fn unregister(index: u32) {
+    let old = {
+        let mut t = lock(&TABLE);
+        let old = t.entries.get_mut(index as usize).and_then(Option::take);
+        if old.is_some() {
+            t.free.push(index);
+        }
+        old
+    };
+    if let Some(remote) = old {
+        // Dropping stakker's waker outside the table lock.
+        drop(lock(&remote.waker).take());
+    }
+}
+
+impl Remote {
+    /// Installs stakker's inter-thread waker and returns the wakes that
+    /// were posted before it existed.
+    pub(crate) fn enable(&self, waker: stakker::Waker) -> Vec<TaskRef> {
+        *lock(&self.waker) = Some(waker);
+        self.drain()
+    }
+
+    /// Whether stakker's inter-thread waker is installed.
+    pub(crate) fn is_enabled(&self) -> bool {
+        lock(&self.waker).is_some()
+    }
+
+    /// Takes the wakes posted from other threads.
+    pub(crate) fn drain(&self) -> Vec<TaskRef> {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+}
+
+/// A wake of `task` on a thread that does not run its runtime.
+///
+/// # Panics
+///
+/// If the runtime exists but has no cross-thread wake path. The wake is
+/// still queued (so it is delivered if the path is installed later), and
+/// the panic message says how to install one.
+pub(crate) fn wake(task: TaskRef) {
+    let remote = lock(&TABLE)
+        .entries
+        .get(task.rt() as usize)
+        .and_then(Clone::clone);
+    // No runtime: it was dropped with all its tasks, there is nobody left
+    // to wake.
+    let Some(remote) = remote else { return };
+    let first = {
+        let mut pending = lock(&remote.pending);
+        pending.push(task);
+        pending.len() == 1
+    };
+    let waker = lock(&remote.waker);
+    match &*waker {
+        // Only the first wake since the last drain needs to wake the
+        // runtime thread: the others are drained in the same batch.
+        Some(w) if first => w.wake(),
+        Some(_) => {}
+        None => panic!(
+            "stakplane-async: a task's Waker was woken from another thread, but its \
+             runtime has no cross-thread wake path. Run the Stakker under \
+             stakplane's `Runtime`, or give it a poll waker with \
+             `stakplane_async::install_poll_waker` (or call \
+             `stakplane_async::enable_remote_wakes` after `Stakker::set_poll_waker`), \
+             before tasks are woken from other threads"
+        ),
+    }
+}

@@ -1,0 +1,285 @@
+//! Timers on stakker's timer queue: [`sleep`], [`sleep_until`],
+//! [`timeout`], [`interval`].
+//!
+//! They read stakker's `now` (the time given to the latest
+//! `Stakker::run`), so on virtual time an hour of sleeps passes as fast as
+//! the test advances the clock. They must be polled inside a task of this
+//! crate's executor (that is where the runtime is found); polled anywhere
+//! else they panic with a message saying so.
+//!
+//! Cost: one allocation per armed sleep (shared with the stakker timer) and
+//! one queued call to arm it; dropping an armed sleep queues a call that
+//! deletes the timer, so abandoned timeouts do not pile up.
+
+use crate::exec::{self, Exec};
+use crate::pipe::Waiter;
+use futures_core::Stream;
+use stakker::FixedTimerKey;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The state shared by a [`Sleep`] and its stakker timer.
+struct Armed {
+    fired: Cell<bool>,
+    /// Dropped before it fired: do not arm, or delete the timer.
+    cancelled: Cell<bool>,
+    key: Cell<Option<FixedTimerKey>>,
+    waiter: RefCell<Waiter>,
+}
+
+enum When {
+    After(Duration),
+    At(Instant),
+}
+
+/// A future that completes at a point of stakker time. Made by [`sleep`]
+/// and [`sleep_until`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    when: When,
+    armed: Option<(Rc<Exec>, Rc<Armed>)>,
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline())
+            .finish()
+    }
+}
+
+impl Unpin for Sleep {}
+
+/// Completes `d` after the stakker time of its first poll.
+pub fn sleep(d: Duration) -> Sleep {
+    Sleep {
+        when: When::After(d),
+        armed: None,
+    }
+}
+
+/// Completes at stakker time `deadline` (at once if it has passed).
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        when: When::At(deadline),
+        armed: None,
+    }
+}
+
+#[track_caller]
+fn runtime() -> Rc<Exec> {
+    match exec::current() {
+        Some((exec, _)) => exec,
+        None => panic!(
+            "stakplane-async timers must be polled inside a task spawned with \
+             stakplane_async::spawn (that is where they find the runtime's clock)"
+        ),
+    }
+}
+
+impl Sleep {
+    /// The deadline, once known (it is fixed at the first poll for
+    /// [`sleep`]).
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.when {
+            When::At(i) => Some(i),
+            When::After(_) => None,
+        }
+    }
+
+    /// Whether the deadline has been reached (as seen by the last poll).
+    pub fn is_elapsed(&self) -> bool {
+        matches!(&self.armed, Some((_, a)) if a.fired.get())
+    }
+
+    /// Moves the deadline to `deadline` (re-arms if needed).
+    pub fn reset(&mut self, deadline: Instant) {
+        self.disarm();
+        self.when = When::At(deadline);
+    }
+
+    fn disarm(&mut self) {
+        if let Some((exec, armed)) = self.armed.take() {
+            if armed.fired.get() || exec.is_closed() {
+                return;
+            }
+            armed.cancelled.set(true);
+            if let Some(key) = armed.key.take() {
+                exec.deferrer().defer(move |s| {
+                    s.timer_del(key);
+                });
+            }
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some((_, armed)) = &self.armed {
+            if armed.fired.get() {
+                return Poll::Ready(());
+            }
+            armed.waiter.borrow_mut().register(cx.waker());
+            return Poll::Pending;
+        }
+        let exec = runtime();
+        let now = exec.now();
+        let deadline = match self.when {
+            When::After(d) => now.checked_add(d).unwrap_or(now + Duration::from_secs(86400 * 365 * 30)),
+            When::At(i) => i,
+        };
+        self.when = When::At(deadline);
+        let armed = Rc::new(Armed {
+            fired: Cell::new(deadline <= now),
+            cancelled: Cell::new(false),
+            key: Cell::new(None),
+            waiter: RefCell::new(Waiter::None),
+        });
+        if armed.fired.get() {
+            self.armed = Some((exec, armed));
+            return Poll::Ready(());
+        }
+        armed.waiter.borrow_mut().register(cx.waker());
+        let a2 = armed.clone();
+        exec.deferrer().defer(move |s| {
+            if a2.cancelled.get() {
+                return;
+            }
+            let a3 = a2.clone();
+            let key = s.timer_add(deadline, move |_| {
+                a3.fired.set(true);
+                a3.key.set(None);
+                let w = std::mem::take(&mut *a3.waiter.borrow_mut());
+                w.wake();
+            });
+            a2.key.set(Some(key));
+        });
+        self.armed = Some((exec, armed));
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
+/// The error of [`timeout`]: the deadline passed first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+pin_project_lite::pin_project! {
+    /// A future with a deadline. Made by [`timeout`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Timeout<F> {
+        #[pin]
+        fut: F,
+        sleep: Sleep,
+    }
+}
+
+impl<F> fmt::Debug for Timeout<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout").field("sleep", &self.sleep).finish()
+    }
+}
+
+/// Runs `fut` for at most `d` of stakker time: `Ok(output)` if it finishes
+/// first (checked first at each poll), `Err(Elapsed)` otherwise, and `fut`
+/// is dropped with the `Timeout`.
+pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        sleep: sleep(d),
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        Pin::new(this.sleep).poll(cx).map(|()| Err(Elapsed(())))
+    }
+}
+
+/// A stream of ticks every `period` of stakker time. Made by [`interval`].
+#[must_use = "streams do nothing unless polled"]
+pub struct Interval {
+    period: Duration,
+    sleep: Sleep,
+    next: Option<Instant>,
+}
+
+impl fmt::Debug for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interval")
+            .field("period", &self.period)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+/// Ticks at `start + period`, `start + 2 × period`, … where `start` is the
+/// stakker time of the first poll. Each tick yields its scheduled time. A
+/// consumer that falls behind gets the missed ticks at once, one per poll
+/// (the schedule does not drift). A zero `period` is taken as 1 ns.
+pub fn interval(period: Duration) -> Interval {
+    let period = period.max(Duration::from_nanos(1));
+    Interval {
+        period,
+        sleep: sleep(period),
+        next: None,
+    }
+}
+
+impl Interval {
+    /// Waits for the next tick.
+    pub async fn tick(&mut self) -> Instant {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .unwrap_or_else(|| unreachable!("an interval never ends"))
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+impl Stream for Interval {
+    type Item = Instant;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Instant>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                let at = this.sleep.deadline().unwrap_or_else(|| runtime().now());
+                let next = at + this.period;
+                this.next = Some(next);
+                this.sleep.reset(next);
+                Poll::Ready(Some(at))
+            }
+        }
+    }
+}
