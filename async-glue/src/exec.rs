@@ -88,7 +88,9 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SpawnError::TooManyTasks => "too many live tasks in this runtime (2^24)",
-            SpawnError::TooManyRuntimes => "too many stakplane-async runtimes in this process (2^16)",
+            SpawnError::TooManyRuntimes => {
+                "too many stakplane-async runtimes in this process (2^16)"
+            }
             SpawnError::NoRuntime => "spawn_local called outside a stakplane-async task",
         })
     }
@@ -156,14 +158,19 @@ enum End {
 }
 
 enum State {
-    Vacant { next_free: u32 },
+    Vacant {
+        next_free: u32,
+    },
     /// Waiting for a wake.
     Idle,
     /// A poll is on the stakker queue.
     Scheduled,
     /// Being polled; `woken` if a wake came in meanwhile, `end` if the task
     /// was aborted or failed meanwhile (applied when the poll returns).
-    Running { woken: bool, end: Option<End> },
+    Running {
+        woken: bool,
+        end: Option<End>,
+    },
     /// Ended, with a live [`JoinHandle`] that has not collected it yet.
     Done(End),
 }
@@ -556,7 +563,11 @@ impl Exec {
     }
 
     /// Polls the end of `t` for its [`JoinHandle`].
-    fn poll_join<T: 'static>(&self, t: TaskRef, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+    fn poll_join<T: 'static>(
+        &self,
+        t: TaskRef,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, JoinError>> {
         let (end, mut after) = {
             let mut slots = self.slots.borrow_mut();
             let Some(slot) = slots.get(t) else {
@@ -965,7 +976,9 @@ pub struct TaskSet {
 
 impl fmt::Debug for TaskSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskSet").field("live", &self.len()).finish()
+        f.debug_struct("TaskSet")
+            .field("live", &self.len())
+            .finish()
     }
 }
 

@@ -61,7 +61,10 @@ impl fmt::Display for ActorFail {
                 f.write_str("actor dropped the reply without answering")
             }
             ActorFail::Overflow { capacity } => {
-                write!(f, "stream producer overflowed the capacity of {capacity} items")
+                write!(
+                    f,
+                    "stream producer overflowed the capacity of {capacity} items"
+                )
             }
         }
     }

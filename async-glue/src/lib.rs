@@ -98,9 +98,8 @@ pub use exec::{
 };
 pub use fail::{ActorFail, CauseOf, FailCause};
 pub use pipe::{
-    future_pull, future_pull_or_drop, future_pull_with_cause, ret_to_future,
-    ret_to_future_or_drop, ret_to_future_with_cause, Pull, PullOrDrop, RetFuture,
-    RetFutureOrDrop,
+    future_pull, future_pull_or_drop, future_pull_with_cause, ret_to_future, ret_to_future_or_drop,
+    ret_to_future_with_cause, Pull, PullOrDrop, RetFuture, RetFutureOrDrop,
 };
 pub use signal::WakeSignal;
 pub use stream::{

@@ -46,7 +46,9 @@ pub(crate) fn register() -> Option<(u32, Arc<Remote>)> {
     let index = match t.free.pop() {
         Some(i) => i,
         None => {
-            let i = u32::try_from(t.entries.len()).ok().filter(|i| *i < MAX_RUNTIMES)?;
+            let i = u32::try_from(t.entries.len())
+                .ok()
+                .filter(|i| *i < MAX_RUNTIMES)?;
             t.entries.push(None);
             i
         }

@@ -132,7 +132,9 @@ impl Future for Sleep {
         let exec = runtime();
         let now = exec.now();
         let deadline = match self.when {
-            When::After(d) => now.checked_add(d).unwrap_or(now + Duration::from_secs(86400 * 365 * 30)),
+            When::After(d) => now
+                .checked_add(d)
+                .unwrap_or(now + Duration::from_secs(86400 * 365 * 30)),
             When::At(i) => i,
         };
         self.when = When::At(deadline);
@@ -196,7 +198,9 @@ pin_project_lite::pin_project! {
 
 impl<F> fmt::Debug for Timeout<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Timeout").field("sleep", &self.sleep).finish()
+        f.debug_struct("Timeout")
+            .field("sleep", &self.sleep)
+            .finish()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The executor: spawn, join, wake, abort, panics.
 mod common;
 
-use common::{joined, Rt};
+use common::{joined, Drops, Rt};
 use stakplane_async::{spawn, JoinError};
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -29,7 +29,8 @@ fn a_task_woken_by_its_waker_is_polled_again() {
             p2.set(p2.get() + 1);
             if p2.get() < 3 {
                 cx.waker().wake_by_ref();
-                cx.waker().clone().wake(); // second wake while running: one re-poll
+                let w = cx.waker().clone();
+                w.wake(); // second wake while running: still one re-poll
                 Poll::Pending
             } else {
                 Poll::Ready(p2.get())
@@ -43,13 +44,356 @@ fn a_task_woken_by_its_waker_is_polled_again() {
 
 #[test]
 fn task_panic_is_caught_and_reported() {
+    common::quiet_test_panics();
     let mut rt = Rt::new();
-    let h = spawn(&mut rt.s, async { panic!("boom in poll") });
+    let h = spawn(&mut rt.s, async { panic!("TEST_PANIC boom in poll") });
     let ok = spawn(&mut rt.s, async { 5 });
     rt.run();
     match joined(h) {
-        Err(JoinError::Panicked(m)) => assert_eq!(&*m, "boom in poll"),
+        Err(JoinError::Panicked(m)) => assert_eq!(&*m, "TEST_PANIC boom in poll"),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(joined(ok).unwrap(), 5);
+}
+
+#[test]
+fn abort_while_awaiting_drops_the_future_once() {
+    let mut rt = Rt::new();
+    let drops = Drops::new();
+    let tok = drops.token();
+    let (fut, ret) = stakplane_async::ret_to_future::<u32>();
+    let h = spawn(&mut rt.s, async move {
+        let _tok = tok;
+        fut.await
+    });
+    rt.run();
+    assert!(!h.is_finished());
+    h.abort();
+    assert_eq!(drops.count(), 1, "abort drops the future at once");
+    assert!(h.is_finished());
+    ret.ret(1); // the reply arrives after the abort: nobody is polled
+    rt.run();
+    assert_eq!(drops.count(), 1);
+    assert!(matches!(joined(h), Err(JoinError::Aborted)));
+}
+
+#[test]
+fn abort_from_inside_its_own_poll_ends_after_the_poll() {
+    let mut rt = Rt::new();
+    let own: Rc<Cell<Option<stakplane_async::JoinHandle<u8>>>> = Rc::default();
+    let own2 = own.clone();
+    let polls = Rc::new(Cell::new(0));
+    let p2 = polls.clone();
+    let drops = Drops::new();
+    let tok = drops.token();
+    let h = spawn(
+        &mut rt.s,
+        poll_fn(move |cx| {
+            let _ = &tok;
+            p2.set(p2.get() + 1);
+            if let Some(me) = own2.take() {
+                me.abort();
+                assert!(!me.is_finished(), "still running until this poll returns");
+                drop(me); // detaches: the aborted task then frees its slot
+            }
+            cx.waker().wake_by_ref(); // a wake during the poll must not re-poll an aborted task
+            Poll::<u8>::Pending
+        }),
+    );
+    let spy = stakplane_async::spawner(&mut rt.s);
+    own.set(Some(h));
+    rt.run();
+    assert_eq!(
+        polls.get(),
+        1,
+        "aborted after its first poll, never polled again"
+    );
+    assert_eq!(drops.count(), 1, "the future was dropped once");
+    assert_eq!(spy.live_tasks(), 0, "detached and ended: the slot is free");
+    assert!(own.take().is_none());
+}
+
+#[test]
+fn dropped_join_handle_detaches_and_the_task_still_runs() {
+    let mut rt = Rt::new();
+    let ran = Rc::new(Cell::new(false));
+    let r2 = ran.clone();
+    let drops = Drops::new();
+    let tok = drops.token();
+    let spawner = stakplane_async::spawner(&mut rt.s);
+    drop(spawner.spawn(async move {
+        let _tok = tok;
+        stakplane_async::sleep(std::time::Duration::from_secs(1)).await;
+        r2.set(true);
+    }));
+    rt.run();
+    assert!(!ran.get());
+    assert_eq!(spawner.live_tasks(), 1);
+    rt.advance(std::time::Duration::from_secs(1));
+    assert!(ran.get());
+    assert_eq!(drops.count(), 1);
+    assert_eq!(
+        spawner.live_tasks(),
+        0,
+        "a detached task frees its slot when it ends"
+    );
+}
+
+#[test]
+fn runtime_dropped_with_live_tasks_drops_each_task_exactly_once() {
+    let drops = Drops::new();
+    let outside: Rc<Cell<Option<stakplane_async::JoinHandle<u32>>>> = Rc::default();
+    {
+        let mut rt = Rt::new();
+        let mut handles = Vec::new();
+        for i in 0..50u32 {
+            let tok = drops.token();
+            let (fut, ret) = stakplane_async::ret_to_future::<u32>();
+            std::mem::forget(ret); // never fired, never dropped: the task waits forever
+            handles.push(spawn(&mut rt.s, async move {
+                let _tok = tok;
+                fut.await.unwrap_or(0) + i
+            }));
+        }
+        // Tasks holding other tasks' handles, and a task that spawns from
+        // its destructor (refused: the runtime is going).
+        let tok = drops.token();
+        let first = handles.remove(0);
+        handles.push(spawn(&mut rt.s, async move {
+            let _tok = tok;
+            first.await.unwrap_or(0)
+        }));
+        struct SpawnOnDrop;
+        impl Drop for SpawnOnDrop {
+            fn drop(&mut self) {
+                assert!(matches!(
+                    stakplane_async::try_spawn_local(async {}),
+                    Err(stakplane_async::SpawnError::NoRuntime)
+                ));
+            }
+        }
+        let tok = drops.token();
+        handles.push(spawn(&mut rt.s, async move {
+            let _tok = tok;
+            let _s = SpawnOnDrop;
+            std::future::pending::<u32>().await
+        }));
+        rt.run();
+        assert_eq!(drops.count(), 0);
+        outside.set(handles.pop());
+        drop(handles);
+        assert_eq!(drops.count(), 0, "detaching does not drop");
+    }
+    assert_eq!(drops.count(), 52, "every task dropped exactly once");
+    let h = outside.take().unwrap();
+    assert!(h.is_finished());
+    assert!(matches!(joined(h), Err(JoinError::RuntimeGone)));
+}
+
+#[test]
+fn explicit_shutdown_drops_tasks_and_refuses_new_ones() {
+    let mut rt = Rt::new();
+    let drops = Drops::new();
+    let tok = drops.token();
+    let h = spawn(&mut rt.s, async move {
+        let _tok = tok;
+        std::future::pending::<()>().await
+    });
+    rt.run();
+    stakplane_async::shutdown(&mut rt.s);
+    assert_eq!(drops.count(), 1);
+    assert!(matches!(joined(h), Err(JoinError::RuntimeGone)));
+    let tok = drops.token();
+    let late = spawn(&mut rt.s, async move {
+        let _tok = tok;
+    });
+    assert_eq!(
+        drops.count(),
+        2,
+        "a future spawned after shutdown is dropped at once"
+    );
+    assert!(matches!(joined(late), Err(JoinError::RuntimeGone)));
+    rt.run();
+}
+
+#[test]
+fn stale_wakes_after_slot_reuse_are_ignored() {
+    let mut rt = Rt::new();
+    let old_waker: Rc<Cell<Option<std::task::Waker>>> = Rc::default();
+    let w2 = old_waker.clone();
+    let h = spawn(
+        &mut rt.s,
+        poll_fn(move |cx| {
+            w2.set(Some(cx.waker().clone()));
+            Poll::Ready(())
+        }),
+    );
+    rt.run();
+    joined(h).unwrap();
+    // The new task takes the freed slot (same index, next generation).
+    let polls = Rc::new(Cell::new(0));
+    let p2 = polls.clone();
+    let h = spawn(
+        &mut rt.s,
+        poll_fn(move |_| {
+            p2.set(p2.get() + 1);
+            Poll::<()>::Pending
+        }),
+    );
+    rt.run();
+    assert_eq!(polls.get(), 1);
+    let stale = old_waker.take().unwrap();
+    stale.wake_by_ref();
+    stale.wake();
+    rt.run();
+    assert_eq!(
+        polls.get(),
+        1,
+        "a stale waker must not poll the slot's new task"
+    );
+    drop(h);
+}
+
+#[test]
+fn wake_from_another_thread_without_a_poll_waker_panics_with_the_fix() {
+    common::quiet_test_panics();
+    let mut rt = Rt::new();
+    let slot: Rc<Cell<Option<std::task::Waker>>> = Rc::default();
+    let s2 = slot.clone();
+    let polls = Rc::new(Cell::new(0));
+    let p2 = polls.clone();
+    let _h = spawn(
+        &mut rt.s,
+        poll_fn(move |cx| {
+            p2.set(p2.get() + 1);
+            s2.set(Some(cx.waker().clone()));
+            Poll::<()>::Pending
+        }),
+    );
+    rt.run();
+    let w = slot.take().unwrap();
+    let err = std::thread::spawn(move || w.wake()).join().unwrap_err();
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(msg.contains("no cross-thread wake path"), "{msg}");
+    assert!(msg.contains("install_poll_waker"), "{msg}");
+    // The wake was queued, not lost: installing a path delivers it.
+    let sig = stakplane_async::WakeSignal::install(&mut rt.s);
+    rt.run();
+    assert_eq!(
+        polls.get(),
+        2,
+        "the queued wake is delivered once a path exists"
+    );
+    drop(sig);
+}
+
+#[test]
+fn wake_from_another_thread_polls_the_task_again() {
+    let mut rt = Rt::new();
+    let sig = stakplane_async::WakeSignal::install(&mut rt.s);
+    let slot: Rc<Cell<Option<std::task::Waker>>> = Rc::default();
+    let s2 = slot.clone();
+    let polls = Rc::new(Cell::new(0));
+    let p2 = polls.clone();
+    let h = spawn(
+        &mut rt.s,
+        poll_fn(move |cx| {
+            p2.set(p2.get() + 1);
+            if p2.get() == 1 {
+                s2.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }),
+    );
+    rt.run();
+    let w = slot.take().unwrap();
+    std::thread::spawn(move || w.wake()).join().unwrap();
+    // Bounded: the wake was posted before we wait, so this returns at once.
+    assert!(sig.wait(&mut rt.s, std::time::Duration::from_secs(10)));
+    rt.run();
+    assert_eq!(polls.get(), 2);
+    joined(h).unwrap();
+}
+
+#[test]
+fn spawn_ret_fires_the_ret_or_drops_it_on_panic() {
+    common::quiet_test_panics();
+    let mut rt = Rt::new();
+    let got: Rc<Cell<Option<Option<u32>>>> = Rc::default();
+    let g2 = got.clone();
+    stakplane_async::spawn_ret(
+        &mut rt.s,
+        async { 9 },
+        stakker::Ret::new(move |v| g2.set(Some(v))),
+    );
+    rt.run();
+    assert_eq!(got.take(), Some(Some(9)));
+    let g2 = got.clone();
+    stakplane_async::spawn_ret(
+        &mut rt.s,
+        async {
+            if true {
+                panic!("TEST_PANIC in spawn_ret");
+            }
+            1u32
+        },
+        stakker::Ret::new(move |v| g2.set(Some(v))),
+    );
+    rt.run();
+    assert_eq!(
+        got.take(),
+        Some(None),
+        "a failed task drops its Ret unfired"
+    );
+}
+
+#[test]
+fn task_set_aborts_its_tasks_when_the_owning_actor_stops() {
+    use stakker::{actor, call, ret_nop, stop, CX};
+    struct Owner {
+        tasks: stakplane_async::TaskSet,
+    }
+    impl Owner {
+        fn init(cx: CX![]) -> Option<Self> {
+            let mut tasks = stakplane_async::TaskSet::new();
+            for _ in 0..3 {
+                drop(tasks.spawn(cx, std::future::pending::<()>()));
+            }
+            Some(Owner { tasks })
+        }
+        fn count(&mut self, _: CX![], ret: stakker::Ret<usize>) {
+            ret.ret(self.tasks.len());
+        }
+        fn quit(&mut self, cx: CX![]) {
+            stop!(cx);
+        }
+    }
+    let mut rt = Rt::new();
+    let owner = actor!(rt.s, Owner::init(), ret_nop!());
+    rt.run();
+    let n: Rc<Cell<usize>> = Rc::default();
+    let n2 = n.clone();
+    call!(
+        [owner],
+        count(stakker::Ret::new(
+            move |v: Option<usize>| n2.set(v.unwrap_or(0))
+        ))
+    );
+    rt.run();
+    assert_eq!(n.get(), 3);
+    let spawner = stakplane_async::spawner(&mut rt.s);
+    assert_eq!(spawner.live_tasks(), 3);
+    call!([owner], quit());
+    rt.run();
+    assert_eq!(
+        spawner.live_tasks(),
+        0,
+        "the actor's tasks were aborted with it"
+    );
 }
