@@ -131,6 +131,20 @@ impl fmt::Display for Cause {
     }
 }
 
+/// A cause is an error value, so async code can carry it (for example in
+/// [`ActorFail`](crate::task::ActorFail)). The source of an
+/// [`Error`](Cause::Error) or [`Killed`](Cause::Killed) cause is its error;
+/// of a [`Cascade`](Cause::Cascade), the cause it carries.
+impl Error for Cause {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Cause::Error(e) | Cause::Killed(e) => Some(&**e),
+            Cause::Cascade { cause, .. } => Some(&**cause),
+            _ => None,
+        }
+    }
+}
+
 /// The notice a watcher receives when a device it watches dies: which
 /// device, and why.
 #[derive(Clone, Debug)]

@@ -25,8 +25,12 @@
 //! `NOTES.md` is the normative statement of these rules.
 
 pub(crate) mod registry;
+mod task;
 
 pub use registry::{registry_stats, MonitorRef, RegistryStats};
+#[doc(hidden)]
+pub use task::{AskCause, AskViaActor, AskViaDevice};
+pub use task::{spawn_device, TaskDevice};
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use registry::{Control, Key};

@@ -136,6 +136,37 @@ macro_rules! call {
     }};
 }
 
+/// Calls an actor method whose last argument is a `Ret<R>`, as a future of
+/// `Result<R, ActorFail>`: `ask!([target], method(args...)).await`.
+///
+/// The guarded form of [`stakplane::task::ask!`](crate::task::ask): the
+/// call is queued at the future's first poll through [`call!`], so a panic
+/// in the method fails that actor, not the runtime. If the actor drops the
+/// `Ret` unfired (it stopped, failed or panicked first), the future yields
+/// `Err(ActorFail::Dropped { cause })`, where `cause` is the device's
+/// [`Cause`](crate::Cause) when `target` is a [`DeviceOwn`](crate::DeviceOwn)
+/// named directly (not through a reference) and its death is already
+/// recorded when the failure is reported — the usual case, since the
+/// awaiting task is polled after the actor's end.
+///
+/// `target` is a `DeviceOwn`, `Actor`, `ActorOwn` or `cx`; it is cloned,
+/// not moved. The arguments are moved into the future.
+#[macro_export]
+macro_rules! ask {
+    ([$target:expr], $method:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_imports)]
+        use $crate::device::{AskViaActor as _, AskViaDevice as _};
+        let __cause = (&$target).__ask_cause();
+        let __actor = $target.access_actor().clone();
+        $crate::task::future_pull_with_cause(
+            move |__ret| {
+                $crate::call!([__actor], $method($($arg,)* __ret));
+            },
+            __cause,
+        )
+    }};
+}
+
 /// Creates a [`Ret`](stakker::Ret) whose handler is a guarded call to an
 /// actor method; the method's last argument is `Option<T>` (`None` when the
 /// `Ret` is dropped unfired).

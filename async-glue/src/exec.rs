@@ -107,6 +107,9 @@ trait Erased {
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
     /// Moves the output into `out`, an `&mut Option<T>`.
     fn take_output(self: Pin<&mut Self>, out: &mut dyn Any);
+    /// The task ends without completing (called just before it is
+    /// dropped).
+    fn abandon(self: Pin<&mut Self>, _why: JoinError) {}
 }
 
 pin_project_lite::pin_project! {
@@ -145,9 +148,50 @@ where
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A detached task that reports how it ended (see
+    /// [`Spawner::spawn_then`]).
+    struct ThenCell<F, C> {
+        #[pin]
+        fut: F,
+        then: Option<C>,
+    }
+}
+
+impl<F, C> Erased for ThenCell<F, C>
+where
+    F: Future,
+    C: FnOnce(Result<F::Output, JoinError>),
+{
+    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.then.is_none() {
+            return Poll::Ready(());
+        }
+        match this.fut.poll(cx) {
+            Poll::Ready(v) => {
+                if let Some(then) = this.then.take() {
+                    then(Ok(v));
+                }
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn take_output(self: Pin<&mut Self>, _: &mut dyn Any) {}
+
+    fn abandon(self: Pin<&mut Self>, why: JoinError) {
+        if let Some(then) = self.project().then.take() {
+            then(Err(why));
+        }
+    }
+}
+
 type BoxTask = Pin<Box<dyn Erased>>;
 
 /// How a task ended.
+#[derive(Clone)]
 enum End {
     /// Completed; the output is in the task box.
     Finished,
@@ -198,14 +242,34 @@ struct Slots {
 #[derive(Default)]
 struct After {
     drop_task: Option<BoxTask>,
+    /// Why the task is dropped before completing, to tell it first.
+    why: Option<JoinError>,
     wake: Option<Waker>,
+}
+
+impl End {
+    fn to_error(&self) -> Option<JoinError> {
+        match self {
+            End::Finished => None,
+            End::Panicked(m) => Some(JoinError::Panicked(m.clone())),
+            End::Aborted => Some(JoinError::Aborted),
+            End::Failed(e) => Some(JoinError::Failed(e.clone())),
+            End::RuntimeGone => Some(JoinError::RuntimeGone),
+        }
+    }
 }
 
 impl After {
     fn run(self) {
-        if let Some(task) = self.drop_task {
+        if let Some(mut task) = self.drop_task {
+            let why = self.why;
             // A panicking destructor must not take the loop down.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
+            let _ = catch_unwind(AssertUnwindSafe(move || {
+                if let Some(why) = why {
+                    task.as_mut().abandon(why);
+                }
+                drop(task)
+            }));
         }
         if let Some(w) = self.wake {
             w.wake();
@@ -262,6 +326,7 @@ impl Slots {
         self.live -= 1;
         After {
             drop_task: slot.task.take(),
+            why: None,
             wake: slot.joiner.take(),
         }
     }
@@ -269,9 +334,12 @@ impl Slots {
     /// Ends the task at `index` (not running): frees it, or keeps the end
     /// for its [`JoinHandle`].
     fn end(&mut self, index: u32, end: End) -> After {
+        let why = end.to_error();
         let slot = &mut self.entries[index as usize];
         if !slot.handle {
-            return self.free(index);
+            let mut after = self.free(index);
+            after.why = why;
+            return after;
         }
         let drop_task = match end {
             End::Finished => None,
@@ -280,6 +348,7 @@ impl Slots {
         slot.state = State::Done(end);
         After {
             drop_task,
+            why,
             wake: slot.joiner.take(),
         }
     }
@@ -434,7 +503,10 @@ impl Exec {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let task: BoxTask = Box::pin(TaskCell::Running { fut });
+        self.spawn_boxed(Box::pin(TaskCell::Running { fut }), handle)
+    }
+
+    fn spawn_boxed(self: &Rc<Self>, task: BoxTask, handle: bool) -> Result<TaskRef, SpawnError> {
         let r = self.slots.borrow_mut().alloc(task, handle);
         match r {
             Ok((slot, gen)) => {
@@ -445,6 +517,7 @@ impl Exec {
             Err((e, task)) => {
                 After {
                     drop_task: Some(task),
+                    why: None,
                     wake: None,
                 }
                 .run();
@@ -765,6 +838,45 @@ impl Spawner {
         self.spawn_detached(async move { ret.ret(fut.await) });
     }
 
+    /// Spawns `fut` detached and calls `then` exactly once with how it
+    /// ended: `Ok(output)` when it completes (inside its last poll), or the
+    /// [`JoinError`] just before the unfinished future is dropped (panic,
+    /// abort, drop-the-task failure, runtime shutdown). Returns a handle
+    /// that can abort it.
+    ///
+    /// If the runtime already shut down, the future is dropped and `then`
+    /// gets `Err(JoinError::RuntimeGone)` before this returns.
+    ///
+    /// # Panics
+    ///
+    /// If the runtime has 2²⁴ live tasks (`then` is not called then).
+    #[track_caller]
+    pub fn spawn_then<F, C>(&self, fut: F, then: C) -> AbortHandle
+    where
+        F: Future + 'static,
+        C: FnOnce(Result<F::Output, JoinError>) + 'static,
+    {
+        if self.exec.is_closed() {
+            drop(fut);
+            then(Err(JoinError::RuntimeGone));
+            return AbortHandle {
+                exec: self.exec.clone(),
+                task: TaskRef::new(self.exec.rt, MAX_SLOTS - 1, GEN_MASK),
+            };
+        }
+        let cell = ThenCell {
+            fut,
+            then: Some(then),
+        };
+        match self.exec.spawn_boxed(Box::pin(cell), false) {
+            Ok(task) => AbortHandle {
+                exec: self.exec.clone(),
+                task,
+            },
+            Err(e) => panic!("stakplane-async: {e}"),
+        }
+    }
+
     /// Enables wakes from other threads for this runtime, once the
     /// `Stakker` has a poll waker; see [`enable_remote_wakes`].
     pub fn enable_remote_wakes(&self, core: &mut Core) {
@@ -940,6 +1052,14 @@ impl<T> JoinHandle<T> {
     pub fn is_finished(&self) -> bool {
         self.done || self.exec.is_finished(self.task)
     }
+
+    /// A handle that can abort the task without holding its output.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            exec: self.exec.clone(),
+            task: self.task,
+        }
+    }
 }
 
 impl<T: 'static> Future for JoinHandle<T> {
@@ -960,6 +1080,36 @@ impl<T> Drop for JoinHandle<T> {
         if !self.done {
             self.exec.detach(self.task);
         }
+    }
+}
+
+/// Aborts a task without owning its output; see
+/// [`Spawner::spawn_then`] and [`JoinHandle::abort_handle`]. Dropping it
+/// does nothing.
+#[derive(Clone)]
+pub struct AbortHandle {
+    exec: Rc<Exec>,
+    task: TaskRef,
+}
+
+impl fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortHandle")
+            .field("slot", &self.task.slot())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl AbortHandle {
+    /// Aborts the task (see [`JoinHandle::abort`]).
+    pub fn abort(&self) {
+        self.exec.abort(self.task);
+    }
+
+    /// Whether the task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.exec.is_finished(self.task)
     }
 }
 

@@ -94,7 +94,7 @@ mod waker;
 
 pub use exec::{
     enable_remote_wakes, install_poll_waker, shutdown, spawn, spawn_local, spawn_ret, spawner,
-    try_spawn_local, try_spawner, JoinError, JoinHandle, SpawnError, Spawner, TaskSet,
+    try_spawn_local, try_spawner, AbortHandle, JoinError, JoinHandle, SpawnError, Spawner, TaskSet,
 };
 pub use fail::{ActorFail, CauseOf, FailCause};
 pub use pipe::{

@@ -614,7 +614,12 @@ fn deliver(watch: Watch, down: Down) {
 /// (`None`: the runtime was dropped). This is the one place a device dies.
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     let delivered = stop.is_some();
-    let cause = stop.map_or(Cause::Dropped, decode);
+    died_as(key, stop.map_or(Cause::Dropped, decode), delivered);
+}
+
+/// The device died with `cause`. `delivered` is false when its runtime is
+/// gone: the watchers are then dropped unfired instead of told.
+pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
     let control = with(None, |r| {
         let slot = r.slot(key)?;
         if slot.dead {

@@ -144,6 +144,17 @@ impl Dev {
         ret.ret(42);
     }
 
+    /// Panics instead of replying (for `ask!` tests).
+    pub fn panic_then_reply(&mut self, _: CX![], ret: Ret<u32>) {
+        let _ret = ret;
+        panic!("{TEST_PANIC} mid-ask");
+    }
+
+    /// Drops the `Ret` without replying, and stays alive.
+    pub fn drop_reply(&mut self, _: CX![], ret: Ret<u32>) {
+        drop(ret);
+    }
+
     /// Makes this device trap linked Downs into its log.
     pub fn trap_self(&mut self, cx: CX![], me: Line) {
         let handler = fwd_to!([cx], down() as (Down));

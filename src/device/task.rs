@@ -1,0 +1,217 @@
+//! Async devices: a spawned future with a [`DeviceId`], watchable and
+//! linkable like an actor device, and the cause lookup behind
+//! [`ask!`](macro@crate::ask).
+
+use super::registry::{self, Control, Key};
+use super::{sealed, DeviceOwn, DeviceRef, Line};
+use crate::cause::{Cause, DeviceId, Down};
+use stakker::{Core, Deferrer, Fwd};
+use stakplane_async::{AbortHandle, CauseOf, FailCause, JoinError};
+use std::cell::RefCell;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+/// What an end request (shutdown, kill, cascade) needs to reach the task.
+struct Pending {
+    abort: RefCell<Option<AbortHandle>>,
+    /// The cause of the first end request that took effect.
+    cause: RefCell<Option<Cause>>,
+}
+
+struct TaskControl {
+    pending: Rc<Pending>,
+    trap: RefCell<Option<Fwd<Down>>>,
+    deferrer: Deferrer,
+}
+
+impl Control for TaskControl {
+    fn end(&self, cause: Cause) {
+        let pending = self.pending.clone();
+        // Queued like an actor's end: it takes effect after what is
+        // already queued, and the first one to run gives the cause.
+        self.deferrer.defer(move |_| {
+            let abort = pending.abort.borrow().clone();
+            if let Some(abort) = abort.filter(|a| !a.is_finished()) {
+                pending.cause.borrow_mut().get_or_insert(cause);
+                abort.abort();
+            }
+        });
+    }
+
+    fn set_trap(&self, trap: Option<Fwd<Down>>) -> Option<Fwd<Down>> {
+        self.trap.replace(trap)
+    }
+
+    fn trap(&self) -> Option<Fwd<Down>> {
+        self.trap.borrow().clone()
+    }
+}
+
+/// The handle of an async device, made by [`spawn_device`].
+///
+/// It names the device like a [`Line`] (monitor, link, trap, shutdown,
+/// kill through [`DeviceRef`]) and can [`abort`](TaskDevice::abort) it.
+/// Dropping it does not end the device: the task runs to its end.
+pub struct TaskDevice {
+    key: Key,
+    abort: AbortHandle,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Spawns `fut` as a device on the runtime behind `core`.
+///
+/// The task gets a [`DeviceId`] and the device rules of `NOTES.md`:
+/// - finishing with `Ok(())` is a normal stop ([`Cause::Stopped`]);
+/// - `Err(e)` is a fault, [`Cause::Error`]`(e)`;
+/// - a panic in `poll` is [`Cause::Panic`];
+/// - [`TaskDevice::abort`] is [`Cause::Killed`] (a [`JoinError::Aborted`]);
+///   [`DeviceRef::kill`] and [`DeviceRef::shutdown`] end it with their
+///   cause, queued behind what is already queued;
+/// - a drop-the-task pipe failing inside it is [`Cause::Error`] (the
+///   [`ActorFail`](crate::task::ActorFail));
+/// - linked to a device that faults, it is aborted with
+///   [`Cause::Cascade`], unless it traps (then its trap handler, for
+///   example a `Fwd` from [`fwd_to_stream`](crate::task::fwd_to_stream),
+///   gets the `Down`).
+///
+/// If the runtime is dropped first, the future is dropped and watchers
+/// are dropped unfired, as for actor devices.
+///
+/// # Panics
+///
+/// As [`spawn`](crate::task::spawn).
+#[track_caller]
+pub fn spawn_device<F, E>(core: &mut Core, fut: F) -> TaskDevice
+where
+    F: Future<Output = Result<(), E>> + 'static,
+    E: Error + 'static,
+{
+    // The task holds the first reference (as an actor's owner does); the
+    // handle takes a second.
+    let key = registry::create();
+    registry::retain(key);
+    let pending = Rc::new(Pending {
+        abort: RefCell::new(None),
+        cause: RefCell::new(None),
+    });
+    let control: Rc<dyn Control> = Rc::new(TaskControl {
+        pending: pending.clone(),
+        trap: RefCell::new(None),
+        deferrer: core.deferrer(),
+    });
+    let control = registry::control(key, || control).into_iter().next();
+    let p2 = pending.clone();
+    let abort = stakplane_async::spawner(core).spawn_then(fut, move |end| {
+        let (cause, delivered) = match end {
+            Ok(Ok(())) => (Cause::Stopped, true),
+            Ok(Err(e)) => (Cause::Error(Rc::new(e)), true),
+            Err(JoinError::Panicked(msg)) => (Cause::Panic(msg), true),
+            Err(JoinError::Aborted) => {
+                let cause = p2.cause.borrow_mut().take();
+                (
+                    cause.unwrap_or_else(|| Cause::Killed(Rc::new(JoinError::Aborted))),
+                    true,
+                )
+            }
+            Err(JoinError::Failed(fail)) => (Cause::Error(Rc::new(fail)), true),
+            Err(JoinError::RuntimeGone) => (Cause::Dropped, false),
+            Err(e) => (Cause::Error(Rc::new(e)), true),
+        };
+        // Drop the abort handle first: it points back at the runtime.
+        drop(p2.abort.borrow_mut().take());
+        registry::died_as(key, cause, delivered);
+        drop(control);
+        registry::release(key);
+    });
+    if !abort.is_finished() {
+        *pending.abort.borrow_mut() = Some(abort.clone());
+    }
+    TaskDevice {
+        key,
+        abort,
+        _not_send: PhantomData,
+    }
+}
+
+impl TaskDevice {
+    /// Aborts the task now: it ends with [`Cause::Killed`] carrying
+    /// [`JoinError::Aborted`]. No effect if it already ended.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// Whether the task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.abort.is_finished()
+    }
+}
+
+impl sealed::Sealed for TaskDevice {
+    fn controlled_key(&self) -> Key {
+        // The controller was installed at spawn and is held by the task.
+        self.key
+    }
+
+    fn key(&self) -> Key {
+        self.key
+    }
+}
+
+impl DeviceRef for TaskDevice {
+    fn id(&self) -> DeviceId {
+        self.key.id
+    }
+}
+
+impl Drop for TaskDevice {
+    fn drop(&mut self) {
+        registry::release(self.key);
+    }
+}
+
+impl fmt::Debug for TaskDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskDevice({})", self.key.id)
+    }
+}
+
+static_assertions::assert_not_impl_any!(TaskDevice: Send, Sync);
+
+/// The cause lookup of [`ask!`](macro@crate::ask): the device's cause when
+/// the target is a device, nothing otherwise.
+#[doc(hidden)]
+pub struct AskCause(Option<Line>);
+
+impl CauseOf for AskCause {
+    fn cause_of(&self) -> Option<FailCause> {
+        let cause = self.0.as_ref()?.cause()?;
+        Some(Rc::new(cause))
+    }
+}
+
+/// Picked by [`ask!`](macro@crate::ask) when the target is a device.
+#[doc(hidden)]
+pub trait AskViaDevice {
+    fn __ask_cause(&self) -> AskCause;
+}
+
+impl<A: 'static> AskViaDevice for DeviceOwn<A> {
+    fn __ask_cause(&self) -> AskCause {
+        AskCause(Some(self.line()))
+    }
+}
+
+/// Picked by [`ask!`](macro@crate::ask) for any other target.
+#[doc(hidden)]
+pub trait AskViaActor {
+    fn __ask_cause(&self) -> AskCause;
+}
+
+impl<T: ?Sized> AskViaActor for &T {
+    fn __ask_cause(&self) -> AskCause {
+        AskCause(None)
+    }
+}
