@@ -8,8 +8,14 @@
 //! At t=1s the parser gets a bad record and panics. The panic fails only
 //! the parser; the writer cascades (its cause names the parser); the
 //! logger logs both. At t=2s the logger asks the cache to shut down, a
-//! normal stop that kills nobody. The program checks what happened and
-//! exits 0.
+//! normal stop that kills nobody.
+//!
+//! Beside them runs async code on the same thread: a `reporter` task
+//! device reads numbers from an `async-channel` (an ordinary async crate),
+//! awaits the `stats` actor's reply to each with `ask!`, and sleeps on
+//! virtual time between them. When the channel closes it stops normally,
+//! and the logger, which watches it like any device, logs that too. The
+//! program checks what happened and exits 0.
 //!
 //! Run it with `cargo run --example tour`.
 
@@ -43,6 +49,23 @@ struct Cache;
 impl Cache {
     fn init(_: CX![]) -> Option<Self> {
         Some(Cache)
+    }
+}
+
+/// Keeps a running total; replies through a `Ret`, so async code can
+/// `ask!` it.
+struct Stats {
+    total: u32,
+}
+
+impl Stats {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Stats { total: 0 })
+    }
+
+    fn add(&mut self, _: CX![], n: u32, ret: Ret<u32>) {
+        self.total += n;
+        ret.ret(self.total);
     }
 }
 
@@ -130,6 +153,26 @@ fn main() {
         stop_cache(cache.line())
     );
 
+    // Async code on the actor thread.
+    let stats = device!(s, Stats::init());
+    let (tx, rx) = async_channel::bounded::<u32>(2);
+    let st = stats.owned();
+    let reporter = spawn_device(&mut s, async move {
+        while let Ok(n) = rx.recv().await {
+            let total = ask!([st], add(n)).await?;
+            println!("  reporter: +{n} -> total {total}");
+            stakplane::task::sleep(Duration::from_millis(250)).await;
+        }
+        println!("  reporter: channel closed, stopping");
+        Ok::<(), ActorFail>(())
+    });
+    call!([logger], watch(reporter.line()));
+    drop(spawn(&mut s, async move {
+        for n in [1, 2, 3] {
+            tx.send(n).await.expect("the reporter is reading");
+        }
+    }));
+
     s.run(now, false);
     while let Some(next) = s.next_expiry() {
         now = next;
@@ -144,19 +187,27 @@ fn main() {
         ("parser", parser.line()),
         ("writer", writer.line()),
         ("cache", cache.line()),
+        ("reporter", reporter.line()),
     ] {
         let cause = line.cause().map_or("alive".to_string(), |c| c.to_string());
-        println!("  {name:<7} {cause}");
+        println!("  {name:<8} {cause}");
     }
 
     // The tour checks its own story.
-    assert_eq!(log.len(), 3, "three Downs logged: {log:?}");
-    assert!(log[0].contains("panicked: records are numbers"));
+    assert_eq!(log.len(), 4, "four Downs logged: {log:?}");
+    assert!(log
+        .iter()
+        .any(|l| l.contains("panicked: records are numbers")));
+    assert!(matches!(reporter.cause(), Some(Cause::Stopped)));
+    let total = stats
+        .query(&mut s, |st, _| st.total)
+        .expect("stats is alive");
+    assert_eq!(total, 6, "the reporter asked stats three times");
     assert_eq!(writer.cause().and_then(|c| c.origin()), Some(parser.id()));
     assert!(matches!(
         cache.cause(),
         Some(Cause::Shutdown { by: Some(by) }) if by == logger.id()
     ));
     assert!(logger.is_alive());
-    println!("\nthe runtime kept running through a panic and a cascade: ok");
+    println!("\nthe runtime kept running through a panic and a cascade, with async code beside: ok");
 }

@@ -473,6 +473,11 @@ impl Exec {
     }
 
     fn schedule(self: &Rc<Self>, t: TaskRef) {
+        if self.closed.get() {
+            // Shutting down: a queued poll would hold the executor from
+            // the queue the executor holds (a cycle), and poll nothing.
+            return;
+        }
         let me = self.clone();
         self.deferrer.defer(move |s| me.run(s, t));
     }

@@ -52,7 +52,10 @@ struct Shared<T> {
     capacity: usize,
     tail: Tail,
     waiter: Waiter,
-    more: Fwd<()>,
+    /// The refill request; dropped with the consumer (it usually points
+    /// at the producer's actor, whose state holds the producer `Fwd`, so
+    /// keeping it would make a cycle).
+    more: Option<Fwd<()>>,
     /// A refill request is outstanding (no item since it was sent).
     requested: bool,
 }
@@ -122,7 +125,7 @@ fn poll_next<T>(shared: &RefCell<Shared<T>>, cx: &Context<'_>) -> Next<T> {
                 // the producer refills while this item is handled.
                 let req = sh.queue.is_empty() && matches!(sh.tail, Tail::Open) && !sh.requested;
                 sh.requested |= req;
-                (Next::Item(v), req.then(|| sh.more.clone()))
+                (Next::Item(v), if req { sh.more.clone() } else { None })
             }
             None => match std::mem::replace(&mut sh.tail, Tail::Done) {
                 Tail::Open => {
@@ -130,7 +133,7 @@ fn poll_next<T>(shared: &RefCell<Shared<T>>, cx: &Context<'_>) -> Next<T> {
                     sh.waiter.register(cx.waker());
                     let req = !sh.requested;
                     sh.requested = true;
-                    (Next::Pending, req.then(|| sh.more.clone()))
+                    (Next::Pending, if req { sh.more.clone() } else { None })
                 }
                 Tail::Ended | Tail::Done => (Next::End, None),
                 Tail::Failed(e) => (Next::Fail(e), None),
@@ -173,6 +176,24 @@ impl<T> fmt::Debug for FwdStreamOrDrop<T> {
         f.debug_struct("FwdStreamOrDrop")
             .field("queued", &self.shared.borrow().queue.len())
             .finish()
+    }
+}
+
+/// The consumer is gone: drop the refill request (and what it holds).
+fn consumer_gone<T>(shared: &RefCell<Shared<T>>) {
+    let more = shared.try_borrow_mut().ok().and_then(|mut sh| sh.more.take());
+    drop(more);
+}
+
+impl<T, C: CauseOf> Drop for FwdStream<T, C> {
+    fn drop(&mut self) {
+        consumer_gone(&self.shared);
+    }
+}
+
+impl<T> Drop for FwdStreamOrDrop<T> {
+    fn drop(&mut self) {
+        consumer_gone(&self.shared);
     }
 }
 
@@ -225,7 +246,7 @@ fn pipe<T: 'static>(capacity: usize, more: Fwd<()>) -> (Rc<RefCell<Shared<T>>>, 
         capacity,
         tail: Tail::Open,
         waiter: Waiter::None,
-        more,
+        more: Some(more),
         requested: false,
     }));
     let producer = Producer {

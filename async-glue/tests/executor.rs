@@ -143,13 +143,14 @@ fn dropped_join_handle_detaches_and_the_task_still_runs() {
 fn runtime_dropped_with_live_tasks_drops_each_task_exactly_once() {
     let drops = Drops::new();
     let outside: Rc<Cell<Option<stakplane_async::JoinHandle<u32>>>> = Rc::default();
+    let mut rets = Vec::new(); // never fired while the runtime lives
     {
         let mut rt = Rt::new();
         let mut handles = Vec::new();
         for i in 0..50u32 {
             let tok = drops.token();
             let (fut, ret) = stakplane_async::ret_to_future::<u32>();
-            std::mem::forget(ret); // never fired, never dropped: the task waits forever
+            rets.push(ret);
             handles.push(spawn(&mut rt.s, async move {
                 let _tok = tok;
                 fut.await.unwrap_or(0) + i
@@ -185,6 +186,7 @@ fn runtime_dropped_with_live_tasks_drops_each_task_exactly_once() {
         assert_eq!(drops.count(), 0, "detaching does not drop");
     }
     assert_eq!(drops.count(), 52, "every task dropped exactly once");
+    drop(rets); // their pipes' futures are gone: nothing to wake
     let h = outside.take().unwrap();
     assert!(h.is_finished());
     assert!(matches!(joined(h), Err(JoinError::RuntimeGone)));
