@@ -209,5 +209,7 @@ fn main() {
         Some(Cause::Shutdown { by: Some(by) }) if by == logger.id()
     ));
     assert!(logger.is_alive());
-    println!("\nthe runtime kept running through a panic and a cascade, with async code beside: ok");
+    println!(
+        "\nthe runtime kept running through a panic and a cascade, with async code beside: ok"
+    );
 }

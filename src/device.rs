@@ -28,9 +28,9 @@ pub(crate) mod registry;
 mod task;
 
 pub use registry::{registry_stats, MonitorRef, RegistryStats};
+pub use task::{spawn_device, TaskDevice};
 #[doc(hidden)]
 pub use task::{AskCause, AskViaActor, AskViaDevice};
-pub use task::{spawn_device, TaskDevice};
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use registry::{Control, Key};

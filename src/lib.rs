@@ -76,8 +76,7 @@ pub use stakker;
 
 pub use cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 pub use device::{
-    registry_stats, spawn_device, DeviceOwn, DeviceRef, Line, MonitorRef, RegistryStats,
-    TaskDevice,
+    registry_stats, spawn_device, DeviceOwn, DeviceRef, Line, MonitorRef, RegistryStats, TaskDevice,
 };
 
 /// One import for actor code: stakplane's handles, causes and guarded
@@ -86,9 +85,8 @@ pub use device::{
 pub mod prelude {
     pub use crate::task::{spawn, ActorFail, JoinError, JoinHandle};
     pub use crate::{
-        after, ask, at, call, device, device_new, fwd_to, ret_some_to, ret_to, spawn_device,
-        Cause, DeviceId, DeviceOwn, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef,
-        TaskDevice,
+        after, ask, at, call, device, device_new, fwd_to, ret_some_to, ret_to, spawn_device, Cause,
+        DeviceId, DeviceOwn, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef, TaskDevice,
     };
     pub use stakker::{
         fail, fwd_nop, ret_nop, stop, Actor, ActorOwn, Core, Cx, FixedTimerKey, Fwd, Ret, Stakker,

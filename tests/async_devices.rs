@@ -38,7 +38,9 @@ fn actor_panics_mid_ask_yields_actor_fail_with_the_panic_cause() {
     let err = h.now_or_never().unwrap().unwrap().unwrap_err();
     let cause = err.cause().expect("the device's cause is known");
     assert_eq!(cause.to_string(), format!("panicked: {TEST_PANIC} mid-ask"));
-    assert!(err.to_string().starts_with("actor failed before replying: panicked"));
+    assert!(err
+        .to_string()
+        .starts_with("actor failed before replying: panicked"));
     assert!(!d.is_alive(), "the panic failed the actor, not the runtime");
 }
 
@@ -52,7 +54,10 @@ fn ask_of_a_stopped_device_yields_actor_fail_with_stopped() {
     let h = spawn(&mut rt.s, ask!([d], reply()));
     rt.run();
     let err = h.now_or_never().unwrap().unwrap().unwrap_err();
-    assert_eq!(err.cause().map(|c| c.to_string()).as_deref(), Some("stopped"));
+    assert_eq!(
+        err.cause().map(|c| c.to_string()).as_deref(),
+        Some("stopped")
+    );
 }
 
 #[test]
@@ -101,7 +106,10 @@ fn task_device_ends_give_the_right_causes() {
         vec![
             format!("ok: {} stopped", ok.id()),
             format!("err: {} failed: bad input", err.id()),
-            format!("panics: {} panicked: {TEST_PANIC} in a task device", panics.id()),
+            format!(
+                "panics: {} panicked: {TEST_PANIC} in a task device",
+                panics.id()
+            ),
         ]
     );
     assert!(ok.is_finished() && !ok.is_alive());
@@ -149,7 +157,10 @@ fn task_device_abort_kill_and_shutdown_end_it_with_their_cause() {
             format!("shut: {} shut down on request", shut.id()),
         ]
     );
-    assert!(matches!(killed.kill(Bad), Err(LinkError::DeviceDown { .. })));
+    assert!(matches!(
+        killed.kill(Bad),
+        Err(LinkError::DeviceDown { .. })
+    ));
 }
 
 #[test]
@@ -165,7 +176,11 @@ fn task_device_linked_to_a_failing_device_is_aborted_with_a_cascade() {
     rt.run();
     assert_eq!(
         entries(&log),
-        vec![format!("w: {} linked device {} died (failed: oops)", t.id(), d.id())]
+        vec![format!(
+            "w: {} linked device {} died (failed: oops)",
+            t.id(),
+            d.id()
+        )]
     );
     assert!(t.is_finished());
 }
@@ -192,7 +207,10 @@ fn task_device_that_traps_receives_the_down_and_decides() {
     rt.run();
     call!([d], panic());
     rt.run();
-    assert_eq!(got.borrow().as_deref(), Some(format!("panicked: {TEST_PANIC}").as_str()));
+    assert_eq!(
+        got.borrow().as_deref(),
+        Some(format!("panicked: {TEST_PANIC}").as_str())
+    );
     assert_eq!(entries(&log), vec![format!("w: {} stopped", t.id())]);
 }
 
@@ -249,9 +267,10 @@ fn task_device_handle_dropped_keeps_the_task_running() {
     let mut rt = Rt::new();
     let log = new_log();
     let (fut, ret) = stakplane::task::ret_to_future::<u32>();
-    let t = spawn_device(&mut rt.s, async move {
-        fut.await.map(|_| ()).map_err(|_| Bad)
-    });
+    let t = spawn_device(
+        &mut rt.s,
+        async move { fut.await.map(|_| ()).map_err(|_| Bad) },
+    );
     let line = t.line();
     let _w = watch(&mut rt, "w", &log, &t);
     drop(t);
@@ -261,4 +280,22 @@ fn task_device_handle_dropped_keeps_the_task_running() {
     rt.run();
     assert_eq!(entries(&log), vec![format!("w: {} stopped", line.id())]);
     let _ = trapping_dev;
+}
+
+#[test]
+fn task_device_with_a_panicking_raw_watcher_still_leaves_the_registry_clean() {
+    let before = registry_stats();
+    {
+        let mut rt = Rt::new();
+        let t = spawn_device(&mut rt.s, async { Ok::<(), Bad>(()) });
+        t.monitor_fwd(Fwd::new(|_: Down| panic!("{TEST_PANIC} in a raw watcher")))
+            .unwrap();
+        drop(t);
+        rt.run();
+    }
+    assert_eq!(
+        registry_stats(),
+        before,
+        "the task's reference was released"
+    );
 }

@@ -219,8 +219,26 @@ enum State {
     Done(End),
 }
 
+/// A task's exact address: slot and full generation. Handles keep this
+/// (a 64-bit generation never wraps in practice), so a stale handle can
+/// never reach a later task in the same slot; only wakers carry the
+/// truncated generation of [`TaskRef`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TaskKey {
+    slot: u32,
+    gen: u64,
+}
+
+impl TaskKey {
+    /// An address no task ever has.
+    const NONE: TaskKey = TaskKey {
+        slot: u32::MAX,
+        gen: u64::MAX,
+    };
+}
+
 struct Slot {
-    gen: u32,
+    gen: u64,
     state: State,
     task: Option<BoxTask>,
     /// The waker of whoever awaits the [`JoinHandle`].
@@ -272,19 +290,30 @@ impl After {
             }));
         }
         if let Some(w) = self.wake {
-            w.wake();
+            // A foreign waker may panic; the loop goes on.
+            let _ = catch_unwind(AssertUnwindSafe(move || w.wake()));
         }
     }
 }
 
 impl Slots {
-    fn get(&mut self, t: TaskRef) -> Option<&mut Slot> {
+    fn get(&mut self, k: TaskKey) -> Option<&mut Slot> {
         self.entries
-            .get_mut(t.slot() as usize)
-            .filter(|s| s.gen == t.gen() && !matches!(s.state, State::Vacant { .. }))
+            .get_mut(k.slot as usize)
+            .filter(|s| s.gen == k.gen && !matches!(s.state, State::Vacant { .. }))
     }
 
-    fn alloc(&mut self, task: BoxTask, handle: bool) -> Result<(u32, u32), (SpawnError, BoxTask)> {
+    /// The task a waker names (truncated generation), as an exact key.
+    fn key_of(&self, t: TaskRef) -> Option<TaskKey> {
+        let slot = self.entries.get(t.slot() as usize)?;
+        let live = !matches!(slot.state, State::Vacant { .. });
+        (live && (slot.gen as u32) & GEN_MASK == t.gen()).then_some(TaskKey {
+            slot: t.slot(),
+            gen: slot.gen,
+        })
+    }
+
+    fn alloc(&mut self, task: BoxTask, handle: bool) -> Result<TaskKey, (SpawnError, BoxTask)> {
         let state = State::Scheduled;
         if self.free != NO_FREE {
             let index = self.free;
@@ -297,7 +326,10 @@ impl Slots {
             slot.task = Some(task);
             slot.handle = handle;
             self.live += 1;
-            return Ok((index, slot.gen));
+            return Ok(TaskKey {
+                slot: index,
+                gen: slot.gen,
+            });
         }
         let index = self.entries.len();
         if index >= MAX_SLOTS as usize {
@@ -311,13 +343,16 @@ impl Slots {
             handle,
         });
         self.live += 1;
-        Ok((index as u32, 0))
+        Ok(TaskKey {
+            slot: index as u32,
+            gen: 0,
+        })
     }
 
     /// Frees the slot (bumping its generation) and returns its task box.
     fn free(&mut self, index: u32) -> After {
         let slot = &mut self.entries[index as usize];
-        slot.gen = (slot.gen + 1) & GEN_MASK;
+        slot.gen = slot.gen.wrapping_add(1);
         slot.state = State::Vacant {
             next_free: self.free,
         };
@@ -372,7 +407,7 @@ thread_local! {
     /// The executors of the runtimes on this thread, by runtime index.
     static EXECS: RefCell<Vec<(u32, Rc<Exec>)>> = const { RefCell::new(Vec::new()) };
     /// The task being polled on this thread, if any.
-    static CURRENT: Cell<Option<TaskRef>> = const { Cell::new(None) };
+    static CURRENT: Cell<Option<(u32, TaskKey)>> = const { Cell::new(None) };
 }
 
 /// Finds this thread's executor for runtime index `rt`.
@@ -402,9 +437,9 @@ pub(crate) fn wake_direct(task: TaskRef) {
 }
 
 /// The task being polled on this thread and its executor.
-pub(crate) fn current() -> Option<(Rc<Exec>, TaskRef)> {
-    let t = CURRENT.try_with(Cell::get).ok().flatten()?;
-    Some((local_exec(t.rt())?, t))
+pub(crate) fn current() -> Option<(Rc<Exec>, TaskKey)> {
+    let (rt, k) = CURRENT.try_with(Cell::get).ok().flatten()?;
+    Some((local_exec(rt)?, k))
 }
 
 /// Ends the current task with `fail` once its poll returns (the
@@ -472,7 +507,7 @@ impl Exec {
         self.closed.get()
     }
 
-    fn schedule(self: &Rc<Self>, t: TaskRef) {
+    fn schedule(self: &Rc<Self>, t: TaskKey) {
         if self.closed.get() {
             // Shutting down: a queued poll would hold the executor from
             // the queue the executor holds (a cycle), and poll nothing.
@@ -483,27 +518,26 @@ impl Exec {
     }
 
     fn wake(self: &Rc<Self>, t: TaskRef) {
-        let queue = {
+        let mut queue = None;
+        {
             let mut slots = self.slots.borrow_mut();
-            match slots.get(t).map(|s| &mut s.state) {
+            let Some(k) = slots.key_of(t) else { return };
+            match slots.get(k).map(|s| &mut s.state) {
                 Some(st @ State::Idle) => {
                     *st = State::Scheduled;
-                    true
+                    queue = Some(k);
                 }
-                Some(State::Running { woken, .. }) => {
-                    *woken = true;
-                    false
-                }
-                _ => false,
+                Some(State::Running { woken, .. }) => *woken = true,
+                _ => {}
             }
-        };
-        if queue {
-            self.schedule(t);
+        }
+        if let Some(k) = queue {
+            self.schedule(k);
         }
     }
 
     /// Spawns `fut`; `handle` says whether a [`JoinHandle`] will exist.
-    fn spawn_raw<F>(self: &Rc<Self>, fut: F, handle: bool) -> Result<TaskRef, SpawnError>
+    fn spawn_raw<F>(self: &Rc<Self>, fut: F, handle: bool) -> Result<TaskKey, SpawnError>
     where
         F: Future + 'static,
         F::Output: 'static,
@@ -511,13 +545,12 @@ impl Exec {
         self.spawn_boxed(Box::pin(TaskCell::Running { fut }), handle)
     }
 
-    fn spawn_boxed(self: &Rc<Self>, task: BoxTask, handle: bool) -> Result<TaskRef, SpawnError> {
+    fn spawn_boxed(self: &Rc<Self>, task: BoxTask, handle: bool) -> Result<TaskKey, SpawnError> {
         let r = self.slots.borrow_mut().alloc(task, handle);
         match r {
-            Ok((slot, gen)) => {
-                let t = TaskRef::new(self.rt, slot, gen);
-                self.schedule(t);
-                Ok(t)
+            Ok(k) => {
+                self.schedule(k);
+                Ok(k)
             }
             Err((e, task)) => {
                 After {
@@ -532,7 +565,7 @@ impl Exec {
     }
 
     /// Polls task `t` (the call put on the stakker queue by a wake).
-    fn run(self: &Rc<Self>, s: &mut Stakker, t: TaskRef) {
+    fn run(self: &Rc<Self>, s: &mut Stakker, t: TaskKey) {
         let task = {
             let mut slots = self.slots.borrow_mut();
             let Some(slot) = slots.get(t) else { return };
@@ -547,11 +580,14 @@ impl Exec {
         };
         let Some(mut task) = task else { return };
         self.now.set(s.now());
-        let waker = waker::waker(t);
+        let waker = waker::waker(TaskRef::new(self.rt, t.slot, (t.gen as u32) & GEN_MASK));
         let mut cx = Context::from_waker(&waker);
-        let prev = CURRENT.replace(Some(t));
+        let prev = CURRENT.replace(Some((self.rt, t)));
         let res = catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(&mut cx)));
         CURRENT.set(prev);
+        // The panic payload is user data: read it and drop it here, not
+        // inside the slot table borrow.
+        let res = res.map_err(|payload| panic_message(&*payload));
 
         let after = {
             let mut slots = self.slots.borrow_mut();
@@ -566,11 +602,11 @@ impl Exec {
             slot.task = Some(task);
             let end = match res {
                 Ok(Poll::Ready(())) => Some(End::Finished),
-                Err(payload) => Some(End::Panicked(panic_message(&*payload))),
+                Err(msg) => Some(End::Panicked(msg)),
                 Ok(Poll::Pending) => end,
             };
             match end {
-                Some(end) => slots.end(t.slot(), end),
+                Some(end) => slots.end(t.slot, end),
                 None => {
                     if let Some(slot) = slots.get(t) {
                         slot.state = if woken { State::Scheduled } else { State::Idle };
@@ -587,17 +623,17 @@ impl Exec {
     }
 
     /// Aborts task `t` (no-op if it already ended).
-    pub(crate) fn abort(&self, t: TaskRef) {
+    pub(crate) fn abort(&self, t: TaskKey) {
         self.end_task(t, End::Aborted);
     }
 
     /// Ends task `t` with `end` unless it already ended: at once if it is
     /// waiting, right after its poll if it is being polled.
-    fn end_task(&self, t: TaskRef, end: End) {
+    fn end_task(&self, t: TaskKey, end: End) {
         let after = {
             let mut slots = self.slots.borrow_mut();
             match slots.get(t).map(|s| &mut s.state) {
-                Some(State::Idle | State::Scheduled) => slots.end(t.slot(), end),
+                Some(State::Idle | State::Scheduled) => slots.end(t.slot, end),
                 Some(State::Running { end: e, .. }) => {
                     e.get_or_insert(end);
                     After::default()
@@ -608,7 +644,7 @@ impl Exec {
         after.run();
     }
 
-    fn is_finished(&self, t: TaskRef) -> bool {
+    fn is_finished(&self, t: TaskKey) -> bool {
         let mut slots = self.slots.borrow_mut();
         !matches!(
             slots.get(t).map(|s| &s.state),
@@ -616,12 +652,12 @@ impl Exec {
         )
     }
 
-    fn is_live(&self, t: TaskRef) -> bool {
+    fn is_live(&self, t: TaskKey) -> bool {
         !self.is_finished(t)
     }
 
     /// The [`JoinHandle`] of `t` is dropped.
-    fn detach(&self, t: TaskRef) {
+    fn detach(&self, t: TaskKey) {
         let after = {
             let mut slots = self.slots.borrow_mut();
             match slots.get(t) {
@@ -629,7 +665,7 @@ impl Exec {
                     slot.handle = false;
                     slot.joiner = None;
                     if matches!(slot.state, State::Done(_)) {
-                        slots.free(t.slot())
+                        slots.free(t.slot)
                     } else {
                         After::default()
                     }
@@ -643,7 +679,7 @@ impl Exec {
     /// Polls the end of `t` for its [`JoinHandle`].
     fn poll_join<T: 'static>(
         &self,
-        t: TaskRef,
+        t: TaskKey,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, JoinError>> {
         let (end, mut after) = {
@@ -652,16 +688,26 @@ impl Exec {
                 return Poll::Ready(Err(JoinError::RuntimeGone));
             };
             if !matches!(slot.state, State::Done(_)) {
-                match &slot.joiner {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => slot.joiner = Some(cx.waker().clone()),
+                let same = matches!(&slot.joiner, Some(w) if w.will_wake(cx.waker()));
+                if same {
+                    return Poll::Pending;
                 }
+                drop(slots);
+                // Clone (user code for a foreign waker) and drop the old
+                // one outside the borrow.
+                let w = cx.waker().clone();
+                let old = self
+                    .slots
+                    .borrow_mut()
+                    .get(t)
+                    .and_then(|slot| slot.joiner.replace(w));
+                drop(old);
                 return Poll::Pending;
             }
             let State::Done(end) = std::mem::replace(&mut slot.state, State::Idle) else {
                 unreachable!()
             };
-            (end, slots.free(t.slot()))
+            (end, slots.free(t.slot))
         };
         let out = match end {
             End::Finished => {
@@ -686,6 +732,7 @@ impl Exec {
         if self.closed.replace(true) {
             return;
         }
+        self.remote.close();
         // One task at a time, outside the borrow: a task's destructor may
         // abort, join or spawn (refused now) other tasks.
         let mut index = 0;
@@ -695,7 +742,10 @@ impl Exec {
                 let Some(slot) = slots.entries.get(index) else {
                     break;
                 };
-                TaskRef::new(self.rt, index as u32, slot.gen)
+                TaskKey {
+                    slot: index as u32,
+                    gen: slot.gen,
+                }
             };
             self.end_task(t, End::RuntimeGone);
             index += 1;
@@ -866,7 +916,7 @@ impl Spawner {
             then(Err(JoinError::RuntimeGone));
             return AbortHandle {
                 exec: self.exec.clone(),
-                task: TaskRef::new(self.exec.rt, MAX_SLOTS - 1, GEN_MASK),
+                task: TaskKey::NONE,
             };
         }
         let cell = ThenCell {
@@ -899,7 +949,7 @@ impl Spawner {
     }
 
     /// Aborts a task by reference (used by [`TaskSet`]).
-    fn abort(&self, t: TaskRef) {
+    fn abort(&self, t: TaskKey) {
         self.exec.abort(t);
     }
 }
@@ -971,7 +1021,7 @@ where
 
 /// Enables task wakes from other threads on the runtime behind `core`.
 ///
-/// Call it once after `Stakker::set_poll_waker` (stakplane's `Runtime` and
+/// Call it once after `Stakker::set_poll_waker` (an event loop and
 /// [`install_poll_waker`] do). Until then, a task waker woken on another
 /// thread queues the wake and panics with a message saying to do this.
 ///
@@ -995,11 +1045,16 @@ pub fn install_poll_waker(s: &mut Stakker, poll_waker: impl Fn() + Send + Sync +
 }
 
 /// Drops every task of the runtime behind `core` now and refuses new ones
-/// (their handles yield [`JoinError::RuntimeGone`]).
+/// (their handles yield [`JoinError::RuntimeGone`]). Each task is dropped
+/// exactly once.
 ///
-/// Dropping the `Stakker` does this too, but calling it first lets the
-/// tasks' destructors still queue calls to actors (the `Stakker`'s drop
-/// then runs its queue's cleanup). Each task is dropped exactly once.
+/// **Call it, then run the `Stakker` once, before dropping the `Stakker`**
+/// (an event loop that owns the `Stakker` should). Dropping the `Stakker` also drops the
+/// tasks, but only after stakker has cleared its queue: what a task's
+/// destructor queues then is never run. In particular an actor owned by a
+/// task (its `ActorOwn` or `DeviceOwn` in the future) is then never
+/// terminated: its state is not dropped and, for a device, its watchers
+/// are never told.
 pub fn shutdown(core: &mut Core) {
     if let Some(ExecEntry(g)) = core.anymap_try_get::<ExecEntry>() {
         g.0.shutdown();
@@ -1017,7 +1072,7 @@ pub fn shutdown(core: &mut Core) {
 #[must_use = "dropping a JoinHandle detaches the task; use `let _ =` if that is meant"]
 pub struct JoinHandle<T> {
     exec: Rc<Exec>,
-    task: TaskRef,
+    task: TaskKey,
     done: bool,
     _out: PhantomData<fn() -> T>,
 }
@@ -1028,7 +1083,7 @@ static_assertions::assert_not_impl_any!(Spawner: Send, Sync);
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("slot", &self.task.slot())
+            .field("slot", &self.task.slot)
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -1038,7 +1093,7 @@ impl<T> JoinHandle<T> {
     fn gone(exec: Rc<Exec>) -> Self {
         // A reference that matches no slot: polls yield `RuntimeGone`.
         JoinHandle {
-            task: TaskRef::new(exec.rt, MAX_SLOTS - 1, GEN_MASK),
+            task: TaskKey::NONE,
             exec,
             done: false,
             _out: PhantomData,
@@ -1094,13 +1149,13 @@ impl<T> Drop for JoinHandle<T> {
 #[derive(Clone)]
 pub struct AbortHandle {
     exec: Rc<Exec>,
-    task: TaskRef,
+    task: TaskKey,
 }
 
 impl fmt::Debug for AbortHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AbortHandle")
-            .field("slot", &self.task.slot())
+            .field("slot", &self.task.slot)
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -1126,7 +1181,7 @@ impl AbortHandle {
 #[derive(Default)]
 pub struct TaskSet {
     spawner: Option<Spawner>,
-    tasks: Vec<TaskRef>,
+    tasks: Vec<TaskKey>,
 }
 
 impl fmt::Debug for TaskSet {

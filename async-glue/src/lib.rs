@@ -53,7 +53,7 @@
 //! (task finished, slot reused) is ignored. A waker woken on another
 //! thread takes a slow path through a per-runtime queue and stakker's
 //! inter-thread `Waker`; that needs a poll waker on the `Stakker`
-//! (stakplane's `Runtime` installs one; [`WakeSignal`] is a minimal one).
+//! (an event loop installs one; [`WakeSignal`] is a minimal one).
 //! Without it, such a wake panics with a message that says this — a wake
 //! is never lost silently. The waker module is the only `unsafe` code of
 //! this crate.

@@ -9,7 +9,10 @@
 //! the runtime drains the queue on its own thread.
 
 use crate::waker::{TaskRef, MAX_RUNTIMES};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 /// The part of an executor that other threads may touch.
 pub(crate) struct Remote {
@@ -17,16 +20,22 @@ pub(crate) struct Remote {
     pending: Mutex<Vec<TaskRef>>,
     /// stakker's inter-thread waker, once the runtime has a poll waker.
     waker: Mutex<Option<stakker::Waker>>,
+    /// Set when the runtime starts shutting down: wakes are moot then.
+    closing: AtomicBool,
+    /// The runtime's thread.
+    owner: ThreadId,
 }
 
 struct Table {
     entries: Vec<Option<Arc<Remote>>>,
-    free: Vec<u32>,
+    /// Free indices, reused oldest first, so a stale waker of a dropped
+    /// runtime rarely meets a new runtime at its index.
+    free: VecDeque<u32>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     entries: Vec::new(),
-    free: Vec::new(),
+    free: VecDeque::new(),
 });
 
 /// Locks a mutex, ignoring poisoning: nothing here can be left half-updated
@@ -41,9 +50,11 @@ pub(crate) fn register() -> Option<(u32, Arc<Remote>)> {
     let remote = Arc::new(Remote {
         pending: Mutex::new(Vec::new()),
         waker: Mutex::new(None),
+        closing: AtomicBool::new(false),
+        owner: std::thread::current().id(),
     });
     let mut t = lock(&TABLE);
-    let index = match t.free.pop() {
+    let index = match t.free.pop_front() {
         Some(i) => i,
         None => {
             let i = u32::try_from(t.entries.len())
@@ -63,7 +74,7 @@ pub(crate) fn unregister(index: u32) {
         let mut t = lock(&TABLE);
         let old = t.entries.get_mut(index as usize).and_then(Option::take);
         if old.is_some() {
-            t.free.push(index);
+            t.free.push_back(index);
         }
         old
     };
@@ -74,6 +85,11 @@ pub(crate) fn unregister(index: u32) {
 }
 
 impl Remote {
+    /// The runtime is shutting down: from now on wakes are ignored.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
     /// Installs stakker's inter-thread waker and returns the wakes that
     /// were posted before it existed.
     pub(crate) fn enable(&self, waker: stakker::Waker) -> Vec<TaskRef> {
@@ -92,13 +108,16 @@ impl Remote {
     }
 }
 
-/// A wake of `task` on a thread that does not run its runtime.
+/// A wake of `task` on a thread that does not run its runtime (or on its
+/// thread while the thread's executor table is already torn down).
 ///
 /// # Panics
 ///
-/// If the runtime exists but has no cross-thread wake path. The wake is
-/// still queued (so it is delivered if the path is installed later), and
-/// the panic message says how to install one.
+/// On another thread, if the runtime is open but has no cross-thread wake
+/// path. The wake is still queued (so it is delivered if the path is
+/// installed later), and the panic message says how to install one. Never
+/// on the runtime's own thread, and never once the runtime is shutting
+/// down (nothing could be woken then).
 pub(crate) fn wake(task: TaskRef) {
     let remote = lock(&TABLE)
         .entries
@@ -107,6 +126,9 @@ pub(crate) fn wake(task: TaskRef) {
     // No runtime: it was dropped with all its tasks, there is nobody left
     // to wake.
     let Some(remote) = remote else { return };
+    if remote.closing.load(Ordering::SeqCst) {
+        return;
+    }
     let first = {
         let mut pending = lock(&remote.pending);
         pending.push(task);
@@ -118,13 +140,15 @@ pub(crate) fn wake(task: TaskRef) {
         // runtime thread: the others are drained in the same batch.
         Some(w) if first => w.wake(),
         Some(_) => {}
+        None if remote.closing.load(Ordering::SeqCst)
+            || std::thread::current().id() == remote.owner => {}
         None => panic!(
             "stakplane-async: a task's Waker was woken from another thread, but its \
-             runtime has no cross-thread wake path. Run the Stakker under \
-             stakplane's `Runtime`, or give it a poll waker with \
-             `stakplane_async::install_poll_waker` (or call \
-             `stakplane_async::enable_remote_wakes` after `Stakker::set_poll_waker`), \
-             before tasks are woken from other threads"
+             runtime has no cross-thread wake path. Give the Stakker a poll waker \
+             with `stakplane_async::install_poll_waker` or `WakeSignal::install` \
+             (or call `stakplane_async::enable_remote_wakes` after your event \
+             loop's `Stakker::set_poll_waker`) before tasks are woken from other \
+             threads"
         ),
     }
 }

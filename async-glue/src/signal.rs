@@ -4,7 +4,7 @@
 //! stakker needs a *poll waker* before anything can wake the runtime
 //! thread from another thread (stakker's own `Waker`, and task wakers woken
 //! elsewhere, such as by `futures-timer`'s thread or an `async-channel`
-//! sender on another thread). stakplane's `Runtime` installs one on its
+//! sender on another thread). An event loop installs one on its
 //! `mio` poll. Without it, use this: a flag and a condition variable.
 
 use std::sync::{Arc, Condvar, Mutex};

@@ -8,8 +8,10 @@
 //! consumer takes the last queued item, or finds the queue empty, the
 //! stream sends `()` on the `more` `Fwd` (once, until an item arrives): the
 //! producer answers with the next batch of at most `capacity` items, or
-//! `None`. A producer that already has all its data may also just send it,
-//! as long as it never gets more than `capacity` items ahead.
+//! `None`, **sent in one go** from the handler of the request (the
+//! consumer cannot run in between, so it sees the whole batch before it
+//! can ask again). A producer that already has all its data may also just
+//! send it, as long as it never gets more than `capacity` items ahead.
 //!
 //! **Overflow.** An item that arrives while the queue is full is a
 //! producer bug, and is never dropped silently: the queued items are still
@@ -181,7 +183,10 @@ impl<T> fmt::Debug for FwdStreamOrDrop<T> {
 
 /// The consumer is gone: drop the refill request (and what it holds).
 fn consumer_gone<T>(shared: &RefCell<Shared<T>>) {
-    let more = shared.try_borrow_mut().ok().and_then(|mut sh| sh.more.take());
+    let more = shared
+        .try_borrow_mut()
+        .ok()
+        .and_then(|mut sh| sh.more.take());
     drop(more);
 }
 

@@ -97,18 +97,29 @@ impl Sleep {
         matches!(&self.armed, Some((_, a)) if a.fired.get())
     }
 
-    /// Moves the deadline to `deadline` (re-arms if needed).
+    /// Moves the deadline to `deadline`. The task awaiting the sleep is
+    /// woken so that it polls again and arms the new deadline.
     pub fn reset(&mut self, deadline: Instant) {
+        let waiter = self
+            .armed
+            .as_ref()
+            .map(|(_, a)| std::mem::take(&mut *a.waiter.borrow_mut()));
         self.disarm();
         self.when = When::At(deadline);
+        if let Some(w) = waiter {
+            w.wake();
+        }
     }
 
     fn disarm(&mut self) {
         if let Some((exec, armed)) = self.armed.take() {
-            if armed.fired.get() || exec.is_closed() {
+            if armed.fired.get() {
                 return;
             }
             armed.cancelled.set(true);
+            if exec.is_closed() {
+                return;
+            }
             if let Some(key) = armed.key.take() {
                 exec.deferrer().defer(move |s| {
                     s.timer_del(key);
@@ -279,7 +290,7 @@ impl Stream for Interval {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
                 let at = this.sleep.deadline().unwrap_or_else(|| runtime().now());
-                let next = at + this.period;
+                let next = at.checked_add(this.period).unwrap_or(at);
                 this.next = Some(next);
                 this.sleep.reset(next);
                 Poll::Ready(Some(at))

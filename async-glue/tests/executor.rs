@@ -399,3 +399,47 @@ fn task_set_aborts_its_tasks_when_the_owning_actor_stops() {
         "the actor's tasks were aborted with it"
     );
 }
+
+#[test]
+fn a_stale_abort_handle_never_reaches_the_next_task_in_its_slot() {
+    let mut rt = Rt::new();
+    let sp = stakplane_async::spawner(&mut rt.s);
+    let stale = sp.spawn_then(async {}, |_| {});
+    rt.run();
+    assert!(stale.is_finished());
+    // The next task takes the freed slot.
+    let victim = sp.spawn(std::future::pending::<()>());
+    rt.run();
+    stale.abort();
+    assert!(!stale.is_finished() || !victim.is_finished());
+    assert!(
+        !victim.is_finished(),
+        "a stale handle must not abort a later task"
+    );
+    victim.abort();
+    assert!(matches!(joined(victim), Err(JoinError::Aborted)));
+}
+
+thread_local! {
+    static TLS_RT: std::cell::RefCell<Option<stakker::Stakker>> = const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn a_runtime_dropped_at_thread_exit_does_not_panic_on_its_own_wakes() {
+    // The Stakker lives in a thread-local and is dropped during thread
+    // exit, after the executor table; a task waiting on another task's
+    // handle is woken from that teardown. That wake must be ignored, not
+    // mistaken for a foreign-thread wake (which would panic, and abort the
+    // process inside a TLS destructor).
+    let result = std::thread::spawn(|| {
+        let now = std::time::Instant::now();
+        let mut s = stakker::Stakker::new(now);
+        let inner = spawn(&mut s, std::future::pending::<u8>());
+        drop(spawn(&mut s, async move { inner.await.ok() }));
+        s.run(now, false);
+        TLS_RT.with(|t| *t.borrow_mut() = Some(s));
+        7
+    })
+    .join();
+    assert_eq!(result.ok(), Some(7));
+}

@@ -427,3 +427,24 @@ fn a_timer_polled_outside_a_task_panics_saying_it_must_be_inside_a_task() {
         catch_unwind(AssertUnwindSafe(|| interval(secs(1)).next().now_or_never())).unwrap_err();
     assert!(panic_text(&*err).contains("inside a task"));
 }
+
+#[test]
+fn resetting_a_sleep_from_outside_its_task_wakes_the_task_to_arm_the_new_deadline() {
+    let mut rt = Rt::new();
+    let shared = Rc::new(RefCell::new(stakplane_async::sleep(Duration::from_secs(
+        10,
+    ))));
+    let s2 = shared.clone();
+    let h = stakplane_async::spawn(
+        &mut rt.s,
+        std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *s2.borrow_mut()).poll(cx)),
+    );
+    rt.run();
+    let at = rt.now + Duration::from_secs(1);
+    shared.borrow_mut().reset(at);
+    rt.advance(Duration::from_secs(1));
+    assert!(
+        h.is_finished(),
+        "the task re-armed the new, earlier deadline"
+    );
+}

@@ -12,6 +12,7 @@ use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 /// What an end request (shutdown, kill, cascade) needs to reach the task.
@@ -89,6 +90,8 @@ where
     F: Future<Output = Result<(), E>> + 'static,
     E: Error + 'static,
 {
+    // Find (or make) the executor first: failing there leaves nothing behind.
+    let spawner = stakplane_async::spawner(core);
     // The task holds the first reference (as an actor's owner does); the
     // handle takes a second.
     let key = registry::create();
@@ -104,7 +107,7 @@ where
     });
     let control = registry::control(key, || control).into_iter().next();
     let p2 = pending.clone();
-    let abort = stakplane_async::spawner(core).spawn_then(fut, move |end| {
+    let abort = spawner.spawn_then(fut, move |end| {
         let (cause, delivered) = match end {
             Ok(Ok(())) => (Cause::Stopped, true),
             Ok(Err(e)) => (Cause::Error(Rc::new(e)), true),
@@ -122,9 +125,16 @@ where
         };
         // Drop the abort handle first: it points back at the runtime.
         drop(p2.abort.borrow_mut().take());
-        registry::died_as(key, cause, delivered);
+        // A raw watcher that panics is resumed by the registry after every
+        // watcher was told; release the task's reference first either way.
+        let told = catch_unwind(AssertUnwindSafe(|| {
+            registry::died_as(key, cause, delivered)
+        }));
         drop(control);
         registry::release(key);
+        if let Err(panic) = told {
+            resume_unwind(panic);
+        }
     });
     if !abort.is_finished() {
         *pending.abort.borrow_mut() = Some(abort.clone());
