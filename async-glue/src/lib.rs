@@ -67,6 +67,20 @@
 //! - *drop the task* (`_or_drop`): the task awaiting the pipe is ended at
 //!   that `.await`, its [`JoinHandle`] yields [`JoinError::Failed`].
 //!
+//! ## `Fwd` → `Stream`: flow control, overflow, failure
+//!
+//! [`fwd_to_stream`] gives the producer a `Fwd<Option<T>>`: `Some(item)`
+//! any number of times, then `None` to end. The queue holds at most
+//! `capacity` items. When the consumer has taken everything queued, the
+//! stream sends `()` on `more` (once, until an item arrives); the producer
+//! answers with at most `capacity` items **in one go** (from the request's
+//! handler), or `None`. An item that arrives while the queue is full is an
+//! overflow, never dropped silently: the queued items are delivered, then
+//! [`ActorFail::Overflow`], then the end; the excess is discarded. If every
+//! `Fwd` clone is dropped before `None`, the queued items come first, then
+//! [`ActorFail::Dropped`] (or, for [`fwd_to_stream_or_drop`], the end of the
+//! task), then the end.
+//!
 //! ## Which async crates run here
 //!
 //! Anything executor-independent: crates that only use `std::task::Waker`

@@ -261,8 +261,8 @@ fn pipe<T: 'static>(capacity: usize, more: Fwd<()>) -> (Rc<RefCell<Shared<T>>>, 
     (shared, fwd)
 }
 
-/// A `Fwd` → `Stream` pipe, pass-the-error style; see the [module
-/// docs](self) for flow control, overflow and failure.
+/// A `Fwd` → `Stream` pipe, pass-the-error style. Flow control, overflow
+/// and failure: the producer answers each `()` on `more` with at most `capacity` items in one go, then `None` at the end; see [`FwdStream`].
 ///
 /// `capacity` (at least 1) bounds the queue; `more` receives `()` each time
 /// the consumer wants a refill (pass `stakker::fwd_nop!()` if the producer
