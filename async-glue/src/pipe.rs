@@ -275,14 +275,13 @@ pub fn future_pull_with_cause<T: 'static, F: FnOnce(Ret<T>), C: CauseOf>(
 /// [`future_pull_or_drop`].
 #[must_use = "futures do nothing unless awaited; the request is sent at the first poll"]
 pub struct PullOrDrop<T, F> {
-    request: Option<F>,
-    fut: Option<RetFutureOrDrop<T>>,
+    inner: Pull<T, F>,
 }
 
 impl<T, F> fmt::Debug for PullOrDrop<T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PullOrDrop")
-            .field("sent", &self.request.is_none())
+            .field("sent", &self.inner.request.is_none())
             .finish()
     }
 }
@@ -293,14 +292,10 @@ impl<T: 'static, F: FnOnce(Ret<T>)> Future for PullOrDrop<T, F> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        if let Some(request) = self.request.take() {
-            let (fut, ret) = ret_to_future_or_drop();
-            self.fut = Some(fut);
-            request(ret);
-        }
-        match &mut self.fut {
-            Some(fut) => Pin::new(fut).poll(cx),
-            None => unreachable!("pull pipe without a future after its request"),
+        match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Ok(v)) => Poll::Ready(v),
+            Poll::Ready(Err(fail)) => drop_task(fail),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -309,7 +304,6 @@ impl<T: 'static, F: FnOnce(Ret<T>)> Future for PullOrDrop<T, F> {
 /// yields `T` and a dropped `Ret` ends the awaiting task.
 pub fn future_pull_or_drop<T: 'static, F: FnOnce(Ret<T>)>(request: F) -> PullOrDrop<T, F> {
     PullOrDrop {
-        request: Some(request),
-        fut: None,
+        inner: future_pull(request),
     }
 }

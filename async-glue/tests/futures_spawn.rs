@@ -23,5 +23,8 @@ fn spawner_implements_the_futures_spawn_traits() {
     assert_eq!(ran.get(), 1);
     assert_eq!(out.get(), 42);
     stakplane_async::shutdown(&mut rt.s);
-    assert!(sp.spawn_local(async {}).is_err(), "a shut-down runtime refuses");
+    assert!(
+        sp.spawn_local(async {}).is_err(),
+        "a shut-down runtime refuses"
+    );
 }
