@@ -190,15 +190,16 @@ where
 
 type BoxTask = Pin<Box<dyn Erased>>;
 
-/// How a task ended.
+/// How a task ended. Kept two words wide: the rare ends with a payload
+/// are boxed, so the slot state stays small on the hot path.
 #[derive(Clone)]
 enum End {
     /// Completed; the output is in the task box.
     Finished,
-    Panicked(Rc<str>),
     Aborted,
-    Failed(ActorFail),
     RuntimeGone,
+    /// Panicked or failed: the error for the handle.
+    Error(Box<JoinError>),
 }
 
 enum State {
@@ -269,10 +270,9 @@ impl End {
     fn to_error(&self) -> Option<JoinError> {
         match self {
             End::Finished => None,
-            End::Panicked(m) => Some(JoinError::Panicked(m.clone())),
             End::Aborted => Some(JoinError::Aborted),
-            End::Failed(e) => Some(JoinError::Failed(e.clone())),
             End::RuntimeGone => Some(JoinError::RuntimeGone),
+            End::Error(e) => Some((**e).clone()),
         }
     }
 }
@@ -449,7 +449,7 @@ pub(crate) fn fail_current(fail: ActorFail) -> bool {
         Some((exec, t)) => {
             let mut slots = exec.slots.borrow_mut();
             if let Some(State::Running { end, .. }) = slots.get(t).map(|s| &mut s.state) {
-                end.get_or_insert(End::Failed(fail));
+                end.get_or_insert(End::Error(Box::new(JoinError::Failed(fail))));
             }
             true
         }
@@ -594,6 +594,15 @@ impl Exec {
             let Some(slot) = slots.get(t) else {
                 unreachable!("a polled task's slot was freed")
             };
+            if let (Ok(Poll::Ready(())), false) = (&res, slot.handle) {
+                // The common end: completed with no handle to report to.
+                // Free the slot; drop the box (the output) after the borrow.
+                let mut after = slots.free(t.slot);
+                after.drop_task = Some(task);
+                drop(slots);
+                after.run();
+                return;
+            }
             let State::Running { woken, end } =
                 std::mem::replace(&mut slot.state, State::Scheduled)
             else {
@@ -602,7 +611,7 @@ impl Exec {
             slot.task = Some(task);
             let end = match res {
                 Ok(Poll::Ready(())) => Some(End::Finished),
-                Err(msg) => Some(End::Panicked(msg)),
+                Err(msg) => Some(End::Error(Box::new(JoinError::Panicked(msg)))),
                 Ok(Poll::Pending) => end,
             };
             match end {
@@ -717,10 +726,9 @@ impl Exec {
                 }
                 out.ok_or(JoinError::RuntimeGone)
             }
-            End::Panicked(m) => Err(JoinError::Panicked(m)),
             End::Aborted => Err(JoinError::Aborted),
-            End::Failed(e) => Err(JoinError::Failed(e)),
             End::RuntimeGone => Err(JoinError::RuntimeGone),
+            End::Error(e) => Err(*e),
         };
         after.wake = None;
         after.run();
@@ -1078,6 +1086,7 @@ pub struct JoinHandle<T> {
 }
 
 static_assertions::assert_not_impl_any!(JoinHandle<()>: Send, Sync);
+static_assertions::assert_eq_size!(End, [usize; 2]);
 static_assertions::assert_not_impl_any!(Spawner: Send, Sync);
 
 impl<T> fmt::Debug for JoinHandle<T> {
