@@ -8,9 +8,12 @@
 //! valgrind --tool=callgrind target/release/deps/counts-* create_drop/stakker
 //! ```
 //!
-//! Divide the totals by the iteration count (100,000) and compare. Run
-//! without an argument (as `cargo bench` does), it runs every scenario
-//! once briefly, so the file stays compiled and working.
+//! Divide the totals by 100,000 and compare: device scenarios run 100,000
+//! times; the async ones (`spawn_trivial/*`, `channel_pingpong/*`) run 100
+//! batches of 1,000 tasks or round trips, the same 100,000 units, so that
+//! each executor is entered per batch as in `benches/glue.rs`. Run without
+//! an argument (as `cargo bench` does), it runs every scenario once
+//! briefly, so the file stays compiled and working.
 
 use stakplane::prelude::*;
 use std::hint::black_box;
@@ -38,16 +41,60 @@ impl Watcher {
 
 type Scenario = fn(&mut Stakker, Instant);
 
-const SCENARIOS: [(&str, Scenario); 4] = [
-    ("create_drop/stakplane", |s, now| {
+/// A device scenario is one unit of work per call; an async one is
+/// `BATCH` units.
+enum Unit {
+    One,
+    Batch,
+}
+
+/// Units of work per call of an async scenario.
+const BATCH: u64 = 1_000;
+
+thread_local! {
+    static POOL: std::cell::RefCell<futures::executor::LocalPool> =
+        std::cell::RefCell::new(futures::executor::LocalPool::new());
+    static TOKIO: std::cell::RefCell<(tokio::runtime::Runtime, tokio::task::LocalSet)> =
+        std::cell::RefCell::new((
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("tokio runtime"),
+            tokio::task::LocalSet::new(),
+        ));
+}
+
+/// `BATCH` ping-pong round trips over async-channel on the stakplane
+/// executor.
+fn pingpong_stakplane(s: &mut Stakker, now: Instant) {
+    let (tx1, rx1) = async_channel::bounded::<u64>(1);
+    let (tx2, rx2) = async_channel::bounded::<u64>(1);
+    let sp = stakplane::task::spawner(s);
+    sp.spawn_detached(async move {
+        for i in 0..BATCH {
+            tx1.send(i).await.expect("pong alive");
+            black_box(rx2.recv().await.expect("pong replies"));
+        }
+    });
+    sp.spawn_detached(async move {
+        while let Ok(x) = rx1.recv().await {
+            if tx2.send(x + 1).await.is_err() {
+                break;
+            }
+        }
+    });
+    s.run(now, false);
+}
+
+const SCENARIOS: [(&str, Unit, Scenario); 8] = [
+    ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
     }),
-    ("create_drop/stakker", |s, now| {
+    ("create_drop/stakker", Unit::One, |s, now| {
         drop(black_box(stakker::actor!(s, Plain::init(), ret_nop!())));
         s.run(now, false);
     }),
-    ("monitor_drop_notify/stakplane", |s, now| {
+    ("monitor_drop_notify/stakplane", Unit::One, |s, now| {
         let watcher = device!(s, Watcher::init());
         let watched = device!(s, Plain::init());
         let _ = watched.monitor(ret_some_to!([watcher], down() as (Down)));
@@ -56,7 +103,7 @@ const SCENARIOS: [(&str, Scenario); 4] = [
         drop(watcher);
         s.run(now, false);
     }),
-    ("monitor_drop_notify/stakker", |s, now| {
+    ("monitor_drop_notify/stakker", Unit::One, |s, now| {
         let watcher = stakker::actor!(s, Watcher::init(), ret_nop!());
         let notify = stakker::ret_some_to!([watcher], stopped() as (StopCause));
         drop(stakker::actor!(s, Plain::init(), notify));
@@ -64,6 +111,40 @@ const SCENARIOS: [(&str, Scenario); 4] = [
         drop(watcher);
         s.run(now, false);
     }),
+    ("spawn_trivial/stakplane", Unit::Batch, |s, now| {
+        let sp = stakplane::task::spawner(s);
+        for _ in 0..BATCH {
+            sp.spawn_detached(async {});
+        }
+        s.run(now, false);
+    }),
+    ("spawn_trivial/futures-localpool", Unit::Batch, |_, _| {
+        use futures::task::LocalSpawnExt;
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let sp = pool.spawner();
+            for _ in 0..BATCH {
+                sp.spawn_local(async {}).expect("spawn_local");
+            }
+            pool.run_until_stalled();
+        });
+    }),
+    ("spawn_trivial/tokio-localset", Unit::Batch, |_, _| {
+        TOKIO.with(|t| {
+            let (rt, local) = &mut *t.borrow_mut();
+            for _ in 0..BATCH {
+                drop(local.spawn_local(async {}));
+            }
+            // As in benches/glue.rs: the LocalSet completes when all its
+            // tasks have.
+            rt.block_on(&mut *local);
+        });
+    }),
+    (
+        "channel_pingpong/stakplane",
+        Unit::Batch,
+        pingpong_stakplane,
+    ),
 ];
 
 fn main() {
@@ -71,21 +152,25 @@ fn main() {
     let mut s = Stakker::new(now);
     let which = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let Some(name) = which else {
-        for (_, scenario) in SCENARIOS {
-            for _ in 0..1_000 {
+        for (_, _, scenario) in SCENARIOS {
+            for _ in 0..10 {
                 scenario(&mut s, now);
             }
         }
         return;
     };
-    let Some((_, scenario)) = SCENARIOS.iter().find(|(n, _)| *n == name) else {
+    let Some((_, unit, scenario)) = SCENARIOS.iter().find(|(n, _, _)| *n == name) else {
         eprintln!("unknown scenario {name:?}; one of:");
-        for (n, _) in SCENARIOS {
+        for (n, _, _) in SCENARIOS {
             eprintln!("  {n}");
         }
         std::process::exit(2);
     };
-    for _ in 0..100_000 {
+    let calls = match unit {
+        Unit::One => 100_000,
+        Unit::Batch => 100_000 / BATCH,
+    };
+    for _ in 0..calls {
         scenario(&mut s, now);
     }
 }
