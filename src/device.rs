@@ -85,12 +85,8 @@ impl<A: 'static> Control for ActorControl<A> {
         });
     }
 
-    fn set_trap(&self, trap: Option<Fwd<Down>>) -> Option<Fwd<Down>> {
-        self.trap.replace(trap)
-    }
-
-    fn trap(&self) -> Option<Fwd<Down>> {
-        self.trap.borrow().clone()
+    fn trap_slot(&self) -> &RefCell<Option<Fwd<Down>>> {
+        &self.trap
     }
 }
 

@@ -168,11 +168,5 @@ fn fail_with_panic<A>(cx: &mut Cx<'_, A>, payload: Box<dyn Any + Send>) {
 /// The message of a panic payload: the `&str` or `String` given to
 /// `panic!`, or a placeholder for any other payload type.
 pub fn panic_message(payload: Box<dyn Any + Send>) -> Rc<str> {
-    match payload.downcast::<String>() {
-        Ok(s) => Rc::from(s.as_str()),
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => Rc::from(*s),
-            Err(_) => Rc::from("(panic payload is not a string)"),
-        },
-    }
+    crate::task::panic_message(&*payload)
 }

@@ -431,11 +431,6 @@ pub(crate) fn wake(task: TaskRef) {
     }
 }
 
-/// Schedules `task` directly (glue-internal wakes on the runtime thread).
-pub(crate) fn wake_direct(task: TaskRef) {
-    wake(task);
-}
-
 /// The task being polled on this thread and its executor.
 pub(crate) fn current() -> Option<(Rc<Exec>, TaskKey)> {
     let (rt, k) = CURRENT.try_with(Cell::get).ok().flatten()?;
@@ -445,16 +440,22 @@ pub(crate) fn current() -> Option<(Rc<Exec>, TaskKey)> {
 /// Ends the current task with `fail` once its poll returns (the
 /// drop-the-task failure style). Returns `false` outside a task.
 pub(crate) fn fail_current(fail: ActorFail) -> bool {
-    match current() {
-        Some((exec, t)) => {
-            let mut slots = exec.slots.borrow_mut();
-            if let Some(State::Running { end, .. }) = slots.get(t).map(|s| &mut s.state) {
-                end.get_or_insert(End::Error(Box::new(JoinError::Failed(fail))));
-            }
-            true
-        }
-        None => false,
+    let Some((exec, t)) = current() else {
+        return false;
+    };
+    let mut fail = Some(fail);
+    if let Some(State::Running {
+        end: end @ None, ..
+    }) = exec.slots.borrow_mut().get(t).map(|s| &mut s.state)
+    {
+        *end = fail
+            .take()
+            .map(|f| End::Error(Box::new(JoinError::Failed(f))));
     }
+    // An end already set wins; the unused failure (it may hold the actor's
+    // cause) is dropped here, outside the borrow.
+    drop(fail);
+    true
 }
 
 /// Owns a runtime's executor from stakker's `anymap`: when the `Stakker`
@@ -661,27 +662,26 @@ impl Exec {
         )
     }
 
-    fn is_live(&self, t: TaskKey) -> bool {
-        !self.is_finished(t)
-    }
-
     /// The [`JoinHandle`] of `t` is dropped.
     fn detach(&self, t: TaskKey) {
-        let after = {
+        let (after, joiner) = {
             let mut slots = self.slots.borrow_mut();
             match slots.get(t) {
                 Some(slot) => {
                     slot.handle = false;
-                    slot.joiner = None;
+                    let joiner = slot.joiner.take();
                     if matches!(slot.state, State::Done(_)) {
-                        slots.free(t.slot)
+                        (slots.free(t.slot), joiner)
                     } else {
-                        After::default()
+                        (After::default(), joiner)
                     }
                 }
-                None => After::default(),
+                None => (After::default(), None),
             }
         };
+        // The joiner may be a foreign waker: dropped outside the borrow,
+        // and not woken (nobody awaits a dropped handle).
+        drop(joiner);
         after.run();
     }
 
@@ -785,14 +785,17 @@ impl Exec {
     }
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Rc<str> {
+/// The message of a panic payload: the `&str` or `String` given to
+/// `panic!`, or a placeholder for any other payload type. This is the text
+/// of [`JoinError::Panicked`] (and of stakplane's `Cause::Panic`). Cost: one
+/// allocation for the `Rc<str>`.
+pub fn panic_message(payload: &(dyn Any + Send)) -> Rc<str> {
     if let Some(s) = payload.downcast_ref::<&str>() {
         Rc::from(*s)
     } else if let Some(s) = payload.downcast_ref::<String>() {
         Rc::from(s.as_str())
     } else {
-        Rc::from("non-string panic payload")
+        Rc::from("(panic payload is not a string)")
     }
 }
 
@@ -1229,7 +1232,7 @@ impl TaskSet {
         };
         let h = spawner.spawn(fut);
         if self.tasks.len() >= 16 && self.tasks.len() == self.tasks.capacity() {
-            self.tasks.retain(|t| spawner.exec.is_live(*t));
+            self.tasks.retain(|t| !spawner.exec.is_finished(*t));
         }
         self.tasks.push(h.task);
         h
@@ -1238,7 +1241,11 @@ impl TaskSet {
     /// The number of tasks of the set still running.
     pub fn len(&self) -> usize {
         match &self.spawner {
-            Some(s) => self.tasks.iter().filter(|t| s.exec.is_live(**t)).count(),
+            Some(s) => self
+                .tasks
+                .iter()
+                .filter(|t| !s.exec.is_finished(**t))
+                .count(),
             None => 0,
         }
     }

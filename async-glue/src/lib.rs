@@ -107,8 +107,9 @@ mod time;
 mod waker;
 
 pub use exec::{
-    enable_remote_wakes, install_poll_waker, shutdown, spawn, spawn_local, spawn_ret, spawner,
-    try_spawn_local, try_spawner, AbortHandle, JoinError, JoinHandle, SpawnError, Spawner, TaskSet,
+    enable_remote_wakes, install_poll_waker, panic_message, shutdown, spawn, spawn_local,
+    spawn_ret, spawner, try_spawn_local, try_spawner, AbortHandle, JoinError, JoinHandle,
+    SpawnError, Spawner, TaskSet,
 };
 pub use fail::{ActorFail, CauseOf, FailCause};
 pub use pipe::{

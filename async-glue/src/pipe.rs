@@ -56,7 +56,8 @@ impl Waiter {
     pub(crate) fn wake(self) {
         match self {
             Waiter::None => {}
-            Waiter::Task(t) => exec::wake_direct(t),
+            // Straight to the executor, not through a `Waker`.
+            Waiter::Task(t) => exec::wake(t),
             Waiter::Other(w) => w.wake(),
         }
     }
@@ -160,7 +161,7 @@ impl<T, C: CauseOf> Future for RetFuture<T, C> {
 /// by [`ret_to_future_or_drop`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct RetFutureOrDrop<T> {
-    shared: Rc<RefCell<Shared<T>>>,
+    inner: RetFuture<T>,
 }
 
 impl<T> fmt::Debug for RetFutureOrDrop<T> {
@@ -174,11 +175,11 @@ impl<T> Unpin for RetFutureOrDrop<T> {}
 impl<T> Future for RetFutureOrDrop<T> {
     type Output = T;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match poll_shared(&self.shared, cx) {
-            Some(Ok(v)) => Poll::Ready(v),
-            Some(Err(())) => drop_task(ActorFail::dropped()),
-            None => Poll::Pending,
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Ok(v)) => Poll::Ready(v),
+            Poll::Ready(Err(fail)) => drop_task(fail),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -215,8 +216,8 @@ pub fn ret_to_future_with_cause<T: 'static, C: CauseOf>(cause: C) -> (RetFuture<
 /// dropped unfired, the task awaiting the future is ended with
 /// [`JoinError::Failed`](crate::JoinError::Failed).
 pub fn ret_to_future_or_drop<T: 'static>() -> (RetFutureOrDrop<T>, Ret<T>) {
-    let (shared, ret) = pipe();
-    (RetFutureOrDrop { shared }, ret)
+    let (inner, ret) = ret_to_future();
+    (RetFutureOrDrop { inner }, ret)
 }
 
 /// The future of a pull pipe: sends its request at the first poll, then

@@ -162,7 +162,7 @@ pub struct FwdStream<T, C: CauseOf = ()> {
 /// that polls the stream. Made by [`fwd_to_stream_or_drop`].
 #[must_use = "streams do nothing unless polled"]
 pub struct FwdStreamOrDrop<T> {
-    shared: Rc<RefCell<Shared<T>>>,
+    inner: FwdStream<T>,
 }
 
 impl<T, C: CauseOf> fmt::Debug for FwdStream<T, C> {
@@ -176,7 +176,7 @@ impl<T, C: CauseOf> fmt::Debug for FwdStream<T, C> {
 impl<T> fmt::Debug for FwdStreamOrDrop<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FwdStreamOrDrop")
-            .field("queued", &self.shared.borrow().queue.len())
+            .field("queued", &self.inner.shared.borrow().queue.len())
             .finish()
     }
 }
@@ -191,12 +191,6 @@ fn consumer_gone<T>(shared: &RefCell<Shared<T>>) {
 }
 
 impl<T, C: CauseOf> Drop for FwdStream<T, C> {
-    fn drop(&mut self) {
-        consumer_gone(&self.shared);
-    }
-}
-
-impl<T> Drop for FwdStreamOrDrop<T> {
     fn drop(&mut self) {
         consumer_gone(&self.shared);
     }
@@ -230,17 +224,17 @@ impl<T, C: CauseOf> Stream for FwdStream<T, C> {
 impl<T> Stream for FwdStreamOrDrop<T> {
     type Item = T;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match poll_next(&self.shared, cx) {
-            Next::Item(v) => Poll::Ready(Some(v)),
-            Next::Fail(e) => drop_task(e),
-            Next::End => Poll::Ready(None),
-            Next::Pending => Poll::Pending,
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(v))) => Poll::Ready(Some(v)),
+            Poll::Ready(Some(Err(fail))) => drop_task(fail),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.shared.borrow().queue.len(), None)
+        self.inner.size_hint()
     }
 }
 
@@ -261,8 +255,10 @@ fn pipe<T: 'static>(capacity: usize, more: Fwd<()>) -> (Rc<RefCell<Shared<T>>>, 
     (shared, fwd)
 }
 
-/// A `Fwd` → `Stream` pipe, pass-the-error style. Flow control, overflow
-/// and failure: the producer answers each `()` on `more` with at most `capacity` items in one go, then `None` at the end; see [`FwdStream`].
+/// A `Fwd` → `Stream` pipe, pass-the-error style. The producer answers
+/// each `()` on `more` with at most `capacity` items in one go, and sends
+/// `None` at the end; the crate docs state the flow-control, overflow and
+/// failure rules. Cost: two allocations (the shared queue and the `Fwd`).
 ///
 /// `capacity` (at least 1) bounds the queue; `more` receives `()` each time
 /// the consumer wants a refill (pass `stakker::fwd_nop!()` if the producer
@@ -287,8 +283,8 @@ pub fn fwd_to_stream_or_drop<T: 'static>(
     capacity: usize,
     more: Fwd<()>,
 ) -> (FwdStreamOrDrop<T>, Fwd<Option<T>>) {
-    let (shared, fwd) = pipe(capacity, more);
-    (FwdStreamOrDrop { shared }, fwd)
+    let (inner, fwd) = fwd_to_stream(capacity, more);
+    (FwdStreamOrDrop { inner }, fwd)
 }
 
 pin_project_lite::pin_project! {

@@ -242,14 +242,13 @@ impl<F: Future> Future for Timeout<F> {
 pub struct Interval {
     period: Duration,
     sleep: Sleep,
-    next: Option<Instant>,
 }
 
 impl fmt::Debug for Interval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Interval")
             .field("period", &self.period)
-            .field("next", &self.next)
+            .field("next", &self.sleep.deadline())
             .finish()
     }
 }
@@ -263,7 +262,6 @@ pub fn interval(period: Duration) -> Interval {
     Interval {
         period,
         sleep: sleep(period),
-        next: None,
     }
 }
 
@@ -291,7 +289,6 @@ impl Stream for Interval {
             Poll::Ready(()) => {
                 let at = this.sleep.deadline().unwrap_or_else(|| runtime().now());
                 let next = at.checked_add(this.period).unwrap_or(at);
-                this.next = Some(next);
                 this.sleep.reset(next);
                 Poll::Ready(Some(at))
             }

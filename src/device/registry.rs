@@ -47,9 +47,15 @@ pub(crate) trait Control {
     /// here, with the owners, not in the registry: a handler that holds
     /// the device's own actor (the usual `fwd_to!([dev], ...)`) must not
     /// make the registry keep that actor alive.
-    fn set_trap(&self, trap: Option<Fwd<Down>>) -> Option<Fwd<Down>>;
+    fn set_trap(&self, trap: Option<Fwd<Down>>) -> Option<Fwd<Down>> {
+        self.trap_slot().replace(trap)
+    }
     /// A clone of the trap handler, if any.
-    fn trap(&self) -> Option<Fwd<Down>>;
+    fn trap(&self) -> Option<Fwd<Down>> {
+        self.trap_slot().borrow().clone()
+    }
+    /// Where the controller keeps the trap handler.
+    fn trap_slot(&self) -> &std::cell::RefCell<Option<Fwd<Down>>>;
 }
 
 /// Where a device lives in the registry.
