@@ -44,7 +44,9 @@
 //! | [`device`](mod@device) | [`DeviceOwn`] (owning handle), [`Line`] (weak handle), [`DeviceRef`] (monitor, link, trap, shutdown, kill), [`MonitorRef`] |
 //! | [`guard`] | panic containment: what the macros expand to |
 //! | [`macros`] | [`call!`], [`ret_to!`], [`ret_some_to!`], [`fwd_to!`], [`after!`], [`at!`], [`device!`], [`device_new!`] |
-//! | [`task`] | the async/await bridge (crate `stakplane-async`; placeholder for now) |
+//! | [`task`] | the async/await bridge (crate `stakplane-async`): spawn, `Ret`/`Fwd` pipes, `ask!`, timers |
+//! | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown |
+//! | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) |
 //! | [`prelude`] | everything above plus the stakker items actors need |
 //!
 //! The semantics (who is notified of what, when, exactly once, what a
@@ -66,6 +68,8 @@ pub mod cause;
 pub mod device;
 pub mod guard;
 pub mod macros;
+pub mod net;
+pub mod rt;
 
 /// The async/await bridge (package `stakplane-async`).
 pub use stakplane_async as task;

@@ -135,6 +135,8 @@ struct Registry {
     next_id: u64,
     id_end: u64,
     next_token: u64,
+    /// Devices not yet dead.
+    live: usize,
 }
 
 /// Ids are taken from this process-wide counter in blocks, so each thread
@@ -152,6 +154,7 @@ thread_local! {
             next_id: 0,
             id_end: 0,
             next_token: 1,
+            live: 0,
         })
     };
 }
@@ -379,6 +382,7 @@ pub(crate) fn create() -> Key {
         }
         let id = id_from(r.next_id);
         r.next_id += 1;
+        r.live += 1;
         let slot = index(r.slots.insert(Slot {
             id,
             refs: 1,
@@ -633,6 +637,7 @@ pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
         }
         slot.dead = true;
         let (refs, record) = (slot.refs, slot.record);
+        r.live -= 1;
         if record == NIL {
             // Never observed: nobody to tell. Keep the cause only if a
             // handle is left to ask.
@@ -741,6 +746,8 @@ pub struct RegistryStats {
     /// Watcher nodes: monitors and link directions not yet delivered or
     /// cancelled.
     pub watchers: usize,
+    /// Devices not yet dead (every runtime of the thread).
+    pub live: usize,
 }
 
 /// The calling thread's [`RegistryStats`].
@@ -749,5 +756,31 @@ pub fn registry_stats() -> RegistryStats {
         devices: r.slots.len(),
         records: r.records.len(),
         watchers: r.nodes.len(),
+        live: r.live,
     })
+}
+
+/// The controllers of every live device of the thread that has one (it
+/// was linked, trapped, named by a `Line` or given more than one owner),
+/// newest device first: the order of an orderly shutdown. Devices without
+/// a controller are ended by their owners.
+pub(crate) fn live_controls_newest_first() -> Vec<Rc<dyn Control>> {
+    let mut found = with(Vec::new(), |r| {
+        let mut found = Vec::new();
+        for (_, slot) in r.slots.iter() {
+            if slot.dead || slot.record == NIL {
+                continue;
+            }
+            let control = r.records[slot.record as usize]
+                .control
+                .as_ref()
+                .and_then(Weak::upgrade);
+            if let Some(control) = control {
+                found.push((slot.id, control));
+            }
+        }
+        found
+    });
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.into_iter().map(|(_, control)| control).collect()
 }

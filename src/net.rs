@@ -1,0 +1,257 @@
+//! Sockets on the runtime's poll: TCP and UDP, each in two styles.
+//!
+//! * **Async style** — [`TcpStream`] implements `futures_io`'s
+//!   [`AsyncRead`](futures_io::AsyncRead), [`AsyncWrite`](futures_io::AsyncWrite)
+//!   and [`AsyncBufRead`](futures_io::AsyncBufRead); [`TcpListener`]
+//!   accepts with [`accept`](TcpListener::accept) or as a
+//!   [`Stream`](futures_core::Stream) ([`TcpListener::incoming`]);
+//!   [`UdpSocket`] has `send_to`/`recv_from` futures. Use them from tasks
+//!   ([`stakplane::task`](crate::task)), and hand them to async crates
+//!   (hyper, through a small adapter; see `examples/http_hello.rs`).
+//! * **Push style** — for actors: a socket's data and state changes
+//!   arrive through a `Fwd`, writes are buffered up to a bound and the
+//!   actor is told when the buffer drains (see the push types in this
+//!   module).
+//!
+//! Every net handle needs the runtime's [`Io`], from
+//! [`Runtime::io`](crate::rt::Runtime::io) or [`Io::of`] on a `Core`.
+//!
+//! ## Rules
+//!
+//! * Readiness is edge-triggered and handled as such: every operation
+//!   runs until the OS reports `WouldBlock` before waiting again.
+//! * Every OS error reaches the caller: as a [`NetError`] (push style,
+//!   constructors) or an [`io::Error`] (the `futures_io` traits, whose
+//!   signature fixes it; our own failures are wrapped in it as a
+//!   `NetError`, see [`NetError::from_io`]).
+//! * Deregistration errors are returned by `close` and, when a handle is
+//!   dropped, logged as a `tracing` warning and counted in
+//!   [`RuntimeStats::deregister_errors`](crate::rt::RuntimeStats::deregister_errors).
+//! * A handle owns its socket: dropping it closes the socket, so a socket
+//!   in an actor's state closes when the actor dies. The runtime's
+//!   shutdown closes the sockets still open; later calls fail with
+//!   [`NetError::Closed`].
+//! * Writing to a socket the peer closed returns an error (`EPIPE` or
+//!   `ECONNRESET`); it never kills the process with SIGPIPE (Rust
+//!   programs ignore SIGPIPE, and the runtime never restores it).
+//! * Accepting when the process is out of file descriptors (`EMFILE`,
+//!   `ENFILE`, `ENOBUFS`, `ENOMEM`) reports the error and backs off
+//!   (10 ms doubling to 1 s) instead of spinning; established connections
+//!   keep being served.
+
+mod cell;
+mod tcp;
+mod udp;
+
+pub(crate) use cell::{Dir, IoCell, Plain};
+pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+
+use crate::rt::Reactor;
+use stakker::Core;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// The runtime's socket registry, needed to create net handles.
+/// Cheap to clone (an `Rc`); not `Send`.
+#[derive(Clone, Debug)]
+pub struct Io {
+    pub(crate) reactor: Reactor,
+}
+
+impl Io {
+    /// The `Io` of the [`Runtime`](crate::rt::Runtime) driving `core`.
+    ///
+    /// # Errors
+    /// [`NetError::NoRuntime`] if `core`'s `Stakker` is not driven by a
+    /// `Runtime` (a hand-driven `Stakker` has no poll).
+    pub fn of(core: &mut Core) -> Result<Io, NetError> {
+        core.anymap_try_get::<Reactor>()
+            .map(|reactor| Io { reactor })
+            .ok_or(NetError::NoRuntime)
+    }
+
+    /// True once the runtime has shut its sockets down.
+    pub fn is_closed(&self) -> bool {
+        self.reactor.is_closed()
+    }
+}
+
+/// What a socket operation was doing when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// Binding a listener or socket.
+    Bind,
+    /// Connecting.
+    Connect,
+    /// Accepting a connection.
+    Accept,
+    /// Reading or receiving.
+    Read,
+    /// Writing or sending.
+    Write,
+    /// Shutting down a direction of a connection.
+    Shutdown,
+    /// Registering with the poll (or changing the registration).
+    Register,
+    /// Deregistering from the poll.
+    Deregister,
+    /// Reading or setting a socket option or address.
+    Option,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Bind => "bind",
+            Op::Connect => "connect",
+            Op::Accept => "accept",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Shutdown => "shutdown",
+            Op::Register => "register",
+            Op::Deregister => "deregister",
+            Op::Option => "socket option",
+        })
+    }
+}
+
+/// A failed socket operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The `Core` is not driven by a [`Runtime`](crate::rt::Runtime).
+    NoRuntime,
+    /// The socket was closed (by `close`, or by the runtime's shutdown).
+    Closed,
+    /// The write buffer is full (push style): `capacity` bytes are
+    /// waiting; wait for the drain notice.
+    Full {
+        /// The buffer's bound, in bytes.
+        capacity: usize,
+    },
+    /// The OS refused `op`.
+    Io {
+        /// What was being done.
+        op: Op,
+        /// The OS error (its `kind()` and `raw_os_error()` tell which).
+        error: io::Error,
+    },
+}
+
+impl NetError {
+    pub(crate) fn io(op: Op, error: io::Error) -> NetError {
+        NetError::Io { op, error }
+    }
+
+    /// The `NetError` inside an `io::Error` returned by a `futures_io`
+    /// method, if the runtime put one there (e.g. [`NetError::Closed`]).
+    pub fn from_io(e: &io::Error) -> Option<&NetError> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<NetError>())
+    }
+
+    /// The OS error kind, if this is an OS error.
+    pub fn kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            NetError::Io { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+
+    /// True for the errors of a connection the peer reset or closed under
+    /// a write (`ECONNRESET`, `EPIPE`, `ECONNABORTED`).
+    pub fn is_reset(&self) -> bool {
+        matches!(
+            self.kind(),
+            Some(
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            )
+        )
+    }
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetError::NoRuntime => f.write_str("no stakplane runtime drives this Stakker"),
+            NetError::Closed => f.write_str("the socket is closed"),
+            NetError::Full { capacity } => {
+                write!(f, "the write buffer is full ({capacity} bytes)")
+            }
+            NetError::Io { op, error } => write!(f, "{op} failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for NetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NetError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<NetError> for io::Error {
+    /// OS errors come back unwrapped; the runtime's own errors are
+    /// wrapped with a fitting kind (`Closed`: `NotConnected`; `Full`:
+    /// `WouldBlock`; `NoRuntime`: `Other`).
+    fn from(e: NetError) -> io::Error {
+        let kind = match &e {
+            NetError::Io { .. } => {
+                let NetError::Io { error, .. } = e else {
+                    unreachable!()
+                };
+                return error;
+            }
+            NetError::Closed => io::ErrorKind::NotConnected,
+            NetError::Full { .. } => io::ErrorKind::WouldBlock,
+            NetError::NoRuntime => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Is `e` the OS saying the process (or system) is out of descriptors or
+/// buffers? Then accepting again at once would spin: back off.
+pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
+    // EMFILE and ENFILE, ENOMEM, ENOBUFS: their numbers on Linux and the
+    // BSDs / macOS (std has no ErrorKind for them).
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOMEM: i32 = 12;
+    #[cfg(target_os = "linux")]
+    const ENOBUFS: i32 = 105;
+    #[cfg(not(target_os = "linux"))]
+    const ENOBUFS: i32 = 55;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM | ENOBUFS))
+        || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// The accept back-off after descriptor exhaustion: 10 ms, doubling, at
+/// most 1 s; back to the start after a successful accept.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Backoff {
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    pub(crate) const FIRST: Duration = Duration::from_millis(10);
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
+
+    /// The delay to wait now, and the next one doubled.
+    pub(crate) fn bump(&mut self) -> Duration {
+        let d = self.next.unwrap_or(Backoff::FIRST);
+        self.next = Some((d * 2).min(Backoff::MAX));
+        d
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = None;
+    }
+}

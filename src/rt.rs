@@ -1,0 +1,700 @@
+//! The main loop: a [`Runtime`] owns the `Stakker` and a `mio::Poll`, and
+//! runs actors, async tasks, timers, sockets and wake-ups from other
+//! threads on one thread, never blocking while work is queued.
+//!
+//! ```
+//! use stakplane::prelude::*;
+//! use stakplane::rt::{Exit, Runtime};
+//! use std::time::Duration;
+//!
+//! let mut rt = Runtime::new().unwrap();
+//! let exit = rt
+//!     .run(|rt| {
+//!         // A task that sleeps 10 ms on the runtime's timers, then ends:
+//!         // with no work left, `run` returns.
+//!         let _ = stakplane::task::spawn(rt.core(), async {
+//!             stakplane::task::sleep(Duration::from_millis(10)).await;
+//!         });
+//!     })
+//!     .unwrap();
+//! assert_eq!(exit, Exit::Done);
+//! ```
+//!
+//! ## One turn of the loop
+//!
+//! 1. Run stakker's queues until they are empty (actor calls, task
+//!    polls, expired timers, the idle queue when nothing else is due).
+//! 2. Stop if a stop was requested; finish if no work is left.
+//! 3. Poll the OS for I/O with a timeout: zero if idle work is queued, the
+//!    time to stakker's next timer otherwise, or unbounded (no timer).
+//! 4. Hand each event to its socket, each cross-thread wake to stakker
+//!    and the task bridge, each posted closure to the queue.
+//!
+//! **Work** is anything that can still make something happen: a live
+//! device (every runtime of the thread counts), a live task, a pending
+//! timer, a registered socket, a queued call or posted closure. A
+//! [`Remote`] held by another thread is not work: keep a device or a task
+//! alive (e.g. with [`Runtime::keep`]) to wait for one.
+//!
+//! ## Stopping
+//!
+//! A stop (a [`Remote::stop`], stakker's `core.shutdown(cause)` or its
+//! `ret_shutdown!`, [`Runtime::stop`], or SIGINT/SIGTERM once
+//! [`Builder::handle_signals`] is on) shuts down in this order:
+//!
+//! 1. every live device with a controller (linked, trapped, named by a
+//!    `Line`, or kept by [`Runtime::keep`]) is asked to shut down
+//!    ([`Cause::Shutdown`](crate::Cause::Shutdown)), **newest first**; the
+//!    loop keeps running — I/O, timers, tasks — until no device is left
+//!    or [`Builder::shutdown_grace`] passes;
+//! 2. every task is dropped;
+//! 3. every socket still registered is closed;
+//! 4. the queue is run once more, posts from other threads are refused
+//!    from then on, and [`run`](Runtime::run) returns.
+//!
+//! A second signal during the shutdown exits the process at once
+//! (status 128 + signal number).
+
+mod reactor;
+mod remote;
+
+pub(crate) use reactor::{IoHandler, Reactor, Readiness, Registration};
+pub use remote::{PostError, Remote, RemoteFwd};
+
+use crate::device::registry;
+use crate::{Cause, DeviceOwn, DeviceRef, Line};
+use mio::{Events, Poll, Token};
+use stakker::{Core, Fwd, Stakker, StopCause};
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WAKE_TOKEN: Token = Token(reactor::FIRST_LOOP_TOKEN);
+const SIGNAL_TOKEN: Token = Token(reactor::FIRST_LOOP_TOKEN + 1);
+
+/// Why [`Runtime::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// No work was left.
+    Done,
+    /// A stop was requested ([`Remote::stop`], [`Runtime::stop`], or
+    /// stakker's `core.shutdown(cause)`, whose cause is given).
+    Stopped(Option<StopKind>),
+    /// A signal (SIGINT or SIGTERM) asked the runtime to stop.
+    Signal(i32),
+}
+
+/// The kind of the `StopCause` passed to stakker's `core.shutdown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    /// `StopCause::Stopped`.
+    Stopped,
+    /// `StopCause::Failed`.
+    Failed,
+    /// `StopCause::Killed`.
+    Killed,
+    /// `StopCause::Dropped`.
+    Dropped,
+    /// `StopCause::Lost`.
+    Lost,
+}
+
+impl StopKind {
+    fn of(c: &StopCause) -> StopKind {
+        match c {
+            StopCause::Stopped => StopKind::Stopped,
+            StopCause::Failed(_) => StopKind::Failed,
+            StopCause::Killed(_) => StopKind::Killed,
+            StopCause::Dropped => StopKind::Dropped,
+            StopCause::Lost => StopKind::Lost,
+        }
+    }
+}
+
+/// What can go wrong with the loop itself.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RtError {
+    /// Creating the `mio::Poll` failed.
+    Poll(io::Error),
+    /// Creating the cross-thread waker failed.
+    Waker(io::Error),
+    /// Installing the SIGINT/SIGTERM handler failed.
+    Signals(io::Error),
+    /// Polling the OS for events failed (other than by a signal).
+    Wait(io::Error),
+    /// [`run`](Runtime::run) or [`step`](Runtime::step) was called after
+    /// the runtime finished.
+    Finished,
+}
+
+impl fmt::Display for RtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RtError::Poll(e) => write!(f, "creating the I/O poll failed: {e}"),
+            RtError::Waker(e) => write!(f, "creating the cross-thread waker failed: {e}"),
+            RtError::Signals(e) => write!(f, "installing the signal handler failed: {e}"),
+            RtError::Wait(e) => write!(f, "polling for I/O failed: {e}"),
+            RtError::Finished => f.write_str("the runtime has already finished"),
+        }
+    }
+}
+
+impl std::error::Error for RtError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RtError::Poll(e) | RtError::Waker(e) | RtError::Signals(e) | RtError::Wait(e) => {
+                Some(e)
+            }
+            RtError::Finished => None,
+        }
+    }
+}
+
+/// How the loop reads time.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    /// `Instant::now()`.
+    Real,
+    /// Made-up time starting at the given instant; whenever the loop has
+    /// nothing to do but wait for a timer, time jumps to that timer.
+    Virtual(Instant),
+}
+
+/// Configures a [`Runtime`]. `Runtime::new()` is `Builder::new().build()`.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    signals: bool,
+    grace: Duration,
+    virtual_start: Option<Instant>,
+    events: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// The defaults: no signal handling, 5 s shutdown grace, real time,
+    /// 1024 events per poll.
+    pub fn new() -> Builder {
+        Builder {
+            signals: false,
+            grace: Duration::from_secs(5),
+            virtual_start: None,
+            events: 1024,
+        }
+    }
+
+    /// Handle SIGINT and SIGTERM: the first starts an orderly shutdown,
+    /// a second exits the process at once. Off by default, since signal
+    /// dispositions are process-wide (a program has one such runtime).
+    pub fn handle_signals(mut self, on: bool) -> Builder {
+        self.signals = on;
+        self
+    }
+
+    /// How long a stop waits for devices to finish shutting down before
+    /// dropping the tasks and closing the sockets regardless (runtime
+    /// time: virtual time under [`virtual_time`](Builder::virtual_time)).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Builder {
+        self.grace = grace;
+        self
+    }
+
+    /// Run on made-up time starting at `start`: when the loop has nothing
+    /// to do but wait for a timer, time jumps to it at once (sockets and
+    /// other threads are still polled first, without waiting). For tests:
+    /// an hour of timers runs in milliseconds, deterministically.
+    pub fn virtual_time(mut self, start: Instant) -> Builder {
+        self.virtual_start = Some(start);
+        self
+    }
+
+    /// Capacity of the event buffer handed to each OS poll (at least 1).
+    pub fn events_per_poll(mut self, n: usize) -> Builder {
+        self.events = n.max(1);
+        self
+    }
+
+    /// Creates the runtime: its `Stakker`, poll, cross-thread waker and,
+    /// if asked, signal handler.
+    ///
+    /// # Errors
+    /// [`RtError::Poll`], [`RtError::Waker`] or [`RtError::Signals`] if
+    /// the OS refuses.
+    pub fn build(self) -> Result<Runtime, RtError> {
+        let poll = Poll::new().map_err(RtError::Poll)?;
+        let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN).map_err(RtError::Waker)?;
+        let shared = remote::Shared::new(waker);
+        let signals = if self.signals {
+            let mut sig = signal_hook_mio::v1_0::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])
+            .map_err(RtError::Signals)?;
+            poll.registry()
+                .register(&mut sig, SIGNAL_TOKEN, mio::Interest::READABLE)
+                .map_err(RtError::Signals)?;
+            Some(sig)
+        } else {
+            None
+        };
+        let registry = poll.registry().try_clone().map_err(RtError::Poll)?;
+        let reactor = Reactor::new(registry);
+        let clock = match self.virtual_start {
+            Some(t) => Clock::Virtual(t),
+            None => Clock::Real,
+        };
+        let now = match clock {
+            Clock::Real => Instant::now(),
+            Clock::Virtual(t) => t,
+        };
+        let mut stakker = Stakker::new(now);
+        let poll_shared = shared.clone();
+        stakplane_async::install_poll_waker(&mut stakker, move || poll_shared.wake());
+        stakker.anymap_set(reactor.clone());
+        stakker.anymap_set(Remote {
+            shared: shared.clone(),
+        });
+        Ok(Runtime {
+            stakker,
+            poll,
+            events: Events::with_capacity(self.events),
+            reactor,
+            shared,
+            signals,
+            kept: Vec::new(),
+            jobs: Vec::new(),
+            clock,
+            grace: self.grace,
+            phase: Phase::Running,
+            idle_due: false,
+            stats: RuntimeStats::default(),
+        })
+    }
+}
+
+/// What the loop has done so far: for diagnostics and tests (e.g. that an
+/// idle loop does not spin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Turns of the loop (one OS poll each).
+    pub turns: u64,
+    /// OS polls that returned no event.
+    pub empty_polls: u64,
+    /// Socket readiness events handled.
+    pub io_events: u64,
+    /// Cross-thread wake events handled.
+    pub wakes: u64,
+    /// Closures posted from other threads and run.
+    pub posts: u64,
+    /// Socket deregistrations that failed inside a `Drop` (each also
+    /// logged as a `tracing` warning).
+    pub deregister_errors: u64,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Running,
+    /// Devices were asked to shut down; waiting for them until `deadline`.
+    Draining {
+        exit: Exit,
+        deadline: Instant,
+    },
+    Finished(Exit),
+}
+
+/// What [`Runtime::step`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Work is left (or the shutdown is under way): step again.
+    Running,
+    /// The runtime has finished; [`run`](Runtime::run) would return this.
+    Finished(Exit),
+}
+
+/// The event loop: one `Stakker`, one `mio::Poll`, one thread.
+///
+/// Not `Send`: create it on the thread that runs it. Dropping a runtime
+/// that has not finished shuts it down at once (no grace): tasks are
+/// dropped, sockets closed, devices ended with the runtime.
+pub struct Runtime {
+    stakker: Stakker,
+    poll: Poll,
+    events: Events,
+    reactor: Reactor,
+    shared: Arc<remote::Shared>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    kept: Vec<(Line, Box<dyn std::any::Any>)>,
+    jobs: Vec<remote::Job>,
+    clock: Clock,
+    grace: Duration,
+    phase: Phase,
+    idle_due: bool,
+    stats: RuntimeStats,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("phase", &self.phase)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime with the [`Builder`] defaults (real time, no signal
+    /// handling).
+    ///
+    /// # Errors
+    /// See [`Builder::build`].
+    pub fn new() -> Result<Runtime, RtError> {
+        Builder::new().build()
+    }
+
+    /// A [`Builder`] to configure one.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The `Stakker` (to create actors, run code with `Core`, etc.).
+    pub fn stakker(&mut self) -> &mut Stakker {
+        &mut self.stakker
+    }
+
+    /// stakker's `Core`, for `device!`, `spawn`, timers and the net types.
+    pub fn core(&mut self) -> &mut Core {
+        &mut self.stakker
+    }
+
+    /// The socket registry, to create [`net`](crate::net) handles.
+    pub fn io(&self) -> crate::net::Io {
+        crate::net::Io {
+            reactor: self.reactor.clone(),
+        }
+    }
+
+    /// A handle for other threads to post work and stop the runtime.
+    pub fn remote(&self) -> Remote {
+        Remote {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A `Send` stand-in for `fwd` that other threads can send to.
+    pub fn remote_fwd<M: Send + 'static>(&mut self, fwd: Fwd<M>) -> RemoteFwd<M> {
+        let remote = self.remote();
+        RemoteFwd::new(&mut self.stakker, remote, fwd)
+    }
+
+    /// Keeps a device alive in the runtime until it stops; an orderly
+    /// shutdown then asks it to shut down, newest first with the others.
+    pub fn keep<A: 'static>(&mut self, dev: DeviceOwn<A>) {
+        // A Line installs the device's controller, so the shutdown scan
+        // finds it.
+        let line = dev.line();
+        self.kept.retain(|(l, _)| l.is_alive());
+        self.kept.push((line, Box::new(dev)));
+    }
+
+    /// Requests an orderly stop, as [`Remote::stop`] does from another
+    /// thread. `run` then returns [`Exit::Stopped`]`(None)`.
+    pub fn stop(&mut self) {
+        if let Phase::Running = self.phase {
+            self.begin_stop(Exit::Stopped(None));
+        }
+    }
+
+    /// The loop's counters.
+    pub fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            deregister_errors: self.reactor.dereg_errors(),
+            ..self.stats
+        }
+    }
+
+    /// The runtime's current time (stakker's `now`).
+    pub fn now(&self) -> Instant {
+        self.stakker.now()
+    }
+
+    /// Sockets registered with the poll.
+    pub fn sockets(&self) -> usize {
+        self.reactor.len()
+    }
+
+    /// Runs `init` (create devices and tasks, bind sockets), then the
+    /// loop until no work is left or a stop is requested; see the
+    /// [module docs](self) for both.
+    ///
+    /// # Errors
+    /// [`RtError::Wait`] if the OS poll fails, [`RtError::Finished`] if
+    /// the runtime already finished.
+    pub fn run(&mut self, init: impl FnOnce(&mut Runtime)) -> Result<Exit, RtError> {
+        if let Phase::Finished(_) = self.phase {
+            return Err(RtError::Finished);
+        }
+        init(self);
+        loop {
+            if let Status::Finished(exit) = self.step(None)? {
+                return Ok(exit);
+            }
+        }
+    }
+
+    /// Runs the loop for at most `d` (real time, or runtime time under
+    /// [`Builder::virtual_time`]), for embedding into another loop.
+    /// Returns early if the runtime finishes.
+    ///
+    /// # Errors
+    /// As [`run`](Runtime::run).
+    pub fn run_for(&mut self, d: Duration) -> Result<Status, RtError> {
+        let end = self.clock_now() + d;
+        loop {
+            let now = self.clock_now();
+            if now >= end {
+                return Ok(self.status());
+            }
+            if let Status::Finished(exit) = self.step(Some(end - now))? {
+                return Ok(Status::Finished(exit));
+            }
+        }
+    }
+
+    /// One turn of the loop (see the [module docs](self)), waiting for I/O
+    /// at most `max_wait` (`None`: as long as needed; `Some(ZERO)`: do
+    /// not wait).
+    ///
+    /// # Errors
+    /// [`RtError::Wait`] if the OS poll fails; [`RtError::Finished`] if
+    /// the runtime already finished.
+    pub fn step(&mut self, max_wait: Option<Duration>) -> Result<Status, RtError> {
+        if let Phase::Finished(_) = self.phase {
+            return Err(RtError::Finished);
+        }
+        let idle_pending = self.run_queue();
+        if let Some(done) = self.advance_phase(idle_pending) {
+            return Ok(done);
+        }
+        let timeout = self.timeout(idle_pending, max_wait);
+        self.wait(timeout)?;
+        let idle_pending = self.run_queue();
+        if let Some(done) = self.advance_phase(idle_pending) {
+            return Ok(done);
+        }
+        Ok(Status::Running)
+    }
+
+    fn status(&self) -> Status {
+        match &self.phase {
+            Phase::Finished(exit) => Status::Finished(exit.clone()),
+            _ => Status::Running,
+        }
+    }
+
+    fn clock_now(&self) -> Instant {
+        match self.clock {
+            Clock::Real => Instant::now(),
+            Clock::Virtual(t) => t,
+        }
+    }
+
+    /// Runs stakker's queues; true if idle items are left.
+    fn run_queue(&mut self) -> bool {
+        let now = self.clock_now();
+        let idle = std::mem::take(&mut self.idle_due);
+        self.stakker.run(now, idle)
+    }
+
+    /// Starts or finishes a stop if one is due; `Some` once finished.
+    fn advance_phase(&mut self, idle_pending: bool) -> Option<Status> {
+        if let Some(cause) = self.stakker.shutdown_reason() {
+            if let Phase::Running = self.phase {
+                self.begin_stop(Exit::Stopped(Some(StopKind::of(&cause))));
+            }
+        }
+        match &self.phase {
+            Phase::Running => {
+                if !idle_pending && !self.has_work() {
+                    self.finish(Exit::Done);
+                    return Some(self.status());
+                }
+                None
+            }
+            Phase::Draining { exit, deadline } => {
+                // Devices without a controller are ended by their owners
+                // (a task's when the tasks are dropped, next).
+                let waiting = !registry::live_controls_newest_first().is_empty();
+                if !waiting || self.clock_now() >= *deadline {
+                    let exit = exit.clone();
+                    self.finish(exit);
+                    return Some(self.status());
+                }
+                None
+            }
+            Phase::Finished(exit) => Some(Status::Finished(exit.clone())),
+        }
+    }
+
+    fn has_work(&mut self) -> bool {
+        registry::registry_stats().live > 0
+            || stakplane_async::spawner(&mut self.stakker).live_tasks() > 0
+            || self.stakker.next_expiry().is_some()
+            || self.reactor.len() > 0
+            || self.shared.has_jobs()
+    }
+
+    fn begin_stop(&mut self, exit: Exit) {
+        tracing::debug!(?exit, "stakplane: runtime stopping");
+        self.kept.retain(|(l, _)| l.is_alive());
+        for control in registry::live_controls_newest_first() {
+            control.end(Cause::Shutdown { by: None });
+        }
+        let deadline = self.clock_now() + self.grace;
+        self.phase = Phase::Draining { exit, deadline };
+    }
+
+    /// Steps 2–4 of a stop: tasks, sockets, posts.
+    fn finish(&mut self, exit: Exit) {
+        stakplane_async::shutdown(&mut self.stakker);
+        self.run_queue();
+        self.reactor.close_all();
+        self.run_queue();
+        // Posts accepted before the close still run, exactly once.
+        for job in self.shared.close() {
+            job(&mut self.stakker);
+            self.stats.posts += 1;
+        }
+        self.kept.clear();
+        self.run_queue();
+        tracing::debug!(?exit, "stakplane: runtime finished");
+        self.phase = Phase::Finished(exit);
+    }
+
+    fn timeout(&mut self, idle_pending: bool, max_wait: Option<Duration>) -> Option<Duration> {
+        if idle_pending {
+            return Some(Duration::ZERO);
+        }
+        if let Phase::Draining { deadline, .. } = self.phase {
+            let left = deadline.saturating_duration_since(self.clock_now());
+            return Some(min_opt(Some(left), max_wait).unwrap_or(left));
+        }
+        match self.clock {
+            Clock::Real => {
+                let timer = self.stakker.next_wait(Instant::now());
+                min_opt(timer, max_wait)
+            }
+            // Poll without waiting: if nothing happens, time jumps.
+            Clock::Virtual(_) if self.stakker.next_expiry().is_some() => Some(Duration::ZERO),
+            Clock::Virtual(_) => max_wait,
+        }
+    }
+
+    /// Polls the OS and dispatches what it reports.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<(), RtError> {
+        self.stats.turns += 1;
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(RtError::Wait(e)),
+        }
+        if self.events.is_empty() {
+            self.stats.empty_polls += 1;
+            self.idle_due = true;
+            if let Clock::Virtual(now) = self.clock {
+                if let Some(next) = self.stakker.next_expiry() {
+                    if next > now {
+                        self.clock = Clock::Virtual(next);
+                        self.idle_due = false;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut woken = false;
+        let mut signalled = false;
+        for ev in self.events.iter() {
+            match ev.token() {
+                WAKE_TOKEN => woken = true,
+                SIGNAL_TOKEN => signalled = true,
+                _ => {
+                    self.stats.io_events += 1;
+                    self.reactor.dispatch(ev);
+                }
+            }
+        }
+        if woken {
+            self.stats.wakes += 1;
+            self.stakker.poll_wake();
+            let mut jobs = std::mem::take(&mut self.jobs);
+            self.shared.take(&mut jobs);
+            for job in jobs.drain(..) {
+                self.stats.posts += 1;
+                job(&mut self.stakker);
+            }
+            self.jobs = jobs;
+        }
+        if signalled {
+            self.on_signals();
+        }
+        Ok(())
+    }
+
+    fn on_signals(&mut self) {
+        let Some(sig) = self.signals.as_mut() else {
+            return;
+        };
+        let got: Vec<i32> = sig.pending().collect();
+        for signo in got {
+            match self.phase {
+                Phase::Running => {
+                    tracing::info!(signal = signo, "stakplane: signal, shutting down");
+                    self.begin_stop(Exit::Signal(signo));
+                }
+                _ => {
+                    tracing::warn!(signal = signo, "stakplane: second signal, exiting now");
+                    std::process::exit(128 + signo);
+                }
+            }
+        }
+    }
+}
+
+fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !matches!(self.phase, Phase::Finished(_)) {
+            self.begin_stop(Exit::Stopped(None));
+            self.finish(Exit::Stopped(None));
+        }
+    }
+}
+
+/// The [`Remote`] of the runtime running `core`, or `None` if `core`'s
+/// `Stakker` is not driven by a [`Runtime`].
+pub fn remote(core: &mut Core) -> Option<Remote> {
+    core.anymap_try_get::<Remote>()
+}
+
+/// A `Send` stand-in for `fwd` on the runtime running `core`; `None` if
+/// `core`'s `Stakker` is not driven by a [`Runtime`].
+pub fn remote_fwd<M: Send + 'static>(s: &mut Stakker, fwd: Fwd<M>) -> Option<RemoteFwd<M>> {
+    let remote = s.anymap_try_get::<Remote>()?;
+    Some(RemoteFwd::new(s, remote, fwd))
+}
+
+static_assertions::assert_impl_all!(Remote: Send, Sync, Clone);
+static_assertions::assert_impl_all!(RemoteFwd<u32>: Send, Sync, Clone);
+static_assertions::assert_not_impl_any!(Runtime: Send, Sync);
