@@ -8,13 +8,20 @@
 //!   [`UdpSocket`] has `send_to`/`recv_from` futures. Use them from tasks
 //!   ([`stakplane::task`](crate::task)), and hand them to async crates
 //!   (hyper, through a small adapter; see `examples/http_hello.rs`).
-//! * **Push style** — for actors: a socket's data and state changes
-//!   arrive through a `Fwd`, writes are buffered up to a bound and the
-//!   actor is told when the buffer drains (see the push types in this
-//!   module).
+//! * **Push style** — for actors: [`TcpConn`], [`TcpAcceptor`] and
+//!   [`UdpPort`] live in an actor's state; what happens on them (data,
+//!   end-of-stream, accepted connections, datagrams, errors, the end)
+//!   arrives as a [`TcpEvent`], [`AcceptEvent`] or [`UdpEvent`] through a
+//!   `Fwd` given at creation. Writes never block: what the OS does not
+//!   take at once is buffered up to a bound ([`ConnConfig`],
+//!   [`UdpConfig`]), beyond which they return [`NetError::Full`], and the
+//!   actor is told when the buffer drains. The constructors take the
+//!   actor's `cx` (a `Core`). The exactly-once and ordering rules of the
+//!   events are in the [`push`] module docs.
 //!
-//! Every net handle needs the runtime's [`Io`], from
-//! [`Runtime::io`](crate::rt::Runtime::io) or [`Io::of`] on a `Core`.
+//! Every async-style handle needs the runtime's [`Io`], from
+//! [`Runtime::io`](crate::rt::Runtime::io) or [`Io::of`] on a `Core`
+//! (push-style constructors take the `Core` and find it themselves).
 //!
 //! ## Rules
 //!
@@ -40,10 +47,14 @@
 //!   keep being served.
 
 mod cell;
+pub mod push;
 mod tcp;
 mod udp;
 
 pub(crate) use cell::{Dir, IoCell, Plain};
+pub use push::{
+    AcceptEvent, Accepted, ConnConfig, TcpAcceptor, TcpConn, TcpEvent, UdpConfig, UdpEvent, UdpPort,
+};
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 

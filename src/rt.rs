@@ -12,7 +12,7 @@
 //!     .run(|rt| {
 //!         // A task that sleeps 10 ms on the runtime's timers, then ends:
 //!         // with no work left, `run` returns.
-//!         let _ = stakplane::task::spawn(rt.core(), async {
+//!         stakplane::task::spawner(rt.core()).spawn_detached(async {
 //!             stakplane::task::sleep(Duration::from_millis(10)).await;
 //!         });
 //!     })
@@ -231,15 +231,7 @@ impl Builder {
         let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN).map_err(RtError::Waker)?;
         let shared = remote::Shared::new(waker);
         let signals = if self.signals {
-            let mut sig = signal_hook_mio::v1_0::Signals::new([
-                signal_hook::consts::SIGINT,
-                signal_hook::consts::SIGTERM,
-            ])
-            .map_err(RtError::Signals)?;
-            poll.registry()
-                .register(&mut sig, SIGNAL_TOKEN, mio::Interest::READABLE)
-                .map_err(RtError::Signals)?;
-            Some(sig)
+            Some(Signals::install(&poll)?)
         } else {
             None
         };
@@ -261,6 +253,7 @@ impl Builder {
             shared: shared.clone(),
         });
         Ok(Runtime {
+            spawner: stakplane_async::spawner(&mut stakker),
             stakker,
             poll,
             events: Events::with_capacity(self.events),
@@ -273,6 +266,7 @@ impl Builder {
             grace: self.grace,
             phase: Phase::Running,
             idle_due: false,
+            kick: false,
             stats: RuntimeStats::default(),
         })
     }
@@ -323,18 +317,23 @@ pub enum Status {
 /// that has not finished shuts it down at once (no grace): tasks are
 /// dropped, sockets closed, devices ended with the runtime.
 pub struct Runtime {
+    /// Declared before `stakker`, so dropped first: the executor lives in
+    /// the Stakker's anymap and must die with it.
+    spawner: stakplane_async::Spawner,
     stakker: Stakker,
     poll: Poll,
     events: Events,
     reactor: Reactor,
     shared: Arc<remote::Shared>,
-    signals: Option<signal_hook_mio::v1_0::Signals>,
+    signals: Option<Signals>,
     kept: Vec<(Line, Box<dyn std::any::Any>)>,
     jobs: Vec<remote::Job>,
     clock: Clock,
     grace: Duration,
     phase: Phase,
     idle_due: bool,
+    /// Work was queued after the queue last ran: poll without waiting.
+    kick: bool,
     stats: RuntimeStats,
 }
 
@@ -403,11 +402,10 @@ impl Runtime {
     }
 
     /// Requests an orderly stop, as [`Remote::stop`] does from another
-    /// thread. `run` then returns [`Exit::Stopped`]`(None)`.
+    /// thread: stakker's `shutdown(StopCause::Stopped)`, so `run` returns
+    /// [`Exit::Stopped`]`(Some(StopKind::Stopped))`.
     pub fn stop(&mut self) {
-        if let Phase::Running = self.phase {
-            self.begin_stop(Exit::Stopped(None));
-        }
+        self.stakker.shutdown(StopCause::Stopped);
     }
 
     /// The loop's counters.
@@ -482,7 +480,7 @@ impl Runtime {
             return Ok(done);
         }
         let timeout = self.timeout(idle_pending, max_wait);
-        self.wait(timeout)?;
+        self.wait(timeout, max_wait, idle_pending)?;
         let idle_pending = self.run_queue();
         if let Some(done) = self.advance_phase(idle_pending) {
             return Ok(done);
@@ -543,7 +541,7 @@ impl Runtime {
 
     fn has_work(&mut self) -> bool {
         registry::registry_stats().live > 0
-            || stakplane_async::spawner(&mut self.stakker).live_tasks() > 0
+            || self.spawner.running_tasks() > 0
             || self.stakker.next_expiry().is_some()
             || self.reactor.len() > 0
             || self.shared.has_jobs()
@@ -557,6 +555,8 @@ impl Runtime {
         }
         let deadline = self.clock_now() + self.grace;
         self.phase = Phase::Draining { exit, deadline };
+        // The ends are queued: the next poll must not wait.
+        self.kick = true;
     }
 
     /// Steps 2–4 of a stop: tasks, sockets, posts.
@@ -577,7 +577,7 @@ impl Runtime {
     }
 
     fn timeout(&mut self, idle_pending: bool, max_wait: Option<Duration>) -> Option<Duration> {
-        if idle_pending {
+        if idle_pending || std::mem::take(&mut self.kick) {
             return Some(Duration::ZERO);
         }
         if let Phase::Draining { deadline, .. } = self.phase {
@@ -596,7 +596,12 @@ impl Runtime {
     }
 
     /// Polls the OS and dispatches what it reports.
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<(), RtError> {
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        max_wait: Option<Duration>,
+        idle_pending: bool,
+    ) -> Result<(), RtError> {
         self.stats.turns += 1;
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -606,8 +611,11 @@ impl Runtime {
         if self.events.is_empty() {
             self.stats.empty_polls += 1;
             self.idle_due = true;
-            if let Clock::Virtual(now) = self.clock {
+            // Idle work runs before time jumps.
+            if let (Clock::Virtual(now), false) = (self.clock, idle_pending) {
                 if let Some(next) = self.stakker.next_expiry() {
+                    // Never past the caller's bound (`run_for`, `step`).
+                    let next = max_wait.map_or(next, |w| next.min(now + w));
                     if next > now {
                         self.clock = Clock::Virtual(next);
                         self.idle_due = false;
@@ -649,18 +657,64 @@ impl Runtime {
         let Some(sig) = self.signals.as_mut() else {
             return;
         };
-        let got: Vec<i32> = sig.pending().collect();
+        let got: Vec<i32> = sig.pipe.pending().collect();
         for signo in got {
-            match self.phase {
-                Phase::Running => {
-                    tracing::info!(signal = signo, "stakplane: signal, shutting down");
-                    self.begin_stop(Exit::Signal(signo));
-                }
-                _ => {
-                    tracing::warn!(signal = signo, "stakplane: second signal, exiting now");
-                    std::process::exit(128 + signo);
-                }
+            // A second signal never gets here: the handler installed by
+            // `Signals::install` exits the process at once, even if this
+            // thread is stuck.
+            if let Phase::Running = self.phase {
+                tracing::info!(signal = signo, "stakplane: signal, shutting down");
+                self.begin_stop(Exit::Signal(signo));
             }
+        }
+    }
+}
+
+/// SIGINT/SIGTERM handling: a self-pipe the poll watches (first signal:
+/// orderly shutdown) and, registered before it, signal-hook's conditional
+/// shutdown (a signal after the first exits the process from the handler,
+/// with status 128 + signal number, even if the loop is stuck).
+struct Signals {
+    pipe: signal_hook_mio::v1_0::Signals,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    const WATCHED: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
+    fn install(poll: &Poll) -> Result<Signals, RtError> {
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut ids = Vec::new();
+        let mut add = |id: io::Result<signal_hook::SigId>| -> Result<(), RtError> {
+            ids.push(id.map_err(RtError::Signals)?);
+            Ok(())
+        };
+        for sig in Signals::WATCHED {
+            // Order matters: the exit check runs before the flag is set,
+            // so the first signal only sets it.
+            add(signal_hook::flag::register_conditional_shutdown(
+                sig,
+                128 + sig,
+                seen.clone(),
+            ))?;
+            add(signal_hook::flag::register(sig, seen.clone()))?;
+        }
+        let mut signals = Signals {
+            pipe: signal_hook_mio::v1_0::Signals::new(Signals::WATCHED)
+                .map_err(RtError::Signals)?,
+            ids,
+        };
+        poll.registry()
+            .register(&mut signals.pipe, SIGNAL_TOKEN, mio::Interest::READABLE)
+            .map_err(RtError::Signals)?;
+        Ok(signals)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
         }
     }
 }
@@ -676,7 +730,11 @@ fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 impl Drop for Runtime {
     fn drop(&mut self) {
         if !matches!(self.phase, Phase::Finished(_)) {
-            self.begin_stop(Exit::Stopped(None));
+            if let Phase::Running = self.phase {
+                self.begin_stop(Exit::Stopped(None));
+            }
+            // The devices' ends are queued: run them before the tasks go.
+            self.run_queue();
             self.finish(Exit::Stopped(None));
         }
     }

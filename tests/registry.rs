@@ -256,7 +256,8 @@ fn raw_watcher_panic_still_notifies_the_others() {
         RegistryStats {
             devices: 1,
             records: 1,
-            watchers: 0
+            watchers: 0,
+            live: 0,
         }
     );
     drop(target);

@@ -254,6 +254,8 @@ struct Slots {
     entries: Vec<Slot>,
     free: u32,
     live: usize,
+    /// Of the live tasks, those ended and waiting for their `JoinHandle`.
+    done: usize,
 }
 
 /// What to do once the slot table borrow is released.
@@ -352,6 +354,9 @@ impl Slots {
     /// Frees the slot (bumping its generation) and returns its task box.
     fn free(&mut self, index: u32) -> After {
         let slot = &mut self.entries[index as usize];
+        if matches!(slot.state, State::Done(_)) {
+            self.done -= 1;
+        }
         slot.gen = slot.gen.wrapping_add(1);
         slot.state = State::Vacant {
             next_free: self.free,
@@ -381,6 +386,7 @@ impl Slots {
             _ => slot.task.take(),
         };
         slot.state = State::Done(end);
+        self.done += 1;
         After {
             drop_task,
             why,
@@ -486,6 +492,7 @@ impl Exec {
                 entries: Vec::new(),
                 free: NO_FREE,
                 live: 0,
+                done: 0,
             }),
             now: Cell::new(core.now()),
             closed: Cell::new(false),
@@ -716,6 +723,7 @@ impl Exec {
             let State::Done(end) = std::mem::replace(&mut slot.state, State::Idle) else {
                 unreachable!()
             };
+            slots.done -= 1;
             (end, slots.free(t.slot))
         };
         let out = match end {
@@ -782,6 +790,11 @@ impl Exec {
 
     fn live(&self) -> usize {
         self.slots.borrow().live
+    }
+
+    fn running(&self) -> usize {
+        let slots = self.slots.borrow();
+        slots.live - slots.done
     }
 }
 
@@ -957,6 +970,13 @@ impl Spawner {
     /// The number of live tasks (not yet ended, or ended but not joined).
     pub fn live_tasks(&self) -> usize {
         self.exec.live()
+    }
+
+    /// The number of tasks not yet ended (a task that ended but whose
+    /// `JoinHandle` has not collected it is not counted). An event loop
+    /// has work while this is non-zero.
+    pub fn running_tasks(&self) -> usize {
+        self.exec.running()
     }
 
     /// Aborts a task by reference (used by [`TaskSet`]).

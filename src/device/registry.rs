@@ -781,6 +781,6 @@ pub(crate) fn live_controls_newest_first() -> Vec<Rc<dyn Control>> {
         }
         found
     });
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, control)| control).collect()
 }

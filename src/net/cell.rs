@@ -32,6 +32,9 @@ pub(crate) struct IoCell<S: Source> {
     sock: RefCell<Option<(S, Registration)>>,
     readable: Cell<bool>,
     writable: Cell<bool>,
+    /// The OS said the read side is closed or failed: a read returns at
+    /// once, so a short read must not clear `readable`.
+    read_closed: Cell<bool>,
     rwaker: RefCell<Option<Waker>>,
     wwaker: RefCell<Option<Waker>>,
 }
@@ -51,6 +54,7 @@ impl<S: Source + 'static> IoCell<S> {
             sock: RefCell::new(None),
             readable: Cell::new(true),
             writable: Cell::new(true),
+            read_closed: Cell::new(false),
             rwaker: RefCell::new(None),
             wwaker: RefCell::new(None),
         };
@@ -65,6 +69,9 @@ impl<S: Source + 'static> IoCell<S> {
 
     /// Records readiness and wakes the tasks waiting on it.
     pub(crate) fn on_ready(&self, r: Readiness) {
+        if r.read_closed {
+            self.read_closed.set(true);
+        }
         if r.readable {
             self.readable.set(true);
             let w = self.rwaker.borrow_mut().take();
@@ -96,6 +103,7 @@ impl<S: Source + 'static> IoCell<S> {
         self.on_ready(Readiness {
             readable: true,
             writable: true,
+            read_closed: true,
         });
         res
     }
@@ -110,6 +118,7 @@ impl<S: Source + 'static> IoCell<S> {
         self.on_ready(Readiness {
             readable: true,
             writable: true,
+            read_closed: true,
         });
     }
 
@@ -139,6 +148,18 @@ impl<S: Source + 'static> IoCell<S> {
         match dir {
             Dir::Read => self.readable.set(false),
             Dir::Write => self.writable.set(false),
+        }
+    }
+
+    /// A stream read returned `n` bytes into a buffer of `cap`: if short,
+    /// the socket's receive buffer was emptied, so (unless the peer has
+    /// closed, which leaves an end-of-stream to read) the readiness is
+    /// cleared without the extra `WouldBlock` read. Safe with
+    /// edge-triggered polling: data arriving after the read raises a new
+    /// edge, reported by the next poll. (tokio does the same.)
+    pub(crate) fn short_read(&self, n: usize, cap: usize) {
+        if n > 0 && n < cap && !self.read_closed.get() {
+            self.readable.set(false);
         }
     }
 
@@ -200,17 +221,6 @@ impl<S: Source + 'static> IoCell<S> {
         }
     }
 
-    /// Changes what the socket is registered for.
-    pub(crate) fn reregister(&self, interest: Interest) -> Result<(), NetError> {
-        let mut guard = self.sock.borrow_mut();
-        let Some((sock, reg)) = guard.as_mut() else {
-            return Err(NetError::Closed);
-        };
-        self.reactor
-            .reregister(sock, reg, interest)
-            .map_err(|e| NetError::io(Op::Register, e))
-    }
-
     fn store_waker(&self, cx: &mut Context<'_>, dir: Dir) {
         let slot = match dir {
             Dir::Read => &self.rwaker,
@@ -225,11 +235,6 @@ impl<S: Source + 'static> IoCell<S> {
                 drop(old);
             }
         }
-    }
-
-    /// The runtime's reactor (to register more sockets from a handler).
-    pub(crate) fn reactor(&self) -> &Reactor {
-        &self.reactor
     }
 }
 

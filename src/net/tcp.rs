@@ -192,7 +192,12 @@ impl AsyncRead for TcpStream {
             rb.pos += n;
             return Poll::Ready(Ok(n));
         }
-        this.cell.0.poll_io(cx, Dir::Read, |s| s.read(buf))
+        let cap = buf.len();
+        let res = this.cell.0.poll_io(cx, Dir::Read, |s| s.read(buf));
+        if let Poll::Ready(Ok(n)) = res {
+            this.cell.0.short_read(n, cap);
+        }
+        res
     }
 }
 
@@ -206,6 +211,7 @@ impl AsyncBufRead for TcpStream {
         });
         if rb.pos >= rb.end {
             let n = ready!(this.cell.0.poll_io(cx, Dir::Read, |s| s.read(&mut rb.buf)))?;
+            this.cell.0.short_read(n, rb.buf.len());
             rb.pos = 0;
             rb.end = n;
         }

@@ -24,6 +24,9 @@ pub(crate) struct Readiness {
     pub readable: bool,
     /// A write may make progress (or fail).
     pub writable: bool,
+    /// The peer closed its side, or the socket has an error: a read will
+    /// return at once (end-of-stream or the error).
+    pub read_closed: bool,
 }
 
 impl Readiness {
@@ -32,6 +35,7 @@ impl Readiness {
         Readiness {
             readable: ev.is_readable() || ev.is_read_closed() || err,
             writable: ev.is_writable() || ev.is_write_closed() || err,
+            read_closed: ev.is_read_closed() || err,
         }
     }
 }
@@ -84,7 +88,6 @@ impl fmt::Debug for Reactor {
 #[derive(Debug)]
 pub(crate) struct Registration {
     index: usize,
-    token: Token,
 }
 
 impl Reactor {
@@ -141,17 +144,7 @@ impl Reactor {
             self.0.entries.borrow_mut().remove(index);
             return Err(e);
         }
-        Ok(Registration { index, token })
-    }
-
-    /// Changes the interest of a registered source.
-    pub(crate) fn reregister(
-        &self,
-        source: &mut impl Source,
-        reg: &Registration,
-        interest: Interest,
-    ) -> io::Result<()> {
-        self.0.registry.reregister(source, reg.token, interest)
+        Ok(Registration { index })
     }
 
     /// Deregisters `source` and frees its entry. The entry is freed even

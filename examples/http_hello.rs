@@ -1,0 +1,209 @@
+//! An HTTP/1.1 server with hyper 1.x on the stakplane loop — no tokio.
+//!
+//! One thread runs everything: the [`Runtime`] polls the sockets, a task
+//! accepts connections, and each connection is a task in which hyper's
+//! `serve_connection` drives a [`stakplane::net::TcpStream`]. The answer
+//! to every request comes from an actor: the `Greeter` device counts the
+//! requests it has answered, and the service `ask!`s it for each reply.
+//!
+//! hyper 1.x reads and writes through its own `hyper::rt::Read` / `Write`
+//! traits; [`HyperIo`] adapts our `futures-io` stream to them, in safe
+//! code (bytes are copied out of the stream's read buffer with
+//! `ReadBufCursor::put_slice`).
+//!
+//! Everything here is `!Send`, and that is fine: hyper's HTTP/1 server
+//! asks for `Send` on neither the connection nor the service. What it
+//! cannot use is our timers: a hyper `Timer` must be `Send + Sync` and so
+//! must its sleeps, and stakplane's `sleep` is a `!Send` future on the
+//! actor thread. So the header read timeout (which needs a `Timer`) is
+//! switched off explicitly.
+//!
+//! Run it with `cargo run --example http_hello` (port 3000, or `PORT`),
+//! then `curl http://127.0.0.1:3000/world`. Ctrl-C stops it in order: the
+//! greeter is shut down, then the connection tasks are dropped and the
+//! sockets closed. `tests/http_hello.rs` drives the same server with a
+//! hand-written HTTP client.
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{header, Request, Response, StatusCode};
+use stakplane::net::{NetError, TcpListener, TcpStream};
+use stakplane::prelude::*;
+use stakplane::rt::Runtime;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// The actor behind the service: it answers each greeting with the number
+/// of requests served so far.
+pub struct Greeter {
+    served: u64,
+}
+
+impl Greeter {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Greeter { served: 0 })
+    }
+
+    /// Greets `path`; replies through `ret`, so async code can `ask!`.
+    fn hello(&mut self, _: CX![], path: String, ret: Ret<String>) {
+        self.served += 1;
+        ret.ret(format!(
+            "Hello from a stakplane actor! You asked for {path}; request #{}\n",
+            self.served
+        ));
+    }
+}
+
+/// Adapts a `futures-io` stream to hyper's I/O traits.
+///
+/// Reads copy from the stream's [`AsyncBufRead`](futures_io::AsyncBufRead)
+/// buffer into hyper's with `put_slice`: no `unsafe`, one copy (the same
+/// as reading into a local buffer first, without zeroing one per read).
+/// `poll_shutdown` is `poll_close`, which for a [`TcpStream`] shuts down
+/// the write direction.
+pub struct HyperIo<T>(pub T);
+
+impl<T: futures_io::AsyncBufRead + Unpin> hyper::rt::Read for HyperIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let inner = &mut self.get_mut().0;
+        let avail = ready!(Pin::new(&mut *inner).poll_fill_buf(cx))?;
+        // An empty slice is end-of-stream, which hyper reads as nothing
+        // put into `buf`.
+        let n = avail.len().min(buf.remaining());
+        buf.put_slice(&avail[..n]);
+        Pin::new(inner).consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: futures_io::AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // `TcpStream` overrides `poll_write_vectored` with `writev`.
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_close(cx)
+    }
+}
+
+/// Binds `addr` on `rt`, starts the `Greeter` (kept by the runtime until
+/// it stops) and spawns the accept loop. Returns the bound address (port
+/// 0 picks a free one). Call it before or inside [`Runtime::run`].
+///
+/// # Errors
+/// The bind or registration error; nothing is started then.
+pub fn serve(rt: &mut Runtime, addr: SocketAddr) -> Result<SocketAddr, NetError> {
+    let listener = TcpListener::bind(&rt.io(), addr)?;
+    let local = listener.local_addr()?;
+    let greeter = device!(rt.core(), Greeter::init());
+    let actor = greeter.actor().clone();
+    rt.keep(greeter);
+    let spawner = stakplane::task::spawner(rt.core());
+    spawner.spawn_detached(accept_loop(listener, actor));
+    Ok(local)
+}
+
+/// Accepts until the listener closes (at the runtime's shutdown), one
+/// task per connection.
+async fn accept_loop(mut listener: TcpListener, greeter: Actor<Greeter>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let greeter = greeter.clone();
+                // The connection task is detached: it ends with the
+                // connection, or is dropped at the runtime's shutdown.
+                drop(stakplane::task::spawn_local(async move {
+                    if let Err(e) = serve_connection(stream, greeter).await {
+                        eprintln!("http_hello: {peer}: {e}");
+                    }
+                }));
+            }
+            Err(NetError::Closed) => return,
+            // Out of descriptors and kin: the listener backs off before
+            // the next accept, so retrying does not spin.
+            Err(e) => eprintln!("http_hello: accept: {e}"),
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until the client closes it, a
+/// request is malformed (hyper answers 400 first), or I/O fails.
+async fn serve_connection(stream: TcpStream, greeter: Actor<Greeter>) -> Result<(), hyper::Error> {
+    // Responses are written whole; no Nagle delay for the last segment.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| respond(greeter.clone(), req));
+    http1::Builder::new()
+        // Needs a hyper `Timer`, whose sleeps must be `Send + Sync`; ours
+        // are `!Send` (they live on the actor thread). hyper's default
+        // (30 s) would only log a warning without a timer; say it here.
+        .header_read_timeout(None)
+        .serve_connection(HyperIo(stream), service)
+        .await
+}
+
+/// One request: ask the greeter, answer 200 with its text, or 503 if it
+/// is gone (e.g. the runtime is shutting down).
+async fn respond(
+    greeter: Actor<Greeter>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let (status, text) = match stakplane::ask!([greeter], hello(path)).await {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+#[allow(dead_code)] // the test includes this file as a module
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p.parse()?,
+        Err(_) => 3000,
+    };
+    let mut rt = Runtime::builder().handle_signals(true).build()?;
+    let addr = serve(&mut rt, SocketAddr::from(([127, 0, 0, 1], port)))?;
+    println!("http_hello: listening on http://{addr}/ (Ctrl-C to stop)");
+    let exit = rt.run(|_| {})?;
+    println!("http_hello: stopped ({exit:?})");
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! The main loop (`stakplane::rt`): work-done detection, timers, the
+//! cross-thread `Remote`, stop and shutdown order, embedding.
+//!
+//! Tests with other OS threads run on real time; each is bounded (the
+//! threads finish a fixed amount of work, and a watchdog stops the runtime
+//! after 10 s so a bug fails the test instead of hanging it). Timer tests
+//! run on the runtime's virtual clock.
+
+use stakplane::net::{NetError, TcpListener};
+use stakplane::prelude::*;
+use stakplane::rt::{Exit, PostError, Remote, Runtime, Status, StopKind};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// A device whose state records its own end in a shared log.
+struct Noted {
+    name: &'static str,
+    log: Log,
+}
+
+impl Noted {
+    fn init(_: CX![], name: &'static str, log: Log) -> Option<Self> {
+        Some(Noted { name, log })
+    }
+}
+
+impl Drop for Noted {
+    fn drop(&mut self) {
+        self.log.borrow_mut().push(format!("device {}", self.name));
+    }
+}
+
+/// Records its drop in a log (put one in a task's future).
+struct DropNote(&'static str, Log);
+
+impl Drop for DropNote {
+    fn drop(&mut self) {
+        self.1.borrow_mut().push(self.0.to_string());
+    }
+}
+
+/// Stops the runtime through `remote` if the test is not done in 10 s.
+fn watchdog(remote: Remote) -> mpsc::Sender<()> {
+    let (done, wait) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(Duration::from_secs(10)) {
+            let _ = remote.stop();
+        }
+    });
+    done
+}
+
+#[test]
+fn run_returns_done_when_no_work_is_left() {
+    let mut rt = Runtime::new().unwrap();
+    let ran = Rc::new(RefCell::new(false));
+    let r = ran.clone();
+    let exit = rt
+        .run(|rt| {
+            rt.core().defer(move |_| *r.borrow_mut() = true);
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Done);
+    assert!(*ran.borrow());
+    // Finished is final.
+    assert!(matches!(
+        rt.run(|_| {}),
+        Err(stakplane::rt::RtError::Finished)
+    ));
+}
+
+#[test]
+fn timers_fire_in_order_with_the_loop_idle_otherwise() {
+    let start = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
+    let fired: Rc<RefCell<Vec<(u64, Duration)>>> = Rc::default();
+    let exit = rt
+        .run(|rt| {
+            for ms in [300u64, 100, 200, 50, 3_600_000] {
+                let f = fired.clone();
+                rt.core().after(Duration::from_millis(ms), move |s| {
+                    f.borrow_mut().push((ms, s.now() - start));
+                });
+            }
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Done);
+    let fired = fired.borrow();
+    let order: Vec<u64> = fired.iter().map(|(ms, _)| *ms).collect();
+    assert_eq!(order, [50, 100, 200, 300, 3_600_000]);
+    for (ms, at) in fired.iter() {
+        // stakker rounds timer expiries to its timer resolution (~µs).
+        let want = Duration::from_millis(*ms);
+        assert!(
+            *at >= want && *at - want < Duration::from_millis(1),
+            "timer {ms} ms fired at {at:?}"
+        );
+    }
+    // An hour of virtual time: one poll per timer (plus the last check),
+    // no spinning in between.
+    let turns = rt.stats().turns;
+    assert!(turns <= 6, "loop turned {turns} times for 5 timers");
+}
+
+#[test]
+fn real_time_timers_wait_in_the_poll_without_spinning() {
+    let mut rt = Runtime::new().unwrap();
+    let fired: Rc<RefCell<Vec<u64>>> = Rc::default();
+    let t0 = Instant::now();
+    rt.run(|rt| {
+        for ms in [30u64, 10, 20] {
+            let f = fired.clone();
+            rt.core()
+                .after(Duration::from_millis(ms), move |_| f.borrow_mut().push(ms));
+        }
+    })
+    .unwrap();
+    assert_eq!(*fired.borrow(), [10, 20, 30]);
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    // Each wait is one poll until the next timer; an early wake-up (the
+    // OS rounds timeouts) costs at most a few extra turns, not thousands.
+    let turns = rt.stats().turns;
+    assert!(turns <= 12, "loop turned {turns} times for 3 timers");
+}
+
+#[test]
+fn remote_posts_from_4_threads_x_10000_none_lost_none_duplicated() {
+    const THREADS: u32 = 4;
+    const POSTS: u32 = 10_000;
+    type Seen = Rc<RefCell<Vec<Vec<u32>>>>;
+    let mut rt = Runtime::new().unwrap();
+    let seen: Seen = Rc::new(RefCell::new(vec![Vec::new(); THREADS as usize]));
+    rt.stakker().anymap_set(seen.clone());
+    let remote = rt.remote();
+    let done = watchdog(remote.clone());
+    let log: Log = Rc::default();
+    // A kept device keeps the runtime running while only other threads
+    // have work for it.
+    let keeper = device!(rt.core(), Noted::init("keeper", log.clone()));
+    rt.keep(keeper);
+    let posters: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let remote = remote.clone();
+            std::thread::spawn(move || {
+                for i in 0..POSTS {
+                    remote
+                        .post(move |s| {
+                            let seen = s.anymap_get::<Seen>();
+                            seen.borrow_mut()[t as usize].push(i);
+                        })
+                        .map_err(|_| "refused")
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let stopper = std::thread::spawn(move || {
+        for p in posters {
+            p.join().unwrap();
+        }
+        // Posted after every other post: runs after them (FIFO).
+        remote.stop().unwrap();
+    });
+    let exit = rt.run(|_| {}).unwrap();
+    stopper.join().unwrap();
+    drop(done);
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+    for (t, got) in seen.borrow().iter().enumerate() {
+        assert_eq!(got.len(), POSTS as usize, "thread {t}: all posts ran once");
+        assert!(
+            got.iter().enumerate().all(|(i, v)| *v == i as u32),
+            "thread {t}: in posting order, no duplicates"
+        );
+    }
+    assert!(rt.stats().posts >= u64::from(THREADS * POSTS));
+    assert_eq!(
+        *log.borrow(),
+        ["device keeper"],
+        "the kept device was shut down"
+    );
+}
+
+struct Sink {
+    got: Vec<(u8, u32)>,
+}
+
+impl Sink {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Sink { got: Vec::new() })
+    }
+    fn take(&mut self, _: CX![], m: (u8, u32)) {
+        self.got.push(m);
+    }
+}
+
+#[test]
+fn remote_fwd_delivers_each_message_once_in_order() {
+    let mut rt = Runtime::new().unwrap();
+    let sink = device!(rt.core(), Sink::init());
+    let fwd = fwd_to!([sink], take() as ((u8, u32)));
+    let rfwd = rt.remote_fwd(fwd);
+    let remote = rt.remote();
+    let done = watchdog(remote.clone());
+    let senders: Vec<_> = (0..2u8)
+        .map(|t| {
+            let rfwd = rfwd.clone();
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    rfwd.fwd((t, i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(rfwd);
+    let stopper = std::thread::spawn(move || {
+        for s in senders {
+            s.join().unwrap();
+        }
+        remote.stop().unwrap();
+    });
+    let exit = rt.run(|_| {}).unwrap();
+    stopper.join().unwrap();
+    drop(done);
+    assert!(matches!(exit, Exit::Stopped(_)));
+    // The sink has no controller (never linked or kept): the test's
+    // handle owns it, so it outlives the stop and can be asked.
+    let got = sink.query(rt.stakker(), |s, _| s.got.clone()).unwrap();
+    assert_eq!(got.len(), 2000);
+    for t in 0..2u8 {
+        let mine: Vec<u32> = got.iter().filter(|m| m.0 == t).map(|m| m.1).collect();
+        assert_eq!(mine, (0..1000).collect::<Vec<_>>(), "sender {t}: in order");
+    }
+}
+
+#[test]
+fn post_after_the_runtime_is_gone_gives_the_closure_back() {
+    let rt = Runtime::new().unwrap();
+    let remote = rt.remote();
+    assert!(remote.is_open());
+    drop(rt);
+    assert!(!remote.is_open());
+    let (tx, rx) = mpsc::channel();
+    let err = remote.post(move |_| tx.send(1).unwrap()).unwrap_err();
+    assert_eq!(err.to_string(), "the runtime is gone: post refused");
+    // The closure came back unrun; it can still be called by hand.
+    let f: Box<dyn FnOnce(&mut Stakker)> = Box::new(err.into_inner());
+    drop(f);
+    assert!(rx.try_recv().is_err());
+    assert!(matches!(remote.stop(), Err(PostError(()))));
+}
+
+#[test]
+fn posts_accepted_before_the_end_run_exactly_once() {
+    let mut rt = Runtime::new().unwrap();
+    let remote = rt.remote();
+    let (tx, rx) = mpsc::channel();
+    // Accepted while the runtime is alive but never woken for: the final
+    // close runs it.
+    remote.post(move |_| tx.send("ran").unwrap()).unwrap();
+    rt.stop();
+    let exit = rt.run(|_| {}).unwrap();
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["ran"]);
+}
+
+#[test]
+fn stop_shuts_down_devices_newest_first_then_tasks_then_sockets() {
+    let mut rt = Runtime::new().unwrap();
+    let log: Log = Rc::default();
+    let io = rt.io();
+    let listener = Rc::new(TcpListener::bind(&io, "127.0.0.1:0".parse().unwrap()).unwrap());
+    let l2 = listener.clone();
+    let exit = rt
+        .run(|rt| {
+            for name in ["first", "second", "third"] {
+                let dev = device!(rt.core(), Noted::init(name, log.clone()));
+                rt.keep(dev);
+            }
+            let note = DropNote("task", log.clone());
+            stakplane::task::spawner(rt.core()).spawn_detached(async move {
+                let _note = note;
+                std::future::pending::<()>().await;
+            });
+            // A socket nobody drops: the runtime closes it.
+            rt.stakker().anymap_set(l2);
+            rt.stop();
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+    assert_eq!(
+        *log.borrow(),
+        ["device third", "device second", "device first", "task"]
+    );
+    assert_eq!(rt.sockets(), 0);
+    assert!(matches!(listener.local_addr(), Err(NetError::Closed)));
+}
+
+#[test]
+fn core_shutdown_stops_the_runtime_with_its_cause() {
+    let mut rt = Runtime::new().unwrap();
+    let log: Log = Rc::default();
+    let exit = rt
+        .run(|rt| {
+            let dev = device!(rt.core(), Noted::init("kept", log.clone()));
+            rt.keep(dev);
+            rt.core().after(Duration::from_millis(1), |s| {
+                s.shutdown(StopCause::Killed(Box::new(std::fmt::Error)));
+            });
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Killed)));
+    assert_eq!(*log.borrow(), ["device kept"]);
+}
+
+#[test]
+fn a_kept_device_keeps_the_runtime_running_until_it_stops() {
+    struct Stopper;
+    impl Stopper {
+        fn init(cx: CX![]) -> Option<Self> {
+            after!(Duration::from_secs(3600), [cx], done());
+            Some(Stopper)
+        }
+        fn done(&mut self, cx: CX![]) {
+            stop!(cx);
+        }
+    }
+    let start = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
+    let exit = rt
+        .run(|rt| {
+            let dev = device!(rt.core(), Stopper::init());
+            rt.keep(dev);
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Done);
+    assert_eq!(rt.now() - start, Duration::from_secs(3600));
+}
+
+#[test]
+fn run_for_and_step_embed_the_loop() {
+    let start = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
+    let fired = Rc::new(RefCell::new(0));
+    let f = fired.clone();
+    rt.core()
+        .after(Duration::from_secs(10), move |_| *f.borrow_mut() += 1);
+    assert_eq!(rt.run_for(Duration::from_secs(5)).unwrap(), Status::Running);
+    assert_eq!(*fired.borrow(), 0, "not yet due");
+    assert_eq!(
+        rt.run_for(Duration::from_secs(10)).unwrap(),
+        Status::Finished(Exit::Done)
+    );
+    assert_eq!(*fired.borrow(), 1);
+    assert!(rt.step(Some(Duration::ZERO)).is_err(), "finished");
+}
+
+#[test]
+fn cross_thread_task_wakes_go_through_the_poll() {
+    let mut rt = Runtime::new().unwrap();
+    let (tx, rx) = async_channel::bounded::<u32>(4);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let sender = std::thread::spawn(move || {
+        for i in 0..100 {
+            tx.send_blocking(i).unwrap();
+        }
+    });
+    let exit = rt
+        .run(|rt| {
+            stakplane::task::spawner(rt.core()).spawn_detached(async move {
+                while let Ok(v) = rx.recv().await {
+                    g.borrow_mut().push(v);
+                }
+            });
+        })
+        .unwrap();
+    sender.join().unwrap();
+    assert_eq!(exit, Exit::Done);
+    assert_eq!(*got.borrow(), (0..100).collect::<Vec<_>>());
+    assert!(rt.stats().wakes > 0);
+}
+
+#[test]
+fn stakker_waker_works_from_another_thread() {
+    let mut rt = Runtime::new().unwrap();
+    let hits = Rc::new(RefCell::new(0));
+    let h = hits.clone();
+    let waker = rt.core().waker(move |s, deleted| {
+        if !deleted {
+            *h.borrow_mut() += 1;
+            s.shutdown(StopCause::Stopped);
+        }
+    });
+    let log: Log = Rc::default();
+    let dev = device!(rt.core(), Noted::init("kept", log.clone()));
+    rt.keep(dev);
+    let done = watchdog(rt.remote());
+    // The thread hands the waker back instead of dropping it: stakker may
+    // report a wake followed at once by the drop only as the drop.
+    let t = std::thread::spawn(move || {
+        waker.wake();
+        waker
+    });
+    let exit = rt.run(|_| {}).unwrap();
+    let waker = t.join().unwrap();
+    drop(done);
+    drop(waker);
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+    assert_eq!(*hits.borrow(), 1);
+}
+
+#[test]
+fn dropping_an_unfinished_runtime_ends_devices_and_tasks() {
+    let log: Log = Rc::default();
+    {
+        let mut rt = Runtime::new().unwrap();
+        let dev = device!(rt.core(), Noted::init("kept", log.clone()));
+        rt.keep(dev);
+        let note = DropNote("task", log.clone());
+        stakplane::task::spawner(rt.core()).spawn_detached(async move {
+            let _note = note;
+            std::future::pending::<()>().await;
+        });
+        assert_eq!(
+            rt.run_for(Duration::from_millis(1)).unwrap(),
+            Status::Running
+        );
+    }
+    assert_eq!(*log.borrow(), ["device kept", "task"]);
+}
+
+#[test]
+fn net_handles_need_a_runtime() {
+    let mut s = Stakker::new(Instant::now());
+    assert!(matches!(
+        stakplane::net::Io::of(&mut s),
+        Err(NetError::NoRuntime)
+    ));
+    assert!(stakplane::rt::remote(&mut s).is_none());
+}
