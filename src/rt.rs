@@ -266,6 +266,7 @@ impl Builder {
             grace: self.grace,
             phase: Phase::Running,
             idle_due: false,
+            idle_pending: false,
             kick: false,
             stats: RuntimeStats::default(),
         })
@@ -332,6 +333,8 @@ pub struct Runtime {
     grace: Duration,
     phase: Phase,
     idle_due: bool,
+    /// Idle items were left by the last run of the queue.
+    idle_pending: bool,
     /// Work was queued after the queue last ran: poll without waiting.
     kick: bool,
     stats: RuntimeStats,
@@ -438,8 +441,12 @@ impl Runtime {
             return Err(RtError::Finished);
         }
         init(self);
+        // The first turn runs what `init` queued; later turns start with
+        // the poll, since each turn ends by running the queue and no user
+        // code runs between turns.
+        let mut first = true;
         loop {
-            if let Status::Finished(exit) = self.step(None)? {
+            if let Status::Finished(exit) = self.turn(None, std::mem::take(&mut first))? {
                 return Ok(exit);
             }
         }
@@ -472,16 +479,27 @@ impl Runtime {
     /// [`RtError::Wait`] if the OS poll fails; [`RtError::Finished`] if
     /// the runtime already finished.
     pub fn step(&mut self, max_wait: Option<Duration>) -> Result<Status, RtError> {
+        // The caller may have queued work (or dropped a handle) since the
+        // last turn: run the queue before polling.
+        self.turn(max_wait, true)
+    }
+
+    fn turn(&mut self, max_wait: Option<Duration>, run_first: bool) -> Result<Status, RtError> {
         if let Phase::Finished(_) = self.phase {
             return Err(RtError::Finished);
         }
-        let idle_pending = self.run_queue();
+        let idle_pending = if run_first {
+            self.run_queue()
+        } else {
+            self.idle_pending
+        };
         if let Some(done) = self.advance_phase(idle_pending) {
             return Ok(done);
         }
         let timeout = self.timeout(idle_pending, max_wait);
         self.wait(timeout, max_wait, idle_pending)?;
         let idle_pending = self.run_queue();
+        self.idle_pending = idle_pending;
         if let Some(done) = self.advance_phase(idle_pending) {
             return Ok(done);
         }
@@ -539,11 +557,12 @@ impl Runtime {
         }
     }
 
+    /// Cheapest checks first: a server answers at the first.
     fn has_work(&mut self) -> bool {
-        registry::registry_stats().live > 0
-            || self.spawner.running_tasks() > 0
+        self.reactor.len() > 0
             || self.stakker.next_expiry().is_some()
-            || self.reactor.len() > 0
+            || self.spawner.running_tasks() > 0
+            || registry::registry_stats().live > 0
             || self.shared.has_jobs()
     }
 
