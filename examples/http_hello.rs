@@ -33,10 +33,12 @@ use stakplane::net::{NetError, TcpListener, TcpStream};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+
+// The hyper I/O adapter, shared with `examples/service.rs`.
+#[path = "common/hyper_io.rs"]
+mod hyper_io;
+pub use hyper_io::HyperIo;
 
 /// The actor behind the service: it answers each greeting with the number
 /// of requests served so far.
@@ -56,66 +58,6 @@ impl Greeter {
             "Hello from a stakplane actor! You asked for {path}; request #{}\n",
             self.served
         ));
-    }
-}
-
-/// Adapts a `futures-io` stream to hyper's I/O traits.
-///
-/// Reads copy from the stream's [`AsyncBufRead`](futures_io::AsyncBufRead)
-/// buffer into hyper's with `put_slice`: no `unsafe`, one copy (the same
-/// as reading into a local buffer first, without zeroing one per read).
-/// `poll_shutdown` is `poll_close`, which for a [`TcpStream`] shuts down
-/// the write direction.
-pub struct HyperIo<T>(pub T);
-
-impl<T: futures_io::AsyncBufRead + Unpin> hyper::rt::Read for HyperIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let inner = &mut self.get_mut().0;
-        let avail = ready!(Pin::new(&mut *inner).poll_fill_buf(cx))?;
-        // An empty slice is end-of-stream, which hyper reads as nothing
-        // put into `buf`.
-        let n = avail.len().min(buf.remaining());
-        buf.put_slice(&avail[..n]);
-        Pin::new(inner).consume(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: futures_io::AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        // `TcpStream` overrides `poll_write_vectored` with `writev`.
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_close(cx)
     }
 }
 

@@ -44,7 +44,7 @@
 //!
 //! 1. every live device with a controller (linked, trapped, named by a
 //!    `Line`, or kept by [`Runtime::keep`]) is asked to shut down
-//!    ([`Cause::Shutdown`](crate::Cause::Shutdown)), **newest first**; the
+//!    ([`Cause::Shutdown`]), **newest first**; the
 //!    loop keeps running — I/O, timers, tasks — until no device is left
 //!    or [`Builder::shutdown_grace`] passes;
 //! 2. every task is dropped;
