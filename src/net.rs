@@ -210,8 +210,10 @@ impl std::error::Error for NetError {
 
 impl From<NetError> for io::Error {
     /// OS errors come back unwrapped; the runtime's own errors are
-    /// wrapped with a fitting kind (`Closed`: `NotConnected`; `Full`:
-    /// `WouldBlock`; `NoRuntime`: `Other`).
+    /// wrapped with a fitting kind (`Closed`: `NotConnected`; `Full` and
+    /// `NoRuntime`: `Other`). `Full` is not `WouldBlock`: that kind means
+    /// "retry when ready" to async I/O code, which would then wait for a
+    /// wake that never comes.
     fn from(e: NetError) -> io::Error {
         let kind = match &e {
             NetError::Io { .. } => {
@@ -221,8 +223,7 @@ impl From<NetError> for io::Error {
                 return error;
             }
             NetError::Closed => io::ErrorKind::NotConnected,
-            NetError::Full { .. } => io::ErrorKind::WouldBlock,
-            NetError::NoRuntime => io::ErrorKind::Other,
+            NetError::Full { .. } | NetError::NoRuntime => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
     }

@@ -127,6 +127,10 @@ pub enum RtError {
     /// [`run`](Runtime::run) or [`step`](Runtime::step) was called after
     /// the runtime finished.
     Finished,
+    /// A panic unwound out of an earlier turn (from code the runtime does
+    /// not guard, such as a raw stakker callback): the `Stakker` cannot
+    /// run again. The runtime can only be dropped.
+    Poisoned,
 }
 
 impl fmt::Display for RtError {
@@ -137,6 +141,9 @@ impl fmt::Display for RtError {
             RtError::Signals(e) => write!(f, "installing the signal handler failed: {e}"),
             RtError::Wait(e) => write!(f, "polling for I/O failed: {e}"),
             RtError::Finished => f.write_str("the runtime has already finished"),
+            RtError::Poisoned => {
+                f.write_str("a panic unwound out of the runtime; it cannot run again")
+            }
         }
     }
 }
@@ -147,7 +154,7 @@ impl std::error::Error for RtError {
             RtError::Poll(e) | RtError::Waker(e) | RtError::Signals(e) | RtError::Wait(e) => {
                 Some(e)
             }
-            RtError::Finished => None,
+            RtError::Finished | RtError::Poisoned => None,
         }
     }
 }
@@ -268,6 +275,7 @@ impl Builder {
             idle_due: false,
             idle_pending: false,
             kick: false,
+            in_turn: false,
             stats: RuntimeStats::default(),
         })
     }
@@ -337,6 +345,9 @@ pub struct Runtime {
     idle_pending: bool,
     /// Work was queued after the queue last ran: poll without waiting.
     kick: bool,
+    /// Set while a turn runs: still set afterwards only if a panic
+    /// unwound out of it (the `Stakker` must not run again).
+    in_turn: bool,
     stats: RuntimeStats,
 }
 
@@ -437,9 +448,7 @@ impl Runtime {
     /// [`RtError::Wait`] if the OS poll fails, [`RtError::Finished`] if
     /// the runtime already finished.
     pub fn run(&mut self, init: impl FnOnce(&mut Runtime)) -> Result<Exit, RtError> {
-        if let Phase::Finished(_) = self.phase {
-            return Err(RtError::Finished);
-        }
+        self.check_can_run()?;
         init(self);
         // The first turn runs what `init` queued; later turns start with
         // the poll, since each turn ends by running the queue and no user
@@ -459,7 +468,10 @@ impl Runtime {
     /// # Errors
     /// As [`run`](Runtime::run).
     pub fn run_for(&mut self, d: Duration) -> Result<Status, RtError> {
-        let end = self.clock_now() + d;
+        let Some(end) = self.clock_now().checked_add(d) else {
+            // Beyond what `Instant` can hold: as good as forever.
+            return self.run(|_| {}).map(Status::Finished);
+        };
         loop {
             let now = self.clock_now();
             if now >= end {
@@ -484,10 +496,34 @@ impl Runtime {
         self.turn(max_wait, true)
     }
 
-    fn turn(&mut self, max_wait: Option<Duration>, run_first: bool) -> Result<Status, RtError> {
+    fn check_can_run(&self) -> Result<(), RtError> {
+        if self.in_turn {
+            return Err(RtError::Poisoned);
+        }
         if let Phase::Finished(_) = self.phase {
             return Err(RtError::Finished);
         }
+        Ok(())
+    }
+
+    fn turn(&mut self, max_wait: Option<Duration>, run_first: bool) -> Result<Status, RtError> {
+        self.check_can_run()?;
+        self.in_turn = true;
+        let status = self.turn_inner(max_wait, run_first);
+        self.in_turn = false;
+        status
+    }
+
+    fn turn_inner(
+        &mut self,
+        max_wait: Option<Duration>,
+        run_first: bool,
+    ) -> Result<Status, RtError> {
+        // The turn's time bound: the caller's `max_wait` and, while
+        // draining, the grace deadline. On virtual time it is also a
+        // target time jumps to.
+        let now = self.clock_now();
+        let mut bound = max_wait.and_then(|w| now.checked_add(w));
         let idle_pending = if run_first {
             self.run_queue()
         } else {
@@ -496,8 +532,11 @@ impl Runtime {
         if let Some(done) = self.advance_phase(idle_pending) {
             return Ok(done);
         }
-        let timeout = self.timeout(idle_pending, max_wait);
-        self.wait(timeout, max_wait, idle_pending)?;
+        if let Phase::Draining { deadline, .. } = self.phase {
+            bound = Some(bound.map_or(deadline, |b| b.min(deadline)));
+        }
+        let timeout = self.timeout(idle_pending, bound);
+        self.wait(timeout, bound, idle_pending)?;
         let idle_pending = self.run_queue();
         self.idle_pending = idle_pending;
         if let Some(done) = self.advance_phase(idle_pending) {
@@ -595,22 +634,24 @@ impl Runtime {
         self.phase = Phase::Finished(exit);
     }
 
-    fn timeout(&mut self, idle_pending: bool, max_wait: Option<Duration>) -> Option<Duration> {
+    /// How long the poll may wait: until the next timer or `bound`,
+    /// whichever is first; not at all if work is queued.
+    fn timeout(&mut self, idle_pending: bool, bound: Option<Instant>) -> Option<Duration> {
         if idle_pending || std::mem::take(&mut self.kick) {
             return Some(Duration::ZERO);
         }
-        if let Phase::Draining { deadline, .. } = self.phase {
-            let left = deadline.saturating_duration_since(self.clock_now());
-            return Some(min_opt(Some(left), max_wait).unwrap_or(left));
-        }
         match self.clock {
             Clock::Real => {
-                let timer = self.stakker.next_wait(Instant::now());
-                min_opt(timer, max_wait)
+                let now = Instant::now();
+                let timer = self.stakker.next_wait(now);
+                min_opt(timer, bound.map(|b| b.saturating_duration_since(now)))
             }
-            // Poll without waiting: if nothing happens, time jumps.
-            Clock::Virtual(_) if self.stakker.next_expiry().is_some() => Some(Duration::ZERO),
-            Clock::Virtual(_) => max_wait,
+            // Poll without waiting: if nothing happens, time jumps to the
+            // next timer or the bound.
+            Clock::Virtual(_) if self.stakker.next_expiry().is_some() || bound.is_some() => {
+                Some(Duration::ZERO)
+            }
+            Clock::Virtual(_) => None,
         }
     }
 
@@ -618,7 +659,7 @@ impl Runtime {
     fn wait(
         &mut self,
         timeout: Option<Duration>,
-        max_wait: Option<Duration>,
+        bound: Option<Instant>,
         idle_pending: bool,
     ) -> Result<(), RtError> {
         self.stats.turns += 1;
@@ -632,13 +673,15 @@ impl Runtime {
             self.idle_due = true;
             // Idle work runs before time jumps.
             if let (Clock::Virtual(now), false) = (self.clock, idle_pending) {
-                if let Some(next) = self.stakker.next_expiry() {
-                    // Never past the caller's bound (`run_for`, `step`).
-                    let next = max_wait.map_or(next, |w| next.min(now + w));
-                    if next > now {
-                        self.clock = Clock::Virtual(next);
-                        self.idle_due = false;
-                    }
+                // To the next timer, never past the bound (`run_for`,
+                // `step`, the grace deadline); to the bound if no timer.
+                let next = match (self.stakker.next_expiry(), bound) {
+                    (Some(t), Some(b)) => Some(t.min(b)),
+                    (t, b) => t.or(b),
+                };
+                if let Some(next) = next.filter(|&t| t > now) {
+                    self.clock = Clock::Virtual(next);
+                    self.idle_due = false;
                 }
             }
             return Ok(());
@@ -657,6 +700,9 @@ impl Runtime {
         }
         if woken {
             self.stats.wakes += 1;
+            // Re-arm first: a wake sent while this runs is then another
+            // event, not lost.
+            self.shared.clear_notified();
             self.stakker.poll_wake();
             let mut jobs = std::mem::take(&mut self.jobs);
             self.shared.take(&mut jobs);
@@ -690,50 +736,88 @@ impl Runtime {
 }
 
 /// SIGINT/SIGTERM handling: a self-pipe the poll watches (first signal:
-/// orderly shutdown) and, registered before it, signal-hook's conditional
-/// shutdown (a signal after the first exits the process from the handler,
-/// with status 128 + signal number, even if the loop is stuck).
+/// orderly shutdown) and, installed once per process, signal-hook's
+/// conditional shutdown (a signal while a shutdown is under way exits the
+/// process from the handler, with status 128 + signal number, even if the
+/// loop is stuck).
 struct Signals {
     pipe: signal_hook_mio::v1_0::Signals,
-    ids: Vec<signal_hook::SigId>,
 }
+
+/// The process-wide half of [`Signals`]: installed by the first runtime
+/// that handles signals, kept for the life of the process (a handler
+/// cannot be taken back without leaving the signal ignored).
+struct SignalGate {
+    /// True while a signal would exit the process: after a first signal,
+    /// and while no signal-handling runtime is alive (so the signals keep
+    /// their usual meaning once the last one is gone).
+    seen: Arc<std::sync::atomic::AtomicBool>,
+    /// Signal-handling runtimes alive.
+    runtimes: usize,
+}
+
+static SIGNAL_GATE: std::sync::Mutex<Option<SignalGate>> = std::sync::Mutex::new(None);
 
 impl Signals {
     const WATCHED: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
 
     fn install(poll: &Poll) -> Result<Signals, RtError> {
+        let mut pipe =
+            signal_hook_mio::v1_0::Signals::new(Signals::WATCHED).map_err(RtError::Signals)?;
+        poll.registry()
+            .register(&mut pipe, SIGNAL_TOKEN, mio::Interest::READABLE)
+            .map_err(RtError::Signals)?;
+        let mut gate = SIGNAL_GATE.lock().unwrap_or_else(|e| e.into_inner());
+        if gate.is_none() {
+            *gate = Some(SignalGate {
+                seen: Signals::install_gate()?,
+                runtimes: 0,
+            });
+        }
+        if let Some(g) = gate.as_mut() {
+            g.runtimes += 1;
+            // A new runtime starts with a fresh first signal.
+            g.seen.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(Signals { pipe })
+    }
+
+    /// Registers the exit-on-second-signal actions; on a failure, takes
+    /// back those already registered.
+    fn install_gate() -> Result<Arc<std::sync::atomic::AtomicBool>, RtError> {
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut ids = Vec::new();
-        let mut add = |id: io::Result<signal_hook::SigId>| -> Result<(), RtError> {
-            ids.push(id.map_err(RtError::Signals)?);
-            Ok(())
-        };
         for sig in Signals::WATCHED {
             // Order matters: the exit check runs before the flag is set,
             // so the first signal only sets it.
-            add(signal_hook::flag::register_conditional_shutdown(
-                sig,
-                128 + sig,
-                seen.clone(),
-            ))?;
-            add(signal_hook::flag::register(sig, seen.clone()))?;
+            let exit =
+                signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, seen.clone());
+            let flag = exit
+                .and_then(|id| {
+                    ids.push(id);
+                    signal_hook::flag::register(sig, seen.clone())
+                })
+                .map(|id| ids.push(id));
+            if let Err(e) = flag {
+                for id in ids {
+                    signal_hook::low_level::unregister(id);
+                }
+                return Err(RtError::Signals(e));
+            }
         }
-        let mut signals = Signals {
-            pipe: signal_hook_mio::v1_0::Signals::new(Signals::WATCHED)
-                .map_err(RtError::Signals)?,
-            ids,
-        };
-        poll.registry()
-            .register(&mut signals.pipe, SIGNAL_TOKEN, mio::Interest::READABLE)
-            .map_err(RtError::Signals)?;
-        Ok(signals)
+        Ok(seen)
     }
 }
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
+        let mut gate = SIGNAL_GATE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = gate.as_mut() {
+            g.runtimes = g.runtimes.saturating_sub(1);
+            if g.runtimes == 0 {
+                // No runtime is left to shut down: a signal exits again.
+                g.seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     }
 }
@@ -749,6 +833,18 @@ fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 impl Drop for Runtime {
     fn drop(&mut self) {
         if !matches!(self.phase, Phase::Finished(_)) {
+            if self.in_turn {
+                // A panic unwound out of a turn: the `Stakker` must not
+                // run again (it would panic inside the unwinding: an
+                // abort). Drop what can be dropped without running
+                // anything; posts are dropped unrun.
+                stakplane_async::shutdown(&mut self.stakker);
+                self.reactor.close_all();
+                drop(self.shared.close());
+                self.kept.clear();
+                self.phase = Phase::Finished(Exit::Stopped(None));
+                return;
+            }
             if let Phase::Running = self.phase {
                 self.begin_stop(Exit::Stopped(None));
             }

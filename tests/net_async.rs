@@ -615,3 +615,43 @@ fn net_error_from_io_recovers_closed_after_close() {
     });
     assert_eq!(h.run(|_| {}), Exit::Done);
 }
+
+#[test]
+fn udp_two_tasks_waiting_on_one_socket_are_both_woken() {
+    let h = Harness::new();
+    let sock = Rc::new(UdpSocket::bind(&h.io(), loopback()).unwrap());
+    let addr = sock.local_addr().unwrap();
+    for name in ["first waiter", "second waiter"] {
+        let sock = sock.clone();
+        h.tasks.spawn(name, async move {
+            let mut buf = [0u8; 16];
+            let (n, from) = sock.recv_from(&mut buf).await?;
+            sock.send_to(&buf[..n], from).await?;
+            Ok(())
+        });
+    }
+    drop(sock);
+    // Spawned last, so it runs after both waiters are parked in `recv`:
+    // only then may the client send.
+    let (go, ready) = std::sync::mpsc::channel::<()>();
+    h.tasks.spawn("starter", async move {
+        go.send(())?;
+        Ok(())
+    });
+    let exit = h.run(move |_| {
+        ready.recv_timeout(IO_TIMEOUT).unwrap();
+        let c = std::net::UdpSocket::bind(loopback()).unwrap();
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        c.send_to(b"one", addr).unwrap();
+        c.send_to(b"two", addr).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let mut buf = [0u8; 16];
+            let (n, _) = c.recv_from(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        got.sort();
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    });
+    assert_eq!(exit, Exit::Done);
+}

@@ -442,3 +442,169 @@ fn net_handles_need_a_runtime() {
     ));
     assert!(stakplane::rt::remote(&mut s).is_none());
 }
+
+#[test]
+fn stakker_wakes_from_another_thread_are_never_lost() {
+    // Each round trip: the thread wakes, the loop's callback acks, the
+    // thread wakes again at once — racing the loop's re-arm of its own
+    // wake-up. A lost wake leaves the loop asleep with a round pending
+    // (the watchdog then stops it and the count falls short).
+    const ROUNDS: u32 = 2_000;
+    let mut rt = Runtime::new().unwrap();
+    let count = Rc::new(RefCell::new(0u32));
+    let c = count.clone();
+    let (ack, acks) = mpsc::channel::<()>();
+    let waker = rt.core().waker(move |s, deleted| {
+        if deleted {
+            return;
+        }
+        *c.borrow_mut() += 1;
+        let _ = ack.send(());
+        if *c.borrow() == ROUNDS {
+            s.shutdown(StopCause::Stopped);
+        }
+    });
+    let log: Log = Rc::default();
+    let dev = device!(rt.core(), Noted::init("kept", log));
+    rt.keep(dev);
+    let done = watchdog(rt.remote());
+    let t = std::thread::spawn(move || {
+        for _ in 0..ROUNDS {
+            waker.wake();
+            if acks.recv_timeout(Duration::from_secs(10)).is_err() {
+                break;
+            }
+        }
+        waker
+    });
+    let exit = rt.run(|_| {}).unwrap();
+    let waker = t.join().unwrap();
+    drop(done);
+    drop(waker);
+    assert_eq!(*count.borrow(), ROUNDS);
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+}
+
+#[test]
+fn a_panic_through_run_poisons_the_runtime_without_aborting() {
+    let posted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Dropped while the panic unwinds through `run`: must not abort.
+    let unwound = std::panic::catch_unwind(|| {
+        let mut rt = Runtime::new().unwrap();
+        rt.run(|rt| {
+            // A raw stakker callback: not guarded by the device layer.
+            rt.core().defer(|_| panic!("raw callback panics"));
+        })
+    });
+    assert!(unwound.is_err());
+    // Caught by the caller: the runtime refuses to run again, and its
+    // drop runs nothing (a posted closure is dropped, not run).
+    let mut rt = Runtime::new().unwrap();
+    let remote = rt.remote();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.run(|rt| rt.core().defer(|_| panic!("raw callback panics")))
+    }));
+    assert!(caught.is_err());
+    let p = posted.clone();
+    assert!(remote
+        .post(move |_| p.store(true, std::sync::atomic::Ordering::SeqCst))
+        .is_ok());
+    assert!(matches!(
+        rt.step(Some(Duration::ZERO)),
+        Err(stakplane::rt::RtError::Poisoned)
+    ));
+    drop(rt);
+    assert!(!posted.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(!remote.is_open());
+}
+
+#[test]
+fn virtual_time_run_for_advances_with_no_timer_set() {
+    let start = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
+    let log: Log = Rc::default();
+    let dev = device!(rt.core(), Noted::init("kept", log));
+    rt.keep(dev);
+    assert_eq!(rt.run_for(Duration::from_secs(5)).unwrap(), Status::Running);
+    assert_eq!(rt.now() - start, Duration::from_secs(5));
+    assert_eq!(
+        rt.step(Some(Duration::from_secs(1))).unwrap(),
+        Status::Running
+    );
+    assert_eq!(rt.now() - start, Duration::from_secs(6));
+    // Far beyond what an `Instant` holds: no overflow panic; with no
+    // timer and a device kept, only a stop ends it.
+    rt.core().after(Duration::from_secs(1), |s| {
+        s.shutdown(StopCause::Stopped);
+    });
+    assert_eq!(
+        rt.run_for(Duration::MAX).unwrap(),
+        Status::Finished(Exit::Stopped(Some(StopKind::Stopped)))
+    );
+}
+
+/// Shared by the two grace tests: a stop at 1 s, a device created at 2 s
+/// (during the shutdown, so not asked to end), ended at `end_at` if set.
+fn drain_with_a_late_device(end_at: Option<u64>) -> (Runtime, Instant, Log, Exit) {
+    let start = Instant::now();
+    let mut rt = Runtime::builder()
+        .virtual_time(start)
+        .shutdown_grace(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let log: Log = Rc::default();
+    let held: Rc<RefCell<Vec<DeviceOwn<Noted>>>> = Rc::default();
+    let exit = rt
+        .run(|rt| {
+            let dev = device!(rt.core(), Noted::init("kept", log.clone()));
+            rt.keep(dev);
+            rt.core().after(Duration::from_secs(1), |s| {
+                s.shutdown(StopCause::Stopped);
+            });
+            let (l, h) = (log.clone(), held.clone());
+            rt.core().after(Duration::from_secs(2), move |s| {
+                let late = device!(s, Noted::init("late", l));
+                // A controlled device: the stop waits for it.
+                let _ = late.line();
+                h.borrow_mut().push(late);
+            });
+            if let Some(secs) = end_at {
+                let (l, h) = (log.clone(), held.clone());
+                rt.core().after(Duration::from_secs(secs), move |s| {
+                    l.borrow_mut()
+                        .push(format!("timer at {:?}", s.now() - start));
+                    h.borrow_mut().clear();
+                });
+            }
+        })
+        .unwrap();
+    (rt, start, log, exit)
+}
+
+#[test]
+fn timers_keep_their_time_while_a_stop_drains() {
+    let (rt, start, log, exit) = drain_with_a_late_device(Some(4));
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+    assert_eq!(*log.borrow(), ["device kept", "timer at 4s", "device late"]);
+    assert_eq!(rt.now() - start, Duration::from_secs(4), "not the deadline");
+}
+
+#[test]
+fn a_stop_ends_at_the_grace_deadline_on_virtual_time() {
+    let (rt, start, log, exit) = drain_with_a_late_device(None);
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+    // Stop at 1 s + 10 s of grace; the late device ends with the runtime.
+    assert_eq!(rt.now() - start, Duration::from_secs(11));
+    assert_eq!(log.borrow()[0], "device kept");
+}
+
+#[test]
+fn sockets_made_after_shutdown_fail_with_closed() {
+    let mut rt = Runtime::new().unwrap();
+    let io = rt.io();
+    assert_eq!(rt.run(|_| {}).unwrap(), Exit::Done);
+    assert!(matches!(
+        TcpListener::bind(&io, "127.0.0.1:0".parse().unwrap()),
+        Err(NetError::Closed)
+    ));
+}

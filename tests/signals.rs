@@ -56,6 +56,18 @@ fn signal_child_process() {
     let Ok(role) = std::env::var(ROLE) else {
         return;
     };
+    if role == "dropped" || role == "again" {
+        // A signal-handling runtime that has come and gone.
+        let mut rt = Runtime::builder().handle_signals(true).build().unwrap();
+        assert_eq!(rt.run(|_| {}).unwrap(), Exit::Done);
+        drop(rt);
+        if role == "dropped" {
+            say("ready");
+            loop {
+                std::thread::park();
+            }
+        }
+    }
     let mut rt = Runtime::builder().handle_signals(true).build().unwrap();
     let io = rt.io();
     let listener = TcpListener::bind(&io, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -169,4 +181,33 @@ fn a_second_signal_during_shutdown_exits_at_once() {
     drop(done);
     assert!(rest.is_empty(), "nothing else ran: {rest:?}");
     assert_eq!(status.code(), Some(128 + 15), "exit status 128 + SIGTERM");
+}
+
+#[test]
+fn a_signal_after_the_last_signal_handling_runtime_is_gone_exits() {
+    let (mut child, rx) = spawn_child("dropped");
+    let done = watchdog(child.id());
+    assert_eq!(next(&rx), "ready");
+    kill(child.id(), "-TERM");
+    let status = child.wait().unwrap();
+    drop(done);
+    // Not ignored (the child would hang until the watchdog's SIGKILL).
+    assert_eq!(status.code(), Some(128 + 15), "exit status 128 + SIGTERM");
+}
+
+#[test]
+fn a_new_runtime_gets_a_fresh_first_signal() {
+    let (mut child, rx) = spawn_child("again");
+    let done = watchdog(child.id());
+    assert_eq!(next(&rx), "ready");
+    kill(child.id(), "-TERM");
+    let rest: Vec<String> = rx.iter().collect();
+    let status = child.wait().unwrap();
+    drop(done);
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("sockets 0"),
+        "{rest:?}"
+    );
+    assert!(status.success(), "child exited with {status}");
 }

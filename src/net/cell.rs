@@ -35,8 +35,8 @@ pub(crate) struct IoCell<S: Source> {
     /// The OS said the read side is closed or failed: a read returns at
     /// once, so a short read must not clear `readable`.
     read_closed: Cell<bool>,
-    rwaker: RefCell<Option<Waker>>,
-    wwaker: RefCell<Option<Waker>>,
+    rwaker: RefCell<Waiters>,
+    wwaker: RefCell<Waiters>,
 }
 
 impl<S: Source + 'static> IoCell<S> {
@@ -49,14 +49,18 @@ impl<S: Source + 'static> IoCell<S> {
         make: impl FnOnce(IoCell<S>) -> H,
         view: impl Fn(&H) -> &IoCell<S>,
     ) -> Result<Rc<H>, NetError> {
+        if reactor.is_closed() {
+            // The runtime has shut down: the socket is dropped (closed).
+            return Err(NetError::Closed);
+        }
         let cell = IoCell {
             reactor: reactor.clone(),
             sock: RefCell::new(None),
             readable: Cell::new(true),
             writable: Cell::new(true),
             read_closed: Cell::new(false),
-            rwaker: RefCell::new(None),
-            wwaker: RefCell::new(None),
+            rwaker: RefCell::new(Waiters::default()),
+            wwaker: RefCell::new(Waiters::default()),
         };
         let holder = Rc::new(make(cell));
         let weak: Weak<dyn IoHandler> = Rc::downgrade(&holder) as Weak<dyn IoHandler>;
@@ -74,17 +78,11 @@ impl<S: Source + 'static> IoCell<S> {
         }
         if r.readable {
             self.readable.set(true);
-            let w = self.rwaker.borrow_mut().take();
-            if let Some(w) = w {
-                w.wake();
-            }
+            Waiters::wake_all(&self.rwaker);
         }
         if r.writable {
             self.writable.set(true);
-            let w = self.wwaker.borrow_mut().take();
-            if let Some(w) = w {
-                w.wake();
-            }
+            Waiters::wake_all(&self.wwaker);
         }
     }
 
@@ -226,15 +224,7 @@ impl<S: Source + 'static> IoCell<S> {
             Dir::Read => &self.rwaker,
             Dir::Write => &self.wwaker,
         };
-        let mut slot = slot.borrow_mut();
-        match &*slot {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => {
-                let old = slot.replace(cx.waker().clone());
-                drop(slot);
-                drop(old);
-            }
-        }
+        slot.borrow_mut().add(cx.waker());
     }
 }
 
@@ -267,5 +257,50 @@ impl<S: Source + 'static> Plain<S> {
         interest: Interest,
     ) -> Result<Rc<Plain<S>>, NetError> {
         IoCell::register(reactor, sock, interest, Plain, |p| &p.0)
+    }
+}
+
+/// The tasks waiting for one direction of a socket. Usually one (a
+/// stream is polled through `&mut`), kept without allocating; the
+/// `&self` methods of [`UdpSocket`](crate::net::UdpSocket) and
+/// [`TcpListener`](crate::net::TcpListener) may have several, and each is
+/// woken (none is replaced by another). Emptied at every readiness.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Waiters {
+    fn add(&mut self, waker: &Waker) {
+        match &self.first {
+            None => self.first = Some(waker.clone()),
+            Some(w) if w.will_wake(waker) => {}
+            Some(_) => {
+                if !self.more.iter().any(|w| w.will_wake(waker)) {
+                    self.more.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    /// Wakes and forgets every waiter (outside the borrow: a wake may
+    /// run code that polls the socket again).
+    fn wake_all(cell: &RefCell<Waiters>) {
+        let (first, more) = {
+            let mut w = cell.borrow_mut();
+            let more = if w.more.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut w.more)
+            };
+            (w.first.take(), more)
+        };
+        if let Some(w) = first {
+            w.wake();
+        }
+        for w in more {
+            w.wake();
+        }
     }
 }

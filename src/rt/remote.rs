@@ -46,7 +46,7 @@ impl Shared {
     /// Wakes the loop (the poll waker of stakker and of the task bridge
     /// also comes here).
     pub(crate) fn wake(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        if !self.notified.swap(true, Ordering::SeqCst) {
             // A failed wake leaves the loop asleep: nothing can be done
             // from another thread but say so.
             if let Err(e) = self.waker.wake() {
@@ -55,9 +55,16 @@ impl Shared {
         }
     }
 
-    /// Takes the posted jobs (on the loop thread, after a wake event).
+    /// Re-arms [`wake`](Shared::wake) (on the loop thread, after a wake
+    /// event, *before* it looks at what woke it: a wake that comes in
+    /// while it looks then sends another event instead of being lost).
+    pub(crate) fn clear_notified(&self) {
+        self.notified.store(false, Ordering::SeqCst);
+    }
+
+    /// Takes the posted jobs (on the loop thread, after
+    /// [`clear_notified`](Shared::clear_notified)).
     pub(crate) fn take(&self, into: &mut Vec<Job>) {
-        self.notified.store(false, Ordering::Release);
         std::mem::swap(&mut lock(&self.queue).jobs, into);
     }
 
