@@ -161,7 +161,7 @@ pub fn at<A: 'static>(
 
 #[cold]
 #[inline(never)]
-fn fail_with_panic<A>(cx: &mut Cx<'_, A>, payload: Box<dyn Any + Send>) {
+pub(crate) fn fail_with_panic<A>(cx: &mut Cx<'_, A>, payload: Box<dyn Any + Send>) {
     cx.fail(Ending(Cause::Panic(panic_message(payload))));
 }
 

@@ -68,8 +68,10 @@ pub mod cause;
 pub mod device;
 pub mod guard;
 pub mod macros;
+pub mod mailbox;
 pub mod net;
 pub mod rt;
+pub mod supervise;
 
 /// The async/await bridge (package `stakplane-async`).
 pub use stakplane_async as task;

@@ -1,0 +1,1 @@
+//! Reliable bounded mailboxes (being written: issue 6).

@@ -1,0 +1,1 @@
+//! OTP supervisors (being written: issue 6).
