@@ -7,7 +7,7 @@
 //! requests it has answered, and the service `ask!`s it for each reply.
 //!
 //! hyper 1.x reads and writes through its own `hyper::rt::Read` / `Write`
-//! traits; [`HyperIo`] adapts our `futures-io` stream to them, in safe
+//! traits; [`hyper_io::HyperIo`] adapts our `futures-io` stream to them, in safe
 //! code (bytes are copied out of the stream's read buffer with
 //! `ReadBufCursor::put_slice`).
 //!
@@ -26,10 +26,8 @@
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{header, Request, Response, StatusCode};
-use stakplane::net::{NetError, TcpListener, TcpStream};
+use stakplane::net::{NetError, TcpListener};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::convert::Infallible;
@@ -38,7 +36,7 @@ use std::net::SocketAddr;
 // The hyper I/O adapter, shared with `examples/service.rs`.
 #[path = "common/hyper_io.rs"]
 mod hyper_io;
-pub use hyper_io::HyperIo;
+use hyper_io::serve_http1;
 
 /// The actor behind the service: it answers each greeting with the number
 /// of requests served so far.
@@ -74,46 +72,10 @@ pub fn serve(rt: &mut Runtime, addr: SocketAddr) -> Result<SocketAddr, NetError>
     let actor = greeter.actor().clone();
     rt.keep(greeter);
     let spawner = stakplane::task::spawner(rt.core());
-    spawner.spawn_detached(accept_loop(listener, actor));
+    spawner.spawn_detached(serve_http1(listener, "http_hello", move |req| {
+        respond(actor.clone(), req)
+    }));
     Ok(local)
-}
-
-/// Accepts until the listener closes (at the runtime's shutdown), one
-/// task per connection.
-async fn accept_loop(mut listener: TcpListener, greeter: Actor<Greeter>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let greeter = greeter.clone();
-                // The connection task is detached: it ends with the
-                // connection, or is dropped at the runtime's shutdown.
-                drop(stakplane::task::spawn_local(async move {
-                    if let Err(e) = serve_connection(stream, greeter).await {
-                        eprintln!("http_hello: {peer}: {e}");
-                    }
-                }));
-            }
-            Err(NetError::Closed) => return,
-            // Out of descriptors and kin: the listener backs off before
-            // the next accept, so retrying does not spin.
-            Err(e) => eprintln!("http_hello: accept: {e}"),
-        }
-    }
-}
-
-/// Serves HTTP/1.1 on one connection until the client closes it, a
-/// request is malformed (hyper answers 400 first), or I/O fails.
-async fn serve_connection(stream: TcpStream, greeter: Actor<Greeter>) -> Result<(), hyper::Error> {
-    // Responses are written whole; no Nagle delay for the last segment.
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| respond(greeter.clone(), req));
-    http1::Builder::new()
-        // Needs a hyper `Timer`, whose sleeps must be `Send + Sync`; ours
-        // are `!Send` (they live on the actor thread). hyper's default
-        // (30 s) would only log a warning without a timer; say it here.
-        .header_read_timeout(None)
-        .serve_connection(HyperIo(stream), service)
-        .await
 }
 
 /// One request: ask the greeter, answer 200 with its text, or 503 if it

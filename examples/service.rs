@@ -65,12 +65,9 @@
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{header, Method, Request, Response, StatusCode};
 use stakplane::net::{
     AcceptEvent, Accepted, ConnConfig, NetError, TcpAcceptor, TcpConn, TcpEvent, TcpListener,
-    TcpStream,
 };
 use stakplane::prelude::*;
 use stakplane::rt::{Exit, Remote, Runtime, StopKind};
@@ -87,7 +84,7 @@ use std::time::Duration;
 // The hyper I/O adapter, shared with `examples/http_hello.rs`.
 #[path = "common/hyper_io.rs"]
 mod hyper_io;
-use hyper_io::HyperIo;
+use hyper_io::serve_http1;
 
 /// The longest line a client may send, in bytes. It bounds what a session
 /// keeps while waiting for a line's end.
@@ -580,43 +577,10 @@ impl ChatPort {
 fn serve_http(rt: &mut Runtime, addr: SocketAddr, hub: Actor<Hub>) -> Result<SocketAddr, NetError> {
     let listener = TcpListener::bind(&rt.io(), addr)?;
     let local = listener.local_addr()?;
-    stakplane::task::spawner(rt.core()).spawn_detached(http_accept_loop(listener, hub));
+    stakplane::task::spawner(rt.core()).spawn_detached(serve_http1(listener, "http", move |req| {
+        respond(hub.clone(), req)
+    }));
     Ok(local)
-}
-
-/// Accepts until the listener closes (at the runtime's shutdown), one
-/// task per connection.
-async fn http_accept_loop(mut listener: TcpListener, hub: Actor<Hub>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let hub = hub.clone();
-                // Detached: it ends with the connection, or is dropped at
-                // the runtime's shutdown.
-                drop(stakplane::task::spawn_local(async move {
-                    if let Err(e) = serve_connection(stream, hub).await {
-                        eprintln!("http: {peer}: {e}");
-                    }
-                }));
-            }
-            Err(NetError::Closed) => return,
-            // The listener backs off after EMFILE and kin: no spinning.
-            Err(e) => eprintln!("http: accept: {e}"),
-        }
-    }
-}
-
-/// Serves HTTP/1.1 on one connection until the client closes it.
-async fn serve_connection(stream: TcpStream, hub: Actor<Hub>) -> Result<(), hyper::Error> {
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| respond(hub.clone(), req));
-    http1::Builder::new()
-        // The header read timeout needs a hyper `Timer`, whose sleeps must
-        // be `Send + Sync`; stakplane's are `!Send` (they live on this
-        // thread). So it is off, explicitly (see `examples/http_hello.rs`).
-        .header_read_timeout(None)
-        .serve_connection(HyperIo(stream), service)
-        .await
 }
 
 /// `GET /stats`: the Hub's numbers, or 503 if the Hub is gone.

@@ -144,15 +144,27 @@ fn next(rx: &mpsc::Receiver<String>) -> String {
         .unwrap_or_else(|e| panic!("child line: {e}"))
 }
 
-#[test]
-fn sigterm_stops_devices_newest_first_then_tasks_then_sockets_and_run_returns() {
-    let (mut child, rx) = spawn_child("orderly");
+/// Starts the child in `role`, waits until it is ready, sends it SIGTERM,
+/// runs `then` (which may read lines and signal again), and returns the
+/// lines left and how the child exited. Bounded by the watchdog.
+fn terminate_child(
+    role: &str,
+    then: impl FnOnce(&mpsc::Receiver<String>, u32),
+) -> (Vec<String>, std::process::ExitStatus) {
+    let (mut child, rx) = spawn_child(role);
     let done = watchdog(child.id());
     assert_eq!(next(&rx), "ready");
     kill(child.id(), "-TERM");
+    then(&rx, child.id());
     let rest: Vec<String> = rx.iter().collect();
     let status = child.wait().unwrap();
     drop(done);
+    (rest, status)
+}
+
+#[test]
+fn sigterm_stops_devices_newest_first_then_tasks_then_sockets_and_run_returns() {
+    let (rest, status) = terminate_child("orderly", |_, _| {});
     assert_eq!(
         rest,
         [
@@ -169,41 +181,25 @@ fn sigterm_stops_devices_newest_first_then_tasks_then_sockets_and_run_returns() 
 
 #[test]
 fn a_second_signal_during_shutdown_exits_at_once() {
-    let (mut child, rx) = spawn_child("forced");
-    let done = watchdog(child.id());
-    assert_eq!(next(&rx), "ready");
-    kill(child.id(), "-TERM");
-    // The newest device is stopped first and gets stuck there.
-    assert_eq!(next(&rx), "stopped third");
-    kill(child.id(), "-TERM");
-    let rest: Vec<String> = rx.iter().collect();
-    let status = child.wait().unwrap();
-    drop(done);
+    let (rest, status) = terminate_child("forced", |rx, pid| {
+        // The newest device is stopped first and gets stuck there.
+        assert_eq!(next(rx), "stopped third");
+        kill(pid, "-TERM");
+    });
     assert!(rest.is_empty(), "nothing else ran: {rest:?}");
     assert_eq!(status.code(), Some(128 + 15), "exit status 128 + SIGTERM");
 }
 
 #[test]
 fn a_signal_after_the_last_signal_handling_runtime_is_gone_exits() {
-    let (mut child, rx) = spawn_child("dropped");
-    let done = watchdog(child.id());
-    assert_eq!(next(&rx), "ready");
-    kill(child.id(), "-TERM");
-    let status = child.wait().unwrap();
-    drop(done);
+    let (_, status) = terminate_child("dropped", |_, _| {});
     // Not ignored (the child would hang until the watchdog's SIGKILL).
     assert_eq!(status.code(), Some(128 + 15), "exit status 128 + SIGTERM");
 }
 
 #[test]
 fn a_new_runtime_gets_a_fresh_first_signal() {
-    let (mut child, rx) = spawn_child("again");
-    let done = watchdog(child.id());
-    assert_eq!(next(&rx), "ready");
-    kill(child.id(), "-TERM");
-    let rest: Vec<String> = rx.iter().collect();
-    let status = child.wait().unwrap();
-    drop(done);
+    let (rest, status) = terminate_child("again", |_, _| {});
     assert_eq!(
         rest.last().map(String::as_str),
         Some("sockets 0"),
