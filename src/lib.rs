@@ -47,6 +47,9 @@
 //! | [`task`] | the async/await bridge (crate `stakplane-async`): spawn, `Ret`/`Fwd` pipes, `ask!`, timers |
 //! | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown |
 //! | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) |
+//! | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr) |
+//! | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` |
+//! | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats |
 //! | [`prelude`] | everything above plus the stakker items actors need |
 //!
 //! The semantics (who is notified of what, when, exactly once, what a
@@ -66,6 +69,7 @@
 
 pub mod cause;
 pub mod device;
+pub mod group;
 pub mod guard;
 pub mod macros;
 pub mod mailbox;

@@ -1,1 +1,93 @@
-//! OTP supervisors (being written: issue 6).
+//! OTP supervisors: a supervisor is a device that starts child devices
+//! from specs, learns of each child's death exactly once, and restarts
+//! children per its [`Strategy`] and each child's [`Restart`] type, within
+//! a restart [`Intensity`]; past it, it shuts every child down in reverse
+//! order and fails, so its own supervisor sees a fault (escalation).
+//!
+//! ```
+//! use stakplane::prelude::*;
+//! use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+//! use std::time::Instant;
+//!
+//! struct Worker { n: u32 }
+//! impl Worker {
+//!     fn init(_: CX![]) -> Option<Self> { Some(Worker { n: 0 }) }
+//!     fn crash(&mut self, _: CX![]) { panic!("boom") }
+//!     fn bump(&mut self, _: CX![]) { self.n += 1; }
+//! }
+//!
+//! let now = Instant::now();
+//! let mut s = Stakker::new(now);
+//! let spec = ChildSpec::worker("w", |core| Ok(device!(core, Worker::init()).into()));
+//! let w = spec.addr();                      // follows restarts
+//! let sup = Supervisor::start(&mut s, SupervisorSpec::one_for_one().child(spec)).unwrap();
+//! s.run(now, false);
+//! let first = w.current().unwrap();
+//! w.send(|this, cx| this.crash(cx)).unwrap();
+//! s.run(now, false);                        // crash, Down, restart
+//! let second = w.current().unwrap();
+//! assert!(first.is_zombie() && !second.is_zombie());
+//! w.send(|this, cx| this.bump(cx)).unwrap();
+//! s.run(now, false);
+//! assert_eq!(second.query(&mut s, |this, _| this.n), Some(1));
+//! assert_eq!(sup.count_children().unwrap().active, 1);
+//! ```
+//!
+//! ## Semantics (OTP's `supervisor`, on stakker time)
+//!
+//! - **Start**: children start in spec order, synchronously, in
+//!   [`Supervisor::start`]: each start function creates its device (whose
+//!   `init` then runs from the queue). If one fails, those already started
+//!   are shut down in reverse order (each per its [`Shutdown`] policy) and
+//!   `start` returns [`StartError::Child`] with its error.
+//! - **Watching**: the supervisor monitors each incarnation (one `Down`
+//!   each, tagged with the incarnation) and owns it (its
+//!   [`DeviceOwn`](crate::DeviceOwn)). A supervisor that ends without its
+//!   ordered shutdown (killed, cascaded, dropped, shut down directly) has
+//!   its running children killed, newest first, with
+//!   [`SuperviseError::SupervisorGone`].
+//! - **Restart decision**: a child that ends on its own is restarted if
+//!   its restart type says so ([`Restart::restarts_after`]); a temporary
+//!   child, and a dynamic child not restarted, is removed.
+//! - **Strategies**: see [`Strategy`]. A restart terminates the
+//!   strategy's running siblings one at a time in reverse start order
+//!   (waiting for each Down), then starts the failed child and those
+//!   siblings in start order. Temporary siblings are terminated and
+//!   removed, not restarted. Siblings that were not running (terminated
+//!   on request, transient ones that stopped normally) stay as they are.
+//! - **Intensity**: each restart is counted when the supervisor handles
+//!   it; if more than `max_restarts` fall within the last `period`
+//!   (inclusive), the supervisor gives up: it terminates every child in
+//!   reverse order and fails with `Cause::Error(`[`SuperviseError::Intensity`]`)`.
+//! - **Failed restart**: a start function that fails during a restart
+//!   counts as a restart; the supervisor tries again from the queue (so
+//!   other work is handled in between), until it succeeds or the
+//!   intensity is exceeded, as OTP's `try_again_restart`.
+//! - **Serial work**: like an OTP supervisor handling one message at a
+//!   time, restarts and `terminate_child` requests are handled one after
+//!   the other; a Down of a child that the restart in progress was about
+//!   to terminate is part of that restart (not counted again).
+//! - **Shutdown**: [`Shutdown::BrutalKill`] kills at once;
+//!   [`Shutdown::Timeout`] asks (the child's [`Child::on_shutdown`] hook,
+//!   else [`DeviceRef::shutdown`](crate::DeviceRef::shutdown)) and kills
+//!   after the timeout; [`Shutdown::Infinity`] asks and waits. A nested
+//!   supervisor, asked, shuts its own children down in reverse first.
+//! - **Observability**: decisions are `tracing` events, target
+//!   `stakplane::supervise`, with fields `supervisor`, `child`, `cause`
+//!   and `event` = `start`, `exit`, `restart`, `restart_failed`,
+//!   `terminate`, `terminated`, `shutdown_timeout`, `give_up`, `escalate`,
+//!   `stopped`, `start_failed`.
+
+mod addr;
+mod engine;
+mod error;
+mod spec;
+
+pub use addr::{Addr, Call};
+pub use engine::{
+    ChildCounts, ChildInfo, ChildStatus, Started, Supervisor, SupervisorActor, SupervisorRef,
+};
+pub use error::{AddrError, ChildError, StartError, SuperviseError};
+pub use spec::{
+    Child, ChildId, ChildKind, ChildSpec, Intensity, Restart, Shutdown, Strategy, SupervisorSpec,
+};

@@ -1,0 +1,270 @@
+//! [`Addr<A>`]: a stable address for a supervised child, whatever its
+//! incarnation.
+
+use super::error::{AddrError, SuperviseError};
+use crate::cause::{DeviceId, Down};
+use crate::device::{DeviceOwn, DeviceRef, Line};
+use crate::guard;
+use crate::mailbox::{Mailbox, Overflow, SendError};
+use stakker::{Actor, Core, Cx, Fwd};
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+
+/// A call held for a child: run on whichever incarnation takes it.
+pub type Call<A> = Box<dyn FnOnce(&mut A, &mut Cx<'_, A>)>;
+
+/// The supervisor's side of an Addr slot, type-erased. The slot holds the
+/// live incarnation's owning handle: the supervisor owns its children
+/// through their slots (no box per incarnation), and a `Line` (with the
+/// device's controller) is made only when asked for.
+pub(crate) trait AddrHook {
+    /// The slot as `&dyn Any` (an `AddrSlot<A>`), for the typed start
+    /// function that installs an incarnation in it.
+    fn any(&self) -> &dyn Any;
+    /// The live incarnation's device id.
+    fn dev_id(&self) -> Option<DeviceId>;
+    /// A `Line` to the live incarnation.
+    fn make_line(&self) -> Option<Line>;
+    /// Kills the live incarnation (if any).
+    fn kill(&self, reason: SuperviseError);
+    /// Monitors the live incarnation.
+    fn watch(&self, fwd: Fwd<Down>);
+    /// The incarnation is down (or its supervisor is gone): its owning
+    /// handle is dropped.
+    fn down(&self);
+    /// The child was deleted: no incarnation will come (until a nested
+    /// supervisor's restart starts it again).
+    fn deleted(&self);
+    /// The slot itself, for a typed `Addr`.
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any>;
+}
+
+/// One child's address state, shared by its `Addr`s and its supervisor.
+pub(crate) struct AddrSlot<A: 'static> {
+    /// The live incarnation, owned.
+    current: RefCell<Option<DeviceOwn<A>>>,
+    /// `Some` when calls are held while no incarnation is alive.
+    hold: Cell<Option<(usize, Overflow)>>,
+    mailbox: RefCell<Option<Mailbox<Call<A>>>>,
+    deleted: Cell<bool>,
+}
+
+impl<A: 'static> AddrSlot<A> {
+    pub(crate) fn new() -> Self {
+        AddrSlot {
+            current: RefCell::new(None),
+            hold: Cell::new(None),
+            mailbox: RefCell::new(None),
+            deleted: Cell::new(false),
+        }
+    }
+
+    /// A new slot with the same hold policy (for a dynamic child).
+    pub(crate) fn fresh(&self) -> Self {
+        let me = Self::new();
+        if let Some((capacity, overflow)) = self.hold.get() {
+            me.set_hold(capacity, overflow);
+        }
+        me
+    }
+
+    pub(crate) fn set_hold(&self, capacity: usize, overflow: Overflow) {
+        self.hold.set(Some((capacity, overflow)));
+        *self.mailbox.borrow_mut() = Some(Mailbox::new(capacity, overflow));
+    }
+
+    fn mailbox(&self) -> Option<Mailbox<Call<A>>> {
+        self.mailbox.borrow().clone()
+    }
+}
+
+impl<A: 'static> AddrSlot<A> {
+    /// A new incarnation started: it lives here, and a holding Addr's
+    /// mailbox is attached to it.
+    pub(crate) fn install(&self, core: &mut Core, own: DeviceOwn<A>) {
+        self.deleted.set(false);
+        let actor = own.actor().clone();
+        let old = self.current.borrow_mut().replace(own);
+        drop(old);
+        if let Some((capacity, overflow)) = self.hold.get() {
+            // A mailbox closed by a deletion is replaced: the child is
+            // back (a nested supervisor restarted it).
+            let mb = {
+                let mut slot = self.mailbox.borrow_mut();
+                if slot.as_ref().is_none_or(Mailbox::is_closed) {
+                    *slot = Some(Mailbox::new(capacity, overflow));
+                }
+                slot.clone()
+            };
+            if let Some(mb) = mb {
+                mb.attach(core, &actor, |this: &mut A, cx, call: Call<A>| {
+                    call(this, cx)
+                });
+            }
+        }
+    }
+}
+
+impl<A: 'static> AddrHook for AddrSlot<A> {
+    fn any(&self) -> &dyn Any {
+        self
+    }
+
+    fn dev_id(&self) -> Option<DeviceId> {
+        self.current.borrow().as_ref().map(DeviceRef::id)
+    }
+
+    fn make_line(&self) -> Option<Line> {
+        self.current.borrow().as_ref().map(DeviceRef::line)
+    }
+
+    fn kill(&self, reason: SuperviseError) {
+        if let Some(own) = self.current.borrow().as_ref() {
+            let _ = own.kill(reason);
+        }
+    }
+
+    fn watch(&self, fwd: Fwd<Down>) {
+        if let Some(own) = self.current.borrow().as_ref() {
+            // A device already dead gets its Down queued at once.
+            let _ = own.monitor_fwd(fwd);
+        }
+    }
+
+    fn down(&self) {
+        let old = self.current.borrow_mut().take();
+        drop(old);
+        if let Some(mb) = self.mailbox() {
+            mb.detach();
+        }
+    }
+
+    fn deleted(&self) {
+        self.down();
+        self.deleted.set(true);
+        if let Some(mb) = self.mailbox() {
+            mb.close();
+        }
+    }
+
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any> {
+        self
+    }
+}
+
+/// A stable address for a supervised child of type `A`: it follows
+/// restarts, so a holder never sees a stale incarnation.
+///
+/// Get it from the child spec ([`ChildSpec::addr`](super::ChildSpec::addr))
+/// before handing the spec to a supervisor, or from the supervisor
+/// ([`SupervisorRef::addr`](super::SupervisorRef::addr)). Cloning is an
+/// `Rc` bump. An `Addr` does not keep the child alive.
+///
+/// What a call does depends on the child spec:
+/// - **fail** (the default): a call to a live incarnation is queued to it
+///   (a guarded call, as `call!`); while none is alive it fails with
+///   [`AddrError::NotRunning`]. A call queued to an incarnation that dies
+///   before handling it is lost with it, as with any stakker call.
+/// - **hold** ([`ChildSpec::hold`](super::ChildSpec::hold)): every call
+///   goes through the child's reliable bounded [`Mailbox`], which hands it
+///   to whichever incarnation is alive, in send order; calls sent while
+///   none is alive wait for the next one. A call not yet handed over when
+///   an incarnation dies goes to the next one; the call in the hands of an
+///   incarnation that panics is lost with it (the mailbox's
+///   `OnCrash::discard`, as a boxed closure cannot be copied). A full
+///   mailbox applies the spec's [`Overflow`] policy.
+///
+/// Either way a deleted child fails calls with [`AddrError::Deleted`].
+pub struct Addr<A: 'static> {
+    slot: Rc<AddrSlot<A>>,
+}
+
+impl<A: 'static> Addr<A> {
+    pub(crate) fn from_slot(slot: Rc<AddrSlot<A>>) -> Self {
+        Addr { slot }
+    }
+
+    /// The live incarnation's actor, if any (`None` while the child is
+    /// not running, or once its incarnation has died even if its
+    /// supervisor has not yet handled the death).
+    pub fn current(&self) -> Option<Actor<A>> {
+        self.slot
+            .current
+            .borrow()
+            .as_ref()
+            .map(|own| own.actor())
+            .filter(|a| !a.is_zombie())
+            .cloned()
+    }
+
+    /// Whether an incarnation is alive (see [`current`](Addr::current)).
+    pub fn is_running(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// Whether calls are held while no incarnation is alive.
+    pub fn holds(&self) -> bool {
+        self.slot.hold.get().is_some()
+    }
+
+    /// Calls held and not yet handled (0 for a child that does not hold
+    /// calls).
+    pub fn held(&self) -> usize {
+        self.slot.mailbox().map_or(0, |mb| mb.len())
+    }
+
+    /// Sends a call to the child: `f` runs on the live incarnation (or,
+    /// with a holding spec, on the next one), under panic containment.
+    ///
+    /// Cost: fail mode, one stakker call (as `call!`); hold mode, one
+    /// boxed closure and a mailbox push.
+    ///
+    /// # Errors
+    /// [`AddrError::NotRunning`] (fail mode, no live incarnation),
+    /// [`AddrError::Full`] (hold mode, full, `Overflow::Reject`),
+    /// [`AddrError::Deleted`] (the child was deleted).
+    pub fn send(&self, f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static) -> Result<(), AddrError> {
+        if self.slot.deleted.get() {
+            return Err(AddrError::Deleted);
+        }
+        if self.slot.hold.get().is_some() {
+            let Some(mb) = self.slot.mailbox() else {
+                return Err(AddrError::Deleted);
+            };
+            return match mb.try_send(Box::new(f)) {
+                Ok(()) => Ok(()),
+                Err(SendError::Full(_)) => Err(AddrError::Full),
+                Err(SendError::Closed(_)) => Err(AddrError::Deleted),
+            };
+        }
+        match self.current() {
+            Some(actor) => {
+                guard::defer_apply(actor, f);
+                Ok(())
+            }
+            None => Err(AddrError::NotRunning),
+        }
+    }
+}
+
+impl<A: 'static> Clone for Addr<A> {
+    fn clone(&self) -> Self {
+        Addr {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl<A: 'static> fmt::Debug for Addr<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Addr")
+            .field("running", &self.is_running())
+            .field("holds", &self.holds())
+            .field("deleted", &self.slot.deleted.get())
+            .finish()
+    }
+}
+
+static_assertions::assert_not_impl_any!(Addr<()>: Send, Sync);

@@ -1,0 +1,1339 @@
+//! The supervisor itself: its state, its decisions, its handles.
+//!
+//! Discipline (as in the device registry): no user code (a start
+//! function, a shutdown hook, a dropped user value) runs while the state
+//! is borrowed. Every step takes what it needs out of the borrow, lets go,
+//! then calls out.
+
+use super::addr::AddrHook;
+use super::error::{ChildError, StartError, SuperviseError};
+use super::spec::{
+    AskFn, Child, ChildId, ChildKind, Erased, Intensity, Restart, Shutdown, SpecCore, Strategy,
+    SupervisorSpec,
+};
+use super::Addr;
+use crate::cause::{Cause, DeviceId, Down};
+use crate::device::{DeviceOwn, DeviceRef, Ending, Line};
+use crate::guard;
+use stakker::{Actor, Core, FixedTimerKey, Fwd, CX};
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::error::Error;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+type Shared = Rc<RefCell<Inner>>;
+
+/// A stable key for a child entry (never reused within a supervisor).
+type Key = u64;
+
+/// One child of a supervisor: its spec and, while it runs, its
+/// incarnation.
+struct Entry {
+    key: Key,
+    id: ChildId,
+    spec: Rc<SpecCore>,
+    /// The start argument (`()` for static children).
+    args: Rc<dyn Any>,
+    slot: Rc<dyn AddrHook>,
+    run: Option<Running>,
+    /// The current restart (or a retry of it) is to start this child.
+    pending: bool,
+    /// Terminated on request (`terminate_child`): not restarted until
+    /// `restart_child`.
+    held: bool,
+    /// A dynamic child (simple_one_for_one): removed once it ends without
+    /// restart.
+    dynamic: bool,
+}
+
+/// A live incarnation (its owning handle is in the entry's slot).
+struct Running {
+    dev: DeviceId,
+    ask: Option<AskFn>,
+    nested: Option<SupervisorRef>,
+    terminating: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Running,
+    Stopping,
+    Ended,
+}
+
+/// The child whose termination the supervisor waits for.
+struct Wait {
+    key: Key,
+    /// The incarnation (device ids are never reused).
+    dev: DeviceId,
+    timer: Option<FixedTimerKey>,
+}
+
+/// The step in progress: terminate these children one at a time (in this
+/// order), then do `then`.
+struct Active {
+    to_terminate: VecDeque<Key>,
+    then: Then,
+}
+
+enum Then {
+    /// Start the pending children among these, in start order.
+    Start(Targets),
+    /// Nothing (a `terminate_child`).
+    Nothing,
+    /// End the supervisor with this cause.
+    End(Cause),
+}
+
+/// Work waiting for the supervisor, handled one at a time in order, as an
+/// OTP supervisor handles its messages.
+enum Job {
+    /// The child exited (or its restart failed) and is to be restarted.
+    Restart { key: Key, cause: Cause },
+    /// `terminate_child`.
+    Terminate(Key),
+}
+
+/// The children a restart concerns, in start order.
+enum Targets {
+    /// one_for_one, simple_one_for_one: no allocation.
+    One(Key),
+    Many(Vec<Key>),
+}
+
+impl Targets {
+    fn keys(&self) -> &[Key] {
+        match self {
+            Targets::One(k) => std::slice::from_ref(k),
+            Targets::Many(v) => v,
+        }
+    }
+}
+
+/// What `pump` does next.
+enum Step {
+    Idle,
+    Terminate(Key),
+    Start(Targets),
+    End(Cause),
+    Restart(Key, Cause),
+}
+
+pub(crate) struct Inner {
+    id: DeviceId,
+    actor: Actor<SupervisorActor>,
+    /// Every child's monitor delivers here (one `Fwd`, shared).
+    downs: Fwd<Down>,
+    strategy: Strategy,
+    intensity: Intensity,
+    entries: Vec<Entry>,
+    next_key: Key,
+    template: Option<Rc<SpecCore>>,
+    next_dyn: u64,
+    /// When recent restarts happened (within the period), oldest first.
+    restarts: VecDeque<Instant>,
+    mode: Mode,
+    active: Option<Active>,
+    jobs: VecDeque<Job>,
+    waiting: Option<Wait>,
+    /// The supervisor's own owner while it unwinds a failed start (nobody
+    /// else holds it then).
+    self_own: Option<DeviceOwn<SupervisorActor>>,
+}
+
+impl Inner {
+    fn index(&self, key: Key) -> Option<usize> {
+        self.entries.iter().position(|e| e.key == key)
+    }
+
+    fn entry(&mut self, key: Key) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.key == key)
+    }
+
+    fn by_id(&self, id: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.id.as_str() == id)
+    }
+
+    fn is_running(&self, key: Key) -> bool {
+        self.entries.iter().any(|e| e.key == key && e.run.is_some())
+    }
+
+    /// Removes an entry for good. Pass it to [`discard`] once the borrow
+    /// is released.
+    fn remove(&mut self, key: Key) -> Option<Entry> {
+        let idx = self.index(key)?;
+        Some(self.entries.remove(idx))
+    }
+
+    fn check_running(&self) -> Result<(), ChildError> {
+        match self.mode {
+            Mode::Running => Ok(()),
+            _ => Err(ChildError::ShuttingDown),
+        }
+    }
+
+    fn next_step(&mut self) -> Step {
+        loop {
+            if self.mode == Mode::Ended || self.waiting.is_some() {
+                return Step::Idle;
+            }
+            if let Some(active) = &mut self.active {
+                let mut found = None;
+                while let Some(key) = active.to_terminate.pop_front() {
+                    if self.entries.iter().any(|e| e.key == key && e.run.is_some()) {
+                        found = Some(key);
+                        break;
+                    }
+                }
+                if let Some(key) = found {
+                    return Step::Terminate(key);
+                }
+                let Some(active) = self.active.take() else {
+                    continue;
+                };
+                match active.then {
+                    Then::Start(keys) => return Step::Start(keys),
+                    Then::End(cause) => return Step::End(cause),
+                    Then::Nothing => continue,
+                }
+            }
+            match self.jobs.pop_front() {
+                Some(Job::Restart { key, cause }) => return Step::Restart(key, cause),
+                Some(Job::Terminate(key)) => {
+                    self.active = Some(Active {
+                        to_terminate: VecDeque::from([key]),
+                        then: Then::Nothing,
+                    });
+                }
+                None => return Step::Idle,
+            }
+        }
+    }
+
+    /// Starts the ordered shutdown of every running child (reverse start
+    /// order), then `then`. The child being terminated now, if any, is
+    /// waited for first.
+    fn begin_shutdown(&mut self, then: Then) {
+        if self.mode != Mode::Running {
+            return;
+        }
+        self.mode = Mode::Stopping;
+        self.jobs.clear();
+        let waiting = self.waiting.as_ref().map(|w| w.key);
+        for e in &mut self.entries {
+            e.pending = false;
+        }
+        let to_terminate = self
+            .entries
+            .iter()
+            .rev()
+            .filter(|e| e.run.is_some() && Some(e.key) != waiting)
+            .map(|e| e.key)
+            .collect();
+        self.active = Some(Active { to_terminate, then });
+    }
+
+    /// Counts a restart now; false if it is one too many.
+    fn add_restart(&mut self, now: Instant) -> bool {
+        // Restarts at or after `now - period` count (OTP's window is
+        // inclusive). Before the clock's origin, all of them do.
+        if let Some(oldest) = now.checked_sub(self.intensity.period) {
+            while self.restarts.front().is_some_and(|&t| t < oldest) {
+                self.restarts.pop_front();
+            }
+        }
+        self.restarts.push_back(now);
+        self.restarts.len() <= self.intensity.max_restarts as usize
+    }
+}
+
+/// Drops a removed entry outside the borrow: its Addr reports `Deleted`
+/// and its held calls (user closures) are dropped.
+fn discard(removed: Option<Entry>) {
+    if let Some(entry) = removed {
+        entry.slot.deleted();
+    }
+}
+
+impl Drop for Inner {
+    /// The supervisor ended without its ordered shutdown (killed,
+    /// cascaded, dropped, shut down directly): its running children are
+    /// killed, newest first.
+    fn drop(&mut self) {
+        for entry in self.entries.iter_mut().rev() {
+            if entry.run.take().is_some() {
+                entry.slot.kill(SuperviseError::SupervisorGone(self.id));
+            }
+            entry.slot.down();
+        }
+    }
+}
+
+macro_rules! trace_child {
+    ($lvl:ident, $sup:expr, $child:expr, $cause:expr, $event:literal, $msg:literal) => {
+        tracing::$lvl!(
+            target: "stakplane::supervise",
+            supervisor = %$sup,
+            child = %$child,
+            cause = %$cause,
+            event = $event,
+            $msg
+        )
+    };
+}
+
+/// The supervisor's device: its actor state. It has no methods of its
+/// own; use [`Supervisor`] / [`SupervisorRef`].
+pub struct SupervisorActor {
+    sh: Shared,
+}
+
+impl SupervisorActor {
+    fn init(_: CX![], sh: Shared) -> Option<Self> {
+        Some(SupervisorActor { sh })
+    }
+
+    fn child_down(&mut self, cx: CX![], down: Down) {
+        let sh = self.sh.clone();
+        on_down(&sh, cx, down);
+    }
+
+    fn shutdown_timeout(&mut self, cx: CX![], key: Key, dev: DeviceId) {
+        let sh = self.sh.clone();
+        on_timeout(&sh, cx, key, dev);
+    }
+
+    fn retry(&mut self, cx: CX![], key: Key, cause: Cause) {
+        let sh = self.sh.clone();
+        sh.borrow_mut().jobs.push_back(Job::Restart { key, cause });
+        pump(&sh, cx);
+    }
+}
+
+impl fmt::Debug for SupervisorActor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sh.try_borrow() {
+            Ok(inner) => write!(f, "SupervisorActor({})", inner.id),
+            Err(_) => f.write_str("SupervisorActor(busy)"),
+        }
+    }
+}
+
+/// Runs the supervisor's work until it has to wait (for a child's Down)
+/// or has nothing left.
+fn pump(sh: &Shared, core: &mut Core) {
+    loop {
+        let step = sh.borrow_mut().next_step();
+        match step {
+            Step::Idle => return,
+            Step::Terminate(key) => begin_terminate(sh, core, key),
+            Step::Start(keys) => start_pending(sh, core, keys),
+            Step::End(cause) => {
+                end_self(sh, cause);
+                return;
+            }
+            Step::Restart(key, cause) => restart(sh, core, key, cause),
+        }
+    }
+}
+
+/// Asks (or kills) one running child, per its shutdown policy, and waits
+/// for its Down.
+fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
+    let (line, ask, policy, dev, id, sup, actor) = {
+        let mut g = sh.borrow_mut();
+        let (sup, actor) = (g.id, g.actor.clone());
+        let Some(entry) = g.entry(key) else { return };
+        let policy = entry.spec.shutdown;
+        let id = entry.id.clone();
+        let Some(run) = entry.run.as_mut() else {
+            return;
+        };
+        run.terminating = true;
+        let dev = run.dev;
+        let ask = run.ask.take();
+        let Some(line) = entry.slot.make_line() else {
+            return;
+        };
+        g.waiting = Some(Wait {
+            key,
+            dev,
+            timer: None,
+        });
+        (line, ask, policy, dev, id, sup, actor)
+    };
+    tracing::debug!(
+        target: "stakplane::supervise",
+        supervisor = %sup,
+        child = %id,
+        shutdown = ?policy,
+        event = "terminate",
+        "terminating child"
+    );
+    match policy {
+        Shutdown::BrutalKill => {
+            // A child already dead has its Down on the queue: wait for it.
+            let _ = line.kill(SuperviseError::BrutalKill);
+        }
+        Shutdown::Timeout(_) | Shutdown::Infinity => {
+            let asked = match ask {
+                Some(ask) => catch_unwind(AssertUnwindSafe(|| ask(core, sup))).is_ok(),
+                None => false,
+            };
+            // No hook, or a hook that panicked: the plain request.
+            if !asked {
+                let _ = line.shutdown(Some(sup));
+            }
+            if let Shutdown::Timeout(d) = policy {
+                let timer = guard::after(core, d, actor, move |this, cx| {
+                    this.shutdown_timeout(cx, key, dev)
+                });
+                let mut g = sh.borrow_mut();
+                match g.waiting.as_mut() {
+                    Some(w) if w.key == key && w.dev == dev => w.timer = Some(timer),
+                    _ => {
+                        core.timer_del(timer);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn on_timeout(sh: &Shared, core: &mut Core, key: Key, dev: DeviceId) {
+    let found = {
+        let mut g = sh.borrow_mut();
+        let sup = g.id;
+        match g.waiting.as_mut() {
+            Some(w) if w.key == key && w.dev == dev => {
+                w.timer = None;
+                g.entry(key).and_then(|e| {
+                    let d = match e.spec.shutdown {
+                        Shutdown::Timeout(d) => d,
+                        _ => Duration::ZERO,
+                    };
+                    e.run
+                        .as_ref()
+                        .and_then(|_| e.slot.make_line())
+                        .map(|l| (l, e.id.clone(), d, sup))
+                })
+            }
+            _ => None,
+        }
+    };
+    let _ = core;
+    if let Some((line, id, d, sup)) = found {
+        tracing::warn!(
+            target: "stakplane::supervise",
+            supervisor = %sup,
+            child = %id,
+            timeout = ?d,
+            event = "shutdown_timeout",
+            "child not down after its shutdown timeout: killing it"
+        );
+        let _ = line.kill(SuperviseError::ShutdownTimeout(d));
+    }
+}
+
+/// What a Down means to the supervisor.
+fn on_down(sh: &Shared, core: &mut Core, down: Down) {
+    let dropped: Option<Running>;
+    let mut removed: Option<Entry> = None;
+    {
+        let mut g = sh.borrow_mut();
+        let sup = g.id;
+        let mode = g.mode;
+        let was_waiting = g.waiting.as_ref().is_some_and(|w| w.dev == down.id);
+        // The entry whose live incarnation this is (none: stale).
+        let Some(entry) = g
+            .entries
+            .iter_mut()
+            .find(|e| e.run.as_ref().is_some_and(|r| r.dev == down.id))
+        else {
+            return;
+        };
+        let key = entry.key;
+        dropped = entry.run.take();
+        entry.slot.down();
+        let id = entry.id.clone();
+        let temporary = entry.spec.restart == Restart::Temporary;
+        let remove_after = temporary || (entry.dynamic && entry.held);
+        let restart_type = entry.spec.restart;
+        let dynamic = entry.dynamic;
+        let (pending, held) = (entry.pending, entry.held);
+        if was_waiting {
+            if let Some(timer) = g.waiting.take().and_then(|w| w.timer) {
+                core.timer_del(timer);
+            }
+            tracing::debug!(
+                target: "stakplane::supervise",
+                supervisor = %sup,
+                child = %id,
+                cause = %down.cause,
+                event = "terminated",
+                "child terminated"
+            );
+            if remove_after {
+                removed = g.remove(key);
+            }
+        } else if mode != Mode::Running || pending || held {
+            // Shutting down, already part of the restart in progress, or
+            // terminated on request: nothing to decide.
+            trace_child!(
+                debug,
+                sup,
+                id,
+                down.cause,
+                "exit",
+                "child exited while the supervisor was already acting on it"
+            );
+            if remove_after {
+                removed = g.remove(key);
+            }
+        } else if restart_type.restarts_after(&down.cause) {
+            trace_child!(
+                warn,
+                sup,
+                id,
+                down.cause,
+                "exit",
+                "child exited; restarting it"
+            );
+            g.jobs.push_back(Job::Restart {
+                key,
+                cause: down.cause.clone(),
+            });
+        } else {
+            trace_child!(
+                info,
+                sup,
+                id,
+                down.cause,
+                "exit",
+                "child exited; not restarted (restart type)"
+            );
+            if temporary || dynamic {
+                removed = g.remove(key);
+            }
+        }
+    }
+    drop(dropped);
+    discard(removed);
+    pump(sh, core);
+}
+
+/// Handles one restart job: counts it, gives up past the intensity,
+/// otherwise plans the strategy's terminations and starts.
+fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
+    let now = core.now();
+    let mut g = sh.borrow_mut();
+    if g.mode != Mode::Running {
+        return;
+    }
+    let Some(idx) = g.index(key) else { return };
+    if g.entries[idx].run.is_some() || g.entries[idx].held {
+        // Running again (restart_child), or terminated on request since.
+        return;
+    }
+    let id = g.entries[idx].id.clone();
+    if !g.add_restart(now) {
+        let Intensity {
+            max_restarts,
+            period,
+        } = g.intensity;
+        let sup = g.id;
+        tracing::error!(
+            target: "stakplane::supervise",
+            supervisor = %sup,
+            child = %id,
+            cause = %cause,
+            max_restarts,
+            period = ?period,
+            event = "give_up",
+            "restart intensity reached: shutting down all children and escalating"
+        );
+        let err = SuperviseError::Intensity {
+            supervisor: sup,
+            max_restarts,
+            period,
+            child: id,
+            cause,
+        };
+        g.begin_shutdown(Then::End(Cause::Error(Rc::new(err))));
+        return;
+    }
+    let targets = match g.strategy {
+        Strategy::OneForOne | Strategy::SimpleOneForOne => Targets::One(key),
+        Strategy::OneForAll => Targets::Many(g.entries.iter().map(|e| e.key).collect()),
+        Strategy::RestForOne => Targets::Many(g.entries[idx..].iter().map(|e| e.key).collect()),
+    };
+    g.entries[idx].pending = true;
+    let mut to_terminate = VecDeque::new();
+    for e in g.entries.iter_mut().rev() {
+        if e.key != key && e.run.is_some() && targets.keys().contains(&e.key) {
+            // Terminated by the strategy: restarted after, unless
+            // temporary (removed when its Down comes).
+            e.pending = e.spec.restart != Restart::Temporary && !e.held;
+            to_terminate.push_back(e.key);
+        }
+    }
+    g.active = Some(Active {
+        to_terminate,
+        then: Then::Start(targets),
+    });
+}
+
+/// Starts the pending children among `keys`, in start order. A failed
+/// start stops there and queues a retry (counted as a restart), as OTP's
+/// `try_again_restart`.
+fn start_pending(sh: &Shared, core: &mut Core, targets: Targets) {
+    for &key in targets.keys() {
+        let go = {
+            let g = sh.borrow();
+            g.mode == Mode::Running
+                && g.entries
+                    .iter()
+                    .any(|e| e.key == key && e.pending && e.run.is_none())
+        };
+        if !go {
+            continue;
+        }
+        let (sup, id) = {
+            let g = sh.borrow();
+            let id = g
+                .entries
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.id.clone());
+            (g.id, id)
+        };
+        let Some(id) = id else { continue };
+        match start_entry(sh, core, key) {
+            Ok(dev) => {
+                tracing::info!(
+                    target: "stakplane::supervise",
+                    supervisor = %sup,
+                    child = %id,
+                    device = %dev,
+                    event = "restart",
+                    "child restarted"
+                );
+            }
+            Err(error) => {
+                let cause = Cause::Error(error);
+                trace_child!(
+                    warn,
+                    sup,
+                    id,
+                    cause,
+                    "restart_failed",
+                    "child failed to restart; trying again"
+                );
+                let actor = sh.borrow().actor.clone();
+                guard::defer_apply(actor, move |this, cx| this.retry(cx, key, cause));
+                return;
+            }
+        }
+    }
+}
+
+/// Ends the supervisor itself with `cause` (queued, like any end).
+fn end_self(sh: &Shared, cause: Cause) {
+    let actor = {
+        let mut g = sh.borrow_mut();
+        g.mode = Mode::Ended;
+        g.jobs.clear();
+        g.active = None;
+        if cause.is_fault() {
+            tracing::error!(
+                target: "stakplane::supervise",
+                supervisor = %g.id,
+                cause = %cause,
+                event = "escalate",
+                "supervisor failing: its own supervisor and linked watchers see a fault"
+            );
+        } else {
+            tracing::info!(
+                target: "stakplane::supervise",
+                supervisor = %g.id,
+                cause = %cause,
+                event = "stopped",
+                "supervisor stopped after shutting its children down"
+            );
+        }
+        g.actor.clone()
+    };
+    guard::defer_apply(actor, move |_, cx| cx.fail(Ending(cause)));
+}
+
+/// Runs the start function of one entry (not running) and records the new
+/// incarnation.
+fn start_entry(sh: &Shared, core: &mut Core, key: Key) -> Result<DeviceId, Rc<dyn Error>> {
+    let (start, args, slot, downs) = {
+        let g = sh.borrow();
+        let Some(e) = g.entries.iter().find(|e| e.key == key) else {
+            return Err(Rc::new(ChildError::SupervisorDown));
+        };
+        (
+            e.spec.start.clone(),
+            e.args.clone(),
+            e.slot.clone(),
+            g.downs.clone(),
+        )
+    };
+    // A start function that panics failed to start (OTP: an init that
+    // crashes is a start error): its panic becomes the error.
+    let erased: Erased = match catch_unwind(AssertUnwindSafe(|| start(core, &*args, slot.any()))) {
+        Ok(res) => res?,
+        Err(payload) => return Err(Rc::new(Cause::Panic(guard::panic_message(payload)))),
+    };
+    let Some(dev) = slot.dev_id() else {
+        return Err(Rc::new(ChildError::ShuttingDown));
+    };
+    let placed = {
+        let mut g = sh.borrow_mut();
+        match g.entry(key) {
+            Some(e) if e.run.is_none() => {
+                e.pending = false;
+                e.held = false;
+                e.run = Some(Running {
+                    dev,
+                    ask: erased.ask,
+                    nested: erased.nested,
+                    terminating: false,
+                });
+                true
+            }
+            _ => false,
+        }
+    };
+    if !placed {
+        // The entry went away while the start function ran: this
+        // incarnation has no place.
+        let sup = sh.borrow().id;
+        slot.kill(SuperviseError::SupervisorGone(sup));
+        slot.down();
+        return Err(Rc::new(ChildError::ShuttingDown));
+    }
+    // Monitored once recorded; a device already dead gets its Down queued
+    // at once, handled as any exit.
+    slot.watch(downs);
+    Ok(dev)
+}
+
+/// A Line for the running incarnation of entry `key`.
+fn line_of(sh: &Shared, key: Key) -> Result<Line, ChildError> {
+    let g = sh.borrow();
+    g.entries
+        .iter()
+        .find(|e| e.key == key)
+        .filter(|e| e.run.is_some())
+        .and_then(|e| e.slot.make_line())
+        .ok_or(ChildError::ShuttingDown)
+}
+
+/// The owning handle of a running supervisor: dropping it ends the
+/// supervisor (`Cause::Dropped`), whose children are then killed newest
+/// first. Dereferences to [`SupervisorRef`] for the runtime API.
+pub struct Supervisor {
+    own: DeviceOwn<SupervisorActor>,
+    r: SupervisorRef,
+}
+
+impl Supervisor {
+    /// Starts a supervisor: creates its device, then runs the children's
+    /// start functions synchronously in spec order. Each child is
+    /// monitored (the supervisor learns of each incarnation's death
+    /// exactly once) and owned by the supervisor.
+    ///
+    /// Cost: one device, one shared state allocation, and per child its
+    /// start function plus a monitor and a few small allocations.
+    ///
+    /// # Errors
+    /// [`StartError::DuplicateId`] / [`StartError::StaticChildInSimple`]
+    /// for a bad spec (nothing started); [`StartError::Child`] when a
+    /// start function fails: the children started before it are shut down
+    /// in reverse order, each with its shutdown policy, by the supervisor
+    /// device, which then ends with
+    /// `Cause::Error(SuperviseError::StartFailed)`.
+    pub fn start(core: &mut Core, spec: SupervisorSpec) -> Result<Supervisor, StartError> {
+        let SupervisorSpec {
+            strategy,
+            intensity,
+            children,
+            template,
+        } = spec;
+        for (i, c) in children.iter().enumerate() {
+            if strategy == Strategy::SimpleOneForOne {
+                return Err(StartError::StaticChildInSimple(c.core.id.clone()));
+            }
+            if children[..i].iter().any(|o| o.core.id == c.core.id) {
+                return Err(StartError::DuplicateId(c.core.id.clone()));
+            }
+        }
+        let own = DeviceOwn::<SupervisorActor>::new(core);
+        let line = own.line();
+        let sh: Shared = Rc::new(RefCell::new(Inner {
+            id: own.id(),
+            actor: own.actor().clone(),
+            downs: guard::fwd_to(
+                own.actor().clone(),
+                |this: &mut SupervisorActor, cx, down| this.child_down(cx, down),
+            ),
+            strategy,
+            intensity,
+            entries: Vec::new(),
+            next_key: 0,
+            template: template.map(|t| t.core),
+            next_dyn: 0,
+            restarts: VecDeque::new(),
+            mode: Mode::Running,
+            active: None,
+            jobs: VecDeque::new(),
+            waiting: None,
+            self_own: None,
+        }));
+        {
+            let sh = sh.clone();
+            guard::defer_apply_prep_via(own.access_deferrer(), own.actor().clone(), move |cx| {
+                SupervisorActor::init(cx, sh)
+            });
+        }
+        for child in children {
+            let key = {
+                let mut g = sh.borrow_mut();
+                let key = g.next_key;
+                g.next_key += 1;
+                g.entries.push(Entry {
+                    key,
+                    id: child.core.id.clone(),
+                    spec: child.core,
+                    args: Rc::new(()),
+                    slot: child.slot,
+                    run: None,
+                    pending: false,
+                    held: false,
+                    dynamic: false,
+                });
+                key
+            };
+            if let Err(error) = start_entry(&sh, core, key) {
+                let id = {
+                    let mut g = sh.borrow_mut();
+                    let id = g.entries.last().map(|e| e.id.clone());
+                    // The children after it never started; it has no
+                    // incarnation. Only the started ones remain.
+                    g.entries.retain(|e| e.run.is_some());
+                    g.self_own = Some(own);
+                    id
+                };
+                let id = id.unwrap_or_else(|| ChildId::from(""));
+                tracing::error!(
+                    target: "stakplane::supervise",
+                    supervisor = %line.id(),
+                    child = %id,
+                    error = %error,
+                    event = "start_failed",
+                    "child failed to start: shutting down the children started before it"
+                );
+                let cause = Cause::Error(Rc::new(SuperviseError::StartFailed {
+                    child: id.clone(),
+                    error: error.clone(),
+                }));
+                sh.borrow_mut().begin_shutdown(Then::End(cause));
+                pump(&sh, core);
+                return Err(StartError::Child { id, error });
+            }
+        }
+        let r = SupervisorRef {
+            line,
+            sh: Rc::downgrade(&sh),
+        };
+        Ok(Supervisor { own, r })
+    }
+
+    /// The supervisor's device (monitor or link to it as to any device).
+    pub fn device(&self) -> &DeviceOwn<SupervisorActor> {
+        &self.own
+    }
+
+    /// A non-owning handle for the runtime API.
+    pub fn handle(&self) -> SupervisorRef {
+        self.r.clone()
+    }
+
+    /// This supervisor as the child of another: a [`Child`] whose
+    /// shutdown hook is the ordered shutdown (children in reverse order,
+    /// then the supervisor ends with `Cause::Shutdown { by: Some(parent) }`).
+    /// [`ChildSpec::supervisor`](super::ChildSpec::supervisor) uses it.
+    pub fn into_child(self) -> Child<SupervisorActor> {
+        let weak = self.r.sh.clone();
+        let ask: AskFn = Box::new(move |core, parent| {
+            if let Some(sh) = weak.upgrade() {
+                request_shutdown(&sh, core, Some(parent));
+            }
+        });
+        Child::new(self.own).with_ask(ask, self.r)
+    }
+}
+
+impl std::ops::Deref for Supervisor {
+    type Target = SupervisorRef;
+
+    fn deref(&self) -> &SupervisorRef {
+        &self.r
+    }
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Supervisor({})", self.own.id())
+    }
+}
+
+fn request_shutdown(sh: &Shared, core: &mut Core, by: Option<DeviceId>) {
+    sh.borrow_mut()
+        .begin_shutdown(Then::End(Cause::Shutdown { by }));
+    pump(sh, core);
+}
+
+/// Where a child stands, as [`SupervisorRef::which_children`] reports it.
+#[derive(Clone, Debug)]
+pub enum ChildStatus {
+    /// An incarnation is alive.
+    Running(Line),
+    /// The supervisor is terminating the incarnation (it was asked or
+    /// killed, and its Down has not come yet).
+    Terminating(Line),
+    /// The supervisor is restarting it (OTP's `restarting`).
+    Restarting,
+    /// Not running: terminated on request, a transient child that stopped
+    /// normally, or never restarted since.
+    Stopped,
+}
+
+/// One child, as [`SupervisorRef::which_children`] reports it (OTP's
+/// `{Id, Child, Type, Modules}`).
+#[derive(Clone, Debug)]
+pub struct ChildInfo {
+    /// The child's id.
+    pub id: ChildId,
+    /// Whether it runs.
+    pub status: ChildStatus,
+    /// Worker or supervisor.
+    pub kind: ChildKind,
+    /// Its restart type.
+    pub restart: Restart,
+}
+
+/// Child counts, as [`SupervisorRef::count_children`] reports them (OTP's
+/// `count_children`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChildCounts {
+    /// Children the supervisor knows (running or not).
+    pub specs: usize,
+    /// Children with a live incarnation.
+    pub active: usize,
+    /// Children of kind supervisor (running or not).
+    pub supervisors: usize,
+    /// Children of kind worker (running or not).
+    pub workers: usize,
+}
+
+/// A dynamic child just started by
+/// [`SupervisorRef::start_child_with`].
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Its id (`"<template id>.<n>"`).
+    pub id: ChildId,
+    /// Its first incarnation.
+    pub line: Line,
+}
+
+/// A non-owning handle to a supervisor: its runtime API (OTP's
+/// `supervisor:start_child/2`, `terminate_child/2`, ...). Cloning is
+/// cheap; it never keeps the supervisor alive.
+///
+/// Every call acts at once on the supervisor's state and returns at once.
+/// Work that needs a child's death (a termination) is queued behind the
+/// supervisor's work in progress and completes as the stakker queue runs.
+/// Start functions and shutdown hooks run with no borrow held, so they
+/// may call this API again.
+#[derive(Clone)]
+pub struct SupervisorRef {
+    line: Line,
+    sh: Weak<RefCell<Inner>>,
+}
+
+impl SupervisorRef {
+    fn shared(&self) -> Result<Shared, ChildError> {
+        self.sh.upgrade().ok_or(ChildError::SupervisorDown)
+    }
+
+    /// The supervisor's device.
+    pub fn line(&self) -> &Line {
+        &self.line
+    }
+
+    /// The supervisor's strategy.
+    ///
+    /// # Errors
+    /// [`ChildError::SupervisorDown`] if it is dead.
+    pub fn strategy(&self) -> Result<Strategy, ChildError> {
+        Ok(self.shared()?.borrow().strategy)
+    }
+
+    /// Adds a child after the existing ones and starts it (OTP
+    /// `start_child/2`). Returns the new incarnation's device.
+    ///
+    /// # Errors
+    /// [`ChildError::AlreadyStarted`] / [`ChildError::AlreadyPresent`] if
+    /// the id is taken (running / not running);
+    /// [`ChildError::SimpleOneForOne`] on a `simple_one_for_one`
+    /// supervisor; [`ChildError::Start`] if the start function fails (the
+    /// spec is not kept); [`ChildError::ShuttingDown`],
+    /// [`ChildError::SupervisorDown`].
+    pub fn start_child<A: 'static>(
+        &self,
+        core: &mut Core,
+        spec: super::ChildSpec<A>,
+    ) -> Result<Line, ChildError> {
+        let sh = self.shared()?;
+        let spec = spec.erase();
+        let key = {
+            let mut g = sh.borrow_mut();
+            g.check_running()?;
+            if g.strategy == Strategy::SimpleOneForOne {
+                return Err(ChildError::SimpleOneForOne);
+            }
+            if let Some(i) = g.by_id(spec.core.id.as_str()) {
+                let id = spec.core.id.clone();
+                return Err(if g.entries[i].run.is_some() {
+                    ChildError::AlreadyStarted(id)
+                } else {
+                    ChildError::AlreadyPresent(id)
+                });
+            }
+            let key = g.next_key;
+            g.next_key += 1;
+            g.entries.push(Entry {
+                key,
+                id: spec.core.id.clone(),
+                spec: spec.core,
+                args: Rc::new(()),
+                slot: spec.slot,
+                run: None,
+                pending: false,
+                held: false,
+                dynamic: false,
+            });
+            key
+        };
+        self.start_new(&sh, core, key)
+    }
+
+    fn start_new(&self, sh: &Shared, core: &mut Core, key: Key) -> Result<Line, ChildError> {
+        match start_entry(sh, core, key) {
+            Ok(dev) => {
+                tracing::info!(
+                    target: "stakplane::supervise",
+                    supervisor = %self.line.id(),
+                    device = %dev,
+                    event = "start",
+                    "child started"
+                );
+                line_of(sh, key)
+            }
+            Err(error) => {
+                let removed = {
+                    let mut g = sh.borrow_mut();
+                    let running = g.is_running(key);
+                    if running {
+                        None
+                    } else {
+                        g.remove(key)
+                    }
+                };
+                let id = removed
+                    .as_ref()
+                    .map_or_else(|| ChildId::from(""), |e| e.id.clone());
+                discard(removed);
+                Err(ChildError::Start(StartError::Child { id, error }))
+            }
+        }
+    }
+
+    /// Starts a dynamic child of a `simple_one_for_one` supervisor from
+    /// its template, with `arg` as the start argument (kept for restarts).
+    ///
+    /// # Errors
+    /// [`ChildError::NotSimpleOneForOne`] on another strategy;
+    /// [`ChildError::ArgType`] if the template takes another argument
+    /// type; [`ChildError::Start`] if the start function fails (nothing is
+    /// kept); [`ChildError::ShuttingDown`], [`ChildError::SupervisorDown`].
+    pub fn start_child_with<Arg: 'static>(
+        &self,
+        core: &mut Core,
+        arg: Arg,
+    ) -> Result<Started, ChildError> {
+        let sh = self.shared()?;
+        let (key, id) = {
+            let mut g = sh.borrow_mut();
+            g.check_running()?;
+            if g.strategy != Strategy::SimpleOneForOne {
+                return Err(ChildError::NotSimpleOneForOne);
+            }
+            let Some(template) = g.template.clone() else {
+                return Err(ChildError::NotSimpleOneForOne);
+            };
+            if template.arg_type != TypeId::of::<Arg>() {
+                return Err(ChildError::ArgType {
+                    expected: template.arg_name,
+                    given: std::any::type_name::<Arg>(),
+                });
+            }
+            g.next_dyn += 1;
+            let id = ChildId::from(format!("{}.{}", template.id, g.next_dyn));
+            let key = g.next_key;
+            g.next_key += 1;
+            let slot = (template.new_slot)();
+            g.entries.push(Entry {
+                key,
+                id: id.clone(),
+                spec: template,
+                args: Rc::new(arg),
+                slot,
+                run: None,
+                pending: false,
+                held: false,
+                dynamic: true,
+            });
+            (key, id)
+        };
+        let line = self.start_new(&sh, core, key)?;
+        Ok(Started { id, line })
+    }
+
+    /// Terminates a child per its shutdown policy (OTP
+    /// `terminate_child/2`); it is not restarted until
+    /// [`restart_child`](SupervisorRef::restart_child). A dynamic child
+    /// is removed once down. Returns at once; the termination is queued
+    /// behind the supervisor's work in progress, and the child is down
+    /// once its Down has reached the supervisor. A child not running is
+    /// left as it is (`Ok`), as in OTP.
+    ///
+    /// # Errors
+    /// [`ChildError::NotFound`], [`ChildError::ShuttingDown`],
+    /// [`ChildError::SupervisorDown`].
+    pub fn terminate_child(&self, core: &mut Core, id: &str) -> Result<(), ChildError> {
+        let sh = self.shared()?;
+        let removed = {
+            let mut g = sh.borrow_mut();
+            g.check_running()?;
+            let Some(i) = g.by_id(id) else {
+                return Err(ChildError::NotFound(ChildId::from(id)));
+            };
+            let e = &mut g.entries[i];
+            e.held = true;
+            e.pending = false;
+            let key = e.key;
+            if e.run.is_some() {
+                g.jobs.push_back(Job::Terminate(key));
+                None
+            } else if e.dynamic {
+                g.remove(key)
+            } else {
+                None
+            }
+        };
+        discard(removed);
+        pump(&sh, core);
+        Ok(())
+    }
+
+    /// Starts again a child that is not running (OTP `restart_child/2`):
+    /// one terminated on request, or a transient child that stopped
+    /// normally. Does not count against the restart intensity.
+    ///
+    /// # Errors
+    /// [`ChildError::NotFound`]; [`ChildError::Running`] (running or
+    /// terminating); [`ChildError::Restarting`];
+    /// [`ChildError::SimpleOneForOne`]; [`ChildError::Start`] if the start
+    /// function fails (the child stays, not running);
+    /// [`ChildError::ShuttingDown`], [`ChildError::SupervisorDown`].
+    pub fn restart_child(&self, core: &mut Core, id: &str) -> Result<Line, ChildError> {
+        let sh = self.shared()?;
+        let key = {
+            let g = sh.borrow();
+            g.check_running()?;
+            if g.strategy == Strategy::SimpleOneForOne {
+                return Err(ChildError::SimpleOneForOne);
+            }
+            let Some(i) = g.by_id(id) else {
+                return Err(ChildError::NotFound(ChildId::from(id)));
+            };
+            let e = &g.entries[i];
+            if e.run.is_some() {
+                return Err(ChildError::Running(e.id.clone()));
+            }
+            if e.pending {
+                return Err(ChildError::Restarting(e.id.clone()));
+            }
+            e.key
+        };
+        match start_entry(&sh, core, key) {
+            Ok(_) => line_of(&sh, key),
+            Err(error) => Err(ChildError::Start(StartError::Child {
+                id: ChildId::from(id),
+                error,
+            })),
+        }
+    }
+
+    /// Removes a child that is not running (OTP `delete_child/2`). Its
+    /// [`Addr`] fails calls with [`AddrError::Deleted`](super::AddrError::Deleted)
+    /// from then on (held calls are dropped).
+    ///
+    /// # Errors
+    /// [`ChildError::NotFound`]; [`ChildError::Running`];
+    /// [`ChildError::Restarting`]; [`ChildError::SimpleOneForOne`];
+    /// [`ChildError::ShuttingDown`], [`ChildError::SupervisorDown`].
+    pub fn delete_child(&self, id: &str) -> Result<(), ChildError> {
+        let sh = self.shared()?;
+        let removed = {
+            let mut g = sh.borrow_mut();
+            g.check_running()?;
+            if g.strategy == Strategy::SimpleOneForOne {
+                return Err(ChildError::SimpleOneForOne);
+            }
+            let Some(i) = g.by_id(id) else {
+                return Err(ChildError::NotFound(ChildId::from(id)));
+            };
+            let e = &g.entries[i];
+            if e.run.is_some() {
+                return Err(ChildError::Running(e.id.clone()));
+            }
+            if e.pending {
+                return Err(ChildError::Restarting(e.id.clone()));
+            }
+            let key = e.key;
+            g.remove(key)
+        };
+        discard(removed);
+        Ok(())
+    }
+
+    /// The children in start order, with their status (OTP
+    /// `which_children/1`).
+    ///
+    /// # Errors
+    /// [`ChildError::SupervisorDown`].
+    pub fn which_children(&self) -> Result<Vec<ChildInfo>, ChildError> {
+        let sh = self.shared()?;
+        let g = sh.borrow();
+        Ok(g.entries
+            .iter()
+            .map(|e| ChildInfo {
+                id: e.id.clone(),
+                status: match (&e.run, e.slot.make_line()) {
+                    (Some(r), Some(line)) if r.terminating => ChildStatus::Terminating(line),
+                    (Some(_), Some(line)) => ChildStatus::Running(line),
+                    _ if e.pending => ChildStatus::Restarting,
+                    _ => ChildStatus::Stopped,
+                },
+                kind: e.spec.kind,
+                restart: e.spec.restart,
+            })
+            .collect())
+    }
+
+    /// Counts of children (OTP `count_children/1`).
+    ///
+    /// # Errors
+    /// [`ChildError::SupervisorDown`].
+    pub fn count_children(&self) -> Result<ChildCounts, ChildError> {
+        let sh = self.shared()?;
+        let g = sh.borrow();
+        let mut c = ChildCounts {
+            specs: g.entries.len(),
+            ..ChildCounts::default()
+        };
+        for e in &g.entries {
+            if e.run.is_some() {
+                c.active += 1;
+            }
+            match e.spec.kind {
+                ChildKind::Supervisor => c.supervisors += 1,
+                ChildKind::Worker => c.workers += 1,
+            }
+        }
+        Ok(c)
+    }
+
+    /// The stable address of child `id`, typed.
+    ///
+    /// # Errors
+    /// [`ChildError::NotFound`]; [`ChildError::WrongType`] if the child's
+    /// device is not an `A`; [`ChildError::SupervisorDown`].
+    pub fn addr<A: 'static>(&self, id: &str) -> Result<Addr<A>, ChildError> {
+        let sh = self.shared()?;
+        let slot = {
+            let g = sh.borrow();
+            let Some(i) = g.by_id(id) else {
+                return Err(ChildError::NotFound(ChildId::from(id)));
+            };
+            g.entries[i].slot.clone()
+        };
+        match slot.as_any().downcast::<super::addr::AddrSlot<A>>() {
+            Ok(slot) => Ok(Addr::from_slot(slot)),
+            Err(_) => Err(ChildError::WrongType(ChildId::from(id))),
+        }
+    }
+
+    /// The handle of child `id`'s running incarnation, a nested supervisor
+    /// (started from [`ChildSpec::supervisor`](super::ChildSpec::supervisor)).
+    ///
+    /// # Errors
+    /// [`ChildError::NotFound`]; [`ChildError::NotASupervisor`] if it is
+    /// not running or not such a supervisor; [`ChildError::SupervisorDown`].
+    pub fn child_supervisor(&self, id: &str) -> Result<SupervisorRef, ChildError> {
+        let sh = self.shared()?;
+        let g = sh.borrow();
+        let Some(i) = g.by_id(id) else {
+            return Err(ChildError::NotFound(ChildId::from(id)));
+        };
+        g.entries[i]
+            .run
+            .as_ref()
+            .and_then(|r| r.nested.clone())
+            .ok_or_else(|| ChildError::NotASupervisor(ChildId::from(id)))
+    }
+
+    /// Shuts the supervisor down in order: its children in reverse start
+    /// order, each per its shutdown policy, then the supervisor ends with
+    /// `Cause::Shutdown { by: None }`. Returns at once; the shutdown
+    /// completes as the queue runs.
+    ///
+    /// # Errors
+    /// [`ChildError::ShuttingDown`] if it is already shutting down;
+    /// [`ChildError::SupervisorDown`].
+    pub fn shutdown(&self, core: &mut Core) -> Result<(), ChildError> {
+        let sh = self.shared()?;
+        sh.borrow().check_running()?;
+        request_shutdown(&sh, core, None);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SupervisorRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SupervisorRef({})", self.line.id())
+    }
+}
+
+static_assertions::assert_not_impl_any!(Supervisor: Send, Sync);
+static_assertions::assert_not_impl_any!(SupervisorRef: Send, Sync);

@@ -1,0 +1,259 @@
+//! The supervisor's error types: why a start failed ([`StartError`]), why a
+//! runtime call was refused ([`ChildError`]), why a supervisor ended a
+//! device ([`SuperviseError`]) and why an [`Addr`](super::Addr) call was
+//! refused ([`AddrError`]).
+
+use super::spec::ChildId;
+use crate::cause::{Cause, DeviceId};
+use std::error::Error;
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Why a supervisor ended a device: the error inside the [`Cause`] the
+/// device dies with.
+///
+/// A supervisor that gives up fails itself with
+/// [`Cause::Error`]`(SuperviseError::Intensity { .. })`, a fault, so its own
+/// supervisor (or any linked watcher) sees it as one. Children the
+/// supervisor kills end with [`Cause::Killed`] holding
+/// [`BrutalKill`](SuperviseError::BrutalKill),
+/// [`ShutdownTimeout`](SuperviseError::ShutdownTimeout) or
+/// [`SupervisorGone`](SuperviseError::SupervisorGone). Find it again with
+/// `error.downcast_ref::<SuperviseError>()` on the cause's error.
+#[derive(Clone, Debug)]
+pub enum SuperviseError {
+    /// More than `max_restarts` restarts happened within `period`: the
+    /// supervisor stopped all its children (reverse start order, each
+    /// with its shutdown policy) and then failed with this.
+    Intensity {
+        /// The supervisor that gave up.
+        supervisor: DeviceId,
+        /// Its restart intensity (restarts allowed within `period`).
+        max_restarts: u32,
+        /// Its restart period (stakker time).
+        period: Duration,
+        /// The child whose exit (or failed restart) was one too many.
+        child: ChildId,
+        /// How that child ended (a failed restart: `Cause::Error` with the
+        /// start error).
+        cause: Cause,
+    },
+    /// The supervisor started with a child that failed to start; it shut
+    /// down the children already started (reverse order) and ended with
+    /// this.
+    StartFailed {
+        /// The child that failed to start.
+        child: ChildId,
+        /// Its start function's error.
+        error: Rc<dyn Error>,
+    },
+    /// A child with [`Shutdown::BrutalKill`](super::Shutdown::BrutalKill)
+    /// was killed by its supervisor.
+    BrutalKill,
+    /// A child was asked to stop and was not down after this much stakker
+    /// time ([`Shutdown::Timeout`](super::Shutdown::Timeout)), so its
+    /// supervisor killed it.
+    ShutdownTimeout(Duration),
+    /// The child's supervisor ended abruptly (killed, cascaded, dropped or
+    /// shut down without its ordered shutdown) while the child was running.
+    SupervisorGone(DeviceId),
+}
+
+impl fmt::Display for SuperviseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SuperviseError::Intensity {
+                supervisor,
+                max_restarts,
+                period,
+                child,
+                cause,
+            } => write!(
+                f,
+                "supervisor {supervisor} reached its restart intensity ({max_restarts} in \
+                 {period:?}); last exit: child {child} {cause}"
+            ),
+            SuperviseError::StartFailed { child, error } => {
+                write!(f, "child {child} failed to start: {error}")
+            }
+            SuperviseError::BrutalKill => f.write_str("brutal kill by the supervisor"),
+            SuperviseError::ShutdownTimeout(d) => {
+                write!(f, "not down {d:?} after the supervisor asked it to stop")
+            }
+            SuperviseError::SupervisorGone(id) => write!(f, "supervisor {id} ended"),
+        }
+    }
+}
+
+impl Error for SuperviseError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            SuperviseError::Intensity { cause, .. } => Some(cause),
+            SuperviseError::StartFailed { error, .. } => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Supervisor::start`](super::Supervisor::start) (or a start through
+/// the runtime API) failed.
+#[derive(Clone, Debug)]
+pub enum StartError {
+    /// A child's start function returned an error. When this comes from
+    /// `Supervisor::start`, the children started before it have been asked
+    /// to shut down in reverse order.
+    Child {
+        /// The child that failed to start.
+        id: ChildId,
+        /// Its start function's error.
+        error: Rc<dyn Error>,
+    },
+    /// Two child specs share an id.
+    DuplicateId(ChildId),
+    /// A `simple_one_for_one` supervisor was given static children
+    /// (it has one template and only dynamic children).
+    StaticChildInSimple(ChildId),
+    /// A start argument of the wrong type reached a start function (only
+    /// possible through a template whose argument type was misdeclared).
+    ArgType {
+        /// The argument type the start function takes.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Child { id, error } => write!(f, "child {id} failed to start: {error}"),
+            StartError::DuplicateId(id) => write!(f, "two child specs have the id {id}"),
+            StartError::StaticChildInSimple(id) => write!(
+                f,
+                "child spec {id} given to a simple_one_for_one supervisor, which only has \
+                 dynamic children of its template"
+            ),
+            StartError::ArgType { expected } => {
+                write!(f, "start argument is not of the expected type {expected}")
+            }
+        }
+    }
+}
+
+impl Error for StartError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            StartError::Child { error, .. } => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
+/// Why a runtime call on a supervisor ([`SupervisorRef`](super::SupervisorRef))
+/// was refused. The names follow OTP's `supervisor` error atoms.
+#[derive(Clone, Debug)]
+pub enum ChildError {
+    /// The supervisor is dead.
+    SupervisorDown,
+    /// The supervisor is shutting down (or has given up): it changes no
+    /// children any more.
+    ShuttingDown,
+    /// No child has this id (OTP `not_found`).
+    NotFound(ChildId),
+    /// `start_child` with the id of a running child (OTP
+    /// `already_started`).
+    AlreadyStarted(ChildId),
+    /// `start_child` with the id of a child that exists but is not running
+    /// (OTP `already_present`): use `restart_child` or `delete_child`.
+    AlreadyPresent(ChildId),
+    /// `restart_child` / `delete_child` on a running (or terminating)
+    /// child (OTP `running`).
+    Running(ChildId),
+    /// `restart_child` / `delete_child` on a child the supervisor is
+    /// restarting (OTP `restarting`).
+    Restarting(ChildId),
+    /// The call is not allowed on a `simple_one_for_one` supervisor
+    /// (`start_child` with a spec, `restart_child`, `delete_child`).
+    SimpleOneForOne,
+    /// `start_child_with` on a supervisor that is not `simple_one_for_one`.
+    NotSimpleOneForOne,
+    /// `start_child_with` with an argument of the wrong type.
+    ArgType {
+        /// The template's argument type.
+        expected: &'static str,
+        /// The type given.
+        given: &'static str,
+    },
+    /// `addr::<A>` with the wrong actor type for this child.
+    WrongType(ChildId),
+    /// `child_supervisor` on a child that is not running or not a
+    /// supervisor started by [`ChildSpec::supervisor`](super::ChildSpec::supervisor).
+    NotASupervisor(ChildId),
+    /// The child's start function failed.
+    Start(StartError),
+}
+
+impl fmt::Display for ChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildError::SupervisorDown => f.write_str("the supervisor is down"),
+            ChildError::ShuttingDown => f.write_str("the supervisor is shutting down"),
+            ChildError::NotFound(id) => write!(f, "no child {id}"),
+            ChildError::AlreadyStarted(id) => write!(f, "child {id} is already started"),
+            ChildError::AlreadyPresent(id) => write!(f, "child {id} is already present"),
+            ChildError::Running(id) => write!(f, "child {id} is running"),
+            ChildError::Restarting(id) => write!(f, "child {id} is being restarted"),
+            ChildError::SimpleOneForOne => {
+                f.write_str("not allowed on a simple_one_for_one supervisor")
+            }
+            ChildError::NotSimpleOneForOne => {
+                f.write_str("only a simple_one_for_one supervisor starts children with arguments")
+            }
+            ChildError::ArgType { expected, given } => {
+                write!(
+                    f,
+                    "start argument of type {given}, the template takes {expected}"
+                )
+            }
+            ChildError::WrongType(id) => write!(f, "child {id} is not of the type asked for"),
+            ChildError::NotASupervisor(id) => {
+                write!(f, "child {id} is not a running supervisor")
+            }
+            ChildError::Start(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Error for ChildError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            ChildError::Start(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why an [`Addr`](super::Addr) call was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrError {
+    /// No incarnation of the child is alive and its spec does not hold
+    /// calls ([`ChildSpec::hold`](super::ChildSpec::hold) not set).
+    NotRunning,
+    /// The child's mailbox is full and its overflow policy is
+    /// [`Overflow::Reject`](crate::mailbox::Overflow::Reject).
+    Full,
+    /// The child was deleted (`delete_child`, a temporary child that ended,
+    /// a dynamic child that was terminated): no incarnation will come.
+    Deleted,
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrError::NotRunning => f.write_str("the child is not running"),
+            AddrError::Full => f.write_str("the child's mailbox is full"),
+            AddrError::Deleted => f.write_str("the child was deleted"),
+        }
+    }
+}
+
+impl Error for AddrError {}

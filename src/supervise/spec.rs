@@ -1,0 +1,490 @@
+//! Child specs and supervisor specs: what a supervisor starts and how it
+//! treats each child.
+
+use super::addr::{AddrHook, AddrSlot};
+use super::engine::SupervisorRef;
+use super::error::StartError;
+use super::Addr;
+use crate::cause::{Cause, DeviceId};
+use crate::device::DeviceOwn;
+use crate::mailbox::Overflow;
+use stakker::Core;
+use std::any::{Any, TypeId};
+use std::borrow::Borrow;
+use std::error::Error;
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A child's id within its supervisor (OTP's child id).
+///
+/// Cheap to clone (a shared string). Dynamic children of a
+/// `simple_one_for_one` supervisor get `"<template id>.<n>"`, `n` counting
+/// from 1 per supervisor.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChildId(Rc<str>);
+
+impl ChildId {
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ChildId {
+    fn from(s: &str) -> Self {
+        ChildId(Rc::from(s))
+    }
+}
+
+impl From<String> for ChildId {
+    fn from(s: String) -> Self {
+        ChildId(Rc::from(s))
+    }
+}
+
+impl Borrow<str> for ChildId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ChildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Which children restart when one exits and must be restarted (OTP's
+/// restart strategies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Only the child that exited is restarted.
+    OneForOne,
+    /// All other running children are terminated (reverse start order),
+    /// then all of them are restarted (start order).
+    OneForAll,
+    /// The running children started after the one that exited are
+    /// terminated (reverse start order), then it and they are restarted
+    /// (start order).
+    RestForOne,
+    /// One template, children added at run time with
+    /// [`start_child_with`](super::SupervisorRef::start_child_with), all
+    /// alike; otherwise one_for_one. They are terminated in reverse start
+    /// order (OTP leaves the order undefined).
+    SimpleOneForOne,
+}
+
+/// When a child is restarted after it exits (OTP's restart types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Restart {
+    /// Always restarted, whatever the cause.
+    #[default]
+    Permanent,
+    /// Restarted only after an abnormal exit: a cause for which
+    /// [`Cause::is_fault`] is true. `Stopped` and `Shutdown` are normal;
+    /// `Dropped` and `Lost` are faults, so they restart a transient child.
+    Transient,
+    /// Never restarted, not even when the strategy terminates it because
+    /// a sibling exited; removed from the supervisor's children as soon as
+    /// it ends.
+    Temporary,
+}
+
+impl Restart {
+    /// Whether a child of this restart type that exited with `cause` (on
+    /// its own, not terminated by its supervisor) is restarted.
+    pub fn restarts_after(self, cause: &Cause) -> bool {
+        match self {
+            Restart::Permanent => true,
+            Restart::Transient => cause.is_fault(),
+            Restart::Temporary => false,
+        }
+    }
+}
+
+/// How a supervisor terminates a child (OTP's shutdown values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shutdown {
+    /// Kill it at once: it ends with
+    /// `Cause::Killed(SuperviseError::BrutalKill)`.
+    BrutalKill,
+    /// Ask it to stop (its [`Child::on_shutdown`] hook, else
+    /// [`DeviceRef::shutdown`]); if it is not down after this much stakker
+    /// time, kill it (`Cause::Killed(SuperviseError::ShutdownTimeout)`).
+    Timeout(Duration),
+    /// Ask it to stop and wait for as long as it takes (OTP's `infinity`,
+    /// the default for supervisor children).
+    Infinity,
+}
+
+/// Whether a child is a worker or a supervisor (OTP's child type). It
+/// changes the defaults ([`Shutdown::Infinity`] for supervisors) and what
+/// [`count_children`](super::SupervisorRef::count_children) reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChildKind {
+    /// An ordinary device.
+    Worker,
+    /// A supervisor (or any device that supervises others).
+    Supervisor,
+}
+
+/// Restart intensity: at most `max_restarts` restarts within any `period`
+/// of stakker time. One more and the supervisor gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Intensity {
+    /// Restarts allowed within `period` (OTP's `intensity`).
+    pub max_restarts: u32,
+    /// The sliding window (OTP's `period`).
+    pub period: Duration,
+}
+
+impl Default for Intensity {
+    /// OTP's default: 1 restart in 5 seconds.
+    fn default() -> Self {
+        Intensity {
+            max_restarts: 1,
+            period: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Stops a child gracefully: called with the asking supervisor's id.
+pub(crate) type AskFn = Box<dyn FnOnce(&mut Core, DeviceId)>;
+
+/// What a start function returns: the new incarnation's owning handle,
+/// and optionally how to ask it to stop.
+///
+/// `DeviceOwn<A>` converts into it (`Ok(device!(core, W::init()).into())`).
+/// The supervisor keeps the owning handle: the child lives while its
+/// supervisor holds it.
+pub struct Child<A: 'static> {
+    own: DeviceOwn<A>,
+    ask: Option<AskFn>,
+    nested: Option<SupervisorRef>,
+}
+
+impl<A: 'static> Child<A> {
+    /// A child with no shutdown hook: asking it to stop is
+    /// [`DeviceRef::shutdown`] (it ends at once, with `Cause::Shutdown`).
+    pub fn new(own: DeviceOwn<A>) -> Self {
+        Child {
+            own,
+            ask: None,
+            nested: None,
+        }
+    }
+
+    /// Sets how the supervisor asks this incarnation to stop (for
+    /// [`Shutdown::Timeout`] and [`Shutdown::Infinity`]), instead of
+    /// [`DeviceRef::shutdown`]: e.g. a `call!` to a method that finishes
+    /// its work and then stops. If it is not down when the timeout
+    /// expires, it is killed. Called at most once, with no borrow of the
+    /// supervisor held (it may use the supervisor's runtime API).
+    pub fn on_shutdown(mut self, ask: impl FnOnce(&mut Core) + 'static) -> Self {
+        self.ask = Some(Box::new(move |core, _| ask(core)));
+        self
+    }
+
+    pub(crate) fn with_ask(mut self, ask: AskFn, nested: SupervisorRef) -> Self {
+        self.ask = Some(ask);
+        self.nested = Some(nested);
+        self
+    }
+
+    /// The incarnation's device.
+    pub fn device(&self) -> &DeviceOwn<A> {
+        &self.own
+    }
+
+    /// Installs the incarnation in its slot; returns the rest.
+    fn erase(self, core: &mut Core, slot: &AddrSlot<A>) -> Erased {
+        slot.install(core, self.own);
+        Erased {
+            ask: self.ask,
+            nested: self.nested,
+        }
+    }
+}
+
+impl<A: 'static> From<DeviceOwn<A>> for Child<A> {
+    fn from(own: DeviceOwn<A>) -> Self {
+        Child::new(own)
+    }
+}
+
+/// A started incarnation, type-erased. Its owning handle is in the
+/// child's Addr slot.
+pub(crate) struct Erased {
+    pub(crate) ask: Option<AskFn>,
+    pub(crate) nested: Option<SupervisorRef>,
+}
+
+/// The type-erased start function: the start argument, and the child's
+/// Addr slot (an `AddrSlot<A>`), where the new incarnation is installed.
+pub(crate) type StartFn =
+    Rc<dyn Fn(&mut Core, &dyn Any, &dyn Any) -> Result<Erased, Rc<dyn Error>>>;
+
+/// What a supervisor keeps of a child spec (shared by the incarnations).
+pub(crate) struct SpecCore {
+    pub(crate) id: ChildId,
+    pub(crate) start: StartFn,
+    pub(crate) restart: Restart,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) kind: ChildKind,
+    pub(crate) arg_type: TypeId,
+    pub(crate) arg_name: &'static str,
+    /// Makes the Addr slot of a dynamic child (same actor type and hold
+    /// policy as the template).
+    pub(crate) new_slot: Rc<dyn Fn() -> Rc<dyn AddrHook>>,
+}
+
+/// A child spec with its types erased, as a supervisor spec holds it.
+pub(crate) struct ErasedSpec {
+    pub(crate) core: Rc<SpecCore>,
+    /// The child's Addr slot (for a template: unused).
+    pub(crate) slot: Rc<dyn AddrHook>,
+}
+
+impl ErasedSpec {
+    /// A copy sharing the start function and the Addr slot (a nested
+    /// supervisor's restart starts the same children at the same Addrs).
+    fn dup(&self) -> Self {
+        ErasedSpec {
+            core: self.core.clone(),
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+type TypedStart<A, Arg> = Rc<dyn Fn(&mut Core, &Arg) -> Result<Child<A>, Box<dyn Error>>>;
+
+/// How a supervisor starts and treats one child (OTP's child spec), for a
+/// device of type `A` whose start function takes an argument of type
+/// `Arg` (`()` except for `simple_one_for_one` templates).
+///
+/// Defaults as in OTP: [`Restart::Permanent`]; [`Shutdown::Timeout`] of
+/// 5 s for a worker, [`Shutdown::Infinity`] for a supervisor; an
+/// [`Addr`] that fails calls with [`AddrError::NotRunning`](super::AddrError::NotRunning)
+/// while no incarnation is alive (see [`hold`](ChildSpec::hold)).
+pub struct ChildSpec<A: 'static, Arg: 'static = ()> {
+    id: ChildId,
+    start: TypedStart<A, Arg>,
+    restart: Restart,
+    shutdown: Shutdown,
+    kind: ChildKind,
+    slot: Rc<AddrSlot<A>>,
+}
+
+impl<A: 'static> ChildSpec<A, ()> {
+    /// A worker started by `start`, which creates the device (for example
+    /// `Ok(device!(core, W::init()).into())`) or returns why it cannot.
+    /// `start` runs again for every restart.
+    pub fn worker(
+        id: impl Into<ChildId>,
+        start: impl Fn(&mut Core) -> Result<Child<A>, Box<dyn Error>> + 'static,
+    ) -> Self {
+        Self::worker_with(id, move |core, _: &()| start(core))
+    }
+}
+
+impl ChildSpec<super::SupervisorActor, ()> {
+    /// A nested supervisor started from `spec` (again from the same spec
+    /// on every restart; its children keep their [`Addr`]s across its
+    /// restarts). Kind [`ChildKind::Supervisor`], shutdown
+    /// [`Shutdown::Infinity`]: asked to stop, it shuts its own children
+    /// down in reverse order first, then ends with
+    /// `Cause::Shutdown { by: Some(parent) }`.
+    pub fn supervisor(id: impl Into<ChildId>, spec: SupervisorSpec) -> Self {
+        let mut me = Self::worker(id, move |core| {
+            let sup = super::Supervisor::start(core, spec.dup())?;
+            Ok(sup.into_child())
+        });
+        me.kind = ChildKind::Supervisor;
+        me.shutdown = Shutdown::Infinity;
+        me
+    }
+}
+
+impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
+    /// A worker whose start function takes an argument: the template of a
+    /// `simple_one_for_one` supervisor
+    /// ([`SupervisorSpec::simple_one_for_one`]). Each dynamic child keeps
+    /// the argument it was started with and gets it again on restart.
+    pub fn worker_with(
+        id: impl Into<ChildId>,
+        start: impl Fn(&mut Core, &Arg) -> Result<Child<A>, Box<dyn Error>> + 'static,
+    ) -> Self {
+        ChildSpec {
+            id: id.into(),
+            start: Rc::new(start),
+            restart: Restart::Permanent,
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            kind: ChildKind::Worker,
+            slot: Rc::new(AddrSlot::new()),
+        }
+    }
+
+    /// Sets the restart type (default [`Restart::Permanent`]).
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets the shutdown policy (default 5 s for a worker, infinity for a
+    /// supervisor).
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Sets the child kind (for a device that supervises others by other
+    /// means).
+    pub fn kind(mut self, kind: ChildKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Makes the child's [`Addr`] hold calls while no incarnation is
+    /// alive, in a reliable bounded mailbox of `capacity` with `overflow`
+    /// as its policy when full; each new incarnation takes over the
+    /// mailbox. Without it, such calls fail with
+    /// [`AddrError::NotRunning`](super::AddrError::NotRunning).
+    pub fn hold(self, capacity: usize, overflow: Overflow) -> Self {
+        self.slot.set_hold(capacity, overflow);
+        self
+    }
+
+    /// The child's id.
+    pub fn id(&self) -> &ChildId {
+        &self.id
+    }
+
+    /// The stable address of this child: it follows restarts. For a
+    /// `simple_one_for_one` template, each dynamic child has its own, from
+    /// [`SupervisorRef::addr`](super::SupervisorRef::addr).
+    pub fn addr(&self) -> Addr<A> {
+        Addr::from_slot(self.slot.clone())
+    }
+
+    pub(crate) fn erase(self) -> ErasedSpec {
+        let start = self.start;
+        let slot_proto = self.slot.clone();
+        let erased: StartFn = Rc::new(move |core: &mut Core, arg: &dyn Any, slot: &dyn Any| {
+            let (Some(arg), Some(slot)) = (
+                arg.downcast_ref::<Arg>(),
+                slot.downcast_ref::<AddrSlot<A>>(),
+            ) else {
+                return Err(Rc::new(StartError::ArgType {
+                    expected: std::any::type_name::<Arg>(),
+                }) as Rc<dyn Error>);
+            };
+            match start(core, arg) {
+                Ok(child) => Ok(child.erase(core, slot)),
+                Err(e) => Err(Rc::from(e)),
+            }
+        });
+        let new_slot: Rc<dyn Fn() -> Rc<dyn AddrHook>> =
+            Rc::new(move || Rc::new(slot_proto.fresh()) as Rc<dyn AddrHook>);
+        ErasedSpec {
+            core: Rc::new(SpecCore {
+                id: self.id,
+                start: erased,
+                restart: self.restart,
+                shutdown: self.shutdown,
+                kind: self.kind,
+                arg_type: TypeId::of::<Arg>(),
+                arg_name: std::any::type_name::<Arg>(),
+                new_slot,
+            }),
+            slot: self.slot,
+        }
+    }
+}
+
+/// What a supervisor is made of (OTP's supervisor flags plus child
+/// specs): a strategy, a restart intensity and the children in start
+/// order (or, for `simple_one_for_one`, the template).
+pub struct SupervisorSpec {
+    pub(crate) strategy: Strategy,
+    pub(crate) intensity: Intensity,
+    pub(crate) children: Vec<ErasedSpec>,
+    pub(crate) template: Option<ErasedSpec>,
+}
+
+impl SupervisorSpec {
+    /// A spec with no children yet. For [`Strategy::SimpleOneForOne`] use
+    /// [`simple_one_for_one`](SupervisorSpec::simple_one_for_one), which
+    /// takes the template (started with this, such a supervisor has no
+    /// template and every `start_child_with` fails).
+    pub fn new(strategy: Strategy) -> Self {
+        SupervisorSpec {
+            strategy,
+            intensity: Intensity::default(),
+            children: Vec::new(),
+            template: None,
+        }
+    }
+
+    /// A `one_for_one` spec.
+    pub fn one_for_one() -> Self {
+        Self::new(Strategy::OneForOne)
+    }
+
+    /// A `one_for_all` spec.
+    pub fn one_for_all() -> Self {
+        Self::new(Strategy::OneForAll)
+    }
+
+    /// A `rest_for_one` spec.
+    pub fn rest_for_one() -> Self {
+        Self::new(Strategy::RestForOne)
+    }
+
+    /// A `simple_one_for_one` spec: no children at start; each
+    /// [`start_child_with`](super::SupervisorRef::start_child_with)`(arg)`
+    /// starts one from `template` with its argument.
+    pub fn simple_one_for_one<A: 'static, Arg: 'static>(template: ChildSpec<A, Arg>) -> Self {
+        let mut me = Self::new(Strategy::SimpleOneForOne);
+        me.template = Some(template.erase());
+        me
+    }
+
+    /// Sets the restart intensity: at most `max_restarts` within any
+    /// `period` of stakker time (default 1 in 5 s).
+    pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.intensity = Intensity {
+            max_restarts,
+            period,
+        };
+        self
+    }
+
+    /// Adds a child, started after those added before it.
+    pub fn child<A: 'static>(mut self, spec: ChildSpec<A>) -> Self {
+        self.children.push(spec.erase());
+        self
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// A copy sharing start functions and Addr slots, for a nested
+    /// supervisor's restarts.
+    pub(crate) fn dup(&self) -> Self {
+        SupervisorSpec {
+            strategy: self.strategy,
+            intensity: self.intensity,
+            children: self.children.iter().map(ErasedSpec::dup).collect(),
+            template: self.template.as_ref().map(ErasedSpec::dup),
+        }
+    }
+}

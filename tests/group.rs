@@ -1,0 +1,256 @@
+//! Task groups (`stakplane::group`): dispatch, restarts that lose nothing,
+//! resizing, stats, escalation. All on stakker's virtual time.
+
+use stakplane::group::{Dispatch, Group, GroupSpec};
+use stakplane::mailbox::{Overflow, SendError};
+use stakplane::prelude::*;
+use stakplane::supervise::{ChildStatus, Supervisor, SupervisorSpec};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// (worker number, message) in handling order.
+type Log = Rc<RefCell<Vec<(u64, u32)>>>;
+
+/// The message a worker panics on.
+const CRASH: u32 = 666;
+
+struct Worker {
+    number: u64,
+    log: Log,
+}
+
+impl Worker {
+    fn init(_: CX![], number: u64, log: Log) -> Option<Self> {
+        Some(Worker { number, log })
+    }
+
+    fn handle(&mut self, _: CX![], msg: u32) {
+        if msg == CRASH {
+            panic!("worker {} crashes", self.number);
+        }
+        self.log.borrow_mut().push((self.number, msg));
+    }
+}
+
+fn spec(size: usize, log: &Log) -> GroupSpec<Worker, u32> {
+    let log = log.clone();
+    GroupSpec::new(
+        "workers",
+        size,
+        move |core, number| Ok(device!(core, Worker::init(number, log.clone()))),
+        |this: &mut Worker, cx, msg| this.handle(cx, msg),
+    )
+}
+
+fn handled(log: &Log) -> Vec<u32> {
+    let mut v: Vec<u32> = log.borrow().iter().map(|(_, m)| *m).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn round_robin_gives_each_worker_its_turn() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(3, &log)).unwrap();
+    s.run(now, false);
+    for m in 0..9 {
+        group.try_send(m).unwrap();
+    }
+    s.run(now, false);
+    let log = log.borrow();
+    for (number, msg) in log.iter() {
+        assert_eq!(
+            u64::from(*msg) % 3,
+            *number,
+            "message {msg} went to worker {number}"
+        );
+    }
+    assert_eq!(log.len(), 9);
+    let stats = group.stats();
+    assert!(stats
+        .workers
+        .iter()
+        .all(|w| w.msgs_in == 3 && w.msgs_out == 3));
+    assert_eq!(stats.total.msgs_out, 9);
+}
+
+#[test]
+fn round_robin_skips_a_full_worker_and_refuses_only_when_all_are_full() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(2, &log).mailbox(1, Overflow::Reject)).unwrap();
+    s.run(now, false);
+    group.try_send(1).unwrap();
+    group.try_send(2).unwrap();
+    match group.try_send(3) {
+        Err(SendError::Full(m)) => assert_eq!(m, 3, "the message comes back"),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    s.run(now, false);
+    assert_eq!(handled(&log), [1, 2]);
+    group.try_send(3).unwrap();
+    s.run(now, false);
+    assert_eq!(handled(&log), [1, 2, 3]);
+}
+
+#[test]
+fn least_loaded_gives_each_message_to_the_emptiest_worker() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(3, &log).dispatch(Dispatch::LeastLoaded)).unwrap();
+    s.run(now, false);
+    // Nothing is handled between sends: depths grow evenly.
+    for m in 0..7 {
+        group.try_send(m).unwrap();
+        let depths: Vec<usize> = group.stats().workers.iter().map(|w| w.depth).collect();
+        let (min, max) = (depths.iter().min().unwrap(), depths.iter().max().unwrap());
+        assert!(max - min <= 1, "after message {m}: depths {depths:?}");
+    }
+    s.run(now, false);
+    assert_eq!(handled(&log), (0..7).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_crashed_worker_restarts_and_its_queued_messages_go_to_the_next_incarnation() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(1, &log).intensity(10, Duration::from_secs(5))).unwrap();
+    s.run(now, false);
+    for m in [1, 2, CRASH, 3, 4] {
+        group.try_send(m).unwrap();
+    }
+    s.run(now, false);
+    // The crashing message is dropped (the default policy); the rest are
+    // handled in order, 3 and 4 by the second incarnation.
+    let got: Vec<u32> = log.borrow().iter().map(|(_, m)| *m).collect();
+    assert_eq!(got, [1, 2, 3, 4]);
+    let w = &group.stats().workers[0];
+    assert_eq!((w.restarts, w.msgs_in, w.msgs_out, w.dropped), (1, 5, 4, 1));
+    assert!(group.is_running());
+}
+
+#[test]
+fn growing_starts_workers_and_shrinking_moves_queued_messages_losing_none() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(2, &log)).unwrap();
+    s.run(now, false);
+    assert!(group.resize(&mut s, 4).unwrap().is_empty());
+    s.run(now, false);
+    let sup = group.supervisor().unwrap();
+    assert_eq!(sup.count_children().unwrap().active, 4);
+    // Queue 40 messages over the four workers, then shrink to one before
+    // any is handled.
+    for m in 0..40 {
+        group.try_send(m).unwrap();
+    }
+    let left = group.resize(&mut s, 1).unwrap();
+    assert!(left.is_empty(), "room enough at the remaining worker");
+    assert_eq!(group.size(), 1);
+    s.run(now, false);
+    assert_eq!(
+        handled(&log),
+        (0..40).collect::<Vec<_>>(),
+        "each handled once"
+    );
+    // The retired workers are gone from the supervisor.
+    let running = sup
+        .which_children()
+        .unwrap()
+        .into_iter()
+        .filter(|c| matches!(c.status, ChildStatus::Running(_)))
+        .count();
+    assert_eq!(running, 1);
+    let total = group.stats().total;
+    assert_eq!((total.size, total.msgs_in, total.msgs_out), (1, 40, 40));
+    assert_eq!(total.moved, 30);
+}
+
+#[test]
+fn shrinking_gives_back_what_no_remaining_worker_can_take() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(2, &log).mailbox(2, Overflow::Reject)).unwrap();
+    s.run(now, false);
+    for m in 0..4 {
+        group.try_send(m).unwrap();
+    }
+    let mut left = group.resize(&mut s, 1).unwrap();
+    left.sort_unstable();
+    // Worker 1 held 1 and 3; worker 0 is full: both come back.
+    assert_eq!(left, [1, 3]);
+    s.run(now, false);
+    assert_eq!(handled(&log), [0, 2]);
+}
+
+#[test]
+fn too_many_worker_crashes_make_the_group_supervisor_give_up() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(2, &log).intensity(1, Duration::from_secs(5))).unwrap();
+    s.run(now, false);
+    let sup = group.supervisor().unwrap();
+    group.try_send(CRASH).unwrap();
+    group.try_send(CRASH).unwrap();
+    s.run(now, false);
+    assert!(!group.is_running(), "two restarts in 5 s: given up");
+    assert!(sup.line().cause().is_some_and(|c| c.is_fault()));
+}
+
+#[test]
+fn a_group_restarted_by_its_parent_keeps_its_queued_messages() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    // Any crash makes the group's supervisor give up; its parent restarts
+    // it, and the new workers take over the same mailboxes.
+    let group = Group::new(spec(1, &log).intensity(0, Duration::from_secs(5)));
+    let parent = Supervisor::start(
+        &mut s,
+        SupervisorSpec::one_for_one()
+            .intensity(5, Duration::from_secs(5))
+            .child(group.child_spec()),
+    )
+    .unwrap();
+    s.run(now, false);
+    let first = group.supervisor().unwrap();
+    for m in [1, CRASH, 2, 3] {
+        group.try_send(m).unwrap();
+    }
+    s.run(now, false);
+    let second = group.supervisor().unwrap();
+    assert_ne!(first.line().id(), second.line().id(), "a new incarnation");
+    assert!(first.line().cause().is_some_and(|c| c.is_fault()));
+    let got: Vec<u32> = log.borrow().iter().map(|(_, m)| *m).collect();
+    assert_eq!(got, [1, 2, 3]);
+    assert_eq!(parent.count_children().unwrap().active, 1);
+    assert_eq!(group.stats().workers[0].restarts, 1);
+}
+
+#[test]
+fn a_group_shuts_down_in_order_and_keeps_queued_messages() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(2, &log)).unwrap();
+    s.run(now, false);
+    group.shutdown(&mut s).unwrap();
+    s.run(now, false);
+    assert!(!group.is_running());
+    assert!(matches!(
+        group.shutdown(&mut s),
+        Err(stakplane::group::GroupError::NotRunning)
+    ));
+    // Still accepted (held for a later start), never lost silently.
+    group.try_send(7).unwrap();
+    assert_eq!(group.stats().total.depth, 1);
+}

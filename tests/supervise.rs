@@ -1,0 +1,1256 @@
+//! OTP supervisors on virtual time: strategies, restart types, restart
+//! intensity, ordered start and shutdown, the runtime API, `Addr`, and the
+//! tracing events. Each test is named after the rule it proves.
+
+mod common;
+
+use common::{Rt, TEST_PANIC};
+use stakplane::mailbox::Overflow;
+use stakplane::prelude::*;
+use stakplane::supervise::{
+    Addr, AddrError, Child, ChildError, ChildSpec, ChildStatus, Restart, Shutdown, StartError,
+    SuperviseError, Supervisor, SupervisorSpec,
+};
+use std::cell::RefCell;
+use std::error::Error;
+use std::rc::Rc;
+use std::time::Duration;
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+fn new_log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+/// Takes what the log holds so far.
+fn take(log: &Log) -> Vec<String> {
+    std::mem::take(&mut *log.borrow_mut())
+}
+
+/// A worker that logs its start (from the start function) and its end
+/// (when its state is dropped at termination).
+struct W {
+    name: String,
+    log: Log,
+    got: Vec<u32>,
+}
+
+impl W {
+    fn init(_: CX![], name: String, log: Log) -> Option<Self> {
+        Some(W {
+            name,
+            log,
+            got: Vec::new(),
+        })
+    }
+
+    fn crash(&mut self, _: CX![]) {
+        panic!("{TEST_PANIC}: crash");
+    }
+
+    fn stop_normally(&mut self, cx: CX![]) {
+        stop!(cx);
+    }
+
+    fn take(&mut self, _: CX![], n: u32) {
+        self.log.borrow_mut().push(format!("{} got {n}", self.name));
+        self.got.push(n);
+    }
+}
+
+impl Drop for W {
+    fn drop(&mut self) {
+        self.log.borrow_mut().push(format!("stop {}", self.name));
+    }
+}
+
+/// A worker spec: logs "start <name>" each time it is started.
+fn worker(log: &Log, name: &str) -> ChildSpec<W> {
+    let (log, n) = (log.clone(), name.to_string());
+    ChildSpec::worker(name, move |core| {
+        log.borrow_mut().push(format!("start {n}"));
+        Ok(device!(core, W::init(n.clone(), log.clone())).into())
+    })
+}
+
+fn crash(addr: &Addr<W>) {
+    addr.send(|w, cx| w.crash(cx)).expect("child is running");
+}
+
+/// Builds a supervisor of `names` (in order) from `spec`, returns it and
+/// the children's addresses, with the start log cleared.
+fn start(
+    rt: &mut Rt,
+    spec: SupervisorSpec,
+    log: &Log,
+    names: &[&str],
+) -> (Supervisor, Vec<Addr<W>>) {
+    let mut spec = spec;
+    let mut addrs = Vec::new();
+    for name in names {
+        let c = worker(log, name);
+        addrs.push(c.addr());
+        spec = spec.child(c);
+    }
+    let sup = Supervisor::start(&mut rt.s, spec).expect("supervisor starts");
+    rt.run();
+    take(log);
+    (sup, addrs)
+}
+
+fn running_ids(sup: &Supervisor) -> Vec<String> {
+    sup.which_children()
+        .expect("supervisor up")
+        .into_iter()
+        .filter(|c| matches!(c.status, ChildStatus::Running(_)))
+        .map(|c| c.id.to_string())
+        .collect()
+}
+
+/// The SuperviseError inside a device's cause, if any.
+fn supervise_error(cause: &Cause) -> Option<SuperviseError> {
+    match cause {
+        Cause::Error(e) | Cause::Killed(e) => e.downcast_ref::<SuperviseError>().cloned(),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------
+// Strategies
+
+#[test]
+fn one_for_one_restarts_only_the_failed_child() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(1)),
+        &log,
+        &["a", "b", "c"],
+    );
+    let (a0, c0) = (a[0].current().unwrap(), a[2].current().unwrap());
+    crash(&a[1]);
+    rt.run();
+    assert_eq!(take(&log), ["stop b", "start b"]);
+    assert!(!a0.is_zombie() && !c0.is_zombie());
+    assert_eq!(running_ids(&sup), ["a", "b", "c"]);
+}
+
+#[test]
+fn one_for_all_terminates_the_others_in_reverse_then_restarts_all_in_start_order() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_all().intensity(10, Duration::from_secs(1)),
+        &log,
+        &["a", "b", "c", "d"],
+    );
+    crash(&a[1]);
+    rt.run();
+    assert_eq!(
+        take(&log),
+        ["stop b", "stop d", "stop c", "stop a", "start a", "start b", "start c", "start d"]
+    );
+    assert_eq!(running_ids(&sup), ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::rest_for_one().intensity(10, Duration::from_secs(1)),
+        &log,
+        &["a", "b", "c", "d"],
+    );
+    let a0 = a[0].current().unwrap();
+    crash(&a[1]);
+    rt.run();
+    assert_eq!(
+        take(&log),
+        ["stop b", "stop d", "stop c", "start b", "start c", "start d"]
+    );
+    assert!(!a0.is_zombie(), "a was started before b: untouched");
+    assert_eq!(running_ids(&sup), ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn simple_one_for_one_starts_dynamic_children_with_arguments_and_restarts_each_alone() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let tlog = log.clone();
+    let template = ChildSpec::worker_with("conn", move |core, port: &u16| {
+        tlog.borrow_mut().push(format!("start {port}"));
+        Ok(device!(core, W::init(port.to_string(), tlog.clone())).into())
+    });
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::simple_one_for_one(template).intensity(10, Duration::from_secs(1)),
+    )
+    .unwrap();
+    assert_eq!(sup.count_children().unwrap().specs, 0);
+    let one = sup.start_child_with(&mut rt.s, 80u16).unwrap();
+    let two = sup.start_child_with(&mut rt.s, 443u16).unwrap();
+    assert_eq!((one.id.as_str(), two.id.as_str()), ("conn.1", "conn.2"));
+    rt.run();
+    assert_eq!(take(&log), ["start 80", "start 443"]);
+    // A wrong argument type is a typed error.
+    assert!(matches!(
+        sup.start_child_with(&mut rt.s, "x"),
+        Err(ChildError::ArgType { .. })
+    ));
+    // The second one restarts alone, with its own argument.
+    let addr: Addr<W> = sup.addr("conn.2").unwrap();
+    crash(&addr);
+    rt.run();
+    assert_eq!(take(&log), ["stop 443", "start 443"]);
+    assert!(one.line.is_alive());
+    // Shutdown: reverse start order.
+    sup.shutdown(&mut rt.s).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop 443", "stop 80"]);
+}
+
+#[test]
+fn simple_one_for_one_refuses_static_calls_and_removes_terminated_children() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let tlog = log.clone();
+    let template = ChildSpec::worker_with("w", move |core, n: &u32| {
+        Ok(device!(core, W::init(n.to_string(), tlog.clone())).into())
+    });
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::simple_one_for_one(template)).unwrap();
+    let c = sup.start_child_with(&mut rt.s, 1u32).unwrap();
+    rt.run();
+    assert!(matches!(
+        sup.restart_child(&mut rt.s, "w.1"),
+        Err(ChildError::SimpleOneForOne)
+    ));
+    assert!(matches!(
+        sup.delete_child("w.1"),
+        Err(ChildError::SimpleOneForOne)
+    ));
+    assert!(matches!(
+        sup.start_child(&mut rt.s, worker(&log, "x")),
+        Err(ChildError::SimpleOneForOne)
+    ));
+    // terminate_child on a dynamic child terminates and removes it.
+    sup.terminate_child(&mut rt.s, c.id.as_str()).unwrap();
+    rt.run();
+    assert!(!c.line.is_alive());
+    assert_eq!(sup.count_children().unwrap().specs, 0);
+    // A static supervisor refuses start_child_with.
+    let other = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one()).unwrap();
+    assert!(matches!(
+        other.start_child_with(&mut rt.s, 1u32),
+        Err(ChildError::NotSimpleOneForOne)
+    ));
+    // Static children are refused in a simple_one_for_one spec.
+    let tlog = log.clone();
+    let bad =
+        SupervisorSpec::simple_one_for_one(ChildSpec::worker_with("t", move |core, _: &()| {
+            Ok(device!(core, W::init("t".into(), tlog.clone())).into())
+        }))
+        .child(worker(&log, "static"));
+    assert!(matches!(
+        Supervisor::start(&mut rt.s, bad),
+        Err(StartError::StaticChildInSimple(_))
+    ));
+}
+
+// ---------------------------------------------------------------------
+// Restart types
+
+#[test]
+fn permanent_child_is_restarted_even_after_a_normal_stop() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["p"]);
+    a[0].send(|w, cx| w.stop_normally(cx)).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop p", "start p"]);
+    assert_eq!(running_ids(&sup), ["p"]);
+}
+
+#[test]
+fn transient_child_stopping_normally_is_not_restarted() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let c = worker(&log, "t").restart(Restart::Transient);
+    let addr = c.addr();
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(c)).unwrap();
+    rt.run();
+    take(&log);
+    addr.send(|w, cx| w.stop_normally(cx)).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop t"]);
+    let info = sup.which_children().unwrap();
+    assert!(
+        matches!(info[0].status, ChildStatus::Stopped),
+        "kept, not running"
+    );
+    // A shutdown request is a normal stop too.
+    sup.restart_child(&mut rt.s, "t").unwrap();
+    rt.run();
+    take(&log);
+    addr.current().map(|_| ()).unwrap();
+    let line = match &sup.which_children().unwrap()[0].status {
+        ChildStatus::Running(l) => l.clone(),
+        s => panic!("not running: {s:?}"),
+    };
+    line.shutdown(None).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop t"]);
+    assert_eq!(sup.count_children().unwrap().active, 0);
+}
+
+#[test]
+fn transient_child_faulting_is_restarted() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let c = worker(&log, "t").restart(Restart::Transient);
+    let addr = c.addr();
+    let spec = SupervisorSpec::one_for_one().intensity(5, Duration::from_secs(1));
+    let _sup = Supervisor::start(&mut rt.s, spec.child(c)).unwrap();
+    rt.run();
+    take(&log);
+    crash(&addr);
+    rt.run();
+    assert_eq!(take(&log), ["stop t", "start t"]);
+    // An error is a fault too.
+    addr.send(|_, cx| fail!(cx, "bad")).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop t", "start t"]);
+}
+
+#[test]
+fn temporary_child_is_never_restarted_and_is_removed() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let c = worker(&log, "tmp").restart(Restart::Temporary);
+    let addr = c.addr();
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .child(worker(&log, "a"))
+            .child(c),
+    )
+    .unwrap();
+    rt.run();
+    take(&log);
+    crash(&addr);
+    rt.run();
+    assert_eq!(take(&log), ["stop tmp"]);
+    assert_eq!(running_ids(&sup), ["a"]);
+    assert_eq!(sup.count_children().unwrap().specs, 1, "removed");
+    assert!(matches!(
+        sup.restart_child(&mut rt.s, "tmp"),
+        Err(ChildError::NotFound(_))
+    ));
+    assert_eq!(addr.send(|_, _| ()), Err(AddrError::Deleted));
+}
+
+#[test]
+fn temporary_sibling_terminated_by_one_for_all_is_not_restarted_and_is_removed() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let spec = SupervisorSpec::one_for_all()
+        .child(worker(&log, "a"))
+        .child(worker(&log, "tmp").restart(Restart::Temporary))
+        .child(worker(&log, "c"));
+    let a = {
+        let c = worker(&log, "z");
+        let addr = c.addr();
+        (spec.child(c), addr)
+    };
+    let sup = Supervisor::start(&mut rt.s, a.0).unwrap();
+    rt.run();
+    take(&log);
+    crash(&a.1);
+    rt.run();
+    assert_eq!(
+        take(&log),
+        ["stop z", "stop c", "stop tmp", "stop a", "start a", "start c", "start z"]
+    );
+    assert_eq!(running_ids(&sup), ["a", "c", "z"]);
+}
+
+#[test]
+fn restart_type_decides_on_the_cause_dropped_and_lost_are_abnormal() {
+    assert!(Restart::Permanent.restarts_after(&Cause::Stopped));
+    assert!(!Restart::Transient.restarts_after(&Cause::Stopped));
+    assert!(!Restart::Transient.restarts_after(&Cause::Shutdown { by: None }));
+    assert!(Restart::Transient.restarts_after(&Cause::Dropped));
+    assert!(Restart::Transient.restarts_after(&Cause::Lost));
+    assert!(Restart::Transient.restarts_after(&Cause::Panic("x".into())));
+    assert!(!Restart::Temporary.restarts_after(&Cause::Panic("x".into())));
+}
+
+#[test]
+fn a_sibling_that_dies_during_a_restart_is_part_of_it_and_not_counted_again() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (a, b) = (worker(&log, "a"), worker(&log, "b"));
+    let (aa, ab) = (a.addr(), b.addr());
+    let l = log.clone();
+    // c takes 500 ms to stop when asked.
+    let c: ChildSpec<Polite> = ChildSpec::worker("c", move |core| {
+        l.borrow_mut().push("start c".into());
+        let dev = device!(core, Polite::init(l.clone()));
+        let actor = dev.actor().clone();
+        Ok(Child::new(dev).on_shutdown(move |_| call!([actor], please_stop())))
+    });
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_all()
+            .intensity(1, Duration::from_secs(5))
+            .child(a)
+            .child(b)
+            .child(c),
+    )
+    .unwrap();
+    rt.run();
+    take(&log);
+    crash(&ab);
+    rt.run();
+    assert_eq!(take(&log), ["stop b", "asked"]);
+    // a dies on its own while the supervisor waits for c.
+    crash(&aa);
+    rt.run();
+    assert_eq!(take(&log), ["stop a"]);
+    rt.advance(Duration::from_millis(501));
+    assert_eq!(take(&log), ["finished", "start a", "start b", "start c"]);
+    // One restart counted: the next exit is the second in the period,
+    // one too many for an intensity of 1.
+    assert!(sup.line().is_alive());
+    crash(&aa);
+    rt.run();
+    // Giving up: c is asked first (reverse order) and takes its time.
+    assert_eq!(take(&log), ["stop a", "asked"]);
+    rt.advance(Duration::from_millis(501));
+    assert_eq!(take(&log), ["finished", "stop b"]);
+    assert!(matches!(
+        supervise_error(&sup.line().cause().unwrap()),
+        Some(SuperviseError::Intensity { .. })
+    ));
+}
+
+#[test]
+fn a_start_function_that_panics_is_a_start_error() {
+    let mut rt = Rt::new();
+    let bad: ChildSpec<W> = ChildSpec::worker("p", |_| panic!("{TEST_PANIC}: in start"));
+    match Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(bad)) {
+        Err(StartError::Child { id, error }) => {
+            assert_eq!(id.as_str(), "p");
+            assert_eq!(
+                error.to_string(),
+                format!("panicked: {TEST_PANIC}: in start")
+            );
+        }
+        other => panic!("expected a start error, got {other:?}"),
+    }
+    rt.run();
+}
+
+// ---------------------------------------------------------------------
+// Restart intensity
+
+#[test]
+fn exactly_intensity_restarts_in_period_are_allowed_and_one_more_escalates() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(3, Duration::from_secs(10)),
+        &log,
+        &["a", "b"],
+    );
+    let sup_line = sup.line().clone();
+    for i in 0..3 {
+        crash(&a[1]);
+        rt.advance(Duration::from_secs(1));
+        assert!(sup_line.is_alive(), "restart {} of 3 allowed", i + 1);
+    }
+    assert_eq!(take(&log).len(), 6);
+    crash(&a[1]);
+    rt.advance(Duration::from_secs(1));
+    assert!(!sup_line.is_alive());
+    // All children stopped (the other one too), then the supervisor failed.
+    assert_eq!(take(&log), ["stop b", "stop a"]);
+    let cause = sup_line.cause().unwrap();
+    assert!(cause.is_fault());
+    match supervise_error(&cause) {
+        Some(SuperviseError::Intensity {
+            max_restarts,
+            period,
+            child,
+            cause,
+            ..
+        }) => {
+            assert_eq!((max_restarts, period), (3, Duration::from_secs(10)));
+            assert_eq!(child.as_str(), "b");
+            assert!(matches!(cause, Cause::Panic(_)));
+        }
+        other => panic!("not an intensity error: {other:?}"),
+    }
+}
+
+#[test]
+fn default_intensity_is_one_restart_in_five_seconds() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["a"]);
+    crash(&a[0]);
+    rt.run();
+    assert!(sup.line().is_alive());
+    rt.advance(Duration::from_secs(4));
+    crash(&a[0]);
+    rt.run();
+    assert!(!sup.line().is_alive(), "2 restarts within 5 s");
+}
+
+#[test]
+fn restarts_outside_the_period_do_not_count() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(5)),
+        &log,
+        &["a"],
+    );
+    // One restart every 5 s + 1 ms: each earlier one has left the window.
+    for _ in 0..5 {
+        crash(&a[0]);
+        rt.run();
+        assert!(sup.line().is_alive());
+        rt.advance(Duration::from_millis(5001));
+    }
+    // The window is inclusive: a restart exactly `period` after the last
+    // still counts, and this one is one too many.
+    crash(&a[0]);
+    rt.run();
+    rt.advance(Duration::from_secs(5));
+    crash(&a[0]);
+    rt.run();
+    assert!(!sup.line().is_alive());
+}
+
+#[test]
+fn nested_supervisors_escalate_up_two_levels() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let leaf_w = worker(&log, "w");
+    let w = leaf_w.addr();
+    let leaf = SupervisorSpec::one_for_one()
+        .intensity(0, Duration::from_secs(5))
+        .child(leaf_w);
+    let mid = SupervisorSpec::one_for_one()
+        .intensity(0, Duration::from_secs(5))
+        .child(worker(&log, "m"))
+        .child(ChildSpec::supervisor("leaf", leaf));
+    let top = SupervisorSpec::one_for_one()
+        .intensity(0, Duration::from_secs(5))
+        .child(worker(&log, "t"))
+        .child(ChildSpec::supervisor("mid", mid));
+    let top = Supervisor::start(&mut rt.s, top).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start t", "start m", "start w"]);
+    let mid_ref = top.child_supervisor("mid").unwrap();
+    let leaf_ref = mid_ref.child_supervisor("leaf").unwrap();
+    crash(&w);
+    rt.run();
+    // Leaf gives up (w is already down), mid gives up (stops m), top gives
+    // up (stops t): each level shuts its children down before failing.
+    assert_eq!(take(&log), ["stop w", "stop m", "stop t"]);
+    assert!(!leaf_ref.line().is_alive() && !mid_ref.line().is_alive());
+    let cause = top.line().cause().unwrap();
+    let mut chain = Vec::new();
+    let mut c = cause;
+    while let Some(SuperviseError::Intensity { child, cause, .. }) = supervise_error(&c) {
+        chain.push(child.to_string());
+        c = cause;
+    }
+    assert_eq!(chain, ["mid", "leaf", "w"]);
+    assert!(matches!(c, Cause::Panic(_)));
+}
+
+#[test]
+fn failed_restart_counts_as_a_restart_and_is_retried_until_intensity() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let fail_next = Rc::new(RefCell::new(0u32));
+    let (f, l) = (fail_next.clone(), log.clone());
+    let spec = ChildSpec::worker("f", move |core| {
+        if *f.borrow() > 0 {
+            *f.borrow_mut() -= 1;
+            l.borrow_mut().push("start f failed".into());
+            return Err("no resources".into());
+        }
+        l.borrow_mut().push("start f".into());
+        Ok(device!(core, W::init("f".into(), l.clone())).into())
+    });
+    let addr = spec.addr();
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(3, Duration::from_secs(10))
+            .child(spec),
+    )
+    .unwrap();
+    rt.run();
+    take(&log);
+    // Two failed attempts, then success: 3 restarts counted, allowed.
+    *fail_next.borrow_mut() = 2;
+    crash(&addr);
+    rt.run();
+    assert_eq!(
+        take(&log),
+        ["stop f", "start f failed", "start f failed", "start f"]
+    );
+    assert!(sup.line().is_alive());
+    // Next crash: 4th restart within the period: escalation.
+    crash(&addr);
+    rt.run();
+    assert!(!sup.line().is_alive());
+}
+
+#[test]
+fn terminate_child_during_a_failing_restart_stops_the_retries() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let me: Rc<RefCell<Option<stakplane::supervise::SupervisorRef>>> = Rc::default();
+    let attempts = Rc::new(RefCell::new(0u32));
+    let (m, n, l) = (me.clone(), attempts.clone(), log.clone());
+    let spec = ChildSpec::worker("f", move |core| {
+        *n.borrow_mut() += 1;
+        let attempt = *n.borrow();
+        if attempt == 1 {
+            return Ok(device!(core, W::init("f".into(), l.clone())).into());
+        }
+        if attempt == 3 {
+            // The start function may use the supervisor's API.
+            let sup = m.borrow().clone().expect("set");
+            sup.terminate_child(core, "f").expect("known child");
+        }
+        Err("still broken".into())
+    });
+    let addr = spec.addr();
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(100, Duration::from_secs(1))
+            .child(spec),
+    )
+    .unwrap();
+    *me.borrow_mut() = Some(sup.handle());
+    rt.run();
+    crash(&addr);
+    rt.run();
+    assert_eq!(*attempts.borrow(), 3, "no retry after terminate_child");
+    assert!(sup.line().is_alive());
+    assert!(matches!(
+        sup.which_children().unwrap()[0].status,
+        ChildStatus::Stopped
+    ));
+}
+
+// ---------------------------------------------------------------------
+// Ordered start and shutdown
+
+#[test]
+fn children_start_in_spec_order() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let spec = SupervisorSpec::one_for_one()
+        .child(worker(&log, "a"))
+        .child(worker(&log, "b"))
+        .child(worker(&log, "c"));
+    let _sup = Supervisor::start(&mut rt.s, spec).unwrap();
+    assert_eq!(take(&log), ["start a", "start b", "start c"]);
+}
+
+#[test]
+fn start_failure_halfway_unwinds_in_reverse_and_returns_the_child_error() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let l = log.clone();
+    let bad: ChildSpec<W> = ChildSpec::worker("c", move |_| {
+        l.borrow_mut().push("start c failed".into());
+        Err("port in use".into())
+    });
+    let spec = SupervisorSpec::one_for_one()
+        .child(worker(&log, "a"))
+        .child(worker(&log, "b"))
+        .child(bad)
+        .child(worker(&log, "d"));
+    match Supervisor::start(&mut rt.s, spec) {
+        Err(StartError::Child { id, error }) => {
+            assert_eq!(id.as_str(), "c");
+            assert_eq!(error.to_string(), "port in use");
+        }
+        other => panic!("expected a child start error, got {other:?}"),
+    }
+    rt.run();
+    assert_eq!(
+        take(&log),
+        ["start a", "start b", "start c failed", "stop b", "stop a"]
+    );
+}
+
+#[test]
+fn duplicate_child_ids_are_refused() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let spec = SupervisorSpec::one_for_one()
+        .child(worker(&log, "a"))
+        .child(worker(&log, "a"));
+    assert!(matches!(
+        Supervisor::start(&mut rt.s, spec),
+        Err(StartError::DuplicateId(_))
+    ));
+    assert!(take(&log).is_empty(), "nothing started");
+}
+
+#[test]
+fn shutdown_stops_children_in_reverse_order_then_the_supervisor() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, _a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one(),
+        &log,
+        &["a", "b", "c"],
+    );
+    sup.shutdown(&mut rt.s).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop c", "stop b", "stop a"]);
+    assert!(matches!(
+        sup.line().cause(),
+        Some(Cause::Shutdown { by: None })
+    ));
+    assert!(matches!(
+        sup.start_child(&mut rt.s, worker(&log, "x")),
+        Err(ChildError::SupervisorDown)
+    ));
+}
+
+/// A worker that ignores the supervisor's request to stop.
+struct Stubborn;
+impl Stubborn {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Stubborn)
+    }
+    fn please_stop(&mut self, _: CX![]) {}
+}
+
+#[test]
+fn shutdown_timeout_expires_into_a_kill() {
+    let mut rt = Rt::new();
+    let spec: ChildSpec<Stubborn> = ChildSpec::worker("s", |core| {
+        let dev = device!(core, Stubborn::init());
+        let actor = dev.actor().clone();
+        Ok(Child::new(dev).on_shutdown(move |_| call!([actor], please_stop())))
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_secs(2)));
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).unwrap();
+    rt.run();
+    let line = match &sup.which_children().unwrap()[0].status {
+        ChildStatus::Running(l) => l.clone(),
+        s => panic!("not running: {s:?}"),
+    };
+    sup.shutdown(&mut rt.s).unwrap();
+    rt.advance(Duration::from_millis(1999));
+    assert!(line.is_alive(), "asked, not yet killed");
+    assert!(matches!(
+        sup.which_children().unwrap()[0].status,
+        ChildStatus::Terminating(_)
+    ));
+    // Past the timeout (stakker timers round up to ~15 µs).
+    rt.advance(Duration::from_millis(2));
+    assert!(!line.is_alive());
+    assert!(matches!(
+        supervise_error(&line.cause().unwrap()),
+        Some(SuperviseError::ShutdownTimeout(d)) if d == Duration::from_secs(2)
+    ));
+    assert!(
+        !sup.line().is_alive(),
+        "the supervisor ends after its last child"
+    );
+}
+
+/// A worker that stops shortly after it is asked.
+struct Polite {
+    log: Log,
+}
+impl Polite {
+    fn init(_: CX![], log: Log) -> Option<Self> {
+        Some(Polite { log })
+    }
+    fn please_stop(&mut self, cx: CX![]) {
+        self.log.borrow_mut().push("asked".into());
+        after!(Duration::from_millis(500), [cx], finish());
+    }
+    fn finish(&mut self, cx: CX![]) {
+        self.log.borrow_mut().push("finished".into());
+        stop!(cx);
+    }
+}
+
+#[test]
+fn a_child_that_stops_within_its_shutdown_timeout_is_not_killed() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let l = log.clone();
+    let spec: ChildSpec<Polite> = ChildSpec::worker("p", move |core| {
+        let dev = device!(core, Polite::init(l.clone()));
+        let actor = dev.actor().clone();
+        Ok(Child::new(dev).on_shutdown(move |_| call!([actor], please_stop())))
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).unwrap();
+    rt.run();
+    let line = match &sup.which_children().unwrap()[0].status {
+        ChildStatus::Running(l) => l.clone(),
+        s => panic!("not running: {s:?}"),
+    };
+    sup.shutdown(&mut rt.s).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["asked"]);
+    // Stakker timers round up to their ~15 µs resolution: 501 ms is past
+    // the child's 500 ms.
+    rt.advance(Duration::from_millis(501));
+    assert_eq!(take(&log), ["finished"]);
+    assert!(matches!(line.cause(), Some(Cause::Stopped)));
+    rt.advance(Duration::from_secs(2));
+    assert!(matches!(line.cause(), Some(Cause::Stopped)), "no late kill");
+}
+
+#[test]
+fn brutal_kill_kills_at_once_even_a_child_with_a_shutdown_hook() {
+    let mut rt = Rt::new();
+    let spec: ChildSpec<Stubborn> = ChildSpec::worker("s", |core| {
+        let dev = device!(core, Stubborn::init());
+        Ok(Child::new(dev).on_shutdown(|_| panic!("never asked")))
+    })
+    .shutdown(Shutdown::BrutalKill);
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).unwrap();
+    rt.run();
+    let line = match &sup.which_children().unwrap()[0].status {
+        ChildStatus::Running(l) => l.clone(),
+        s => panic!("not running: {s:?}"),
+    };
+    sup.terminate_child(&mut rt.s, "s").unwrap();
+    rt.run();
+    assert!(matches!(
+        supervise_error(&line.cause().unwrap()),
+        Some(SuperviseError::BrutalKill)
+    ));
+    assert!(sup.line().is_alive());
+}
+
+#[test]
+fn a_nested_supervisor_asked_to_stop_shuts_its_children_down_in_reverse_first() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let inner = SupervisorSpec::one_for_one()
+        .child(worker(&log, "i1"))
+        .child(worker(&log, "i2"));
+    let spec = SupervisorSpec::one_for_one()
+        .child(worker(&log, "a"))
+        .child(ChildSpec::supervisor("inner", inner))
+        .child(worker(&log, "z"));
+    let sup = Supervisor::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start a", "start i1", "start i2", "start z"]);
+    let inner_ref = sup.child_supervisor("inner").unwrap();
+    sup.shutdown(&mut rt.s).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop z", "stop i2", "stop i1", "stop a"]);
+    assert!(matches!(
+        inner_ref.line().cause(),
+        Some(Cause::Shutdown { by: Some(by) }) if by == sup.line().id()
+    ));
+}
+
+#[test]
+fn a_supervisor_that_dies_abruptly_kills_its_children_newest_first() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one(),
+        &log,
+        &["a", "b", "c"],
+    );
+    let b = a[1].current().unwrap();
+    let _ = b;
+    sup.line().kill("test kill").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop c", "stop b", "stop a"]);
+    assert!(a.iter().all(|a| !a.is_running()));
+}
+
+#[test]
+fn a_supervisor_failure_is_a_fault_for_its_linked_watchers() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(0, Duration::from_secs(1)),
+        &log,
+        &["a"],
+    );
+    let watcher = device!(rt.s, W::init("watcher".into(), log.clone()));
+    watcher.link(sup.device(), LinkMode::Monitor).unwrap();
+    crash(&a[0]);
+    rt.run();
+    assert!(matches!(
+        watcher.cause(),
+        Some(Cause::Cascade { from, .. }) if from == sup.line().id()
+    ));
+}
+
+// ---------------------------------------------------------------------
+// Runtime API
+
+#[test]
+fn start_child_adds_after_the_others_and_refuses_a_taken_id() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, _a) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["a"]);
+    let line = sup.start_child(&mut rt.s, worker(&log, "b")).unwrap();
+    assert!(line.is_alive());
+    assert_eq!(take(&log), ["start b"]);
+    assert!(matches!(
+        sup.start_child(&mut rt.s, worker(&log, "b")),
+        Err(ChildError::AlreadyStarted(id)) if id.as_str() == "b"
+    ));
+    sup.terminate_child(&mut rt.s, "b").unwrap();
+    rt.run();
+    assert!(matches!(
+        sup.start_child(&mut rt.s, worker(&log, "b")),
+        Err(ChildError::AlreadyPresent(id)) if id.as_str() == "b"
+    ));
+    // A start function that fails: the spec is not kept.
+    let bad: ChildSpec<W> = ChildSpec::worker("bad", |_| Err("nope".into()));
+    assert!(matches!(
+        sup.start_child(&mut rt.s, bad),
+        Err(ChildError::Start(StartError::Child { .. }))
+    ));
+    let ids: Vec<String> = sup
+        .which_children()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+}
+
+#[test]
+fn terminated_child_stays_down_until_restart_child_and_can_then_be_deleted() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(&mut rt, SupervisorSpec::one_for_all(), &log, &["a", "b"]);
+    sup.terminate_child(&mut rt.s, "b").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop b"]);
+    assert_eq!(running_ids(&sup), ["a"]);
+    // Not restarted by the strategy when a sibling fails either.
+    crash(&a[0]);
+    rt.run();
+    assert_eq!(take(&log), ["stop a", "start a"]);
+    assert_eq!(running_ids(&sup), ["a"]);
+    // restart_child: errors, then success.
+    assert!(matches!(
+        sup.restart_child(&mut rt.s, "a"),
+        Err(ChildError::Running(_))
+    ));
+    assert!(matches!(
+        sup.restart_child(&mut rt.s, "nope"),
+        Err(ChildError::NotFound(_))
+    ));
+    sup.restart_child(&mut rt.s, "b").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start b"]);
+    // delete_child: only when not running.
+    assert!(matches!(sup.delete_child("b"), Err(ChildError::Running(_))));
+    sup.terminate_child(&mut rt.s, "b").unwrap();
+    rt.run();
+    sup.delete_child("b").unwrap();
+    assert!(matches!(
+        sup.delete_child("b"),
+        Err(ChildError::NotFound(_))
+    ));
+    assert_eq!(a[1].send(|_, _| ()), Err(AddrError::Deleted));
+    assert!(matches!(
+        sup.terminate_child(&mut rt.s, "b"),
+        Err(ChildError::NotFound(_))
+    ));
+}
+
+#[test]
+fn which_children_and_count_children_report_kind_and_status() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let spec = SupervisorSpec::one_for_one()
+        .child(worker(&log, "a"))
+        .child(ChildSpec::supervisor(
+            "sub",
+            SupervisorSpec::one_for_one().child(worker(&log, "x")),
+        ))
+        .child(worker(&log, "b").restart(Restart::Transient));
+    let sup = Supervisor::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    sup.terminate_child(&mut rt.s, "b").unwrap();
+    rt.run();
+    let c = sup.count_children().unwrap();
+    assert_eq!((c.specs, c.active, c.supervisors, c.workers), (3, 2, 1, 2));
+    let info = sup.which_children().unwrap();
+    assert!(matches!(info[0].status, ChildStatus::Running(_)));
+    assert_eq!(info[1].kind, stakplane::supervise::ChildKind::Supervisor);
+    assert!(matches!(info[2].status, ChildStatus::Stopped));
+    assert_eq!(info[2].restart, Restart::Transient);
+    assert!(matches!(
+        sup.child_supervisor("a"),
+        Err(ChildError::NotASupervisor(_))
+    ));
+    assert!(matches!(
+        sup.addr::<Stubborn>("a"),
+        Err(ChildError::WrongType(_))
+    ));
+}
+
+#[test]
+fn a_dead_supervisor_refuses_the_runtime_api() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, _) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["a"]);
+    let r = sup.handle();
+    drop(sup);
+    rt.run();
+    assert!(matches!(
+        r.count_children(),
+        Err(ChildError::SupervisorDown)
+    ));
+    assert!(matches!(
+        r.terminate_child(&mut rt.s, "a"),
+        Err(ChildError::SupervisorDown)
+    ));
+    assert_eq!(take(&log), ["stop a"]);
+}
+
+// ---------------------------------------------------------------------
+// Addr
+
+#[test]
+fn addr_follows_restarts() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (_sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(1)),
+        &log,
+        &["a"],
+    );
+    let first = a[0].current().unwrap();
+    crash(&a[0]);
+    rt.run();
+    let second = a[0].current().unwrap();
+    assert!(first.is_zombie() && !second.is_zombie());
+    a[0].send(|w, cx| w.take(cx, 7)).unwrap();
+    rt.run();
+    assert_eq!(second.query(&mut rt.s, |w, _| w.got.clone()), Some(vec![7]));
+}
+
+#[test]
+fn addr_without_hold_fails_calls_while_no_incarnation_is_alive() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["a"]);
+    sup.terminate_child(&mut rt.s, "a").unwrap();
+    rt.run();
+    assert!(a[0].current().is_none());
+    assert_eq!(a[0].send(|w, cx| w.take(cx, 1)), Err(AddrError::NotRunning));
+    // Between an incarnation's death and the supervisor's handling of it
+    // too: the dead actor is never handed out.
+    sup.restart_child(&mut rt.s, "a").unwrap();
+    rt.run();
+    let first = a[0].current().unwrap();
+    first.query(&mut rt.s, |_, cx| cx.fail_str("gone")).unwrap();
+    assert!(a[0].current().is_none());
+    assert_eq!(a[0].send(|w, cx| w.take(cx, 2)), Err(AddrError::NotRunning));
+    rt.run();
+    assert!(a[0].current().is_some(), "restarted");
+}
+
+#[test]
+fn addr_with_hold_keeps_calls_for_the_next_incarnation_in_order() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let c = worker(&log, "h").hold(8, Overflow::Reject);
+    let addr = c.addr();
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(c)).unwrap();
+    rt.run();
+    sup.terminate_child(&mut rt.s, "h").unwrap();
+    rt.run();
+    take(&log);
+    for n in 1..=3 {
+        addr.send(move |w, cx| w.take(cx, n)).unwrap();
+    }
+    assert_eq!(addr.held(), 3);
+    sup.restart_child(&mut rt.s, "h").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start h", "h got 1", "h got 2", "h got 3"]);
+    // Calls sent right before a crash, still queued, go to the next one.
+    crash(&addr);
+    addr.send(|w, cx| w.take(cx, 4)).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop h", "start h", "h got 4"]);
+}
+
+#[test]
+fn addr_with_hold_applies_the_overflow_policy_when_full() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let c = worker(&log, "h").hold(2, Overflow::Reject);
+    let addr = c.addr();
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(c)).unwrap();
+    rt.run();
+    sup.terminate_child(&mut rt.s, "h").unwrap();
+    rt.run();
+    addr.send(|w, cx| w.take(cx, 1)).unwrap();
+    addr.send(|w, cx| w.take(cx, 2)).unwrap();
+    assert_eq!(addr.send(|w, cx| w.take(cx, 3)), Err(AddrError::Full));
+    // Deleting the child drops the held calls; the Addr reports Deleted.
+    sup.delete_child("h").unwrap();
+    assert_eq!(addr.held(), 0);
+    assert_eq!(addr.send(|_, _| ()), Err(AddrError::Deleted));
+}
+
+#[test]
+fn addr_of_a_nested_supervisors_child_survives_the_nested_restart() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let leaf = worker(&log, "w").hold(4, Overflow::Reject);
+    let w = leaf.addr();
+    let inner = SupervisorSpec::one_for_one()
+        .intensity(0, Duration::from_secs(1))
+        .child(leaf);
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one().child(ChildSpec::supervisor("inner", inner)),
+    )
+    .unwrap();
+    rt.run();
+    let inner1 = sup.child_supervisor("inner").unwrap();
+    crash(&w);
+    rt.run();
+    // inner gave up, the top restarted it, which restarted w.
+    assert!(!inner1.line().is_alive());
+    let inner2 = sup.child_supervisor("inner").unwrap();
+    assert!(inner2.line().is_alive());
+    w.send(|w, cx| w.take(cx, 9)).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start w", "stop w", "start w", "w got 9"]);
+}
+
+// ---------------------------------------------------------------------
+// Tracing
+
+mod events {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    /// Collects `event=<name> child=<id>` for each supervise event.
+    #[derive(Clone, Default)]
+    pub struct Collect(pub Arc<Mutex<Vec<String>>>);
+
+    struct Fields {
+        event: String,
+        child: String,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "event" {
+                self.event = value.to_string();
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "child" {
+                self.child = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Collect {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if event.metadata().target() != "stakplane::supervise" {
+                return;
+            }
+            let mut f = Fields {
+                event: String::new(),
+                child: String::new(),
+            };
+            event.record(&mut f);
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", f.event, f.child));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+#[test]
+fn supervisor_decisions_are_tracing_events_with_the_child_and_cause() {
+    let collect = events::Collect::default();
+    let seen = collect.0.clone();
+    tracing::subscriber::with_default(collect, || {
+        let mut rt = Rt::new();
+        let log = new_log();
+        let (_sup, a) = start(
+            &mut rt,
+            SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(5)),
+            &log,
+            &["a"],
+        );
+        crash(&a[0]);
+        rt.run();
+        crash(&a[0]);
+        rt.run();
+    });
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["exit a", "restart a", "exit a", "give_up a", "escalate ",]
+    );
+}
+
+// ---------------------------------------------------------------------
+// Errors are typed and displayable
+
+#[test]
+fn errors_display_and_chain_their_sources() {
+    let e = ChildError::Start(StartError::Child {
+        id: "c".into(),
+        error: Rc::new(std::io::Error::other("disk")),
+    });
+    assert_eq!(e.to_string(), "child c failed to start: disk");
+    assert_eq!(e.source().unwrap().source().unwrap().to_string(), "disk");
+    assert_eq!(AddrError::Full.to_string(), "the child's mailbox is full");
+}
