@@ -12,7 +12,7 @@
 //! struct Worker { n: u32 }
 //! impl Worker {
 //!     fn init(_: CX![]) -> Option<Self> { Some(Worker { n: 0 }) }
-//!     fn crash(&mut self, _: CX![]) { panic!("boom") }
+//!     fn crash(&mut self, cx: CX![]) { fail!(cx, "boom") }
 //!     fn bump(&mut self, _: CX![]) { self.n += 1; }
 //! }
 //!
@@ -24,7 +24,7 @@
 //! s.run(now, false);
 //! let first = w.current().unwrap();
 //! w.send(|this, cx| this.crash(cx)).unwrap();
-//! s.run(now, false);                        // crash, Down, restart
+//! s.run(now, false);                        // failure, Down, restart
 //! let second = w.current().unwrap();
 //! assert!(first.is_zombie() && !second.is_zombie());
 //! w.send(|this, cx| this.bump(cx)).unwrap();
@@ -76,7 +76,9 @@
 //!   `stakplane::supervise`, with fields `supervisor`, `child`, `cause`
 //!   and `event` = `start`, `exit`, `restart`, `restart_failed`,
 //!   `terminate`, `terminated`, `shutdown_timeout`, `give_up`, `escalate`,
-//!   `stopped`, `start_failed`.
+//!   `stopped`, `start_failed`. They are emitted while the supervisor's
+//!   state is borrowed: a subscriber must not call back into the
+//!   supervisor's API.
 
 mod addr;
 mod engine;

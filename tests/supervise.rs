@@ -781,6 +781,47 @@ fn shutdown_timeout_expires_into_a_kill() {
     );
 }
 
+#[test]
+fn shutdown_infinity_asks_and_waits_without_a_kill() {
+    let mut rt = Rt::new();
+    let spec: ChildSpec<Stubborn> = ChildSpec::worker("s", |core| {
+        let dev = device!(core, Stubborn::init());
+        let actor = dev.actor().clone();
+        Ok(Child::new(dev).on_shutdown(move |_| call!([actor], please_stop())))
+    })
+    .shutdown(Shutdown::Infinity);
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).unwrap();
+    rt.run();
+    sup.terminate_child(&mut rt.s, "s").unwrap();
+    rt.advance(Duration::from_secs(3600));
+    assert!(matches!(
+        sup.which_children().unwrap()[0].status,
+        ChildStatus::Terminating(_)
+    ));
+}
+
+#[test]
+fn a_shutdown_hook_that_panics_falls_back_to_the_plain_shutdown_request() {
+    let mut rt = Rt::new();
+    let spec: ChildSpec<Stubborn> = ChildSpec::worker("s", |core| {
+        let dev = device!(core, Stubborn::init());
+        Ok(Child::new(dev).on_shutdown(|_| panic!("{TEST_PANIC}: in hook")))
+    });
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).unwrap();
+    rt.run();
+    let line = match &sup.which_children().unwrap()[0].status {
+        ChildStatus::Running(l) => l.clone(),
+        s => panic!("not running: {s:?}"),
+    };
+    sup.shutdown(&mut rt.s).unwrap();
+    rt.run();
+    assert!(matches!(
+        line.cause(),
+        Some(Cause::Shutdown { by: Some(by) }) if by == sup.line().id()
+    ));
+    assert!(!sup.line().is_alive());
+}
+
 /// A worker that stops shortly after it is asked.
 struct Polite {
     log: Log,
@@ -1161,14 +1202,44 @@ fn addr_of_a_nested_supervisors_child_survives_the_nested_restart() {
 // Tracing
 
 mod events {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::thread::ThreadId;
     use tracing::field::{Field, Visit};
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Event, Metadata, Subscriber};
 
-    /// Collects `event=<name> child=<id>` for each supervise event.
+    /// Collects `event=<name> child=<id>` for each supervise event, with
+    /// the thread that emitted it. Installed as the global default once:
+    /// a thread-scoped subscriber races with other test threads over
+    /// tracing's per-callsite interest cache and can miss events.
     #[derive(Clone, Default)]
-    pub struct Collect(pub Arc<Mutex<Vec<String>>>);
+    pub struct Collect(pub Arc<Mutex<Vec<(ThreadId, String)>>>);
+
+    /// The global collector (installed on first use).
+    pub fn global() -> &'static Collect {
+        static GLOBAL: OnceLock<Collect> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let c = Collect::default();
+            tracing::subscriber::set_global_default(c.clone())
+                .expect("no other global subscriber in this test binary");
+            c
+        })
+    }
+
+    /// The events the calling thread emitted so far.
+    pub fn mine() -> Vec<String> {
+        let me = std::thread::current().id();
+        global()
+            .0
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(t, _)| *t == me)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 
     struct Fields {
         event: String,
@@ -1206,10 +1277,12 @@ mod events {
                 child: String::new(),
             };
             event.record(&mut f);
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{} {}", f.event, f.child));
+            if let Ok(mut v) = self.0.lock() {
+                v.push((
+                    std::thread::current().id(),
+                    format!("{} {}", f.event, f.child),
+                ));
+            }
         }
         fn enter(&self, _: &Id) {}
         fn exit(&self, _: &Id) {}
@@ -1218,26 +1291,22 @@ mod events {
 
 #[test]
 fn supervisor_decisions_are_tracing_events_with_the_child_and_cause() {
-    let collect = events::Collect::default();
-    let seen = collect.0.clone();
-    tracing::subscriber::with_default(collect, || {
-        let mut rt = Rt::new();
-        let log = new_log();
-        let (_sup, a) = start(
-            &mut rt,
-            SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(5)),
-            &log,
-            &["a"],
-        );
-        crash(&a[0]);
-        rt.run();
-        crash(&a[0]);
-        rt.run();
-    });
-    let seen = seen.lock().unwrap().clone();
+    events::global();
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (_sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(5)),
+        &log,
+        &["a"],
+    );
+    crash(&a[0]);
+    rt.run();
+    crash(&a[0]);
+    rt.run();
     assert_eq!(
-        seen,
-        ["exit a", "restart a", "exit a", "give_up a", "escalate ",]
+        events::mine(),
+        ["exit a", "restart a", "exit a", "give_up a", "escalate "]
     );
 }
 

@@ -116,7 +116,7 @@ pub enum Shutdown {
     /// `Cause::Killed(SuperviseError::BrutalKill)`.
     BrutalKill,
     /// Ask it to stop (its [`Child::on_shutdown`] hook, else
-    /// [`DeviceRef::shutdown`]); if it is not down after this much stakker
+    /// [`DeviceRef::shutdown`](crate::DeviceRef::shutdown)); if it is not down after this much stakker
     /// time, kill it (`Cause::Killed(SuperviseError::ShutdownTimeout)`).
     Timeout(Duration),
     /// Ask it to stop and wait for as long as it takes (OTP's `infinity`,
@@ -172,7 +172,7 @@ pub struct Child<A: 'static> {
 
 impl<A: 'static> Child<A> {
     /// A child with no shutdown hook: asking it to stop is
-    /// [`DeviceRef::shutdown`] (it ends at once, with `Cause::Shutdown`).
+    /// [`DeviceRef::shutdown`](crate::DeviceRef::shutdown) (it ends at once, with `Cause::Shutdown`).
     pub fn new(own: DeviceOwn<A>) -> Self {
         Child {
             own,
@@ -183,7 +183,7 @@ impl<A: 'static> Child<A> {
 
     /// Sets how the supervisor asks this incarnation to stop (for
     /// [`Shutdown::Timeout`] and [`Shutdown::Infinity`]), instead of
-    /// [`DeviceRef::shutdown`]: e.g. a `call!` to a method that finishes
+    /// [`DeviceRef::shutdown`](crate::DeviceRef::shutdown): e.g. a `call!` to a method that finishes
     /// its work and then stops. If it is not down when the timeout
     /// expires, it is killed. Called at most once, with no borrow of the
     /// supervisor held (it may use the supervisor's runtime API).
@@ -285,7 +285,11 @@ pub struct ChildSpec<A: 'static, Arg: 'static = ()> {
 impl<A: 'static> ChildSpec<A, ()> {
     /// A worker started by `start`, which creates the device (for example
     /// `Ok(device!(core, W::init()).into())`) or returns why it cannot.
-    /// `start` runs again for every restart.
+    /// `start` runs again for every restart, synchronously, with no borrow
+    /// of the supervisor held (it may call the supervisor's API). A
+    /// `start` that panics failed to start: the error is the panic as a
+    /// [`Cause::Panic`]. The device's `init` runs later, from the queue;
+    /// if it fails, that is an exit like any other.
     pub fn worker(
         id: impl Into<ChildId>,
         start: impl Fn(&mut Core) -> Result<Child<A>, Box<dyn Error>> + 'static,
