@@ -76,12 +76,7 @@ fn children(sup: &SupervisorRef) -> String {
 fn main() {
     // Crashes are part of the show: one line each, no backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let msg = stakplane::task::panic_message(info.payload());
         println!("        crash: {msg}");
     }));
     let start = Instant::now();

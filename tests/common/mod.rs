@@ -17,12 +17,7 @@ pub fn quiet_test_panics() {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let msg = stakplane::task::panic_message(info.payload());
             if !msg.starts_with(TEST_PANIC) {
                 default(info);
             }

@@ -83,12 +83,7 @@ pub fn quiet_test_panics() {
     ONCE.call_once(|| {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let msg = stakplane_async::panic_message(info.payload());
             if !msg.starts_with("TEST_PANIC") {
                 prev(info);
             }
