@@ -51,7 +51,14 @@
 //!   the newest workers: they get no more messages, the messages queued
 //!   at them are moved to the remaining workers in order, the one in hand
 //!   finishes, and each is then terminated per its shutdown policy.
-//!   Messages no remaining worker can take are given back to the caller.
+//!   Messages no remaining worker has room for (whatever the overflow
+//!   policy: a moved message never evicts or is dropped) are given back
+//!   to the caller.
+//!   A moved message that was a crash redelivery loses that mark (it
+//!   may be handed over once more).
+//! - **Ownership**: the start and handler closures must not hold a
+//!   `Group` handle of their own group (the group owns them: the pair
+//!   would never be freed); hand workers what they need instead.
 //! - **Stats** ([`Group::stats`]): per worker and in total, restarts,
 //!   messages in (accepted by its mailbox) and out (handled), drops, and
 //!   queue depth; retired workers stay counted in the totals.
@@ -99,7 +106,8 @@ pub struct GroupSpec<A: 'static, M: 'static> {
 }
 
 impl<A: 'static, M: 'static> GroupSpec<A, M> {
-    /// A group `id` of `size` workers. `start(core, worker)` creates a
+    /// A group `id` of `size` workers (capped at [`MAX_WORKERS`]).
+    /// `start(core, worker)` creates a
     /// worker's device (`worker` numbers the workers from 0, never
     /// reused; a restarted worker keeps its number), and runs again for
     /// every restart; `handler` handles one message on a worker.
@@ -116,7 +124,7 @@ impl<A: 'static, M: 'static> GroupSpec<A, M> {
     ) -> Self {
         GroupSpec {
             id: id.into(),
-            size,
+            size: size.min(MAX_WORKERS),
             dispatch: Dispatch::RoundRobin,
             capacity: 1024,
             overflow: Overflow::Reject,
@@ -181,13 +189,23 @@ pub enum GroupError {
     /// The supervisor refused or failed the change (a worker's start
     /// function failed: [`ChildError::Start`]).
     Supervisor(ChildError),
+    /// A size above [`MAX_WORKERS`].
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
 }
+
+/// The most workers a group may have (a larger size is refused by
+/// [`Group::resize`] and capped by [`GroupSpec::new`]).
+pub const MAX_WORKERS: usize = 1 << 16;
 
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GroupError::NotRunning => f.write_str("the group's supervisor is not running"),
             GroupError::Supervisor(e) => write!(f, "the group's supervisor: {e}"),
+            GroupError::TooLarge { max } => write!(f, "a group has at most {max} workers"),
         }
     }
 }
@@ -195,7 +213,7 @@ impl fmt::Display for GroupError {
 impl Error for GroupError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            GroupError::NotRunning => None,
+            GroupError::NotRunning | GroupError::TooLarge { .. } => None,
             GroupError::Supervisor(e) => Some(e),
         }
     }
@@ -448,7 +466,8 @@ impl<A: 'static, M: 'static> Group<A, M> {
         mailbox.send(msg).await
     }
 
-    /// Grows or shrinks the group to `size` workers (see the
+    /// Grows or shrinks the group to `size` workers (at most
+    /// [`MAX_WORKERS`]; see the
     /// [module docs](self)). Returns the messages of retired workers that
     /// no remaining worker could take (none unless the remaining mailboxes
     /// are full, or `size` is 0), so nothing is lost.
@@ -458,8 +477,12 @@ impl<A: 'static, M: 'static> Group<A, M> {
     ///
     /// # Errors
     /// [`GroupError::Supervisor`] if a new worker fails to start (the
-    /// group keeps the workers started so far).
+    /// group keeps the workers started so far); [`GroupError::TooLarge`]
+    /// above [`MAX_WORKERS`] (nothing changes).
     pub fn resize(&self, core: &mut Core, size: usize) -> Result<Vec<M>, GroupError> {
+        if size > MAX_WORKERS {
+            return Err(GroupError::TooLarge { max: MAX_WORKERS });
+        }
         let sup = self.running_sup();
         while self.size() < size {
             let worker = self.add_worker();
@@ -495,9 +518,9 @@ impl<A: 'static, M: 'static> Group<A, M> {
         let mut left = Vec::new();
         let mut placed = 0;
         for msg in moved {
-            match self.try_send(msg) {
+            match self.place(msg) {
                 Ok(()) => placed += 1,
-                Err(e) => left.push(e.into_inner()),
+                Err(msg) => left.push(msg),
             }
         }
         let mut t = self.inner.retired.get();
@@ -507,6 +530,31 @@ impl<A: 'static, M: 'static> Group<A, M> {
         t.msgs_in = t.msgs_in.saturating_sub(placed);
         self.inner.retired.set(t);
         Ok(left)
+    }
+
+    /// Puts a moved message where there is room (round-robin from the
+    /// cursor), whatever the overflow policy: a message a retired worker
+    /// held is never dropped or allowed to push out another.
+    fn place(&self, msg: M) -> Result<(), M> {
+        let workers = self.inner.workers.borrow();
+        let n = workers.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.inner.cursor.get() % n
+        };
+        let mut msg = msg;
+        for k in 0..n {
+            let i = (start + k) % n;
+            match workers[i].mailbox.try_send_if_room(msg) {
+                Ok(()) => {
+                    self.inner.cursor.set(i + 1);
+                    return Ok(());
+                }
+                Err(m) => msg = m,
+            }
+        }
+        Err(msg)
     }
 
     /// The group's numbers now.

@@ -350,8 +350,9 @@ pub struct MailboxStats {
     pub dead_lettered: u64,
     /// Senders waiting in [`Mailbox::send`] for a slot.
     pub waiting_senders: usize,
-    /// Whether a consumer is attached (it may have died since the last
-    /// delivery; the mailbox notices at the next one).
+    /// Whether a consumer is attached. It may have died since: the
+    /// mailbox notices at the next delivery (nothing is lost); a consumer
+    /// that died still in Prep is only replaced by the next `attach`.
     pub attached: bool,
     /// Whether the mailbox is closed.
     pub closed: bool,
@@ -960,6 +961,26 @@ impl<M: 'static> Mailbox<M> {
         }
     }
 
+    /// Queues `msg` only if there is room, whatever the overflow policy
+    /// (never evicts, never drops); gives it back otherwise. For moving
+    /// messages between mailboxes (a task group shrinking): what does not
+    /// fit goes back to the owner, not to dead letters.
+    pub(crate) fn try_send_if_room(&self, msg: M) -> Result<(), M> {
+        let inner = &self.inner;
+        if inner.closed.get() {
+            return Err(msg);
+        }
+        let mut q = inner.queue.borrow_mut();
+        let depth = inner.depth(q.len());
+        if depth + inner.reserved.get() >= inner.capacity {
+            return Err(msg);
+        }
+        q.push_back(msg);
+        drop(q);
+        inner.pushed(depth + 1);
+        Ok(())
+    }
+
     /// Sends, waiting for space: a future that completes when the message
     /// is queued. Under [`Overflow::Reject`] a full mailbox makes it wait
     /// (in FIFO order with other waiting senders) until a slot frees; under
@@ -989,7 +1010,9 @@ impl<M: 'static> Mailbox<M> {
     /// actor is Ready (an actor still in Prep is waited for).
     ///
     /// The consumer stays attached until it dies (the mailbox notices at
-    /// the next delivery and detaches it; nothing is lost), until
+    /// the next delivery and detaches it; nothing is lost; a consumer that
+    /// dies while still in Prep stays nominally attached, with nothing
+    /// delivered, until the next `attach` or `detach`), until
     /// [`detach`](Mailbox::detach) or another `attach`, or until the
     /// mailbox closes. Attaching to a closed mailbox does nothing.
     ///

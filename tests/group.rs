@@ -254,3 +254,33 @@ fn a_group_shuts_down_in_order_and_keeps_queued_messages() {
     group.try_send(7).unwrap();
     assert_eq!(group.stats().total.depth, 1);
 }
+
+#[test]
+fn shrinking_under_a_dropping_policy_gives_back_what_does_not_fit() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    // Not started: the messages wait in the mailboxes.
+    let group = Group::new(spec(2, &log).mailbox(2, Overflow::DropNewest));
+    for m in 0..4 {
+        group.try_send(m).unwrap();
+    }
+    let mut left = group.resize(&mut s, 1).unwrap();
+    left.sort_unstable();
+    assert_eq!(left, [1, 3], "nothing dropped, nothing evicted");
+    let total = group.stats().total;
+    assert_eq!((total.dropped, total.moved, total.depth), (0, 0, 2));
+}
+
+#[test]
+fn a_size_beyond_the_limit_is_refused_not_allocated() {
+    let now = Instant::now();
+    let mut s = Stakker::new(now);
+    let log: Log = Rc::default();
+    let group = Group::start(&mut s, spec(1, &log)).unwrap();
+    assert!(matches!(
+        group.resize(&mut s, usize::MAX),
+        Err(stakplane::group::GroupError::TooLarge { .. })
+    ));
+    assert_eq!(group.size(), 1);
+}

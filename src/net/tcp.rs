@@ -146,6 +146,12 @@ impl TcpStream {
     /// a drop can only log). Later operations fail with
     /// [`NetError::Closed`].
     ///
+    /// Not the same as `futures::AsyncWriteExt::close` (which this
+    /// inherent method shadows in method-call syntax): that one flushes
+    /// and shuts down the write direction only, so the peer reads
+    /// end-of-stream and can still reply. Call it as
+    /// `AsyncWriteExt::close(&mut stream).await` for that.
+    ///
     /// # Errors
     /// [`NetError::Io`] with [`Op::Deregister`].
     pub fn close(&self) -> Result<(), NetError> {
