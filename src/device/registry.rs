@@ -163,9 +163,14 @@ thread_local! {
 /// registry is destroyed) it returns `gone` instead: handles used from
 /// destructors then see dead devices.
 fn with<R>(gone: R, f: impl FnOnce(&mut Registry) -> R) -> R {
+    with_else(|| gone, f)
+}
+
+/// [`with`], making the value for a torn-down registry only when needed.
+fn with_else<R>(gone: impl FnOnce() -> R, f: impl FnOnce(&mut Registry) -> R) -> R {
     REGISTRY
         .try_with(|r| f(&mut r.borrow_mut()))
-        .unwrap_or(gone)
+        .unwrap_or_else(|_| gone())
 }
 
 fn down_err(id: DeviceId, cause: &Cause) -> LinkError {
@@ -200,22 +205,42 @@ impl Registry {
     /// The index of the record of a live device, made if it has none yet;
     /// or why there is none.
     fn live_index(&mut self, key: Key) -> Result<usize, LinkError> {
+        match self.live_record_index(key) {
+            Some(ri) => Ok(ri),
+            None => Err(self.dead_error(key)),
+        }
+    }
+
+    /// The index of the record of a live device, made if it has none yet;
+    /// `None` if the device is dead or gone.
+    #[inline]
+    fn live_record_index(&mut self, key: Key) -> Option<usize> {
         let Registry { slots, records, .. } = self;
         let slot = match slots.get_mut(key.slot as usize) {
-            Some(slot) if slot.id == key.id => slot,
-            _ => return Err(gone(key.id)),
+            Some(slot) if slot.id == key.id && !slot.dead => slot,
+            _ => return None,
         };
-        if slot.dead {
-            let cause = records
-                .get(slot.record as usize)
-                .and_then(|r| r.cause.as_ref())
-                .unwrap_or(&Cause::Dropped);
-            return Err(down_err(key.id, cause));
-        }
         if slot.record == NIL {
             slot.record = index(records.insert(Record::new()));
         }
-        Ok(slot.record as usize)
+        Some(slot.record as usize)
+    }
+
+    /// Why `key` names no live device: the recorded cause of a dead one,
+    /// or `Dropped` for one whose slot is gone.
+    #[cold]
+    fn dead_error(&self, key: Key) -> LinkError {
+        match self.slots.get(key.slot as usize) {
+            Some(slot) if slot.id == key.id => {
+                let cause = self
+                    .records
+                    .get(slot.record as usize)
+                    .and_then(|r| r.cause.as_ref())
+                    .unwrap_or(&Cause::Dropped);
+                down_err(key.id, cause)
+            }
+            _ => gone(key.id),
+        }
     }
 
     /// The record of a live device, made if it has none yet; or why there
@@ -253,15 +278,17 @@ impl Registry {
         t
     }
 
-    /// Appends a watcher to a live device's list.
-    fn push(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, (LinkError, Watch)> {
-        let ri = match self.live_index(key) {
-            Ok(ri) => ri,
-            Err(e) => return Err((e, watch)),
+    /// Appends a watcher to a live device's list; gives it back if the
+    /// device is not alive.
+    #[inline]
+    fn push(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, Watch> {
+        let Some(ri) = self.live_record_index(key) else {
+            return Err(watch);
         };
-        let record = &mut self.records[ri];
+        let Registry { records, nodes, .. } = self;
+        let record = &mut records[ri];
         let tail = record.tail;
-        let idx = index(self.nodes.insert(Node {
+        let idx = index(nodes.insert(Node {
             owner: key,
             token,
             prev: tail,
@@ -273,10 +300,47 @@ impl Registry {
         if tail == NIL {
             record.head = idx;
         } else {
-            self.nodes[tail as usize].next = idx;
+            nodes[tail as usize].next = idx;
         }
         record.tail = idx;
         Ok(idx)
+    }
+
+    /// Takes the first watcher off the list of record `ri` (a dead,
+    /// draining device: no one else is taking nodes off its head).
+    #[inline]
+    fn pop_watcher(&mut self, ri: usize) -> Option<Watch> {
+        let head = self.records.get(ri)?.head;
+        if head == NIL {
+            return None;
+        }
+        self.unhook_watching(head);
+        let node = self.nodes.remove(head as usize);
+        let record = &mut self.records[ri];
+        record.head = node.next;
+        if node.next == NIL {
+            record.tail = NIL;
+        } else {
+            self.nodes[node.next as usize].prev = NIL;
+        }
+        Some(node.watch)
+    }
+
+    /// Whether watchers remain on the list of a dead, draining device
+    /// (record `ri`). If none remain, the drain is over: the slot and
+    /// record are freed if no handle names the device, the freed cause
+    /// going to `freed` (to be dropped outside the borrow).
+    #[inline]
+    fn drain_goes_on(&mut self, key: Key, ri: usize, freed: &mut Option<Cause>) -> bool {
+        match self.records.get_mut(ri) {
+            Some(record) if record.head != NIL => true,
+            Some(record) => {
+                record.draining = false;
+                *freed = self.free_if_unused(key);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Adds a link node: `watcher` watches `watched`. Both are live.
@@ -294,6 +358,7 @@ impl Registry {
     }
 
     /// Takes a link node off its watcher's `watching` list.
+    #[inline]
     fn unhook_watching(&mut self, idx: u32) {
         let node = &self.nodes[idx as usize];
         let Watch::Link(watcher) = node.watch else {
@@ -356,19 +421,26 @@ impl Registry {
     /// Frees the slot (and record) of a dead device no handle names;
     /// returns the recorded cause (it may hold user values: drop it
     /// outside).
+    #[inline]
     fn free_if_unused(&mut self, key: Key) -> Option<Cause> {
         let slot = self.slot(key)?;
         if !slot.dead || slot.refs != 0 {
             return None;
         }
-        if self.record(key).is_some_and(|record| record.draining) {
+        let record = slot.record;
+        if record != NIL
+            && self
+                .records
+                .get(record as usize)
+                .is_some_and(|record| record.draining)
+        {
             return None;
         }
-        let slot = self.slots.remove(key.slot as usize);
-        if slot.record == NIL {
+        self.slots.remove(key.slot as usize);
+        if record == NIL {
             return None;
         }
-        self.records.remove(slot.record as usize).cause
+        self.records.remove(record as usize).cause
     }
 }
 
@@ -420,6 +492,9 @@ pub(crate) fn release(key: Key) {
         let slot = r.slot(key)?;
         debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
         slot.refs = slot.refs.saturating_sub(1);
+        if slot.refs != 0 || !slot.dead {
+            return None;
+        }
         r.free_if_unused(key)
     });
     drop(cause);
@@ -499,18 +574,21 @@ impl MonitorRef {
 }
 
 fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
-    let res = with(Err((gone(key.id), None)), |r| {
-        let token = r.token();
-        match r.push(key, token, watch) {
-            Ok(node) => Ok(MonitorRef {
-                key,
-                node,
-                token,
-                _not_send: std::marker::PhantomData,
-            }),
-            Err((err, watch)) => Err((err, Some(watch))),
-        }
-    });
+    let res = with_else(
+        || Err((gone(key.id), None)),
+        |r| {
+            let token = r.token();
+            match r.push(key, token, watch) {
+                Ok(node) => Ok(MonitorRef {
+                    key,
+                    node,
+                    token,
+                    _not_send: std::marker::PhantomData,
+                }),
+                Err(watch) => Err((r.dead_error(key), Some(watch))),
+            }
+        },
+    );
     res.map_err(|(err, watch)| {
         if let (LinkError::DeviceDown { id, cause }, Some(watch)) = (&err, watch) {
             deliver(
@@ -523,6 +601,23 @@ fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
         }
         err
     })
+}
+
+/// A monitor through `fwd` that is never cancelled (no [`MonitorRef`] is
+/// made): what a supervisor puts on each incarnation of its children. As
+/// with [`monitor_fwd`], a device already dead has its `Down` sent at
+/// once.
+pub(crate) fn watch_fwd(key: Key, fwd: Fwd<Down>) {
+    let mut rejected = None;
+    with((), |r| {
+        let token = r.token();
+        if let Err(watch) = r.push(key, token, Watch::Fwd(fwd)) {
+            rejected = Some((r.dead_error(key), watch));
+        }
+    });
+    if let Some((LinkError::DeviceDown { id, cause }, watch)) = rejected {
+        deliver(watch, Down { id, cause });
+    }
 }
 
 pub(crate) fn monitor(key: Key, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
@@ -540,23 +635,26 @@ pub(crate) fn link(me: Key, other: Key, mode: LinkMode) -> Result<(), LinkError>
     if me == other {
         return Err(LinkError::SelfLink(me.id));
     }
-    with(Err(gone(me.id)), |r| {
-        // Check both first so a failed link changes nothing.
-        r.live(me)?;
-        r.live(other)?;
-        let mut add = |watched: Key, watcher: Key| {
-            if r.find_link(watched, watcher).is_none() {
-                r.push_link(watched, watcher);
+    with_else(
+        || Err(gone(me.id)),
+        |r| {
+            // Check both first so a failed link changes nothing.
+            r.live(me)?;
+            r.live(other)?;
+            let mut add = |watched: Key, watcher: Key| {
+                if r.find_link(watched, watcher).is_none() {
+                    r.push_link(watched, watcher);
+                }
+            };
+            if mode.watches() {
+                add(other, me);
             }
-        };
-        if mode.watches() {
-            add(other, me);
-        }
-        if mode.notifies() {
-            add(me, other);
-        }
-        Ok(())
-    })
+            if mode.notifies() {
+                add(me, other);
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Removes the watch relations `mode` names between `me` and `other`.
@@ -580,9 +678,10 @@ pub(crate) fn unlink(me: Key, other: Key, mode: LinkMode) {
 
 /// The controller of a live device, if an owner still holds one.
 pub(crate) fn live_control(key: Key) -> Result<Option<Rc<dyn Control>>, LinkError> {
-    with(Err(gone(key.id)), |r| {
-        Ok(r.live(key)?.control.as_ref().and_then(Weak::upgrade))
-    })
+    with_else(
+        || Err(gone(key.id)),
+        |r| Ok(r.live(key)?.control.as_ref().and_then(Weak::upgrade)),
+    )
 }
 
 /// Queues the end of the device with `cause` (shutdown or kill), outside
@@ -629,11 +728,21 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
 
 /// The device died with `cause`. `delivered` is false when its runtime is
 /// gone: the watchers are then dropped unfired instead of told.
-pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
-    let control = with(None, |r| {
-        let slot = r.slot(key)?;
+pub(crate) fn died_as(key: Key, mut cause: Cause, delivered: bool) {
+    // What the borrows hand out, written in place (no large values are
+    // returned through the closures).
+    let mut control: Option<Weak<dyn Control>> = None;
+    let mut watch: Option<Watch> = None;
+    let mut freed: Option<Cause> = None;
+    let mut more = false;
+    let mut ri = 0;
+    // Marks the device dead and takes its first watcher, in one borrow.
+    let observed = with(false, |r| {
+        let Some(slot) = r.slot(key) else {
+            return false;
+        };
         if slot.dead {
-            return None;
+            return false;
         }
         slot.dead = true;
         let (refs, record) = (slot.refs, slot.record);
@@ -649,12 +758,13 @@ pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
                 let idx = index(r.records.insert(rec));
                 r.slots[key.slot as usize].record = idx;
             }
-            return None;
+            return false;
         }
-        let rec = &mut r.records[record as usize];
+        ri = record as usize;
+        let rec = &mut r.records[ri];
         rec.cause = Some(cause.clone());
         rec.draining = true;
-        let control = rec.control.take();
+        control = rec.control.take();
         let mut watching = std::mem::replace(&mut rec.watching, NIL);
         // This device no longer watches anyone: take its link nodes off
         // the lists of the (live) devices it watched. They hold no user
@@ -664,51 +774,50 @@ pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
             r.unhook_owner(watching);
             watching = next;
         }
-        Some(control)
+        watch = r.pop_watcher(ri);
+        more = r.drain_goes_on(key, ri, &mut freed);
+        true
     });
-    let Some(control) = control else {
+    if !observed {
         return;
-    };
+    }
+    if freed.is_some() {
+        drop(freed.take());
+    }
     // Tell the watchers one by one, outside the borrow, taking each from
     // the head of the dead device's list: user code runs between them and
-    // may end other devices, which take their own nodes off this list.
-    // A panic in an unguarded (raw) handler is held until every watcher
-    // has had its Down, then resumed.
+    // may end other devices, which take their own nodes off this list
+    // (nothing is added to a dead device's list, and its record stays
+    // while it drains). A panic in an unguarded (raw) handler is held
+    // until every watcher has had its Down, then resumed.
     let mut panic = None;
-    loop {
-        // Take the next watcher; when there is none left, end the drain
-        // and free what no handle names, in the same borrow.
-        let step = with(Err(None), |r| {
-            let head = r.record(key).map_or(NIL, |record| record.head);
-            if head != NIL {
-                return Ok(r.unhook(head));
-            }
-            if let Some(record) = r.record(key) {
-                record.draining = false;
-            }
-            Err(r.free_if_unused(key))
-        });
-        let node = match step {
-            Ok(node) => node,
-            Err(freed) => {
-                drop(freed);
-                break;
-            }
-        };
-        let watch = node.watch;
+    while let Some(w) = watch.take() {
         let outcome = if delivered {
-            let down = Down {
-                id: key.id,
-                cause: cause.clone(),
+            // The last watcher gets the cause itself, the others a copy.
+            let cause = if more {
+                cause.clone()
+            } else {
+                std::mem::replace(&mut cause, Cause::Dropped)
             };
-            catch_unwind(AssertUnwindSafe(|| deliver(watch, down)))
+            let down = Down { id: key.id, cause };
+            catch_unwind(AssertUnwindSafe(|| deliver(w, down)))
         } else {
             // The runtime is gone: nothing can be delivered, and the
             // watcher is dropped unfired (a Ret handler sees None).
-            catch_unwind(AssertUnwindSafe(|| drop(watch)))
+            catch_unwind(AssertUnwindSafe(|| drop(w)))
         };
         if let Err(p) = outcome {
             panic.get_or_insert(p);
+        }
+        if !more {
+            break;
+        }
+        more = with(false, |r| {
+            watch = r.pop_watcher(ri);
+            r.drain_goes_on(key, ri, &mut freed)
+        });
+        if freed.is_some() {
+            drop(freed.take());
         }
     }
     drop(control);

@@ -85,10 +85,12 @@ impl<A: 'static> AddrSlot<A> {
     /// mailbox is attached to it.
     pub(crate) fn install(&self, core: &mut Core, own: DeviceOwn<A>) {
         self.deleted.set(false);
-        let actor = own.actor().clone();
+        let hold = self.hold.get();
+        // The actor is needed only to attach a holding Addr's mailbox.
+        let actor = hold.map(|_| own.actor().clone());
         let old = self.current.borrow_mut().replace(own);
         drop(old);
-        if let Some((capacity, overflow)) = self.hold.get() {
+        if let (Some((capacity, overflow)), Some(actor)) = (hold, actor) {
             // A mailbox closed by a deletion is replaced: the child is
             // back (a nested supervisor restarted it).
             let mb = {
@@ -129,7 +131,7 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
     fn watch(&self, fwd: Fwd<Down>) {
         if let Some(own) = self.current.borrow().as_ref() {
             // A device already dead gets its Down queued at once.
-            let _ = own.monitor_fwd(fwd);
+            own.watch_fwd(fwd);
         }
     }
 
@@ -239,9 +241,16 @@ impl<A: 'static> Addr<A> {
                 Err(SendError::Closed(_)) => Err(AddrError::Deleted),
             };
         }
-        match self.current() {
+        // Queued while `current` is borrowed: queuing runs no user code.
+        // A call not sent (`f`, a parameter) is dropped after the borrow.
+        let current = self.slot.current.borrow();
+        match current
+            .as_ref()
+            .map(DeviceOwn::actor)
+            .filter(|a| !a.is_zombie())
+        {
             Some(actor) => {
-                guard::defer_apply(actor, f);
+                guard::defer_apply_via(actor.access_deferrer(), actor.clone(), f);
                 Ok(())
             }
             None => Err(AddrError::NotRunning),

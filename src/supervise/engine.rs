@@ -8,8 +8,8 @@
 use super::addr::AddrHook;
 use super::error::{ChildError, StartError, SuperviseError};
 use super::spec::{
-    AskFn, Child, ChildId, ChildKind, Erased, Intensity, Restart, Shutdown, SpecCore, Strategy,
-    SupervisorSpec,
+    AskFn, Child, ChildId, ChildKind, Erased, Intensity, Restart, Shutdown, SpecCore, StartFn,
+    Strategy, SupervisorSpec,
 };
 use super::Addr;
 use crate::cause::{Cause, DeviceId, Down};
@@ -123,6 +123,41 @@ enum Step {
     Restart(Key, Cause),
 }
 
+/// The times of recent restarts, oldest first: the restart intensity's
+/// sliding window.
+#[derive(Default)]
+struct RestartWindow {
+    times: VecDeque<Instant>,
+}
+
+impl RestartWindow {
+    /// Counts a restart at `now`; false if it makes more than
+    /// `max_restarts` within the last `period`.
+    ///
+    /// Restarts at or after `now - period` count (OTP's window is
+    /// inclusive); before the clock's origin, all of them do. Older ones
+    /// are dropped when the count matters (more than `max_restarts`
+    /// recorded: then only those in the window are left to count), and
+    /// when the record's length reaches a power of two, which keeps it
+    /// within about twice the number in the window. With `max_restarts`
+    /// or fewer recorded, at most that many are in the window, whichever
+    /// they are. Cost: amortised O(1), no allocation once the record has
+    /// grown to its working size.
+    fn add(&mut self, now: Instant, intensity: Intensity) -> bool {
+        self.times.push_back(now);
+        let len = self.times.len();
+        let max = intensity.max_restarts as usize;
+        if len > max || len.is_power_of_two() {
+            if let Some(oldest) = now.checked_sub(intensity.period) {
+                while self.times.front().is_some_and(|&t| t < oldest) {
+                    self.times.pop_front();
+                }
+            }
+        }
+        self.times.len() <= max
+    }
+}
+
 pub(crate) struct Inner {
     id: DeviceId,
     actor: Actor<SupervisorActor>,
@@ -134,8 +169,8 @@ pub(crate) struct Inner {
     next_key: Key,
     template: Option<Rc<SpecCore>>,
     next_dyn: u64,
-    /// When recent restarts happened (within the period), oldest first.
-    restarts: VecDeque<Instant>,
+    /// When recent restarts happened, oldest first.
+    restarts: RestartWindow,
     mode: Mode,
     active: Option<Active>,
     jobs: VecDeque<Job>,
@@ -239,15 +274,7 @@ impl Inner {
 
     /// Counts a restart now; false if it is one too many.
     fn add_restart(&mut self, now: Instant) -> bool {
-        // Restarts at or after `now - period` count (OTP's window is
-        // inclusive). Before the clock's origin, all of them do.
-        if let Some(oldest) = now.checked_sub(self.intensity.period) {
-            while self.restarts.front().is_some_and(|&t| t < oldest) {
-                self.restarts.pop_front();
-            }
-        }
-        self.restarts.push_back(now);
-        self.restarts.len() <= self.intensity.max_restarts as usize
+        self.restarts.add(now, self.intensity)
     }
 }
 
@@ -323,11 +350,29 @@ impl fmt::Debug for SupervisorActor {
     }
 }
 
+/// The `Fwd` every child's monitor delivers to: a guarded call of
+/// `child_down` on the supervisor, queued like `fwd_to!` queues it (one
+/// actor clone per Down instead of two).
+fn downs_fwd(actor: Actor<SupervisorActor>) -> Fwd<Down> {
+    Fwd::new(move |down: Down| {
+        guard::defer_apply_via(actor.access_deferrer(), actor.clone(), move |this, cx| {
+            this.child_down(cx, down)
+        });
+    })
+}
+
 /// Runs the supervisor's work until it has to wait (for a child's Down)
 /// or has nothing left.
 fn pump(sh: &Shared, core: &mut Core) {
     loop {
-        let step = sh.borrow_mut().next_step();
+        let step = {
+            let mut g = sh.borrow_mut();
+            // No step in progress and no job: `next_step` would say Idle.
+            if g.active.is_none() && g.jobs.is_empty() {
+                return;
+            }
+            g.next_step()
+        };
         match step {
             Step::Idle => return,
             Step::Terminate(key) => begin_terminate(sh, core, key),
@@ -440,26 +485,34 @@ fn on_timeout(sh: &Shared, core: &mut Core, key: Key, dev: DeviceId) {
 }
 
 /// What a Down means to the supervisor.
+///
+/// A restart decided here is handled at once when the supervisor has no
+/// other work (no job queued, no step in progress, no termination awaited):
+/// that is the job `pump` would take next anyway, so the job queue is
+/// skipped. Otherwise it is queued behind the work in progress.
 fn on_down(sh: &Shared, core: &mut Core, down: Down) {
+    let Down { id: dev, cause } = down;
     let dropped: Option<Running>;
     let mut removed: Option<Entry> = None;
     {
-        let mut g = sh.borrow_mut();
+        let mut guard = sh.borrow_mut();
+        let g = &mut *guard;
         let sup = g.id;
         let mode = g.mode;
-        let was_waiting = g.waiting.as_ref().is_some_and(|w| w.dev == down.id);
+        let was_waiting = g.waiting.as_ref().is_some_and(|w| w.dev == dev);
         // The entry whose live incarnation this is (none: stale).
-        let Some(entry) = g
+        let Some(idx) = g
             .entries
-            .iter_mut()
-            .find(|e| e.run.as_ref().is_some_and(|r| r.dev == down.id))
+            .iter()
+            .position(|e| e.run.as_ref().is_some_and(|r| r.dev == dev))
         else {
             return;
         };
+        let entry = &mut g.entries[idx];
         let key = entry.key;
         dropped = entry.run.take();
         entry.slot.down();
-        let id = entry.id.clone();
+        let id = &entry.id;
         let temporary = entry.spec.restart == Restart::Temporary;
         let remove_after = temporary || (entry.dynamic && entry.held);
         let restart_type = entry.spec.restart;
@@ -473,7 +526,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
                 target: "stakplane::supervise",
                 supervisor = %sup,
                 child = %id,
-                cause = %down.cause,
+                cause = %cause,
                 event = "terminated",
                 "child terminated"
             );
@@ -487,32 +540,37 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
                 debug,
                 sup,
                 id,
-                down.cause,
+                cause,
                 "exit",
                 "child exited while the supervisor was already acting on it"
             );
             if remove_after {
                 removed = g.remove(key);
             }
-        } else if restart_type.restarts_after(&down.cause) {
-            trace_child!(
-                warn,
-                sup,
-                id,
-                down.cause,
-                "exit",
-                "child exited; restarting it"
-            );
+        } else if restart_type.restarts_after(&cause) {
+            trace_child!(warn, sup, id, cause, "exit", "child exited; restarting it");
+            // Nothing ahead of it (`pump` would take this job first), and
+            // the old incarnation's record holds no shutdown hook (dropping
+            // it runs no user code, so it may wait until the restart is
+            // planned).
+            if g.jobs.is_empty()
+                && g.active.is_none()
+                && g.waiting.is_none()
+                && dropped.as_ref().is_none_or(|r| r.ask.is_none())
+            {
+                restart_at_once(sh, core, guard, idx, dropped, cause);
+                return;
+            }
             g.jobs.push_back(Job::Restart {
                 key,
-                cause: down.cause.clone(),
+                cause: cause.clone(),
             });
         } else {
             trace_child!(
                 info,
                 sup,
                 id,
-                down.cause,
+                cause,
                 "exit",
                 "child exited; not restarted (restart type)"
             );
@@ -526,26 +584,78 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
     pump(sh, core);
 }
 
+/// The restart job of entry `idx` (just down, mode Running, not held, no
+/// shutdown hook in `dropped`), handled at once because no other work is
+/// ahead of it: what queuing it and `pump` would do, from the borrow
+/// `on_down` already holds, so that a single child's start is prepared in
+/// it. As on the queued path, the Down's cause is dropped at the end.
+fn restart_at_once(
+    sh: &Shared,
+    core: &mut Core,
+    mut guard: std::cell::RefMut<'_, Inner>,
+    idx: usize,
+    dropped: Option<Running>,
+    cause: Cause,
+) {
+    let g = &mut *guard;
+    let targets = plan_restart(g, idx, core.now(), &cause);
+    if let Some(Targets::One(key)) = targets {
+        let e = &g.entries[idx];
+        let launch = Launch::of(&g.downs, e);
+        let id = e.id.clone();
+        drop(guard);
+        drop(dropped);
+        let res = launch_entry(sh, core, key, launch);
+        restarted(sh, key, id, res);
+    } else {
+        drop(guard);
+        drop(dropped);
+        if let Some(targets) = targets {
+            start_pending(sh, core, targets);
+        }
+    }
+    pump(sh, core);
+    drop(cause);
+}
+
 /// Handles one restart job: counts it, gives up past the intensity,
-/// otherwise plans the strategy's terminations and starts.
+/// otherwise plans the strategy's terminations and starts. With nothing
+/// to terminate first (one_for_one, simple_one_for_one, or no running
+/// sibling), the start follows at once, as `pump` would do next.
 fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
     let now = core.now();
-    let mut g = sh.borrow_mut();
-    if g.mode != Mode::Running {
-        return;
+    let targets = {
+        let mut g = sh.borrow_mut();
+        if g.mode != Mode::Running {
+            return;
+        }
+        let Some(idx) = g.index(key) else { return };
+        if g.entries[idx].run.is_some() || g.entries[idx].held {
+            // Running again (restart_child), or terminated on request since.
+            return;
+        }
+        plan_restart(&mut g, idx, now, &cause)
+    };
+    // The cause (which may hold a user error) is dropped after the borrow.
+    drop(cause);
+    if let Some(targets) = targets {
+        start_pending(sh, core, targets);
     }
-    let Some(idx) = g.index(key) else { return };
-    if g.entries[idx].run.is_some() || g.entries[idx].held {
-        // Running again (restart_child), or terminated on request since.
-        return;
-    }
-    let id = g.entries[idx].id.clone();
+}
+
+/// Counts the restart of entry `idx` (running, mode Running, not held)
+/// at `now`. Past the intensity, starts the ordered shutdown that ends in
+/// escalation. Otherwise marks the strategy's targets pending and returns
+/// them if they can start at once; if siblings must be terminated first,
+/// plans that (`active`).
+fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &Cause) -> Option<Targets> {
     if !g.add_restart(now) {
         let Intensity {
             max_restarts,
             period,
         } = g.intensity;
         let sup = g.id;
+        let id = g.entries[idx].id.clone();
         tracing::error!(
             target: "stakplane::supervise",
             supervisor = %sup,
@@ -561,11 +671,12 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
             max_restarts,
             period,
             child: id,
-            cause,
+            cause: cause.clone(),
         };
         g.begin_shutdown(Then::End(Cause::Error(Rc::new(err))));
-        return;
+        return None;
     }
+    let key = g.entries[idx].key;
     let targets = match g.strategy {
         Strategy::OneForOne | Strategy::SimpleOneForOne => Targets::One(key),
         Strategy::OneForAll => Targets::Many(g.entries.iter().map(|e| e.key).collect()),
@@ -573,18 +684,24 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
     };
     g.entries[idx].pending = true;
     let mut to_terminate = VecDeque::new();
-    for e in g.entries.iter_mut().rev() {
-        if e.key != key && e.run.is_some() && targets.keys().contains(&e.key) {
-            // Terminated by the strategy: restarted after, unless
-            // temporary (removed when its Down comes).
-            e.pending = e.spec.restart != Restart::Temporary && !e.held;
-            to_terminate.push_back(e.key);
+    if let Targets::Many(keys) = &targets {
+        for e in g.entries.iter_mut().rev() {
+            if e.key != key && e.run.is_some() && keys.contains(&e.key) {
+                // Terminated by the strategy: restarted after, unless
+                // temporary (removed when its Down comes).
+                e.pending = e.spec.restart != Restart::Temporary && !e.held;
+                to_terminate.push_back(e.key);
+            }
         }
+    }
+    if to_terminate.is_empty() {
+        return Some(targets);
     }
     g.active = Some(Active {
         to_terminate,
         then: Then::Start(targets),
     });
+    None
 }
 
 /// Starts the pending children among `keys`, in start order. A failed
@@ -592,51 +709,58 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
 /// `try_again_restart`.
 fn start_pending(sh: &Shared, core: &mut Core, targets: Targets) {
     for &key in targets.keys() {
-        let go = {
+        let (id, launch) = {
             let g = sh.borrow();
-            g.mode == Mode::Running
-                && g.entries
-                    .iter()
-                    .any(|e| e.key == key && e.pending && e.run.is_none())
-        };
-        if !go {
-            continue;
-        }
-        let (sup, id) = {
-            let g = sh.borrow();
-            let id = g
+            if g.mode != Mode::Running {
+                continue;
+            }
+            let Some(e) = g
                 .entries
                 .iter()
-                .find(|e| e.key == key)
-                .map(|e| e.id.clone());
-            (g.id, id)
+                .find(|e| e.key == key && e.pending && e.run.is_none())
+            else {
+                continue;
+            };
+            (e.id.clone(), Launch::of(&g.downs, e))
         };
-        let Some(id) = id else { continue };
-        match start_entry(sh, core, key) {
-            Ok(dev) => {
-                tracing::info!(
-                    target: "stakplane::supervise",
-                    supervisor = %sup,
-                    child = %id,
-                    device = %dev,
-                    event = "restart",
-                    "child restarted"
-                );
-            }
-            Err(error) => {
-                let cause = Cause::Error(error);
-                trace_child!(
-                    warn,
-                    sup,
-                    id,
-                    cause,
-                    "restart_failed",
-                    "child failed to restart; trying again"
-                );
-                let actor = sh.borrow().actor.clone();
-                guard::defer_apply(actor, move |this, cx| this.retry(cx, key, cause));
-                return;
-            }
+        let res = launch_entry(sh, core, key, launch);
+        if !restarted(sh, key, id, res) {
+            return;
+        }
+    }
+}
+
+/// Reports the start of a restarted child; if it failed, queues the retry
+/// (counted as a restart when it runs). Returns whether it started.
+fn restarted(sh: &Shared, key: Key, id: ChildId, res: Result<DeviceId, Rc<dyn Error>>) -> bool {
+    match res {
+        Ok(dev) => {
+            tracing::info!(
+                target: "stakplane::supervise",
+                supervisor = %sh.borrow().id,
+                child = %id,
+                device = %dev,
+                event = "restart",
+                "child restarted"
+            );
+            true
+        }
+        Err(error) => {
+            let cause = Cause::Error(error);
+            let (sup, actor) = {
+                let g = sh.borrow();
+                (g.id, g.actor.clone())
+            };
+            trace_child!(
+                warn,
+                sup,
+                id,
+                cause,
+                "restart_failed",
+                "child failed to restart; trying again"
+            );
+            guard::defer_apply(actor, move |this, cx| this.retry(cx, key, cause));
+            false
         }
     }
 }
@@ -670,21 +794,53 @@ fn end_self(sh: &Shared, cause: Cause) {
     guard::defer_apply(actor, move |_, cx| cx.fail(Ending(cause)));
 }
 
+/// What running a start function needs, cloned out of the borrow (the
+/// start function may change the supervisor's children).
+struct Launch {
+    start: StartFn,
+    args: Rc<dyn Any>,
+    slot: Rc<dyn AddrHook>,
+    downs: Fwd<Down>,
+}
+
+impl Launch {
+    fn of(downs: &Fwd<Down>, e: &Entry) -> Self {
+        Launch {
+            start: e.spec.start.clone(),
+            args: e.args.clone(),
+            slot: e.slot.clone(),
+            downs: downs.clone(),
+        }
+    }
+}
+
 /// Runs the start function of one entry (not running) and records the new
 /// incarnation.
 fn start_entry(sh: &Shared, core: &mut Core, key: Key) -> Result<DeviceId, Rc<dyn Error>> {
-    let (start, args, slot, downs) = {
+    let launch = {
         let g = sh.borrow();
         let Some(e) = g.entries.iter().find(|e| e.key == key) else {
             return Err(Rc::new(ChildError::SupervisorDown));
         };
-        (
-            e.spec.start.clone(),
-            e.args.clone(),
-            e.slot.clone(),
-            g.downs.clone(),
-        )
+        Launch::of(&g.downs, e)
     };
+    launch_entry(sh, core, key, launch)
+}
+
+/// Runs a start function prepared for entry `key` (with no borrow held)
+/// and records the new incarnation.
+fn launch_entry(
+    sh: &Shared,
+    core: &mut Core,
+    key: Key,
+    launch: Launch,
+) -> Result<DeviceId, Rc<dyn Error>> {
+    let Launch {
+        start,
+        args,
+        slot,
+        downs,
+    } = launch;
     // A start function that panics failed to start (OTP: an init that
     // crashes is a start error): its panic becomes the error.
     let erased: Erased = match catch_unwind(AssertUnwindSafe(|| start(core, &*args, slot.any()))) {
@@ -700,7 +856,8 @@ fn start_entry(sh: &Shared, core: &mut Core, key: Key) -> Result<DeviceId, Rc<dy
             Some(e) if e.run.is_none() => {
                 e.pending = false;
                 e.held = false;
-                e.run = Some(Running {
+                // `run` is None here: nothing is replaced (or dropped).
+                e.run.get_or_insert(Running {
                     dev,
                     ask: erased.ask,
                     nested: erased.nested,
@@ -780,17 +937,14 @@ impl Supervisor {
         let sh: Shared = Rc::new(RefCell::new(Inner {
             id: own.id(),
             actor: own.actor().clone(),
-            downs: guard::fwd_to(
-                own.actor().clone(),
-                |this: &mut SupervisorActor, cx, down| this.child_down(cx, down),
-            ),
+            downs: downs_fwd(own.actor().clone()),
             strategy,
             intensity,
             entries: Vec::new(),
             next_key: 0,
             template: template.map(|t| t.core),
             next_dyn: 0,
-            restarts: VecDeque::new(),
+            restarts: RestartWindow::default(),
             mode: Mode::Running,
             active: None,
             jobs: VecDeque::new(),
@@ -1337,3 +1491,69 @@ impl fmt::Debug for SupervisorRef {
 
 static_assertions::assert_not_impl_any!(Supervisor: Send, Sync);
 static_assertions::assert_not_impl_any!(SupervisorRef: Send, Sync);
+
+#[cfg(test)]
+mod tests {
+    use super::{Intensity, RestartWindow};
+    use std::time::{Duration, Instant};
+
+    /// The window answers as the plain definition does (count the restarts
+    /// in `[now - period, now]`, this one included) on long pseudo-random
+    /// runs, for small and large intensities, and stays bounded.
+    #[test]
+    fn restart_window_counts_exactly_the_restarts_within_the_period() {
+        let t0 = Instant::now();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for max_restarts in [0, 1, 2, 3, 5, 17, 100] {
+            for period_ms in [0, 1, 10, 250, 5_000] {
+                let intensity = Intensity {
+                    max_restarts,
+                    period: Duration::from_millis(period_ms),
+                };
+                let mut window = RestartWindow::default();
+                let mut all: Vec<Instant> = Vec::new();
+                let mut now = t0;
+                for _ in 0..600 {
+                    now += Duration::from_millis(next() % 40);
+                    all.push(now);
+                    let oldest = now.checked_sub(intensity.period);
+                    let in_window = all
+                        .iter()
+                        .filter(|&&t| oldest.is_none_or(|o| t >= o))
+                        .count();
+                    let expected = in_window <= max_restarts as usize;
+                    assert_eq!(
+                        window.add(now, intensity),
+                        expected,
+                        "max {max_restarts}, period {period_ms} ms"
+                    );
+                    assert!(window.times.len() <= in_window.max(max_restarts as usize));
+                }
+            }
+        }
+    }
+
+    /// With an intensity that never gives up, the record still forgets
+    /// restarts that left the window: it stays within about twice the
+    /// number in the window.
+    #[test]
+    fn restart_window_stays_bounded_when_the_intensity_is_never_reached() {
+        let intensity = Intensity {
+            max_restarts: u32::MAX,
+            period: Duration::from_millis(10),
+        };
+        let mut window = RestartWindow::default();
+        let mut now = Instant::now();
+        for _ in 0..10_000 {
+            now += Duration::from_millis(1);
+            assert!(window.add(now, intensity));
+            assert!(window.times.len() <= 2 * 11 + 1, "{}", window.times.len());
+        }
+    }
+}
