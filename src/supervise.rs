@@ -38,8 +38,11 @@
 //! - **Start**: children start in spec order, synchronously, in
 //!   [`Supervisor::start`]: each start function creates its device (whose
 //!   `init` then runs from the queue). If one fails, those already started
-//!   are shut down in reverse order (each per its [`Shutdown`] policy) and
-//!   `start` returns [`StartError::Child`] with its error.
+//!   are shut down in reverse order (each per its [`Shutdown`] policy; an
+//!   [`Shutdown::Infinity`] child is killed if not down after 5 s, as
+//!   nobody can reach the unwinding supervisor) and `start` returns
+//!   [`StartError::Child`] with its error. A restart period of zero is
+//!   refused ([`StartError::ZeroPeriod`]), as OTP requires `Period > 0`.
 //! - **Watching**: the supervisor monitors each incarnation (one `Down`
 //!   each, tagged with the incarnation) and owns it (its
 //!   [`DeviceOwn`](crate::DeviceOwn)). A supervisor that ends without its
@@ -51,10 +54,12 @@
 //!   child, and a dynamic child not restarted, is removed.
 //! - **Strategies**: see [`Strategy`]. A restart terminates the
 //!   strategy's running siblings one at a time in reverse start order
-//!   (waiting for each Down), then starts the failed child and those
-//!   siblings in start order. Temporary siblings are terminated and
-//!   removed, not restarted. Siblings that were not running (terminated
-//!   on request, transient ones that stopped normally) stay as they are.
+//!   (waiting for each Down), then starts the failed child and every
+//!   sibling of the set in start order, as OTP does: siblings that were
+//!   not running (terminated on request, transient ones that stopped
+//!   normally) start too. Temporary siblings are terminated and removed,
+//!   not restarted. A sibling with a `terminate_child` on its way is
+//!   terminated and stays down.
 //! - **Intensity**: each restart is counted when the supervisor handles
 //!   it; if more than `max_restarts` fall within the last `period`
 //!   (inclusive), the supervisor gives up: it terminates every child in
@@ -62,7 +67,10 @@
 //! - **Failed restart**: a start function that fails during a restart
 //!   counts as a restart; the supervisor tries again from the queue (so
 //!   other work is handled in between), until it succeeds or the
-//!   intensity is exceeded, as OTP's `try_again_restart`.
+//!   intensity is exceeded, as OTP's `try_again_restart`. A retry dropped
+//!   because the child was terminated on request (or restarted, or
+//!   deleted) meanwhile leaves the siblings it would have started as
+//!   ordinary stopped children (restartable, deletable), as in OTP.
 //! - **Serial work**: like an OTP supervisor handling one message at a
 //!   time, restarts and `terminate_child` requests are handled one after
 //!   the other; a Down of a child that the restart in progress was about
@@ -70,11 +78,21 @@
 //! - **Shutdown**: [`Shutdown::BrutalKill`] kills at once;
 //!   [`Shutdown::Timeout`] asks (the child's [`Child::on_shutdown`] hook,
 //!   else [`DeviceRef::shutdown`](crate::DeviceRef::shutdown)) and kills
-//!   after the timeout; [`Shutdown::Infinity`] asks and waits. A nested
-//!   supervisor, asked, shuts its own children down in reverse first.
+//!   after the timeout (a timeout too large for an `Instant` waits like
+//!   `Infinity`); [`Shutdown::Infinity`] asks and waits. A nested
+//!   supervisor, asked, shuts its own children down in reverse first. A
+//!   start function that shuts its supervisor down has its new
+//!   incarnation shut down too, per its policy, in its start-order place.
+//!   A supervisor that ends drops its pending shutdown timer.
+//! - **Nested restarts**: the copies of a restarted nested supervisor
+//!   share its children's [`Addr`]s; a copy acts only on the incarnations
+//!   it started, and an incarnation an old copy is still shutting down
+//!   when the new copy starts the same child is killed with
+//!   [`SuperviseError::Superseded`].
 //! - **Observability**: decisions are `tracing` events, target
 //!   `stakplane::supervise`, with fields `supervisor`, `child`, `cause`
-//!   and `event` = `start`, `exit`, `restart`, `restart_failed`,
+//!   and `event` = `start` (every first start and `restart_child`),
+//!   `exit`, `restart`, `restart_failed`,
 //!   `terminate`, `terminated`, `shutdown_timeout`, `give_up`, `escalate`,
 //!   `stopped`, `start_failed`. They are emitted while the supervisor's
 //!   state is borrowed: a subscriber must not call back into the

@@ -8,10 +8,10 @@ use common::{Rt, TEST_PANIC};
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{
-    Addr, AddrError, Child, ChildError, ChildSpec, ChildStatus, Restart, Shutdown, StartError,
-    SuperviseError, Supervisor, SupervisorSpec,
+    Addr, AddrError, Call, Child, ChildError, ChildKind, ChildSpec, ChildStatus, Restart, Shutdown,
+    StartError, SuperviseError, Supervisor, SupervisorRef, SupervisorSpec,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::error::Error;
 use std::rc::Rc;
 use std::time::Duration;
@@ -994,12 +994,13 @@ fn start_child_adds_after_the_others_and_refuses_a_taken_id() {
 fn terminated_child_stays_down_until_restart_child_and_can_then_be_deleted() {
     let mut rt = Rt::new();
     let log = new_log();
-    let (sup, a) = start(&mut rt, SupervisorSpec::one_for_all(), &log, &["a", "b"]);
+    let (sup, a) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["a", "b"]);
     sup.terminate_child(&mut rt.s, "b").unwrap();
     rt.run();
     assert_eq!(take(&log), ["stop b"]);
     assert_eq!(running_ids(&sup), ["a"]);
-    // Not restarted by the strategy when a sibling fails either.
+    // Not restarted when a sibling fails (one_for_one; one_for_all and
+    // rest_for_one start it again, as OTP does).
     crash(&a[0]);
     rt.run();
     assert_eq!(take(&log), ["stop a", "start a"]);
@@ -1306,7 +1307,37 @@ fn supervisor_decisions_are_tracing_events_with_the_child_and_cause() {
     rt.run();
     assert_eq!(
         events::mine(),
-        ["exit a", "restart a", "exit a", "give_up a", "escalate "]
+        [
+            "start a",
+            "exit a",
+            "restart a",
+            "exit a",
+            "give_up a",
+            "escalate "
+        ]
+    );
+}
+
+#[test]
+fn every_start_is_a_start_event_with_the_child() {
+    events::global();
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, _) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["a"]);
+    sup.terminate_child(&mut rt.s, "a").unwrap();
+    rt.run();
+    sup.restart_child(&mut rt.s, "a").unwrap();
+    sup.start_child(&mut rt.s, worker(&log, "b")).unwrap();
+    rt.run();
+    assert_eq!(
+        events::mine(),
+        [
+            "start a",
+            "terminate a",
+            "terminated a",
+            "start a",
+            "start b"
+        ]
     );
 }
 
@@ -1322,4 +1353,387 @@ fn errors_display_and_chain_their_sources() {
     assert_eq!(e.to_string(), "child c failed to start: disk");
     assert_eq!(e.source().unwrap().source().unwrap().to_string(), "disk");
     assert_eq!(AddrError::Full.to_string(), "the child's mailbox is full");
+}
+
+// ---------------------------------------------------------------------
+// Review findings (each a rule, each failing without its fix)
+
+fn status(sup: &SupervisorRef, id: &str) -> &'static str {
+    let info = sup.which_children().expect("supervisor up");
+    match info.iter().find(|c| c.id.as_str() == id).map(|c| &c.status) {
+        Some(ChildStatus::Running(_)) => "Running",
+        Some(ChildStatus::Terminating(_)) => "Terminating",
+        Some(ChildStatus::Restarting) => "Restarting",
+        Some(ChildStatus::Stopped) => "Stopped",
+        None => "absent",
+    }
+}
+
+#[test]
+fn a_failed_nested_restart_leaves_the_retried_incarnations_children_alone() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let g2_calls = Rc::new(Cell::new(0u32));
+    let (l2, n2) = (log.clone(), g2_calls.clone());
+    let g1 = worker(&log, "g1");
+    let g1_addr = g1.addr();
+    // g2's second start (in the nested supervisor's first restart) fails.
+    let g2 = ChildSpec::worker("g2", move |core| {
+        n2.set(n2.get() + 1);
+        if n2.get() == 2 {
+            l2.borrow_mut().push("fail g2".into());
+            return Err("g2 not ready yet".into());
+        }
+        l2.borrow_mut().push("start g2".into());
+        Ok(device!(core, W::init("g2".into(), l2.clone())).into())
+    });
+    let nested = SupervisorSpec::one_for_one()
+        .intensity(1, Duration::from_secs(60))
+        .child(g1)
+        .child(g2);
+    let _top = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(10, Duration::from_secs(60))
+            .child(ChildSpec::supervisor("nested", nested)),
+    )
+    .unwrap();
+    rt.run();
+    // Two crashes of g1: the nested supervisor (1 restart allowed) gives up.
+    crash(&g1_addr);
+    rt.run();
+    crash(&g1_addr);
+    rt.run();
+    rt.run();
+    let got = take(&log);
+    // The parent restarts nested (g1 starts, g2 fails, g1 is stopped by
+    // that copy), retries (g1 and g2 start). The old copy's handling of
+    // its g1's Down does not touch the new copy's g1.
+    let tail: Vec<&str> = got
+        .iter()
+        .map(String::as_str)
+        .skip_while(|s| *s != "fail g2")
+        .collect();
+    assert_eq!(tail, ["fail g2", "stop g1", "start g1", "start g2"]);
+    let g1_now = g1_addr.current().expect("the new g1 runs");
+    rt.advance(Duration::from_secs(10));
+    assert_eq!(g1_addr.current().map(|a| a.id()), Some(g1_now.id()));
+    assert!(take(&log).is_empty());
+}
+
+#[test]
+fn a_shutdown_timeout_too_large_for_an_instant_waits_like_infinity() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let c = ChildSpec::worker("a", |core| {
+        let own = device!(core, W::init("a".into(), new_log()));
+        Ok(Child::new(own).on_shutdown(|_| {}))
+    })
+    .shutdown(Shutdown::Timeout(Duration::MAX));
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(c)).unwrap();
+    rt.run();
+    let _ = &log;
+    sup.terminate_child(&mut rt.s, "a").unwrap();
+    rt.advance(Duration::from_secs(3600));
+    assert_eq!(status(&sup, "a"), "Terminating");
+    assert_eq!(rt.s.next_expiry(), None, "no timer armed");
+}
+
+#[test]
+fn a_sibling_is_not_stuck_restarting_when_the_failing_child_is_terminated_before_its_retry() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let me: Rc<RefCell<Option<SupervisorRef>>> = Rc::default();
+    let attempts = Rc::new(Cell::new(0u32));
+    let (m, n, l) = (me.clone(), attempts.clone(), log.clone());
+    let b = ChildSpec::worker("b", move |core| {
+        n.set(n.get() + 1);
+        if n.get() == 1 {
+            return Ok(device!(core, W::init("b".into(), l.clone())).into());
+        }
+        // The restart fails; the operator gives up on b before the retry.
+        let sup = m.borrow().clone().expect("set");
+        sup.terminate_child(core, "b").expect("b exists");
+        Err("b is broken".into())
+    });
+    let b_addr = b.addr();
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::rest_for_one()
+            .intensity(100, Duration::from_secs(1))
+            .child(worker(&log, "a"))
+            .child(b)
+            .child(worker(&log, "c")),
+    )
+    .unwrap();
+    *me.borrow_mut() = Some(sup.handle());
+    rt.run();
+    crash(&b_addr);
+    rt.run();
+    rt.advance(Duration::from_secs(10));
+    assert_eq!(status(&sup, "b"), "Stopped");
+    assert_eq!(status(&sup, "c"), "Stopped");
+    sup.restart_child(&mut rt.s, "c").expect("c restartable");
+    assert_eq!(status(&sup, "c"), "Running");
+    assert_eq!(attempts.get(), 2, "no retry after terminate_child");
+}
+
+#[test]
+fn one_for_all_restarts_every_child_even_those_not_running_as_in_otp() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let t = worker(&log, "t").restart(Restart::Transient);
+    let t_addr = t.addr();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_all()
+            .intensity(100, Duration::from_secs(1))
+            .child(t),
+        &log,
+        &["a", "b"],
+    );
+    sup.terminate_child(&mut rt.s, "b").unwrap();
+    t_addr.send(|w, cx| w.stop_normally(cx)).unwrap();
+    rt.run();
+    assert_eq!(running_ids(&sup), ["a"]);
+    take(&log);
+    crash(&a[0]);
+    rt.run();
+    // t stopped normally (transient) and b was terminated on request:
+    // both start again with a.
+    assert_eq!(take(&log), ["stop a", "start t", "start a", "start b"]);
+    assert_eq!(running_ids(&sup), ["t", "a", "b"]);
+}
+
+#[test]
+fn rest_for_one_restarts_every_later_child_even_those_not_running_as_in_otp() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::rest_for_one().intensity(100, Duration::from_secs(1)),
+        &log,
+        &["a", "b", "c"],
+    );
+    sup.terminate_child(&mut rt.s, "a").unwrap();
+    sup.terminate_child(&mut rt.s, "c").unwrap();
+    rt.run();
+    take(&log);
+    crash(&a[1]);
+    rt.run();
+    assert_eq!(take(&log), ["stop b", "start b", "start c"]);
+    assert_eq!(running_ids(&sup), ["b", "c"]);
+}
+
+#[test]
+fn calls_dropped_by_a_held_addr_reach_its_dead_letters_and_are_counted() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let c = worker(&log, "h").hold(1, Overflow::DropOldest);
+    let addr: Addr<W> = c.addr();
+    let dead = Rc::new(Cell::new(0u32));
+    let d = dead.clone();
+    addr.dead_letters(stakker::Fwd::new(
+        move |_: stakplane::mailbox::DeadLetter<Call<W>>| d.set(d.get() + 1),
+    ));
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(c)).unwrap();
+    rt.run();
+    sup.terminate_child(&mut rt.s, "h").unwrap();
+    rt.run();
+    take(&log);
+    addr.send(|w, cx| w.take(cx, 1)).unwrap();
+    addr.send(|w, cx| w.take(cx, 2)).unwrap(); // evicts call 1
+    assert_eq!(dead.get(), 1);
+    assert_eq!(addr.stats().map(|s| s.dropped_overflow), Some(1));
+    sup.restart_child(&mut rt.s, "h").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start h", "h got 2"]);
+    let plain = worker(&log, "p");
+    assert!(plain.addr().stats().is_none());
+}
+
+#[test]
+fn kind_supervisor_defaults_to_shutdown_infinity_unless_set() {
+    let mut rt = Rt::new();
+    let hook = |core: &mut Core| {
+        let own = device!(core, W::init("s".into(), new_log()));
+        Ok(Child::new(own).on_shutdown(|_| {}))
+    };
+    let s = ChildSpec::worker("s", hook).kind(ChildKind::Supervisor);
+    let k = ChildSpec::worker("k", hook)
+        .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+        .kind(ChildKind::Supervisor);
+    let sup1 = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(s)).unwrap();
+    let sup2 = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(k)).unwrap();
+    rt.run();
+    sup1.terminate_child(&mut rt.s, "s").unwrap();
+    sup2.terminate_child(&mut rt.s, "k").unwrap();
+    rt.advance(Duration::from_secs(6));
+    assert_eq!(status(&sup1, "s"), "Terminating", "s waits (Infinity)");
+    // k's explicit 1 s timeout is kept: it was killed.
+    assert_eq!(status(&sup2, "k"), "Stopped");
+}
+
+#[test]
+fn a_dropped_supervisor_leaves_no_shutdown_timer_behind() {
+    let mut rt = Rt::new();
+    let c = ChildSpec::worker("s", |core| {
+        let own = device!(core, W::init("s".into(), new_log()));
+        Ok(Child::new(own).on_shutdown(|_| {}))
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_secs(3600)));
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(c)).unwrap();
+    rt.run();
+    sup.terminate_child(&mut rt.s, "s").unwrap();
+    rt.run();
+    assert!(rt.s.next_expiry().is_some());
+    drop(sup);
+    rt.run();
+    assert_eq!(rt.s.next_expiry(), None, "the 1 h timer is still armed");
+}
+
+#[test]
+fn an_incarnation_started_by_a_start_function_that_shuts_down_is_shut_down_per_policy() {
+    // Alone (the shutdown has nothing else to wait for), and with a
+    // sibling started after it (shut down first, in reverse order).
+    for with_b in [false, true] {
+        let mut rt = Rt::new();
+        let log = new_log();
+        let me: Rc<RefCell<Option<SupervisorRef>>> = Rc::default();
+        let lines: Rc<RefCell<Vec<Line>>> = Rc::default();
+        let (m, l, ls) = (me.clone(), log.clone(), lines.clone());
+        let n = Rc::new(Cell::new(0));
+        let a = ChildSpec::worker("a", move |core| {
+            n.set(n.get() + 1);
+            if n.get() == 2 {
+                m.borrow()
+                    .clone()
+                    .expect("set")
+                    .shutdown(core)
+                    .expect("running");
+            }
+            let own = device!(core, W::init("a".into(), l.clone()));
+            ls.borrow_mut().push(own.line());
+            Ok(own.into())
+        });
+        let a_addr = a.addr();
+        let mut spec = SupervisorSpec::one_for_one()
+            .intensity(10, Duration::from_secs(1))
+            .child(a);
+        if with_b {
+            spec = spec.child(worker(&log, "b"));
+        }
+        let sup = Supervisor::start(&mut rt.s, spec).unwrap();
+        *me.borrow_mut() = Some(sup.handle());
+        rt.run();
+        take(&log);
+        crash(&a_addr);
+        rt.run();
+        let second = lines.borrow()[1].clone();
+        assert!(!second.is_alive());
+        assert!(
+            matches!(second.cause(), Some(Cause::Shutdown { .. })),
+            "with_b {with_b}: second incarnation ended with {:?}",
+            second.cause().map(|c| c.to_string())
+        );
+        let want: &[&str] = if with_b {
+            &["stop a", "stop b", "stop a"]
+        } else {
+            &["stop a", "stop a"]
+        };
+        assert_eq!(take(&log), want);
+        assert!(matches!(
+            sup.line().cause(),
+            Some(Cause::Shutdown { by: None })
+        ));
+    }
+}
+
+#[test]
+fn a_failed_start_bounds_the_wait_for_an_infinity_child() {
+    let mut rt = Rt::new();
+    let line: Rc<RefCell<Option<Line>>> = Rc::default();
+    let l2 = line.clone();
+    let a = ChildSpec::worker("a", move |core| {
+        let own = device!(core, W::init("a".into(), new_log()));
+        *l2.borrow_mut() = Some(own.line());
+        Ok(Child::new(own).on_shutdown(|_| {}))
+    })
+    .shutdown(Shutdown::Infinity);
+    let b: ChildSpec<W> = ChildSpec::worker("b", |_| Err("no".into()));
+    let r = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(a).child(b));
+    assert!(matches!(r, Err(StartError::Child { .. })));
+    let a_line = line.borrow().clone().expect("a started");
+    rt.advance(Duration::from_secs(4));
+    assert!(a_line.is_alive(), "asked, and waited for");
+    rt.advance(Duration::from_secs(2));
+    assert!(!a_line.is_alive());
+    assert!(matches!(
+        a_line.cause().as_ref().and_then(supervise_error),
+        Some(SuperviseError::ShutdownTimeout(_))
+    ));
+}
+
+#[test]
+fn a_zero_restart_period_is_refused() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let r = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(1, Duration::ZERO)
+            .child(worker(&log, "a")),
+    );
+    assert!(matches!(r, Err(StartError::ZeroPeriod)));
+    assert!(take(&log).is_empty(), "nothing started");
+}
+
+#[test]
+fn a_child_an_old_nested_copy_is_still_shutting_down_is_superseded_by_the_new_copys() {
+    let mut rt = Rt::new();
+    let lines: Rc<RefCell<Vec<Line>>> = Rc::default();
+    let ls = lines.clone();
+    // g1 ignores the request to stop (the old copy would wait 60 s).
+    let g1 = ChildSpec::worker("g1", move |core| {
+        let own = device!(core, W::init("g1".into(), new_log()));
+        ls.borrow_mut().push(own.line());
+        Ok(Child::new(own).on_shutdown(|_| {}))
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_secs(60)));
+    let g1_addr = g1.addr();
+    let n = Rc::new(Cell::new(0u32));
+    let n2 = n.clone();
+    let g2: ChildSpec<W> = ChildSpec::worker("g2", move |core| {
+        n2.set(n2.get() + 1);
+        if n2.get() == 2 {
+            return Err("g2 not ready yet".into());
+        }
+        Ok(device!(core, W::init("g2".into(), new_log())).into())
+    });
+    let nested = SupervisorSpec::one_for_one()
+        .intensity(0, Duration::from_secs(60))
+        .child(g1)
+        .child(g2);
+    let _top = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(10, Duration::from_secs(60))
+            .child(ChildSpec::supervisor("nested", nested)),
+    )
+    .unwrap();
+    rt.run();
+    // g1 crashes: nested gives up at once, shutting g2 down (g1 is dead).
+    crash(&g1_addr);
+    rt.run();
+    // Restart of nested: copy 2 starts g1 (#2), g2 fails, copy 2 asks g1
+    // #2 to stop; the retry (copy 3) starts g1 #3 while #2 is still up.
+    let ls = lines.borrow().clone();
+    assert_eq!(ls.len(), 3);
+    assert!(matches!(
+        ls[1].cause().as_ref().and_then(supervise_error),
+        Some(SuperviseError::Superseded)
+    ));
+    rt.advance(Duration::from_secs(120));
+    assert!(ls[2].is_alive(), "copy 2's timeout does not touch g1 #3");
+    assert!(g1_addr.is_running() && !ls[1].is_alive());
 }

@@ -5,7 +5,7 @@ use super::error::{AddrError, SuperviseError};
 use crate::cause::{DeviceId, Down};
 use crate::device::{DeviceOwn, DeviceRef, Line};
 use crate::guard;
-use crate::mailbox::{Mailbox, Overflow, SendError};
+use crate::mailbox::{DeadLetter, Mailbox, MailboxStats, Overflow, SendError};
 use stakker::{Actor, Core, Cx, Fwd};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -25,17 +25,23 @@ pub(crate) trait AddrHook {
     fn any(&self) -> &dyn Any;
     /// The live incarnation's device id.
     fn dev_id(&self) -> Option<DeviceId>;
-    /// A `Line` to the live incarnation.
-    fn make_line(&self) -> Option<Line>;
-    /// Kills the live incarnation (if any).
-    fn kill(&self, reason: SuperviseError);
+    /// A `Line` to incarnation `dev`, if it is the one in the slot.
+    ///
+    /// Every operation on a named incarnation acts only if that
+    /// incarnation is still the slot's: the copies of a restarted nested
+    /// supervisor share their children's slots, and an old copy still
+    /// unwinding must not touch the incarnation a newer copy installed.
+    fn make_line(&self, dev: DeviceId) -> Option<Line>;
+    /// Kills incarnation `dev`, if it is the one in the slot.
+    fn kill(&self, dev: DeviceId, reason: SuperviseError);
     /// Monitors the live incarnation.
     fn watch(&self, fwd: Fwd<Down>);
-    /// The incarnation is down (or its supervisor is gone): its owning
-    /// handle is dropped.
-    fn down(&self);
+    /// Incarnation `dev` is down (or its supervisor is gone): its owning
+    /// handle is dropped, if it is the one in the slot.
+    fn down(&self, dev: DeviceId);
     /// The child was deleted: no incarnation will come (until a nested
-    /// supervisor's restart starts it again).
+    /// supervisor's restart starts it again). No effect while the slot
+    /// holds an incarnation (a newer copy of a nested supervisor's).
     fn deleted(&self);
     /// The slot itself, for a typed `Addr`.
     fn as_any(self: Rc<Self>) -> Rc<dyn Any>;
@@ -48,6 +54,8 @@ pub(crate) struct AddrSlot<A: 'static> {
     /// `Some` when calls are held while no incarnation is alive.
     hold: Cell<Option<(usize, Overflow)>>,
     mailbox: RefCell<Option<Mailbox<Call<A>>>>,
+    /// Where the mailbox's dropped calls go (kept for a replaced mailbox).
+    dead: RefCell<Option<Fwd<DeadLetter<Call<A>>>>>,
     deleted: Cell<bool>,
 }
 
@@ -57,6 +65,7 @@ impl<A: 'static> AddrSlot<A> {
             current: RefCell::new(None),
             hold: Cell::new(None),
             mailbox: RefCell::new(None),
+            dead: RefCell::new(None),
             deleted: Cell::new(false),
         }
     }
@@ -67,12 +76,32 @@ impl<A: 'static> AddrSlot<A> {
         if let Some((capacity, overflow)) = self.hold.get() {
             me.set_hold(capacity, overflow);
         }
+        if let Some(fwd) = self.dead.borrow().clone() {
+            me.set_dead_letters(fwd);
+        }
         me
     }
 
     pub(crate) fn set_hold(&self, capacity: usize, overflow: Overflow) {
         self.hold.set(Some((capacity, overflow)));
-        *self.mailbox.borrow_mut() = Some(Mailbox::new(capacity, overflow));
+        *self.mailbox.borrow_mut() = Some(self.new_mailbox(capacity, overflow));
+    }
+
+    /// A mailbox for held calls, with the dead-letter `Fwd` if one is set.
+    fn new_mailbox(&self, capacity: usize, overflow: Overflow) -> Mailbox<Call<A>> {
+        let mb = Mailbox::new(capacity, overflow);
+        if let Some(fwd) = self.dead.borrow().clone() {
+            mb.dead_letters(fwd);
+        }
+        mb
+    }
+
+    /// Sets where the held calls the mailbox drops go.
+    fn set_dead_letters(&self, fwd: Fwd<DeadLetter<Call<A>>>) {
+        *self.dead.borrow_mut() = Some(fwd.clone());
+        if let Some(mb) = self.mailbox() {
+            mb.dead_letters(fwd);
+        }
     }
 
     fn mailbox(&self) -> Option<Mailbox<Call<A>>> {
@@ -89,6 +118,15 @@ impl<A: 'static> AddrSlot<A> {
         // The actor is needed only to attach a holding Addr's mailbox.
         let actor = hold.map(|_| own.actor().clone());
         let old = self.current.borrow_mut().replace(own);
+        // An incarnation still alive here belongs to an older copy of a
+        // restarted nested supervisor, which is still shutting it down:
+        // the newer copy's incarnation takes the Addr, and the old one is
+        // killed (not silently dropped).
+        if let Some(old) = &old {
+            if !old.actor().is_zombie() {
+                let _ = old.kill(SuperviseError::Superseded);
+            }
+        }
         drop(old);
         if let (Some((capacity, overflow)), Some(actor)) = (hold, actor) {
             // A mailbox closed by a deletion is replaced: the child is
@@ -96,7 +134,7 @@ impl<A: 'static> AddrSlot<A> {
             let mb = {
                 let mut slot = self.mailbox.borrow_mut();
                 if slot.as_ref().is_none_or(Mailbox::is_closed) {
-                    *slot = Some(Mailbox::new(capacity, overflow));
+                    *slot = Some(self.new_mailbox(capacity, overflow));
                 }
                 slot.clone()
             };
@@ -118,12 +156,16 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
         self.current.borrow().as_ref().map(DeviceRef::id)
     }
 
-    fn make_line(&self) -> Option<Line> {
-        self.current.borrow().as_ref().map(DeviceRef::line)
+    fn make_line(&self, dev: DeviceId) -> Option<Line> {
+        self.current
+            .borrow()
+            .as_ref()
+            .filter(|own| own.id() == dev)
+            .map(DeviceRef::line)
     }
 
-    fn kill(&self, reason: SuperviseError) {
-        if let Some(own) = self.current.borrow().as_ref() {
+    fn kill(&self, dev: DeviceId, reason: SuperviseError) {
+        if let Some(own) = self.current.borrow().as_ref().filter(|o| o.id() == dev) {
             let _ = own.kill(reason);
         }
     }
@@ -135,8 +177,14 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
         }
     }
 
-    fn down(&self) {
-        let old = self.current.borrow_mut().take();
+    fn down(&self, dev: DeviceId) {
+        let old = {
+            let mut current = self.current.borrow_mut();
+            if current.as_ref().is_none_or(|own| own.id() != dev) {
+                return;
+            }
+            current.take()
+        };
         drop(old);
         if let Some(mb) = self.mailbox() {
             mb.detach();
@@ -144,7 +192,12 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
     }
 
     fn deleted(&self) {
-        self.down();
+        if self.current.borrow().is_some() {
+            return;
+        }
+        if let Some(mb) = self.mailbox() {
+            mb.detach();
+        }
         self.deleted.set(true);
         if let Some(mb) = self.mailbox() {
             mb.close();
@@ -176,7 +229,9 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
 ///   an incarnation dies goes to the next one; the call in the hands of an
 ///   incarnation that panics is lost with it (the mailbox's
 ///   `OnCrash::discard`, as a boxed closure cannot be copied). A full
-///   mailbox applies the spec's [`Overflow`] policy.
+///   mailbox applies the spec's [`Overflow`] policy; calls it drops go to
+///   the [`dead_letters`](Addr::dead_letters) `Fwd` if set, and are
+///   counted in [`stats`](Addr::stats).
 ///
 /// Either way a deleted child fails calls with [`AddrError::Deleted`].
 pub struct Addr<A: 'static> {
@@ -215,6 +270,26 @@ impl<A: 'static> Addr<A> {
     /// calls).
     pub fn held(&self) -> usize {
         self.slot.mailbox().map_or(0, |mb| mb.len())
+    }
+
+    /// The held-call mailbox's counters (depth, sent, dropped, ...), or
+    /// `None` for a child that does not hold calls. Cost: a copy of the
+    /// counters. A mailbox replaced after a deletion starts from zero.
+    pub fn stats(&self) -> Option<MailboxStats> {
+        self.slot.mailbox().map(|mb| mb.stats())
+    }
+
+    /// Sets (replacing any previous one) where the calls the held-call
+    /// mailbox drops go: evicted or refused by a
+    /// [`DropOldest`](Overflow::DropOldest) /
+    /// [`DropNewest`](Overflow::DropNewest) policy, or queued when the
+    /// child is deleted. The `Fwd` is called synchronously from the code
+    /// that drops the call (a send, a delivery, a deletion). It is kept
+    /// for the child's later mailboxes; set on a `simple_one_for_one`
+    /// template's Addr, every dynamic child gets it. No effect on a child
+    /// that does not hold calls (none are dropped).
+    pub fn dead_letters(&self, fwd: Fwd<DeadLetter<Call<A>>>) {
+        self.slot.set_dead_letters(fwd);
     }
 
     /// Sends a call to the child: `f` runs on the live incarnation (or,

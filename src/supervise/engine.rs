@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 
 type Shared = Rc<RefCell<Inner>>;
 
+/// How long a supervisor unwinding a failed [`Supervisor::start`] waits
+/// for a [`Shutdown::Infinity`] child before killing it: nobody holds
+/// such a supervisor, so nothing else could end the wait.
+const UNWIND_LIMIT: Duration = Duration::from_secs(5);
+
 /// A stable key for a child entry (never reused within a supervisor).
 type Key = u64;
 
@@ -142,11 +147,18 @@ impl RestartWindow {
     /// within about twice the number in the window. With `max_restarts`
     /// or fewer recorded, at most that many are in the window, whichever
     /// they are. Cost: amortised O(1), no allocation once the record has
-    /// grown to its working size.
+    /// grown to its working size; never more than `max_restarts + 1`
+    /// entries.
     fn add(&mut self, now: Instant, intensity: Intensity) -> bool {
+        let max = intensity.max_restarts as usize;
+        // Only the newest `max_restarts + 1` can matter: the record never
+        // holds more (the bound when nothing leaves the window by age, as
+        // with a period of `Duration::MAX`).
+        if self.times.len() > max {
+            self.times.pop_front();
+        }
         self.times.push_back(now);
         let len = self.times.len();
-        let max = intensity.max_restarts as usize;
         if len > max || len.is_power_of_two() {
             if let Some(oldest) = now.checked_sub(intensity.period) {
                 while self.times.front().is_some_and(|&t| t < oldest) {
@@ -178,6 +190,9 @@ pub(crate) struct Inner {
     /// The supervisor's own owner while it unwinds a failed start (nobody
     /// else holds it then).
     self_own: Option<DeviceOwn<SupervisorActor>>,
+    /// Start functions running now: an ordered shutdown requested by one
+    /// of them waits for its new incarnation, to shut it down too.
+    starting: u32,
 }
 
 impl Inner {
@@ -227,6 +242,11 @@ impl Inner {
                 if let Some(key) = found {
                     return Step::Terminate(key);
                 }
+                if self.starting > 0 && matches!(active.then, Then::End(_)) {
+                    // A start function is running: its incarnation, once
+                    // placed, is shut down before the end.
+                    return Step::Idle;
+                }
                 let Some(active) = self.active.take() else {
                     continue;
                 };
@@ -272,6 +292,24 @@ impl Inner {
         self.active = Some(Active { to_terminate, then });
     }
 
+    /// A restart job (or retry) of entry `idx` is dropped: the child runs
+    /// again, was terminated on request, or was deleted (`None`). The
+    /// siblings the strategy would start with it, not running, are left
+    /// as ordinary stopped children (OTP leaves them so), not
+    /// `Restarting`: `restart_child` / `delete_child` accept them.
+    fn drop_restart(&mut self, idx: Option<usize>) {
+        let from = match (self.strategy, idx) {
+            (Strategy::OneForOne | Strategy::SimpleOneForOne, _) => return,
+            (Strategy::RestForOne, Some(i)) => i,
+            _ => 0,
+        };
+        for e in &mut self.entries[from..] {
+            if e.run.is_none() {
+                e.pending = false;
+            }
+        }
+    }
+
     /// Counts a restart now; false if it is one too many.
     fn add_restart(&mut self, now: Instant) -> bool {
         self.restarts.add(now, self.intensity)
@@ -290,12 +328,23 @@ impl Drop for Inner {
     /// The supervisor ended without its ordered shutdown (killed,
     /// cascaded, dropped, shut down directly): its running children are
     /// killed, newest first.
+    ///
+    /// Only the incarnations this supervisor runs are touched (a slot may
+    /// hold a newer copy's incarnation, see [`AddrHook::make_line`]). A
+    /// shutdown timer still armed is deleted.
     fn drop(&mut self) {
         for entry in self.entries.iter_mut().rev() {
-            if entry.run.take().is_some() {
-                entry.slot.kill(SuperviseError::SupervisorGone(self.id));
+            if let Some(run) = entry.run.take() {
+                entry
+                    .slot
+                    .kill(run.dev, SuperviseError::SupervisorGone(self.id));
+                entry.slot.down(run.dev);
             }
-            entry.slot.down();
+        }
+        if let Some(timer) = self.waiting.take().and_then(|w| w.timer) {
+            self.actor.defer(move |s| {
+                s.timer_del(timer);
+            });
         }
     }
 }
@@ -392,8 +441,14 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
     let (line, ask, policy, dev, id, sup, actor) = {
         let mut g = sh.borrow_mut();
         let (sup, actor) = (g.id, g.actor.clone());
+        let unwinding = g.self_own.is_some();
         let Some(entry) = g.entry(key) else { return };
-        let policy = entry.spec.shutdown;
+        let policy = match entry.spec.shutdown {
+            // Nobody can reach a supervisor unwinding a failed start: its
+            // wait is bounded.
+            Shutdown::Infinity if unwinding => Shutdown::Timeout(UNWIND_LIMIT),
+            policy => policy,
+        };
         let id = entry.id.clone();
         let Some(run) = entry.run.as_mut() else {
             return;
@@ -401,7 +456,7 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
         run.terminating = true;
         let dev = run.dev;
         let ask = run.ask.take();
-        let Some(line) = entry.slot.make_line() else {
+        let Some(line) = entry.slot.make_line(dev) else {
             return;
         };
         g.waiting = Some(Wait {
@@ -433,8 +488,12 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
             if !asked {
                 let _ = line.shutdown(Some(sup));
             }
-            if let Shutdown::Timeout(d) = policy {
-                let timer = guard::after(core, d, actor, move |this, cx| {
+            // A timeout too far to be an `Instant` is no timeout (Infinity).
+            if let Some(when) = match policy {
+                Shutdown::Timeout(d) => core.now().checked_add(d),
+                _ => None,
+            } {
+                let timer = guard::at(core, when, actor, move |this, cx| {
                     this.shutdown_timeout(cx, key, dev)
                 });
                 let mut g = sh.borrow_mut();
@@ -457,13 +516,15 @@ fn on_timeout(sh: &Shared, core: &mut Core, key: Key, dev: DeviceId) {
             Some(w) if w.key == key && w.dev == dev => {
                 w.timer = None;
                 g.entry(key).and_then(|e| {
+                    // A timer without a timeout policy: an Infinity child
+                    // of a supervisor unwinding a failed start.
                     let d = match e.spec.shutdown {
                         Shutdown::Timeout(d) => d,
-                        _ => Duration::ZERO,
+                        _ => UNWIND_LIMIT,
                     };
                     e.run
                         .as_ref()
-                        .and_then(|_| e.slot.make_line())
+                        .and_then(|r| e.slot.make_line(r.dev))
                         .map(|l| (l, e.id.clone(), d, sup))
                 })
             }
@@ -511,7 +572,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
         let entry = &mut g.entries[idx];
         let key = entry.key;
         dropped = entry.run.take();
-        entry.slot.down();
+        entry.slot.down(dev);
         let id = &entry.id;
         let temporary = entry.spec.restart == Restart::Temporary;
         let remove_after = temporary || (entry.dynamic && entry.held);
@@ -629,12 +690,17 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
         if g.mode != Mode::Running {
             return;
         }
-        let Some(idx) = g.index(key) else { return };
-        if g.entries[idx].run.is_some() || g.entries[idx].held {
-            // Running again (restart_child), or terminated on request since.
-            return;
+        match g.index(key) {
+            Some(idx) if g.entries[idx].run.is_none() && !g.entries[idx].held => {
+                plan_restart(&mut g, idx, now, &cause)
+            }
+            // Running again (restart_child), terminated on request or
+            // deleted since.
+            idx => {
+                g.drop_restart(idx);
+                None
+            }
         }
-        plan_restart(&mut g, idx, now, &cause)
     };
     // The cause (which may hold a user error) is dropped after the borrow.
     drop(cause);
@@ -686,11 +752,21 @@ fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &Cause) -> Optio
     let mut to_terminate = VecDeque::new();
     if let Targets::Many(keys) = &targets {
         for e in g.entries.iter_mut().rev() {
-            if e.key != key && e.run.is_some() && keys.contains(&e.key) {
+            if e.key == key || !keys.contains(&e.key) {
+                continue;
+            }
+            if e.run.is_some() {
                 // Terminated by the strategy: restarted after, unless
-                // temporary (removed when its Down comes).
+                // temporary (removed when its Down comes) or a
+                // `terminate_child` is on its way.
                 e.pending = e.spec.restart != Restart::Temporary && !e.held;
                 to_terminate.push_back(e.key);
+            } else if e.spec.restart != Restart::Temporary {
+                // Not running (terminated on request, transient stopped
+                // normally, start failed): started too, as OTP starts
+                // every child of the set.
+                e.pending = true;
+                e.held = false;
             }
         }
     }
@@ -815,16 +891,26 @@ impl Launch {
 }
 
 /// Runs the start function of one entry (not running) and records the new
-/// incarnation.
+/// incarnation (a first start, not a restart: traced as `start`).
 fn start_entry(sh: &Shared, core: &mut Core, key: Key) -> Result<DeviceId, Rc<dyn Error>> {
     let launch = {
         let g = sh.borrow();
         let Some(e) = g.entries.iter().find(|e| e.key == key) else {
             return Err(Rc::new(ChildError::SupervisorDown));
         };
-        Launch::of(&g.downs, e)
+        (Launch::of(&g.downs, e), e.id.clone())
     };
-    launch_entry(sh, core, key, launch)
+    let (launch, id) = launch;
+    let dev = launch_entry(sh, core, key, launch)?;
+    tracing::info!(
+        target: "stakplane::supervise",
+        supervisor = %sh.borrow().id,
+        child = %id,
+        device = %dev,
+        event = "start",
+        "child started"
+    );
+    Ok(dev)
 }
 
 /// Runs a start function prepared for entry `key` (with no borrow held)
@@ -841,19 +927,70 @@ fn launch_entry(
         slot,
         downs,
     } = launch;
+    sh.borrow_mut().starting += 1;
     // A start function that panics failed to start (OTP: an init that
     // crashes is a start error): its panic becomes the error.
-    let erased: Erased = match catch_unwind(AssertUnwindSafe(|| start(core, &*args, slot.any()))) {
-        Ok(res) => res?,
-        Err(payload) => return Err(Rc::new(Cause::Panic(guard::panic_message(payload)))),
+    let res = catch_unwind(AssertUnwindSafe(|| start(core, &*args, slot.any())));
+    let stopping = {
+        let mut g = sh.borrow_mut();
+        g.starting -= 1;
+        g.mode == Mode::Stopping
     };
+    let res = match res {
+        Ok(Ok(erased)) => place(sh, key, &slot, erased),
+        Ok(Err(error)) => Err(error),
+        Err(payload) => Err(Rc::new(Cause::Panic(guard::panic_message(payload))) as Rc<dyn Error>),
+    };
+    if res.is_ok() {
+        // Monitored once recorded; a device already dead gets its Down
+        // queued at once, handled as any exit.
+        slot.watch(downs);
+    }
+    if stopping {
+        // The start function began an ordered shutdown (or ran during
+        // one): it goes on, with this incarnation if placed.
+        pump(sh, core);
+    }
+    res
+}
+
+/// Records the incarnation a start function installed in entry `key`'s
+/// slot. While the supervisor runs, it is the entry's incarnation; during
+/// its ordered shutdown (which a start function may have requested) it is
+/// placed too and added to the children to shut down, in its start-order
+/// place. An entry gone, or a supervisor that has ended: the incarnation
+/// has no place and is killed.
+fn place(
+    sh: &Shared,
+    key: Key,
+    slot: &Rc<dyn AddrHook>,
+    erased: Erased,
+) -> Result<DeviceId, Rc<dyn Error>> {
     let Some(dev) = slot.dev_id() else {
         return Err(Rc::new(ChildError::ShuttingDown));
     };
     let placed = {
-        let mut g = sh.borrow_mut();
-        match g.entry(key) {
-            Some(e) if e.run.is_none() => {
+        let mut guard = sh.borrow_mut();
+        let g = &mut *guard;
+        let mode = g.mode;
+        let idx = g.index(key);
+        match idx {
+            Some(i) if g.entries[i].run.is_none() && mode != Mode::Ended => {
+                if mode == Mode::Stopping {
+                    let Some(active) = g.active.as_mut() else {
+                        return Err(Rc::new(ChildError::ShuttingDown));
+                    };
+                    // Reverse start order: before the first one started
+                    // earlier than this child.
+                    let entries = &g.entries;
+                    let at = active
+                        .to_terminate
+                        .iter()
+                        .position(|k| entries.iter().position(|e| e.key == *k) < Some(i))
+                        .unwrap_or(active.to_terminate.len());
+                    active.to_terminate.insert(at, key);
+                }
+                let e = &mut g.entries[i];
                 e.pending = false;
                 e.held = false;
                 // `run` is None here: nothing is replaced (or dropped).
@@ -869,16 +1006,13 @@ fn launch_entry(
         }
     };
     if !placed {
-        // The entry went away while the start function ran: this
-        // incarnation has no place.
+        // The entry went away while the start function ran, or the
+        // supervisor ended: this incarnation has no place.
         let sup = sh.borrow().id;
-        slot.kill(SuperviseError::SupervisorGone(sup));
-        slot.down();
+        slot.kill(dev, SuperviseError::SupervisorGone(sup));
+        slot.down(dev);
         return Err(Rc::new(ChildError::ShuttingDown));
     }
-    // Monitored once recorded; a device already dead gets its Down queued
-    // at once, handled as any exit.
-    slot.watch(downs);
     Ok(dev)
 }
 
@@ -888,8 +1022,7 @@ fn line_of(sh: &Shared, key: Key) -> Result<Line, ChildError> {
     g.entries
         .iter()
         .find(|e| e.key == key)
-        .filter(|e| e.run.is_some())
-        .and_then(|e| e.slot.make_line())
+        .and_then(|e| e.run.as_ref().and_then(|r| e.slot.make_line(r.dev)))
         .ok_or(ChildError::ShuttingDown)
 }
 
@@ -911,11 +1044,13 @@ impl Supervisor {
     /// start function plus a monitor and a few small allocations.
     ///
     /// # Errors
-    /// [`StartError::DuplicateId`] / [`StartError::StaticChildInSimple`]
-    /// for a bad spec (nothing started); [`StartError::Child`] when a
-    /// start function fails: the children started before it are shut down
-    /// in reverse order, each with its shutdown policy, by the supervisor
-    /// device, which then ends with
+    /// [`StartError::DuplicateId`] / [`StartError::StaticChildInSimple`] /
+    /// [`StartError::ZeroPeriod`] for a bad spec (nothing started);
+    /// [`StartError::Child`] when a start function fails: the children
+    /// started before it are shut down in reverse order, each with its
+    /// shutdown policy (an [`Shutdown::Infinity`] child is killed if not
+    /// down after 5 s: nobody can reach the supervisor then), by the
+    /// supervisor device, which then ends with
     /// `Cause::Error(SuperviseError::StartFailed)`.
     pub fn start(core: &mut Core, spec: SupervisorSpec) -> Result<Supervisor, StartError> {
         let SupervisorSpec {
@@ -924,6 +1059,9 @@ impl Supervisor {
             children,
             template,
         } = spec;
+        if intensity.period.is_zero() {
+            return Err(StartError::ZeroPeriod);
+        }
         for (i, c) in children.iter().enumerate() {
             if strategy == Strategy::SimpleOneForOne {
                 return Err(StartError::StaticChildInSimple(c.core.id.clone()));
@@ -950,6 +1088,7 @@ impl Supervisor {
             jobs: VecDeque::new(),
             waiting: None,
             self_own: None,
+            starting: 0,
         }));
         {
             let sh = sh.clone();
@@ -1192,16 +1331,7 @@ impl SupervisorRef {
 
     fn start_new(&self, sh: &Shared, core: &mut Core, key: Key) -> Result<Line, ChildError> {
         match start_entry(sh, core, key) {
-            Ok(dev) => {
-                tracing::info!(
-                    target: "stakplane::supervise",
-                    supervisor = %self.line.id(),
-                    device = %dev,
-                    event = "start",
-                    "child started"
-                );
-                line_of(sh, key)
-            }
+            Ok(_) => line_of(sh, key),
             Err(error) => {
                 let removed = {
                     let mut g = sh.borrow_mut();
@@ -1393,7 +1523,7 @@ impl SupervisorRef {
             .iter()
             .map(|e| ChildInfo {
                 id: e.id.clone(),
-                status: match (&e.run, e.slot.make_line()) {
+                status: match (&e.run, e.run.as_ref().and_then(|r| e.slot.make_line(r.dev))) {
                     (Some(r), Some(line)) if r.terminating => ChildStatus::Terminating(line),
                     (Some(_), Some(line)) => ChildStatus::Running(line),
                     _ if e.pending => ChildStatus::Restarting,
@@ -1537,6 +1667,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The record never holds more than `max_restarts + 1` restarts, even
+    /// when none leaves the window (a period of `Duration::MAX`), and such
+    /// an intensity does not overflow.
+    #[test]
+    fn restart_history_is_bounded_at_max_restarts_plus_one() {
+        let mut now = Instant::now();
+        let huge = Intensity {
+            max_restarts: u32::MAX,
+            period: Duration::MAX,
+        };
+        let three = Intensity {
+            max_restarts: 3,
+            period: Duration::MAX,
+        };
+        let (mut a, mut b) = (RestartWindow::default(), RestartWindow::default());
+        for i in 0..1_000 {
+            now += Duration::from_millis(1);
+            assert!(a.add(now, huge));
+            assert_eq!(b.add(now, three), i < 3);
+            assert!(b.times.len() <= 4);
+        }
+        assert_eq!(a.times.len(), 1_000);
     }
 
     /// With an intensity that never gives up, the record still forgets

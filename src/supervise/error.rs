@@ -58,6 +58,11 @@ pub enum SuperviseError {
     /// The child's supervisor ended abruptly (killed, cascaded, dropped or
     /// shut down without its ordered shutdown) while the child was running.
     SupervisorGone(DeviceId),
+    /// A child of a nested supervisor that was still being shut down by
+    /// an old copy of that supervisor (one whose restart failed) when the
+    /// restarted copy started the same child: the new incarnation took
+    /// the child's [`Addr`](super::Addr), and the old one was killed.
+    Superseded,
 }
 
 impl fmt::Display for SuperviseError {
@@ -82,6 +87,9 @@ impl fmt::Display for SuperviseError {
                 write!(f, "not down {d:?} after the supervisor asked it to stop")
             }
             SuperviseError::SupervisorGone(id) => write!(f, "supervisor {id} ended"),
+            SuperviseError::Superseded => {
+                f.write_str("superseded by a newer incarnation of the same child")
+            }
         }
     }
 }
@@ -111,6 +119,9 @@ pub enum StartError {
     },
     /// Two child specs share an id.
     DuplicateId(ChildId),
+    /// The restart intensity's period is zero (OTP requires a period
+    /// greater than zero): nothing was started.
+    ZeroPeriod,
     /// A `simple_one_for_one` supervisor was given static children
     /// (it has one template and only dynamic children).
     StaticChildInSimple(ChildId),
@@ -127,6 +138,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Child { id, error } => write!(f, "child {id} failed to start: {error}"),
             StartError::DuplicateId(id) => write!(f, "two child specs have the id {id}"),
+            StartError::ZeroPeriod => f.write_str("the restart intensity's period is zero"),
             StartError::StaticChildInSimple(id) => write!(
                 f,
                 "child spec {id} given to a simple_one_for_one supervisor, which only has \

@@ -68,11 +68,13 @@ pub enum Strategy {
     /// Only the child that exited is restarted.
     OneForOne,
     /// All other running children are terminated (reverse start order),
-    /// then all of them are restarted (start order).
+    /// then every child is started (start order), running before or not
+    /// (as OTP); temporary ones are removed.
     OneForAll,
     /// The running children started after the one that exited are
-    /// terminated (reverse start order), then it and they are restarted
-    /// (start order).
+    /// terminated (reverse start order), then it and every child after it
+    /// are started (start order), running before or not (as OTP);
+    /// temporary ones are removed.
     RestForOne,
     /// One template, children added at run time with
     /// [`start_child_with`](super::SupervisorRef::start_child_with), all
@@ -120,7 +122,9 @@ pub enum Shutdown {
     /// time, kill it (`Cause::Killed(SuperviseError::ShutdownTimeout)`).
     Timeout(Duration),
     /// Ask it to stop and wait for as long as it takes (OTP's `infinity`,
-    /// the default for supervisor children).
+    /// the default for supervisor children). Exception: a supervisor
+    /// unwinding a failed [`Supervisor::start`](super::Supervisor::start)
+    /// kills it if not down after 5 s.
     Infinity,
 }
 
@@ -278,6 +282,8 @@ pub struct ChildSpec<A: 'static, Arg: 'static = ()> {
     start: TypedStart<A, Arg>,
     restart: Restart,
     shutdown: Shutdown,
+    /// Whether `shutdown` was set explicitly (else it follows the kind).
+    shutdown_set: bool,
     kind: ChildKind,
     slot: Rc<AddrSlot<A>>,
 }
@@ -306,13 +312,11 @@ impl ChildSpec<super::SupervisorActor, ()> {
     /// down in reverse order first, then ends with
     /// `Cause::Shutdown { by: Some(parent) }`.
     pub fn supervisor(id: impl Into<ChildId>, spec: SupervisorSpec) -> Self {
-        let mut me = Self::worker(id, move |core| {
+        let me = Self::worker(id, move |core| {
             let sup = super::Supervisor::start(core, spec.dup())?;
             Ok(sup.into_child())
         });
-        me.kind = ChildKind::Supervisor;
-        me.shutdown = Shutdown::Infinity;
-        me
+        me.kind(ChildKind::Supervisor)
     }
 }
 
@@ -330,6 +334,7 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
             start: Rc::new(start),
             restart: Restart::Permanent,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            shutdown_set: false,
             kind: ChildKind::Worker,
             slot: Rc::new(AddrSlot::new()),
         }
@@ -342,16 +347,26 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
     }
 
     /// Sets the shutdown policy (default 5 s for a worker, infinity for a
-    /// supervisor).
+    /// supervisor). Once set, [`kind`](ChildSpec::kind) no longer changes
+    /// it.
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
+        self.shutdown_set = true;
         self
     }
 
     /// Sets the child kind (for a device that supervises others by other
-    /// means).
+    /// means). Unless a shutdown policy was set explicitly, it becomes the
+    /// kind's default, as in OTP: [`Shutdown::Infinity`] for a
+    /// supervisor, a 5 s [`Shutdown::Timeout`] for a worker.
     pub fn kind(mut self, kind: ChildKind) -> Self {
         self.kind = kind;
+        if !self.shutdown_set {
+            self.shutdown = match kind {
+                ChildKind::Supervisor => Shutdown::Infinity,
+                ChildKind::Worker => Shutdown::Timeout(Duration::from_secs(5)),
+            };
+        }
         self
     }
 
