@@ -196,6 +196,27 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The index of child `id` if `restart_child`/`delete_child` may act
+    /// on it: the supervisor runs and is not `simple_one_for_one`, and the
+    /// child exists, is not running and is not being restarted.
+    fn stopped_child(&self, id: &str) -> Result<usize, ChildError> {
+        self.check_running()?;
+        if self.strategy == Strategy::SimpleOneForOne {
+            return Err(ChildError::SimpleOneForOne);
+        }
+        let Some(i) = self.by_id(id) else {
+            return Err(ChildError::NotFound(ChildId::from(id)));
+        };
+        let e = &self.entries[i];
+        if e.run.is_some() {
+            return Err(ChildError::Running(e.id.clone()));
+        }
+        if e.pending {
+            return Err(ChildError::Restarting(e.id.clone()));
+        }
+        Ok(i)
+    }
+
     fn index(&self, key: Key) -> Option<usize> {
         self.entries.iter().position(|e| e.key == key)
     }
@@ -1453,21 +1474,8 @@ impl SupervisorRef {
         let sh = self.shared()?;
         let key = {
             let g = sh.borrow();
-            g.check_running()?;
-            if g.strategy == Strategy::SimpleOneForOne {
-                return Err(ChildError::SimpleOneForOne);
-            }
-            let Some(i) = g.by_id(id) else {
-                return Err(ChildError::NotFound(ChildId::from(id)));
-            };
-            let e = &g.entries[i];
-            if e.run.is_some() {
-                return Err(ChildError::Running(e.id.clone()));
-            }
-            if e.pending {
-                return Err(ChildError::Restarting(e.id.clone()));
-            }
-            e.key
+            let i = g.stopped_child(id)?;
+            g.entries[i].key
         };
         match start_entry(&sh, core, key) {
             Ok(_) => line_of(&sh, key),
@@ -1490,21 +1498,8 @@ impl SupervisorRef {
         let sh = self.shared()?;
         let removed = {
             let mut g = sh.borrow_mut();
-            g.check_running()?;
-            if g.strategy == Strategy::SimpleOneForOne {
-                return Err(ChildError::SimpleOneForOne);
-            }
-            let Some(i) = g.by_id(id) else {
-                return Err(ChildError::NotFound(ChildId::from(id)));
-            };
-            let e = &g.entries[i];
-            if e.run.is_some() {
-                return Err(ChildError::Running(e.id.clone()));
-            }
-            if e.pending {
-                return Err(ChildError::Restarting(e.id.clone()));
-            }
-            let key = e.key;
+            let i = g.stopped_child(id)?;
+            let key = g.entries[i].key;
             g.remove(key)
         };
         discard(removed);
