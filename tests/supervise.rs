@@ -1369,6 +1369,20 @@ fn status(sup: &SupervisorRef, id: &str) -> &'static str {
     }
 }
 
+/// Starts `nested` as child "nested" of a one_for_one top supervisor
+/// that allows 10 restarts a minute, and runs the queue.
+fn start_under_a_top(rt: &mut Rt, nested: SupervisorSpec) -> Supervisor {
+    let top = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(10, Duration::from_secs(60))
+            .child(ChildSpec::supervisor("nested", nested)),
+    )
+    .unwrap();
+    rt.run();
+    top
+}
+
 #[test]
 fn a_failed_nested_restart_leaves_the_retried_incarnations_children_alone() {
     let mut rt = Rt::new();
@@ -1391,14 +1405,7 @@ fn a_failed_nested_restart_leaves_the_retried_incarnations_children_alone() {
         .intensity(1, Duration::from_secs(60))
         .child(g1)
         .child(g2);
-    let _top = Supervisor::start(
-        &mut rt.s,
-        SupervisorSpec::one_for_one()
-            .intensity(10, Duration::from_secs(60))
-            .child(ChildSpec::supervisor("nested", nested)),
-    )
-    .unwrap();
-    rt.run();
+    let _top = start_under_a_top(&mut rt, nested);
     // Two crashes of g1: the nested supervisor (1 restart allowed) gives up.
     crash(&g1_addr);
     rt.run();
@@ -1714,14 +1721,7 @@ fn a_child_an_old_nested_copy_is_still_shutting_down_is_superseded_by_the_new_co
         .intensity(0, Duration::from_secs(60))
         .child(g1)
         .child(g2);
-    let _top = Supervisor::start(
-        &mut rt.s,
-        SupervisorSpec::one_for_one()
-            .intensity(10, Duration::from_secs(60))
-            .child(ChildSpec::supervisor("nested", nested)),
-    )
-    .unwrap();
-    rt.run();
+    let _top = start_under_a_top(&mut rt, nested);
     // g1 crashes: nested gives up at once, shutting g2 down (g1 is dead).
     crash(&g1_addr);
     rt.run();
