@@ -105,9 +105,10 @@
 //! ## Dropping the mailbox
 //!
 //! The queue lives while any [`Mailbox`] handle or a pending delivery
-//! holds it. Messages still queued when the last holder goes are dropped
-//! with it, without dead letters: [`close`](Mailbox::close) first to
-//! dead-letter them.
+//! holds it. Messages still queued when the last holder goes go to the
+//! dead-letter `Fwd` (as [`Dropped::Closed`]), as with
+//! [`close`](Mailbox::close); with no `Fwd` set they are dropped with the
+//! queue (nobody is left to count them).
 
 use crate::guard::fail_with_panic;
 use slab::Slab;
@@ -1300,6 +1301,29 @@ impl<M: 'static> Drop for SendFuture<'_, M> {
             let inner = &self.mailbox.inner;
             inner.reserved.set(inner.reserved.get().saturating_sub(1));
             inner.grant();
+        }
+    }
+}
+
+impl<M: 'static> Drop for Inner<M> {
+    /// The last handle is gone with messages still queued: they go to the
+    /// dead letters (`Dropped::Closed`) like a `close`, never silently.
+    fn drop(&mut self) {
+        if self.closed.get() {
+            return;
+        }
+        let left = std::mem::take(self.queue.get_mut());
+        if left.is_empty() {
+            return;
+        }
+        let Some(sink) = self.sink.get_mut().take() else {
+            return;
+        };
+        for msg in left {
+            sink.fwd(DeadLetter {
+                msg,
+                why: Dropped::Closed,
+            });
         }
     }
 }

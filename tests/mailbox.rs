@@ -1198,3 +1198,16 @@ fn take_queued_moves_unhandled_messages_out_and_frees_slots() {
             + s.depth as u64
     );
 }
+
+#[test]
+fn dropping_the_last_handle_dead_letters_what_is_still_queued() {
+    let dead: Rc<RefCell<Vec<(u32, Dropped)>>> = Rc::default();
+    let sink = dead.clone();
+    let mb: Mailbox<u32> = Mailbox::new(4, Overflow::Reject);
+    mb.dead_letters(Fwd::new(move |dl: DeadLetter<u32>| {
+        sink.borrow_mut().push((dl.msg, dl.why))
+    }));
+    send_all(&mb, [1, 2]);
+    drop(mb);
+    assert_eq!(*dead.borrow(), [(1, Dropped::Closed), (2, Dropped::Closed)]);
+}
