@@ -1211,3 +1211,56 @@ fn dropping_the_last_handle_dead_letters_what_is_still_queued() {
     drop(mb);
     assert_eq!(*dead.borrow(), [(1, Dropped::Closed), (2, Dropped::Closed)]);
 }
+
+/// Holds a mailbox in its state, so the mailbox dies with the Stakker.
+struct Holder {
+    _mb: Mailbox<u32>,
+}
+
+impl Holder {
+    fn init(_: CX![], mb: Mailbox<u32>) -> Option<Self> {
+        Some(Holder { _mb: mb })
+    }
+}
+
+/// Receives dead letters.
+struct Sink {
+    got: Rc<RefCell<Vec<u32>>>,
+}
+
+impl Sink {
+    fn init(_: CX![], got: Rc<RefCell<Vec<u32>>>) -> Option<Self> {
+        Some(Sink { got })
+    }
+
+    fn dead(&mut self, _: CX![], dl: DeadLetter<u32>) {
+        self.got.borrow_mut().push(dl.msg);
+    }
+}
+
+#[test]
+fn a_mailbox_dropped_with_its_holder_dead_letters_to_an_actor_even_as_the_stakker_goes() {
+    // The holder dies first: its mailbox's queue reaches the sink actor.
+    let got: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let mut rt = Rt::new();
+    let sink = device!(rt.s, Sink::init(got.clone()));
+    let mb: Mailbox<u32> = Mailbox::new(4, Overflow::Reject);
+    mb.dead_letters(fwd_to!([sink], dead() as (DeadLetter<u32>)));
+    send_all(&mb, [1, 2]);
+    let holder = device!(rt.s, Holder::init(mb));
+    rt.run();
+    drop(holder);
+    rt.run();
+    assert_eq!(*got.borrow(), [1, 2]);
+    // Everything goes down with the Stakker: the dead letters are queued
+    // to a dying actor and never run; no panic in the drops.
+    let late: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let sink2 = device!(rt.s, Sink::init(late.clone()));
+    let mb: Mailbox<u32> = Mailbox::new(4, Overflow::Reject);
+    mb.dead_letters(fwd_to!([sink2], dead() as (DeadLetter<u32>)));
+    send_all(&mb, [3]);
+    let _holder = device!(rt.s, Holder::init(mb));
+    rt.run();
+    drop(rt);
+    assert!(late.borrow().is_empty());
+}
