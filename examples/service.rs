@@ -323,6 +323,7 @@ struct Member {
 }
 
 /// The shared state: who is connected, and what they said.
+#[derive(Default)]
 pub struct Hub {
     members: BTreeMap<DeviceId, Member>,
     joined: u64,
@@ -335,15 +336,7 @@ pub struct Hub {
 
 impl Hub {
     fn init(_: CX![]) -> Option<Self> {
-        Some(Hub {
-            members: BTreeMap::new(),
-            joined: 0,
-            left: 0,
-            faults: 0,
-            too_slow: 0,
-            lines: 0,
-            relayed: 0,
-        })
+        Some(Hub::default())
     }
 
     /// A new connection: start its session, own it, monitor it.
@@ -444,7 +437,7 @@ impl Hub {
 
 /// The Hub's numbers. `Display` is the `/stats` body (one `name value`
 /// per line); [`Stats::parse`] reads it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Clients connected now.
     pub connected: usize,
@@ -497,16 +490,7 @@ impl Stats {
     /// # Errors
     /// A description of the first line that does not fit.
     pub fn parse(text: &str) -> Result<Stats, String> {
-        let mut s = Stats {
-            connected: 0,
-            joined: 0,
-            left: 0,
-            faults: 0,
-            too_slow: 0,
-            lines: 0,
-            relayed: 0,
-            clients: Vec::new(),
-        };
+        let mut s = Stats::default();
         for line in text.lines() {
             let bad = || format!("bad stats line {line:?}");
             let words: Vec<&str> = line.split_whitespace().collect();
