@@ -417,24 +417,14 @@ impl<A: 'static, M: 'static> Group<A, M> {
         if n == 0 {
             return Err(SendError::Closed(msg));
         }
-        let start = self.inner.cursor.get() % n;
-        let mut msg = msg;
         match self.inner.spec.dispatch {
             Dispatch::RoundRobin => {
-                for k in 0..n {
-                    let i = (start + k) % n;
-                    match workers[i].mailbox.try_send(msg) {
-                        Ok(()) => {
-                            self.inner.cursor.set(i + 1);
-                            return Ok(());
-                        }
-                        Err(e) => msg = e.into_inner(),
-                    }
-                }
-                Err(SendError::Full(msg))
+                let offer = |mb: &Mailbox<M>, m| mb.try_send(m).map_err(SendError::into_inner);
+                self.round_robin(&workers, msg, offer)
+                    .map_err(SendError::Full)
             }
             Dispatch::LeastLoaded => {
-                let i = least_loaded(&workers, start);
+                let i = least_loaded(&workers, self.inner.cursor.get() % n);
                 self.inner.cursor.set(i + 1);
                 workers[i].mailbox.try_send(msg)
             }
@@ -537,16 +527,24 @@ impl<A: 'static, M: 'static> Group<A, M> {
     /// held is never dropped or allowed to push out another.
     fn place(&self, msg: M) -> Result<(), M> {
         let workers = self.inner.workers.borrow();
+        self.round_robin(&workers, msg, |mb, m| mb.try_send_if_room(m))
+    }
+
+    /// Offers `msg` to each worker in turn from the cursor with `offer`
+    /// (which gives it back if refused); the cursor moves past the worker
+    /// that takes it. Gives it back if every worker refuses.
+    fn round_robin(
+        &self,
+        workers: &[Rc<Worker<M>>],
+        msg: M,
+        offer: impl Fn(&Mailbox<M>, M) -> Result<(), M>,
+    ) -> Result<(), M> {
         let n = workers.len();
-        let start = if n == 0 {
-            0
-        } else {
-            self.inner.cursor.get() % n
-        };
+        let start = self.inner.cursor.get() % n.max(1);
         let mut msg = msg;
         for k in 0..n {
             let i = (start + k) % n;
-            match workers[i].mailbox.try_send_if_room(msg) {
+            match offer(&workers[i].mailbox, msg) {
                 Ok(()) => {
                     self.inner.cursor.set(i + 1);
                     return Ok(());

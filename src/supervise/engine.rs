@@ -196,6 +196,31 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Appends a child that is not running yet; returns its key.
+    fn add_entry(
+        &mut self,
+        id: ChildId,
+        spec: Rc<SpecCore>,
+        args: Rc<dyn Any>,
+        slot: Rc<dyn AddrHook>,
+        dynamic: bool,
+    ) -> Key {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.entries.push(Entry {
+            key,
+            id,
+            spec,
+            args,
+            slot,
+            run: None,
+            pending: false,
+            held: false,
+            dynamic,
+        });
+        key
+    }
+
     /// The index of child `id` if `restart_child`/`delete_child` may act
     /// on it: the supervisor runs and is not `simple_one_for_one`, and the
     /// child exists, is not running and is not being restarted.
@@ -1120,20 +1145,8 @@ impl Supervisor {
         for child in children {
             let key = {
                 let mut g = sh.borrow_mut();
-                let key = g.next_key;
-                g.next_key += 1;
-                g.entries.push(Entry {
-                    key,
-                    id: child.core.id.clone(),
-                    spec: child.core,
-                    args: Rc::new(()),
-                    slot: child.slot,
-                    run: None,
-                    pending: false,
-                    held: false,
-                    dynamic: false,
-                });
-                key
+                let id = child.core.id.clone();
+                g.add_entry(id, child.core, Rc::new(()), child.slot, false)
             };
             if let Err(error) = start_entry(&sh, core, key) {
                 let id = {
@@ -1332,20 +1345,8 @@ impl SupervisorRef {
                     ChildError::AlreadyPresent(id)
                 });
             }
-            let key = g.next_key;
-            g.next_key += 1;
-            g.entries.push(Entry {
-                key,
-                id: spec.core.id.clone(),
-                spec: spec.core,
-                args: Rc::new(()),
-                slot: spec.slot,
-                run: None,
-                pending: false,
-                held: false,
-                dynamic: false,
-            });
-            key
+            let id = spec.core.id.clone();
+            g.add_entry(id, spec.core, Rc::new(()), spec.slot, false)
         };
         self.start_new(&sh, core, key)
     }
@@ -1403,20 +1404,8 @@ impl SupervisorRef {
             }
             g.next_dyn += 1;
             let id = ChildId::from(format!("{}.{}", template.id, g.next_dyn));
-            let key = g.next_key;
-            g.next_key += 1;
             let slot = (template.new_slot)();
-            g.entries.push(Entry {
-                key,
-                id: id.clone(),
-                spec: template,
-                args: Rc::new(arg),
-                slot,
-                run: None,
-                pending: false,
-                held: false,
-                dynamic: true,
-            });
+            let key = g.add_entry(id.clone(), template, Rc::new(arg), slot, true);
             (key, id)
         };
         let line = self.start_new(&sh, core, key)?;
