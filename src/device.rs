@@ -279,13 +279,6 @@ impl<A: 'static> DeviceOwn<A> {
     pub fn actor(&self) -> &Actor<A> {
         &self.own
     }
-
-    /// A monitor through `fwd` that is never cancelled: as
-    /// [`DeviceRef::monitor_fwd`] without the [`MonitorRef`] (a device
-    /// already dead has its `Down` sent at once).
-    pub(crate) fn watch_fwd(&self, fwd: Fwd<Down>) {
-        registry::watch_fwd(self.key, fwd);
-    }
 }
 
 impl<A: 'static> sealed::Sealed for DeviceOwn<A> {

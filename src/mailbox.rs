@@ -628,20 +628,34 @@ impl<M: 'static> Inner<M> {
         queued + usize::from(self.in_hand.get())
     }
 
+    /// Queues `msg` if a slot is free (not counting slots reserved for
+    /// waiting senders); gives it back otherwise. The caller checked that
+    /// the mailbox is open.
+    #[inline]
+    fn try_queue(self: &Rc<Self>, msg: M) -> Result<(), M> {
+        let mut q = self.queue.borrow_mut();
+        let depth = self.depth(q.len());
+        if depth + self.reserved.get() >= self.capacity {
+            return Err(msg);
+        }
+        q.push_back(msg);
+        drop(q);
+        self.pushed(depth + 1);
+        Ok(())
+    }
+
     /// Pushes without waiting, applying the overflow policy.
     #[inline]
     fn push(self: &Rc<Self>, msg: M) -> Push<M> {
         if self.closed.get() {
             return Push::Closed(msg);
         }
+        let msg = match self.try_queue(msg) {
+            Ok(()) => return Push::Queued,
+            Err(msg) => msg,
+        };
         let mut q = self.queue.borrow_mut();
         let depth = self.depth(q.len());
-        if depth + self.reserved.get() < self.capacity {
-            q.push_back(msg);
-            drop(q);
-            self.pushed(depth + 1);
-            return Push::Queued;
-        }
         match self.overflow {
             Overflow::Reject => Push::Full(msg),
             Overflow::DropNewest => {
@@ -784,24 +798,24 @@ impl<M: 'static> Inner<M> {
     fn crashed_one(&self, copy: Option<M>, retry: bool) {
         self.in_hand.set(false);
         bump(&self.crashed);
-        if let Some(copy) = copy {
-            if self.on_crash.kind == CrashKind::Redeliver && !retry && !self.closed.get() {
+        let copy = match copy {
+            Some(copy)
+                if self.on_crash.kind == CrashKind::Redeliver && !retry && !self.closed.get() =>
+            {
                 // The copy takes over the slot of the message in hand.
                 self.queue.borrow_mut().push_front(copy);
                 self.front_is_retry.set(true);
                 bump(&self.redelivered);
                 return;
             }
-            bump(&self.dropped_crashed);
-            if self.waiting.get() != 0 {
-                self.grant();
-            }
+            other => other,
+        };
+        bump(&self.dropped_crashed);
+        if self.waiting.get() != 0 {
+            self.grant();
+        }
+        if let Some(copy) = copy {
             self.dead_letter(copy, Dropped::Crashed);
-        } else {
-            bump(&self.dropped_crashed);
-            if self.waiting.get() != 0 {
-                self.grant();
-            }
         }
     }
 
@@ -943,6 +957,10 @@ impl<M: 'static> Mailbox<M> {
     /// Either way the message comes back in the error. Under
     /// `DropOldest`/`DropNewest` a full mailbox accepts the send and
     /// dead-letters a message ([`Overflow`]).
+    ///
+    /// # Panics
+    /// Only if the dead-letter `Fwd` (or a waiting sender's waker) it
+    /// calls panics; that panic unwinds to the caller.
     #[inline]
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
         match self.inner.push(msg) {
@@ -967,19 +985,10 @@ impl<M: 'static> Mailbox<M> {
     /// messages between mailboxes (a task group shrinking): what does not
     /// fit goes back to the owner, not to dead letters.
     pub(crate) fn try_send_if_room(&self, msg: M) -> Result<(), M> {
-        let inner = &self.inner;
-        if inner.closed.get() {
+        if self.inner.closed.get() {
             return Err(msg);
         }
-        let mut q = inner.queue.borrow_mut();
-        let depth = inner.depth(q.len());
-        if depth + inner.reserved.get() >= inner.capacity {
-            return Err(msg);
-        }
-        q.push_back(msg);
-        drop(q);
-        inner.pushed(depth + 1);
-        Ok(())
+        self.inner.try_queue(msg)
     }
 
     /// Sends, waiting for space: a future that completes when the message
@@ -1068,6 +1077,13 @@ impl<M: 'static> Mailbox<M> {
     /// order. A message in the consumer's hands (a handler closing its own
     /// mailbox) finishes normally; if it crashes it is not redelivered.
     /// Closing twice does nothing.
+    ///
+    /// Cost: one dead-letter call per queued message and one wake per
+    /// waiting sender.
+    ///
+    /// # Panics
+    /// Only if the dead-letter `Fwd` (or a waiting sender's waker) it
+    /// calls panics; that panic unwinds to the caller.
     pub fn close(&self) {
         let inner = &self.inner;
         if inner.closed.replace(true) {
@@ -1108,6 +1124,9 @@ impl<M: 'static> Mailbox<M> {
     /// waiting senders.
     ///
     /// Cost: one `Vec` of the queued messages.
+    ///
+    /// # Panics
+    /// Only if a waiting sender's waker it wakes panics; that panic unwinds to the caller.
     pub fn take_queued(&self) -> Vec<M> {
         let inner = &self.inner;
         let taken: Vec<M> = std::mem::take(&mut *inner.queue.borrow_mut()).into();

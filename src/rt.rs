@@ -522,8 +522,7 @@ impl Runtime {
         // The turn's time bound: the caller's `max_wait` and, while
         // draining, the grace deadline. On virtual time it is also a
         // target time jumps to.
-        let now = self.clock_now();
-        let mut bound = max_wait.and_then(|w| now.checked_add(w));
+        let mut bound = max_wait.and_then(|w| self.clock_now().checked_add(w));
         let idle_pending = if run_first {
             self.run_queue()
         } else {

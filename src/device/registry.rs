@@ -603,23 +603,6 @@ fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
     })
 }
 
-/// A monitor through `fwd` that is never cancelled (no [`MonitorRef`] is
-/// made): what a supervisor puts on each incarnation of its children. As
-/// with [`monitor_fwd`], a device already dead has its `Down` sent at
-/// once.
-pub(crate) fn watch_fwd(key: Key, fwd: Fwd<Down>) {
-    let mut rejected = None;
-    with((), |r| {
-        let token = r.token();
-        if let Err(watch) = r.push(key, token, Watch::Fwd(fwd)) {
-            rejected = Some((r.dead_error(key), watch));
-        }
-    });
-    if let Some((LinkError::DeviceDown { id, cause }, watch)) = rejected {
-        deliver(watch, Down { id, cause });
-    }
-}
-
 pub(crate) fn monitor(key: Key, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
     add_monitor(key, Watch::Ret(ret))
 }

@@ -172,8 +172,9 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
 
     fn watch(&self, fwd: Fwd<Down>) {
         if let Some(own) = self.current.borrow().as_ref() {
-            // A device already dead gets its Down queued at once.
-            own.watch_fwd(fwd);
+            // Never cancelled (the MonitorRef is dropped, which keeps the
+            // monitor); a device already dead gets its Down at once.
+            let _ = own.monitor_fwd(fwd);
         }
     }
 
@@ -195,10 +196,8 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
         if self.current.borrow().is_some() {
             return;
         }
-        if let Some(mb) = self.mailbox() {
-            mb.detach();
-        }
         self.deleted.set(true);
+        // Closing detaches the consumer first, then drops the held calls.
         if let Some(mb) = self.mailbox() {
             mb.close();
         }

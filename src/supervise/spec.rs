@@ -374,7 +374,8 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
     /// alive, in a reliable bounded mailbox of `capacity` with `overflow`
     /// as its policy when full; each new incarnation takes over the
     /// mailbox. Without it, such calls fail with
-    /// [`AddrError::NotRunning`](super::AddrError::NotRunning).
+    /// [`AddrError::NotRunning`](super::AddrError::NotRunning). A
+    /// `capacity` of 0 is taken as 1.
     pub fn hold(self, capacity: usize, overflow: Overflow) -> Self {
         self.slot.set_hold(capacity, overflow);
         self
