@@ -286,6 +286,51 @@ fn watchers_are_notified_in_registration_order() {
     assert_eq!(who, names);
 }
 
+/// The first monitor of a device is kept apart from the others (inline,
+/// while it is the only watcher); cancelling it, or the ones after it, must
+/// not change the order of the rest, and the registry counts it as a watcher.
+#[test]
+fn watchers_are_notified_in_registration_order_across_cancels() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let names = ["w0", "w1", "w2", "w3", "w4", "w5"];
+    let w: Vec<_> = names
+        .iter()
+        .map(|n| trapping_dev(&mut rt, n, &log))
+        .collect();
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let base = stakplane::registry_stats().watchers;
+    let mon = |i: usize| {
+        target
+            .monitor(ret_some_to!([w[i]], down() as (Down)))
+            .unwrap()
+    };
+    // w0 alone (the inline first watcher), then cancelled: w1 takes its
+    // place; w2 and w3 queue behind it.
+    mon(0).cancel();
+    let m1 = mon(1);
+    assert_eq!(
+        stakplane::registry_stats().watchers,
+        base + 1,
+        "the first watcher counts"
+    );
+    let _ = mon(2);
+    let m3 = mon(3);
+    // The first one cancelled while others wait: the next monitor goes
+    // behind them, never in front.
+    assert!(m1.cancel());
+    let _ = mon(4);
+    assert!(m3.cancel());
+    w[5].link(&target, LinkMode::Monitor).unwrap();
+    assert_eq!(stakplane::registry_stats().watchers, base + 3);
+    call!([target], stop());
+    rt.run();
+    let who: Vec<&str> = log.borrow().iter().map(|(w, _)| *w).collect();
+    assert_eq!(who, ["w2", "w4", "w5"]);
+    assert_eq!(stakplane::registry_stats().watchers, base);
+}
+
 #[test]
 fn shutdown_request_names_the_requester() {
     let mut rt = Rt::new();

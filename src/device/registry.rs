@@ -2,14 +2,16 @@
 //!
 //! Every device has a small slot here from creation to the moment it is
 //! dead and no handle names it: its id, how many handles name it
-//! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), whether it
-//! is dead, and the index of its *record*. The record holds what only
-//! observed devices need: the watcher lists, a weak pointer to the
-//! controller (which the owners hold, with the trap handler) and, after
-//! death, the [`Cause`]. It is made on
-//! first observation (a monitor, link, trap, `Line` or request), or at
-//! death when a handle is left to ask how it died. A device nobody observes
-//! costs a slot insert and remove, no allocation once the slabs are warm.
+//! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), the
+//! index of its *record*, and its state: while it lives, its first monitor
+//! (inline, while it is the only watcher); after death, the [`Cause`] (kept
+//! while a handle or record is left to ask how it died). The record holds
+//! what only devices observed more closely need: the watcher lists, a weak
+//! pointer to the controller (which the owners hold, with the trap
+//! handler). It is made on the second monitor, or on the first link, trap,
+//! `Line` or request. A device nobody observes, or only one monitor
+//! watches (a supervisor's child, a parent's worker), costs a slot insert
+//! and remove, no allocation once the slabs are warm.
 //!
 //! A stakker runtime never leaves its thread, so a thread-local registry
 //! serves every runtime on the thread (several with stakker's
@@ -76,6 +78,10 @@ enum Watch {
 /// No node, no record: the end of a list.
 const NIL: u32 = u32::MAX;
 
+/// The node index a `MonitorRef` holds for a device's inline first
+/// watcher (kept in its slot, not in the node slab).
+const FIRST: u32 = u32::MAX - 1;
+
 /// One watcher, in the per-thread node slab.
 struct Node {
     /// The watched device.
@@ -99,7 +105,32 @@ struct Slot {
     refs: u32,
     /// Index of the record in `Registry::records`, or `NIL`.
     record: u32,
-    dead: bool,
+    state: State,
+}
+
+/// What a slot holds before and after its device's death (one or the
+/// other: the slot stays small).
+enum State {
+    /// The first monitor, kept inline while it is the device's only
+    /// watcher (the common case: one supervisor or parent watches it), so
+    /// that watching one device costs no node and no record. It is older
+    /// than every node on the record's list: it is set only while that
+    /// list is empty, and a later monitor goes to the list.
+    Live(Option<First>),
+    /// How the device died; kept when a handle or a record is left to ask.
+    Dead(Option<Cause>),
+}
+
+impl Slot {
+    fn is_dead(&self) -> bool {
+        matches!(self.state, State::Dead(_))
+    }
+}
+
+/// An inline monitor (see [`Slot::first`]).
+struct First {
+    token: u64,
+    watch: Watch,
 }
 
 #[derive(Default)]
@@ -109,8 +140,6 @@ struct Record {
     tail: u32,
     /// Link nodes (on other devices' lists) in which this device watches.
     watching: u32,
-    /// Set at death.
-    cause: Option<Cause>,
     control: Option<Weak<dyn Control>>,
     /// The device is dead and its watchers are being told: the slot and
     /// record stay until that is done, whatever the handle count.
@@ -137,6 +166,9 @@ struct Registry {
     next_token: u64,
     /// Devices not yet dead.
     live: usize,
+    /// Inline first watchers (see [`Slot::first`]) not yet delivered or
+    /// cancelled.
+    inline: usize,
 }
 
 /// Ids are taken from this process-wide counter in blocks, so each thread
@@ -155,6 +187,7 @@ thread_local! {
             id_end: 0,
             next_token: 1,
             live: 0,
+            inline: 0,
         })
     };
 }
@@ -191,7 +224,7 @@ fn gone(id: DeviceId) -> LinkError {
 fn index(idx: usize) -> u32 {
     u32::try_from(idx)
         .ok()
-        .filter(|&i| i != NIL)
+        .filter(|&i| i < FIRST)
         .expect("more than 4 billion devices or watchers on one thread")
 }
 
@@ -217,7 +250,7 @@ impl Registry {
     fn live_record_index(&mut self, key: Key) -> Option<usize> {
         let Registry { slots, records, .. } = self;
         let slot = match slots.get_mut(key.slot as usize) {
-            Some(slot) if slot.id == key.id && !slot.dead => slot,
+            Some(slot) if slot.id == key.id && !slot.is_dead() => slot,
             _ => return None,
         };
         if slot.record == NIL {
@@ -232,11 +265,10 @@ impl Registry {
     fn dead_error(&self, key: Key) -> LinkError {
         match self.slots.get(key.slot as usize) {
             Some(slot) if slot.id == key.id => {
-                let cause = self
-                    .records
-                    .get(slot.record as usize)
-                    .and_then(|r| r.cause.as_ref())
-                    .unwrap_or(&Cause::Dropped);
+                let cause = match &slot.state {
+                    State::Dead(Some(cause)) => cause,
+                    _ => &Cause::Dropped,
+                };
                 down_err(key.id, cause)
             }
             _ => gone(key.id),
@@ -269,7 +301,7 @@ impl Registry {
     }
 
     fn is_alive(&mut self, key: Key) -> bool {
-        self.slot(key).is_some_and(|slot| !slot.dead)
+        self.slot(key).is_some_and(|slot| !slot.is_dead())
     }
 
     fn token(&mut self) -> u64 {
@@ -304,6 +336,39 @@ impl Registry {
         }
         record.tail = idx;
         Ok(idx)
+    }
+
+    /// Adds a monitor to a live device: inline in its slot if it has no
+    /// other watcher, else at the end of its list. Gives the watcher back
+    /// if the device is not alive.
+    #[inline]
+    fn push_monitor(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, Watch> {
+        let Registry {
+            slots,
+            records,
+            inline,
+            ..
+        } = self;
+        match slots.get_mut(key.slot as usize) {
+            Some(Slot {
+                id,
+                record,
+                state: State::Live(first),
+                ..
+            }) if *id == key.id => {
+                let list_empty = *record == NIL
+                    || records
+                        .get(*record as usize)
+                        .is_none_or(|record| record.head == NIL);
+                if first.is_none() && list_empty {
+                    *first = Some(First { token, watch });
+                    *inline += 1;
+                    return Ok(FIRST);
+                }
+            }
+            _ => return Err(watch),
+        }
+        self.push(key, token, watch)
     }
 
     /// Takes the first watcher off the list of record `ri` (a dead,
@@ -424,7 +489,7 @@ impl Registry {
     #[inline]
     fn free_if_unused(&mut self, key: Key) -> Option<Cause> {
         let slot = self.slot(key)?;
-        if !slot.dead || slot.refs != 0 {
+        if !slot.is_dead() || slot.refs != 0 {
             return None;
         }
         let record = slot.record;
@@ -436,11 +501,14 @@ impl Registry {
         {
             return None;
         }
-        self.slots.remove(key.slot as usize);
-        if record == NIL {
-            return None;
+        let slot = self.slots.remove(key.slot as usize);
+        if record != NIL {
+            self.records.try_remove(record as usize);
         }
-        self.records.remove(record as usize).cause
+        match slot.state {
+            State::Dead(cause) => cause,
+            State::Live(_) => None,
+        }
     }
 }
 
@@ -459,7 +527,7 @@ pub(crate) fn create() -> Key {
             id,
             refs: 1,
             record: NIL,
-            dead: false,
+            state: State::Live(None),
         }));
         Some(Key { slot, id })
     });
@@ -492,7 +560,7 @@ pub(crate) fn release(key: Key) {
         let slot = r.slot(key)?;
         debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
         slot.refs = slot.refs.saturating_sub(1);
-        if slot.refs != 0 || !slot.dead {
+        if slot.refs != 0 || !slot.is_dead() {
             return None;
         }
         r.free_if_unused(key)
@@ -562,11 +630,22 @@ impl MonitorRef {
             if !r.is_alive(self.key) {
                 return None;
             }
+            if self.node == FIRST {
+                let State::Live(first) = &mut r.slot(self.key)?.state else {
+                    return None;
+                };
+                if first.as_ref()?.token != self.token {
+                    return None;
+                }
+                let first = first.take()?;
+                r.inline -= 1;
+                return Some(first.watch);
+            }
             let node = r.nodes.get(self.node as usize)?;
             if node.owner != self.key || node.token != self.token {
                 return None;
             }
-            Some(r.unhook(self.node))
+            Some(r.unhook(self.node).watch)
         });
         // Dropped outside the borrow: dropping a Ret runs its handler.
         removed.is_some()
@@ -578,7 +657,7 @@ fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
         || Err((gone(key.id), None)),
         |r| {
             let token = r.token();
-            match r.push(key, token, watch) {
+            match r.push_monitor(key, token, watch) {
                 Ok(node) => Ok(MonitorRef {
                     key,
                     node,
@@ -724,28 +803,27 @@ pub(crate) fn died_as(key: Key, mut cause: Cause, delivered: bool) {
         let Some(slot) = r.slot(key) else {
             return false;
         };
-        if slot.dead {
-            return false;
-        }
-        slot.dead = true;
         let (refs, record) = (slot.refs, slot.record);
+        let State::Live(first) = &mut slot.state else {
+            return false;
+        };
+        watch = first.take().map(|first| first.watch);
+        // The cause is kept for the handles (and the record) left to ask.
+        slot.state = State::Dead((refs != 0 || record != NIL).then(|| cause.clone()));
         r.live -= 1;
+        if watch.is_some() {
+            r.inline -= 1;
+        }
         if record == NIL {
-            // Never observed: nobody to tell. Keep the cause only if a
-            // handle is left to ask.
+            // No list: the inline watcher, if any, is the only one to
+            // tell. The slot stays only if a handle is left to ask.
             if refs == 0 {
                 r.slots.remove(key.slot as usize);
-            } else {
-                let mut rec = Record::new();
-                rec.cause = Some(cause.clone());
-                let idx = index(r.records.insert(rec));
-                r.slots[key.slot as usize].record = idx;
             }
-            return false;
+            return watch.is_some();
         }
         ri = record as usize;
         let rec = &mut r.records[ri];
-        rec.cause = Some(cause.clone());
         rec.draining = true;
         control = rec.control.take();
         let mut watching = std::mem::replace(&mut rec.watching, NIL);
@@ -757,7 +835,9 @@ pub(crate) fn died_as(key: Key, mut cause: Cause, delivered: bool) {
             r.unhook_owner(watching);
             watching = next;
         }
-        watch = r.pop_watcher(ri);
+        if watch.is_none() {
+            watch = r.pop_watcher(ri);
+        }
         more = r.drain_goes_on(key, ri, &mut freed);
         true
     });
@@ -833,9 +913,10 @@ pub struct RegistryStats {
     /// Devices with a slot: every live device, and each dead one while a
     /// handle still names it.
     pub devices: usize,
-    /// Device records (made when a device is first observed).
+    /// Device records (made on a device's second monitor, or its first
+    /// link, trap, `Line` or request).
     pub records: usize,
-    /// Watcher nodes: monitors and link directions not yet delivered or
+    /// Watchers: monitors and link directions not yet delivered or
     /// cancelled.
     pub watchers: usize,
     /// Devices not yet dead (every runtime of the thread).
@@ -847,7 +928,7 @@ pub fn registry_stats() -> RegistryStats {
     with(RegistryStats::default(), |r| RegistryStats {
         devices: r.slots.len(),
         records: r.records.len(),
-        watchers: r.nodes.len(),
+        watchers: r.nodes.len() + r.inline,
         live: r.live,
     })
 }
@@ -860,7 +941,7 @@ pub(crate) fn live_controls_newest_first() -> Vec<Rc<dyn Control>> {
     let mut found = with(Vec::new(), |r| {
         let mut found = Vec::new();
         for (_, slot) in r.slots.iter() {
-            if slot.dead || slot.record == NIL {
+            if slot.is_dead() || slot.record == NIL {
                 continue;
             }
             let control = r.records[slot.record as usize]
