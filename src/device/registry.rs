@@ -379,16 +379,7 @@ impl Registry {
         if head == NIL {
             return None;
         }
-        self.unhook_watching(head);
-        let node = self.nodes.remove(head as usize);
-        let record = &mut self.records[ri];
-        record.head = node.next;
-        if node.next == NIL {
-            record.tail = NIL;
-        } else {
-            self.nodes[node.next as usize].prev = NIL;
-        }
-        Some(node.watch)
+        Some(self.unhook(head).watch)
     }
 
     /// Whether watchers remain on the list of a dead, draining device
