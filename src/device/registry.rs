@@ -781,40 +781,74 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
 
 /// The device died with `cause`. `delivered` is false when its runtime is
 /// gone: the watchers are then dropped unfired instead of told.
-pub(crate) fn died_as(key: Key, mut cause: Cause, delivered: bool) {
-    // What the borrows hand out, written in place (no large values are
-    // returned through the closures).
-    let mut control: Option<Weak<dyn Control>> = None;
-    let mut watch: Option<Watch> = None;
-    let mut freed: Option<Cause> = None;
-    let mut more = false;
-    let mut ri = 0;
-    // Marks the device dead and takes its first watcher, in one borrow.
-    let observed = with(false, |r| {
+pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
+    // Marks the device dead and takes its inline watcher, in one borrow;
+    // a device with a record (more watchers, links, a controller) goes on
+    // in `drain`.
+    let first = with(Death::Gone, |r| {
         let Some(slot) = r.slot(key) else {
-            return false;
+            return Death::Gone;
         };
         let (refs, record) = (slot.refs, slot.record);
         let State::Live(first) = &mut slot.state else {
-            return false;
+            return Death::Gone;
         };
-        watch = first.take().map(|first| first.watch);
-        // The cause is kept for the handles (and the record) left to ask.
-        slot.state = State::Dead((refs != 0 || record != NIL).then(|| cause.clone()));
+        let first = first.take().map(|first| first.watch);
         r.live -= 1;
-        if watch.is_some() {
+        if first.is_some() {
             r.inline -= 1;
         }
-        if record == NIL {
-            // No list: the inline watcher, if any, is the only one to
-            // tell. The slot stays only if a handle is left to ask.
-            if refs == 0 {
-                r.slots.remove(key.slot as usize);
-            }
-            return watch.is_some();
+        if refs == 0 && record == NIL {
+            // Nobody is left to ask: the slot goes. It holds nothing now
+            // (`Live(None)`), so forgetting it skips dead drop code on
+            // the hottest path of all (create, drop, die).
+            let gone = r.slots.remove(key.slot as usize);
+            debug_assert!(matches!(gone.state, State::Live(None)));
+            std::mem::forget(gone);
+            return first.map_or(Death::Gone, Death::One);
         }
-        ri = record as usize;
-        let rec = &mut r.records[ri];
+        // The cause is kept for the handles (and the record) left to ask.
+        r.slots[key.slot as usize].state = State::Dead(Some(cause.clone()));
+        match (record, first) {
+            // No list: the inline watcher, if any, is the only one to tell.
+            (NIL, first) => first.map_or(Death::Gone, Death::One),
+            (record, first) => Death::Record(record as usize, first),
+        }
+    });
+    match first {
+        Death::Gone => {}
+        // The only watcher: nothing to hold back if its (raw) handler
+        // panics.
+        Death::One(w) if delivered => deliver(w, Down { id: key.id, cause }),
+        Death::One(w) => drop(w),
+        Death::Record(ri, first) => drain(key, ri, first, cause, delivered),
+    }
+}
+
+/// What the first step of a death found.
+enum Death {
+    /// Nobody to tell (or the device was already dead).
+    Gone,
+    /// Only the inline watcher to tell.
+    One(Watch),
+    /// A record (index) to drain, after the inline watcher if any.
+    Record(usize, Option<Watch>),
+}
+
+/// The rest of a death for a device with a record (index `ri`): its links
+/// come off the devices it watched, then its watchers are told, `first`
+/// (the inline one) first.
+fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Cause, delivered: bool) {
+    // What the borrows hand out, written in place (no large values are
+    // returned through the closures).
+    let mut control: Option<Weak<dyn Control>> = None;
+    let mut watch = first;
+    let mut freed: Option<Cause> = None;
+    let mut more = false;
+    with((), |r| {
+        let Some(rec) = r.records.get_mut(ri) else {
+            return;
+        };
         rec.draining = true;
         control = rec.control.take();
         let mut watching = std::mem::replace(&mut rec.watching, NIL);
@@ -830,11 +864,7 @@ pub(crate) fn died_as(key: Key, mut cause: Cause, delivered: bool) {
             watch = r.pop_watcher(ri);
         }
         more = r.drain_goes_on(key, ri, &mut freed);
-        true
     });
-    if !observed {
-        return;
-    }
     if freed.is_some() {
         drop(freed.take());
     }
