@@ -2,7 +2,7 @@
 //! incarnation.
 
 use super::error::{AddrError, SuperviseError};
-use crate::cause::{DeviceId, Down};
+use crate::cause::DeviceId;
 use crate::device::{DeviceOwn, DeviceRef, Line};
 use crate::guard;
 use crate::mailbox::{DeadLetter, Mailbox, MailboxStats, Overflow, SendError};
@@ -23,8 +23,6 @@ pub(crate) trait AddrHook {
     /// The slot as `&dyn Any` (an `AddrSlot<A>`), for the typed start
     /// function that installs an incarnation in it.
     fn any(&self) -> &dyn Any;
-    /// The live incarnation's device id.
-    fn dev_id(&self) -> Option<DeviceId>;
     /// A `Line` to incarnation `dev`, if it is the one in the slot.
     ///
     /// Every operation on a named incarnation acts only if that
@@ -34,8 +32,6 @@ pub(crate) trait AddrHook {
     fn make_line(&self, dev: DeviceId) -> Option<Line>;
     /// Kills incarnation `dev`, if it is the one in the slot.
     fn kill(&self, dev: DeviceId, reason: SuperviseError);
-    /// Monitors the live incarnation.
-    fn watch(&self, fwd: Fwd<Down>);
     /// Incarnation `dev` is down (or its supervisor is gone): its owning
     /// handle is dropped, if it is the one in the slot.
     fn down(&self, dev: DeviceId);
@@ -152,10 +148,6 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
         self
     }
 
-    fn dev_id(&self) -> Option<DeviceId> {
-        self.current.borrow().as_ref().map(DeviceRef::id)
-    }
-
     fn make_line(&self, dev: DeviceId) -> Option<Line> {
         self.current
             .borrow()
@@ -167,14 +159,6 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
     fn kill(&self, dev: DeviceId, reason: SuperviseError) {
         if let Some(own) = self.current.borrow().as_ref().filter(|o| o.id() == dev) {
             let _ = own.kill(reason);
-        }
-    }
-
-    fn watch(&self, fwd: Fwd<Down>) {
-        if let Some(own) = self.current.borrow().as_ref() {
-            // Never cancelled (the MonitorRef is dropped, which keeps the
-            // monitor); a device already dead gets its Down at once.
-            let _ = own.monitor_fwd(fwd);
         }
     }
 

@@ -971,7 +971,10 @@ fn launch_entry(
     sh.borrow_mut().starting += 1;
     // A start function that panics failed to start (OTP: an init that
     // crashes is a start error): its panic becomes the error.
-    let res = catch_unwind(AssertUnwindSafe(|| start(core, &*args, slot.any())));
+    // The start function also monitors the new incarnation for `downs`
+    // (a device already dead gets its Down queued, handled as any exit
+    // once `place` has recorded it).
+    let res = catch_unwind(AssertUnwindSafe(|| start(core, &*args, slot.any(), &downs)));
     let stopping = {
         let mut g = sh.borrow_mut();
         g.starting -= 1;
@@ -982,11 +985,6 @@ fn launch_entry(
         Ok(Err(error)) => Err(error),
         Err(payload) => Err(Rc::new(Cause::Panic(guard::panic_message(payload))) as Rc<dyn Error>),
     };
-    if res.is_ok() {
-        // Monitored once recorded; a device already dead gets its Down
-        // queued at once, handled as any exit.
-        slot.watch(downs);
-    }
     if stopping {
         // The start function began an ordered shutdown (or ran during
         // one): it goes on, with this incarnation if placed.
@@ -1007,9 +1005,7 @@ fn place(
     slot: &Rc<dyn AddrHook>,
     erased: Erased,
 ) -> Result<DeviceId, Rc<dyn Error>> {
-    let Some(dev) = slot.dev_id() else {
-        return Err(Rc::new(ChildError::ShuttingDown));
-    };
+    let dev = erased.dev;
     let placed = {
         let mut guard = sh.borrow_mut();
         let g = &mut *guard;

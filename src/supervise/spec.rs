@@ -5,10 +5,10 @@ use super::addr::{AddrHook, AddrSlot};
 use super::engine::SupervisorRef;
 use super::error::StartError;
 use super::Addr;
-use crate::cause::{Cause, DeviceId};
-use crate::device::DeviceOwn;
+use crate::cause::{Cause, DeviceId, Down};
+use crate::device::{DeviceOwn, DeviceRef};
 use crate::mailbox::Overflow;
-use stakker::Core;
+use stakker::{Core, Fwd};
 use std::any::{Any, TypeId};
 use std::borrow::Borrow;
 use std::error::Error;
@@ -207,10 +207,20 @@ impl<A: 'static> Child<A> {
         &self.own
     }
 
-    /// Installs the incarnation in its slot; returns the rest.
-    fn erase(self, core: &mut Core, slot: &AddrSlot<A>) -> Erased {
+    /// Monitors the incarnation for its supervisor (`downs`) and installs
+    /// it in its slot; returns the rest.
+    ///
+    /// The monitor comes first, on the typed handle: a device already
+    /// dead gets its Down queued at once, and every Down reaches the
+    /// supervisor through its queue, so it is handled after the
+    /// supervisor has recorded (or refused) this incarnation.
+    fn erase(self, core: &mut Core, slot: &AddrSlot<A>, downs: &Fwd<Down>) -> Erased {
+        let dev = DeviceRef::id(&self.own);
+        // Never cancelled: the MonitorRef is dropped, which keeps it.
+        let _ = self.own.monitor_fwd(downs.clone());
         slot.install(core, self.own);
         Erased {
+            dev,
             ask: self.ask,
             nested: self.nested,
         }
@@ -226,14 +236,16 @@ impl<A: 'static> From<DeviceOwn<A>> for Child<A> {
 /// A started incarnation, type-erased. Its owning handle is in the
 /// child's Addr slot.
 pub(crate) struct Erased {
+    pub(crate) dev: DeviceId,
     pub(crate) ask: Option<AskFn>,
     pub(crate) nested: Option<SupervisorRef>,
 }
 
-/// The type-erased start function: the start argument, and the child's
-/// Addr slot (an `AddrSlot<A>`), where the new incarnation is installed.
+/// The type-erased start function: the start argument, the child's Addr
+/// slot (an `AddrSlot<A>`), where the new incarnation is installed, and
+/// where the supervisor's monitor of it delivers.
 pub(crate) type StartFn =
-    Rc<dyn Fn(&mut Core, &dyn Any, &dyn Any) -> Result<Erased, Rc<dyn Error>>>;
+    Rc<dyn Fn(&mut Core, &dyn Any, &dyn Any, &Fwd<Down>) -> Result<Erased, Rc<dyn Error>>>;
 
 /// What a supervisor keeps of a child spec (shared by the incarnations).
 pub(crate) struct SpecCore {
@@ -396,20 +408,22 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
     pub(crate) fn erase(self) -> ErasedSpec {
         let start = self.start;
         let slot_proto = self.slot.clone();
-        let erased: StartFn = Rc::new(move |core: &mut Core, arg: &dyn Any, slot: &dyn Any| {
-            let (Some(arg), Some(slot)) = (
-                arg.downcast_ref::<Arg>(),
-                slot.downcast_ref::<AddrSlot<A>>(),
-            ) else {
-                return Err(Rc::new(StartError::ArgType {
-                    expected: std::any::type_name::<Arg>(),
-                }) as Rc<dyn Error>);
-            };
-            match start(core, arg) {
-                Ok(child) => Ok(child.erase(core, slot)),
-                Err(e) => Err(Rc::from(e)),
-            }
-        });
+        let erased: StartFn = Rc::new(
+            move |core: &mut Core, arg: &dyn Any, slot: &dyn Any, downs: &Fwd<Down>| {
+                let (Some(arg), Some(slot)) = (
+                    arg.downcast_ref::<Arg>(),
+                    slot.downcast_ref::<AddrSlot<A>>(),
+                ) else {
+                    return Err(Rc::new(StartError::ArgType {
+                        expected: std::any::type_name::<Arg>(),
+                    }) as Rc<dyn Error>);
+                };
+                match start(core, arg) {
+                    Ok(child) => Ok(child.erase(core, slot, downs)),
+                    Err(e) => Err(Rc::from(e)),
+                }
+            },
+        );
         let new_slot: Rc<dyn Fn() -> Rc<dyn AddrHook>> =
             Rc::new(move || Rc::new(slot_proto.fresh()) as Rc<dyn AddrHook>);
         ErasedSpec {
