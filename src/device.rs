@@ -279,6 +279,18 @@ impl<A: 'static> DeviceOwn<A> {
     pub fn actor(&self) -> &Actor<A> {
         &self.own
     }
+
+    /// Monitors the device for this owner (its supervisor): see
+    /// [`OwnerDown`](crate::cause::OwnerDown).
+    pub(crate) fn watch_owner(&self, fwd: Fwd<crate::cause::OwnerDown>) {
+        registry::watch_owner(self.key, fwd);
+    }
+
+    /// The cause of the dead device, for this owner about to drop it (see
+    /// [`registry::take_cause`]).
+    pub(crate) fn take_cause(&self) -> Option<crate::cause::Kept> {
+        registry::take_cause(self.key)
+    }
 }
 
 impl<A: 'static> sealed::Sealed for DeviceOwn<A> {

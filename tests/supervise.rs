@@ -497,6 +497,106 @@ fn exactly_intensity_restarts_in_period_are_allowed_and_one_more_escalates() {
     }
 }
 
+/// A user error a child fails with (`cx.fail`).
+#[derive(Debug, PartialEq)]
+struct Oops(u32);
+
+impl std::fmt::Display for Oops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "oops {}", self.0)
+    }
+}
+
+impl Error for Oops {}
+
+fn fail_with(addr: &Addr<W>, n: u32) {
+    addr.send(move |_, cx| cx.fail(Oops(n)))
+        .expect("child is running");
+}
+
+/// The user error inside a cause, if it is one.
+fn oops(cause: &Cause) -> Option<&Oops> {
+    match cause {
+        Cause::Error(e) => e.downcast_ref::<Oops>(),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_childs_error_reaches_the_escalation_cause_intact() {
+    // The only one to see the child's error is its supervisor: the error
+    // must still come out of the escalation as the user's value.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(10)),
+        &log,
+        &["a"],
+    );
+    let sup_line = sup.line().clone();
+    fail_with(&a[0], 1);
+    rt.advance(Duration::from_secs(1));
+    assert!(sup_line.is_alive(), "one restart allowed");
+    assert_eq!(take(&log), ["stop a", "start a"]);
+    fail_with(&a[0], 2);
+    rt.advance(Duration::from_secs(1));
+    let cause = sup_line.cause().expect("the supervisor escalated");
+    match supervise_error(&cause) {
+        Some(SuperviseError::Intensity { cause, .. }) => {
+            assert_eq!(oops(&cause), Some(&Oops(2)));
+            assert_eq!(cause.to_string(), "failed: oops 2");
+        }
+        other => panic!("not an intensity error: {other:?}"),
+    }
+}
+
+#[test]
+fn a_childs_error_reaches_its_other_watchers_and_handles_while_it_is_restarted() {
+    // A Line held and a monitor on the failing incarnation: both see the
+    // user's error value, and the supervisor restarts the child as usual.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(1)),
+        &log,
+        &["a", "b"],
+    );
+    let line_of = |id: &str| match sup
+        .which_children()
+        .expect("supervisor up")
+        .into_iter()
+        .find(|c| c.id.as_str() == id)
+        .map(|c| c.status)
+    {
+        Some(ChildStatus::Running(line)) => line,
+        other => panic!("{id} not running: {other:?}"),
+    };
+    let (line_a, line_b) = (line_of("a"), line_of("b"));
+    let seen: Rc<RefCell<Vec<Down>>> = Rc::new(RefCell::new(Vec::new()));
+    let seen2 = seen.clone();
+    line_b
+        .monitor(Ret::new(move |d: Option<Down>| {
+            seen2.borrow_mut().extend(d);
+        }))
+        .expect("b is alive");
+    fail_with(&a[0], 3);
+    fail_with(&a[1], 4);
+    rt.run();
+    assert_eq!(oops(&line_a.cause().expect("a died")), Some(&Oops(3)));
+    assert_eq!(oops(&line_b.cause().expect("b died")), Some(&Oops(4)));
+    let downs = seen.borrow();
+    assert_eq!(downs.len(), 1);
+    assert_eq!(
+        (downs[0].id, oops(&downs[0].cause)),
+        (line_b.id(), Some(&Oops(4)))
+    );
+    // Both die before the supervisor handles the first Down.
+    assert_eq!(take(&log), ["stop a", "stop b", "start a", "start b"]);
+    assert_eq!(running_ids(&sup), ["a", "b"]);
+}
+
 #[test]
 fn default_intensity_is_one_restart_in_five_seconds() {
     let mut rt = Rt::new();

@@ -5,7 +5,8 @@
 //! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), the
 //! index of its *record*, and its state: while it lives, its first monitor
 //! (inline, while it is the only watcher); after death, the [`Cause`] (kept
-//! while a handle or record is left to ask how it died). The record holds
+//! while a handle or record is left to ask how it died; a failure's error
+//! stays in stakker's box until someone needs it shared, see [`Kept`]). The record holds
 //! what only devices observed more closely need: the watcher lists, a weak
 //! pointer to the controller (which the owners hold, with the trap
 //! handler). It is made on the second monitor, or on the first link, trap,
@@ -28,7 +29,7 @@
 //! `Fwd`, a `Cause` holding a user error, a controller holding an actor)
 //! is moved or cloned out of the borrow first.
 
-use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
+use crate::cause::{Cause, DeviceId, Down, Kept, LinkError, LinkMode, OwnerDown};
 use slab::Slab;
 use stakker::{Fwd, Ret, StopCause};
 use std::cell::RefCell;
@@ -73,6 +74,9 @@ enum Watch {
     Fwd(Fwd<Down>),
     /// A linked device that watches this one.
     Link(Key),
+    /// The device's owner (its supervisor), crate-private: see
+    /// [`OwnerDown`]. Never cancelled.
+    Owner(Fwd<OwnerDown>),
 }
 
 /// No node, no record: the end of a list.
@@ -117,8 +121,9 @@ enum State {
     /// than every node on the record's list: it is set only while that
     /// list is empty, and a later monitor goes to the list.
     Live(Option<First>),
-    /// How the device died; kept when a handle or a record is left to ask.
-    Dead(Option<Cause>),
+    /// How the device died; kept when a handle or a record is left to ask
+    /// (a failure's error still boxed until someone needs a `Cause`).
+    Dead(Option<Kept>),
 }
 
 impl Slot {
@@ -206,17 +211,13 @@ fn with_else<R>(gone: impl FnOnce() -> R, f: impl FnOnce(&mut Registry) -> R) ->
         .unwrap_or_else(|_| gone())
 }
 
-fn down_err(id: DeviceId, cause: &Cause) -> LinkError {
-    LinkError::DeviceDown {
-        id,
-        cause: cause.clone(),
-    }
-}
-
 /// What a call on a device reports once its record is gone (only during
 /// thread teardown, or for a device its runtime dropped unended).
 fn gone(id: DeviceId) -> LinkError {
-    down_err(id, &Cause::Dropped)
+    LinkError::DeviceDown {
+        id,
+        cause: Cause::Dropped,
+    }
 }
 
 /// A slab index as a `u32`. 2^32 devices or watchers on one thread would
@@ -262,14 +263,14 @@ impl Registry {
     /// Why `key` names no live device: the recorded cause of a dead one,
     /// or `Dropped` for one whose slot is gone.
     #[cold]
-    fn dead_error(&self, key: Key) -> LinkError {
-        match self.slots.get(key.slot as usize) {
+    fn dead_error(&mut self, key: Key) -> LinkError {
+        match self.slots.get_mut(key.slot as usize) {
             Some(slot) if slot.id == key.id => {
-                let cause = match &slot.state {
-                    State::Dead(Some(cause)) => cause,
-                    _ => &Cause::Dropped,
+                let cause = match &mut slot.state {
+                    State::Dead(Some(kept)) => kept.share(),
+                    _ => Cause::Dropped,
                 };
-                down_err(key.id, cause)
+                LinkError::DeviceDown { id: key.id, cause }
             }
             _ => gone(key.id),
         }
@@ -387,7 +388,7 @@ impl Registry {
     /// record are freed if no handle names the device, the freed cause
     /// going to `freed` (to be dropped outside the borrow).
     #[inline]
-    fn drain_goes_on(&mut self, key: Key, ri: usize, freed: &mut Option<Cause>) -> bool {
+    fn drain_goes_on(&mut self, key: Key, ri: usize, freed: &mut Option<Kept>) -> bool {
         match self.records.get_mut(ri) {
             Some(record) if record.head != NIL => true,
             Some(record) => {
@@ -478,7 +479,7 @@ impl Registry {
     /// returns the recorded cause (it may hold user values: drop it
     /// outside).
     #[inline]
-    fn free_if_unused(&mut self, key: Key) -> Option<Cause> {
+    fn free_if_unused(&mut self, key: Key) -> Option<Kept> {
         let slot = self.slot(key)?;
         if !slot.is_dead() || slot.refs != 0 {
             return None;
@@ -681,6 +682,14 @@ pub(crate) fn monitor_fwd(key: Key, fwd: Fwd<Down>) -> Result<MonitorRef, LinkEr
     add_monitor(key, Watch::Fwd(fwd))
 }
 
+/// Monitors `key` for its owner (a supervisor, which holds a handle until
+/// it has handled the death): see [`OwnerDown`]. Never cancelled; a
+/// device already dead gets its notice at once.
+pub(crate) fn watch_owner(key: Key, fwd: Fwd<OwnerDown>) {
+    // The error (a dead device) has been delivered as the notice.
+    let _ = add_monitor(key, Watch::Owner(fwd));
+}
+
 /// `me` links to `other` with `mode` (see [`LinkMode`]). The watching
 /// side's controller must be held by the caller (an owner) or by a Line's
 /// device owner.
@@ -753,6 +762,10 @@ fn deliver(watch: Watch, down: Down) {
     match watch {
         Watch::Ret(ret) => ret.ret(down),
         Watch::Fwd(fwd) => fwd.fwd(down),
+        Watch::Owner(fwd) => fwd.fwd(OwnerDown {
+            id: down.id,
+            cause: Some(Kept::Cause(down.cause)),
+        }),
         Watch::Link(watcher) => {
             // No controller alive means no owner is left: the watcher is
             // already ending with `Dropped`.
@@ -771,20 +784,48 @@ fn deliver(watch: Watch, down: Down) {
     }
 }
 
+/// [`deliver`] of a cause that may not be shared yet: an owner gets it as
+/// it is, any other watcher as a `Cause`.
+fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
+    match watch {
+        Watch::Owner(fwd) => fwd.fwd(OwnerDown {
+            id,
+            cause: Some(cause),
+        }),
+        watch => deliver(
+            watch,
+            Down {
+                id,
+                cause: cause.into_cause(),
+            },
+        ),
+    }
+}
+
 /// The device's actor terminated (`Some`), or its termination `Ret` was
 /// dropped unfired because stakker freed the actor without terminating it
 /// (`None`: the runtime was dropped). This is the one place a device dies.
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     let delivered = stop.is_some();
-    died_as(key, stop.map_or(Cause::Dropped, decode), delivered);
+    died_as(
+        key,
+        stop.map_or(Kept::Cause(Cause::Dropped), decode),
+        delivered,
+    );
 }
 
 /// The device died with `cause`. `delivered` is false when its runtime is
 /// gone: the watchers are then dropped unfired instead of told.
-pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
+///
+/// A failure's error is shared (made the `Rc` of a [`Cause`]) only if a
+/// watcher or a handle other than the owner's can see it: a supervised
+/// child that fails costs no copy of its error.
+pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
     // Marks the device dead and takes its inline watcher, in one borrow;
     // a device with a record (more watchers, links, a controller) goes on
-    // in `drain`.
+    // in `drain`. `cause` is moved into the slot only when it stays there
+    // unshared for the owner.
+    let mut cause = cause;
     let first = with(Death::Gone, |r| {
         let Some(slot) = r.slot(key) else {
             return Death::Gone;
@@ -807,22 +848,61 @@ pub(crate) fn died_as(key: Key, cause: Cause, delivered: bool) {
             std::mem::forget(gone);
             return first.map_or(Death::Gone, Death::One);
         }
-        // The cause is kept for the handles (and the record) left to ask.
-        r.slots[key.slot as usize].state = State::Dead(Some(cause.clone()));
+        let state = &mut r.slots[key.slot as usize].state;
         match (record, first) {
-            // No list: the inline watcher, if any, is the only one to tell.
-            (NIL, first) => first.map_or(Death::Gone, Death::One),
-            (record, first) => Death::Record(record as usize, first),
+            // The owner is the only one to tell and holds a handle: the
+            // cause stays here as it is, for the owner to take when it
+            // drops that handle (`take_cause`).
+            (NIL, Some(Watch::Owner(fwd))) => {
+                let kept = std::mem::replace(&mut cause, Kept::Cause(Cause::Dropped));
+                *state = State::Dead(Some(kept));
+                Death::Owner(fwd)
+            }
+            // Kept, shared, for the handles (and the record) left to ask.
+            (record, first) => {
+                *state = State::Dead(Some(Kept::Cause(cause.share())));
+                match record {
+                    // No list: the inline watcher, if any, is the only one
+                    // to tell.
+                    NIL => first.map_or(Death::Gone, Death::One),
+                    record => Death::Record(record as usize, first),
+                }
+            }
         }
     });
+    // The only watcher is told directly: nothing to hold back if its
+    // (raw) handler panics. Otherwise (nobody to tell, or the runtime is
+    // gone: the watcher is dropped unfired) the cause is dropped here,
+    // outside the borrow.
     match first {
         Death::Gone => {}
-        // The only watcher: nothing to hold back if its (raw) handler
-        // panics.
-        Death::One(w) if delivered => deliver(w, Down { id: key.id, cause }),
-        Death::One(w) => drop(w),
-        Death::Record(ri, first) => drain(key, ri, first, cause, delivered),
+        Death::Owner(fwd) if delivered => fwd.fwd(OwnerDown {
+            id: key.id,
+            cause: None,
+        }),
+        Death::One(w) if delivered => deliver_kept(w, key.id, cause),
+        Death::Owner(_) | Death::One(_) => {}
+        Death::Record(ri, first) => drain(key, ri, first, cause.into_cause(), delivered),
     }
+}
+
+/// The cause of a dead device, for its owner (the supervisor told by an
+/// [`OwnerDown`] without one), which is about to drop its handle: moved
+/// out when no other handle and no record can ask for it, else a shared
+/// copy. `None` if the device is not dead (or its slot is gone).
+pub(crate) fn take_cause(key: Key) -> Option<Kept> {
+    with(None, |r| {
+        let slot = r.slot(key)?;
+        let alone = slot.refs == 1 && slot.record == NIL;
+        let State::Dead(kept) = &mut slot.state else {
+            return None;
+        };
+        if alone {
+            kept.take()
+        } else {
+            kept.as_mut().map(|c| Kept::Cause(c.share()))
+        }
+    })
 }
 
 /// What the first step of a death found.
@@ -831,6 +911,8 @@ enum Death {
     Gone,
     /// Only the inline watcher to tell.
     One(Watch),
+    /// Only the owner to tell; the cause stays in the slot for it.
+    Owner(Fwd<OwnerDown>),
     /// A record (index) to drain, after the inline watcher if any.
     Record(usize, Option<Watch>),
 }
@@ -843,7 +925,7 @@ fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Cause, delivered:
     // returned through the closures).
     let mut control: Option<Weak<dyn Control>> = None;
     let mut watch = first;
-    let mut freed: Option<Cause> = None;
+    let mut freed: Option<Kept> = None;
     let mut more = false;
     with((), |r| {
         let Some(rec) = r.records.get_mut(ri) else {
@@ -910,20 +992,21 @@ fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Cause, delivered:
     }
 }
 
-/// Turns stakker's cause into ours. Causes the device layer itself
+/// Turns stakker's cause into ours (a failure's error stays in its box
+/// until someone needs a `Cause`: see [`Kept`]). Causes the device layer itself
 /// produced (panic, cascade, shutdown, kill) travel through
 /// `StopCause::Failed` as an [`Ending`](super::Ending) and come back out
 /// unchanged.
-fn decode(stop: StopCause) -> Cause {
+fn decode(stop: StopCause) -> Kept {
     match stop {
-        StopCause::Stopped => Cause::Stopped,
+        StopCause::Stopped => Kept::Cause(Cause::Stopped),
         StopCause::Failed(e) => match e.downcast::<super::Ending>() {
-            Ok(ending) => ending.0,
-            Err(e) => Cause::Error(Rc::from(e)),
+            Ok(ending) => Kept::Cause(ending.0),
+            Err(e) => Kept::Error(e),
         },
-        StopCause::Killed(e) => Cause::Killed(Rc::from(e)),
-        StopCause::Dropped => Cause::Dropped,
-        StopCause::Lost => Cause::Lost,
+        StopCause::Killed(e) => Kept::Killed(e),
+        StopCause::Dropped => Kept::Cause(Cause::Dropped),
+        StopCause::Lost => Kept::Cause(Cause::Lost),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::registry::{self, Control, Key};
 use super::{sealed, DeviceOwn, DeviceRef, Line};
-use crate::cause::{Cause, DeviceId, Down};
+use crate::cause::{Cause, DeviceId, Down, Kept};
 use stakker::{Core, Deferrer, Fwd};
 use stakplane_async::{AbortHandle, CauseOf, FailCause, JoinError};
 use std::cell::RefCell;
@@ -124,7 +124,7 @@ where
         // A raw watcher that panics is resumed by the registry after every
         // watcher was told; release the task's reference first either way.
         let told = catch_unwind(AssertUnwindSafe(|| {
-            registry::died_as(key, cause, delivered)
+            registry::died_as(key, Kept::Cause(cause), delivered)
         }));
         drop(control);
         registry::release(key);

@@ -2,7 +2,7 @@
 //! incarnation.
 
 use super::error::{AddrError, SuperviseError};
-use crate::cause::DeviceId;
+use crate::cause::{DeviceId, Kept};
 use crate::device::{DeviceOwn, DeviceRef, Line};
 use crate::guard;
 use crate::mailbox::{DeadLetter, Mailbox, MailboxStats, Overflow, SendError};
@@ -33,8 +33,11 @@ pub(crate) trait AddrHook {
     /// Kills incarnation `dev`, if it is the one in the slot.
     fn kill(&self, dev: DeviceId, reason: SuperviseError);
     /// Incarnation `dev` is down (or its supervisor is gone): its owning
-    /// handle is dropped, if it is the one in the slot.
-    fn down(&self, dev: DeviceId);
+    /// handle is dropped, if it is the one in the slot, and the cause its
+    /// registry slot kept for this owner is returned (see
+    /// [`OwnerDown`](crate::cause::OwnerDown)); the caller drops it outside
+    /// any borrow (it may hold a user error).
+    fn down(&self, dev: DeviceId) -> Option<Kept>;
     /// The child was deleted: no incarnation will come (until a nested
     /// supervisor's restart starts it again). No effect while the slot
     /// holds an incarnation (a newer copy of a nested supervisor's).
@@ -162,18 +165,20 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
         }
     }
 
-    fn down(&self, dev: DeviceId) {
+    fn down(&self, dev: DeviceId) -> Option<Kept> {
         let old = {
             let mut current = self.current.borrow_mut();
             if current.as_ref().is_none_or(|own| own.id() != dev) {
-                return;
+                return None;
             }
             current.take()
         };
+        let cause = old.as_ref().and_then(DeviceOwn::take_cause);
         drop(old);
         if let Some(mb) = self.mailbox() {
             mb.detach();
         }
+        cause
     }
 
     fn deleted(&self) {

@@ -12,7 +12,7 @@ use super::spec::{
     Strategy, SupervisorSpec,
 };
 use super::Addr;
-use crate::cause::{Cause, DeviceId, Down};
+use crate::cause::{Cause, DeviceId, Kept, OwnerDown};
 use crate::device::{DeviceOwn, DeviceRef, Ending, Line};
 use crate::guard;
 use stakker::{Actor, Core, FixedTimerKey, Fwd, CX};
@@ -171,7 +171,7 @@ pub(crate) struct Inner {
     id: DeviceId,
     actor: Actor<SupervisorActor>,
     /// Every child's monitor delivers here (one `Fwd`, shared).
-    downs: Fwd<Down>,
+    downs: Fwd<OwnerDown>,
     strategy: Strategy,
     intensity: Intensity,
     entries: Vec<Entry>,
@@ -414,7 +414,7 @@ impl SupervisorActor {
         Some(SupervisorActor { sh })
     }
 
-    fn child_down(&mut self, cx: CX![], down: Down) {
+    fn child_down(&mut self, cx: CX![], down: OwnerDown) {
         let sh = self.sh.clone();
         on_down(&sh, cx, down);
     }
@@ -443,8 +443,8 @@ impl fmt::Debug for SupervisorActor {
 /// The `Fwd` every child's monitor delivers to: a guarded call of
 /// `child_down` on the supervisor, queued like `fwd_to!` queues it (one
 /// actor clone per Down instead of two).
-fn downs_fwd(actor: Actor<SupervisorActor>) -> Fwd<Down> {
-    Fwd::new(move |down: Down| {
+fn downs_fwd(actor: Actor<SupervisorActor>) -> Fwd<OwnerDown> {
+    Fwd::new(move |down: OwnerDown| {
         guard::defer_apply_via(actor.access_deferrer(), actor.clone(), move |this, cx| {
             this.child_down(cx, down)
         });
@@ -591,8 +591,12 @@ fn on_timeout(sh: &Shared, key: Key, dev: DeviceId) {
 /// other work (no job queued, no step in progress, no termination awaited):
 /// that is the job `pump` would take next anyway, so the job queue is
 /// skipped. Otherwise it is queued behind the work in progress.
-fn on_down(sh: &Shared, core: &mut Core, down: Down) {
-    let Down { id: dev, cause } = down;
+fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
+    let OwnerDown { id: dev, cause } = down;
+    // The cause, with the notice or (when nobody else could see it) taken
+    // from the registry as the incarnation's handle is dropped. It may
+    // hold a user error: dropped last, after every borrow.
+    let mut cause = cause;
     let dropped: Option<Running>;
     let mut removed: Option<Entry> = None;
     {
@@ -614,7 +618,11 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
         let entry = &mut g.entries[idx];
         let key = entry.key;
         dropped = entry.run.take();
-        entry.slot.down(dev);
+        let taken = entry.slot.down(dev);
+        // A notice without a cause whose handle is no longer in the slot
+        // (a newer copy of a restarted nested supervisor replaced it)
+        // left its cause in a slot that is gone: the handle was dropped.
+        let cause = &mut *cause.get_or_insert(taken.unwrap_or(Kept::Cause(Cause::Dropped)));
         let id = &entry.id;
         let temporary = entry.spec.restart == Restart::Temporary;
         let remove_after = temporary || (dynamic && entry.held);
@@ -649,7 +657,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
             if remove_after {
                 removed = g.remove(key);
             }
-        } else if restart_type.restarts_after(&cause) {
+        } else if restart_type.restarts(cause.is_fault()) {
             trace_child!(warn, sup, id, cause, "exit", "child exited; restarting it");
             // Nothing ahead of it (`pump` would take this job first), and
             // the old incarnation's record holds no shutdown hook (dropping
@@ -660,12 +668,13 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
                 && g.waiting.is_none()
                 && dropped.as_ref().is_none_or(|r| r.ask.is_none())
             {
+                let cause = std::mem::replace(cause, Kept::Cause(Cause::Dropped));
                 restart_at_once(sh, core, guard, idx, dropped, cause);
                 return;
             }
             g.jobs.push_back(Job::Restart {
                 key,
-                cause: cause.clone(),
+                cause: cause.share(),
             });
         } else {
             trace_child!(
@@ -684,6 +693,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: Down) {
     drop(dropped);
     discard(removed);
     pump(sh, core);
+    drop(cause);
 }
 
 /// The restart job of entry `idx` (just down, mode Running, not held, no
@@ -697,10 +707,10 @@ fn restart_at_once(
     mut guard: std::cell::RefMut<'_, Inner>,
     idx: usize,
     dropped: Option<Running>,
-    cause: Cause,
+    mut cause: Kept,
 ) {
     let g = &mut *guard;
-    let targets = plan_restart(g, idx, core.now(), &cause);
+    let targets = plan_restart(g, idx, core.now(), &mut cause);
     if let Some(Targets::One(key)) = targets {
         let e = &g.entries[idx];
         let launch = Launch::of(&g.downs, e);
@@ -725,6 +735,7 @@ fn restart_at_once(
 /// to terminate first (one_for_one, simple_one_for_one, or no running
 /// sibling), the start follows at once, as `pump` would do next.
 fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
+    let mut cause = Kept::Cause(cause);
     let now = core.now();
     let targets = {
         let mut g = sh.borrow_mut();
@@ -733,7 +744,7 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
         }
         match g.index(key) {
             Some(idx) if g.entries[idx].run.is_none() && !g.entries[idx].held => {
-                plan_restart(&mut g, idx, now, &cause)
+                plan_restart(&mut g, idx, now, &mut cause)
             }
             // Running again (restart_child), terminated on request or
             // deleted since.
@@ -755,7 +766,7 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
 /// escalation. Otherwise marks the strategy's targets pending and returns
 /// them if they can start at once; if siblings must be terminated first,
 /// plans that (`active`).
-fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &Cause) -> Option<Targets> {
+fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &mut Kept) -> Option<Targets> {
     if !g.add_restart(now) {
         let Intensity {
             max_restarts,
@@ -778,7 +789,7 @@ fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &Cause) -> Optio
             max_restarts,
             period,
             child: id,
-            cause: cause.clone(),
+            cause: cause.share(),
         };
         g.begin_shutdown(Then::End(Cause::Error(Rc::new(err))));
         return None;
@@ -917,11 +928,11 @@ struct Launch {
     start: StartFn,
     args: Rc<dyn Any>,
     slot: Rc<dyn AddrHook>,
-    downs: Fwd<Down>,
+    downs: Fwd<OwnerDown>,
 }
 
 impl Launch {
-    fn of(downs: &Fwd<Down>, e: &Entry) -> Self {
+    fn of(downs: &Fwd<OwnerDown>, e: &Entry) -> Self {
         Launch {
             start: e.spec.start.clone(),
             args: e.args.clone(),

@@ -5,7 +5,7 @@ use super::addr::{AddrHook, AddrSlot};
 use super::engine::SupervisorRef;
 use super::error::StartError;
 use super::Addr;
-use crate::cause::{Cause, DeviceId, Down};
+use crate::cause::{Cause, DeviceId, OwnerDown};
 use crate::device::{DeviceOwn, DeviceRef};
 use crate::mailbox::Overflow;
 use stakker::{Core, Fwd};
@@ -103,9 +103,15 @@ impl Restart {
     /// Whether a child of this restart type that exited with `cause` (on
     /// its own, not terminated by its supervisor) is restarted.
     pub fn restarts_after(self, cause: &Cause) -> bool {
+        self.restarts(cause.is_fault())
+    }
+
+    /// [`restarts_after`](Restart::restarts_after) a cause that is (or
+    /// is not) a fault.
+    pub(crate) fn restarts(self, fault: bool) -> bool {
         match self {
             Restart::Permanent => true,
-            Restart::Transient => cause.is_fault(),
+            Restart::Transient => fault,
             Restart::Temporary => false,
         }
     }
@@ -214,10 +220,9 @@ impl<A: 'static> Child<A> {
     /// dead gets its Down queued at once, and every Down reaches the
     /// supervisor through its queue, so it is handled after the
     /// supervisor has recorded (or refused) this incarnation.
-    fn erase(self, core: &mut Core, slot: &AddrSlot<A>, downs: &Fwd<Down>) -> Erased {
+    fn erase(self, core: &mut Core, slot: &AddrSlot<A>, downs: &Fwd<OwnerDown>) -> Erased {
         let dev = DeviceRef::id(&self.own);
-        // Never cancelled: the MonitorRef is dropped, which keeps it.
-        let _ = self.own.monitor_fwd(downs.clone());
+        self.own.watch_owner(downs.clone());
         slot.install(core, self.own);
         Erased {
             dev,
@@ -245,7 +250,7 @@ pub(crate) struct Erased {
 /// slot (an `AddrSlot<A>`), where the new incarnation is installed, and
 /// where the supervisor's monitor of it delivers.
 pub(crate) type StartFn =
-    Rc<dyn Fn(&mut Core, &dyn Any, &dyn Any, &Fwd<Down>) -> Result<Erased, Rc<dyn Error>>>;
+    Rc<dyn Fn(&mut Core, &dyn Any, &dyn Any, &Fwd<OwnerDown>) -> Result<Erased, Rc<dyn Error>>>;
 
 /// What a supervisor keeps of a child spec (shared by the incarnations).
 pub(crate) struct SpecCore {
@@ -409,7 +414,7 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
         let start = self.start;
         let slot_proto = self.slot.clone();
         let erased: StartFn = Rc::new(
-            move |core: &mut Core, arg: &dyn Any, slot: &dyn Any, downs: &Fwd<Down>| {
+            move |core: &mut Core, arg: &dyn Any, slot: &dyn Any, downs: &Fwd<OwnerDown>| {
                 let (Some(arg), Some(slot)) = (
                     arg.downcast_ref::<Arg>(),
                     slot.downcast_ref::<AddrSlot<A>>(),
