@@ -683,11 +683,25 @@ pub(crate) fn monitor_fwd(key: Key, fwd: Fwd<Down>) -> Result<MonitorRef, LinkEr
 }
 
 /// Monitors `key` for its owner (a supervisor, which holds a handle until
-/// it has handled the death): see [`OwnerDown`]. Never cancelled; a
-/// device already dead gets its notice at once.
+/// it has handled the death): see [`OwnerDown`]. Never cancelled (token
+/// 0, which no `MonitorRef` holds); a device already dead gets its notice
+/// at once.
 pub(crate) fn watch_owner(key: Key, fwd: Fwd<OwnerDown>) {
-    // The error (a dead device) has been delivered as the notice.
-    let _ = add_monitor(key, Watch::Owner(fwd));
+    // Handed back by the registry if the device is dead.
+    let mut watch = Some(Watch::Owner(fwd));
+    let dead = with_else(
+        || Some(gone(key.id)),
+        |r| match r.push_monitor(key, 0, watch.take()?) {
+            Ok(_) => None,
+            Err(back) => {
+                watch = Some(back);
+                Some(r.dead_error(key))
+            }
+        },
+    );
+    if let (Some(LinkError::DeviceDown { id, cause }), Some(watch)) = (dead, watch) {
+        deliver(watch, Down { id, cause });
+    }
 }
 
 /// `me` links to `other` with `mode` (see [`LinkMode`]). The watching
@@ -887,9 +901,11 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
 }
 
 /// The cause of a dead device, for its owner (the supervisor told by an
-/// [`OwnerDown`] without one), which is about to drop its handle: moved
-/// out when no other handle and no record can ask for it, else a shared
-/// copy. `None` if the device is not dead (or its slot is gone).
+/// [`OwnerDown`] without one), which is about to drop its handle: a
+/// shared copy while another handle or a record can ask for it; else it
+/// is moved out and the slot is freed at once, so that the handle's
+/// release finds nothing left to do. `None` if the device is not dead
+/// (or its slot is gone).
 pub(crate) fn take_cause(key: Key) -> Option<Kept> {
     with(None, |r| {
         let slot = r.slot(key)?;
@@ -897,11 +913,13 @@ pub(crate) fn take_cause(key: Key) -> Option<Kept> {
         let State::Dead(kept) = &mut slot.state else {
             return None;
         };
-        if alone {
-            kept.take()
-        } else {
-            kept.as_mut().map(|c| Kept::Cause(c.share()))
+        if !alone {
+            return kept.as_mut().map(|c| Kept::Cause(c.share()));
         }
+        let kept = kept.take();
+        // Holds nothing now (`Dead(None)`, no record).
+        r.slots.remove(key.slot as usize);
+        kept
     })
 }
 
