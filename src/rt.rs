@@ -739,6 +739,16 @@ impl Runtime {
 /// conditional shutdown (a signal while a shutdown is under way exits the
 /// process from the handler, with status 128 + signal number, even if the
 /// loop is stuck).
+///
+/// The gate's actions are always registered before any runtime's pipe,
+/// and signal-hook runs a signal's actions in the order they were
+/// registered: a delivery has decided whether to exit, and marked itself
+/// seen, before it writes to a pipe. The handler may run on another
+/// thread (a `kill` of the process goes to its main thread, not
+/// necessarily the runtime's), so with the pipe first a runtime could
+/// see the signal, shut down and be dropped — setting `seen` for "no
+/// runtime left" — before the same delivery's exit check ran: the one
+/// signal that stopped the runtime would then also exit the process.
 struct Signals {
     pipe: signal_hook_mio::v1_0::Signals,
 }
@@ -761,30 +771,32 @@ impl Signals {
     const WATCHED: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
 
     fn install(poll: &Poll) -> Result<Signals, RtError> {
+        let mut gate = SIGNAL_GATE.lock().unwrap_or_else(|e| e.into_inner());
+        // The gate before the pipe (see `Signals`).
+        let g = match gate.as_mut() {
+            Some(g) => g,
+            None => gate.insert(SignalGate {
+                seen: Signals::install_gate()?,
+                runtimes: 0,
+            }),
+        };
         let mut pipe =
             signal_hook_mio::v1_0::Signals::new(Signals::WATCHED).map_err(RtError::Signals)?;
         poll.registry()
             .register(&mut pipe, SIGNAL_TOKEN, mio::Interest::READABLE)
             .map_err(RtError::Signals)?;
-        let mut gate = SIGNAL_GATE.lock().unwrap_or_else(|e| e.into_inner());
-        if gate.is_none() {
-            *gate = Some(SignalGate {
-                seen: Signals::install_gate()?,
-                runtimes: 0,
-            });
-        }
-        if let Some(g) = gate.as_mut() {
-            g.runtimes += 1;
-            // A new runtime starts with a fresh first signal.
-            g.seen.store(false, std::sync::atomic::Ordering::SeqCst);
-        }
+        g.runtimes += 1;
+        // A new runtime starts with a fresh first signal (only now that
+        // its pipe will see one: until then a signal exits).
+        g.seen.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(Signals { pipe })
     }
 
     /// Registers the exit-on-second-signal actions; on a failure, takes
-    /// back those already registered.
+    /// back those already registered. The flag starts set: no runtime
+    /// handles a signal yet.
     fn install_gate() -> Result<Arc<std::sync::atomic::AtomicBool>, RtError> {
-        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let mut ids = Vec::new();
         for sig in Signals::WATCHED {
             // Order matters: the exit check runs before the flag is set,
