@@ -699,8 +699,10 @@ pub(crate) fn watch_owner(key: Key, fwd: Fwd<OwnerDown>) {
             }
         },
     );
-    if let (Some(LinkError::DeviceDown { id, cause }), Some(watch)) = (dead, watch) {
-        deliver(watch, Down { id, cause });
+    if let Some(LinkError::DeviceDown { id, cause }) = dead {
+        if let Some(watch) = watch {
+            deliver(watch, Down { id, cause });
+        }
     }
 }
 
@@ -821,11 +823,11 @@ fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
 /// (`None`: the runtime was dropped). This is the one place a device dies.
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     let delivered = stop.is_some();
-    died_as(
-        key,
-        stop.map_or(Kept::Cause(Cause::Dropped), decode),
-        delivered,
-    );
+    let cause = match stop {
+        Some(stop) => decode(stop),
+        None => Kept::Cause(Cause::Dropped),
+    };
+    died_as(key, cause, delivered);
 }
 
 /// The device died with `cause`. `delivered` is false when its runtime is
@@ -839,7 +841,9 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
     // a device with a record (more watchers, links, a controller) goes on
     // in `drain`. `cause` is moved into the slot only when it stays there
     // unshared for the owner.
-    let mut cause = cause;
+    let mut cause = Some(cause);
+    // The cause once shared (kept in the slot too).
+    let mut shared: Option<Cause> = None;
     let first = with(Death::Gone, |r| {
         let Some(slot) = r.slot(key) else {
             return Death::Gone;
@@ -868,13 +872,13 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
             // cause stays here as it is, for the owner to take when it
             // drops that handle (`take_cause`).
             (NIL, Some(Watch::Owner(fwd))) => {
-                let kept = std::mem::replace(&mut cause, Kept::Cause(Cause::Dropped));
-                *state = State::Dead(Some(kept));
+                *state = State::Dead(cause.take());
                 Death::Owner(fwd)
             }
             // Kept, shared, for the handles (and the record) left to ask.
             (record, first) => {
-                *state = State::Dead(Some(Kept::Cause(cause.share())));
+                shared = cause.take().map(Kept::into_cause);
+                *state = State::Dead(shared.clone().map(Kept::Cause));
                 match record {
                     // No list: the inline watcher, if any, is the only one
                     // to tell.
@@ -887,16 +891,23 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
     // The only watcher is told directly: nothing to hold back if its
     // (raw) handler panics. Otherwise (nobody to tell, or the runtime is
     // gone: the watcher is dropped unfired) the cause is dropped here,
-    // outside the borrow.
+    // outside the borrow. The cause is in `shared` once the slot keeps it
+    // too, else still in `cause` (the slot went), or in the slot for the
+    // owner (`Death::Owner`).
+    let id = key.id;
     match first {
-        Death::Gone => {}
-        Death::Owner(fwd) if delivered => fwd.fwd(OwnerDown {
-            id: key.id,
-            cause: None,
-        }),
-        Death::One(w) if delivered => deliver_kept(w, key.id, cause),
-        Death::Owner(_) | Death::One(_) => {}
-        Death::Record(ri, first) => drain(key, ri, first, cause.into_cause(), delivered),
+        Death::Owner(fwd) if delivered => fwd.fwd(OwnerDown { id, cause: None }),
+        Death::One(w) if delivered => match (shared, cause) {
+            (Some(cause), _) => deliver(w, Down { id, cause }),
+            (None, Some(cause)) => deliver_kept(w, id, cause),
+            (None, None) => {}
+        },
+        Death::Record(ri, first) => {
+            if let Some(cause) = shared {
+                drain(key, ri, first, cause, delivered);
+            }
+        }
+        Death::Gone | Death::Owner(_) | Death::One(_) => {}
     }
 }
 
