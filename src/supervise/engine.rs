@@ -8,8 +8,8 @@
 use super::addr::AddrHook;
 use super::error::{ChildError, StartError, SuperviseError};
 use super::spec::{
-    AskFn, Child, ChildId, ChildKind, Erased, Intensity, Restart, Shutdown, SpecCore, StartFn,
-    Strategy, SupervisorSpec,
+    AskFn, Child, ChildId, ChildKind, Erased, Intensity, Restart, Shutdown, SpecCore, Strategy,
+    SupervisorSpec,
 };
 use super::Addr;
 use crate::cause::{Cause, DeviceId, Kept, OwnerDown};
@@ -40,10 +40,8 @@ type Key = u64;
 struct Entry {
     key: Key,
     id: ChildId,
-    spec: Rc<SpecCore>,
-    /// The start argument (`()` for static children).
-    args: Rc<dyn Any>,
-    slot: Rc<dyn AddrHook>,
+    /// Its spec, start argument and Addr slot.
+    at: Rc<Launcher>,
     run: Option<Running>,
     /// The current restart (or a retry of it) is to start this child.
     pending: bool,
@@ -203,12 +201,16 @@ impl Inner {
     ) -> Key {
         let key = self.next_key;
         self.next_key += 1;
-        self.entries.push(Entry {
-            key,
-            id,
+        let at = Rc::new(Launcher {
             spec,
             args,
             slot,
+            downs: self.downs.clone(),
+        });
+        self.entries.push(Entry {
+            key,
+            id,
+            at,
             run: None,
             pending: false,
             held: false,
@@ -361,7 +363,7 @@ impl Inner {
 /// and its held calls (user closures) are dropped.
 fn discard(removed: Option<Entry>) {
     if let Some(entry) = removed {
-        entry.slot.deleted();
+        entry.at.slot.deleted();
     }
 }
 
@@ -377,9 +379,10 @@ impl Drop for Inner {
         for entry in self.entries.iter_mut().rev() {
             if let Some(run) = entry.run.take() {
                 entry
+                    .at
                     .slot
                     .kill(run.dev, SuperviseError::SupervisorGone(self.id));
-                entry.slot.down(run.dev);
+                entry.at.slot.down(run.dev);
             }
         }
         if let Some(timer) = self.waiting.take().and_then(|w| w.timer) {
@@ -484,7 +487,7 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
         let (sup, actor) = (g.id, g.actor.clone());
         let unwinding = g.self_own.is_some();
         let Some(entry) = g.entry(key) else { return };
-        let policy = match entry.spec.shutdown {
+        let policy = match entry.at.spec.shutdown {
             // Nobody can reach a supervisor unwinding a failed start: its
             // wait is bounded.
             Shutdown::Infinity if unwinding => Shutdown::Timeout(UNWIND_LIMIT),
@@ -497,7 +500,7 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
         run.terminating = true;
         let dev = run.dev;
         let ask = run.ask.take();
-        let Some(line) = entry.slot.make_line(dev) else {
+        let Some(line) = entry.at.slot.make_line(dev) else {
             return;
         };
         g.waiting = Some(Wait {
@@ -559,13 +562,13 @@ fn on_timeout(sh: &Shared, key: Key, dev: DeviceId) {
                 g.entry(key).and_then(|e| {
                     // A timer without a timeout policy: an Infinity child
                     // of a supervisor unwinding a failed start.
-                    let d = match e.spec.shutdown {
+                    let d = match e.at.spec.shutdown {
                         Shutdown::Timeout(d) => d,
                         _ => UNWIND_LIMIT,
                     };
                     e.run
                         .as_ref()
-                        .and_then(|r| e.slot.make_line(r.dev))
+                        .and_then(|r| e.at.slot.make_line(r.dev))
                         .map(|l| (l, e.id.clone(), d, sup))
                 })
             }
@@ -618,15 +621,15 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
         let entry = &mut g.entries[idx];
         let key = entry.key;
         dropped = entry.run.take();
-        let taken = entry.slot.down(dev);
+        let taken = entry.at.slot.down(dev);
         // A notice without a cause whose handle is no longer in the slot
         // (a newer copy of a restarted nested supervisor replaced it)
         // left its cause in a slot that is gone: the handle was dropped.
         let cause = &mut *cause.get_or_insert(taken.unwrap_or(Kept::Cause(Cause::Dropped)));
         let id = &entry.id;
-        let temporary = entry.spec.restart == Restart::Temporary;
+        let temporary = entry.at.spec.restart == Restart::Temporary;
         let remove_after = temporary || (dynamic && entry.held);
-        let restart_type = entry.spec.restart;
+        let restart_type = entry.at.spec.restart;
         let (pending, held) = (entry.pending, entry.held);
         if was_waiting {
             if let Some(timer) = g.waiting.take().and_then(|w| w.timer) {
@@ -713,7 +716,7 @@ fn restart_at_once(
     let targets = plan_restart(g, idx, core.now(), &mut cause);
     if let Some(Targets::One(key)) = targets {
         let e = &g.entries[idx];
-        let launch = Launch::of(&g.downs, e);
+        let launch = e.at.clone();
         let id = e.id.clone();
         drop(guard);
         drop(dropped);
@@ -811,9 +814,9 @@ fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &mut Kept) -> Op
                 // Terminated by the strategy: restarted after, unless
                 // temporary (removed when its Down comes) or a
                 // `terminate_child` is on its way.
-                e.pending = e.spec.restart != Restart::Temporary && !e.held;
+                e.pending = e.at.spec.restart != Restart::Temporary && !e.held;
                 to_terminate.push_back(e.key);
-            } else if e.spec.restart != Restart::Temporary {
+            } else if e.at.spec.restart != Restart::Temporary {
                 // Not running (terminated on request, transient stopped
                 // normally, start failed): started too, as OTP starts
                 // every child of the set.
@@ -849,7 +852,7 @@ fn start_pending(sh: &Shared, core: &mut Core, targets: Targets) {
             else {
                 continue;
             };
-            (e.id.clone(), Launch::of(&g.downs, e))
+            (e.id.clone(), e.at.clone())
         };
         let res = launch_entry(sh, core, key, launch);
         if !restarted(sh, key, id, res) {
@@ -922,24 +925,16 @@ fn end_self(sh: &Shared, cause: Cause) {
     guard::defer_apply(actor, move |_, cx| cx.fail(Ending(cause)));
 }
 
-/// What running a start function needs, cloned out of the borrow (the
+/// What starting one child takes: its spec (with the start function),
+/// its start argument (`()` for static children), its Addr slot, and
+/// where its supervisor's monitor delivers. An entry holds it; a start
+/// runs with its own reference, taken out of the supervisor's borrow (a
 /// start function may change the supervisor's children).
-struct Launch {
-    start: StartFn,
+struct Launcher {
+    spec: Rc<SpecCore>,
     args: Rc<dyn Any>,
     slot: Rc<dyn AddrHook>,
     downs: Fwd<OwnerDown>,
-}
-
-impl Launch {
-    fn of(downs: &Fwd<OwnerDown>, e: &Entry) -> Self {
-        Launch {
-            start: e.spec.start.clone(),
-            args: e.args.clone(),
-            slot: e.slot.clone(),
-            downs: downs.clone(),
-        }
-    }
 }
 
 /// Runs the start function of one entry (not running) and records the new
@@ -950,7 +945,7 @@ fn start_entry(sh: &Shared, core: &mut Core, key: Key) -> Result<DeviceId, Rc<dy
         let Some(e) = g.entries.iter().find(|e| e.key == key) else {
             return Err(Rc::new(ChildError::SupervisorDown));
         };
-        (Launch::of(&g.downs, e), e.id.clone())
+        (e.at.clone(), e.id.clone())
     };
     let (launch, id) = launch;
     let dev = launch_entry(sh, core, key, launch)?;
@@ -971,28 +966,30 @@ fn launch_entry(
     sh: &Shared,
     core: &mut Core,
     key: Key,
-    launch: Launch,
+    launch: Rc<Launcher>,
 ) -> Result<DeviceId, Rc<dyn Error>> {
-    let Launch {
-        start,
+    let Launcher {
+        spec,
         args,
         slot,
         downs,
-    } = launch;
+    } = &*launch;
     sh.borrow_mut().starting += 1;
     // A start function that panics failed to start (OTP: an init that
     // crashes is a start error): its panic becomes the error.
     // The start function also monitors the new incarnation for `downs`
     // (a device already dead gets its Down queued, handled as any exit
     // once `place` has recorded it).
-    let res = catch_unwind(AssertUnwindSafe(|| start(core, &*args, slot.any(), &downs)));
+    let res = catch_unwind(AssertUnwindSafe(|| {
+        (spec.start)(core, &**args, slot.any(), downs)
+    }));
     let stopping = {
         let mut g = sh.borrow_mut();
         g.starting -= 1;
         g.mode == Mode::Stopping
     };
     let res = match res {
-        Ok(Ok(erased)) => place(sh, key, &slot, erased),
+        Ok(Ok(erased)) => place(sh, key, slot, erased),
         Ok(Err(error)) => Err(error),
         Err(payload) => Err(Rc::new(Cause::Panic(guard::panic_message(payload))) as Rc<dyn Error>),
     };
@@ -1070,7 +1067,7 @@ fn line_of(sh: &Shared, key: Key) -> Result<Line, ChildError> {
     g.entries
         .iter()
         .find(|e| e.key == key)
-        .and_then(|e| e.run.as_ref().and_then(|r| e.slot.make_line(r.dev)))
+        .and_then(|e| e.run.as_ref().and_then(|r| e.at.slot.make_line(r.dev)))
         .ok_or(ChildError::ShuttingDown)
 }
 
@@ -1518,14 +1515,17 @@ impl SupervisorRef {
             .iter()
             .map(|e| ChildInfo {
                 id: e.id.clone(),
-                status: match (&e.run, e.run.as_ref().and_then(|r| e.slot.make_line(r.dev))) {
+                status: match (
+                    &e.run,
+                    e.run.as_ref().and_then(|r| e.at.slot.make_line(r.dev)),
+                ) {
                     (Some(r), Some(line)) if r.terminating => ChildStatus::Terminating(line),
                     (Some(_), Some(line)) => ChildStatus::Running(line),
                     _ if e.pending => ChildStatus::Restarting,
                     _ => ChildStatus::Stopped,
                 },
-                kind: e.spec.kind,
-                restart: e.spec.restart,
+                kind: e.at.spec.kind,
+                restart: e.at.spec.restart,
             })
             .collect())
     }
@@ -1545,7 +1545,7 @@ impl SupervisorRef {
             if e.run.is_some() {
                 c.active += 1;
             }
-            match e.spec.kind {
+            match e.at.spec.kind {
                 ChildKind::Supervisor => c.supervisors += 1,
                 ChildKind::Worker => c.workers += 1,
             }
@@ -1565,7 +1565,7 @@ impl SupervisorRef {
             let Some(i) = g.by_id(id) else {
                 return Err(ChildError::NotFound(ChildId::from(id)));
             };
-            g.entries[i].slot.clone()
+            g.entries[i].at.slot.clone()
         };
         match slot.as_any().downcast::<super::addr::AddrSlot<A>>() {
             Ok(slot) => Ok(Addr::from_slot(slot)),
