@@ -836,6 +836,7 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
 /// A failure's error is shared (made the `Rc` of a [`Cause`]) only if a
 /// watcher or a handle other than the owner's can see it: a supervised
 /// child that fails costs no copy of its error.
+#[inline]
 pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
     // Marks the device dead and takes its inline watcher, in one borrow;
     // a device with a record (more watchers, links, a controller) goes on
@@ -845,7 +846,16 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
     // The cause once shared (kept in the slot too).
     let mut shared: Option<Cause> = None;
     let first = with(Death::Gone, |r| {
-        let Some(slot) = r.slot(key) else {
+        let Registry {
+            slots,
+            live,
+            inline,
+            ..
+        } = r;
+        let Some(slot) = slots
+            .get_mut(key.slot as usize)
+            .filter(|slot| slot.id == key.id)
+        else {
             return Death::Gone;
         };
         let (refs, record) = (slot.refs, slot.record);
@@ -853,20 +863,20 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
             return Death::Gone;
         };
         let first = first.take().map(|first| first.watch);
-        r.live -= 1;
+        *live -= 1;
         if first.is_some() {
-            r.inline -= 1;
+            *inline -= 1;
         }
         if refs == 0 && record == NIL {
             // Nobody is left to ask: the slot goes. It holds nothing now
             // (`Live(None)`), so forgetting it skips dead drop code on
             // the hottest path of all (create, drop, die).
-            let gone = r.slots.remove(key.slot as usize);
+            let gone = slots.remove(key.slot as usize);
             debug_assert!(matches!(gone.state, State::Live(None)));
             std::mem::forget(gone);
             return first.map_or(Death::Gone, Death::One);
         }
-        let state = &mut r.slots[key.slot as usize].state;
+        let state = &mut slot.state;
         match (record, first) {
             // The owner is the only one to tell and holds a handle: the
             // cause stays here as it is, for the owner to take when it

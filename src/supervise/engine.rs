@@ -8,7 +8,7 @@
 use super::addr::AddrHook;
 use super::error::{ChildError, StartError, SuperviseError};
 use super::spec::{
-    AskFn, Child, ChildId, ChildKind, Erased, Intensity, Restart, Shutdown, SpecCore, Strategy,
+    AskFn, Child, ChildId, ChildKind, Extras, Intensity, Restart, Shutdown, SpecCore, Strategy,
     SupervisorSpec,
 };
 use super::Addr;
@@ -980,8 +980,9 @@ fn launch_entry(
     // The start function also monitors the new incarnation for `downs`
     // (a device already dead gets its Down queued, handled as any exit
     // once `place` has recorded it).
+    let mut extras = Extras::default();
     let res = catch_unwind(AssertUnwindSafe(|| {
-        (spec.start)(core, &**args, slot.any(), downs)
+        (spec.start)(core, &**args, slot.any(), downs, &mut extras)
     }));
     let stopping = {
         let mut g = sh.borrow_mut();
@@ -989,7 +990,7 @@ fn launch_entry(
         g.mode == Mode::Stopping
     };
     let res = match res {
-        Ok(Ok(erased)) => place(sh, key, slot, erased),
+        Ok(Ok(dev)) => place(sh, key, slot, dev, extras),
         Ok(Err(error)) => Err(error),
         Err(payload) => Err(Rc::new(Cause::Panic(guard::panic_message(payload))) as Rc<dyn Error>),
     };
@@ -1011,9 +1012,9 @@ fn place(
     sh: &Shared,
     key: Key,
     slot: &Rc<dyn AddrHook>,
-    erased: Erased,
+    dev: DeviceId,
+    extras: Extras,
 ) -> Result<DeviceId, Rc<dyn Error>> {
-    let dev = erased.dev;
     let placed = {
         let mut guard = sh.borrow_mut();
         let g = &mut *guard;
@@ -1039,10 +1040,10 @@ fn place(
                 e.pending = false;
                 e.held = false;
                 // `run` is None here: nothing is replaced (or dropped).
-                e.run.get_or_insert(Running {
+                e.run = Some(Running {
                     dev,
-                    ask: erased.ask,
-                    nested: erased.nested,
+                    ask: extras.ask,
+                    nested: extras.nested,
                     terminating: false,
                 });
                 true

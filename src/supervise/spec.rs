@@ -214,21 +214,25 @@ impl<A: 'static> Child<A> {
     }
 
     /// Monitors the incarnation for its supervisor (`downs`) and installs
-    /// it in its slot; returns the rest.
+    /// it in its slot; returns its id, the rest going to `extras`.
     ///
     /// The monitor comes first, on the typed handle: a device already
     /// dead gets its Down queued at once, and every Down reaches the
     /// supervisor through its queue, so it is handled after the
     /// supervisor has recorded (or refused) this incarnation.
-    fn erase(self, core: &mut Core, slot: &AddrSlot<A>, downs: &Fwd<OwnerDown>) -> Erased {
+    fn erase(
+        self,
+        core: &mut Core,
+        slot: &AddrSlot<A>,
+        downs: &Fwd<OwnerDown>,
+        extras: &mut Extras,
+    ) -> DeviceId {
         let dev = DeviceRef::id(&self.own);
         self.own.watch_owner(downs.clone());
         slot.install(core, self.own);
-        Erased {
-            dev,
-            ask: self.ask,
-            nested: self.nested,
-        }
+        extras.ask = self.ask;
+        extras.nested = self.nested;
+        dev
     }
 }
 
@@ -238,19 +242,28 @@ impl<A: 'static> From<DeviceOwn<A>> for Child<A> {
     }
 }
 
-/// A started incarnation, type-erased. Its owning handle is in the
-/// child's Addr slot.
-pub(crate) struct Erased {
-    pub(crate) dev: DeviceId,
+/// What a start function hands back besides the new incarnation's id
+/// (whose owning handle is in the child's Addr slot): its shutdown hook,
+/// and the supervisor it is if it is one. Written into the caller's
+/// value, so that the start function's result stays small.
+#[derive(Default)]
+pub(crate) struct Extras {
     pub(crate) ask: Option<AskFn>,
     pub(crate) nested: Option<SupervisorRef>,
 }
 
 /// The type-erased start function: the start argument, the child's Addr
-/// slot (an `AddrSlot<A>`), where the new incarnation is installed, and
-/// where the supervisor's monitor of it delivers.
-pub(crate) type StartFn =
-    Rc<dyn Fn(&mut Core, &dyn Any, &dyn Any, &Fwd<OwnerDown>) -> Result<Erased, Rc<dyn Error>>>;
+/// slot (an `AddrSlot<A>`), where the new incarnation is installed, where
+/// the supervisor's monitor of it delivers, and where the rest goes.
+pub(crate) type StartFn = Rc<
+    dyn Fn(
+        &mut Core,
+        &dyn Any,
+        &dyn Any,
+        &Fwd<OwnerDown>,
+        &mut Extras,
+    ) -> Result<DeviceId, Rc<dyn Error>>,
+>;
 
 /// What a supervisor keeps of a child spec (shared by the incarnations).
 pub(crate) struct SpecCore {
@@ -414,7 +427,11 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
         let start = self.start;
         let slot_proto = self.slot.clone();
         let erased: StartFn = Rc::new(
-            move |core: &mut Core, arg: &dyn Any, slot: &dyn Any, downs: &Fwd<OwnerDown>| {
+            move |core: &mut Core,
+                  arg: &dyn Any,
+                  slot: &dyn Any,
+                  downs: &Fwd<OwnerDown>,
+                  extras: &mut Extras| {
                 let (Some(arg), Some(slot)) = (
                     arg.downcast_ref::<Arg>(),
                     slot.downcast_ref::<AddrSlot<A>>(),
@@ -424,7 +441,7 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
                     }) as Rc<dyn Error>);
                 };
                 match start(core, arg) {
-                    Ok(child) => Ok(child.erase(core, slot, downs)),
+                    Ok(child) => Ok(child.erase(core, slot, downs, extras)),
                     Err(e) => Err(Rc::from(e)),
                 }
             },
