@@ -286,10 +286,10 @@ impl<A: 'static> DeviceOwn<A> {
         registry::watch_owner(self.key, fwd);
     }
 
-    /// The cause of the dead device, for this owner about to drop it (see
-    /// [`registry::take_cause`]).
-    pub(crate) fn take_cause(&self) -> Option<crate::cause::Kept> {
-        registry::take_cause(self.key)
+    /// Drops this owner of a dead device, returning the device's cause
+    /// (see [`registry::take_cause`]).
+    pub(crate) fn into_cause(mut self) -> Option<crate::cause::Kept> {
+        registry::take_cause(&mut self.key)
     }
 }
 

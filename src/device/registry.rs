@@ -548,6 +548,11 @@ pub(crate) fn retain(key: Key) {
 
 /// A handle naming the device is gone.
 pub(crate) fn release(key: Key) {
+    // A handle whose slot is already freed (see `take_cause`), or made
+    // during thread teardown, names nothing.
+    if key.slot == NIL {
+        return;
+    }
     let cause = with(None, |r| {
         let slot = r.slot(key)?;
         debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
@@ -922,26 +927,32 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
 }
 
 /// The cause of a dead device, for its owner (the supervisor told by an
-/// [`OwnerDown`] without one), which is about to drop its handle: a
-/// shared copy while another handle or a record can ask for it; else it
-/// is moved out and the slot is freed at once, so that the handle's
-/// release finds nothing left to do. `None` if the device is not dead
-/// (or its slot is gone).
-pub(crate) fn take_cause(key: Key) -> Option<Kept> {
-    with(None, |r| {
-        let slot = r.slot(key)?;
+/// [`OwnerDown`] without one), which is about to drop its handle `key`:
+/// a shared copy while another handle or a record can ask for it; else it
+/// is moved out and the slot is freed at once, and `key` is detached (its
+/// release has nothing left to do). `None` if the device is not dead (or
+/// its slot is gone).
+pub(crate) fn take_cause(key: &mut Key) -> Option<Kept> {
+    let (kept, freed) = with((None, false), |r| {
+        let Some(slot) = r.slot(*key) else {
+            return (None, false);
+        };
         let alone = slot.refs == 1 && slot.record == NIL;
         let State::Dead(kept) = &mut slot.state else {
-            return None;
+            return (None, false);
         };
         if !alone {
-            return kept.as_mut().map(|c| Kept::Cause(c.share()));
+            return (kept.as_mut().map(|c| Kept::Cause(c.share())), false);
         }
         let kept = kept.take();
         // Holds nothing now (`Dead(None)`, no record).
         r.slots.remove(key.slot as usize);
-        kept
-    })
+        (kept, true)
+    });
+    if freed {
+        key.slot = NIL;
+    }
+    kept
 }
 
 /// What the first step of a death found.

@@ -173,8 +173,7 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
             }
             current.take()
         };
-        let cause = old.as_ref().and_then(DeviceOwn::take_cause);
-        drop(old);
+        let cause = old.and_then(DeviceOwn::into_cause);
         if let Some(mb) = self.mailbox() {
             mb.detach();
         }
