@@ -990,7 +990,8 @@ fn launch_entry(
         g.mode == Mode::Stopping
     };
     let res = match res {
-        Ok(Ok(dev)) => place(sh, key, slot, dev, extras),
+        Ok(Ok(dev)) if place(sh, key, slot, dev, extras) => Ok(dev),
+        Ok(Ok(_)) => Err(Rc::new(ChildError::ShuttingDown) as Rc<dyn Error>),
         Ok(Err(error)) => Err(error),
         Err(payload) => Err(Rc::new(Cause::Panic(guard::panic_message(payload))) as Rc<dyn Error>),
     };
@@ -1007,15 +1008,9 @@ fn launch_entry(
 /// its ordered shutdown (which a start function may have requested) it is
 /// placed too and added to the children to shut down, in its start-order
 /// place. An entry gone, or a supervisor that has ended: the incarnation
-/// has no place and is killed.
-fn place(
-    sh: &Shared,
-    key: Key,
-    slot: &Rc<dyn AddrHook>,
-    dev: DeviceId,
-    extras: Extras,
-) -> Result<DeviceId, Rc<dyn Error>> {
-    let placed = {
+/// has no place and is killed. Returns whether it was placed.
+fn place(sh: &Shared, key: Key, slot: &Rc<dyn AddrHook>, dev: DeviceId, extras: Extras) -> bool {
+    let placed = 'place: {
         let mut guard = sh.borrow_mut();
         let g = &mut *guard;
         let mode = g.mode;
@@ -1024,7 +1019,7 @@ fn place(
             Some(i) if g.entries[i].run.is_none() && mode != Mode::Ended => {
                 if mode == Mode::Stopping {
                     let Some(active) = g.active.as_mut() else {
-                        return Err(Rc::new(ChildError::ShuttingDown));
+                        break 'place false;
                     };
                     // Reverse start order: before the first one started
                     // earlier than this child.
@@ -1057,9 +1052,8 @@ fn place(
         let sup = sh.borrow().id;
         slot.kill(dev, SuperviseError::SupervisorGone(sup));
         slot.down(dev);
-        return Err(Rc::new(ChildError::ShuttingDown));
     }
-    Ok(dev)
+    placed
 }
 
 /// A Line for the running incarnation of entry `key`.
