@@ -107,12 +107,18 @@ fn running_ids(sup: &Supervisor) -> Vec<String> {
         .collect()
 }
 
-/// The SuperviseError inside a device's cause, if any.
-fn supervise_error(cause: &Cause) -> Option<SuperviseError> {
+/// The error of type `E` inside a device's cause (failed or killed with
+/// it), if any.
+fn error_in<E: Error + 'static>(cause: &Cause) -> Option<&E> {
     match cause {
-        Cause::Error(e) | Cause::Killed(e) => e.downcast_ref::<SuperviseError>().cloned(),
+        Cause::Error(e) | Cause::Killed(e) => e.downcast_ref::<E>(),
         _ => None,
     }
+}
+
+/// The SuperviseError inside a device's cause, if any.
+fn supervise_error(cause: &Cause) -> Option<SuperviseError> {
+    error_in::<SuperviseError>(cause).cloned()
 }
 
 // ---------------------------------------------------------------------
@@ -514,14 +520,6 @@ fn fail_with(addr: &Addr<W>, n: u32) {
         .expect("child is running");
 }
 
-/// The user error inside a cause, if it is one.
-fn oops(cause: &Cause) -> Option<&Oops> {
-    match cause {
-        Cause::Error(e) => e.downcast_ref::<Oops>(),
-        _ => None,
-    }
-}
-
 #[test]
 fn a_childs_error_reaches_the_escalation_cause_intact() {
     // The only one to see the child's error is its supervisor: the error
@@ -544,7 +542,7 @@ fn a_childs_error_reaches_the_escalation_cause_intact() {
     let cause = sup_line.cause().expect("the supervisor escalated");
     match supervise_error(&cause) {
         Some(SuperviseError::Intensity { cause, .. }) => {
-            assert_eq!(oops(&cause), Some(&Oops(2)));
+            assert_eq!(error_in::<Oops>(&cause), Some(&Oops(2)));
             assert_eq!(cause.to_string(), "failed: oops 2");
         }
         other => panic!("not an intensity error: {other:?}"),
@@ -584,12 +582,18 @@ fn a_childs_error_reaches_its_other_watchers_and_handles_while_it_is_restarted()
     fail_with(&a[0], 3);
     fail_with(&a[1], 4);
     rt.run();
-    assert_eq!(oops(&line_a.cause().expect("a died")), Some(&Oops(3)));
-    assert_eq!(oops(&line_b.cause().expect("b died")), Some(&Oops(4)));
+    assert_eq!(
+        error_in::<Oops>(&line_a.cause().expect("a died")),
+        Some(&Oops(3))
+    );
+    assert_eq!(
+        error_in::<Oops>(&line_b.cause().expect("b died")),
+        Some(&Oops(4))
+    );
     let downs = seen.borrow();
     assert_eq!(downs.len(), 1);
     assert_eq!(
-        (downs[0].id, oops(&downs[0].cause)),
+        (downs[0].id, error_in::<Oops>(&downs[0].cause)),
         (line_b.id(), Some(&Oops(4)))
     );
     // Both die before the supervisor handles the first Down.
