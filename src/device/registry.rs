@@ -6,10 +6,10 @@
 //! index of its *record*, and its state: while it lives, its first monitor
 //! (inline, while it is the only watcher); after death, the [`Cause`] (kept
 //! while a handle or record is left to ask how it died; a failure's error
-//! stays in stakker's box until someone needs it shared, see [`Kept`]). The record holds
-//! what only devices observed more closely need: the watcher lists, a weak
-//! pointer to the controller (which the owners hold, with the trap
-//! handler). It is made on the second monitor, or on the first link, trap,
+//! stays in stakker's box until someone needs it shared, see [`Kept`]).
+//! The record holds what only devices observed more closely need: the
+//! watcher lists, a weak pointer to the controller (which the owners hold,
+//! with the trap handler). It is made on the second monitor, or on the first link, trap,
 //! `Line` or request. A device nobody observes, or only one monitor
 //! watches (a supervisor's child, a parent's worker), costs a slot insert
 //! and remove, no allocation once the slabs are warm.
