@@ -217,13 +217,13 @@ impl fmt::Display for Kept {
 }
 
 /// What the registry tells a device's owner-watcher (its supervisor,
-/// crate-private) when the device dies. `cause` is `None` when the cause
-/// stayed in the device's registry slot for that owner to take
-/// (`DeviceOwn::take_cause`) as it drops its handle: a cause nobody else
-/// sees is never copied.
+/// crate-private) when the device dies: only which device. The owner
+/// takes the cause from the device's registry slot as it drops its handle
+/// (`DeviceOwn::into_cause`): moved out when nobody else can see it, so a
+/// cause nobody else sees is never copied. A notice small enough for a
+/// register.
 pub(crate) struct OwnerDown {
     pub(crate) id: DeviceId,
-    pub(crate) cause: Option<Kept>,
 }
 
 /// How two devices are linked, seen from the device that makes the link

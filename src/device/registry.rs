@@ -783,10 +783,8 @@ fn deliver(watch: Watch, down: Down) {
     match watch {
         Watch::Ret(ret) => ret.ret(down),
         Watch::Fwd(fwd) => fwd.fwd(down),
-        Watch::Owner(fwd) => fwd.fwd(OwnerDown {
-            id: down.id,
-            cause: Some(Kept::Cause(down.cause)),
-        }),
+        // The owner takes the cause from the slot (it holds a handle).
+        Watch::Owner(fwd) => fwd.fwd(OwnerDown { id: down.id }),
         Watch::Link(watcher) => {
             // No controller alive means no owner is left: the watcher is
             // already ending with `Dropped`.
@@ -805,14 +803,13 @@ fn deliver(watch: Watch, down: Down) {
     }
 }
 
-/// [`deliver`] of a cause that may not be shared yet: an owner gets it as
-/// it is, any other watcher as a `Cause`.
+/// [`deliver`] of a cause that may not be shared yet: as a `Cause` to a
+/// watcher that gets one.
 fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
     match watch {
-        Watch::Owner(fwd) => fwd.fwd(OwnerDown {
-            id,
-            cause: Some(cause),
-        }),
+        // No handle was left (the device's slot went): a stale
+        // incarnation for its owner, whose cause nobody can ask for.
+        Watch::Owner(fwd) => fwd.fwd(OwnerDown { id }),
         watch => deliver(
             watch,
             Down {
@@ -911,7 +908,7 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
     // owner (`Death::Owner`).
     let id = key.id;
     match first {
-        Death::Owner(fwd) if delivered => fwd.fwd(OwnerDown { id, cause: None }),
+        Death::Owner(fwd) if delivered => fwd.fwd(OwnerDown { id }),
         Death::One(w) if delivered => match (shared, cause) {
             (Some(cause), _) => deliver(w, Down { id, cause }),
             (None, Some(cause)) => deliver_kept(w, id, cause),
@@ -927,7 +924,7 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
 }
 
 /// The cause of a dead device, for its owner (the supervisor told by an
-/// [`OwnerDown`] without one), which is about to drop its handle `key`:
+/// [`OwnerDown`]), which is about to drop its handle `key`:
 /// a shared copy while another handle or a record can ask for it; else it
 /// is moved out and the slot is freed at once, and `key` is detached (its
 /// release has nothing left to do). `None` if the device is not dead (or

@@ -595,11 +595,11 @@ fn on_timeout(sh: &Shared, key: Key, dev: DeviceId) {
 /// that is the job `pump` would take next anyway, so the job queue is
 /// skipped. Otherwise it is queued behind the work in progress.
 fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
-    let OwnerDown { id: dev, cause } = down;
-    // The cause, with the notice or (when nobody else could see it) taken
-    // from the registry as the incarnation's handle is dropped. It may
-    // hold a user error: dropped last, after every borrow.
-    let mut cause = cause;
+    let OwnerDown { id: dev } = down;
+    // The cause, taken from the registry as the incarnation's handle is
+    // dropped (moved out when nobody else can see it). It may hold a user
+    // error: dropped last, after every borrow.
+    let mut cause: Option<Kept> = None;
     let dropped: Option<Running>;
     let mut removed: Option<Entry> = None;
     {
@@ -621,11 +621,12 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
         let entry = &mut g.entries[idx];
         let key = entry.key;
         dropped = entry.run.take();
+        // An incarnation whose handle is no longer in the slot (a newer
+        // copy of a restarted nested supervisor replaced it, while this
+        // copy shuts down) left its cause in a slot that is gone: the
+        // handle was dropped.
         let taken = entry.at.slot.down(dev);
-        // A notice without a cause whose handle is no longer in the slot
-        // (a newer copy of a restarted nested supervisor replaced it)
-        // left its cause in a slot that is gone: the handle was dropped.
-        let cause = &mut *cause.get_or_insert(taken.unwrap_or(Kept::Cause(Cause::Dropped)));
+        let cause = &mut *cause.insert(taken.unwrap_or(Kept::Cause(Cause::Dropped)));
         let id = &entry.id;
         let temporary = entry.at.spec.restart == Restart::Temporary;
         let remove_after = temporary || (dynamic && entry.held);
