@@ -417,20 +417,21 @@ impl SupervisorActor {
         Some(SupervisorActor { sh })
     }
 
+    // The state (and so `sh`) lives through its own method call.
     fn child_down(&mut self, cx: CX![], down: OwnerDown) {
-        let sh = self.sh.clone();
-        on_down(&sh, cx, down);
+        on_down(&self.sh, cx, down);
     }
 
     fn shutdown_timeout(&mut self, _: CX![], key: Key, dev: DeviceId) {
-        let sh = self.sh.clone();
-        on_timeout(&sh, key, dev);
+        on_timeout(&self.sh, key, dev);
     }
 
     fn retry(&mut self, cx: CX![], key: Key, cause: Cause) {
-        let sh = self.sh.clone();
-        sh.borrow_mut().jobs.push_back(Job::Restart { key, cause });
-        pump(&sh, cx);
+        self.sh
+            .borrow_mut()
+            .jobs
+            .push_back(Job::Restart { key, cause });
+        pump(&self.sh, cx);
     }
 }
 
@@ -772,30 +773,7 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
 /// plans that (`active`).
 fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &mut Kept) -> Option<Targets> {
     if !g.add_restart(now) {
-        let Intensity {
-            max_restarts,
-            period,
-        } = g.intensity;
-        let sup = g.id;
-        let id = g.entries[idx].id.clone();
-        tracing::error!(
-            target: "stakplane::supervise",
-            supervisor = %sup,
-            child = %id,
-            cause = %cause,
-            max_restarts,
-            period = ?period,
-            event = "give_up",
-            "restart intensity reached: shutting down all children and escalating"
-        );
-        let err = SuperviseError::Intensity {
-            supervisor: sup,
-            max_restarts,
-            period,
-            child: id,
-            cause: cause.share(),
-        };
-        g.begin_shutdown(Then::End(Cause::Error(Rc::new(err))));
+        give_up(g, idx, cause);
         return None;
     }
     let key = g.entries[idx].key;
@@ -834,6 +812,38 @@ fn plan_restart(g: &mut Inner, idx: usize, now: Instant, cause: &mut Kept) -> Op
         then: Then::Start(targets),
     });
     None
+}
+
+/// One restart more than the intensity allows, for entry `idx`: starts
+/// the ordered shutdown that ends the supervisor with
+/// `SuperviseError::Intensity` (kept out of the restart path's code).
+#[cold]
+#[inline(never)]
+fn give_up(g: &mut Inner, idx: usize, cause: &mut Kept) {
+    let Intensity {
+        max_restarts,
+        period,
+    } = g.intensity;
+    let sup = g.id;
+    let id = g.entries[idx].id.clone();
+    tracing::error!(
+        target: "stakplane::supervise",
+        supervisor = %sup,
+        child = %id,
+        cause = %cause,
+        max_restarts,
+        period = ?period,
+        event = "give_up",
+        "restart intensity reached: shutting down all children and escalating"
+    );
+    let err = SuperviseError::Intensity {
+        supervisor: sup,
+        max_restarts,
+        period,
+        child: id,
+        cause: cause.share(),
+    };
+    g.begin_shutdown(Then::End(Cause::Error(Rc::new(err))));
 }
 
 /// Starts the pending children among `keys`, in start order. A failed

@@ -426,16 +426,21 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
     pub(crate) fn erase(self) -> ErasedSpec {
         let start = self.start;
         let slot_proto = self.slot.clone();
+        // The spec's own slot (a static child's): recognised by address,
+        // which spares the type check.
+        let own_slot = self.slot.clone();
         let erased: StartFn = Rc::new(
             move |core: &mut Core,
                   arg: &dyn Any,
                   slot: &dyn Any,
                   downs: &Fwd<OwnerDown>,
                   extras: &mut Extras| {
-                let (Some(arg), Some(slot)) = (
-                    arg.downcast_ref::<Arg>(),
-                    slot.downcast_ref::<AddrSlot<A>>(),
-                ) else {
+                let slot = if std::ptr::addr_eq(slot, Rc::as_ptr(&own_slot)) {
+                    Some(&*own_slot)
+                } else {
+                    slot.downcast_ref::<AddrSlot<A>>()
+                };
+                let (Some(arg), Some(slot)) = (arg.downcast_ref::<Arg>(), slot) else {
                     return Err(Rc::new(StartError::ArgType {
                         expected: std::any::type_name::<Arg>(),
                     }) as Rc<dyn Error>);
