@@ -40,7 +40,8 @@ type Key = u64;
 struct Entry {
     key: Key,
     id: ChildId,
-    /// Its spec, start argument and Addr slot.
+    /// What starting it takes: spec, start argument, Addr slot and
+    /// the supervisor's death-notice `Fwd`.
     at: Rc<Launcher>,
     run: Option<Running>,
     /// The current restart (or a retry of it) is to start this child.
