@@ -1,10 +1,22 @@
 //! Device identity and the values a death produces: [`DeviceId`],
 //! [`Cause`], [`Down`], plus the link vocabulary [`LinkMode`] and
 //! [`LinkError`].
+//!
+//! ## Cascade chains of any length
+//!
+//! A cascade carries the cause of the device before it, so a chain of `n`
+//! linked devices is a cause nested `n` deep. Nothing about a cause
+//! recurses on that depth: [`Cause::origin`] and [`Cause::root`] walk it,
+//! `Display` and `Debug` write it in one loop — a chain longer than
+//! [`SHOWN_LINKS`] links shows its first links, `… N more links …`, and its
+//! last link with the root cause — and dropping the last reference to a
+//! chain unlinks it one link at a time ([`CascadeCause`]). A chain of a
+//! million links is formatted and dropped on a 2 MB thread.
 
 use std::error::Error;
 use std::fmt;
 use std::num::NonZeroU64;
+use std::ops::Deref;
 use std::rc::Rc;
 
 /// The identity of a device.
@@ -50,7 +62,7 @@ impl fmt::Debug for DeviceId {
 ///
 /// Cloning is cheap (reference counts only), so every watcher gets its own
 /// copy. Errors and panic messages are shared, not copied.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Cause {
     /// The device stopped itself normally (`stop!(cx)` / `cx.stop()`).
     Stopped,
@@ -72,8 +84,8 @@ pub enum Cause {
     Cascade {
         /// The linked device whose fault killed this one.
         from: DeviceId,
-        /// How `from` died.
-        cause: Rc<Cause>,
+        /// How `from` died (derefs to [`Cause`]).
+        cause: CascadeCause,
     },
     /// The device was killed ([`DeviceRef::kill`](crate::DeviceRef::kill))
     /// with this reason.
@@ -85,7 +97,68 @@ pub enum Cause {
     Lost,
 }
 
+/// Links of a cascade chain that `Display` and `Debug` write out in
+/// full; a longer chain shows its first `SHOWN_LINKS - 1` links, the
+/// number left out, and its last link.
+pub const SHOWN_LINKS: usize = 8;
+
 impl Cause {
+    /// A [`Cascade`](Cause::Cascade): `from` faulted with `cause`.
+    pub fn cascade(from: DeviceId, cause: Cause) -> Cause {
+        Cause::Cascade {
+            from,
+            cause: CascadeCause(Rc::new(cause)),
+        }
+    }
+
+    /// Links in the cascade chain: 0 for a cause that is not a cascade.
+    pub fn chain_len(&self) -> usize {
+        let mut n = 0;
+        let mut cause = self;
+        while let Cause::Cascade { cause: inner, .. } = cause {
+            n += 1;
+            cause = inner;
+        }
+        n
+    }
+
+    /// Writes the chain in one loop, eliding the middle of a long one;
+    /// `link` writes one link and returns the text that closes it, `root`
+    /// the root cause.
+    fn write_chain(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        link: fn(&mut fmt::Formatter<'_>, DeviceId) -> Result<&'static str, fmt::Error>,
+        root: fn(&Cause, &mut fmt::Formatter<'_>) -> fmt::Result,
+    ) -> fmt::Result {
+        let len = self.chain_len();
+        let skip = if len > SHOWN_LINKS {
+            (SHOWN_LINKS - 1)..(len - 1)
+        } else {
+            0..0
+        };
+        let mut close = "";
+        let mut closes = 0usize;
+        let mut cause = self;
+        let mut i = 0;
+        while let Cause::Cascade { from, cause: inner } = cause {
+            if i == skip.start && !skip.is_empty() {
+                write!(f, "… {} more links … ", skip.len())?;
+            }
+            if !skip.contains(&i) {
+                close = link(f, *from)?;
+                closes += 1;
+            }
+            i += 1;
+            cause = inner;
+        }
+        root(cause, f)?;
+        for _ in 0..closes {
+            f.write_str(close)?;
+        }
+        Ok(())
+    }
+
     /// True for every cause except [`Cause::Stopped`] and
     /// [`Cause::Shutdown`]. Faults propagate along links.
     pub fn is_fault(&self) -> bool {
@@ -117,16 +190,123 @@ impl Cause {
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Cause::Cascade { .. } = self {
+            return self.write_chain(
+                f,
+                |f, from| write!(f, "linked device {from} died (").map(|()| ")"),
+                fmt::Display::fmt,
+            );
+        }
         match self {
             Cause::Stopped => f.write_str("stopped"),
             Cause::Shutdown { by: Some(by) } => write!(f, "shut down at the request of {by}"),
             Cause::Shutdown { by: None } => f.write_str("shut down on request"),
             Cause::Error(e) => write!(f, "failed: {e}"),
             Cause::Panic(msg) => write!(f, "panicked: {msg}"),
-            Cause::Cascade { from, cause } => write!(f, "linked device {from} died ({cause})"),
+            Cause::Cascade { .. } => unreachable!("written above"),
             Cause::Killed(e) => write!(f, "killed: {e}"),
             Cause::Dropped => f.write_str("dropped (last owner gone)"),
             Cause::Lost => f.write_str("lost (remote node unreachable)"),
+        }
+    }
+}
+
+/// As derived, but a cascade chain of any length is written in one loop
+/// (see [the module docs](self#cascade-chains-of-any-length)).
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Stopped => f.write_str("Stopped"),
+            Cause::Shutdown { by } => f.debug_struct("Shutdown").field("by", by).finish(),
+            Cause::Error(e) => f.debug_tuple("Error").field(e).finish(),
+            Cause::Panic(msg) => f.debug_tuple("Panic").field(msg).finish(),
+            Cause::Cascade { .. } => self.write_chain(
+                f,
+                |f, from| write!(f, "Cascade {{ from: {from:?}, cause: ").map(|()| " }"),
+                fmt::Debug::fmt,
+            ),
+            Cause::Killed(e) => f.debug_tuple("Killed").field(e).finish(),
+            Cause::Dropped => f.write_str("Dropped"),
+            Cause::Lost => f.write_str("Lost"),
+        }
+    }
+}
+
+/// The cause a [`Cause::Cascade`] carries: a shared [`Cause`] (it derefs
+/// to it). Dropping the last reference to a long chain unlinks it one
+/// link at a time, so no chain is too long to drop.
+#[derive(Clone)]
+pub struct CascadeCause(Rc<Cause>);
+
+impl CascadeCause {
+    /// The shared cause.
+    pub fn as_rc(&self) -> &Rc<Cause> {
+        &self.0
+    }
+}
+
+impl Deref for CascadeCause {
+    type Target = Cause;
+    fn deref(&self) -> &Cause {
+        &self.0
+    }
+}
+
+impl AsRef<Cause> for CascadeCause {
+    fn as_ref(&self) -> &Cause {
+        &self.0
+    }
+}
+
+impl From<Cause> for CascadeCause {
+    fn from(cause: Cause) -> Self {
+        CascadeCause(Rc::new(cause))
+    }
+}
+
+impl From<Rc<Cause>> for CascadeCause {
+    fn from(cause: Rc<Cause>) -> Self {
+        CascadeCause(cause)
+    }
+}
+
+impl fmt::Debug for CascadeCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for CascadeCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+thread_local! {
+    /// What an unlinked chain link points at while it is dropped.
+    static UNLINKED: Rc<Cause> = Rc::new(Cause::Dropped);
+}
+
+impl Drop for CascadeCause {
+    fn drop(&mut self) {
+        // Only a chain whose next link goes with this one nests the drop.
+        if Rc::strong_count(&self.0) != 1 || !matches!(*self.0, Cause::Cascade { .. }) {
+            return;
+        }
+        // At thread exit the placeholder may be gone: drop as Rust would.
+        let Ok(unlinked) = UNLINKED.try_with(Rc::clone) else {
+            return;
+        };
+        let mut next = std::mem::replace(&mut self.0, unlinked.clone());
+        // `next` is the last reference to its link: take its own next
+        // link out before it drops, so each drop is one level deep.
+        while let Ok(mut link) = Rc::try_unwrap(next) {
+            match &mut link {
+                Cause::Cascade { cause, .. } => {
+                    next = std::mem::replace(&mut cause.0, unlinked.clone());
+                }
+                _ => break,
+            }
         }
     }
 }

@@ -135,7 +135,9 @@ pub fn fwd_to<A: 'static, M: 'static>(
 }
 
 /// Starts a stakker fixed timer that makes a guarded call on `actor` after
-/// `dur`. Expansion of `after!(dur, [cx], method(args))`.
+/// `dur`. Expansion of `after!(dur, [cx], method(args))`. Any `dur` is
+/// safe: a deadline past the timer horizon never fires
+/// ([`stakplane_async::timer_after`]).
 #[inline]
 pub fn after<A: 'static>(
     core: &mut stakker::Core,
@@ -143,12 +145,12 @@ pub fn after<A: 'static>(
     actor: Actor<A>,
     f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
 ) -> stakker::FixedTimerKey {
-    let when = core.now() + dur;
-    at(core, when, actor, f)
+    stakplane_async::timer_after(core, dur, move |s| apply(&actor, s, f))
 }
 
 /// Starts a stakker fixed timer that makes a guarded call on `actor` at
-/// `when`. Expansion of `at!(when, [cx], method(args))`.
+/// `when`. Expansion of `at!(when, [cx], method(args))`. A `when` past the
+/// timer horizon never fires ([`stakplane_async::timer_at`]).
 #[inline]
 pub fn at<A: 'static>(
     core: &mut stakker::Core,
@@ -156,7 +158,7 @@ pub fn at<A: 'static>(
     actor: Actor<A>,
     f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
 ) -> stakker::FixedTimerKey {
-    core.timer_add(when, move |s| apply(&actor, s, f))
+    stakplane_async::timer_at(core, when, move |s| apply(&actor, s, f))
 }
 
 #[cold]

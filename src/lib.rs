@@ -84,7 +84,7 @@ pub use stakplane_async as task;
 /// not re-export.
 pub use stakker;
 
-pub use cause::{Cause, DeviceId, Down, LinkError, LinkMode};
+pub use cause::{CascadeCause, Cause, DeviceId, Down, LinkError, LinkMode};
 pub use device::{
     registry_stats, spawn_device, DeviceOwn, DeviceRef, Line, MonitorRef, RegistryStats, TaskDevice,
 };

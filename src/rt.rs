@@ -70,6 +70,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The largest event buffer [`Builder::events_per_poll`] allocates:
+/// 65,536 events (under 1 MiB). A larger buffer serves no loop: each event
+/// is handled before the next poll anyway.
+pub const MAX_EVENTS_PER_POLL: usize = 1 << 16;
+
 const WAKE_TOKEN: Token = Token(reactor::FIRST_LOOP_TOKEN);
 const SIGNAL_TOKEN: Token = Token(reactor::FIRST_LOOP_TOKEN + 1);
 
@@ -207,6 +212,8 @@ impl Builder {
     /// How long a stop waits for devices to finish shutting down before
     /// dropping the tasks and closing the sockets regardless (runtime
     /// time: virtual time under [`virtual_time`](Builder::virtual_time)).
+    /// A grace that ends past the [timer horizon](stakplane_async::TIMER_HORIZON)
+    /// (`Duration::MAX`, say) is no bound: the stop waits for the devices.
     pub fn shutdown_grace(mut self, grace: Duration) -> Builder {
         self.grace = grace;
         self
@@ -221,9 +228,12 @@ impl Builder {
         self
     }
 
-    /// Capacity of the event buffer handed to each OS poll (at least 1).
+    /// Capacity of the event buffer handed to each OS poll, between 1
+    /// and [`MAX_EVENTS_PER_POLL`]: a value outside is taken as the
+    /// nearest bound (the buffer is allocated by [`build`](Builder::build);
+    /// more events than it holds wait for the next poll, nothing is lost).
     pub fn events_per_poll(mut self, n: usize) -> Builder {
-        self.events = n.max(1);
+        self.events = n.clamp(1, MAX_EVENTS_PER_POLL);
         self
     }
 
@@ -303,10 +313,11 @@ pub struct RuntimeStats {
 #[derive(Debug)]
 enum Phase {
     Running,
-    /// Devices were asked to shut down; waiting for them until `deadline`.
+    /// Devices were asked to shut down; waiting for them until `deadline`
+    /// (`None`: a grace past the timer horizon, no bound).
     Draining {
         exit: Exit,
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
     Finished(Exit),
 }
@@ -468,10 +479,12 @@ impl Runtime {
     /// # Errors
     /// As [`run`](Runtime::run).
     pub fn run_for(&mut self, d: Duration) -> Result<Status, RtError> {
-        let Some(end) = self.clock_now().checked_add(d) else {
-            // Beyond what `Instant` can hold: as good as forever.
-            return self.run(|_| {}).map(Status::Finished);
-        };
+        // Time never passes the timer horizon: a longer run ends there.
+        let horizon = self.horizon();
+        let end = self
+            .clock_now()
+            .checked_add(d)
+            .map_or(horizon, |e| e.min(horizon));
         loop {
             let now = self.clock_now();
             if now >= end {
@@ -522,7 +535,12 @@ impl Runtime {
         // The turn's time bound: the caller's `max_wait` and, while
         // draining, the grace deadline. On virtual time it is also a
         // target time jumps to.
-        let mut bound = max_wait.and_then(|w| self.clock_now().checked_add(w));
+        let horizon = self.horizon();
+        let mut bound = max_wait.map(|w| {
+            let now = self.clock_now();
+            now.checked_add(w)
+                .map_or(horizon, |b| b.min(horizon).max(now))
+        });
         let idle_pending = if run_first {
             self.run_queue()
         } else {
@@ -531,7 +549,11 @@ impl Runtime {
         if let Some(done) = self.advance_phase(idle_pending) {
             return Ok(done);
         }
-        if let Phase::Draining { deadline, .. } = self.phase {
+        if let Phase::Draining {
+            deadline: Some(deadline),
+            ..
+        } = self.phase
+        {
             bound = Some(bound.map_or(deadline, |b| b.min(deadline)));
         }
         let timeout = self.timeout(idle_pending, bound);
@@ -549,6 +571,12 @@ impl Runtime {
             Phase::Finished(exit) => Status::Finished(exit.clone()),
             _ => Status::Running,
         }
+    }
+
+    /// The furthest time the loop moves to (see
+    /// [`TIMER_HORIZON`](stakplane_async::TIMER_HORIZON)).
+    fn horizon(&self) -> Instant {
+        stakplane_async::horizon(&self.stakker)
     }
 
     fn clock_now(&self) -> Instant {
@@ -584,7 +612,7 @@ impl Runtime {
                 // Devices without a controller are ended by their owners
                 // (a task's when the tasks are dropped, next).
                 let waiting = !registry::live_controls_newest_first().is_empty();
-                if !waiting || self.clock_now() >= *deadline {
+                if !waiting || deadline.is_some_and(|d| self.clock_now() >= d) {
                     let exit = exit.clone();
                     self.finish(exit);
                     return Some(self.status());
@@ -610,7 +638,11 @@ impl Runtime {
         for control in registry::live_controls_newest_first() {
             control.end(Cause::Shutdown { by: None });
         }
-        let deadline = self.clock_now() + self.grace;
+        // Past the horizon (or past what `Instant` holds): no bound.
+        let deadline = self
+            .clock_now()
+            .checked_add(self.grace)
+            .filter(|&d| d <= self.horizon());
         self.phase = Phase::Draining { exit, deadline };
         // The ends are queued: the next poll must not wait.
         self.kick = true;
@@ -674,10 +706,12 @@ impl Runtime {
             if let (Clock::Virtual(now), false) = (self.clock, idle_pending) {
                 // To the next timer, never past the bound (`run_for`,
                 // `step`, the grace deadline); to the bound if no timer.
+                // Never past the timer horizon: stakker's clock ends there.
                 let next = match (self.stakker.next_expiry(), bound) {
                     (Some(t), Some(b)) => Some(t.min(b)),
                     (t, b) => t.or(b),
-                };
+                }
+                .map(|t| t.min(self.horizon()));
                 if let Some(next) = next.filter(|&t| t > now) {
                     self.clock = Clock::Virtual(next);
                     self.idle_due = false;

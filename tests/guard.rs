@@ -189,3 +189,37 @@ fn unguarded_stakker_call_is_not_contained() {
         "a raw stakker call's panic unwinds out of run"
     );
 }
+
+#[test]
+fn a_deadline_past_the_timer_horizon_never_fires() {
+    // `after!` and `at!` go through the one clamp of the glue: a deadline
+    // past the horizon (or past what `Instant` holds) never fires, while
+    // one just inside it fires at its time.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let d = dev(&mut rt, "d", &log);
+    rt.run();
+    let horizon = stakplane::task::horizon(&rt.s);
+    after!(Duration::from_secs(1 << 50), [d, rt.s], panic_on_timer());
+    after!(Duration::MAX, [d, rt.s], panic_on_timer());
+    at!(
+        rt.now + Duration::from_secs(1 << 50),
+        [d, rt.s],
+        panic_on_timer()
+    );
+    at!(
+        horizon + Duration::from_secs(1),
+        [d, rt.s],
+        panic_on_timer()
+    );
+    let inside = horizon - rt.now;
+    after!(inside, [d, rt.s], ping());
+    rt.advance(Duration::from_secs(3600));
+    assert!(d.is_alive(), "nothing fired in the first hour");
+    assert_eq!(d.query(&mut rt.s, |d, _| d.calls), Some(0));
+    rt.advance(inside - Duration::from_secs(3600));
+    assert_eq!(d.query(&mut rt.s, |d, _| d.calls), Some(1), "inside: fires");
+    rt.advance(Duration::from_secs(1 << 20));
+    assert!(d.is_alive(), "past the horizon: never fires");
+    assert_eq!(rt.s.next_expiry(), None, "and is gone at the horizon");
+}

@@ -298,3 +298,97 @@ fn unlink_stops_notification() {
     c.unlink(&d, LinkMode::Peer);
     d.unlink(&b, LinkMode::Peer);
 }
+
+#[test]
+fn a_cascade_chain_of_any_length_is_formatted_delivered_and_dropped_without_recursion() {
+    // d0 <- d1 <- ... <- d(N-1), each watching the one before (Monitor);
+    // d0 panics and the whole chain cascades. Formatting the last cause,
+    // delivering it to a monitor and dropping it all must not recurse on
+    // the chain's depth: a 2 MB thread holds a million links.
+    const N: usize = 1_000_000;
+    let run = || {
+        let mut rt = Rt::new();
+        let log = new_log();
+        let chain: Vec<_> = (0..N).map(|_| dev(&mut rt, "link", &log)).collect();
+        let watcher = dev(&mut rt, "watcher", &log);
+        rt.run();
+        for w in chain.windows(2) {
+            w[1].link(&w[0], LinkMode::Monitor).unwrap();
+        }
+        chain[N - 1]
+            .monitor(ret_some_to!([watcher], down() as (Down)))
+            .unwrap();
+        let ids: Vec<DeviceId> = chain.iter().map(|d| d.id()).collect();
+        call!([chain[0]], panic());
+        rt.run();
+
+        let cause = chain[N - 1].cause().expect("the chain cascaded to its end");
+        assert_eq!(cause.chain_len(), N - 1);
+        assert_eq!(cause.origin(), Some(ids[0]));
+        assert_eq!(cause.root().to_string(), format!("panicked: {TEST_PANIC}"));
+        let shown = stakplane::cause::SHOWN_LINKS;
+        let text = cause.to_string();
+        let head: String = (0..shown - 1)
+            .map(|k| format!("linked device {} died (", ids[N - 2 - k]))
+            .collect();
+        let tail = format!(
+            "… {} more links … linked device {} died (panicked: {TEST_PANIC}{}",
+            N - 1 - shown,
+            ids[0],
+            ")".repeat(shown)
+        );
+        assert_eq!(text, format!("{head}{tail}"));
+        let debug = format!("{cause:?}");
+        assert!(debug.starts_with(&format!("Cascade {{ from: {:?}, cause: ", ids[N - 2])));
+        assert!(debug.ends_with(&format!(
+            "Cascade {{ from: {:?}, cause: Panic(\"{TEST_PANIC}\"){}",
+            ids[0],
+            " }".repeat(shown)
+        )));
+
+        // Delivered: the monitor of the last link got the whole chain.
+        {
+            let log = log.borrow();
+            assert_eq!(log.len(), 1);
+            assert_eq!(log[0].1.id, ids[N - 1]);
+            assert_eq!(log[0].1.cause.chain_len(), N - 1);
+        }
+        // Dropped: the handles go first to last, so the last reference to
+        // the whole chain is the one held here.
+        drop(chain);
+        drop(watcher);
+        log.borrow_mut().clear();
+        drop(rt);
+        drop(cause);
+    };
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(run)
+        .unwrap()
+        .join()
+        .expect("a million-link chain fits a 2 MB stack");
+}
+
+#[test]
+fn short_cascade_chains_display_every_link() {
+    // Up to `SHOWN_LINKS` links, the chain is written out in full.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let n = stakplane::cause::SHOWN_LINKS + 1;
+    let chain: Vec<_> = (0..n).map(|_| dev(&mut rt, "link", &log)).collect();
+    rt.run();
+    for w in chain.windows(2) {
+        w[1].link(&w[0], LinkMode::Monitor).unwrap();
+    }
+    call!([chain[0]], fail());
+    rt.run();
+    let cause = chain[n - 1].cause().unwrap();
+    assert_eq!(cause.chain_len(), stakplane::cause::SHOWN_LINKS);
+    let want: String = (0..n - 1)
+        .rev()
+        .map(|k| format!("linked device {} died (", chain[k].id()))
+        .collect::<String>()
+        + "failed: oops"
+        + &")".repeat(n - 1);
+    assert_eq!(cause.to_string(), want);
+}

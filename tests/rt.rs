@@ -546,10 +546,17 @@ fn virtual_time_run_for_advances_with_no_timer_set() {
 /// Shared by the two grace tests: a stop at 1 s, a device created at 2 s
 /// (during the shutdown, so not asked to end), ended at `end_at` if set.
 fn drain_with_a_late_device(end_at: Option<u64>) -> (Runtime, Instant, Log, Exit) {
+    drain_with_a_late_device_and_grace(end_at, Duration::from_secs(10))
+}
+
+fn drain_with_a_late_device_and_grace(
+    end_at: Option<u64>,
+    grace: Duration,
+) -> (Runtime, Instant, Log, Exit) {
     let start = Instant::now();
     let mut rt = Runtime::builder()
         .virtual_time(start)
-        .shutdown_grace(Duration::from_secs(10))
+        .shutdown_grace(grace)
         .build()
         .unwrap();
     let log: Log = Rc::default();
@@ -607,4 +614,79 @@ fn sockets_made_after_shutdown_fail_with_closed() {
         TcpListener::bind(&io, "127.0.0.1:0".parse().unwrap()),
         Err(NetError::Closed)
     ));
+}
+
+#[test]
+fn a_shutdown_grace_past_the_timer_horizon_is_no_bound() {
+    // `now + Duration::MAX` overflowed, the panic escaped `run` and the
+    // runtime's drop during the unwinding aborted the process. Now the
+    // stop simply waits for the device, here until a timer ends it a year
+    // later.
+    let year = 365 * 24 * 3600;
+    for grace in [Duration::MAX, Duration::from_secs(1 << 50)] {
+        let (rt, start, log, exit) = drain_with_a_late_device_and_grace(Some(year), grace);
+        assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+        assert_eq!(rt.now() - start, Duration::from_secs(year), "{grace:?}");
+        assert_eq!(
+            *log.borrow(),
+            [
+                "device kept".to_string(),
+                format!("timer at {:?}", Duration::from_secs(year)),
+                "device late".to_string()
+            ]
+        );
+    }
+}
+
+#[test]
+fn events_per_poll_is_capped_and_a_huge_value_builds() {
+    // `usize::MAX` panicked with "capacity overflow" in `build`, `1 << 40`
+    // aborted on the allocation. Out-of-range values take the nearest
+    // bound; the runtime works either way.
+    for n in [
+        0,
+        1,
+        stakplane::rt::MAX_EVENTS_PER_POLL + 1,
+        1 << 40,
+        usize::MAX,
+    ] {
+        let mut rt = Runtime::builder()
+            .virtual_time(Instant::now())
+            .events_per_poll(n)
+            .build()
+            .unwrap_or_else(|e| panic!("events_per_poll({n}): {e}"));
+        let done = Rc::new(RefCell::new(false));
+        let d2 = done.clone();
+        let exit = rt
+            .run(|rt| {
+                stakplane::task::spawner(rt.core()).spawn_detached(async move {
+                    stakplane::task::sleep(Duration::from_secs(1)).await;
+                    *d2.borrow_mut() = true;
+                });
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done);
+        assert!(*done.borrow(), "events_per_poll({n})");
+    }
+}
+
+#[test]
+fn run_for_and_step_never_move_time_past_the_timer_horizon() {
+    // A bound past the horizon ends at the horizon: stakker's clock is not
+    // moved past it (its timer time would wrap).
+    let start = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
+    let horizon = stakplane::task::horizon(rt.core());
+    let log: Log = Rc::default();
+    let dev = device!(rt.core(), Noted::init("kept", log.clone()));
+    rt.keep(dev);
+    assert_eq!(rt.run_for(Duration::MAX).unwrap(), Status::Running);
+    assert_eq!(rt.now(), horizon);
+    assert_eq!(
+        rt.step(Some(Duration::from_secs(1 << 50))).unwrap(),
+        Status::Running
+    );
+    assert_eq!(rt.now(), horizon);
+    assert_eq!(rt.run_for(Duration::from_secs(1)).unwrap(), Status::Running);
+    assert_eq!(rt.now(), horizon);
 }

@@ -886,6 +886,32 @@ fn shutdown_timeout_expires_into_a_kill() {
 }
 
 #[test]
+fn a_shutdown_timeout_past_the_timer_horizon_waits_like_infinity() {
+    // Before the horizon, a timeout of 2^50 s wrapped in stakker's timer
+    // time and killed the child at once.
+    let mut rt = Rt::new();
+    let spec: ChildSpec<Stubborn> = ChildSpec::worker("s", |core| {
+        let dev = device!(core, Stubborn::init());
+        let actor = dev.actor().clone();
+        Ok(Child::new(dev).on_shutdown(move |_| call!([actor], please_stop())))
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_secs(1 << 50)));
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).unwrap();
+    rt.run();
+    let line = match &sup.which_children().unwrap()[0].status {
+        ChildStatus::Running(l) => l.clone(),
+        s => panic!("not running: {s:?}"),
+    };
+    sup.terminate_child(&mut rt.s, "s").unwrap();
+    rt.advance(Duration::from_secs(3600));
+    assert!(line.is_alive(), "asked, never killed");
+    assert!(matches!(
+        sup.which_children().unwrap()[0].status,
+        ChildStatus::Terminating(_)
+    ));
+}
+
+#[test]
 fn shutdown_infinity_asks_and_waits_without_a_kill() {
     let mut rt = Rt::new();
     let spec: ChildSpec<Stubborn> = ChildSpec::worker("s", |core| {

@@ -121,7 +121,10 @@ pub use stream::{
     fwd_to_stream, fwd_to_stream_or_drop, fwd_to_stream_with_cause, stream_to_fwd, FwdStream,
     FwdStreamOrDrop,
 };
-pub use time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
+pub use time::{
+    horizon, interval, sleep, sleep_until, timeout, timer_after, timer_at, Elapsed, Interval,
+    Sleep, Timeout, TIMER_HORIZON,
+};
 
 /// The version of the bridge API.
 pub const BRIDGE_VERSION: u32 = 1;

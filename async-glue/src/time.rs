@@ -10,11 +10,28 @@
 //! Cost: one allocation per armed sleep (shared with the stakker timer) and
 //! one queued call to arm it; dropping an armed sleep queues a call that
 //! deletes the timer, so abandoned timeouts do not pile up.
+//!
+//! ## The timer horizon
+//!
+//! stakker keeps a timer's time as a fixed-point `u64` counted from the
+//! `Stakker`'s start; a deadline about 2^48 s after it wraps and would fire
+//! at once, and stakker moves its clock in steps of at most 9 hours, so a
+//! jump of virtual time costs a step per 9 hours jumped. Every timer
+//! stakplane arms — these futures, stakplane's `after!`/`at!`, a
+//! supervisor's shutdown timeout, the network layer's back-off — goes
+//! through [`timer_at`] or [`timer_after`], which arm a deadline up to
+//! [`TIMER_HORIZON`] after the start (2^32 s, about 136 years) as given,
+//! and a deadline past it (or one `Instant` cannot hold, like
+//! `now + Duration::MAX`) as **never**: nothing fires; the callback is
+//! dropped unrun when stakker time reaches the horizon (only virtual time
+//! gets there, in about 131,000 of stakker's steps). A timer never fires
+//! before its deadline. stakplane's runtime never moves virtual time past
+//! the horizon.
 
 use crate::exec::{self, Exec};
 use crate::pipe::Waiter;
 use futures_core::Stream;
-use stakker::FixedTimerKey;
+use stakker::{Core, FixedTimerKey, Stakker};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
@@ -22,6 +39,64 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// How far after a `Stakker`'s start ([`Core::start_instant`]) a timer
+/// can be armed: 2^32 s, about 136 years. A deadline past it never fires
+/// (see [the horizon](self#the-timer-horizon)).
+pub const TIMER_HORIZON: Duration = Duration::from_secs(1 << 32);
+
+/// The furthest deadline that can fire on this `Stakker`: its start plus
+/// [`TIMER_HORIZON`].
+pub fn horizon(core: &Core) -> Instant {
+    let start = core.start_instant();
+    // An `Instant` 2^32 s after another always exists on the platforms
+    // Rust supports; if not, the start itself is the safe answer.
+    start.checked_add(TIMER_HORIZON).unwrap_or(start)
+}
+
+/// Arms a stakker fixed timer for `deadline`, safe for every deadline:
+/// up to the [`horizon`] it is `core.timer_add(deadline, f)`; past it the
+/// timer never fires and `f` is dropped unrun when stakker time reaches
+/// the horizon. The key deletes the timer in both cases.
+pub fn timer_at(
+    core: &mut Core,
+    deadline: Instant,
+    f: impl FnOnce(&mut Stakker) + 'static,
+) -> FixedTimerKey {
+    let horizon = horizon(core);
+    if deadline <= horizon {
+        core.timer_add(deadline, f)
+    } else {
+        never(core, horizon, f)
+    }
+}
+
+/// Arms a stakker fixed timer `d` after stakker's `now`, safe for every
+/// `d` (`Duration::MAX` included): [`timer_at`] of `now + d`, or never if
+/// `Instant` cannot hold that.
+pub fn timer_after(
+    core: &mut Core,
+    d: Duration,
+    f: impl FnOnce(&mut Stakker) + 'static,
+) -> FixedTimerKey {
+    match core.now().checked_add(d) {
+        Some(deadline) => timer_at(core, deadline, f),
+        None => {
+            let horizon = horizon(core);
+            never(core, horizon, f)
+        }
+    }
+}
+
+/// A timer that never fires: it holds `f` until the horizon, then drops it.
+#[cold]
+fn never(
+    core: &mut Core,
+    horizon: Instant,
+    f: impl FnOnce(&mut Stakker) + 'static,
+) -> FixedTimerKey {
+    core.timer_add(horizon, move |_| drop(f))
+}
 
 /// The state shared by a [`Sleep`] and its stakker timer.
 struct Armed {
@@ -35,6 +110,8 @@ struct Armed {
 enum When {
     After(Duration),
     At(Instant),
+    /// Past what `Instant` can hold: never completes.
+    Never,
 }
 
 /// A future that completes at a point of stakker time. Made by [`sleep`]
@@ -84,11 +161,12 @@ fn runtime() -> Rc<Exec> {
 
 impl Sleep {
     /// The deadline, once known (it is fixed at the first poll for
-    /// [`sleep`]).
+    /// [`sleep`]); `None` also for a deadline `Instant` cannot hold (such
+    /// a sleep never completes).
     pub fn deadline(&self) -> Option<Instant> {
         match self.when {
             When::At(i) => Some(i),
-            When::After(_) => None,
+            When::After(_) | When::Never => None,
         }
     }
 
@@ -100,12 +178,16 @@ impl Sleep {
     /// Moves the deadline to `deadline`. The task awaiting the sleep is
     /// woken so that it polls again and arms the new deadline.
     pub fn reset(&mut self, deadline: Instant) {
+        self.reset_to(When::At(deadline));
+    }
+
+    fn reset_to(&mut self, when: When) {
         let waiter = self
             .armed
             .as_ref()
             .map(|(_, a)| std::mem::take(&mut *a.waiter.borrow_mut()));
         self.disarm();
-        self.when = When::At(deadline);
+        self.when = when;
         if let Some(w) = waiter {
             w.wake();
         }
@@ -143,10 +225,23 @@ impl Future for Sleep {
         let exec = runtime();
         let now = exec.now();
         let deadline = match self.when {
-            When::After(d) => now
-                .checked_add(d)
-                .unwrap_or(now + Duration::from_secs(86400 * 365 * 30)),
-            When::At(i) => i,
+            When::After(d) => now.checked_add(d),
+            When::At(i) => Some(i),
+            When::Never => None,
+        };
+        let Some(deadline) = deadline else {
+            // Nothing to arm: a never-firing timer would only hold the
+            // waker. The task waits until the sleep is reset or dropped.
+            self.when = When::Never;
+            let armed = Rc::new(Armed {
+                fired: Cell::new(false),
+                cancelled: Cell::new(true),
+                key: Cell::new(None),
+                waiter: RefCell::new(Waiter::None),
+            });
+            armed.waiter.borrow_mut().register(cx.waker());
+            self.armed = Some((exec, armed));
+            return Poll::Pending;
         };
         self.when = When::At(deadline);
         let armed = Rc::new(Armed {
@@ -166,7 +261,7 @@ impl Future for Sleep {
                 return;
             }
             let a3 = a2.clone();
-            let key = s.timer_add(deadline, move |_| {
+            let key = timer_at(s, deadline, move |_| {
                 a3.fired.set(true);
                 a3.key.set(None);
                 let w = std::mem::take(&mut *a3.waiter.borrow_mut());
@@ -288,8 +383,9 @@ impl Stream for Interval {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
                 let at = this.sleep.deadline().unwrap_or_else(|| runtime().now());
-                let next = at.checked_add(this.period).unwrap_or(at);
-                this.sleep.reset(next);
+                // A next tick `Instant` cannot hold never comes.
+                this.sleep
+                    .reset_to(at.checked_add(this.period).map_or(When::Never, When::At));
                 Poll::Ready(Some(at))
             }
         }

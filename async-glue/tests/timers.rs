@@ -448,3 +448,112 @@ fn resetting_a_sleep_from_outside_its_task_wakes_the_task_to_arm_the_new_deadlin
         "the task re-armed the new, earlier deadline"
     );
 }
+
+// ---------------------------------------------------------------------------
+// the timer horizon
+
+#[test]
+fn a_deadline_past_the_timer_horizon_never_fires() {
+    // stakker's timer time wraps about 2^48 s after its start: without the
+    // horizon these fired within the next turn, and an interval whose next
+    // tick overflowed `Instant` ticked at once for ever.
+    let mut rt = Rt::new();
+    rt.advance(secs(1));
+    let t0 = rt.now;
+    let horizon = stakplane_async::horizon(&rt.s);
+    assert_eq!(
+        horizon,
+        rt.s.start_instant() + stakplane_async::TIMER_HORIZON
+    );
+    let fired: Rc<RefCell<Vec<&'static str>>> = Rc::default();
+    let far = secs(1 << 50);
+    let mut handles = Vec::new();
+    let mut watch = |name: &'static str, fut: Pin<Box<dyn Future<Output = ()>>>| {
+        let f = fired.clone();
+        handles.push(spawn(&mut rt.s, async move {
+            fut.await;
+            f.borrow_mut().push(name);
+        }));
+    };
+    watch("sleep 2^50 s", Box::pin(sleep(far)));
+    watch("sleep MAX", Box::pin(sleep(Duration::MAX)));
+    watch("sleep_until +2^50 s", Box::pin(sleep_until(t0 + far)));
+    watch(
+        "timeout MAX",
+        Box::pin(async {
+            let r = timeout(Duration::MAX, std::future::pending::<()>()).await;
+            assert!(r.is_err());
+        }),
+    );
+    watch(
+        "interval MAX",
+        Box::pin(async {
+            interval(Duration::MAX).tick().await;
+        }),
+    );
+    watch(
+        "interval 2^50 s",
+        Box::pin(async move {
+            interval(far).tick().await;
+        }),
+    );
+    let ticks: Rc<RefCell<Vec<Instant>>> = Rc::default();
+    let tk = ticks.clone();
+    // Its first tick is inside the horizon, the second past it.
+    let period = stakplane_async::TIMER_HORIZON / 2;
+    let iv = spawn(&mut rt.s, async move {
+        let mut iv = interval(period);
+        loop {
+            let at = iv.tick().await;
+            tk.borrow_mut().push(at);
+        }
+    });
+    rt.run();
+    rt.advance(secs(3600));
+    assert!(fired.borrow().is_empty(), "{:?}", fired.borrow());
+    assert!(ticks.borrow().is_empty());
+    // Past the horizon: the one tick inside it came, nothing else fired,
+    // and no timer is left (the never-firing ones were dropped there).
+    let to = horizon + secs(1) - rt.now;
+    rt.advance(to);
+    assert!(fired.borrow().is_empty(), "{:?}", fired.borrow());
+    assert_eq!(*ticks.borrow(), [t0 + period]);
+    assert_eq!(rt.s.next_expiry(), None);
+    for h in &handles {
+        assert!(!h.is_finished());
+    }
+    assert!(!iv.is_finished());
+}
+
+#[test]
+fn timer_at_and_timer_after_arm_any_deadline_and_past_the_horizon_never_fire() {
+    let mut rt = Rt::new();
+    let horizon = stakplane_async::horizon(&rt.s);
+    let log: Rc<RefCell<Vec<&'static str>>> = Rc::default();
+    let drops = Drops::new();
+    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+    let tok = drops.token();
+    stakplane_async::timer_at(&mut rt.s, horizon, move |_| {
+        l1.borrow_mut().push("at horizon")
+    });
+    stakplane_async::timer_at(&mut rt.s, horizon + secs(1), move |_| {
+        let _tok = &tok;
+        l2.borrow_mut().push("past horizon");
+    });
+    let k = stakplane_async::timer_after(&mut rt.s, Duration::MAX, move |_| {
+        l3.borrow_mut().push("after MAX")
+    });
+    let tok = drops.token();
+    stakplane_async::timer_after(&mut rt.s, Duration::MAX, move |_| drop(tok));
+    assert!(
+        rt.s.timer_del(k),
+        "the key of a never-firing timer deletes it"
+    );
+    rt.advance(horizon - rt.now - secs(1));
+    assert!(log.borrow().is_empty());
+    assert_eq!(drops.count(), 0);
+    rt.advance(secs(2));
+    assert_eq!(*log.borrow(), ["at horizon"]);
+    assert_eq!(drops.count(), 2, "dropped unrun at the horizon");
+    assert_eq!(rt.s.next_expiry(), None);
+}

@@ -794,10 +794,7 @@ fn deliver(watch: Watch, down: Down) {
             if let Some(trap) = control.trap() {
                 trap.fwd(down);
             } else if down.cause.is_fault() {
-                control.end(Cause::Cascade {
-                    from: down.id,
-                    cause: Rc::new(down.cause),
-                });
+                control.end(Cause::cascade(down.id, down.cause));
             }
         }
     }

@@ -959,7 +959,7 @@ impl Acc {
                 return;
             }
             let again = me.clone();
-            let key = s.after(d, move |_| {
+            let key = stakplane_async::timer_after(s, d, move |_| {
                 if let Some(acc) = again.upgrade() {
                     {
                         let mut st = acc.st.borrow_mut();
