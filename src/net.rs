@@ -53,7 +53,8 @@ mod udp;
 
 pub(crate) use cell::{Dir, IoCell, Plain};
 pub use push::{
-    AcceptEvent, Accepted, ConnConfig, TcpAcceptor, TcpConn, TcpEvent, UdpConfig, UdpEvent, UdpPort,
+    AcceptEvent, Accepted, ConnConfig, TcpAcceptor, TcpConn, TcpEvent, UdpConfig, UdpEvent,
+    UdpPort, MAX_DATAGRAM, MAX_READ_CHUNK,
 };
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;

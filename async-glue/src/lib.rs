@@ -122,7 +122,7 @@ pub use stream::{
     FwdStreamOrDrop,
 };
 pub use time::{
-    horizon, interval, sleep, sleep_until, timeout, timer_after, timer_at, Elapsed, Interval,
+    horizon, interval, now, sleep, sleep_until, timeout, timer_after, timer_at, Elapsed, Interval,
     Sleep, Timeout, TIMER_HORIZON,
 };
 

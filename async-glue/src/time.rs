@@ -22,11 +22,10 @@
 //! through [`timer_at`] or [`timer_after`], which arm a deadline up to
 //! [`TIMER_HORIZON`] after the start (2^32 s, about 136 years) as given,
 //! and a deadline past it (or one `Instant` cannot hold, like
-//! `now + Duration::MAX`) as **never**: nothing fires; the callback is
-//! dropped unrun when stakker time reaches the horizon (only virtual time
-//! gets there, in about 131,000 of stakker's steps). A timer never fires
-//! before its deadline. stakplane's runtime never moves virtual time past
-//! the horizon.
+//! `now + Duration::MAX`) as **never**: no stakker timer is set and the
+//! callback is dropped unrun at once (its key is that of a timer already
+//! gone). A timer never fires before its deadline. stakplane's runtime
+//! never moves virtual time past the horizon.
 
 use crate::exec::{self, Exec};
 use crate::pipe::Waiter;
@@ -56,18 +55,17 @@ pub fn horizon(core: &Core) -> Instant {
 
 /// Arms a stakker fixed timer for `deadline`, safe for every deadline:
 /// up to the [`horizon`] it is `core.timer_add(deadline, f)`; past it the
-/// timer never fires and `f` is dropped unrun when stakker time reaches
-/// the horizon. The key deletes the timer in both cases.
+/// timer never fires: `f` is dropped unrun at once, and the key is that of
+/// a timer already gone (`timer_del` returns `false`).
 pub fn timer_at(
     core: &mut Core,
     deadline: Instant,
     f: impl FnOnce(&mut Stakker) + 'static,
 ) -> FixedTimerKey {
-    let horizon = horizon(core);
-    if deadline <= horizon {
+    if deadline <= horizon(core) {
         core.timer_add(deadline, f)
     } else {
-        never(core, horizon, f)
+        never(core, f)
     }
 }
 
@@ -81,21 +79,20 @@ pub fn timer_after(
 ) -> FixedTimerKey {
     match core.now().checked_add(d) {
         Some(deadline) => timer_at(core, deadline, f),
-        None => {
-            let horizon = horizon(core);
-            never(core, horizon, f)
-        }
+        None => never(core, f),
     }
 }
 
-/// A timer that never fires: it holds `f` until the horizon, then drops it.
+/// A timer that never fires: `f` is dropped now, and the key names a
+/// timer that is already gone (so deleting it is a no-op, as for a timer
+/// that expired).
 #[cold]
-fn never(
-    core: &mut Core,
-    horizon: Instant,
-    f: impl FnOnce(&mut Stakker) + 'static,
-) -> FixedTimerKey {
-    core.timer_add(horizon, move |_| drop(f))
+fn never(core: &mut Core, f: impl FnOnce(&mut Stakker) + 'static) -> FixedTimerKey {
+    drop(f);
+    let now = core.now();
+    let key = core.timer_add(now, |_| {});
+    core.timer_del(key);
+    key
 }
 
 /// The state shared by a [`Sleep`] and its stakker timer.
@@ -157,6 +154,16 @@ fn runtime() -> Rc<Exec> {
              stakplane_async::spawn (that is where they find the runtime's clock)"
         ),
     }
+}
+
+/// The stakker time of the runtime the current task runs on (the time
+/// given to the latest `Stakker::run`: virtual time in tests).
+///
+/// # Panics
+/// Outside a task of this crate's executor, like the timers.
+#[track_caller]
+pub fn now() -> Instant {
+    runtime().now()
 }
 
 impl Sleep {

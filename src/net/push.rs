@@ -193,6 +193,10 @@ pub enum TcpEvent {
     Closed,
 }
 
+/// The largest read buffer a [`TcpConn`] allocates
+/// ([`ConnConfig::read_chunk`]): 16 MiB.
+pub const MAX_READ_CHUNK: usize = 16 << 20;
+
 /// Settings of a [`TcpConn`]. `ConnConfig::new()` (= `default()`): a
 /// 1 MiB write bound, 16 KiB reads, 64 KiB read per turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,10 +231,18 @@ impl ConnConfig {
         self
     }
 
-    /// The size of each read, hence the largest `Data` (at least 1). The
+    /// The size of each read, hence the largest `Data`: between 1 and
+    /// [`MAX_READ_CHUNK`] (a value outside is taken as the nearest bound,
+    /// so a huge value never aborts the process on the allocation). The
     /// read buffer of this size lives as long as the connection.
     pub const fn read_chunk(mut self, bytes: usize) -> ConnConfig {
-        self.read_chunk = if bytes == 0 { 1 } else { bytes };
+        self.read_chunk = if bytes == 0 {
+            1
+        } else if bytes > MAX_READ_CHUNK {
+            MAX_READ_CHUNK
+        } else {
+            bytes
+        };
         self
     }
 
@@ -1150,6 +1162,10 @@ pub enum UdpEvent {
     Closed,
 }
 
+/// The largest receive buffer a [`UdpPort`] allocates
+/// ([`UdpConfig::max_datagram`]): 65,536 bytes, more than any datagram.
+pub const MAX_DATAGRAM: usize = 1 << 16;
+
 /// Settings of a [`UdpPort`]. `UdpConfig::new()` (= `default()`): a send
 /// queue of at most 64 datagrams and 256 KiB, 64 datagrams received per
 /// turn, 64 KiB receive buffer.
@@ -1196,9 +1212,16 @@ impl UdpConfig {
     }
 
     /// The receive buffer: the rest of a longer datagram is lost, as with
-    /// any UDP receive (at least 1; 65,536 holds any datagram).
+    /// any UDP receive. Between 1 and 65,536, which holds any datagram (a
+    /// value outside is taken as the nearest bound).
     pub const fn max_datagram(mut self, bytes: usize) -> UdpConfig {
-        self.max_datagram = if bytes == 0 { 1 } else { bytes };
+        self.max_datagram = if bytes == 0 {
+            1
+        } else if bytes > MAX_DATAGRAM {
+            MAX_DATAGRAM
+        } else {
+            bytes
+        };
         self
     }
 }
