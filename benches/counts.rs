@@ -85,7 +85,104 @@ fn pingpong_stakplane(s: &mut Stakker, now: Instant) {
     s.run(now, false);
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 8] = [
+/// The supervised child of the restart scenario (as in
+/// `benches/supervise/restart.rs`).
+struct Kid {
+    seen: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl Kid {
+    fn init(_: CX![], seen: std::rc::Rc<std::cell::Cell<u64>>) -> Option<Self> {
+        Some(Kid { seen })
+    }
+    fn fail(&mut self, cx: CX![]) {
+        cx.fail_str("bench failure");
+    }
+    fn tick(&mut self, _: CX![], n: u64) {
+        black_box(n);
+        self.seen.set(self.seen.get() + 1);
+    }
+}
+
+type Restart = (
+    stakplane::supervise::Supervisor,
+    stakplane::supervise::Addr<Kid>,
+    std::time::Duration,
+);
+
+thread_local! {
+    /// The supervisor of the restart scenario, made at its first call,
+    /// and the virtual time it has run for (1 ms more per restart, as in
+    /// the criterion bench).
+    static RESTART: std::cell::RefCell<Option<Restart>> = const { std::cell::RefCell::new(None) };
+    static SUMMER: std::cell::RefCell<Option<(DeviceOwn<Summer>, stakplane::mailbox::Mailbox<u64>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One restart of a supervised child, then one message through its stable
+/// `Addr` to the replacement (`benches/supervise/restart.rs`).
+fn restart_stakplane(s: &mut Stakker, now: Instant) {
+    use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+    RESTART.with(|r| {
+        let mut r = r.borrow_mut();
+        let (_, addr, t) = r.get_or_insert_with(|| {
+            let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+            let spec = ChildSpec::worker("kid", move |core| {
+                Ok(device!(core, Kid::init(seen.clone())).into())
+            });
+            let addr = spec.addr();
+            let sup = Supervisor::start(
+                s,
+                SupervisorSpec::one_for_one()
+                    .intensity(2_000, std::time::Duration::from_secs(1))
+                    .child(spec),
+            )
+            .expect("supervisor starts");
+            s.run(now, false);
+            (sup, addr, std::time::Duration::ZERO)
+        });
+        *t += std::time::Duration::from_millis(1);
+        addr.send(|k, cx| k.fail(cx)).expect("child running");
+        s.run(now + *t, false);
+        addr.send(|k, cx| k.tick(cx, 1))
+            .expect("replacement running");
+        s.run(now + *t, false);
+    });
+}
+
+/// A consumer of the mailbox scenario.
+struct Summer {
+    sum: u64,
+}
+
+impl Summer {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Summer { sum: 0 })
+    }
+}
+
+/// `BATCH` messages `try_send`-ed into a bounded mailbox and summed by its
+/// consumer (`benches/supervise/mailbox.rs`).
+fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
+    use stakplane::mailbox::{Mailbox, Overflow};
+    SUMMER.with(|m| {
+        let mut m = m.borrow_mut();
+        let (_, mb) = m.get_or_insert_with(|| {
+            let summer = device!(s, Summer::init());
+            let mb: Mailbox<u64> = Mailbox::new(1024, Overflow::Reject);
+            mb.attach(s, &summer, |this: &mut Summer, _, v| {
+                this.sum = this.sum.wrapping_add(v);
+            });
+            (summer, mb)
+        });
+        for i in 0..BATCH {
+            mb.try_send(i).expect("room");
+        }
+        s.run(now, false);
+    });
+}
+
+const SCENARIOS: [(&str, Unit, Scenario); 10] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -144,6 +241,16 @@ const SCENARIOS: [(&str, Unit, Scenario); 8] = [
         "channel_pingpong/stakplane",
         Unit::Batch,
         pingpong_stakplane,
+    ),
+    (
+        "restart_one_for_one/stakplane",
+        Unit::One,
+        restart_stakplane,
+    ),
+    (
+        "mailbox_send_handle/stakplane",
+        Unit::Batch,
+        mailbox_stakplane,
     ),
 ];
 
