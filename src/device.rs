@@ -22,6 +22,14 @@
 //!   handler; one that does not trap is failed with [`Cause::Cascade`] when
 //!   the watched device *faults*, and is left alone on a normal stop.
 //!
+//! **A device freed unended** (stakker freed its actor without ending it:
+//! its runtime was dropped) never died, and never will: nothing can run,
+//! so nothing is invented. Its watchers' `Ret`s are dropped unfired, and
+//! every later question gets that same answer: [`is_alive`](DeviceRef::is_alive)
+//! stays `true`, [`cause`](DeviceRef::cause) `None`; a new monitor is
+//! accepted and its `Ret` dropped unfired at once; a link, trap, kill or
+//! shutdown is accepted and changes nothing (NOTES rule 34b).
+//!
 //! `NOTES.md` is the normative statement of these rules.
 
 pub(crate) mod registry;
@@ -108,7 +116,8 @@ pub trait DeviceRef: sealed::Sealed {
     /// The device's id.
     fn id(&self) -> DeviceId;
 
-    /// True until the device's actor has ended. The answer can change as
+    /// True until the device's actor has ended (for ever if it was freed
+    /// unended, see the [module docs](self)). The answer can change as
     /// soon as the queue runs; prefer a monitor to polling.
     fn is_alive(&self) -> bool {
         registry::is_alive(self.key())
@@ -137,7 +146,9 @@ pub trait DeviceRef: sealed::Sealed {
     ///
     /// If the device is already dead, the `Down` (with the recorded cause)
     /// is sent to `ret` at once and the call returns
-    /// [`LinkError::DeviceDown`] so a synchronous caller can tell.
+    /// [`LinkError::DeviceDown`] so a synchronous caller can tell. If it
+    /// was freed unended, `ret` is dropped unfired at once (no `Down` will
+    /// ever come) and the call returns `Ok`.
     ///
     /// Cost: one push onto the device's watcher list.
     fn monitor(&self, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
