@@ -41,6 +41,7 @@ pub use task::{spawn_device, TaskDevice};
 pub use task::{AskCause, AskViaActor, AskViaDevice};
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
+use crate::guard;
 use registry::{Control, Key};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
 use std::cell::{OnceCell, RefCell};
@@ -78,18 +79,21 @@ impl<A: 'static> Control for ActorControl<A> {
         let actor = self.actor.clone();
         // Queued like any call: it runs after what is already queued. A
         // device still in Prep (no init has returned yet) is ended there
-        // and then, not held until it is ready.
+        // and then, not held until it is ready. A panic in the `Drop` of
+        // its state ends it with `Panic` (see `guard::ending`).
         self.actor.defer(move |s| {
             let mut cause = Some(cause);
-            actor.apply_prep(s, |cx| {
-                if let Some(cause) = cause.take() {
-                    cx.fail(Ending(cause));
+            guard::ending(&actor, || {
+                actor.apply_prep(s, |cx| {
+                    if let Some(cause) = cause.take() {
+                        cx.fail(Ending(cause));
+                    }
+                    None
+                });
+                if let Some(cause) = cause {
+                    actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
                 }
-                None
             });
-            if let Some(cause) = cause {
-                actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
-            }
         });
     }
 
@@ -259,8 +263,11 @@ impl<A: 'static> DeviceOwn<A> {
     /// Cost: stakker's actor creation, one small allocation for the
     /// termination `Ret`, and a slot in the per-thread registry.
     pub fn new(core: &mut Core) -> Self {
-        let key = registry::create();
-        let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(key, stop)), 0);
+        let (key, own) = registry::create_with(|key| {
+            let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(key, stop)), 0);
+            let actor = registry::ident(&own);
+            (own, actor)
+        });
         Self {
             own,
             key,

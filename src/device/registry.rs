@@ -3,12 +3,12 @@
 //! Every device has a small slot here from creation to the moment it is
 //! dead and no handle names it: its id, how many handles name it
 //! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), the
-//! index of its *record*, and its state: while it lives, its first
-//! monitor (inline, while it is the only watcher); after death, the
-//! [`Cause`] (kept while a handle or record is left to ask how it died; a
-//! failure's error stays in stakker's box until someone needs it shared,
-//! see [`Kept`]); or, if stakker freed it without ending it, nothing but
-//! that fact (see [`unended`]).
+//! index of its *record*, its actor's identity (see [`died_in_drop`]), and
+//! its state: while it lives, its first monitor (inline, while it is the
+//! only watcher); after death, the [`Cause`] (kept while a handle or
+//! record is left to ask how it died; a failure's error stays in stakker's
+//! box until someone needs it shared, see [`Kept`]); or, if stakker freed
+//! it without ending it, nothing but that fact (see [`unended`]).
 //! The record holds what only devices observed more closely need: the
 //! watcher lists, a weak pointer to the controller (which the owners hold,
 //! with the trap handler). It is made on the second monitor, or on the
@@ -34,6 +34,7 @@
 use crate::cause::{Cause, DeviceId, Down, Kept, LinkError, LinkMode, OwnerDown};
 use slab::Slab;
 use stakker::{Fwd, Ret, StopCause};
+use std::any::Any;
 use std::cell::RefCell;
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -111,6 +112,10 @@ struct Slot {
     refs: u32,
     /// Index of the record in `Registry::records`, or `NIL`.
     record: u32,
+    /// The device's actor (see [`ident`]), 0 for a device that is not an
+    /// actor: how a panic in the `Drop` of an actor's state finds the
+    /// device whose death it interrupted ([`died_in_drop`]).
+    actor: usize,
     state: State,
 }
 
@@ -234,6 +239,7 @@ fn gone(id: DeviceId) -> LinkError {
 
 /// A slab index as a `u32`. 2^32 devices or watchers on one thread would
 /// take hundreds of GB, so running out is a bug, not an input.
+#[inline]
 fn index(idx: usize) -> u32 {
     u32::try_from(idx)
         .ok()
@@ -541,8 +547,18 @@ impl Registry {
     }
 }
 
-/// Registers a new, live device with one handle (its first `DeviceOwn`).
+/// Registers a new, live device that is not an actor, with one handle.
 pub(crate) fn create() -> Key {
+    create_with(|_| ((), 0)).0
+}
+
+/// Registers a new, live device with one handle (its first owner). `make`
+/// makes the device from its key and returns it with its actor's
+/// [`ident`] (0 if it is not an actor). It runs in the registry's borrow,
+/// so it must run no user code (creating a stakker actor runs none).
+#[inline(always)]
+pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
+    let mut make = Some(make);
     let made = with(None, |r| {
         if r.next_id == r.id_end {
             let start = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
@@ -552,20 +568,43 @@ pub(crate) fn create() -> Key {
         let id = id_from(r.next_id);
         r.next_id += 1;
         r.live += 1;
-        let slot = index(r.slots.insert(Slot {
+        let key = Key {
+            slot: index(r.slots.vacant_key()),
+            id,
+        };
+        let (made, actor) = (make.take()?)(key);
+        // `make` did not touch the registry: the slot goes where `key` says.
+        r.slots.insert(Slot {
             id,
             refs: 1,
             record: NIL,
+            actor,
             state: State::Live(None),
-        }));
-        Some(Key { slot, id })
+        });
+        Some((key, made))
     });
     // During thread teardown there is no registry: the device gets an id
     // and a slot number that matches nothing, so it reads as gone.
-    made.unwrap_or_else(|| Key {
-        slot: NIL,
-        id: id_from(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed)),
+    made.unwrap_or_else(|| {
+        let key = Key {
+            slot: NIL,
+            id: id_from(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed)),
+        };
+        let make = make
+            .take()
+            .expect("the registry was gone: `make` was not called");
+        (key, make(key).0)
     })
+}
+
+/// An actor's identity, for [`died_in_drop`]: the address of the
+/// `Deferrer` stakker keeps inside the actor's heap allocation, which stays
+/// in place while any reference to the actor exists. A device not yet
+/// dead has one (its termination `Ret` lives in the same allocation), so
+/// no two of them share an identity. Compared, never dereferenced.
+#[inline]
+pub(crate) fn ident<A>(actor: &stakker::Actor<A>) -> usize {
+    std::ptr::from_ref(actor.access_deferrer()) as usize
 }
 
 /// An id from the counter. The counter starts at 1 and only grows; u64
@@ -891,8 +930,8 @@ fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
 
 /// The device's actor terminated (`Some`), or its termination `Ret` was
 /// dropped unfired because stakker freed the actor without terminating it
-/// (`None`: the runtime was dropped; see [`unended`]). This is the one
-/// place a device dies.
+/// (`None`: the runtime was dropped; see [`unended`]). With
+/// [`died_in_drop`], the one place a device dies.
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     match stop {
         Some(stop) => died_as(key, decode(stop)),
@@ -1034,6 +1073,38 @@ pub(crate) fn unended(key: Key) {
     } else {
         drain(key, record as usize, first, None);
     }
+}
+
+/// A panic unwound out of stakker's termination of the actor with
+/// identity `actor` (see [`ident`]), which the caller found a zombie: the
+/// `Drop` of its state (user code) panicked after stakker made it a
+/// zombie and before it fired the termination `Ret`. If that actor is a
+/// device still live, the interrupted death completes here with
+/// `Cause::Panic` (its watchers are told, its linked watchers cascaded);
+/// its termination `Ret`, fired or dropped later, finds it dead and
+/// changes nothing. Otherwise the panic is handed back, to be resumed.
+///
+/// Cost: a scan of the thread's device slots (a panic is rare).
+#[cold]
+pub(crate) fn died_in_drop(
+    actor: usize,
+    payload: Box<dyn Any + Send>,
+) -> Result<(), Box<dyn Any + Send>> {
+    let key = with(None, |r| {
+        r.slots
+            .iter()
+            .find(|(_, slot)| slot.actor == actor && slot.is_live())
+            .map(|(i, slot)| Key {
+                slot: index(i),
+                id: slot.id,
+            })
+    });
+    let Some(key) = key else {
+        return Err(payload);
+    };
+    let cause = super::Ending(Cause::Panic(crate::guard::panic_message(payload)));
+    died(key, Some(StopCause::Failed(Box::new(cause))));
+    Ok(())
 }
 
 /// The cause of a dead device, for its owner (the supervisor told by an
@@ -1221,4 +1292,27 @@ pub(crate) fn live_controls_newest_first() -> Vec<Rc<dyn Control>> {
     });
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, control)| control).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ident;
+    use stakker::{ret_nop, ActorOwn, Stakker};
+    use std::time::Instant;
+
+    /// What [`super::died_in_drop`] relies on: every reference to an actor
+    /// has its identity, and two live actors never share one (stakker keeps
+    /// the `Deferrer` inside the actor's allocation).
+    #[test]
+    fn actor_identity_is_one_per_live_actor() {
+        let mut s = Stakker::new(Instant::now());
+        let a = ActorOwn::<u8>::new(&mut s, ret_nop!(), 0);
+        let b = ActorOwn::<u8>::new(&mut s, ret_nop!(), 0);
+        let a2 = a.owned();
+        let a3: stakker::Actor<u8> = (*a).clone();
+        assert_ne!(ident(&a), 0);
+        assert_eq!(ident(&a), ident(&a2));
+        assert_eq!(ident(&a), ident(&a3));
+        assert_ne!(ident(&a), ident(&b));
+    }
 }
