@@ -44,13 +44,14 @@ use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use crate::guard;
 use registry::{Control, Key};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
+use std::any::Any;
 use std::cell::{OnceCell, RefCell};
 use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 /// Carries a device-layer cause through stakker's `StopCause::Failed`.
 pub(crate) struct Ending(pub(crate) Cause);
@@ -69,8 +70,8 @@ impl fmt::Display for Ending {
 
 impl Error for Ending {}
 
-struct ActorControl<A: 'static> {
-    actor: Actor<A>,
+pub(crate) struct ActorControl<A: 'static> {
+    pub(crate) actor: Actor<A>,
     trap: RefCell<Option<Fwd<Down>>>,
 }
 
@@ -95,6 +96,10 @@ impl<A: 'static> Control for ActorControl<A> {
                 }
             });
         });
+    }
+
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any> {
+        self
     }
 
     fn trap_slot(&self) -> &RefCell<Option<Fwd<Down>>> {
@@ -298,6 +303,24 @@ impl<A: 'static> DeviceOwn<A> {
         &self.own
     }
 
+    /// A reference to the device's actor that does not keep it: it reaches
+    /// the actor while an owner holds the device (through the controller,
+    /// which every owner holds). State kept by the actor can point back at
+    /// it this way without a reference cycle: a runtime dropped after the
+    /// last owner frees the actor, as for any device (NOTES rule 34).
+    ///
+    /// Cost: installs the controller (as the first `Line` does).
+    pub(crate) fn weak_actor(&self) -> WeakActor<A> {
+        sealed::Sealed::controlled_key(self);
+        let control = self
+            .control
+            .get()
+            .and_then(|c| c.clone().as_any().downcast::<ActorControl<A>>().ok());
+        WeakActor {
+            control: control.as_ref().map_or_else(Weak::new, Rc::downgrade),
+        }
+    }
+
     /// Monitors the device for this owner (its supervisor): see
     /// [`OwnerDown`](crate::cause::OwnerDown).
     pub(crate) fn watch_owner(&self, fwd: Fwd<crate::cause::OwnerDown>) {
@@ -355,6 +378,36 @@ impl<A: 'static> Drop for DeviceOwn<A> {
 impl<A: 'static> fmt::Debug for DeviceOwn<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DeviceOwn({})", self.key.id)
+    }
+}
+
+/// A device's actor, reached only while an owner holds the device (see
+/// [`DeviceOwn::weak_actor`]).
+pub(crate) struct WeakActor<A: 'static> {
+    control: Weak<ActorControl<A>>,
+}
+
+impl<A: 'static> WeakActor<A> {
+    /// The device's controller, whose `actor` is the device's actor, while
+    /// an owner holds the device. With no owner left the device is ending
+    /// with `Dropped` (queued already), so whatever would be queued to it
+    /// now would find it dead.
+    #[inline]
+    pub(crate) fn upgrade(&self) -> Option<Rc<ActorControl<A>>> {
+        self.control.upgrade()
+    }
+
+    /// A copy of the device's actor, while an owner holds the device.
+    pub(crate) fn actor(&self) -> Option<Actor<A>> {
+        self.upgrade().map(|c| c.actor.clone())
+    }
+}
+
+impl<A: 'static> Clone for WeakActor<A> {
+    fn clone(&self) -> Self {
+        WeakActor {
+            control: self.control.clone(),
+        }
     }
 }
 

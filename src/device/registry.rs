@@ -62,6 +62,8 @@ pub(crate) trait Control {
     }
     /// Where the controller keeps the trap handler.
     fn trap_slot(&self) -> &std::cell::RefCell<Option<Fwd<Down>>>;
+    /// The controller, for its typed owner (an `ActorControl<A>`).
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
 /// Where a device lives in the registry.

@@ -45,6 +45,10 @@ impl Control for TaskControl {
     fn trap_slot(&self) -> &RefCell<Option<Fwd<Down>>> {
         &self.trap
     }
+
+    fn as_any(self: Rc<Self>) -> Rc<dyn std::any::Any> {
+        self
+    }
 }
 
 /// The handle of an async device, made by [`spawn_device`].
