@@ -22,6 +22,14 @@
 //!   handler; one that does not trap is failed with [`Cause::Cascade`] when
 //!   the watched device *faults*, and is left alone on a normal stop.
 //!
+//! **A device freed unended** (stakker freed its actor without ending it:
+//! its runtime was dropped) never died, and never will: nothing can run,
+//! so nothing is invented. Its watchers' `Ret`s are dropped unfired, and
+//! every later question gets that same answer: [`is_alive`](DeviceRef::is_alive)
+//! stays `true`, [`cause`](DeviceRef::cause) `None`; a new monitor is
+//! accepted and its `Ret` dropped unfired at once; a link, trap, kill or
+//! shutdown is accepted and changes nothing (NOTES rule 34b).
+//!
 //! `NOTES.md` is the normative statement of these rules.
 
 pub(crate) mod registry;
@@ -33,15 +41,17 @@ pub use task::{spawn_device, TaskDevice};
 pub use task::{AskCause, AskViaActor, AskViaDevice};
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
+use crate::guard;
 use registry::{Control, Key};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
+use std::any::Any;
 use std::cell::{OnceCell, RefCell};
 use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 /// Carries a device-layer cause through stakker's `StopCause::Failed`.
 pub(crate) struct Ending(pub(crate) Cause);
@@ -60,8 +70,8 @@ impl fmt::Display for Ending {
 
 impl Error for Ending {}
 
-struct ActorControl<A: 'static> {
-    actor: Actor<A>,
+pub(crate) struct ActorControl<A: 'static> {
+    pub(crate) actor: Actor<A>,
     trap: RefCell<Option<Fwd<Down>>>,
 }
 
@@ -70,19 +80,26 @@ impl<A: 'static> Control for ActorControl<A> {
         let actor = self.actor.clone();
         // Queued like any call: it runs after what is already queued. A
         // device still in Prep (no init has returned yet) is ended there
-        // and then, not held until it is ready.
+        // and then, not held until it is ready. A panic in the `Drop` of
+        // its state ends it with `Panic` (see `guard::ending`).
         self.actor.defer(move |s| {
             let mut cause = Some(cause);
-            actor.apply_prep(s, |cx| {
-                if let Some(cause) = cause.take() {
-                    cx.fail(Ending(cause));
+            guard::ending(&actor, || {
+                actor.apply_prep(s, |cx| {
+                    if let Some(cause) = cause.take() {
+                        cx.fail(Ending(cause));
+                    }
+                    None
+                });
+                if let Some(cause) = cause {
+                    actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
                 }
-                None
             });
-            if let Some(cause) = cause {
-                actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
-            }
         });
+    }
+
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any> {
+        self
     }
 
     fn trap_slot(&self) -> &RefCell<Option<Fwd<Down>>> {
@@ -108,7 +125,8 @@ pub trait DeviceRef: sealed::Sealed {
     /// The device's id.
     fn id(&self) -> DeviceId;
 
-    /// True until the device's actor has ended. The answer can change as
+    /// True until the device's actor has ended (for ever if it was freed
+    /// unended, see the [module docs](self)). The answer can change as
     /// soon as the queue runs; prefer a monitor to polling.
     fn is_alive(&self) -> bool {
         registry::is_alive(self.key())
@@ -137,7 +155,9 @@ pub trait DeviceRef: sealed::Sealed {
     ///
     /// If the device is already dead, the `Down` (with the recorded cause)
     /// is sent to `ret` at once and the call returns
-    /// [`LinkError::DeviceDown`] so a synchronous caller can tell.
+    /// [`LinkError::DeviceDown`] so a synchronous caller can tell. If it
+    /// was freed unended, `ret` is dropped unfired at once (no `Down` will
+    /// ever come) and the call returns `Ok`.
     ///
     /// Cost: one push onto the device's watcher list.
     fn monitor(&self, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
@@ -248,8 +268,11 @@ impl<A: 'static> DeviceOwn<A> {
     /// Cost: stakker's actor creation, one small allocation for the
     /// termination `Ret`, and a slot in the per-thread registry.
     pub fn new(core: &mut Core) -> Self {
-        let key = registry::create();
-        let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(key, stop)), 0);
+        let (key, own) = registry::create_with(|key| {
+            let own = ActorOwn::new(core, Ret::new(move |stop| registry::died(key, stop)), 0);
+            let actor = registry::ident(&own);
+            (own, actor)
+        });
         Self {
             own,
             key,
@@ -278,6 +301,24 @@ impl<A: 'static> DeviceOwn<A> {
     /// The stakker actor behind the device.
     pub fn actor(&self) -> &Actor<A> {
         &self.own
+    }
+
+    /// A reference to the device's actor that does not keep it: it reaches
+    /// the actor while an owner holds the device (through the controller,
+    /// which every owner holds). State kept by the actor can point back at
+    /// it this way without a reference cycle: a runtime dropped after the
+    /// last owner frees the actor, as for any device (NOTES rule 34).
+    ///
+    /// Cost: installs the controller (as the first `Line` does).
+    pub(crate) fn weak_actor(&self) -> WeakActor<A> {
+        sealed::Sealed::controlled_key(self);
+        let control = self
+            .control
+            .get()
+            .and_then(|c| c.clone().as_any().downcast::<ActorControl<A>>().ok());
+        WeakActor {
+            control: control.as_ref().map_or_else(Weak::new, Rc::downgrade),
+        }
     }
 
     /// Monitors the device for this owner (its supervisor): see
@@ -337,6 +378,36 @@ impl<A: 'static> Drop for DeviceOwn<A> {
 impl<A: 'static> fmt::Debug for DeviceOwn<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DeviceOwn({})", self.key.id)
+    }
+}
+
+/// A device's actor, reached only while an owner holds the device (see
+/// [`DeviceOwn::weak_actor`]).
+pub(crate) struct WeakActor<A: 'static> {
+    control: Weak<ActorControl<A>>,
+}
+
+impl<A: 'static> WeakActor<A> {
+    /// The device's controller, whose `actor` is the device's actor, while
+    /// an owner holds the device. With no owner left the device is ending
+    /// with `Dropped` (queued already), so whatever would be queued to it
+    /// now would find it dead.
+    #[inline]
+    pub(crate) fn upgrade(&self) -> Option<Rc<ActorControl<A>>> {
+        self.control.upgrade()
+    }
+
+    /// A copy of the device's actor, while an owner holds the device.
+    pub(crate) fn actor(&self) -> Option<Actor<A>> {
+        self.upgrade().map(|c| c.actor.clone())
+    }
+}
+
+impl<A: 'static> Clone for WeakActor<A> {
+    fn clone(&self) -> Self {
+        WeakActor {
+            control: self.control.clone(),
+        }
     }
 }
 

@@ -8,20 +8,31 @@
 //! [`after!`](crate::after), [`device!`](macro@crate::device), ...). They are
 //! public so that hand-written code can get the same protection.
 //!
+//! **The `Drop` of a device's state** is user code too. Stakker runs it
+//! as it ends the actor: after a `stop!`, `fail!` or panic in guarded
+//! code, and the device layer's end requests (kill, shutdown, cascade). A
+//! panic there is contained like any other: the device's death completes
+//! with [`Cause::Panic`] carrying that panic's message, which replaces the
+//! cause the end would have given (a clean-up that panics is a fault);
+//! watchers are told and linked devices cascaded as usual. (A plain
+//! stakker actor has no cause to end with: its panic unwinds on.)
+//!
 //! **Not guarded:** code run through stakker's own macros and methods
 //! (`stakker::call!`, `Actor::apply`, a raw `Ret::new` / `Fwd::new`
-//! closure, `Core::after` with a raw closure), and `Drop` impls of actor
-//! state. A panic there unwinds out of `Stakker::run` as it does in plain
-//! stakker.
+//! closure, `Core::after` with a raw closure), and the `Drop` of actor
+//! state where stakker runs it outside stakplane's code: the end stakker
+//! queues itself when an actor's last owner is dropped, and a `Stakker`
+//! being dropped. A panic there unwinds out of `Stakker::run` (or the
+//! `Stakker`'s drop) as it does in plain stakker.
 //!
 //! The first end wins: if the code called `stop!`/`fail!` before it
 //! panicked, the actor ends with that cause, not with the panic.
 
 use crate::cause::Cause;
-use crate::device::Ending;
+use crate::device::{registry, Ending};
 use stakker::{Actor, Cx, Deferrer, Fwd, Ret, Stakker};
 use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -36,10 +47,12 @@ pub fn apply<A: 'static>(
     s: &mut Stakker,
     f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
 ) {
-    actor.apply(s, move |this, cx| {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(this, cx))) {
-            fail_with_panic(cx, payload);
-        }
+    ending(actor, || {
+        actor.apply(s, move |this, cx| {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(this, cx))) {
+                fail_with_panic(cx, payload);
+            }
+        })
     });
 }
 
@@ -52,15 +65,53 @@ pub fn apply_prep<A: 'static>(
     s: &mut Stakker,
     f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
 ) {
-    actor.apply_prep(s, move |cx| {
-        match catch_unwind(AssertUnwindSafe(|| f(cx))) {
-            Ok(state) => state,
-            Err(payload) => {
-                fail_with_panic(cx, payload);
-                None
+    ending(actor, || {
+        actor.apply_prep(s, move |cx| {
+            match catch_unwind(AssertUnwindSafe(|| f(cx))) {
+                Ok(state) => state,
+                Err(payload) => {
+                    fail_with_panic(cx, payload);
+                    None
+                }
             }
-        }
+        })
     });
+}
+
+/// Runs `f`, in which stakker may end `actor` (a `stop!`, `fail!` or
+/// panic of the code `f` runs, or an end request): stakker then drops the
+/// actor's state, whose `Drop` is user code. If that panics and the actor
+/// is a device, its death completes with [`Cause::Panic`] and `None` is
+/// returned; any other panic unwinds on.
+///
+/// Cost: nothing unless a panic happens.
+#[inline]
+pub(crate) fn ending<A, R>(actor: &Actor<A>, f: impl FnOnce() -> R) -> Option<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            ended_in_drop(actor.is_zombie(), registry::ident(actor), payload);
+            None
+        }
+    }
+}
+
+/// A panic unwound out of code that may have ended the actor with
+/// identity `actor`. A panic that interrupted its termination (only then
+/// is it a zombie whose device is still live) completes the death with
+/// `Cause::Panic`; any other panic is resumed.
+#[cold]
+#[inline(never)]
+fn ended_in_drop(zombie: bool, actor: usize, payload: Box<dyn Any + Send>) {
+    let payload = if zombie {
+        match registry::died_in_drop(actor, payload) {
+            Ok(()) => return,
+            Err(payload) => payload,
+        }
+    } else {
+        payload
+    };
+    resume_unwind(payload);
 }
 
 /// Queues a guarded call to the actor on its own queue (what a guarded

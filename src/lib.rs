@@ -59,11 +59,12 @@
 //! ## What is guarded
 //!
 //! Code scheduled through stakplane's macros runs under
-//! [`catch_unwind`](std::panic::catch_unwind). Code scheduled through
-//! stakker's own macros or raw `Ret::new` / `Fwd::new` closures is **not**
-//! guarded: a panic there unwinds out of `Stakker::run` as in plain
-//! stakker. Import the macros from `stakplane` (the prelude does), not
-//! from `stakker`.
+//! [`catch_unwind`](std::panic::catch_unwind), and so does the `Drop` of
+//! an actor's state when stakplane's code ends the actor. Code scheduled
+//! through stakker's own macros or raw `Ret::new` / `Fwd::new` closures is
+//! **not** guarded: a panic there unwinds out of `Stakker::run` as in
+//! plain stakker (see [`guard`]). Import the macros from `stakplane` (the
+//! prelude does), not from `stakker`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

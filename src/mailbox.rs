@@ -110,7 +110,7 @@
 //! [`close`](Mailbox::close); with no `Fwd` set they are dropped with the
 //! queue (nobody is left to count them).
 
-use crate::guard::fail_with_panic;
+use crate::guard::{self, fail_with_panic};
 use slab::Slab;
 use stakker::{Actor, Core, Cx, Deferrer, Fwd, Stakker};
 use std::cell::{Cell, RefCell};
@@ -425,60 +425,26 @@ where
     F: FnMut(&mut A, &mut Cx<'_, A>, M) + 'static,
 {
     fn run(&mut self, s: &mut Stakker, inner: &Inner<M>, gen: u64) -> End {
-        for _ in 0..BATCH {
-            let Some((msg, retry)) = inner.take_front() else {
-                return End::Drained;
-            };
-            // The message stays in `slot` until the actor is known to be
-            // Ready, so a consumer that is not loses nothing.
-            let mut slot = Some(msg);
-            let mut copy = None;
-            let cloner = inner.on_crash.cloner;
-            let handler = &mut self.handler;
-            let ran = self.actor.query(s, |this, cx| {
-                let Some(msg) = slot.take() else {
-                    return true;
-                };
-                // The copy for the crash policy is made under the guard
-                // too: a panicking `M::clone` counts as a crash on `msg`.
-                let hand_over = || {
-                    if let Some(clone) = cloner {
-                        copy = Some(clone(&msg));
-                    }
-                    handler(this, cx, msg)
-                };
-                match catch_unwind(AssertUnwindSafe(hand_over)) {
-                    Ok(()) => true,
-                    Err(payload) => {
-                        fail_with_panic(cx, payload);
-                        false
-                    }
-                }
-            });
-            match ran {
-                Some(true) => {
+        let Attached { actor, handler } = self;
+        let mut hand = Hand {
+            copy: None,
+            retry: false,
+            crashed: false,
+        };
+        // A panic in the `Drop` of a consumer that the handler ended
+        // unwinds out of `query` after the message was handed over, and
+        // ends the consumer with `Panic` (see `guard::ending`): the message
+        // in hand is then accounted for here.
+        guard::ending(actor, || deliver(actor, handler, s, inner, gen, &mut hand)).unwrap_or_else(
+            || {
+                if hand.crashed {
+                    inner.crashed_one(hand.copy.take(), hand.retry);
+                } else {
                     inner.handled_one();
-                    if inner.gen.get() != gen {
-                        return End::Replaced;
-                    }
                 }
-                Some(false) => {
-                    inner.crashed_one(copy, retry);
-                    return End::Dead;
-                }
-                None => {
-                    if let Some(msg) = slot {
-                        inner.put_back(msg, retry);
-                    }
-                    return if self.actor.is_zombie() {
-                        End::Dead
-                    } else {
-                        End::NotReady
-                    };
-                }
-            }
-        }
-        End::Budget
+                End::Dead
+            },
+        )
     }
 
     fn kick_when_ready(&self, inner: Weak<Inner<M>>, gen: u64) {
@@ -491,6 +457,83 @@ where
             })
         });
     }
+}
+
+/// The message a delivery run has in hand (see [`Attached::run`]).
+struct Hand<M> {
+    /// Its copy for the crash policy.
+    copy: Option<M>,
+    /// It is a redelivery.
+    retry: bool,
+    /// The handler panicked on it.
+    crashed: bool,
+}
+
+/// Hands up to [`BATCH`] messages to `actor`, one at a time.
+#[inline]
+fn deliver<M: 'static, A: 'static>(
+    actor: &Actor<A>,
+    handler: &mut impl FnMut(&mut A, &mut Cx<'_, A>, M),
+    s: &mut Stakker,
+    inner: &Inner<M>,
+    gen: u64,
+    hand: &mut Hand<M>,
+) -> End {
+    for _ in 0..BATCH {
+        let Some((msg, retry)) = inner.take_front() else {
+            return End::Drained;
+        };
+        // The message stays in `slot` until the actor is known to be
+        // Ready, so a consumer that is not loses nothing.
+        let mut slot = Some(msg);
+        hand.copy = None;
+        hand.retry = retry;
+        let cloner = inner.on_crash.cloner;
+        let ran = actor.query(s, |this, cx| {
+            let Some(msg) = slot.take() else {
+                return true;
+            };
+            // The copy for the crash policy is made under the guard
+            // too: a panicking `M::clone` counts as a crash on `msg`.
+            let hand_over = || {
+                if let Some(clone) = cloner {
+                    hand.copy = Some(clone(&msg));
+                }
+                handler(this, cx, msg)
+            };
+            match catch_unwind(AssertUnwindSafe(hand_over)) {
+                Ok(()) => true,
+                Err(payload) => {
+                    hand.crashed = true;
+                    fail_with_panic(cx, payload);
+                    false
+                }
+            }
+        });
+        match ran {
+            Some(true) => {
+                inner.handled_one();
+                if inner.gen.get() != gen {
+                    return End::Replaced;
+                }
+            }
+            Some(false) => {
+                inner.crashed_one(hand.copy.take(), retry);
+                return End::Dead;
+            }
+            None => {
+                if let Some(msg) = slot {
+                    inner.put_back(msg, retry);
+                }
+                return if actor.is_zombie() {
+                    End::Dead
+                } else {
+                    End::NotReady
+                };
+            }
+        }
+    }
+    End::Budget
 }
 
 /// Senders waiting for a slot.

@@ -48,7 +48,14 @@
 //!   [`DeviceOwn`](crate::DeviceOwn)). A supervisor that ends without its
 //!   ordered shutdown (killed, cascaded, dropped, shut down directly) has
 //!   its running children killed, newest first, with
-//!   [`SuperviseError::SupervisorGone`].
+//!   [`SuperviseError::SupervisorGone`]. Its state never keeps its own
+//!   actor (the children's death notices and its timers reach it only
+//!   while an owner holds it): dropped with its `Stakker`, after its
+//!   owners, it is freed like any device, its children with it (each
+//!   child's state dropped, its watchers' `Ret`s dropped unfired, NOTES
+//!   rule 34c), and its [`SupervisorRef`] answers
+//!   [`ChildError::SupervisorDown`]. A supervisor still unwinding a failed
+//!   start owns itself until that is over.
 //! - **Restart decision**: a child that ends on its own is restarted if
 //!   its restart type says so ([`Restart::restarts_after`]); a temporary
 //!   child, and a dynamic child not restarted, is removed.

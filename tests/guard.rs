@@ -222,4 +222,176 @@ fn a_deadline_past_the_timer_horizon_never_fires() {
     rt.advance(Duration::from_secs(1 << 20));
     assert!(d.is_alive(), "past the horizon: never fires");
     assert_eq!(rt.s.next_expiry(), None, "and is gone at the horizon");
+=======
+/// A device whose state's `Drop` panics: user code that runs as the actor
+/// ends, whatever ends it.
+struct Brittle;
+
+impl Brittle {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Brittle)
+    }
+
+    fn stop(&mut self, cx: CX![]) {
+        stop!(cx);
+    }
+
+    fn fail(&mut self, cx: CX![]) {
+        fail!(cx, "oops");
+    }
+
+    fn panic(&mut self, _: CX![]) {
+        panic!("{TEST_PANIC}");
+    }
+}
+
+impl Drop for Brittle {
+    fn drop(&mut self) {
+        panic!("{TEST_PANIC} in drop");
+    }
+}
+
+/// Every way stakplane code ends an actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BrittleEnd {
+    Stop,
+    Fail,
+    Panic,
+    Kill,
+    Shutdown,
+    Cascade,
+    StopHeldUntilInit,
+    MailboxHandlerStops,
+}
+
+#[test]
+fn a_panic_in_drop_of_actor_state_fails_that_actor_and_its_cascades_run() {
+    use stakplane::mailbox::{Mailbox, Overflow};
+    use BrittleEnd::*;
+    let in_drop = format!("{} in drop", panicked());
+    for end in [
+        Stop,
+        Fail,
+        Panic,
+        Kill,
+        Shutdown,
+        Cascade,
+        StopHeldUntilInit,
+        MailboxHandlerStops,
+    ] {
+        let mut rt = Rt::new();
+        let log = new_log();
+        let by = bystander(&mut rt, &log);
+        let origin = dev(&mut rt, "origin", &log);
+        let b = device_new!(rt.s, Brittle);
+        if end == StopHeldUntilInit {
+            // Held in Prep, run as `init` makes the device Ready.
+            call!([b], stop());
+        }
+        call!([b], Brittle::init());
+        // `after` watches `origin` too, linked after `b`: its cascade is
+        // queued behind `b`'s. `behind` watches `b` through a link.
+        let after = dev(&mut rt, "after", &log);
+        let behind = dev(&mut rt, "behind", &log);
+        let watcher = dev(&mut rt, "watcher", &log);
+        b.link(&origin, LinkMode::Monitor).unwrap();
+        after.link(&origin, LinkMode::Monitor).unwrap();
+        behind.link(&b, LinkMode::Monitor).unwrap();
+        let _ = b
+            .monitor(ret_some_to!([watcher], down() as (Down)))
+            .unwrap();
+        let line = b.line();
+        let mb: Mailbox<u32> = Mailbox::new(4, Overflow::Reject);
+        mb.attach(&mut rt.s, b.actor(), |this: &mut Brittle, cx, _: u32| {
+            this.stop(cx)
+        });
+        match end {
+            Stop => call!([b], stop()),
+            Fail => call!([b], fail()),
+            Panic => call!([b], panic()),
+            Kill => b.kill("test-kill").unwrap(),
+            Shutdown => b.shutdown(None).unwrap(),
+            Cascade => call!([origin], fail()),
+            StopHeldUntilInit => {}
+            MailboxHandlerStops => mb.try_send(1).unwrap(),
+        }
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run()));
+        assert!(ran.is_ok(), "{end:?}: the panic in Drop is contained");
+        assert_eq!(
+            line.cause().map(|c| c.to_string()),
+            Some(in_drop.clone()),
+            "{end:?}"
+        );
+        assert_eq!(
+            entries(&log),
+            [format!("watcher: {} {in_drop}", b.id())],
+            "{end:?}: b's monitor is told"
+        );
+        assert!(
+            matches!(behind.cause(), Some(Cause::Cascade { from, .. }) if from == b.id()),
+            "{end:?}: b's linked watcher is cascaded: {:?}",
+            behind.cause()
+        );
+        if end == Cascade {
+            assert!(
+                matches!(after.cause(), Some(Cause::Cascade { from, .. }) if from == origin.id()),
+                "the cascade queued behind b's runs"
+            );
+        } else {
+            assert!(origin.is_alive() && after.is_alive(), "{end:?}");
+        }
+        assert_runtime_still_works(&mut rt, &by);
+        // The owner's drop later changes nothing.
+        drop(b);
+        rt.run();
+        assert_eq!(line.cause().map(|c| c.to_string()), Some(in_drop.clone()));
+        assert_eq!(entries(&log).len(), 1, "{end:?}: exactly one Down");
+    }
+}
+
+#[test]
+fn drop_of_actor_state_run_by_stakker_itself_is_not_contained() {
+    // The end queued by dropping the last owner runs stakker's own code:
+    // the panic unwinds out of `run`, and the device stays as it was when
+    // its end began (alive, nobody told).
+    let mut rt = Rt::new();
+    let log = new_log();
+    let b = device!(rt.s, Brittle::init());
+    let watcher = dev(&mut rt, "watcher", &log);
+    rt.run();
+    let _ = b
+        .monitor(ret_some_to!([watcher], down() as (Down)))
+        .unwrap();
+    let line = b.line();
+    drop(b);
+    let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run()));
+    assert!(escaped.is_err(), "the panic unwinds out of run");
+    assert!(line.is_alive() && line.cause().is_none());
+    assert!(entries(&log).is_empty());
+    drop(line);
+
+    // A `Stakker` dropped with the device: stakker frees the actor (its
+    // watchers are dropped unfired, rule 34), then its state, whose panic
+    // unwinds out of the drop.
+    let mut rt = Rt::new();
+    let b = device!(rt.s, Brittle::init());
+    rt.run();
+    let unfired = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = unfired.clone();
+    let _ = b
+        .monitor(Ret::new(move |d: Option<Down>| {
+            if d.is_none() {
+                count.set(count.get() + 1);
+            }
+        }))
+        .unwrap();
+    let line = b.line();
+    drop(b);
+    let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(rt)));
+    assert!(
+        escaped.is_err(),
+        "the panic unwinds out of the Stakker's drop"
+    );
+    assert_eq!(unfired.get(), 1, "the watcher's Ret was dropped unfired");
+    assert!(line.is_alive() && line.cause().is_none(), "rule 34");
 }

@@ -5,6 +5,8 @@ mod common;
 
 use common::*;
 use stakplane::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 /// Records every call of a `Ret<Down>` handler; `Send` so the record
@@ -162,5 +164,77 @@ fn a_trapping_device_does_not_keep_itself_alive() {
         1,
         "the watcher's Ret was dropped unfired, once"
     );
+    assert_eq!(stakplane::registry_stats(), base);
+}
+
+/// Who heard, and the cause text it heard (`None`: its Ret was dropped
+/// unfired).
+type Heard = (&'static str, Option<String>);
+
+#[test]
+fn a_device_freed_unended_gives_every_watcher_the_same_answer() {
+    // `a` is freed with its runtime without ever being ended. Its early
+    // watcher's Ret was dropped unfired; whoever watches it later, and
+    // whatever a handle asks, gets the same answer: it was never ended, no
+    // Down will ever come, and nothing is invented.
+    let base = stakplane::registry_stats();
+    let log = new_log();
+    let heard: Rc<RefCell<Vec<Heard>>> = Rc::default();
+    let ret = |name: &'static str| {
+        let heard = heard.clone();
+        Ret::new(move |d: Option<Down>| {
+            heard
+                .borrow_mut()
+                .push((name, d.map(|d| d.cause.to_string())));
+        })
+    };
+    let mut rt_b = Rt::new();
+    let b = dev(&mut rt_b, "b", &log);
+    rt_b.run();
+    let mut rt = Rt::new();
+    let a = dev(&mut rt, "a", &log);
+    rt.run();
+    let line = a.line();
+    let _ = a.monitor(ret("early")).expect("alive");
+    drop(a);
+    drop(rt); // the queued Dropped end never runs
+    assert_eq!(*heard.borrow(), [("early", None)]);
+
+    // A late monitor is accepted and its Ret dropped unfired at once.
+    let late = line
+        .monitor(ret("late"))
+        .expect("a late monitor is accepted");
+    assert_eq!(*heard.borrow(), [("early", None), ("late", None)]);
+    let fwd_heard = Rc::new(Cell::new(0));
+    let count = fwd_heard.clone();
+    let late_fwd = line
+        .monitor_fwd(Fwd::new(move |_: Down| count.set(count.get() + 1)))
+        .expect("a late Fwd monitor is accepted");
+    // Nothing is registered, so nothing can be cancelled.
+    assert!(!late.cancel());
+    assert!(!late_fwd.cancel());
+    // Every handle question gets the answer of rule 34: never ended.
+    assert!(line.is_alive());
+    assert!(line.cause().is_none());
+    // Links, requests and traps are accepted and change nothing.
+    b.link(&line, LinkMode::Peer).expect("link accepted");
+    line.link(&b, LinkMode::Peer).expect("link accepted");
+    line.kill("late kill").expect("kill accepted");
+    line.shutdown(None).expect("shutdown accepted");
+    line.trap(fwd_to!([b], down() as (Down)))
+        .expect("trap accepted");
+    line.untrap();
+    line.unlink(&b, LinkMode::Peer);
+    rt_b.run();
+    assert!(line.is_alive() && line.cause().is_none());
+    assert_eq!(fwd_heard.get(), 0, "no Down invented");
+    assert_eq!(heard.borrow().len(), 2, "each Ret dropped exactly once");
+    call!([b], fail());
+    rt_b.run();
+    assert!(entries(&log).is_empty(), "b's end reaches nobody through a");
+    assert!(line.is_alive() && line.cause().is_none());
+    drop(b);
+    drop(line);
+    rt_b.run();
     assert_eq!(stakplane::registry_stats(), base);
 }

@@ -1214,6 +1214,108 @@ fn a_dead_supervisor_refuses_the_runtime_api() {
     assert_eq!(take(&log), ["stop a"]);
 }
 
+#[test]
+fn a_supervisor_dropped_with_its_stakker_frees_its_children_with_it() {
+    // Two workers and a nested supervisor with its own worker, each
+    // incarnation watched through a Ret. Either the Stakker is dropped
+    // after the supervisor's handle (nothing runs any more), or it runs on
+    // (the supervisor ends with `Dropped` and kills its children).
+    for stakker_dropped in [true, false] {
+        let base = stakplane::registry_stats();
+        let mut rt = Rt::new();
+        let log = new_log();
+        let n1 = worker(&log, "n1");
+        let nested = SupervisorSpec::one_for_one().child(n1);
+        let mut spec = SupervisorSpec::one_for_one();
+        let mut addrs = Vec::new();
+        for name in ["a", "b"] {
+            let c = worker(&log, name);
+            addrs.push(c.addr());
+            spec = spec.child(c);
+        }
+        // `s` ignores a shutdown request: terminating it arms a 1 h timer.
+        let l = log.clone();
+        let stubborn = ChildSpec::worker("s", move |core| {
+            let own = device!(core, W::init("s".into(), l.clone()));
+            Ok(Child::new(own).on_shutdown(|_| {}))
+        })
+        .shutdown(Shutdown::Timeout(Duration::from_secs(3600)));
+        let spec = spec
+            .child(ChildSpec::supervisor("n", nested))
+            .child(stubborn);
+        let sup = Supervisor::start(&mut rt.s, spec).expect("starts");
+        rt.run();
+        take(&log);
+        let nested = sup.child_supervisor("n").expect("nested runs");
+        let downs: Rc<RefCell<Vec<Option<String>>>> = Rc::default();
+        let watch = |line: &Line| {
+            let downs = downs.clone();
+            line.monitor(Ret::new(move |d: Option<Down>| {
+                downs.borrow_mut().push(d.map(|d| d.cause.to_string()));
+            }))
+            .expect("alive");
+        };
+        let mut lines = Vec::new();
+        for r in [sup.handle(), nested.clone()] {
+            for c in r.which_children().expect("up") {
+                if let ChildStatus::Running(line) = c.status {
+                    watch(&line);
+                    lines.push(line);
+                }
+            }
+        }
+        assert_eq!(lines.len(), 5, "a, b, n, n1 and s");
+        sup.terminate_child(&mut rt.s, "s").expect("running");
+        assert!(rt.s.next_expiry().is_some(), "the shutdown timer is armed");
+        let r = sup.handle();
+        drop(sup);
+        if stakker_dropped {
+            drop(rt);
+        } else {
+            rt.run();
+        }
+        let mut stops = take(&log);
+        stops.sort();
+        assert_eq!(
+            stops,
+            ["stop a", "stop b", "stop n1", "stop s"],
+            "every child's state is dropped"
+        );
+        let downs = std::mem::take(&mut *downs.borrow_mut());
+        assert_eq!(downs.len(), 5, "each watcher heard exactly once: {downs:?}");
+        if stakker_dropped {
+            // Nothing ran: no Down invented, each Ret dropped unfired, and
+            // every handle keeps the one answer of a device freed unended.
+            assert!(downs.iter().all(Option::is_none), "{downs:?}");
+            assert!(lines.iter().all(|l| l.is_alive() && l.cause().is_none()));
+            assert!(r.line().is_alive() && r.line().cause().is_none());
+        } else {
+            let gone = "killed: supervisor ";
+            assert!(
+                downs
+                    .iter()
+                    .all(|d| d.as_deref().is_some_and(|d| d.starts_with(gone))),
+                "{downs:?}"
+            );
+            assert!(lines.iter().all(|l| !l.is_alive()));
+            assert!(matches!(r.line().cause(), Some(Cause::Dropped)));
+        }
+        for r in [&r, &nested] {
+            assert!(matches!(
+                r.count_children(),
+                Err(ChildError::SupervisorDown)
+            ));
+            assert!(matches!(
+                r.which_children(),
+                Err(ChildError::SupervisorDown)
+            ));
+        }
+        assert!(addrs.iter().all(|a| !a.is_running()));
+        drop((lines, r, nested, addrs));
+        assert_eq!(stakplane::registry_stats(), base, "nothing left behind");
+    }
+}
+
 // ---------------------------------------------------------------------
 // Addr
 

@@ -3,16 +3,18 @@
 //! Every device has a small slot here from creation to the moment it is
 //! dead and no handle names it: its id, how many handles name it
 //! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), the
-//! index of its *record*, and its state: while it lives, its first monitor
-//! (inline, while it is the only watcher); after death, the [`Cause`] (kept
-//! while a handle or record is left to ask how it died; a failure's error
-//! stays in stakker's box until someone needs it shared, see [`Kept`]).
+//! index of its *record*, its actor's identity (see [`died_in_drop`]), and
+//! its state: while it lives, its first monitor (inline, while it is the
+//! only watcher); after death, the [`Cause`] (kept while a handle or
+//! record is left to ask how it died; a failure's error stays in stakker's
+//! box until someone needs it shared, see [`Kept`]); or, if stakker freed
+//! it without ending it, nothing but that fact (see [`unended`]).
 //! The record holds what only devices observed more closely need: the
 //! watcher lists, a weak pointer to the controller (which the owners hold,
-//! with the trap handler). It is made on the second monitor, or on the first link, trap,
-//! `Line` or request. A device nobody observes, or only one monitor
-//! watches (a supervisor's child, a parent's worker), costs a slot insert
-//! and remove, no allocation once the slabs are warm.
+//! with the trap handler). It is made on the second monitor, or on the
+//! first link, trap, `Line` or request. A device nobody observes, or only
+//! one monitor watches (a supervisor's child, a parent's worker), costs a
+//! slot insert and remove, no allocation once the slabs are warm.
 //!
 //! A stakker runtime never leaves its thread, so a thread-local registry
 //! serves every runtime on the thread (several with stakker's
@@ -32,6 +34,7 @@
 use crate::cause::{Cause, DeviceId, Down, Kept, LinkError, LinkMode, OwnerDown};
 use slab::Slab;
 use stakker::{Fwd, Ret, StopCause};
+use std::any::Any;
 use std::cell::RefCell;
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -59,6 +62,8 @@ pub(crate) trait Control {
     }
     /// Where the controller keeps the trap handler.
     fn trap_slot(&self) -> &std::cell::RefCell<Option<Fwd<Down>>>;
+    /// The controller, for its typed owner (an `ActorControl<A>`).
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
 /// Where a device lives in the registry.
@@ -105,10 +110,14 @@ struct Node {
 struct Slot {
     id: DeviceId,
     /// Handles naming the device. The slot is freed when the device is
-    /// dead and this is 0.
+    /// dead (or freed unended) and this is 0.
     refs: u32,
     /// Index of the record in `Registry::records`, or `NIL`.
     record: u32,
+    /// The device's actor (see [`ident`]), 0 for a device that is not an
+    /// actor: how a panic in the `Drop` of an actor's state finds the
+    /// device whose death it interrupted ([`died_in_drop`]).
+    actor: usize,
     state: State,
 }
 
@@ -124,11 +133,21 @@ enum State {
     /// How the device died; kept when a handle or a record is left to ask
     /// (a failure's error still boxed until someone needs a `Cause`).
     Dead(Option<Kept>),
+    /// Stakker freed the actor without ending it (its runtime was
+    /// dropped): the device never died, and never will. Kept while a
+    /// handle names it, so that every question gets that one answer (see
+    /// [`unended`]).
+    Unended,
 }
 
 impl Slot {
     fn is_dead(&self) -> bool {
         matches!(self.state, State::Dead(_))
+    }
+
+    /// Not dead and not freed unended: watchers can still be told.
+    fn is_live(&self) -> bool {
+        matches!(self.state, State::Live(_))
     }
 }
 
@@ -211,8 +230,8 @@ fn with_else<R>(gone: impl FnOnce() -> R, f: impl FnOnce(&mut Registry) -> R) ->
         .unwrap_or_else(|_| gone())
 }
 
-/// What a call on a device reports once its record is gone (only during
-/// thread teardown, or for a device its runtime dropped unended).
+/// What a call on a device reports once its slot is gone (only during
+/// thread teardown: a handle keeps the slot of its device).
 fn gone(id: DeviceId) -> LinkError {
     LinkError::DeviceDown {
         id,
@@ -222,6 +241,7 @@ fn gone(id: DeviceId) -> LinkError {
 
 /// A slab index as a `u32`. 2^32 devices or watchers on one thread would
 /// take hundreds of GB, so running out is a bug, not an input.
+#[inline]
 fn index(idx: usize) -> u32 {
     u32::try_from(idx)
         .ok()
@@ -251,7 +271,7 @@ impl Registry {
     fn live_record_index(&mut self, key: Key) -> Option<usize> {
         let Registry { slots, records, .. } = self;
         let slot = match slots.get_mut(key.slot as usize) {
-            Some(slot) if slot.id == key.id && !slot.is_dead() => slot,
+            Some(slot) if slot.id == key.id && slot.is_live() => slot,
             _ => return None,
         };
         if slot.record == NIL {
@@ -276,6 +296,18 @@ impl Registry {
         }
     }
 
+    /// Why a watcher cannot be added to `key`, which is not live: the
+    /// error of a dead (or gone) device, or `None` for one freed unended
+    /// (the watcher is accepted and dropped unfired).
+    #[cold]
+    fn refusal(&mut self, key: Key) -> Option<LinkError> {
+        if self.is_unended(key) {
+            None
+        } else {
+            Some(self.dead_error(key))
+        }
+    }
+
     /// The record of a live device, made if it has none yet; or why there
     /// is none.
     fn live(&mut self, key: Key) -> Result<&mut Record, LinkError> {
@@ -295,14 +327,27 @@ impl Registry {
 
     /// The record of a live device, if it has one (never makes one).
     fn live_record(&mut self, key: Key) -> Option<&mut Record> {
-        if !self.is_alive(key) {
+        if !self.is_live(key) {
             return None;
         }
         self.record(key)
     }
 
+    /// Whether the device's handles report it alive: it is live, or it
+    /// was freed unended (it never died).
     fn is_alive(&mut self, key: Key) -> bool {
         self.slot(key).is_some_and(|slot| !slot.is_dead())
+    }
+
+    /// Whether the device is live: its watchers can still be told.
+    fn is_live(&mut self, key: Key) -> bool {
+        self.slot(key).is_some_and(|slot| slot.is_live())
+    }
+
+    /// Whether the device was freed unended (see [`unended`]).
+    fn is_unended(&mut self, key: Key) -> bool {
+        self.slot(key)
+            .is_some_and(|slot| matches!(slot.state, State::Unended))
     }
 
     fn token(&mut self) -> u64 {
@@ -481,7 +526,7 @@ impl Registry {
     #[inline]
     fn free_if_unused(&mut self, key: Key) -> Option<Kept> {
         let slot = self.slot(key)?;
-        if !slot.is_dead() || slot.refs != 0 {
+        if slot.is_live() || slot.refs != 0 {
             return None;
         }
         let record = slot.record;
@@ -499,13 +544,23 @@ impl Registry {
         }
         match slot.state {
             State::Dead(cause) => cause,
-            State::Live(_) => None,
+            State::Live(_) | State::Unended => None,
         }
     }
 }
 
-/// Registers a new, live device with one handle (its first `DeviceOwn`).
+/// Registers a new, live device that is not an actor, with one handle.
 pub(crate) fn create() -> Key {
+    create_with(|_| ((), 0)).0
+}
+
+/// Registers a new, live device with one handle (its first owner). `make`
+/// makes the device from its key and returns it with its actor's
+/// [`ident`] (0 if it is not an actor). It runs in the registry's borrow,
+/// so it must run no user code (creating a stakker actor runs none).
+#[inline(always)]
+pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
+    let mut make = Some(make);
     let made = with(None, |r| {
         if r.next_id == r.id_end {
             let start = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
@@ -515,20 +570,43 @@ pub(crate) fn create() -> Key {
         let id = id_from(r.next_id);
         r.next_id += 1;
         r.live += 1;
-        let slot = index(r.slots.insert(Slot {
+        let key = Key {
+            slot: index(r.slots.vacant_key()),
+            id,
+        };
+        let (made, actor) = (make.take()?)(key);
+        // `make` did not touch the registry: the slot goes where `key` says.
+        r.slots.insert(Slot {
             id,
             refs: 1,
             record: NIL,
+            actor,
             state: State::Live(None),
-        }));
-        Some(Key { slot, id })
+        });
+        Some((key, made))
     });
     // During thread teardown there is no registry: the device gets an id
     // and a slot number that matches nothing, so it reads as gone.
-    made.unwrap_or_else(|| Key {
-        slot: NIL,
-        id: id_from(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed)),
+    made.unwrap_or_else(|| {
+        let key = Key {
+            slot: NIL,
+            id: id_from(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed)),
+        };
+        let make = make
+            .take()
+            .expect("the registry was gone: `make` was not called");
+        (key, make(key).0)
     })
+}
+
+/// An actor's identity, for [`died_in_drop`]: the address of the
+/// `Deferrer` stakker keeps inside the actor's heap allocation, which stays
+/// in place while any reference to the actor exists. A device not yet
+/// dead has one (its termination `Ret` lives in the same allocation), so
+/// no two of them share an identity. Compared, never dereferenced.
+#[inline]
+pub(crate) fn ident<A>(actor: &stakker::Actor<A>) -> usize {
+    std::ptr::from_ref(actor.access_deferrer()) as usize
 }
 
 /// An id from the counter. The counter starts at 1 and only grows; u64
@@ -557,7 +635,7 @@ pub(crate) fn release(key: Key) {
         let slot = r.slot(key)?;
         debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
         slot.refs = slot.refs.saturating_sub(1);
-        if slot.refs != 0 || !slot.is_dead() {
+        if slot.refs != 0 || slot.is_live() {
             return None;
         }
         r.free_if_unused(key)
@@ -619,12 +697,13 @@ impl MonitorRef {
     /// dropped (a `Ret`'s handler therefore sees `None`, as stakker's `Ret`
     /// contract says). Returns `false` if the device had already died:
     /// the `Down` was already sent and will arrive (it may still be on the
-    /// queue).
+    /// queue), or if it was freed unended (nothing was registered, nothing
+    /// will arrive).
     ///
     /// Cost: O(1).
     pub fn cancel(self) -> bool {
         let removed = with(None, |r| {
-            if !r.is_alive(self.key) {
+            if !r.is_live(self.key) {
                 return None;
             }
             if self.node == FIRST {
@@ -651,7 +730,7 @@ impl MonitorRef {
 
 fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
     let res = with_else(
-        || Err((gone(key.id), None)),
+        || Err((Some(gone(key.id)), None)),
         |r| {
             let token = r.token();
             match r.push_monitor(key, token, watch) {
@@ -661,21 +740,34 @@ fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
                     token,
                     _not_send: std::marker::PhantomData,
                 }),
-                Err(watch) => Err((r.dead_error(key), Some(watch))),
+                Err(watch) => Err((r.refusal(key), Some(watch))),
             }
         },
     );
-    res.map_err(|(err, watch)| {
-        if let (LinkError::DeviceDown { id, cause }, Some(watch)) = (&err, watch) {
-            deliver(
-                watch,
-                Down {
-                    id: *id,
-                    cause: cause.clone(),
-                },
-            );
+    res.or_else(|(err, watch)| match err {
+        // Freed unended: accepted, and the watcher dropped unfired at
+        // once, as every watcher it had was (nothing is registered).
+        None => {
+            drop(watch);
+            Ok(MonitorRef {
+                key,
+                node: NIL,
+                token: 0,
+                _not_send: std::marker::PhantomData,
+            })
         }
-        err
+        Some(err) => {
+            if let (LinkError::DeviceDown { id, cause }, Some(watch)) = (&err, watch) {
+                deliver(
+                    watch,
+                    Down {
+                        id: *id,
+                        cause: cause.clone(),
+                    },
+                );
+            }
+            Err(err)
+        }
     })
 }
 
@@ -700,10 +792,11 @@ pub(crate) fn watch_owner(key: Key, fwd: Fwd<OwnerDown>) {
             Ok(_) => None,
             Err(back) => {
                 watch = Some(back);
-                Some(r.dead_error(key))
+                r.refusal(key)
             }
         },
     );
+    // A device freed unended (no error): the watcher is dropped unfired.
     if let Some(LinkError::DeviceDown { id, cause }) = dead {
         if let Some(watch) = watch {
             deliver(watch, Down { id, cause });
@@ -721,9 +814,21 @@ pub(crate) fn link(me: Key, other: Key, mode: LinkMode) -> Result<(), LinkError>
     with_else(
         || Err(gone(me.id)),
         |r| {
-            // Check both first so a failed link changes nothing.
-            r.live(me)?;
-            r.live(other)?;
+            // Check both first so a failed link changes nothing. A device
+            // freed unended accepts the link and links nothing: neither
+            // side could ever be told.
+            let mut unended = false;
+            for key in [me, other] {
+                if let Err(err) = r.live_index(key) {
+                    if !r.is_unended(key) {
+                        return Err(err);
+                    }
+                    unended = true;
+                }
+            }
+            if unended {
+                return Ok(());
+            }
             let mut add = |watched: Key, watcher: Key| {
                 if r.find_link(watched, watcher).is_none() {
                     r.push_link(watched, watcher);
@@ -759,11 +864,16 @@ pub(crate) fn unlink(me: Key, other: Key, mode: LinkMode) {
     })
 }
 
-/// The controller of a live device, if an owner still holds one.
+/// The controller of a live device, if an owner still holds one (none
+/// for a device freed unended: a request to it changes nothing).
 pub(crate) fn live_control(key: Key) -> Result<Option<Rc<dyn Control>>, LinkError> {
     with_else(
         || Err(gone(key.id)),
-        |r| Ok(r.live(key)?.control.as_ref().and_then(Weak::upgrade)),
+        |r| match r.live_index(key) {
+            Ok(ri) => Ok(r.records[ri].control.as_ref().and_then(Weak::upgrade)),
+            Err(_) if r.is_unended(key) => Ok(None),
+            Err(err) => Err(err),
+        },
     )
 }
 
@@ -819,24 +929,23 @@ fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
 
 /// The device's actor terminated (`Some`), or its termination `Ret` was
 /// dropped unfired because stakker freed the actor without terminating it
-/// (`None`: the runtime was dropped). This is the one place a device dies.
+/// (`None`: the runtime was dropped; see [`unended`]). With
+/// [`died_in_drop`], the one place a device dies.
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
-    let delivered = stop.is_some();
-    let cause = match stop {
-        Some(stop) => decode(stop),
-        None => Kept::Cause(Cause::Dropped),
-    };
-    died_as(key, cause, delivered);
+    match stop {
+        Some(stop) => died_as(key, decode(stop)),
+        None => unended(key),
+    }
 }
 
-/// The device died with `cause`. `delivered` is false when its runtime is
-/// gone: the watchers are then dropped unfired instead of told.
+/// The device died with `cause`; a device no longer live (already dead,
+/// or freed unended) is left as it is.
 ///
 /// A failure's error is shared (made the `Rc` of a [`Cause`]) only if a
 /// watcher or a handle other than the owner's can see it: a supervised
 /// child that fails costs no copy of its error.
 #[inline]
-pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
+pub(crate) fn died_as(key: Key, cause: Kept) {
     // Marks the device dead and takes its inline watcher, in one borrow;
     // a device with a record (more watchers, links, a controller) goes on
     // in `drain`. `cause` is moved into the slot only when it stays there
@@ -898,26 +1007,103 @@ pub(crate) fn died_as(key: Key, cause: Kept, delivered: bool) {
         }
     });
     // The only watcher is told directly: nothing to hold back if its
-    // (raw) handler panics. Otherwise (nobody to tell, or the runtime is
-    // gone: the watcher is dropped unfired) the cause is dropped here,
-    // outside the borrow. The cause is in `shared` once the slot keeps it
-    // too, else still in `cause` (the slot went), or in the slot for the
-    // owner (`Death::Owner`).
+    // (raw) handler panics. Otherwise (nobody to tell) the cause is
+    // dropped here, outside the borrow. The cause is in `shared` once the
+    // slot keeps it too, else still in `cause` (the slot went), or in the
+    // slot for the owner (`Death::Owner`).
     let id = key.id;
     match first {
-        Death::Owner(fwd) if delivered => fwd.fwd(OwnerDown { id }),
-        Death::One(w) if delivered => match (shared, cause) {
+        Death::Owner(fwd) => fwd.fwd(OwnerDown { id }),
+        Death::One(w) => match (shared, cause) {
             (Some(cause), _) => deliver(w, Down { id, cause }),
             (None, Some(cause)) => deliver_kept(w, id, cause),
             (None, None) => {}
         },
         Death::Record(ri, first) => {
-            if let Some(cause) = shared {
-                drain(key, ri, first, cause, delivered);
+            if shared.is_some() {
+                drain(key, ri, first, shared);
             }
         }
-        Death::Gone | Death::Owner(_) | Death::One(_) => {}
+        Death::Gone => {}
     }
+}
+
+/// Stakker freed the device's actor without ending it: its termination
+/// `Ret` was dropped unfired, because the runtime was dropped (or, for a
+/// task device, its executor). Nothing can run any more, so nothing is
+/// invented: the device never died. Its watchers are dropped unfired (a
+/// `Ret` handler sees `None`), its links go, and as long as a handle
+/// names it every question gets that one answer: alive, no cause; a new
+/// monitor is accepted and dropped unfired, a link, trap or request
+/// accepted and changes nothing. A device no longer live is left as it
+/// is.
+#[cold]
+pub(crate) fn unended(key: Key) {
+    let found = with(None, |r| {
+        let Registry {
+            slots,
+            live,
+            inline,
+            ..
+        } = r;
+        let slot = slots
+            .get_mut(key.slot as usize)
+            .filter(|slot| slot.id == key.id)?;
+        let State::Live(first) = &mut slot.state else {
+            return None;
+        };
+        let first = first.take().map(|first| first.watch);
+        slot.state = State::Unended;
+        *live -= 1;
+        if first.is_some() {
+            *inline -= 1;
+        }
+        let record = slot.record;
+        if slot.refs == 0 && record == NIL {
+            slots.remove(key.slot as usize);
+        }
+        Some((record, first))
+    });
+    let Some((record, first)) = found else {
+        return;
+    };
+    if record == NIL {
+        drop(first);
+    } else {
+        drain(key, record as usize, first, None);
+    }
+}
+
+/// A panic unwound out of stakker's termination of the actor with
+/// identity `actor` (see [`ident`]), which the caller found a zombie: the
+/// `Drop` of its state (user code) panicked after stakker made it a
+/// zombie and before it fired the termination `Ret`. If that actor is a
+/// device still live, the interrupted death completes here with
+/// `Cause::Panic` (its watchers are told, its linked watchers cascaded);
+/// its termination `Ret`, fired or dropped later, finds it dead and
+/// changes nothing. Otherwise the panic is handed back, to be resumed.
+///
+/// Cost: a scan of the thread's device slots (a panic is rare).
+#[cold]
+pub(crate) fn died_in_drop(
+    actor: usize,
+    payload: Box<dyn Any + Send>,
+) -> Result<(), Box<dyn Any + Send>> {
+    let key = with(None, |r| {
+        r.slots
+            .iter()
+            .find(|(_, slot)| slot.actor == actor && slot.is_live())
+            .map(|(i, slot)| Key {
+                slot: index(i),
+                id: slot.id,
+            })
+    });
+    let Some(key) = key else {
+        return Err(payload);
+    };
+    let cause = super::Ending(Cause::Panic(crate::guard::panic_message(payload)));
+    died(key, Some(StopCause::Failed(Box::new(cause))));
+    Ok(())
 }
 
 /// The cause of a dead device, for its owner (the supervisor told by an
@@ -964,7 +1150,10 @@ enum Death {
 /// The rest of a death for a device with a record (index `ri`): its links
 /// come off the devices it watched, then its watchers are told, `first`
 /// (the inline one) first.
-fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Cause, delivered: bool) {
+///
+/// With no `cause` (the device was freed unended), the watchers are
+/// dropped unfired instead of told.
+fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Option<Cause>) {
     // What the borrows hand out, written in place (no large values are
     // returned through the closures).
     let mut control: Option<Weak<dyn Control>> = None;
@@ -1002,19 +1191,16 @@ fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Cause, delivered:
     // until every watcher has had its Down, then resumed.
     let mut panic = None;
     while let Some(w) = watch.take() {
-        let outcome = if delivered {
-            // The last watcher gets the cause itself, the others a copy.
-            let cause = if more {
-                cause.clone()
-            } else {
-                std::mem::replace(&mut cause, Cause::Dropped)
-            };
-            let down = Down { id: key.id, cause };
-            catch_unwind(AssertUnwindSafe(|| deliver(w, down)))
-        } else {
-            // The runtime is gone: nothing can be delivered, and the
-            // watcher is dropped unfired (a Ret handler sees None).
-            catch_unwind(AssertUnwindSafe(|| drop(w)))
+        // The last watcher gets the cause itself, the others a copy.
+        let cause = if more { cause.clone() } else { cause.take() };
+        let outcome = match cause {
+            Some(cause) => {
+                let down = Down { id: key.id, cause };
+                catch_unwind(AssertUnwindSafe(|| deliver(w, down)))
+            }
+            // Freed unended: nothing can be delivered, and the watcher is
+            // dropped unfired (a Ret handler sees None).
+            None => catch_unwind(AssertUnwindSafe(|| drop(w))),
         };
         if let Err(p) = outcome {
             panic.get_or_insert(p);
@@ -1067,7 +1253,8 @@ pub struct RegistryStats {
     /// Watchers: monitors and link directions not yet delivered or
     /// cancelled.
     pub watchers: usize,
-    /// Devices not yet dead (every runtime of the thread).
+    /// Devices not yet dead, nor freed unended with their runtime (every
+    /// runtime of the thread).
     pub live: usize,
 }
 
@@ -1089,7 +1276,7 @@ pub(crate) fn live_controls_newest_first() -> Vec<Rc<dyn Control>> {
     let mut found = with(Vec::new(), |r| {
         let mut found = Vec::new();
         for (_, slot) in r.slots.iter() {
-            if slot.is_dead() || slot.record == NIL {
+            if !slot.is_live() || slot.record == NIL {
                 continue;
             }
             let control = r.records[slot.record as usize]
@@ -1104,4 +1291,27 @@ pub(crate) fn live_controls_newest_first() -> Vec<Rc<dyn Control>> {
     });
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, control)| control).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ident;
+    use stakker::{ret_nop, ActorOwn, Stakker};
+    use std::time::Instant;
+
+    /// What [`super::died_in_drop`] relies on: every reference to an actor
+    /// has its identity, and two live actors never share one (stakker keeps
+    /// the `Deferrer` inside the actor's allocation).
+    #[test]
+    fn actor_identity_is_one_per_live_actor() {
+        let mut s = Stakker::new(Instant::now());
+        let a = ActorOwn::<u8>::new(&mut s, ret_nop!(), 0);
+        let b = ActorOwn::<u8>::new(&mut s, ret_nop!(), 0);
+        let a2 = a.owned();
+        let a3: stakker::Actor<u8> = (*a).clone();
+        assert_ne!(ident(&a), 0);
+        assert_eq!(ident(&a), ident(&a2));
+        assert_eq!(ident(&a), ident(&a3));
+        assert_ne!(ident(&a), ident(&b));
+    }
 }

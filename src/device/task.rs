@@ -45,6 +45,10 @@ impl Control for TaskControl {
     fn trap_slot(&self) -> &RefCell<Option<Fwd<Down>>> {
         &self.trap
     }
+
+    fn as_any(self: Rc<Self>) -> Rc<dyn std::any::Any> {
+        self
+    }
 }
 
 /// The handle of an async device, made by [`spawn_device`].
@@ -104,27 +108,26 @@ where
     let control = registry::control(key, || control).into_iter().next();
     let p2 = pending.clone();
     let abort = spawner.spawn_then(fut, move |end| {
-        let (cause, delivered) = match end {
-            Ok(Ok(())) => (Cause::Stopped, true),
-            Ok(Err(e)) => (Cause::Error(Rc::new(e)), true),
-            Err(JoinError::Panicked(msg)) => (Cause::Panic(msg), true),
+        // No cause: the runtime is gone and the task was dropped unended.
+        let cause = match end {
+            Ok(Ok(())) => Some(Cause::Stopped),
+            Ok(Err(e)) => Some(Cause::Error(Rc::new(e))),
+            Err(JoinError::Panicked(msg)) => Some(Cause::Panic(msg)),
             Err(JoinError::Aborted) => {
                 let cause = p2.cause.borrow_mut().take();
-                (
-                    cause.unwrap_or_else(|| Cause::Killed(Rc::new(JoinError::Aborted))),
-                    true,
-                )
+                Some(cause.unwrap_or_else(|| Cause::Killed(Rc::new(JoinError::Aborted))))
             }
-            Err(JoinError::Failed(fail)) => (Cause::Error(Rc::new(fail)), true),
-            Err(JoinError::RuntimeGone) => (Cause::Dropped, false),
-            Err(e) => (Cause::Error(Rc::new(e)), true),
+            Err(JoinError::Failed(fail)) => Some(Cause::Error(Rc::new(fail))),
+            Err(JoinError::RuntimeGone) => None,
+            Err(e) => Some(Cause::Error(Rc::new(e))),
         };
         // Drop the abort handle first: it points back at the runtime.
         drop(p2.abort.borrow_mut().take());
         // A raw watcher that panics is resumed by the registry after every
         // watcher was told; release the task's reference first either way.
-        let told = catch_unwind(AssertUnwindSafe(|| {
-            registry::died_as(key, Kept::Cause(cause), delivered)
+        let told = catch_unwind(AssertUnwindSafe(|| match cause {
+            Some(cause) => registry::died_as(key, Kept::Cause(cause)),
+            None => registry::unended(key),
         }));
         drop(control);
         registry::release(key);

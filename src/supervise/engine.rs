@@ -13,9 +13,9 @@ use super::spec::{
 };
 use super::Addr;
 use crate::cause::{Cause, DeviceId, Kept, OwnerDown};
-use crate::device::{DeviceOwn, DeviceRef, Ending, Line};
+use crate::device::{DeviceOwn, DeviceRef, Ending, Line, WeakActor};
 use crate::guard;
-use stakker::{Actor, Core, FixedTimerKey, Fwd, CX};
+use stakker::{Core, Deferrer, FixedTimerKey, Fwd, CX};
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -168,8 +168,16 @@ impl RestartWindow {
 
 pub(crate) struct Inner {
     id: DeviceId,
-    actor: Actor<SupervisorActor>,
-    /// Every child's monitor delivers here (one `Fwd`, shared).
+    /// The supervisor's own actor, reached only while an owner holds it:
+    /// the state (which holds this) must not keep its own actor, or a
+    /// supervisor dropped with its `Stakker` would never be freed, nor its
+    /// children.
+    me: WeakActor<SupervisorActor>,
+    /// The supervisor's stakker queue (for what it queues with no actor).
+    deferrer: Deferrer,
+    /// Every child's monitor delivers here (one `Fwd`, shared). It reaches
+    /// the supervisor through `me`, so the children's registry slots do
+    /// not keep it either.
     downs: Fwd<OwnerDown>,
     strategy: Strategy,
     intensity: Intensity,
@@ -387,7 +395,7 @@ impl Drop for Inner {
             }
         }
         if let Some(timer) = self.waiting.take().and_then(|w| w.timer) {
-            self.actor.defer(move |s| {
+            self.deferrer.defer(move |s| {
                 s.timer_del(timer);
             });
         }
@@ -447,12 +455,17 @@ impl fmt::Debug for SupervisorActor {
 
 /// The `Fwd` every child's monitor delivers to: a guarded call of
 /// `child_down` on the supervisor, queued like `fwd_to!` queues it (one
-/// actor clone per Down instead of two).
-fn downs_fwd(actor: Actor<SupervisorActor>) -> Fwd<OwnerDown> {
+/// reference count per Down, as one actor clone). It does not keep the
+/// supervisor: with no owner left the supervisor is ending with
+/// `Dropped`, queued before the notice would be, and the notice is not
+/// sent.
+fn downs_fwd(me: WeakActor<SupervisorActor>, deferrer: Deferrer) -> Fwd<OwnerDown> {
     Fwd::new(move |down: OwnerDown| {
-        guard::defer_apply_via(actor.access_deferrer(), actor.clone(), move |this, cx| {
-            this.child_down(cx, down)
-        });
+        if let Some(me) = me.upgrade() {
+            deferrer.defer(move |s| {
+                guard::apply(&me.actor, s, move |this, cx| this.child_down(cx, down))
+            });
+        }
     })
 }
 
@@ -484,9 +497,9 @@ fn pump(sh: &Shared, core: &mut Core) {
 /// Asks (or kills) one running child, per its shutdown policy, and waits
 /// for its Down.
 fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
-    let (line, ask, policy, dev, id, sup, actor) = {
+    let (line, ask, policy, dev, id, sup, me) = {
         let mut g = sh.borrow_mut();
-        let (sup, actor) = (g.id, g.actor.clone());
+        let (sup, me) = (g.id, g.me.clone());
         let unwinding = g.self_own.is_some();
         let Some(entry) = g.entry(key) else { return };
         let policy = match entry.at.spec.shutdown {
@@ -510,7 +523,7 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
             dev,
             timer: None,
         });
-        (line, ask, policy, dev, id, sup, actor)
+        (line, ask, policy, dev, id, sup, me)
     };
     tracing::debug!(
         target: "stakplane::supervise",
@@ -539,8 +552,16 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
                 Shutdown::Timeout(d) => core.now().checked_add(d),
                 _ => None,
             } {
-                let timer = guard::at(core, when, actor, move |this, cx| {
-                    this.shutdown_timeout(cx, key, dev)
+                // The timer does not keep the supervisor (a `Stakker`
+                // dropped with it drops its timers only after its queue):
+                // with no owner left it is ending with `Dropped`, and
+                // kills the child itself.
+                let timer = core.timer_add(when, move |s| {
+                    if let Some(me) = me.upgrade() {
+                        guard::apply(&me.actor, s, move |this, cx| {
+                            this.shutdown_timeout(cx, key, dev)
+                        });
+                    }
                 });
                 let mut g = sh.borrow_mut();
                 match g.waiting.as_mut() {
@@ -892,7 +913,7 @@ fn restarted(sh: &Shared, key: Key, id: ChildId, res: Result<DeviceId, Rc<dyn Er
             let cause = Cause::Error(error);
             let (sup, actor) = {
                 let g = sh.borrow();
-                (g.id, g.actor.clone())
+                (g.id, g.me.actor())
             };
             trace_child!(
                 warn,
@@ -902,7 +923,10 @@ fn restarted(sh: &Shared, key: Key, id: ChildId, res: Result<DeviceId, Rc<dyn Er
                 "restart_failed",
                 "child failed to restart; trying again"
             );
-            guard::defer_apply(actor, move |this, cx| this.retry(cx, key, cause));
+            // No owner left: the supervisor is ending with `Dropped`.
+            if let Some(actor) = actor {
+                guard::defer_apply(actor, move |this, cx| this.retry(cx, key, cause));
+            }
             false
         }
     }
@@ -932,9 +956,12 @@ fn end_self(sh: &Shared, cause: Cause) {
                 "supervisor stopped after shutting its children down"
             );
         }
-        g.actor.clone()
+        g.me.actor()
     };
-    guard::defer_apply(actor, move |_, cx| cx.fail(Ending(cause)));
+    // No owner left: the supervisor is ending with `Dropped` already.
+    if let Some(actor) = actor {
+        guard::defer_apply(actor, move |_, cx| cx.fail(Ending(cause)));
+    }
 }
 
 /// What starting one child takes: its spec (with the start function),
@@ -1124,10 +1151,12 @@ impl Supervisor {
         }
         let own = DeviceOwn::<SupervisorActor>::new(core);
         let line = own.line();
+        let me = own.weak_actor();
         let sh: Shared = Rc::new(RefCell::new(Inner {
             id: own.id(),
-            actor: own.actor().clone(),
-            downs: downs_fwd(own.actor().clone()),
+            me: me.clone(),
+            deferrer: core.deferrer(),
+            downs: downs_fwd(me, core.deferrer()),
             strategy,
             intensity,
             entries: Vec::new(),

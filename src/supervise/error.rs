@@ -164,7 +164,8 @@ impl Error for StartError {
 /// was refused. The names follow OTP's `supervisor` error atoms.
 #[derive(Clone, Debug)]
 pub enum ChildError {
-    /// The supervisor is dead.
+    /// The supervisor is dead, or its state went with its dropped
+    /// `Stakker` (see NOTES rule 34c).
     SupervisorDown,
     /// The supervisor is shutting down (or has given up): it changes no
     /// children any more.
