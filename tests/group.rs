@@ -272,15 +272,41 @@ fn shrinking_under_a_dropping_policy_gives_back_what_does_not_fit() {
     assert_eq!((total.dropped, total.moved, total.depth), (0, 0, 2));
 }
 
+/// `MAX_WORKERS` is the largest size: one more is refused with
+/// `TooLarge` and changes nothing, on a group not started (where a size
+/// only allocates mailboxes, so the limit itself is tried too) and on a
+/// running one (nothing is started); `GroupSpec::new` caps a larger size.
 #[test]
 fn a_size_beyond_the_limit_is_refused_not_allocated() {
+    use stakplane::group::{GroupError, MAX_WORKERS};
+    #[track_caller]
+    fn too_large<T: std::fmt::Debug>(r: Result<T, GroupError>) {
+        match r {
+            Err(GroupError::TooLarge { max }) => assert_eq!(max, MAX_WORKERS),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
     let now = Instant::now();
     let mut s = Stakker::new(now);
     let log: Log = Rc::default();
+
+    let group = Group::new(spec(1, &log));
+    too_large(group.resize(&mut s, MAX_WORKERS + 1));
+    assert_eq!(group.size(), 1, "nothing changes");
+    let left = group.resize(&mut s, MAX_WORKERS);
+    assert_eq!(left.expect("the limit itself is allowed"), []);
+    assert_eq!(group.size(), MAX_WORKERS);
+    too_large(group.resize(&mut s, MAX_WORKERS + 1));
+    assert_eq!(group.size(), MAX_WORKERS);
+    drop(group);
+    assert_eq!(Group::new(spec(MAX_WORKERS + 1, &log)).size(), MAX_WORKERS);
+
     let group = Group::start(&mut s, spec(1, &log)).unwrap();
-    assert!(matches!(
-        group.resize(&mut s, usize::MAX),
-        Err(stakplane::group::GroupError::TooLarge { .. })
-    ));
-    assert_eq!(group.size(), 1);
+    for size in [MAX_WORKERS + 1, usize::MAX] {
+        too_large(group.resize(&mut s, size));
+        assert_eq!(group.size(), 1);
+    }
+    s.run(now, false);
+    let counts = group.supervisor().unwrap().count_children().unwrap();
+    assert_eq!(counts.active, 1, "no worker was started");
 }
