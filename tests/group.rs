@@ -97,22 +97,57 @@ fn round_robin_skips_a_full_worker_and_refuses_only_when_all_are_full() {
     assert_eq!(handled(&log), [1, 2, 3]);
 }
 
+/// Each message goes to a worker holding the fewest messages (on a tie,
+/// the first such after the last one used): from even loads the depths
+/// grow evenly, and from uneven ones the fuller worker gets nothing until
+/// the others catch up (round-robin would give it every third message).
 #[test]
 fn least_loaded_gives_each_message_to_the_emptiest_worker() {
     let now = Instant::now();
     let mut s = Stakker::new(now);
     let log: Log = Rc::default();
+    let depths = |g: &Group<Worker, u32>| -> Vec<usize> {
+        g.stats().workers.iter().map(|w| w.depth).collect()
+    };
     let group = Group::start(&mut s, spec(3, &log).dispatch(Dispatch::LeastLoaded)).unwrap();
     s.run(now, false);
-    // Nothing is handled between sends: depths grow evenly.
-    for m in 0..7 {
+    // Nothing is handled between sends.
+    let even = [
+        [1, 0, 0],
+        [1, 1, 0],
+        [1, 1, 1],
+        [2, 1, 1],
+        [2, 2, 1],
+        [2, 2, 2],
+        [3, 2, 2],
+    ];
+    for (m, want) in (0..).zip(even) {
         group.try_send(m).unwrap();
-        let depths: Vec<usize> = group.stats().workers.iter().map(|w| w.depth).collect();
-        let (min, max) = (depths.iter().min().unwrap(), depths.iter().max().unwrap());
-        assert!(max - min <= 1, "after message {m}: depths {depths:?}");
+        assert_eq!(depths(&group), want, "after message {m}");
     }
     s.run(now, false);
     assert_eq!(handled(&log), (0..7).collect::<Vec<_>>());
+
+    // Not started: one worker holds three messages, two new ones none.
+    let group = Group::new(spec(1, &log).dispatch(Dispatch::LeastLoaded));
+    for m in 10..13 {
+        group.try_send(m).unwrap();
+    }
+    assert_eq!(group.resize(&mut s, 3).unwrap(), []);
+    assert_eq!(depths(&group), [3, 0, 0]);
+    let uneven = [
+        [3, 1, 0],
+        [3, 1, 1],
+        [3, 2, 1],
+        [3, 2, 2],
+        [3, 3, 2],
+        [3, 3, 3],
+        [4, 3, 3],
+    ];
+    for (m, want) in (20..).zip(uneven) {
+        group.try_send(m).unwrap();
+        assert_eq!(depths(&group), want, "after message {m}");
+    }
 }
 
 #[test]
@@ -272,15 +307,41 @@ fn shrinking_under_a_dropping_policy_gives_back_what_does_not_fit() {
     assert_eq!((total.dropped, total.moved, total.depth), (0, 0, 2));
 }
 
+/// `MAX_WORKERS` is the largest size: one more is refused with
+/// `TooLarge` and changes nothing, on a group not started (where a size
+/// only allocates mailboxes, so the limit itself is tried too) and on a
+/// running one (nothing is started); `GroupSpec::new` caps a larger size.
 #[test]
 fn a_size_beyond_the_limit_is_refused_not_allocated() {
+    use stakplane::group::{GroupError, MAX_WORKERS};
+    #[track_caller]
+    fn too_large<T: std::fmt::Debug>(r: Result<T, GroupError>) {
+        match r {
+            Err(GroupError::TooLarge { max }) => assert_eq!(max, MAX_WORKERS),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
     let now = Instant::now();
     let mut s = Stakker::new(now);
     let log: Log = Rc::default();
+
+    let group = Group::new(spec(1, &log));
+    too_large(group.resize(&mut s, MAX_WORKERS + 1));
+    assert_eq!(group.size(), 1, "nothing changes");
+    let left = group.resize(&mut s, MAX_WORKERS);
+    assert_eq!(left.expect("the limit itself is allowed"), []);
+    assert_eq!(group.size(), MAX_WORKERS);
+    too_large(group.resize(&mut s, MAX_WORKERS + 1));
+    assert_eq!(group.size(), MAX_WORKERS);
+    drop(group);
+    assert_eq!(Group::new(spec(MAX_WORKERS + 1, &log)).size(), MAX_WORKERS);
+
     let group = Group::start(&mut s, spec(1, &log)).unwrap();
-    assert!(matches!(
-        group.resize(&mut s, usize::MAX),
-        Err(stakplane::group::GroupError::TooLarge { .. })
-    ));
-    assert_eq!(group.size(), 1);
+    for size in [MAX_WORKERS + 1, usize::MAX] {
+        too_large(group.resize(&mut s, size));
+        assert_eq!(group.size(), 1);
+    }
+    s.run(now, false);
+    let counts = group.supervisor().unwrap().count_children().unwrap();
+    assert_eq!(counts.active, 1, "no worker was started");
 }

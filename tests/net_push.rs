@@ -63,6 +63,9 @@ enum Seen {
     Connected,
     Data(Vec<u8>),
     ReadClosed,
+    /// A write left bytes buffered with none buffered before: a buffered
+    /// episode began, and one `Drained` is owed for it (rule 72).
+    Buffered,
     Drained,
     Error(ErrInfo),
     Closed,
@@ -147,6 +150,9 @@ enum Mode {
     /// Writes a byte pattern until `Full`, then `extra` more bytes as the
     /// buffer drains, then shuts down writing.
     Fill { extra: u64 },
+    /// Writes the pattern until a write leaves bytes buffered (before any
+    /// `Full`), then shuts down writing.
+    Spill,
     /// Stops (dies) at the first data.
     DieOnData,
     /// At end-of-stream: shuts down writing, then writes (refused); after
@@ -205,16 +211,28 @@ impl Server {
         };
         match mode {
             Mode::Greet => this.write(b"hello"),
-            Mode::Fill { .. } => this.fill(),
+            Mode::Fill { .. } | Mode::Spill => this.fill(),
             _ => {}
         }
         Some(this)
     }
 
     fn write(&mut self, data: &[u8]) {
-        if let Err(e) = self.conn.write(data) {
+        if let Err(e) = self.put(data) {
             self.out.seen(self.id, Seen::Refused("write", info(&e)));
         }
+    }
+
+    /// `conn.write`, logging `Buffered` when it begins a buffered episode.
+    /// Bytes leave the buffer only through the loop's flushes, so one
+    /// buffered before means the episode begun earlier is still open.
+    fn put(&mut self, data: &[u8]) -> Result<(), NetError> {
+        let before = self.conn.buffered();
+        let r = self.conn.write(data);
+        if before == 0 && self.conn.buffered() > 0 {
+            self.out.seen(self.id, Seen::Buffered);
+        }
+        r
     }
 
     fn event(&mut self, cx: CX![], ev: TcpEvent) {
@@ -283,7 +301,7 @@ impl Server {
             self.pending.push_back(d);
             return;
         }
-        match self.conn.write(&d) {
+        match self.put(&d) {
             Ok(()) => {}
             Err(NetError::Full { .. }) => {
                 // Backpressure: hold the data, stop reading until Drained.
@@ -296,13 +314,15 @@ impl Server {
     }
 
     fn echo_pending(&mut self) {
-        while let Some(d) = self.pending.front() {
-            match self.conn.write(d) {
-                Ok(()) => {
-                    self.pending.pop_front();
+        while let Some(d) = self.pending.pop_front() {
+            match self.put(&d) {
+                Ok(()) => {}
+                Err(NetError::Full { .. }) => {
+                    self.pending.push_front(d);
+                    return; // again at Drained
                 }
-                Err(NetError::Full { .. }) => return, // again at Drained
                 Err(e) => {
+                    self.pending.push_front(d);
                     self.out.seen(self.id, Seen::Refused("write", info(&e)));
                     return;
                 }
@@ -315,7 +335,7 @@ impl Server {
     fn flood(&mut self) {
         let chunk = vec![7u8; CHUNK];
         loop {
-            match self.conn.write(&chunk) {
+            match self.put(&chunk) {
                 Ok(()) => self.sent += CHUNK as u64,
                 Err(NetError::Full { .. }) => return, // go on at Drained
                 Err(e) => {
@@ -327,9 +347,12 @@ impl Server {
     }
 
     /// Writes the pattern until Full; then `extra` more, then shuts down.
+    /// Spill: until a write leaves bytes buffered, then shuts down.
     fn fill(&mut self) {
-        let Mode::Fill { extra } = self.mode else {
-            return;
+        let (extra, spill) = match self.mode {
+            Mode::Fill { extra } => (extra, false),
+            Mode::Spill => (0, true),
+            _ => return,
         };
         while !self.stopped_writing {
             if let Some(t) = self.target {
@@ -344,8 +367,13 @@ impl Server {
                 .map(|i| pattern_byte(self.sent + i))
                 .collect();
             let before = self.conn.buffered();
-            match self.conn.write(&chunk) {
-                Ok(()) => self.sent += CHUNK as u64,
+            match self.put(&chunk) {
+                Ok(()) => {
+                    self.sent += CHUNK as u64;
+                    if spill && self.conn.buffered() > 0 {
+                        self.target = Some(self.sent);
+                    }
+                }
                 Err(NetError::Full { capacity }) => {
                     assert_eq!(capacity, self.conn.write_limit());
                     let after = self.conn.buffered();
@@ -553,6 +581,67 @@ fn count(seen: &[Seen], pred: impl Fn(&Seen) -> bool) -> usize {
     seen.iter().filter(|s| pred(s)).count()
 }
 
+/// The backpressure events of `seen`, one letter each: `B`uffered,
+/// `F`ull, `P`aused, `D`rained (the rest, data above all, left out).
+fn shape(seen: &[Seen]) -> String {
+    seen.iter()
+        .filter_map(|s| match s {
+            Seen::Buffered => Some('B'),
+            Seen::Full { .. } => Some('F'),
+            Seen::Paused => Some('P'),
+            Seen::Drained => Some('D'),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rule 72 on one connection's events: each buffered episode (`Buffered`)
+/// gets exactly one `Drained`, after it; a `Drained` with no episode to
+/// answer fails, as does an episode left unanswered, or a refusal
+/// (`Full`, `Paused`) while no episode is open. At most `max_open`
+/// episodes may await their notice at once (a server that writes only
+/// at `Drained` has one; an echo may write again while a notice is on
+/// its way). Returns the number of episodes.
+#[track_caller]
+fn assert_one_drained_per_episode(seen: &[Seen], max_open: usize) -> usize {
+    let shape = shape(seen);
+    // The events around the `i`th, for the failure message.
+    let near = |i: usize| {
+        let from = i.saturating_sub(16);
+        format!(
+            "{}[{}]{}",
+            &shape[from..i],
+            &shape[i..=i],
+            &shape[i + 1..(i + 17).min(shape.len())]
+        )
+    };
+    let (mut open, mut episodes) = (0usize, 0);
+    for (i, c) in shape.chars().enumerate() {
+        match c {
+            'B' => {
+                episodes += 1;
+                assert!(
+                    open < max_open,
+                    "episode {episodes} began while {open} awaited their Drained: {}",
+                    near(i)
+                );
+                open += 1;
+            }
+            'D' => {
+                assert!(
+                    open > 0,
+                    "a Drained with no buffered episode to answer: {}",
+                    near(i)
+                );
+                open -= 1;
+            }
+            _ => assert!(open > 0, "refused with nothing buffered: {}", near(i)),
+        }
+    }
+    assert_eq!(open, 0, "episodes left without their Drained: {shape}");
+    episodes
+}
+
 // ---------------------------------------------------------------------
 // Tests
 
@@ -688,7 +777,8 @@ fn echo_under_backpressure_pauses_on_full_resumes_on_drained_and_loses_nothing()
     assert!(back == *data, "every byte back, in order");
     let seen = of(&log, 0);
     assert!(count(&seen, |s| *s == Seen::Paused) >= 1);
-    assert!(count(&seen, |s| *s == Seen::Drained) >= 1);
+    let episodes = assert_one_drained_per_episode(&seen, usize::MAX);
+    assert!(episodes >= 1, "the reader waited for a pause");
     assert_eq!(concat_data(&seen).len(), data.len());
     let n = seen.len();
     assert_eq!(seen[n - 2..], [Seen::ReadClosed, Seen::Closed]);
@@ -884,17 +974,40 @@ fn write_after_shutdown_or_end_returns_closed() {
 
 /// With a slow reader, `write` returns `Full` once the buffered bytes
 /// would pass the bound, taking nothing (the buffered count is the same
-/// before and after); one `Drained` follows each time the buffer empties;
-/// every byte arrives in order.
+/// before and after); exactly one `Drained` follows each buffered
+/// episode, when the buffer empties, whether or not a write was refused
+/// in it; every byte arrives in order. The reader reads nothing until the
+/// server has bytes it could not hand over, so the episodes are known: a
+/// server that stops writing at its first buffered write has one without
+/// a `Full`, one that stops at its first `Full` has one with it; one that
+/// writes 1 MiB more at each `Drained` has as many as the reader's pace
+/// makes, each answered by one `Drained` before the next begins.
 #[test]
 fn write_bound_returns_full_and_drained_follows_with_a_slow_reader() {
+    let seen = fill_for_a_slow_reader(Mode::Spill);
+    assert_eq!(shape(&seen), "BD", "one episode, no refusal, one notice");
+
+    let seen = fill_for_a_slow_reader(Mode::Fill { extra: 0 });
+    assert_eq!(shape(&seen), "BFD", "one episode, one refusal, one notice");
+
+    let seen = fill_for_a_slow_reader(Mode::Fill { extra: 1024 * 1024 });
+    let episodes = assert_one_drained_per_episode(&seen, 1);
+    assert!(episodes >= 1);
+}
+
+/// Serves `mode` (`Fill` or `Spill`) with a 64 KiB write bound to a
+/// client that reads nothing until the server's first `Full` (or, for
+/// `Spill`, its `Done`), then everything; checks the bytes and each
+/// `Full`, and returns what the server saw.
+fn fill_for_a_slow_reader(mode: Mode) -> Vec<Seen> {
     let limit = 4 * CHUNK;
     let config = ConnConfig::new().write_limit(limit);
-    let extra = 1024 * 1024;
-    let ((got, total), log, _) = serve(Mode::Fill { extra }, config, |c| {
+    let ((got, total), log, _) = serve(mode, config, |c| {
         let mut s = c.connect();
-        // Read nothing until the server's buffer is full.
-        c.wait_for("Full", |n| matches!(n.1, Seen::Full { .. }));
+        // Read nothing until the server has had to buffer.
+        c.wait_for("Full or Done", |n| {
+            matches!(n.1, Seen::Full { .. } | Seen::Done(_))
+        });
         let mut got = Vec::new();
         s.read_to_end(&mut got).expect("read to EOF");
         let (_, done) = c.wait_for("Done", |n| matches!(n.1, Seen::Done(_)));
@@ -911,29 +1024,19 @@ fn write_bound_returns_full_and_drained_follows_with_a_slow_reader() {
         .enumerate()
         .all(|(i, b)| *b == pattern_byte(i as u64)));
     let seen = of(&log, 0);
-    let fulls: Vec<_> = seen
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Full { before, after } => Some((*before, *after)),
-            _ => None,
-        })
-        .collect();
-    assert!(!fulls.is_empty());
-    for (before, after) in &fulls {
-        assert_eq!(before, after, "Full takes nothing");
-        assert!(before + CHUNK > limit && *before <= limit);
+    for s in &seen {
+        if let Seen::Full { before, after } = s {
+            assert_eq!(before, after, "Full takes nothing");
+            assert!(before + CHUNK > limit && *before <= limit);
+        }
     }
-    let drained = count(&seen, |s| *s == Seen::Drained);
-    assert!(drained >= 1, "{seen:?}");
-    // Each Drained answers a Full, but the last may answer the bytes
-    // buffered by the final writes.
-    assert!(drained <= fulls.len() + 1);
     let n = seen.len();
     assert_eq!(seen[n - 2..], [Seen::ReadClosed, Seen::Closed]);
     assert_eq!(
         count(&seen, |s| matches!(s, Seen::Error(_) | Seen::Refused(..))),
         0
     );
+    seen
 }
 
 /// A connection owned by an actor closes when the actor dies: the peer

@@ -3,10 +3,10 @@ mod common;
 
 use common::{joined, Drops, Rt};
 use stakplane_async::{spawn, JoinError};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 #[test]
 fn spawned_task_runs_from_the_queue_and_joins() {
@@ -18,28 +18,60 @@ fn spawned_task_runs_from_the_queue_and_joins() {
     assert_eq!(joined(h).unwrap(), 42);
 }
 
+/// The task never finishes and counts its polls, so every poll a wake
+/// queues is seen (a task that ends would hide extra polls: they would
+/// find it finished and do nothing).
 #[test]
-fn a_task_woken_by_its_waker_is_polled_again() {
+fn a_wake_queues_at_most_one_poll() {
     let mut rt = Rt::new();
     let polls = Rc::new(Cell::new(0));
-    let p2 = polls.clone();
-    let h = spawn(
-        &mut rt.s,
+    let waker: Rc<RefCell<Option<Waker>>> = Rc::default();
+    // How many times the next poll wakes its own task.
+    let self_wakes = Rc::new(Cell::new(0));
+    let h = spawn(&mut rt.s, {
+        let (polls, waker, self_wakes) = (polls.clone(), waker.clone(), self_wakes.clone());
         poll_fn(move |cx| {
-            p2.set(p2.get() + 1);
-            if p2.get() < 3 {
-                cx.waker().wake_by_ref();
-                let w = cx.waker().clone();
-                w.wake(); // second wake while running: still one re-poll
-                Poll::Pending
-            } else {
-                Poll::Ready(p2.get())
+            polls.set(polls.get() + 1);
+            *waker.borrow_mut() = Some(cx.waker().clone());
+            for i in 0..self_wakes.take() {
+                if i % 2 == 0 {
+                    cx.waker().wake_by_ref();
+                } else {
+                    let owned = cx.waker().clone();
+                    owned.wake(); // by value, as a stored waker would be
+                }
             }
-        }),
+            Poll::<()>::Pending
+        })
+    });
+    let wake = || waker.borrow().as_ref().expect("polled once").wake_by_ref();
+    rt.run();
+    assert_eq!(polls.get(), 1, "the first poll, from the queue");
+    rt.run();
+    assert_eq!(polls.get(), 1, "an idle task is not polled");
+
+    wake();
+    assert_eq!(polls.get(), 1, "a wake queues the poll, it does not poll");
+    rt.run();
+    assert_eq!(polls.get(), 2, "waking an idle task queues one poll");
+
+    wake();
+    wake();
+    wake();
+    rt.run();
+    assert_eq!(polls.get(), 3, "wakes while it is queued add nothing");
+
+    self_wakes.set(3);
+    wake();
+    rt.run();
+    assert_eq!(
+        polls.get(),
+        5,
+        "three wakes during a poll queue exactly one more poll"
     );
     rt.run();
-    assert_eq!(polls.get(), 3);
-    assert_eq!(joined(h).unwrap(), 3);
+    assert_eq!(polls.get(), 5, "and nothing after it");
+    assert!(!h.is_finished());
 }
 
 #[test]
