@@ -222,7 +222,8 @@ fn a_deadline_past_the_timer_horizon_never_fires() {
     rt.advance(Duration::from_secs(1 << 20));
     assert!(d.is_alive(), "past the horizon: never fires");
     assert_eq!(rt.s.next_expiry(), None, "and is gone at the horizon");
-=======
+}
+
 /// A device whose state's `Drop` panics: user code that runs as the actor
 /// ends, whatever ends it.
 struct Brittle;
