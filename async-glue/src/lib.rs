@@ -126,9 +126,6 @@ pub use time::{
     Sleep, Timeout, TIMER_HORIZON,
 };
 
-/// The version of the bridge API.
-pub const BRIDGE_VERSION: u32 = 1;
-
 #[doc(hidden)]
 pub use stakker as __stakker;
 
@@ -164,12 +161,4 @@ macro_rules! ask {
             $crate::__stakker::call!([__actor], $method($($arg,)* __ret));
         })
     }};
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bridge_version_is_one() {
-        assert_eq!(super::BRIDGE_VERSION, 1);
-    }
 }
