@@ -14,7 +14,7 @@
 //! including itself, from inside `poll` or `drop`.
 
 use crate::fail::ActorFail;
-use crate::remote::{self, Remote};
+use crate::remote::{self, RemoteWakes};
 use crate::waker::{self, TaskRef, GEN_MASK, MAX_SLOTS};
 use stakker::{Core, Deferrer, Stakker};
 use std::any::Any;
@@ -406,7 +406,7 @@ pub(crate) struct Exec {
     /// stakker's `now` at the latest task poll (for timers).
     now: Cell<Instant>,
     closed: Cell<bool>,
-    remote: Arc<Remote>,
+    remote: Arc<RemoteWakes>,
 }
 
 thread_local! {
