@@ -464,11 +464,11 @@ pub(crate) fn fail_current(fail: ActorFail) -> bool {
     true
 }
 
-/// Owns a runtime's executor from stakker's `anymap`: when the `Stakker`
-/// is dropped, the executor shuts down and drops its tasks.
-struct Guard(Rc<Exec>);
+/// Holds a runtime's executor in stakker's `anymap` and shuts it down when
+/// dropped: when the `Stakker` is dropped, the executor drops its tasks.
+struct ShutdownOnDrop(Rc<Exec>);
 
-impl Drop for Guard {
+impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
         self.0.shutdown();
     }
@@ -476,7 +476,7 @@ impl Drop for Guard {
 
 /// The `anymap` entry (must be `Clone`).
 #[derive(Clone)]
-struct ExecEntry(Rc<Guard>);
+struct ExecEntry(Rc<ShutdownOnDrop>);
 
 impl Exec {
     /// The executor of the runtime behind `core`, created on first use.
@@ -499,7 +499,7 @@ impl Exec {
             remote,
         });
         EXECS.with(|list| list.borrow_mut().push((rt, exec.clone())));
-        core.anymap_set(ExecEntry(Rc::new(Guard(exec.clone()))));
+        core.anymap_set(ExecEntry(Rc::new(ShutdownOnDrop(exec.clone()))));
         Ok(exec)
     }
 
