@@ -14,14 +14,15 @@
 //! including itself, from inside `poll` or `drop`.
 
 mod error;
+mod slots;
 
 pub use error::{panic_message, JoinError, SpawnError};
 
 use crate::fail::ActorFail;
 use crate::remote::{self, RemoteWakes};
-use crate::waker::{self, TaskRef, GEN_MASK, MAX_SLOTS};
+use crate::waker::{self, TaskRef, GEN_MASK};
+use slots::{After, BoxTask, End, Slots, State, TaskCell, TaskKey, ThenCell, NO_FREE};
 use stakker::{Core, Deferrer, Stakker};
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
@@ -30,308 +31,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Instant;
-
-// ---------------------------------------------------------------------------
-// Task storage
-
-/// A spawned future with its output slot, behind one allocation.
-trait Erased {
-    /// Polls the future; on `Ready` the output is kept for `take_output`.
-    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
-    /// Moves the output into `out`, an `&mut Option<T>`.
-    fn take_output(self: Pin<&mut Self>, out: &mut dyn Any);
-    /// The task ends without completing (called just before it is
-    /// dropped).
-    fn abandon(self: Pin<&mut Self>, _why: JoinError) {}
-}
-
-pin_project_lite::pin_project! {
-    #[project = CellProj]
-    enum TaskCell<F: Future> {
-        Running { #[pin] fut: F },
-        Done { out: Option<F::Output> },
-    }
-}
-
-impl<F: Future> Erased for TaskCell<F>
-where
-    F::Output: 'static,
-{
-    fn poll_task(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.as_mut().project() {
-            CellProj::Running { fut } => match fut.poll(cx) {
-                Poll::Ready(v) => {
-                    // Drops the future here, inside the executor's
-                    // `catch_unwind`.
-                    self.set(TaskCell::Done { out: Some(v) });
-                    Poll::Ready(())
-                }
-                Poll::Pending => Poll::Pending,
-            },
-            CellProj::Done { .. } => Poll::Ready(()),
-        }
-    }
-
-    fn take_output(self: Pin<&mut Self>, out: &mut dyn Any) {
-        if let (CellProj::Done { out: v }, Some(slot)) =
-            (self.project(), out.downcast_mut::<Option<F::Output>>())
-        {
-            *slot = v.take();
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A detached task that reports how it ended (see
-    /// [`Spawner::spawn_then`]).
-    struct ThenCell<F, C> {
-        #[pin]
-        fut: F,
-        then: Option<C>,
-    }
-}
-
-impl<F, C> Erased for ThenCell<F, C>
-where
-    F: Future,
-    C: FnOnce(Result<F::Output, JoinError>),
-{
-    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.then.is_none() {
-            return Poll::Ready(());
-        }
-        match this.fut.poll(cx) {
-            Poll::Ready(v) => {
-                if let Some(then) = this.then.take() {
-                    then(Ok(v));
-                }
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn take_output(self: Pin<&mut Self>, _: &mut dyn Any) {}
-
-    fn abandon(self: Pin<&mut Self>, why: JoinError) {
-        if let Some(then) = self.project().then.take() {
-            then(Err(why));
-        }
-    }
-}
-
-type BoxTask = Pin<Box<dyn Erased>>;
-
-/// How a task ended. Kept two words wide: the rare ends with a payload
-/// are boxed, so the slot state stays small on the hot path.
-#[derive(Clone)]
-enum End {
-    /// Completed; the output is in the task box.
-    Finished,
-    Aborted,
-    RuntimeGone,
-    /// Panicked or failed: the error for the handle.
-    Error(Box<JoinError>),
-}
-
-enum State {
-    Vacant {
-        next_free: u32,
-    },
-    /// Waiting for a wake.
-    Idle,
-    /// A poll is on the stakker queue.
-    Scheduled,
-    /// Being polled; `woken` if a wake came in meanwhile, `end` if the task
-    /// was aborted or failed meanwhile (applied when the poll returns).
-    Running {
-        woken: bool,
-        end: Option<End>,
-    },
-    /// Ended, with a live [`JoinHandle`] that has not collected it yet.
-    Done(End),
-}
-
-/// A task's exact address: slot and full generation. Handles keep this
-/// (a 64-bit generation never wraps in practice), so a stale handle can
-/// never reach a later task in the same slot; only wakers carry the
-/// truncated generation of [`TaskRef`].
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct TaskKey {
-    slot: u32,
-    gen: u64,
-}
-
-impl TaskKey {
-    /// An address no task ever has.
-    const NONE: TaskKey = TaskKey {
-        slot: u32::MAX,
-        gen: u64::MAX,
-    };
-}
-
-struct Slot {
-    gen: u64,
-    state: State,
-    task: Option<BoxTask>,
-    /// The waker of whoever awaits the [`JoinHandle`].
-    joiner: Option<Waker>,
-    /// A [`JoinHandle`] exists; without one, an ended task frees its slot.
-    handle: bool,
-}
-
-const NO_FREE: u32 = u32::MAX;
-
-struct Slots {
-    entries: Vec<Slot>,
-    free: u32,
-    live: usize,
-    /// Of the live tasks, those ended and waiting for their `JoinHandle`.
-    done: usize,
-}
-
-/// What to do once the slot table borrow is released.
-#[must_use]
-#[derive(Default)]
-struct After {
-    drop_task: Option<BoxTask>,
-    /// Why the task is dropped before completing, to tell it first.
-    why: Option<JoinError>,
-    wake: Option<Waker>,
-}
-
-impl End {
-    fn to_error(&self) -> Option<JoinError> {
-        match self {
-            End::Finished => None,
-            End::Aborted => Some(JoinError::Aborted),
-            End::RuntimeGone => Some(JoinError::RuntimeGone),
-            End::Error(e) => Some((**e).clone()),
-        }
-    }
-}
-
-impl After {
-    fn run(self) {
-        if let Some(mut task) = self.drop_task {
-            let why = self.why;
-            // A panicking destructor must not take the loop down.
-            let _ = catch_unwind(AssertUnwindSafe(move || {
-                if let Some(why) = why {
-                    task.as_mut().abandon(why);
-                }
-                drop(task)
-            }));
-        }
-        if let Some(w) = self.wake {
-            // A foreign waker may panic; the loop goes on.
-            let _ = catch_unwind(AssertUnwindSafe(move || w.wake()));
-        }
-    }
-}
-
-impl Slots {
-    fn get(&mut self, k: TaskKey) -> Option<&mut Slot> {
-        self.entries
-            .get_mut(k.slot as usize)
-            .filter(|s| s.gen == k.gen && !matches!(s.state, State::Vacant { .. }))
-    }
-
-    /// The task a waker names (truncated generation), as an exact key.
-    fn key_of(&self, t: TaskRef) -> Option<TaskKey> {
-        let slot = self.entries.get(t.slot() as usize)?;
-        let live = !matches!(slot.state, State::Vacant { .. });
-        (live && (slot.gen as u32) & GEN_MASK == t.gen()).then_some(TaskKey {
-            slot: t.slot(),
-            gen: slot.gen,
-        })
-    }
-
-    fn alloc(&mut self, task: BoxTask, handle: bool) -> Result<TaskKey, (SpawnError, BoxTask)> {
-        let state = State::Scheduled;
-        if self.free != NO_FREE {
-            let index = self.free;
-            let slot = &mut self.entries[index as usize];
-            let State::Vacant { next_free } = slot.state else {
-                unreachable!("free list points at an occupied slot")
-            };
-            self.free = next_free;
-            slot.state = state;
-            slot.task = Some(task);
-            slot.handle = handle;
-            self.live += 1;
-            return Ok(TaskKey {
-                slot: index,
-                gen: slot.gen,
-            });
-        }
-        let index = self.entries.len();
-        if index >= MAX_SLOTS as usize {
-            return Err((SpawnError::TooManyTasks, task));
-        }
-        self.entries.push(Slot {
-            gen: 0,
-            state,
-            task: Some(task),
-            joiner: None,
-            handle,
-        });
-        self.live += 1;
-        Ok(TaskKey {
-            slot: index as u32,
-            gen: 0,
-        })
-    }
-
-    /// Frees the slot (bumping its generation) and returns its task box.
-    fn free(&mut self, index: u32) -> After {
-        let slot = &mut self.entries[index as usize];
-        if matches!(slot.state, State::Done(_)) {
-            self.done -= 1;
-        }
-        slot.gen = slot.gen.wrapping_add(1);
-        slot.state = State::Vacant {
-            next_free: self.free,
-        };
-        slot.handle = false;
-        self.free = index;
-        self.live -= 1;
-        After {
-            drop_task: slot.task.take(),
-            why: None,
-            wake: slot.joiner.take(),
-        }
-    }
-
-    /// Ends the task at `index` (not running): frees it, or keeps the end
-    /// for its [`JoinHandle`].
-    fn end(&mut self, index: u32, end: End) -> After {
-        let why = end.to_error();
-        let slot = &mut self.entries[index as usize];
-        if !slot.handle {
-            let mut after = self.free(index);
-            after.why = why;
-            return after;
-        }
-        let drop_task = match end {
-            End::Finished => None,
-            _ => slot.task.take(),
-        };
-        slot.state = State::Done(end);
-        self.done += 1;
-        After {
-            drop_task,
-            why,
-            wake: slot.joiner.take(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The executor
 
 /// One runtime's executor.
 pub(crate) struct Exec {
@@ -779,6 +480,7 @@ impl Spawner {
     ///
     /// If the runtime has 2²⁴ live tasks; see [`Spawner::try_spawn`].
     #[track_caller]
+    #[inline]
     pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
@@ -948,6 +650,7 @@ where
 ///
 /// Outside a task of this crate's executor; see [`try_spawn_local`].
 #[track_caller]
+#[inline]
 pub fn spawn_local<F>(fut: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,
@@ -1030,7 +733,6 @@ pub struct JoinHandle<T> {
 }
 
 static_assertions::assert_not_impl_any!(JoinHandle<()>: Send, Sync);
-static_assertions::assert_eq_size!(End, [usize; 2]);
 static_assertions::assert_not_impl_any!(Spawner: Send, Sync);
 
 impl<T> fmt::Debug for JoinHandle<T> {
@@ -1078,6 +780,7 @@ impl<T> JoinHandle<T> {
 impl<T: 'static> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "JoinHandle polled after it resolved");
         let r = self.exec.poll_join(self.task, cx);
