@@ -17,6 +17,7 @@ mod error;
 mod join;
 mod slots;
 mod spawn;
+mod task_set;
 
 pub use error::{panic_message, JoinError, SpawnError};
 pub use join::{AbortHandle, JoinHandle};
@@ -24,6 +25,7 @@ pub use spawn::{
     enable_remote_wakes, install_poll_waker, shutdown, spawn, spawn_local, spawn_ret, spawner,
     try_spawn_local, try_spawner, Spawner,
 };
+pub use task_set::TaskSet;
 
 use crate::fail::ActorFail;
 use crate::remote::{self, RemoteWakes};
@@ -31,7 +33,6 @@ use crate::waker::{self, TaskRef, GEN_MASK};
 use slots::{After, BoxTask, End, Slots, State, TaskCell, TaskKey, NO_FREE};
 use stakker::{Core, Deferrer, Stakker};
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -437,91 +438,5 @@ impl Exec {
     fn running(&self) -> usize {
         let slots = self.slots.borrow();
         slots.live - slots.done
-    }
-}
-
-/// Tasks owned by an actor (or anything else): dropping the set aborts
-/// every task in it that is still running.
-///
-/// Keep one in an actor's state and spawn through it; when the actor stops
-/// or fails, stakker drops its state and the tasks go with it.
-#[derive(Default)]
-pub struct TaskSet {
-    spawner: Option<Spawner>,
-    tasks: Vec<TaskKey>,
-}
-
-impl fmt::Debug for TaskSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskSet")
-            .field("live", &self.len())
-            .finish()
-    }
-}
-
-impl TaskSet {
-    /// An empty set.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Spawns `fut` on the runtime behind `core`, owned by this set. The
-    /// returned handle may be dropped; the set still aborts the task.
-    ///
-    /// # Panics
-    ///
-    /// As [`spawn`].
-    #[track_caller]
-    pub fn spawn<F>(&mut self, core: &mut Core, fut: F) -> JoinHandle<F::Output>
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        let spawner = match &self.spawner {
-            Some(s) => s.clone(),
-            None => {
-                let s = spawner(core);
-                self.spawner = Some(s.clone());
-                s
-            }
-        };
-        let h = spawner.spawn(fut);
-        if self.tasks.len() >= 16 && self.tasks.len() == self.tasks.capacity() {
-            self.tasks.retain(|t| !spawner.exec.is_finished(*t));
-        }
-        self.tasks.push(h.task);
-        h
-    }
-
-    /// The number of tasks of the set still running.
-    pub fn len(&self) -> usize {
-        match &self.spawner {
-            Some(s) => self
-                .tasks
-                .iter()
-                .filter(|t| !s.exec.is_finished(**t))
-                .count(),
-            None => 0,
-        }
-    }
-
-    /// Whether no task of the set is running.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Aborts every task of the set.
-    pub fn abort_all(&mut self) {
-        if let Some(s) = &self.spawner {
-            for t in self.tasks.drain(..) {
-                s.abort(t);
-            }
-        }
-    }
-}
-
-impl Drop for TaskSet {
-    fn drop(&mut self) {
-        self.abort_all();
     }
 }
