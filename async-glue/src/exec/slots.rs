@@ -52,6 +52,7 @@ impl<F: Future> Erased for TaskCell<F>
 where
     F::Output: 'static,
 {
+    #[inline]
     fn poll_task(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         match self.as_mut().project() {
             CellProj::Running { fut } => match fut.poll(cx) {
@@ -67,6 +68,7 @@ where
         }
     }
 
+    #[inline]
     fn take_output(self: Pin<&mut Self>, out: &mut dyn Any) {
         if let (CellProj::Done { out: v }, Some(slot)) =
             (self.project(), out.downcast_mut::<Option<F::Output>>())
