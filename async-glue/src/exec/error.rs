@@ -3,9 +3,7 @@
 //! text a panic leaves in [`JoinError::Panicked`].
 //!
 //! Errors are values with `Display`, never strings: each variant is one
-//! way a task ends without its output or fails to start. The panicking
-//! twins of the `try_` functions panic with `stakplane-async: ` and that
-//! `Display` text.
+//! way a task ends without its output or fails to start.
 
 use crate::fail::ActorFail;
 use std::any::Any;

@@ -1,17 +1,29 @@
 //! The executor: tasks in a per-runtime slot table, polled from the stakker
 //! queue.
 //!
-//! Each `Stakker` gets one executor the first time something spawns on it
-//! (kept in stakker's `anymap`). A task is a boxed future in a slot; its
-//! [`Waker`](std::task::Waker) is the slot's address (see
-//! [`crate::waker`]). Waking an idle task puts one call on the stakker
-//! queue, so task polls and actor calls interleave in one FIFO. A task
-//! woken while it is being polled is queued again after the poll; a task
-//! already queued is not queued twice.
+//! The rules:
 //!
-//! Nothing user-supplied (poll, drop, wake) ever runs while the slot table
-//! is borrowed, so a future may spawn, abort, wake or join any task,
-//! including itself, from inside `poll` or `drop`.
+//! - Each `Stakker` gets one executor the first time something spawns on it
+//!   (kept in stakker's `anymap`); dropping the `Stakker`, or [`shutdown`],
+//!   shuts it down.
+//! - A task is a boxed future in a slot; its [`Waker`](std::task::Waker)
+//!   is the slot's address (see [`crate::waker`]). Waking an idle task puts
+//!   one call on the stakker queue, so task polls and actor calls
+//!   interleave in one FIFO. A task woken while it is being polled is
+//!   queued again after the poll; a task already queued is not queued
+//!   twice.
+//! - A panic in `poll` ends that task with [`JoinError::Panicked`]; a
+//!   panicking destructor or foreign waker is caught too. The runtime goes
+//!   on.
+//! - Nothing user-supplied (poll, drop, wake) ever runs while the slot
+//!   table is borrowed, so a future may spawn, abort, wake or join any
+//!   task, including itself, from inside `poll` or `drop`.
+//! - Shutting down drops every task exactly once and refuses new ones; a
+//!   closed executor queues no more polls.
+//!
+//! The parts: `slots.rs` stores the tasks, `spawn.rs` starts them,
+//! `join.rs` awaits or aborts one, `task_set.rs` owns many, `error.rs` says
+//! how a task fails; this file runs them.
 
 mod error;
 mod join;

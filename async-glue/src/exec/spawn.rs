@@ -6,9 +6,10 @@
 //!
 //! - A spawned future is first polled from the stakker queue, never inside
 //!   the call that spawns it.
-//! - Each panicking function has a `try_` twin that returns the
-//!   [`SpawnError`] instead; the panic says `stakplane-async: ` and the
-//!   error.
+//! - A spawn that cannot be done (too many tasks or runtimes, no current
+//!   task) panics with `stakplane-async: ` and the [`SpawnError`];
+//!   [`try_spawner`], [`Spawner::try_spawn`] and [`try_spawn_local`]
+//!   return the error instead.
 //! - After the runtime shut down, spawning drops the future at once: the
 //!   handle yields [`JoinError::RuntimeGone`], `spawn_detached` returns
 //!   `false`, and `spawn_then` calls back with `RuntimeGone` before it
