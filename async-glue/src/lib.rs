@@ -93,6 +93,7 @@
 //! timers and stakplane's network layer instead. With feature `futures`,
 //! [`Spawner`] implements `futures_task::LocalSpawn` and `Spawn`.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod exec;
@@ -104,6 +105,7 @@ mod remote;
 mod signal;
 mod stream;
 mod time;
+#[allow(unsafe_code)] // the one `unsafe` block, `Waker::from_raw`, argued there
 mod waker;
 
 pub use exec::{
