@@ -93,6 +93,7 @@
 //! timers and stakplane's network layer instead. With feature `futures`,
 //! [`Spawner`] implements `futures_task::LocalSpawn` and `Spawn`.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod exec;
@@ -104,6 +105,7 @@ mod remote;
 mod signal;
 mod stream;
 mod time;
+#[allow(unsafe_code)] // the one `unsafe` block, `Waker::from_raw`, argued there
 mod waker;
 
 pub use exec::{
@@ -125,9 +127,6 @@ pub use time::{
     horizon, interval, now, sleep, sleep_until, timeout, timer_after, timer_at, Elapsed, Interval,
     Sleep, Timeout, TIMER_HORIZON,
 };
-
-/// The version of the bridge API.
-pub const BRIDGE_VERSION: u32 = 1;
 
 #[doc(hidden)]
 pub use stakker as __stakker;
@@ -164,12 +163,4 @@ macro_rules! ask {
             $crate::__stakker::call!([__actor], $method($($arg,)* __ret));
         })
     }};
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bridge_version_is_one() {
-        assert_eq!(super::BRIDGE_VERSION, 1);
-    }
 }

@@ -2,9 +2,9 @@
 //! runtime indices.
 //!
 //! Every executor owns an index in a global table. The entry holds the
-//! runtime's [`Remote`]: a queue of pending wakes and, once the runtime has
-//! a way to be woken from another thread, stakker's inter-thread
-//! [`stakker::Waker`]. A task waker woken on a thread that does not run the
+//! runtime's [`RemoteWakes`]: a queue of pending wakes and, once the
+//! runtime has a way to be woken from another thread, stakker's
+//! inter-thread [`stakker::Waker`]. A task waker woken on a thread that does not run the
 //! task's runtime pushes the task onto that queue and wakes the runtime;
 //! the runtime drains the queue on its own thread.
 
@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-/// The part of an executor that other threads may touch.
-pub(crate) struct Remote {
+/// The part of an executor that other threads may touch: the wakes they
+/// post for its tasks, and how they wake its thread. (Not stakplane's
+/// `rt::Remote`, the handle through which other threads post closures.)
+pub(crate) struct RemoteWakes {
     /// Wakes posted from other threads, not yet seen by the runtime thread.
     pending: Mutex<Vec<TaskRef>>,
     /// stakker's inter-thread waker, once the runtime has a poll waker.
@@ -27,7 +29,7 @@ pub(crate) struct Remote {
 }
 
 struct Table {
-    entries: Vec<Option<Arc<Remote>>>,
+    entries: Vec<Option<Arc<RemoteWakes>>>,
     /// Free indices, reused oldest first, so a stale waker of a dropped
     /// runtime rarely meets a new runtime at its index.
     free: VecDeque<u32>,
@@ -46,8 +48,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Takes a runtime index for a new executor, or `None` if
 /// [`MAX_RUNTIMES`] executors already exist.
-pub(crate) fn register() -> Option<(u32, Arc<Remote>)> {
-    let remote = Arc::new(Remote {
+pub(crate) fn register() -> Option<(u32, Arc<RemoteWakes>)> {
+    let remote = Arc::new(RemoteWakes {
         pending: Mutex::new(Vec::new()),
         waker: Mutex::new(None),
         closing: AtomicBool::new(false),
@@ -84,7 +86,7 @@ pub(crate) fn unregister(index: u32) {
     }
 }
 
-impl Remote {
+impl RemoteWakes {
     /// The runtime is shutting down: from now on wakes are ignored.
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 /// How far after a `Stakker`'s start ([`Core::start_instant`]) a timer
 /// can be armed: 2^32 s, about 136 years. A deadline past it never fires
-/// (see [the horizon](self#the-timer-horizon)).
+/// (see [`timer_at`]).
 pub const TIMER_HORIZON: Duration = Duration::from_secs(1 << 32);
 
 /// The furthest deadline that can fire on this `Stakker`: its start plus

@@ -1,4 +1,6 @@
-//! The task waker: the only module of this crate that uses `unsafe`.
+//! The task waker: the only module of this crate that uses `unsafe` (the
+//! crate denies `unsafe_code` and allows it here alone), in one block with
+//! its `// SAFETY:` argument.
 //!
 //! A task's [`Waker`] carries no pointer at all. Its data word is a
 //! [`TaskRef`]: the runtime index, the task's slot and the slot's

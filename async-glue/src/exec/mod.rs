@@ -1,0 +1,454 @@
+//! The executor: tasks in a per-runtime slot table, polled from the stakker
+//! queue.
+//!
+//! The rules:
+//!
+//! - Each `Stakker` gets one executor the first time something spawns on it
+//!   (kept in stakker's `anymap`); dropping the `Stakker`, or [`shutdown`],
+//!   shuts it down.
+//! - A task is a boxed future in a slot; its [`Waker`](std::task::Waker)
+//!   is the slot's address (see [`crate::waker`]). Waking an idle task puts
+//!   one call on the stakker queue, so task polls and actor calls
+//!   interleave in one FIFO. A task woken while it is being polled is
+//!   queued again after the poll; a task already queued is not queued
+//!   twice.
+//! - A panic in `poll` ends that task with [`JoinError::Panicked`]; a
+//!   panicking destructor or foreign waker is caught too. The runtime goes
+//!   on.
+//! - Nothing user-supplied (poll, drop, wake) ever runs while the slot
+//!   table is borrowed, so a future may spawn, abort, wake or join any
+//!   task, including itself, from inside `poll` or `drop`.
+//! - Shutting down drops every task exactly once and refuses new ones; a
+//!   closed executor queues no more polls.
+//!
+//! The parts: `slots.rs` stores the tasks, `spawn.rs` starts them,
+//! `join.rs` awaits or aborts one, `task_set.rs` owns many, `error.rs` says
+//! how a task fails; this file runs them.
+
+mod error;
+mod join;
+mod slots;
+mod spawn;
+mod task_set;
+
+pub use error::{panic_message, JoinError, SpawnError};
+pub use join::{AbortHandle, JoinHandle};
+pub use spawn::{
+    enable_remote_wakes, install_poll_waker, shutdown, spawn, spawn_local, spawn_ret, spawner,
+    try_spawn_local, try_spawner, Spawner,
+};
+pub use task_set::TaskSet;
+
+use crate::fail::ActorFail;
+use crate::remote::{self, RemoteWakes};
+use crate::waker::{self, TaskRef, GEN_MASK};
+use slots::{After, BoxTask, End, Slots, State, TaskCell, TaskKey, NO_FREE};
+use stakker::{Core, Deferrer, Stakker};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// One runtime's executor.
+pub(crate) struct Exec {
+    rt: u32,
+    deferrer: Deferrer,
+    slots: RefCell<Slots>,
+    /// stakker's `now` at the latest task poll (for timers).
+    now: Cell<Instant>,
+    closed: Cell<bool>,
+    remote: Arc<RemoteWakes>,
+}
+
+thread_local! {
+    /// The executors of the runtimes on this thread, by runtime index.
+    static EXECS: RefCell<Vec<(u32, Rc<Exec>)>> = const { RefCell::new(Vec::new()) };
+    /// The task being polled on this thread, if any.
+    static CURRENT: Cell<Option<(u32, TaskKey)>> = const { Cell::new(None) };
+}
+
+/// Finds this thread's executor for runtime index `rt`.
+fn local_exec(rt: u32) -> Option<Rc<Exec>> {
+    EXECS
+        .try_with(|list| {
+            list.borrow()
+                .iter()
+                .find(|(i, _)| *i == rt)
+                .map(|(_, e)| e.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// A wake of `task` through its [`Waker`], from any thread.
+pub(crate) fn wake(task: TaskRef) {
+    match local_exec(task.rt()) {
+        Some(exec) => exec.wake(task),
+        None => remote::wake(task),
+    }
+}
+
+/// The task being polled on this thread and its executor.
+pub(crate) fn current() -> Option<(Rc<Exec>, TaskKey)> {
+    let (rt, k) = CURRENT.try_with(Cell::get).ok().flatten()?;
+    Some((local_exec(rt)?, k))
+}
+
+/// Ends the current task with `fail` once its poll returns (the
+/// drop-the-task failure style). Returns `false` outside a task.
+pub(crate) fn fail_current(fail: ActorFail) -> bool {
+    let Some((exec, t)) = current() else {
+        return false;
+    };
+    let mut fail = Some(fail);
+    if let Some(State::Running {
+        end: end @ None, ..
+    }) = exec.slots.borrow_mut().get(t).map(|s| &mut s.state)
+    {
+        *end = fail
+            .take()
+            .map(|f| End::Error(Box::new(JoinError::Failed(f))));
+    }
+    // An end already set wins; the unused failure (it may hold the actor's
+    // cause) is dropped here, outside the borrow.
+    drop(fail);
+    true
+}
+
+/// Holds a runtime's executor in stakker's `anymap` and shuts it down when
+/// dropped: when the `Stakker` is dropped, the executor drops its tasks.
+struct ShutdownOnDrop(Rc<Exec>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// The `anymap` entry (must be `Clone`).
+#[derive(Clone)]
+struct ExecEntry(Rc<ShutdownOnDrop>);
+
+impl Exec {
+    /// The executor of the runtime behind `core`, created on first use.
+    pub(crate) fn of(core: &mut Core) -> Result<Rc<Exec>, SpawnError> {
+        if let Some(ExecEntry(g)) = core.anymap_try_get::<ExecEntry>() {
+            return Ok(g.0.clone());
+        }
+        let (rt, remote) = remote::register().ok_or(SpawnError::TooManyRuntimes)?;
+        let exec = Rc::new(Exec {
+            rt,
+            deferrer: core.deferrer(),
+            slots: RefCell::new(Slots {
+                entries: Vec::new(),
+                free: NO_FREE,
+                live: 0,
+                done: 0,
+            }),
+            now: Cell::new(core.now()),
+            closed: Cell::new(false),
+            remote,
+        });
+        EXECS.with(|list| list.borrow_mut().push((rt, exec.clone())));
+        core.anymap_set(ExecEntry(Rc::new(ShutdownOnDrop(exec.clone()))));
+        Ok(exec)
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    pub(crate) fn deferrer(&self) -> &Deferrer {
+        &self.deferrer
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn schedule(self: &Rc<Self>, t: TaskKey) {
+        if self.closed.get() {
+            // Shutting down: a queued poll would hold the executor from
+            // the queue the executor holds (a cycle), and poll nothing.
+            return;
+        }
+        let me = self.clone();
+        self.deferrer.defer(move |s| me.run(s, t));
+    }
+
+    fn wake(self: &Rc<Self>, t: TaskRef) {
+        let mut queue = None;
+        {
+            let mut slots = self.slots.borrow_mut();
+            let Some(k) = slots.key_of(t) else { return };
+            match slots.get(k).map(|s| &mut s.state) {
+                Some(st @ State::Idle) => {
+                    *st = State::Scheduled;
+                    queue = Some(k);
+                }
+                Some(State::Running { woken, .. }) => *woken = true,
+                _ => {}
+            }
+        }
+        if let Some(k) = queue {
+            self.schedule(k);
+        }
+    }
+
+    /// Spawns `fut`; `handle` says whether a [`JoinHandle`] will exist.
+    fn spawn_raw<F>(self: &Rc<Self>, fut: F, handle: bool) -> Result<TaskKey, SpawnError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.spawn_boxed(Box::pin(TaskCell::Running { fut }), handle)
+    }
+
+    fn spawn_boxed(self: &Rc<Self>, task: BoxTask, handle: bool) -> Result<TaskKey, SpawnError> {
+        let r = self.slots.borrow_mut().alloc(task, handle);
+        match r {
+            Ok(k) => {
+                self.schedule(k);
+                Ok(k)
+            }
+            Err((e, task)) => {
+                After {
+                    drop_task: Some(task),
+                    why: None,
+                    wake: None,
+                }
+                .run();
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls task `t` (the call put on the stakker queue by a wake).
+    fn run(self: &Rc<Self>, s: &mut Stakker, t: TaskKey) {
+        let task = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get(t) else { return };
+            if !matches!(slot.state, State::Scheduled) {
+                return;
+            }
+            slot.state = State::Running {
+                woken: false,
+                end: None,
+            };
+            slot.task.take()
+        };
+        let Some(mut task) = task else { return };
+        self.now.set(s.now());
+        let waker = waker::waker(TaskRef::new(self.rt, t.slot, (t.gen as u32) & GEN_MASK));
+        let mut cx = Context::from_waker(&waker);
+        let prev = CURRENT.replace(Some((self.rt, t)));
+        let res = catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(&mut cx)));
+        CURRENT.set(prev);
+        // The panic payload is user data: read it and drop it here, not
+        // inside the slot table borrow.
+        let res = res.map_err(|payload| panic_message(&*payload));
+
+        let after = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get(t) else {
+                unreachable!("a polled task's slot was freed")
+            };
+            if let (Ok(Poll::Ready(())), false) = (&res, slot.handle) {
+                // The common end: completed with no handle to report to.
+                // Free the slot; drop the box (the output) after the borrow.
+                let mut after = slots.free(t.slot);
+                after.drop_task = Some(task);
+                drop(slots);
+                after.run();
+                return;
+            }
+            let State::Running { woken, end } =
+                std::mem::replace(&mut slot.state, State::Scheduled)
+            else {
+                unreachable!("a polled task's slot changed state")
+            };
+            slot.task = Some(task);
+            let end = match res {
+                Ok(Poll::Ready(())) => Some(End::Finished),
+                Err(msg) => Some(End::Error(Box::new(JoinError::Panicked(msg)))),
+                Ok(Poll::Pending) => end,
+            };
+            match end {
+                Some(end) => slots.end(t.slot, end),
+                None => {
+                    if let Some(slot) = slots.get(t) {
+                        slot.state = if woken { State::Scheduled } else { State::Idle };
+                    }
+                    if woken {
+                        drop(slots);
+                        self.schedule(t);
+                    }
+                    return;
+                }
+            }
+        };
+        after.run();
+    }
+
+    /// Aborts task `t` (no-op if it already ended).
+    pub(crate) fn abort(&self, t: TaskKey) {
+        self.end_task(t, End::Aborted);
+    }
+
+    /// Ends task `t` with `end` unless it already ended: at once if it is
+    /// waiting, right after its poll if it is being polled.
+    fn end_task(&self, t: TaskKey, end: End) {
+        let after = {
+            let mut slots = self.slots.borrow_mut();
+            match slots.get(t).map(|s| &mut s.state) {
+                Some(State::Idle | State::Scheduled) => slots.end(t.slot, end),
+                Some(State::Running { end: e, .. }) => {
+                    e.get_or_insert(end);
+                    After::default()
+                }
+                _ => After::default(),
+            }
+        };
+        after.run();
+    }
+
+    fn is_finished(&self, t: TaskKey) -> bool {
+        let mut slots = self.slots.borrow_mut();
+        !matches!(
+            slots.get(t).map(|s| &s.state),
+            Some(State::Idle | State::Scheduled | State::Running { .. })
+        )
+    }
+
+    /// The [`JoinHandle`] of `t` is dropped.
+    fn detach(&self, t: TaskKey) {
+        let (after, joiner) = {
+            let mut slots = self.slots.borrow_mut();
+            match slots.get(t) {
+                Some(slot) => {
+                    slot.handle = false;
+                    let joiner = slot.joiner.take();
+                    if matches!(slot.state, State::Done(_)) {
+                        (slots.free(t.slot), joiner)
+                    } else {
+                        (After::default(), joiner)
+                    }
+                }
+                None => (After::default(), None),
+            }
+        };
+        // The joiner may be a foreign waker: dropped outside the borrow,
+        // and not woken (nobody awaits a dropped handle).
+        drop(joiner);
+        after.run();
+    }
+
+    /// Polls the end of `t` for its [`JoinHandle`].
+    #[inline]
+    fn poll_join<T: 'static>(
+        &self,
+        t: TaskKey,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, JoinError>> {
+        let (end, mut after) = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get(t) else {
+                return Poll::Ready(Err(JoinError::RuntimeGone));
+            };
+            if !matches!(slot.state, State::Done(_)) {
+                let same = matches!(&slot.joiner, Some(w) if w.will_wake(cx.waker()));
+                if same {
+                    return Poll::Pending;
+                }
+                drop(slots);
+                // Clone (user code for a foreign waker) and drop the old
+                // one outside the borrow.
+                let w = cx.waker().clone();
+                let old = self
+                    .slots
+                    .borrow_mut()
+                    .get(t)
+                    .and_then(|slot| slot.joiner.replace(w));
+                drop(old);
+                return Poll::Pending;
+            }
+            let State::Done(end) = std::mem::replace(&mut slot.state, State::Idle) else {
+                unreachable!()
+            };
+            slots.done -= 1;
+            (end, slots.free(t.slot))
+        };
+        let out = match end {
+            End::Finished => {
+                let mut out: Option<T> = None;
+                if let Some(task) = after.drop_task.as_mut() {
+                    task.as_mut().take_output(&mut out);
+                }
+                out.ok_or(JoinError::RuntimeGone)
+            }
+            End::Aborted => Err(JoinError::Aborted),
+            End::RuntimeGone => Err(JoinError::RuntimeGone),
+            End::Error(e) => Err(*e),
+        };
+        after.wake = None;
+        after.run();
+        Poll::Ready(out)
+    }
+
+    /// Drops every task and refuses new ones. Idempotent.
+    pub(crate) fn shutdown(self: &Rc<Self>) {
+        if self.closed.replace(true) {
+            return;
+        }
+        self.remote.close();
+        // One task at a time, outside the borrow: a task's destructor may
+        // abort, join or spawn (refused now) other tasks.
+        let mut index = 0;
+        loop {
+            let t = {
+                let slots = self.slots.borrow();
+                let Some(slot) = slots.entries.get(index) else {
+                    break;
+                };
+                TaskKey {
+                    slot: index as u32,
+                    gen: slot.gen,
+                }
+            };
+            self.end_task(t, End::RuntimeGone);
+            index += 1;
+        }
+        let _ = EXECS.try_with(|list| list.borrow_mut().retain(|(i, _)| *i != self.rt));
+        remote::unregister(self.rt);
+    }
+
+    /// Installs stakker's inter-thread waker for this executor.
+    fn enable_remote(self: &Rc<Self>, core: &mut Core) {
+        if self.remote.is_enabled() {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        let w = core.waker(move |_, deleted| {
+            if let (false, Some(exec)) = (deleted, weak.upgrade()) {
+                for t in exec.remote.drain() {
+                    exec.wake(t);
+                }
+            }
+        });
+        for t in self.remote.enable(w) {
+            self.wake(t);
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.slots.borrow().live
+    }
+
+    fn running(&self) -> usize {
+        let slots = self.slots.borrow();
+        slots.live - slots.done
+    }
+}
