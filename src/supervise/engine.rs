@@ -556,7 +556,7 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
                 // dropped with it drops its timers only after its queue):
                 // with no owner left it is ending with `Dropped`, and
                 // kills the child itself.
-                let timer = core.timer_add(when, move |s| {
+                let timer = stakplane_async::timer_at(core, when, move |s| {
                     if let Some(me) = me.upgrade() {
                         guard::apply(&me.actor, s, move |this, cx| {
                             this.shutdown_timeout(cx, key, dev)
