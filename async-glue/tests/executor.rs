@@ -78,11 +78,11 @@ fn a_wake_queues_at_most_one_poll() {
 fn task_panic_is_caught_and_reported() {
     common::quiet_test_panics();
     let mut rt = Rt::new();
-    let h = spawn(&mut rt.s, async { panic!("TEST_PANIC boom in poll") });
+    let h = spawn(&mut rt.s, async { panic!("test-panic boom in poll") });
     let ok = spawn(&mut rt.s, async { 5 });
     rt.run();
     match joined(h) {
-        Err(JoinError::Panicked(m)) => assert_eq!(&*m, "TEST_PANIC boom in poll"),
+        Err(JoinError::Panicked(m)) => assert_eq!(&*m, "test-panic boom in poll"),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(joined(ok).unwrap(), 5);
@@ -373,7 +373,7 @@ fn spawn_ret_fires_the_ret_or_drops_it_on_panic() {
         &mut rt.s,
         async {
             if true {
-                panic!("TEST_PANIC in spawn_ret");
+                panic!("test-panic in spawn_ret");
             }
             1u32
         },

@@ -1,57 +1,15 @@
-//! Shared test fixtures: a virtual-time runtime, a scriptable device, and
-//! a record of every `Down` delivered.
-#![allow(dead_code)]
+//! Shared test fixtures of the root crate: a scriptable device and a
+//! record of every `Down` delivered, on the test kit (`stakplane-testkit`)
+//! shared with the glue: its virtual-time driver and quiet panics.
+#![allow(dead_code, unused_imports)]
 
 use stakplane::prelude::*;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Once;
-use std::time::{Duration, Instant};
 
-/// Panics raised on purpose by tests carry this prefix; the hook below
-/// keeps them out of the test output. Other panics print as usual.
-pub const TEST_PANIC: &str = "test-panic";
-
-pub fn quiet_test_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = stakplane::task::panic_message(info.payload());
-            if !msg.starts_with(TEST_PANIC) {
-                default(info);
-            }
-        }));
-    });
-}
-
-/// A `Stakker` on made-up virtual time.
-pub struct Rt {
-    pub s: Stakker,
-    pub now: Instant,
-}
-
-impl Rt {
-    pub fn new() -> Self {
-        quiet_test_panics();
-        let now = Instant::now();
-        Rt {
-            s: Stakker::new(now),
-            now,
-        }
-    }
-
-    /// Runs everything queued (and every expired timer) to completion.
-    pub fn run(&mut self) {
-        self.s.run(self.now, false);
-    }
-
-    /// Moves virtual time forward by `d` and runs.
-    pub fn advance(&mut self, d: Duration) {
-        self.now += d;
-        self.run();
-    }
-}
+/// The one virtual-time driver, shared with the glue's tests.
+pub use stakplane_testkit::VirtualRt as Rt;
+pub use stakplane_testkit::{error_chain, quiet_test_panics, Drops, TEST_PANIC};
 
 /// Every `Down` seen, as (who saw it, the Down), in delivery order.
 pub type Log = Rc<RefCell<Vec<(&'static str, Down)>>>;
