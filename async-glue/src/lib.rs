@@ -67,19 +67,11 @@
 //! - *drop the task* (`_or_drop`): the task awaiting the pipe is ended at
 //!   that `.await`, its [`JoinHandle`] yields [`JoinError::Failed`].
 //!
-//! ## `Fwd` → `Stream`: flow control, overflow, failure
+//! ## `Fwd` → `Stream`
 //!
-//! [`fwd_to_stream`] gives the producer a `Fwd<Option<T>>`: `Some(item)`
-//! any number of times, then `None` to end. The queue holds at most
-//! `capacity` items. When the consumer has taken everything queued, the
-//! stream sends `()` on `more` (once, until an item arrives); the producer
-//! answers with at most `capacity` items **in one go** (from the request's
-//! handler), or `None`. An item that arrives while the queue is full is an
-//! overflow, never dropped silently: the queued items are delivered, then
-//! [`ActorFail::Overflow`], then the end; the excess is discarded. If every
-//! `Fwd` clone is dropped before `None`, the queued items come first, then
-//! [`ActorFail::Dropped`] (or, for [`fwd_to_stream_or_drop`], the end of the
-//! task), then the end.
+//! [`fwd_to_stream`] is bounded, with refill requests to the producer;
+//! its flow control, overflow and failure are rule 51 of the `stream`
+//! module.
 //!
 //! ## Which async crates run here
 //!
@@ -92,6 +84,14 @@
 //! (tokio's I/O and timers, async-std's) do not run here; use this crate's
 //! timers and stakplane's network layer instead. With feature `futures`,
 //! [`Spawner`] implements `futures_task::LocalSpawn` and `Spawn`.
+//!
+//! ## Rules
+//!
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **56. The glue is memory-clean**: every glue test passes under valgrind
+//! memcheck with no error and no definite leak (`async-glue/valgrind.sh`,
+//! run by CI).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]

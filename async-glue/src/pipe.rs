@@ -17,6 +17,24 @@
 //!   [`JoinError::Failed`](crate::JoinError::Failed), at that `.await`. Such
 //!   a future must be awaited inside a task of this crate's executor;
 //!   elsewhere it panics, since there is no task to drop.
+//!
+//! ## Rules
+//!
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **48. Pass-the-error pipes yield `Err(ActorFail::Dropped)` when the `Ret`
+//! is dropped unfired**; a fired `Ret` yields its value, even if fired
+//! before the first poll.
+//!
+//! **49. Drop-the-task pipes end the awaiting task** with
+//! `JoinError::Failed(ActorFail)` at that `.await`: code after it never
+//! runs, the task's future is dropped exactly once, `spawn_then` sees
+//! `Failed`. Awaited outside a task they panic, naming the pass-the-error
+//! form.
+//!
+//! **50. A pull pipe (and `ask!`) sends nothing until first polled, then
+//! exactly once**; an actor that stops before replying, or is already
+//! dead, yields `Dropped`.
 
 use crate::exec;
 use crate::fail::{ActorFail, CauseOf};

@@ -13,17 +13,20 @@
 //! can ask again). A producer that already has all its data may also just
 //! send it, as long as it never gets more than `capacity` items ahead.
 //!
-//! **Overflow.** An item that arrives while the queue is full is a
-//! producer bug, and is never dropped silently: the queued items are still
-//! delivered, then the stream reports [`ActorFail::Overflow`] and ends; the
-//! excess item and everything sent after it are discarded.
+//! ## Rules
 //!
-//! **Failure.** If every clone of the `Fwd` is dropped before `None` was
-//! sent (the actor failed), the stream reports
-//! [`ActorFail::Dropped`] after the queued items, then ends. The
-//! pass-the-error stream ([`FwdStream`]) yields it as `Some(Err(..))` then
-//! `None`; the drop-the-task stream ([`FwdStreamOrDrop`]) ends the task that
-//! polls it.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **51. `Fwd` → `Stream`**: items come out in order and `None` ends the
+//! stream (later items are discarded); a refill request goes to `more`
+//! when the consumer has taken everything queued, and not again while
+//! one is outstanding; when every `Fwd` clone is dropped before `None`,
+//! the queued items come first, then one `Err(Dropped)` (pass-the-error)
+//! or the end of the task (drop-the-task), then the end; more than
+//! `capacity` items ahead of the consumer is an overflow: the queued
+//! items, then `Err(Overflow { capacity })`, then the end, and the excess
+//! is discarded (capacity 0 counts as 1). `stream_to_fwd` forwards each
+//! item as `Some` then `None`; aborted, it drops the `Fwd` without `None`.
 
 use crate::exec::{self, JoinHandle};
 use crate::fail::{ActorFail, CauseOf};

@@ -11,21 +11,35 @@
 //! one queued call to arm it; dropping an armed sleep queues a call that
 //! deletes the timer, so abandoned timeouts do not pile up.
 //!
-//! ## The timer horizon
+//! ## Rules
 //!
-//! stakker keeps a timer's time as a fixed-point `u64` counted from the
-//! `Stakker`'s start; a deadline about 2^48 s after it wraps and would fire
-//! at once, and stakker moves its clock in steps of at most 9 hours, so a
-//! jump of virtual time costs a step per 9 hours jumped. Every timer
-//! stakplane arms — these futures, stakplane's `after!`/`at!`, a
-//! supervisor's shutdown timeout, the network layer's back-off — goes
-//! through [`timer_at`] or [`timer_after`], which arm a deadline up to
-//! [`TIMER_HORIZON`] after the start (2^32 s, about 136 years) as given,
-//! and a deadline past it (or one `Instant` cannot hold, like
-//! `now + Duration::MAX`) as **never**: no stakker timer is set and the
-//! callback is dropped unrun at once (its key is that of a timer already
-//! gone). A timer never fires before its deadline. stakplane's runtime
-//! never moves virtual time past the horizon.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **51a. Timers run on stakker time**: sleeps complete exactly at their
+//! deadlines, in deadline order (a deadline already reached completes at
+//! the first poll); `timeout` yields `Ok` if the future finishes first
+//! (ties go to the future) and `Elapsed` at the deadline, dropping the
+//! future; `interval` ticks at start + k × period without drift, missed
+//! ticks at once; dropping an armed sleep deletes its stakker timer; an
+//! hour of sleeps passes instantly on virtual time; a timer polled outside
+//! a task panics saying so; resetting a sleep wakes its task so the new
+//! deadline is armed.
+//!
+//! **51b. The timer horizon**: every timer stakplane arms (`sleep`,
+//! `sleep_until`, `timeout`, `interval`, `after!`, `at!`, a supervisor's
+//! `Shutdown::Timeout`, the accept back-off) goes through one clamp,
+//! [`timer_at`] / [`timer_after`]. A deadline up to
+//! [`TIMER_HORIZON`] (2^32 s, about 136 years) after the `Stakker`'s
+//! start fires at its time; a later one, or one `Instant` cannot hold
+//! (`now + Duration::MAX`), **never fires** — no stakker timer is set,
+//! the callback is dropped unrun at once (its key names no timer, like
+//! the key of an expired one), a `Sleep` stays pending,
+//! an `interval` whose next tick is past it ticks no more, a shutdown
+//! timeout past it waits like `Infinity`. No timer fires before its
+//! deadline, and stakplane's runtime never moves virtual time past the
+//! horizon (rule 58a). (stakker's timer time wraps about 2^48 s after the start;
+//! its clock moves in steps of 9 hours, so a virtual jump to the horizon
+//! takes about 131,000 steps.)
 
 use crate::exec::{self, Exec};
 use crate::pipe::Waiter;

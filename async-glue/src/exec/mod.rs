@@ -1,29 +1,72 @@
 //! The executor: tasks in a per-runtime slot table, polled from the stakker
 //! queue.
 //!
-//! The rules:
+//! How it works:
 //!
 //! - Each `Stakker` gets one executor the first time something spawns on it
 //!   (kept in stakker's `anymap`); dropping the `Stakker`, or [`shutdown`],
-//!   shuts it down.
+//!   shuts it down (rule 44).
 //! - A task is a boxed future in a slot; its [`Waker`](std::task::Waker)
-//!   is the slot's address (see [`crate::waker`]). Waking an idle task puts
-//!   one call on the stakker queue, so task polls and actor calls
-//!   interleave in one FIFO. A task woken while it is being polled is
-//!   queued again after the poll; a task already queued is not queued
-//!   twice.
-//! - A panic in `poll` ends that task with [`JoinError::Panicked`]; a
-//!   panicking destructor or foreign waker is caught too. The runtime goes
-//!   on.
+//!   is the slot's address (see [`crate::waker`]); a poll is one call on
+//!   the stakker queue (rules 39, 40). A panicking destructor or foreign
+//!   waker is caught like a panic in `poll` (rule 41).
 //! - Nothing user-supplied (poll, drop, wake) ever runs while the slot
 //!   table is borrowed, so a future may spawn, abort, wake or join any
 //!   task, including itself, from inside `poll` or `drop`.
-//! - Shutting down drops every task exactly once and refuses new ones; a
-//!   closed executor queues no more polls.
 //!
 //! The parts: `slots.rs` stores the tasks, `spawn.rs` starts them,
 //! `join.rs` awaits or aborts one, `task_set.rs` owns many, `error.rs` says
 //! how a task fails; this file runs them.
+//!
+//! ## Rules
+//!
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **39. A task is polled from the stakker queue, never inside `spawn`**; task
+//! polls and actor calls share one FIFO.
+//!
+//! **40. A wake queues at most one poll**: waking an idle task queues one; a
+//! wake while it is queued adds nothing; a wake (or several) during its
+//! poll queues exactly one more after it.
+//!
+//! **41. A panic in `poll` ends that task only**, with
+//! `JoinError::Panicked(message)`; other tasks and the runtime go on. A
+//! `spawn_ret` task that fails drops its `Ret` unfired.
+//!
+//! **42. Abort drops the future exactly once**: at once if the task is
+//! waiting, right after the poll if it aborts itself while running (it is
+//! never polled again); the handle yields `Aborted`; a later reply wakes
+//! nobody.
+//!
+//! **43. A dropped `JoinHandle` detaches**: the task runs to its end and then
+//! frees its slot.
+//!
+//! **44. A runtime dropped (or `shutdown`) with live tasks drops each task
+//! exactly once**, including tasks that hold other tasks' handles and
+//! tasks whose destructors try to spawn (refused); handles that outlive it
+//! yield `RuntimeGone`; a future spawned after `shutdown` is dropped at
+//! once.
+//!
+//! **45. Stale wakes and handles are ignored**: a waker of a finished task
+//! never polls the task that reuses its slot (a wrapped 24-bit waker
+//! generation could at worst cause a spurious wake); an abort handle of a
+//! finished task never reaches a later one (handles keep the full 64-bit
+//! generation).
+//!
+//! **46. A wake from another thread is never lost.** With a poll waker
+//! (an event loop's, `WakeSignal`, `install_poll_waker`) it polls the
+//! task on the runtime thread; without one the wake is queued and the
+//! waking thread panics with a message naming the fix, and the queued wake
+//! is delivered once a path is installed. Wakes on the runtime's own
+//! thread (even during thread exit) and wakes of a runtime shutting down
+//! never panic.
+//!
+//! **46a. With feature `futures`, a `Spawner` is a `LocalSpawn` and a
+//! `Spawn`** (tasks run on the runtime thread; a shut-down runtime
+//! refuses with `SpawnError::shutdown`).
+//!
+//! **47. A `TaskSet` aborts its tasks when dropped**, so tasks kept in an
+//! actor's state end with the actor.
 
 mod error;
 mod join;
