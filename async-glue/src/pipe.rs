@@ -143,6 +143,16 @@ pub(crate) fn drop_task<T>(fail: ActorFail) -> Poll<T> {
     Poll::Pending
 }
 
+/// A pass-the-error poll made drop-the-task: the value, or the task ended.
+#[inline]
+fn or_drop_task<T>(poll: Poll<Result<T, ActorFail>>) -> Poll<T> {
+    match poll {
+        Poll::Ready(Ok(v)) => Poll::Ready(v),
+        Poll::Ready(Err(fail)) => drop_task(fail),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// The future of a push pipe, pass-the-error style: yields `Ok(value)` once
 /// the `Ret` fires, `Err(ActorFail)` if it is dropped unfired. Made by
 /// [`ret_to_future`].
@@ -194,11 +204,7 @@ impl<T> Future for RetFutureOrDrop<T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match Pin::new(&mut self.inner).poll(cx) {
-            Poll::Ready(Ok(v)) => Poll::Ready(v),
-            Poll::Ready(Err(fail)) => drop_task(fail),
-            Poll::Pending => Poll::Pending,
-        }
+        or_drop_task(Pin::new(&mut self.inner).poll(cx))
     }
 }
 
@@ -311,11 +317,7 @@ impl<T: 'static, F: FnOnce(Ret<T>)> Future for PullOrDrop<T, F> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match Pin::new(&mut self.inner).poll(cx) {
-            Poll::Ready(Ok(v)) => Poll::Ready(v),
-            Poll::Ready(Err(fail)) => drop_task(fail),
-            Poll::Pending => Poll::Pending,
-        }
+        or_drop_task(Pin::new(&mut self.inner).poll(cx))
     }
 }
 
