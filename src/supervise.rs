@@ -106,15 +106,19 @@
 //!   supervisor's API.
 
 mod addr;
-mod engine;
+mod driver;
+mod dynamic;
 mod error;
+mod handle;
 mod spec;
+mod state;
+mod window;
 
 pub use addr::{Addr, Call};
-pub use engine::{
-    ChildCounts, ChildInfo, ChildStatus, Started, Supervisor, SupervisorActor, SupervisorRef,
-};
+pub use driver::SupervisorActor;
+pub use dynamic::{DynamicRef, DynamicSpec, DynamicSupervisor};
 pub use error::{AddrError, ChildError, StartError, SuperviseError};
+pub use handle::{ChildCounts, ChildInfo, ChildStatus, Started, Supervisor, SupervisorRef};
 pub use spec::{
     Child, ChildId, ChildKind, ChildSpec, Intensity, Restart, Shutdown, Strategy, SupervisorSpec,
 };
