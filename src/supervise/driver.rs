@@ -10,7 +10,8 @@
 
 use super::addr::AddrHook;
 use super::error::{ChildError, StartError, SuperviseError};
-use super::spec::{ChildId, Extras, SpecCore, Strategy, SupervisorSpec};
+use super::id::ChildId;
+use super::spec::{Extras, SpecCore, Strategy, SupervisorSpec};
 use super::state::{Exit, Key, Plan, Policy, State, Step, Targets};
 use crate::cause::{Cause, DeviceId, Kept, OwnerDown};
 use crate::device::{DeviceOwn, DeviceRef, Ending, Line, WeakActor};

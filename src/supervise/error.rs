@@ -3,7 +3,7 @@
 //! device ([`SuperviseError`]) and why an [`Addr`](super::Addr) call was
 //! refused ([`AddrError`]).
 
-use super::spec::ChildId;
+use super::id::ChildId;
 use crate::cause::{Cause, DeviceId};
 use std::error::Error;
 use std::fmt;

@@ -5,7 +5,8 @@
 use super::addr::AddrSlot;
 use super::driver::{self, discard, Inner, Shared, SupervisorActor};
 use super::error::{ChildError, StartError};
-use super::spec::{AskFn, Child, ChildId, ChildKind, Restart, Strategy, SupervisorSpec};
+use super::id::ChildId;
+use super::spec::{AskFn, Child, ChildKind, Restart, Strategy, SupervisorSpec};
 use super::Addr;
 use crate::device::{DeviceOwn, DeviceRef, Line};
 use stakker::Core;

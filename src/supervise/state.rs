@@ -15,7 +15,8 @@
 //! `Stakker` and no clock.
 
 use super::error::{ChildError, SuperviseError};
-use super::spec::{ChildId, ChildKind, Intensity, Restart, Shutdown, Strategy};
+use super::id::ChildId;
+use super::spec::{ChildKind, Intensity, Restart, Shutdown, Strategy};
 use super::window::RestartWindow;
 use crate::cause::{Cause, DeviceId, Kept};
 use std::collections::VecDeque;
