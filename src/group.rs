@@ -65,8 +65,8 @@
 
 use crate::mailbox::{DeadLetter, Mailbox, OnCrash, Overflow, SendError};
 use crate::supervise::{
-    Child, ChildError, ChildId, ChildKind, ChildSpec, Restart, Shutdown, StartError, Supervisor,
-    SupervisorActor, SupervisorRef, SupervisorSpec,
+    Child, ChildError, ChildId, ChildKind, ChildSpec, DynamicRef, DynamicSpec, DynamicSupervisor,
+    Restart, Shutdown, StartError, Supervisor, SupervisorActor, SupervisorRef,
 };
 use crate::DeviceOwn;
 use stakker::{Core, Cx, Fwd};
@@ -311,9 +311,9 @@ struct Inner<A: 'static, M: 'static> {
     /// Where round-robin (and the least-loaded tie break) starts.
     cursor: Cell<usize>,
     /// The running supervisor incarnation.
-    sup: RefCell<Option<SupervisorRef>>,
+    sup: RefCell<Option<DynamicRef<A, Rc<Worker<M>>>>>,
     /// The supervisor's owning handle, for a group started on its own.
-    own: RefCell<Option<Supervisor>>,
+    own: RefCell<Option<DynamicSupervisor<A, Rc<Worker<M>>>>>,
     /// Counts of retired workers, kept in the totals.
     retired: Cell<GroupTotals>,
 }
@@ -402,7 +402,7 @@ impl<A: 'static, M: 'static> Group<A, M> {
     /// The running supervisor's handle (its runtime API: counts, children),
     /// if it runs.
     pub fn supervisor(&self) -> Option<SupervisorRef> {
-        self.running_sup()
+        self.running_sup().map(|sup| sup.untyped().clone())
     }
 
     /// Whether the group's supervisor runs.
@@ -602,7 +602,7 @@ impl<A: 'static, M: 'static> Group<A, M> {
         sup.shutdown(core).map_err(GroupError::Supervisor)
     }
 
-    fn running_sup(&self) -> Option<SupervisorRef> {
+    fn running_sup(&self) -> Option<DynamicRef<A, Rc<Worker<M>>>> {
         let sup = self.inner.sup.borrow().clone()?;
         sup.strategy().ok().map(|_| sup)
     }
@@ -626,7 +626,10 @@ impl<A: 'static, M: 'static> Group<A, M> {
     }
 
     /// Starts a supervisor incarnation with every current worker.
-    fn start_supervisor(&self, core: &mut Core) -> Result<Supervisor, StartError> {
+    fn start_supervisor(
+        &self,
+        core: &mut Core,
+    ) -> Result<DynamicSupervisor<A, Rc<Worker<M>>>, StartError> {
         let spec = &self.inner.spec;
         let (start, handler) = (spec.start.clone(), spec.handler.clone());
         let template = ChildSpec::worker_with(
@@ -643,11 +646,11 @@ impl<A: 'static, M: 'static> Group<A, M> {
         )
         .restart(Restart::Permanent)
         .shutdown(spec.shutdown);
-        let mut sup_spec = SupervisorSpec::simple_one_for_one(template);
+        let mut sup_spec = DynamicSpec::new(template);
         if let Some((n, period)) = spec.intensity {
             sup_spec = sup_spec.intensity(n, period);
         }
-        let sup = Supervisor::start(core, sup_spec)?;
+        let sup = Supervisor::start_dynamic(core, sup_spec)?;
         let workers: Vec<Rc<Worker<M>>> = self.inner.workers.borrow().clone();
         for worker in &workers {
             if let Err(e) = start_worker(&sup.handle(), core, worker) {
@@ -665,12 +668,12 @@ impl<A: 'static, M: 'static> Group<A, M> {
     }
 }
 
-fn start_worker<M: 'static>(
-    sup: &SupervisorRef,
+fn start_worker<A: 'static, M: 'static>(
+    sup: &DynamicRef<A, Rc<Worker<M>>>,
     core: &mut Core,
     worker: &Rc<Worker<M>>,
 ) -> Result<(), ChildError> {
-    let started = sup.start_child_with(core, worker.clone())?;
+    let started = sup.start_child(core, worker.clone())?;
     *worker.child.borrow_mut() = Some(started.id);
     Ok(())
 }

@@ -104,17 +104,35 @@
 //!   `stopped`, `start_failed`. They are emitted while the supervisor's
 //!   state is borrowed: a subscriber must not call back into the
 //!   supervisor's API.
+//!
+//! ## Where the code is
+//!
+//! `state.rs` holds a supervisor's state and makes every decision above,
+//! with no I/O (its unit tests drive it with no device and no clock);
+//! `driver.rs` is the supervisor's device, which carries the decisions out
+//! (start functions, asks, kills, the shutdown timer, its own end);
+//! `handle.rs` holds the handles ([`Supervisor`], [`SupervisorRef`]) and
+//! `dynamic.rs` the typed `simple_one_for_one` ones ([`DynamicSupervisor`],
+//! [`DynamicRef`]: the start argument's type is checked at compile time);
+//! `spec.rs` the specs, `addr.rs` the [`Addr`], `error.rs` the errors,
+//! `window.rs` the restart window.
 
 mod addr;
-mod engine;
+mod driver;
+mod dynamic;
 mod error;
+mod handle;
+mod id;
 mod spec;
+mod state;
+mod window;
 
 pub use addr::{Addr, Call};
-pub use engine::{
-    ChildCounts, ChildInfo, ChildStatus, Started, Supervisor, SupervisorActor, SupervisorRef,
-};
+pub use driver::SupervisorActor;
+pub use dynamic::{DynamicRef, DynamicSpec, DynamicSupervisor};
 pub use error::{AddrError, ChildError, StartError, SuperviseError};
+pub use handle::{ChildCounts, ChildInfo, ChildStatus, Started, Supervisor, SupervisorRef};
+pub use id::ChildId;
 pub use spec::{
-    Child, ChildId, ChildKind, ChildSpec, Intensity, Restart, Shutdown, Strategy, SupervisorSpec,
+    Child, ChildKind, ChildSpec, Intensity, Restart, Shutdown, Strategy, SupervisorSpec,
 };

@@ -8,8 +8,8 @@ use common::{Rt, TEST_PANIC};
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{
-    Addr, AddrError, Call, Child, ChildError, ChildKind, ChildSpec, ChildStatus, Restart, Shutdown,
-    StartError, SuperviseError, Supervisor, SupervisorRef, SupervisorSpec,
+    Addr, AddrError, Call, Child, ChildError, ChildKind, ChildSpec, ChildStatus, DynamicSpec,
+    Restart, Shutdown, StartError, SuperviseError, Supervisor, SupervisorRef, SupervisorSpec,
 };
 use std::cell::{Cell, RefCell};
 use std::error::Error;
@@ -191,22 +191,36 @@ fn simple_one_for_one_starts_dynamic_children_with_arguments_and_restarts_each_a
         tlog.borrow_mut().push(format!("start {port}"));
         Ok(device!(core, W::init(port.to_string(), tlog.clone())).into())
     });
-    let sup = Supervisor::start(
+    let sup = Supervisor::start_dynamic(
         &mut rt.s,
-        SupervisorSpec::simple_one_for_one(template).intensity(10, Duration::from_secs(1)),
+        DynamicSpec::new(template).intensity(10, Duration::from_secs(1)),
     )
     .unwrap();
     assert_eq!(sup.count_children().unwrap().specs, 0);
-    let one = sup.start_child_with(&mut rt.s, 80u16).unwrap();
-    let two = sup.start_child_with(&mut rt.s, 443u16).unwrap();
+    let one = sup.start_child(&mut rt.s, 80u16).unwrap();
+    let two = sup.start_child(&mut rt.s, 443u16).unwrap();
     assert_eq!((one.id.as_str(), two.id.as_str()), ("conn.1", "conn.2"));
     rt.run();
     assert_eq!(take(&log), ["start 80", "start 443"]);
-    // A wrong argument type is a typed error.
+    // A wrong argument type does not compile (the `compile_fail` example
+    // in `stakplane::supervise::dynamic`'s docs); reached untyped, the
+    // supervisor's typed handle is refused for the wrong types, once.
+    let untyped: SupervisorRef = sup.untyped().clone();
     assert!(matches!(
-        sup.start_child_with(&mut rt.s, "x"),
-        Err(ChildError::ArgType { .. })
+        untyped.dynamic::<W, &str>(),
+        Err(ChildError::WrongType(id)) if id.as_str() == "conn"
     ));
+    assert!(matches!(
+        untyped.dynamic::<Stubborn, u16>(),
+        Err(ChildError::WrongType(_))
+    ));
+    let typed = untyped.dynamic::<W, u16>().unwrap();
+    let three = typed.start_child(&mut rt.s, 8080).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start 8080"]);
+    sup.terminate_child(&mut rt.s, three.id.as_str()).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop 8080"]);
     // The second one restarts alone, with its own argument.
     let addr: Addr<W> = sup.addr("conn.2").unwrap();
     crash(&addr);
@@ -227,8 +241,8 @@ fn simple_one_for_one_refuses_static_calls_and_removes_terminated_children() {
     let template = ChildSpec::worker_with("w", move |core, n: &u32| {
         Ok(device!(core, W::init(n.to_string(), tlog.clone())).into())
     });
-    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::simple_one_for_one(template)).unwrap();
-    let c = sup.start_child_with(&mut rt.s, 1u32).unwrap();
+    let sup = Supervisor::start_dynamic(&mut rt.s, DynamicSpec::new(template)).unwrap();
+    let c = sup.start_child(&mut rt.s, 1u32).unwrap();
     rt.run();
     assert!(matches!(
         sup.restart_child(&mut rt.s, "w.1"),
@@ -239,7 +253,7 @@ fn simple_one_for_one_refuses_static_calls_and_removes_terminated_children() {
         Err(ChildError::SimpleOneForOne)
     ));
     assert!(matches!(
-        sup.start_child(&mut rt.s, worker(&log, "x")),
+        sup.untyped().start_child(&mut rt.s, worker(&log, "x")),
         Err(ChildError::SimpleOneForOne)
     ));
     // terminate_child on a dynamic child terminates and removes it.
@@ -247,10 +261,10 @@ fn simple_one_for_one_refuses_static_calls_and_removes_terminated_children() {
     rt.run();
     assert!(!c.line.is_alive());
     assert_eq!(sup.count_children().unwrap().specs, 0);
-    // A static supervisor refuses start_child_with.
+    // A static supervisor has no dynamic handle.
     let other = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one()).unwrap();
     assert!(matches!(
-        other.start_child_with(&mut rt.s, 1u32),
+        other.dynamic::<W, u32>(),
         Err(ChildError::NotSimpleOneForOne)
     ));
     // Static children are refused in a simple_one_for_one spec.

@@ -3,7 +3,7 @@
 //! device ([`SuperviseError`]) and why an [`Addr`](super::Addr) call was
 //! refused ([`AddrError`]).
 
-use super::spec::ChildId;
+use super::id::ChildId;
 use crate::cause::{Cause, DeviceId};
 use std::error::Error;
 use std::fmt;
@@ -125,8 +125,8 @@ pub enum StartError {
     /// A `simple_one_for_one` supervisor was given static children
     /// (it has one template and only dynamic children).
     StaticChildInSimple(ChildId),
-    /// A start argument of the wrong type reached a start function (only
-    /// possible through a template whose argument type was misdeclared).
+    /// A start argument or Addr slot of the wrong type reached a start
+    /// function (a bug: the typed API never lets one through).
     ArgType {
         /// The argument type the start function takes.
         expected: &'static str,
@@ -187,16 +187,12 @@ pub enum ChildError {
     /// The call is not allowed on a `simple_one_for_one` supervisor
     /// (`start_child` with a spec, `restart_child`, `delete_child`).
     SimpleOneForOne,
-    /// `start_child_with` on a supervisor that is not `simple_one_for_one`.
+    /// [`SupervisorRef::dynamic`](super::SupervisorRef::dynamic) on a
+    /// supervisor that is not `simple_one_for_one` (or has no template).
     NotSimpleOneForOne,
-    /// `start_child_with` with an argument of the wrong type.
-    ArgType {
-        /// The template's argument type.
-        expected: &'static str,
-        /// The type given.
-        given: &'static str,
-    },
-    /// `addr::<A>` with the wrong actor type for this child.
+    /// `addr::<A>` with the wrong actor type for this child, or
+    /// [`SupervisorRef::dynamic`](super::SupervisorRef::dynamic) with
+    /// the wrong actor or argument type for this template.
     WrongType(ChildId),
     /// `child_supervisor` on a child that is not running or not a
     /// supervisor started by [`ChildSpec::supervisor`](super::ChildSpec::supervisor).
@@ -220,12 +216,6 @@ impl fmt::Display for ChildError {
             }
             ChildError::NotSimpleOneForOne => {
                 f.write_str("only a simple_one_for_one supervisor starts children with arguments")
-            }
-            ChildError::ArgType { expected, given } => {
-                write!(
-                    f,
-                    "start argument of type {given}, the template takes {expected}"
-                )
             }
             ChildError::WrongType(id) => write!(f, "child {id} is not of the type asked for"),
             ChildError::NotASupervisor(id) => {

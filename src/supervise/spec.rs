@@ -2,64 +2,18 @@
 //! treats each child.
 
 use super::addr::{AddrHook, AddrSlot};
-use super::engine::SupervisorRef;
 use super::error::StartError;
+use super::handle::SupervisorRef;
+use super::id::ChildId;
 use super::Addr;
 use crate::cause::{Cause, DeviceId, OwnerDown};
 use crate::device::{DeviceOwn, DeviceRef};
 use crate::mailbox::Overflow;
 use stakker::{Core, Fwd};
 use std::any::{Any, TypeId};
-use std::borrow::Borrow;
 use std::error::Error;
-use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// A child's id within its supervisor (OTP's child id).
-///
-/// Cheap to clone (a shared string). Dynamic children of a
-/// `simple_one_for_one` supervisor get `"<template id>.<n>"`, `n` counting
-/// from 1 per supervisor.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChildId(Rc<str>);
-
-impl ChildId {
-    /// The id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for ChildId {
-    fn from(s: &str) -> Self {
-        ChildId(Rc::from(s))
-    }
-}
-
-impl From<String> for ChildId {
-    fn from(s: String) -> Self {
-        ChildId(Rc::from(s))
-    }
-}
-
-impl Borrow<str> for ChildId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ChildId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for ChildId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
 
 /// Which children restart when one exits and must be restarted (OTP's
 /// restart strategies).
@@ -77,7 +31,7 @@ pub enum Strategy {
     /// temporary ones are removed.
     RestForOne,
     /// One template, children added at run time with
-    /// [`start_child_with`](super::SupervisorRef::start_child_with), all
+    /// [`DynamicRef::start_child`](super::DynamicRef::start_child), all
     /// alike; otherwise one_for_one. They are terminated in reverse start
     /// order (OTP leaves the order undefined).
     SimpleOneForOne,
@@ -272,8 +226,10 @@ pub(crate) struct SpecCore {
     pub(crate) restart: Restart,
     pub(crate) shutdown: Shutdown,
     pub(crate) kind: ChildKind,
+    /// The start argument's type and the device's type, for
+    /// [`SupervisorRef::dynamic`](super::SupervisorRef::dynamic).
     pub(crate) arg_type: TypeId,
-    pub(crate) arg_name: &'static str,
+    pub(crate) actor_type: TypeId,
     /// Makes the Addr slot of a dynamic child (same actor type and hold
     /// policy as the template).
     pub(crate) new_slot: Rc<dyn Fn() -> Rc<dyn AddrHook>>,
@@ -461,7 +417,7 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
                 shutdown: self.shutdown,
                 kind: self.kind,
                 arg_type: TypeId::of::<Arg>(),
-                arg_name: std::any::type_name::<Arg>(),
+                actor_type: TypeId::of::<A>(),
                 new_slot,
             }),
             slot: self.slot,
@@ -483,7 +439,8 @@ impl SupervisorSpec {
     /// A spec with no children yet. For [`Strategy::SimpleOneForOne`] use
     /// [`simple_one_for_one`](SupervisorSpec::simple_one_for_one), which
     /// takes the template (started with this, such a supervisor has no
-    /// template and every `start_child_with` fails).
+    /// template and [`SupervisorRef::dynamic`](super::SupervisorRef::dynamic)
+    /// refuses it).
     pub fn new(strategy: Strategy) -> Self {
         SupervisorSpec {
             strategy,
@@ -509,8 +466,12 @@ impl SupervisorSpec {
     }
 
     /// A `simple_one_for_one` spec: no children at start; each
-    /// [`start_child_with`](super::SupervisorRef::start_child_with)`(arg)`
-    /// starts one from `template` with its argument.
+    /// [`DynamicRef::start_child`](super::DynamicRef::start_child)`(arg)`
+    /// starts one from `template` with its argument. Untyped: to start
+    /// the supervisor on its own, [`DynamicSpec`](super::DynamicSpec)
+    /// keeps the template's types; nested (with
+    /// [`ChildSpec::supervisor`]), its typed handle comes from
+    /// [`SupervisorRef::dynamic`](super::SupervisorRef::dynamic).
     pub fn simple_one_for_one<A: 'static, Arg: 'static>(template: ChildSpec<A, Arg>) -> Self {
         let mut me = Self::new(Strategy::SimpleOneForOne);
         me.template = Some(template.erase());
