@@ -33,77 +33,145 @@
 //! assert_eq!(sup.count_children().unwrap().active, 1);
 //! ```
 //!
-//! ## Semantics (OTP's `supervisor`, on stakker time)
+//! ## Rules (OTP's `supervisor`, on stakker time)
 //!
-//! - **Start**: children start in spec order, synchronously, in
-//!   [`Supervisor::start`]: each start function creates its device (whose
-//!   `init` then runs from the queue). If one fails, those already started
-//!   are shut down in reverse order (each per its [`Shutdown`] policy; an
-//!   [`Shutdown::Infinity`] child is killed if not down after 5 s, as
-//!   nobody can reach the unwinding supervisor) and `start` returns
-//!   [`StartError::Child`] with its error. A restart period of zero is
-//!   refused ([`StartError::ZeroPeriod`]), as OTP requires `Period > 0`.
-//! - **Watching**: the supervisor monitors each incarnation (one `Down`
-//!   each, tagged with the incarnation) and owns it (its
-//!   [`DeviceOwn`](crate::DeviceOwn)). A supervisor that ends without its
-//!   ordered shutdown (killed, cascaded, dropped, shut down directly) has
-//!   its running children killed, newest first, with
-//!   [`SuperviseError::SupervisorGone`]. Its state never keeps its own
-//!   actor (the children's death notices and its timers reach it only
-//!   while an owner holds it): dropped with its `Stakker`, after its
-//!   owners, it is freed like any device, its children with it (each
-//!   child's state dropped, its watchers' `Ret`s dropped unfired, NOTES
-//!   rule 34c), and its [`SupervisorRef`] answers
-//!   [`ChildError::SupervisorDown`]. A supervisor still unwinding a failed
-//!   start owns itself until that is over.
-//! - **Restart decision**: a child that ends on its own is restarted if
-//!   its restart type says so ([`Restart::restarts_after`]); a temporary
-//!   child, and a dynamic child not restarted, is removed.
-//! - **Strategies**: see [`Strategy`]. A restart terminates the
-//!   strategy's running siblings one at a time in reverse start order
-//!   (waiting for each Down), then starts the failed child and every
-//!   sibling of the set in start order, as OTP does: siblings that were
-//!   not running (terminated on request, transient ones that stopped
-//!   normally) start too. Temporary siblings are terminated and removed,
-//!   not restarted. A sibling with a `terminate_child` on its way is
-//!   terminated and stays down.
-//! - **Intensity**: each restart is counted when the supervisor handles
-//!   it; if more than `max_restarts` fall within the last `period`
-//!   (inclusive), the supervisor gives up: it terminates every child in
-//!   reverse order and fails with `Cause::Error(`[`SuperviseError::Intensity`]`)`.
-//! - **Failed restart**: a start function that fails during a restart
-//!   counts as a restart; the supervisor tries again from the queue (so
-//!   other work is handled in between), until it succeeds or the
-//!   intensity is exceeded, as OTP's `try_again_restart`. A retry dropped
-//!   because the child was terminated on request (or restarted, or
-//!   deleted) meanwhile leaves the siblings it would have started as
-//!   ordinary stopped children (restartable, deletable), as in OTP.
-//! - **Serial work**: like an OTP supervisor handling one message at a
-//!   time, restarts and `terminate_child` requests are handled one after
-//!   the other; a Down of a child that the restart in progress was about
-//!   to terminate is part of that restart (not counted again).
-//! - **Shutdown**: [`Shutdown::BrutalKill`] kills at once;
-//!   [`Shutdown::Timeout`] asks (the child's [`Child::on_shutdown`] hook,
-//!   else [`DeviceRef::shutdown`](crate::DeviceRef::shutdown)) and kills
-//!   after the timeout (a timeout too large for an `Instant` waits like
-//!   `Infinity`); [`Shutdown::Infinity`] asks and waits. A nested
-//!   supervisor, asked, shuts its own children down in reverse first. A
-//!   start function that shuts its supervisor down has its new
-//!   incarnation shut down too, per its policy, in its start-order place.
-//!   A supervisor that ends drops its pending shutdown timer.
-//! - **Nested restarts**: the copies of a restarted nested supervisor
-//!   share its children's [`Addr`]s; a copy acts only on the incarnations
-//!   it started, and an incarnation an old copy is still shutting down
-//!   when the new copy starts the same child is killed with
-//!   [`SuperviseError::Superseded`].
-//! - **Observability**: decisions are `tracing` events, target
-//!   `stakplane::supervise`, with fields `supervisor`, `child`, `cause`
-//!   and `event` = `start` (every first start and `restart_child`),
-//!   `exit`, `restart`, `restart_failed`,
-//!   `terminate`, `terminated`, `shutdown_timeout`, `give_up`, `escalate`,
-//!   `stopped`, `start_failed`. They are emitted while the supervisor's
-//!   state is borrowed: a subscriber must not call back into the
-//!   supervisor's API.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **34c. A supervisor dropped with its `Stakker` frees its children with
+//! it**: its state does not keep its own actor (its children's death
+//! notices and its shutdown timer reach it only while an owner holds it),
+//! so dropping its owners, then the `Stakker`, frees it as any device, and
+//! its state takes its children (and theirs) with it: each child's state
+//! is dropped, each watcher's `Ret` is dropped unfired exactly once (rule
+//! 34), and their handles, like the supervisor's `Line`, give the answer
+//! of rule 34b. Its runtime API (`SupervisorRef`) answers
+//! `ChildError::SupervisorDown`: its state is gone and nothing can act on
+//! it any more. A supervisor whose handle is dropped while its `Stakker`
+//! runs on ends with `Dropped` and kills its children newest first with
+//! `SupervisorGone` (rule 81). One exception: a supervisor unwinding a
+//! failed `Supervisor::start` owns itself until the unwinding is over
+//! (nobody else holds it); a `Stakker` dropped before that (run it until
+//! the unwinding ends: at most 5 s of stakker time for an `infinity`
+//! child) keeps it and the children it has not shut down yet.
+//!
+//! A supervisor is a device that starts children from specs, monitors each
+//! incarnation (one death notice each, through one shared `Fwd`), owns it,
+//! and decides per OTP's `supervisor` documentation. Time is stakker time.
+//! A child counts as started when its start function returns `Ok`; an
+//! `init` that fails later is an ordinary exit. Work is serial, like an OTP
+//! supervisor's mailbox: restarts and termination requests are handled one
+//! after the other, and a Down of a child that the restart in progress was
+//! about to terminate is part of that restart (not counted again).
+//!
+//! **84a. A child's cause is one value for everyone who sees it**
+//! (the supervisor, the child's other watchers, `Line`s to it): an error it
+//! failed with stays the user's value.
+//!
+//! **75. one_for_one** restarts only the child that exited; **one_for_all**
+//! terminates the other running children one at a time in reverse start
+//! order (waiting for each `Down`), then restarts all in start order;
+//! **rest_for_one** does that for the failed child and the children
+//! started after it, leaving earlier ones alone. As in OTP, every
+//! non-temporary child of the set is started again, also one that was
+//! not running (terminated on request, a transient one that stopped
+//! normally); a sibling whose `terminate_child` is already queued stays
+//! down.
+//!
+//! **76. simple_one_for_one**: dynamic children from one template, started
+//! through the typed handle (`Supervisor::start_dynamic(DynamicSpec)`,
+//! or `SupervisorRef::dynamic::<A, Arg>()`, which checks the types
+//! once) with `DynamicRef::start_child(arg)`, whose argument type is
+//! checked at compile time (ids `"<template>.<n>"`, the argument kept for
+//! restarts), each restarted alone; terminated ones are removed;
+//! shutdown is reverse start order; `start_child(spec)`, `restart_child`
+//! and `delete_child` are refused (`ChildError::SimpleOneForOne`), as are
+//! static children (`StartError::StaticChildInSimple`).
+//!
+//! **77. Restart types**: `permanent` restarts after any exit, a normal stop
+//! too; `transient` only after a fault (`Cause::is_fault`: `Stopped` and
+//! `Shutdown` are normal, `Dropped` and `Lost` are not) and otherwise
+//! stays listed, not running; `temporary` never restarts and is removed
+//! when it ends, also when a strategy terminated it as a sibling.
+//!
+//! **78. Restart intensity**: each restart is counted when the supervisor
+//! handles it, in the inclusive window `[now - period, now]`; exactly
+//! `max_restarts` are allowed (default 1 in 5 s); one more and the
+//! supervisor terminates every child in reverse order, each per its
+//! shutdown policy, and fails with `Cause::Error(SuperviseError::Intensity)`
+//! — a fault, so it escalates. That error carries the child's own cause
+//! (an error the child failed with is still the user's value, for
+//! `downcast_ref`). Restarts older than the period do not
+//! count. A restart whose start function fails counts and is retried
+//! from the queue until it succeeds or the intensity is exceeded; if the
+//! failing child is terminated on request before its retry, the siblings
+//! that retry would have started become ordinary stopped children
+//! (restartable), never stuck `Restarting`. A period of zero is refused
+//! (`StartError::ZeroPeriod`; OTP requires a period above 0); the
+//! restart history holds at most `max_restarts + 1` entries.
+//!
+//! **79. Escalation** goes up the tree: a nested supervisor that gives up is
+//! a failed child of its parent, whose own intensity decides; the cause
+//! chain names each level. A supervisor's failure is a fault for its
+//! linked watchers. Each copy of a restarted nested supervisor acts only
+//! on the incarnations it started (they share their children's `Addr`s):
+//! an old copy still shutting down never touches the new copy's children,
+//! and a child the old copy still holds when the new copy starts its
+//! replacement is killed with `SuperviseError::Superseded`.
+//!
+//! **80. Ordered start**: children start in spec order, synchronously, in
+//! `Supervisor::start`; if one fails (an error or a panic), those already
+//! started are shut down in reverse, `start` returns
+//! `StartError::Child` with the child's error, and the supervisor ends
+//! with `StartFailed`; an `infinity` child is waited for at most 5 s
+//! there, then killed, so nothing unreachable is left alive. Duplicate
+//! ids are refused before anything starts.
+//!
+//! **81. Ordered shutdown**: `shutdown()` terminates the children in reverse
+//! start order, then the supervisor ends with `Shutdown`. Per child:
+//! `brutal_kill` kills at once (`Killed(BrutalKill)`, no hook);
+//! `timeout(d)` asks (the child's `on_shutdown` hook, else
+//! `DeviceRef::shutdown`; a panicking hook falls back to the latter) and
+//! kills with `Killed(ShutdownTimeout(d))` if it is not down after `d`;
+//! `infinity` asks and waits (the default for a supervisor-kind child;
+//! a timeout too large for an `Instant` also waits). A child started by a
+//! start function that shut its own supervisor down is shut down per its
+//! policy, in its place; a dropped supervisor leaves no timer behind. A
+//! nested supervisor, asked, shuts its own children down in reverse
+//! first. A supervisor that ends abruptly
+//! (killed, cascaded, dropped) kills its running children newest first
+//! with `SupervisorGone`.
+//!
+//! **82. The runtime API** (OTP's): `start_child` appends and starts a child
+//! (a taken id: `AlreadyStarted` / `AlreadyPresent`; a failed start
+//! keeps nothing); `terminate_child` stops it per its policy and it stays
+//! down (no strategy restarts it) until `restart_child`; `delete_child`
+//! removes a child that is not running; `which_children` and
+//! `count_children` report kind and status (`Running`, `Terminating`,
+//! `Restarting`, `Stopped`). Calls return at once; a termination
+//! completes as the queue runs. A dead supervisor answers
+//! `SupervisorDown`.
+//!
+//! **83. `Addr<A>` follows restarts**: a holder never sees a stale
+//! incarnation. Without `hold`, a call while no incarnation is alive
+//! fails with `AddrError::NotRunning` (a call queued to an incarnation
+//! that dies first is lost with it, as any stakker call). With
+//! `hold(capacity, overflow)`, every call goes through the child's
+//! reliable mailbox: held while none is alive, in order, the ones not
+//! yet handed over go to the next incarnation (the one in the hands of
+//! a panicking incarnation is lost: a boxed closure cannot be copied);
+//! full is `AddrError::Full` under `Reject`; calls a dropping policy
+//! drops go to `Addr::dead_letters` and are counted in `Addr::stats`. A
+//! deleted child's `Addr` answers `Deleted`.
+//!
+//! **84. Decisions are `tracing` events** (target `stakplane::supervise`,
+//! fields `supervisor`, `child`, `cause`, `event` = `start`, `exit`,
+//! `restart`, `restart_failed`, `terminate`, `terminated`,
+//! `shutdown_timeout`, `give_up`, `escalate`, `stopped`,
+//! `start_failed`). A subscriber must not call back into the
+//! supervisor's API. Every first start of a child (by `Supervisor::start`,
+//! `start_child`, `DynamicRef::start_child`, `restart_child`) is a `start`
+//! event naming it; automatic restarts are `restart` events. Errors
+//! display and chain their sources.
 //!
 //! ## Where the code is
 //!
