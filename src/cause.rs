@@ -459,7 +459,18 @@ impl fmt::Display for LinkError {
     }
 }
 
-impl Error for LinkError {}
+/// The source of a [`DeviceDown`](LinkError::DeviceDown) is the dead
+/// device's [`Cause`] (whose own source is the device's error, if it
+/// failed with one), so an error reporter walks from the refused request
+/// to the root of the death.
+impl Error for LinkError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            LinkError::DeviceDown { cause, .. } => Some(cause),
+            LinkError::SelfLink(_) => None,
+        }
+    }
+}
 
 static_assertions::assert_eq_size!(DeviceId, u64);
 static_assertions::assert_eq_size!(Option<DeviceId>, u64);
