@@ -12,12 +12,12 @@
 //! - **What**: the `Fwd` gets an [`OwnerDown`], which names the device
 //!   and nothing else. The cause is not in the notice: the owner takes it
 //!   with its handle, [`DeviceOwn::into_cause`], which consumes the
-//!   handle and returns the cause as the registry kept it (a
-//!   [`Kept`]: a user's error still in stakker's
-//!   box). If that handle is the device's last one and nothing else (no
-//!   `Line`, no link, no other watcher, no controller) needs the cause,
-//!   the cause is moved out and the device's slot freed at once;
-//!   otherwise the owner gets a shared copy and the others keep theirs.
+//!   handle and returns the cause as the registry kept it (a [`Kept`]: a
+//!   user's error still in stakker's box). If that handle is the last one naming the device (no other
+//!   `DeviceOwn`, no `Line`) and the device never needed a record (no
+//!   second watcher, link, trap, `Line` or request), nobody else can ask
+//!   for the cause: it is moved out and the device's slot freed at once.
+//!   Otherwise the owner gets a shared copy and the others keep theirs.
 //! - **When**: during the device's death, as a monitor would be told:
 //!   synchronously from the device's termination (stakker firing its
 //!   termination `Ret`, or a task device ending), in the device's watcher
@@ -39,11 +39,11 @@
 //! through its [`MonitorRef`](super::MonitorRef), and answers a dead
 //! device with [`LinkError::DeviceDown`](crate::LinkError::DeviceDown).
 //! The owner-watcher gets only the id, returns nothing, cannot be
-//! cancelled, and must hold a handle to take the cause; in exchange, when
-//! the owner is the device's only watcher and its handle the only one
-//! left, the death keeps the cause unshared in the slot for it (the
-//! second of the three ways of the death path, see the registry's
-//! `death.rs`) and nothing is copied.
+//! cancelled, and must hold a handle to take the cause. In exchange, when
+//! the owner-watcher is the device's only watcher and the device has no
+//! record, the death leaves the cause unshared in the slot for the owner
+//! (the second of the three ways of the death path, see the registry's
+//! `death.rs`), and nothing is copied.
 //!
 //! [`Down`]: crate::Down
 //! [`Cause`]: crate::Cause
