@@ -68,6 +68,7 @@ impl Error for Ending {}
 /// until someone needs a `Cause`: see [`Kept`]). Causes the device layer
 /// itself produced (panic, cascade, shutdown, kill) travel through
 /// `StopCause::Failed` as an [`Ending`] and come back out unchanged.
+#[inline]
 pub(super) fn decode(stop: StopCause) -> Kept {
     match stop {
         StopCause::Stopped => Kept::Cause(Cause::Stopped),

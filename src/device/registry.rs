@@ -192,11 +192,13 @@ thread_local! {
 /// Runs `f` on the registry. While the thread is being torn down (the
 /// registry is destroyed) it returns `gone` instead: handles used from
 /// destructors then see dead devices.
+#[inline]
 fn with<R>(gone: R, f: impl FnOnce(&mut Registry) -> R) -> R {
     with_else(|| gone, f)
 }
 
 /// [`with`], making the value for a torn-down registry only when needed.
+#[inline]
 fn with_else<R>(gone: impl FnOnce() -> R, f: impl FnOnce(&mut Registry) -> R) -> R {
     REGISTRY
         .try_with(|r| f(&mut r.borrow_mut()))
@@ -326,7 +328,10 @@ impl Registry {
     /// Frees the slot (and record) of a dead device no handle names;
     /// returns the recorded cause (it may hold user values: drop it
     /// outside).
-    #[inline]
+    ///
+    /// Out of line: the rare end of [`release`] and of a drain; inlined
+    /// into `release`, it weighs on every handle dropped.
+    #[inline(never)]
     fn free_if_unused(&mut self, key: Key) -> Option<Kept> {
         let slot = self.slot(key)?;
         if slot.is_live() || slot.refs != 0 {
@@ -434,16 +439,24 @@ pub(crate) fn release(key: Key) {
     if key.slot == NIL {
         return;
     }
-    let cause = with(None, |r| {
-        let slot = r.slot(key)?;
-        debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
-        slot.refs = slot.refs.saturating_sub(1);
-        if slot.refs != 0 || slot.is_live() {
-            return None;
-        }
-        r.free_if_unused(key)
-    });
-    drop(cause);
+    // Written so that the common case (nothing freed) runs no drop glue
+    // of a cause: `with_else` holds no `None` to drop, and the `if let`
+    // drops only a cause that was freed.
+    let cause = with_else(
+        || None,
+        |r| {
+            let slot = r.slot(key)?;
+            debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
+            slot.refs = slot.refs.saturating_sub(1);
+            if slot.refs != 0 || slot.is_live() {
+                return None;
+            }
+            r.free_if_unused(key)
+        },
+    );
+    if let Some(cause) = cause {
+        drop(cause);
+    }
 }
 
 /// The device's controller: the installed one if an owner still holds

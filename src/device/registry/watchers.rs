@@ -39,22 +39,22 @@ pub(super) const FIRST: u32 = u32::MAX - 1;
 /// One watcher, in the per-thread node slab.
 pub(super) struct Node {
     /// The watched device.
-    pub(super) owner: Key,
+    owner: Key,
     /// Tells a `MonitorRef` apart from a later node in the same place;
     /// 0 for links (cancelled by `unlink`).
-    pub(super) token: u64,
+    token: u64,
     /// Neighbours in the owner's watcher list.
-    pub(super) prev: u32,
-    pub(super) next: u32,
+    prev: u32,
+    next: u32,
     /// For a link node, neighbours in the watcher's `watching` list.
-    pub(super) wprev: u32,
+    wprev: u32,
     pub(super) wnext: u32,
-    pub(super) watch: Watch,
+    watch: Watch,
 }
 
 /// An inline monitor (see [`State::Live`]).
 pub(super) struct First {
-    pub(super) token: u64,
+    token: u64,
     pub(super) watch: Watch,
 }
 
@@ -403,6 +403,7 @@ pub(crate) fn unlink(me: Key, other: Key, mode: LinkMode) {
     })
 }
 
+#[inline]
 pub(super) fn deliver(watch: Watch, down: Down) {
     match watch {
         Watch::Ret(ret) => ret.ret(down),
@@ -426,6 +427,7 @@ pub(super) fn deliver(watch: Watch, down: Down) {
 
 /// [`deliver`] of a cause that may not be shared yet: as a `Cause` to a
 /// watcher that gets one.
+#[inline]
 pub(super) fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
     match watch {
         // No handle was left (the device's slot went): a stale
