@@ -341,70 +341,9 @@ impl fmt::Display for Down {
     }
 }
 
-/// A cause as the registry keeps it, crate-private: decoded, or a
-/// failure's error still in the box stakker made for it (`cx.fail`,
-/// a kill). The box becomes the shared `Rc` of a [`Cause`] only when
-/// someone needs a `Cause` (a public watcher, a handle asking, a cause
-/// that is kept); a supervisor that only decides on it and drops it never
-/// pays for the copy.
-pub(crate) enum Kept {
-    Cause(Cause),
-    /// A [`Cause::Error`] not shared yet.
-    Error(Box<dyn Error>),
-    /// A [`Cause::Killed`] not shared yet.
-    Killed(Box<dyn Error>),
-}
-
-impl Kept {
-    /// As [`Cause::is_fault`].
-    pub(crate) fn is_fault(&self) -> bool {
-        match self {
-            Kept::Cause(cause) => cause.is_fault(),
-            Kept::Error(_) | Kept::Killed(_) => true,
-        }
-    }
-
-    /// The cause (sharing the error from now on).
-    pub(crate) fn into_cause(self) -> Cause {
-        match self {
-            Kept::Cause(cause) => cause,
-            Kept::Error(e) => Cause::Error(Rc::from(e)),
-            Kept::Killed(e) => Cause::Killed(Rc::from(e)),
-        }
-    }
-
-    /// A copy of the cause; the error is shared from now on (kept here
-    /// as a `Cause`, so later copies are reference counts only).
-    pub(crate) fn share(&mut self) -> Cause {
-        if let Kept::Cause(cause) = self {
-            return cause.clone();
-        }
-        let cause = std::mem::replace(self, Kept::Cause(Cause::Dropped)).into_cause();
-        *self = Kept::Cause(cause.clone());
-        cause
-    }
-}
-
-/// As the [`Cause`] it stands for.
-impl fmt::Display for Kept {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Kept::Cause(cause) => fmt::Display::fmt(cause, f),
-            Kept::Error(e) => write!(f, "failed: {e}"),
-            Kept::Killed(e) => write!(f, "killed: {e}"),
-        }
-    }
-}
-
-/// What the registry tells a device's owner-watcher (its supervisor,
-/// crate-private) when the device dies: only which device. The owner
-/// takes the cause from the device's registry slot as it drops its handle
-/// (`DeviceOwn::into_cause`): moved out when nobody else can see it, so a
-/// cause nobody else sees is never copied. A notice small enough for a
-/// register.
-pub(crate) struct OwnerDown {
-    pub(crate) id: DeviceId,
-}
+// Their old home; the device layer has them now.
+pub(crate) use crate::device::ending::Kept;
+pub(crate) use crate::device::owner::OwnerDown;
 
 /// How two devices are linked, seen from the device that makes the link
 /// (`me.link(&other, mode)`), with async-backplane's meaning.
@@ -459,7 +398,18 @@ impl fmt::Display for LinkError {
     }
 }
 
-impl Error for LinkError {}
+/// The source of a [`DeviceDown`](LinkError::DeviceDown) is the dead
+/// device's [`Cause`] (whose own source is the device's error, if it
+/// failed with one), so an error reporter walks from the refused request
+/// to the root of the death.
+impl Error for LinkError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            LinkError::DeviceDown { cause, .. } => Some(cause),
+            LinkError::SelfLink(_) => None,
+        }
+    }
+}
 
 static_assertions::assert_eq_size!(DeviceId, u64);
 static_assertions::assert_eq_size!(Option<DeviceId>, u64);

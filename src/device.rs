@@ -21,6 +21,9 @@
 //!   that [traps](DeviceRef::trap) receives the `Down` through its trap
 //!   handler; one that does not trap is failed with [`Cause::Cascade`] when
 //!   the watched device *faults*, and is left alone on a normal stop.
+//! - **owner-watcher** (crate-private, `device/owner.rs`): an owner is told which
+//!   of its devices died and takes the cause with its handle; exactly one
+//!   notice, never cancelled. The supervisor watches its children so.
 //!
 //! **A device freed unended** (stakker freed its actor without ending it:
 //! its runtime was dropped) never died, and never will: nothing can run,
@@ -31,7 +34,16 @@
 //! shutdown is accepted and changes nothing (NOTES rule 34b).
 //!
 //! `NOTES.md` is the normative statement of these rules.
+//!
+//! The layer's parts: the handles and [`DeviceRef`] here;
+//! `device/registry.rs`, the per-thread table of devices (slots,
+//! watchers, the death path); `device/ending.rs`, how a death's cause
+//! travels through stakker's `StopCause` and back; `device/owner.rs`, the
+//! owner-watcher contract; `device/task.rs`, devices that are futures
+//! ([`spawn_device`]).
 
+pub(crate) mod ending;
+pub(crate) mod owner;
 pub(crate) mod registry;
 mod task;
 
@@ -39,6 +51,8 @@ pub use registry::{registry_stats, MonitorRef, RegistryStats};
 pub use task::{spawn_device, TaskDevice};
 #[doc(hidden)]
 pub use task::{AskCause, AskViaActor, AskViaDevice};
+
+pub(crate) use ending::Ending;
 
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use crate::guard;
@@ -52,23 +66,6 @@ use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::rc::{Rc, Weak};
-
-/// Carries a device-layer cause through stakker's `StopCause::Failed`.
-pub(crate) struct Ending(pub(crate) Cause);
-
-impl fmt::Debug for Ending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Display for Ending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl Error for Ending {}
 
 pub(crate) struct ActorControl<A: 'static> {
     pub(crate) actor: Actor<A>,
@@ -319,18 +316,6 @@ impl<A: 'static> DeviceOwn<A> {
         WeakActor {
             control: control.as_ref().map_or_else(Weak::new, Rc::downgrade),
         }
-    }
-
-    /// Monitors the device for this owner (its supervisor): see
-    /// [`OwnerDown`](crate::cause::OwnerDown).
-    pub(crate) fn watch_owner(&self, fwd: Fwd<crate::cause::OwnerDown>) {
-        registry::watch_owner(self.key, fwd);
-    }
-
-    /// Drops this owner of a dead device, returning the device's cause
-    /// (see [`registry::take_cause`]).
-    pub(crate) fn into_cause(mut self) -> Option<crate::cause::Kept> {
-        registry::take_cause(&mut self.key)
     }
 }
 

@@ -247,6 +247,38 @@ fn link_to_dead_device_returns_device_down_and_links_nothing() {
 }
 
 #[test]
+fn link_error_device_down_chains_its_cause_as_source() {
+    use std::error::Error;
+    let mut rt = Rt::new();
+    let log = new_log();
+    let a = dev(&mut rt, "a", &log);
+    let b = dev(&mut rt, "b", &log);
+    rt.run();
+    let b_line = b.line();
+    call!([b], fail());
+    rt.run();
+    let err = a
+        .link(&b_line, LinkMode::Peer)
+        .expect_err("b is dead: the link is refused");
+    // LinkError -> the dead device's Cause -> the error it failed with.
+    let cause = err.source().expect("DeviceDown has its cause as source");
+    assert!(matches!(
+        cause.downcast_ref::<Cause>(),
+        Some(Cause::Error(_))
+    ));
+    assert_eq!(cause.to_string(), "failed: oops");
+    let root = cause.source().expect("the cause's source is the error");
+    assert_eq!(root.to_string(), "oops");
+    assert!(root.source().is_none());
+    // A self-link has no cause behind it.
+    assert!(a
+        .link(&a.line(), LinkMode::Peer)
+        .unwrap_err()
+        .source()
+        .is_none());
+}
+
+#[test]
 fn self_link_is_rejected() {
     let mut rt = Rt::new();
     let log = new_log();

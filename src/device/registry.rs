@@ -1,9 +1,10 @@
-//! The per-thread device registry.
+//! The per-thread device registry: where every device's identity,
+//! handle count, watchers and cause live.
 //!
 //! Every device has a small slot here from creation to the moment it is
 //! dead and no handle names it: its id, how many handles name it
 //! ([`DeviceOwn`](crate::DeviceOwn)s and [`Line`](crate::Line)s), the
-//! index of its *record*, its actor's identity (see [`died_in_drop`]), and
+//! index of its *record*, its actor's identity (see [`ident`]), and
 //! its state: while it lives, its first monitor (inline, while it is the
 //! only watcher); after death, the [`Cause`] (kept while a handle or
 //! record is left to ask how it died; a failure's error stays in stakker's
@@ -21,25 +22,34 @@
 //! `multi-stakker`). Handles address a slot by [`Key`] (index and id): ids
 //! are never reused, so a key never names a later device in the same slot.
 //!
-//! Watchers: one node slab per thread. A device's watchers form a doubly
-//! linked list in registration order; a link node is also on its
-//! watcher's `watching` list, so a dying watcher removes its links from the
-//! devices it watched (no dead nodes accumulate on long-lived devices).
-//!
 //! Discipline: no user code ever runs while the registry is borrowed.
 //! Everything that can reach user code when called or dropped (a `Ret`, a
 //! `Fwd`, a `Cause` holding a user error, a controller holding an actor)
 //! is moved or cloned out of the borrow first.
+//!
+//! This file holds the slot storage: slots, records, ids, handle counts,
+//! controllers and the questions a handle asks. The watchers (monitors,
+//! links, the owner-watcher, delivery of a `Down`) are in `watchers.rs`;
+//! the death path (how a death reaches the watchers, and what is left of
+//! a dead device) in `death.rs`.
 
-use crate::cause::{Cause, DeviceId, Down, Kept, LinkError, LinkMode, OwnerDown};
+mod death;
+mod watchers;
+
+pub(crate) use death::{died, died_as, died_in_drop, take_cause, unended};
+pub use watchers::MonitorRef;
+pub(crate) use watchers::{link, monitor, monitor_fwd, unlink, watch_owner};
+
+use super::ending::Kept;
+use crate::cause::{Cause, DeviceId, Down, LinkError};
 use slab::Slab;
-use stakker::{Fwd, Ret, StopCause};
+use stakker::Fwd;
 use std::any::Any;
 use std::cell::RefCell;
 use std::num::NonZeroU64;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
+use watchers::{First, Node, FIRST};
 
 /// Type-erased power over a device's actor: end it with a cause.
 /// Made on first need (a `Line`, a link, a request, a second owner) and
@@ -73,39 +83,8 @@ pub struct Key {
     pub(crate) id: DeviceId,
 }
 
-/// A watcher of one device.
-enum Watch {
-    Ret(Ret<Down>),
-    Fwd(Fwd<Down>),
-    /// A linked device that watches this one.
-    Link(Key),
-    /// The device's owner (its supervisor), crate-private: see
-    /// [`OwnerDown`]. Never cancelled.
-    Owner(Fwd<OwnerDown>),
-}
-
 /// No node, no record: the end of a list.
 const NIL: u32 = u32::MAX;
-
-/// The node index a `MonitorRef` holds for a device's inline first
-/// watcher (kept in its slot, not in the node slab).
-const FIRST: u32 = u32::MAX - 1;
-
-/// One watcher, in the per-thread node slab.
-struct Node {
-    /// The watched device.
-    owner: Key,
-    /// Tells a `MonitorRef` apart from a later node in the same place;
-    /// 0 for links (cancelled by `unlink`).
-    token: u64,
-    /// Neighbours in the owner's watcher list.
-    prev: u32,
-    next: u32,
-    /// For a link node, neighbours in the watcher's `watching` list.
-    wprev: u32,
-    wnext: u32,
-    watch: Watch,
-}
 
 struct Slot {
     id: DeviceId,
@@ -151,12 +130,6 @@ impl Slot {
     }
 }
 
-/// An inline monitor (see [`Slot::first`]).
-struct First {
-    token: u64,
-    watch: Watch,
-}
-
 #[derive(Default)]
 struct Record {
     /// Watcher list, oldest first.
@@ -190,7 +163,7 @@ struct Registry {
     next_token: u64,
     /// Devices not yet dead.
     live: usize,
-    /// Inline first watchers (see [`Slot::first`]) not yet delivered or
+    /// Inline first watchers (see [`State::Live`]) not yet delivered or
     /// cancelled.
     inline: usize,
 }
@@ -219,11 +192,13 @@ thread_local! {
 /// Runs `f` on the registry. While the thread is being torn down (the
 /// registry is destroyed) it returns `gone` instead: handles used from
 /// destructors then see dead devices.
+#[inline]
 fn with<R>(gone: R, f: impl FnOnce(&mut Registry) -> R) -> R {
     with_else(|| gone, f)
 }
 
 /// [`with`], making the value for a torn-down registry only when needed.
+#[inline]
 fn with_else<R>(gone: impl FnOnce() -> R, f: impl FnOnce(&mut Registry) -> R) -> R {
     REGISTRY
         .try_with(|r| f(&mut r.borrow_mut()))
@@ -350,180 +325,13 @@ impl Registry {
             .is_some_and(|slot| matches!(slot.state, State::Unended))
     }
 
-    fn token(&mut self) -> u64 {
-        let t = self.next_token;
-        self.next_token += 1;
-        t
-    }
-
-    /// Appends a watcher to a live device's list; gives it back if the
-    /// device is not alive.
-    #[inline]
-    fn push(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, Watch> {
-        let Some(ri) = self.live_record_index(key) else {
-            return Err(watch);
-        };
-        let Registry { records, nodes, .. } = self;
-        let record = &mut records[ri];
-        let tail = record.tail;
-        let idx = index(nodes.insert(Node {
-            owner: key,
-            token,
-            prev: tail,
-            next: NIL,
-            wprev: NIL,
-            wnext: NIL,
-            watch,
-        }));
-        if tail == NIL {
-            record.head = idx;
-        } else {
-            nodes[tail as usize].next = idx;
-        }
-        record.tail = idx;
-        Ok(idx)
-    }
-
-    /// Adds a monitor to a live device: inline in its slot if it has no
-    /// other watcher, else at the end of its list. Gives the watcher back
-    /// if the device is not alive.
-    #[inline]
-    fn push_monitor(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, Watch> {
-        let Registry {
-            slots,
-            records,
-            inline,
-            ..
-        } = self;
-        match slots.get_mut(key.slot as usize) {
-            Some(Slot {
-                id,
-                record,
-                state: State::Live(first),
-                ..
-            }) if *id == key.id => {
-                let list_empty = *record == NIL
-                    || records
-                        .get(*record as usize)
-                        .is_none_or(|record| record.head == NIL);
-                if first.is_none() && list_empty {
-                    *first = Some(First { token, watch });
-                    *inline += 1;
-                    return Ok(FIRST);
-                }
-            }
-            _ => return Err(watch),
-        }
-        self.push(key, token, watch)
-    }
-
-    /// Takes the first watcher off the list of record `ri` (a dead,
-    /// draining device: no one else is taking nodes off its head).
-    #[inline]
-    fn pop_watcher(&mut self, ri: usize) -> Option<Watch> {
-        let head = self.records.get(ri)?.head;
-        if head == NIL {
-            return None;
-        }
-        Some(self.unhook(head).watch)
-    }
-
-    /// Whether watchers remain on the list of a dead, draining device
-    /// (record `ri`). If none remain, the drain is over: the slot and
-    /// record are freed if no handle names the device, the freed cause
-    /// going to `freed` (to be dropped outside the borrow).
-    #[inline]
-    fn drain_goes_on(&mut self, key: Key, ri: usize, freed: &mut Option<Kept>) -> bool {
-        match self.records.get_mut(ri) {
-            Some(record) if record.head != NIL => true,
-            Some(record) => {
-                record.draining = false;
-                *freed = self.free_if_unused(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Adds a link node: `watcher` watches `watched`. Both are live.
-    fn push_link(&mut self, watched: Key, watcher: Key) {
-        let Ok(idx) = self.push(watched, 0, Watch::Link(watcher)) else {
-            return;
-        };
-        if let Ok(record) = self.live(watcher) {
-            let old = std::mem::replace(&mut record.watching, idx);
-            self.nodes[idx as usize].wnext = old;
-            if old != NIL {
-                self.nodes[old as usize].wprev = idx;
-            }
-        }
-    }
-
-    /// Takes a link node off its watcher's `watching` list.
-    #[inline]
-    fn unhook_watching(&mut self, idx: u32) {
-        let node = &self.nodes[idx as usize];
-        let Watch::Link(watcher) = node.watch else {
-            return;
-        };
-        let (wprev, wnext) = (node.wprev, node.wnext);
-        if wprev != NIL {
-            self.nodes[wprev as usize].wnext = wnext;
-        } else if let Some(record) = self.record(watcher) {
-            if record.watching == idx {
-                record.watching = wnext;
-            }
-        }
-        if wnext != NIL {
-            self.nodes[wnext as usize].wprev = wprev;
-        }
-    }
-
-    /// Takes node `idx` off its owner's watcher list and out of the slab.
-    fn unhook_owner(&mut self, idx: u32) -> Node {
-        let node = self.nodes.remove(idx as usize);
-        if node.prev != NIL {
-            self.nodes[node.prev as usize].next = node.next;
-        }
-        if node.next != NIL {
-            self.nodes[node.next as usize].prev = node.prev;
-        }
-        // The owner may be dead and draining its list: keep it right too.
-        if let Some(record) = self.record(node.owner) {
-            if record.head == idx {
-                record.head = node.next;
-            }
-            if record.tail == idx {
-                record.tail = node.prev;
-            }
-        }
-        node
-    }
-
-    /// Unhooks node `idx` from both its lists (its owner is live, or dead
-    /// and draining); returns it, to be dropped outside the borrow.
-    fn unhook(&mut self, idx: u32) -> Node {
-        self.unhook_watching(idx);
-        self.unhook_owner(idx)
-    }
-
-    /// The first node of `key`'s list that is a link from `watcher`.
-    fn find_link(&mut self, key: Key, watcher: Key) -> Option<u32> {
-        let mut idx = self.live_record(key)?.head;
-        while idx != NIL {
-            let node = &self.nodes[idx as usize];
-            if matches!(node.watch, Watch::Link(w) if w == watcher) {
-                return Some(idx);
-            }
-            idx = node.next;
-        }
-        None
-    }
-
     /// Frees the slot (and record) of a dead device no handle names;
     /// returns the recorded cause (it may hold user values: drop it
     /// outside).
-    #[inline]
+    ///
+    /// Out of line: the rare end of [`release`] and of a drain; inlined
+    /// into `release`, it weighs on every handle dropped.
+    #[inline(never)]
     fn free_if_unused(&mut self, key: Key) -> Option<Kept> {
         let slot = self.slot(key)?;
         if slot.is_live() || slot.refs != 0 {
@@ -631,16 +439,24 @@ pub(crate) fn release(key: Key) {
     if key.slot == NIL {
         return;
     }
-    let cause = with(None, |r| {
-        let slot = r.slot(key)?;
-        debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
-        slot.refs = slot.refs.saturating_sub(1);
-        if slot.refs != 0 || slot.is_live() {
-            return None;
-        }
-        r.free_if_unused(key)
-    });
-    drop(cause);
+    // Written so that the common case (nothing freed) runs no drop glue
+    // of a cause: `with_else` holds no `None` to drop, and the `if let`
+    // drops only a cause that was freed.
+    let cause = with_else(
+        || None,
+        |r| {
+            let slot = r.slot(key)?;
+            debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
+            slot.refs = slot.refs.saturating_sub(1);
+            if slot.refs != 0 || slot.is_live() {
+                return None;
+            }
+            r.free_if_unused(key)
+        },
+    );
+    if let Some(cause) = cause {
+        drop(cause);
+    }
 }
 
 /// The device's controller: the installed one if an owner still holds
@@ -674,196 +490,6 @@ pub(crate) fn cause(key: Key) -> Option<Cause> {
     })
 }
 
-/// A monitor subscription, returned by `monitor` / `monitor_fwd`.
-///
-/// [`cancel`](MonitorRef::cancel) it to stop the [`Down`] from being
-/// delivered. Dropping a `MonitorRef` does **not** cancel the monitor.
-#[derive(Debug)]
-pub struct MonitorRef {
-    key: Key,
-    node: u32,
-    token: u64,
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl MonitorRef {
-    /// The device being monitored.
-    pub fn target(&self) -> DeviceId {
-        self.key.id
-    }
-
-    /// Cancels the monitor. Returns `true` if it was still registered: no
-    /// [`Down`] will ever be delivered through it, and its `Ret`/`Fwd` is
-    /// dropped (a `Ret`'s handler therefore sees `None`, as stakker's `Ret`
-    /// contract says). Returns `false` if the device had already died:
-    /// the `Down` was already sent and will arrive (it may still be on the
-    /// queue), or if it was freed unended (nothing was registered, nothing
-    /// will arrive).
-    ///
-    /// Cost: O(1).
-    pub fn cancel(self) -> bool {
-        let removed = with(None, |r| {
-            if !r.is_live(self.key) {
-                return None;
-            }
-            if self.node == FIRST {
-                let State::Live(first) = &mut r.slot(self.key)?.state else {
-                    return None;
-                };
-                if first.as_ref()?.token != self.token {
-                    return None;
-                }
-                let first = first.take()?;
-                r.inline -= 1;
-                return Some(first.watch);
-            }
-            let node = r.nodes.get(self.node as usize)?;
-            if node.owner != self.key || node.token != self.token {
-                return None;
-            }
-            Some(r.unhook(self.node).watch)
-        });
-        // Dropped outside the borrow: dropping a Ret runs its handler.
-        removed.is_some()
-    }
-}
-
-fn add_monitor(key: Key, watch: Watch) -> Result<MonitorRef, LinkError> {
-    let res = with_else(
-        || Err((Some(gone(key.id)), None)),
-        |r| {
-            let token = r.token();
-            match r.push_monitor(key, token, watch) {
-                Ok(node) => Ok(MonitorRef {
-                    key,
-                    node,
-                    token,
-                    _not_send: std::marker::PhantomData,
-                }),
-                Err(watch) => Err((r.refusal(key), Some(watch))),
-            }
-        },
-    );
-    res.or_else(|(err, watch)| match err {
-        // Freed unended: accepted, and the watcher dropped unfired at
-        // once, as every watcher it had was (nothing is registered).
-        None => {
-            drop(watch);
-            Ok(MonitorRef {
-                key,
-                node: NIL,
-                token: 0,
-                _not_send: std::marker::PhantomData,
-            })
-        }
-        Some(err) => {
-            if let (LinkError::DeviceDown { id, cause }, Some(watch)) = (&err, watch) {
-                deliver(
-                    watch,
-                    Down {
-                        id: *id,
-                        cause: cause.clone(),
-                    },
-                );
-            }
-            Err(err)
-        }
-    })
-}
-
-pub(crate) fn monitor(key: Key, ret: Ret<Down>) -> Result<MonitorRef, LinkError> {
-    add_monitor(key, Watch::Ret(ret))
-}
-
-pub(crate) fn monitor_fwd(key: Key, fwd: Fwd<Down>) -> Result<MonitorRef, LinkError> {
-    add_monitor(key, Watch::Fwd(fwd))
-}
-
-/// Monitors `key` for its owner (a supervisor, which holds a handle until
-/// it has handled the death): see [`OwnerDown`]. Never cancelled (token
-/// 0, which no `MonitorRef` holds); a device already dead gets its notice
-/// at once.
-pub(crate) fn watch_owner(key: Key, fwd: Fwd<OwnerDown>) {
-    // Handed back by the registry if the device is dead.
-    let mut watch = Some(Watch::Owner(fwd));
-    let dead = with_else(
-        || Some(gone(key.id)),
-        |r| match r.push_monitor(key, 0, watch.take()?) {
-            Ok(_) => None,
-            Err(back) => {
-                watch = Some(back);
-                r.refusal(key)
-            }
-        },
-    );
-    // A device freed unended (no error): the watcher is dropped unfired.
-    if let Some(LinkError::DeviceDown { id, cause }) = dead {
-        if let Some(watch) = watch {
-            deliver(watch, Down { id, cause });
-        }
-    }
-}
-
-/// `me` links to `other` with `mode` (see [`LinkMode`]). The watching
-/// side's controller must be held by the caller (an owner) or by a Line's
-/// device owner.
-pub(crate) fn link(me: Key, other: Key, mode: LinkMode) -> Result<(), LinkError> {
-    if me == other {
-        return Err(LinkError::SelfLink(me.id));
-    }
-    with_else(
-        || Err(gone(me.id)),
-        |r| {
-            // Check both first so a failed link changes nothing. A device
-            // freed unended accepts the link and links nothing: neither
-            // side could ever be told.
-            let mut unended = false;
-            for key in [me, other] {
-                if let Err(err) = r.live_index(key) {
-                    if !r.is_unended(key) {
-                        return Err(err);
-                    }
-                    unended = true;
-                }
-            }
-            if unended {
-                return Ok(());
-            }
-            let mut add = |watched: Key, watcher: Key| {
-                if r.find_link(watched, watcher).is_none() {
-                    r.push_link(watched, watcher);
-                }
-            };
-            if mode.watches() {
-                add(other, me);
-            }
-            if mode.notifies() {
-                add(me, other);
-            }
-            Ok(())
-        },
-    )
-}
-
-/// Removes the watch relations `mode` names between `me` and `other`.
-/// Idempotent; a no-op on dead devices.
-pub(crate) fn unlink(me: Key, other: Key, mode: LinkMode) {
-    with((), |r| {
-        let mut remove = |watched: Key, watcher: Key| {
-            if let Some(idx) = r.find_link(watched, watcher) {
-                // A link node holds no user value: dropping it here is fine.
-                r.unhook(idx);
-            }
-        };
-        if mode.watches() {
-            remove(other, me);
-        }
-        if mode.notifies() {
-            remove(me, other);
-        }
-    })
-}
-
 /// The controller of a live device, if an owner still holds one (none
 /// for a device freed unended: a request to it changes nothing).
 pub(crate) fn live_control(key: Key) -> Result<Option<Rc<dyn Control>>, LinkError> {
@@ -887,357 +513,6 @@ pub(crate) fn end(key: Key, cause: Cause) -> Result<(), LinkError> {
         control.end(cause);
     }
     Ok(())
-}
-
-fn deliver(watch: Watch, down: Down) {
-    match watch {
-        Watch::Ret(ret) => ret.ret(down),
-        Watch::Fwd(fwd) => fwd.fwd(down),
-        // The owner takes the cause from the slot (it holds a handle).
-        Watch::Owner(fwd) => fwd.fwd(OwnerDown { id: down.id }),
-        Watch::Link(watcher) => {
-            // No controller alive means no owner is left: the watcher is
-            // already ending with `Dropped`.
-            let Ok(Some(control)) = live_control(watcher) else {
-                return;
-            };
-            if let Some(trap) = control.trap() {
-                trap.fwd(down);
-            } else if down.cause.is_fault() {
-                control.end(Cause::cascade(down.id, down.cause));
-            }
-        }
-    }
-}
-
-/// [`deliver`] of a cause that may not be shared yet: as a `Cause` to a
-/// watcher that gets one.
-fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
-    match watch {
-        // No handle was left (the device's slot went): a stale
-        // incarnation for its owner, whose cause nobody can ask for.
-        Watch::Owner(fwd) => fwd.fwd(OwnerDown { id }),
-        watch => deliver(
-            watch,
-            Down {
-                id,
-                cause: cause.into_cause(),
-            },
-        ),
-    }
-}
-
-/// The device's actor terminated (`Some`), or its termination `Ret` was
-/// dropped unfired because stakker freed the actor without terminating it
-/// (`None`: the runtime was dropped; see [`unended`]). With
-/// [`died_in_drop`], the one place a device dies.
-pub(crate) fn died(key: Key, stop: Option<StopCause>) {
-    match stop {
-        Some(stop) => died_as(key, decode(stop)),
-        None => unended(key),
-    }
-}
-
-/// The device died with `cause`; a device no longer live (already dead,
-/// or freed unended) is left as it is.
-///
-/// A failure's error is shared (made the `Rc` of a [`Cause`]) only if a
-/// watcher or a handle other than the owner's can see it: a supervised
-/// child that fails costs no copy of its error.
-#[inline]
-pub(crate) fn died_as(key: Key, cause: Kept) {
-    // Marks the device dead and takes its inline watcher, in one borrow;
-    // a device with a record (more watchers, links, a controller) goes on
-    // in `drain`. `cause` is moved into the slot only when it stays there
-    // unshared for the owner.
-    let mut cause = Some(cause);
-    // The cause once shared (kept in the slot too).
-    let mut shared: Option<Cause> = None;
-    let first = with(Death::Gone, |r| {
-        let Registry {
-            slots,
-            live,
-            inline,
-            ..
-        } = r;
-        let Some(slot) = slots
-            .get_mut(key.slot as usize)
-            .filter(|slot| slot.id == key.id)
-        else {
-            return Death::Gone;
-        };
-        let (refs, record) = (slot.refs, slot.record);
-        let State::Live(first) = &mut slot.state else {
-            return Death::Gone;
-        };
-        let first = first.take().map(|first| first.watch);
-        *live -= 1;
-        if first.is_some() {
-            *inline -= 1;
-        }
-        if refs == 0 && record == NIL {
-            // Nobody is left to ask: the slot goes. It holds nothing now
-            // (`Live(None)`), so forgetting it skips dead drop code on
-            // the hottest path of all (create, drop, die).
-            let gone = slots.remove(key.slot as usize);
-            debug_assert!(matches!(gone.state, State::Live(None)));
-            std::mem::forget(gone);
-            return first.map_or(Death::Gone, Death::One);
-        }
-        let state = &mut slot.state;
-        match (record, first) {
-            // The owner is the only one to tell and holds a handle: the
-            // cause stays here as it is, for the owner to take when it
-            // drops that handle (`take_cause`).
-            (NIL, Some(Watch::Owner(fwd))) => {
-                *state = State::Dead(cause.take());
-                Death::Owner(fwd)
-            }
-            // Kept, shared, for the handles (and the record) left to ask.
-            (record, first) => {
-                shared = cause.take().map(Kept::into_cause);
-                *state = State::Dead(shared.clone().map(Kept::Cause));
-                match record {
-                    // No list: the inline watcher, if any, is the only one
-                    // to tell.
-                    NIL => first.map_or(Death::Gone, Death::One),
-                    record => Death::Record(record as usize, first),
-                }
-            }
-        }
-    });
-    // The only watcher is told directly: nothing to hold back if its
-    // (raw) handler panics. Otherwise (nobody to tell) the cause is
-    // dropped here, outside the borrow. The cause is in `shared` once the
-    // slot keeps it too, else still in `cause` (the slot went), or in the
-    // slot for the owner (`Death::Owner`).
-    let id = key.id;
-    match first {
-        Death::Owner(fwd) => fwd.fwd(OwnerDown { id }),
-        Death::One(w) => match (shared, cause) {
-            (Some(cause), _) => deliver(w, Down { id, cause }),
-            (None, Some(cause)) => deliver_kept(w, id, cause),
-            (None, None) => {}
-        },
-        Death::Record(ri, first) => {
-            if shared.is_some() {
-                drain(key, ri, first, shared);
-            }
-        }
-        Death::Gone => {}
-    }
-}
-
-/// Stakker freed the device's actor without ending it: its termination
-/// `Ret` was dropped unfired, because the runtime was dropped (or, for a
-/// task device, its executor). Nothing can run any more, so nothing is
-/// invented: the device never died. Its watchers are dropped unfired (a
-/// `Ret` handler sees `None`), its links go, and as long as a handle
-/// names it every question gets that one answer: alive, no cause; a new
-/// monitor is accepted and dropped unfired, a link, trap or request
-/// accepted and changes nothing. A device no longer live is left as it
-/// is.
-#[cold]
-pub(crate) fn unended(key: Key) {
-    let found = with(None, |r| {
-        let Registry {
-            slots,
-            live,
-            inline,
-            ..
-        } = r;
-        let slot = slots
-            .get_mut(key.slot as usize)
-            .filter(|slot| slot.id == key.id)?;
-        let State::Live(first) = &mut slot.state else {
-            return None;
-        };
-        let first = first.take().map(|first| first.watch);
-        slot.state = State::Unended;
-        *live -= 1;
-        if first.is_some() {
-            *inline -= 1;
-        }
-        let record = slot.record;
-        if slot.refs == 0 && record == NIL {
-            slots.remove(key.slot as usize);
-        }
-        Some((record, first))
-    });
-    let Some((record, first)) = found else {
-        return;
-    };
-    if record == NIL {
-        drop(first);
-    } else {
-        drain(key, record as usize, first, None);
-    }
-}
-
-/// A panic unwound out of stakker's termination of the actor with
-/// identity `actor` (see [`ident`]), which the caller found a zombie: the
-/// `Drop` of its state (user code) panicked after stakker made it a
-/// zombie and before it fired the termination `Ret`. If that actor is a
-/// device still live, the interrupted death completes here with
-/// `Cause::Panic` (its watchers are told, its linked watchers cascaded);
-/// its termination `Ret`, fired or dropped later, finds it dead and
-/// changes nothing. Otherwise the panic is handed back, to be resumed.
-///
-/// Cost: a scan of the thread's device slots (a panic is rare).
-#[cold]
-pub(crate) fn died_in_drop(
-    actor: usize,
-    payload: Box<dyn Any + Send>,
-) -> Result<(), Box<dyn Any + Send>> {
-    let key = with(None, |r| {
-        r.slots
-            .iter()
-            .find(|(_, slot)| slot.actor == actor && slot.is_live())
-            .map(|(i, slot)| Key {
-                slot: index(i),
-                id: slot.id,
-            })
-    });
-    let Some(key) = key else {
-        return Err(payload);
-    };
-    let cause = super::Ending(Cause::Panic(crate::guard::panic_message(payload)));
-    died(key, Some(StopCause::Failed(Box::new(cause))));
-    Ok(())
-}
-
-/// The cause of a dead device, for its owner (the supervisor told by an
-/// [`OwnerDown`]), which is about to drop its handle `key`:
-/// a shared copy while another handle or a record can ask for it; else it
-/// is moved out and the slot is freed at once, and `key` is detached (its
-/// release has nothing left to do). `None` if the device is not dead (or
-/// its slot is gone).
-pub(crate) fn take_cause(key: &mut Key) -> Option<Kept> {
-    let (kept, freed) = with((None, false), |r| {
-        let Some(slot) = r.slot(*key) else {
-            return (None, false);
-        };
-        let alone = slot.refs == 1 && slot.record == NIL;
-        let State::Dead(kept) = &mut slot.state else {
-            return (None, false);
-        };
-        if !alone {
-            return (kept.as_mut().map(|c| Kept::Cause(c.share())), false);
-        }
-        let kept = kept.take();
-        // Holds nothing now (`Dead(None)`, no record).
-        r.slots.remove(key.slot as usize);
-        (kept, true)
-    });
-    if freed {
-        key.slot = NIL;
-    }
-    kept
-}
-
-/// What the first step of a death found.
-enum Death {
-    /// Nobody to tell (or the device was already dead).
-    Gone,
-    /// Only the inline watcher to tell.
-    One(Watch),
-    /// Only the owner to tell; the cause stays in the slot for it.
-    Owner(Fwd<OwnerDown>),
-    /// A record (index) to drain, after the inline watcher if any.
-    Record(usize, Option<Watch>),
-}
-
-/// The rest of a death for a device with a record (index `ri`): its links
-/// come off the devices it watched, then its watchers are told, `first`
-/// (the inline one) first.
-///
-/// With no `cause` (the device was freed unended), the watchers are
-/// dropped unfired instead of told.
-fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Option<Cause>) {
-    // What the borrows hand out, written in place (no large values are
-    // returned through the closures).
-    let mut control: Option<Weak<dyn Control>> = None;
-    let mut watch = first;
-    let mut freed: Option<Kept> = None;
-    let mut more = false;
-    with((), |r| {
-        let Some(rec) = r.records.get_mut(ri) else {
-            return;
-        };
-        rec.draining = true;
-        control = rec.control.take();
-        let mut watching = std::mem::replace(&mut rec.watching, NIL);
-        // This device no longer watches anyone: take its link nodes off
-        // the lists of the (live) devices it watched. They hold no user
-        // value.
-        while watching != NIL {
-            let next = r.nodes[watching as usize].wnext;
-            r.unhook_owner(watching);
-            watching = next;
-        }
-        if watch.is_none() {
-            watch = r.pop_watcher(ri);
-        }
-        more = r.drain_goes_on(key, ri, &mut freed);
-    });
-    if freed.is_some() {
-        drop(freed.take());
-    }
-    // Tell the watchers one by one, outside the borrow, taking each from
-    // the head of the dead device's list: user code runs between them and
-    // may end other devices, which take their own nodes off this list
-    // (nothing is added to a dead device's list, and its record stays
-    // while it drains). A panic in an unguarded (raw) handler is held
-    // until every watcher has had its Down, then resumed.
-    let mut panic = None;
-    while let Some(w) = watch.take() {
-        // The last watcher gets the cause itself, the others a copy.
-        let cause = if more { cause.clone() } else { cause.take() };
-        let outcome = match cause {
-            Some(cause) => {
-                let down = Down { id: key.id, cause };
-                catch_unwind(AssertUnwindSafe(|| deliver(w, down)))
-            }
-            // Freed unended: nothing can be delivered, and the watcher is
-            // dropped unfired (a Ret handler sees None).
-            None => catch_unwind(AssertUnwindSafe(|| drop(w))),
-        };
-        if let Err(p) = outcome {
-            panic.get_or_insert(p);
-        }
-        if !more {
-            break;
-        }
-        more = with(false, |r| {
-            watch = r.pop_watcher(ri);
-            r.drain_goes_on(key, ri, &mut freed)
-        });
-        if freed.is_some() {
-            drop(freed.take());
-        }
-    }
-    drop(control);
-    if let Some(p) = panic {
-        resume_unwind(p);
-    }
-}
-
-/// Turns stakker's cause into ours (a failure's error stays in its box
-/// until someone needs a `Cause`: see [`Kept`]). Causes the device layer itself
-/// produced (panic, cascade, shutdown, kill) travel through
-/// `StopCause::Failed` as an [`Ending`](super::Ending) and come back out
-/// unchanged.
-fn decode(stop: StopCause) -> Kept {
-    match stop {
-        StopCause::Stopped => Kept::Cause(Cause::Stopped),
-        StopCause::Failed(e) => match e.downcast::<super::Ending>() {
-            Ok(ending) => Kept::Cause(ending.0),
-            Err(e) => Kept::Error(e),
-        },
-        StopCause::Killed(e) => Kept::Killed(e),
-        StopCause::Dropped => Kept::Cause(Cause::Dropped),
-        StopCause::Lost => Kept::Cause(Cause::Lost),
-    }
 }
 
 /// What the calling thread's device registry holds: for diagnostics,

@@ -1,0 +1,349 @@
+//! The death path: how a device's death reaches its watchers, and what
+//! is left of the device afterwards.
+//!
+//! Stakker fires the device's termination `Ret` ([`died`]; the cause is
+//! decoded as `ending.rs` describes), or drops it unfired when it frees
+//! the actor unended ([`unended`]); a panic in the `Drop` of the actor's
+//! state completes an interrupted death ([`died_in_drop`]). A task device
+//! dies through [`died_as`] directly. A device dies once: whatever comes
+//! later finds it no longer live and changes nothing.
+//!
+//! [`died_as`] marks the slot dead in one borrow and goes one of three
+//! ways, the cheapest that serves:
+//! - **one watcher**, inline in the slot (the common case): it gets its
+//!   `Down` directly;
+//! - **the owner-watcher alone**, its owner holding a handle: it gets an
+//!   [`OwnerDown`] and the cause stays in the slot, unshared, for the
+//!   owner to take with its handle ([`take_cause`]; see
+//!   [`device::owner`](crate::device::owner));
+//! - **a record** (more watchers, links, a controller): [`drain`] takes
+//!   the device's links off the devices it watched, then tells its
+//!   watchers one by one, outside the borrow, holding back a panic of a
+//!   raw handler until every watcher has had its `Down`.
+//!
+//! The cause is kept in the slot while a handle or the record can still
+//! ask for it, and the slot is freed when neither is left.
+
+use super::watchers::{deliver, deliver_kept, Watch};
+use super::{index, with, Control, Key, Registry, State, NIL};
+use crate::cause::{Cause, Down};
+use crate::device::ending::{decode, Ending, Kept};
+use crate::device::owner::OwnerDown;
+use stakker::{Fwd, StopCause};
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::rc::Weak;
+
+/// The device's actor terminated (`Some`), or its termination `Ret` was
+/// dropped unfired because stakker freed the actor without terminating it
+/// (`None`: the runtime was dropped; see [`unended`]). With
+/// [`died_in_drop`], the one place a device dies.
+pub(crate) fn died(key: Key, stop: Option<StopCause>) {
+    match stop {
+        Some(stop) => died_as(key, decode(stop)),
+        None => unended(key),
+    }
+}
+
+/// The device died with `cause`; a device no longer live (already dead,
+/// or freed unended) is left as it is.
+///
+/// A failure's error is shared (made the `Rc` of a [`Cause`]) only if a
+/// watcher or a handle other than the owner's can see it: a supervised
+/// child that fails costs no copy of its error.
+#[inline]
+pub(crate) fn died_as(key: Key, cause: Kept) {
+    // Marks the device dead and takes its inline watcher, in one borrow;
+    // a device with a record (more watchers, links, a controller) goes on
+    // in `drain`. `cause` is moved into the slot only when it stays there
+    // unshared for the owner.
+    let mut cause = Some(cause);
+    // The cause once shared (kept in the slot too).
+    let mut shared: Option<Cause> = None;
+    let first = with(Death::Gone, |r| {
+        let Registry {
+            slots,
+            live,
+            inline,
+            ..
+        } = r;
+        let Some(slot) = slots
+            .get_mut(key.slot as usize)
+            .filter(|slot| slot.id == key.id)
+        else {
+            return Death::Gone;
+        };
+        let (refs, record) = (slot.refs, slot.record);
+        let State::Live(first) = &mut slot.state else {
+            return Death::Gone;
+        };
+        let first = first.take().map(|first| first.watch);
+        *live -= 1;
+        if first.is_some() {
+            *inline -= 1;
+        }
+        if refs == 0 && record == NIL {
+            // Nobody is left to ask: the slot goes. It holds nothing now
+            // (`Live(None)`), so forgetting it skips dead drop code on
+            // the hottest path of all (create, drop, die).
+            let gone = slots.remove(key.slot as usize);
+            debug_assert!(matches!(gone.state, State::Live(None)));
+            std::mem::forget(gone);
+            return first.map_or(Death::Gone, Death::One);
+        }
+        let state = &mut slot.state;
+        match (record, first) {
+            // The owner is the only one to tell and holds a handle: the
+            // cause stays here as it is, for the owner to take when it
+            // drops that handle (`take_cause`).
+            (NIL, Some(Watch::Owner(fwd))) => {
+                *state = State::Dead(cause.take());
+                Death::Owner(fwd)
+            }
+            // Kept, shared, for the handles (and the record) left to ask.
+            (record, first) => {
+                shared = cause.take().map(Kept::into_cause);
+                *state = State::Dead(shared.clone().map(Kept::Cause));
+                match record {
+                    // No list: the inline watcher, if any, is the only one
+                    // to tell.
+                    NIL => first.map_or(Death::Gone, Death::One),
+                    record => Death::Record(record as usize, first),
+                }
+            }
+        }
+    });
+    // The only watcher is told directly: nothing to hold back if its
+    // (raw) handler panics. Otherwise (nobody to tell) the cause is
+    // dropped here, outside the borrow. The cause is in `shared` once the
+    // slot keeps it too, else still in `cause` (the slot went), or in the
+    // slot for the owner (`Death::Owner`).
+    let id = key.id;
+    match first {
+        Death::Owner(fwd) => fwd.fwd(OwnerDown { id }),
+        Death::One(w) => match (shared, cause) {
+            (Some(cause), _) => deliver(w, Down { id, cause }),
+            (None, Some(cause)) => deliver_kept(w, id, cause),
+            (None, None) => {}
+        },
+        Death::Record(ri, first) => {
+            if shared.is_some() {
+                drain(key, ri, first, shared);
+            }
+        }
+        Death::Gone => {}
+    }
+}
+
+/// Stakker freed the device's actor without ending it: its termination
+/// `Ret` was dropped unfired, because the runtime was dropped (or, for a
+/// task device, its executor). Nothing can run any more, so nothing is
+/// invented: the device never died. Its watchers are dropped unfired (a
+/// `Ret` handler sees `None`), its links go, and as long as a handle
+/// names it every question gets that one answer: alive, no cause; a new
+/// monitor is accepted and dropped unfired, a link, trap or request
+/// accepted and changes nothing. A device no longer live is left as it
+/// is.
+#[cold]
+pub(crate) fn unended(key: Key) {
+    let found = with(None, |r| {
+        let Registry {
+            slots,
+            live,
+            inline,
+            ..
+        } = r;
+        let slot = slots
+            .get_mut(key.slot as usize)
+            .filter(|slot| slot.id == key.id)?;
+        let State::Live(first) = &mut slot.state else {
+            return None;
+        };
+        let first = first.take().map(|first| first.watch);
+        slot.state = State::Unended;
+        *live -= 1;
+        if first.is_some() {
+            *inline -= 1;
+        }
+        let record = slot.record;
+        if slot.refs == 0 && record == NIL {
+            slots.remove(key.slot as usize);
+        }
+        Some((record, first))
+    });
+    let Some((record, first)) = found else {
+        return;
+    };
+    if record == NIL {
+        drop(first);
+    } else {
+        drain(key, record as usize, first, None);
+    }
+}
+
+/// A panic unwound out of stakker's termination of the actor with
+/// identity `actor` (see [`ident`](super::ident)), which the caller found a zombie: the
+/// `Drop` of its state (user code) panicked after stakker made it a
+/// zombie and before it fired the termination `Ret`. If that actor is a
+/// device still live, the interrupted death completes here with
+/// `Cause::Panic` (its watchers are told, its linked watchers cascaded);
+/// its termination `Ret`, fired or dropped later, finds it dead and
+/// changes nothing. Otherwise the panic is handed back, to be resumed.
+///
+/// Cost: a scan of the thread's device slots (a panic is rare).
+#[cold]
+pub(crate) fn died_in_drop(
+    actor: usize,
+    payload: Box<dyn Any + Send>,
+) -> Result<(), Box<dyn Any + Send>> {
+    let key = with(None, |r| {
+        r.slots
+            .iter()
+            .find(|(_, slot)| slot.actor == actor && slot.is_live())
+            .map(|(i, slot)| Key {
+                slot: index(i),
+                id: slot.id,
+            })
+    });
+    let Some(key) = key else {
+        return Err(payload);
+    };
+    let cause = Ending(Cause::Panic(crate::guard::panic_message(payload)));
+    died(key, Some(StopCause::Failed(Box::new(cause))));
+    Ok(())
+}
+
+/// The cause of a dead device, for its owner-watcher (told by an
+/// [`OwnerDown`]; see [`device::owner`](crate::device::owner)), which is
+/// about to drop its handle `key`: a shared copy while another handle or
+/// a record can ask for it; else it is moved out and the slot is freed at
+/// once, and `key` is detached (its release has nothing left to do).
+/// `None` if the device is not dead (or its slot is gone).
+pub(crate) fn take_cause(key: &mut Key) -> Option<Kept> {
+    let (kept, freed) = with((None, false), |r| {
+        let Some(slot) = r.slot(*key) else {
+            return (None, false);
+        };
+        let alone = slot.refs == 1 && slot.record == NIL;
+        let State::Dead(kept) = &mut slot.state else {
+            return (None, false);
+        };
+        if !alone {
+            return (kept.as_mut().map(|c| Kept::Cause(c.share())), false);
+        }
+        let kept = kept.take();
+        // Holds nothing now (`Dead(None)`, no record).
+        r.slots.remove(key.slot as usize);
+        (kept, true)
+    });
+    if freed {
+        key.slot = NIL;
+    }
+    kept
+}
+
+/// What the first step of a death found.
+enum Death {
+    /// Nobody to tell (or the device was already dead).
+    Gone,
+    /// Only the inline watcher to tell.
+    One(Watch),
+    /// Only the owner to tell; the cause stays in the slot for it.
+    Owner(Fwd<OwnerDown>),
+    /// A record (index) to drain, after the inline watcher if any.
+    Record(usize, Option<Watch>),
+}
+
+/// The rest of a death for a device with a record (index `ri`): its links
+/// come off the devices it watched, then its watchers are told, `first`
+/// (the inline one) first.
+///
+/// With no `cause` (the device was freed unended), the watchers are
+/// dropped unfired instead of told.
+fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Option<Cause>) {
+    // What the borrows hand out, written in place (no large values are
+    // returned through the closures).
+    let mut control: Option<Weak<dyn Control>> = None;
+    let mut watch = first;
+    let mut freed: Option<Kept> = None;
+    let mut more = false;
+    with((), |r| {
+        let Some(rec) = r.records.get_mut(ri) else {
+            return;
+        };
+        rec.draining = true;
+        control = rec.control.take();
+        let mut watching = std::mem::replace(&mut rec.watching, NIL);
+        // This device no longer watches anyone: take its link nodes off
+        // the lists of the (live) devices it watched. They hold no user
+        // value.
+        while watching != NIL {
+            let next = r.nodes[watching as usize].wnext;
+            r.unhook_owner(watching);
+            watching = next;
+        }
+        if watch.is_none() {
+            watch = r.pop_watcher(ri);
+        }
+        more = r.drain_goes_on(key, ri, &mut freed);
+    });
+    if freed.is_some() {
+        drop(freed.take());
+    }
+    // Tell the watchers one by one, outside the borrow, taking each from
+    // the head of the dead device's list: user code runs between them and
+    // may end other devices, which take their own nodes off this list
+    // (nothing is added to a dead device's list, and its record stays
+    // while it drains). A panic in an unguarded (raw) handler is held
+    // until every watcher has had its Down, then resumed.
+    let mut panic = None;
+    while let Some(w) = watch.take() {
+        // The last watcher gets the cause itself, the others a copy.
+        let cause = if more { cause.clone() } else { cause.take() };
+        let outcome = match cause {
+            Some(cause) => {
+                let down = Down { id: key.id, cause };
+                catch_unwind(AssertUnwindSafe(|| deliver(w, down)))
+            }
+            // Freed unended: nothing can be delivered, and the watcher is
+            // dropped unfired (a Ret handler sees None).
+            None => catch_unwind(AssertUnwindSafe(|| drop(w))),
+        };
+        if let Err(p) = outcome {
+            panic.get_or_insert(p);
+        }
+        if !more {
+            break;
+        }
+        more = with(false, |r| {
+            watch = r.pop_watcher(ri);
+            r.drain_goes_on(key, ri, &mut freed)
+        });
+        if freed.is_some() {
+            drop(freed.take());
+        }
+    }
+    drop(control);
+    if let Some(p) = panic {
+        resume_unwind(p);
+    }
+}
+
+impl Registry {
+    /// Whether watchers remain on the list of a dead, draining device
+    /// (record `ri`). If none remain, the drain is over: the slot and
+    /// record are freed if no handle names the device, the freed cause
+    /// going to `freed` (to be dropped outside the borrow).
+    #[inline]
+    fn drain_goes_on(&mut self, key: Key, ri: usize, freed: &mut Option<Kept>) -> bool {
+        match self.records.get_mut(ri) {
+            Some(record) if record.head != NIL => true,
+            Some(record) => {
+                record.draining = false;
+                *freed = self.free_if_unused(key);
+                false
+            }
+            None => false,
+        }
+    }
+}

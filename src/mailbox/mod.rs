@@ -1,0 +1,144 @@
+//! Reliable bounded mailboxes: a queue owned outside the actor, so that
+//! messages not yet handled survive the consumer's crash and go to the
+//! next incarnation.
+//!
+//! A [`Mailbox<M>`] is a bounded FIFO of messages with one consumer at a
+//! time: an actor [attached](Mailbox::attach) with a handler
+//! `FnMut(&mut A, &mut Cx<'_, A>, M)`. Senders push with
+//! [`try_send`](Mailbox::try_send) (never waits) or
+//! [`send(msg).await`](Mailbox::send) (waits for space). The mailbox
+//! hands messages to the consumer one at a time, in send order, from the
+//! stakker queue.
+//!
+//! ```
+//! use stakplane::mailbox::{Mailbox, Overflow, SendError};
+//! use stakplane::prelude::*;
+//! use std::time::Instant;
+//!
+//! struct Summer { sum: u64 }
+//! impl Summer {
+//!     fn init(_: CX![]) -> Option<Self> { Some(Summer { sum: 0 }) }
+//! }
+//!
+//! let now = Instant::now();
+//! let mut s = Stakker::new(now);
+//! let mb: Mailbox<u64> = Mailbox::new(2, Overflow::Reject);
+//! assert!(mb.try_send(1).is_ok());
+//! assert!(mb.try_send(2).is_ok());
+//! // Full: the message comes back to the sender.
+//! assert!(matches!(mb.try_send(3), Err(SendError::Full(3))));
+//!
+//! let summer = device!(s, Summer::init());
+//! mb.attach(&mut s, &summer, |this: &mut Summer, _, n| this.sum += n);
+//! s.run(now, false);
+//! assert_eq!(summer.query(&mut s, |this, _| this.sum), Some(3));
+//! assert!(mb.is_empty());
+//! ```
+//!
+//! ## Semantics
+//!
+//! - **Bounded.** At most [`capacity`](Mailbox::capacity) messages are
+//!   held, counting the one in the consumer's hands: a slot frees when its
+//!   message has been handled (or dropped), not when it is handed over.
+//! - **Overflow is explicit** ([`Overflow`]): `Reject` returns the message
+//!   to the sender ([`SendError::Full`]); `DropOldest` evicts the oldest
+//!   queued message, `DropNewest` drops the incoming one. A dropped message
+//!   goes to the dead-letter [`Fwd`](stakker::Fwd) if one is set
+//!   ([`dead_letters`](Mailbox::dead_letters)) and is counted in
+//!   [`stats`](Mailbox::stats) either way: never silently.
+//! - **One consumer, one message at a time.** A message is handed over with
+//!   [`Actor::query`](stakker::Actor::query) under
+//!   [`catch_unwind`](std::panic::catch_unwind). A consumer that is not Ready
+//!   yet (just created, still in Prep) is waited for: delivery starts when
+//!   it becomes Ready. A consumer that died (stopped, failed, killed) loses
+//!   nothing: the message stays at the front and the mailbox detaches it;
+//!   the next [`attach`](Mailbox::attach) (the next incarnation) resumes
+//!   from the front.
+//! - **Crash mid-message** (the handler panics): the consumer fails with
+//!   [`Cause::Panic`](crate::Cause::Panic) like any guarded code, the
+//!   mailbox detaches it, and the message in hand follows the crash policy
+//!   ([`OnCrash`]): discarded, dead-lettered ([`Dropped::Crashed`]) or put
+//!   back at the front and redelivered once (a second crash dead-letters
+//!   it).
+//! - **Fairness.** Delivery runs in batches of at most [`BATCH`] messages,
+//!   then re-queues itself behind whatever else is on the stakker queue.
+//!   Waiting senders ([`send`](Mailbox::send)) get freed slots in the
+//!   order they started waiting; `try_send` never takes a slot promised to
+//!   a waiting sender.
+//! - **Re-entrancy.** A handler (or a dead-letter `Fwd`) may call any
+//!   method of its own mailbox: send to it, attach, detach, close. The
+//!   mailbox never holds a borrow across user code.
+//!
+//! ## Costs
+//!
+//! A mailbox is one `Rc` allocation plus its `VecDeque`, which grows on
+//! demand up to `capacity` and never shrinks; after that, sending and
+//! delivering allocate nothing. A send is a `RefCell` borrow and a push;
+//! the first send into an idle mailbox queues one delivery closure on the
+//! stakker queue (no allocation: stakker stores it inline). A delivery is
+//! a pop, an `Actor::query` and the handler call. The redelivering and
+//! dead-lettering policies add one `M::clone` per message (the copy kept
+//! in case of a crash). Waiting senders cost a slab entry each.
+//!
+//! ## The message in hand at a crash
+//!
+//! The handler takes the message by value, so after a panic it is gone
+//! (dropped while unwinding). To dead-letter or redeliver it the mailbox
+//! must keep a copy made before the hand-over, which needs `M: Clone`:
+//! [`Mailbox::dead_lettering`] and [`Mailbox::redelivering`]. With
+//! [`Mailbox::new`] (`M` need not be `Clone`, e.g. a boxed closure) the
+//! message in hand is lost with the crashed handler; it is counted in
+//! [`MailboxStats::dropped_crashed`], but no dead letter can carry it.
+//!
+//! The first end wins, as for any guarded code: a handler that called
+//! `stop!`/`fail!` and then panicked ends with that cause, and the
+//! message still counts as crashed on.
+//!
+//! ## Panics
+//!
+//! No mailbox method panics on any input. The dead-letter `Fwd` is user
+//! code run unguarded (as any raw stakker `Fwd`): a panic in it unwinds
+//! out of the method that dropped the message (or out of `Stakker::run`
+//! for a delivery run, after which stakker refuses to run again); the
+//! mailbox's counters and flags stay consistent. Polling a
+//! [`SendFuture`] again after it completed panics, as for most futures.
+//!
+//! ## Dropping the mailbox
+//!
+//! The queue lives while any [`Mailbox`] handle or a pending delivery
+//! holds it. Messages still queued when the last holder goes go to the
+//! dead-letter `Fwd` (as [`Dropped::Closed`]), as with
+//! [`close`](Mailbox::close); with no `Fwd` set they are dropped with the
+//! queue (nobody is left to count them).
+//!
+//! ## Map
+//!
+//! | file | concept | public items |
+//! |---|---|---|
+//! | `mod.rs` | these rules | [`BATCH`] |
+//! | `queue.rs` | the bounded queue the handles share: construction, counters, close, taking messages out, the last handle's drop | [`Mailbox`], [`MailboxStats`], [`MailboxError`] |
+//! | `overflow.rs` | what a send does when the mailbox is full, and the send that never waits | [`Overflow`], [`SendError`], [`Mailbox::try_send`] |
+//! | `delivery.rs` | the hand-over to the consumer, the message in hand at a crash, dead letters | [`Mailbox::attach`], [`Mailbox::detach`], [`Mailbox::dead_letters`], [`OnCrash`], [`DeadLetter`], [`Dropped`] |
+//! | `send.rs` | the send that waits for space, and the senders waiting in line | [`Mailbox::send`], [`SendFuture`] |
+
+mod delivery;
+mod overflow;
+mod queue;
+mod send;
+
+pub use delivery::{DeadLetter, Dropped, OnCrash};
+pub use overflow::{Overflow, SendError};
+pub use queue::{Mailbox, MailboxError, MailboxStats};
+pub use send::SendFuture;
+
+use std::cell::Cell;
+
+/// The most messages one delivery run hands to the consumer before it
+/// re-queues itself behind the rest of the stakker queue.
+pub const BATCH: usize = 128;
+
+/// Counts one more.
+#[inline]
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
