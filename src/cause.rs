@@ -341,10 +341,6 @@ impl fmt::Display for Down {
     }
 }
 
-// Their old home; the device layer has them now.
-pub(crate) use crate::device::ending::Kept;
-pub(crate) use crate::device::owner::OwnerDown;
-
 /// How two devices are linked, seen from the device that makes the link
 /// (`me.link(&other, mode)`), with async-backplane's meaning.
 ///

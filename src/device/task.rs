@@ -4,7 +4,8 @@
 
 use super::registry::{self, Control, Key};
 use super::{sealed, DeviceOwn, DeviceRef, Line};
-use crate::cause::{Cause, DeviceId, Down, Kept};
+use crate::cause::{Cause, DeviceId, Down};
+use crate::device::ending::Kept;
 use stakker::{Core, Deferrer, Fwd};
 use stakplane_async::{AbortHandle, CauseOf, FailCause, JoinError};
 use std::cell::RefCell;

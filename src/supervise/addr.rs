@@ -2,7 +2,8 @@
 //! incarnation.
 
 use super::error::{AddrError, SuperviseError};
-use crate::cause::{DeviceId, Kept};
+use crate::cause::DeviceId;
+use crate::device::ending::Kept;
 use crate::device::{DeviceOwn, DeviceRef, Line};
 use crate::guard;
 use crate::mailbox::{DeadLetter, Mailbox, MailboxStats, Overflow, SendError};
