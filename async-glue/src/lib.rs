@@ -10,6 +10,7 @@
 //! | an actor method replying through a `Ret<R>` | `.await` the reply | [`ask!`] |
 //! | a `Ret<T>` to hand out | a `Future` of the value | [`ret_to_future`] (push), [`future_pull`] (pull) |
 //! | an actor pushing items into a `Fwd` | a `Stream` | [`fwd_to_stream`] (bounded, with refill requests) |
+//! | an actor or task producing items, with backpressure | a `Stream` | [`channel`] (bounded; [`Sender::try_send`] + [`Sender::notify_room`], or [`Sender::send`]`.await`) |
 //! | a `Stream` | items pushed into a `Fwd` | [`stream_to_fwd`] |
 //! | a delay in async code | a timer on stakker time | [`sleep`], [`timeout`], [`interval`] |
 //!
@@ -96,6 +97,7 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod channel;
 mod exec;
 mod fail;
 #[cfg(feature = "futures")]
@@ -108,6 +110,9 @@ mod time;
 #[allow(unsafe_code)] // the one `unsafe` block, `Waker::from_raw`, argued there
 mod waker;
 
+pub use channel::{
+    channel, Receiver, ReceiverOrDrop, Recv, SendError, SendFuture, Sender, TrySendError,
+};
 pub use exec::{
     enable_remote_wakes, install_poll_waker, panic_message, shutdown, spawn, spawn_local,
     spawn_ret, spawner, try_spawn_local, try_spawner, AbortHandle, JoinError, JoinHandle,
