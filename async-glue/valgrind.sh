@@ -36,6 +36,10 @@ if [ "${#bins[@]}" -eq 0 ]; then
     exit 2
 fi
 
+# Property tests run fewer cases here (memory errors show in any case
+# that reaches them; `cargo test` runs the full count).
+export PROPTEST_CASES=128
+
 status=0
 for bin in "${bins[@]}"; do
     echo "== valgrind $(basename "$bin")"

@@ -1179,8 +1179,10 @@ impl Case {
 }
 
 proptest! {
+    // 2,048 cases, or PROPTEST_CASES (valgrind.sh runs fewer: under
+    // memcheck each case costs ~20x).
     #![proptest_config(ProptestConfig {
-        cases: 2048,
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2048),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
