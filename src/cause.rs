@@ -2,16 +2,35 @@
 //! [`Cause`], [`Down`], plus the link vocabulary [`LinkMode`] and
 //! [`LinkError`].
 //!
-//! ## Cascade chains of any length
+//! ## Rules
 //!
-//! A cascade carries the cause of the device before it, so a chain of `n`
-//! linked devices is a cause nested `n` deep. Nothing about a cause
-//! recurses on that depth: [`Cause::origin`] and [`Cause::root`] walk it,
-//! `Display` and `Debug` write it in one loop — a chain longer than
-//! [`SHOWN_LINKS`] links shows its first links, `… N more links …`, and its
-//! last link with the root cause — and dropping the last reference to a
-//! chain unlinks it one link at a time ([`CascadeCause`]). A chain of a
-//! million links is formatted and dropped on a 2 MB thread.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **6. Each way to die has exactly one cause**, written here with its `Display` in quotes:
+//!
+//! | how | cause | fault? |
+//! |---|---|---|
+//! | `stop!(cx)` | `Stopped` — "stopped" | no |
+//! | `shutdown(by)` | `Shutdown { by }` — "shut down on request" / "… at the request of #n" | no |
+//! | `fail!(cx, e)` | `Error(e)` — "failed: e" | yes |
+//! | panic in guarded code | `Panic(msg)` — "panicked: msg" | yes |
+//! | `kill(reason)` | `Killed(reason)` — "killed: reason" | yes |
+//! | last `DeviceOwn` dropped | `Dropped` | yes |
+//! | linked device faulted, no trap | `Cascade { from, cause }` | yes |
+//! | (cluster only) | `Lost` | yes |
+//!
+//! **16. A cascade chain names the origin**: `cause.origin()` is the first
+//! device that faulted by itself, `cause.root()` its cause, and each link
+//! of the chain names the device before it.
+//!
+//! **16a. A cascade chain of any length is formatted, delivered and dropped
+//! without recursion**: `origin`, `root`, `chain_len`, `Display` and
+//! `Debug` walk the chain in a loop, and dropping the last reference to
+//! a chain (`CascadeCause`) unlinks it one link at a time. Up to
+//! `cause::SHOWN_LINKS` (8) links are written out in full; a longer chain
+//! shows its first 7 links, `… N more links …`, then its last link and
+//! the root cause. A chain of 1,000,000 linked devices is run on a 2 MB
+//! thread.
 
 use std::error::Error;
 use std::fmt;

@@ -31,37 +31,44 @@
 //! assert!(stats.workers.iter().all(|w| w.msgs_in == 2)); // round-robin
 //! ```
 //!
-//! ## Semantics
+//! ## Rules
 //!
-//! - **Workers** are dynamic children of a `simple_one_for_one`
-//!   [`Supervisor`] (permanent, restarted after any end, within the
-//!   group's restart intensity). Each worker has a mailbox that outlives
-//!   its incarnations: messages not yet handled when a worker crashes go
-//!   to its next incarnation (the message in hand follows the mailbox's
-//!   [`OnCrash`] policy). The same holds when the group's supervisor
-//!   itself is restarted by a parent (see [`Group::child_spec`]).
-//! - **Dispatch**: [`Dispatch::RoundRobin`] gives each message to the next
-//!   worker in turn, skipping a worker whose mailbox refuses it as full;
-//!   [`Dispatch::LeastLoaded`] gives it to the worker with the fewest
-//!   messages held (the first such after the last one used). A message is
-//!   refused ([`SendError::Full`], given back) only when no worker takes
-//!   it; with a dropping [`Overflow`] policy the chosen worker's mailbox
-//!   applies it (to its dead letters, never silently).
-//! - **Resize**: growing starts new workers at once; shrinking retires
-//!   the newest workers: they get no more messages, the messages queued
-//!   at them are moved to the remaining workers in order, the one in hand
-//!   finishes, and each is then terminated per its shutdown policy.
-//!   Messages no remaining worker has room for (whatever the overflow
-//!   policy: a moved message never evicts or is dropped) are given back
-//!   to the caller.
-//!   A moved message that was a crash redelivery loses that mark (it
-//!   may be handed over once more).
-//! - **Ownership**: the start and handler closures must not hold a
-//!   `Group` handle of their own group (the group owns them: the pair
-//!   would never be freed); hand workers what they need instead.
-//! - **Stats** ([`Group::stats`]): per worker and in total, restarts,
-//!   messages in (accepted by its mailbox) and out (handled), drops, and
-//!   queue depth; retired workers stay counted in the totals.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//! Workers are permanent dynamic children of a `simple_one_for_one`
+//! [`Supervisor`], restarted after any end within the group's restart
+//! intensity, each with a mailbox that outlives its incarnations.
+//!
+//! **95. Round-robin** ([`Dispatch::RoundRobin`]) gives each message to
+//! the next worker in turn, skipping a worker whose mailbox refuses it as
+//! full; the message comes back ([`SendError::Full`]) only when every
+//! worker refuses it. **Least-loaded** ([`Dispatch::LeastLoaded`]) gives it
+//! to the worker holding the fewest messages (the first such after the
+//! last one used). With a dropping [`Overflow`] policy the chosen worker's
+//! mailbox applies it (to its dead letters, never silently).
+//!
+//! **96. A crashed worker is restarted and its queue survives**: the
+//! message in hand follows the mailbox's [`OnCrash`] policy, the rest go
+//! to the next incarnation in order; past the group's restart intensity
+//! the group's supervisor gives up (a fault its parent sees). Under a
+//! parent ([`Group::child_spec`]), a restarted group supervisor starts the
+//! same workers on the same mailboxes.
+//!
+//! **97. Resizing loses nothing**: growing starts workers at once;
+//! shrinking retires the newest workers (they get no more messages), moves
+//! their queued messages to the remaining ones in order, lets the message
+//! in hand finish, terminates them per their shutdown policy, and gives
+//! back what no remaining worker has room for (a moved message never
+//! evicts another and is never dropped, whatever the overflow policy; one
+//! that was a crash redelivery loses that mark and may be handed over once
+//! more). A size above [`MAX_WORKERS`] is refused
+//! ([`GroupError::TooLarge`]) and capped by [`GroupSpec::new`].
+//! [`Group::stats`] count per worker and in total (retired workers
+//! included): restarts, messages in (accepted) and out (handled), drops,
+//! depth, moved.
+//!
+//! The start and handler closures must not hold a `Group` handle of their
+//! own group (the group owns them: the pair would never be freed); hand
+//! workers what they need instead.
 
 use crate::mailbox::{DeadLetter, Mailbox, OnCrash, Overflow, SendError};
 use crate::supervise::{

@@ -1,32 +1,64 @@
 //! Panic containment: every piece of user code the stakplane macros
 //! schedule runs inside [`std::panic::catch_unwind`]. A panic fails exactly
 //! the actor whose code panicked, with [`Cause::Panic`] carrying the panic
-//! message; the queue, the timers and every other actor carry on.
+//! message; calls queued to it are dropped; the queue, the timers and
+//! every other actor carry on, and later `run()` calls work.
 //!
 //! The functions here are what the macros expand to ([`call!`](crate::call),
 //! [`ret_to!`](crate::ret_to), [`fwd_to!`](crate::fwd_to),
 //! [`after!`](crate::after), [`device!`](macro@crate::device), ...). They are
 //! public so that hand-written code can get the same protection.
 //!
-//! **The `Drop` of a device's state** is user code too. Stakker runs it
-//! as it ends the actor: after a `stop!`, `fail!` or panic in guarded
-//! code, and the device layer's end requests (kill, shutdown, cascade). A
-//! panic there is contained like any other: the device's death completes
-//! with [`Cause::Panic`] carrying that panic's message, which replaces the
-//! cause the end would have given (a clean-up that panics is a fault);
-//! watchers are told and linked devices cascaded as usual. (A plain
-//! stakker actor has no cause to end with: its panic unwinds on.)
+//! ## Rules
 //!
-//! **Not guarded:** code run through stakker's own macros and methods
-//! (`stakker::call!`, `Actor::apply`, a raw `Ret::new` / `Fwd::new`
-//! closure, `Core::after` with a raw closure), and the `Drop` of actor
-//! state where stakker runs it outside stakplane's code: the end stakker
-//! queues itself when an actor's last owner is dropped, and a `Stakker`
-//! being dropped. A panic there unwinds out of `Stakker::run` (or the
-//! `Stakker`'s drop) as it does in plain stakker.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
 //!
-//! The first end wins: if the code called `stop!`/`fail!` before it
-//! panicked, the actor ends with that cause, not with the panic.
+//! **7. The first end wins**: if guarded code calls `stop!`/`fail!` and then
+//! panics, the cause is the stop/fail. (A panic in the `Drop` of the
+//! actor's state, which runs as the end is carried out, is rule 32b.)
+//!
+//! **25. A panic in a method fails only that actor.**
+//!
+//! **26. A panic in `init` fails the device.**
+//!
+//! **27. A panic in a `Ret` handler fails the receiving actor** (not the
+//! sender).
+//!
+//! **28. A panic in a `Fwd` handler fails the receiving actor.**
+//!
+//! **29. A panic in a timer (`after!`, `at!`) fails the actor.**
+//!
+//! **30. A panic in a trap handler fails the trapping actor.**
+//!
+//! **31. The runtime keeps running after panics**, timers included.
+//!
+//! **32. Not guarded**: stakker's own macros and methods, raw `Ret::new` /
+//! `Fwd::new` closures, and the `Drop` of actor state where stakker runs
+//! it outside stakplane's code: the end stakker queues when an actor's
+//! last owner is dropped (its `Dropped` end), and a `Stakker` being
+//! dropped (which frees the actors nobody else holds). A panic there
+//! unwinds out of `Stakker::run` (which then refuses to run again) or out
+//! of the `Stakker`'s drop, as in plain stakker. A device whose end it
+//! interrupted stays as it was (alive, nobody told); one the `Stakker`'s
+//! drop freed is freed unended (rule 34b).
+//!
+//! **32a. A panicking raw watcher still lets the others be notified**: every
+//! watcher of the dead device gets its `Down` first, then the panic
+//! resumes.
+//!
+//! **32b. A panic in the `Drop` of a device's state ends that device with
+//! `Panic`**, whichever end stakplane's code carried out: a `stop!`,
+//! `fail!` or panic in guarded code (also a call held until `init`), a
+//! kill, shutdown or cascade (also a supervisor's or the runtime's), a
+//! mailbox handler that stops its consumer. The `Drop` is user code: its
+//! panic is contained, and the death completes with `Cause::Panic(message
+//! of that panic)`, which replaces the cause the end would have given (a
+//! clean-up that panics is a fault, as an Erlang process whose `terminate`
+//! crashes exits with that crash). The watchers are told, non-trapping
+//! linked watchers cascaded, the calls queued behind it (other cascades)
+//! run, and later `run()`s work; the device's owner dropped later changes
+//! nothing. (A plain stakker actor, not a device, has no cause to end
+//! with: the panic unwinds as in rule 32.)
 
 use crate::cause::Cause;
 use crate::device::{registry, Ending};

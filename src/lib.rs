@@ -65,6 +65,24 @@
 //! **not** guarded: a panic there unwinds out of `Stakker::run` as in
 //! plain stakker (see [`guard`]). Import the macros from `stakplane` (the
 //! prelude does), not from `stakker`.
+//!
+//! ## Rules
+//!
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **63b. Every configuration value is taken, capped or refused typed —
+//! never a panic or an abort**: each `Duration`, capacity, count and
+//! size of the public surface (runtime builder, `run_for`/`step`, the
+//! glue's timers, `after!`/`at!`, supervisor intensity, shutdown timeout
+//! and held `Addr`, mailbox and group capacities and sizes, `Fwd` →
+//! `Stream` capacity, `ConnConfig`, `UdpConfig`) at 0, 1, typical values,
+//! the horizon, `MAX - 1`, `MAX` and random values. Buffers a setting
+//! sizes are capped where they are allocated (`rt::MAX_EVENTS_PER_POLL`,
+//! `net::MAX_READ_CHUNK` 16 MiB, `net::MAX_DATAGRAM` 65,536); bounds that
+//! are only counted (capacities, write limits) are taken as given; the
+//! refusals are typed (`StartError::ZeroPeriod`, `GroupError::TooLarge`,
+//! `SendError::Full`, `NetError::Full`). No timer fires before its
+//! deadline. 2,048 + 256 random cases per run.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -24,6 +24,15 @@
 //! As in stakker, the `[target]` expression is evaluated twice (once for
 //! the actor, once for its queue): keep it free of side effects.
 //! For several values in a `Ret`/`Fwd`, use a tuple type.
+//!
+//! ## Rules
+//!
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **52. `ask!` (stakplane's) is guarded and names the cause**: a panic in the
+//! asked method fails that actor (not the runtime) and the future yields
+//! `Err(ActorFail::Dropped { cause })` with the device's cause; asking a
+//! dead device yields its cause; a plain actor gives no cause.
 
 /// Binds each argument expression to a fresh local (macro hygiene keeps
 /// them apart), then hands the list of names to a callback macro.

@@ -1,6 +1,23 @@
 //! Async devices: a spawned future with a [`DeviceId`], watchable and
 //! linkable like an actor device, and the cause lookup behind
 //! [`ask!`](macro@crate::ask).
+//!
+//! ## Rules
+//!
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **53. A task device ends with the cause its end gives**: `Ok(())` →
+//! `Stopped`; `Err(e)` → `Error(e)`; panic → `Panic`; `abort()` →
+//! `Killed("task aborted")`; `kill`/`shutdown` → their cause (queued);
+//! a drop-the-task pipe failing → `Error(ActorFail)`.
+//!
+//! **54. A task device linked to a faulting device is aborted with a
+//! `Cascade`**, unless it traps: then its trap handler gets the `Down`.
+//!
+//! **55. A task device's handle does not own it** (dropping it leaves the task
+//! running); a runtime dropped with a live task device drops its watchers
+//! unfired and leaves the registry as it was, as does a task device whose
+//! raw watcher panics.
 
 use super::registry::{self, Control, Key};
 use super::{sealed, DeviceOwn, DeviceRef, Line};

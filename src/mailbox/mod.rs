@@ -35,39 +35,61 @@
 //! assert!(mb.is_empty());
 //! ```
 //!
-//! ## Semantics
+//! ## Rules
 //!
-//! - **Bounded.** At most [`capacity`](Mailbox::capacity) messages are
-//!   held, counting the one in the consumer's hands: a slot frees when its
-//!   message has been handled (or dropped), not when it is handed over.
-//! - **Overflow is explicit** ([`Overflow`]): `Reject` returns the message
-//!   to the sender ([`SendError::Full`]); `DropOldest` evicts the oldest
-//!   queued message, `DropNewest` drops the incoming one. A dropped message
-//!   goes to the dead-letter [`Fwd`](stakker::Fwd) if one is set
-//!   ([`dead_letters`](Mailbox::dead_letters)) and is counted in
-//!   [`stats`](Mailbox::stats) either way: never silently.
-//! - **One consumer, one message at a time.** A message is handed over with
-//!   [`Actor::query`](stakker::Actor::query) under
-//!   [`catch_unwind`](std::panic::catch_unwind). A consumer that is not Ready
-//!   yet (just created, still in Prep) is waited for: delivery starts when
-//!   it becomes Ready. A consumer that died (stopped, failed, killed) loses
-//!   nothing: the message stays at the front and the mailbox detaches it;
-//!   the next [`attach`](Mailbox::attach) (the next incarnation) resumes
-//!   from the front.
-//! - **Crash mid-message** (the handler panics): the consumer fails with
-//!   [`Cause::Panic`](crate::Cause::Panic) like any guarded code, the
-//!   mailbox detaches it, and the message in hand follows the crash policy
-//!   ([`OnCrash`]): discarded, dead-lettered ([`Dropped::Crashed`]) or put
-//!   back at the front and redelivered once (a second crash dead-letters
-//!   it).
-//! - **Fairness.** Delivery runs in batches of at most [`BATCH`] messages,
-//!   then re-queues itself behind whatever else is on the stakker queue.
-//!   Waiting senders ([`send`](Mailbox::send)) get freed slots in the
-//!   order they started waiting; `try_send` never takes a slot promised to
-//!   a waiting sender.
-//! - **Re-entrancy.** A handler (or a dead-letter `Fwd`) may call any
-//!   method of its own mailbox: send to it, attach, detach, close. The
-//!   mailbox never holds a borrow across user code.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **86. Overflow is explicit**: `Reject` gives the message back in
+//! `SendError::Full(msg)` (not a dead letter); `DropOldest` accepts and
+//! dead-letters the oldest queued message; `DropNewest` accepts (`Ok`)
+//! and dead-letters the incoming one (`Dropped::Overflow`).
+//!
+//! **87. No drop is silent**: every dropped message goes to the dead-letter
+//! `Fwd` if one is set, and is counted in the stats either way, which
+//! keep `accepted == handled + dropped_overflow + dropped_crashed +
+//! dropped_closed + taken + depth`.
+//!
+//! **88. The bound is strict**: the message in the consumer's hands keeps
+//! its slot until handled or dropped, so `len() <= capacity()` always.
+//! Capacity 0 is refused by `try_new` (`MailboxError::ZeroCapacity`) and
+//! taken as 1 by the other constructors.
+//!
+//! **89. A consumer's death between messages loses nothing**: the queue
+//! stays, and the next `attach` (the next incarnation) resumes from the
+//! front. A consumer still in Prep is waited for. `attach` replaces the
+//! previous consumer; `detach` keeps the queue.
+//!
+//! **90. A crash mid-message** fails the consumer with `Cause::Panic`,
+//! detaches it and keeps the rest of the queue; the message in hand
+//! follows the crash policy: `OnCrash::discard` (the default of `new`;
+//! counted in `dropped_crashed`, no copy exists to dead-letter),
+//! `dead_letter` (dead-lettered once, `Dropped::Crashed`) or
+//! `redeliver_once` (back at the front for the next incarnation, once; a
+//! second crash dead-letters it). The last two need `M: Clone`; a
+//! panicking `clone` counts as a crash on that message.
+//!
+//! **91. `send().await` waits for space**, and waiting senders get freed
+//! slots in the order they started waiting; `try_send` never takes a slot
+//! promised to a waiter; a dropped send future leaves nothing behind and
+//! passes a granted slot on; under a dropping policy it never waits.
+//!
+//! **92. `close`** refuses later sends (`Closed(msg)`), dead-letters the
+//! queued messages in order (`Dropped::Closed`), gives waiting senders
+//! their message back, detaches the consumer; twice is a no-op.
+//! `take_queued` takes the queued messages out unhandled (counted as
+//! `taken`) for an owner that moves them. Messages still queued when the
+//! last handle is dropped go to the dead letters as with `close`.
+//!
+//! **93. Re-entrancy**: a handler may send to its own mailbox, detach it or
+//! close it.
+//!
+//! **94. Property** (2,000 cases each, random sends, `send().await` tasks,
+//! runs, crashes after k more deliveries — mid-message, mid-batch —,
+//! stops, kills and restarts): with `redeliver_once` every accepted
+//! message not dropped by overflow is handled at least once and at most
+//! twice, in send order, a second hand-over only right after a crash;
+//! with `dead_letter` each accepted message is handled or dead-lettered
+//! exactly once, in order; a rejected send returns the same message.
 //!
 //! ## Costs
 //!
