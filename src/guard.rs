@@ -9,6 +9,11 @@
 //! [`after!`](crate::after), [`device!`](macro@crate::device), ...). They are
 //! public so that hand-written code can get the same protection.
 //!
+//! A contained panic still goes through Rust's panic hook, so the default
+//! hook prints its `thread '…' panicked at …` report (and a backtrace
+//! under `RUST_BACKTRACE=1`) although the program goes on: that output is
+//! expected. [`quiet_panics`] replaces it with one line naming the device.
+//!
 //! ## Rules
 //!
 //! Numbered as in `NOTES.md`, the index that names the test of each.
@@ -247,7 +252,20 @@ pub fn at<A: 'static>(
 #[cold]
 #[inline(never)]
 pub(crate) fn fail_with_panic<A>(cx: &mut Cx<'_, A>, payload: Box<dyn Any + Send>) {
-    cx.fail(Ending(Cause::Panic(panic_message(payload))));
+    let msg = panic_message(payload);
+    match registry::id_of(registry::ident(cx.access_actor())) {
+        Some(id) => crate::task::report_contained(format_args!("device {id} panicked: {msg}")),
+        None => crate::task::report_contained(format_args!("an actor panicked: {msg}")),
+    }
+    cx.fail(Ending(Cause::Panic(msg)));
+}
+
+/// Makes contained panics print one line each, naming the device, instead
+/// of the default hook's report (rule 100 in the glue's `quiet` module:
+/// [`task::quiet_panics`](crate::task::quiet_panics)). Call it once, at
+/// the start of `main`; other panics print as before.
+pub fn quiet_panics() {
+    crate::task::quiet_panics();
 }
 
 /// The message of a panic payload: the `&str` or `String` given to

@@ -107,6 +107,7 @@ pub use cause::{CascadeCause, Cause, DeviceId, Down, LinkError, LinkMode};
 pub use device::{
     registry_stats, spawn_device, DeviceOwn, DeviceRef, Line, MonitorRef, RegistryStats, TaskDevice,
 };
+pub use guard::quiet_panics;
 
 /// One import for actor code: stakplane's handles, causes and guarded
 /// macros, plus the stakker items actors use (`Stakker`, `Actor`, `Cx`,

@@ -103,6 +103,7 @@ mod fail;
 #[cfg(feature = "futures")]
 mod interop;
 mod pipe;
+mod quiet;
 mod remote;
 mod signal;
 mod stream;
@@ -123,6 +124,7 @@ pub use pipe::{
     future_pull, future_pull_or_drop, future_pull_with_cause, ret_to_future, ret_to_future_or_drop,
     ret_to_future_with_cause, Pull, PullOrDrop, RetFuture, RetFutureOrDrop,
 };
+pub use quiet::{quiet_panics, report_contained, turn};
 pub use signal::WakeSignal;
 pub use stream::{
     fwd_to_stream, fwd_to_stream_or_drop, fwd_to_stream_with_cause, stream_to_fwd, FwdStream,

@@ -417,6 +417,19 @@ pub(crate) fn ident<A>(actor: &stakker::Actor<A>) -> usize {
     std::ptr::from_ref(actor.access_deferrer()) as usize
 }
 
+/// The id of the live device whose actor has identity `ident` (see
+/// [`ident`]), if it is one. Cost: a scan of the thread's slots; for cold
+/// paths (a contained panic's report line).
+#[cold]
+pub(crate) fn id_of(ident: usize) -> Option<DeviceId> {
+    with(None, |r| {
+        r.slots
+            .iter()
+            .find(|(_, slot)| slot.actor == ident && slot.is_live())
+            .map(|(_, slot)| slot.id)
+    })
+}
+
 /// An id from the counter. The counter starts at 1 and only grows; u64
 /// does not wrap in practice (2^64 ids).
 fn id_from(raw: u64) -> DeviceId {

@@ -11,7 +11,6 @@ use super::{bump, BATCH};
 use crate::guard::{self, fail_with_panic};
 use stakker::{Actor, Core, Cx, Fwd, Stakker};
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 /// Why a message went to the dead letters.
@@ -227,7 +226,7 @@ fn deliver<M: 'static, A: 'static>(
                 }
                 handler(this, cx, msg)
             };
-            match catch_unwind(AssertUnwindSafe(hand_over)) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(hand_over)) {
                 Ok(()) => true,
                 Err(payload) => {
                     hand.crashed = true;

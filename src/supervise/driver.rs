@@ -697,7 +697,13 @@ fn launch_entry(
         Ok(Ok(dev)) if place(sh, key, slot, dev, extras) => Ok(dev),
         Ok(Ok(_)) => Err(Rc::new(ChildError::ShuttingDown) as Rc<dyn Error>),
         Ok(Err(error)) => Err(error),
-        Err(payload) => Err(Rc::new(Cause::Panic(guard::panic_message(payload))) as Rc<dyn Error>),
+        Err(payload) => {
+            let msg = guard::panic_message(payload);
+            crate::task::report_contained(format_args!(
+                "the start function of a child panicked: {msg}"
+            ));
+            Err(Rc::new(Cause::Panic(msg)) as Rc<dyn Error>)
+        }
     };
     if stopping {
         // The start function began an ordered shutdown (or ran during

@@ -292,7 +292,11 @@ impl Exec {
         CURRENT.set(prev);
         // The panic payload is user data: read it and drop it here, not
         // inside the slot table borrow.
-        let res = res.map_err(|payload| panic_message(&*payload));
+        let res = res.map_err(|payload| {
+            let msg = panic_message(&*payload);
+            crate::quiet::report_contained(format_args!("a task panicked: {msg}"));
+            msg
+        });
 
         let after = {
             let mut slots = self.slots.borrow_mut();
