@@ -59,18 +59,12 @@ pub use push::{
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 
+pub use crate::rt::Io;
 use crate::rt::Reactor;
 use stakker::Core;
 use std::fmt;
 use std::io;
 use std::time::Duration;
-
-/// The runtime's socket registry, needed to create net handles.
-/// Cheap to clone (an `Rc`); not `Send`.
-#[derive(Clone, Debug)]
-pub struct Io {
-    pub(crate) reactor: Reactor,
-}
 
 impl Io {
     /// The `Io` of the [`Runtime`](crate::rt::Runtime) driving `core`.
@@ -82,11 +76,6 @@ impl Io {
         core.anymap_try_get::<Reactor>()
             .map(|reactor| Io { reactor })
             .ok_or(NetError::NoRuntime)
-    }
-
-    /// True once the runtime has shut its sockets down.
-    pub fn is_closed(&self) -> bool {
-        self.reactor.is_closed()
     }
 }
 

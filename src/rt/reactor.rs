@@ -47,7 +47,7 @@ pub(crate) trait IoHandler {
     fn ready(&self, r: Readiness);
     /// The runtime is shutting down: close the socket (drop it) and wake
     /// whoever waits on it. Called once; later I/O on the handle fails
-    /// with [`NetError::Closed`](crate::net::NetError::Closed).
+    /// with the network layer's `NetError::Closed`.
     fn close(&self);
 }
 
