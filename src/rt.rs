@@ -595,7 +595,8 @@ impl Runtime {
     fn run_queue(&mut self) -> bool {
         let now = self.clock_now();
         let idle = std::mem::take(&mut self.idle_due);
-        self.stakker.run(now, idle)
+        // A turn for quiet panics (rule 100): one line per panic in it.
+        crate::task::turn(|| self.stakker.run(now, idle))
     }
 
     /// Starts or finishes a stop if one is due; `Some` once finished.
@@ -744,10 +745,12 @@ impl Runtime {
             self.stakker.poll_wake();
             let mut jobs = std::mem::take(&mut self.jobs);
             self.shared.take(&mut jobs);
-            for job in jobs.drain(..) {
-                self.stats.posts += 1;
-                job(&mut self.stakker);
-            }
+            crate::task::turn(|| {
+                for job in jobs.drain(..) {
+                    self.stats.posts += 1;
+                    job(&mut self.stakker);
+                }
+            });
             self.jobs = jobs;
         }
         if signalled {
