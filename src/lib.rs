@@ -53,8 +53,9 @@
 //! | [`prelude`] | everything above plus the stakker items actors need |
 //!
 //! The semantics (who is notified of what, when, exactly once, what a
-//! panic does) are stated normatively in `NOTES.md` at the repository
-//! root; every rule there has a test named after it.
+//! panic does) are stated normatively in each module's docs, under
+//! numbered "Rules"; `NOTES.md` at the repository root indexes them, each
+//! with the test named after it.
 //!
 //! ## What is guarded
 //!

@@ -25,26 +25,58 @@
 //!
 //! ## Rules
 //!
-//! * Readiness is edge-triggered and handled as such: every operation
-//!   runs until the OS reports `WouldBlock` before waiting again.
-//! * Every OS error reaches the caller: as a [`NetError`] (push style,
-//!   constructors) or an [`io::Error`] (the `futures_io` traits, whose
-//!   signature fixes it; our own failures are wrapped in it as a
-//!   `NetError`, see [`NetError::from_io`]).
-//! * Deregistration errors are returned by `close` and, when a handle is
-//!   dropped, logged as a `tracing` warning and counted in
-//!   [`RuntimeStats::deregister_errors`](crate::rt::RuntimeStats::deregister_errors).
-//! * A handle owns its socket: dropping it closes the socket, so a socket
-//!   in an actor's state closes when the actor dies. The runtime's
-//!   shutdown closes the sockets still open; later calls fail with
-//!   [`NetError::Closed`].
-//! * Writing to a socket the peer closed returns an error (`EPIPE` or
-//!   `ECONNRESET`); it never kills the process with SIGPIPE (Rust
-//!   programs ignore SIGPIPE, and the runtime never restores it).
-//! * Accepting when the process is out of file descriptors (`EMFILE`,
-//!   `ENFILE`, `ENOBUFS`, `ENOMEM`) reports the error and backs off
-//!   (10 ms doubling to 1 s) instead of spinning; established connections
-//!   keep being served.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//! Rules 71 and 72, on push-style events and writes, are in [`push`].
+//!
+//! **64. Edge-triggered readiness is read to the end**: an operation runs
+//! until the OS reports `WouldBlock` (or a short stream read, which
+//! empties the socket buffer; an end-of-stream or error still pending is
+//! read), so bytes already there never wait for an event.
+//!
+//! **65. Every OS error reaches the caller typed**: `NetError::Io { op, error }`
+//! from constructors and push methods/events, the `io::Error` itself from
+//! the futures-io traits; the runtime's own conditions are `NetError`
+//! variants (`Closed`, `Full`, `NoRuntime`), recoverable from an
+//! `io::Error` with `NetError::from_io`.
+//!
+//! **66. A peer's reset or close is an error, never a hang or a SIGPIPE**:
+//! a read blocked when the peer resets ends with `ConnectionReset` (or
+//! end-of-stream); writing to a closed peer fails with `EPIPE` /
+//! `ECONNRESET` and the process lives.
+//!
+//! **67. Half-close works both ways**: after the peer shuts down its write
+//! side we read end-of-stream and can still write; after we shut down ours
+//! (`poll_close`, `shutdown_write`) the peer reads end-of-stream and can
+//! still reply.
+//!
+//! **68. A silent client costs nothing but its socket**: it never blocks
+//! serving others.
+//!
+//! **69. Accept under descriptor exhaustion backs off**: `EMFILE` (and
+//! `ENFILE`, `ENOBUFS`, `ENOMEM`) is reported, and accepting pauses
+//! 10 ms, doubling to 1 s, instead of spinning; established connections
+//! keep being served, and pending clients are accepted once descriptors
+//! are free.
+//!
+//! **70. A handle owns its socket**: dropping it (so, for a socket in an
+//! actor's state, the actor's death) closes the socket; the runtime's
+//! stop closes the sockets left open, and later calls fail with
+//! `NetError::Closed`, as does creating a socket; a task blocked in
+//! `read` at the stop is dropped and the peer sees end-of-stream.
+//!
+//! **73. UDP keeps datagram boundaries** (push and async): one datagram per
+//! receive, empty ones included, with its sender. Several tasks may wait
+//! on one async socket at once (its methods take `&self`): readiness
+//! wakes every one of them, none replaces another.
+//!
+//! **74. hyper runs on the actor thread**: HTTP/1.1 with hyper 1.x over
+//! `net::TcpStream`, answers from an actor through `ask!`, keep-alive and
+//! pipelining on one connection, a malformed request gets 400 and the
+//! server keeps serving.
+//!
+//! A failed deregistration is returned by `close` and, when a handle is
+//! dropped, logged as a `tracing` warning and counted in
+//! [`RuntimeStats::deregister_errors`](crate::rt::RuntimeStats::deregister_errors).
 
 mod cell;
 pub mod push;

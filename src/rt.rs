@@ -30,30 +30,78 @@
 //! 4. Hand each event to its socket, each cross-thread wake to stakker
 //!    and the task bridge, each posted closure to the queue.
 //!
-//! **Work** is anything that can still make something happen: a live
-//! device (every runtime of the thread counts), a live task, a pending
-//! timer, a registered socket, a queued call or posted closure. A
-//! [`Remote`] held by another thread is not work: keep a device or a task
-//! alive (e.g. with [`Runtime::keep`]) to wait for one.
+//! ## Rules
 //!
-//! ## Stopping
+//! Numbered as in `NOTES.md`, the index that names the test of each.
 //!
-//! A stop (a [`Remote::stop`], stakker's `core.shutdown(cause)` or its
-//! `ret_shutdown!`, [`Runtime::stop`], or SIGINT/SIGTERM once
-//! [`Builder::handle_signals`] is on) shuts down in this order:
+//! **57. `run` returns when no work is left**: no live device (any runtime of
+//! the thread), no running task, no timer, no registered socket, no
+//! queued call or posted closure. A `Remote` held elsewhere is not work;
+//! a device kept with `Runtime::keep` is, until it stops. An ended task
+//! whose `JoinHandle` is still held is not work. A timer still set is
+//! work even if what it would call is gone (stakker cannot tell): `run`
+//! returns after it has fired.
 //!
-//! 1. every live device with a controller (linked, trapped, named by a
-//!    `Line`, or kept by [`Runtime::keep`]) is asked to shut down
-//!    ([`Cause::Shutdown`]), **newest first**; the
-//!    loop keeps running — I/O, timers, tasks — until no device is left
-//!    or [`Builder::shutdown_grace`] passes;
-//! 2. every task is dropped;
-//! 3. every socket still registered is closed;
-//! 4. the queue is run once more, posts from other threads are refused
-//!    from then on, and [`run`](Runtime::run) returns.
+//! **58. The loop never spins and never sleeps on queued work**: an idle loop
+//! waits in the OS poll until the next timer or event (one poll per
+//! timer); a stop, a post or a wake makes the next poll return at once.
+//! On the virtual clock (`Builder::virtual_time`) time jumps when the
+//! loop would otherwise wait: to the next timer, never past a `run_for` /
+//! `step` bound or the grace deadline of a stop — to that bound if no
+//! timer is set — and only after idle work has run.
 //!
-//! A second signal during the shutdown exits the process at once
-//! (status 128 + signal number).
+//! **58a. Time never moves past the timer horizon**: a `run_for` or
+//! `step` bound past it ends at it (on virtual time the clock stops
+//! there); `run_for(Duration::MAX)` returns at the horizon at the latest.
+//!
+//! **59. Every post a `Remote` accepts runs exactly once**, on the runtime
+//! thread, in posting order per posting thread — also when the runtime
+//! stops in between (posts accepted before the close run during it).
+//! Once the runtime is gone, a post fails with `PostError`, which gives
+//! the closure (or `RemoteFwd` message) back.
+//!
+//! **60. Cross-thread wakes go through the poll**: the runtime's `mio::Waker`
+//! is stakker's poll waker, so stakker's `Waker` and task wakers woken on
+//! other threads wake the loop. No wake is lost: the loop re-arms its
+//! wake-up before it looks at what woke it, so a wake that arrives
+//! meanwhile is one more event.
+//!
+//! **61. A stop shuts down in order**: (1) every live device with a controller
+//! (linked, trapped, named by a `Line`, or kept) is asked to shut down,
+//! newest first, and the loop — I/O, timers at their time, tasks — runs
+//! until they are gone or the shutdown grace (`Builder::shutdown_grace`,
+//! 5 s of runtime time by default) passes; (2) every task is dropped;
+//! (3) every socket still registered is closed; (4) `run` returns, and
+//! devices kept with `Runtime::keep` are dropped (a device still alive
+//! when the grace passes is otherwise left to whoever owns it). A stop
+//! comes from `Runtime::stop`, `Remote::stop`, stakker's
+//! `core.shutdown(cause)` (its kind is in `Exit::Stopped`) or a signal.
+//! Dropping an unfinished runtime does the same at once. Devices belong
+//! to the thread, not to a runtime: a stop ends every controlled device
+//! of its thread, so run one runtime per thread.
+//!
+//! **61a. A shutdown grace past the timer horizon is no bound** (for
+//! example `Duration::MAX`): the stop waits until the devices are gone.
+//!
+//! **62. SIGINT/SIGTERM** (with `Builder::handle_signals(true)`): the first
+//! starts the orderly stop of rule 61 and `run` returns
+//! `Exit::Signal(n)`; a second exits the process at once with status
+//! 128 + n, from the signal handler, even if the loop is stuck. Once the
+//! last signal-handling runtime is dropped, a signal exits the process
+//! the same way (it is never left ignored); a new runtime gets a fresh
+//! first signal.
+//!
+//! **63. A panic that unwinds out of the loop poisons the runtime, never
+//! aborts**: device code is guarded (its panic is a `Cause::Panic`), but
+//! a raw stakker callback's panic unwinds out of `run`/`step`. The
+//! runtime then refuses to run (`RtError::Poisoned`); dropping it — also
+//! during that unwinding — drops tasks, sockets and unrun posts without
+//! running anything more.
+//!
+//! **63a. `events_per_poll` is capped**: a value below 1 or above
+//! `rt::MAX_EVENTS_PER_POLL` (65,536) is taken as the nearest bound, so
+//! `build` never panics or aborts on it; events past the buffer wait for
+//! the next poll.
 
 mod reactor;
 mod remote;

@@ -39,6 +39,11 @@
 //!
 //! Numbered as in `NOTES.md`, the index that names the test of each.
 //!
+//! **85. Delivery is one message at a time, in send order**, from a delivery
+//! run on the stakker queue, handed over with `Actor::query` under
+//! `catch_unwind`; a run yields to the rest of the queue after
+//! [`BATCH`] (128) messages.
+//!
 //! **86. Overflow is explicit**: `Reject` gives the message back in
 //! `SendError::Full(msg)` (not a dead letter); `DropOldest` accepts and
 //! dead-letters the oldest queued message; `DropNewest` accepts (`Ok`)

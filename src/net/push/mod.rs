@@ -46,32 +46,39 @@
 //! runtime's poll ([`Io::of`]) and stakker's queue, to continue work after
 //! the loop has polled the OS and to time the accept back-off.
 //!
-//! ## Rules for [`TcpConn`] events
+//! ## Rules
 //!
-//! 1. **`Connected` comes first**, at most once, and only for
-//!    [`TcpConn::connect`]; a connect that fails delivers `Error` (with
-//!    [`Op::Connect`]) and `Closed` instead.
-//! 2. **`Data` arrives in stream order**, never empty, and never after
-//!    `ReadClosed`, `Error` or `Closed`.
-//! 3. **`ReadClosed` at most once**: the peer sent end-of-stream; writing
-//!    still works.
-//! 4. **One `Drained` per episode**: after a `write` had to buffer bytes
-//!    (or was refused with [`NetError::Full`] while bytes were buffered),
-//!    exactly one `Drained` when the buffer is next empty.
-//! 5. **Each OS error is reported exactly once**: a method that meets one
-//!    returns it; the loop delivers the ones it meets as `Error`. Either
-//!    way the connection is closed at once (buffered bytes are discarded)
-//!    and `Closed` follows.
-//! 6. **`Closed` is the last event, at most once**, and exactly once if
-//!    the connection ends while its owner holds the `TcpConn`: after an
-//!    error, once both directions are finished (`ReadClosed` delivered
-//!    and a [`shutdown_write`](TcpConn::shutdown_write) flushed, after
-//!    which the socket is closed), or at the runtime's shutdown.
-//!    [`close`](TcpConn::close) and drop deliver nothing: the owner knows.
-//!    Events already forwarded before still arrive.
-//! 7. **Methods never call the `Fwd` themselves**: what they cause (the
-//!    `Closed` after a returned error, the end after `shutdown_write`)
-//!    goes through stakker's queue, so an actor is never re-entered.
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **71. Push-style events, exactly once** ([`TcpEvent`]):
+//! - **`Connected` comes first**, at most once, and only for
+//!   [`TcpConn::connect`]; a connect that fails delivers `Error` (with
+//!   [`Op::Connect`]) and `Closed` instead.
+//! - **`Data` arrives in stream order**, never empty, and never after
+//!   `ReadClosed`, `Error` or `Closed`.
+//! - **`ReadClosed` at most once**: the peer sent end-of-stream; writing
+//!   still works.
+//! - **Each OS error is reported exactly once**: a method that meets one
+//!   returns it; the loop delivers the ones it meets as `Error`. Either
+//!   way the connection is closed at once (buffered bytes are discarded)
+//!   and `Closed` follows.
+//! - **`Closed` is the last event, at most once**, and exactly once if
+//!   the connection ends while its owner holds the `TcpConn`: after an
+//!   error, once both directions are finished (`ReadClosed` delivered
+//!   and a [`shutdown_write`](TcpConn::shutdown_write) flushed, after
+//!   which the socket is closed), or at the runtime's shutdown.
+//!   [`close`](TcpConn::close) and drop deliver nothing: the owner knows.
+//!   Events already forwarded before still arrive.
+//! - **Methods never call the `Fwd` themselves**: what they cause (the
+//!   `Closed` after a returned error, the end after `shutdown_write`)
+//!   goes through stakker's queue, so an actor is never re-entered.
+//!
+//! **72. Push writes are bounded, with a drain notice**: a write that
+//! would take the buffer past [`ConnConfig::write_limit`] fails with
+//! [`NetError::Full`] and takes nothing;
+//! after a `write` had to buffer bytes (or was refused with `Full` while
+//! bytes were buffered), exactly one `Drained` comes when the buffer is
+//! next empty. Nothing is lost under backpressure.
 //!
 //! ## What closes when
 //!
