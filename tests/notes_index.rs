@@ -213,7 +213,10 @@ fn references_entries_and_rule_tags_are_read_exactly() {
     assert_eq!(refs, want);
     let e = entries("- **16a** A claim — `links.rs::t` — [src/cause.rs](src/cause.rs)\n- not");
     assert_eq!(e.len(), 1);
-    assert_eq!((e[0].number.as_str(), e[0].module.as_str()), ("16a", "src/cause.rs"));
+    assert_eq!(
+        (e[0].number.as_str(), e[0].module.as_str()),
+        ("16a", "src/cause.rs")
+    );
     let tags = stated_rules("//! **39. A task** x\n//! **Flow control.** y\n    //! **51a. T**");
     assert_eq!(tags, ["39", "51a"]);
 }

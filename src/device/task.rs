@@ -82,7 +82,7 @@ pub struct TaskDevice {
 
 /// Spawns `fut` as a device on the runtime behind `core`.
 ///
-/// The task gets a [`DeviceId`] and the device rules ([`device`](crate::device)):
+/// The task gets a [`DeviceId`] and the device rules ([`device`](mod@crate::device)):
 /// - finishing with `Ok(())` is a normal stop ([`Cause::Stopped`]);
 /// - `Err(e)` is a fault, [`Cause::Error`]`(e)`;
 /// - a panic in `poll` is [`Cause::Panic`];
