@@ -38,19 +38,22 @@
 //!
 //! ## Map
 //!
-//! | module | what |
-//! |---|---|
-//! | [`cause`] | [`DeviceId`], [`Cause`] (normal stop vs fault kinds), [`Down`], [`LinkMode`], [`LinkError`] |
-//! | [`device`](mod@device) | [`DeviceOwn`] (owning handle), [`Line`] (weak handle), [`DeviceRef`] (monitor, link, trap, shutdown, kill), [`MonitorRef`] |
-//! | [`guard`] | panic containment: what the macros expand to |
-//! | [`macros`] | [`call!`], [`ret_to!`], [`ret_some_to!`], [`fwd_to!`], [`after!`], [`at!`], [`device!`], [`device_new!`] |
-//! | [`task`] | the async/await bridge (crate `stakplane-async`): spawn, `Ret`/`Fwd` pipes, `ask!`, timers |
-//! | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown |
-//! | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) |
-//! | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr) |
-//! | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` |
-//! | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats |
-//! | [`prelude`] | everything above plus the stakker items actors need |
+//! The layers, lowest first; each uses only the ones above it (the glue,
+//! [`task`], knows devices only through its `CauseOf` trait):
+//!
+//! | layer | module | what | re-exported at the root |
+//! |---|---|---|---|
+//! | 0 | [`task`] | the async/await bridge (package `stakplane-async`): spawn, `Ret`/`Fwd` pipes, channels, timers, the timer horizon | [`quiet_panics`] (through [`guard`]) |
+//! | 1 | [`cause`] | [`DeviceId`], [`Cause`] (normal stop vs fault kinds), [`Down`], [`LinkMode`], [`LinkError`] | all of them, [`CascadeCause`] |
+//! | 1 | [`device`](mod@device) | [`DeviceOwn`] (owning handle), [`Line`] (weak handle), [`DeviceRef`] (monitor, link, trap, shutdown, kill), [`MonitorRef`], task devices | all of them, [`spawn_device`], [`TaskDevice`], [`registry_stats`], [`RegistryStats`] |
+//! | 1 | [`guard`] | panic containment: what the macros expand to | [`quiet_panics`] |
+//! | 1 | [`macros`] | [`call!`], [`ret_to!`], [`ret_some_to!`], [`fwd_to!`], [`after!`], [`at!`], [`device!`], [`device_new!`], [`ask!`] | the macros |
+//! | 2 | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown, [`Io`](rt::Io) | — |
+//! | 3 | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) | — |
+//! | 2 | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` | — |
+//! | 3 | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr), typed dynamic supervisors | — |
+//! | 4 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
+//! | — | [`prelude`] | everything above plus the stakker items actors need | — |
 //!
 //! The semantics (who is notified of what, when, exactly once, what a
 //! panic does) are stated normatively in each module's docs, under

@@ -14,6 +14,22 @@
 //! | a `Stream` | items pushed into a `Fwd` | [`stream_to_fwd`] |
 //! | a delay in async code | a timer on stakker time | [`sleep`], [`timeout`], [`interval`] |
 //!
+//! ## Modules (all private; every public item is re-exported here)
+//!
+//! | module | what |
+//! |---|---|
+//! | `waker` | the task waker: a packed data word, no pointer; the crate's one `unsafe` block |
+//! | `exec` | the executor: task slots, polls from the stakker queue, [`spawn`], [`JoinHandle`], [`TaskSet`], [`Spawner`], [`shutdown`] |
+//! | `remote` | wakes from other threads, through stakker's poll waker ([`install_poll_waker`], [`enable_remote_wakes`]) |
+//! | `signal` | [`WakeSignal`], a minimal poll waker for hand-driven loops |
+//! | `fail` | [`ActorFail`], and [`CauseOf`], [`FailCause`]: how a dead actor's cause reaches a task |
+//! | `pipe` | `Ret` → `Future`: [`ret_to_future`], [`future_pull`], [`ask!`] |
+//! | `stream` | `Fwd` → `Stream` and back: [`fwd_to_stream`], [`stream_to_fwd`] |
+//! | `channel` | the bounded channel: [`channel`], [`Sender`], [`Receiver`] |
+//! | `time` | timers on stakker time and the one timer clamp: [`sleep`], [`timeout`], [`interval`], [`timer_at`], [`TIMER_HORIZON`] |
+//! | `quiet` | [`quiet_panics`], one line per panic in a runtime [`turn`] |
+//! | `interop` | (feature `futures`) the `futures` spawn traits for [`Spawner`] |
+//!
 //! ```
 //! use stakker::{actor, ret_nop, Cx, Ret, Stakker};
 //! use std::time::{Duration, Instant};
