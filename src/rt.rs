@@ -98,16 +98,23 @@
 //! during that unwinding — drops tasks, sockets and unrun posts without
 //! running anything more.
 //!
+//! **61b. `run` keeps what `init` returns until it returns**: a handle
+//! returned by `init` (a `Supervisor`, a `DeviceOwn`) keeps what it owns
+//! running for the whole run, ended by the stop like any device, and is
+//! dropped as `run` returns.
+//!
 //! **63a. `events_per_poll` is capped**: a value below 1 or above
 //! `rt::MAX_EVENTS_PER_POLL` (65,536) is taken as the nearest bound, so
 //! `build` never panics or aborts on it; events past the buffer wait for
 //! the next poll.
 
+mod block_on;
 mod reactor;
 mod remote;
 mod signals;
 mod sockets;
 
+pub use block_on::BlockOnError;
 pub(crate) use reactor::{IoHandler, Reactor, Readiness, Registration};
 pub use remote::{PostError, Remote, RemoteFwd};
 use signals::Signals;
@@ -506,14 +513,16 @@ impl Runtime {
 
     /// Runs `init` (create devices and tasks, bind sockets), then the
     /// loop until no work is left or a stop is requested; see the
-    /// [module docs](self) for both.
+    /// [module docs](self) for both. What `init` returns is kept until
+    /// `run` returns (then dropped): return a handle (a `Supervisor`, a
+    /// `DeviceOwn`) to keep what it owns running for the whole run.
     ///
     /// # Errors
     /// [`RtError::Wait`] if the OS poll fails, [`RtError::Finished`] if
     /// the runtime already finished.
-    pub fn run(&mut self, init: impl FnOnce(&mut Runtime)) -> Result<Exit, RtError> {
+    pub fn run<K>(&mut self, init: impl FnOnce(&mut Runtime) -> K) -> Result<Exit, RtError> {
         self.check_can_run()?;
-        init(self);
+        let _kept = init(self);
         // The first turn runs what `init` queued; later turns start with
         // the poll, since each turn ends by running the queue and no user
         // code runs between turns.
