@@ -117,25 +117,30 @@ fn notes() -> String {
     fs::read_to_string(root().join("NOTES.md")).expect("NOTES.md")
 }
 
+/// Fails listing `problems`, if there are any.
+fn assert_none(what: &str, problems: &[String]) {
+    assert!(problems.is_empty(), "{what}:\n{}", problems.join("\n"));
+}
+
+/// Why `file::test` does not name a test, if it does not.
+fn missing_test(file: &str, test: &str) -> Option<String> {
+    let path = file_of(root(), file);
+    match fs::read_to_string(&path) {
+        Ok(source) if defines_test(&source, test) => None,
+        Ok(_) => Some(format!("{file}::{test} (no such test)")),
+        Err(_) => Some(format!("{file}::{test} (no file {})", path.display())),
+    }
+}
+
 #[test]
 fn every_test_notes_names_exists() {
-    let root = root();
     let refs = references(&notes());
     assert!(refs.len() > 200, "only {} references found", refs.len());
-    let mut missing = Vec::new();
-    for (file, test) in &refs {
-        let path = file_of(root, file);
-        match fs::read_to_string(&path) {
-            Ok(source) if defines_test(&source, test) => {}
-            Ok(_) => missing.push(format!("{file}::{test} (no such test)")),
-            Err(_) => missing.push(format!("{file}::{test} (no file {})", path.display())),
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "NOTES.md names tests that do not exist:\n{}",
-        missing.join("\n")
-    );
+    let missing: Vec<String> = refs
+        .iter()
+        .filter_map(|(file, test)| missing_test(file, test))
+        .collect();
+    assert_none("NOTES.md names tests that do not exist", &missing);
 }
 
 #[test]
@@ -164,7 +169,7 @@ fn every_indexed_rule_names_a_test_and_a_module_doc_that_states_it() {
             Err(_) => wrong.push(format!("rule {}: no module {}", e.number, e.module)),
         }
     }
-    assert!(wrong.is_empty(), "NOTES.md:\n{}", wrong.join("\n"));
+    assert_none("NOTES.md", &wrong);
 }
 
 #[test]
@@ -200,7 +205,7 @@ fn every_rule_a_module_doc_states_is_indexed_once() {
             None => wrong.push(format!("rule {n} (in {files:?}) is not in NOTES.md")),
         }
     }
-    assert!(wrong.is_empty(), "module docs:\n{}", wrong.join("\n"));
+    assert_none("module docs", &wrong);
 }
 
 #[test]

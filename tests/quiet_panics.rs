@@ -76,32 +76,25 @@ fn with_quiet_panics_every_panic_in_a_turn_prints_one_line_and_others_print_as_b
         .find_map(|l| l.strip_prefix("worker is "))
         .expect("the child names its worker");
     let lines: Vec<&str> = err.lines().collect();
-    let device: Vec<_> = lines.iter().filter(|l| l.contains("device-boom")).collect();
-    assert_eq!(device.len(), 1, "one line for the device panic:\n{err}");
-    assert!(
-        device[0].starts_with(&format!(
+    // Exactly one line names each panic, and it is the expected report.
+    let one_line = |marker: &str, starts: &str| {
+        let found: Vec<_> = lines.iter().filter(|l| l.contains(marker)).collect();
+        assert_eq!(found.len(), 1, "one line for {marker}:\n{err}");
+        assert!(found[0].starts_with(starts), "{}", found[0]);
+    };
+    one_line(
+        "device-boom",
+        &format!(
             "stakplane: device {id} panicked: device-boom (contained, at tests/quiet_panics.rs:"
-        )),
-        "{}",
-        device[0]
-    );
-    let task: Vec<_> = lines.iter().filter(|l| l.contains("task-boom")).collect();
-    assert_eq!(task.len(), 1, "one line for the task panic:\n{err}");
-    assert!(
-        task[0].starts_with(
-            "stakplane: a task panicked: task-boom (contained, at tests/quiet_panics.rs:"
         ),
-        "{}",
-        task[0]
     );
-    let raw: Vec<_> = lines.iter().filter(|l| l.contains("raw-boom")).collect();
-    assert_eq!(raw.len(), 1, "one line for the uncontained panic:\n{err}");
-    assert!(
-        raw[0].starts_with(
-            "stakplane: a panic was not contained: raw-boom, at tests/quiet_panics.rs:"
-        ),
-        "{}",
-        raw[0]
+    one_line(
+        "task-boom",
+        "stakplane: a task panicked: task-boom (contained, at tests/quiet_panics.rs:",
+    );
+    one_line(
+        "raw-boom",
+        "stakplane: a panic was not contained: raw-boom, at tests/quiet_panics.rs:",
     );
     // The panic outside any turn went to the hook installed before: its
     // usual report, and only it did.

@@ -35,6 +35,20 @@ struct ReadBuf {
     end: usize,
 }
 
+/// Whether a non-blocking connect has completed: `Ok` once established,
+/// `WouldBlock` while in progress, the error if it failed (mio's connect
+/// protocol: writable, no pending error, and a peer address).
+pub(super) fn connected(s: &mut mio::net::TcpStream) -> io::Result<()> {
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    match s.peer_addr() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(e),
+    }
+}
+
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
@@ -61,18 +75,7 @@ impl TcpStream {
             // Established when writable with no pending error and a peer
             // address (mio's connect protocol).
             std::future::poll_fn(|cx| {
-                cell.0.poll_io(cx, Dir::Write, |s| {
-                    if let Some(e) = s.take_error()? {
-                        return Err(e);
-                    }
-                    match s.peer_addr() {
-                        Ok(_) => Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                            Err(io::ErrorKind::WouldBlock.into())
-                        }
-                        Err(e) => Err(e),
-                    }
-                })
+                cell.0.poll_io(cx, Dir::Write, connected)
             })
             .await
             .map_err(|e| NetError::io(Op::Connect, e))?;

@@ -157,18 +157,7 @@ impl Kind for Tcp {
 impl Conn {
     /// Checks whether the connect completed; true once established.
     fn finish_connect(&self) -> bool {
-        let res = self.cell.try_io(Dir::Write, |s| {
-            if let Some(e) = s.take_error()? {
-                return Err(e);
-            }
-            match s.peer_addr() {
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    Err(io::ErrorKind::WouldBlock.into())
-                }
-                Err(e) => Err(e),
-            }
-        });
+        let res = self.cell.try_io(Dir::Write, crate::net::tcp::connected);
         match res {
             Err(_) => false,
             Ok(Ok(())) => {
