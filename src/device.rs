@@ -227,6 +227,7 @@
 //! - Measured numbers: `README.md` ("Performance", current) and
 //!   `BENCHMARKS.md` (history).
 
+mod ask;
 pub(crate) mod ending;
 pub(crate) mod owner;
 pub(crate) mod registry;
@@ -235,7 +236,7 @@ mod task;
 pub use registry::{registry_stats, MonitorRef, RegistryStats};
 pub use task::{spawn_device, TaskDevice};
 #[doc(hidden)]
-pub use task::{AskCause, AskViaActor, AskViaDevice};
+pub use ask::{Ask, __ask_target};
 
 pub(crate) use ending::Ending;
 

@@ -100,8 +100,15 @@ pub mod net;
 pub mod rt;
 pub mod supervise;
 
-/// The async/await bridge (package `stakplane-async`).
-pub use stakplane_async as task;
+/// The async/await bridge (package `stakplane-async`): everything it
+/// exports, with one exception. Its own `ask!` (stakker's raw `call!`, no
+/// panic containment) is replaced here by stakplane's guarded
+/// [`ask!`](crate::ask), so `stakplane::task::ask!` and `stakplane::ask!`
+/// are the same macro.
+pub mod task {
+    pub use crate::ask;
+    pub use stakplane_async::*;
+}
 
 /// The stakker version stakplane is built on, for items the prelude does
 /// not re-export.

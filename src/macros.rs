@@ -146,33 +146,33 @@ macro_rules! call {
 }
 
 /// Calls an actor method whose last argument is a `Ret<R>`, as a future of
-/// `Result<R, ActorFail>`: `ask!([target], method(args...)).await`.
+/// its reply: `ask!([target], method(args...)).await`.
 ///
-/// The guarded form of [`stakplane::task::ask!`](crate::task::ask): the
-/// call is queued at the future's first poll through [`call!`], so a panic
-/// in the method fails that actor, not the runtime. If the actor drops the
-/// `Ret` unfired (it stopped, failed or panicked first), the future yields
-/// `Err(ActorFail::Dropped { cause })`, where `cause` is the device's
-/// [`Cause`](crate::Cause) when `target` is a [`DeviceOwn`](crate::DeviceOwn)
-/// named directly (not through a reference) and its death is already
-/// recorded when the failure is reported — the usual case, since the
-/// awaiting task is polled after the actor's end.
+/// The call is queued at the future's first poll (nothing is sent before)
+/// as a guarded call, so a panic in the method fails that actor, not the
+/// runtime. `target` is any handle [`Ask`](crate::device::Ask) accepts; it
+/// is borrowed, not moved, and the arguments are moved into the future:
 ///
-/// `target` is a `DeviceOwn`, `Actor`, `ActorOwn` or `cx`; it is cloned,
-/// not moved. The arguments are moved into the future.
+/// - a [`DeviceOwn`](crate::DeviceOwn), a stakker `Actor` or `ActorOwn`,
+///   or an actor's `cx`: the future yields `Result<R, ActorFail>`; a `Ret`
+///   dropped unfired (the actor stopped, failed or panicked first) gives
+///   `ActorFail::Dropped { cause }`, with the device's
+///   [`Cause`](crate::Cause) for a `DeviceOwn` (rule 52);
+/// - a supervised child's [`Addr`](crate::supervise::Addr): the future
+///   yields `Result<R, AskError>` ([`AskError`](crate::supervise::AskError)
+///   converts into `ActorFail` for `?`), and the call follows restarts
+///   (rule 99).
+///
+/// This is the only `ask!` stakplane exports (`stakplane::task::ask!` is
+/// this one too): the glue crate's own `stakplane_async::ask!` is
+/// unguarded, for plain stakker programs.
 #[macro_export]
 macro_rules! ask {
     ([$target:expr], $method:ident ( $($arg:expr),* $(,)? )) => {{
         #[allow(unused_imports)]
-        use $crate::device::{AskViaActor as _, AskViaDevice as _};
-        let __cause = (&$target).__ask_cause();
-        let __actor = $target.access_actor().clone();
-        $crate::task::future_pull_with_cause(
-            move |__ret| {
-                $crate::call!([__actor], $method($($arg,)* __ret));
-            },
-            __cause,
-        )
+        use $crate::device::Ask as _;
+        $crate::device::__ask_target(&$target)
+            .__ask(move |__this, __cx, __ret| __this.$method(__cx, $($arg,)* __ret))
     }};
 }
 

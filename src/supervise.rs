@@ -198,7 +198,7 @@ mod window;
 pub use addr::{Addr, Call};
 pub use driver::SupervisorActor;
 pub use dynamic::{DynamicRef, DynamicSpec, DynamicSupervisor};
-pub use error::{AddrError, ChildError, StartError, SuperviseError};
+pub use error::{AddrError, AskError, ChildError, StartError, SuperviseError};
 pub use handle::{ChildCounts, ChildInfo, ChildStatus, Started, Supervisor, SupervisorRef};
 pub use id::ChildId;
 pub use spec::{

@@ -164,6 +164,11 @@ pub fn __actor_of<A: 'static>(a: &stakker::Actor<A>) -> stakker::Actor<A> {
 /// Calls an actor method whose last argument is a `Ret<R>`, as a future of
 /// `Result<R, ActorFail>`.
 ///
+/// **Unguarded**: the call is queued with stakker's own `call!`, so a panic
+/// in the method unwinds out of `Stakker::run`. It is for plain stakker
+/// programs; stakplane exports its guarded `ask!` instead (also as
+/// `stakplane::task::ask!`), which fails only the actor that panicked.
+///
 /// `ask!([actor], method(args...))` is a pull pipe: nothing is sent until
 /// the future is first polled; then `method(args..., ret)` is queued on the
 /// actor (stakker's `call!`), and the future resolves with the value the

@@ -1,6 +1,5 @@
 //! Async devices: a spawned future with a [`DeviceId`], watchable and
-//! linkable like an actor device, and the cause lookup behind
-//! [`ask!`](macro@crate::ask).
+//! linkable like an actor device.
 //!
 //! ## Rules
 //!
@@ -20,11 +19,11 @@
 //! raw watcher panics.
 
 use super::registry::{self, Control, Key};
-use super::{sealed, DeviceOwn, DeviceRef, Line};
+use super::{sealed, DeviceRef};
 use crate::cause::{Cause, DeviceId, Down};
 use crate::device::ending::Kept;
 use stakker::{Core, Deferrer, Fwd};
-use stakplane_async::{AbortHandle, CauseOf, FailCause, JoinError};
+use stakplane_async::{AbortHandle, JoinError};
 use std::cell::RefCell;
 use std::error::Error;
 use std::fmt;
@@ -71,7 +70,7 @@ impl Control for TaskControl {
 
 /// The handle of an async device, made by [`spawn_device`].
 ///
-/// It names the device like a [`Line`] (monitor, link, trap, shutdown,
+/// It names the device like a [`Line`](super::Line) (monitor, link, trap, shutdown,
 /// kill through [`DeviceRef`]) and can [`abort`](TaskDevice::abort) it.
 /// Dropping it does not end the device: the task runs to its end.
 pub struct TaskDevice {
@@ -206,39 +205,3 @@ impl fmt::Debug for TaskDevice {
 }
 
 static_assertions::assert_not_impl_any!(TaskDevice: Send, Sync);
-
-/// The cause lookup of [`ask!`](macro@crate::ask): the device's cause when
-/// the target is a device, nothing otherwise.
-#[doc(hidden)]
-pub struct AskCause(Option<Line>);
-
-impl CauseOf for AskCause {
-    fn cause_of(&self) -> Option<FailCause> {
-        let cause = self.0.as_ref()?.cause()?;
-        Some(Rc::new(cause))
-    }
-}
-
-/// Picked by [`ask!`](macro@crate::ask) when the target is a device.
-#[doc(hidden)]
-pub trait AskViaDevice {
-    fn __ask_cause(&self) -> AskCause;
-}
-
-impl<A: 'static> AskViaDevice for DeviceOwn<A> {
-    fn __ask_cause(&self) -> AskCause {
-        AskCause(Some(self.line()))
-    }
-}
-
-/// Picked by [`ask!`](macro@crate::ask) for any other target.
-#[doc(hidden)]
-pub trait AskViaActor {
-    fn __ask_cause(&self) -> AskCause;
-}
-
-impl<T: ?Sized> AskViaActor for &T {
-    fn __ask_cause(&self) -> AskCause {
-        AskCause(None)
-    }
-}

@@ -1,13 +1,14 @@
 //! [`Addr<A>`]: a stable address for a supervised child, whatever its
 //! incarnation.
 
-use super::error::{AddrError, SuperviseError};
+use super::error::{AddrError, AskError, SuperviseError};
 use crate::cause::DeviceId;
 use crate::device::ending::Kept;
-use crate::device::{DeviceOwn, DeviceRef, Line};
+use crate::device::{Ask, DeviceOwn, DeviceRef, Line};
 use crate::guard;
 use crate::mailbox::{DeadLetter, Mailbox, MailboxStats, Overflow, SendError};
-use stakker::{Actor, Core, Cx, Fwd};
+use stakker::{Actor, Core, Cx, Fwd, Ret};
+use std::future::Future;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -318,6 +319,71 @@ impl<A: 'static> Addr<A> {
             }
             None => Err(AddrError::NotRunning),
         }
+    }
+}
+
+impl<A: 'static> Addr<A> {
+    /// Asks the child: `f` runs with a fresh `Ret<R>` on the live
+    /// incarnation (or, with a holding spec, on the next one), under panic
+    /// containment, and the future yields what it replies. Nothing is sent
+    /// until the future is first polled. `ask!([addr], method(args))` is
+    /// the same call.
+    ///
+    /// Cost: as [`send`](Addr::send), plus the pull pipe of `ask!` and a
+    /// [`Line`] to the incarnation that takes the call (its cause, if it
+    /// dies before replying).
+    ///
+    /// # Errors
+    /// The future yields [`AskError::NotRunning`], [`AskError::Full`] or
+    /// [`AskError::Deleted`] when the call is refused (as `send` is, or
+    /// held and then dropped by a deletion), and [`AskError::Dropped`]
+    /// when the reply is dropped unanswered, with the cause of the
+    /// incarnation that took the call (rule 99a).
+    pub fn ask<R: 'static>(
+        &self,
+        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
+    ) -> impl Future<Output = Result<R, AskError>> + 'static {
+        let addr = self.clone();
+        let refused: Rc<Cell<Option<AddrError>>> = Rc::default();
+        let took: Rc<RefCell<Option<Line>>> = Rc::default();
+        let (r2, t2) = (refused.clone(), took.clone());
+        let pull = crate::task::future_pull(move |ret: Ret<R>| {
+            let slot = addr.slot.clone();
+            let sent = addr.send(move |this, cx| {
+                // The incarnation running this call is the current one.
+                *t2.borrow_mut() = slot.current.borrow().as_ref().map(DeviceOwn::line);
+                f(this, cx, ret)
+            });
+            if let Err(e) = sent {
+                r2.set(Some(e));
+            }
+        });
+        let slot = self.slot.clone();
+        async move {
+            match pull.await {
+                Ok(v) => Ok(v),
+                Err(_) => Err(match (refused.take(), took.take()) {
+                    (Some(e), _) => e.into(),
+                    // Held, then dropped unrun: the child was deleted.
+                    (None, None) if slot.deleted.get() => AskError::Deleted,
+                    (None, line) => AskError::Dropped {
+                        cause: line.as_ref().and_then(Line::cause),
+                    },
+                }),
+            }
+        }
+    }
+}
+
+impl<A: 'static> Ask<A> for Addr<A> {
+    type Error = AskError;
+
+    #[inline]
+    fn __ask<R: 'static>(
+        &self,
+        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
+    ) -> impl Future<Output = Result<R, AskError>> + 'static {
+        self.ask(f)
     }
 }
 

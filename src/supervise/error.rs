@@ -260,3 +260,76 @@ impl fmt::Display for AddrError {
 }
 
 impl Error for AddrError {}
+
+/// Why an `ask` through an [`Addr`](super::Addr) got no reply: the call
+/// was refused ([`AddrError`]'s three cases), or the incarnation that took
+/// it dropped the reply (rule 99a).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AskError {
+    /// No incarnation is alive and the child does not hold calls.
+    NotRunning,
+    /// The held-call mailbox is full (`Overflow::Reject`).
+    Full,
+    /// The child was deleted: no incarnation will take the call.
+    Deleted,
+    /// The reply was dropped unanswered. `cause` is the cause of the
+    /// incarnation that took the call when it died before replying (a
+    /// panic, a failure, a kill), `None` if it dropped the `Ret` and lives
+    /// on, or if no incarnation took the call.
+    Dropped {
+        /// Why the incarnation that took the call ended.
+        cause: Option<Cause>,
+    },
+}
+
+impl From<AddrError> for AskError {
+    fn from(e: AddrError) -> Self {
+        match e {
+            AddrError::NotRunning => AskError::NotRunning,
+            AddrError::Full => AskError::Full,
+            AddrError::Deleted => AskError::Deleted,
+        }
+    }
+}
+
+impl fmt::Display for AskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AskError::NotRunning => f.write_str("the child is not running"),
+            AskError::Full => f.write_str("the child's mailbox is full"),
+            AskError::Deleted => f.write_str("the child was deleted"),
+            AskError::Dropped { cause: Some(c) } => write!(f, "the child ended before replying: {c}"),
+            AskError::Dropped { cause: None } => f.write_str("the child dropped the reply without answering"),
+        }
+    }
+}
+
+impl Error for AskError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            AskError::Dropped { cause: Some(c) } => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// An ask's failure as the glue's [`ActorFail`](crate::task::ActorFail),
+/// for `?` in a task: the reply was dropped, with this error as its cause.
+impl From<AskError> for crate::task::ActorFail {
+    fn from(e: AskError) -> Self {
+        let cause = match e {
+            AskError::Dropped { cause: Some(c) } => Rc::new(c) as crate::task::FailCause,
+            other => Rc::new(other),
+        };
+        crate::task::ActorFail::Dropped { cause: Some(cause) }
+    }
+}
+
+/// A refused send as the glue's [`ActorFail`](crate::task::ActorFail),
+/// for `?` in a task.
+impl From<AddrError> for crate::task::ActorFail {
+    fn from(e: AddrError) -> Self {
+        AskError::from(e).into()
+    }
+}

@@ -1,0 +1,213 @@
+//! `ask` through a supervised child's stable `Addr` (rules 99, 99a in
+//! `src/supervise/addr.rs`), and `ask!` as the one guarded way to ask.
+
+mod common;
+
+use common::{Rt, TEST_PANIC};
+use stakplane::mailbox::Overflow;
+use stakplane::prelude::*;
+use stakplane::supervise::{Addr, AskError, ChildSpec, Supervisor, SupervisorSpec};
+use stakplane::task::{self, ActorFail};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A key-value store: `put` answers the previous value; `crash` panics.
+struct Store {
+    map: Vec<(u32, u32)>,
+}
+
+impl Store {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Store { map: Vec::new() })
+    }
+    fn put(&mut self, _: CX![], k: u32, v: u32, ret: Ret<Option<u32>>) {
+        let old = self.map.iter().position(|e| e.0 == k).map(|i| self.map.remove(i).1);
+        self.map.push((k, v));
+        ret.ret(old);
+    }
+    fn get(&mut self, _: CX![], k: u32, ret: Ret<Option<u32>>) {
+        ret.ret(self.map.iter().find(|e| e.0 == k).map(|e| e.1));
+    }
+    fn crash(&mut self, _: CX![], ret: Ret<u32>) {
+        let _keep = ret;
+        panic!("{TEST_PANIC} in crash");
+    }
+    fn ignore(&mut self, _: CX![], ret: Ret<u32>) {
+        drop(ret);
+    }
+}
+
+fn store_spec() -> ChildSpec<Store> {
+    ChildSpec::worker("store", |core| Ok(device!(core, Store::init()).into()))
+}
+
+/// A supervisor with one store child; the store's `Addr`.
+fn supervised(rt: &mut Rt, spec: ChildSpec<Store>) -> (Supervisor, Addr<Store>) {
+    let addr = spec.addr();
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(10, Duration::from_secs(1))
+            .child(spec),
+    )
+    .expect("starts");
+    rt.run();
+    (sup, addr)
+}
+
+type Out<T> = Rc<RefCell<Option<T>>>;
+
+/// Spawns `fut` and keeps its output.
+fn spawn_out<T: 'static>(rt: &mut Rt, fut: impl std::future::Future<Output = T> + 'static) -> Out<T> {
+    let out: Out<T> = Rc::default();
+    let o = out.clone();
+    task::spawner(&mut rt.s).spawn_detached(async move {
+        *o.borrow_mut() = Some(fut.await);
+    });
+    out
+}
+
+#[test]
+fn ask_through_an_addr_is_answered_by_the_live_incarnation() {
+    let mut rt = Rt::new();
+    let (_sup, store) = supervised(&mut rt, store_spec());
+    let s2 = store.clone();
+    let out = spawn_out(&mut rt, async move {
+        let a = stakplane::ask!([s2], put(1, 10)).await?;
+        let b = stakplane::ask!([s2], put(1, 11)).await?;
+        let c = s2.ask(|this, cx, ret| this.get(cx, 1, ret)).await?;
+        Ok::<_, AskError>((a, b, c))
+    });
+    rt.run();
+    let got = out.borrow_mut().take().expect("finished");
+    assert_eq!(got.expect("answered"), (None, Some(10), Some(11)));
+}
+
+#[test]
+fn ask_through_an_addr_sends_nothing_until_awaited() {
+    let mut rt = Rt::new();
+    let (_sup, store) = supervised(&mut rt, store_spec());
+    let unpolled = stakplane::ask!([store], put(7, 70));
+    rt.run();
+    drop(unpolled);
+    let s2 = store.clone();
+    let out = spawn_out(&mut rt, async move { stakplane::ask!([s2], get(7)).await });
+    rt.run();
+    assert_eq!(out.borrow_mut().take().expect("finished").expect("answered"), None);
+}
+
+#[test]
+fn ask_through_an_addr_is_held_across_a_restart_and_answered_by_the_new_incarnation() {
+    let mut rt = Rt::new();
+    let (_sup, store) = supervised(&mut rt, store_spec().hold(8, Overflow::Reject));
+    let first = store.current().expect("running");
+    // The crash and the put are queued together: the put is held while
+    // no incarnation runs, and the next one answers it.
+    let s2 = store.clone();
+    let crash = spawn_out(&mut rt, {
+        let s = store.clone();
+        async move { stakplane::ask!([s], crash()).await }
+    });
+    let put = spawn_out(&mut rt, async move { stakplane::ask!([s2], put(3, 30)).await });
+    rt.run();
+    let second = store.current().expect("restarted");
+    assert!(first.is_zombie() && !second.is_zombie(), "a new incarnation");
+    assert_eq!(put.borrow_mut().take().expect("finished").expect("answered"), None);
+    let crashed = crash.borrow_mut().take().expect("finished");
+    match crashed {
+        Err(AskError::Dropped {
+            cause: Some(Cause::Panic(m)),
+        }) => assert_eq!(&*m, format!("{TEST_PANIC} in crash")),
+        other => panic!("expected Dropped with the Panic cause, got {other:?}"),
+    }
+}
+
+#[test]
+fn ask_that_hits_the_crash_gets_the_panic_cause_and_converts_into_actor_fail() {
+    let mut rt = Rt::new();
+    let (_sup, store) = supervised(&mut rt, store_spec());
+    let out = spawn_out(&mut rt, async move {
+        // `?` turns the AskError into the task's ActorFail.
+        let n: u32 = stakplane::ask!([store], crash()).await?;
+        Ok::<u32, ActorFail>(n)
+    });
+    rt.run();
+    let err = out.borrow_mut().take().expect("finished").expect_err("crashed");
+    let cause = err.cause().expect("the cause is kept");
+    assert_eq!(cause.to_string(), format!("panicked: {TEST_PANIC} in crash"));
+}
+
+#[test]
+fn ask_without_hold_while_not_running_fails_with_not_running() {
+    let mut rt = Rt::new();
+    let (sup, store) = supervised(&mut rt, store_spec());
+    sup.terminate_child(&mut rt.s, "store").expect("terminates");
+    rt.run();
+    assert!(!store.is_running());
+    let out = spawn_out(&mut rt, async move { stakplane::ask!([store], get(1)).await });
+    rt.run();
+    assert!(matches!(
+        out.borrow_mut().take().expect("finished"),
+        Err(AskError::NotRunning)
+    ));
+}
+
+#[test]
+fn ask_on_a_deleted_child_fails_with_deleted() {
+    let mut rt = Rt::new();
+    let (sup, store) = supervised(&mut rt, store_spec());
+    sup.terminate_child(&mut rt.s, "store").expect("terminates");
+    rt.run();
+    sup.delete_child("store").expect("deletes");
+    let out = spawn_out(&mut rt, async move { stakplane::ask!([store], get(1)).await });
+    rt.run();
+    let got = out.borrow_mut().take().expect("finished");
+    assert!(matches!(got, Err(AskError::Deleted)), "{got:?}");
+}
+
+#[test]
+fn ask_on_a_full_held_mailbox_fails_with_full() {
+    let mut rt = Rt::new();
+    let (sup, store) = supervised(&mut rt, store_spec().hold(1, Overflow::Reject));
+    sup.terminate_child(&mut rt.s, "store").expect("terminates");
+    rt.run();
+    // Nothing runs: the first call is held, the second finds it full.
+    let (a, b) = (store.clone(), store.clone());
+    let held = spawn_out(&mut rt, async move { stakplane::ask!([a], get(1)).await });
+    let full = spawn_out(&mut rt, async move { stakplane::ask!([b], get(2)).await });
+    rt.run();
+    assert!(held.borrow().is_none(), "held until an incarnation runs");
+    assert!(matches!(full.borrow_mut().take().expect("finished"), Err(AskError::Full)));
+    sup.restart_child(&mut rt.s, "store").expect("restarts");
+    rt.run();
+    assert_eq!(held.borrow_mut().take().expect("answered now").expect("answered"), None);
+}
+
+#[test]
+fn ask_answered_by_a_live_incarnation_that_drops_the_reply_has_no_cause() {
+    let mut rt = Rt::new();
+    let (_sup, store) = supervised(&mut rt, store_spec());
+    let s2 = store.clone();
+    let out = spawn_out(&mut rt, async move { stakplane::ask!([s2], ignore()).await });
+    rt.run();
+    assert!(matches!(
+        out.borrow_mut().take().expect("finished"),
+        Err(AskError::Dropped { cause: None })
+    ));
+    assert!(store.is_running());
+}
+
+#[test]
+fn task_ask_is_the_guarded_ask() {
+    // `stakplane::task::ask!` is stakplane's guarded macro: a panic in the
+    // asked method fails that actor only, and the runtime goes on.
+    let mut rt = Rt::new();
+    let dev = device!(rt.s, Store::init());
+    let line = dev.line();
+    let out = spawn_out(&mut rt, async move { stakplane::task::ask!([dev], crash()).await });
+    rt.run();
+    assert!(!line.is_alive());
+    let err = out.borrow_mut().take().expect("finished").expect_err("crashed");
+    assert!(err.to_string().contains("in crash"), "{err}");
+}
