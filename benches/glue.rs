@@ -19,7 +19,8 @@
 //!   `LocalSet` and drives it to completion on a current-thread runtime.
 //! - `ask_roundtrip`: one task awaits a reply to a request, `iters` times
 //!   in a row; reported per round trip. stakplane: `ask!` on a stakker
-//!   actor method replying through a `Ret<u64>`. `tokio-oneshot` and
+//!   actor method replying through a `Ret<u64>`; `stakplane-addr`: the
+//!   same method asked through a supervised child's `Addr`. `tokio-oneshot` and
 //!   `futures-oneshot`: a server task receives `(u64, oneshot::Sender)`
 //!   over an unbounded mpsc channel and replies; the client awaits each
 //!   oneshot.
@@ -159,6 +160,40 @@ fn ask_roundtrip(c: &mut Criterion) {
                 let mut sum = 0u64;
                 for i in 0..iters {
                     let r = stakplane::task::ask!([actor], get(i))
+                        .await
+                        .expect("server replies");
+                    sum = sum.wrapping_add(black_box(r));
+                }
+                sum
+            });
+            let t0 = Instant::now();
+            s.run(now, false);
+            let elapsed = t0.elapsed();
+            assert!(task.is_finished());
+            elapsed
+        });
+    });
+
+    // The same round trip through a supervised child's stable `Addr`
+    // (the call follows restarts; no hold: sent to the live incarnation).
+    g.bench_function("stakplane-addr", |b| {
+        use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+        let now = Instant::now();
+        let mut s = Stakker::new(now);
+        let spec = ChildSpec::worker("server", |core| {
+            Ok(stakplane::device!(core, Server::init()).into())
+        });
+        let server = spec.addr();
+        let _sup = Supervisor::start(&mut s, SupervisorSpec::one_for_one().child(spec))
+            .expect("supervisor starts");
+        s.run(now, false);
+        let sp = stakplane::task::spawner(&mut s);
+        b.iter_custom(|iters| {
+            let addr = server.clone();
+            let task = sp.spawn(async move {
+                let mut sum = 0u64;
+                for i in 0..iters {
+                    let r = stakplane::ask!([addr], get(i))
                         .await
                         .expect("server replies");
                     sum = sum.wrapping_add(black_box(r));

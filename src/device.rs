@@ -233,10 +233,10 @@ pub(crate) mod owner;
 pub(crate) mod registry;
 mod task;
 
+#[doc(hidden)]
+pub use ask::{__ask_target, Ask};
 pub use registry::{registry_stats, MonitorRef, RegistryStats};
 pub use task::{spawn_device, TaskDevice};
-#[doc(hidden)]
-pub use ask::{Ask, __ask_target};
 
 pub(crate) use ending::Ending;
 

@@ -22,7 +22,11 @@ impl Store {
         Some(Store { map: Vec::new() })
     }
     fn put(&mut self, _: CX![], k: u32, v: u32, ret: Ret<Option<u32>>) {
-        let old = self.map.iter().position(|e| e.0 == k).map(|i| self.map.remove(i).1);
+        let old = self
+            .map
+            .iter()
+            .position(|e| e.0 == k)
+            .map(|i| self.map.remove(i).1);
         self.map.push((k, v));
         ret.ret(old);
     }
@@ -59,7 +63,10 @@ fn supervised(rt: &mut Rt, spec: ChildSpec<Store>) -> (Supervisor, Addr<Store>) 
 type Out<T> = Rc<RefCell<Option<T>>>;
 
 /// Spawns `fut` and keeps its output.
-fn spawn_out<T: 'static>(rt: &mut Rt, fut: impl std::future::Future<Output = T> + 'static) -> Out<T> {
+fn spawn_out<T: 'static>(
+    rt: &mut Rt,
+    fut: impl std::future::Future<Output = T> + 'static,
+) -> Out<T> {
     let out: Out<T> = Rc::default();
     let o = out.clone();
     task::spawner(&mut rt.s).spawn_detached(async move {
@@ -94,7 +101,13 @@ fn ask_through_an_addr_sends_nothing_until_awaited() {
     let s2 = store.clone();
     let out = spawn_out(&mut rt, async move { stakplane::ask!([s2], get(7)).await });
     rt.run();
-    assert_eq!(out.borrow_mut().take().expect("finished").expect("answered"), None);
+    assert_eq!(
+        out.borrow_mut()
+            .take()
+            .expect("finished")
+            .expect("answered"),
+        None
+    );
 }
 
 #[test]
@@ -109,11 +122,23 @@ fn ask_through_an_addr_is_held_across_a_restart_and_answered_by_the_new_incarnat
         let s = store.clone();
         async move { stakplane::ask!([s], crash()).await }
     });
-    let put = spawn_out(&mut rt, async move { stakplane::ask!([s2], put(3, 30)).await });
+    let put = spawn_out(
+        &mut rt,
+        async move { stakplane::ask!([s2], put(3, 30)).await },
+    );
     rt.run();
     let second = store.current().expect("restarted");
-    assert!(first.is_zombie() && !second.is_zombie(), "a new incarnation");
-    assert_eq!(put.borrow_mut().take().expect("finished").expect("answered"), None);
+    assert!(
+        first.is_zombie() && !second.is_zombie(),
+        "a new incarnation"
+    );
+    assert_eq!(
+        put.borrow_mut()
+            .take()
+            .expect("finished")
+            .expect("answered"),
+        None
+    );
     let crashed = crash.borrow_mut().take().expect("finished");
     match crashed {
         Err(AskError::Dropped {
@@ -133,9 +158,16 @@ fn ask_that_hits_the_crash_gets_the_panic_cause_and_converts_into_actor_fail() {
         Ok::<u32, ActorFail>(n)
     });
     rt.run();
-    let err = out.borrow_mut().take().expect("finished").expect_err("crashed");
+    let err = out
+        .borrow_mut()
+        .take()
+        .expect("finished")
+        .expect_err("crashed");
     let cause = err.cause().expect("the cause is kept");
-    assert_eq!(cause.to_string(), format!("panicked: {TEST_PANIC} in crash"));
+    assert_eq!(
+        cause.to_string(),
+        format!("panicked: {TEST_PANIC} in crash")
+    );
 }
 
 #[test]
@@ -145,7 +177,10 @@ fn ask_without_hold_while_not_running_fails_with_not_running() {
     sup.terminate_child(&mut rt.s, "store").expect("terminates");
     rt.run();
     assert!(!store.is_running());
-    let out = spawn_out(&mut rt, async move { stakplane::ask!([store], get(1)).await });
+    let out = spawn_out(
+        &mut rt,
+        async move { stakplane::ask!([store], get(1)).await },
+    );
     rt.run();
     assert!(matches!(
         out.borrow_mut().take().expect("finished"),
@@ -160,7 +195,10 @@ fn ask_on_a_deleted_child_fails_with_deleted() {
     sup.terminate_child(&mut rt.s, "store").expect("terminates");
     rt.run();
     sup.delete_child("store").expect("deletes");
-    let out = spawn_out(&mut rt, async move { stakplane::ask!([store], get(1)).await });
+    let out = spawn_out(
+        &mut rt,
+        async move { stakplane::ask!([store], get(1)).await },
+    );
     rt.run();
     let got = out.borrow_mut().take().expect("finished");
     assert!(matches!(got, Err(AskError::Deleted)), "{got:?}");
@@ -178,10 +216,19 @@ fn ask_on_a_full_held_mailbox_fails_with_full() {
     let full = spawn_out(&mut rt, async move { stakplane::ask!([b], get(2)).await });
     rt.run();
     assert!(held.borrow().is_none(), "held until an incarnation runs");
-    assert!(matches!(full.borrow_mut().take().expect("finished"), Err(AskError::Full)));
+    assert!(matches!(
+        full.borrow_mut().take().expect("finished"),
+        Err(AskError::Full)
+    ));
     sup.restart_child(&mut rt.s, "store").expect("restarts");
     rt.run();
-    assert_eq!(held.borrow_mut().take().expect("answered now").expect("answered"), None);
+    assert_eq!(
+        held.borrow_mut()
+            .take()
+            .expect("answered now")
+            .expect("answered"),
+        None
+    );
 }
 
 #[test]
@@ -189,7 +236,10 @@ fn ask_answered_by_a_live_incarnation_that_drops_the_reply_has_no_cause() {
     let mut rt = Rt::new();
     let (_sup, store) = supervised(&mut rt, store_spec());
     let s2 = store.clone();
-    let out = spawn_out(&mut rt, async move { stakplane::ask!([s2], ignore()).await });
+    let out = spawn_out(
+        &mut rt,
+        async move { stakplane::ask!([s2], ignore()).await },
+    );
     rt.run();
     assert!(matches!(
         out.borrow_mut().take().expect("finished"),
@@ -205,9 +255,15 @@ fn task_ask_is_the_guarded_ask() {
     let mut rt = Rt::new();
     let dev = device!(rt.s, Store::init());
     let line = dev.line();
-    let out = spawn_out(&mut rt, async move { stakplane::task::ask!([dev], crash()).await });
+    let out = spawn_out(&mut rt, async move {
+        stakplane::task::ask!([dev], crash()).await
+    });
     rt.run();
     assert!(!line.is_alive());
-    let err = out.borrow_mut().take().expect("finished").expect_err("crashed");
+    let err = out
+        .borrow_mut()
+        .take()
+        .expect("finished")
+        .expect_err("crashed");
     assert!(err.to_string().contains("in crash"), "{err}");
 }

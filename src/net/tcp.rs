@@ -74,11 +74,9 @@ impl TcpStream {
             let cell = Plain::register(&reactor, sock, Interest::READABLE | Interest::WRITABLE)?;
             // Established when writable with no pending error and a peer
             // address (mio's connect protocol).
-            std::future::poll_fn(|cx| {
-                cell.0.poll_io(cx, Dir::Write, connected)
-            })
-            .await
-            .map_err(|e| NetError::io(Op::Connect, e))?;
+            std::future::poll_fn(|cx| cell.0.poll_io(cx, Dir::Write, connected))
+                .await
+                .map_err(|e| NetError::io(Op::Connect, e))?;
             Ok(TcpStream { cell, rbuf: None })
         }
     }

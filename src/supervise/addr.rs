@@ -1,18 +1,41 @@
 //! [`Addr<A>`]: a stable address for a supervised child, whatever its
-//! incarnation.
+//! incarnation (rule 83 of [`supervise`](super)).
+//!
+//! ## Rules
+//!
+//! Numbered as in `NOTES.md`, the index that names the test of each.
+//!
+//! **99. `ask` through an `Addr` follows restarts**: [`Addr::ask`] and
+//! `ask!([addr], method(args))` send nothing until first polled, then send
+//! as [`Addr::send`] does: to the live incarnation, or, with a holding
+//! spec, through the child's mailbox, held while no incarnation runs and
+//! answered by the next one. A refused send is the future's error:
+//! [`AskError::NotRunning`] (no hold, not running), [`AskError::Full`],
+//! [`AskError::Deleted`] (also for a held call a deletion dropped).
+//!
+//! **99a. A reply dropped unanswered carries the cause of the incarnation
+//! that took the call**: [`AskError::Dropped`] with that incarnation's
+//! [`Cause`](crate::Cause) when it died before replying (a panic in the
+//! asked method gives its `Panic` cause), `None` when it lives on. Both
+//! [`AskError`] and [`AddrError`] convert into the glue's `ActorFail`, so
+//! `?` works in a task returning `Result<_, ActorFail>`.
 
 use super::error::{AddrError, AskError, SuperviseError};
+use crate::cause::Cause;
 use crate::cause::DeviceId;
 use crate::device::ending::Kept;
 use crate::device::{Ask, DeviceOwn, DeviceRef, Line};
 use crate::guard;
 use crate::mailbox::{DeadLetter, Mailbox, MailboxStats, Overflow, SendError};
+use crate::task::RetFuture;
 use stakker::{Actor, Core, Cx, Fwd, Ret};
-use std::future::Future;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 /// A call held for a child: run on whichever incarnation takes it.
 pub type Call<A> = Box<dyn FnOnce(&mut A, &mut Cx<'_, A>)>;
@@ -58,6 +81,11 @@ pub(crate) struct AddrSlot<A: 'static> {
     /// Where the mailbox's dropped calls go (kept for a replaced mailbox).
     dead: RefCell<Option<Fwd<DeadLetter<Call<A>>>>>,
     deleted: Cell<bool>,
+    /// `ask`s sent and not yet answered (or dropped).
+    asks: Cell<usize>,
+    /// While `asks` > 0: the incarnation that went down last, so that an
+    /// ask it took and dropped can report its cause.
+    last_down: RefCell<Option<Line>>,
 }
 
 impl<A: 'static> AddrSlot<A> {
@@ -68,6 +96,8 @@ impl<A: 'static> AddrSlot<A> {
             mailbox: RefCell::new(None),
             dead: RefCell::new(None),
             deleted: Cell::new(false),
+            asks: Cell::new(0),
+            last_down: RefCell::new(None),
         }
     }
 
@@ -175,6 +205,12 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
             }
             current.take()
         };
+        if self.asks.get() > 0 {
+            // An ask may be waiting on this incarnation: keep its cause
+            // reachable (dropped outside the borrow, after `into_cause`).
+            let line = old.as_ref().map(DeviceOwn::line);
+            let _prev = std::mem::replace(&mut *self.last_down.borrow_mut(), line);
+        }
         let cause = old.and_then(DeviceOwn::into_cause);
         if let Some(mb) = self.mailbox() {
             mb.detach();
@@ -243,6 +279,16 @@ impl<A: 'static> Addr<A> {
             .map(|own| own.actor())
             .filter(|a| !a.is_zombie())
             .cloned()
+    }
+
+    /// The live incarnation's id, if any.
+    fn current_id(&self) -> Option<DeviceId> {
+        self.slot
+            .current
+            .borrow()
+            .as_ref()
+            .filter(|own| !own.actor().is_zombie())
+            .map(DeviceOwn::id)
     }
 
     /// Whether an incarnation is alive (see [`current`](Addr::current)).
@@ -339,38 +385,126 @@ impl<A: 'static> Addr<A> {
     /// held and then dropped by a deletion), and [`AskError::Dropped`]
     /// when the reply is dropped unanswered, with the cause of the
     /// incarnation that took the call (rule 99a).
-    pub fn ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, AskError>> + 'static {
-        let addr = self.clone();
-        let refused: Rc<Cell<Option<AddrError>>> = Rc::default();
-        let took: Rc<RefCell<Option<Line>>> = Rc::default();
-        let (r2, t2) = (refused.clone(), took.clone());
-        let pull = crate::task::future_pull(move |ret: Ret<R>| {
-            let slot = addr.slot.clone();
-            let sent = addr.send(move |this, cx| {
-                // The incarnation running this call is the current one.
-                *t2.borrow_mut() = slot.current.borrow().as_ref().map(DeviceOwn::line);
-                f(this, cx, ret)
-            });
-            if let Err(e) = sent {
-                r2.set(Some(e));
+    pub fn ask<R: 'static, F>(&self, f: F) -> impl Future<Output = Result<R, AskError>> + 'static
+    where
+        F: FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
+    {
+        AddrAsk {
+            slot: self.slot.clone(),
+            step: AskStep::Init(f),
+            sent_to: None,
+        }
+    }
+
+    /// The cause of the incarnation that took and dropped an ask sent
+    /// while `sent_to` was the live one (or none was): the newest
+    /// incarnation since `sent_to` that is dead, if the slot still names
+    /// it (its current one, or the last one down while asks wait).
+    fn ask_cause(&self, sent_to: Option<DeviceId>) -> Option<Cause> {
+        let since = |id: DeviceId| sent_to.is_none_or(|s| id >= s);
+        if let Some(own) = self.slot.current.borrow().as_ref() {
+            if since(own.id()) {
+                if let Some(cause) = own.cause() {
+                    return Some(cause);
+                }
             }
-        });
-        let slot = self.slot.clone();
-        async move {
-            match pull.await {
-                Ok(v) => Ok(v),
-                Err(_) => Err(match (refused.take(), took.take()) {
-                    (Some(e), _) => e.into(),
-                    // Held, then dropped unrun: the child was deleted.
-                    (None, None) if slot.deleted.get() => AskError::Deleted,
-                    (None, line) => AskError::Dropped {
-                        cause: line.as_ref().and_then(Line::cause),
-                    },
-                }),
+        }
+        let last = self.slot.last_down.borrow();
+        last.as_ref()
+            .filter(|line| since(line.id()))
+            .and_then(Line::cause)
+    }
+}
+
+/// Where an [`Addr::ask`] is.
+enum AskStep<R, F> {
+    /// Not polled yet: nothing sent.
+    Init(F),
+    /// Sent; waiting for the reply.
+    Waiting(RetFuture<R>),
+    /// Answered or failed.
+    Done,
+}
+
+/// The future of [`Addr::ask`]: a pull pipe that also knows which
+/// incarnation was live when it was sent.
+struct AddrAsk<A: 'static, R, F> {
+    slot: Rc<AddrSlot<A>>,
+    step: AskStep<R, F>,
+    /// The live incarnation when the call was sent.
+    sent_to: Option<DeviceId>,
+}
+
+impl<A: 'static, R, F> Unpin for AddrAsk<A, R, F> {}
+
+impl<A: 'static, R: 'static, F> Future for AddrAsk<A, R, F>
+where
+    F: FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
+{
+    type Output = Result<R, AskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let AskStep::Init(_) = this.step {
+            let AskStep::Init(f) = std::mem::replace(&mut this.step, AskStep::Done) else {
+                unreachable!("matched above")
+            };
+            let (fut, ret) = crate::task::ret_to_future::<R>();
+            let addr = Addr {
+                slot: this.slot.clone(),
+            };
+            this.sent_to = addr.current_id();
+            if let Err(e) = addr.send(move |a, cx| f(a, cx, ret)) {
+                return Poll::Ready(Err(e.into()));
             }
+            this.slot.asks.set(this.slot.asks.get() + 1);
+            this.step = AskStep::Waiting(fut);
+        }
+        let AskStep::Waiting(fut) = &mut this.step else {
+            panic!("an Addr::ask future polled after it completed");
+        };
+        let out = match Pin::new(fut).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(out) => out,
+        };
+        let cause = match out {
+            Ok(v) => {
+                this.step = AskStep::Done;
+                this.done();
+                return Poll::Ready(Ok(v));
+            }
+            Err(_) => Addr {
+                slot: this.slot.clone(),
+            }
+            .ask_cause(this.sent_to),
+        };
+        this.step = AskStep::Done;
+        this.done();
+        Poll::Ready(Err(match cause {
+            Some(cause) => AskError::Dropped { cause: Some(cause) },
+            // Held, then dropped unrun: the child was deleted.
+            None if this.slot.deleted.get() => AskError::Deleted,
+            None => AskError::Dropped { cause: None },
+        }))
+    }
+}
+
+impl<A: 'static, R, F> AddrAsk<A, R, F> {
+    /// No longer waiting: the last ask to end lets `last_down` go.
+    fn done(&self) {
+        let asks = self.slot.asks.get().saturating_sub(1);
+        self.slot.asks.set(asks);
+        if asks == 0 {
+            let last = self.slot.last_down.borrow_mut().take();
+            drop(last);
+        }
+    }
+}
+
+impl<A: 'static, R, F> Drop for AddrAsk<A, R, F> {
+    fn drop(&mut self) {
+        if let AskStep::Waiting(_) = self.step {
+            self.done();
         }
     }
 }

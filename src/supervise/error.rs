@@ -299,8 +299,12 @@ impl fmt::Display for AskError {
             AskError::NotRunning => f.write_str("the child is not running"),
             AskError::Full => f.write_str("the child's mailbox is full"),
             AskError::Deleted => f.write_str("the child was deleted"),
-            AskError::Dropped { cause: Some(c) } => write!(f, "the child ended before replying: {c}"),
-            AskError::Dropped { cause: None } => f.write_str("the child dropped the reply without answering"),
+            AskError::Dropped { cause: Some(c) } => {
+                write!(f, "the child ended before replying: {c}")
+            }
+            AskError::Dropped { cause: None } => {
+                f.write_str("the child dropped the reply without answering")
+            }
         }
     }
 }
