@@ -119,9 +119,9 @@ impl Logger {
 }
 
 fn main() {
-    // A panic is reported by the hook (one line here) and then contained
-    // by stakplane: it fails the actor whose code panicked.
-    std::panic::set_hook(Box::new(|info| println!("  (panic: {info})")));
+    // A contained panic fails only the actor whose code panicked; with
+    // `quiet_panics` it is reported in one line naming the device.
+    stakplane::quiet_panics();
     let mut now = Instant::now();
     let mut s = Stakker::new(now);
 
@@ -173,10 +173,12 @@ fn main() {
         }
     }));
 
-    s.run(now, false);
+    // Each run is a turn: with `quiet_panics`, the parser's contained
+    // panic prints as one line naming the device.
+    stakplane::task::turn(|| s.run(now, false));
     while let Some(next) = s.next_expiry() {
         now = next;
-        s.run(now, false);
+        stakplane::task::turn(|| s.run(now, false));
     }
 
     let log = logger

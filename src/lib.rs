@@ -123,6 +123,13 @@ pub use guard::quiet_panics;
 /// One import for actor code: stakplane's handles, causes and guarded
 /// macros, plus the stakker items actors use (`Stakker`, `Actor`, `Cx`,
 /// `CX!`, `Ret`, `Fwd`, `stop!`, `fail!`, ...).
+///
+/// Two ways to run async code: [`spawn`](crate::task::spawn) is the usual
+/// one (a task; its [`JoinHandle`](crate::task::JoinHandle) gives the
+/// output); [`spawn_device`] makes the task a device, for when others must
+/// monitor or link to it and learn its [`Cause`]. Handles that take a
+/// `&mut Core` (`Supervisor::start`, `spawner`, `device!`) take a
+/// `&mut Stakker` too (it derefs to `Core`), or `Runtime::core()`.
 pub mod prelude {
     pub use crate::task::{spawn, ActorFail, JoinError, JoinHandle};
     pub use crate::{
