@@ -234,6 +234,7 @@ pub(crate) mod registry;
 mod task;
 
 #[doc(hidden)]
+pub(crate) use ask::impl_ask;
 pub use ask::{__ask_target, Ask};
 pub use registry::{registry_stats, MonitorRef, RegistryStats};
 pub use task::{spawn_device, TaskDevice};

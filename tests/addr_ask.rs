@@ -10,7 +10,6 @@ use stakplane::supervise::{Addr, AskError, ChildSpec, Supervisor, SupervisorSpec
 use stakplane::task::{self, ActorFail};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// A key-value store: `put` answers the previous value; `crash` panics.
 struct Store {
@@ -46,18 +45,24 @@ fn store_spec() -> ChildSpec<Store> {
     ChildSpec::worker("store", |core| Ok(device!(core, Store::init()).into()))
 }
 
-/// A supervisor with one store child; the store's `Addr`.
-fn supervised(rt: &mut Rt, spec: ChildSpec<Store>) -> (Supervisor, Addr<Store>) {
+/// A runtime with a supervisor of one store child, started; the store's
+/// `Addr`.
+fn store_rt(spec: ChildSpec<Store>) -> (Rt, Supervisor, Addr<Store>) {
+    let mut rt = Rt::new();
     let addr = spec.addr();
-    let sup = Supervisor::start(
-        &mut rt.s,
-        SupervisorSpec::one_for_one()
-            .intensity(10, Duration::from_secs(1))
-            .child(spec),
-    )
-    .expect("starts");
+    let sup =
+        Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).expect("starts");
     rt.run();
-    (sup, addr)
+    (rt, sup, addr)
+}
+
+/// Runs `fut` as a task to its end (with everything else queued) and
+/// returns its output.
+fn run_task<T: 'static>(rt: &mut Rt, fut: impl std::future::Future<Output = T> + 'static) -> T {
+    let out = spawn_out(rt, fut);
+    rt.run();
+    let done = out.borrow_mut().take();
+    done.expect("the task finished")
 }
 
 type Out<T> = Rc<RefCell<Option<T>>>;
@@ -77,43 +82,31 @@ fn spawn_out<T: 'static>(
 
 #[test]
 fn ask_through_an_addr_is_answered_by_the_live_incarnation() {
-    let mut rt = Rt::new();
-    let (_sup, store) = supervised(&mut rt, store_spec());
+    let (mut rt, _sup, store) = store_rt(store_spec());
     let s2 = store.clone();
-    let out = spawn_out(&mut rt, async move {
+    let out = run_task(&mut rt, async move {
         let a = stakplane::ask!([s2], put(1, 10)).await?;
         let b = stakplane::ask!([s2], put(1, 11)).await?;
         let c = s2.ask(|this, cx, ret| this.get(cx, 1, ret)).await?;
         Ok::<_, AskError>((a, b, c))
     });
-    rt.run();
-    let got = out.borrow_mut().take().expect("finished");
-    assert_eq!(got.expect("answered"), (None, Some(10), Some(11)));
+    assert_eq!(out.expect("answered"), (None, Some(10), Some(11)));
 }
 
 #[test]
 fn ask_through_an_addr_sends_nothing_until_awaited() {
-    let mut rt = Rt::new();
-    let (_sup, store) = supervised(&mut rt, store_spec());
+    let (mut rt, _sup, store) = store_rt(store_spec());
     let unpolled = stakplane::ask!([store], put(7, 70));
     rt.run();
     drop(unpolled);
     let s2 = store.clone();
-    let out = spawn_out(&mut rt, async move { stakplane::ask!([s2], get(7)).await });
-    rt.run();
-    assert_eq!(
-        out.borrow_mut()
-            .take()
-            .expect("finished")
-            .expect("answered"),
-        None
-    );
+    let out = run_task(&mut rt, async move { stakplane::ask!([s2], get(7)).await });
+    assert_eq!(out.expect("answered"), None);
 }
 
 #[test]
 fn ask_through_an_addr_is_held_across_a_restart_and_answered_by_the_new_incarnation() {
-    let mut rt = Rt::new();
-    let (_sup, store) = supervised(&mut rt, store_spec().hold(8, Overflow::Reject));
+    let (mut rt, _sup, store) = store_rt(store_spec().hold(8, Overflow::Reject));
     let first = store.current().expect("running");
     // The crash and the put are queued together: the put is held while
     // no incarnation runs, and the next one answers it.
@@ -150,19 +143,13 @@ fn ask_through_an_addr_is_held_across_a_restart_and_answered_by_the_new_incarnat
 
 #[test]
 fn ask_that_hits_the_crash_gets_the_panic_cause_and_converts_into_actor_fail() {
-    let mut rt = Rt::new();
-    let (_sup, store) = supervised(&mut rt, store_spec());
-    let out = spawn_out(&mut rt, async move {
+    let (mut rt, _sup, store) = store_rt(store_spec());
+    let out = run_task(&mut rt, async move {
         // `?` turns the AskError into the task's ActorFail.
         let n: u32 = stakplane::ask!([store], crash()).await?;
         Ok::<u32, ActorFail>(n)
     });
-    rt.run();
-    let err = out
-        .borrow_mut()
-        .take()
-        .expect("finished")
-        .expect_err("crashed");
+    let err = out.expect_err("crashed");
     let cause = err.cause().expect("the cause is kept");
     assert_eq!(
         cause.to_string(),
@@ -172,42 +159,33 @@ fn ask_that_hits_the_crash_gets_the_panic_cause_and_converts_into_actor_fail() {
 
 #[test]
 fn ask_without_hold_while_not_running_fails_with_not_running() {
-    let mut rt = Rt::new();
-    let (sup, store) = supervised(&mut rt, store_spec());
+    let (mut rt, sup, store) = store_rt(store_spec());
     sup.terminate_child(&mut rt.s, "store").expect("terminates");
     rt.run();
     assert!(!store.is_running());
-    let out = spawn_out(
+    let out = run_task(
         &mut rt,
         async move { stakplane::ask!([store], get(1)).await },
     );
-    rt.run();
-    assert!(matches!(
-        out.borrow_mut().take().expect("finished"),
-        Err(AskError::NotRunning)
-    ));
+    assert!(matches!(out, Err(AskError::NotRunning)));
 }
 
 #[test]
 fn ask_on_a_deleted_child_fails_with_deleted() {
-    let mut rt = Rt::new();
-    let (sup, store) = supervised(&mut rt, store_spec());
+    let (mut rt, sup, store) = store_rt(store_spec());
     sup.terminate_child(&mut rt.s, "store").expect("terminates");
     rt.run();
     sup.delete_child("store").expect("deletes");
-    let out = spawn_out(
+    let out = run_task(
         &mut rt,
         async move { stakplane::ask!([store], get(1)).await },
     );
-    rt.run();
-    let got = out.borrow_mut().take().expect("finished");
-    assert!(matches!(got, Err(AskError::Deleted)), "{got:?}");
+    assert!(matches!(out, Err(AskError::Deleted)), "{out:?}");
 }
 
 #[test]
 fn ask_on_a_full_held_mailbox_fails_with_full() {
-    let mut rt = Rt::new();
-    let (sup, store) = supervised(&mut rt, store_spec().hold(1, Overflow::Reject));
+    let (mut rt, sup, store) = store_rt(store_spec().hold(1, Overflow::Reject));
     sup.terminate_child(&mut rt.s, "store").expect("terminates");
     rt.run();
     // Nothing runs: the first call is held, the second finds it full.
@@ -233,18 +211,13 @@ fn ask_on_a_full_held_mailbox_fails_with_full() {
 
 #[test]
 fn ask_answered_by_a_live_incarnation_that_drops_the_reply_has_no_cause() {
-    let mut rt = Rt::new();
-    let (_sup, store) = supervised(&mut rt, store_spec());
+    let (mut rt, _sup, store) = store_rt(store_spec());
     let s2 = store.clone();
-    let out = spawn_out(
+    let out = run_task(
         &mut rt,
         async move { stakplane::ask!([s2], ignore()).await },
     );
-    rt.run();
-    assert!(matches!(
-        out.borrow_mut().take().expect("finished"),
-        Err(AskError::Dropped { cause: None })
-    ));
+    assert!(matches!(out, Err(AskError::Dropped { cause: None })));
     assert!(store.is_running());
 }
 
@@ -255,15 +228,10 @@ fn task_ask_is_the_guarded_ask() {
     let mut rt = Rt::new();
     let dev = device!(rt.s, Store::init());
     let line = dev.line();
-    let out = spawn_out(&mut rt, async move {
+    let out = run_task(&mut rt, async move {
         stakplane::task::ask!([dev], crash()).await
     });
-    rt.run();
     assert!(!line.is_alive());
-    let err = out
-        .borrow_mut()
-        .take()
-        .expect("finished")
-        .expect_err("crashed");
+    let err = out.expect_err("crashed");
     assert!(err.to_string().contains("in crash"), "{err}");
 }

@@ -75,76 +75,35 @@ fn send<A: 'static, R: 'static>(
     guard::defer_apply_via(&deferrer, actor, move |this, cx| f(this, cx, ret));
 }
 
-impl<A: 'static> Ask<A> for DeviceOwn<A> {
-    type Error = ActorFail;
+/// Implements [`Ask`] for a handle type: `$body` makes the future from
+/// the handle `$this` and the call `$f`.
+macro_rules! impl_ask {
+    ([$($gen:tt)*] $ty:ty, $err:ty, |$this:ident, $f:ident| $body:expr) => {
+        impl<$($gen)*> $crate::device::Ask<A> for $ty {
+            type Error = $err;
 
-    #[inline]
-    fn __ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, ActorFail>> + 'static {
-        let actor = self.actor().clone();
-        future_pull_with_cause(move |ret| send(actor, f, ret), DeviceCause(self.line()))
-    }
+            #[inline]
+            fn __ask<R: 'static>(
+                &self,
+                $f: impl FnOnce(&mut A, &mut ::stakker::Cx<'_, A>, ::stakker::Ret<R>) + 'static,
+            ) -> impl ::std::future::Future<Output = Result<R, $err>> + 'static {
+                let $this = self;
+                $body
+            }
+        }
+    };
 }
+pub(crate) use impl_ask;
 
-impl<A: 'static> Ask<A> for Actor<A> {
-    type Error = ActorFail;
-
-    #[inline]
-    fn __ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, ActorFail>> + 'static {
-        let actor = self.clone();
-        future_pull_with_cause(move |ret| send(actor, f, ret), ())
-    }
-}
-
-impl<A: 'static> Ask<A> for stakker::ActorOwn<A> {
-    type Error = ActorFail;
-
-    #[inline]
-    fn __ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, ActorFail>> + 'static {
-        (**self).__ask(f)
-    }
-}
-
-impl<A: 'static> Ask<A> for Cx<'_, A> {
-    type Error = ActorFail;
-
-    #[inline]
-    fn __ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, ActorFail>> + 'static {
-        self.access_actor().__ask(f)
-    }
-}
-
-impl<A: 'static, T: Ask<A> + ?Sized> Ask<A> for &T {
-    type Error = T::Error;
-
-    #[inline]
-    fn __ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, T::Error>> + 'static {
-        (**self).__ask(f)
-    }
-}
-
-impl<A: 'static, T: Ask<A> + ?Sized> Ask<A> for &mut T {
-    type Error = T::Error;
-
-    #[inline]
-    fn __ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, T::Error>> + 'static {
-        (**self).__ask(f)
-    }
-}
+impl_ask!([A: 'static] DeviceOwn<A>, ActorFail, |dev, f| {
+    let actor = dev.actor().clone();
+    future_pull_with_cause(move |ret| send(actor, f, ret), DeviceCause(dev.line()))
+});
+impl_ask!([A: 'static] Actor<A>, ActorFail, |actor, f| {
+    let actor = actor.clone();
+    future_pull_with_cause(move |ret| send(actor, f, ret), ())
+});
+impl_ask!([A: 'static] stakker::ActorOwn<A>, ActorFail, |own, f| (**own).__ask(f));
+impl_ask!([A: 'static] Cx<'_, A>, ActorFail, |cx, f| cx.access_actor().__ask(f));
+impl_ask!([A: 'static, T: Ask<A> + ?Sized] &T, T::Error, |r, f| (**r).__ask(f));
+impl_ask!([A: 'static, T: Ask<A> + ?Sized] &mut T, T::Error, |r, f| (**r).__ask(f));

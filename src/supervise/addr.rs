@@ -24,7 +24,7 @@ use super::error::{AddrError, AskError, SuperviseError};
 use crate::cause::Cause;
 use crate::cause::DeviceId;
 use crate::device::ending::Kept;
-use crate::device::{Ask, DeviceOwn, DeviceRef, Line};
+use crate::device::{DeviceOwn, DeviceRef, Line};
 use crate::guard;
 use crate::mailbox::{DeadLetter, Mailbox, MailboxStats, Overflow, SendError};
 use crate::task::RetFuture;
@@ -509,17 +509,7 @@ impl<A: 'static, R, F> Drop for AddrAsk<A, R, F> {
     }
 }
 
-impl<A: 'static> Ask<A> for Addr<A> {
-    type Error = AskError;
-
-    #[inline]
-    fn __ask<R: 'static>(
-        &self,
-        f: impl FnOnce(&mut A, &mut Cx<'_, A>, Ret<R>) + 'static,
-    ) -> impl Future<Output = Result<R, AskError>> + 'static {
-        self.ask(f)
-    }
-}
+crate::device::impl_ask!([A: 'static] Addr<A>, AskError, |addr, f| addr.ask(f));
 
 impl<A: 'static> Clone for Addr<A> {
     fn clone(&self) -> Self {
