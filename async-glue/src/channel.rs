@@ -152,7 +152,7 @@
 //! `None`.
 
 use crate::fail::ActorFail;
-use crate::pipe::{drop_task, Waiter};
+use crate::pipe::{or_drop_task_item, Waiter};
 use futures_core::stream::{FusedStream, Stream};
 use stakker::Fwd;
 use std::cell::RefCell;
@@ -251,6 +251,17 @@ fn release(waiters: Vec<Waiter>, notices: VecDeque<(u64, Fwd<()>)>) {
         w.wake();
     }
     drop(notices);
+}
+
+/// The `Debug` of a channel end: its queue, capacity and whether it is
+/// still accepting.
+fn debug_chan<T>(f: &mut fmt::Formatter<'_>, end: &str, chan: &RefCell<Chan<T>>) -> fmt::Result {
+    let ch = chan.borrow();
+    f.debug_struct(end)
+        .field("queued", &ch.queue.len())
+        .field("capacity", &ch.capacity)
+        .field("closed", &!ch.accepting())
+        .finish()
 }
 
 /// A slot just freed (called unborrowed): the first waiting `send` future
@@ -501,12 +512,7 @@ impl<T> Drop for Sender<T> {
 
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ch = self.chan.borrow();
-        f.debug_struct("Sender")
-            .field("queued", &ch.queue.len())
-            .field("capacity", &ch.capacity)
-            .field("closed", &!ch.accepting())
-            .finish()
+        debug_chan(f, "Sender", &self.chan)
     }
 }
 
@@ -683,11 +689,7 @@ impl<T> Drop for Receiver<T> {
 
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ch = self.chan.borrow();
-        f.debug_struct("Receiver")
-            .field("queued", &ch.queue.len())
-            .field("capacity", &ch.capacity)
-            .finish()
+        debug_chan(f, "Receiver", &self.chan)
     }
 }
 
@@ -779,12 +781,7 @@ impl<T> Stream for ReceiverOrDrop<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(item))) => Poll::Ready(Some(item)),
-            Poll::Ready(Some(Err(fail))) => drop_task(fail),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        or_drop_task_item(Pin::new(&mut self.inner).poll_next(cx))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -153,6 +153,18 @@ fn or_drop_task<T>(poll: Poll<Result<T, ActorFail>>) -> Poll<T> {
     }
 }
 
+/// A pass-the-error stream's poll made drop-the-task: the item, the end,
+/// or the task ended.
+#[inline]
+pub(crate) fn or_drop_task_item<T>(poll: Poll<Option<Result<T, ActorFail>>>) -> Poll<Option<T>> {
+    match poll {
+        Poll::Ready(Some(Ok(item))) => Poll::Ready(Some(item)),
+        Poll::Ready(Some(Err(fail))) => drop_task(fail),
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// The future of a push pipe, pass-the-error style: yields `Ok(value)` once
 /// the `Ret` fires, `Err(ActorFail)` if it is dropped unfired. Made by
 /// [`ret_to_future`].

@@ -30,7 +30,7 @@
 
 use crate::exec::{self, JoinHandle};
 use crate::fail::{ActorFail, CauseOf};
-use crate::pipe::{drop_task, Waiter};
+use crate::pipe::{or_drop_task_item, Waiter};
 use futures_core::Stream;
 use stakker::{Core, Fwd};
 use std::cell::RefCell;
@@ -228,12 +228,7 @@ impl<T> Stream for FwdStreamOrDrop<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(v))) => Poll::Ready(Some(v)),
-            Poll::Ready(Some(Err(fail))) => drop_task(fail),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        or_drop_task_item(Pin::new(&mut self.inner).poll_next(cx))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
