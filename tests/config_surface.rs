@@ -349,11 +349,7 @@ fn one_case(t: &Timing, z: &Sizes) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 2048,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(stakplane_testkit::cases(2048))]
 
     #[test]
     fn every_configuration_value_is_taken_or_refused_typed_and_no_timer_fires_early(
@@ -538,11 +534,7 @@ fn bytes() -> impl Strategy<Value = usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(stakplane_testkit::cases(256))]
 
     #[test]
     fn every_network_setting_is_taken_or_capped_and_refusals_are_typed(n in net()) {

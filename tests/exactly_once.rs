@@ -348,11 +348,7 @@ fn check(traps: Vec<bool>, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 2048,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(stakplane_testkit::cases(2048))]
 
     #[test]
     fn exactly_one_down_per_watch((traps, ops) in scenario()) {

@@ -1149,11 +1149,7 @@ fn check_dead_letter(cap: usize, overflow: Overflow, ops: Vec<Op>) -> Result<(),
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 2000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(stakplane_testkit::cases(2000))]
 
     #[test]
     fn with_redeliver_every_accepted_message_is_handled_once_or_twice_in_send_order(

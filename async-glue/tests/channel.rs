@@ -1181,11 +1181,7 @@ impl Case {
 proptest! {
     // 2,048 cases, or PROPTEST_CASES (valgrind.sh runs fewer: under
     // memcheck each case costs ~20x).
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2048),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(stakplane_testkit::cases(2048))]
 
     #[test]
     fn property_random_interleavings_lose_nothing_keep_order_and_end_exactly_once(

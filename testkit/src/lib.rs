@@ -9,6 +9,7 @@
 //! | [`error_chain`] | an error and its `source()`s, as strings |
 //! | [`Drops`], [`DropToken`] | count drops |
 //! | [`ready`] | the output of a future that must already be ready |
+//! | [`cases`] | the property tests' configuration |
 //!
 //! It depends on stakker alone: a kit that depended on the crates it
 //! tests would put a second copy of their types in every test binary.
@@ -136,6 +137,21 @@ pub fn ready<F: Future>(fut: F) -> F::Output {
     match pin!(fut).poll(&mut cx) {
         Poll::Ready(v) => v,
         Poll::Pending => panic!("the future is not ready"),
+    }
+}
+
+/// The configuration of a property test: `n` cases per `cargo test`, or
+/// `PROPTEST_CASES` when set (fewer under valgrind, many more for a long
+/// run), and no failure files written into the tree.
+pub fn cases(n: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
     }
 }
 
