@@ -1,7 +1,7 @@
 //! The async side of devices: the guarded `ask!` and `spawn_device`.
 mod common;
 
-use common::{dev, entries, new_log, trapping_dev, Dev, Log, Rt, TEST_PANIC};
+use common::{dev, entries, new_log, rt_with_dev, trapping_dev, Dev, Log, Rt, TEST_PANIC};
 use futures::FutureExt;
 use stakplane::prelude::*;
 use stakplane::registry_stats;
@@ -19,9 +19,7 @@ fn watch(rt: &mut Rt, who: &'static str, log: &Log, target: &impl DeviceRef) -> 
 
 #[test]
 fn ask_returns_the_actor_reply() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     let fut = ask!([d], reply());
     let h = spawn(&mut rt.s, fut);
     rt.run();
@@ -30,9 +28,7 @@ fn ask_returns_the_actor_reply() {
 
 #[test]
 fn actor_panics_mid_ask_yields_actor_fail_with_the_panic_cause() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     let h = spawn(&mut rt.s, ask!([d], panic_then_reply()));
     rt.run();
     let err = h.now_or_never().unwrap().unwrap().unwrap_err();
@@ -46,9 +42,7 @@ fn actor_panics_mid_ask_yields_actor_fail_with_the_panic_cause() {
 
 #[test]
 fn ask_of_a_stopped_device_yields_actor_fail_with_stopped() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     call!([d], stop());
     rt.run();
     let h = spawn(&mut rt.s, ask!([d], reply()));
@@ -62,9 +56,7 @@ fn ask_of_a_stopped_device_yields_actor_fail_with_stopped() {
 
 #[test]
 fn ask_of_a_plain_actor_that_drops_the_ret_has_no_cause() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     let actor: Actor<Dev> = d.actor().clone();
     let h = spawn(&mut rt.s, ask!([actor], drop_reply()));
     rt.run();
@@ -165,9 +157,7 @@ fn task_device_abort_kill_and_shutdown_end_it_with_their_cause() {
 
 #[test]
 fn task_device_linked_to_a_failing_device_is_aborted_with_a_cascade() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, log, d) = rt_with_dev("d");
     let t = spawn_device(&mut rt.s, std::future::pending::<Result<(), Bad>>());
     t.link(&d, LinkMode::Monitor).unwrap();
     let _w = watch(&mut rt, "w", &log, &t);
@@ -187,9 +177,7 @@ fn task_device_linked_to_a_failing_device_is_aborted_with_a_cascade() {
 
 #[test]
 fn task_device_that_traps_receives_the_down_and_decides() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, log, d) = rt_with_dev("d");
     let got: Rc<RefCell<Option<String>>> = Rc::default();
     let (downs, trap): (FwdStream<Down>, _) = fwd_to_stream(4, fwd_nop!());
     let g2 = got.clone();

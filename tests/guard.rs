@@ -167,9 +167,7 @@ fn runtime_keeps_running_after_panics() {
 
 #[test]
 fn first_end_wins() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     call!([d], stop_then_panic());
     rt.run();
     assert_eq!(d.cause().unwrap().to_string(), "stopped");
@@ -178,9 +176,7 @@ fn first_end_wins() {
 #[test]
 fn unguarded_stakker_call_is_not_contained() {
     // Documented limit: stakker's own macros are not guarded.
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     rt.run();
     stakker::call!([d], panic());
     let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run()));
@@ -195,9 +191,7 @@ fn a_deadline_past_the_timer_horizon_never_fires() {
     // `after!` and `at!` go through the one clamp of the glue: a deadline
     // past the horizon (or past what `Instant` holds) never fires, while
     // one just inside it fires at its time.
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     rt.run();
     let horizon = stakplane::task::horizon(&rt.s);
     after!(Duration::from_secs(1 << 50), [d, rt.s], panic_on_timer());

@@ -101,9 +101,7 @@ fn link_matrix_mode_by_end_trap_side() {
 #[test]
 fn normal_stop_notifies_but_never_kills() {
     for end in [End::Stop, End::Shutdown] {
-        let mut rt = Rt::new();
-        let log = new_log();
-        let plain = dev(&mut rt, "plain", &log);
+        let (mut rt, log, plain) = rt_with_dev("plain");
         let trapper = trapping_dev(&mut rt, "trapper", &log);
         let target = dev(&mut rt, "target", &log);
         rt.run();
@@ -186,9 +184,7 @@ fn cascade_chain_names_the_origin() {
 fn peer_cascade_runs_both_ways_without_echo() {
     // a <-> b <-> c (Peer). c fails: b cascades, a cascades; nobody is
     // failed twice and the dead do not re-notify each other.
-    let mut rt = Rt::new();
-    let log = new_log();
-    let a = dev(&mut rt, "a", &log);
+    let (mut rt, log, a) = rt_with_dev("a");
     let b = dev(&mut rt, "b", &log);
     let c = dev(&mut rt, "c", &log);
     let watch = trapping_dev(&mut rt, "watch", &log);
@@ -249,9 +245,7 @@ fn link_to_dead_device_returns_device_down_and_links_nothing() {
 #[test]
 fn link_error_device_down_chains_its_cause_as_source() {
     use std::error::Error;
-    let mut rt = Rt::new();
-    let log = new_log();
-    let a = dev(&mut rt, "a", &log);
+    let (mut rt, log, a) = rt_with_dev("a");
     let b = dev(&mut rt, "b", &log);
     rt.run();
     let b_line = b.line();
@@ -280,9 +274,7 @@ fn link_error_device_down_chains_its_cause_as_source() {
 
 #[test]
 fn self_link_is_rejected() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let a = dev(&mut rt, "a", &log);
+    let (_rt, _log, a) = rt_with_dev("a");
     assert!(matches!(
         a.link(&a.line(), LinkMode::Peer),
         Err(LinkError::SelfLink(id)) if id == a.id()

@@ -23,9 +23,7 @@ fn monitor_delivers_exactly_one_down() {
     // {Ret, Fwd} x {by device, by Line} x every way to die.
     for end in End::ALL {
         for by_line in [false, true] {
-            let mut rt = Rt::new();
-            let log = new_log();
-            let watcher = dev(&mut rt, "watcher", &log);
+            let (mut rt, log, watcher) = rt_with_dev("watcher");
             let target = dev(&mut rt, "target", &log);
             rt.run();
             let id = target.id();
@@ -68,9 +66,7 @@ fn monitor_never_propagates() {
 
 #[test]
 fn cancel_before_death_delivers_nothing() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let target = dev(&mut rt, "target", &log);
+    let (mut rt, _log, target) = rt_with_dev("target");
     rt.run();
     let rec = Rc::new(RefCell::new(Vec::new()));
     let mref = target.monitor(recording_ret(&rec)).unwrap();
@@ -85,9 +81,7 @@ fn cancel_before_death_delivers_nothing() {
 
 #[test]
 fn cancel_after_death_returns_false_and_down_still_arrives() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let watcher = dev(&mut rt, "watcher", &log);
+    let (mut rt, log, watcher) = rt_with_dev("watcher");
     let target = dev(&mut rt, "target", &log);
     rt.run();
     let id = target.id();
@@ -110,9 +104,7 @@ fn cancel_after_death_returns_false_and_down_still_arrives() {
 fn cancel_between_drop_and_queue_run_wins() {
     // Death happens when stakker terminates the actor, not when the last
     // owner is dropped: a cancel in between still cancels.
-    let mut rt = Rt::new();
-    let log = new_log();
-    let target = dev(&mut rt, "target", &log);
+    let (mut rt, _log, target) = rt_with_dev("target");
     rt.run();
     let rec = Rc::new(RefCell::new(Vec::new()));
     let mref = target.monitor(recording_ret(&rec)).unwrap();
@@ -124,9 +116,7 @@ fn cancel_between_drop_and_queue_run_wins() {
 
 #[test]
 fn monitor_dead_device_delivers_down_at_once_and_returns_device_down() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let target = dev(&mut rt, "target", &log);
+    let (mut rt, _log, target) = rt_with_dev("target");
     let line = target.line();
     call!([target], panic());
     rt.run();
@@ -186,9 +176,7 @@ fn ids_are_unique_and_never_reused() {
 
 #[test]
 fn line_compares_and_hashes_by_id() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let a = dev(&mut rt, "a", &log);
+    let (mut rt, log, a) = rt_with_dev("a");
     let b = dev(&mut rt, "b", &log);
     let (a1, a2, b1) = (a.line(), a.clone_line(), b.line());
     assert_eq!(a1, a2);
@@ -213,9 +201,7 @@ impl<T: DeviceRef> CloneLine for T {
 
 #[test]
 fn line_never_keeps_device_alive() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     let line = d.line();
     let lines: Vec<Line> = (0..10).map(|_| line.clone()).collect();
     rt.run();
@@ -228,9 +214,7 @@ fn line_never_keeps_device_alive() {
 
 #[test]
 fn line_remembers_cause_after_death() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, log, d) = rt_with_dev("d");
     let line = d.line();
     assert!(line.cause().is_none(), "alive: no cause");
     call!([d], fail());
@@ -333,9 +317,7 @@ fn watchers_are_notified_in_registration_order_across_cancels() {
 
 #[test]
 fn shutdown_request_names_the_requester() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let boss = dev(&mut rt, "boss", &log);
+    let (mut rt, log, boss) = rt_with_dev("boss");
     let worker = trapping_dev(&mut rt, "worker", &log);
     let watcher = trapping_dev(&mut rt, "watcher", &log);
     rt.run();
@@ -357,9 +339,7 @@ fn shutdown_request_names_the_requester() {
 
 #[test]
 fn kill_and_shutdown_of_dead_device_return_device_down() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     call!([d], stop());
     rt.run();
     assert!(matches!(d.kill("late"), Err(LinkError::DeviceDown { .. })));
@@ -376,9 +356,7 @@ fn kill_and_shutdown_of_dead_device_return_device_down() {
 
 #[test]
 fn death_happens_when_stakker_terminates_the_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let d = dev(&mut rt, "d", &log);
+    let (mut rt, _log, d) = rt_with_dev("d");
     let line = d.line();
     rt.run();
     drop(d);

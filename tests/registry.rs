@@ -39,9 +39,7 @@ impl Failer {
 
 #[test]
 fn user_values_are_dropped_outside_the_registry() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let a = dev(&mut rt, "a", &log);
+    let (mut rt, log, a) = rt_with_dev("a");
     let b = dev(&mut rt, "b", &log);
     let b_line = b.line();
     call!([a], stop());
@@ -230,9 +228,7 @@ fn kill_ends_a_device_still_in_prep() {
 
 #[test]
 fn raw_watcher_panic_still_notifies_the_others() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let target = dev(&mut rt, "target", &log);
+    let (mut rt, _log, target) = rt_with_dev("target");
     rt.run();
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let record = |tag: &'static str| {

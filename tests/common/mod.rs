@@ -120,6 +120,14 @@ pub fn dev(rt: &mut Rt, name: &'static str, log: &Log) -> DeviceOwn<Dev> {
     device!(rt.s, Dev::init(name, log.clone()))
 }
 
+/// A runtime, a fresh log, and one `Dev` named `name` recording into it.
+pub fn rt_with_dev(name: &'static str) -> (Rt, Log, DeviceOwn<Dev>) {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let d = dev(&mut rt, name, &log);
+    (rt, log, d)
+}
+
 /// Creates a `Dev` that traps linked Downs into `log` under `name`.
 pub fn trapping_dev(rt: &mut Rt, name: &'static str, log: &Log) -> DeviceOwn<Dev> {
     let d = dev(rt, name, log);
