@@ -326,7 +326,7 @@ fn wait_for(counter: &AtomicU64, target: u64) {
     let mut spins = 0u32;
     while counter.load(Ordering::Acquire) < target {
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             thread::yield_now();
         } else {
             std::hint::spin_loop();

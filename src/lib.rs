@@ -53,6 +53,7 @@
 //! | 2 | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` | — |
 //! | 3 | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr), typed dynamic supervisors | — |
 //! | 4 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
+//! | 4 | `cluster` (feature `cluster`, in progress) | node and process ids, the wire format, SWIM membership on stakker time | — |
 //! | — | [`prelude`] | everything above plus the stakker items actors need | — |
 //!
 //! The semantics (who is notified of what, when, exactly once, what a
@@ -91,6 +92,8 @@
 #![deny(missing_docs)]
 
 pub mod cause;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod device;
 pub mod group;
 pub mod guard;

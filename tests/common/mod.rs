@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 /// The one virtual-time driver, shared with the glue's tests.
 pub use stakplane_testkit::VirtualRt as Rt;
-pub use stakplane_testkit::{error_chain, quiet_test_panics, Drops, TEST_PANIC};
+pub use stakplane_testkit::{cases, error_chain, quiet_test_panics, Drops, TEST_PANIC};
 
 /// Every `Down` seen, as (who saw it, the Down), in delivery order.
 pub type Log = Rc<RefCell<Vec<(&'static str, Down)>>>;

@@ -1,0 +1,191 @@
+//! The frames nodes exchange: `postcard` behind a 4-byte big-endian length
+//! prefix, decoded incrementally within a maximum size (rule 110 in the
+//! [cluster](super) docs).
+
+use super::{NodeId, Pid};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The wire protocol's version, sent in [`Frame::Hello`].
+pub const WIRE_VERSION: u16 = 1;
+
+/// The default largest frame body, in bytes (1 MiB).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// The length prefix of a frame, in bytes.
+const PREFIX: usize = 4;
+
+/// One message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Frame {
+    /// The first frame of a session: who is speaking, in which version.
+    Hello {
+        /// The sender's [`WIRE_VERSION`].
+        version: u16,
+        /// The sender.
+        node: NodeId,
+    },
+    /// A membership (SWIM) message, as foca encoded it.
+    Gossip(Vec<u8>),
+    /// A message for device `to` on the receiving node.
+    Send {
+        /// The target device's id on the receiving node.
+        to: u64,
+        /// The sending device, if any.
+        from: Option<Pid>,
+        /// The message, serialised by its sender.
+        payload: Vec<u8>,
+    },
+}
+
+/// Why bytes from a peer are not a frame. The connection they came on is
+/// closed; the node goes on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The length prefix announces more than the limit: refused before
+    /// anything is allocated for it.
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body does not decode as a frame.
+    Malformed(postcard::Error),
+    /// A frame too large to send (the sender's own limit).
+    Oversized {
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes announced, the limit is {max}")
+            }
+            WireError::Malformed(e) => write!(f, "malformed frame: {e}"),
+            WireError::Oversized { len, max } => {
+                write!(f, "frame of {len} bytes to send, the limit is {max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WireError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WireError::Malformed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Frame {
+    /// Appends the frame, length-prefixed, to `out`.
+    ///
+    /// # Errors
+    /// [`WireError::Oversized`] if its body is longer than `max` (nothing
+    /// is appended); [`WireError::Malformed`] if serde refuses it.
+    pub fn encode_into(&self, out: &mut Vec<u8>, max: usize) -> Result<(), WireError> {
+        let start = out.len();
+        out.extend_from_slice(&[0; PREFIX]);
+        let body = postcard::to_extend(self, std::mem::take(out)).map_err(WireError::Malformed)?;
+        *out = body;
+        let len = out.len() - start - PREFIX;
+        if len > max || u32::try_from(len).is_err() {
+            out.truncate(start);
+            return Err(WireError::Oversized { len, max });
+        }
+        let prefix = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+        out[start..start + PREFIX].copy_from_slice(&prefix);
+        Ok(())
+    }
+}
+
+/// Decodes frames from a byte stream as it arrives, within a size limit.
+///
+/// Memory: what was pushed and not yet decoded, and never more than one
+/// frame's prefix and body beyond what the caller pushes at once: a
+/// prefix above the limit is refused as soon as its 4 bytes are in.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already decoded.
+    head: usize,
+    max: usize,
+    failed: bool,
+}
+
+impl FrameReader {
+    /// A reader accepting bodies of at most `max` bytes.
+    pub fn new(max: usize) -> FrameReader {
+        FrameReader {
+            buf: Vec::new(),
+            head: 0,
+            max,
+            failed: false,
+        }
+    }
+
+    /// Adds bytes read from the peer (dropped once the stream has failed:
+    /// nothing more will be decoded from it).
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if self.head > 0 && self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, if one is in.
+    ///
+    /// # Errors
+    /// [`WireError::TooLarge`] or [`WireError::Malformed`]: the stream is
+    /// then unusable (framing is lost), and every later call returns
+    /// `Ok(None)` — close the connection.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        if self.failed {
+            return Ok(None);
+        }
+        let pending = &self.buf[self.head..];
+        let Some(prefix) = pending.first_chunk::<PREFIX>() else {
+            return Ok(None);
+        };
+        let len = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
+        if len > self.max {
+            self.failed = true;
+            return Err(WireError::TooLarge { len, max: self.max });
+        }
+        let Some(body) = pending.get(PREFIX..PREFIX + len) else {
+            return Ok(None);
+        };
+        match postcard::from_bytes::<Frame>(body) {
+            Ok(frame) => {
+                self.head += PREFIX + len;
+                if self.head > self.max && self.head * 2 > self.buf.len() {
+                    self.buf.drain(..self.head);
+                    self.head = 0;
+                }
+                Ok(Some(frame))
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(WireError::Malformed(e))
+            }
+        }
+    }
+
+    /// Bytes pushed and not yet decoded.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.head
+    }
+}

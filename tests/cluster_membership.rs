@@ -1,0 +1,122 @@
+//! Membership on foca's SWIM, on virtual time, over the in-memory
+//! network (rule 111 in `src/cluster/mod.rs`).
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use common::Rt;
+use stakplane::cluster::membership::{
+    packets_to, MemNet, MemberEvent, Membership, MembershipConfig, Transport,
+};
+use stakplane::cluster::NodeId;
+use stakplane::prelude::*;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n], 7000))
+}
+
+struct Node {
+    id: NodeId,
+    m: DeviceOwn<Membership>,
+    events: Rc<RefCell<Vec<MemberEvent>>>,
+}
+
+fn node(rt: &mut Rt, net: &MemNet, n: u8, incarnation: u64) -> Node {
+    let id = NodeId::new(addr(n), incarnation);
+    let events: Rc<RefCell<Vec<MemberEvent>>> = Rc::default();
+    let e2 = events.clone();
+    let fwd = Fwd::new(move |ev| e2.borrow_mut().push(ev));
+    let transport: Rc<dyn Transport> = Rc::new(net.clone());
+    let cfg = MembershipConfig::lan(3, u64::from(n));
+    let m = device!(rt.s, Membership::init(id, cfg, transport, fwd));
+    net.attach(id.addr, packets_to(&m));
+    Node { id, m, events }
+}
+
+fn members(rt: &mut Rt, n: &Node) -> BTreeSet<NodeId> {
+    n.m.query(&mut rt.s, |m, _| m.members()).expect("alive")
+}
+
+fn three_nodes(rt: &mut Rt, net: &MemNet) -> [Node; 3] {
+    let [a, b, c] = [1, 2, 3].map(|n| node(rt, net, n, 1));
+    rt.run();
+    for joiner in [&b, &c] {
+        let seed = a.id;
+        call!([joiner.m], announce(seed));
+    }
+    rt.advance(Duration::from_secs(10));
+    [a, b, c]
+}
+
+#[test]
+fn membership_nodes_that_announce_to_a_seed_all_learn_of_each_other() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let nodes = three_nodes(&mut rt, &net);
+    for n in &nodes {
+        let others: BTreeSet<NodeId> = nodes.iter().map(|o| o.id).filter(|&o| o != n.id).collect();
+        assert_eq!(members(&mut rt, n), others, "{} sees the others", n.id);
+        let ups: BTreeSet<NodeId> = n
+            .events
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                MemberEvent::Up(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ups, others, "{} was told each other node is up", n.id);
+    }
+    let (sent, _) = net.counts();
+    assert!(sent > 0);
+}
+
+#[test]
+fn membership_a_node_that_stops_answering_is_declared_down_by_every_other_node() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let [a, b, c] = three_nodes(&mut rt, &net);
+    net.cut(c.id.addr);
+    rt.advance(Duration::from_secs(60));
+    for n in [&a, &b] {
+        assert_eq!(
+            members(&mut rt, n),
+            BTreeSet::from([if n.id == a.id { b.id } else { a.id }])
+        );
+        let downs: Vec<_> = n
+            .events
+            .borrow()
+            .iter()
+            .filter(|e| matches!(e, MemberEvent::Down(_)))
+            .cloned()
+            .collect();
+        assert_eq!(downs, [MemberEvent::Down(c.id)], "{} saw c down once", n.id);
+    }
+}
+
+#[test]
+fn membership_a_node_back_with_a_higher_incarnation_is_a_new_member_and_the_old_stays_down() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let [a, b, c] = three_nodes(&mut rt, &net);
+    net.cut(c.id.addr);
+    rt.advance(Duration::from_secs(60));
+    drop(c);
+    // The same address comes back as incarnation 2.
+    let c2 = node(&mut rt, &net, 3, 2);
+    rt.run();
+    call!([c2.m], announce(a.id));
+    rt.advance(Duration::from_secs(20));
+    let old = NodeId::new(addr(3), 1);
+    for n in [&a, &b] {
+        let seen = members(&mut rt, n);
+        assert!(seen.contains(&c2.id), "{} sees {}: {seen:?}", n.id, c2.id);
+        assert!(!seen.contains(&old), "{} does not see {old} again", n.id);
+        assert!(n.events.borrow().contains(&MemberEvent::Up(c2.id)));
+    }
+}
