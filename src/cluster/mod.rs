@@ -17,10 +17,16 @@
 //!   a [`Transport`](membership::Transport) seam with an in-memory
 //!   network ([`MemNet`](membership::MemNet)) for tests.
 //!
+//! - [`Node`]: a node's membership, remote sends to registered actors
+//!   (the same call for a local and a remote target), dead letters, and
+//!   node-loss notices (`Cause::Lost`) for watchers of remote devices.
+//!
 //! Still to come (issue 16): sessions over stakplane's TCP with Noise
-//! (`snow`) authentication, remote sends, asks, monitors and links with
-//! `Cause::Lost`, credits, declarative remote actors, the example and
-//! the benchmarks.
+//! (`snow`) authentication and link choice, remote asks, monitors and
+//! links of remote *devices* (today a watcher hears of its node's loss,
+//! not of the device's own death), credits and bounded peer queues,
+//! declarative remote actors with typed `Ref<M>` and names, the example
+//! and the benchmarks.
 //!
 //! ## Rules
 //!
@@ -39,10 +45,32 @@
 //! probe period and the suspicion timeout, by every other node; a node
 //! that comes back with a higher incarnation is a new member, and the old
 //! incarnation stays down.
+//!
+//! **112. `send` behaves the same for a local and a remote target**: a
+//! message to an actor registered on this node is handed over as it is
+//! (no serialisation); to another node it is serialised into one frame;
+//! either way the registered actor receives it. Messages from one node to
+//! one target arrive in send order. A wrong message type is refused
+//! ([`SendError::WrongType`]); a node that is not a member is refused
+//! ([`SendError::NodeDown`]).
+//!
+//! **113. No message is lost in silence, and a bad packet costs one
+//! packet**: a message for an unknown target (or that does not decode)
+//! goes to the target node's dead-letter `Fwd` and is counted; a packet
+//! that is not one whole frame is dropped, counted and logged, and the
+//! node goes on.
+//!
+//! **114. A lost node reaches its watchers exactly once, as `Cause::Lost`**:
+//! when membership declares a node incarnation down, every watcher of a
+//! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
+//! `Cause::Lost`; a watcher that comes later is told at once; frames from
+//! that incarnation are dropped and counted from then on.
 
 mod id;
 pub mod membership;
+pub mod node;
 pub mod wire;
 
 pub use id::{NodeId, Pid};
+pub use node::{DeadLetter, Node, NodeStats, RemoteDown, SendError};
 pub use wire::{Frame, FrameReader, WireError, MAX_FRAME, WIRE_VERSION};

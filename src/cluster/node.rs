@@ -1,0 +1,353 @@
+//! A node: membership, remote sends and node-loss notices over one
+//! transport (rules 112–114 in the [cluster](super) docs).
+//!
+//! A [`Node`] is an actor (create it with `device!`). It owns the node's
+//! [`Membership`] (whose gossip travels as [`Frame::Gossip`]), a table of
+//! the actors on this node that other nodes may send to
+//! ([`register`](Node::register)), and the watchers of devices on other
+//! nodes ([`monitor`](Node::monitor)), who learn of a lost node with
+//! `Cause::Lost`. Packets arrive through [`Node::packet`].
+
+use super::membership::{MemberEvent, Membership, MembershipConfig, Transport};
+use super::wire::{Frame, FrameReader, MAX_FRAME};
+use super::{NodeId, Pid};
+use crate::cause::Cause;
+use crate::{call, device, fwd_to, DeviceOwn};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use stakker::{Fwd, CX};
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// A device on another node is gone for this node: `cause` is
+/// `Cause::Lost` when its node was declared down.
+#[derive(Clone, Debug)]
+pub struct RemoteDown {
+    /// The device.
+    pub pid: Pid,
+    /// Why it is gone.
+    pub cause: Cause,
+}
+
+/// A message no registered actor took.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// Its target.
+    pub to: Pid,
+    /// Why it was not delivered.
+    pub reason: SendError,
+}
+
+/// Why [`Node::send`] did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No actor is registered under that id on its node (told by the
+    /// target node for a remote send, which goes to its dead letters).
+    UnknownTarget,
+    /// The target's node is not a member (never seen, or declared down).
+    NodeDown(NodeId),
+    /// The registered actor takes another message type.
+    WrongType,
+    /// The message does not serialise, or its frame is over the size
+    /// limit.
+    Encode(String),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownTarget => f.write_str("no actor is registered under that id"),
+            SendError::NodeDown(n) => write!(f, "node {n} is not a member"),
+            SendError::WrongType => f.write_str("the target takes another message type"),
+            SendError::Encode(e) => write!(f, "the message cannot be sent: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Counters of a node's traffic and refusals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Frames sent and received.
+    pub frames_out: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Packets that did not decode (dropped, counted, logged).
+    pub bad_frames: u64,
+    /// Messages dead-lettered (unknown target, wrong type, undecodable).
+    pub dead_letters: u64,
+    /// Frames dropped because they came from a node declared down.
+    pub from_down_nodes: u64,
+}
+
+/// Decodes a remote payload for one registered actor and forwards it.
+type Decode = Box<dyn Fn(&[u8]) -> Result<(), postcard::Error>>;
+
+/// One registered actor: its message type is checked at send time.
+struct Inbox {
+    /// `Fwd<M>` for the actor's `M`.
+    local: Box<dyn Any>,
+    /// Decodes a remote payload and forwards it.
+    remote: Decode,
+}
+
+/// The node's sender of frames, shared with its membership.
+struct Wire {
+    me: SocketAddr,
+    transport: Rc<dyn Transport>,
+}
+
+impl Wire {
+    fn frame(&self, to: SocketAddr, frame: &Frame) -> Result<(), SendError> {
+        let mut out = Vec::new();
+        frame
+            .encode_into(&mut out, MAX_FRAME)
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        self.transport.send(self.me, to, out);
+        Ok(())
+    }
+}
+
+/// The membership's transport: gossip travels as frames.
+struct Gossip(Rc<Wire>);
+
+impl Transport for Gossip {
+    fn send(&self, _from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        // Gossip packets are small; one over the limit is dropped, as a
+        // lost packet would be.
+        let _ = self.0.frame(to, &Frame::Gossip(data));
+    }
+}
+
+/// A node of the cluster.
+pub struct Node {
+    me: NodeId,
+    wire: Rc<Wire>,
+    membership: DeviceOwn<Membership>,
+    up: BTreeSet<NodeId>,
+    /// Incarnations declared down: frames from them are dropped.
+    down: BTreeSet<NodeId>,
+    inboxes: HashMap<u64, Inbox>,
+    monitors: BTreeMap<NodeId, Vec<(Pid, Fwd<RemoteDown>)>>,
+    dead_letters: Option<Fwd<DeadLetter>>,
+    events: Fwd<MemberEvent>,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// Node `me`, sending through `transport` (its packets come back
+    /// through [`packet`](Node::packet)), telling `events` of membership
+    /// changes.
+    pub fn init(
+        cx: CX![],
+        me: NodeId,
+        config: MembershipConfig,
+        transport: Rc<dyn Transport>,
+        events: Fwd<MemberEvent>,
+    ) -> Option<Self> {
+        let wire = Rc::new(Wire {
+            me: me.addr,
+            transport,
+        });
+        let gossip: Rc<dyn Transport> = Rc::new(Gossip(wire.clone()));
+        let to_me = fwd_to!([cx], member_event() as (MemberEvent));
+        let membership = device!(cx, Membership::init(me, config, gossip, to_me));
+        Some(Node {
+            me,
+            wire,
+            membership,
+            up: BTreeSet::new(),
+            down: BTreeSet::new(),
+            inboxes: HashMap::new(),
+            monitors: BTreeMap::new(),
+            dead_letters: None,
+            events,
+            stats: NodeStats::default(),
+        })
+    }
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Joins the cluster of the node `seed`.
+    pub fn join(&mut self, _: CX![], seed: NodeId) {
+        call!([self.membership], announce(seed));
+    }
+
+    /// The other nodes that are members now.
+    pub fn members(&self) -> &BTreeSet<NodeId> {
+        &self.up
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// Where messages no actor took go (replacing an earlier `Fwd`); they
+    /// are counted in [`NodeStats::dead_letters`] either way.
+    pub fn set_dead_letters(&mut self, fwd: Fwd<DeadLetter>) {
+        self.dead_letters = Some(fwd);
+    }
+
+    /// Makes device `device` of this node reachable from every node as
+    /// `Pid { node: self.id(), device }`: messages of type `M` to it go to
+    /// `fwd` (a later registration under the same id replaces it).
+    pub fn register<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        device: u64,
+        fwd: Fwd<M>,
+    ) {
+        let remote = fwd.clone();
+        self.inboxes.insert(
+            device,
+            Inbox {
+                local: Box::new(fwd),
+                remote: Box::new(move |bytes| {
+                    remote.fwd(postcard::from_bytes::<M>(bytes)?);
+                    Ok(())
+                }),
+            },
+        );
+    }
+
+    /// Sends `msg` to `to`, wherever it lives: on this node it is handed
+    /// over as it is (no serialisation, no copy); on another it is
+    /// serialised into one frame. Messages from this node to one target
+    /// arrive in send order.
+    ///
+    /// # Errors
+    /// For a target on this node: [`SendError::UnknownTarget`],
+    /// [`SendError::WrongType`]. For a remote one:
+    /// [`SendError::NodeDown`] (not a member: never joined, or declared
+    /// down) and [`SendError::Encode`]; an unknown target there is found
+    /// by that node, which dead-letters the message.
+    pub fn send<M: Serialize + 'static>(&mut self, to: Pid, msg: M) -> Result<(), SendError> {
+        if to.node == self.me {
+            let inbox = self
+                .inboxes
+                .get(&to.device)
+                .ok_or(SendError::UnknownTarget)?;
+            let fwd = inbox
+                .local
+                .downcast_ref::<Fwd<M>>()
+                .ok_or(SendError::WrongType)?;
+            fwd.fwd(msg);
+            return Ok(());
+        }
+        if !self.up.contains(&to.node) {
+            return Err(SendError::NodeDown(to.node));
+        }
+        let payload = postcard::to_allocvec(&msg).map_err(|e| SendError::Encode(e.to_string()))?;
+        // The sender is the node itself (device 0: no device has that id).
+        let from = Some(Pid {
+            node: self.me,
+            device: 0,
+        });
+        self.wire.frame(
+            to.node.addr,
+            &Frame::Send {
+                to: to.device,
+                from,
+                payload,
+            },
+        )?;
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
+    /// Watches device `pid` on another node: if its node is declared down
+    /// (or already is), `fwd` gets exactly one [`RemoteDown`] with
+    /// `Cause::Lost`.
+    pub fn monitor(&mut self, pid: Pid, fwd: Fwd<RemoteDown>) {
+        if self.down.contains(&pid.node) || (pid.node.addr == self.me.addr && pid.node != self.me) {
+            fwd.fwd(RemoteDown {
+                pid,
+                cause: Cause::Lost,
+            });
+            return;
+        }
+        self.monitors.entry(pid.node).or_default().push((pid, fwd));
+    }
+
+    /// A packet from the network.
+    pub fn packet(&mut self, _: CX![], data: Vec<u8>) {
+        let mut reader = FrameReader::new(MAX_FRAME);
+        reader.push(&data);
+        let frame = match reader.next_frame() {
+            Ok(Some(frame)) if reader.pending() == 0 => frame,
+            Ok(_) => {
+                self.bad_frame("a packet is not one whole frame");
+                return;
+            }
+            Err(e) => {
+                self.bad_frame(&e.to_string());
+                return;
+            }
+        };
+        self.stats.frames_in += 1;
+        match frame {
+            Frame::Gossip(bytes) => call!([self.membership], data(bytes)),
+            Frame::Send { to, from, payload } => {
+                if let Some(from) = from.filter(|f| self.down.contains(&f.node)) {
+                    self.stats.from_down_nodes += 1;
+                    tracing::debug!(target: "stakplane::cluster", from = %from, "frame from a node declared down dropped");
+                    return;
+                }
+                self.deliver(to, &payload);
+            }
+            Frame::Hello { .. } => {}
+        }
+    }
+
+    fn deliver(&mut self, device: u64, payload: &[u8]) {
+        let to = Pid {
+            node: self.me,
+            device,
+        };
+        let reason = match self.inboxes.get(&device) {
+            None => SendError::UnknownTarget,
+            Some(inbox) => match (inbox.remote)(payload) {
+                Ok(()) => return,
+                Err(e) => SendError::Encode(e.to_string()),
+            },
+        };
+        self.stats.dead_letters += 1;
+        if let Some(fwd) = &self.dead_letters {
+            fwd.fwd(DeadLetter { to, reason });
+        }
+    }
+
+    fn bad_frame(&mut self, why: &str) {
+        self.stats.bad_frames += 1;
+        tracing::warn!(target: "stakplane::cluster", error = why, "bad frame dropped");
+    }
+
+    fn member_event(&mut self, _: CX![], ev: MemberEvent) {
+        match &ev {
+            MemberEvent::Up(n) => {
+                self.up.insert(*n);
+            }
+            MemberEvent::Down(n) => {
+                self.up.remove(n);
+                self.down.insert(*n);
+                // Every watcher of a device of that incarnation: one Lost.
+                for (pid, fwd) in self.monitors.remove(n).unwrap_or_default() {
+                    fwd.fwd(RemoteDown {
+                        pid,
+                        cause: Cause::Lost,
+                    });
+                }
+            }
+            MemberEvent::Rejoined(n) => self.me = *n,
+        }
+        self.events.fwd(ev);
+    }
+}

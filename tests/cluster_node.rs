@@ -1,0 +1,221 @@
+//! A node's remote sends, dead letters, bad packets and node-loss notices,
+//! on the in-memory network and virtual time (rules 112–114 in
+//! `src/cluster/mod.rs`).
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use common::Rt;
+use stakplane::cluster::membership::{MemNet, MemberEvent, MembershipConfig, Transport};
+use stakplane::cluster::{DeadLetter, Frame, Node, NodeId, Pid, RemoteDown, SendError, MAX_FRAME};
+use stakplane::prelude::*;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 1, n], 7000))
+}
+
+type Seen<T> = Rc<RefCell<Vec<T>>>;
+
+fn recorder<T: 'static>() -> (Seen<T>, Fwd<T>) {
+    let seen: Seen<T> = Rc::default();
+    let s2 = seen.clone();
+    (seen, Fwd::new(move |v| s2.borrow_mut().push(v)))
+}
+
+fn start(rt: &mut Rt, net: &MemNet, n: u8) -> DeviceOwn<Node> {
+    let id = NodeId::new(addr(n), 1);
+    let transport: Rc<dyn Transport> = Rc::new(net.clone());
+    let node = device!(
+        rt.s,
+        Node::init(
+            id,
+            MembershipConfig::lan(3, u64::from(n)),
+            transport,
+            Fwd::new(|_: MemberEvent| ())
+        )
+    );
+    net.attach(id.addr, fwd_to!([node], packet() as (Vec<u8>)));
+    node
+}
+
+/// Two joined nodes, `a` and `b`, with a `String` inbox on `b` as device
+/// 42; what it received.
+fn two_nodes(rt: &mut Rt, net: &MemNet) -> (DeviceOwn<Node>, DeviceOwn<Node>, Seen<String>) {
+    let a = start(rt, net, 1);
+    let b = start(rt, net, 2);
+    rt.run();
+    let (inbox, fwd) = recorder::<String>();
+    b.query(&mut rt.s, |n, _| n.register(42, fwd))
+        .expect("alive");
+    let seed = NodeId::new(addr(1), 1);
+    call!([b], join(seed));
+    rt.advance(Duration::from_secs(5));
+    (a, b, inbox)
+}
+
+fn pid(n: u8, device: u64) -> Pid {
+    Pid {
+        node: NodeId::new(addr(n), 1),
+        device,
+    }
+}
+
+#[test]
+fn node_send_to_a_local_and_a_remote_target_gives_the_same_result() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b, inbox) = two_nodes(&mut rt, &net);
+    let to = pid(2, 42);
+    a.query(&mut rt.s, |n, _| n.send(to, "from a".to_string()))
+        .expect("alive")
+        .expect("a sends");
+    b.query(&mut rt.s, |n, _| n.send(to, "from b".to_string()))
+        .expect("alive")
+        .expect("b sends");
+    rt.run();
+    let mut got = inbox.borrow().clone();
+    got.sort();
+    assert_eq!(got, ["from a", "from b"]);
+    // Local: a wrong type is refused at once.
+    assert_eq!(
+        b.query(&mut rt.s, |n, _| n.send(to, 5u32)).expect("alive"),
+        Err(SendError::WrongType)
+    );
+}
+
+#[test]
+fn node_messages_from_one_node_to_one_target_arrive_in_send_order() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, _b, inbox) = two_nodes(&mut rt, &net);
+    for i in 0..100 {
+        a.query(&mut rt.s, |n, _| n.send(pid(2, 42), format!("{i}")))
+            .expect("alive")
+            .expect("sends");
+    }
+    rt.run();
+    let want: Vec<String> = (0..100).map(|i| format!("{i}")).collect();
+    assert_eq!(*inbox.borrow(), want);
+}
+
+#[test]
+fn node_a_message_to_an_unknown_target_goes_to_the_dead_letters_counted() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b, _inbox) = two_nodes(&mut rt, &net);
+    let (dead, fwd) = recorder::<DeadLetter>();
+    b.query(&mut rt.s, |n, _| n.set_dead_letters(fwd))
+        .expect("alive");
+    a.query(&mut rt.s, |n, _| n.send(pid(2, 7), "lost".to_string()))
+        .expect("alive")
+        .expect("sent: the target node decides");
+    rt.run();
+    let dead = dead.borrow();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].to, dead[0].reason.clone()),
+        (pid(2, 7), SendError::UnknownTarget)
+    );
+    assert_eq!(
+        b.query(&mut rt.s, |n, _| n.stats().dead_letters)
+            .expect("alive"),
+        1
+    );
+    // Locally, an unknown target is refused at once.
+    assert_eq!(
+        b.query(&mut rt.s, |n, _| n.send(pid(2, 8), ()))
+            .expect("alive"),
+        Err(SendError::UnknownTarget)
+    );
+}
+
+#[test]
+fn node_a_bad_packet_is_dropped_and_counted_and_the_node_goes_on() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b, inbox) = two_nodes(&mut rt, &net);
+    // Garbage, a truncated frame, an oversized length: each dropped.
+    for junk in [
+        vec![0xFF; 3],
+        vec![0, 0, 0, 9, 1],
+        vec![0xFF, 0xFF, 0xFF, 0xFF],
+    ] {
+        net.send(addr(1), addr(2), junk);
+    }
+    rt.run();
+    assert_eq!(
+        b.query(&mut rt.s, |n, _| n.stats().bad_frames)
+            .expect("alive"),
+        3
+    );
+    a.query(&mut rt.s, |n, _| n.send(pid(2, 42), "still".to_string()))
+        .expect("alive")
+        .expect("sends");
+    rt.run();
+    assert_eq!(*inbox.borrow(), ["still"]);
+    assert!(b.is_alive());
+}
+
+#[test]
+fn node_a_lost_node_gives_each_watcher_exactly_one_lost_and_its_frames_are_dropped() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, _b, _inbox) = two_nodes(&mut rt, &net);
+    let (downs, fwd) = recorder::<RemoteDown>();
+    let watched = pid(2, 42);
+    a.query(&mut rt.s, |n, _| {
+        n.monitor(watched, fwd.clone());
+        n.monitor(pid(2, 43), fwd.clone());
+    })
+    .expect("alive");
+    net.cut(addr(2));
+    rt.advance(Duration::from_secs(60));
+    let got: Vec<(Pid, String)> = downs
+        .borrow()
+        .iter()
+        .map(|d| (d.pid, d.cause.to_string()))
+        .collect();
+    let lost = Cause::Lost.to_string();
+    assert_eq!(got, [(watched, lost.clone()), (pid(2, 43), lost.clone())]);
+    // A watcher that comes later is told at once; a send is refused.
+    a.query(&mut rt.s, |n, _| {
+        n.monitor(watched, fwd.clone());
+        assert_eq!(
+            n.send(watched, "x".to_string()),
+            Err(SendError::NodeDown(watched.node))
+        );
+    })
+    .expect("alive");
+    assert_eq!(downs.borrow().len(), 3, "exactly one more, no repeat");
+    // A late frame from the lost incarnation is dropped, counted.
+    let (own, fwd_a) = recorder::<String>();
+    a.query(&mut rt.s, |n, _| n.register(9, fwd_a))
+        .expect("alive");
+    let mut bytes = Vec::new();
+    Frame::Send {
+        to: 9,
+        from: Some(pid(2, 0)),
+        payload: postcard_string("late"),
+    }
+    .encode_into(&mut bytes, MAX_FRAME)
+    .expect("encodes");
+    call!([a], packet(bytes));
+    rt.run();
+    assert!(own.borrow().is_empty());
+    assert_eq!(
+        a.query(&mut rt.s, |n, _| n.stats().from_down_nodes)
+            .expect("alive"),
+        1
+    );
+}
+
+/// A `String` as postcard encodes it: its length, then its bytes.
+fn postcard_string(s: &str) -> Vec<u8> {
+    let mut out = vec![u8::try_from(s.len()).expect("short")];
+    out.extend_from_slice(s.as_bytes());
+    out
+}
