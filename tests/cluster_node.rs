@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Rt;
+use common::{End, Rt};
 use stakplane::cluster::membership::{MemNet, MemberEvent, MembershipConfig, Transport};
 use stakplane::cluster::{DeadLetter, Frame, Node, NodeId, Pid, RemoteDown, SendError, MAX_FRAME};
 use stakplane::prelude::*;
@@ -161,29 +161,106 @@ fn node_a_bad_packet_is_dropped_and_counted_and_the_node_goes_on() {
 }
 
 #[test]
-fn node_a_lost_node_gives_each_watcher_exactly_one_lost_and_its_frames_are_dropped() {
+fn node_a_remote_device_death_reaches_its_watcher_with_its_real_cause() {
+    for end in End::ALL {
+        let mut rt = Rt::new();
+        let net = MemNet::new();
+        let (a, b, _inbox) = two_nodes(&mut rt, &net);
+        let log = common::new_log();
+        let d = common::dev(&mut rt, "remote", &log);
+        rt.run();
+        let local = d.line();
+        b.query(&mut rt.s, |n, _| {
+            n.register_device(&d, Fwd::new(|_: String| ()))
+        })
+        .expect("alive");
+        let target = Pid {
+            node: NodeId::new(addr(2), 1),
+            device: d.id().get(),
+        };
+        let (downs, fwd) = recorder::<RemoteDown>();
+        a.query(&mut rt.s, |n, cx| n.monitor(cx, target, fwd))
+            .expect("alive");
+        rt.run();
+        assert!(
+            downs.borrow().is_empty(),
+            "{end:?}: nothing before the death"
+        );
+        let mut keep = Vec::new();
+        end.apply(d, &mut keep);
+        rt.run();
+        let downs = downs.borrow();
+        assert_eq!(downs.len(), 1, "{end:?}: exactly one RemoteDown");
+        let here = local.cause().expect("dead");
+        assert_eq!(downs[0].pid, target);
+        assert_eq!(
+            downs[0].cause.to_string(),
+            here.to_string(),
+            "{end:?}: the same text"
+        );
+        assert_eq!(
+            downs[0].cause.is_fault(),
+            here.is_fault(),
+            "{end:?}: the same kind"
+        );
+    }
+}
+
+#[test]
+fn node_a_watch_of_an_unregistered_remote_device_answers_at_once() {
     let mut rt = Rt::new();
     let net = MemNet::new();
     let (a, _b, _inbox) = two_nodes(&mut rt, &net);
     let (downs, fwd) = recorder::<RemoteDown>();
-    let watched = pid(2, 42);
-    a.query(&mut rt.s, |n, _| {
-        n.monitor(watched, fwd.clone());
-        n.monitor(pid(2, 43), fwd.clone());
+    a.query(&mut rt.s, |n, cx| n.monitor(cx, pid(2, 4242), fwd))
+        .expect("alive");
+    rt.run();
+    let downs = downs.borrow();
+    assert_eq!(downs.len(), 1);
+    assert_eq!(
+        downs[0].cause.to_string(),
+        "failed: no device is registered under that id"
+    );
+}
+
+#[test]
+fn node_a_lost_node_gives_each_watcher_exactly_one_lost_and_its_frames_are_dropped() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b, _inbox) = two_nodes(&mut rt, &net);
+    let log = common::new_log();
+    let d = common::dev(&mut rt, "remote", &log);
+    rt.run();
+    b.query(&mut rt.s, |n, _| {
+        n.register_device(&d, Fwd::new(|_: String| ()))
     })
     .expect("alive");
+    let watched = Pid {
+        node: NodeId::new(addr(2), 1),
+        device: d.id().get(),
+    };
+    let (downs, fwd) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| {
+        n.monitor(cx, watched, fwd.clone());
+        n.monitor(cx, watched, fwd.clone());
+    })
+    .expect("alive");
+    rt.run();
     net.cut(addr(2));
     rt.advance(Duration::from_secs(60));
+    // The device dies after its node was lost: no second notice.
+    drop(d);
+    rt.run();
     let got: Vec<(Pid, String)> = downs
         .borrow()
         .iter()
         .map(|d| (d.pid, d.cause.to_string()))
         .collect();
     let lost = Cause::Lost.to_string();
-    assert_eq!(got, [(watched, lost.clone()), (pid(2, 43), lost.clone())]);
+    assert_eq!(got, [(watched, lost.clone()), (watched, lost.clone())]);
     // A watcher that comes later is told at once; a send is refused.
-    a.query(&mut rt.s, |n, _| {
-        n.monitor(watched, fwd.clone());
+    a.query(&mut rt.s, |n, cx| {
+        n.monitor(cx, watched, fwd.clone());
         assert_eq!(
             n.send(watched, "x".to_string()),
             Err(SendError::NodeDown(watched.node))

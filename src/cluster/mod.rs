@@ -22,9 +22,8 @@
 //!   node-loss notices (`Cause::Lost`) for watchers of remote devices.
 //!
 //! Still to come (issue 16): sessions over stakplane's TCP with Noise
-//! (`snow`) authentication and link choice, remote asks, monitors and
-//! links of remote *devices* (today a watcher hears of its node's loss,
-//! not of the device's own death), credits and bounded peer queues,
+//! (`snow`) authentication and link choice, remote asks, remote links
+//! (Notify, Peer, trap), demonitor, credits and bounded peer queues,
 //! declarative remote actors with typed `Ref<M>` and names, the example
 //! and the benchmarks.
 //!
@@ -60,6 +59,12 @@
 //! that is not one whole frame is dropped, counted and logged, and the
 //! node goes on.
 //!
+//! **115. A remote device's death reaches its watcher once, with its real
+//! cause**: a watch ([`Node::monitor`]) of a device registered with
+//! [`Node::register_device`] ends with one [`RemoteDown`] whose cause has
+//! the device's kind (normal stop or fault) and its text; a watch of an
+//! id nobody registered ends at once, with an error cause.
+//!
 //! **114. A lost node reaches its watchers exactly once, as `Cause::Lost`**:
 //! when membership declares a node incarnation down, every watcher of a
 //! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
@@ -73,4 +78,4 @@ pub mod wire;
 
 pub use id::{NodeId, Pid};
 pub use node::{DeadLetter, Node, NodeStats, RemoteDown, SendError};
-pub use wire::{Frame, FrameReader, WireError, MAX_FRAME, WIRE_VERSION};
+pub use wire::{Frame, FrameReader, WireCause, WireError, MAX_FRAME, WIRE_VERSION};

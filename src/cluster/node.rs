@@ -9,10 +9,10 @@
 //! `Cause::Lost`. Packets arrive through [`Node::packet`].
 
 use super::membership::{MemberEvent, Membership, MembershipConfig, Transport};
-use super::wire::{Frame, FrameReader, MAX_FRAME};
+use super::wire::{Frame, FrameReader, WireCause, MAX_FRAME};
 use super::{NodeId, Pid};
 use crate::cause::Cause;
-use crate::{call, device, fwd_to, DeviceOwn};
+use crate::{call, device, fwd_to, DeviceOwn, DeviceRef, Down, Line};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use stakker::{Fwd, CX};
@@ -90,6 +90,8 @@ type Decode = Box<dyn Fn(&[u8]) -> Result<(), postcard::Error>>;
 
 /// One registered actor: its message type is checked at send time.
 struct Inbox {
+    /// The device, for watchers (none for a bare `Fwd`).
+    line: Option<Line>,
     /// `Fwd<M>` for the actor's `M`.
     local: Box<dyn Any>,
     /// Decodes a remote payload and forwards it.
@@ -133,7 +135,11 @@ pub struct Node {
     /// Incarnations declared down: frames from them are dropped.
     down: BTreeSet<NodeId>,
     inboxes: HashMap<u64, Inbox>,
-    monitors: BTreeMap<NodeId, Vec<(Pid, Fwd<RemoteDown>)>>,
+    /// Watches of remote devices, by tag.
+    watches: HashMap<u64, (Pid, Fwd<RemoteDown>)>,
+    /// The tags of the watches of each node's devices.
+    watched: BTreeMap<NodeId, Vec<u64>>,
+    next_tag: u64,
     dead_letters: Option<Fwd<DeadLetter>>,
     events: Fwd<MemberEvent>,
     stats: NodeStats,
@@ -164,7 +170,9 @@ impl Node {
             up: BTreeSet::new(),
             down: BTreeSet::new(),
             inboxes: HashMap::new(),
-            monitors: BTreeMap::new(),
+            watches: HashMap::new(),
+            watched: BTreeMap::new(),
+            next_tag: 0,
             dead_letters: None,
             events,
             stats: NodeStats::default(),
@@ -205,10 +213,31 @@ impl Node {
         device: u64,
         fwd: Fwd<M>,
     ) {
+        self.inbox(device, None, fwd);
+    }
+
+    /// Makes `device` reachable from every node, as
+    /// [`register`](Node::register) does, and watchable
+    /// ([`monitor`](Node::monitor)) with its real cause.
+    pub fn register_device<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        device: &impl DeviceRef,
+        fwd: Fwd<M>,
+    ) {
+        self.inbox(device.id().get(), Some(device.line()), fwd);
+    }
+
+    fn inbox<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        device: u64,
+        line: Option<Line>,
+        fwd: Fwd<M>,
+    ) {
         let remote = fwd.clone();
         self.inboxes.insert(
             device,
             Inbox {
+                line,
                 local: Box::new(fwd),
                 remote: Box::new(move |bytes| {
                     remote.fwd(postcard::from_bytes::<M>(bytes)?);
@@ -263,22 +292,88 @@ impl Node {
         Ok(())
     }
 
-    /// Watches device `pid` on another node: if its node is declared down
-    /// (or already is), `fwd` gets exactly one [`RemoteDown`] with
-    /// `Cause::Lost`.
-    pub fn monitor(&mut self, pid: Pid, fwd: Fwd<RemoteDown>) {
-        if self.down.contains(&pid.node) || (pid.node.addr == self.me.addr && pid.node != self.me) {
+    /// Watches device `pid` on another node: `fwd` gets exactly one
+    /// [`RemoteDown`]: with the device's own cause (kind and text) when it
+    /// dies, or `Cause::Lost` if its node is declared down first (or
+    /// already is). A device never registered there answers at once with
+    /// an error cause ("no device is registered under that id").
+    pub fn monitor(&mut self, cx: CX![], pid: Pid, fwd: Fwd<RemoteDown>) {
+        let lost =
+            self.down.contains(&pid.node) || (pid.node.addr == self.me.addr && pid.node != self.me);
+        if lost {
             fwd.fwd(RemoteDown {
                 pid,
                 cause: Cause::Lost,
             });
             return;
         }
-        self.monitors.entry(pid.node).or_default().push((pid, fwd));
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        self.watches.insert(tag, (pid, fwd));
+        self.watched.entry(pid.node).or_default().push(tag);
+        let frame = Frame::Monitor {
+            target: pid.device,
+            tag,
+            from: self.me,
+        };
+        if pid.node == self.me {
+            self.watch_local(cx, pid.device, tag, self.me);
+        } else if self.wire.frame(pid.node.addr, &frame).is_ok() {
+            self.stats.frames_out += 1;
+        }
+    }
+
+    /// Node `from` watches local device `device` under `tag`.
+    fn watch_local(&mut self, cx: CX![], device: u64, tag: u64, from: NodeId) {
+        match self.inboxes.get(&device).and_then(|i| i.line.clone()) {
+            Some(line) => {
+                // A dead device answers at once through the Fwd too.
+                let _ = line.monitor_fwd(fwd_to!([cx], local_down(tag, from) as (Down)));
+            }
+            None => self.answer(tag, from, WireCause::NoDevice),
+        }
+    }
+
+    fn local_down(&mut self, _: CX![], tag: u64, from: NodeId, down: Down) {
+        self.answer(tag, from, WireCause::from(&down.cause));
+    }
+
+    /// Tells watcher node `from` that its watch `tag` ended with `cause`.
+    fn answer(&mut self, tag: u64, from: NodeId, cause: WireCause) {
+        if from == self.me {
+            self.watch_ended(tag, cause);
+        } else if self
+            .wire
+            .frame(
+                from.addr,
+                &Frame::Down {
+                    tag,
+                    cause,
+                    from: self.me,
+                },
+            )
+            .is_ok()
+        {
+            self.stats.frames_out += 1;
+        }
+    }
+
+    /// Watch `tag` ended: its watcher is told, once.
+    fn watch_ended(&mut self, tag: u64, cause: WireCause) {
+        let Some((pid, fwd)) = self.watches.remove(&tag) else {
+            return;
+        };
+        if let Some(tags) = self.watched.get_mut(&pid.node) {
+            tags.retain(|&t| t != tag);
+        }
+        fwd.fwd(RemoteDown {
+            pid,
+            cause: cause.into_cause(),
+        });
     }
 
     /// A packet from the network.
-    pub fn packet(&mut self, _: CX![], data: Vec<u8>) {
+    pub fn packet(&mut self, cx: CX![], data: Vec<u8>) {
         let mut reader = FrameReader::new(MAX_FRAME);
         reader.push(&data);
         let frame = match reader.next_frame() {
@@ -296,12 +391,22 @@ impl Node {
         match frame {
             Frame::Gossip(bytes) => call!([self.membership], data(bytes)),
             Frame::Send { to, from, payload } => {
-                if let Some(from) = from.filter(|f| self.down.contains(&f.node)) {
-                    self.stats.from_down_nodes += 1;
-                    tracing::debug!(target: "stakplane::cluster", from = %from, "frame from a node declared down dropped");
+                if from.is_some_and(|f| self.is_down_node(f.node)) {
                     return;
                 }
                 self.deliver(to, &payload);
+            }
+            Frame::Monitor { target, tag, from } => {
+                if self.is_down_node(from) {
+                    return;
+                }
+                self.watch_local(cx, target, tag, from);
+            }
+            Frame::Down { tag, cause, from } => {
+                if self.is_down_node(from) {
+                    return;
+                }
+                self.watch_ended(tag, cause);
             }
             Frame::Hello { .. } => {}
         }
@@ -325,6 +430,17 @@ impl Node {
         }
     }
 
+    /// True (and counted, logged) if `node` was declared down: its frames
+    /// are dropped from then on.
+    fn is_down_node(&mut self, node: NodeId) -> bool {
+        if !self.down.contains(&node) {
+            return false;
+        }
+        self.stats.from_down_nodes += 1;
+        tracing::debug!(target: "stakplane::cluster", from = %node, "frame from a node declared down dropped");
+        true
+    }
+
     fn bad_frame(&mut self, why: &str) {
         self.stats.bad_frames += 1;
         tracing::warn!(target: "stakplane::cluster", error = why, "bad frame dropped");
@@ -339,11 +455,13 @@ impl Node {
                 self.up.remove(n);
                 self.down.insert(*n);
                 // Every watcher of a device of that incarnation: one Lost.
-                for (pid, fwd) in self.monitors.remove(n).unwrap_or_default() {
-                    fwd.fwd(RemoteDown {
-                        pid,
-                        cause: Cause::Lost,
-                    });
+                for tag in self.watched.remove(n).unwrap_or_default() {
+                    if let Some((pid, fwd)) = self.watches.remove(&tag) {
+                        fwd.fwd(RemoteDown {
+                            pid,
+                            cause: Cause::Lost,
+                        });
+                    }
                 }
             }
             MemberEvent::Rejoined(n) => self.me = *n,

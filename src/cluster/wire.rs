@@ -37,6 +37,49 @@ pub enum Frame {
         /// The message, serialised by its sender.
         payload: Vec<u8>,
     },
+    /// Node `from` watches device `target` of the receiving node; the
+    /// answer is one [`Frame::Down`] with `tag` when it dies.
+    Monitor {
+        /// The watched device's id on the receiving node.
+        target: u64,
+        /// The watcher's tag for this watch.
+        tag: u64,
+        /// The watching node.
+        from: NodeId,
+    },
+    /// The device a [`Frame::Monitor`] with `tag` watched is gone.
+    Down {
+        /// The watch's tag.
+        tag: u64,
+        /// Why it is gone.
+        cause: WireCause,
+        /// The node the device lived on.
+        from: NodeId,
+    },
+}
+
+/// A device's cause as it crosses the wire: its kind and its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum WireCause {
+    /// `Cause::Stopped`.
+    Stopped,
+    /// `Cause::Shutdown` (the requester is a device of the other node).
+    Shutdown,
+    /// `Cause::Error`, with the error's text.
+    Error(String),
+    /// `Cause::Panic`, with the panic's message.
+    Panic(String),
+    /// `Cause::Killed`, with the reason's text.
+    Killed(String),
+    /// `Cause::Cascade`, with the whole chain's text.
+    Cascade(String),
+    /// `Cause::Dropped`.
+    Dropped,
+    /// `Cause::Lost`.
+    Lost,
+    /// No device is registered under the watched id.
+    NoDevice,
 }
 
 /// Why bytes from a peer are not a frame. The connection they came on is
@@ -187,5 +230,55 @@ impl FrameReader {
     /// Bytes pushed and not yet decoded.
     pub fn pending(&self) -> usize {
         self.buf.len() - self.head
+    }
+}
+
+/// A cause that came across the wire, for `Cause::Error` and
+/// `Cause::Killed`: the remote error's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteError(pub String);
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+impl From<&crate::Cause> for WireCause {
+    fn from(cause: &crate::Cause) -> WireCause {
+        use crate::Cause;
+        match cause {
+            Cause::Stopped => WireCause::Stopped,
+            Cause::Shutdown { .. } => WireCause::Shutdown,
+            Cause::Error(e) => WireCause::Error(e.to_string()),
+            Cause::Panic(m) => WireCause::Panic(m.to_string()),
+            Cause::Killed(r) => WireCause::Killed(r.to_string()),
+            Cause::Cascade { .. } => WireCause::Cascade(cause.to_string()),
+            Cause::Dropped => WireCause::Dropped,
+            Cause::Lost => WireCause::Lost,
+        }
+    }
+}
+
+impl WireCause {
+    /// The cause a watcher on this node sees: the same kind, normal or
+    /// fault, and the same text (a remote error is a [`RemoteError`]).
+    pub fn into_cause(self) -> crate::Cause {
+        use crate::Cause;
+        use std::rc::Rc;
+        match self {
+            WireCause::Stopped => Cause::Stopped,
+            WireCause::Shutdown => Cause::Shutdown { by: None },
+            WireCause::Error(t) | WireCause::Cascade(t) => Cause::Error(Rc::new(RemoteError(t))),
+            WireCause::Panic(m) => Cause::Panic(Rc::from(m)),
+            WireCause::Killed(r) => Cause::Killed(Rc::new(RemoteError(r))),
+            WireCause::Dropped => Cause::Dropped,
+            WireCause::Lost => Cause::Lost,
+            WireCause::NoDevice => Cause::Error(Rc::new(RemoteError(
+                "no device is registered under that id".into(),
+            ))),
+        }
     }
 }
