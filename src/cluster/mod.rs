@@ -21,8 +21,13 @@
 //!   (the same call for a local and a remote target), dead letters, and
 //!   node-loss notices (`Cause::Lost`) for watchers of remote devices.
 //!
-//! Still to come (issue 16): sessions over stakplane's TCP with Noise
-//! (`snow`) authentication and link choice, remote asks, remote links
+//! - [`Session`]: an authenticated, encrypted session between two nodes,
+//!   without I/O: Noise `XXpsk3` (`snow`) keyed by the cluster's
+//!   [`Secret`], the version checked after authentication, frames cut
+//!   into Noise messages.
+//!
+//! Still to come (issue 16): sessions over stakplane's TCP (one link per
+//! pair, link choice for simultaneous connects, reconnect with backoff), remote asks, remote links
 //! (Notify, Peer, trap), demonitor, credits and bounded peer queues,
 //! declarative remote actors with typed `Ref<M>` and names, the example
 //! and the benchmarks.
@@ -65,6 +70,13 @@
 //! the device's kind (normal stop or fault) and its text; a watch of an
 //! id nobody registered ends at once, with an error cause.
 //!
+//! **116. Only a peer with the cluster's secret and the same wire version
+//! gets a session**: a wrong secret, garbage or tampered bytes end the
+//! session with [`SessionError::Noise`], another version with
+//! [`SessionError::Version`] (checked after authentication); a failed
+//! session reads and sends nothing more; no input panics. Frames of any
+//! size up to the limit go through, in order, both ways.
+//!
 //! **114. A lost node reaches its watchers exactly once, as `Cause::Lost`**:
 //! when membership declares a node incarnation down, every watcher of a
 //! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
@@ -74,8 +86,10 @@
 mod id;
 pub mod membership;
 pub mod node;
+pub mod session;
 pub mod wire;
 
 pub use id::{NodeId, Pid};
 pub use node::{DeadLetter, Node, NodeStats, RemoteDown, SendError};
+pub use session::{Secret, Session, SessionError};
 pub use wire::{Frame, FrameReader, WireCause, WireError, MAX_FRAME, WIRE_VERSION};

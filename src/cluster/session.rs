@@ -1,0 +1,339 @@
+//! An authenticated, encrypted session between two nodes, without I/O
+//! (rule 116 in the [cluster](super) docs): Noise
+//! `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (the `snow` crate), keyed by the
+//! cluster's [`Secret`].
+//!
+//! Bytes go in through [`Session::receive`] and out through
+//! [`Session::take_output`]; whoever owns the socket moves them. On the
+//! wire each Noise message has a 2-byte big-endian length prefix. The
+//! handshake's second and third messages carry each side's
+//! [`Frame::Hello`] (its version and [`NodeId`]), encrypted; after it,
+//! each [`Frame`] is length-prefixed, cut into Noise messages and
+//! encrypted.
+
+use super::wire::{Frame, FrameReader, WireError, MAX_FRAME, WIRE_VERSION};
+use super::NodeId;
+use snow::{HandshakeState, TransportState};
+use std::fmt;
+
+/// The Noise protocol of every session.
+pub const NOISE_PARAMS: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+
+/// The largest Noise message.
+const NOISE_MAX: usize = 65535;
+/// The authentication tag of an encrypted Noise message.
+const TAG: usize = 16;
+/// The largest plaintext of one encrypted Noise message.
+const CHUNK: usize = NOISE_MAX - TAG;
+
+/// The cluster's shared secret: only nodes that hold it complete a
+/// session. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct Secret([u8; 32]);
+
+impl Secret {
+    /// A secret from 32 random bytes (generate them once per cluster and
+    /// give them to every node, like a key).
+    pub fn new(bytes: [u8; 32]) -> Secret {
+        Secret(bytes)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Why a session ended. The connection is to be closed; the node and its
+/// other sessions go on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The Noise handshake or a decryption failed: a wrong secret,
+    /// garbage, or tampered bytes.
+    Noise(snow::Error),
+    /// The peer speaks another wire version.
+    Version {
+        /// The peer's version.
+        got: u16,
+        /// Ours.
+        want: u16,
+    },
+    /// The peer's handshake did not carry a `Hello`.
+    NoHello,
+    /// A frame inside the session is bad.
+    Wire(WireError),
+    /// The session failed earlier; nothing more is read or sent.
+    Failed,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Noise(e) => write!(f, "session refused: {e}"),
+            SessionError::Version { got, want } => {
+                write!(f, "the peer speaks wire version {got}, this node {want}")
+            }
+            SessionError::NoHello => f.write_str("the peer's handshake carried no hello"),
+            SessionError::Wire(e) => write!(f, "bad frame in the session: {e}"),
+            SessionError::Failed => f.write_str("the session has failed"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SessionError::Noise(e) => Some(e),
+            SessionError::Wire(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+enum State {
+    Handshake(Box<HandshakeState>),
+    Transport(Box<TransportState>),
+    Failed,
+}
+
+/// One side of a session.
+pub struct Session {
+    me: NodeId,
+    version: u16,
+    state: State,
+    peer: Option<NodeId>,
+    /// Bytes received and not yet a whole Noise message.
+    inbuf: Vec<u8>,
+    /// Bytes to send.
+    out: Vec<u8>,
+    /// Decrypted bytes, as frames.
+    frames: FrameReader,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("me", &self.me)
+            .field("peer", &self.peer)
+            .field("established", &self.is_established())
+            .finish()
+    }
+}
+
+impl Session {
+    /// The side that connects: its first message is in
+    /// [`take_output`](Session::take_output).
+    ///
+    /// # Errors
+    /// [`SessionError::Noise`] if Noise cannot be set up.
+    pub fn initiator(me: NodeId, secret: &Secret) -> Result<Session, SessionError> {
+        Session::with_version(me, secret, true, WIRE_VERSION)
+    }
+
+    /// The side that accepts.
+    ///
+    /// # Errors
+    /// [`SessionError::Noise`] if Noise cannot be set up.
+    pub fn responder(me: NodeId, secret: &Secret) -> Result<Session, SessionError> {
+        Session::with_version(me, secret, false, WIRE_VERSION)
+    }
+
+    /// A session that announces another wire version (for tests of the
+    /// version check).
+    #[doc(hidden)]
+    pub fn with_version(
+        me: NodeId,
+        secret: &Secret,
+        initiator: bool,
+        version: u16,
+    ) -> Result<Session, SessionError> {
+        let params = NOISE_PARAMS.parse().map_err(SessionError::Noise)?;
+        let builder = snow::Builder::new(params);
+        let keys = builder.generate_keypair().map_err(SessionError::Noise)?;
+        let builder = snow::Builder::new(NOISE_PARAMS.parse().map_err(SessionError::Noise)?)
+            .local_private_key(&keys.private)
+            .map_err(SessionError::Noise)?
+            .psk(3, &secret.0)
+            .map_err(SessionError::Noise)?;
+        let hs = if initiator {
+            builder.build_initiator()
+        } else {
+            builder.build_responder()
+        }
+        .map_err(SessionError::Noise)?;
+        let mut s = Session {
+            me,
+            version,
+            state: State::Handshake(Box::new(hs)),
+            peer: None,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            frames: FrameReader::new(MAX_FRAME),
+        };
+        if initiator {
+            s.write_handshake(&[])?;
+        }
+        Ok(s)
+    }
+
+    /// The peer, once the handshake is complete.
+    pub fn peer(&self) -> Option<NodeId> {
+        self.peer
+    }
+
+    /// True once both sides are authenticated and frames can flow.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Transport(_))
+    }
+
+    /// The bytes to send to the peer, taken.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Encrypts `frame` for the peer (into [`take_output`](Session::take_output)).
+    ///
+    /// # Errors
+    /// [`SessionError::Failed`] before the handshake is complete or after
+    /// a failure; [`SessionError::Wire`] if the frame is over the limit.
+    pub fn send(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let mut plain = Vec::new();
+        frame
+            .encode_into(&mut plain, MAX_FRAME)
+            .map_err(SessionError::Wire)?;
+        let State::Transport(t) = &mut self.state else {
+            return Err(SessionError::Failed);
+        };
+        let mut msg = vec![0; NOISE_MAX];
+        for chunk in plain.chunks(CHUNK) {
+            let n = t
+                .write_message(chunk, &mut msg)
+                .map_err(SessionError::Noise)?;
+            push_message(&mut self.out, &msg[..n]);
+        }
+        Ok(())
+    }
+
+    /// Takes bytes from the peer; returns the frames they complete.
+    ///
+    /// # Errors
+    /// Any [`SessionError`]: the session is failed from then on (every
+    /// later call returns [`SessionError::Failed`]); close the connection.
+    pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, SessionError> {
+        if matches!(self.state, State::Failed) {
+            return Err(SessionError::Failed);
+        }
+        self.inbuf.extend_from_slice(bytes);
+        let mut frames = Vec::new();
+        let res = self.receive_messages(&mut frames);
+        if res.is_err() {
+            self.state = State::Failed;
+            self.inbuf = Vec::new();
+            self.out.clear();
+        }
+        res.map(|()| frames)
+    }
+
+    fn receive_messages(&mut self, frames: &mut Vec<Frame>) -> Result<(), SessionError> {
+        loop {
+            let Some(&[hi, lo]) = self.inbuf.first_chunk::<2>() else {
+                return Ok(());
+            };
+            let len = usize::from(u16::from_be_bytes([hi, lo]));
+            if self.inbuf.len() < 2 + len {
+                return Ok(());
+            }
+            let msg: Vec<u8> = self.inbuf.drain(..2 + len).skip(2).collect();
+            match &mut self.state {
+                State::Handshake(_) => self.read_handshake(&msg)?,
+                State::Transport(t) => {
+                    let mut plain = vec![0; msg.len()];
+                    let n = t
+                        .read_message(&msg, &mut plain)
+                        .map_err(SessionError::Noise)?;
+                    self.frames.push(&plain[..n]);
+                    while let Some(frame) = self.frames.next_frame().map_err(SessionError::Wire)? {
+                        frames.push(frame);
+                    }
+                }
+                State::Failed => return Err(SessionError::Failed),
+            }
+        }
+    }
+
+    /// One handshake message from the peer: check its hello, answer, and
+    /// switch to transport once the handshake is done.
+    fn read_handshake(&mut self, msg: &[u8]) -> Result<(), SessionError> {
+        let State::Handshake(hs) = &mut self.state else {
+            return Err(SessionError::Failed);
+        };
+        let mut payload = vec![0; NOISE_MAX];
+        let n = hs
+            .read_message(msg, &mut payload)
+            .map_err(SessionError::Noise)?;
+        if n > 0 {
+            let mut reader = FrameReader::new(MAX_FRAME);
+            reader.push(&payload[..n]);
+            match reader.next_frame().map_err(SessionError::Wire)? {
+                Some(Frame::Hello { version, node }) => {
+                    if version != WIRE_VERSION {
+                        return Err(SessionError::Version {
+                            got: version,
+                            want: WIRE_VERSION,
+                        });
+                    }
+                    self.peer = Some(node);
+                }
+                _ => return Err(SessionError::NoHello),
+            }
+        }
+        if !hs.is_handshake_finished() && hs.is_my_turn() {
+            let mut hello = Vec::new();
+            Frame::Hello {
+                version: self.version,
+                node: self.me,
+            }
+            .encode_into(&mut hello, MAX_FRAME)
+            .map_err(SessionError::Wire)?;
+            self.write_handshake(&hello)?;
+        }
+        self.finish_if_done()
+    }
+
+    fn write_handshake(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let State::Handshake(hs) = &mut self.state else {
+            return Err(SessionError::Failed);
+        };
+        let mut msg = vec![0; NOISE_MAX];
+        let n = hs
+            .write_message(payload, &mut msg)
+            .map_err(SessionError::Noise)?;
+        push_message(&mut self.out, &msg[..n]);
+        self.finish_if_done()
+    }
+
+    fn finish_if_done(&mut self) -> Result<(), SessionError> {
+        let done = matches!(&self.state, State::Handshake(hs) if hs.is_handshake_finished());
+        if !done {
+            return Ok(());
+        }
+        if self.peer.is_none() {
+            return Err(SessionError::NoHello);
+        }
+        let State::Handshake(hs) = std::mem::replace(&mut self.state, State::Failed) else {
+            return Err(SessionError::Failed);
+        };
+        let t = hs.into_transport_mode().map_err(SessionError::Noise)?;
+        self.state = State::Transport(Box::new(t));
+        Ok(())
+    }
+}
+
+/// Appends one Noise message with its 2-byte length prefix.
+fn push_message(out: &mut Vec<u8>, msg: &[u8]) {
+    let len = u16::try_from(msg.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&msg[..usize::from(len)]);
+}

@@ -1,0 +1,113 @@
+//! Node sessions: Noise XXpsk3 keyed by the cluster secret, without I/O
+//! (rule 116 in `src/cluster/mod.rs`).
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use proptest::prelude::*;
+use stakplane::cluster::{Frame, NodeId, Secret, Session, SessionError, WIRE_VERSION};
+use std::net::SocketAddr;
+
+fn node(n: u8) -> NodeId {
+    NodeId::new(SocketAddr::from(([10, 0, 2, n], 7000)), 1)
+}
+
+fn secret(b: u8) -> Secret {
+    Secret::new([b; 32])
+}
+
+/// Moves bytes between the two sides until neither has anything to send;
+/// the frames each received.
+fn pump(a: &mut Session, b: &mut Session) -> Result<(Vec<Frame>, Vec<Frame>), SessionError> {
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    loop {
+        let out_a = a.take_output();
+        let out_b = b.take_output();
+        if out_a.is_empty() && out_b.is_empty() {
+            return Ok((to_a, to_b));
+        }
+        to_b.extend(b.receive(&out_a)?);
+        to_a.extend(a.receive(&out_b)?);
+    }
+}
+
+#[test]
+fn session_with_the_same_secret_authenticates_both_sides_and_carries_frames_both_ways() {
+    let mut a = Session::initiator(node(1), &secret(7)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(7)).expect("noise");
+    pump(&mut a, &mut b).expect("handshake");
+    assert!(a.is_established() && b.is_established());
+    assert_eq!((a.peer(), b.peer()), (Some(node(2)), Some(node(1))));
+    // A frame larger than one Noise message is cut and put back together.
+    let big = Frame::Gossip(vec![0x5A; 200_000]);
+    let small = Frame::Send {
+        to: 3,
+        from: None,
+        payload: b"hi".to_vec(),
+    };
+    a.send(&big).expect("sends");
+    a.send(&small).expect("sends");
+    b.send(&small).expect("sends");
+    let (at_a, at_b) = pump(&mut a, &mut b).expect("frames");
+    assert_eq!(at_b, [big, small.clone()]);
+    assert_eq!(at_a, [small]);
+}
+
+#[test]
+fn session_with_a_wrong_secret_is_refused_typed() {
+    let mut a = Session::initiator(node(1), &secret(1)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(2)).expect("noise");
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(matches!(err, SessionError::Noise(_)), "{err:?}");
+    assert!(!b.is_established());
+    assert!(matches!(b.receive(&[]), Err(SessionError::Failed)));
+    assert!(matches!(
+        b.send(&Frame::Gossip(vec![])),
+        Err(SessionError::Failed)
+    ));
+}
+
+#[test]
+fn session_with_another_wire_version_is_refused_after_authentication() {
+    let mut a = Session::with_version(node(1), &secret(3), true, WIRE_VERSION + 1).expect("noise");
+    let mut b = Session::responder(node(2), &secret(3)).expect("noise");
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(
+        matches!(err, SessionError::Version { got, want } if got == WIRE_VERSION + 1 && want == WIRE_VERSION),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn session_tampered_bytes_are_refused() {
+    let mut a = Session::initiator(node(1), &secret(4)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(4)).expect("noise");
+    pump(&mut a, &mut b).expect("handshake");
+    a.send(&Frame::Gossip(vec![1, 2, 3])).expect("sends");
+    let mut bytes = a.take_output();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert!(matches!(b.receive(&bytes), Err(SessionError::Noise(_))));
+}
+
+proptest! {
+    #![proptest_config(common::cases(1_000))]
+
+    /// Garbage before or after the handshake: a typed error or nothing,
+    /// never a panic, never a frame.
+    #[test]
+    fn session_garbage_is_refused_typed_and_never_panics(
+        junk in proptest::collection::vec(any::<u8>(), 0..300),
+        after_handshake in any::<bool>(),
+    ) {
+        let mut a = Session::initiator(node(1), &secret(9)).expect("noise");
+        let mut b = Session::responder(node(2), &secret(9)).expect("noise");
+        if after_handshake {
+            pump(&mut a, &mut b).expect("handshake");
+        }
+        match b.receive(&junk) {
+            Ok(frames) => prop_assert!(frames.is_empty()),
+            Err(e) => prop_assert!(!matches!(e, SessionError::Failed), "{e:?}"),
+        }
+    }
+}
