@@ -7,7 +7,9 @@ mod common;
 
 use common::{End, Rt};
 use stakplane::cluster::membership::{MemNet, MemberEvent, MembershipConfig, Transport};
-use stakplane::cluster::{DeadLetter, Frame, Node, NodeId, Pid, RemoteDown, SendError, MAX_FRAME};
+use stakplane::cluster::{
+    DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError, MAX_FRAME,
+};
 use stakplane::prelude::*;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -295,4 +297,100 @@ fn postcard_string(s: &str) -> Vec<u8> {
     let mut out = vec![u8::try_from(s.len()).expect("short")];
     out.extend_from_slice(s.as_bytes());
     out
+}
+
+type Found = Seen<Option<Result<Ref<String>, LookupError>>>;
+
+fn lookup_into(seen: &Found) -> Ret<Result<Ref<String>, LookupError>> {
+    let s2 = seen.clone();
+    Ret::new(move |r| s2.borrow_mut().push(r))
+}
+
+#[test]
+fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b, _inbox) = two_nodes(&mut rt, &net);
+    let log = common::new_log();
+    let d = common::dev(&mut rt, "named", &log);
+    rt.run();
+    let (got, fwd) = recorder::<String>();
+    let registered = b
+        .query(&mut rt.s, |n, _| n.register_named("store", &d, fwd))
+        .expect("alive");
+    let found: Found = Rc::default();
+    let b_id = NodeId::new(addr(2), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.lookup(b_id, "store", lookup_into(&found))
+    })
+    .expect("alive");
+    b.query(&mut rt.s, |n, _| {
+        n.lookup(b_id, "store", lookup_into(&found))
+    })
+    .expect("alive");
+    rt.run();
+    let answers: Vec<_> = found.borrow_mut().drain(..).collect();
+    assert_eq!(answers.len(), 2);
+    for answer in answers {
+        let r = answer.expect("answered").expect("found");
+        assert_eq!(r, registered, "the same address from both nodes");
+        a.query(&mut rt.s, |n, _| n.send_ref(r, "via ref".to_string()))
+            .expect("alive")
+            .expect("sends");
+    }
+    rt.run();
+    assert_eq!(*got.borrow(), ["via ref", "via ref"]);
+}
+
+#[test]
+fn node_lookup_answers_exactly_once_with_a_typed_refusal() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b, _inbox) = two_nodes(&mut rt, &net);
+    let log = common::new_log();
+    let d = common::dev(&mut rt, "named", &log);
+    rt.run();
+    b.query(&mut rt.s, |n, _| {
+        n.register_named("numbers", &d, Fwd::new(|_: u32| ()))
+    })
+    .expect("alive");
+    let found: Found = Rc::default();
+    let b_id = NodeId::new(addr(2), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.lookup(b_id, "nobody", lookup_into(&found));
+        n.lookup(b_id, "numbers", lookup_into(&found));
+        n.lookup(NodeId::new(addr(9), 1), "x", lookup_into(&found));
+    })
+    .expect("alive");
+    rt.run();
+    // A lookup in flight when its node is lost is answered NodeDown.
+    net.cut(addr(2));
+    a.query(&mut rt.s, |n, _| {
+        n.lookup(b_id, "numbers", lookup_into(&found))
+    })
+    .expect("alive");
+    rt.advance(Duration::from_secs(60));
+    let answers: Vec<_> = found
+        .borrow_mut()
+        .drain(..)
+        .map(|a| a.expect("answered"))
+        .collect();
+    assert_eq!(
+        answers.len(),
+        4,
+        "each lookup answered exactly once: {answers:?}"
+    );
+    // The unknown node answers at once, the others when their answer (or
+    // their node's loss) arrives.
+    assert_eq!(
+        answers[0],
+        Err(LookupError::NodeDown(NodeId::new(addr(9), 1)))
+    );
+    assert_eq!(answers[1], Err(LookupError::NotFound));
+    assert!(
+        matches!(&answers[2], Err(LookupError::WrongType(t)) if t == "u32"),
+        "{:?}",
+        answers[2]
+    );
+    assert_eq!(answers[3], Err(LookupError::NodeDown(b_id)));
 }

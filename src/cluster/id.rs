@@ -75,3 +75,65 @@ impl fmt::Display for Pid {
         fmt::Debug::fmt(self, f)
     }
 }
+
+/// A typed address of a device that takes messages of type `M`, on any
+/// node: a [`Pid`] whose message type the compiler checks. `Copy`,
+/// ordered, hashable and serialisable (as its `Pid`), so it can be sent
+/// in messages and kept in maps. Made by `Node::register_named` and
+/// `Node::lookup`.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ref<M> {
+    pid: Pid,
+    #[serde(skip)]
+    _m: std::marker::PhantomData<fn(M)>,
+}
+
+impl<M> Ref<M> {
+    /// The address of `pid`, asserted to take `M` (a wrong guess is
+    /// refused when a message is sent).
+    pub fn new(pid: Pid) -> Ref<M> {
+        Ref {
+            pid,
+            _m: std::marker::PhantomData,
+        }
+    }
+
+    /// The device's untyped address.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
+impl<M> Clone for Ref<M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<M> Copy for Ref<M> {}
+impl<M> PartialEq for Ref<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pid == other.pid
+    }
+}
+impl<M> Eq for Ref<M> {}
+impl<M> std::hash::Hash for Ref<M> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.pid.hash(h);
+    }
+}
+impl<M> PartialOrd for Ref<M> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<M> Ord for Ref<M> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pid.cmp(&other.pid)
+    }
+}
+impl<M> fmt::Debug for Ref<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ref({:?})", self.pid)
+    }
+}

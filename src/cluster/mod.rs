@@ -18,8 +18,10 @@
 //!   network ([`MemNet`](membership::MemNet)) for tests.
 //!
 //! - [`Node`]: a node's membership, remote sends to registered actors
-//!   (the same call for a local and a remote target), dead letters, and
-//!   node-loss notices (`Cause::Lost`) for watchers of remote devices.
+//!   (the same call for a local and a remote target), typed addresses
+//!   ([`Ref<M>`](Ref)) and names found with `lookup` on any node, dead
+//!   letters, and remote monitors that end with the device's real cause,
+//!   or `Cause::Lost` when its node is lost.
 //!
 //! - [`Session`]: an authenticated, encrypted session between two nodes,
 //!   without I/O: Noise `XXpsk3` (`snow`) keyed by the cluster's
@@ -29,8 +31,9 @@
 //! Still to come (issue 16): sessions over stakplane's TCP (one link per
 //! pair, link choice for simultaneous connects, reconnect with backoff), remote asks, remote links
 //! (Notify, Peer, trap), demonitor, credits and bounded peer queues,
-//! declarative remote actors with typed `Ref<M>` and names, the example
-//! and the benchmarks.
+//! declarative remote actors (a trait with a serde message type, `ask`
+//! with typed replies, supervised children whose address follows
+//! restarts), the example and the benchmarks.
 //!
 //! ## Rules
 //!
@@ -77,6 +80,13 @@
 //! session reads and sends nothing more; no input panics. Frames of any
 //! size up to the limit go through, in order, both ways.
 //!
+//! **117. A name is found the same way on every node, and every lookup is
+//! answered exactly once**: [`Node::lookup`] gives the same [`Ref`] for a
+//! name on this node (at once) and on another (when it answers); an
+//! unknown name is [`LookupError::NotFound`], a device taking another
+//! message type [`LookupError::WrongType`], a node that is not a member
+//! or is lost before it answers [`LookupError::NodeDown`].
+//!
 //! **114. A lost node reaches its watchers exactly once, as `Cause::Lost`**:
 //! when membership declares a node incarnation down, every watcher of a
 //! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
@@ -89,7 +99,7 @@ pub mod node;
 pub mod session;
 pub mod wire;
 
-pub use id::{NodeId, Pid};
-pub use node::{DeadLetter, Node, NodeStats, RemoteDown, SendError};
+pub use id::{NodeId, Pid, Ref};
+pub use node::{DeadLetter, LookupError, Node, NodeStats, RemoteDown, SendError};
 pub use session::{Secret, Session, SessionError};
 pub use wire::{Frame, FrameReader, WireCause, WireError, MAX_FRAME, WIRE_VERSION};

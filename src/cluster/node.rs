@@ -10,12 +10,12 @@
 
 use super::membership::{MemberEvent, Membership, MembershipConfig, Transport};
 use super::wire::{Frame, FrameReader, WireCause, MAX_FRAME};
-use super::{NodeId, Pid};
+use super::{NodeId, Pid, Ref};
 use crate::cause::Cause;
 use crate::{call, device, fwd_to, DeviceOwn, DeviceRef, Down, Line};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use stakker::{Fwd, CX};
+use stakker::{Fwd, Ret, CX};
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -69,6 +69,35 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+/// Why [`Node::lookup`] found no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// No device is registered under that name on that node.
+    NotFound,
+    /// The device registered under that name takes another message type
+    /// (its type's name is given).
+    WrongType(String),
+    /// The node is not a member, or was declared down before it answered.
+    NodeDown(NodeId),
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::NotFound => f.write_str("no device is registered under that name"),
+            LookupError::WrongType(t) => write!(f, "the device takes messages of type {t}"),
+            LookupError::NodeDown(n) => write!(f, "node {n} is not a member"),
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+/// A lookup waiting for its node's answer: finishes it with the device's
+/// id and message type name, or the node's loss.
+type PendingLookup = Box<dyn FnOnce(Result<(u64, String), LookupError>)>;
 
 /// Counters of a node's traffic and refusals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,6 +169,10 @@ pub struct Node {
     /// The tags of the watches of each node's devices.
     watched: BTreeMap<NodeId, Vec<u64>>,
     next_tag: u64,
+    /// Registered names: device id and message type name.
+    names: HashMap<String, (u64, String)>,
+    /// Lookups waiting for another node's answer, by tag, and each node's.
+    lookups: HashMap<u64, (NodeId, PendingLookup)>,
     dead_letters: Option<Fwd<DeadLetter>>,
     events: Fwd<MemberEvent>,
     stats: NodeStats,
@@ -173,6 +206,8 @@ impl Node {
             watches: HashMap::new(),
             watched: BTreeMap::new(),
             next_tag: 0,
+            names: HashMap::new(),
+            lookups: HashMap::new(),
             dead_letters: None,
             events,
             stats: NodeStats::default(),
@@ -225,6 +260,84 @@ impl Node {
         fwd: Fwd<M>,
     ) {
         self.inbox(device.id().get(), Some(device.line()), fwd);
+    }
+
+    /// Registers `device` as [`register_device`](Node::register_device)
+    /// does and names it: any node can then find it with
+    /// [`lookup`](Node::lookup) (a later registration under the same
+    /// name replaces it). Returns its typed address.
+    pub fn register_named<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        device: &impl DeviceRef,
+        fwd: Fwd<M>,
+    ) -> Ref<M> {
+        let id = device.id().get();
+        self.register_device(device, fwd);
+        self.names.insert(
+            name.to_string(),
+            (id, std::any::type_name::<M>().to_string()),
+        );
+        Ref::new(Pid {
+            node: self.me,
+            device: id,
+        })
+    }
+
+    /// Sends `msg` through its typed address, as [`send`](Node::send).
+    ///
+    /// # Errors
+    /// As [`send`](Node::send).
+    pub fn send_ref<M: Serialize + 'static>(
+        &mut self,
+        to: Ref<M>,
+        msg: M,
+    ) -> Result<(), SendError> {
+        self.send(to.pid(), msg)
+    }
+
+    /// Finds the device registered under `name` on `node` (this one or
+    /// another) and answers its typed address through `ret`: at once for
+    /// this node, when the answer arrives for another. The answer always
+    /// comes, exactly once: a node declared down before it answers gives
+    /// [`LookupError::NodeDown`]. The message type is checked by its type
+    /// name, so both nodes must be built from the same definition.
+    pub fn lookup<M: 'static>(
+        &mut self,
+        node: NodeId,
+        name: &str,
+        ret: Ret<Result<Ref<M>, LookupError>>,
+    ) {
+        let finish = move |found: Result<(u64, String), LookupError>| {
+            ret.ret(found.and_then(|(device, ty)| {
+                if ty == std::any::type_name::<M>() {
+                    Ok(Ref::new(Pid { node, device }))
+                } else {
+                    Err(LookupError::WrongType(ty))
+                }
+            }));
+        };
+        if node == self.me {
+            finish(self.names.get(name).cloned().ok_or(LookupError::NotFound));
+            return;
+        }
+        if !self.up.contains(&node) {
+            finish(Err(LookupError::NodeDown(node)));
+            return;
+        }
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let frame = Frame::Lookup {
+            name: name.to_string(),
+            tag,
+            from: self.me,
+        };
+        if self.wire.frame(node.addr, &frame).is_err() {
+            finish(Err(LookupError::NotFound));
+            return;
+        }
+        self.stats.frames_out += 1;
+        self.lookups.insert(tag, (node, Box::new(finish)));
     }
 
     fn inbox<M: Serialize + DeserializeOwned + 'static>(
@@ -408,6 +521,28 @@ impl Node {
                 }
                 self.watch_ended(tag, cause);
             }
+            Frame::Lookup { name, tag, from } => {
+                if self.is_down_node(from) {
+                    return;
+                }
+                let device = self.names.get(&name).cloned();
+                let answer = Frame::Found {
+                    tag,
+                    device,
+                    from: self.me,
+                };
+                if self.wire.frame(from.addr, &answer).is_ok() {
+                    self.stats.frames_out += 1;
+                }
+            }
+            Frame::Found { tag, device, from } => {
+                if self.is_down_node(from) {
+                    return;
+                }
+                if let Some((_, finish)) = self.lookups.remove(&tag) {
+                    finish(device.ok_or(LookupError::NotFound));
+                }
+            }
             Frame::Hello { .. } => {}
         }
     }
@@ -454,6 +589,18 @@ impl Node {
             MemberEvent::Down(n) => {
                 self.up.remove(n);
                 self.down.insert(*n);
+                // Every lookup waiting for that incarnation: one NodeDown.
+                let waiting: Vec<u64> = self
+                    .lookups
+                    .iter()
+                    .filter(|(_, (node, _))| node == n)
+                    .map(|(tag, _)| *tag)
+                    .collect();
+                for tag in waiting {
+                    if let Some((node, finish)) = self.lookups.remove(&tag) {
+                        finish(Err(LookupError::NodeDown(node)));
+                    }
+                }
                 // Every watcher of a device of that incarnation: one Lost.
                 for tag in self.watched.remove(n).unwrap_or_default() {
                     if let Some((pid, fwd)) = self.watches.remove(&tag) {

@@ -47,6 +47,25 @@ pub enum Frame {
         /// The watching node.
         from: NodeId,
     },
+    /// Node `from` asks which device is registered under `name`.
+    Lookup {
+        /// The registered name.
+        name: String,
+        /// The asker's tag for the answer.
+        tag: u64,
+        /// The asking node.
+        from: NodeId,
+    },
+    /// The answer to a [`Frame::Lookup`]: the device and the type name of
+    /// the messages it takes, if the name is registered.
+    Found {
+        /// The lookup's tag.
+        tag: u64,
+        /// The device's id and message type name.
+        device: Option<(u64, String)>,
+        /// The answering node.
+        from: NodeId,
+    },
     /// The device a [`Frame::Monitor`] with `tag` watched is gone.
     Down {
         /// The watch's tag.
