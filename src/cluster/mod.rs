@@ -28,8 +28,13 @@
 //!   [`Secret`], the version checked after authentication, frames cut
 //!   into Noise messages.
 //!
-//! Still to come (issue 16): sessions over stakplane's TCP (one link per
-//! pair, link choice for simultaneous connects, reconnect with backoff), remote asks, remote links
+//! - [`tcp::TcpTransport`]: the node transport over stakplane's TCP: one
+//!   Noise session per peer, connected on first use, frames queued
+//!   (bounded) until the session is up, link choice for simultaneous
+//!   connects after authentication.
+//!
+//! Still to come (issue 16): reconnect with backoff and unreachable
+//! (versus down) peers, the builder API and a node as a supervised device, remote asks, remote links
 //! (Notify, Peer, trap), demonitor, credits and bounded peer queues,
 //! declarative remote actors (a trait with a serde message type, `ask`
 //! with typed replies, supervised children whose address follows
@@ -87,6 +92,12 @@
 //! message type [`LookupError::WrongType`], a node that is not a member
 //! or is lost before it answers [`LookupError::NodeDown`].
 //!
+//! **118. Over TCP, nodes with the cluster's secret join and exchange
+//! messages, and a node without it never joins**: the transport opens one
+//! authenticated session per peer; a wrong secret is refused (counted in
+//! [`tcp::TcpStats::failed`]) and neither side ever sees the other as a
+//! member.
+//!
 //! **114. A lost node reaches its watchers exactly once, as `Cause::Lost`**:
 //! when membership declares a node incarnation down, every watcher of a
 //! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
@@ -97,6 +108,7 @@ mod id;
 pub mod membership;
 pub mod node;
 pub mod session;
+pub mod tcp;
 pub mod wire;
 
 pub use id::{NodeId, Pid, Ref};

@@ -203,6 +203,16 @@ impl Session {
         frame
             .encode_into(&mut plain, MAX_FRAME)
             .map_err(SessionError::Wire)?;
+        self.send_encoded(&plain)
+    }
+
+    /// Encrypts frames already encoded (length-prefixed, as
+    /// [`Frame::encode_into`] writes them) for the peer.
+    ///
+    /// # Errors
+    /// [`SessionError::Failed`] before the handshake is complete or after
+    /// a failure.
+    pub fn send_encoded(&mut self, plain: &[u8]) -> Result<(), SessionError> {
         let State::Transport(t) = &mut self.state else {
             return Err(SessionError::Failed);
         };

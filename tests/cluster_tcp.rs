@@ -1,0 +1,97 @@
+//! Nodes over real loopback TCP, with Noise sessions (rule 118 in
+//! `src/cluster/mod.rs`). The joining test runs on the real clock, bounded
+//! by `run_for` (3 s: SWIM's LAN probe period is 1 s): on the virtual
+//! clock the handshake completes but the first frames after it are not
+//! read (found this session, not yet explained: see the closing note).
+#![cfg(feature = "cluster")]
+
+use stakplane::cluster::membership::{MemberEvent, MembershipConfig, Transport};
+use stakplane::cluster::tcp::TcpTransport;
+use stakplane::cluster::{Node, NodeId, Pid, Secret};
+use stakplane::prelude::*;
+use stakplane::rt::Runtime;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+fn start(rt: &mut Runtime, secret: &Secret, seed: u64) -> (DeviceOwn<Node>, TcpTransport, NodeId) {
+    let (t, addr) = TcpTransport::bind(
+        rt.core(),
+        "127.0.0.1:0".parse().expect("addr"),
+        secret.clone(),
+    )
+    .expect("binds");
+    let id = NodeId::new(addr, 1);
+    let transport: Rc<dyn Transport> = Rc::new(t.clone());
+    let node = device!(
+        rt.core(),
+        Node::init(
+            id,
+            MembershipConfig::lan(3, seed),
+            transport,
+            Fwd::new(|_: MemberEvent| ())
+        )
+    );
+    t.start(id, fwd_to!([node], packet() as (Vec<u8>)));
+    (node, t, id)
+}
+
+fn members(rt: &mut Runtime, n: &DeviceOwn<Node>) -> BTreeSet<NodeId> {
+    n.query(rt.stakker(), |n, _| n.members().clone())
+        .expect("alive")
+}
+
+#[test]
+fn tcp_three_nodes_join_over_noise_sessions_and_a_message_crosses() {
+    let mut rt = Runtime::new().expect("runtime");
+    let secret = Secret::new([7; 32]);
+    let (a, ta, ida) = start(&mut rt, &secret, 1);
+    let (b, _tb, idb) = start(&mut rt, &secret, 2);
+    let (c, _tc, idc) = start(&mut rt, &secret, 3);
+    rt.run_for(Duration::from_millis(10)).expect("runs");
+    call!([b], join(ida));
+    call!([c], join(ida));
+    rt.run_for(Duration::from_secs(3)).expect("runs");
+    assert_eq!(members(&mut rt, &a), BTreeSet::from([idb, idc]));
+    assert_eq!(members(&mut rt, &b), BTreeSet::from([ida, idc]));
+    assert_eq!(members(&mut rt, &c), BTreeSet::from([ida, idb]));
+    assert!(ta.stats().sessions >= 2);
+    // A message from a to an actor registered on c.
+    let got: Rc<RefCell<Vec<String>>> = Rc::default();
+    let g2 = got.clone();
+    c.query(rt.stakker(), |n, _| {
+        n.register(5, Fwd::new(move |m: String| g2.borrow_mut().push(m)))
+    })
+    .expect("alive");
+    let to = Pid {
+        node: idc,
+        device: 5,
+    };
+    a.query(rt.stakker(), |n, _| n.send(to, "over tcp".to_string()))
+        .expect("alive")
+        .expect("sends");
+    rt.run_for(Duration::from_millis(100)).expect("runs");
+    assert_eq!(*got.borrow(), ["over tcp"]);
+}
+
+#[test]
+fn tcp_a_node_with_a_wrong_secret_never_joins() {
+    let mut rt = Runtime::builder()
+        .virtual_time(Instant::now())
+        .build()
+        .expect("runtime");
+    let (a, ta, ida) = start(&mut rt, &Secret::new([1; 32]), 1);
+    let (d, _td, _idd) = start(&mut rt, &Secret::new([2; 32]), 4);
+    rt.run_for(Duration::from_millis(10)).expect("runs");
+    call!([d], join(ida));
+    rt.run_for(Duration::from_secs(10)).expect("runs");
+    assert!(members(&mut rt, &a).is_empty(), "a sees nobody");
+    assert!(members(&mut rt, &d).is_empty(), "d sees nobody");
+    assert!(
+        ta.stats().failed >= 1,
+        "a refused the session: {:?}",
+        ta.stats()
+    );
+    assert!(a.is_alive() && d.is_alive());
+}
