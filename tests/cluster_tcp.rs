@@ -1,8 +1,9 @@
 //! Nodes over real loopback TCP, with Noise sessions (rule 118 in
-//! `src/cluster/mod.rs`). The joining test runs on the real clock, bounded
-//! by `run_for` (3 s: SWIM's LAN probe period is 1 s): on the virtual
-//! clock the handshake completes but the first frames after it are not
-//! read (found this session, not yet explained: see the closing note).
+//! `src/cluster/mod.rs`). Real sockets on the runtime's virtual clock: the
+//! loop polls the OS without waiting and time jumps when nothing is
+//! ready, so membership's seconds pass in microseconds (the transport
+//! sets TCP_NODELAY: with Nagle, a frame written right behind the
+//! handshake would wait for the peer's delayed ACK, in real time).
 #![cfg(feature = "cluster")]
 
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig, Transport};
@@ -44,7 +45,10 @@ fn members(rt: &mut Runtime, n: &DeviceOwn<Node>) -> BTreeSet<NodeId> {
 
 #[test]
 fn tcp_three_nodes_join_over_noise_sessions_and_a_message_crosses() {
-    let mut rt = Runtime::new().expect("runtime");
+    let mut rt = Runtime::builder()
+        .virtual_time(Instant::now())
+        .build()
+        .expect("runtime");
     let secret = Secret::new([7; 32]);
     let (a, ta, ida) = start(&mut rt, &secret, 1);
     let (b, _tb, idb) = start(&mut rt, &secret, 2);
@@ -52,7 +56,7 @@ fn tcp_three_nodes_join_over_noise_sessions_and_a_message_crosses() {
     rt.run_for(Duration::from_millis(10)).expect("runs");
     call!([b], join(ida));
     call!([c], join(ida));
-    rt.run_for(Duration::from_secs(3)).expect("runs");
+    rt.run_for(Duration::from_secs(10)).expect("runs");
     assert_eq!(members(&mut rt, &a), BTreeSet::from([idb, idc]));
     assert_eq!(members(&mut rt, &b), BTreeSet::from([ida, idc]));
     assert_eq!(members(&mut rt, &c), BTreeSet::from([ida, idb]));

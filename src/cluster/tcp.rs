@@ -207,6 +207,10 @@ fn opened(weak: &Weak<RefCell<Inner>>, serial: u64, conn: Result<TcpConn, NetErr
     let mut inner = rc.borrow_mut();
     match conn {
         Ok(conn) => {
+            // Frames are small and latency matters: no Nagle delay (with
+            // it, a frame written right behind the handshake waits for the
+            // peer's delayed ACK, some 40 ms).
+            let _ = conn.set_nodelay(true);
             if let Some(link) = inner.links.get_mut(&serial) {
                 let out = link.session.take_output();
                 if !out.is_empty() {
