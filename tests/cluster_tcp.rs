@@ -99,3 +99,31 @@ fn tcp_a_node_with_a_wrong_secret_never_joins() {
     );
     assert!(a.is_alive() && d.is_alive());
 }
+
+#[test]
+fn tcp_nodes_started_with_the_builder_join_through_a_seed_address() {
+    let mut rt = Runtime::builder()
+        .virtual_time(Instant::now())
+        .build()
+        .expect("runtime");
+    let secret = Secret::new([5; 32]);
+    let (a, ida) = Node::builder()
+        .secret(secret.clone())
+        .incarnation(1)
+        .start(rt.core())
+        .expect("starts");
+    let (b, idb) = Node::builder()
+        .secret(secret.clone())
+        .seeds([ida.addr])
+        .start(rt.core())
+        .expect("starts");
+    assert!(idb.incarnation > 1, "the wall clock's incarnation");
+    rt.run_for(Duration::from_secs(10)).expect("runs");
+    assert_eq!(members(&mut rt, &a), BTreeSet::from([idb]));
+    assert_eq!(members(&mut rt, &b), BTreeSet::from([ida]));
+    // No secret, no node.
+    assert!(matches!(
+        Node::builder().start(rt.core()),
+        Err(stakplane::cluster::NodeError::NoSecret)
+    ));
+}

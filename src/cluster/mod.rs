@@ -33,8 +33,12 @@
 //!   (bounded) until the session is up, link choice for simultaneous
 //!   connects after authentication.
 //!
+//! - [`Node::builder`]: `Node::builder().listen(addr).secret(..).seeds(..)
+//!   .start(core)` listens, starts the node (a device) and joins; its
+//!   incarnation defaults to the wall clock, so a restarted node is new.
+//!
 //! Still to come (issue 16): reconnect with backoff and unreachable
-//! (versus down) peers, the builder API and a node as a supervised device, remote asks, remote links
+//! (versus down) peers, a node under a supervisor, remote asks, remote links
 //! (Notify, Peer, trap), demonitor, credits and bounded peer queues,
 //! declarative remote actors (a trait with a serde message type, `ask`
 //! with typed replies, supervised children whose address follows
@@ -112,6 +116,8 @@ pub mod tcp;
 pub mod wire;
 
 pub use id::{NodeId, Pid, Ref};
-pub use node::{DeadLetter, LookupError, Node, NodeStats, RemoteDown, SendError};
+pub use node::{
+    DeadLetter, LookupError, Node, NodeBuilder, NodeError, NodeStats, RemoteDown, SendError,
+};
 pub use session::{Secret, Session, SessionError};
 pub use wire::{Frame, FrameReader, WireCause, WireError, MAX_FRAME, WIRE_VERSION};
