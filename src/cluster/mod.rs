@@ -33,9 +33,10 @@
 //!   (bounded) until the session is up, link choice for simultaneous
 //!   connects after authentication.
 //!
-//! - [`Node::builder`]: `Node::builder().listen(addr).secret(..).seeds(..)
-//!   .start(core)` listens, starts the node (a device) and joins; its
-//!   incarnation defaults to the wall clock, so a restarted node is new.
+//! - [`Node::builder`] starts a node over TCP:
+//!   `Node::builder().listen(addr).secret(..).seeds(..).start(core)`
+//!   listens, starts the node (a device) and joins; its incarnation
+//!   defaults to the wall clock, so a restarted node is new.
 //!
 //! Still to come (issue 16): reconnect with backoff and unreachable
 //! (versus down) peers, a node under a supervisor, remote asks, remote links
