@@ -53,6 +53,16 @@ fn three_nodes(rt: &mut Rt, net: &MemNet) -> [Node; 3] {
     [a, b, c]
 }
 
+/// Three joined nodes, then node c cut off for a minute (declared down).
+fn three_nodes_then_c_cut_off() -> (Rt, MemNet, [Node; 3]) {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let nodes = three_nodes(&mut rt, &net);
+    net.cut(nodes[2].id.addr);
+    rt.advance(Duration::from_secs(60));
+    (rt, net, nodes)
+}
+
 #[test]
 fn membership_nodes_that_announce_to_a_seed_all_learn_of_each_other() {
     let mut rt = Rt::new();
@@ -78,11 +88,7 @@ fn membership_nodes_that_announce_to_a_seed_all_learn_of_each_other() {
 
 #[test]
 fn membership_a_node_that_stops_answering_is_declared_down_by_every_other_node() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let [a, b, c] = three_nodes(&mut rt, &net);
-    net.cut(c.id.addr);
-    rt.advance(Duration::from_secs(60));
+    let (mut rt, _net, [a, b, c]) = three_nodes_then_c_cut_off();
     for n in [&a, &b] {
         assert_eq!(
             members(&mut rt, n),
@@ -101,11 +107,7 @@ fn membership_a_node_that_stops_answering_is_declared_down_by_every_other_node()
 
 #[test]
 fn membership_a_node_back_with_a_higher_incarnation_is_a_new_member_and_the_old_stays_down() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let [a, b, c] = three_nodes(&mut rt, &net);
-    net.cut(c.id.addr);
-    rt.advance(Duration::from_secs(60));
+    let (mut rt, net, [a, b, c]) = three_nodes_then_c_cut_off();
     drop(c);
     // The same address comes back as incarnation 2.
     let c2 = node(&mut rt, &net, 3, 2);

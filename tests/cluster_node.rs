@@ -59,6 +59,31 @@ fn two_nodes(rt: &mut Rt, net: &MemNet) -> (DeviceOwn<Node>, DeviceOwn<Node>, Se
     (a, b, inbox)
 }
 
+/// A runtime and an in-memory network with the two joined nodes of
+/// `two_nodes`.
+fn cluster() -> (Rt, MemNet, DeviceOwn<Node>, DeviceOwn<Node>, Seen<String>) {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b, inbox) = two_nodes(&mut rt, &net);
+    (rt, net, a, b, inbox)
+}
+
+/// A device on node `b`, registered there (watchable from other nodes).
+fn remote_device(
+    rt: &mut Rt,
+    b: &DeviceOwn<Node>,
+    name: &'static str,
+) -> (DeviceOwn<common::Dev>, common::Log) {
+    let log = common::new_log();
+    let d = common::dev(rt, name, &log);
+    rt.run();
+    b.query(&mut rt.s, |n, _| {
+        n.register_device(&d, Fwd::new(|_: String| ()))
+    })
+    .expect("alive");
+    (d, log)
+}
+
 fn pid(n: u8, device: u64) -> Pid {
     Pid {
         node: NodeId::new(addr(n), 1),
@@ -68,9 +93,7 @@ fn pid(n: u8, device: u64) -> Pid {
 
 #[test]
 fn node_send_to_a_local_and_a_remote_target_gives_the_same_result() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, b, inbox) = two_nodes(&mut rt, &net);
+    let (mut rt, _net, a, b, inbox) = cluster();
     let to = pid(2, 42);
     a.query(&mut rt.s, |n, _| n.send(to, "from a".to_string()))
         .expect("alive")
@@ -91,9 +114,7 @@ fn node_send_to_a_local_and_a_remote_target_gives_the_same_result() {
 
 #[test]
 fn node_messages_from_one_node_to_one_target_arrive_in_send_order() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, _b, inbox) = two_nodes(&mut rt, &net);
+    let (mut rt, _net, a, _b, inbox) = cluster();
     for i in 0..100 {
         a.query(&mut rt.s, |n, _| n.send(pid(2, 42), format!("{i}")))
             .expect("alive")
@@ -106,9 +127,7 @@ fn node_messages_from_one_node_to_one_target_arrive_in_send_order() {
 
 #[test]
 fn node_a_message_to_an_unknown_target_goes_to_the_dead_letters_counted() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, b, _inbox) = two_nodes(&mut rt, &net);
+    let (mut rt, _net, a, b, _inbox) = cluster();
     let (dead, fwd) = recorder::<DeadLetter>();
     b.query(&mut rt.s, |n, _| n.set_dead_letters(fwd))
         .expect("alive");
@@ -137,9 +156,7 @@ fn node_a_message_to_an_unknown_target_goes_to_the_dead_letters_counted() {
 
 #[test]
 fn node_a_bad_packet_is_dropped_and_counted_and_the_node_goes_on() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, b, inbox) = two_nodes(&mut rt, &net);
+    let (mut rt, net, a, b, inbox) = cluster();
     // Garbage, a truncated frame, an oversized length: each dropped.
     for junk in [
         vec![0xFF; 3],
@@ -210,9 +227,7 @@ fn node_a_remote_device_death_reaches_its_watcher_with_its_real_cause() {
 
 #[test]
 fn node_a_watch_of_an_unregistered_remote_device_answers_at_once() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, _b, _inbox) = two_nodes(&mut rt, &net);
+    let (mut rt, _net, a, _b, _inbox) = cluster();
     let (downs, fwd) = recorder::<RemoteDown>();
     a.query(&mut rt.s, |n, cx| n.monitor(cx, pid(2, 4242), fwd))
         .expect("alive");
@@ -227,16 +242,8 @@ fn node_a_watch_of_an_unregistered_remote_device_answers_at_once() {
 
 #[test]
 fn node_a_lost_node_gives_each_watcher_exactly_one_lost_and_its_frames_are_dropped() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, b, _inbox) = two_nodes(&mut rt, &net);
-    let log = common::new_log();
-    let d = common::dev(&mut rt, "remote", &log);
-    rt.run();
-    b.query(&mut rt.s, |n, _| {
-        n.register_device(&d, Fwd::new(|_: String| ()))
-    })
-    .expect("alive");
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let (d, _log) = remote_device(&mut rt, &b, "remote");
     let watched = Pid {
         node: NodeId::new(addr(2), 1),
         device: d.id().get(),
@@ -308,9 +315,7 @@ fn lookup_into(seen: &Found) -> Ret<Result<Ref<String>, LookupError>> {
 
 #[test]
 fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, b, _inbox) = two_nodes(&mut rt, &net);
+    let (mut rt, _net, a, b, _inbox) = cluster();
     let log = common::new_log();
     let d = common::dev(&mut rt, "named", &log);
     rt.run();
@@ -344,9 +349,7 @@ fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
 
 #[test]
 fn node_lookup_answers_exactly_once_with_a_typed_refusal() {
-    let mut rt = Rt::new();
-    let net = MemNet::new();
-    let (a, b, _inbox) = two_nodes(&mut rt, &net);
+    let (mut rt, net, a, b, _inbox) = cluster();
     let log = common::new_log();
     let d = common::dev(&mut rt, "named", &log);
     rt.run();

@@ -38,6 +38,14 @@ fn start(rt: &mut Runtime, secret: &Secret, seed: u64) -> (DeviceOwn<Node>, TcpT
     (node, t, id)
 }
 
+/// A runtime on the virtual clock.
+fn virtual_rt() -> Runtime {
+    Runtime::builder()
+        .virtual_time(Instant::now())
+        .build()
+        .expect("runtime")
+}
+
 fn members(rt: &mut Runtime, n: &DeviceOwn<Node>) -> BTreeSet<NodeId> {
     n.query(rt.stakker(), |n, _| n.members().clone())
         .expect("alive")
@@ -45,10 +53,7 @@ fn members(rt: &mut Runtime, n: &DeviceOwn<Node>) -> BTreeSet<NodeId> {
 
 #[test]
 fn tcp_three_nodes_join_over_noise_sessions_and_a_message_crosses() {
-    let mut rt = Runtime::builder()
-        .virtual_time(Instant::now())
-        .build()
-        .expect("runtime");
+    let mut rt = virtual_rt();
     let secret = Secret::new([7; 32]);
     let (a, ta, ida) = start(&mut rt, &secret, 1);
     let (b, _tb, idb) = start(&mut rt, &secret, 2);
@@ -81,10 +86,7 @@ fn tcp_three_nodes_join_over_noise_sessions_and_a_message_crosses() {
 
 #[test]
 fn tcp_a_node_with_a_wrong_secret_never_joins() {
-    let mut rt = Runtime::builder()
-        .virtual_time(Instant::now())
-        .build()
-        .expect("runtime");
+    let mut rt = virtual_rt();
     let (a, ta, ida) = start(&mut rt, &Secret::new([1; 32]), 1);
     let (d, _td, _idd) = start(&mut rt, &Secret::new([2; 32]), 4);
     rt.run_for(Duration::from_millis(10)).expect("runs");
@@ -102,10 +104,7 @@ fn tcp_a_node_with_a_wrong_secret_never_joins() {
 
 #[test]
 fn tcp_nodes_started_with_the_builder_join_through_a_seed_address() {
-    let mut rt = Runtime::builder()
-        .virtual_time(Instant::now())
-        .build()
-        .expect("runtime");
+    let mut rt = virtual_rt();
     let secret = Secret::new([5; 32]);
     let (a, ida) = Node::builder()
         .secret(secret.clone())

@@ -29,12 +29,6 @@ impl fmt::Debug for NodeId {
     }
 }
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
 impl foca::Identity for NodeId {
     type Addr = SocketAddr;
 
@@ -70,11 +64,17 @@ impl fmt::Debug for Pid {
     }
 }
 
-impl fmt::Display for Pid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
+/// `Display` is the `Debug` form: `addr~incarnation`, `#device@node`.
+macro_rules! display_as_debug {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self, f)
+            }
+        }
+    )*};
 }
+display_as_debug!(NodeId, Pid);
 
 /// A typed address of a device that takes messages of type `M`, on any
 /// node: a [`Pid`] whose message type the compiler checks. `Copy`,

@@ -146,26 +146,14 @@ impl Transport for TcpTransport {
                 }
             }
             None => {
-                let Ok(session) = Session::initiator(inner.me, &inner.secret) else {
-                    inner.stats.failed += 1;
+                let Some(serial) = new_link(&mut inner, true, VecDeque::from([data])) else {
                     return;
                 };
-                inner.next += 1;
-                let serial = inner.next;
-                inner.links.insert(
-                    serial,
-                    Link {
-                        conn: None,
-                        session,
-                        initiator: true,
-                        queue: VecDeque::from([data]),
-                    },
-                );
                 inner.by_peer.insert(to, serial);
                 let weak = Rc::downgrade(&self.inner);
                 inner.deferrer.defer(move |s| {
-                    let events = events_of(&weak, serial);
-                    let conn = TcpConn::connect(s, to, ConnConfig::default(), events);
+                    let conn =
+                        TcpConn::connect(s, to, ConnConfig::default(), events_of(&weak, serial));
                     opened(&weak, serial, conn);
                 });
             }
@@ -173,13 +161,17 @@ impl Transport for TcpTransport {
     }
 }
 
-/// A connection accepted: its session, as responder.
-fn accept(weak: &Weak<RefCell<Inner>>, accepted: Accepted) {
-    let Some(rc) = weak.upgrade() else { return };
-    let mut inner = rc.borrow_mut();
-    let Ok(session) = Session::responder(inner.me, &inner.secret) else {
+/// A new link (its connection comes later), as the side that connects or
+/// accepts: its serial number, or `None` (counted) if Noise cannot start.
+fn new_link(inner: &mut Inner, initiator: bool, queue: VecDeque<Vec<u8>>) -> Option<u64> {
+    let session = if initiator {
+        Session::initiator(inner.me, &inner.secret)
+    } else {
+        Session::responder(inner.me, &inner.secret)
+    };
+    let Ok(session) = session else {
         inner.stats.failed += 1;
-        return;
+        return None;
     };
     inner.next += 1;
     let serial = inner.next;
@@ -188,14 +180,23 @@ fn accept(weak: &Weak<RefCell<Inner>>, accepted: Accepted) {
         Link {
             conn: None,
             session,
-            initiator: false,
-            queue: VecDeque::new(),
+            initiator,
+            queue,
         },
     );
+    Some(serial)
+}
+
+/// A connection accepted: its session, as responder.
+fn accept(weak: &Weak<RefCell<Inner>>, accepted: Accepted) {
+    let Some(rc) = weak.upgrade() else { return };
+    let mut inner = rc.borrow_mut();
+    let Some(serial) = new_link(&mut inner, false, VecDeque::new()) else {
+        return;
+    };
     let weak = weak.clone();
     inner.deferrer.defer(move |s| {
-        let events = events_of(&weak, serial);
-        let conn = TcpConn::new(s, accepted, ConnConfig::default(), events);
+        let conn = TcpConn::new(s, accepted, ConnConfig::default(), events_of(&weak, serial));
         opened(&weak, serial, conn);
     });
 }
