@@ -8,7 +8,8 @@ mod common;
 use common::{End, Rt};
 use stakplane::cluster::membership::{MemNet, MemberEvent, MembershipConfig, Transport};
 use stakplane::cluster::{
-    DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError, MAX_FRAME,
+    AskError, DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError,
+    MAX_FRAME,
 };
 use stakplane::prelude::*;
 use std::cell::RefCell;
@@ -396,4 +397,75 @@ fn node_lookup_answers_exactly_once_with_a_typed_refusal() {
         answers[2]
     );
     assert_eq!(answers[3], Err(LookupError::NodeDown(b_id)));
+}
+
+type Replies = Seen<Option<Result<u64, AskError>>>;
+
+fn reply_into(seen: &Replies) -> Ret<Result<u64, AskError>> {
+    let s2 = seen.clone();
+    Ret::new(move |r| s2.borrow_mut().push(r))
+}
+
+/// A doubling server as device 77 of node `n`: it answers `x` with
+/// `2 * x`, and drops the reply for 0.
+fn doubler(rt: &mut Rt, n: &DeviceOwn<Node>) {
+    let serve = Fwd::new(|(x, ret): (u64, Ret<u64>)| {
+        if x != 0 {
+            ret.ret(2 * x);
+        }
+    });
+    n.query(&mut rt.s, |n, _| n.register_ask(77, serve))
+        .expect("alive");
+}
+
+#[test]
+fn node_ask_of_a_local_and_a_remote_target_gives_the_same_reply() {
+    let (mut rt, _net, a, b, _inbox) = cluster();
+    doubler(&mut rt, &b);
+    let replies: Replies = Rc::default();
+    let to = pid(2, 77);
+    a.query(&mut rt.s, |n, _| n.ask(to, 21u64, reply_into(&replies)))
+        .expect("alive");
+    b.query(&mut rt.s, |n, _| n.ask(to, 21u64, reply_into(&replies)))
+        .expect("alive");
+    rt.run();
+    let got: Vec<_> = replies
+        .borrow_mut()
+        .drain(..)
+        .map(|r| r.expect("answered"))
+        .collect();
+    assert_eq!(got, [Ok(42), Ok(42)]);
+}
+
+#[test]
+fn node_ask_answers_exactly_once_with_a_typed_error() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    doubler(&mut rt, &b);
+    let replies: Replies = Rc::default();
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 0u64, reply_into(&replies)); // dropped
+        n.ask(pid(2, 78), 1u64, reply_into(&replies)); // nobody
+    })
+    .expect("alive");
+    rt.run();
+    // In flight when its node is lost.
+    net.cut(addr(2));
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 5u64, reply_into(&replies))
+    })
+    .expect("alive");
+    rt.advance(Duration::from_secs(60));
+    let got: Vec<_> = replies
+        .borrow_mut()
+        .drain(..)
+        .map(|r| r.expect("answered"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Err(AskError::Dropped),
+            Err(AskError::NoTarget),
+            Err(AskError::NodeDown(NodeId::new(addr(2), 1)))
+        ]
+    );
 }

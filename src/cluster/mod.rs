@@ -38,8 +38,11 @@
 //!   listens, starts the node (a device) and joins; its incarnation
 //!   defaults to the wall clock, so a restarted node is new.
 //!
+//! - [`Node::ask`]: typed request and reply, the same call for a local
+//!   and a remote target, answered exactly once.
+//!
 //! Still to come (issue 16): reconnect with backoff and unreachable
-//! (versus down) peers, a node under a supervisor, remote asks, remote links
+//! (versus down) peers, a node under a supervisor, remote links
 //! (Notify, Peer, trap), demonitor, credits and bounded peer queues,
 //! declarative remote actors (a trait with a serde message type, `ask`
 //! with typed replies, supervised children whose address follows
@@ -103,6 +106,14 @@
 //! [`tcp::TcpStats::failed`]) and neither side ever sees the other as a
 //! member.
 //!
+//! **119. An ask is answered exactly once, the same way for a local and a
+//! remote target**: [`Node::ask`] hands a request to a device registered
+//! with [`Node::register_ask`] (as it is on this node, serialised on
+//! another) and answers its reply; a dropped reply is
+//! [`AskError::Dropped`], an id that takes no asks [`AskError::NoTarget`],
+//! a node that is not a member or is lost before it replies
+//! [`AskError::NodeDown`].
+//!
 //! **114. A lost node reaches its watchers exactly once, as `Cause::Lost`**:
 //! when membership declares a node incarnation down, every watcher of a
 //! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
@@ -118,7 +129,8 @@ pub mod wire;
 
 pub use id::{NodeId, Pid, Ref};
 pub use node::{
-    DeadLetter, LookupError, Node, NodeBuilder, NodeError, NodeStats, RemoteDown, SendError,
+    AskError, DeadLetter, LookupError, Node, NodeBuilder, NodeError, NodeStats, RemoteDown,
+    SendError,
 };
 pub use session::{Secret, Session, SessionError};
-pub use wire::{Frame, FrameReader, WireCause, WireError, MAX_FRAME, WIRE_VERSION};
+pub use wire::{Frame, FrameReader, WireCause, WireError, WireNoReply, MAX_FRAME, WIRE_VERSION};

@@ -9,7 +9,7 @@
 //! `Cause::Lost`. Packets arrive through [`Node::packet`].
 
 use super::membership::{MemberEvent, Membership, MembershipConfig, Transport};
-use super::wire::{Frame, FrameReader, WireCause, MAX_FRAME};
+use super::wire::{Frame, FrameReader, WireCause, WireNoReply, MAX_FRAME};
 use super::{NodeId, Pid, Ref};
 use crate::cause::Cause;
 use crate::{call, device, fwd_to, DeviceOwn, DeviceRef, Down, Line};
@@ -95,6 +95,51 @@ impl fmt::Display for LookupError {
 
 impl std::error::Error for LookupError {}
 
+/// Why [`Node::ask`] got no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AskError {
+    /// No device takes asks under that id on its node.
+    NoTarget,
+    /// The device takes another request or reply type.
+    WrongType,
+    /// The device dropped the reply without answering, or died first.
+    Dropped,
+    /// The target's node is not a member, or was declared down before it
+    /// answered.
+    NodeDown(NodeId),
+    /// The request or reply does not serialise, or is over the limit.
+    Encode(String),
+}
+
+impl fmt::Display for AskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AskError::NoTarget => f.write_str("no device takes asks under that id"),
+            AskError::WrongType => f.write_str("the device takes another request or reply type"),
+            AskError::Dropped => f.write_str("the device dropped the reply without answering"),
+            AskError::NodeDown(n) => write!(f, "node {n} is not a member"),
+            AskError::Encode(e) => write!(f, "the ask cannot be carried: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AskError {}
+
+/// Takes a remote request (serialised) and a way to answer it (with the
+/// reply serialised, or why there is none).
+type Serve = Box<dyn Fn(&[u8], Box<dyn FnOnce(Result<Vec<u8>, WireNoReply>)>)>;
+
+/// One device that takes asks.
+struct Server {
+    /// `Fwd<(M, Ret<R>)>` for its types.
+    local: Box<dyn Any>,
+    remote: Serve,
+}
+
+/// An ask waiting for another node's reply.
+type PendingAsk = Box<dyn FnOnce(Result<Vec<u8>, AskError>)>;
+
 /// A lookup waiting for its node's answer: finishes it with the device's
 /// id and message type name, or the node's loss.
 type PendingLookup = Box<dyn FnOnce(Result<(u64, String), LookupError>)>;
@@ -173,6 +218,10 @@ pub struct Node {
     names: HashMap<String, (u64, String)>,
     /// Lookups waiting for another node's answer, by tag, and each node's.
     lookups: HashMap<u64, (NodeId, PendingLookup)>,
+    /// Devices that take asks.
+    servers: HashMap<u64, Server>,
+    /// Asks waiting for another node's reply.
+    asks: HashMap<u64, (NodeId, PendingAsk)>,
     dead_letters: Option<Fwd<DeadLetter>>,
     events: Fwd<MemberEvent>,
     stats: NodeStats,
@@ -208,6 +257,8 @@ impl Node {
             next_tag: 0,
             names: HashMap::new(),
             lookups: HashMap::new(),
+            servers: HashMap::new(),
+            asks: HashMap::new(),
             dead_letters: None,
             events,
             stats: NodeStats::default(),
@@ -338,6 +389,92 @@ impl Node {
         }
         self.stats.frames_out += 1;
         self.lookups.insert(tag, (node, Box::new(finish)));
+    }
+
+    /// Makes device `device` of this node askable from every node:
+    /// requests of type `M` go to `fwd` with a `Ret<R>` for the reply (a
+    /// later registration under the same id replaces it).
+    pub fn register_ask<M, R>(&mut self, device: u64, fwd: Fwd<(M, Ret<R>)>)
+    where
+        M: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let remote = fwd.clone();
+        self.servers.insert(
+            device,
+            Server {
+                local: Box::new(fwd),
+                remote: Box::new(move |bytes, answer| {
+                    let Ok(msg) = postcard::from_bytes::<M>(bytes) else {
+                        answer(Err(WireNoReply::WrongType));
+                        return;
+                    };
+                    let ret = Ret::new(move |r: Option<R>| {
+                        answer(match r.map(|r| postcard::to_allocvec(&r)) {
+                            Some(Ok(bytes)) => Ok(bytes),
+                            Some(Err(_)) => Err(WireNoReply::WrongType),
+                            None => Err(WireNoReply::Dropped),
+                        });
+                    });
+                    remote.fwd((msg, ret));
+                }),
+            },
+        );
+    }
+
+    /// Asks `to` with `msg`, wherever it lives, and answers its reply
+    /// through `ret`, exactly once: on this node the request is handed
+    /// over as it is; on another it is serialised, and the reply comes
+    /// back in one frame. A node declared down before it replies gives
+    /// [`AskError::NodeDown`].
+    pub fn ask<M, R>(&mut self, to: Pid, msg: M, ret: Ret<Result<R, AskError>>)
+    where
+        M: Serialize + 'static,
+        R: DeserializeOwned + 'static,
+    {
+        if to.node == self.me {
+            let Some(server) = self.servers.get(&to.device) else {
+                ret.ret(Err(AskError::NoTarget));
+                return;
+            };
+            let Some(fwd) = server.local.downcast_ref::<Fwd<(M, Ret<R>)>>() else {
+                ret.ret(Err(AskError::WrongType));
+                return;
+            };
+            let reply = Ret::new(move |r: Option<R>| ret.ret(r.ok_or(AskError::Dropped)));
+            fwd.fwd((msg, reply));
+            return;
+        }
+        if !self.up.contains(&to.node) {
+            ret.ret(Err(AskError::NodeDown(to.node)));
+            return;
+        }
+        let payload = match postcard::to_allocvec(&msg) {
+            Ok(p) => p,
+            Err(e) => {
+                ret.ret(Err(AskError::Encode(e.to_string())));
+                return;
+            }
+        };
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let frame = Frame::Ask {
+            to: to.device,
+            tag,
+            from: self.me,
+            payload,
+        };
+        if let Err(e) = self.wire.frame(to.node.addr, &frame) {
+            ret.ret(Err(AskError::Encode(e.to_string())));
+            return;
+        }
+        self.stats.frames_out += 1;
+        let finish = move |reply: Result<Vec<u8>, AskError>| {
+            ret.ret(
+                reply.and_then(|b| postcard::from_bytes::<R>(&b).map_err(|_| AskError::WrongType)),
+            );
+        };
+        self.asks.insert(tag, (to.node, Box::new(finish)));
     }
 
     fn inbox<M: Serialize + DeserializeOwned + 'static>(
@@ -543,6 +680,44 @@ impl Node {
                     finish(device.ok_or(LookupError::NotFound));
                 }
             }
+            Frame::Ask {
+                to,
+                tag,
+                from,
+                payload,
+            } => {
+                if self.is_down_node(from) {
+                    return;
+                }
+                let wire = self.wire.clone();
+                let me = self.me;
+                let answer = Box::new(move |reply: Result<Vec<u8>, WireNoReply>| {
+                    let _ = wire.frame(
+                        from.addr,
+                        &Frame::Reply {
+                            tag,
+                            from: me,
+                            reply,
+                        },
+                    );
+                });
+                match self.servers.get(&to) {
+                    Some(server) => (server.remote)(&payload, answer),
+                    None => answer(Err(WireNoReply::NoTarget)),
+                }
+            }
+            Frame::Reply { tag, from, reply } => {
+                if self.is_down_node(from) {
+                    return;
+                }
+                if let Some((_, finish)) = self.asks.remove(&tag) {
+                    finish(reply.map_err(|e| match e {
+                        WireNoReply::NoTarget => AskError::NoTarget,
+                        WireNoReply::WrongType => AskError::WrongType,
+                        _ => AskError::Dropped,
+                    }));
+                }
+            }
             Frame::Hello { .. } => {}
         }
     }
@@ -599,6 +774,18 @@ impl Node {
                 for tag in waiting {
                     if let Some((node, finish)) = self.lookups.remove(&tag) {
                         finish(Err(LookupError::NodeDown(node)));
+                    }
+                }
+                // Every ask waiting for that incarnation: one NodeDown.
+                let waiting: Vec<u64> = self
+                    .asks
+                    .iter()
+                    .filter(|(_, (node, _))| node == n)
+                    .map(|(tag, _)| *tag)
+                    .collect();
+                for tag in waiting {
+                    if let Some((node, finish)) = self.asks.remove(&tag) {
+                        finish(Err(AskError::NodeDown(node)));
                     }
                 }
                 // Every watcher of a device of that incarnation: one Lost.

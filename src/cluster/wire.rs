@@ -66,6 +66,27 @@ pub enum Frame {
         /// The answering node.
         from: NodeId,
     },
+    /// Node `from` asks device `to` of the receiving node; the answer is
+    /// one [`Frame::Reply`] with `tag`.
+    Ask {
+        /// The asked device's id on the receiving node.
+        to: u64,
+        /// The asker's tag for the reply.
+        tag: u64,
+        /// The asking node.
+        from: NodeId,
+        /// The request, serialised.
+        payload: Vec<u8>,
+    },
+    /// The answer to a [`Frame::Ask`].
+    Reply {
+        /// The ask's tag.
+        tag: u64,
+        /// The answering node.
+        from: NodeId,
+        /// The reply, serialised, or why there is none.
+        reply: Result<Vec<u8>, WireNoReply>,
+    },
     /// The device a [`Frame::Monitor`] with `tag` watched is gone.
     Down {
         /// The watch's tag.
@@ -75,6 +96,18 @@ pub enum Frame {
         /// The node the device lived on.
         from: NodeId,
     },
+}
+
+/// Why an ask across the wire got no reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum WireNoReply {
+    /// No device takes asks under that id.
+    NoTarget,
+    /// The request did not decode as what the device takes.
+    WrongType,
+    /// The device dropped the reply without answering (or died first).
+    Dropped,
 }
 
 /// A device's cause as it crosses the wire: its kind and its text.
