@@ -120,6 +120,7 @@
 //! `Cause::Lost`; a watcher that comes later is told at once; frames from
 //! that incarnation are dropped and counted from then on.
 
+mod builder;
 mod id;
 pub mod membership;
 pub mod node;
@@ -127,10 +128,8 @@ pub mod session;
 pub mod tcp;
 pub mod wire;
 
+pub use builder::{NodeBuilder, NodeError};
 pub use id::{NodeId, Pid, Ref};
-pub use node::{
-    AskError, DeadLetter, LookupError, Node, NodeBuilder, NodeError, NodeStats, RemoteDown,
-    SendError,
-};
+pub use node::{AskError, DeadLetter, LookupError, Node, NodeStats, RemoteDown, SendError};
 pub use session::{Secret, Session, SessionError};
 pub use wire::{Frame, FrameReader, WireCause, WireError, WireNoReply, MAX_FRAME, WIRE_VERSION};

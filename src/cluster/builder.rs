@@ -1,0 +1,139 @@
+//! [`NodeBuilder`]: a node over TCP in one call, [`Node::builder`].
+
+use super::membership::{MemberEvent, MembershipConfig, Transport};
+use super::node::Node;
+use super::NodeId;
+use crate::{call, device, fwd_to, DeviceOwn};
+use stakker::Fwd;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Why [`NodeBuilder::start`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No cluster secret was given ([`NodeBuilder::secret`]): a node
+    /// never runs unauthenticated.
+    NoSecret,
+    /// Listening failed.
+    Net(crate::net::NetError),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::NoSecret => f.write_str("a node needs the cluster secret"),
+            NodeError::Net(e) => write!(f, "the node cannot listen: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NodeError::Net(e) => Some(e),
+            NodeError::NoSecret => None,
+        }
+    }
+}
+
+/// Starts a node over TCP: [`Node::builder`].
+pub struct NodeBuilder {
+    listen: SocketAddr,
+    secret: Option<super::Secret>,
+    seeds: Vec<SocketAddr>,
+    incarnation: Option<u64>,
+    membership: MembershipConfig,
+    events: Option<Fwd<MemberEvent>>,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("listen", &self.listen)
+            .field("seeds", &self.seeds)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node over TCP, to configure and [`start`](NodeBuilder::start).
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            secret: None,
+            seeds: Vec::new(),
+            incarnation: None,
+            membership: MembershipConfig::lan(16, 0),
+            events: None,
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// Where to listen (default `127.0.0.1:0`, a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The cluster's shared secret (required).
+    pub fn secret(mut self, secret: super::Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Nodes to join through (their addresses).
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.seeds.extend(seeds);
+        self
+    }
+
+    /// This run's incarnation. Default: the wall clock in microseconds
+    /// since the Unix epoch, so a node restarted on the same address is
+    /// a higher incarnation, a new node.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
+    /// Membership settings (foca's, and the seed of its random choices).
+    pub fn membership(mut self, config: MembershipConfig) -> Self {
+        self.membership = config;
+        self
+    }
+
+    /// Where membership changes are told.
+    pub fn events(mut self, events: Fwd<MemberEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Listens, starts the node (a device) and joins through the seeds.
+    ///
+    /// # Errors
+    /// [`NodeError::NoSecret`], [`NodeError::Net`].
+    pub fn start(self, core: &mut stakker::Core) -> Result<(DeviceOwn<Node>, NodeId), NodeError> {
+        let secret = self.secret.ok_or(NodeError::NoSecret)?;
+        let (transport, addr) =
+            super::tcp::TcpTransport::bind(core, self.listen, secret).map_err(NodeError::Net)?;
+        let incarnation = self.incarnation.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        });
+        let me = NodeId::new(addr, incarnation);
+        let events = self.events.unwrap_or_else(|| Fwd::new(|_| ()));
+        let shared: Rc<dyn Transport> = Rc::new(transport.clone());
+        let node = device!(core, Node::init(me, self.membership, shared, events));
+        transport.start(me, fwd_to!([node], packet() as (Vec<u8>)));
+        for seed in self.seeds {
+            // The seed's incarnation is not known yet: foca answers an
+            // announce whatever identity it names.
+            call!([node], join(NodeId::new(seed, 0)));
+        }
+        Ok((node, me))
+    }
+}
