@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 const SECRET: [u8; 32] = [42; 32];
 
+/// The answer to a lookup, once it comes.
+type Found = Rc<RefCell<Option<Result<Ref<String>, LookupError>>>>;
+
 /// Fast failure detection: probes every 100 ms, down 300 ms after a
 /// suspicion.
 fn fast(seed: u64) -> MembershipConfig {
@@ -102,7 +105,7 @@ fn kill_a_node_killed_with_sigkill_is_lost_to_its_watchers_within_the_suspicion_
         }
         assert!(Instant::now() < deadline, "the child never joined");
     };
-    let found: Rc<RefCell<Option<Result<Ref<String>, LookupError>>>> = Rc::default();
+    let found: Found = Rc::default();
     let f2 = found.clone();
     a.query(rt.stakker(), |n, _| {
         n.lookup(member, "victim", Ret::new(move |r| *f2.borrow_mut() = r))
