@@ -85,24 +85,9 @@ fn pingpong_stakplane(s: &mut Stakker, now: Instant) {
     s.run(now, false);
 }
 
-/// The supervised child of the restart scenario (as in
-/// `benches/supervise/restart.rs`).
-struct Kid {
-    seen: std::rc::Rc<std::cell::Cell<u64>>,
-}
-
-impl Kid {
-    fn init(_: CX![], seen: std::rc::Rc<std::cell::Cell<u64>>) -> Option<Self> {
-        Some(Kid { seen })
-    }
-    fn fail(&mut self, cx: CX![]) {
-        cx.fail_str("bench failure");
-    }
-    fn tick(&mut self, _: CX![], n: u64) {
-        black_box(n);
-        self.seen.set(self.seen.get() + 1);
-    }
-}
+#[path = "supervise/kid.rs"]
+mod kid;
+use kid::Kid;
 
 type Restart = (
     stakplane::supervise::Supervisor,
@@ -122,22 +107,11 @@ thread_local! {
 /// One restart of a supervised child, then one message through its stable
 /// `Addr` to the replacement (`benches/supervise/restart.rs`).
 fn restart_stakplane(s: &mut Stakker, now: Instant) {
-    use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
     RESTART.with(|r| {
         let mut r = r.borrow_mut();
         let (_, addr, t) = r.get_or_insert_with(|| {
             let seen = std::rc::Rc::new(std::cell::Cell::new(0));
-            let spec = ChildSpec::worker("kid", move |core| {
-                Ok(device!(core, Kid::init(seen.clone())).into())
-            });
-            let addr = spec.addr();
-            let sup = Supervisor::start(
-                s,
-                SupervisorSpec::one_for_one()
-                    .intensity(2_000, std::time::Duration::from_secs(1))
-                    .child(spec),
-            )
-            .expect("supervisor starts");
+            let (sup, addr) = kid::supervised(s, &seen, false);
             s.run(now, false);
             (sup, addr, std::time::Duration::ZERO)
         });

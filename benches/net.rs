@@ -156,6 +156,26 @@ fn echo_function(
     join(server);
 }
 
+/// Accepts one connection on `$listener` and echoes it until
+/// end-of-stream, with the runtime's own `read` and `write_all`: the same
+/// code in the stakplane task and the tokio task, so both servers do the
+/// same work.
+macro_rules! echo_one {
+    ($listener:ident) => {{
+        let (mut conn, _) = $listener.accept().await.expect("accept");
+        drop($listener);
+        conn.set_nodelay(true).expect("TCP_NODELAY");
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = conn.read(&mut buf).await.expect("server read");
+            if n == 0 {
+                break;
+            }
+            conn.write_all(&buf[..n]).await.expect("server write");
+        }
+    }};
+}
+
 /// stakplane, async style: a task accepts one connection and echoes until
 /// end-of-stream; with the task and its sockets gone, `run` returns.
 fn serve_stakplane_async(addr_tx: mpsc::SyncSender<SocketAddr>) {
@@ -164,19 +184,7 @@ fn serve_stakplane_async(addr_tx: mpsc::SyncSender<SocketAddr>) {
         .run(|rt| {
             let mut listener = TcpListener::bind(&rt.io(), LOOPBACK).expect("bind");
             let addr = listener.local_addr().expect("local address");
-            let echo = async move {
-                let (mut conn, _) = listener.accept().await.expect("accept");
-                drop(listener);
-                conn.set_nodelay(true).expect("TCP_NODELAY");
-                let mut buf = vec![0u8; BUF];
-                loop {
-                    let n = conn.read(&mut buf).await.expect("server read");
-                    if n == 0 {
-                        break;
-                    }
-                    conn.write_all(&buf[..n]).await.expect("server write");
-                }
-            };
+            let echo = async move { echo_one!(listener) };
             // Dropping the handle detaches the task.
             drop(stakplane::task::spawn(rt.core(), echo));
             addr_tx.send(addr).expect("the bench thread waits");
@@ -199,19 +207,7 @@ fn serve_tokio(addr_tx: mpsc::SyncSender<SocketAddr>) {
     addr_tx
         .send(listener.local_addr().expect("local address"))
         .expect("the bench thread waits");
-    let echo = rt.spawn(async move {
-        let (mut conn, _) = listener.accept().await.expect("accept");
-        drop(listener);
-        conn.set_nodelay(true).expect("TCP_NODELAY");
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let n = conn.read(&mut buf).await.expect("server read");
-            if n == 0 {
-                break;
-            }
-            conn.write_all(&buf[..n]).await.expect("server write");
-        }
-    });
+    let echo = rt.spawn(async move { echo_one!(listener) });
     rt.block_on(echo).expect("the echo task ends");
 }
 

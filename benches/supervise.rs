@@ -1,6 +1,8 @@
 //! Supervision and mailbox benchmarks: stakplane beside bare stakker and
 //! the channel peers, one criterion group per scenario.
 
+#[path = "supervise/kid.rs"]
+mod kid;
 #[path = "supervise/mailbox.rs"]
 mod mailbox;
 #[path = "supervise/restart.rs"]

@@ -49,6 +49,8 @@ use std::time::Duration;
 #[path = "common/hyper_io.rs"]
 mod hyper_io;
 use hyper_io::serve_http1;
+#[path = "common/until_signal.rs"]
+mod until_signal;
 
 /// The actor behind the service: it answers each greeting with the number
 /// of requests served so far.
@@ -364,16 +366,9 @@ impl Resp {
 /// SIGTERM.
 #[allow(dead_code)] // the test includes this file as a module
 fn serve_forever() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse()?,
-        Err(_) => 3000,
-    };
-    let mut rt = Runtime::builder().handle_signals(true).build()?;
-    let addr = serve(&mut rt, SocketAddr::from(([127, 0, 0, 1], port)))?;
-    println!("http_hello: listening on http://{addr}/ (Ctrl-C to stop)");
-    let exit = rt.run(|_| {})?;
-    println!("http_hello: stopped ({exit:?})");
-    Ok(())
+    until_signal::serve_until_signal("http_hello", 3000, serve, |addr| {
+        format!("listening on http://{addr}/")
+    })
 }
 
 #[allow(dead_code)] // the test includes this file as a module

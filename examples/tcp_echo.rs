@@ -28,6 +28,12 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+/// `r`'s value, or `None` with the device failed by `r`'s error: how an
+/// `init` that cannot take its socket ends.
+fn or_fail<A, T>(cx: &mut Cx<'_, A>, r: Result<T, NetError>) -> Option<T> {
+    r.map_err(|e| fail!(cx, e)).ok()
+}
+
 /// One connection: echoes, with backpressure.
 struct Echo {
     conn: TcpConn,
@@ -42,18 +48,13 @@ impl Echo {
     fn init(cx: CX![], accepted: Accepted) -> Option<Self> {
         let peer = accepted.peer_addr();
         let events = fwd_to!([cx], event() as (TcpEvent));
-        match TcpConn::new(cx, accepted, ConnConfig::new(), events) {
-            Ok(conn) => Some(Echo {
-                conn,
-                peer,
-                pending: VecDeque::new(),
-                finishing: false,
-            }),
-            Err(e) => {
-                fail!(cx, e);
-                None
-            }
-        }
+        let conn = TcpConn::new(cx, accepted, ConnConfig::new(), events);
+        Some(Echo {
+            conn: or_fail(cx, conn)?,
+            peer,
+            pending: VecDeque::new(),
+            finishing: false,
+        })
     }
 
     fn event(&mut self, cx: CX![], ev: TcpEvent) {
@@ -111,16 +112,11 @@ struct Listener {
 impl Listener {
     fn init(cx: CX![], listener: TcpListener) -> Option<Self> {
         let events = fwd_to!([cx], accept() as (AcceptEvent));
-        match TcpAcceptor::from_std(cx, listener, events) {
-            Ok(acc) => Some(Listener {
-                _acc: acc,
-                conns: HashMap::new(),
-            }),
-            Err(e) => {
-                fail!(cx, e);
-                None
-            }
-        }
+        let acc = TcpAcceptor::from_std(cx, listener, events);
+        Some(Listener {
+            _acc: or_fail(cx, acc)?,
+            conns: HashMap::new(),
+        })
     }
 
     fn accept(&mut self, cx: CX![], ev: AcceptEvent) {

@@ -22,6 +22,9 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
+#[path = "common/until_signal.rs"]
+mod until_signal;
+
 /// Binds `addr` on `rt` and spawns the accept loop. Returns the bound
 /// address (port 0 picks a free one).
 ///
@@ -151,15 +154,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// Serves on 127.0.0.1 (port `PORT`, default 7000) until SIGINT or
+/// SIGTERM.
 fn serve_forever() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse()?,
-        Err(_) => 7000,
-    };
-    let mut rt = Runtime::builder().handle_signals(true).build()?;
-    let addr = serve(&mut rt, SocketAddr::from(([127, 0, 0, 1], port)))?;
-    println!("tcp_echo_async: echoing on {addr} (Ctrl-C to stop)");
-    let exit = rt.run(|_| {})?;
-    println!("tcp_echo_async: stopped ({exit:?})");
-    Ok(())
+    until_signal::serve_until_signal("tcp_echo_async", 7000, serve, |addr| {
+        format!("echoing on {addr}")
+    })
 }

@@ -17,6 +17,20 @@ fn watch(rt: &mut Rt, who: &'static str, log: &Log, target: &impl DeviceRef) -> 
     w
 }
 
+/// Links the task device `t` to `d` (monitor mode) and has a `w` watch
+/// `t`, all ready: the setup of the link tests. Returns the watcher.
+fn link_and_watch(
+    rt: &mut Rt,
+    log: &Log,
+    t: &impl DeviceRef,
+    d: &impl DeviceRef,
+) -> DeviceOwn<Dev> {
+    t.link(d, LinkMode::Monitor).unwrap();
+    let w = watch(rt, "w", log, t);
+    rt.run();
+    w
+}
+
 #[test]
 fn ask_returns_the_actor_reply() {
     let (mut rt, _log, d) = rt_with_dev("d");
@@ -159,9 +173,7 @@ fn task_device_abort_kill_and_shutdown_end_it_with_their_cause() {
 fn task_device_linked_to_a_failing_device_is_aborted_with_a_cascade() {
     let (mut rt, log, d) = rt_with_dev("d");
     let t = spawn_device(&mut rt.s, std::future::pending::<Result<(), Bad>>());
-    t.link(&d, LinkMode::Monitor).unwrap();
-    let _w = watch(&mut rt, "w", &log, &t);
-    rt.run();
+    let _w = link_and_watch(&mut rt, &log, &t, &d);
     call!([d], fail());
     rt.run();
     assert_eq!(
@@ -190,9 +202,7 @@ fn task_device_that_traps_receives_the_down_and_decides() {
         Ok::<(), Bad>(())
     });
     t.trap(fwd_to_some(trap)).unwrap();
-    t.link(&d, LinkMode::Monitor).unwrap();
-    let _w = watch(&mut rt, "w", &log, &t);
-    rt.run();
+    let _w = link_and_watch(&mut rt, &log, &t, &d);
     call!([d], panic());
     rt.run();
     assert_eq!(

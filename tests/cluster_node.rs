@@ -23,6 +23,23 @@ fn addr(n: u8) -> SocketAddr {
 
 type Seen<T> = Rc<RefCell<Vec<T>>>;
 
+/// Every answer `seen` holds, taken out; each must be an answer (`Some`),
+/// not a `Ret` dropped unanswered.
+fn answers<T>(seen: &Seen<Option<T>>) -> Vec<T> {
+    seen.borrow_mut()
+        .drain(..)
+        .map(|a| a.expect("answered"))
+        .collect()
+}
+
+/// A `Dev` named `name` on `rt`, ready.
+fn ready_dev(rt: &mut Rt, name: &'static str) -> DeviceOwn<common::Dev> {
+    let log = common::new_log();
+    let d = common::dev(rt, name, &log);
+    rt.run();
+    d
+}
+
 fn recorder<T: 'static>() -> (Seen<T>, Fwd<T>) {
     let seen: Seen<T> = Rc::default();
     let s2 = seen.clone();
@@ -186,9 +203,7 @@ fn node_a_remote_device_death_reaches_its_watcher_with_its_real_cause() {
         let mut rt = Rt::new();
         let net = MemNet::new();
         let (a, b, _inbox) = two_nodes(&mut rt, &net);
-        let log = common::new_log();
-        let d = common::dev(&mut rt, "remote", &log);
-        rt.run();
+        let d = ready_dev(&mut rt, "remote");
         let local = d.line();
         b.query(&mut rt.s, |n, _| {
             n.register_device(&d, Fwd::new(|_: String| ()))
@@ -317,9 +332,7 @@ fn lookup_into(seen: &Found) -> Ret<Result<Ref<String>, LookupError>> {
 #[test]
 fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
     let (mut rt, _net, a, b, _inbox) = cluster();
-    let log = common::new_log();
-    let d = common::dev(&mut rt, "named", &log);
-    rt.run();
+    let d = ready_dev(&mut rt, "named");
     let (got, fwd) = recorder::<String>();
     let registered = b
         .query(&mut rt.s, |n, _| n.register_named("store", &d, fwd))
@@ -335,10 +348,10 @@ fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
     })
     .expect("alive");
     rt.run();
-    let answers: Vec<_> = found.borrow_mut().drain(..).collect();
+    let answers = answers(&found);
     assert_eq!(answers.len(), 2);
     for answer in answers {
-        let r = answer.expect("answered").expect("found");
+        let r = answer.expect("found");
         assert_eq!(r, registered, "the same address from both nodes");
         a.query(&mut rt.s, |n, _| n.send_ref(r, "via ref".to_string()))
             .expect("alive")
@@ -351,9 +364,7 @@ fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
 #[test]
 fn node_lookup_answers_exactly_once_with_a_typed_refusal() {
     let (mut rt, net, a, b, _inbox) = cluster();
-    let log = common::new_log();
-    let d = common::dev(&mut rt, "named", &log);
-    rt.run();
+    let d = ready_dev(&mut rt, "named");
     b.query(&mut rt.s, |n, _| {
         n.register_named("numbers", &d, Fwd::new(|_: u32| ()))
     })
@@ -374,11 +385,7 @@ fn node_lookup_answers_exactly_once_with_a_typed_refusal() {
     })
     .expect("alive");
     rt.advance(Duration::from_secs(60));
-    let answers: Vec<_> = found
-        .borrow_mut()
-        .drain(..)
-        .map(|a| a.expect("answered"))
-        .collect();
+    let answers = answers(&found);
     assert_eq!(
         answers.len(),
         4,
@@ -429,11 +436,7 @@ fn node_ask_of_a_local_and_a_remote_target_gives_the_same_reply() {
     b.query(&mut rt.s, |n, _| n.ask(to, 21u64, reply_into(&replies)))
         .expect("alive");
     rt.run();
-    let got: Vec<_> = replies
-        .borrow_mut()
-        .drain(..)
-        .map(|r| r.expect("answered"))
-        .collect();
+    let got = answers(&replies);
     assert_eq!(got, [Ok(42), Ok(42)]);
 }
 
@@ -455,11 +458,7 @@ fn node_ask_answers_exactly_once_with_a_typed_error() {
     })
     .expect("alive");
     rt.advance(Duration::from_secs(60));
-    let got: Vec<_> = replies
-        .borrow_mut()
-        .drain(..)
-        .map(|r| r.expect("answered"))
-        .collect();
+    let got = answers(&replies);
     assert_eq!(
         got,
         [

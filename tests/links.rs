@@ -245,9 +245,7 @@ fn link_to_dead_device_returns_device_down_and_links_nothing() {
 #[test]
 fn link_error_device_down_chains_its_cause_as_source() {
     use std::error::Error;
-    let (mut rt, log, a) = rt_with_dev("a");
-    let b = dev(&mut rt, "b", &log);
-    rt.run();
+    let (mut rt, _log, [a, b]) = rt_with_devs(["a", "b"]);
     let b_line = b.line();
     call!([b], fail());
     rt.run();

@@ -9,8 +9,11 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
+/// What a [`recording_ret`] saw: each call of its handler, in order.
+type Rec = Rc<RefCell<Vec<Option<String>>>>;
+
 /// A raw Ret that records every call of its handler (Some or None).
-fn recording_ret(rec: &Rc<RefCell<Vec<Option<String>>>>) -> Ret<Down> {
+fn recording_ret(rec: &Rec) -> Ret<Down> {
     let rec = rec.clone();
     Ret::new(move |d: Option<Down>| {
         rec.borrow_mut()
@@ -18,14 +21,34 @@ fn recording_ret(rec: &Rc<RefCell<Vec<Option<String>>>>) -> Ret<Down> {
     })
 }
 
+/// A ready `target` monitored through a [`recording_ret`]: the runtime,
+/// the target, its record and the monitor.
+fn recorded_target() -> (Rt, DeviceOwn<Dev>, Rec, MonitorRef) {
+    let (mut rt, _log, target) = rt_with_dev("target");
+    rt.run();
+    let rec = Rc::new(RefCell::new(Vec::new()));
+    let mref = target.monitor(recording_ret(&rec)).unwrap();
+    (rt, target, rec, mref)
+}
+
+/// One trapping watcher for each of `names`, then a `target`, all ready.
+fn watchers_and_target(
+    rt: &mut Rt,
+    log: &Log,
+    names: &[&'static str],
+) -> (Vec<DeviceOwn<Dev>>, DeviceOwn<Dev>) {
+    let watchers = names.iter().map(|n| trapping_dev(rt, n, log)).collect();
+    let target = dev(rt, "target", log);
+    rt.run();
+    (watchers, target)
+}
+
 #[test]
 fn monitor_delivers_exactly_one_down() {
     // {Ret, Fwd} x {by device, by Line} x every way to die.
     for end in End::ALL {
         for by_line in [false, true] {
-            let (mut rt, log, watcher) = rt_with_dev("watcher");
-            let target = dev(&mut rt, "target", &log);
-            rt.run();
+            let (mut rt, log, [watcher, target]) = rt_with_devs(["watcher", "target"]);
             let id = target.id();
             let line = target.line();
             let by_ret = ret_some_to!([watcher], down() as (Down));
@@ -66,10 +89,7 @@ fn monitor_never_propagates() {
 
 #[test]
 fn cancel_before_death_delivers_nothing() {
-    let (mut rt, _log, target) = rt_with_dev("target");
-    rt.run();
-    let rec = Rc::new(RefCell::new(Vec::new()));
-    let mref = target.monitor(recording_ret(&rec)).unwrap();
+    let (mut rt, target, rec, mref) = recorded_target();
     assert_eq!(mref.target(), target.id());
     assert!(mref.cancel(), "cancelled while registered");
     // Stakker's Ret contract: the dropped Ret's handler sees None, once.
@@ -81,9 +101,7 @@ fn cancel_before_death_delivers_nothing() {
 
 #[test]
 fn cancel_after_death_returns_false_and_down_still_arrives() {
-    let (mut rt, log, watcher) = rt_with_dev("watcher");
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
+    let (mut rt, log, [watcher, target]) = rt_with_devs(["watcher", "target"]);
     let id = target.id();
     let mref = target
         .monitor(ret_some_to!([watcher], down() as (Down)))
@@ -104,10 +122,7 @@ fn cancel_after_death_returns_false_and_down_still_arrives() {
 fn cancel_between_drop_and_queue_run_wins() {
     // Death happens when stakker terminates the actor, not when the last
     // owner is dropped: a cancel in between still cancels.
-    let (mut rt, _log, target) = rt_with_dev("target");
-    rt.run();
-    let rec = Rc::new(RefCell::new(Vec::new()));
-    let mref = target.monitor(recording_ret(&rec)).unwrap();
+    let (mut rt, target, rec, mref) = recorded_target();
     drop(target);
     assert!(mref.cancel());
     rt.run();
@@ -251,12 +266,7 @@ fn watchers_are_notified_in_registration_order() {
     let mut rt = Rt::new();
     let log = new_log();
     let names = ["w0", "w1", "w2", "w3", "w4"];
-    let watchers: Vec<_> = names
-        .iter()
-        .map(|n| trapping_dev(&mut rt, n, &log))
-        .collect();
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
+    let (watchers, target) = watchers_and_target(&mut rt, &log, &names);
     for (i, w) in watchers.iter().enumerate() {
         if i % 2 == 0 {
             let _ = target.monitor(ret_some_to!([w], down() as (Down))).unwrap();
@@ -278,12 +288,7 @@ fn watchers_are_notified_in_registration_order_across_cancels() {
     let mut rt = Rt::new();
     let log = new_log();
     let names = ["w0", "w1", "w2", "w3", "w4", "w5"];
-    let w: Vec<_> = names
-        .iter()
-        .map(|n| trapping_dev(&mut rt, n, &log))
-        .collect();
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
+    let (w, target) = watchers_and_target(&mut rt, &log, &names);
     let base = stakplane::registry_stats().watchers;
     let mon = |i: usize| {
         target

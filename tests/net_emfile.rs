@@ -233,6 +233,12 @@ fn scenario(
 // ---------------------------------------------------------------------
 // Push style
 
+/// `r`'s value, or `None` with the device failed by `r`'s error: how an
+/// `init` that cannot take its socket ends.
+fn or_fail<A, T>(cx: &mut Cx<'_, A>, r: Result<T, NetError>) -> Option<T> {
+    r.map_err(|e| fail!(cx, e)).ok()
+}
+
 struct Echo {
     conn: TcpConn,
 }
@@ -240,13 +246,10 @@ struct Echo {
 impl Echo {
     fn init(cx: CX![], accepted: Accepted) -> Option<Self> {
         let events = fwd_to!([cx], event() as (TcpEvent));
-        match TcpConn::new(cx, accepted, ConnConfig::new(), events) {
-            Ok(conn) => Some(Echo { conn }),
-            Err(e) => {
-                fail!(cx, e);
-                None
-            }
-        }
+        let conn = TcpConn::new(cx, accepted, ConnConfig::new(), events);
+        Some(Echo {
+            conn: or_fail(cx, conn)?,
+        })
     }
 
     fn event(&mut self, cx: CX![], ev: TcpEvent) {
@@ -269,17 +272,12 @@ struct Server {
 impl Server {
     fn init(cx: CX![], l: TcpListener, notes: mpsc::Sender<Note>) -> Option<Self> {
         let events = fwd_to!([cx], accept() as (AcceptEvent));
-        match TcpAcceptor::from_std(cx, l, events) {
-            Ok(acc) => Some(Server {
-                _acc: acc,
-                notes,
-                conns: Vec::new(),
-            }),
-            Err(e) => {
-                fail!(cx, e);
-                None
-            }
-        }
+        let acc = TcpAcceptor::from_std(cx, l, events);
+        Some(Server {
+            _acc: or_fail(cx, acc)?,
+            notes,
+            conns: Vec::new(),
+        })
     }
 
     fn accept(&mut self, cx: CX![], ev: AcceptEvent) {

@@ -55,6 +55,25 @@ fn watchdog(remote: Remote) -> mpsc::Sender<()> {
     done
 }
 
+/// Runs `rt` until every one of `threads` has ended and then a stop posted
+/// through `remote` after their last post (FIFO: it runs after them)
+/// ends the run.
+fn run_until_threads_end(
+    rt: &mut Runtime,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    remote: Remote,
+) -> Exit {
+    let stopper = std::thread::spawn(move || {
+        for t in threads {
+            t.join().unwrap();
+        }
+        remote.stop().unwrap();
+    });
+    let exit = rt.run(|_| {}).unwrap();
+    stopper.join().unwrap();
+    exit
+}
+
 #[test]
 fn run_returns_done_when_no_work_is_left() {
     let mut rt = Runtime::new().unwrap();
@@ -171,15 +190,7 @@ fn remote_posts_from_4_threads_x_10000_none_lost_none_duplicated() {
             })
         })
         .collect();
-    let stopper = std::thread::spawn(move || {
-        for p in posters {
-            p.join().unwrap();
-        }
-        // Posted after every other post: runs after them (FIFO).
-        remote.stop().unwrap();
-    });
-    let exit = rt.run(|_| {}).unwrap();
-    stopper.join().unwrap();
+    let exit = run_until_threads_end(&mut rt, posters, remote);
     drop(done);
     assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
     for (t, got) in seen.borrow().iter().enumerate() {
@@ -233,14 +244,7 @@ fn remote_fwd_delivers_each_message_once_in_order() {
         })
         .collect();
     drop(rfwd);
-    let stopper = std::thread::spawn(move || {
-        for s in senders {
-            s.join().unwrap();
-        }
-        remote.stop().unwrap();
-    });
-    let exit = rt.run(|_| {}).unwrap();
-    stopper.join().unwrap();
+    let exit = run_until_threads_end(&mut rt, senders, remote);
     drop(done);
     assert!(matches!(exit, Exit::Stopped(_)));
     // The sink has no controller (never linked or kept): the test's

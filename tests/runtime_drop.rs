@@ -21,6 +21,17 @@ fn recording_ret(rec: &Rec, name: &'static str) -> Ret<Down> {
     })
 }
 
+/// A `Ret<Down>` that counts in `unfired` each time it is dropped unfired
+/// (its handler called with `None`).
+fn counting_unfired(unfired: &Rc<Cell<u32>>) -> Ret<Down> {
+    let count = unfired.clone();
+    Ret::new(move |d: Option<Down>| {
+        if d.is_none() {
+            count.set(count.get() + 1);
+        }
+    })
+}
+
 /// A parent that owns a child device, so the child lives inside the
 /// runtime's actor tree.
 struct Parent {
@@ -91,22 +102,15 @@ fn a_dropped_runtime_frees_its_linked_devices() {
     // must not keep `a`'s actor alive: stakker frees it, its watchers are
     // dropped unfired, and nothing is left behind.
     let base = stakplane::registry_stats();
-    let log = new_log();
-    let unfired = std::rc::Rc::new(std::cell::Cell::new(0));
-    let mut rt_b = Rt::new();
-    let b = dev(&mut rt_b, "b", &log);
+    let unfired = Rc::new(Cell::new(0));
+    let (mut rt_b, log, b) = rt_with_dev("b");
     rt_b.run();
     for _ in 0..3 {
         let mut rt_a = Rt::new();
         let a = dev(&mut rt_a, "a", &log);
         rt_a.run();
         b.link(&a, LinkMode::Monitor).unwrap();
-        let count = unfired.clone();
-        let _ = a.monitor(Ret::new(move |d: Option<Down>| {
-            if d.is_none() {
-                count.set(count.get() + 1);
-            }
-        }));
+        let _ = a.monitor(counting_unfired(&unfired));
         drop(a);
         drop(rt_a); // the queued Dropped end never runs
     }
@@ -147,16 +151,11 @@ fn a_trapping_device_does_not_keep_itself_alive() {
     // the owners, not in the registry, so a dropped runtime frees it.
     let base = stakplane::registry_stats();
     let log = new_log();
-    let unfired = std::rc::Rc::new(std::cell::Cell::new(0));
+    let unfired = Rc::new(Cell::new(0));
     let mut rt = Rt::new();
     let d = trapping_dev(&mut rt, "d", &log);
     rt.run();
-    let count = unfired.clone();
-    let _ = d.monitor(Ret::new(move |down: Option<Down>| {
-        if down.is_none() {
-            count.set(count.get() + 1);
-        }
-    }));
+    let _ = d.monitor(counting_unfired(&unfired));
     drop(d);
     drop(rt);
     assert_eq!(

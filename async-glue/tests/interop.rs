@@ -9,13 +9,12 @@
 //! hanging it.
 mod common;
 
-use common::{joined, Rt};
+use common::{batched_stream, joined, Rt};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{join_all, ready};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
-use stakker::{actor_new, call, fwd_to, ret_nop, Fwd, CX};
-use stakplane_async::{fwd_to_stream, interval, sleep, spawn, WakeSignal};
+use stakplane_async::{interval, sleep, spawn, WakeSignal};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -524,56 +523,10 @@ fn futures_unordered_of_join_handles_follows_oneshot_readiness() {
     );
 }
 
-/// A producer actor that answers each refill request of a
-/// [`fwd_to_stream`] pipe with a batch of at most `batch` numbers.
-struct Source {
-    next: u32,
-    end: u32,
-    batch: u32,
-    out: Fwd<Option<u32>>,
-    requests: Rc<Cell<u32>>,
-}
-
-impl Source {
-    fn init(
-        _: CX![],
-        out: Fwd<Option<u32>>,
-        end: u32,
-        batch: u32,
-        requests: Rc<Cell<u32>>,
-    ) -> Option<Self> {
-        Some(Source {
-            next: 0,
-            end,
-            batch,
-            out,
-            requests,
-        })
-    }
-
-    fn more(&mut self, _: CX![]) {
-        self.requests.set(self.requests.get() + 1);
-        for _ in 0..self.batch {
-            if self.next == self.end {
-                self.out.fwd(None);
-                return;
-            }
-            self.out.fwd(Some(self.next));
-            self.next += 1;
-        }
-        if self.next == self.end {
-            self.out.fwd(None);
-        }
-    }
-}
-
 #[test]
 fn stream_ext_combinators_over_fwd_to_stream_fed_by_an_actor() {
     let mut rt = Rt::new();
-    let requests = Rc::new(Cell::new(0));
-    let source = actor_new!(rt.s, Source, ret_nop!());
-    let (stream, out) = fwd_to_stream::<u32>(8, fwd_to!([source], more() as ()));
-    call!([source], Source::init(out, 100, 8, requests.clone()));
+    let (_source, stream, requests) = batched_stream(&mut rt.s, 8, (100, 8), Rc::default());
     let task = spawn(&mut rt.s, async move {
         stream
             .map(|r| r.expect("source failed"))
@@ -584,16 +537,13 @@ fn stream_ext_combinators_over_fwd_to_stream_fed_by_an_actor() {
     assert_eq!(joined(task).unwrap(), (100, 4950));
     // 100 items in batches of 8: 13 refill requests, the last one also
     // ends the stream.
-    assert_eq!(requests.get(), 13);
+    assert_eq!(requests.borrow().len(), 13);
 }
 
 #[test]
 fn stream_ext_take_filter_map_collect_over_fwd_to_stream() {
     let mut rt = Rt::new();
-    let requests = Rc::new(Cell::new(0));
-    let source = actor_new!(rt.s, Source, ret_nop!());
-    let (stream, out) = fwd_to_stream::<u32>(4, fwd_to!([source], more() as ()));
-    call!([source], Source::init(out, 1000, 4, requests.clone()));
+    let (_source, stream, requests) = batched_stream(&mut rt.s, 4, (1000, 4), Rc::default());
     let task = spawn(&mut rt.s, async move {
         stream
             .map(|r| r.expect("source failed"))
@@ -607,7 +557,7 @@ fn stream_ext_take_filter_map_collect_over_fwd_to_stream() {
     assert_eq!(joined(task).unwrap(), vec![0, 30, 60, 90, 120]);
     // Items 0..=12 were needed: the source was asked for four batches of
     // 4, not for all 1000 items.
-    assert_eq!(requests.get(), 4);
+    assert_eq!(requests.borrow().len(), 4);
 }
 
 #[test]

@@ -7,9 +7,9 @@
 //! stakker queue with `Rt::run` and never sleeps.
 mod common;
 
-use common::{joined, Drops, Rt};
+use common::{batched_stream, joined, Drops, Rt};
 use futures::{FutureExt, StreamExt};
-use stakker::{actor, actor_new, call, fwd_nop, fwd_to, ret_nop, stop, Fwd, Ret, CX};
+use stakker::{actor, call, fwd_nop, ret_nop, stop, Fwd, Ret, CX};
 use stakplane_async::{
     future_pull, future_pull_or_drop, fwd_to_stream, fwd_to_stream_or_drop, ret_to_future,
     ret_to_future_or_drop, spawn, stream_to_fwd, ActorFail, FwdStream, JoinError, JoinHandle,
@@ -553,65 +553,11 @@ fn refill_request_is_sent_when_the_queue_runs_empty_and_not_again_while_outstand
     joined(h).unwrap();
 }
 
-/// A producer actor that answers each refill request of a
-/// [`fwd_to_stream`] pipe with a batch of at most `batch` numbers, ending
-/// the stream after `end`. Records, at each request, how many items it had
-/// produced and how many the consumer had taken.
-struct Batcher {
-    next: u32,
-    end: u32,
-    batch: u32,
-    out: Fwd<Option<u32>>,
-    taken: Rc<Cell<u32>>,
-    requests: Rc<RefCell<Vec<(u32, u32)>>>,
-}
-
-impl Batcher {
-    fn init(
-        _: CX![],
-        out: Fwd<Option<u32>>,
-        (end, batch): (u32, u32),
-        taken: Rc<Cell<u32>>,
-        requests: Rc<RefCell<Vec<(u32, u32)>>>,
-    ) -> Option<Self> {
-        Some(Batcher {
-            next: 0,
-            end,
-            batch,
-            out,
-            taken,
-            requests,
-        })
-    }
-
-    fn more(&mut self, _: CX![]) {
-        self.requests
-            .borrow_mut()
-            .push((self.next, self.taken.get()));
-        for _ in 0..self.batch {
-            if self.next == self.end {
-                break;
-            }
-            self.out.fwd(Some(self.next));
-            self.next += 1;
-        }
-        if self.next == self.end {
-            self.out.fwd(None);
-        }
-    }
-}
-
 #[test]
 fn refill_requests_come_only_when_the_consumer_has_taken_everything_produced() {
     let mut rt = Rt::new();
     let taken = Rc::new(Cell::new(0u32));
-    let requests: Rc<RefCell<Vec<(u32, u32)>>> = Rc::default();
-    let batcher = actor_new!(rt.s, Batcher, ret_nop!());
-    let (mut stream, out) = fwd_to_stream::<u32>(4, fwd_to!([batcher], more() as ()));
-    call!(
-        [batcher],
-        Batcher::init(out, (10, 4), taken.clone(), requests.clone())
-    );
+    let (_batcher, mut stream, requests) = batched_stream(&mut rt.s, 4, (10, 4), taken.clone());
     let t2 = taken.clone();
     let h = spawn(&mut rt.s, async move {
         let mut got = Vec::new();

@@ -9,7 +9,9 @@ mod common;
 
 use common::{joined, Drops, Rt};
 use futures::{FutureExt, StreamExt};
-use stakplane_async::{interval, sleep, sleep_until, spawn, timeout, Elapsed, JoinError};
+use stakplane_async::{
+    interval, sleep, sleep_until, spawn, timeout, Elapsed, JoinError, JoinHandle,
+};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -25,6 +27,18 @@ fn secs(n: u64) -> Duration {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Runs the clock to one second before `h` is due (`due` from now) and
+/// checks it still waits, then the last second: `h` finishes exactly at
+/// its deadline. Returns its output.
+#[track_caller]
+fn finishes_exactly_after<T: 'static>(rt: &mut Rt, h: JoinHandle<T>, due: Duration) -> T {
+    rt.advance(due - secs(1));
+    assert!(!h.is_finished(), "not before its deadline");
+    rt.advance(secs(1));
+    assert!(h.is_finished(), "at its deadline");
+    joined(h).unwrap()
 }
 
 /// `fut`, counting its polls in `polls`.
@@ -129,10 +143,10 @@ fn sleep_counts_from_its_first_poll_not_from_its_creation() {
         (&mut s).await;
         (s.deadline(), s.is_elapsed())
     });
-    rt.advance(secs(1));
-    assert!(!h.is_finished());
-    rt.advance(secs(1));
-    assert_eq!(joined(h).unwrap(), (Some(t0 + secs(7)), true));
+    assert_eq!(
+        finishes_exactly_after(&mut rt, h, secs(2)),
+        (Some(t0 + secs(7)), true)
+    );
 }
 
 #[test]
@@ -149,12 +163,8 @@ fn reset_moves_the_deadline_and_deletes_the_old_timer() {
     });
     rt.run();
     assert_eq!(rt.s.next_expiry(), Some(t0 + secs(2)), "only the new timer");
-    rt.advance(secs(1));
-    assert!(!h.is_finished());
-    rt.advance(secs(1));
-    assert!(h.is_finished());
+    finishes_exactly_after(&mut rt, h, secs(2));
     assert_eq!(rt.s.next_expiry(), None);
-    joined(h).unwrap();
 }
 
 #[test]
@@ -164,12 +174,8 @@ fn sleep_beyond_stakkers_fixed_timer_range_fires_exactly_at_its_deadline() {
     let d = 36_000; // ten hours
     let h = spawn(&mut rt.s, sleep(secs(d)));
     rt.run();
-    rt.advance(secs(d - 1));
-    assert!(!h.is_finished());
-    rt.advance(secs(1));
-    assert!(h.is_finished());
+    finishes_exactly_after(&mut rt, h, secs(d));
     assert_eq!(rt.s.next_expiry(), None);
-    joined(h).unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -242,10 +248,7 @@ fn timeout_yields_ok_when_the_inner_future_finishes_first_and_deletes_its_timer(
     );
     rt.run();
     assert_eq!(rt.s.next_expiry(), Some(t0 + secs(2)));
-    rt.advance(secs(1));
-    assert!(!h.is_finished());
-    rt.advance(secs(1));
-    assert_eq!(joined(h).unwrap(), Ok("done"));
+    assert_eq!(finishes_exactly_after(&mut rt, h, secs(2)), Ok("done"));
     assert_eq!(rt.s.next_expiry(), None, "the 5 s timer was deleted");
 }
 

@@ -26,34 +26,12 @@
 //! The `Stakker`, the supervisor or parent, and the stable address are
 //! made once per function; every iteration restarts the child once.
 
+use crate::kid::{supervised, Kid};
 use criterion::{black_box, Criterion};
-use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
-use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-/// The supervised child: counts the messages it handles into a counter
-/// shared with the benchmark.
-struct Kid {
-    seen: Rc<Cell<u64>>,
-}
-
-impl Kid {
-    fn init(_: CX![], seen: Rc<Cell<u64>>) -> Option<Self> {
-        Some(Kid { seen })
-    }
-
-    fn fail(&mut self, cx: CX![]) {
-        cx.fail_str("bench failure");
-    }
-
-    fn tick(&mut self, _: CX![], n: u64) {
-        black_box(n);
-        self.seen.set(self.seen.get() + 1);
-    }
-}
 
 /// The bare-stakker parent: re-creates the child from its stop `Ret`.
 struct Parent {
@@ -84,29 +62,6 @@ impl Parent {
         black_box(&cause);
         self.spawn(cx);
     }
-}
-
-fn supervised(
-    s: &mut Stakker,
-    seen: &Rc<Cell<u64>>,
-    hold: bool,
-) -> (Supervisor, stakplane::supervise::Addr<Kid>) {
-    let seen = seen.clone();
-    let mut spec = ChildSpec::worker("kid", move |core| {
-        Ok(device!(core, Kid::init(seen.clone())).into())
-    });
-    if hold {
-        spec = spec.hold(16, Overflow::Reject);
-    }
-    let addr = spec.addr();
-    let sup = Supervisor::start(
-        s,
-        SupervisorSpec::one_for_one()
-            .intensity(2_000, Duration::from_secs(1))
-            .child(spec),
-    )
-    .expect("supervisor starts");
-    (sup, addr)
 }
 
 pub fn restart_one_for_one(c: &mut Criterion) {

@@ -1,9 +1,10 @@
 //! Async-style TCP: [`TcpStream`] (futures-io traits) and [`TcpListener`]
 //! (accept future and stream).
 
-use super::{is_exhaustion, Backoff, Dir, Io, NetError, Op, Plain};
+use super::{is_exhaustion, Backoff, Dir, Io, IoCell, NetError, Op, Plain};
 use futures_core::Stream;
 use futures_io::{AsyncBufRead, AsyncRead, AsyncWrite};
+use mio::event::Source;
 use mio::Interest;
 use std::fmt;
 use std::future::Future;
@@ -49,11 +50,38 @@ pub(super) fn connected(s: &mut mio::net::TcpStream) -> io::Result<()> {
     }
 }
 
+/// Runs `f` on the socket in `cell`: [`NetError::Closed`] once it is
+/// closed, an OS error as [`NetError::Io`] with `op`. Every socket
+/// handle's option, address and shutdown methods go through it (the
+/// async ones here and in `udp.rs`, the push ones in `push/`).
+pub(super) fn on_socket<S: Source + 'static, T>(
+    cell: &IoCell<S>,
+    op: Op,
+    f: impl FnOnce(&S) -> io::Result<T>,
+) -> Result<T, NetError> {
+    cell.with(f)?.map_err(|e| NetError::io(op, e))
+}
+
+/// Formats a socket handle for `Debug`: its type `name`, its address
+/// (`None` once closed) under the field name `addr.0`, then `state`.
+/// Every socket handle's `Debug` (async and push) is this.
+pub(super) fn debug_socket(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    addr: (&str, Result<SocketAddr, NetError>),
+    state: &[(&str, &dyn fmt::Debug)],
+) -> fmt::Result {
+    let mut d = f.debug_struct(name);
+    d.field(addr.0, &addr.1.ok());
+    for (field, value) in state {
+        d.field(field, value);
+    }
+    d.finish()
+}
+
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpStream")
-            .field("peer", &self.peer_addr().ok())
-            .finish()
+        debug_socket(f, "TcpStream", ("peer", self.peer_addr()), &[])
     }
 }
 
@@ -103,10 +131,7 @@ impl TcpStream {
     /// # Errors
     /// [`NetError::Closed`], or the OS error ([`Op::Option`]).
     pub fn peer_addr(&self) -> Result<SocketAddr, NetError> {
-        self.cell
-            .0
-            .with(|s| s.peer_addr())?
-            .map_err(|e| NetError::io(Op::Option, e))
+        on_socket(&self.cell.0, Op::Option, |s| s.peer_addr())
     }
 
     /// The local address.
@@ -114,10 +139,7 @@ impl TcpStream {
     /// # Errors
     /// [`NetError::Closed`], or the OS error ([`Op::Option`]).
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
-        self.cell
-            .0
-            .with(|s| s.local_addr())?
-            .map_err(|e| NetError::io(Op::Option, e))
+        on_socket(&self.cell.0, Op::Option, |s| s.local_addr())
     }
 
     /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
@@ -125,10 +147,7 @@ impl TcpStream {
     /// # Errors
     /// [`NetError::Closed`], or the OS error ([`Op::Option`]).
     pub fn set_nodelay(&self, on: bool) -> Result<(), NetError> {
-        self.cell
-            .0
-            .with(|s| s.set_nodelay(on))?
-            .map_err(|e| NetError::io(Op::Option, e))
+        on_socket(&self.cell.0, Op::Option, |s| s.set_nodelay(on))
     }
 
     /// Shuts down one or both directions (`Write`: the peer reads
@@ -137,10 +156,7 @@ impl TcpStream {
     /// # Errors
     /// [`NetError::Closed`], or the OS error ([`Op::Shutdown`]).
     pub fn shutdown(&self, how: Shutdown) -> Result<(), NetError> {
-        self.cell
-            .0
-            .with(|s| s.shutdown(how))?
-            .map_err(|e| NetError::io(Op::Shutdown, e))
+        on_socket(&self.cell.0, Op::Shutdown, |s| s.shutdown(how))
     }
 
     /// Closes the socket now, reporting a deregistration failure (which
@@ -288,9 +304,7 @@ pub struct TcpListener {
 
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpListener")
-            .field("local", &self.local_addr().ok())
-            .finish()
+        debug_socket(f, "TcpListener", ("local", self.local_addr()), &[])
     }
 }
 
@@ -330,10 +344,7 @@ impl TcpListener {
     /// # Errors
     /// [`NetError::Closed`], or the OS error ([`Op::Option`]).
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
-        self.cell
-            .0
-            .with(|s| s.local_addr())?
-            .map_err(|e| NetError::io(Op::Option, e))
+        on_socket(&self.cell.0, Op::Option, |s| s.local_addr())
     }
 
     /// Closes the listener now, reporting a deregistration failure.

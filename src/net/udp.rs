@@ -1,5 +1,6 @@
 //! Async-style UDP: [`UdpSocket`].
 
+use super::tcp::{debug_socket, on_socket};
 use super::{Dir, Io, NetError, Op, Plain};
 use mio::Interest;
 use std::fmt;
@@ -19,9 +20,7 @@ pub struct UdpSocket {
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpSocket")
-            .field("local", &self.local_addr().ok())
-            .finish()
+        debug_socket(f, "UdpSocket", ("local", self.local_addr()), &[])
     }
 }
 
@@ -53,10 +52,7 @@ impl UdpSocket {
     /// # Errors
     /// [`NetError::Closed`], or the OS error ([`Op::Option`]).
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
-        self.cell
-            .0
-            .with(|s| s.local_addr())?
-            .map_err(|e| NetError::io(Op::Option, e))
+        on_socket(&self.cell.0, Op::Option, |s| s.local_addr())
     }
 
     /// Sets the default peer for [`send`](UdpSocket::send) and filters
@@ -65,10 +61,7 @@ impl UdpSocket {
     /// # Errors
     /// [`NetError::Closed`], or the OS error ([`Op::Connect`]).
     pub fn connect(&self, addr: SocketAddr) -> Result<(), NetError> {
-        self.cell
-            .0
-            .with(|s| s.connect(addr))?
-            .map_err(|e| NetError::io(Op::Connect, e))
+        on_socket(&self.cell.0, Op::Connect, |s| s.connect(addr))
     }
 
     /// Closes the socket now, reporting a deregistration failure.

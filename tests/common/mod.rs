@@ -128,6 +128,16 @@ pub fn rt_with_dev(name: &'static str) -> (Rt, Log, DeviceOwn<Dev>) {
     (rt, log, d)
 }
 
+/// A runtime, a fresh log, and a `Dev` for each of `names` recording into
+/// it, all ready (the runtime has run).
+pub fn rt_with_devs<const N: usize>(names: [&'static str; N]) -> (Rt, Log, [DeviceOwn<Dev>; N]) {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let devs = names.map(|name| dev(&mut rt, name, &log));
+    rt.run();
+    (rt, log, devs)
+}
+
 /// Creates a `Dev` that traps linked Downs into `log` under `name`.
 pub fn trapping_dev(rt: &mut Rt, name: &'static str, log: &Log) -> DeviceOwn<Dev> {
     let d = dev(rt, name, log);

@@ -1,6 +1,7 @@
 //! Push-style TCP listening: [`TcpAcceptor`] and its [`AcceptEvent`]s.
 
-use super::{drive_after_poll, Kind, Socket};
+use super::{drive_after_poll, open, Kind, Socket};
+use crate::net::tcp::debug_socket;
 use crate::net::{is_exhaustion, Backoff, Dir, Io, NetError, Op};
 use mio::Interest;
 use stakker::{Core, FixedTimerKey, Fwd};
@@ -94,6 +95,7 @@ impl Kind for Listen {
     type Event = AcceptEvent;
     type State = AccState;
     type Extra = ();
+    const INTEREST: Interest = Interest::READABLE;
     const CLOSED: fn() -> AcceptEvent = || AcceptEvent::Closed;
 
     fn drive(a: &Acc) {
@@ -187,10 +189,12 @@ pub struct TcpAcceptor {
 
 impl fmt::Debug for TcpAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpAcceptor")
-            .field("local", &self.local_addr().ok())
-            .field("backing_off", &self.is_backing_off())
-            .finish()
+        debug_socket(
+            f,
+            "TcpAcceptor",
+            ("local", self.local_addr()),
+            &[("backing_off", &self.is_backing_off())],
+        )
     }
 }
 
@@ -206,8 +210,7 @@ impl TcpAcceptor {
         addr: SocketAddr,
         events: Fwd<AcceptEvent>,
     ) -> Result<TcpAcceptor, NetError> {
-        let io = Io::of(core)?;
-        let sock = mio::net::TcpListener::bind(addr).map_err(|e| NetError::io(Op::Bind, e))?;
+        let (io, sock) = open(core, Op::Bind, || mio::net::TcpListener::bind(addr))?;
         TcpAcceptor::register(core, &io, sock, events)
     }
 
@@ -222,11 +225,10 @@ impl TcpAcceptor {
         listener: std::net::TcpListener,
         events: Fwd<AcceptEvent>,
     ) -> Result<TcpAcceptor, NetError> {
-        let io = Io::of(core)?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| NetError::io(Op::Option, e))?;
-        let sock = mio::net::TcpListener::from_std(listener);
+        let (io, sock) = open(core, Op::Option, move || {
+            listener.set_nonblocking(true)?;
+            Ok(mio::net::TcpListener::from_std(listener))
+        })?;
         TcpAcceptor::register(core, &io, sock, events)
     }
 
@@ -236,15 +238,7 @@ impl TcpAcceptor {
         sock: mio::net::TcpListener,
         events: Fwd<AcceptEvent>,
     ) -> Result<TcpAcceptor, NetError> {
-        let acc = Socket::register(
-            core,
-            io,
-            sock,
-            Interest::READABLE,
-            events,
-            AccState::default(),
-            (),
-        )?;
+        let acc = Socket::register(core, io, sock, events, AccState::default(), ())?;
         Ok(TcpAcceptor { acc })
     }
 

@@ -1,10 +1,10 @@
 //! Push-style TCP connections: [`TcpConn`] and its [`TcpEvent`]s.
 
-use super::{drive_after_poll, drive_soon, Accepted, Kind, Socket};
+use super::{clamp_size, drive_after_poll, drive_soon, open, Accepted, Kind, Reads, Socket};
+use crate::net::tcp::{debug_socket, on_socket};
 use crate::net::{Dir, Io, NetError, Op};
 use mio::Interest;
 use stakker::{Core, Fwd};
-use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -79,13 +79,7 @@ impl ConnConfig {
     /// so a huge value never aborts the process on the allocation). The
     /// read buffer of this size lives as long as the connection.
     pub const fn read_chunk(mut self, bytes: usize) -> ConnConfig {
-        self.read_chunk = if bytes == 0 {
-            1
-        } else if bytes > MAX_READ_CHUNK {
-            MAX_READ_CHUNK
-        } else {
-            bytes
-        };
+        self.read_chunk = clamp_size(bytes, MAX_READ_CHUNK);
         self
     }
 
@@ -124,13 +118,6 @@ impl ConnState {
 /// it is driven.
 struct Tcp;
 
-/// What a connection keeps besides its state.
-struct ConnExtra {
-    config: ConnConfig,
-    /// The read buffer, allocated at the first read.
-    rbuf: RefCell<Vec<u8>>,
-}
-
 /// The shared state of a [`TcpConn`]: the reactor's handler.
 type Conn = Socket<Tcp>;
 
@@ -138,7 +125,8 @@ impl Kind for Tcp {
     type Sock = mio::net::TcpStream;
     type Event = TcpEvent;
     type State = ConnState;
-    type Extra = ConnExtra;
+    type Extra = Reads<ConnConfig>;
+    const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
     const CLOSED: fn() -> TcpEvent = || TcpEvent::Closed;
 
     fn drive(c: &Conn) {
@@ -247,10 +235,7 @@ impl Conn {
                 return true;
             }
             let got = {
-                let mut rbuf = self.x.rbuf.borrow_mut();
-                if rbuf.len() != self.x.config.read_chunk {
-                    rbuf.resize(self.x.config.read_chunk, 0);
-                }
+                let mut rbuf = self.x.buffer(self.x.config.read_chunk);
                 match self.cell.try_io(Dir::Read, |s| s.read(&mut rbuf[..])) {
                     Err(_) => return false,
                     Ok(Ok(n)) => {
@@ -288,9 +273,7 @@ impl Conn {
     }
 
     fn shutdown_now(&self) -> Result<(), NetError> {
-        self.cell
-            .with(|s| s.shutdown(Shutdown::Write))?
-            .map_err(|e| NetError::io(Op::Shutdown, e))?;
+        on_socket(&self.cell, Op::Shutdown, |s| s.shutdown(Shutdown::Write))?;
         self.st.borrow_mut().shut_done = true;
         Ok(())
     }
@@ -342,11 +325,15 @@ pub struct TcpConn {
 
 impl fmt::Debug for TcpConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpConn")
-            .field("peer", &self.peer_addr().ok())
-            .field("buffered", &self.buffered())
-            .field("closed", &self.is_closed())
-            .finish()
+        debug_socket(
+            f,
+            "TcpConn",
+            ("peer", self.peer_addr()),
+            &[
+                ("buffered", &self.buffered()),
+                ("closed", &self.is_closed()),
+            ],
+        )
     }
 }
 
@@ -403,8 +390,7 @@ impl TcpConn {
         config: ConnConfig,
         events: Fwd<TcpEvent>,
     ) -> Result<TcpConn, NetError> {
-        let io = Io::of(core)?;
-        let sock = mio::net::TcpStream::connect(addr).map_err(|e| NetError::io(Op::Connect, e))?;
+        let (io, sock) = open(core, Op::Connect, || mio::net::TcpStream::connect(addr))?;
         TcpConn::register_io(core, &io, sock, true, config, events)
     }
 
@@ -427,21 +413,11 @@ impl TcpConn {
         config: ConnConfig,
         events: Fwd<TcpEvent>,
     ) -> Result<TcpConn, NetError> {
-        let conn = Socket::register(
-            core,
-            io,
-            sock,
-            Interest::READABLE | Interest::WRITABLE,
-            events,
-            ConnState {
-                connecting,
-                ..ConnState::default()
-            },
-            ConnExtra {
-                config,
-                rbuf: RefCell::new(Vec::new()),
-            },
-        )?;
+        let st = ConnState {
+            connecting,
+            ..ConnState::default()
+        };
+        let conn = Socket::register(core, io, sock, events, st, Reads::new(config))?;
         Ok(TcpConn { conn })
     }
 

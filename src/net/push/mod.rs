@@ -128,12 +128,13 @@ pub use acceptor::{AcceptEvent, Accepted, TcpAcceptor};
 pub use conn::{ConnConfig, TcpConn, TcpEvent, MAX_READ_CHUNK};
 pub use udp::{UdpConfig, UdpEvent, UdpPort, MAX_DATAGRAM};
 
+use super::tcp::on_socket;
 use super::{Io, IoCell, NetError, Op};
 use crate::rt::{IoHandler, Readiness};
 use mio::event::Source;
 use mio::Interest;
 use stakker::{Core, Deferrer, Fwd};
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::io;
 use std::rc::{Rc, Weak};
 
@@ -179,6 +180,58 @@ fn weak_of<H>(me: &OnceCell<Weak<H>>) -> Weak<H> {
     me.get().cloned().unwrap_or_default()
 }
 
+/// The runtime's poll, then a socket made by `open`, whose OS error
+/// becomes [`NetError::Io`] with `op`: no socket is made without a
+/// runtime. The `bind`, `connect` and `from_std` of the push sockets.
+fn open<S>(
+    core: &mut Core,
+    op: Op,
+    open: impl FnOnce() -> io::Result<S>,
+) -> Result<(Io, S), NetError> {
+    let io = Io::of(core)?;
+    let sock = open().map_err(|e| NetError::io(op, e))?;
+    Ok((io, sock))
+}
+
+/// `n` within `1..=max`: a configured size outside is taken as the
+/// nearest bound (so a huge value never aborts on the allocation).
+const fn clamp_size(n: usize, max: usize) -> usize {
+    if n == 0 {
+        1
+    } else if n > max {
+        max
+    } else {
+        n
+    }
+}
+
+/// What a reading kind (a connection, a UDP port) keeps besides its
+/// state: its configuration and its read buffer.
+struct Reads<C> {
+    config: C,
+    /// Allocated at the first read.
+    rbuf: RefCell<Vec<u8>>,
+}
+
+impl<C> Reads<C> {
+    fn new(config: C) -> Reads<C> {
+        Reads {
+            config,
+            rbuf: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The read buffer, `size` bytes long (allocated at the first read).
+    #[inline]
+    fn buffer(&self, size: usize) -> RefMut<'_, Vec<u8>> {
+        let mut rbuf = self.rbuf.borrow_mut();
+        if rbuf.len() != size {
+            rbuf.resize(size, 0);
+        }
+        rbuf
+    }
+}
+
 /// What a kind of push socket adds to the shared [`Socket`] skeleton.
 trait Kind: Sized + 'static {
     /// The mio socket.
@@ -189,6 +242,8 @@ trait Kind: Sized + 'static {
     type State;
     /// What it keeps besides (configuration, buffers).
     type Extra: 'static;
+    /// The readiness it is registered for.
+    const INTEREST: Interest;
     /// The last event, when the runtime's shutdown closes the socket.
     const CLOSED: fn() -> Self::Event;
     /// Does whatever is ready (flush, read, accept, finish).
@@ -221,7 +276,6 @@ impl<K: Kind> Socket<K> {
         core: &mut Core,
         io: &Io,
         sock: K::Sock,
-        interest: Interest,
         events: Fwd<K::Event>,
         st: K::State,
         x: K::Extra,
@@ -230,7 +284,7 @@ impl<K: Kind> Socket<K> {
         let s = IoCell::register(
             &io.reactor,
             sock,
-            interest,
+            K::INTEREST,
             |cell| Socket {
                 cell,
                 events,
@@ -269,7 +323,7 @@ impl<K: Kind> Socket<K> {
 
     /// A socket option or address, read from the socket.
     fn option<T>(&self, f: impl FnOnce(&K::Sock) -> io::Result<T>) -> Result<T, NetError> {
-        self.cell.with(f)?.map_err(|e| NetError::io(Op::Option, e))
+        on_socket(&self.cell, Op::Option, f)
     }
 }
 

@@ -1,10 +1,10 @@
 //! Push-style UDP: [`UdpPort`] and its [`UdpEvent`]s.
 
-use super::{drive_after_poll, Kind, Socket};
+use super::{clamp_size, drive_after_poll, open, Kind, Reads, Socket};
+use crate::net::tcp::debug_socket;
 use crate::net::{Dir, Io, NetError, Op};
 use mio::Interest;
 use stakker::{Core, Fwd};
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -86,13 +86,7 @@ impl UdpConfig {
     /// any UDP receive. Between 1 and 65,536, which holds any datagram (a
     /// value outside is taken as the nearest bound).
     pub const fn max_datagram(mut self, bytes: usize) -> UdpConfig {
-        self.max_datagram = if bytes == 0 {
-            1
-        } else if bytes > MAX_DATAGRAM {
-            MAX_DATAGRAM
-        } else {
-            bytes
-        };
+        self.max_datagram = clamp_size(bytes, MAX_DATAGRAM);
         self
     }
 }
@@ -107,13 +101,6 @@ struct UdpState {
 /// The kind of a UDP port's [`Socket`].
 struct Datagrams;
 
-/// What a UDP port keeps besides its state.
-struct UdpExtra {
-    config: UdpConfig,
-    /// The receive buffer, allocated at the first receive.
-    rbuf: RefCell<Vec<u8>>,
-}
-
 /// The shared state of a [`UdpPort`]: the reactor's handler.
 type Udp = Socket<Datagrams>;
 
@@ -121,7 +108,8 @@ impl Kind for Datagrams {
     type Sock = mio::net::UdpSocket;
     type Event = UdpEvent;
     type State = UdpState;
-    type Extra = UdpExtra;
+    type Extra = Reads<UdpConfig>;
+    const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
     const CLOSED: fn() -> UdpEvent = || UdpEvent::Closed;
 
     fn drive(u: &Udp) {
@@ -178,10 +166,7 @@ impl Udp {
                 return;
             }
             let got = {
-                let mut rbuf = self.x.rbuf.borrow_mut();
-                if rbuf.len() != self.x.config.max_datagram {
-                    rbuf.resize(self.x.config.max_datagram, 0);
-                }
+                let mut rbuf = self.x.buffer(self.x.config.max_datagram);
                 match self.cell.try_io(Dir::Read, |s| s.recv_from(&mut rbuf[..])) {
                     Err(_) => return,
                     Ok(Ok((n, from))) => Ok(UdpEvent::Datagram {
@@ -217,10 +202,12 @@ pub struct UdpPort {
 
 impl fmt::Debug for UdpPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpPort")
-            .field("local", &self.local_addr().ok())
-            .field("queued", &self.queued())
-            .finish()
+        debug_socket(
+            f,
+            "UdpPort",
+            ("local", self.local_addr()),
+            &[("queued", &self.queued())],
+        )
     }
 }
 
@@ -236,8 +223,7 @@ impl UdpPort {
         config: UdpConfig,
         events: Fwd<UdpEvent>,
     ) -> Result<UdpPort, NetError> {
-        let io = Io::of(core)?;
-        let sock = mio::net::UdpSocket::bind(addr).map_err(|e| NetError::io(Op::Bind, e))?;
+        let (io, sock) = open(core, Op::Bind, || mio::net::UdpSocket::bind(addr))?;
         UdpPort::register(core, &io, sock, config, events)
     }
 
@@ -252,10 +238,10 @@ impl UdpPort {
         config: UdpConfig,
         events: Fwd<UdpEvent>,
     ) -> Result<UdpPort, NetError> {
-        let io = Io::of(core)?;
-        sock.set_nonblocking(true)
-            .map_err(|e| NetError::io(Op::Option, e))?;
-        let sock = mio::net::UdpSocket::from_std(sock);
+        let (io, sock) = open(core, Op::Option, move || {
+            sock.set_nonblocking(true)?;
+            Ok(mio::net::UdpSocket::from_std(sock))
+        })?;
         UdpPort::register(core, &io, sock, config, events)
     }
 
@@ -266,18 +252,8 @@ impl UdpPort {
         config: UdpConfig,
         events: Fwd<UdpEvent>,
     ) -> Result<UdpPort, NetError> {
-        let udp = Socket::register(
-            core,
-            io,
-            sock,
-            Interest::READABLE | Interest::WRITABLE,
-            events,
-            UdpState::default(),
-            UdpExtra {
-                config,
-                rbuf: RefCell::new(Vec::new()),
-            },
-        )?;
+        let x = Reads::new(config);
+        let udp = Socket::register(core, io, sock, events, UdpState::default(), x)?;
         Ok(UdpPort { udp })
     }
 
