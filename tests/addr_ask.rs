@@ -6,10 +6,13 @@ mod common;
 use common::{Rt, TEST_PANIC};
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
-use stakplane::supervise::{Addr, AskError, ChildSpec, Supervisor, SupervisorSpec};
+use stakplane::supervise::{Addr, AddrError, AskError, ChildSpec, Supervisor, SupervisorSpec};
 use stakplane::task::{self, ActorFail};
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
 
 /// A key-value store: `put` answers the previous value; `crash` panics.
 struct Store {
@@ -58,7 +61,7 @@ fn store_rt(spec: ChildSpec<Store>) -> (Rt, Supervisor, Addr<Store>) {
 
 /// Runs `fut` as a task to its end (with everything else queued) and
 /// returns its output.
-fn run_task<T: 'static>(rt: &mut Rt, fut: impl std::future::Future<Output = T> + 'static) -> T {
+fn run_task<T: 'static>(rt: &mut Rt, fut: impl Future<Output = T> + 'static) -> T {
     let out = spawn_out(rt, fut);
     rt.run();
     let done = out.borrow_mut().take();
@@ -68,10 +71,7 @@ fn run_task<T: 'static>(rt: &mut Rt, fut: impl std::future::Future<Output = T> +
 type Out<T> = Rc<RefCell<Option<T>>>;
 
 /// Spawns `fut` and keeps its output.
-fn spawn_out<T: 'static>(
-    rt: &mut Rt,
-    fut: impl std::future::Future<Output = T> + 'static,
-) -> Out<T> {
+fn spawn_out<T: 'static>(rt: &mut Rt, fut: impl Future<Output = T> + 'static) -> Out<T> {
     let out: Out<T> = Rc::default();
     let o = out.clone();
     task::spawner(&mut rt.s).spawn_detached(async move {
@@ -155,6 +155,66 @@ fn ask_that_hits_the_crash_gets_the_panic_cause_and_converts_into_actor_fail() {
         cause.to_string(),
         format!("panicked: {TEST_PANIC} in crash")
     );
+}
+
+#[test]
+fn ask_awaited_after_the_restart_still_gets_the_panic_cause() {
+    // The reply is awaited only once the supervisor has taken the crashed
+    // incarnation out of the slot and started the next one: the cause
+    // comes from the last incarnation down, not the live one.
+    let (mut rt, _sup, store) = store_rt(store_spec());
+    let first = store.current().expect("running");
+    let s = store.clone();
+    let out = spawn_out(&mut rt, async move {
+        let mut reply = std::pin::pin!(stakplane::ask!([s], crash()));
+        // Sent at this first poll, then left alone while the task sleeps.
+        let sent = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx).is_pending()));
+        assert!(sent.await, "no reply before the crash runs");
+        task::sleep(Duration::from_secs(1)).await;
+        reply.await
+    });
+    rt.run();
+    assert!(first.is_zombie() && store.is_running(), "restarted");
+    assert!(out.borrow().is_none(), "not awaited yet");
+    rt.advance(Duration::from_secs(1));
+    let crashed = out.borrow_mut().take().expect("finished");
+    match crashed {
+        Err(AskError::Dropped {
+            cause: Some(Cause::Panic(m)),
+        }) => assert_eq!(&*m, format!("{TEST_PANIC} in crash")),
+        other => panic!("expected Dropped with the Panic cause, got {other:?}"),
+    }
+}
+
+#[test]
+fn addr_error_converts_into_actor_fail_in_a_task() {
+    let (mut rt, sup, store) = store_rt(store_spec());
+    sup.terminate_child(&mut rt.s, "store").expect("terminates");
+    rt.run();
+    let out = run_task(&mut rt, async move {
+        // `?` turns the refused send's AddrError into the task's ActorFail.
+        store.send(|this, cx| this.get(cx, 1, ret_nop!()))?;
+        Ok::<(), ActorFail>(())
+    });
+    let err = out.expect_err("not running");
+    let cause = err.cause().expect("the refusal is the cause");
+    assert_eq!(cause.to_string(), AddrError::NotRunning.to_string());
+}
+
+#[test]
+fn ask_held_when_the_child_is_deleted_fails_with_deleted() {
+    let (mut rt, sup, store) = store_rt(store_spec().hold(8, Overflow::Reject));
+    sup.terminate_child(&mut rt.s, "store").expect("terminates");
+    rt.run();
+    let s = store.clone();
+    let held = spawn_out(&mut rt, async move { stakplane::ask!([s], get(1)).await });
+    rt.run();
+    assert!(held.borrow().is_none(), "held while no incarnation runs");
+    assert_eq!(store.held(), 1);
+    sup.delete_child("store").expect("deletes");
+    rt.run();
+    let out = held.borrow_mut().take().expect("finished");
+    assert!(matches!(out, Err(AskError::Deleted)), "{out:?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! | you have | you want | use |
 //! |---|---|---|
 //! | a `Future` | it running on the actor thread | [`spawn`] → [`JoinHandle`], [`spawn_ret`], [`TaskSet`] |
-//! | an actor method replying through a `Ret<R>` | `.await` the reply | [`ask!`] |
+//! | an actor method replying through a `Ret<R>` | `.await` the reply | [`ask!`] (**unguarded**: a panic in the method unwinds out of `Stakker::run`; stakplane's own `ask!` contains it) |
 //! | a `Ret<T>` to hand out | a `Future` of the value | [`ret_to_future`] (push), [`future_pull`] (pull) |
 //! | an actor pushing items into a `Fwd` | a `Stream` | [`fwd_to_stream`] (bounded, with refill requests) |
 //! | an actor or task producing items, with backpressure | a `Stream` | [`channel`] (bounded; [`Sender::try_send`] + [`Sender::notify_room`], or [`Sender::send`]`.await`) |
@@ -179,10 +179,6 @@ pub fn __actor_of<A: 'static>(a: &stakker::Actor<A>) -> stakker::Actor<A> {
 /// `actor` is anything that derefs to `Actor<A>` (`Actor`, `ActorOwn`, a
 /// stakplane device); it is cloned, not moved. The arguments are moved into
 /// the future and evaluated at its first poll.
-///
-/// This form passes stakker's plain `call!`, so a panic in the method is not
-/// caught; stakplane's own `ask!` guards the call and reports the device's
-/// cause.
 #[macro_export]
 macro_rules! ask {
     ([$actor:expr], $method:ident ( $($arg:expr),* $(,)? )) => {{
