@@ -5,10 +5,8 @@
 mod common;
 
 use common::Rt;
-use stakplane::cluster::membership::{
-    packets_to, MemNet, MemberEvent, Membership, MembershipConfig, Transport,
-};
-use stakplane::cluster::NodeId;
+use stakplane::cluster::membership::{packets_to, MemberEvent, Membership, MembershipConfig};
+use stakplane::cluster::{MemNet, NodeId, Transport};
 use stakplane::prelude::*;
 use std::cell::RefCell;
 use std::collections::BTreeSet;

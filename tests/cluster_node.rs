@@ -6,11 +6,12 @@
 mod common;
 
 use common::{End, Rt};
-use stakplane::cluster::membership::{MemNet, MemberEvent, MembershipConfig, Transport};
+use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
     AskError, DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError,
     MAX_FRAME,
 };
+use stakplane::cluster::{MemNet, Transport};
 use stakplane::prelude::*;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -181,7 +182,7 @@ fn node_a_bad_packet_is_dropped_and_counted_and_the_node_goes_on() {
         vec![0, 0, 0, 9, 1],
         vec![0xFF, 0xFF, 0xFF, 0xFF],
     ] {
-        net.send(addr(1), addr(2), junk);
+        let _ = net.send(addr(1), addr(2), junk, false);
     }
     rt.run();
     assert_eq!(

@@ -6,8 +6,9 @@
 //! handshake would wait for the peer's delayed ACK, in real time).
 #![cfg(feature = "cluster")]
 
-use stakplane::cluster::membership::{MemberEvent, MembershipConfig, Transport};
+use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::tcp::TcpTransport;
+use stakplane::cluster::Transport;
 use stakplane::cluster::{Node, NodeId, Pid, Secret};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;

@@ -1,7 +1,8 @@
 //! [`NodeBuilder`]: a node over TCP in one call, [`Node::builder`].
 
-use super::membership::{MemberEvent, MembershipConfig, Transport};
+use super::membership::{MemberEvent, MembershipConfig};
 use super::node::Node;
+use super::transport::Transport;
 use super::NodeId;
 use crate::{call, device, fwd_to, DeviceOwn};
 use stakker::Fwd;

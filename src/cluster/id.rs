@@ -58,6 +58,13 @@ pub struct Pid {
     pub device: u64,
 }
 
+impl Pid {
+    /// Device `device` of node `node`.
+    pub fn new(node: NodeId, device: u64) -> Pid {
+        Pid { node, device }
+    }
+}
+
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}@{}", self.device, self.node)

@@ -7,6 +7,7 @@
 //! and tells its owner of [`MemberEvent`]s through a `Fwd`. Packets for it
 //! arrive through [`Membership::data`].
 
+use super::transport::Transport;
 use super::NodeId;
 use crate::after;
 use foca::{
@@ -14,18 +15,9 @@ use foca::{
 };
 use rand_xorshift::XorShiftRng;
 use stakker::{Fwd, CX};
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
-use std::net::SocketAddr;
 use std::rc::Rc;
-
-/// How a node's membership reaches the network: one call per packet, to
-/// the member listening at `to`. Packets may be lost; foca copes.
-pub trait Transport {
-    /// Sends `data` from the node at `from` to the node at `to`.
-    fn send(&self, from: SocketAddr, to: SocketAddr, data: Vec<u8>);
-}
 
 /// A change in the cluster's membership, as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +131,20 @@ impl Membership {
         self.foca.iter_members().map(|m| *m.id()).collect()
     }
 
+    /// Every member foca knows of (down ones included), with its state.
+    pub fn states(&self) -> Vec<(NodeId, foca::State)> {
+        self.foca
+            .iter_membership_state()
+            .map(|m| (*m.id(), m.state()))
+            .collect()
+    }
+
+    /// Answers every member foca knows of, with its state, through `ret`
+    /// (for [`Node::status`](super::Node::status)).
+    pub fn report(&self, _: CX![], ret: stakker::Ret<Vec<(NodeId, foca::State)>>) {
+        ret.ret(self.states());
+    }
+
     /// This node's identity (its incarnation changes if it had to rejoin).
     pub fn me(&self) -> NodeId {
         *self.foca.identity()
@@ -166,7 +172,9 @@ impl Membership {
     fn flush(&mut self, cx: CX![]) {
         let from = self.foca.identity().addr;
         while let Some((to, data)) = self.rt.to_send() {
-            self.transport.send(from, to.addr, data.to_vec());
+            // Gossip is control traffic; a packet refused for want of room
+            // is a lost packet, which SWIM copes with.
+            let _ = self.transport.send(from, to.addr, data.to_vec(), true);
         }
         while let Some((d, timer)) = self.rt.to_schedule() {
             after!(d, [cx], timer(timer));
@@ -180,69 +188,6 @@ impl Membership {
             };
             self.events.fwd(ev);
         }
-    }
-}
-
-/// An in-memory network for tests: nodes in one thread, packets delivered
-/// through stakker's queue (so in order, on virtual time), links cut by
-/// [`MemNet::cut`].
-#[derive(Clone, Default)]
-pub struct MemNet {
-    inner: Rc<RefCell<MemNetInner>>,
-}
-
-#[derive(Default)]
-struct MemNetInner {
-    nodes: BTreeMap<SocketAddr, Fwd<Vec<u8>>>,
-    cut: BTreeSet<SocketAddr>,
-    sent: u64,
-    dropped: u64,
-}
-
-impl MemNet {
-    /// An empty network.
-    pub fn new() -> MemNet {
-        MemNet::default()
-    }
-
-    /// Attaches the node listening at `addr`: its packets go to `rx`
-    /// (replacing an earlier node at that address).
-    pub fn attach(&self, addr: SocketAddr, rx: Fwd<Vec<u8>>) {
-        let mut net = self.inner.borrow_mut();
-        net.cut.remove(&addr);
-        net.nodes.insert(addr, rx);
-    }
-
-    /// Cuts the node at `addr` off: nothing reaches it or leaves it (a
-    /// crash, as the others see it).
-    pub fn cut(&self, addr: SocketAddr) {
-        self.inner.borrow_mut().cut.insert(addr);
-    }
-
-    /// Packets delivered and packets dropped so far.
-    pub fn counts(&self) -> (u64, u64) {
-        let net = self.inner.borrow();
-        (net.sent, net.dropped)
-    }
-}
-
-impl Transport for MemNet {
-    fn send(&self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
-        let rx = {
-            let mut net = self.inner.borrow_mut();
-            let open = !net.cut.contains(&from) && !net.cut.contains(&to);
-            match net.nodes.get(&to).filter(|_| open).cloned() {
-                Some(rx) => {
-                    net.sent += 1;
-                    rx
-                }
-                None => {
-                    net.dropped += 1;
-                    return;
-                }
-            }
-        };
-        rx.fwd(data);
     }
 }
 

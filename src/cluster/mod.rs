@@ -126,10 +126,15 @@ pub mod membership;
 pub mod node;
 pub mod session;
 pub mod tcp;
+pub mod transport;
 pub mod wire;
 
 pub use builder::{NodeBuilder, NodeError};
 pub use id::{NodeId, Pid, Ref};
-pub use node::{AskError, DeadLetter, LookupError, Node, NodeStats, RemoteDown, SendError};
+pub use node::{
+    AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
+    RemoteDown, RemoteFault, RemoteMonitor, SendError, TrySendError,
+};
 pub use session::{Secret, Session, SessionError};
+pub use transport::{Full, LinkState, LinkStatus, MemNet, Transport};
 pub use wire::{Frame, FrameReader, WireCause, WireError, WireNoReply, MAX_FRAME, WIRE_VERSION};

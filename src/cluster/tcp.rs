@@ -10,8 +10,8 @@
 //! connect to each other at once, both keep the link opened by the node
 //! with the lower [`NodeId`], decided after authentication.
 
-use super::membership::Transport;
 use super::session::{Secret, Session};
+use super::transport::{Full, Transport};
 use super::wire::MAX_FRAME;
 use super::NodeId;
 use crate::net::{AcceptEvent, Accepted, ConnConfig, NetError, TcpAcceptor, TcpConn, TcpEvent};
@@ -130,7 +130,13 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
-    fn send(&self, _from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+    fn send(
+        &self,
+        _from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+        _control: bool,
+    ) -> Result<(), Full> {
         let mut inner = self.inner.borrow_mut();
         let existing = inner.by_peer.get(&to).copied();
         match existing {
@@ -147,7 +153,7 @@ impl Transport for TcpTransport {
             }
             None => {
                 let Some(serial) = new_link(&mut inner, true, VecDeque::from([data])) else {
-                    return;
+                    return Ok(());
                 };
                 inner.by_peer.insert(to, serial);
                 let weak = Rc::downgrade(&self.inner);
@@ -158,6 +164,7 @@ impl Transport for TcpTransport {
                 });
             }
         }
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`].
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 
 /// The default largest frame body, in bytes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -96,6 +96,54 @@ pub enum Frame {
         /// The node the device lived on.
         from: NodeId,
     },
+    /// Node `from` no longer watches under `tag` (a [`Frame::Monitor`]
+    /// cancelled): no [`Frame::Down`] is sent for it.
+    Demonitor {
+        /// The watch's tag.
+        tag: u64,
+        /// The watching node.
+        from: NodeId,
+    },
+    /// Device `watcher` of the receiving node is linked to device
+    /// `target` of node `from` and watches it (the receiving side of a
+    /// `Notify` or `Peer` link).
+    Link {
+        /// The watching device, on the receiving node.
+        watcher: u64,
+        /// The watched device, on `from`.
+        target: u64,
+        /// The node of the watched device.
+        from: NodeId,
+    },
+    /// The link of a [`Frame::Link`] is undone.
+    Unlink {
+        /// The watching device, on the receiving node.
+        watcher: u64,
+        /// The watched device, on `from`.
+        target: u64,
+        /// The node of the watched device.
+        from: NodeId,
+    },
+}
+
+impl Frame {
+    /// True for the frames a transport may send ahead of data waiting
+    /// in a peer's queue: membership, the watch requests and lookups. A
+    /// [`Frame::Down`] is not one of them: it stays behind the messages
+    /// its device sent before it died, so a watcher never hears of a
+    /// death before the last messages of the dead.
+    pub fn is_control(&self) -> bool {
+        matches!(
+            self,
+            Frame::Gossip(_)
+                | Frame::Monitor { .. }
+                | Frame::Demonitor { .. }
+                | Frame::Link { .. }
+                | Frame::Unlink { .. }
+                | Frame::Lookup { .. }
+                | Frame::Found { .. }
+        )
+    }
 }
 
 /// Why an ask across the wire got no reply.

@@ -1,0 +1,194 @@
+//! What a node reports: notices, refusals and counters.
+
+use super::super::{NodeId, Pid};
+use crate::cause::Cause;
+use std::fmt;
+
+/// A device on another node is gone for this node: `cause` is
+/// `Cause::Lost` when its node was declared down.
+#[derive(Clone, Debug)]
+pub struct RemoteDown {
+    /// The device.
+    pub pid: Pid,
+    /// Why it is gone.
+    pub cause: Cause,
+}
+
+/// A message no registered actor took.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// Its target.
+    pub to: Pid,
+    /// Why it was not delivered.
+    pub reason: SendError,
+}
+
+/// Why [`Node::send`](super::Node::send) did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No actor is registered under that id on its node (told by the
+    /// target node for a remote send, which goes to its dead letters).
+    UnknownTarget,
+    /// The target's node is not a member (never seen, or declared down).
+    NodeDown(NodeId),
+    /// The registered actor takes another message type.
+    WrongType,
+    /// The message does not serialise, or its frame is over the size
+    /// limit.
+    Encode(String),
+    /// The target node's queue is full (see [`Node::try_send`](super::Node::try_send) to get
+    /// the message back, [`Node::send_when_room`](super::Node::send_when_room) to wait for room).
+    Full,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownTarget => f.write_str("no actor is registered under that id"),
+            SendError::NodeDown(n) => write!(f, "node {n} is not a member"),
+            SendError::WrongType => f.write_str("the target takes another message type"),
+            SendError::Encode(e) => write!(f, "the message cannot be sent: {e}"),
+            SendError::Full => f.write_str("the target node's queue is full"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why [`Node::try_send`](super::Node::try_send) did not send: the message is given back.
+#[derive(Debug)]
+pub enum TrySendError<M> {
+    /// The target node's queue is full: try again when there is room
+    /// ([`Node::send_when_room`](super::Node::send_when_room) waits for it).
+    Full(M),
+    /// Refused for good, as [`Node::send`](super::Node::send) refuses.
+    Refused(M, SendError),
+}
+
+impl<M> TrySendError<M> {
+    /// The message, given back.
+    pub fn into_inner(self) -> M {
+        match self {
+            TrySendError::Full(m) | TrySendError::Refused(m, _) => m,
+        }
+    }
+
+    /// The refusal, as [`Node::send`](super::Node::send) gives it.
+    pub fn error(&self) -> SendError {
+        match self {
+            TrySendError::Full(_) => SendError::Full,
+            TrySendError::Refused(_, e) => e.clone(),
+        }
+    }
+}
+
+impl<M> fmt::Display for TrySendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error(), f)
+    }
+}
+
+impl<M: fmt::Debug> std::error::Error for TrySendError<M> {}
+
+/// A watch of a remote device, made by [`Node::monitor`](super::Node::monitor): cancel it with
+/// [`Node::demonitor`](super::Node::demonitor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RemoteMonitor {
+    pub(super) tag: u64,
+    /// The watched device.
+    pub pid: Pid,
+}
+
+/// How a linked device on this node dies when the remote device it
+/// watches faults and it does not trap: it is killed with this reason
+/// (`Cause::Killed`), which names the remote device and its cause.
+#[derive(Debug, Clone)]
+pub struct RemoteFault {
+    /// The remote device that faulted (or whose node was lost).
+    pub from: Pid,
+    /// Its cause, as it crossed the wire (`Cause::Lost` for a lost node).
+    pub cause: Cause,
+}
+
+impl fmt::Display for RemoteFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "linked remote device {} {}", self.from, self.cause)
+    }
+}
+
+impl std::error::Error for RemoteFault {}
+
+/// Why [`Node::lookup`](super::Node::lookup) found no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// No device is registered under that name on that node.
+    NotFound,
+    /// The device registered under that name takes another message type
+    /// (its type's name is given).
+    WrongType(String),
+    /// The node is not a member, or was declared down before it answered.
+    NodeDown(NodeId),
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::NotFound => f.write_str("no device is registered under that name"),
+            LookupError::WrongType(t) => write!(f, "the device takes messages of type {t}"),
+            LookupError::NodeDown(n) => write!(f, "node {n} is not a member"),
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+/// Why [`Node::ask`](super::Node::ask) got no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AskError {
+    /// No device takes asks under that id on its node.
+    NoTarget,
+    /// The device takes another request or reply type.
+    WrongType,
+    /// The device dropped the reply without answering, or died first.
+    Dropped,
+    /// The target's node is not a member, or was declared down before it
+    /// answered.
+    NodeDown(NodeId),
+    /// The request or reply does not serialise, or is over the limit.
+    Encode(String),
+    /// The target node's queue is full: the request was not sent.
+    Full,
+}
+
+impl fmt::Display for AskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AskError::NoTarget => f.write_str("no device takes asks under that id"),
+            AskError::WrongType => f.write_str("the device takes another request or reply type"),
+            AskError::Dropped => f.write_str("the device dropped the reply without answering"),
+            AskError::NodeDown(n) => write!(f, "node {n} is not a member"),
+            AskError::Encode(e) => write!(f, "the ask cannot be carried: {e}"),
+            AskError::Full => f.write_str("the target node's queue is full"),
+        }
+    }
+}
+
+impl std::error::Error for AskError {}
+
+/// Counters of a node's traffic and refusals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Frames sent and received.
+    pub frames_out: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Packets that did not decode (dropped, counted, logged).
+    pub bad_frames: u64,
+    /// Messages dead-lettered (unknown target, wrong type, undecodable).
+    pub dead_letters: u64,
+    /// Frames dropped because they came from a node declared down.
+    pub from_down_nodes: u64,
+}

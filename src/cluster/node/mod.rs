@@ -1,0 +1,365 @@
+//! A node: membership, remote sends and node-loss notices over one
+//! transport (the rules are in the [cluster](super) docs).
+//!
+//! A [`Node`] is an actor (create it with `device!`, or start one over
+//! TCP with [`Node::builder`]). It owns the node's [`Membership`] (whose
+//! gossip travels as [`Frame::Gossip`]), a table of the actors on this
+//! node that other nodes may send to ([`register`](Node::register)), and
+//! the watchers of devices on other nodes ([`monitor`](Node::monitor),
+//! [`link`](Node::link)), who learn of a lost node with `Cause::Lost`.
+//! Packets arrive through [`Node::packet`].
+//!
+//! Its parts: `send.rs`, messages and asks to registered actors;
+//! `watch.rs`, remote monitors and links; `status.rs`, what the node
+//! reports of itself; `errors.rs`, its notices and refusals.
+
+mod errors;
+mod send;
+mod status;
+mod watch;
+
+pub use errors::{
+    AskError, DeadLetter, LookupError, NodeStats, RemoteDown, RemoteFault, RemoteMonitor,
+    SendError, TrySendError,
+};
+pub use status::{Member, MemberState, NodeStatus};
+
+use super::membership::{MemberEvent, Membership, MembershipConfig};
+use super::transport::{Full, Transport};
+use super::wire::{Frame, FrameReader, WireNoReply, MAX_FRAME};
+use super::NodeId;
+use crate::{call, device, fwd_to, DeviceOwn, Line};
+use stakker::{Fwd, CX};
+use std::any::Any;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Takes a remote request (serialised) and a way to answer it (with the
+/// reply serialised, or why there is none).
+type Serve = Box<dyn Fn(&[u8], Box<dyn FnOnce(Result<Vec<u8>, WireNoReply>)>)>;
+
+/// One device that takes asks.
+struct Server {
+    /// `Fwd<(M, Ret<R>)>` for its types.
+    local: Box<dyn Any>,
+    remote: Serve,
+}
+
+/// An ask waiting for another node's reply.
+type PendingAsk = Box<dyn FnOnce(Result<Vec<u8>, AskError>)>;
+
+/// A lookup waiting for its node's answer: finishes it with the device's
+/// id and message type name, or the node's loss.
+type PendingLookup = Box<dyn FnOnce(Result<(u64, String), LookupError>)>;
+
+/// Decodes a remote payload for one registered actor and forwards it.
+type Decode = Box<dyn Fn(&[u8]) -> Result<(), postcard::Error>>;
+
+/// One registered actor: its message type is checked at send time.
+struct Inbox {
+    /// The device, for watchers (none for a bare `Fwd`).
+    line: Option<Line>,
+    /// `Fwd<M>` for the actor's `M`.
+    local: Box<dyn Any>,
+    /// Decodes a remote payload and forwards it.
+    remote: Decode,
+}
+
+/// The node's sender of frames, shared with its membership.
+struct Wire {
+    me: SocketAddr,
+    transport: Rc<dyn Transport>,
+}
+
+impl Wire {
+    /// Encodes `frame` and hands it to the transport for `to`.
+    fn frame(&self, to: SocketAddr, frame: &Frame) -> Result<(), SendError> {
+        let mut out = Vec::new();
+        frame
+            .encode_into(&mut out, MAX_FRAME)
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        self.transport
+            .send(self.me, to, out, frame.is_control())
+            .map_err(|Full(_)| SendError::Full)
+    }
+}
+
+/// The membership's transport: gossip travels as frames.
+struct Gossip(Rc<Wire>);
+
+impl Transport for Gossip {
+    fn send(&self, _: SocketAddr, to: SocketAddr, data: Vec<u8>, _: bool) -> Result<(), Full> {
+        // Gossip packets are small; one over the limit (or refused for
+        // want of room) is dropped, as a lost packet would be.
+        let _ = self.0.frame(to, &Frame::Gossip(data));
+        Ok(())
+    }
+}
+
+/// A node of the cluster.
+pub struct Node {
+    me: NodeId,
+    wire: Rc<Wire>,
+    membership: DeviceOwn<Membership>,
+    up: BTreeSet<NodeId>,
+    /// Incarnations declared down: frames from them are dropped.
+    down: BTreeSet<NodeId>,
+    inboxes: HashMap<u64, Inbox>,
+    watch: watch::Watches,
+    next_tag: u64,
+    /// Registered names: device id and message type name.
+    names: HashMap<String, (u64, String)>,
+    /// Lookups waiting for another node's answer, by tag, and each node's.
+    lookups: HashMap<u64, (NodeId, PendingLookup)>,
+    /// Devices that take asks.
+    servers: HashMap<u64, Server>,
+    /// Asks waiting for another node's reply.
+    asks: HashMap<u64, (NodeId, PendingAsk)>,
+    /// Sends waiting for room in a peer's queue, in send order.
+    blocked: send::Blocked,
+    dead_letters: Option<Fwd<DeadLetter>>,
+    events: Fwd<MemberEvent>,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// Node `me`, sending through `transport` (its packets come back
+    /// through [`packet`](Node::packet)), telling `events` of membership
+    /// changes.
+    pub fn init(
+        cx: CX![],
+        me: NodeId,
+        config: MembershipConfig,
+        transport: Rc<dyn Transport>,
+        events: Fwd<MemberEvent>,
+    ) -> Option<Self> {
+        let wire = Rc::new(Wire {
+            me: me.addr,
+            transport,
+        });
+        let gossip: Rc<dyn Transport> = Rc::new(Gossip(wire.clone()));
+        let to_me = fwd_to!([cx], member_event() as (MemberEvent));
+        let membership = device!(cx, Membership::init(me, config, gossip, to_me));
+        Some(Node {
+            me,
+            wire,
+            membership,
+            up: BTreeSet::new(),
+            down: BTreeSet::new(),
+            inboxes: HashMap::new(),
+            watch: watch::Watches::default(),
+            next_tag: 0,
+            names: HashMap::new(),
+            lookups: HashMap::new(),
+            servers: HashMap::new(),
+            asks: HashMap::new(),
+            blocked: send::Blocked::default(),
+            dead_letters: None,
+            events,
+            stats: NodeStats::default(),
+        })
+    }
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Joins the cluster of the node `seed`.
+    pub fn join(&mut self, _: CX![], seed: NodeId) {
+        call!([self.membership], announce(seed));
+    }
+
+    /// Leaves the cluster: the other nodes are told (they see this node
+    /// go down, and the watchers there of its devices get `Cause::Lost`),
+    /// and this node treats every other node as down (its watchers of
+    /// their devices get `Cause::Lost`; waiting asks and lookups fail).
+    /// To come back, start a new node: a new incarnation.
+    pub fn leave(&mut self, _: CX![]) {
+        call!([self.membership], leave());
+        for n in std::mem::take(&mut self.up) {
+            self.node_down(n);
+        }
+    }
+
+    /// The other nodes that are members now.
+    pub fn members(&self) -> &BTreeSet<NodeId> {
+        &self.up
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// Where messages no actor took go (replacing an earlier `Fwd`); they
+    /// are counted in [`NodeStats::dead_letters`] either way.
+    pub fn set_dead_letters(&mut self, fwd: Fwd<DeadLetter>) {
+        self.dead_letters = Some(fwd);
+    }
+
+    fn tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    /// Sends a frame to `to`, counted.
+    fn frame(&mut self, to: NodeId, frame: &Frame) -> Result<(), SendError> {
+        self.wire.frame(to.addr, frame)?;
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
+    /// A packet from the network: one frame. A packet that is not one
+    /// whole frame is dropped and counted; a frame from an incarnation
+    /// declared down is dropped and counted.
+    pub fn packet(&mut self, cx: CX![], data: Vec<u8>) {
+        let mut reader = FrameReader::new(MAX_FRAME);
+        reader.push(&data);
+        let frame = match reader.next_frame() {
+            Ok(Some(frame)) if reader.pending() == 0 => frame,
+            Ok(_) => {
+                self.bad_frame("a packet is not one whole frame");
+                return;
+            }
+            Err(e) => {
+                self.bad_frame(&e.to_string());
+                return;
+            }
+        };
+        self.stats.frames_in += 1;
+        if frame_sender(&frame).is_some_and(|from| self.is_down_node(from)) {
+            return;
+        }
+        match frame {
+            Frame::Gossip(bytes) => call!([self.membership], data(bytes)),
+            Frame::Send { to, from, payload } => self.deliver(to, from, &payload),
+            Frame::Monitor { target, tag, from } => self.watch_in(cx, target, tag, from),
+            Frame::Demonitor { tag, from } => self.demonitor_in(tag, from),
+            Frame::Down { tag, cause, from } => self.down_in(tag, from, cause),
+            Frame::Link {
+                watcher,
+                target,
+                from,
+            } => self.link_in(cx, watcher, super::Pid::new(from, target)),
+            Frame::Unlink {
+                watcher,
+                target,
+                from,
+            } => self.unlink_in(watcher, super::Pid::new(from, target)),
+            Frame::Lookup { name, tag, from } => {
+                let device = self.names.get(&name).cloned();
+                let me = self.me;
+                let _ = self.frame(
+                    from,
+                    &Frame::Found {
+                        tag,
+                        device,
+                        from: me,
+                    },
+                );
+            }
+            Frame::Found { tag, device, .. } => {
+                if let Some((_, finish)) = self.lookups.remove(&tag) {
+                    finish(device.ok_or(LookupError::NotFound));
+                }
+            }
+            Frame::Ask {
+                to,
+                tag,
+                from,
+                payload,
+            } => self.ask_in(to, tag, from, &payload),
+            Frame::Reply { tag, reply, .. } => {
+                if let Some((_, finish)) = self.asks.remove(&tag) {
+                    finish(reply.map_err(|e| match e {
+                        WireNoReply::NoTarget => AskError::NoTarget,
+                        WireNoReply::WrongType => AskError::WrongType,
+                        _ => AskError::Dropped,
+                    }));
+                }
+            }
+            Frame::Hello { .. } => {}
+        }
+    }
+
+    /// True (and counted, logged) if `node` was declared down: its frames
+    /// are dropped from then on.
+    fn is_down_node(&mut self, node: NodeId) -> bool {
+        if !self.down.contains(&node) {
+            return false;
+        }
+        self.stats.from_down_nodes += 1;
+        tracing::debug!(target: "stakplane::cluster", from = %node, "frame from a node declared down dropped");
+        true
+    }
+
+    fn bad_frame(&mut self, why: &str) {
+        self.stats.bad_frames += 1;
+        tracing::warn!(target: "stakplane::cluster", error = why, "bad frame dropped");
+    }
+
+    fn member_event(&mut self, _: CX![], ev: MemberEvent) {
+        match &ev {
+            MemberEvent::Up(n) => {
+                self.up.insert(*n);
+            }
+            MemberEvent::Down(n) => {
+                self.up.remove(n);
+                self.node_down(*n);
+            }
+            MemberEvent::Rejoined(n) => self.me = *n,
+        }
+        self.events.fwd(ev);
+    }
+
+    /// Incarnation `n` is gone for this node: its frames are dropped from
+    /// now on, and everything that waits for it is told, once.
+    fn node_down(&mut self, n: NodeId) {
+        self.down.insert(n);
+        // Every lookup waiting for that incarnation: one NodeDown.
+        let waiting: Vec<u64> = self
+            .lookups
+            .iter()
+            .filter(|(_, (node, _))| *node == n)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in waiting {
+            if let Some((node, finish)) = self.lookups.remove(&tag) {
+                finish(Err(LookupError::NodeDown(node)));
+            }
+        }
+        // Every ask waiting for that incarnation: one NodeDown.
+        let waiting: Vec<u64> = self
+            .asks
+            .iter()
+            .filter(|(_, (node, _))| *node == n)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in waiting {
+            if let Some((node, finish)) = self.asks.remove(&tag) {
+                finish(Err(AskError::NodeDown(node)));
+            }
+        }
+        self.unblock_lost(n);
+        self.watch_lost(n);
+    }
+}
+
+/// The node a frame says it comes from, if it says.
+fn frame_sender(frame: &Frame) -> Option<NodeId> {
+    match frame {
+        Frame::Send { from, .. } => from.map(|p| p.node),
+        Frame::Monitor { from, .. }
+        | Frame::Demonitor { from, .. }
+        | Frame::Down { from, .. }
+        | Frame::Link { from, .. }
+        | Frame::Unlink { from, .. }
+        | Frame::Lookup { from, .. }
+        | Frame::Found { from, .. }
+        | Frame::Ask { from, .. }
+        | Frame::Reply { from, .. } => Some(*from),
+        _ => None,
+    }
+}

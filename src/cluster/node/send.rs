@@ -1,0 +1,424 @@
+//! Messages to registered actors: `send`, `ask` and `lookup`, the same
+//! call for a local and a remote target (rules 112, 113, 117, 119).
+
+use super::{AskError, DeadLetter, Inbox, LookupError, Node, SendError, Server, TrySendError};
+use crate::cluster::transport::Full;
+use crate::cluster::wire::{Frame, WireNoReply, MAX_FRAME};
+use crate::cluster::{NodeId, Pid, Ref};
+use crate::{fwd_to, DeviceRef, Line};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use stakker::{Fwd, Ret, CX};
+use std::collections::{HashMap, VecDeque};
+
+/// Sends waiting for room in a peer's queue, per node, in send order:
+/// each an encoded frame and who waits for it to go.
+#[derive(Default)]
+pub(super) struct Blocked {
+    by_node: HashMap<NodeId, VecDeque<(Vec<u8>, Ret<Result<(), SendError>>)>>,
+}
+
+impl Node {
+    /// Makes device `device` of this node reachable from every node as
+    /// `Pid { node: self.id(), device }`: messages of type `M` to it go to
+    /// `fwd` (a later registration under the same id replaces it).
+    pub fn register<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        device: u64,
+        fwd: Fwd<M>,
+    ) {
+        self.inbox(device, None, fwd);
+    }
+
+    /// Makes `device` reachable from every node, as
+    /// [`register`](Node::register) does, and watchable
+    /// ([`monitor`](Node::monitor)) with its real cause.
+    pub fn register_device<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        device: &impl DeviceRef,
+        fwd: Fwd<M>,
+    ) {
+        self.inbox(device.id().get(), Some(device.line()), fwd);
+    }
+
+    /// Registers `device` as [`register_device`](Node::register_device)
+    /// does and names it: any node can then find it with
+    /// [`lookup`](Node::lookup) (a later registration under the same
+    /// name replaces it). Returns its typed address.
+    pub fn register_named<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        device: &impl DeviceRef,
+        fwd: Fwd<M>,
+    ) -> Ref<M> {
+        let id = device.id().get();
+        self.register_device(device, fwd);
+        self.names.insert(
+            name.to_string(),
+            (id, std::any::type_name::<M>().to_string()),
+        );
+        Ref::new(Pid {
+            node: self.me,
+            device: id,
+        })
+    }
+
+    /// Sends `msg` through its typed address, as [`send`](Node::send).
+    ///
+    /// # Errors
+    /// As [`send`](Node::send).
+    pub fn send_ref<M: Serialize + 'static>(
+        &mut self,
+        to: Ref<M>,
+        msg: M,
+    ) -> Result<(), SendError> {
+        self.send(to.pid(), msg)
+    }
+
+    /// Finds the device registered under `name` on `node` (this one or
+    /// another) and answers its typed address through `ret`: at once for
+    /// this node, when the answer arrives for another. The answer always
+    /// comes, exactly once: a node declared down before it answers gives
+    /// [`LookupError::NodeDown`]. The message type is checked by its type
+    /// name, so both nodes must be built from the same definition.
+    pub fn lookup<M: 'static>(
+        &mut self,
+        node: NodeId,
+        name: &str,
+        ret: Ret<Result<Ref<M>, LookupError>>,
+    ) {
+        let finish = move |found: Result<(u64, String), LookupError>| {
+            ret.ret(found.and_then(|(device, ty)| {
+                if ty == std::any::type_name::<M>() {
+                    Ok(Ref::new(Pid { node, device }))
+                } else {
+                    Err(LookupError::WrongType(ty))
+                }
+            }));
+        };
+        if node == self.me {
+            finish(self.names.get(name).cloned().ok_or(LookupError::NotFound));
+            return;
+        }
+        if !self.up.contains(&node) {
+            finish(Err(LookupError::NodeDown(node)));
+            return;
+        }
+        let tag = self.tag();
+        let frame = Frame::Lookup {
+            name: name.to_string(),
+            tag,
+            from: self.me,
+        };
+        // A lookup is control traffic: never refused for want of room.
+        let _ = self.frame(node, &frame);
+        self.lookups.insert(tag, (node, Box::new(finish)));
+    }
+
+    /// Makes device `device` of this node askable from every node:
+    /// requests of type `M` go to `fwd` with a `Ret<R>` for the reply (a
+    /// later registration under the same id replaces it).
+    pub fn register_ask<M, R>(&mut self, device: u64, fwd: Fwd<(M, Ret<R>)>)
+    where
+        M: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let remote = fwd.clone();
+        self.servers.insert(
+            device,
+            Server {
+                local: Box::new(fwd),
+                remote: Box::new(move |bytes, answer| {
+                    let Ok(msg) = postcard::from_bytes::<M>(bytes) else {
+                        answer(Err(WireNoReply::WrongType));
+                        return;
+                    };
+                    let ret = Ret::new(move |r: Option<R>| {
+                        answer(match r.map(|r| postcard::to_allocvec(&r)) {
+                            Some(Ok(bytes)) => Ok(bytes),
+                            Some(Err(_)) => Err(WireNoReply::WrongType),
+                            None => Err(WireNoReply::Dropped),
+                        });
+                    });
+                    remote.fwd((msg, ret));
+                }),
+            },
+        );
+    }
+
+    /// Asks `to` with `msg`, wherever it lives, and answers its reply
+    /// through `ret`, exactly once: on this node the request is handed
+    /// over as it is; on another it is serialised, and the reply comes
+    /// back in one frame. A node declared down before it replies gives
+    /// [`AskError::NodeDown`].
+    pub fn ask<M, R>(&mut self, to: Pid, msg: M, ret: Ret<Result<R, AskError>>)
+    where
+        M: Serialize + 'static,
+        R: DeserializeOwned + 'static,
+    {
+        if to.node == self.me {
+            let Some(server) = self.servers.get(&to.device) else {
+                ret.ret(Err(AskError::NoTarget));
+                return;
+            };
+            let Some(fwd) = server.local.downcast_ref::<Fwd<(M, Ret<R>)>>() else {
+                ret.ret(Err(AskError::WrongType));
+                return;
+            };
+            let reply = Ret::new(move |r: Option<R>| ret.ret(r.ok_or(AskError::Dropped)));
+            fwd.fwd((msg, reply));
+            return;
+        }
+        if !self.up.contains(&to.node) {
+            ret.ret(Err(AskError::NodeDown(to.node)));
+            return;
+        }
+        let payload = match postcard::to_allocvec(&msg) {
+            Ok(p) => p,
+            Err(e) => {
+                ret.ret(Err(AskError::Encode(e.to_string())));
+                return;
+            }
+        };
+        let tag = self.tag();
+        let frame = Frame::Ask {
+            to: to.device,
+            tag,
+            from: self.me,
+            payload,
+        };
+        if let Err(e) = self.frame(to.node, &frame) {
+            ret.ret(Err(match e {
+                SendError::Full => AskError::Full,
+                e => AskError::Encode(e.to_string()),
+            }));
+            return;
+        }
+        let finish = move |reply: Result<Vec<u8>, AskError>| {
+            ret.ret(
+                reply.and_then(|b| postcard::from_bytes::<R>(&b).map_err(|_| AskError::WrongType)),
+            );
+        };
+        self.asks.insert(tag, (to.node, Box::new(finish)));
+    }
+
+    /// An ask from node `from` for device `to` of this node.
+    pub(super) fn ask_in(&mut self, to: u64, tag: u64, from: NodeId, payload: &[u8]) {
+        let wire = self.wire.clone();
+        let me = self.me;
+        let answer = Box::new(move |reply: Result<Vec<u8>, WireNoReply>| {
+            // A reply the peer's queue has no room for is lost with the
+            // peer's patience: its ask fails when the node is declared
+            // down, or waits.
+            let _ = wire.frame(
+                from.addr,
+                &Frame::Reply {
+                    tag,
+                    from: me,
+                    reply,
+                },
+            );
+        });
+        match self.servers.get(&to) {
+            Some(server) => (server.remote)(payload, answer),
+            None => answer(Err(WireNoReply::NoTarget)),
+        }
+    }
+
+    fn inbox<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        device: u64,
+        line: Option<Line>,
+        fwd: Fwd<M>,
+    ) {
+        let remote = fwd.clone();
+        self.inboxes.insert(
+            device,
+            Inbox {
+                line,
+                local: Box::new(fwd),
+                remote: Box::new(move |bytes| {
+                    remote.fwd(postcard::from_bytes::<M>(bytes)?);
+                    Ok(())
+                }),
+            },
+        );
+    }
+
+    /// Sends `msg` to `to`, wherever it lives: on this node it is handed
+    /// over as it is (no serialisation, no copy); on another it is
+    /// serialised into one frame. Messages from this node to one target
+    /// arrive in send order.
+    ///
+    /// # Errors
+    /// For a target on this node: [`SendError::UnknownTarget`],
+    /// [`SendError::WrongType`]. For a remote one:
+    /// [`SendError::NodeDown`] (not a member: never joined, or declared
+    /// down), [`SendError::Encode`] and [`SendError::Full`] (the message
+    /// is dropped: [`try_send`](Node::try_send) gives it back); an
+    /// unknown target there is found by that node, which dead-letters
+    /// the message.
+    pub fn send<M: Serialize + 'static>(&mut self, to: Pid, msg: M) -> Result<(), SendError> {
+        self.try_send(to, msg).map_err(|e| e.error())
+    }
+
+    /// Sends `msg` as [`send`](Node::send) does, and gives it back when
+    /// it is not sent: [`TrySendError::Full`] when the target node's
+    /// queue has no room (or sends wait for room before it: order is
+    /// kept), [`TrySendError::Refused`] otherwise.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn try_send<M: Serialize + 'static>(
+        &mut self,
+        to: Pid,
+        msg: M,
+    ) -> Result<(), TrySendError<M>> {
+        if to.node == self.me {
+            let Some(inbox) = self.inboxes.get(&to.device) else {
+                return Err(TrySendError::Refused(msg, SendError::UnknownTarget));
+            };
+            let Some(fwd) = inbox.local.downcast_ref::<Fwd<M>>() else {
+                return Err(TrySendError::Refused(msg, SendError::WrongType));
+            };
+            fwd.fwd(msg);
+            return Ok(());
+        }
+        let bytes = match self.encode_send(to, &msg) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(TrySendError::Refused(msg, e)),
+        };
+        if self.blocked.by_node.contains_key(&to.node) {
+            return Err(TrySendError::Full(msg));
+        }
+        match self
+            .wire
+            .transport
+            .send(self.me.addr, to.node.addr, bytes, false)
+        {
+            Ok(()) => {
+                self.stats.frames_out += 1;
+                Ok(())
+            }
+            Err(Full(_)) => Err(TrySendError::Full(msg)),
+        }
+    }
+
+    /// Sends `msg` as [`send`](Node::send) does, waiting for room in the
+    /// target node's queue if it has none: `done` is answered once, when
+    /// the message is handed to the transport (`Ok`) or refused (the
+    /// node declared down while it waits: [`SendError::NodeDown`]).
+    /// Waiting sends to one node go in send order, before any later
+    /// send. From a task: `ask!([node], send_when_room(to, msg)).await`.
+    pub fn send_when_room<M: Serialize + 'static>(
+        &mut self,
+        cx: CX![],
+        to: Pid,
+        msg: M,
+        done: Ret<Result<(), SendError>>,
+    ) {
+        let msg = match self.try_send(to, msg) {
+            Ok(()) => return done.ret(Ok(())),
+            Err(TrySendError::Refused(_, e)) => return done.ret(Err(e)),
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        let bytes = match self.encode_send(to, &msg) {
+            Ok(bytes) => bytes,
+            Err(e) => return done.ret(Err(e)),
+        };
+        let first = !self.blocked.by_node.contains_key(&to.node);
+        self.blocked
+            .by_node
+            .entry(to.node)
+            .or_default()
+            .push_back((bytes, done));
+        if first {
+            self.wait_room(cx, to.node);
+        }
+    }
+
+    /// Asks the transport to say when `node`'s queue has room.
+    fn wait_room(&mut self, cx: CX![], node: NodeId) {
+        let room = fwd_to!([cx], room(node) as (()));
+        self.wire
+            .transport
+            .when_room(node.addr, Box::new(move || room.fwd(())));
+    }
+
+    /// `node`'s queue has room: what waited goes, in order, while it fits.
+    fn room(&mut self, cx: CX![], node: NodeId, (): ()) {
+        let Some(mut queue) = self.blocked.by_node.remove(&node) else {
+            return;
+        };
+        while let Some((bytes, done)) = queue.pop_front() {
+            match self
+                .wire
+                .transport
+                .send(self.me.addr, node.addr, bytes, false)
+            {
+                Ok(()) => {
+                    self.stats.frames_out += 1;
+                    done.ret(Ok(()));
+                }
+                Err(Full(bytes)) => {
+                    queue.push_front((bytes, done));
+                    self.blocked.by_node.insert(node, queue);
+                    self.wait_room(cx, node);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends waiting for room.
+    pub(super) fn waiting_sends(&self) -> usize {
+        self.blocked.by_node.values().map(VecDeque::len).sum()
+    }
+
+    /// Node `n` is gone: sends waiting for it are refused, once each.
+    pub(super) fn unblock_lost(&mut self, n: NodeId) {
+        for (_, done) in self.blocked.by_node.remove(&n).unwrap_or_default() {
+            done.ret(Err(SendError::NodeDown(n)));
+        }
+    }
+
+    /// The frame of a remote send of `msg` to `to`, encoded.
+    fn encode_send<M: Serialize>(&self, to: Pid, msg: &M) -> Result<Vec<u8>, SendError> {
+        if !self.up.contains(&to.node) {
+            return Err(SendError::NodeDown(to.node));
+        }
+        let payload = postcard::to_allocvec(msg).map_err(|e| SendError::Encode(e.to_string()))?;
+        // The sender is the node itself (device 0: no device has that id).
+        let frame = Frame::Send {
+            to: to.device,
+            from: Some(Pid::new(self.me, 0)),
+            payload,
+        };
+        let mut out = Vec::new();
+        frame
+            .encode_into(&mut out, MAX_FRAME)
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// A message from the network for device `device` of this node.
+    pub(super) fn deliver(&mut self, device: u64, _from: Option<Pid>, payload: &[u8]) {
+        let reason = match self.inboxes.get(&device) {
+            None => SendError::UnknownTarget,
+            Some(inbox) => match (inbox.remote)(payload) {
+                Ok(()) => return,
+                Err(e) => SendError::Encode(e.to_string()),
+            },
+        };
+        self.dead_letter(Pid::new(self.me, device), reason);
+    }
+
+    /// A message no actor took: counted, and told to the dead letters.
+    pub(super) fn dead_letter(&mut self, to: Pid, reason: SendError) {
+        self.stats.dead_letters += 1;
+        tracing::debug!(target: "stakplane::cluster", %to, error = %reason, "dead letter");
+        if let Some(fwd) = &self.dead_letters {
+            fwd.fwd(DeadLetter { to, reason });
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Remote monitors and links: a device watched from another node, with
+//! the same notices and the same exactly-once rule as a local watch
+//! (rules 114, 115, 120 and 121 in the [cluster](super::super) docs).
+//!
+//! Every watch, remote or local, has a tag on the watching node. The
+//! watched device's node holds a local monitor of it for each tag
+//! ("served"), answers one [`Frame::Down`] when it dies, and cancels the
+//! monitor on a [`Frame::Demonitor`] or when the watching node is lost.
+//! A link is a watch whose end is handled for a device of this node: its
+//! remote trap handler ([`Node::trap`]) gets the notice, or, without one,
+//! a fault kills it with [`RemoteFault`].
+
+use super::{Node, RemoteDown, RemoteFault, RemoteMonitor, SendError};
+use crate::cluster::wire::{Frame, WireCause};
+use crate::cluster::{NodeId, Pid};
+use crate::{fwd_to, Cause, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef};
+use stakker::{Fwd, CX};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+
+/// Who hears of a watch's end.
+enum Watcher {
+    /// A monitor: this `Fwd` gets the [`RemoteDown`].
+    Monitor(Fwd<RemoteDown>),
+    /// A link: this device of the node traps the notice or dies of it.
+    Link(Line),
+}
+
+struct Watch {
+    pid: Pid,
+    by: Watcher,
+}
+
+/// A node's watches, both ways.
+#[derive(Default)]
+pub(super) struct Watches {
+    /// This node's watches, by tag.
+    mine: HashMap<u64, Watch>,
+    /// The tags of the watches of each node's devices.
+    by_node: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// Link watches, one per (watching device, watched device).
+    links: HashMap<(u64, Pid), u64>,
+    /// The devices each watching device of this node is linked to.
+    by_watcher: HashMap<u64, BTreeSet<Pid>>,
+    /// Devices of this node the node knows by id (linked, trapping),
+    /// each monitored once for its own death.
+    lines: HashMap<u64, Line>,
+    /// Remote trap handlers, by device.
+    traps: HashMap<u64, Fwd<RemoteDown>>,
+    /// Watches held on this node's devices: (watching node, tag) to the
+    /// local monitor.
+    served: HashMap<(NodeId, u64), MonitorRef>,
+}
+
+impl Node {
+    /// Watches device `pid`, on this node or another: `fwd` gets exactly
+    /// one [`RemoteDown`]: with the device's own cause (kind and text)
+    /// when it dies, or `Cause::Lost` if its node is declared down first
+    /// (or already was). A device not registered on its node (see
+    /// [`register_device`](Node::register_device)) answers at once with
+    /// an error cause; a node that is not a member, at once with
+    /// [`SendError::NodeDown`] as the error. Nothing comes after
+    /// [`demonitor`](Node::demonitor).
+    pub fn monitor(&mut self, cx: CX![], pid: Pid, fwd: Fwd<RemoteDown>) -> RemoteMonitor {
+        let tag = self.tag();
+        self.watch_start(cx, tag, pid, Watcher::Monitor(fwd));
+        RemoteMonitor { tag, pid }
+    }
+
+    /// Cancels a watch: returns `true` if it had not ended, and then no
+    /// [`RemoteDown`] comes through it (its `Fwd` is dropped); `false` if
+    /// it had (its notice was sent).
+    pub fn demonitor(&mut self, watch: RemoteMonitor) -> bool {
+        self.cancel_watch(watch.tag)
+    }
+
+    /// Links device `local` of this node with device `remote` (of any
+    /// node), as [`DeviceRef::link`] links two local devices: `Monitor`,
+    /// `local` watches `remote`; `Notify`, `remote` watches `local`;
+    /// `Peer`, both. A watching device hears of the other's end once:
+    /// through its remote trap handler ([`trap`](Node::trap)) if it has
+    /// one; otherwise a fault (any cause but a normal stop, `Cause::Lost`
+    /// included) kills it with [`RemoteFault`], and a normal stop leaves
+    /// it alone. A watched device that is already dead or unknown ends
+    /// the link at once, with its recorded cause. A watching device on
+    /// another node must be registered there
+    /// ([`register_device`](Node::register_device)), or linked or
+    /// trapping there already; otherwise that node drops the link and
+    /// counts a dead letter. Links are deduplicated: one notice per
+    /// pair and direction.
+    ///
+    /// # Errors
+    /// [`LinkError::DeviceDown`] if `local` is dead (nothing is linked),
+    /// [`LinkError::SelfLink`] for a device and itself.
+    pub fn link(
+        &mut self,
+        cx: CX![],
+        local: &impl DeviceRef,
+        remote: Pid,
+        mode: LinkMode,
+    ) -> Result<(), LinkError> {
+        let line = self.know(cx, local)?;
+        let me = Pid::new(self.me, local.id().get());
+        if remote == me {
+            return Err(LinkError::SelfLink(local.id()));
+        }
+        if mode.watches() {
+            self.link_watch(cx, line, remote);
+        }
+        if mode.notifies() {
+            if remote.node == self.me {
+                self.link_in(cx, remote.device, me);
+            } else if !self.down.contains(&remote.node) {
+                let frame = Frame::Link {
+                    watcher: remote.device,
+                    target: me.device,
+                    from: self.me,
+                };
+                let _ = self.frame(remote.node, &frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`link`](Node::link) for the directions `mode` names;
+    /// undoing what does not exist does nothing.
+    pub fn unlink(&mut self, local: &impl DeviceRef, remote: Pid, mode: LinkMode) {
+        let me = Pid::new(self.me, local.id().get());
+        if mode.watches() {
+            self.unlink_in(me.device, remote);
+        }
+        if mode.notifies() {
+            if remote.node == self.me {
+                self.unlink_in(remote.device, me);
+            } else {
+                let frame = Frame::Unlink {
+                    watcher: remote.device,
+                    target: me.device,
+                    from: self.me,
+                };
+                let _ = self.frame(remote.node, &frame);
+            }
+        }
+    }
+
+    /// Makes `device` trap the ends of the remote devices it is linked to:
+    /// `handler` gets each [`RemoteDown`] instead of the device dying
+    /// (replacing an earlier handler). The handler goes when the device
+    /// dies.
+    ///
+    /// # Errors
+    /// [`LinkError::DeviceDown`] if `device` is dead.
+    pub fn trap(
+        &mut self,
+        cx: CX![],
+        device: &impl DeviceRef,
+        handler: Fwd<RemoteDown>,
+    ) -> Result<(), LinkError> {
+        self.know(cx, device)?;
+        self.watch.traps.insert(device.id().get(), handler);
+        Ok(())
+    }
+
+    /// Stops trapping: remote faults kill `device` again.
+    pub fn untrap(&mut self, device: &impl DeviceRef) {
+        self.watch.traps.remove(&device.id().get());
+    }
+
+    /// Watches this node holds (monitors and links).
+    pub(super) fn watch_count(&self) -> usize {
+        self.watch.mine.len()
+    }
+
+    /// The line of device `device` of this node, if the node knows it.
+    pub(super) fn line_of(&self, device: u64) -> Option<Line> {
+        self.inboxes
+            .get(&device)
+            .and_then(|i| i.line.clone())
+            .or_else(|| self.watch.lines.get(&device).cloned())
+    }
+
+    /// Knows `device` by id from now on (until it dies, when its links
+    /// and trap handler go).
+    fn know(&mut self, cx: CX![], device: &impl DeviceRef) -> Result<Line, LinkError> {
+        let id = device.id();
+        if let Some(cause) = device.cause() {
+            return Err(LinkError::DeviceDown { id, cause });
+        }
+        let line = device.line();
+        if !self.watch.lines.contains_key(&id.get()) {
+            let died = fwd_to!([cx], watcher_died(id.get()) as (Down));
+            // Alive (checked above): the monitor is registered.
+            let _ = line.monitor_fwd(died);
+            self.watch.lines.insert(id.get(), line.clone());
+        }
+        Ok(line)
+    }
+
+    /// A device of this node that the node knew died: its links and its
+    /// trap handler go.
+    fn watcher_died(&mut self, _: CX![], device: u64, _: Down) {
+        self.watch.lines.remove(&device);
+        self.watch.traps.remove(&device);
+        for pid in self.watch.by_watcher.remove(&device).unwrap_or_default() {
+            if let Some(tag) = self.watch.links.get(&(device, pid)).copied() {
+                self.cancel_watch(tag);
+            }
+        }
+    }
+
+    /// `line` (of this node) watches `pid` through a link, once.
+    fn link_watch(&mut self, cx: CX![], line: Line, pid: Pid) {
+        let key = (line.id().get(), pid);
+        if self.watch.links.contains_key(&key) {
+            return;
+        }
+        let tag = self.tag();
+        self.watch.links.insert(key, tag);
+        self.watch.by_watcher.entry(key.0).or_default().insert(pid);
+        self.watch_start(cx, tag, pid, Watcher::Link(line));
+    }
+
+    /// A link from another node (or this one): device `watcher` of this
+    /// node watches `pid`.
+    pub(super) fn link_in(&mut self, cx: CX![], watcher: u64, pid: Pid) {
+        match self.line_of(watcher) {
+            Some(line) if line.is_alive() => self.link_watch(cx, line, pid),
+            Some(_) => {}
+            None => self.dead_letter(Pid::new(self.me, watcher), SendError::UnknownTarget),
+        }
+    }
+
+    /// A link undone: device `watcher` of this node no longer watches
+    /// `pid`.
+    pub(super) fn unlink_in(&mut self, watcher: u64, pid: Pid) {
+        if let Some(tag) = self.watch.links.get(&(watcher, pid)).copied() {
+            self.cancel_watch(tag);
+        }
+    }
+
+    /// Starts watch `tag` of `pid`: on this node, a local monitor; on
+    /// another, a [`Frame::Monitor`]; on a lost or unknown node, it ends
+    /// at once.
+    fn watch_start(&mut self, cx: CX![], tag: u64, pid: Pid, by: Watcher) {
+        self.watch.mine.insert(tag, Watch { pid, by });
+        self.watch.by_node.entry(pid.node).or_default().insert(tag);
+        let older_me = pid.node.addr == self.me.addr && pid.node != self.me;
+        if self.down.contains(&pid.node) || older_me {
+            self.watch_end(tag, Cause::Lost);
+        } else if pid.node == self.me {
+            self.watch_in(cx, pid.device, tag, self.me);
+        } else if !self.up.contains(&pid.node) {
+            let why = SendError::NodeDown(pid.node);
+            self.watch_end(tag, Cause::Error(Rc::new(why)));
+        } else {
+            let frame = Frame::Monitor {
+                target: pid.device,
+                tag,
+                from: self.me,
+            };
+            let _ = self.frame(pid.node, &frame);
+        }
+    }
+
+    /// Node `from` watches device `device` of this node under `tag`.
+    pub(super) fn watch_in(&mut self, cx: CX![], device: u64, tag: u64, from: NodeId) {
+        match self.line_of(device) {
+            Some(line) => {
+                let down = fwd_to!([cx], local_down(tag, from) as (Down));
+                // A dead device answers at once, through the Fwd.
+                if let Ok(m) = line.monitor_fwd(down) {
+                    self.watch.served.insert((from, tag), m);
+                }
+            }
+            None => self.answer(tag, from, WireCause::NoDevice),
+        }
+    }
+
+    /// Node `from` cancelled its watch `tag`.
+    pub(super) fn demonitor_in(&mut self, tag: u64, from: NodeId) {
+        if let Some(m) = self.watch.served.remove(&(from, tag)) {
+            m.cancel();
+        }
+    }
+
+    /// A device of this node watched under `tag` by `from` died.
+    fn local_down(&mut self, _: CX![], tag: u64, from: NodeId, down: Down) {
+        self.watch.served.remove(&(from, tag));
+        self.answer(tag, from, WireCause::from(&down.cause));
+    }
+
+    /// Tells watching node `from` that its watch `tag` ended with `cause`.
+    fn answer(&mut self, tag: u64, from: NodeId, cause: WireCause) {
+        if from == self.me {
+            self.watch_end(tag, cause.into_cause());
+        } else {
+            let me = self.me;
+            let _ = self.frame(
+                from,
+                &Frame::Down {
+                    tag,
+                    cause,
+                    from: me,
+                },
+            );
+        }
+    }
+
+    /// A [`Frame::Down`] from node `from` for watch `tag`; only the node
+    /// of the watched device may end it.
+    pub(super) fn down_in(&mut self, tag: u64, from: NodeId, cause: WireCause) {
+        match self.watch.mine.get(&tag) {
+            Some(w) if w.pid.node == from => self.watch_end(tag, cause.into_cause()),
+            Some(_) => self.bad_frame("a Down from a node that does not hold the device"),
+            None => {}
+        }
+    }
+
+    /// Node `n` is gone: every watch of its devices ends with `Lost`, and
+    /// every watch it held here is cancelled.
+    pub(super) fn watch_lost(&mut self, n: NodeId) {
+        for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
+            self.watch_end(tag, Cause::Lost);
+        }
+        let held: Vec<(NodeId, u64)> = self
+            .watch
+            .served
+            .keys()
+            .filter(|(node, _)| *node == n)
+            .copied()
+            .collect();
+        for key in held {
+            if let Some(m) = self.watch.served.remove(&key) {
+                m.cancel();
+            }
+        }
+    }
+
+    /// Watch `tag` ended with `cause`: its watcher hears of it, once.
+    fn watch_end(&mut self, tag: u64, cause: Cause) {
+        let Some(w) = self.forget(tag) else { return };
+        match w.by {
+            Watcher::Monitor(fwd) => fwd.fwd(RemoteDown { pid: w.pid, cause }),
+            Watcher::Link(line) => {
+                if !line.is_alive() {
+                    return;
+                }
+                match self.watch.traps.get(&line.id().get()) {
+                    Some(trap) => trap.fwd(RemoteDown { pid: w.pid, cause }),
+                    None if cause.is_fault() => {
+                        let _ = line.kill(RemoteFault { from: w.pid, cause });
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Cancels watch `tag`: `true` if it had not ended.
+    fn cancel_watch(&mut self, tag: u64) -> bool {
+        let Some(w) = self.forget(tag) else {
+            return false;
+        };
+        if w.pid.node == self.me {
+            if let Some(m) = self.watch.served.remove(&(self.me, tag)) {
+                m.cancel();
+            }
+        } else if self.up.contains(&w.pid.node) {
+            let me = self.me;
+            let _ = self.frame(w.pid.node, &Frame::Demonitor { tag, from: me });
+        }
+        true
+    }
+
+    /// Takes watch `tag` out of every table.
+    fn forget(&mut self, tag: u64) -> Option<Watch> {
+        let w = self.watch.mine.remove(&tag)?;
+        if let Some(tags) = self.watch.by_node.get_mut(&w.pid.node) {
+            tags.remove(&tag);
+        }
+        if let Watcher::Link(line) = &w.by {
+            let id = line.id().get();
+            self.watch.links.remove(&(id, w.pid));
+            if let Some(pids) = self.watch.by_watcher.get_mut(&id) {
+                pids.remove(&w.pid);
+            }
+        }
+        Some(w)
+    }
+}

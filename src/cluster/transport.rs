@@ -1,0 +1,253 @@
+//! The transport seam: how a node reaches the network ([`Transport`]),
+//! what it reports of its links ([`LinkStatus`]), and an in-memory
+//! network for tests ([`MemNet`]).
+//!
+//! A node hands the transport one encoded frame per call. Two
+//! implementations exist: [`TcpTransport`](super::tcp::TcpTransport)
+//! (Noise sessions over stakplane's TCP) and [`MemNet`] (several nodes in
+//! one thread, on virtual time). Nothing queues without a bound: a
+//! transport that has no room for a data frame gives it back
+//! ([`Full`]), and tells the node when room is made
+//! ([`Transport::when_room`]).
+
+use stakker::Fwd;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A packet the transport had no room for, given back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full(pub Vec<u8>);
+
+impl fmt::Display for Full {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the peer's queue is full ({} bytes refused)",
+            self.0.len()
+        )
+    }
+}
+
+impl std::error::Error for Full {}
+
+/// How a node reaches the network: one call per packet (one encoded
+/// frame), to the node listening at `to`.
+pub trait Transport {
+    /// Sends `data` from the node at `from` to the node at `to`.
+    /// `control` packets (membership, watch requests: see
+    /// [`Frame::is_control`](super::Frame::is_control)) may go ahead of
+    /// data waiting for the same peer; data packets keep their order.
+    ///
+    /// # Errors
+    /// [`Full`], with the packet, when the peer's queue has no room.
+    fn send(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+        control: bool,
+    ) -> Result<(), Full>;
+
+    /// Calls `ready` once when the queue to `to` has room for a data
+    /// packet: at once if it has room now. The default has a queue that
+    /// is never full.
+    fn when_room(&self, to: SocketAddr, ready: Box<dyn FnOnce()>) {
+        let _ = to;
+        ready();
+    }
+
+    /// The transport's links to its peers, for [`Node::status`](super::Node::status).
+    fn links(&self) -> Vec<LinkStatus> {
+        Vec::new()
+    }
+}
+
+/// The state of a link to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkState {
+    /// Connecting (or waiting to reconnect after a failure).
+    Connecting,
+    /// Connected; the handshake is not finished.
+    Authenticating,
+    /// Authenticated: frames flow.
+    Up,
+}
+
+/// One link to a peer: its state and its traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStatus {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The peer, once authenticated.
+    pub node: Option<super::NodeId>,
+    /// The link's state.
+    pub state: LinkState,
+    /// The last measured round-trip time, if any.
+    pub rtt: Option<Duration>,
+    /// Frames received on the link.
+    pub frames_in: u64,
+    /// Frames sent on the link.
+    pub frames_out: u64,
+    /// Bytes received on the link.
+    pub bytes_in: u64,
+    /// Bytes sent on the link.
+    pub bytes_out: u64,
+    /// Frames waiting in the link's queue.
+    pub queued: usize,
+}
+
+impl LinkStatus {
+    /// A link to `addr` in `state`, with no traffic yet.
+    pub fn new(addr: SocketAddr, state: LinkState) -> LinkStatus {
+        LinkStatus {
+            addr,
+            node: None,
+            state,
+            rtt: None,
+            frames_in: 0,
+            frames_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            queued: 0,
+        }
+    }
+}
+
+/// An in-memory network for tests: nodes in one thread, packets delivered
+/// through stakker's queue (so in order, on virtual time), nodes cut off
+/// by [`MemNet::cut`], a slow receiver played by [`MemNet::hold`].
+#[derive(Clone, Default)]
+pub struct MemNet {
+    inner: Rc<RefCell<MemNetInner>>,
+}
+
+#[derive(Default)]
+struct MemNetInner {
+    nodes: BTreeMap<SocketAddr, Fwd<Vec<u8>>>,
+    cut: BTreeSet<SocketAddr>,
+    /// Receivers that hold their data packets: the queue and its bound.
+    held: HashMap<SocketAddr, (VecDeque<Vec<u8>>, usize)>,
+    /// Who waits for room at a held receiver.
+    waiting: HashMap<SocketAddr, Vec<Box<dyn FnOnce()>>>,
+    sent: u64,
+    dropped: u64,
+}
+
+impl MemNet {
+    /// An empty network.
+    pub fn new() -> MemNet {
+        MemNet::default()
+    }
+
+    /// Attaches the node listening at `addr`: its packets go to `rx`
+    /// (replacing an earlier node at that address).
+    pub fn attach(&self, addr: SocketAddr, rx: Fwd<Vec<u8>>) {
+        let mut net = self.inner.borrow_mut();
+        net.cut.remove(&addr);
+        net.nodes.insert(addr, rx);
+    }
+
+    /// Cuts the node at `addr` off: nothing reaches it or leaves it (a
+    /// crash, as the others see it).
+    pub fn cut(&self, addr: SocketAddr) {
+        self.inner.borrow_mut().cut.insert(addr);
+    }
+
+    /// Holds data packets for `addr` in a queue of at most `bound`
+    /// (a slow receiver): past it, [`Transport::send`] answers
+    /// [`Full`]. Control packets still go through.
+    pub fn hold(&self, addr: SocketAddr, bound: usize) {
+        self.inner
+            .borrow_mut()
+            .held
+            .insert(addr, (VecDeque::new(), bound));
+    }
+
+    /// Delivers what was held for `addr` and stops holding; those waiting
+    /// for room are told.
+    pub fn release(&self, addr: SocketAddr) {
+        let (queue, waiting, rx) = {
+            let mut net = self.inner.borrow_mut();
+            let queue = net.held.remove(&addr).map(|(q, _)| q).unwrap_or_default();
+            let waiting = net.waiting.remove(&addr).unwrap_or_default();
+            (queue, waiting, net.nodes.get(&addr).cloned())
+        };
+        if let Some(rx) = rx {
+            for data in queue {
+                rx.fwd(data);
+            }
+        }
+        for ready in waiting {
+            ready();
+        }
+    }
+
+    /// Packets delivered and packets dropped so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let net = self.inner.borrow();
+        (net.sent, net.dropped)
+    }
+}
+
+impl Transport for MemNet {
+    fn send(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+        control: bool,
+    ) -> Result<(), Full> {
+        let rx = {
+            let mut net = self.inner.borrow_mut();
+            let open = !net.cut.contains(&from) && !net.cut.contains(&to);
+            let Some(rx) = net.nodes.get(&to).filter(|_| open).cloned() else {
+                net.dropped += 1;
+                return Ok(());
+            };
+            if let (false, Some((queue, bound))) = (control, net.held.get_mut(&to)) {
+                if queue.len() >= *bound {
+                    return Err(Full(data));
+                }
+                queue.push_back(data);
+                net.sent += 1;
+                return Ok(());
+            }
+            net.sent += 1;
+            rx
+        };
+        rx.fwd(data);
+        Ok(())
+    }
+
+    fn when_room(&self, to: SocketAddr, ready: Box<dyn FnOnce()>) {
+        let mut net = self.inner.borrow_mut();
+        let full = net
+            .held
+            .get(&to)
+            .is_some_and(|(queue, bound)| queue.len() >= *bound);
+        if full {
+            net.waiting.entry(to).or_default().push(ready);
+        } else {
+            drop(net);
+            ready();
+        }
+    }
+
+    fn links(&self) -> Vec<LinkStatus> {
+        let net = self.inner.borrow();
+        net.nodes
+            .keys()
+            .map(|&addr| {
+                let mut link = LinkStatus::new(addr, LinkState::Up);
+                link.queued = net.held.get(&addr).map_or(0, |(q, _)| q.len());
+                link
+            })
+            .collect()
+    }
+}
