@@ -46,6 +46,8 @@ pub struct NodeStatus {
     pub stats: NodeStats,
     /// Watches of devices this node holds (monitors and links).
     pub watches: usize,
+    /// Watches other nodes (or this one) hold on this node's devices.
+    pub watched_here: usize,
     /// Sends waiting for room in a peer's queue.
     pub waiting_sends: usize,
 }
@@ -60,6 +62,7 @@ impl Node {
             links: self.wire.transport.links(),
             stats: self.stats,
             watches: self.watch_count(),
+            watched_here: self.watched_here(),
             waiting_sends: self.waiting_sends(),
         };
         status.links.retain(|l| l.addr != self.me.addr);

@@ -171,6 +171,11 @@ impl Node {
         self.watch.mine.len()
     }
 
+    /// Watches held on this node's devices.
+    pub(super) fn watched_here(&self) -> usize {
+        self.watch.served.len()
+    }
+
     /// The line of device `device` of this node, if the node knows it.
     pub(super) fn line_of(&self, device: u64) -> Option<Line> {
         self.inboxes

@@ -1,0 +1,385 @@
+//! Remote monitors and links across nodes, on the in-memory network and
+//! virtual time: the {Monitor, Notify, Peer} × {stop, error, panic,
+//! kill, node loss} × {trap, no trap} matrix with the exact cause each
+//! watcher sees, demonitor and unlink, and a supervisor restarting a
+//! child whose remote peer was lost (rules 114, 120–122 in
+//! `src/cluster/mod.rs`).
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use common::{End, Rt};
+use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
+use stakplane::cluster::{MemNet, Node, NodeId, Pid, RemoteDown, Transport};
+use stakplane::prelude::*;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 2, n], 7000))
+}
+
+type Seen<T> = Rc<RefCell<Vec<T>>>;
+
+fn recorder<T: 'static>() -> (Seen<T>, Fwd<T>) {
+    let seen: Seen<T> = Rc::default();
+    let s2 = seen.clone();
+    (seen, Fwd::new(move |v| s2.borrow_mut().push(v)))
+}
+
+fn start(rt: &mut Rt, net: &MemNet, n: u8) -> DeviceOwn<Node> {
+    let id = NodeId::new(addr(n), 1);
+    let transport: Rc<dyn Transport> = Rc::new(net.clone());
+    let node = device!(
+        rt.s,
+        Node::init(
+            id,
+            MembershipConfig::lan(3, u64::from(n)),
+            transport,
+            Fwd::new(|_: MemberEvent| ())
+        )
+    );
+    net.attach(id.addr, fwd_to!([node], packet() as (Vec<u8>)));
+    node
+}
+
+/// Two joined nodes.
+struct Pair {
+    rt: Rt,
+    net: MemNet,
+    a: DeviceOwn<Node>,
+    b: DeviceOwn<Node>,
+}
+
+fn pair() -> Pair {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let a = start(&mut rt, &net, 1);
+    let b = start(&mut rt, &net, 2);
+    rt.run();
+    call!([b], join(NodeId::new(addr(1), 1)));
+    rt.advance(Duration::from_secs(5));
+    Pair { rt, net, a, b }
+}
+
+/// A ready device on `node`, registered there (so other nodes can watch
+/// it and link to it); its `Pid`.
+fn device_on(p: &mut Pair, on_b: bool, name: &'static str) -> (DeviceOwn<common::Dev>, Pid) {
+    let log = common::new_log();
+    let d = common::dev(&mut p.rt, name, &log);
+    p.rt.run();
+    let node = if on_b { &p.b } else { &p.a };
+    let me = node
+        .query(&mut p.rt.s, |n, _| {
+            n.register_device(&d, Fwd::new(|_: String| ()));
+            n.id()
+        })
+        .expect("alive");
+    let pid = Pid::new(me, d.id().get());
+    (d, pid)
+}
+
+/// What one case ends with, as the watcher saw it.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen1 {
+    /// The notices its trap handler got, as (dead pid, cause text).
+    trapped: Vec<(Pid, String)>,
+    /// The watcher's own cause, if it died.
+    died: Option<String>,
+}
+
+/// How the watched device ends: one of the device's own ends, or its
+/// node lost.
+#[derive(Clone, Copy, Debug)]
+enum How {
+    Own(End),
+    NodeLost,
+}
+
+impl How {
+    const ALL: [How; 5] = [
+        How::Own(End::Stop),
+        How::Own(End::Error),
+        How::Own(End::Panic),
+        How::Own(End::Kill),
+        How::NodeLost,
+    ];
+
+    fn cause_text(self) -> String {
+        match self {
+            How::Own(end) => end.cause_text(),
+            How::NodeLost => Cause::Lost.to_string(),
+        }
+    }
+
+    fn is_fault(self) -> bool {
+        match self {
+            How::Own(end) => end.is_fault(),
+            How::NodeLost => true,
+        }
+    }
+}
+
+/// `x` on node a links to `y` on node b with `mode`; the watched one
+/// (`y` for Monitor and Peer, `x` for Notify) ends `how`; the watcher
+/// traps if `trap`. Returns what the watcher saw and the watched pid.
+fn case(mode: LinkMode, how: How, trap: bool) -> (Seen1, Pid) {
+    let mut p = pair();
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    let x_line = x.line();
+    let (trapped, fwd) = recorder::<RemoteDown>();
+    // The watcher, its node and the watched.
+    let watcher_on_b = mode == LinkMode::Notify;
+    let (watcher, watched, watched_pid) = if watcher_on_b {
+        (y.line(), x, xp)
+    } else {
+        (x.line(), y, yp)
+    };
+    if trap {
+        let node = if watcher_on_b { &p.b } else { &p.a };
+        node.query(&mut p.rt.s, |n, cx| n.trap(cx, &watcher, fwd))
+            .expect("alive")
+            .expect("the watcher is alive");
+    }
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x_line, yp, mode))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    assert!(trapped.borrow().is_empty(), "nothing before the end");
+    let mut keep = Vec::new();
+    match how {
+        How::Own(end) => end.apply(watched, &mut keep),
+        How::NodeLost => {
+            keep.push(watched);
+            p.net.cut(watched_pid.node.addr);
+            p.rt.advance(Duration::from_secs(60));
+        }
+    }
+    p.rt.run();
+    // Later events change nothing: the other node lost after a death.
+    if let How::Own(_) = how {
+        p.net.cut(watched_pid.node.addr);
+        p.rt.advance(Duration::from_secs(60));
+    }
+    let seen = Seen1 {
+        trapped: trapped
+            .borrow()
+            .iter()
+            .map(|d| (d.pid, d.cause.to_string()))
+            .collect(),
+        died: watcher.cause().map(|c| c.to_string()),
+    };
+    drop(keep);
+    (seen, watched_pid)
+}
+
+#[test]
+fn links_remote_link_matrix_gives_each_watcher_the_exact_cause() {
+    for mode in [LinkMode::Monitor, LinkMode::Notify, LinkMode::Peer] {
+        for how in How::ALL {
+            for trap in [false, true] {
+                let (seen, dead) = case(mode, how, trap);
+                let text = how.cause_text();
+                let want = if trap {
+                    Seen1 {
+                        trapped: vec![(dead, text.clone())],
+                        died: None,
+                    }
+                } else if how.is_fault() {
+                    Seen1 {
+                        trapped: vec![],
+                        died: Some(format!("killed: linked remote device {dead} {text}")),
+                    }
+                } else {
+                    Seen1 {
+                        trapped: vec![],
+                        died: None,
+                    }
+                };
+                assert_eq!(seen, want, "{mode:?} {how:?} trap={trap}");
+            }
+        }
+    }
+}
+
+/// `x` on node a traps; its notices.
+fn trapping_x(p: &mut Pair) -> (DeviceOwn<common::Dev>, Seen<RemoteDown>) {
+    let (x, _) = device_on(p, false, "x");
+    let (trapped, fwd) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, cx| n.trap(cx, &x, fwd))
+        .expect("alive")
+        .expect("x is alive");
+    (x, trapped)
+}
+
+#[test]
+fn links_are_deduplicated_one_notice_per_pair_and_direction() {
+    let mut p = pair();
+    let (x, trapped) = trapping_x(&mut p);
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.a.query(&mut p.rt.s, |n, cx| {
+        for mode in [LinkMode::Monitor, LinkMode::Peer, LinkMode::Monitor] {
+            n.link(cx, &x, yp, mode).expect("links");
+        }
+    })
+    .expect("alive");
+    p.rt.run();
+    call!([y], fail());
+    p.rt.run();
+    assert_eq!(trapped.borrow().len(), 1, "one notice for x watching y");
+    assert!(x.is_alive());
+}
+
+#[test]
+fn links_unlink_and_demonitor_stop_notification() {
+    let mut p = pair();
+    let (x, trapped) = trapping_x(&mut p);
+    let (y, yp) = device_on(&mut p, true, "y");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    let (kept, fwd_kept) = recorder::<RemoteDown>();
+    let watch =
+        p.a.query(&mut p.rt.s, |n, cx| {
+            n.link(cx, &x, yp, LinkMode::Peer).expect("links");
+            n.monitor(cx, yp, fwd_kept);
+            n.monitor(cx, yp, fwd)
+        })
+        .expect("alive");
+    p.rt.run();
+    p.a.query(&mut p.rt.s, |n, _| {
+        n.unlink(&x, yp, LinkMode::Peer);
+        assert!(n.demonitor(watch), "cancelled before the death");
+    })
+    .expect("alive");
+    p.rt.run();
+    // Nobody on b watches x any more, and b holds no watch for a.
+    let held = status_of(&mut p, false).watched_here;
+    assert_eq!(held, 1, "b holds only the monitor left");
+    call!([y], fail());
+    p.rt.run();
+    assert!(trapped.borrow().is_empty(), "unlinked: no notice");
+    assert!(downs.borrow().is_empty(), "demonitored: no notice");
+    assert_eq!(kept.borrow().len(), 1, "the other monitor still hears");
+    let again =
+        p.a.query(&mut p.rt.s, |n, _| n.demonitor(watch))
+            .expect("alive");
+    assert!(!again, "a watch that ended cannot be cancelled");
+    drop(x);
+}
+
+#[test]
+fn links_a_dead_device_or_a_self_link_is_refused_and_links_nothing() {
+    let mut p = pair();
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (_y, yp) = device_on(&mut p, true, "y");
+    let line = x.line();
+    let got =
+        p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &line, xp, LinkMode::Peer))
+            .expect("alive");
+    assert!(matches!(got, Err(LinkError::SelfLink(id)) if id == x.id()));
+    drop(x);
+    p.rt.run();
+    let got =
+        p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &line, yp, LinkMode::Peer))
+            .expect("alive");
+    assert!(matches!(got, Err(LinkError::DeviceDown { .. })));
+    assert_eq!(status_of(&mut p, true).watches, 0);
+}
+
+#[test]
+fn links_a_dead_watcher_takes_its_remote_watches_with_it() {
+    let mut p = pair();
+    let (x, _) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Monitor))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    assert_eq!(status_of(&mut p, false).watched_here, 1);
+    drop(x);
+    p.rt.run();
+    assert_eq!(status_of(&mut p, true).watches, 0, "a forgot the link");
+    assert_eq!(status_of(&mut p, false).watched_here, 0, "b was told");
+    drop(y);
+}
+
+#[test]
+fn links_a_link_to_an_unknown_remote_device_ends_at_once_as_a_fault() {
+    let mut p = pair();
+    let (x, _) = device_on(&mut p, false, "x");
+    let b = p.b.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    p.a.query(&mut p.rt.s, |n, cx| {
+        n.link(cx, &x, Pid::new(b, 999_999), LinkMode::Monitor)
+    })
+    .expect("alive")
+    .expect("links");
+    p.rt.run();
+    let cause = x.line().cause().expect("x died of it");
+    assert!(
+        cause
+            .to_string()
+            .contains("no device is registered under that id"),
+        "{cause}"
+    );
+}
+
+/// Node a's status (or, with `on_a` false, node b's), answered through the queue.
+fn status_of(p: &mut Pair, on_a: bool) -> stakplane::cluster::NodeStatus {
+    let got = Rc::new(RefCell::new(None));
+    let g2 = got.clone();
+    let node = if on_a { &p.a } else { &p.b };
+    node.query(&mut p.rt.s, |n, cx| {
+        n.status(cx, Ret::new(move |s| *g2.borrow_mut() = s))
+    })
+    .expect("alive");
+    p.rt.run();
+    let s = got.borrow_mut().take().expect("answered");
+    s
+}
+
+/// A child that links itself to a remote device when it starts.
+struct Linked;
+impl Linked {
+    fn init(_: CX![], starts: Rc<std::cell::Cell<u32>>) -> Option<Self> {
+        starts.set(starts.get() + 1);
+        Some(Linked)
+    }
+}
+
+#[test]
+fn links_a_supervisor_restarts_a_child_whose_remote_peer_was_lost() {
+    use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+    let mut p = pair();
+    let (_y, yp) = device_on(&mut p, true, "y");
+    let starts = Rc::new(std::cell::Cell::new(0));
+    let s2 = starts.clone();
+    let node = p.a.actor().clone();
+    let spec = ChildSpec::worker("linked", move |core| {
+        let child = device!(core, Linked::init(s2.clone()));
+        let line = child.line();
+        call!([node], |n, cx| {
+            // Only while b is a member: a link to a lost node's device
+            // ends at once (and would fail the child again).
+            if n.members().contains(&yp.node) {
+                // Alive: the child was just made.
+                let _ = n.link(cx, &line, yp, LinkMode::Monitor);
+            }
+        });
+        Ok(child.into())
+    });
+    let sup = Supervisor::start(
+        &mut p.rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(5, Duration::from_secs(600))
+            .child(spec),
+    )
+    .expect("starts");
+    p.rt.run();
+    assert_eq!(starts.get(), 1);
+    p.net.cut(addr(2));
+    p.rt.advance(Duration::from_secs(60));
+    assert_eq!(starts.get(), 2, "restarted once, when b was lost");
+    assert_eq!(sup.count_children().expect("running").active, 1);
+}
