@@ -8,41 +8,26 @@
 
 mod common;
 
+use common::cluster::{addr_in, node_on, recorder, status, Seen};
 use common::{End, Rt};
-use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
-use stakplane::cluster::{MemNet, Node, NodeId, Pid, RemoteDown, Transport};
+use stakplane::cluster::membership::MemberEvent;
+use stakplane::cluster::{MemNet, Node, NodeId, Pid, RemoteDown};
 use stakplane::prelude::*;
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 fn addr(n: u8) -> SocketAddr {
-    SocketAddr::from(([10, 0, 2, n], 7000))
-}
-
-type Seen<T> = Rc<RefCell<Vec<T>>>;
-
-fn recorder<T: 'static>() -> (Seen<T>, Fwd<T>) {
-    let seen: Seen<T> = Rc::default();
-    let s2 = seen.clone();
-    (seen, Fwd::new(move |v| s2.borrow_mut().push(v)))
+    addr_in(2, n)
 }
 
 fn start(rt: &mut Rt, net: &MemNet, n: u8) -> DeviceOwn<Node> {
-    let id = NodeId::new(addr(n), 1);
-    let transport: Rc<dyn Transport> = Rc::new(net.clone());
-    let node = device!(
-        rt.s,
-        Node::init(
-            id,
-            MembershipConfig::lan(3, u64::from(n)),
-            transport,
-            Fwd::new(|_: MemberEvent| ())
-        )
-    );
-    net.attach(id.addr, fwd_to!([node], packet() as (Vec<u8>)));
-    node
+    node_on(
+        rt,
+        net,
+        NodeId::new(addr(n), 1),
+        Fwd::new(|_: MemberEvent| ()),
+    )
 }
 
 /// Two joined nodes.
@@ -325,18 +310,10 @@ fn links_a_link_to_an_unknown_remote_device_ends_at_once_as_a_fault() {
     );
 }
 
-/// Node a's status (or, with `on_a` false, node b's), answered through the queue.
+/// Node a's status (or, with `on_a` false, node b's).
 fn status_of(p: &mut Pair, on_a: bool) -> stakplane::cluster::NodeStatus {
-    let got = Rc::new(RefCell::new(None));
-    let g2 = got.clone();
     let node = if on_a { &p.a } else { &p.b };
-    node.query(&mut p.rt.s, |n, cx| {
-        n.status(cx, Ret::new(move |s| *g2.borrow_mut() = s))
-    })
-    .expect("alive");
-    p.rt.run();
-    let s = got.borrow_mut().take().expect("answered");
-    s
+    status(&mut p.rt, node)
 }
 
 /// A child that links itself to a remote device when it starts.

@@ -14,8 +14,8 @@
 //!   [`WireError`], never a panic and never an allocation past the limit.
 //! - [`membership`]: SWIM membership and failure detection from `foca`,
 //!   driven by stakker timers (so it runs on virtual time in tests), over
-//!   a [`Transport`](membership::Transport) seam with an in-memory
-//!   network ([`MemNet`](membership::MemNet)) for tests.
+//!   a [`Transport`](transport::Transport) seam with an in-memory
+//!   network ([`MemNet`](transport::MemNet)) for tests.
 //!
 //! - [`Node`]: a node's membership, remote sends to registered actors
 //!   (the same call for a local and a remote target), typed addresses
@@ -41,12 +41,18 @@
 //! - [`Node::ask`]: typed request and reply, the same call for a local
 //!   and a remote target, answered exactly once.
 //!
-//! Still to come (issue 16): reconnect with backoff and unreachable
-//! (versus down) peers, a node under a supervisor, remote links
-//! (Notify, Peer, trap), demonitor, credits and bounded peer queues,
-//! declarative remote actors (a trait with a serde message type, `ask`
-//! with typed replies, supervised children whose address follows
-//! restarts), the example and the benchmarks.
+//! - [`Node::link`], [`Node::trap`], [`Node::demonitor`]: remote links
+//!   with the local link semantics (Monitor, Notify, Peer; trap or die of
+//!   a fault), over the same watches as remote monitors.
+//!
+//! - [`transport`]: the seam between a node and the network, with
+//!   backpressure ([`Full`], [`Node::try_send`],
+//!   [`Node::send_when_room`]) and the links' state for
+//!   [`Node::status`]; [`MemNet`] runs nodes in one thread.
+//!
+//! Still to come (issue 16): credits granted from a remote `Mailbox`'s
+//! free capacity, declarative remote actors (a trait with a serde
+//! message type; supervised children whose address follows restarts).
 //!
 //! ## Rules
 //!
@@ -119,6 +125,48 @@
 //! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
 //! `Cause::Lost`; a watcher that comes later is told at once; frames from
 //! that incarnation are dropped and counted from then on.
+//!
+//! **120. A remote link behaves as a local one**: [`Node::link`] with
+//! `Monitor` (this node's device watches the other), `Notify` (the other
+//! watches it) or `Peer` (both); a watching device that traps
+//! ([`Node::trap`]) gets exactly one [`RemoteDown`] with the watched
+//! device's cause; one that does not is killed with [`RemoteFault`] (its
+//! cause `Killed`, naming the remote device and its cause) on a fault —
+//! any cause but a normal stop, `Cause::Lost` included — and left alone
+//! on a normal stop. One notice per pair and direction, however often it
+//! was linked; a dead local device or a device and itself are refused
+//! ([`LinkError`](crate::LinkError)); a watched device that is unknown
+//! or dead ends the link at once with that cause.
+//!
+//! **121. Unlink and demonitor stop notification, and a dead watcher
+//! takes its remote watches with it**: after [`Node::unlink`] or a
+//! [`Node::demonitor`] that returns `true`, nothing is delivered; a
+//! demonitor after the end returns `false`; when a linked device dies,
+//! its watches are cancelled on the watched device's node too.
+//!
+//! **122. No queue without a bound, and nothing lost in silence**: when
+//! a peer's queue is full, [`Node::try_send`] gives the message back
+//! ([`TrySendError::Full`]) and [`Node::send`] refuses it
+//! ([`SendError::Full`]); [`Node::send_when_room`] waits, in send order
+//! (a later `try_send` does not overtake waiting sends), and answers
+//! each exactly once: sent, or [`SendError::NodeDown`] if the node is
+//! declared down while it waits.
+//!
+//! **123. A node that leaves is down for the others, and they for it**:
+//! after [`Node::leave`] the others see `MemberEvent::Down` and their
+//! watchers of its devices get `Cause::Lost`; its own watchers of their
+//! devices get `Cause::Lost` at once.
+//!
+//! **124. Status reports each member with its state, and each link**:
+//! [`Node::status`] lists every other member known, up, suspect or down,
+//! with its incarnation, and the transport's links; a node cut off is
+//! suspected first, then declared down.
+//!
+//! **125. A restarted node is a new member, and the old `Pid`s stay
+//! dead**: a node back on the same address with a higher incarnation
+//! joins as a new member; sends to the old incarnation's devices are
+//! refused ([`SendError::NodeDown`]) and watches of them end at once with
+//! `Cause::Lost`.
 
 mod builder;
 mod id;

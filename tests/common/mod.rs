@@ -7,6 +7,9 @@ use stakplane::prelude::*;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
+
 /// The one virtual-time driver, shared with the glue's tests.
 pub use stakplane_testkit::VirtualRt as Rt;
 pub use stakplane_testkit::{cases, error_chain, quiet_test_panics, Drops, TEST_PANIC};

@@ -15,8 +15,11 @@ use std::collections::{HashMap, VecDeque};
 /// each an encoded frame and who waits for it to go.
 #[derive(Default)]
 pub(super) struct Blocked {
-    by_node: HashMap<NodeId, VecDeque<(Vec<u8>, Ret<Result<(), SendError>>)>>,
+    by_node: HashMap<NodeId, VecDeque<Waiting>>,
 }
+
+/// A send waiting for room: its encoded frame, and who waits for it.
+type Waiting = (Vec<u8>, Ret<Result<(), SendError>>);
 
 impl Node {
     /// Makes device `device` of this node reachable from every node as

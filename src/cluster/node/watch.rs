@@ -15,6 +15,7 @@ use crate::cluster::wire::{Frame, WireCause};
 use crate::cluster::{NodeId, Pid};
 use crate::{fwd_to, Cause, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef};
 use stakker::{Fwd, CX};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -192,11 +193,11 @@ impl Node {
             return Err(LinkError::DeviceDown { id, cause });
         }
         let line = device.line();
-        if !self.watch.lines.contains_key(&id.get()) {
+        if let Entry::Vacant(e) = self.watch.lines.entry(id.get()) {
             let died = fwd_to!([cx], watcher_died(id.get()) as (Down));
             // Alive (checked above): the monitor is registered.
             let _ = line.monitor_fwd(died);
-            self.watch.lines.insert(id.get(), line.clone());
+            e.insert(line.clone());
         }
         Ok(line)
     }
