@@ -14,8 +14,8 @@
 //!   [`WireError`], never a panic and never an allocation past the limit.
 //! - [`membership`]: SWIM membership and failure detection from `foca`,
 //!   driven by stakker timers (so it runs on virtual time in tests), over
-//!   a [`Transport`](transport::Transport) seam with an in-memory
-//!   network ([`MemNet`](transport::MemNet)) for tests.
+//!   a [`Transport`] seam with an in-memory
+//!   network ([`MemNet`]) for tests.
 //!
 //! - [`Node`]: a node's membership, remote sends to registered actors
 //!   (the same call for a local and a remote target), typed addresses
