@@ -50,9 +50,13 @@
 //!   [`Node::send_when_room`]) and the links' state for
 //!   [`Node::status`]; [`MemNet`] runs nodes in one thread.
 //!
+//! - [`RemoteActor`]: declarative remote actors, a trait with serde
+//!   message, request and reply types, served by a node
+//!   ([`Node::serve`], [`Node::serve_child`] for a supervised child whose
+//!   address follows restarts) and addressed by a typed [`RemoteRef`].
+//!
 //! Still to come (issue 16): credits granted from a remote `Mailbox`'s
-//! free capacity, declarative remote actors (a trait with a serde
-//! message type; supervised children whose address follows restarts).
+//! free capacity.
 //!
 //! ## Rules
 //!
@@ -167,6 +171,17 @@
 //! joins as a new member; sends to the old incarnation's devices are
 //! refused ([`SendError::NodeDown`]) and watches of them end at once with
 //! `Cause::Lost`.
+//!
+//! **126. A remote actor is reached the same way wherever it lives, and
+//! a served child keeps its address across restarts**: [`Node::tell`] and
+//! [`Node::request`] on a [`RemoteRef`] give the same results from its
+//! own node and from another; its handler is told the sender
+//! ([`Node::send_from`] names a device); [`Node::lookup_actor`] refuses
+//! another actor type ([`LookupError::WrongType`]); a request the actor
+//! does not answer is [`AskError::Dropped`]; the address of a child
+//! served with [`Node::serve_child`] reaches each new incarnation after
+//! a restart, and a child that no longer runs refuses messages
+//! ([`SendError::NotRunning`]).
 
 mod builder;
 mod id;
@@ -181,7 +196,7 @@ pub use builder::{NodeBuilder, NodeError};
 pub use id::{NodeId, Pid, Ref};
 pub use node::{
     AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
-    RemoteDown, RemoteFault, RemoteMonitor, SendError, TrySendError,
+    RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, RemoteRef, SendError, TrySendError,
 };
 pub use session::{Secret, Session, SessionError};
 pub use transport::{Full, LinkState, LinkStatus, MemNet, Transport};

@@ -37,6 +37,9 @@ pub enum SendError {
     /// The message does not serialise, or its frame is over the size
     /// limit.
     Encode(String),
+    /// The target is a supervised child's address and no incarnation of
+    /// it runs now.
+    NotRunning,
     /// The target node's queue is full (see [`Node::try_send`](super::Node::try_send) to get
     /// the message back, [`Node::send_when_room`](super::Node::send_when_room) to wait for room).
     Full,
@@ -50,6 +53,7 @@ impl fmt::Display for SendError {
             SendError::WrongType => f.write_str("the target takes another message type"),
             SendError::Encode(e) => write!(f, "the message cannot be sent: {e}"),
             SendError::Full => f.write_str("the target node's queue is full"),
+            SendError::NotRunning => f.write_str("the target child is not running"),
         }
     }
 }

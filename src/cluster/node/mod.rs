@@ -13,11 +13,13 @@
 //! `watch.rs`, remote monitors and links; `status.rs`, what the node
 //! reports of itself; `errors.rs`, its notices and refusals.
 
+mod actor;
 mod errors;
 mod send;
 mod status;
 mod watch;
 
+pub use actor::{RemoteActor, RemoteRef};
 pub use errors::{
     AskError, DeadLetter, LookupError, NodeStats, RemoteDown, RemoteFault, RemoteMonitor,
     SendError, TrySendError,
@@ -27,21 +29,32 @@ pub use status::{Member, MemberState, NodeStatus};
 use super::membership::{MemberEvent, Membership, MembershipConfig};
 use super::transport::{Full, Transport};
 use super::wire::{Frame, FrameReader, WireNoReply, MAX_FRAME};
-use super::NodeId;
+use super::{NodeId, Pid};
 use crate::{call, device, fwd_to, DeviceOwn, Line};
-use stakker::{Fwd, CX};
+use stakker::{Fwd, Ret, CX};
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-/// Takes a remote request (serialised) and a way to answer it (with the
-/// reply serialised, or why there is none).
-type Serve = Box<dyn Fn(&[u8], Box<dyn FnOnce(Result<Vec<u8>, WireNoReply>)>)>;
+/// Hands a message to its actor on this node, with its sender.
+pub(super) type Hand<M> = Rc<dyn Fn(M, Option<Pid>) -> Result<(), SendError>>;
+
+/// Hands a request to its actor on this node, with its sender and a
+/// `Ret` for the reply.
+pub(super) type HandAsk<M, R> = Rc<dyn Fn(M, Option<Pid>, Ret<R>)>;
+
+/// Says whether an actor can take a message now (a supervised child's
+/// address that is not running cannot).
+pub(super) type Ready = Rc<dyn Fn() -> Result<(), SendError>>;
+
+/// Takes a remote request (serialised), its sender, and a way to answer
+/// it (with the reply serialised, or why there is none).
+type Serve = Box<dyn Fn(&[u8], Pid, Box<dyn FnOnce(Result<Vec<u8>, WireNoReply>)>)>;
 
 /// One device that takes asks.
 struct Server {
-    /// `Fwd<(M, Ret<R>)>` for its types.
+    /// `HandAsk<M, R>` for its types.
     local: Box<dyn Any>,
     remote: Serve,
 }
@@ -53,16 +66,19 @@ type PendingAsk = Box<dyn FnOnce(Result<Vec<u8>, AskError>)>;
 /// id and message type name, or the node's loss.
 type PendingLookup = Box<dyn FnOnce(Result<(u64, String), LookupError>)>;
 
-/// Decodes a remote payload for one registered actor and forwards it.
-type Decode = Box<dyn Fn(&[u8]) -> Result<(), postcard::Error>>;
+/// Decodes a remote payload for one registered actor and hands it over
+/// with its sender.
+type Decode = Box<dyn Fn(&[u8], Option<Pid>) -> Result<(), SendError>>;
 
 /// One registered actor: its message type is checked at send time.
 struct Inbox {
     /// The device, for watchers (none for a bare `Fwd`).
     line: Option<Line>,
-    /// `Fwd<M>` for the actor's `M`.
+    /// `Hand<M>` for the actor's `M`.
     local: Box<dyn Any>,
-    /// Decodes a remote payload and forwards it.
+    /// Whether it can take a message now (always, if none).
+    ready: Option<Ready>,
+    /// Decodes a remote payload and hands it over.
     remote: Decode,
 }
 
@@ -108,6 +124,8 @@ pub struct Node {
     inboxes: HashMap<u64, Inbox>,
     watch: watch::Watches,
     next_tag: u64,
+    /// The last id given to a served child's address.
+    next_alias: u64,
     /// Registered names: device id and message type name.
     names: HashMap<String, (u64, String)>,
     /// Lookups waiting for another node's answer, by tag, and each node's.
@@ -150,6 +168,7 @@ impl Node {
             inboxes: HashMap::new(),
             watch: watch::Watches::default(),
             next_tag: 0,
+            next_alias: 0,
             names: HashMap::new(),
             lookups: HashMap::new(),
             servers: HashMap::new(),

@@ -1,7 +1,10 @@
 //! Messages to registered actors: `send`, `ask` and `lookup`, the same
 //! call for a local and a remote target (rules 112, 113, 117, 119).
 
-use super::{AskError, DeadLetter, Inbox, LookupError, Node, SendError, Server, TrySendError};
+use super::{
+    AskError, DeadLetter, Hand, HandAsk, Inbox, LookupError, Node, PendingLookup, Ready, SendError,
+    Server, TrySendError,
+};
 use crate::cluster::transport::Full;
 use crate::cluster::wire::{Frame, WireNoReply, MAX_FRAME};
 use crate::cluster::{NodeId, Pid, Ref};
@@ -10,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use stakker::{Fwd, Ret, CX};
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 
 /// Sends waiting for room in a peer's queue, per node, in send order:
 /// each an encoded frame and who waits for it to go.
@@ -56,10 +60,7 @@ impl Node {
     ) -> Ref<M> {
         let id = device.id().get();
         self.register_device(device, fwd);
-        self.names.insert(
-            name.to_string(),
-            (id, std::any::type_name::<M>().to_string()),
-        );
+        self.name(name, id, std::any::type_name::<M>());
         Ref::new(Pid {
             node: self.me,
             device: id,
@@ -99,6 +100,19 @@ impl Node {
                 }
             }));
         };
+        self.find(node, name, Box::new(finish));
+    }
+
+    /// Names device `device` of this node, whose type is `ty`: a later
+    /// registration under the same name replaces it.
+    pub(super) fn name(&mut self, name: &str, device: u64, ty: &str) {
+        self.names
+            .insert(name.to_string(), (device, ty.to_string()));
+    }
+
+    /// Finds the device named `name` on `node` and finishes `finish`
+    /// with its id and type name, exactly once.
+    pub(super) fn find(&mut self, node: NodeId, name: &str, finish: PendingLookup) {
         if node == self.me {
             finish(self.names.get(name).cloned().ok_or(LookupError::NotFound));
             return;
@@ -115,7 +129,7 @@ impl Node {
         };
         // A lookup is control traffic: never refused for want of room.
         let _ = self.frame(node, &frame);
-        self.lookups.insert(tag, (node, Box::new(finish)));
+        self.lookups.insert(tag, (node, finish));
     }
 
     /// Makes device `device` of this node askable from every node:
@@ -126,12 +140,22 @@ impl Node {
         M: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let remote = fwd.clone();
+        self.put_server::<M, R>(device, Rc::new(move |m, _, ret| fwd.fwd((m, ret))));
+    }
+
+    /// Makes device `device` askable: requests of type `M` go to `hand`
+    /// with their sender and a `Ret<R>` for the reply.
+    pub(super) fn put_server<M, R>(&mut self, device: u64, hand: HandAsk<M, R>)
+    where
+        M: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let remote = hand.clone();
         self.servers.insert(
             device,
             Server {
-                local: Box::new(fwd),
-                remote: Box::new(move |bytes, answer| {
+                local: Box::new(hand),
+                remote: Box::new(move |bytes, from, answer| {
                     let Ok(msg) = postcard::from_bytes::<M>(bytes) else {
                         answer(Err(WireNoReply::WrongType));
                         return;
@@ -143,7 +167,7 @@ impl Node {
                             None => Err(WireNoReply::Dropped),
                         });
                     });
-                    remote.fwd((msg, ret));
+                    remote(msg, Some(from), ret);
                 }),
             },
         );
@@ -164,12 +188,13 @@ impl Node {
                 ret.ret(Err(AskError::NoTarget));
                 return;
             };
-            let Some(fwd) = server.local.downcast_ref::<Fwd<(M, Ret<R>)>>() else {
+            let Some(hand) = server.local.downcast_ref::<HandAsk<M, R>>() else {
                 ret.ret(Err(AskError::WrongType));
                 return;
             };
+            let hand = hand.clone();
             let reply = Ret::new(move |r: Option<R>| ret.ret(r.ok_or(AskError::Dropped)));
-            fwd.fwd((msg, reply));
+            hand(msg, Some(Pid::new(self.me, 0)), reply);
             return;
         }
         if !self.up.contains(&to.node) {
@@ -223,7 +248,7 @@ impl Node {
             );
         });
         match self.servers.get(&to) {
-            Some(server) => (server.remote)(payload, answer),
+            Some(server) => (server.remote)(payload, Pid::new(from, 0), answer),
             None => answer(Err(WireNoReply::NoTarget)),
         }
     }
@@ -234,15 +259,38 @@ impl Node {
         line: Option<Line>,
         fwd: Fwd<M>,
     ) {
-        let remote = fwd.clone();
+        let hand: Hand<M> = Rc::new(move |m, _| {
+            fwd.fwd(m);
+            Ok(())
+        });
+        self.put_inbox(device, line, hand, None);
+    }
+
+    /// Makes device `device` reachable: messages of type `M` go to
+    /// `hand` with their sender, when `ready` (if any) says it can take
+    /// one.
+    pub(super) fn put_inbox<M: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        device: u64,
+        line: Option<Line>,
+        hand: Hand<M>,
+        ready: Option<Ready>,
+    ) {
+        let remote = hand.clone();
+        let ready2 = ready.clone();
         self.inboxes.insert(
             device,
             Inbox {
                 line,
-                local: Box::new(fwd),
-                remote: Box::new(move |bytes| {
-                    remote.fwd(postcard::from_bytes::<M>(bytes)?);
-                    Ok(())
+                local: Box::new(hand),
+                ready,
+                remote: Box::new(move |bytes, from| {
+                    if let Some(ready) = &ready2 {
+                        ready()?;
+                    }
+                    let msg = postcard::from_bytes::<M>(bytes)
+                        .map_err(|e| SendError::Encode(e.to_string()))?;
+                    remote(msg, from)
                 }),
             },
         );
@@ -277,17 +325,51 @@ impl Node {
         to: Pid,
         msg: M,
     ) -> Result<(), TrySendError<M>> {
+        self.try_send_as(0, to, msg)
+    }
+
+    /// Sends `msg` to `to` as [`send`](Node::send) does, from device
+    /// `from` of this node: its receiver sees `from` as the sender (a
+    /// [`RemoteActor`](super::RemoteActor) gets it in `handle`).
+    ///
+    /// # Errors
+    /// As [`send`](Node::send).
+    pub fn send_from<M: Serialize + 'static>(
+        &mut self,
+        from: &impl DeviceRef,
+        to: Pid,
+        msg: M,
+    ) -> Result<(), SendError> {
+        self.try_send_as(from.id().get(), to, msg)
+            .map_err(|e| e.error())
+    }
+
+    /// [`try_send`](Node::try_send) from device `from` (0: the node).
+    fn try_send_as<M: Serialize + 'static>(
+        &mut self,
+        from: u64,
+        to: Pid,
+        msg: M,
+    ) -> Result<(), TrySendError<M>> {
         if to.node == self.me {
             let Some(inbox) = self.inboxes.get(&to.device) else {
                 return Err(TrySendError::Refused(msg, SendError::UnknownTarget));
             };
-            let Some(fwd) = inbox.local.downcast_ref::<Fwd<M>>() else {
+            let Some(hand) = inbox.local.downcast_ref::<Hand<M>>() else {
                 return Err(TrySendError::Refused(msg, SendError::WrongType));
             };
-            fwd.fwd(msg);
+            if let Some(Err(e)) = inbox.ready.as_ref().map(|ready| ready()) {
+                return Err(TrySendError::Refused(msg, e));
+            }
+            let hand = hand.clone();
+            if let Err(e) = hand(msg, Some(Pid::new(self.me, from))) {
+                // Checked ready just before: only a handler that refuses
+                // anyway gets here; the message is dead-lettered.
+                self.dead_letter(to, e);
+            }
             return Ok(());
         }
-        let bytes = match self.encode_send(to, &msg) {
+        let bytes = match self.encode_send(from, to, &msg) {
             Ok(bytes) => bytes,
             Err(e) => return Err(TrySendError::Refused(msg, e)),
         };
@@ -325,7 +407,7 @@ impl Node {
             Err(TrySendError::Refused(_, e)) => return done.ret(Err(e)),
             Err(TrySendError::Full(msg)) => msg,
         };
-        let bytes = match self.encode_send(to, &msg) {
+        let bytes = match self.encode_send(0, to, &msg) {
             Ok(bytes) => bytes,
             Err(e) => return done.ret(Err(e)),
         };
@@ -386,15 +468,15 @@ impl Node {
     }
 
     /// The frame of a remote send of `msg` to `to`, encoded.
-    fn encode_send<M: Serialize>(&self, to: Pid, msg: &M) -> Result<Vec<u8>, SendError> {
+    fn encode_send<M: Serialize>(&self, from: u64, to: Pid, msg: &M) -> Result<Vec<u8>, SendError> {
         if !self.up.contains(&to.node) {
             return Err(SendError::NodeDown(to.node));
         }
         let payload = postcard::to_allocvec(msg).map_err(|e| SendError::Encode(e.to_string()))?;
-        // The sender is the node itself (device 0: no device has that id).
+        // Device 0 (no device has that id) is the node itself.
         let frame = Frame::Send {
             to: to.device,
-            from: Some(Pid::new(self.me, 0)),
+            from: Some(Pid::new(self.me, from)),
             payload,
         };
         let mut out = Vec::new();
@@ -405,12 +487,12 @@ impl Node {
     }
 
     /// A message from the network for device `device` of this node.
-    pub(super) fn deliver(&mut self, device: u64, _from: Option<Pid>, payload: &[u8]) {
+    pub(super) fn deliver(&mut self, device: u64, from: Option<Pid>, payload: &[u8]) {
         let reason = match self.inboxes.get(&device) {
             None => SendError::UnknownTarget,
-            Some(inbox) => match (inbox.remote)(payload) {
+            Some(inbox) => match (inbox.remote)(payload, from) {
                 Ok(()) => return,
-                Err(e) => SendError::Encode(e.to_string()),
+                Err(e) => e,
             },
         };
         self.dead_letter(Pid::new(self.me, device), reason);

@@ -1,0 +1,248 @@
+//! Declarative remote actors: a trait with serde message types, served
+//! by a node and addressed from any node by a typed [`RemoteRef`] (rule
+//! 126 in the [cluster](super::super) docs).
+//!
+//! An actor that implements [`RemoteActor`] is a device like any other;
+//! [`Node::serve`] (or [`Node::serve_named`]) makes it reachable from
+//! every node, [`Node::serve_child`] does the same for a supervised
+//! child through its stable [`Addr`], so its address follows restarts.
+//! [`Node::tell`] and [`Node::request`] reach it the same way wherever
+//! it lives: on this node the message is handed over as it is, on
+//! another it is serialised.
+
+use super::{AskError, Hand, HandAsk, LookupError, Node, Ready, SendError};
+use crate::cluster::{NodeId, Pid};
+use crate::supervise::{Addr, AddrError};
+use crate::{call, DeviceOwn, DeviceRef};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use stakker::{Ret, CX};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+/// An actor other nodes can address: what it takes, what it answers,
+/// and how it handles both. Implement it on the actor's type, create
+/// the actor as a device, and serve it with [`Node::serve`].
+///
+/// ```ignore
+/// struct Counter { n: u64 }
+/// impl RemoteActor for Counter {
+///     type Msg = u64;
+///     type Ask = ();
+///     type Reply = u64;
+///     fn handle(&mut self, _: CX![], add: u64, _from: Option<Pid>) { self.n += add; }
+///     fn ask(&mut self, _: CX![], (): (), _from: Option<Pid>, reply: Ret<u64>) {
+///         reply.ret(self.n);
+///     }
+/// }
+/// ```
+pub trait RemoteActor: Sized + 'static {
+    /// The messages it takes, from any node.
+    type Msg: Serialize + DeserializeOwned + 'static;
+    /// The requests it answers.
+    type Ask: Serialize + DeserializeOwned + 'static;
+    /// Its replies.
+    type Reply: Serialize + DeserializeOwned + 'static;
+
+    /// Handles one message; `from` is its sender (device 0 of a node is
+    /// the node itself), if known.
+    fn handle(&mut self, cx: CX![], msg: Self::Msg, from: Option<Pid>);
+
+    /// Answers one request through `reply` (now or later). The default
+    /// answers none: the asker gets [`AskError::Dropped`].
+    fn ask(&mut self, cx: CX![], req: Self::Ask, from: Option<Pid>, reply: Ret<Self::Reply>) {
+        let _ = (cx, req, from);
+        drop(reply);
+    }
+}
+
+/// The typed address of a [`RemoteActor`] of type `A`, on any node:
+/// compact, `Copy`, ordered and hashable, and serialisable (as its
+/// [`Pid`]), so it can travel in messages.
+pub struct RemoteRef<A> {
+    pid: Pid,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> RemoteRef<A> {
+    /// The address of actor `pid`, taken on trust: a wrong type is
+    /// refused where it is delivered ([`SendError::WrongType`] locally,
+    /// a dead letter remotely).
+    pub fn new(pid: Pid) -> Self {
+        RemoteRef {
+            pid,
+            _actor: PhantomData,
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(self) -> Pid {
+        self.pid
+    }
+}
+
+impl<A> Clone for RemoteRef<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for RemoteRef<A> {}
+impl<A> PartialEq for RemoteRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pid == other.pid
+    }
+}
+impl<A> Eq for RemoteRef<A> {}
+impl<A> PartialOrd for RemoteRef<A> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<A> Ord for RemoteRef<A> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pid.cmp(&other.pid)
+    }
+}
+impl<A> Hash for RemoteRef<A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.pid.hash(state);
+    }
+}
+impl<A> fmt::Debug for RemoteRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RemoteRef({:?})", self.pid)
+    }
+}
+impl<A> Serialize for RemoteRef<A> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.pid.serialize(s)
+    }
+}
+impl<'de, A> Deserialize<'de> for RemoteRef<A> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Pid::deserialize(d).map(RemoteRef::new)
+    }
+}
+
+/// Ids of served children's addresses: the high half of the id space,
+/// which device ids (a process-wide counter from 1) never reach.
+const ADDR_IDS: u64 = 1 << 63;
+
+impl Node {
+    /// Serves actor `actor` of this node: its messages and requests reach
+    /// it from every node, and it can be watched
+    /// ([`monitor`](Node::monitor), [`link`](Node::link)) with its real
+    /// cause. Returns its address.
+    pub fn serve<A: RemoteActor>(&mut self, actor: &DeviceOwn<A>) -> RemoteRef<A> {
+        let device = actor.id().get();
+        let (a1, a2) = (actor.actor().clone(), actor.actor().clone());
+        let hand: Hand<A::Msg> = Rc::new(move |msg, from| {
+            call!([a1], |this, cx| this.handle(cx, msg, from));
+            Ok(())
+        });
+        let hand_ask: HandAsk<A::Ask, A::Reply> = Rc::new(move |req, from, reply| {
+            call!([a2], |this, cx| this.ask(cx, req, from, reply));
+        });
+        self.put_inbox(device, Some(actor.line()), hand, None);
+        self.put_server(device, hand_ask);
+        RemoteRef::new(Pid::new(self.me, device))
+    }
+
+    /// Serves `actor` as [`serve`](Node::serve) does and names it: any
+    /// node finds it with [`lookup_actor`](Node::lookup_actor).
+    pub fn serve_named<A: RemoteActor>(
+        &mut self,
+        name: &str,
+        actor: &DeviceOwn<A>,
+    ) -> RemoteRef<A> {
+        let r = self.serve(actor);
+        self.name(name, r.pid.device, std::any::type_name::<A>());
+        r
+    }
+
+    /// Serves a supervised child through its stable address `addr`,
+    /// named `name`: the address other nodes hold follows the child's
+    /// restarts. While no incarnation runs (and the child's spec does not
+    /// hold calls), a message is refused with [`SendError::NotRunning`]
+    /// (dead-lettered when it came from another node) and a request fails
+    /// with [`AskError::Dropped`]; a deleted child's messages are
+    /// [`SendError::UnknownTarget`]. A watch of the address ends when
+    /// `supervisor` dies.
+    pub fn serve_child<A: RemoteActor>(
+        &mut self,
+        name: &str,
+        addr: Addr<A>,
+        supervisor: &impl DeviceRef,
+    ) -> RemoteRef<A> {
+        self.next_alias += 1;
+        let device = ADDR_IDS | self.next_alias;
+        let (a1, a2, a3) = (addr.clone(), addr.clone(), addr);
+        let ready: Ready = Rc::new(move || {
+            if a1.holds() || a1.is_running() {
+                Ok(())
+            } else {
+                Err(SendError::NotRunning)
+            }
+        });
+        let hand: Hand<A::Msg> = Rc::new(move |msg, from| {
+            a2.send(move |this, cx| this.handle(cx, msg, from))
+                .map_err(|e| match e {
+                    AddrError::NotRunning => SendError::NotRunning,
+                    AddrError::Full => SendError::Full,
+                    _ => SendError::UnknownTarget,
+                })
+        });
+        let hand_ask: HandAsk<A::Ask, A::Reply> = Rc::new(move |req, from, reply| {
+            // A refused call drops `reply`: the asker gets `Dropped`.
+            let _ = a3.send(move |this, cx| this.ask(cx, req, from, reply));
+        });
+        self.put_inbox(device, Some(supervisor.line()), hand, Some(ready));
+        self.put_server(device, hand_ask);
+        self.name(name, device, std::any::type_name::<A>());
+        RemoteRef::new(Pid::new(self.me, device))
+    }
+
+    /// Sends `msg` to actor `to`, wherever it lives, as
+    /// [`send`](Node::send) does.
+    ///
+    /// # Errors
+    /// As [`send`](Node::send).
+    pub fn tell<A: RemoteActor>(&mut self, to: RemoteRef<A>, msg: A::Msg) -> Result<(), SendError> {
+        self.send(to.pid, msg)
+    }
+
+    /// Asks actor `to`, wherever it lives, as [`ask`](Node::ask) does:
+    /// `ret` gets its reply or why there is none, exactly once. From a
+    /// task, `ask!([node], request(to, req)).await` gives the same as a
+    /// future.
+    pub fn request<A: RemoteActor>(
+        &mut self,
+        to: RemoteRef<A>,
+        req: A::Ask,
+        ret: Ret<Result<A::Reply, AskError>>,
+    ) {
+        self.ask(to.pid, req, ret);
+    }
+
+    /// Finds the actor of type `A` served under `name` on `node`, as
+    /// [`lookup`](Node::lookup) does.
+    pub fn lookup_actor<A: RemoteActor>(
+        &mut self,
+        node: NodeId,
+        name: &str,
+        ret: Ret<Result<RemoteRef<A>, LookupError>>,
+    ) {
+        let found = move |r: Result<(u64, String), LookupError>| {
+            ret.ret(r.and_then(|(device, ty)| {
+                if ty == std::any::type_name::<A>() {
+                    Ok(RemoteRef::new(Pid::new(node, device)))
+                } else {
+                    Err(LookupError::WrongType(ty))
+                }
+            }));
+        };
+        self.find(node, name, Box::new(found));
+    }
+}

@@ -1,0 +1,223 @@
+//! Declarative remote actors: served by a node, addressed by a typed
+//! `RemoteRef` from any node, on the in-memory network and virtual time
+//! (rule 126 in `src/cluster/mod.rs`).
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use common::cluster::{addr_in, join, node_on, recorder, Seen};
+use common::Rt;
+use serde::{Deserialize, Serialize};
+use stakplane::cluster::membership::MemberEvent;
+use stakplane::cluster::{
+    AskError, LookupError, MemNet, Node, NodeId, Pid, RemoteActor, RemoteRef, SendError,
+};
+use stakplane::prelude::*;
+use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+use std::time::Duration;
+
+fn id(n: u8) -> NodeId {
+    NodeId::new(addr_in(4, n), 1)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Add(u64),
+    Crash,
+}
+
+/// A counter any node can add to and read; it keeps who sent what.
+struct Counter {
+    n: u64,
+    senders: Seen<Option<Pid>>,
+}
+
+impl Counter {
+    fn init(_: CX![], senders: Seen<Option<Pid>>) -> Option<Self> {
+        Some(Counter { n: 0, senders })
+    }
+}
+
+impl RemoteActor for Counter {
+    type Msg = Op;
+    type Ask = ();
+    type Reply = u64;
+
+    fn handle(&mut self, _: CX![], op: Op, from: Option<Pid>) {
+        self.senders.borrow_mut().push(from);
+        match op {
+            Op::Add(k) => self.n += k,
+            Op::Crash => panic!("counter told to crash"),
+        }
+    }
+
+    fn ask(&mut self, _: CX![], (): (), _: Option<Pid>, reply: Ret<u64>) {
+        reply.ret(self.n);
+    }
+}
+
+/// An actor that takes messages and answers no request.
+struct Mute;
+impl Mute {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Mute)
+    }
+}
+impl RemoteActor for Mute {
+    type Msg = ();
+    type Ask = ();
+    type Reply = ();
+    fn handle(&mut self, _: CX![], (): (), _: Option<Pid>) {}
+}
+
+fn quiet() -> Fwd<MemberEvent> {
+    Fwd::new(|_| ())
+}
+
+fn two(rt: &mut Rt, net: &MemNet) -> (DeviceOwn<Node>, DeviceOwn<Node>) {
+    let a = node_on(rt, net, id(1), quiet());
+    let b = node_on(rt, net, id(2), quiet());
+    rt.run();
+    join(rt, &b, id(1));
+    (a, b)
+}
+
+type Replies = Seen<Option<Result<u64, AskError>>>;
+
+fn read(rt: &mut Rt, node: &DeviceOwn<Node>, to: RemoteRef<Counter>, seen: &Replies) {
+    let s = seen.clone();
+    node.query(&mut rt.s, |n, _| {
+        n.request(to, (), Ret::new(move |r| s.borrow_mut().push(r)))
+    })
+    .expect("alive");
+    rt.run();
+}
+
+#[test]
+fn actor_tell_and_request_give_the_same_result_locally_and_remotely() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let (senders, _) = recorder::<Option<Pid>>();
+    let counter = device!(rt.s, Counter::init(senders.clone()));
+    rt.run();
+    let here = b
+        .query(&mut rt.s, |n, _| n.serve_named("counter", &counter))
+        .expect("alive");
+    // a finds it by name, with its type.
+    let (found, fwd) = recorder::<Option<Result<RemoteRef<Counter>, LookupError>>>();
+    a.query(&mut rt.s, |n, _| {
+        n.lookup_actor::<Counter>(id(2), "counter", Ret::new(move |r| fwd.fwd(r)))
+    })
+    .expect("alive");
+    rt.run();
+    let there = found
+        .borrow_mut()
+        .remove(0)
+        .expect("answered")
+        .expect("found");
+    assert_eq!(there, here);
+    // The same calls from both nodes.
+    a.query(&mut rt.s, |n, _| n.tell(there, Op::Add(5)))
+        .expect("alive")
+        .expect("sent");
+    rt.run();
+    b.query(&mut rt.s, |n, _| n.tell(here, Op::Add(2)))
+        .expect("alive")
+        .expect("sent");
+    let log = common::new_log();
+    let me = common::dev(&mut rt, "sender", &log);
+    rt.run();
+    a.query(&mut rt.s, |n, _| n.send_from(&me, there.pid(), Op::Add(1)))
+        .expect("alive")
+        .expect("sent");
+    rt.run();
+    let replies: Replies = Default::default();
+    read(&mut rt, &a, there, &replies);
+    read(&mut rt, &b, here, &replies);
+    assert_eq!(*replies.borrow(), [Some(Ok(8)), Some(Ok(8))]);
+    assert_eq!(
+        *senders.borrow(),
+        [
+            Some(Pid::new(id(1), 0)),
+            Some(Pid::new(id(2), 0)),
+            Some(Pid::new(id(1), me.id().get())),
+        ],
+        "each handler is told its sender"
+    );
+}
+
+#[test]
+fn actor_lookup_of_another_actor_type_and_an_unanswered_request_are_typed() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let mute = device!(rt.s, Mute::init());
+    rt.run();
+    let r = b
+        .query(&mut rt.s, |n, _| n.serve_named("mute", &mute))
+        .expect("alive");
+    let (found, fwd) = recorder::<Option<Result<RemoteRef<Counter>, LookupError>>>();
+    a.query(&mut rt.s, |n, _| {
+        n.lookup_actor::<Counter>(id(2), "mute", Ret::new(move |r| fwd.fwd(r)))
+    })
+    .expect("alive");
+    let (asked, afwd) = recorder::<Option<Result<(), AskError>>>();
+    a.query(&mut rt.s, |n, _| {
+        n.request(r, (), Ret::new(move |x| afwd.fwd(x)))
+    })
+    .expect("alive");
+    rt.run();
+    assert!(matches!(
+        found.borrow()[0],
+        Some(Err(LookupError::WrongType(_)))
+    ));
+    assert_eq!(*asked.borrow(), [Some(Err(AskError::Dropped))]);
+}
+
+#[test]
+fn actor_a_served_child_keeps_its_address_across_restarts() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let (senders, _) = recorder::<Option<Pid>>();
+    let spec = ChildSpec::worker("counter", move |core| {
+        Ok(device!(core, Counter::init(senders.clone())).into())
+    });
+    let addr = spec.addr();
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(5, Duration::from_secs(60))
+            .child(spec),
+    )
+    .expect("starts");
+    rt.run();
+    let line = sup.line().clone();
+    let r = b
+        .query(&mut rt.s, |n, _| n.serve_child("counter", addr, &line))
+        .expect("alive");
+    let tell = |rt: &mut Rt, op: Op| {
+        a.query(&mut rt.s, |n, _| n.tell(r, op))
+            .expect("alive")
+            .expect("sent");
+        rt.run();
+    };
+    tell(&mut rt, Op::Add(3));
+    let replies: Replies = Default::default();
+    read(&mut rt, &a, r, &replies);
+    common::quiet_test_panics();
+    tell(&mut rt, Op::Crash);
+    // Restarted: the same address reaches the new incarnation.
+    tell(&mut rt, Op::Add(4));
+    read(&mut rt, &a, r, &replies);
+    assert_eq!(*replies.borrow(), [Some(Ok(3)), Some(Ok(4))]);
+    // A deleted child: its messages are refused where they land.
+    sup.terminate_child(&mut rt.s, "counter")
+        .expect("terminates");
+    rt.run();
+    let local = b
+        .query(&mut rt.s, |n, _| n.tell(r, Op::Add(1)))
+        .expect("alive");
+    assert_eq!(local, Err(SendError::NotRunning));
+}
