@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use stakplane::cluster::membership::MemberEvent;
 use stakplane::cluster::{
     AskError, LookupError, MemNet, Node, NodeId, Pid, RemoteActor, RemoteRef, SendError,
+    TrySendError, CREDITED,
 };
+use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
 use std::time::Duration;
@@ -195,7 +197,7 @@ fn actor_a_served_child_keeps_its_address_across_restarts() {
     rt.run();
     let line = sup.line().clone();
     let r = b
-        .query(&mut rt.s, |n, _| n.serve_child("counter", addr, &line))
+        .query(&mut rt.s, |n, cx| n.serve_child(cx, "counter", addr, &line))
         .expect("alive");
     let tell = |rt: &mut Rt, op: Op| {
         a.query(&mut rt.s, |n, _| n.tell(r, op))
@@ -220,4 +222,53 @@ fn actor_a_served_child_keeps_its_address_across_restarts() {
         .query(&mut rt.s, |n, _| n.tell(r, Op::Add(1)))
         .expect("alive");
     assert_eq!(local, Err(SendError::NotRunning));
+}
+
+#[test]
+fn actor_credit_keeps_a_fast_remote_sender_within_a_slow_mailbox() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let (senders, _) = recorder::<Option<Pid>>();
+    let spec = ChildSpec::worker("counter", move |core| {
+        Ok(device!(core, Counter::init(senders.clone())).into())
+    })
+    .hold(4, Overflow::Reject);
+    let addr = spec.addr();
+    let stats_of = addr.clone();
+    let sup =
+        Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).expect("starts");
+    rt.run();
+    let line = sup.line().clone();
+    let r = b
+        .query(&mut rt.s, |n, cx| n.serve_child(cx, "counter", addr, &line))
+        .expect("alive");
+    assert_ne!(r.pid().device & CREDITED, 0, "the address says: credit");
+    // A burst of 100 from a, faster than b's child takes them.
+    let (done, done_fwd) = recorder::<Option<Result<(), SendError>>>();
+    a.query(&mut rt.s, |n, cx| {
+        assert!(
+            matches!(n.try_send(r.pid(), Op::Add(1)), Err(TrySendError::Full(_))),
+            "no credit yet: the message is given back"
+        );
+        for _ in 0..100 {
+            let d = done_fwd.clone();
+            n.send_when_room(cx, r.pid(), Op::Add(1), Ret::new(move |x| d.fwd(x)));
+        }
+    })
+    .expect("alive");
+    rt.run();
+    let replies: Replies = Default::default();
+    read(&mut rt, &a, r, &replies);
+    assert_eq!(*replies.borrow(), [Some(Ok(100))], "all arrived");
+    assert_eq!(*done.borrow(), vec![Some(Ok(())); 100], "each told once");
+    let mb = stats_of.stats().expect("a holding child has a mailbox");
+    assert_eq!(mb.rejected_full, 0, "never refused for want of room");
+    assert!(
+        mb.high_water <= 4,
+        "never over its bound: {}",
+        mb.high_water
+    );
+    let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(b_stats.credit_violations, 0);
 }

@@ -55,8 +55,8 @@
 //!   ([`Node::serve`], [`Node::serve_child`] for a supervised child whose
 //!   address follows restarts) and addressed by a typed [`RemoteRef`].
 //!
-//! Still to come (issue 16): credits granted from a remote `Mailbox`'s
-//! free capacity.
+//! - Credits ([`CREDITED`]): a served child with a bounded mailbox
+//!   grants senders on other nodes only what its free room allows.
 //!
 //! ## Rules
 //!
@@ -182,6 +182,16 @@
 //! served with [`Node::serve_child`] reaches each new incarnation after
 //! a restart, and a child that no longer runs refuses messages
 //! ([`SendError::NotRunning`]).
+//!
+//! **127. A remote sender never overflows a mailbox**: a child served
+//! with a holding spec is a credited target (its address carries
+//! [`CREDITED`]); a sender on another node sends it only what its node
+//! granted, never more in all than the mailbox's free room; without
+//! credit [`Node::try_send`] gives the message back (`Full`) and
+//! [`Node::send_when_room`] waits for the grant, in order; as the child
+//! handles messages its node grants again, so a burst of any size
+//! arrives whole, in order, with the mailbox never over its bound and
+//! nothing refused.
 
 mod builder;
 mod id;
@@ -197,6 +207,7 @@ pub use id::{NodeId, Pid, Ref};
 pub use node::{
     AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
     RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, RemoteRef, SendError, TrySendError,
+    CREDITED,
 };
 pub use session::{Secret, Session, SessionError};
 pub use transport::{Full, LinkState, LinkStatus, MemNet, Transport};

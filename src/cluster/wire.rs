@@ -115,6 +115,24 @@ pub enum Frame {
         /// The node of the watched device.
         from: NodeId,
     },
+    /// Node `from` asks for credit to send to device `target` of the
+    /// receiving node (a credited target: see `Node::serve_child`).
+    CreditAsk {
+        /// The credited device, on the receiving node.
+        target: u64,
+        /// The asking node.
+        from: NodeId,
+    },
+    /// Node `from` lets the receiving node send `grant` more messages to
+    /// its device `target`.
+    Credit {
+        /// The credited device, on `from`.
+        target: u64,
+        /// Messages granted, on top of what was granted before.
+        grant: u32,
+        /// The granting node.
+        from: NodeId,
+    },
     /// The link of a [`Frame::Link`] is undone.
     Unlink {
         /// The watching device, on the receiving node.
@@ -128,7 +146,8 @@ pub enum Frame {
 
 impl Frame {
     /// True for the frames a transport may send ahead of data waiting
-    /// in a peer's queue: membership, the watch requests and lookups. A
+    /// in a peer's queue: membership, the watch requests, lookups and
+    /// credit. A
     /// [`Frame::Down`] is not one of them: it stays behind the messages
     /// its device sent before it died, so a watcher never hears of a
     /// death before the last messages of the dead.
@@ -142,6 +161,8 @@ impl Frame {
                 | Frame::Unlink { .. }
                 | Frame::Lookup { .. }
                 | Frame::Found { .. }
+                | Frame::CreditAsk { .. }
+                | Frame::Credit { .. }
         )
     }
 }

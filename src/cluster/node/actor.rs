@@ -10,13 +10,14 @@
 //! it lives: on this node the message is handed over as it is, on
 //! another it is serialised.
 
+use super::credit::{Room, CREDITED};
 use super::{AskError, Hand, HandAsk, LookupError, Node, Ready, SendError};
 use crate::cluster::{NodeId, Pid};
 use crate::supervise::{Addr, AddrError};
-use crate::{call, DeviceOwn, DeviceRef};
+use crate::{call, fwd_to, DeviceOwn, DeviceRef};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use stakker::{Ret, CX};
+use stakker::{Fwd, Ret, CX};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
@@ -126,6 +127,16 @@ impl<'de, A> Deserialize<'de> for RemoteRef<A> {
     }
 }
 
+/// Tells the node, when dropped, that a message for a credited target
+/// (or any served child) left its mailbox.
+struct Freed(Fwd<NodeId>, NodeId);
+
+impl Drop for Freed {
+    fn drop(&mut self) {
+        self.0.fwd(self.1);
+    }
+}
+
 /// Ids of served children's addresses: the high half of the id space,
 /// which device ids (a process-wide counter from 1) never reach.
 const ADDR_IDS: u64 = 1 << 63;
@@ -169,16 +180,23 @@ impl Node {
     /// (dead-lettered when it came from another node) and a request fails
     /// with [`AskError::Dropped`]; a deleted child's messages are
     /// [`SendError::UnknownTarget`]. A watch of the address ends when
-    /// `supervisor` dies.
+    /// `supervisor` dies. A child whose spec holds calls
+    /// ([`ChildSpec::hold`](crate::supervise::ChildSpec::hold)) is a
+    /// credited target: its address carries [`CREDITED`], and senders on
+    /// other nodes send only what its node grants from the mailbox's
+    /// free room, so they never overflow it (rule 127).
     pub fn serve_child<A: RemoteActor>(
         &mut self,
+        cx: CX![],
         name: &str,
         addr: Addr<A>,
         supervisor: &impl DeviceRef,
     ) -> RemoteRef<A> {
         self.next_alias += 1;
-        let device = ADDR_IDS | self.next_alias;
-        let (a1, a2, a3) = (addr.clone(), addr.clone(), addr);
+        let mailbox = addr.stats().filter(|_| addr.holds());
+        let credited = if mailbox.is_some() { CREDITED } else { 0 };
+        let device = ADDR_IDS | credited | self.next_alias;
+        let (a1, a2, a3) = (addr.clone(), addr.clone(), addr.clone());
         let ready: Ready = Rc::new(move || {
             if a1.holds() || a1.is_running() {
                 Ok(())
@@ -186,18 +204,33 @@ impl Node {
                 Err(SendError::NotRunning)
             }
         });
+        let freed = fwd_to!([cx], freed(device) as (NodeId));
+        let me = self.me;
         let hand: Hand<A::Msg> = Rc::new(move |msg, from| {
-            a2.send(move |this, cx| this.handle(cx, msg, from))
-                .map_err(|e| match e {
-                    AddrError::NotRunning => SendError::NotRunning,
-                    AddrError::Full => SendError::Full,
-                    _ => SendError::UnknownTarget,
-                })
+            // Dropped after the handler ran, or with the call if it never
+            // runs: either way its room in the mailbox is free again.
+            let done = Freed(freed.clone(), from.map_or(me, |p| p.node));
+            a2.send(move |this, cx| {
+                this.handle(cx, msg, from);
+                drop(done);
+            })
+            .map_err(|e| match e {
+                AddrError::NotRunning => SendError::NotRunning,
+                AddrError::Full => SendError::Full,
+                _ => SendError::UnknownTarget,
+            })
         });
         let hand_ask: HandAsk<A::Ask, A::Reply> = Rc::new(move |req, from, reply| {
             // A refused call drops `reply`: the asker gets `Dropped`.
             let _ = a3.send(move |this, cx| this.ask(cx, req, from, reply));
         });
+        if let Some(stats) = mailbox {
+            let room: Room = Rc::new(move || {
+                addr.stats()
+                    .map_or(0, |s| s.capacity.saturating_sub(s.depth))
+            });
+            self.grant_for(device, room, stats.capacity);
+        }
         self.put_inbox(device, Some(supervisor.line()), hand, Some(ready));
         self.put_server(device, hand_ask);
         self.name(name, device, std::any::type_name::<A>());

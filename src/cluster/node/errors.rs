@@ -195,4 +195,8 @@ pub struct NodeStats {
     pub dead_letters: u64,
     /// Frames dropped because they came from a node declared down.
     pub from_down_nodes: u64,
+    /// Messages for a credited target that came without credit (a
+    /// sender that does not keep the protocol; delivered, and the
+    /// target's mailbox applies its overflow policy).
+    pub credit_violations: u64,
 }

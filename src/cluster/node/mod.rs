@@ -14,12 +14,14 @@
 //! reports of itself; `errors.rs`, its notices and refusals.
 
 mod actor;
+mod credit;
 mod errors;
 mod send;
 mod status;
 mod watch;
 
 pub use actor::{RemoteActor, RemoteRef};
+pub use credit::CREDITED;
 pub use errors::{
     AskError, DeadLetter, LookupError, NodeStats, RemoteDown, RemoteFault, RemoteMonitor,
     SendError, TrySendError,
@@ -136,6 +138,8 @@ pub struct Node {
     asks: HashMap<u64, (NodeId, PendingAsk)>,
     /// Sends waiting for room in a peer's queue, in send order.
     blocked: send::Blocked,
+    /// Credit for credited targets, both ways.
+    credits: credit::Credits,
     dead_letters: Option<Fwd<DeadLetter>>,
     events: Fwd<MemberEvent>,
     stats: NodeStats,
@@ -174,6 +178,7 @@ impl Node {
             servers: HashMap::new(),
             asks: HashMap::new(),
             blocked: send::Blocked::default(),
+            credits: credit::Credits::default(),
             dead_letters: None,
             events,
             stats: NodeStats::default(),
@@ -267,6 +272,12 @@ impl Node {
                 target,
                 from,
             } => self.unlink_in(watcher, super::Pid::new(from, target)),
+            Frame::CreditAsk { target, from } => self.credit_ask_in(target, from),
+            Frame::Credit {
+                target,
+                grant,
+                from,
+            } => self.credit_in(cx, target, grant, from),
             Frame::Lookup { name, tag, from } => {
                 let device = self.names.get(&name).cloned();
                 let me = self.me;
@@ -362,6 +373,7 @@ impl Node {
             }
         }
         self.unblock_lost(n);
+        self.credit_lost(n);
         self.watch_lost(n);
     }
 }
@@ -375,6 +387,8 @@ fn frame_sender(frame: &Frame) -> Option<NodeId> {
         | Frame::Down { from, .. }
         | Frame::Link { from, .. }
         | Frame::Unlink { from, .. }
+        | Frame::CreditAsk { from, .. }
+        | Frame::Credit { from, .. }
         | Frame::Lookup { from, .. }
         | Frame::Found { from, .. }
         | Frame::Ask { from, .. }

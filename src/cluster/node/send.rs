@@ -23,7 +23,7 @@ pub(super) struct Blocked {
 }
 
 /// A send waiting for room: its encoded frame, and who waits for it.
-type Waiting = (Vec<u8>, Ret<Result<(), SendError>>);
+pub(super) type Waiting = (Vec<u8>, Ret<Result<(), SendError>>);
 
 impl Node {
     /// Makes device `device` of this node reachable from every node as
@@ -362,6 +362,9 @@ impl Node {
                 return Err(TrySendError::Refused(msg, e));
             }
             let hand = hand.clone();
+            if !self.local_room(to.device) {
+                return Err(TrySendError::Full(msg));
+            }
             if let Err(e) = hand(msg, Some(Pid::new(self.me, from))) {
                 // Checked ready just before: only a handler that refuses
                 // anyway gets here; the message is dead-lettered.
@@ -376,6 +379,10 @@ impl Node {
         if self.blocked.by_node.contains_key(&to.node) {
             return Err(TrySendError::Full(msg));
         }
+        let credited = Node::credited(to);
+        if credited && !self.take_credit(to) {
+            return Err(TrySendError::Full(msg));
+        }
         match self
             .wire
             .transport
@@ -385,7 +392,12 @@ impl Node {
                 self.stats.frames_out += 1;
                 Ok(())
             }
-            Err(Full(_)) => Err(TrySendError::Full(msg)),
+            Err(Full(_)) => {
+                if credited {
+                    self.return_credit(to);
+                }
+                Err(TrySendError::Full(msg))
+            }
         }
     }
 
@@ -407,18 +419,51 @@ impl Node {
             Err(TrySendError::Refused(_, e)) => return done.ret(Err(e)),
             Err(TrySendError::Full(msg)) => msg,
         };
+        if to.node == self.me {
+            // A full local mailbox: nothing to wait on here but the
+            // child; refused as full.
+            return done.ret(Err(SendError::Full));
+        }
         let bytes = match self.encode_send(0, to, &msg) {
             Ok(bytes) => bytes,
             Err(e) => return done.ret(Err(e)),
         };
-        let first = !self.blocked.by_node.contains_key(&to.node);
-        self.blocked
-            .by_node
-            .entry(to.node)
-            .or_default()
-            .push_back((bytes, done));
-        if first {
-            self.wait_room(cx, to.node);
+        if Node::credited(to) && !self.blocked.by_node.contains_key(&to.node) {
+            // No credit (asked for): it waits for the grant.
+            self.wait_credit(to, (bytes, done));
+            return;
+        }
+        self.send_bytes_when_room(cx, to.node, bytes, done);
+    }
+
+    /// Sends an encoded data frame to `node` after what waits for room
+    /// there, waiting for room itself if there is none.
+    pub(super) fn send_bytes_when_room(
+        &mut self,
+        cx: CX![],
+        node: NodeId,
+        bytes: Vec<u8>,
+        done: Ret<Result<(), SendError>>,
+    ) {
+        if let Some(queue) = self.blocked.by_node.get_mut(&node) {
+            queue.push_back((bytes, done));
+            return;
+        }
+        match self
+            .wire
+            .transport
+            .send(self.me.addr, node.addr, bytes, false)
+        {
+            Ok(()) => {
+                self.stats.frames_out += 1;
+                done.ret(Ok(()));
+            }
+            Err(Full(bytes)) => {
+                self.blocked
+                    .by_node
+                    .insert(node, VecDeque::from([(bytes, done)]));
+                self.wait_room(cx, node);
+            }
         }
     }
 
@@ -457,7 +502,12 @@ impl Node {
 
     /// Sends waiting for room.
     pub(super) fn waiting_sends(&self) -> usize {
-        self.blocked.by_node.values().map(VecDeque::len).sum()
+        self.blocked
+            .by_node
+            .values()
+            .map(VecDeque::len)
+            .sum::<usize>()
+            + self.waiting_credit()
     }
 
     /// Node `n` is gone: sends waiting for it are refused, once each.
@@ -488,6 +538,9 @@ impl Node {
 
     /// A message from the network for device `device` of this node.
     pub(super) fn deliver(&mut self, device: u64, from: Option<Pid>, payload: &[u8]) {
+        if let (true, Some(from)) = (Node::credited(Pid::new(self.me, device)), from) {
+            self.arrived(device, from.node);
+        }
         let reason = match self.inboxes.get(&device) {
             None => SendError::UnknownTarget,
             Some(inbox) => match (inbox.remote)(payload, from) {
