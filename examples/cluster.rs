@@ -1,9 +1,9 @@
 //! Three nodes on loopback, one runtime thread each: a replicated
 //! key-value store. Node 1 takes writes and replicates each to the other
 //! nodes' replicas, found by name. Node 3 is then stopped: nodes 1 and 2
-//! hear of it as `Lost`, and node 1's replicator — a supervised child that
-//! watches the remote replicas and fails when one is lost — is restarted
-//! by its supervisor and goes on with the replicas left.
+//! hear of it as `Lost`, and node 1's replicator — a supervised child
+//! linked to the remote replicas, which dies when one is lost — is
+//! restarted by its supervisor and goes on with the replicas left.
 //!
 //!     cargo run --example cluster --features cluster              # tells the story
 //!     cargo run --example cluster --features cluster -- --selftest # checks it, exit 0
@@ -14,7 +14,7 @@
 //!     cargo run --example cluster --features cluster -- --node 1
 //!     cargo run --example cluster --features cluster -- --node 2 --seed 127.0.0.1:PORT
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
-use stakplane::cluster::{Node, NodeId, Pid, RemoteDown, Secret};
+use stakplane::cluster::{Node, NodeId, Pid, Secret};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
@@ -24,48 +24,60 @@ use std::time::Duration;
 
 const SECRET: [u8; 32] = *b"stakplane example secret, demo!!";
 
-type Held = std::rc::Rc<std::cell::RefCell<Vec<(String, u64)>>>;
+type Held = std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>;
 
-/// A replica: applies the writes it receives (into `held`, which its
-/// node's thread reads at the end).
+/// What a node's thread is told at the end: stop in order, or crash
+/// (stop answering at once, as a killed process would: its devices never
+/// get to say why they ended).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Stop,
+    Crash,
+}
+
+/// A replica: applies the writes it receives (into `held`, which the
+/// story reads at the end).
 struct Replica(Held);
 impl Replica {
     fn init(_: CX![], held: Held) -> Option<Self> {
         Some(Replica(held))
     }
     fn put(&mut self, _: CX![], kv: (String, u64)) {
-        self.0.borrow_mut().push(kv);
+        if let Ok(mut held) = self.0.lock() {
+            held.push(kv);
+        }
     }
 }
 
-/// Why the replicator fails.
-#[derive(Debug)]
-struct ReplicaLost(Pid);
-impl std::fmt::Display for ReplicaLost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "replica {} lost", self.0)
-    }
-}
-impl std::error::Error for ReplicaLost {}
-
-/// Node 1's replicator: watches the remote replicas; a lost one fails it
-/// (its supervisor restarts it, and it starts over with the replicas left).
+/// Node 1's replicator: linked to the remote replicas (it watches them,
+/// without trapping), so a lost replica kills it with `RemoteFault`; its
+/// supervisor restarts it, and it links again to the replicas left.
 struct Replicator;
 impl Replicator {
-    fn init(cx: CX![], node: Actor<Node>, replicas: Vec<Pid>) -> Option<Self> {
-        let on_down = fwd_to!([cx], down() as (RemoteDown));
-        // Only the replicas whose node is still a member.
-        call!([node], |n, cx| for r in &replicas {
-            if n.members().contains(&r.node) {
-                n.monitor(cx, *r, on_down.clone());
-            }
-        });
+    fn init(_: CX![], starts: std::rc::Rc<std::cell::Cell<u32>>) -> Option<Self> {
+        starts.set(starts.get() + 1);
         Some(Replicator)
     }
-    fn down(&mut self, cx: CX![], down: RemoteDown) {
-        println!("  node 1: replica {} is gone: {}", down.pid, down.cause);
-        fail!(cx, ReplicaLost(down.pid));
-    }
+}
+
+/// Starts a replicator and links it to each replica whose node is still
+/// a member.
+fn replicator(
+    core: &mut Core,
+    node: &Actor<Node>,
+    replicas: &[Pid],
+    starts: &std::rc::Rc<std::cell::Cell<u32>>,
+) -> DeviceOwn<Replicator> {
+    let child = device!(core, Replicator::init(starts.clone()));
+    let line = child.line();
+    let replicas = replicas.to_vec();
+    call!([node], |n, cx| for r in &replicas {
+        if n.members().contains(&r.node) {
+            // The child was just made: it is alive, the link is made.
+            let _ = n.link(cx, &line, *r, LinkMode::Monitor);
+        }
+    });
+    child
 }
 
 /// Runs one node on this thread until `stop` says so; reports its address
@@ -74,8 +86,9 @@ fn run_node(
     n: u64,
     seed: Option<SocketAddr>,
     addr_tx: mpsc::Sender<SocketAddr>,
-    stop: mpsc::Receiver<()>,
-) -> (Vec<(String, u64)>, Vec<String>) {
+    stop: mpsc::Receiver<End>,
+    held: Held,
+) -> Vec<String> {
     let mut rt = Runtime::new().expect("runtime");
     let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let e2 = events.clone();
@@ -93,8 +106,7 @@ fn run_node(
         }))
         .start(rt.core())
         .expect("node starts");
-    let held_rc: Held = Default::default();
-    let replica = device!(rt.core(), Replica::init(held_rc.clone()));
+    let replica = device!(rt.core(), Replica::init(held));
     rt.run_for(Duration::from_millis(10)).expect("runs");
     let inbox = fwd_to!([replica], put() as ((String, u64)));
     node.query(rt.stakker(), |nd, _| {
@@ -103,14 +115,20 @@ fn run_node(
     .expect("node alive");
     addr_tx.send(me.addr).expect("main is listening");
     let remote = rt.remote();
-    std::thread::spawn(move || {
-        let _ = stop.recv();
-        let _ = remote.stop();
+    std::thread::spawn(move || match stop.recv() {
+        // The runtime's thread hangs: nothing more is read or sent.
+        Ok(End::Crash) => {
+            let _ = remote.post(|_| loop {
+                std::thread::park();
+            });
+        }
+        _ => {
+            let _ = remote.stop();
+        }
     });
     let _ = rt.run(|_| (node, replica));
-    let held = held_rc.borrow().clone();
     let seen = events.borrow().clone();
-    (held, seen)
+    seen
 }
 
 fn main() {
@@ -124,7 +142,7 @@ fn main() {
             .and_then(|s| s.parse().ok());
         let (tx, rx) = mpsc::channel();
         let (_stop_tx, stop_rx) = mpsc::channel();
-        let t = std::thread::spawn(move || run_node(n, seed, tx, stop_rx));
+        let t = std::thread::spawn(move || run_node(n, seed, tx, stop_rx, Held::default()));
         println!("node {n} listens on {}", rx.recv().expect("address"));
         let _ = t.join();
         return;
@@ -174,10 +192,12 @@ fn story(quiet: bool) -> Result<(), String> {
     for n in [2, 3] {
         let (tx, rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel();
-        let t = std::thread::spawn(move || run_node(n, Some(seed), tx, stop_rx));
+        let held = Held::default();
+        let h2 = held.clone();
+        let t = std::thread::spawn(move || run_node(n, Some(seed), tx, stop_rx, h2));
         let addr = rx.recv().map_err(|e| e.to_string())?;
         say(format!("node {n} listens on {addr}"));
-        others.push((NodeId::new(addr, n), stop_tx, t));
+        others.push((NodeId::new(addr, n), stop_tx, t, held));
     }
     rt.run_for(Duration::from_secs(2))
         .map_err(|e| e.to_string())?;
@@ -191,7 +211,7 @@ fn story(quiet: bool) -> Result<(), String> {
     // Find the remote replicas by name, write to each, start the
     // supervised replicator that watches them.
     let mut replicas = Vec::new();
-    for (id, _, _) in &others {
+    for (id, _, _, _) in &others {
         let found = std::rc::Rc::new(std::cell::RefCell::new(None));
         let f2 = found.clone();
         let id = *id;
@@ -217,8 +237,10 @@ fn story(quiet: bool) -> Result<(), String> {
     }
     let pids: Vec<Pid> = replicas.iter().map(|r| r.pid()).collect();
     let actor = node.actor().clone();
+    let starts = std::rc::Rc::new(std::cell::Cell::new(0));
+    let s2 = starts.clone();
     let spec = ChildSpec::worker("replicator", move |core| {
-        Ok(device!(core, Replicator::init(actor.clone(), pids.clone())).into())
+        Ok(replicator(core, &actor, &pids, &s2).into())
     });
     let sup = Supervisor::start(
         rt.core(),
@@ -229,11 +251,11 @@ fn story(quiet: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     rt.run_for(Duration::from_millis(200))
         .map_err(|e| e.to_string())?;
-    // Stop node 3.
-    say("stopping node 3".into());
-    let (id3, stop3, t3) = others.pop().ok_or("no node 3")?;
-    let _ = stop3.send(());
-    let (held3, _) = t3.join().map_err(|_| "node 3 panicked")?;
+    // Node 3 crashes: it stops answering, its devices never say why.
+    say("node 3 crashes".into());
+    let (id3, stop3, _hung, held3) = others.pop().ok_or("no node 3")?;
+    let _ = stop3.send(End::Crash);
+    let held3 = held3.lock().map(|h| h.clone()).unwrap_or_default();
     rt.run_for(Duration::from_secs(3))
         .map_err(|e| e.to_string())?;
     let lost = lost.borrow().clone();
@@ -241,17 +263,23 @@ fn story(quiet: bool) -> Result<(), String> {
     if !lost.contains(&id3) {
         return Err(format!("node 1 did not declare {id3} down: {lost:?}"));
     }
-    // The replicator failed once and was restarted, with node 2 left.
+    // The replicator died of the lost link once and was restarted,
+    // linked to node 2's replica.
     let running = sup.count_children().map_err(|e| e.to_string())?.active;
     say(format!(
-        "the supervisor kept its replicator running: {running} child"
+        "the replicator died with its lost link and was restarted: started {} times, {running} running",
+        starts.get()
     ));
-    if running != 1 {
-        return Err(format!("the replicator is not running ({running})"));
+    if running != 1 || starts.get() != 2 {
+        return Err(format!(
+            "the replicator is not restarted once: started {}, {running} running",
+            starts.get()
+        ));
     }
-    let (id2, stop2, t2) = others.pop().ok_or("no node 2")?;
-    let _ = stop2.send(());
-    let (held2, seen2) = t2.join().map_err(|_| "node 2 panicked")?;
+    let (id2, stop2, t2, held2) = others.pop().ok_or("no node 2")?;
+    let _ = stop2.send(End::Stop);
+    let seen2 = t2.join().map_err(|_| "node 2 panicked")?;
+    let held2 = held2.lock().map(|h| h.clone()).unwrap_or_default();
     say(format!(
         "node 2 ({id2}) holds {held2:?}, node 3 held {held3:?}"
     ));
