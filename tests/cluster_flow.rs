@@ -216,3 +216,67 @@ fn flow_a_restarted_node_is_a_new_member_and_old_pids_stay_dead() {
     assert!(matches!(saw.borrow()[0].cause, Cause::Lost));
     assert_eq!(*inbox2.borrow(), ["to the new"]);
 }
+
+#[test]
+fn flow_a_supervised_node_restarts_as_a_new_incarnation_and_rejoins() {
+    use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (events, ev_fwd) = recorder::<MemberEvent>();
+    let a = node_on(&mut rt, &net, id(1, 1), ev_fwd);
+    rt.run();
+    // Node b is a supervised child: each start is the next incarnation,
+    // and joins through a.
+    let incarnation = Rc::new(Cell::new(0));
+    let (inc, net2) = (incarnation.clone(), net.clone());
+    let spec = ChildSpec::worker("node-b", move |core| {
+        inc.set(inc.get() + 1);
+        let me = id(2, inc.get());
+        let transport: Rc<dyn stakplane::cluster::Transport> = Rc::new(net2.clone());
+        let node = device!(
+            core,
+            Node::init(
+                me,
+                stakplane::cluster::membership::MembershipConfig::lan(3, inc.get()),
+                transport,
+                Fwd::new(|_| ())
+            )
+        );
+        net2.attach(me.addr, fwd_to!([node], packet() as (Vec<u8>)));
+        call!([node], join(id(1, 1)));
+        Ok(node.into())
+    });
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(3, Duration::from_secs(600))
+            .child(spec),
+    )
+    .expect("starts");
+    rt.advance(Duration::from_secs(5));
+    let members = |rt: &mut Rt| {
+        a.query(&mut rt.s, |n, _| n.members().clone())
+            .expect("alive")
+    };
+    assert_eq!(members(&mut rt).into_iter().collect::<Vec<_>>(), [id(2, 1)]);
+    // The node device is killed: its supervisor starts incarnation 2.
+    let b = sup
+        .which_children()
+        .expect("running")
+        .into_iter()
+        .find_map(|c| match c.status {
+            stakplane::supervise::ChildStatus::Running(line) => Some(line),
+            _ => None,
+        })
+        .expect("node b runs");
+    b.kill("test-kill").expect("alive");
+    rt.advance(Duration::from_secs(60));
+    assert_eq!(incarnation.get(), 2);
+    assert_eq!(members(&mut rt).into_iter().collect::<Vec<_>>(), [id(2, 2)]);
+    let seen = events.borrow();
+    assert!(seen.contains(&MemberEvent::Up(id(2, 1))));
+    assert!(seen.contains(&MemberEvent::Down(id(2, 1))));
+    assert!(seen.contains(&MemberEvent::Up(id(2, 2))));
+}

@@ -81,6 +81,9 @@ pub struct Membership {
     rt: AccumulatingRuntime<NodeId>,
     transport: Rc<dyn Transport>,
     events: Fwd<MemberEvent>,
+    /// The members told `Up` and not yet `Down`: each change is told
+    /// once.
+    told_up: BTreeSet<NodeId>,
     /// Packets foca refused (bad input from the network).
     refused: u64,
 }
@@ -102,6 +105,7 @@ impl Membership {
             rt: AccumulatingRuntime::new(),
             transport,
             events,
+            told_up: BTreeSet::new(),
             refused: 0,
         };
         m.flush(cx);
@@ -168,6 +172,18 @@ impl Membership {
         self.flush(cx);
     }
 
+    fn up(&mut self, id: NodeId) {
+        if self.told_up.insert(id) {
+            self.events.fwd(MemberEvent::Up(id));
+        }
+    }
+
+    fn down(&mut self, id: NodeId) {
+        if self.told_up.remove(&id) {
+            self.events.fwd(MemberEvent::Down(id));
+        }
+    }
+
     /// Carries out what foca asked for: packets, timers, notifications.
     fn flush(&mut self, cx: CX![]) {
         let from = self.foca.identity().addr;
@@ -180,13 +196,21 @@ impl Membership {
             after!(d, [cx], timer(timer));
         }
         while let Some(n) = self.rt.to_notify() {
-            let ev = match n {
-                OwnedNotification::MemberUp(id) => MemberEvent::Up(id),
-                OwnedNotification::MemberDown(id) => MemberEvent::Down(id),
-                OwnedNotification::Rejoin(id) => MemberEvent::Rejoined(id),
-                _ => continue,
-            };
-            self.events.fwd(ev);
+            match n {
+                OwnedNotification::MemberUp(id) => self.up(id),
+                OwnedNotification::MemberDown(id) => self.down(id),
+                // A newer incarnation took the address of a member: the
+                // old one is gone for good, even if foca never saw it
+                // down (a restart faster than the suspicion timeout).
+                OwnedNotification::Rename(old, new) => {
+                    self.down(old);
+                    if self.foca.iter_members().any(|m| *m.id() == new) {
+                        self.up(new);
+                    }
+                }
+                OwnedNotification::Rejoin(id) => self.events.fwd(MemberEvent::Rejoined(id)),
+                _ => {}
+            }
         }
     }
 }

@@ -168,7 +168,9 @@
 //!
 //! **125. A restarted node is a new member, and the old `Pid`s stay
 //! dead**: a node back on the same address with a higher incarnation
-//! joins as a new member; sends to the old incarnation's devices are
+//! joins as a new member, and the old incarnation is declared down even
+//! if the restart was faster than the suspicion timeout (a node under a
+//! supervisor restarts so); sends to the old incarnation's devices are
 //! refused ([`SendError::NodeDown`]) and watches of them end at once with
 //! `Cause::Lost`.
 //!
