@@ -83,64 +83,82 @@ macro_rules! display_as_debug {
 }
 display_as_debug!(NodeId, Pid);
 
-/// A typed address of a device that takes messages of type `M`, on any
-/// node: a [`Pid`] whose message type the compiler checks. `Copy`,
-/// ordered, hashable and serialisable (as its `Pid`), so it can be sent
-/// in messages and kept in maps. Made by `Node::register_named` and
-/// `Node::lookup`.
-#[derive(Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Ref<M> {
-    pid: Pid,
-    #[serde(skip)]
-    _m: std::marker::PhantomData<fn(M)>,
-}
-
-impl<M> Ref<M> {
-    /// The address of `pid`, asserted to take `M` (a wrong guess is
-    /// refused when a message is sent).
-    pub fn new(pid: Pid) -> Ref<M> {
-        Ref {
-            pid,
-            _m: std::marker::PhantomData,
+/// A [`Pid`] with a type the compiler checks: `Copy`, ordered, hashable
+/// and serialisable (as its `Pid`), so it can be sent in messages and
+/// kept in maps.
+macro_rules! typed_pid {
+    ($(#[$doc:meta])* $name:ident<$t:ident>, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name<$t> {
+            pid: Pid,
+            #[serde(skip)]
+            _t: std::marker::PhantomData<fn() -> $t>,
         }
-    }
 
-    /// The device's untyped address.
-    pub fn pid(&self) -> Pid {
-        self.pid
-    }
+        impl<$t> $name<$t> {
+            #[doc = concat!("The address of `pid`, asserted to be ", $what, " (a wrong guess is refused where a message is delivered).")]
+            pub fn new(pid: Pid) -> Self {
+                $name {
+                    pid,
+                    _t: std::marker::PhantomData,
+                }
+            }
+
+            /// The untyped address.
+            pub fn pid(&self) -> Pid {
+                self.pid
+            }
+        }
+
+        impl<$t> Clone for $name<$t> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$t> Copy for $name<$t> {}
+        impl<$t> PartialEq for $name<$t> {
+            fn eq(&self, other: &Self) -> bool {
+                self.pid == other.pid
+            }
+        }
+        impl<$t> Eq for $name<$t> {}
+        impl<$t> std::hash::Hash for $name<$t> {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                self.pid.hash(h);
+            }
+        }
+        impl<$t> PartialOrd for $name<$t> {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl<$t> Ord for $name<$t> {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.pid.cmp(&other.pid)
+            }
+        }
+        impl<$t> fmt::Debug for $name<$t> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({:?})"), self.pid)
+            }
+        }
+    };
 }
 
-impl<M> Clone for Ref<M> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<M> Copy for Ref<M> {}
-impl<M> PartialEq for Ref<M> {
-    fn eq(&self, other: &Self) -> bool {
-        self.pid == other.pid
-    }
-}
-impl<M> Eq for Ref<M> {}
-impl<M> std::hash::Hash for Ref<M> {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.pid.hash(h);
-    }
-}
-impl<M> PartialOrd for Ref<M> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<M> Ord for Ref<M> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.pid.cmp(&other.pid)
-    }
-}
-impl<M> fmt::Debug for Ref<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Ref({:?})", self.pid)
-    }
-}
+typed_pid!(
+    /// A typed address of a device that takes messages of type `M`, on
+    /// any node: a [`Pid`] whose message type the compiler checks. Made
+    /// by `Node::register_named` and `Node::lookup`.
+    Ref<M>,
+    "a device taking `M`"
+);
+
+typed_pid!(
+    /// The typed address of a remote actor of type `A` (see
+    /// `RemoteActor`), on any node. Made by `Node::serve` and
+    /// `Node::lookup_actor`.
+    RemoteRef<A>,
+    "an actor of type `A`"
+);

@@ -205,11 +205,10 @@ pub mod transport;
 pub mod wire;
 
 pub use builder::{NodeBuilder, NodeError};
-pub use id::{NodeId, Pid, Ref};
+pub use id::{NodeId, Pid, Ref, RemoteRef};
 pub use node::{
     AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
-    RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, RemoteRef, SendError, TrySendError,
-    CREDITED,
+    RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, SendError, TrySendError, CREDITED,
 };
 pub use session::{Secret, Session, SessionError};
 pub use transport::{Full, LinkState, LinkStatus, MemNet, Transport};

@@ -1,6 +1,7 @@
 //! Declarative remote actors: a trait with serde message types, served
 //! by a node and addressed from any node by a typed [`RemoteRef`] (rule
-//! 126 in the [cluster](super::super) docs).
+//! 126 in the [cluster](super::super) docs), addressed by a typed
+//! [`RemoteRef`].
 //!
 //! An actor that implements [`RemoteActor`] is a device like any other;
 //! [`Node::serve`] (or [`Node::serve_named`]) makes it reachable from
@@ -12,15 +13,12 @@
 
 use super::credit::{Room, CREDITED};
 use super::{AskError, Hand, HandAsk, LookupError, Node, Ready, SendError};
-use crate::cluster::{NodeId, Pid};
+use crate::cluster::{NodeId, Pid, RemoteRef};
 use crate::supervise::{Addr, AddrError};
 use crate::{call, fwd_to, DeviceOwn, DeviceRef};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 use stakker::{Fwd, Ret, CX};
-use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::marker::PhantomData;
 use std::rc::Rc;
 
 /// An actor other nodes can address: what it takes, what it answers,
@@ -56,74 +54,6 @@ pub trait RemoteActor: Sized + 'static {
     fn ask(&mut self, cx: CX![], req: Self::Ask, from: Option<Pid>, reply: Ret<Self::Reply>) {
         let _ = (cx, req, from);
         drop(reply);
-    }
-}
-
-/// The typed address of a [`RemoteActor`] of type `A`, on any node:
-/// compact, `Copy`, ordered and hashable, and serialisable (as its
-/// [`Pid`]), so it can travel in messages.
-pub struct RemoteRef<A> {
-    pid: Pid,
-    _actor: PhantomData<fn() -> A>,
-}
-
-impl<A> RemoteRef<A> {
-    /// The address of actor `pid`, taken on trust: a wrong type is
-    /// refused where it is delivered ([`SendError::WrongType`] locally,
-    /// a dead letter remotely).
-    pub fn new(pid: Pid) -> Self {
-        RemoteRef {
-            pid,
-            _actor: PhantomData,
-        }
-    }
-
-    /// Its process id.
-    pub fn pid(self) -> Pid {
-        self.pid
-    }
-}
-
-impl<A> Clone for RemoteRef<A> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<A> Copy for RemoteRef<A> {}
-impl<A> PartialEq for RemoteRef<A> {
-    fn eq(&self, other: &Self) -> bool {
-        self.pid == other.pid
-    }
-}
-impl<A> Eq for RemoteRef<A> {}
-impl<A> PartialOrd for RemoteRef<A> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<A> Ord for RemoteRef<A> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.pid.cmp(&other.pid)
-    }
-}
-impl<A> Hash for RemoteRef<A> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.pid.hash(state);
-    }
-}
-impl<A> fmt::Debug for RemoteRef<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RemoteRef({:?})", self.pid)
-    }
-}
-impl<A> Serialize for RemoteRef<A> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.pid.serialize(s)
-    }
-}
-impl<'de, A> Deserialize<'de> for RemoteRef<A> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Pid::deserialize(d).map(RemoteRef::new)
     }
 }
 
@@ -169,7 +99,7 @@ impl Node {
         actor: &DeviceOwn<A>,
     ) -> RemoteRef<A> {
         let r = self.serve(actor);
-        self.name(name, r.pid.device, std::any::type_name::<A>());
+        self.name(name, r.pid().device, std::any::type_name::<A>());
         r
     }
 
@@ -243,7 +173,7 @@ impl Node {
     /// # Errors
     /// As [`send`](Node::send).
     pub fn tell<A: RemoteActor>(&mut self, to: RemoteRef<A>, msg: A::Msg) -> Result<(), SendError> {
-        self.send(to.pid, msg)
+        self.send(to.pid(), msg)
     }
 
     /// Asks actor `to`, wherever it lives, as [`ask`](Node::ask) does:
@@ -256,7 +186,7 @@ impl Node {
         req: A::Ask,
         ret: Ret<Result<A::Reply, AskError>>,
     ) {
-        self.ask(to.pid, req, ret);
+        self.ask(to.pid(), req, ret);
     }
 
     /// Finds the actor of type `A` served under `name` on `node`, as

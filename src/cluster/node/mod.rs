@@ -10,6 +10,8 @@
 //! Packets arrive through [`Node::packet`].
 //!
 //! Its parts: `send.rs`, messages and asks to registered actors;
+//! `actor.rs`, declarative remote actors; `credit.rs`, credit for
+//! targets with a bounded mailbox;
 //! `watch.rs`, remote monitors and links; `status.rs`, what the node
 //! reports of itself; `errors.rs`, its notices and refusals.
 
@@ -20,7 +22,7 @@ mod send;
 mod status;
 mod watch;
 
-pub use actor::{RemoteActor, RemoteRef};
+pub use actor::RemoteActor;
 pub use credit::CREDITED;
 pub use errors::{
     AskError, DeadLetter, LookupError, NodeStats, RemoteDown, RemoteFault, RemoteMonitor,
@@ -348,34 +350,30 @@ impl Node {
     /// now on, and everything that waits for it is told, once.
     fn node_down(&mut self, n: NodeId) {
         self.down.insert(n);
-        // Every lookup waiting for that incarnation: one NodeDown.
-        let waiting: Vec<u64> = self
-            .lookups
-            .iter()
-            .filter(|(_, (node, _))| *node == n)
-            .map(|(tag, _)| *tag)
-            .collect();
-        for tag in waiting {
-            if let Some((node, finish)) = self.lookups.remove(&tag) {
-                finish(Err(LookupError::NodeDown(node)));
-            }
+        // Every lookup and every ask waiting for that incarnation: one
+        // NodeDown each.
+        for finish in take_waiting(&mut self.lookups, n) {
+            finish(Err(LookupError::NodeDown(n)));
         }
-        // Every ask waiting for that incarnation: one NodeDown.
-        let waiting: Vec<u64> = self
-            .asks
-            .iter()
-            .filter(|(_, (node, _))| *node == n)
-            .map(|(tag, _)| *tag)
-            .collect();
-        for tag in waiting {
-            if let Some((node, finish)) = self.asks.remove(&tag) {
-                finish(Err(AskError::NodeDown(node)));
-            }
+        for finish in take_waiting(&mut self.asks, n) {
+            finish(Err(AskError::NodeDown(n)));
         }
         self.unblock_lost(n);
         self.credit_lost(n);
         self.watch_lost(n);
     }
+}
+
+/// Takes out of `waiting` (by tag) everything that waits for node `n`.
+fn take_waiting<V>(waiting: &mut HashMap<u64, (NodeId, V)>, n: NodeId) -> Vec<V> {
+    let tags: Vec<u64> = waiting
+        .iter()
+        .filter(|(_, (node, _))| *node == n)
+        .map(|(tag, _)| *tag)
+        .collect();
+    tags.into_iter()
+        .filter_map(|tag| waiting.remove(&tag).map(|(_, v)| v))
+        .collect()
 }
 
 /// The node a frame says it comes from, if it says.

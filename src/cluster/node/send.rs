@@ -475,28 +475,11 @@ impl Node {
             .when_room(node.addr, Box::new(move || room.fwd(())));
     }
 
-    /// `node`'s queue has room: what waited goes, in order, while it fits.
+    /// `node`'s queue has room: what waited goes, in order, while it fits
+    /// (the first that does not fit waits again, with those behind it).
     fn room(&mut self, cx: CX![], node: NodeId, (): ()) {
-        let Some(mut queue) = self.blocked.by_node.remove(&node) else {
-            return;
-        };
-        while let Some((bytes, done)) = queue.pop_front() {
-            match self
-                .wire
-                .transport
-                .send(self.me.addr, node.addr, bytes, false)
-            {
-                Ok(()) => {
-                    self.stats.frames_out += 1;
-                    done.ret(Ok(()));
-                }
-                Err(Full(bytes)) => {
-                    queue.push_front((bytes, done));
-                    self.blocked.by_node.insert(node, queue);
-                    self.wait_room(cx, node);
-                    return;
-                }
-            }
+        for (bytes, done) in self.blocked.by_node.remove(&node).unwrap_or_default() {
+            self.send_bytes_when_room(cx, node, bytes, done);
         }
     }
 
