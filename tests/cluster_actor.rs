@@ -16,6 +16,8 @@ use stakplane::cluster::{
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 fn id(n: u8) -> NodeId {
@@ -88,8 +90,8 @@ type Replies = Seen<Option<Result<u64, AskError>>>;
 
 fn read(rt: &mut Rt, node: &DeviceOwn<Node>, to: RemoteRef<Counter>, seen: &Replies) {
     let s = seen.clone();
-    node.query(&mut rt.s, |n, _| {
-        n.request(to, (), Ret::new(move |r| s.borrow_mut().push(r)))
+    node.query(&mut rt.s, |n, cx| {
+        n.request(cx, to, (), Ret::new(move |r| s.borrow_mut().push(r)))
     })
     .expect("alive");
     rt.run();
@@ -108,8 +110,8 @@ fn actor_tell_and_request_give_the_same_result_locally_and_remotely() {
         .expect("alive");
     // a finds it by name, with its type.
     let (found, fwd) = recorder::<Option<Result<RemoteRef<Counter>, LookupError>>>();
-    a.query(&mut rt.s, |n, _| {
-        n.lookup_actor::<Counter>(id(2), "counter", Ret::new(move |r| fwd.fwd(r)))
+    a.query(&mut rt.s, |n, cx| {
+        n.lookup_actor::<Counter>(cx, id(2), "counter", Ret::new(move |r| fwd.fwd(r)))
     })
     .expect("alive");
     rt.run();
@@ -138,6 +140,15 @@ fn actor_tell_and_request_give_the_same_result_locally_and_remotely() {
     read(&mut rt, &a, there, &replies);
     read(&mut rt, &b, here, &replies);
     assert_eq!(*replies.borrow(), [Some(Ok(8)), Some(Ok(8))]);
+    // The same request as a future, from a task.
+    let out: Rc<RefCell<Option<u64>>> = Rc::default();
+    let (o, node) = (out.clone(), a.clone());
+    stakplane::task::spawner(&mut rt.s).spawn_detached(async move {
+        let reply = stakplane::ask!([node], request(there, ())).await;
+        *o.borrow_mut() = reply.ok().and_then(Result::ok);
+    });
+    rt.run();
+    assert_eq!(*out.borrow(), Some(8), "awaited, the same reply");
     assert_eq!(
         *senders.borrow(),
         [
@@ -160,13 +171,13 @@ fn actor_lookup_of_another_actor_type_and_an_unanswered_request_are_typed() {
         .query(&mut rt.s, |n, _| n.serve_named("mute", &mute))
         .expect("alive");
     let (found, fwd) = recorder::<Option<Result<RemoteRef<Counter>, LookupError>>>();
-    a.query(&mut rt.s, |n, _| {
-        n.lookup_actor::<Counter>(id(2), "mute", Ret::new(move |r| fwd.fwd(r)))
+    a.query(&mut rt.s, |n, cx| {
+        n.lookup_actor::<Counter>(cx, id(2), "mute", Ret::new(move |r| fwd.fwd(r)))
     })
     .expect("alive");
     let (asked, afwd) = recorder::<Option<Result<(), AskError>>>();
-    a.query(&mut rt.s, |n, _| {
-        n.request(r, (), Ret::new(move |x| afwd.fwd(x)))
+    a.query(&mut rt.s, |n, cx| {
+        n.request(cx, r, (), Ret::new(move |x| afwd.fwd(x)))
     })
     .expect("alive");
     rt.run();

@@ -182,6 +182,7 @@ impl Node {
     /// future.
     pub fn request<A: RemoteActor>(
         &mut self,
+        _: CX![],
         to: RemoteRef<A>,
         req: A::Ask,
         ret: Ret<Result<A::Reply, AskError>>,
@@ -193,6 +194,7 @@ impl Node {
     /// [`lookup`](Node::lookup) does.
     pub fn lookup_actor<A: RemoteActor>(
         &mut self,
+        _: CX![],
         node: NodeId,
         name: &str,
         ret: Ret<Result<RemoteRef<A>, LookupError>>,
