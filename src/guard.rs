@@ -218,7 +218,10 @@ pub fn fwd_to<A: 'static, M: 'static>(
 ) -> Fwd<M> {
     Fwd::new(move |msg| {
         let f = f.clone();
-        defer_apply(actor.clone(), move |this, cx| f(this, cx, msg));
+        // One clone of the actor per message, for the queued call; the
+        // queue is reached through the `Fwd`'s own.
+        let target = actor.clone();
+        actor.defer(move |s| apply(&target, s, move |this, cx| f(this, cx, msg)));
     })
 }
 

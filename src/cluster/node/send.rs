@@ -71,6 +71,7 @@ impl Node {
     ///
     /// # Errors
     /// As [`send`](Node::send).
+    #[inline]
     pub fn send_ref<M: Serialize + 'static>(
         &mut self,
         to: Ref<M>,
@@ -259,11 +260,21 @@ impl Node {
         line: Option<Line>,
         fwd: Fwd<M>,
     ) {
-        let hand: Hand<M> = Rc::new(move |m, _| {
-            fwd.fwd(m);
-            Ok(())
-        });
-        self.put_inbox(device, line, hand, None);
+        let remote = fwd.clone();
+        self.inboxes.insert(
+            device,
+            Inbox {
+                line,
+                local: Box::new(fwd),
+                ready: None,
+                remote: Box::new(move |bytes, _| {
+                    let msg = postcard::from_bytes::<M>(bytes)
+                        .map_err(|e| SendError::Encode(e.to_string()))?;
+                    remote.fwd(msg);
+                    Ok(())
+                }),
+            },
+        );
     }
 
     /// Makes device `device` reachable: messages of type `M` go to
@@ -309,8 +320,12 @@ impl Node {
     /// is dropped: [`try_send`](Node::try_send) gives it back); an
     /// unknown target there is found by that node, which dead-letters
     /// the message.
+    #[inline]
     pub fn send<M: Serialize + 'static>(&mut self, to: Pid, msg: M) -> Result<(), SendError> {
-        self.try_send(to, msg).map_err(|e| e.error())
+        match self.try_send_as(0, to, msg) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.error()),
+        }
     }
 
     /// Sends `msg` as [`send`](Node::send) does, and gives it back when
@@ -320,6 +335,7 @@ impl Node {
     ///
     /// # Errors
     /// As above.
+    #[inline]
     pub fn try_send<M: Serialize + 'static>(
         &mut self,
         to: Pid,
@@ -344,34 +360,77 @@ impl Node {
             .map_err(|e| e.error())
     }
 
+    /// A send to device `to` of this node: handed over as it is. A plain
+    /// registration is the hot path: one lookup, one type check and the
+    /// `Fwd`.
+    #[inline]
+    fn send_here<M: 'static>(&mut self, from: u64, to: Pid, msg: M) -> Result<(), TrySendError<M>> {
+        let fwd = self
+            .inboxes
+            .get(&to.device)
+            .and_then(|inbox| inbox.local.downcast_ref::<Fwd<M>>());
+        match fwd {
+            Some(fwd) => {
+                fwd.fwd(msg);
+                Ok(())
+            }
+            None => self.send_to_actor(from, to, msg),
+        }
+    }
+
+    /// A send to device `to` of this node that is not a plain
+    /// registration: a served actor, or a refusal.
+    #[inline(never)]
+    fn send_to_actor<M: 'static>(
+        &mut self,
+        from: u64,
+        to: Pid,
+        msg: M,
+    ) -> Result<(), TrySendError<M>> {
+        let Some(inbox) = self.inboxes.get(&to.device) else {
+            return Err(TrySendError::Refused(msg, SendError::UnknownTarget));
+        };
+        let Some(hand) = inbox.local.downcast_ref::<Hand<M>>() else {
+            return Err(TrySendError::Refused(msg, SendError::WrongType));
+        };
+        if let Some(Err(e)) = inbox.ready.as_ref().map(|ready| ready()) {
+            return Err(TrySendError::Refused(msg, e));
+        }
+        if Node::credited(to) && !self.local_room(to.device) {
+            return Err(TrySendError::Full(msg));
+        }
+        if let Err(e) = hand(msg, Some(Pid::new(self.me, from))) {
+            // Checked ready just before: only a handler that refuses
+            // anyway gets here; the message is dead-lettered.
+            self.dead_letter(to, e);
+        }
+        Ok(())
+    }
+
     /// [`try_send`](Node::try_send) from device `from` (0: the node).
+    #[inline]
     fn try_send_as<M: Serialize + 'static>(
         &mut self,
         from: u64,
         to: Pid,
         msg: M,
     ) -> Result<(), TrySendError<M>> {
-        if to.node == self.me {
-            let Some(inbox) = self.inboxes.get(&to.device) else {
-                return Err(TrySendError::Refused(msg, SendError::UnknownTarget));
-            };
-            let Some(hand) = inbox.local.downcast_ref::<Hand<M>>() else {
-                return Err(TrySendError::Refused(msg, SendError::WrongType));
-            };
-            if let Some(Err(e)) = inbox.ready.as_ref().map(|ready| ready()) {
-                return Err(TrySendError::Refused(msg, e));
-            }
-            let hand = hand.clone();
-            if !self.local_room(to.device) {
-                return Err(TrySendError::Full(msg));
-            }
-            if let Err(e) = hand(msg, Some(Pid::new(self.me, from))) {
-                // Checked ready just before: only a handler that refuses
-                // anyway gets here; the message is dead-lettered.
-                self.dead_letter(to, e);
-            }
-            return Ok(());
+        // The incarnation first: it differs for most remote nodes, and is
+        // cheaper to compare than an address.
+        if to.node.incarnation == self.me.incarnation && to.node.addr == self.me.addr {
+            return self.send_here(from, to, msg);
         }
+        self.send_remote(from, to, msg)
+    }
+
+    /// A send to device `to` of another node.
+    #[inline(never)]
+    fn send_remote<M: Serialize + 'static>(
+        &mut self,
+        from: u64,
+        to: Pid,
+        msg: M,
+    ) -> Result<(), TrySendError<M>> {
         let bytes = match self.encode_send(from, to, &msg) {
             Ok(bytes) => bytes,
             Err(e) => return Err(TrySendError::Refused(msg, e)),
