@@ -110,6 +110,8 @@ pub struct Session {
     out: Vec<u8>,
     /// Decrypted bytes, as frames.
     frames: FrameReader,
+    /// The plaintext of the last message decrypted (kept, to reuse).
+    plain: Vec<u8>,
 }
 
 impl fmt::Debug for Session {
@@ -171,6 +173,7 @@ impl Session {
             inbuf: Vec::new(),
             out: Vec::new(),
             frames: FrameReader::new(MAX_FRAME),
+            plain: Vec::new(),
         };
         if initiator {
             s.write_handshake(&[])?;
@@ -216,22 +219,28 @@ impl Session {
         let State::Transport(t) = &mut self.state else {
             return Err(SessionError::Failed);
         };
-        let mut msg = vec![0; NOISE_MAX];
         for chunk in plain.chunks(CHUNK) {
+            // Encrypted in place at the end of the output: no buffer per
+            // message.
+            let start = self.out.len();
+            self.out.resize(start + 2 + chunk.len() + TAG, 0);
             let n = t
-                .write_message(chunk, &mut msg)
+                .write_message(chunk, &mut self.out[start + 2..])
                 .map_err(SessionError::Noise)?;
-            push_message(&mut self.out, &msg[..n]);
+            let len = u16::try_from(n).unwrap_or(u16::MAX);
+            self.out[start..start + 2].copy_from_slice(&len.to_be_bytes());
+            self.out.truncate(start + 2 + usize::from(len));
         }
         Ok(())
     }
 
-    /// Takes bytes from the peer; returns the frames they complete.
+    /// Takes bytes from the peer; returns the frames they complete, each
+    /// as its bytes (length prefix included), not decoded: a transport
+    /// hands them to its node, which decodes them.
     ///
     /// # Errors
-    /// Any [`SessionError`]: the session is failed from then on (every
-    /// later call returns [`SessionError::Failed`]); close the connection.
-    pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, SessionError> {
+    /// As [`receive`](Session::receive).
+    pub fn receive_raw(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, SessionError> {
         if matches!(self.state, State::Failed) {
             return Err(SessionError::Failed);
         }
@@ -246,31 +255,61 @@ impl Session {
         res.map(|()| frames)
     }
 
-    fn receive_messages(&mut self, frames: &mut Vec<Frame>) -> Result<(), SessionError> {
-        loop {
-            let Some(&[hi, lo]) = self.inbuf.first_chunk::<2>() else {
-                return Ok(());
+    /// Takes bytes from the peer; returns the frames they complete.
+    ///
+    /// # Errors
+    /// Any [`SessionError`]: the session is failed from then on (every
+    /// later call returns [`SessionError::Failed`]); close the connection.
+    pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, SessionError> {
+        let raw = self.receive_raw(bytes)?;
+        let frames = raw
+            .iter()
+            .map(|f| Frame::decode(f, MAX_FRAME))
+            .collect::<Result<Vec<Frame>, WireError>>();
+        frames.map_err(|e| {
+            self.state = State::Failed;
+            SessionError::Wire(e)
+        })
+    }
+
+    fn receive_messages(&mut self, frames: &mut Vec<Vec<u8>>) -> Result<(), SessionError> {
+        let mut at = 0;
+        let res = loop {
+            let Some(&[hi, lo]) = self.inbuf.get(at..).and_then(|b| b.first_chunk::<2>()) else {
+                break Ok(());
             };
             let len = usize::from(u16::from_be_bytes([hi, lo]));
-            if self.inbuf.len() < 2 + len {
-                return Ok(());
-            }
-            let msg: Vec<u8> = self.inbuf.drain(..2 + len).skip(2).collect();
+            let Some(msg) = self.inbuf.get(at + 2..at + 2 + len) else {
+                break Ok(());
+            };
+            at += 2 + len;
             match &mut self.state {
-                State::Handshake(_) => self.read_handshake(&msg)?,
-                State::Transport(t) => {
-                    let mut plain = vec![0; msg.len()];
-                    let n = t
-                        .read_message(&msg, &mut plain)
-                        .map_err(SessionError::Noise)?;
-                    self.frames.push(&plain[..n]);
-                    while let Some(frame) = self.frames.next_frame().map_err(SessionError::Wire)? {
-                        frames.push(frame);
+                State::Handshake(_) => {
+                    let msg = msg.to_vec();
+                    if let Err(e) = self.read_handshake(&msg) {
+                        break Err(e);
                     }
                 }
-                State::Failed => return Err(SessionError::Failed),
+                State::Transport(t) => {
+                    self.plain.resize(msg.len(), 0);
+                    let n = match t.read_message(msg, &mut self.plain) {
+                        Ok(n) => n,
+                        Err(e) => break Err(SessionError::Noise(e)),
+                    };
+                    self.frames.push(&self.plain[..n]);
+                    loop {
+                        match self.frames.next_raw() {
+                            Ok(Some(frame)) => frames.push(frame),
+                            Ok(None) => break,
+                            Err(e) => return Err(SessionError::Wire(e)),
+                        }
+                    }
+                }
+                State::Failed => break Err(SessionError::Failed),
             }
-        }
+        };
+        self.inbuf.drain(..at);
+        res
     }
 
     /// One handshake message from the peer: check its hello, answer, and

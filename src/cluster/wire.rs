@@ -218,6 +218,11 @@ pub enum WireError {
     },
     /// The body does not decode as a frame.
     Malformed(postcard::Error),
+    /// A packet that is not exactly one frame.
+    Truncated {
+        /// The packet's length.
+        len: usize,
+    },
     /// A frame too large to send (the sender's own limit).
     Oversized {
         /// The encoded length.
@@ -236,6 +241,9 @@ impl fmt::Display for WireError {
             WireError::Malformed(e) => write!(f, "malformed frame: {e}"),
             WireError::Oversized { len, max } => {
                 write!(f, "frame of {len} bytes to send, the limit is {max}")
+            }
+            WireError::Truncated { len } => {
+                write!(f, "a packet of {len} bytes is not one whole frame")
             }
         }
     }
@@ -269,6 +277,33 @@ impl Frame {
         let prefix = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
         out[start..start + PREFIX].copy_from_slice(&prefix);
         Ok(())
+    }
+}
+
+impl Frame {
+    /// Decodes one whole frame, length prefix included (a packet as a
+    /// transport hands it to a node).
+    ///
+    /// # Errors
+    /// [`WireError::TooLarge`] for a body over `max`, [`WireError::Truncated`]
+    /// if the bytes are not exactly one frame, [`WireError::Malformed`] if
+    /// the body does not decode.
+    pub fn decode(packet: &[u8], max: usize) -> Result<Frame, WireError> {
+        let Some((prefix, body)) = packet.split_first_chunk::<PREFIX>() else {
+            return Err(WireError::Truncated {
+                len: packet.len(),
+            });
+        };
+        let len = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
+        if len > max {
+            return Err(WireError::TooLarge { len, max });
+        }
+        if len != body.len() {
+            return Err(WireError::Truncated {
+                len: packet.len(),
+            });
+        }
+        postcard::from_bytes(body).map_err(WireError::Malformed)
     }
 }
 
@@ -346,6 +381,40 @@ impl FrameReader {
                 Err(WireError::Malformed(e))
             }
         }
+    }
+
+    /// The next whole frame's bytes, length prefix included, not decoded
+    /// (the node decodes it): its length is checked against the limit.
+    ///
+    /// # Errors
+    /// [`WireError::TooLarge`]: the stream is then unusable, as for
+    /// [`next_frame`](FrameReader::next_frame).
+    pub fn next_raw(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        if self.failed {
+            return Ok(None);
+        }
+        let pending = &self.buf[self.head..];
+        let Some(prefix) = pending.first_chunk::<PREFIX>() else {
+            return Ok(None);
+        };
+        let len = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
+        if len > self.max {
+            self.failed = true;
+            return Err(WireError::TooLarge { len, max: self.max });
+        }
+        let Some(whole) = pending.get(..PREFIX + len) else {
+            return Ok(None);
+        };
+        let frame = whole.to_vec();
+        self.head += PREFIX + len;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        } else if self.head > self.max && self.head * 2 > self.buf.len() {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        Ok(Some(frame))
     }
 
     /// Bytes pushed and not yet decoded.

@@ -32,7 +32,7 @@ pub use status::{Member, MemberState, NodeStatus};
 
 use super::membership::{MemberEvent, Membership, MembershipConfig};
 use super::transport::{Full, Transport};
-use super::wire::{Frame, FrameReader, WireNoReply, MAX_FRAME};
+use super::wire::{Frame, WireNoReply, MAX_FRAME};
 use super::{NodeId, Pid};
 use crate::{call, device, fwd_to, DeviceOwn, Line};
 use stakker::{Fwd, Ret, CX};
@@ -269,14 +269,8 @@ impl Node {
     /// whole frame is dropped and counted; a frame from an incarnation
     /// declared down is dropped and counted.
     pub fn packet(&mut self, cx: CX![], data: Vec<u8>) {
-        let mut reader = FrameReader::new(MAX_FRAME);
-        reader.push(&data);
-        let frame = match reader.next_frame() {
-            Ok(Some(frame)) if reader.pending() == 0 => frame,
-            Ok(_) => {
-                self.bad_frame("a packet is not one whole frame");
-                return;
-            }
+        let frame = match Frame::decode(&data, MAX_FRAME) {
+            Ok(frame) => frame,
             Err(e) => {
                 self.bad_frame(&e.to_string());
                 return;
