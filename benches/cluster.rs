@@ -118,10 +118,12 @@ impl Asker {
     }
 }
 
+/// The sending node, its target and its asker.
+type SenderSide = (DeviceOwn<Node>, Pid, Option<DeviceOwn<Asker>>);
+
 thread_local! {
-    /// The sending node and its target, on the sending node's thread.
-    static SENDER: RefCell<Option<(DeviceOwn<Node>, Pid, Option<DeviceOwn<Asker>>)>> =
-        const { RefCell::new(None) };
+    /// The sending side, on the sending node's thread.
+    static SENDER: RefCell<Option<SenderSide>> = const { RefCell::new(None) };
 }
 
 /// Two nodes on two threads, joined; the sender's `Remote` and the
@@ -331,9 +333,7 @@ fn ractor_pair() -> RactorPair {
         let b = ractor_cluster::NodeServer::new(port_b, cookie, "b".into(), host, None, None);
         let (a, _) = Actor::spawn(None, a, ()).await.expect("node a");
         let (_b, _) = Actor::spawn(None, b, ()).await.expect("node b");
-        let (sink, _) = Actor::spawn(None, PeerSink, done_tx)
-            .await
-            .expect("sink");
+        let (sink, _) = Actor::spawn(None, PeerSink, done_tx).await.expect("sink");
         tokio::time::sleep(Duration::from_millis(100)).await;
         ractor_cluster::client_connect(&a, format!("127.0.0.1:{port_b}"))
             .await
@@ -371,7 +371,7 @@ fn remote_send(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let t = Instant::now();
             for _ in 0..iters {
-                sp.a.post(send_burst).ok().expect("node a runs");
+                assert!(sp.a.post(send_burst).is_ok(), "node a runs");
                 sp.wait();
             }
             t.elapsed()
@@ -407,9 +407,7 @@ fn remote_ask_roundtrip(c: &mut Criterion) {
     g.bench_function("stakplane", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();
-            sp.a.post(move |_| ask_chain(iters))
-                .ok()
-                .expect("node a runs");
+            assert!(sp.a.post(move |_| ask_chain(iters)).is_ok(), "node a runs");
             sp.wait();
             t.elapsed()
         });

@@ -194,6 +194,26 @@
 //! handles messages its node grants again, so a burst of any size
 //! arrives whole, in order, with the mailbox never over its bound and
 //! nothing refused.
+//!
+//! **130. Simultaneous connects converge on one link**: when two nodes
+//! connect to each other at once, both keep the link opened by the node
+//! with the lower [`NodeId`], decided after authentication (so a peer
+//! cannot evict a healthy link by claiming a name), and frames flow both
+//! ways on it.
+//!
+//! **131. Bad input over TCP closes one connection, counted, never the
+//! node**: garbage from a raw client, a client gone in the middle of the
+//! handshake, an authenticated peer announcing a frame over the limit, a
+//! peer with another wire version: that connection is closed (counted in
+//! [`tcp::TcpStats::failed`], logged), and every other session goes on.
+//!
+//! **132. An unreachable peer is retried, and what waits for it is
+//! bounded and kept**: frames for a peer that cannot be reached wait in
+//! its queue (bounded: the first refused frame is given back as
+//! [`Full`]) while the transport connects again after a doubling backoff;
+//! when the peer is up they all arrive, in order, and those waiting for
+//! room are told once; the link's status says `Connecting`, then `Up`,
+//! with the frames sent and a measured round trip.
 
 mod builder;
 mod id;

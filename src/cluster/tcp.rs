@@ -1,4 +1,4 @@
-//! The node transport over stakplane's TCP (rules 118 and 130–134 in the
+//! The node transport over stakplane's TCP (rules 118 and 130–132 in the
 //! [cluster](super) docs): one authenticated [`Session`] per peer, over a
 //! push-style [`TcpConn`].
 //!
@@ -534,7 +534,9 @@ fn receive(
     let rtt = if was {
         None
     } else {
-        link.hs_sent.take().map(|t| now.saturating_duration_since(t))
+        link.hs_sent
+            .take()
+            .map(|t| now.saturating_duration_since(t))
     };
     if !out.is_empty() && !link.session.is_established() {
         link.hs_sent = Some(now);
@@ -558,12 +560,7 @@ fn receive(
 
 /// A link's session is up: choose between it and another link to the
 /// same peer, then send what waited.
-fn established(
-    weak: &Weak<RefCell<Inner>>,
-    inner: &mut Inner,
-    serial: u64,
-    rtt: Option<Duration>,
-) {
+fn established(weak: &Weak<RefCell<Inner>>, inner: &mut Inner, serial: u64, rtt: Option<Duration>) {
     inner.stats.sessions += 1;
     let Some(peer_id) = inner.links.get(&serial).and_then(|l| l.session.peer()) else {
         return;

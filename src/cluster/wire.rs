@@ -290,18 +290,14 @@ impl Frame {
     /// the body does not decode.
     pub fn decode(packet: &[u8], max: usize) -> Result<Frame, WireError> {
         let Some((prefix, body)) = packet.split_first_chunk::<PREFIX>() else {
-            return Err(WireError::Truncated {
-                len: packet.len(),
-            });
+            return Err(WireError::Truncated { len: packet.len() });
         };
         let len = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
         if len > max {
             return Err(WireError::TooLarge { len, max });
         }
         if len != body.len() {
-            return Err(WireError::Truncated {
-                len: packet.len(),
-            });
+            return Err(WireError::Truncated { len: packet.len() });
         }
         postcard::from_bytes(body).map_err(WireError::Malformed)
     }
