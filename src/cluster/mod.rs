@@ -1,5 +1,5 @@
-//! The cluster (feature `cluster`, work in progress): many runtimes — one
-//! per core, across machines — joined into one system.
+//! The cluster (feature `cluster`): many runtimes — one per core, across
+//! machines — joined into one system.
 //!
 //! What is here so far, built on proven parts rather than a home-made
 //! protocol:
@@ -29,9 +29,11 @@
 //!   into Noise messages.
 //!
 //! - [`tcp::TcpTransport`]: the node transport over stakplane's TCP: one
-//!   Noise session per peer, connected on first use, frames queued
-//!   (bounded) until the session is up, link choice for simultaneous
-//!   connects after authentication.
+//!   Noise session per peer, connected on first use; per-peer control and
+//!   data queues (bounded, control first) that outlive connections and are
+//!   flushed once per turn, frames encrypted together; reconnects after a
+//!   doubling backoff (an unreachable peer is not a down one); link choice
+//!   for simultaneous connects after authentication.
 //!
 //! - [`Node::builder`] starts a node over TCP:
 //!   `Node::builder().listen(addr).secret(..).seeds(..).start(core)`
