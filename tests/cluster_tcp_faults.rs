@@ -4,7 +4,7 @@
 //! there yet, backpressure.
 #![cfg(feature = "cluster")]
 
-use stakplane::cluster::tcp::{TcpTransport, QUEUED_FRAMES};
+use stakplane::cluster::tcp::{TcpTransport, HANDSHAKE_TIMEOUT, QUEUED_FRAMES};
 use stakplane::cluster::{
     Frame, Full, LinkState, NodeId, Secret, Session, Transport, MAX_FRAME, WIRE_VERSION,
 };
@@ -265,4 +265,22 @@ fn tcp_frames_for_a_peer_not_there_yet_wait_bounded_and_arrive_in_order() {
     assert_eq!((link.state, link.queued), (LinkState::Up, 0));
     assert_eq!(link.frames_out, u64::from(sent));
     assert!(link.rtt.is_some(), "a round trip measured");
+}
+
+#[test]
+fn tcp_a_client_that_never_authenticates_is_closed_after_the_timeout() {
+    let mut rt = virtual_rt();
+    let (_a, _ida, b, idb, _got_b) = pair(&mut rt);
+    let failed = b.stats().failed;
+    let mut client = raw_client(idb.addr);
+    rt.run_for(HANDSHAKE_TIMEOUT / 2).expect("runs");
+    assert_eq!(b.stats().failed, failed, "still within its time");
+    rt.run_for(HANDSHAKE_TIMEOUT).expect("runs");
+    assert_eq!(b.stats().failed, failed + 1, "closed, counted");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0; 64];
+    assert!(matches!(client.read(&mut buf), Ok(0) | Err(_)), "closed");
+    assert_eq!(b.sessions().len(), 1, "the peer's session goes on");
 }

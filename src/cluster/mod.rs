@@ -206,7 +206,8 @@
 //! **131. Bad input over TCP closes one connection, counted, never the
 //! node**: garbage from a raw client, a client gone in the middle of the
 //! handshake, an authenticated peer announcing a frame over the limit, a
-//! peer with another wire version: that connection is closed (counted in
+//! peer with another wire version, a client that never authenticates
+//! (closed after [`tcp::HANDSHAKE_TIMEOUT`]): that connection is closed (counted in
 //! [`tcp::TcpStats::failed`], logged), and every other session goes on.
 //!
 //! **132. An unreachable peer is retried, and what waits for it is

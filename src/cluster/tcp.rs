@@ -48,6 +48,10 @@ pub const WRITE_CHUNK: usize = 256 << 10;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest wait between two connection attempts to one peer.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long an accepted connection may take to authenticate before it is
+/// closed (and counted as failed): a client that connects and says
+/// nothing holds no resources for longer.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters of a TCP transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -384,6 +388,25 @@ fn accept(weak: &Weak<RefCell<Inner>>, s: &mut Stakker, accepted: Accepted) {
     };
     let conn = TcpConn::new(s, accepted, conn_config(), events_of(weak, serial));
     opened(weak, s, serial, conn);
+    let weak = weak.clone();
+    s.after(HANDSHAKE_TIMEOUT, move |s| {
+        let Some(rc) = weak.upgrade() else { return };
+        let silent = {
+            let mut inner = rc.borrow_mut();
+            let silent = inner
+                .links
+                .get(&serial)
+                .is_some_and(|l| !l.session.is_established());
+            if silent {
+                inner.stats.failed += 1;
+                tracing::warn!(target: "stakplane::cluster", "a connection did not authenticate in time");
+            }
+            silent
+        };
+        if silent {
+            link_failed(&weak, s, serial);
+        }
+    });
 }
 
 /// A link's connection is made (or not): keep it and send what the
