@@ -360,3 +360,97 @@ fn links_a_supervisor_restarts_a_child_whose_remote_peer_was_lost() {
     assert_eq!(starts.get(), 2, "restarted once, when b was lost");
     assert_eq!(sup.count_children().expect("running").active, 1);
 }
+
+/// Node a's and node b's ids in a `pair`.
+fn ids(p: &mut Pair) -> (NodeId, NodeId) {
+    let a = p.a.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    let b = p.b.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    (a, b)
+}
+
+#[test]
+fn links_a_watch_lost_in_flight_is_asked_again_when_the_link_is_back() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (y, yp) = device_on(&mut p, true, "y");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    // The watch request is lost with a connection that breaks.
+    p.net.lose(ida.addr, idb.addr, 1);
+    p.a.query(&mut p.rt.s, |n, cx| n.monitor(cx, yp, fwd))
+        .expect("alive");
+    p.rt.run();
+    call!([y], fail());
+    p.rt.run();
+    assert!(downs.borrow().is_empty(), "b never heard of the watch");
+    // The link comes back: the watch is asked again, and answered with
+    // y's recorded cause.
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(
+        got,
+        [End::Error.cause_text()],
+        "exactly once, the real cause"
+    );
+}
+
+#[test]
+fn links_a_down_lost_in_flight_arrives_after_the_link_is_back() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (y, yp) = device_on(&mut p, true, "y");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, cx| n.monitor(cx, yp, fwd))
+        .expect("alive");
+    p.rt.run();
+    // A watch asked again is the same watch.
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    assert_eq!(status_of(&mut p, false).watched_here, 1, "held once");
+    p.net.lose(idb.addr, ida.addr, 1);
+    call!([y], panic());
+    common::quiet_test_panics();
+    p.rt.run();
+    assert!(downs.borrow().is_empty(), "the Down was lost");
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(
+        got,
+        [End::Panic.cause_text()],
+        "exactly once, the real cause"
+    );
+}
+
+#[test]
+fn links_a_notify_link_lost_in_flight_is_made_again_when_the_link_is_back() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, _) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.net.lose(ida.addr, idb.addr, 1);
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    call!([x], fail());
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    let cause = y.line().cause().map(|c| c.to_string());
+    let xp = Pid::new(ida, x.id().get());
+    assert_eq!(
+        cause,
+        Some(format!(
+            "killed: linked remote device {xp} {}",
+            End::Error.cause_text()
+        )),
+        "y watched x after all, and died of its fault once"
+    );
+}

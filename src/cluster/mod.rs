@@ -150,6 +150,16 @@
 //! demonitor after the end returns `false`; when a linked device dies,
 //! its watches are cancelled on the watched device's node too.
 //!
+//! **128. A watch survives a broken connection**: frames in flight when
+//! a connection breaks may be lost (a peer that is unreachable is not
+//! down), so each time a session with a node comes up again every watch
+//! of its devices that has not ended is asked again, and so is every
+//! `Notify` link to its devices; the watched node takes a watch it holds
+//! as the same one, and answers one whose device is dead at once with
+//! the recorded cause. A watch request or a `Down` lost in flight, or a
+//! lost `Link`, therefore still ends in exactly one notice with the real
+//! cause. Messages lost in flight stay lost (at most once).
+//!
 //! **122. No queue without a bound, and nothing lost in silence**: when
 //! a peer's queue is full, [`Node::try_send`] gives the message back
 //! ([`TrySendError::Full`]) and [`Node::send`] refuses it

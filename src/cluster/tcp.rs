@@ -141,6 +141,8 @@ struct Inner {
     secret: Secret,
     deferrer: Deferrer,
     deliver: Option<Fwd<Vec<u8>>>,
+    /// Told of each peer whose session comes up.
+    link_up: Option<Fwd<SocketAddr>>,
     /// Links by serial number.
     links: HashMap<u64, Link>,
     peers: HashMap<SocketAddr, Peer>,
@@ -202,6 +204,7 @@ impl TcpTransport {
             secret,
             deferrer: core.deferrer(),
             deliver: None,
+            link_up: None,
             links: HashMap::new(),
             peers: HashMap::new(),
             next: 0,
@@ -295,6 +298,10 @@ impl Transport for TcpTransport {
                 ready();
             }
         }
+    }
+
+    fn on_link_up(&self, _me: SocketAddr, up: Fwd<SocketAddr>) {
+        self.inner.borrow_mut().link_up = Some(up);
     }
 
     fn links(&self) -> Vec<LinkStatus> {
@@ -621,6 +628,9 @@ fn established(weak: &Weak<RefCell<Inner>>, inner: &mut Inner, serial: u64, rtt:
     }
     let weak = weak.clone();
     inner.deferrer.defer(move |s| flush_peer(&weak, s, addr));
+    if let Some(up) = &inner.link_up {
+        up.fwd(addr);
+    }
 }
 
 /// Flushes `addr`'s queues on its link, if it is up: control first, then

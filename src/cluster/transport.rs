@@ -64,6 +64,15 @@ pub trait Transport {
     fn links(&self) -> Vec<LinkStatus> {
         Vec::new()
     }
+
+    /// Tells `up` the address of each peer whose session with the node
+    /// at `me` comes up, the first time and again after every reconnect:
+    /// frames in flight when a connection broke may be lost, and the node
+    /// asks again for what it waits for (its watches). The default never
+    /// tells: its links never break.
+    fn on_link_up(&self, me: SocketAddr, up: Fwd<SocketAddr>) {
+        let _ = (me, up);
+    }
 }
 
 /// The state of a link to a peer.
@@ -135,6 +144,11 @@ struct MemNetInner {
     held: HashMap<SocketAddr, (VecDeque<Vec<u8>>, usize)>,
     /// Who waits for room at a held receiver.
     waiting: HashMap<SocketAddr, Vec<Box<dyn FnOnce()>>>,
+    /// Packets still to lose on a link (from, to): a connection that
+    /// breaks with frames in flight.
+    lose: HashMap<(SocketAddr, SocketAddr), usize>,
+    /// Each node's `on_link_up`.
+    link_up: BTreeMap<SocketAddr, Fwd<SocketAddr>>,
     sent: u64,
     dropped: u64,
 }
@@ -188,6 +202,27 @@ impl MemNet {
         }
     }
 
+    /// Loses the next `n` packets from `from` to `to` (frames in flight
+    /// on a connection that breaks); see [`reconnect`](MemNet::reconnect).
+    pub fn lose(&self, from: SocketAddr, to: SocketAddr, n: usize) {
+        *self.inner.borrow_mut().lose.entry((from, to)).or_default() += n;
+    }
+
+    /// The link between `a` and `b` comes up again after a break: both
+    /// nodes are told ([`Transport::on_link_up`]).
+    pub fn reconnect(&self, a: SocketAddr, b: SocketAddr) {
+        let (fa, fb) = {
+            let net = self.inner.borrow();
+            (net.link_up.get(&a).cloned(), net.link_up.get(&b).cloned())
+        };
+        if let Some(f) = fa {
+            f.fwd(b);
+        }
+        if let Some(f) = fb {
+            f.fwd(a);
+        }
+    }
+
     /// Packets delivered and packets dropped so far.
     pub fn counts(&self) -> (u64, u64) {
         let net = self.inner.borrow();
@@ -210,6 +245,11 @@ impl Transport for MemNet {
                 net.dropped += 1;
                 return Ok(());
             };
+            if let Some(n) = net.lose.get_mut(&(from, to)).filter(|n| **n > 0) {
+                *n -= 1;
+                net.dropped += 1;
+                return Ok(());
+            }
             if let (false, Some((queue, bound))) = (control, net.held.get_mut(&to)) {
                 if queue.len() >= *bound {
                     return Err(Full(data));
@@ -237,6 +277,10 @@ impl Transport for MemNet {
             drop(net);
             ready();
         }
+    }
+
+    fn on_link_up(&self, me: SocketAddr, up: Fwd<SocketAddr>) {
+        self.inner.borrow_mut().link_up.insert(me, up);
     }
 
     fn links(&self) -> Vec<LinkStatus> {

@@ -190,6 +190,8 @@ impl Node {
             me: me.addr,
             transport,
         });
+        wire.transport
+            .on_link_up(me.addr, fwd_to!([cx], link_up() as (SocketAddr)));
         let gossip: Rc<dyn Transport> = Rc::new(Gossip(wire.clone()));
         let to_me = fwd_to!([cx], member_event() as (MemberEvent));
         let membership = device!(cx, Membership::init(me, config, gossip, to_me));

@@ -16,8 +16,12 @@ use crate::cluster::{NodeId, Pid};
 use crate::{fwd_to, Cause, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef};
 use stakker::{Fwd, CX};
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::rc::Rc;
+
+/// Dead devices a node remembers for watches asked again.
+const DEAD_KEPT: usize = 4096;
 
 /// Who hears of a watch's end.
 enum Watcher {
@@ -46,8 +50,16 @@ pub(super) struct Watches {
     /// Devices of this node the node knows by id (linked, trapping),
     /// each monitored once for its own death.
     lines: HashMap<u64, Line>,
+    /// The last [`DEAD_KEPT`] of them to die, with their cause: a watch
+    /// asked again after a reconnect still gets the real cause.
+    dead: HashMap<u64, Line>,
+    dead_order: VecDeque<u64>,
     /// Remote trap handlers, by device.
     traps: HashMap<u64, Fwd<RemoteDown>>,
+    /// Links by which a device of another node watches one of this node
+    /// (`Notify`): (this node's device, the watcher), asked again when the
+    /// session comes back.
+    notifies: BTreeSet<(u64, Pid)>,
     /// Watches held on this node's devices: (watching node, tag) to the
     /// local monitor.
     served: HashMap<(NodeId, u64), MonitorRef>,
@@ -112,6 +124,7 @@ impl Node {
             if remote.node == self.me {
                 self.link_in(cx, remote.device, me);
             } else if !self.down.contains(&remote.node) {
+                self.watch.notifies.insert((me.device, remote));
                 let frame = Frame::Link {
                     watcher: remote.device,
                     target: me.device,
@@ -134,6 +147,7 @@ impl Node {
             if remote.node == self.me {
                 self.unlink_in(remote.device, me);
             } else {
+                self.watch.notifies.remove(&(me.device, remote));
                 let frame = Frame::Unlink {
                     watcher: remote.device,
                     target: me.device,
@@ -183,6 +197,7 @@ impl Node {
             .get(&device)
             .and_then(|i| i.line.clone())
             .or_else(|| self.watch.lines.get(&device).cloned())
+            .or_else(|| self.watch.dead.get(&device).cloned())
     }
 
     /// Knows `device` by id from now on (until it dies, when its links
@@ -205,8 +220,17 @@ impl Node {
     /// A device of this node that the node knew died: its links and its
     /// trap handler go.
     fn watcher_died(&mut self, _: CX![], device: u64, _: Down) {
-        self.watch.lines.remove(&device);
+        if let Some(line) = self.watch.lines.remove(&device) {
+            self.watch.dead.insert(device, line);
+            self.watch.dead_order.push_back(device);
+            if self.watch.dead_order.len() > DEAD_KEPT {
+                if let Some(old) = self.watch.dead_order.pop_front() {
+                    self.watch.dead.remove(&old);
+                }
+            }
+        }
         self.watch.traps.remove(&device);
+        self.watch.notifies.retain(|(d, _)| *d != device);
         for pid in self.watch.by_watcher.remove(&device).unwrap_or_default() {
             if let Some(tag) = self.watch.links.get(&(device, pid)).copied() {
                 self.cancel_watch(tag);
@@ -268,8 +292,59 @@ impl Node {
         }
     }
 
-    /// Node `from` watches device `device` of this node under `tag`.
+    /// A session with the node at `addr` came up (again): frames in
+    /// flight when an earlier one broke may be lost, so every watch of a
+    /// device there that has not ended is asked again. The other node
+    /// takes a watch it holds already as the same one, and answers one it
+    /// had ended (its device dead) at once, with the recorded cause; the
+    /// tag makes sure the watcher hears once.
+    pub(super) fn link_up(&mut self, _: CX![], addr: SocketAddr) {
+        let me = self.me;
+        let again: Vec<(NodeId, u64, u64)> = self
+            .watch
+            .by_node
+            .iter()
+            .filter(|(node, _)| node.addr == addr && self.up.contains(node))
+            .flat_map(|(node, tags)| {
+                tags.iter().filter_map(|tag| {
+                    let w = self.watch.mine.get(tag)?;
+                    Some((*node, *tag, w.pid.device))
+                })
+            })
+            .collect();
+        for (node, tag, target) in again {
+            let _ = self.frame(
+                node,
+                &Frame::Monitor {
+                    target,
+                    tag,
+                    from: me,
+                },
+            );
+        }
+        let links: Vec<(u64, Pid)> = self
+            .watch
+            .notifies
+            .iter()
+            .filter(|(_, w)| w.node.addr == addr && self.up.contains(&w.node))
+            .copied()
+            .collect();
+        for (target, w) in links {
+            let frame = Frame::Link {
+                watcher: w.device,
+                target,
+                from: me,
+            };
+            let _ = self.frame(w.node, &frame);
+        }
+    }
+
+    /// Node `from` watches device `device` of this node under `tag` (once:
+    /// a watch asked again is the same watch).
     pub(super) fn watch_in(&mut self, cx: CX![], device: u64, tag: u64, from: NodeId) {
+        if self.watch.served.contains_key(&(from, tag)) {
+            return;
+        }
         match self.line_of(device) {
             Some(line) => {
                 let down = fwd_to!([cx], local_down(tag, from) as (Down));
@@ -325,6 +400,7 @@ impl Node {
     /// Node `n` is gone: every watch of its devices ends with `Lost`, and
     /// every watch it held here is cancelled.
     pub(super) fn watch_lost(&mut self, n: NodeId) {
+        self.watch.notifies.retain(|(_, w)| w.node != n);
         for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
             self.watch_end(tag, Cause::Lost);
         }
