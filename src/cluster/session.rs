@@ -10,6 +10,12 @@
 //! [`Frame::Hello`] (its version and [`NodeId`]), encrypted; after it,
 //! each [`Frame`] is length-prefixed, cut into Noise messages and
 //! encrypted.
+//!
+//! A Noise message with no plaintext is a *keepalive*
+//! ([`Session::send_keepalive`]): it carries no frame, and the receiving
+//! side only counts it ([`Session::keepalives_received`]). The TCP
+//! transport uses it to confirm that it keeps a link and to answer its
+//! round-trip echo (rules 130 and 136 in [`tcp`](super::tcp)).
 
 use super::wire::{Frame, FrameReader, WireError, MAX_FRAME, WIRE_VERSION};
 use super::NodeId;
@@ -64,6 +70,12 @@ pub enum SessionError {
     NoHello,
     /// A frame inside the session is bad.
     Wire(WireError),
+    /// The peer closed its side in the middle of a Noise message or of
+    /// a frame ([`Session::end_of_input`]).
+    Truncated {
+        /// Bytes received and not yet a whole message or frame.
+        pending: usize,
+    },
     /// The session failed earlier; nothing more is read or sent.
     Failed,
 }
@@ -77,6 +89,10 @@ impl fmt::Display for SessionError {
             }
             SessionError::NoHello => f.write_str("the peer's handshake carried no hello"),
             SessionError::Wire(e) => write!(f, "bad frame in the session: {e}"),
+            SessionError::Truncated { pending } => write!(
+                f,
+                "the peer closed in the middle of a message ({pending} bytes left over)"
+            ),
             SessionError::Failed => f.write_str("the session has failed"),
         }
     }
@@ -112,6 +128,8 @@ pub struct Session {
     frames: FrameReader,
     /// The plaintext of the last message decrypted (kept, to reuse).
     plain: Vec<u8>,
+    /// Keepalives (messages without plaintext) received.
+    keepalives: u64,
 }
 
 impl fmt::Debug for Session {
@@ -174,6 +192,7 @@ impl Session {
             out: Vec::new(),
             frames: FrameReader::new(MAX_FRAME),
             plain: Vec::new(),
+            keepalives: 0,
         };
         if initiator {
             s.write_handshake(&[])?;
@@ -224,12 +243,74 @@ impl Session {
             // message.
             let start = self.out.len();
             self.out.resize(start + 2 + chunk.len() + TAG, 0);
-            let n = t
-                .write_message(chunk, &mut self.out[start + 2..])
-                .map_err(SessionError::Noise)?;
+            let n = match t.write_message(chunk, &mut self.out[start + 2..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.out.truncate(start);
+                    return Err(SessionError::Noise(e));
+                }
+            };
             let len = u16::try_from(n).unwrap_or(u16::MAX);
             self.out[start..start + 2].copy_from_slice(&len.to_be_bytes());
             self.out.truncate(start + 2 + usize::from(len));
+        }
+        Ok(())
+    }
+
+    /// Encrypts a keepalive for the peer: a Noise message without
+    /// plaintext (18 bytes on the wire), which carries no frame; the
+    /// peer's session counts it ([`keepalives_received`](Session::keepalives_received)).
+    ///
+    /// # Errors
+    /// [`SessionError::Failed`] before the handshake is complete or after
+    /// a failure; [`SessionError::Noise`] if encryption fails (the
+    /// nonces are exhausted).
+    pub fn send_keepalive(&mut self) -> Result<(), SessionError> {
+        let State::Transport(t) = &mut self.state else {
+            return Err(SessionError::Failed);
+        };
+        let start = self.out.len();
+        self.out.resize(start + 2 + TAG, 0);
+        let n = match t.write_message(&[], &mut self.out[start + 2..]) {
+            Ok(n) => n,
+            Err(e) => {
+                self.out.truncate(start);
+                return Err(SessionError::Noise(e));
+            }
+        };
+        let len = u16::try_from(n).unwrap_or(u16::MAX);
+        self.out[start..start + 2].copy_from_slice(&len.to_be_bytes());
+        self.out.truncate(start + 2 + usize::from(len));
+        Ok(())
+    }
+
+    /// Keepalives received since the session began.
+    pub fn keepalives_received(&self) -> u64 {
+        self.keepalives
+    }
+
+    /// Bytes received and not yet a whole Noise message or frame.
+    pub fn pending(&self) -> usize {
+        self.inbuf.len() + self.frames.pending()
+    }
+
+    /// The peer closed its side: nothing more will be received. The
+    /// session is failed from then on.
+    ///
+    /// # Errors
+    /// [`SessionError::Truncated`] if the peer stopped in the middle of
+    /// a Noise message or of a frame (bad input, as garbage is);
+    /// [`SessionError::Failed`] if the session had failed already.
+    pub fn end_of_input(&mut self) -> Result<(), SessionError> {
+        if matches!(self.state, State::Failed) {
+            return Err(SessionError::Failed);
+        }
+        let pending = self.pending();
+        self.state = State::Failed;
+        self.inbuf = Vec::new();
+        self.out.clear();
+        if pending > 0 {
+            return Err(SessionError::Truncated { pending });
         }
         Ok(())
     }
@@ -296,6 +377,9 @@ impl Session {
                         Ok(n) => n,
                         Err(e) => break Err(SessionError::Noise(e)),
                     };
+                    if n == 0 {
+                        self.keepalives += 1;
+                    }
                     self.frames.push(&self.plain[..n]);
                     loop {
                         match self.frames.next_raw() {
