@@ -1,5 +1,6 @@
 //! Nodes over real loopback TCP, with Noise sessions (rule 118 in
-//! `src/cluster/mod.rs`). Real sockets on the runtime's virtual clock: the
+//! `src/cluster/mod.rs`, rule 135 in `src/cluster/tcp.rs`). Real sockets
+//! on the runtime's virtual clock: the
 //! loop polls the OS without waiting and time jumps when nothing is
 //! ready, so membership's seconds pass in microseconds (the transport
 //! sets TCP_NODELAY: with Nagle, a frame written right behind the
@@ -9,7 +10,7 @@
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::tcp::TcpTransport;
 use stakplane::cluster::Transport;
-use stakplane::cluster::{Node, NodeId, Pid, Secret};
+use stakplane::cluster::{Node, NodeId, Pid, Secret, SendError, TrySendError};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::cell::RefCell;
@@ -126,4 +127,102 @@ fn tcp_nodes_started_with_the_builder_join_through_a_seed_address() {
         Node::builder().start(rt.core()),
         Err(stakplane::cluster::NodeError::NoSecret)
     ));
+}
+
+/// What waiting sends were answered.
+type Done = Rc<RefCell<Vec<Option<Result<(), SendError>>>>>;
+
+/// Two nodes over TCP, joined.
+fn joined(rt: &mut Runtime, secret: &Secret) -> [(DeviceOwn<Node>, TcpTransport, NodeId); 2] {
+    let a = start(rt, secret, 1);
+    let b = start(rt, secret, 2);
+    rt.run_for(Duration::from_millis(10)).expect("runs");
+    call!([b.0], join(a.2));
+    rt.run_for(Duration::from_secs(5)).expect("runs");
+    assert_eq!(members(rt, &a.0), BTreeSet::from([b.2]));
+    [a, b]
+}
+
+#[test]
+fn tcp_a_receiver_that_stops_reading_makes_try_send_full_and_nothing_is_lost() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([13; 32]);
+    let [(a, ta, _), (b, tb, idb)] = joined(&mut rt, &secret);
+    let got: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let g2 = got.clone();
+    b.query(rt.stakker(), |n, _| {
+        n.register(
+            5,
+            Fwd::new(move |(i, _pad): (u32, Vec<u8>)| g2.borrow_mut().push(i)),
+        )
+    })
+    .expect("alive");
+    let to = Pid {
+        node: idb,
+        device: 5,
+    };
+    // b stops reading: the socket's buffers fill, then a's connection's,
+    // then a's queue for b, and try_send gives the message back.
+    tb.pause_reading();
+    let pad: Vec<u8> = vec![0x5A; 32 << 10];
+    let mut sent = 0u32;
+    let mut refused = None;
+    for _ in 0..4000 {
+        let msg = (sent, pad.clone());
+        match a
+            .query(rt.stakker(), |n, _| n.try_send(to, msg))
+            .expect("alive")
+        {
+            Ok(()) => sent += 1,
+            Err(TrySendError::Full((i, _))) => {
+                refused = Some(i);
+                break;
+            }
+            Err(e) => panic!("refused: {e:?}"),
+        }
+        if sent.is_multiple_of(32) {
+            // The loop writes what was queued, while the socket takes it.
+            rt.run_for(Duration::from_millis(1)).expect("runs");
+        }
+    }
+    assert_eq!(refused, Some(sent), "Full gives the message back");
+    assert!(sent > 100, "the buffers took {sent} messages first");
+    // Sends that wait for room, in order; none completes while b does
+    // not read, and nothing more arrives.
+    let done: Done = Rc::default();
+    let waiting = 20;
+    for i in sent..sent + waiting {
+        let d = done.clone();
+        let msg = (i, pad.clone());
+        a.query(rt.stakker(), |n, cx| {
+            n.send_when_room(cx, to, msg, Ret::new(move |r| d.borrow_mut().push(r)))
+        })
+        .expect("alive");
+    }
+    let arrived = got.borrow().len();
+    rt.run_for(Duration::from_millis(50)).expect("runs");
+    assert!(done.borrow().is_empty(), "waiting for room");
+    assert_eq!(got.borrow().len(), arrived, "b reads nothing");
+    assert!(ta.links()[0].queued > 0, "{:?}", ta.links());
+    // b reads again: every message arrives, in order, and each waiting
+    // send completes once.
+    tb.resume_reading();
+    let total = sent + waiting;
+    for _ in 0..1000 {
+        if got.borrow().len() >= total as usize {
+            break;
+        }
+        rt.run_for(Duration::from_millis(10)).expect("runs");
+    }
+    assert_eq!(*got.borrow(), (0..total).collect::<Vec<_>>());
+    assert_eq!(
+        *done.borrow(),
+        vec![Some(Ok(())); waiting as usize],
+        "each waiting send answered once"
+    );
+    let stats = ta.stats();
+    assert_eq!((stats.failed, stats.broken, stats.oversized), (0, 0, 0));
+    assert_eq!(stats.sessions, 1, "the same link all along: {stats:?}");
+    let node_stats = b.query(rt.stakker(), |n, _| n.stats()).expect("alive");
+    assert_eq!(node_stats.dead_letters, 0);
 }

@@ -1,286 +1,539 @@
 //! The TCP transport under faults, on real loopback sockets and the
-//! runtime's virtual clock (rules 130–132 in `src/cluster/mod.rs`):
-//! simultaneous connects, bad input from a raw client, a peer that is not
-//! there yet, backpressure.
+//! runtime's virtual clock (rules 130–134 and 136 in
+//! `src/cluster/tcp.rs`): simultaneous connects, bad input from raw
+//! clients, a peer not there yet or gone, bounded queues, link status.
+//! Real sockets are polled in bounded steps; nothing sleeps.
 #![cfg(feature = "cluster")]
 
-use stakplane::cluster::tcp::{TcpTransport, HANDSHAKE_TIMEOUT, QUEUED_FRAMES};
+#[path = "common/tcp.rs"]
+mod tcp;
+
+use stakplane::cluster::tcp::{
+    ConnError, BACKOFF_MAX, CONTROL_FRAMES, ECHO_INTERVAL, HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES,
+    QUEUED_BYTES, QUEUED_FRAMES,
+};
 use stakplane::cluster::{
-    Frame, Full, LinkState, NodeId, Secret, Session, Transport, MAX_FRAME, WIRE_VERSION,
+    Full, LinkState, NodeId, Secret, Session, SessionError, Transport, WireError, MAX_FRAME,
+    WIRE_VERSION,
 };
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::cell::{Cell, RefCell};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tcp::{
+    closed_by_server, feed, frame, handshake, raw_client, run_until, side, side_as, sized_frame,
+    virtual_rt, Side, Warnings,
+};
 
-fn virtual_rt() -> Runtime {
-    Runtime::builder()
-        .virtual_time(Instant::now())
-        .build()
-        .expect("runtime")
+/// A loopback port nobody listens on (yet).
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }
 
-type Got = Rc<RefCell<Vec<Frame>>>;
-
-/// A transport on a free loopback port (or `addr`), started as node
-/// incarnation 1; what it delivers, decoded.
-fn transport(
-    rt: &mut Runtime,
-    secret: &Secret,
-    addr: Option<SocketAddr>,
-) -> (TcpTransport, NodeId, Got) {
-    let at = addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr"));
-    let (t, addr) = TcpTransport::bind(rt.core(), at, secret.clone()).expect("binds");
-    let id = NodeId::new(addr, 1);
-    let got: Got = Rc::default();
-    let g2 = got.clone();
-    t.start(
-        id,
-        Fwd::new(move |bytes: Vec<u8>| {
-            g2.borrow_mut()
-                .push(Frame::decode(&bytes, MAX_FRAME).expect("a whole frame"))
-        }),
+/// Two transports with a link up, `a`'s frame 0 delivered to `b`.
+fn pair(rt: &mut Runtime, secret: &Secret) -> (Side, Side) {
+    let a = side(rt, secret, None);
+    let b = side(rt, secret, None);
+    a.send(&b, 0, false).expect("room");
+    assert!(
+        run_until(rt, Duration::from_secs(1), || b.numbers() == [0]),
+        "the pair's link comes up"
     );
-    (t, id, got)
+    (a, b)
 }
 
-fn gossip(n: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    Frame::Gossip(vec![n])
-        .encode_into(&mut out, MAX_FRAME)
-        .expect("encodes");
-    out
+/// `a`'s frame `n` still reaches `b`: the pair's session goes on.
+fn still_carries(rt: &mut Runtime, a: &Side, b: &Side, n: u32) {
+    a.send(b, n, false).expect("room");
+    assert!(
+        run_until(rt, Duration::from_secs(1), || b.numbers().last()
+            == Some(&n)),
+        "the other session goes on: {:?}",
+        b.numbers()
+    );
 }
 
-fn send(t: &TcpTransport, from: NodeId, to: NodeId, n: u8) -> Result<(), Full> {
-    t.send(from.addr, to.addr, gossip(n), false)
-}
+// Rule 130 ----------------------------------------------------------------
 
-fn numbers(got: &Got) -> Vec<u8> {
-    got.borrow()
-        .iter()
-        .map(|f| match f {
-            Frame::Gossip(v) => v[0],
-            other => panic!("not a test frame: {other:?}"),
-        })
-        .collect()
+#[test]
+fn tcp_simultaneous_connects_converge_on_one_link_and_lose_nothing() {
+    let secret = Secret::new([3; 32]);
+    for round in 0..8 {
+        let mut rt = virtual_rt();
+        let a = side(&mut rt, &secret, None);
+        let b = side(&mut rt, &secret, None);
+        // Both queue a burst in the same turn, so both connect at once,
+        // and more frames while the handshakes cross.
+        let n = 1500;
+        for i in 0..n {
+            a.send(&b, i, false).expect("room");
+            b.send(&a, i, false).expect("room");
+        }
+        for step in 0..10 {
+            rt.run_for(Duration::from_micros(200)).expect("runs");
+            a.send(&b, n + step, false).expect("room");
+            b.send(&a, n + step, false).expect("room");
+        }
+        let want: Vec<u32> = (0..n + 10).collect();
+        assert!(
+            run_until(&mut rt, Duration::from_secs(2), || {
+                a.numbers().len() >= want.len() && b.numbers().len() >= want.len()
+            }),
+            "round {round}: a got {}, b got {}; {:?} {:?}",
+            a.numbers().len(),
+            b.numbers().len(),
+            a.t.stats(),
+            b.t.stats()
+        );
+        assert_eq!(a.numbers(), want, "round {round}: all, in order");
+        assert_eq!(b.numbers(), want, "round {round}: all, in order");
+        // One link each, up, to the other...
+        for (me, other) in [(&a, &b), (&b, &a)] {
+            let links = me.t.links();
+            assert_eq!(links.len(), 1, "round {round}: {links:?}");
+            assert_eq!(
+                (links[0].addr, links[0].state, links[0].node),
+                (other.id.addr, LinkState::Up, Some(other.id))
+            );
+            assert_eq!(
+                me.t.stats().sessions,
+                1,
+                "round {round}: one session came up"
+            );
+            assert_eq!(me.t.sessions(), [other.id]);
+        }
+        // ... and the same connection seen from both ends.
+        let (a_local, a_remote) = a.t.connection(b.id.addr).expect("a's link");
+        let (b_local, b_remote) = b.t.connection(a.id.addr).expect("b's link");
+        assert_eq!((a_local, a_remote), (b_remote, b_local), "round {round}");
+        assert!(
+            a.t.stats().duplicates + b.t.stats().duplicates >= 1,
+            "the other link was refused"
+        );
+    }
 }
 
 #[test]
-fn tcp_simultaneous_connects_converge_on_one_link() {
+fn tcp_a_newer_incarnation_of_a_peer_replaces_its_old_link() {
     let mut rt = virtual_rt();
-    let secret = Secret::new([3; 32]);
-    let (a, ida, got_a) = transport(&mut rt, &secret, None);
-    let (b, idb, got_b) = transport(&mut rt, &secret, None);
-    // Both send first, in the same turn: both connect.
-    send(&a, ida, idb, 1).expect("room");
-    send(&b, idb, ida, 2).expect("room");
-    rt.run_for(Duration::from_millis(100)).expect("runs");
-    let up = |t: &TcpTransport| -> Vec<(SocketAddr, LinkState)> {
-        t.links().iter().map(|l| (l.addr, l.state)).collect()
-    };
-    assert_eq!(up(&a), [(idb.addr, LinkState::Up)], "one link, up");
-    assert_eq!(up(&b), [(ida.addr, LinkState::Up)], "one link, up");
-    assert_eq!(
-        a.stats().duplicates + b.stats().duplicates,
-        2,
-        "each dropped one"
+    let secret = Secret::new([8; 32]);
+    let (a, b1) = pair(&mut rt, &secret);
+    // A restarted b: a new incarnation naming b's address, connecting
+    // while a still holds the old link.
+    let b2 = side_as(
+        &mut rt,
+        &secret,
+        None,
+        Some(NodeId::new(b1.id.addr, b1.id.incarnation + 1)),
     );
-    // Frames cross both ways on the link both kept.
-    send(&a, ida, idb, 3).expect("room");
-    send(&b, idb, ida, 4).expect("room");
-    rt.run_for(Duration::from_millis(100)).expect("runs");
-    assert_eq!(numbers(&got_b), [1, 3]);
-    assert_eq!(numbers(&got_a), [2, 4]);
-    assert_eq!(a.sessions(), [idb]);
+    b2.send(&a, 7, false).expect("room");
+    assert!(run_until(&mut rt, Duration::from_secs(1), || a.numbers() == [7]));
+    // a keeps the newer one: what it sends to b's address goes there.
+    a.send(&b1, 8, false).expect("room");
+    assert!(
+        run_until(&mut rt, Duration::from_secs(1), || b2.numbers() == [8]),
+        "{:?}",
+        a.t.stats()
+    );
+    assert_eq!(b1.numbers(), [0], "nothing more on the old link");
+    assert_eq!(a.t.links()[0].node, Some(b2.id));
+    assert_eq!(a.t.stats().duplicates, 1);
 }
 
-/// Two joined transports; `a`'s frames reach `b`.
-fn pair(rt: &mut Runtime) -> (TcpTransport, NodeId, TcpTransport, NodeId, Got) {
+// Rule 131 ----------------------------------------------------------------
+
+/// Runs a bad client against `b` (with a live session from `a`): exactly
+/// one connection closed, with an error `want` accepts, counted in
+/// `failed`, one warning logged; the client's socket is closed; the
+/// session of `a` goes on.
+fn bad_input(
+    bad: impl FnOnce(&mut Runtime, SocketAddr, &mut Vec<TcpStream>) -> Option<TcpStream>,
+    want: impl Fn(&ConnError) -> bool,
+) {
+    let (warnings, _guard) = Warnings::count();
+    let mut rt = virtual_rt();
     let secret = Secret::new([4; 32]);
-    let (a, ida, _) = transport(rt, &secret, None);
-    let (b, idb, got_b) = transport(rt, &secret, None);
-    send(&a, ida, idb, 0).expect("room");
-    rt.run_for(Duration::from_millis(100)).expect("runs");
-    assert_eq!(numbers(&got_b), [0]);
-    (a, ida, b, idb, got_b)
-}
-
-/// A raw client socket, without Nagle's delay (on the virtual clock a
-/// write held for the peer's delayed ACK would never go out in time).
-fn raw_client(to: SocketAddr) -> TcpStream {
-    let client = TcpStream::connect(to).expect("connects");
-    client.set_nodelay(true).expect("nodelay");
-    client
-}
-
-/// Runs `rt` a little while `client` writes, and after.
-fn feed(rt: &mut Runtime, client: &mut TcpStream, bytes: &[u8]) {
-    client.write_all(bytes).expect("writes");
+    let (a, b) = pair(&mut rt, &secret);
+    let before = (b.t.stats().failed, warnings.get());
+    let mut keep = Vec::new();
+    let client = bad(&mut rt, b.id.addr, &mut keep);
+    assert!(
+        run_until(&mut rt, HANDSHAKE_TIMEOUT, || !b.errors.borrow().is_empty()),
+        "the connection is closed with an error"
+    );
     rt.run_for(Duration::from_millis(50)).expect("runs");
+    {
+        let errors = b.errors.borrow();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(want(&errors[0].error), "{:?}", errors[0].error);
+        assert!(errors[0].error.is_bad_input());
+    }
+    assert_eq!(
+        (b.t.stats().failed, warnings.get()),
+        (before.0 + 1, before.1 + 1),
+        "counted and logged once"
+    );
+    if let Some(mut client) = client {
+        assert!(closed_by_server(&mut rt, &mut client), "closed");
+    }
+    still_carries(&mut rt, &a, &b, 9);
+    assert_eq!(b.t.sessions(), [a.id], "only the peer's session");
+    assert!(a.errors.borrow().is_empty());
 }
 
 #[test]
 fn tcp_garbage_from_a_raw_client_closes_that_connection_only() {
-    let mut rt = virtual_rt();
-    let (a, ida, b, idb, got_b) = pair(&mut rt);
-    let failed = b.stats().failed;
-    let mut client = raw_client(idb.addr);
-    rt.run_for(Duration::from_millis(10)).expect("runs");
-    feed(&mut rt, &mut client, &[0, 40]);
-    feed(&mut rt, &mut client, &[0xA5; 40]);
-    assert_eq!(b.stats().failed, failed + 1, "refused, counted");
-    // The refused connection is closed: the client reads its end.
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut buf = [0; 64];
-    assert!(matches!(client.read(&mut buf), Ok(0) | Err(_)), "closed");
-    // The other session goes on.
-    send(&a, ida, idb, 9).expect("room");
-    rt.run_for(Duration::from_millis(100)).expect("runs");
-    assert_eq!(numbers(&got_b), [0, 9]);
+    bad_input(
+        |rt, to, _| {
+            let mut client = raw_client(to);
+            feed(rt, &mut client, &[0, 40]);
+            feed(rt, &mut client, &[0xA5; 40]);
+            Some(client)
+        },
+        |e| matches!(e, ConnError::Session(SessionError::Noise(_))),
+    );
 }
 
 #[test]
-fn tcp_a_client_gone_mid_handshake_leaves_nothing_behind() {
-    let mut rt = virtual_rt();
-    let (a, ida, b, idb, got_b) = pair(&mut rt);
-    let mut client = raw_client(idb.addr);
-    rt.run_for(Duration::from_millis(10)).expect("runs");
-    // Half of a Noise message, then the client goes.
-    feed(&mut rt, &mut client, &[0, 48, 1, 2, 3]);
-    drop(client);
-    rt.run_for(Duration::from_millis(50)).expect("runs");
-    assert_eq!(b.links().len(), 1, "only the peer's link");
-    send(&a, ida, idb, 7).expect("room");
-    rt.run_for(Duration::from_millis(100)).expect("runs");
-    assert_eq!(numbers(&got_b), [0, 7]);
-}
-
-/// A raw client that completes the handshake with `session` (the right
-/// secret); returns the socket, non-blocking.
-fn handshake(rt: &mut Runtime, to: SocketAddr, mut session: Session) -> (TcpStream, Session) {
-    let mut client = raw_client(to);
-    client.set_nonblocking(true).expect("non-blocking");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !session.is_established() {
-        assert!(Instant::now() < deadline, "handshake never finished");
-        let out = session.take_output();
-        if !out.is_empty() {
-            client.write_all(&out).expect("writes");
-        }
-        rt.run_for(Duration::from_millis(5)).expect("runs");
-        let mut buf = [0; 4096];
-        match client.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if session.receive(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(_) => {}
-        }
-    }
-    let out = session.take_output();
-    if !out.is_empty() {
-        client.write_all(&out).expect("writes");
-    }
-    (client, session)
+fn tcp_a_client_gone_mid_handshake_is_a_truncated_message() {
+    bad_input(
+        |rt, to, _| {
+            let mut client = raw_client(to);
+            // Half of a Noise message, then the client closes its side.
+            feed(rt, &mut client, &[0, 48, 1, 2, 3]);
+            client.shutdown(Shutdown::Write).expect("shuts down");
+            Some(client)
+        },
+        |e| {
+            matches!(
+                e,
+                ConnError::Session(SessionError::Truncated { pending: 5 })
+            )
+        },
+    );
 }
 
 #[test]
-fn tcp_an_authenticated_peer_announcing_an_oversized_frame_is_refused() {
-    let mut rt = virtual_rt();
-    let (a, ida, b, idb, got_b) = pair(&mut rt);
-    let failed = b.stats().failed;
-    let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
-    let session = Session::initiator(me, &Secret::new([4; 32])).expect("noise");
-    let (mut client, mut session) = handshake(&mut rt, idb.addr, session);
-    assert!(session.is_established(), "the right secret gets a session");
-    // A length prefix past the limit, encrypted as the session would.
-    let len = u32::try_from(MAX_FRAME + 1).expect("fits").to_be_bytes();
-    session.send_encoded(&len).expect("encrypts");
-    feed(&mut rt, &mut client, &session.take_output());
-    assert_eq!(b.stats().failed, failed + 1, "refused, counted");
-    send(&a, ida, idb, 5).expect("room");
-    rt.run_for(Duration::from_millis(100)).expect("runs");
-    assert_eq!(numbers(&got_b), [0, 5], "the other session goes on");
+fn tcp_an_authenticated_peer_gone_mid_frame_is_a_truncated_frame() {
+    bad_input(
+        |rt, to, _| {
+            let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
+            let session = Session::initiator(me, &Secret::new([4; 32])).expect("noise");
+            let (mut client, mut session) = handshake(rt, to, session);
+            assert!(session.is_established());
+            // A whole Noise message holding 7 bytes of a 100-byte frame.
+            session
+                .send_encoded(&[0, 0, 0, 100, 1, 2, 3])
+                .expect("encrypts");
+            feed(rt, &mut client, &session.take_output());
+            client.shutdown(Shutdown::Write).expect("shuts down");
+            Some(client)
+        },
+        |e| {
+            matches!(
+                e,
+                ConnError::Session(SessionError::Truncated { pending: 7 })
+            )
+        },
+    );
+}
+
+#[test]
+fn tcp_a_peer_with_a_wrong_secret_is_refused() {
+    bad_input(
+        |rt, to, _| {
+            let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
+            let session = Session::initiator(me, &Secret::new([5; 32])).expect("noise");
+            let (client, _) = handshake(rt, to, session);
+            Some(client)
+        },
+        |e| matches!(e, ConnError::Session(SessionError::Noise(_))),
+    );
 }
 
 #[test]
 fn tcp_a_peer_with_another_wire_version_is_refused() {
-    let mut rt = virtual_rt();
-    let (_a, _ida, b, idb, _got_b) = pair(&mut rt);
-    let failed = b.stats().failed;
-    let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
-    let session =
-        Session::with_version(me, &Secret::new([4; 32]), true, WIRE_VERSION + 1).expect("noise");
-    let (_client, _session) = handshake(&mut rt, idb.addr, session);
-    rt.run_for(Duration::from_millis(50)).expect("runs");
-    assert_eq!(b.stats().failed, failed + 1, "refused after authentication");
-    assert_eq!(b.sessions().len(), 1, "only the peer's session");
+    bad_input(
+        |rt, to, _| {
+            let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
+            let session = Session::with_version(me, &Secret::new([4; 32]), true, WIRE_VERSION + 1)
+                .expect("noise");
+            let (client, _) = handshake(rt, to, session);
+            Some(client)
+        },
+        |e| {
+            matches!(e, ConnError::Session(SessionError::Version { got, want })
+                if *got == WIRE_VERSION + 1 && *want == WIRE_VERSION)
+        },
+    );
 }
 
 #[test]
-fn tcp_frames_for_a_peer_not_there_yet_wait_bounded_and_arrive_in_order() {
-    let mut rt = virtual_rt();
-    let secret = Secret::new([6; 32]);
-    let (a, ida, _) = transport(&mut rt, &secret, None);
-    // A free port nobody listens on yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let idb = NodeId::new(port, 1);
-    let mut sent = 0u32;
-    let full = loop {
-        match send(&a, ida, idb, (sent % 250) as u8) {
-            Ok(()) => sent += 1,
-            Err(Full(bytes)) => break bytes,
-        }
-    };
-    assert_eq!(
-        sent as usize, QUEUED_FRAMES,
-        "bounded, and the refused frame given back"
+fn tcp_an_authenticated_peer_announcing_an_oversized_frame_is_refused() {
+    bad_input(
+        |rt, to, _| {
+            let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
+            let session = Session::initiator(me, &Secret::new([4; 32])).expect("noise");
+            let (mut client, mut session) = handshake(rt, to, session);
+            assert!(session.is_established(), "the right secret gets a session");
+            // A length prefix past the limit, encrypted as the session would.
+            let len = u32::try_from(MAX_FRAME + 1).expect("fits").to_be_bytes();
+            session.send_encoded(&len).expect("encrypts");
+            feed(rt, &mut client, &session.take_output());
+            Some(client)
+        },
+        |e| {
+            matches!(
+                e,
+                ConnError::Session(SessionError::Wire(WireError::TooLarge { .. }))
+            )
+        },
     );
-    assert_eq!(full, gossip((sent % 250) as u8));
-    let room = Rc::new(Cell::new(0));
-    let r2 = room.clone();
-    a.when_room(idb.addr, Box::new(move || r2.set(r2.get() + 1)));
-    // Connection attempts fail and back off; nothing is lost meanwhile.
-    rt.run_for(Duration::from_secs(1)).expect("runs");
-    assert!(a.stats().reconnects >= 2, "{:?}", a.stats());
-    assert_eq!(room.get(), 0, "still full");
-    assert_eq!(a.links()[0].state, LinkState::Connecting);
-    // The peer comes up on that port: everything arrives, in order.
-    let (_b, _, got_b) = transport(&mut rt, &secret, Some(port));
-    rt.run_for(Duration::from_secs(10)).expect("runs");
-    let want: Vec<u8> = (0..sent).map(|i| (i % 250) as u8).collect();
-    assert_eq!(numbers(&got_b), want);
-    assert_eq!(room.get(), 1, "told once that there is room");
-    let link = &a.links()[0];
-    assert_eq!((link.state, link.queued), (LinkState::Up, 0));
-    assert_eq!(link.frames_out, u64::from(sent));
-    assert!(link.rtt.is_some(), "a round trip measured");
 }
 
 #[test]
 fn tcp_a_client_that_never_authenticates_is_closed_after_the_timeout() {
+    bad_input(
+        |rt, to, _| {
+            let client = raw_client(to);
+            rt.run_for(HANDSHAKE_TIMEOUT / 2).expect("runs");
+            Some(client)
+        },
+        |e| matches!(e, ConnError::Timeout),
+    );
+}
+
+#[test]
+fn tcp_connections_past_the_pending_handshakes_bound_are_closed_at_once() {
+    bad_input(
+        |rt, to, silent| {
+            // They stay open, saying nothing (their timeout is not reached).
+            for _ in 0..PENDING_HANDSHAKES {
+                silent.push(raw_client(to));
+                rt.run_for(Duration::from_millis(1)).expect("runs");
+            }
+            let one_more = raw_client(to);
+            rt.run_for(Duration::from_millis(10)).expect("runs");
+            Some(one_more)
+        },
+        |e| matches!(e, ConnError::TooManyHandshakes),
+    );
+}
+
+// Rule 132 ----------------------------------------------------------------
+
+#[test]
+fn tcp_frames_for_a_peer_not_there_yet_wait_and_it_is_retried_with_a_doubling_backoff() {
     let mut rt = virtual_rt();
-    let (_a, _ida, b, idb, _got_b) = pair(&mut rt);
-    let failed = b.stats().failed;
-    let mut client = raw_client(idb.addr);
-    rt.run_for(HANDSHAKE_TIMEOUT / 2).expect("runs");
-    assert_eq!(b.stats().failed, failed, "still within its time");
-    rt.run_for(HANDSHAKE_TIMEOUT).expect("runs");
-    assert_eq!(b.stats().failed, failed + 1, "closed, counted");
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut buf = [0; 64];
-    assert!(matches!(client.read(&mut buf), Ok(0) | Err(_)), "closed");
-    assert_eq!(b.sessions().len(), 1, "the peer's session goes on");
+    let secret = Secret::new([6; 32]);
+    let a = side(&mut rt, &secret, None);
+    let port = free_port();
+    for i in 0..100 {
+        a.send_to(port, i, false).expect("room");
+    }
+    // Refused at 0, retried at 50, 150, 350, 750 ms (then 1550).
+    rt.run_for(Duration::from_millis(1000)).expect("runs");
+    assert_eq!(a.t.stats().reconnects, 4, "{:?}", a.t.stats());
+    // Doubling up to BACKOFF_MAX: 1550, 3150, 6350, then every 5 s.
+    rt.run_for(Duration::from_secs(60)).expect("runs");
+    let tries = a.t.stats().reconnects;
+    assert!((15..=18).contains(&tries), "{tries}");
+    assert!(a.t.stats().broken >= tries, "each refusal counted");
+    let link = &a.t.links()[0];
+    assert_eq!((link.state, link.queued), (LinkState::Connecting, 100));
+    // The peer comes up on that port: everything arrives, in order, by
+    // the next attempt; the backoff starts again from the minimum.
+    let b = side(&mut rt, &secret, Some(port));
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len() == 100));
+    assert_eq!(b.numbers(), (0..100).collect::<Vec<_>>());
+    assert!(a.errors.borrow().iter().all(|f| !f.error.is_bad_input()));
+    // Up again, the backoff is back at its minimum: gone once more, the
+    // peer is tried again 50 ms after the next refusal, not 5 s.
+    drop(b);
+    rt.run_for(Duration::from_millis(100)).expect("runs");
+    a.send_to(port, 100, false).expect("room");
+    let tries = a.t.stats().reconnects;
+    rt.run_for(Duration::from_millis(60)).expect("runs");
+    assert_eq!(a.t.stats().reconnects, tries + 1);
+}
+
+#[test]
+fn tcp_a_peer_that_goes_away_is_unreachable_and_what_waits_arrives_when_it_is_back() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([9; 32]);
+    let (a, b) = pair(&mut rt, &secret);
+    let ups = Rc::new(Cell::new(0));
+    let u2 = ups.clone();
+    a.t.on_link_up(a.id.addr, Fwd::new(move |_| u2.set(u2.get() + 1)));
+    let port = b.id.addr;
+    drop(b);
+    rt.run_for(Duration::from_millis(100)).expect("runs");
+    assert_eq!(a.t.links()[0].state, LinkState::Connecting);
+    assert!(a.t.sessions().is_empty());
+    for i in 1..=50 {
+        a.send_to(port, i, false).expect("room");
+    }
+    rt.run_for(Duration::from_secs(2)).expect("runs");
+    assert!(a.t.stats().reconnects >= 2, "{:?}", a.t.stats());
+    assert_eq!(a.t.links()[0].queued, 50, "kept across attempts");
+    let b = side(&mut rt, &secret, Some(port));
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len() == 50));
+    assert_eq!(b.numbers(), (1..=50).collect::<Vec<_>>());
+    assert_eq!(ups.get(), 1, "the node is told the link is up again");
+    assert_eq!(a.t.links()[0].state, LinkState::Up);
+}
+
+// Rule 133 ----------------------------------------------------------------
+
+#[test]
+fn tcp_a_full_data_queue_gives_the_frame_back_and_tells_when_room_once_from_the_queue() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([10; 32]);
+    let a = side(&mut rt, &secret, None);
+    // Bounded in frames: the frame past the bound is given back.
+    let port = free_port();
+    let mut sent = 0;
+    let refused = loop {
+        match a.send_to(port, sent, false) {
+            Ok(()) => sent += 1,
+            Err(Full(bytes)) => break bytes,
+        }
+    };
+    assert_eq!(sent as usize, QUEUED_FRAMES);
+    assert_eq!(refused, frame(sent));
+    // Bounded in bytes, for another peer.
+    let big = 600 << 10;
+    let port2 = free_port();
+    let mut fit = 0;
+    while a
+        .t
+        .send(a.id.addr, port2, sized_frame(fit, big), false)
+        .is_ok()
+    {
+        fit += 1;
+    }
+    assert_eq!(
+        fit as usize,
+        QUEUED_BYTES / sized_frame(0, big).len(),
+        "{fit}"
+    );
+    // when_room is never called inside the call, even with room.
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let t2 = told.clone();
+    a.t.when_room(free_port(), Box::new(move || t2.borrow_mut().push("free")));
+    for who in ["first", "second"] {
+        let t2 = told.clone();
+        a.t.when_room(port, Box::new(move || t2.borrow_mut().push(who)));
+    }
+    assert!(told.borrow().is_empty(), "not called inside when_room");
+    rt.run_for(Duration::from_millis(1)).expect("runs");
+    assert_eq!(*told.borrow(), ["free"], "from the queue, soon");
+    rt.run_for(Duration::from_secs(1)).expect("runs");
+    assert_eq!(*told.borrow(), ["free"], "still full");
+    // The peer comes up: all arrive, and each waiting is told once.
+    let b = side(&mut rt, &secret, Some(port));
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len()
+        == QUEUED_FRAMES));
+    assert_eq!(b.numbers(), (0..sent).collect::<Vec<_>>());
+    rt.run_for(Duration::from_secs(1)).expect("runs");
+    assert_eq!(*told.borrow(), ["free", "first", "second"]);
+    // A frame no peer would take is dropped and counted, never queued.
+    let huge = vec![0; MAX_FRAME + 5];
+    assert_eq!(a.t.send(a.id.addr, port, huge, false), Ok(()));
+    assert_eq!(a.t.stats().oversized, 1);
+    assert_eq!(
+        a.t.links().iter().map(|l| l.queued).sum::<usize>(),
+        fit as usize
+    );
+}
+
+// Rule 134 ----------------------------------------------------------------
+
+#[test]
+fn tcp_control_frames_go_ahead_of_data_and_past_their_bound_are_dropped_and_counted() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([11; 32]);
+    let a = side(&mut rt, &secret, None);
+    let port = free_port();
+    // Data first (numbers from 1_000_000), then control frames, some
+    // past the control bound.
+    for i in 0..10 {
+        a.send_to(port, 1_000_000 + i, false).expect("room");
+    }
+    let extra = 3;
+    for i in 0..(CONTROL_FRAMES as u32 + extra) {
+        a.send_to(port, i, true).expect("control is never refused");
+    }
+    assert_eq!(a.t.stats().dropped, u64::from(extra));
+    assert_eq!(a.t.links()[0].queued, 10 + CONTROL_FRAMES);
+    // More data still queues: dropping control made no room for it, and
+    // data never pushes control out.
+    a.send_to(port, 1_000_010, false).expect("room");
+    let b = side(&mut rt, &secret, Some(port));
+    let total = CONTROL_FRAMES + 11;
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len() == total));
+    let mut want: Vec<u32> = (0..CONTROL_FRAMES as u32).collect();
+    want.extend(1_000_000..1_000_011);
+    assert_eq!(b.numbers(), want, "control first, each kind in order");
+}
+
+// Rule 136 ----------------------------------------------------------------
+
+#[test]
+fn tcp_links_report_state_node_rtt_traffic_and_queue() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([12; 32]);
+    let a = side(&mut rt, &secret, None);
+    // A listener that accepts nothing: connected, never authenticated.
+    let mute = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let mute_addr = mute.local_addr().expect("addr");
+    a.send_to(mute_addr, 1, false).expect("room");
+    // A port nobody listens on, and a peer that will come.
+    let port = free_port();
+    for i in 0..5 {
+        a.send_to(port, i, false).expect("room");
+    }
+    rt.run_for(Duration::from_millis(20)).expect("runs");
+    let states: Vec<_> =
+        a.t.links()
+            .iter()
+            .map(|l| (l.addr, l.state, l.node, l.queued))
+            .collect();
+    let mut want = vec![
+        (mute_addr, LinkState::Authenticating, None, 1),
+        (port, LinkState::Connecting, None, 5),
+    ];
+    want.sort_by_key(|w| w.0);
+    assert_eq!(states, want);
+    let b = side(&mut rt, &secret, Some(port));
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len() == 5));
+    let link =
+        a.t.links()
+            .into_iter()
+            .find(|l| l.addr == port)
+            .expect("link");
+    assert_eq!(
+        (link.state, link.node, link.queued, link.frames_out),
+        (LinkState::Up, Some(b.id), 0, 5)
+    );
+    assert!(link.bytes_out > 0 && link.rtt.is_some(), "{link:?}");
+    let back = &b.t.links()[0];
+    assert_eq!(
+        (back.addr, back.state, back.node, back.frames_in),
+        (a.id.addr, LinkState::Up, Some(a.id), 5)
+    );
+    assert!(back.bytes_in > 0 && back.rtt.is_some(), "{back:?}");
+    // The round trip is measured again, by echoes, on both sides.
+    rt.run_for(ECHO_INTERVAL * 3 + Duration::from_millis(100))
+        .expect("runs");
+    assert!(a.t.stats().echoes >= 2, "{:?}", a.t.stats());
+    assert!(b.t.stats().echoes >= 2, "{:?}", b.t.stats());
+    // Echoes are not frames: the node sees none.
+    assert_eq!(b.numbers().len(), 5);
+    assert_eq!(a.numbers().len(), 0);
+    drop(mute);
 }
