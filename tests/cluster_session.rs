@@ -90,6 +90,57 @@ fn session_tampered_bytes_are_refused() {
     assert!(matches!(b.receive(&bytes), Err(SessionError::Noise(_))));
 }
 
+#[test]
+fn session_keepalives_carry_no_frame_and_are_counted() {
+    let mut a = Session::initiator(node(1), &secret(5)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(5)).expect("noise");
+    assert!(matches!(a.send_keepalive(), Err(SessionError::Failed)));
+    pump(&mut a, &mut b).expect("handshake");
+    a.send_keepalive().expect("encrypts");
+    let bytes = a.take_output();
+    assert_eq!(bytes.len(), 2 + 16, "a length and a tag");
+    a.send(&Frame::Gossip(vec![1])).expect("sends");
+    a.send_keepalive().expect("encrypts");
+    let mut all = bytes;
+    all.extend(a.take_output());
+    assert_eq!(b.receive(&all).expect("decrypts"), [Frame::Gossip(vec![1])]);
+    assert_eq!(b.keepalives_received(), 2);
+    assert_eq!(a.keepalives_received(), 0);
+}
+
+#[test]
+fn session_end_of_input_names_a_message_or_frame_cut_short() {
+    let mut a = Session::initiator(node(1), &secret(6)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(6)).expect("noise");
+    pump(&mut a, &mut b).expect("handshake");
+    // Part of a Noise message.
+    a.send(&Frame::Gossip(vec![1, 2, 3])).expect("sends");
+    let bytes = a.take_output();
+    assert!(b.receive(&bytes[..5]).expect("waits").is_empty());
+    assert_eq!(b.pending(), 5);
+    assert!(matches!(
+        b.end_of_input(),
+        Err(SessionError::Truncated { pending: 5 })
+    ));
+    assert!(matches!(b.receive(&bytes[5..]), Err(SessionError::Failed)));
+    // A whole Noise message holding part of a frame.
+    let mut a = Session::initiator(node(1), &secret(6)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(6)).expect("noise");
+    pump(&mut a, &mut b).expect("handshake");
+    a.send_encoded(&[0, 0, 0, 9, 1]).expect("encrypts");
+    assert!(b.receive(&a.take_output()).expect("waits").is_empty());
+    assert!(matches!(
+        b.end_of_input(),
+        Err(SessionError::Truncated { pending: 5 })
+    ));
+    // Nothing pending: a clean end.
+    let mut a = Session::initiator(node(1), &secret(6)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(6)).expect("noise");
+    pump(&mut a, &mut b).expect("handshake");
+    assert!(b.end_of_input().is_ok());
+    assert!(matches!(b.end_of_input(), Err(SessionError::Failed)));
+}
+
 proptest! {
     #![proptest_config(common::cases(1_000))]
 

@@ -421,6 +421,11 @@ fn tcp_a_full_data_queue_gives_the_frame_back_and_tells_when_room_once_from_the_
         QUEUED_BYTES / sized_frame(0, big).len(),
         "{fit}"
     );
+    // That queue has room for more frames, but not for the one refused:
+    // who waits is told only when that one fits.
+    let big_told = Rc::new(Cell::new(0));
+    let b2 = big_told.clone();
+    a.t.when_room(port2, Box::new(move || b2.set(b2.get() + 1)));
     // when_room is never called inside the call, even with room.
     let told = Rc::new(RefCell::new(Vec::new()));
     let t2 = told.clone();
@@ -434,6 +439,7 @@ fn tcp_a_full_data_queue_gives_the_frame_back_and_tells_when_room_once_from_the_
     assert_eq!(*told.borrow(), ["free"], "from the queue, soon");
     rt.run_for(Duration::from_secs(1)).expect("runs");
     assert_eq!(*told.borrow(), ["free"], "still full");
+    assert_eq!(big_told.get(), 0, "the refused frame does not fit yet");
     // The peer comes up: all arrive, and each waiting is told once.
     let b = side(&mut rt, &secret, Some(port));
     assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len()
@@ -449,6 +455,12 @@ fn tcp_a_full_data_queue_gives_the_frame_back_and_tells_when_room_once_from_the_
         a.t.links().iter().map(|l| l.queued).sum::<usize>(),
         fit as usize
     );
+    // The second peer comes up: its waiting one is told once.
+    let c = side(&mut rt, &secret, Some(port2));
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || c.numbers().len()
+        == fit as usize));
+    rt.run_for(Duration::from_secs(1)).expect("runs");
+    assert_eq!(big_told.get(), 1);
 }
 
 // Rule 134 ----------------------------------------------------------------
