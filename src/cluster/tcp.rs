@@ -76,10 +76,11 @@
 //!
 //! **133. The data queue refuses, never drops**: a data frame that does
 //! not fit its peer's queue ([`QUEUED_FRAMES`] frames, [`QUEUED_BYTES`]
-//! bytes; an empty queue takes any frame) is given back as [`Full`];
-//! each [`Transport::when_room`] callback is called exactly once, from
-//! stakker's queue (never inside `send` or `when_room`), when the frame
-//! last refused would fit.
+//! bytes) is given back as [`Full`]; each [`Transport::when_room`]
+//! callback is called exactly once, from stakker's queue (never inside
+//! `send` or `when_room`), when the frame last refused would fit; a frame
+//! larger than any peer takes ([`MAX_FRAME`]) is not queued but counted
+//! ([`TcpStats::oversized`]) and logged.
 //!
 //! **134. Control frames go first, in their own bounded queue**: control
 //! frames are written ahead of the data waiting for the same peer, in
