@@ -244,8 +244,9 @@
 //! or its node crashed; `Lost` reaches a watcher only after its node
 //! declared that node down; no message is delivered from an incarnation
 //! after the receiving node declared it down; messages between two nodes
-//! arrive in send order; and 60 s after the last heal every node that did
-//! not crash sees every other one, in its current incarnation.
+//! arrive in send order; and 60 s after the last fault (the last heal,
+//! the last gossip lost) every node that did not crash sees every other
+//! one, in its current incarnation.
 //!
 //! **142. An isolated node finds the cluster again**: a node whose
 //! announce was lost, that sees no member left, or that rejoined under a

@@ -266,6 +266,12 @@ impl SimNet {
         }
     }
 
+    /// Changes the network's faults from now on (e.g. none, to watch the
+    /// cluster settle after the last fault).
+    pub fn set_faults(&self, faults: Faults) {
+        self.net.borrow_mut().faults = faults;
+    }
+
     /// True if a link between `a` and `b` is cut (either way).
     pub fn is_cut(&self, a: SocketAddr, b: SocketAddr) -> bool {
         let net = self.net.borrow();
