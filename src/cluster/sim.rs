@@ -26,7 +26,7 @@
 //! and [`SimNet::record`] keeps every packet's fate as a [`Trace`].
 
 use super::membership::{MemberEvent, MembershipConfig};
-use super::transport::{Full, LinkState, LinkStatus, Transport};
+use super::transport::{up_links, Full, LinkStatus, Transport};
 use super::wire::{Frame, MAX_FRAME};
 use super::{Node, NodeId};
 use crate::{device, fwd_to, DeviceOwn};
@@ -441,14 +441,9 @@ impl Transport for SimNet {
 
     fn links(&self) -> Vec<LinkStatus> {
         let net = self.net.borrow();
-        net.nodes
-            .keys()
-            .map(|&addr| {
-                let mut link = LinkStatus::new(addr, LinkState::Up);
-                link.queued = net.held.get(&addr).map_or(0, |(q, _)| q.len());
-                link
-            })
-            .collect()
+        up_links(net.nodes.keys(), |addr| {
+            net.held.get(addr).map_or(0, |(q, _)| q.len())
+        })
     }
 
     fn on_link_up(&self, me: SocketAddr, up: Fwd<SocketAddr>) {
