@@ -106,7 +106,9 @@
 //! gets a session**: a wrong secret, garbage or tampered bytes end the
 //! session with [`SessionError::Noise`], another version with
 //! [`SessionError::Version`] (checked after authentication); a failed
-//! session reads and sends nothing more; no input panics. Frames of any
+//! session reads and sends nothing more; no input panics (10,000 real
+//! handshake messages spoiled per test run: flipped, cut, extended,
+//! replayed from another handshake). Frames of any
 //! size up to the limit go through, in order, both ways.
 //!
 //! **117. A name is found the same way on every node, and every lookup is
