@@ -105,6 +105,8 @@ pub struct Trace {
 pub struct SimStats {
     /// Packets queued for delivery (a duplicate counts twice).
     pub sent: u64,
+    /// Their bytes.
+    pub bytes: u64,
     /// Packets delivered.
     pub delivered: u64,
     /// Packets lost (gossip loss, partitions, crashes).
@@ -162,6 +164,7 @@ impl Net {
     fn queue(&mut self, due: Instant, p: Packet) {
         self.seq += 1;
         self.due.push(Reverse((due, self.seq)));
+        self.stats.bytes += p.data.len() as u64;
         self.packets.insert(self.seq, p);
         self.stats.sent += 1;
     }
