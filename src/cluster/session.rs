@@ -210,7 +210,8 @@ impl Session {
     }
 
     /// Encrypts frames already encoded (length-prefixed, as
-    /// [`Frame::encode_into`] writes them) for the peer.
+    /// [`Frame::encode_into`] writes them) for the peer; nothing at all is
+    /// one empty message, which carries no frame.
     ///
     /// # Errors
     /// [`SessionError::Failed`] before the handshake is complete or after
@@ -219,7 +220,11 @@ impl Session {
         let State::Transport(t) = &mut self.state else {
             return Err(SessionError::Failed);
         };
-        for chunk in plain.chunks(CHUNK) {
+        // An empty plaintext is one empty message (a transport's "yes").
+        let empty: &[u8] = &[];
+        let chunks = plain.chunks(CHUNK);
+        let one = plain.is_empty().then_some(empty);
+        for chunk in one.into_iter().chain(chunks) {
             // Encrypted in place at the end of the output: no buffer per
             // message.
             let start = self.out.len();

@@ -83,6 +83,11 @@ struct Link {
     held: Vec<u8>,
     /// When the last handshake message went out (for the round trip).
     hs_sent: Option<Instant>,
+    /// Chosen by both ends: the responder keeps it (and says so with an
+    /// empty message), the initiator has heard that. Frames go only on a
+    /// confirmed link, so none is ever written on a link the other end
+    /// drops as the loser of a simultaneous connect.
+    confirmed: bool,
 }
 
 /// What this node keeps for one peer, across connections.
@@ -312,7 +317,7 @@ impl Transport for TcpTransport {
             .map(|(&addr, peer)| {
                 let link = peer.link.and_then(|serial| inner.links.get(&serial));
                 let state = match link {
-                    Some(l) if l.session.is_established() => LinkState::Up,
+                    Some(l) if l.confirmed => LinkState::Up,
                     Some(l) if l.conn.is_some() => LinkState::Authenticating,
                     _ => LinkState::Connecting,
                 };
@@ -354,6 +359,7 @@ fn new_link(inner: &mut Inner, addr: Option<SocketAddr>) -> Option<u64> {
             addr,
             held: Vec::new(),
             hs_sent: None,
+            confirmed: false,
         },
     );
     Some(serial)
@@ -572,7 +578,12 @@ fn receive(
         link.hs_sent = Some(now);
     }
     let addr = link.addr;
-    if !was && link.session.is_established() {
+    if was && link.initiator && !link.confirmed {
+        // The responder's word: this link is the one.
+        if let Some(addr) = addr {
+            confirm(weak, inner, serial, addr);
+        }
+    } else if !was && link.session.is_established() {
         established(weak, inner, serial, rtt);
     } else if let (Some(addr), Some(rtt)) = (addr, rtt) {
         if let Some(peer) = inner.peers.get_mut(&addr) {
@@ -624,6 +635,29 @@ fn established(weak: &Weak<RefCell<Inner>>, inner: &mut Inner, serial: u64, rtt:
     if let Some(peer) = inner.peers.get_mut(&addr) {
         peer.link = Some(keep);
         peer.backoff = BACKOFF_MIN;
+    }
+    // The responder decides: it keeps this link, and says so; the
+    // initiator waits for that word before it sends.
+    if keep == serial && !this_initiator {
+        if let Some(link) = inner.links.get_mut(&serial) {
+            if link.session.send_encoded(&[]).is_ok() {
+                let out = link.session.take_output();
+                if let Some(conn) = &link.conn {
+                    let _ = conn.write(&out);
+                }
+            }
+        }
+        confirm(weak, inner, serial, addr);
+    }
+}
+
+/// Link `serial` to `addr` is chosen by both ends: frames flow on it, and
+/// the node hears that the session is up.
+fn confirm(weak: &Weak<RefCell<Inner>>, inner: &mut Inner, serial: u64, addr: SocketAddr) {
+    if let Some(link) = inner.links.get_mut(&serial) {
+        link.confirmed = true;
+    }
+    if let Some(peer) = inner.peers.get_mut(&addr) {
         peer.flushing = true;
     }
     let weak = weak.clone();
@@ -652,7 +686,7 @@ fn flush_peer(weak: &Weak<RefCell<Inner>>, s: &mut Stakker, addr: SocketAddr) {
             return;
         };
         let mut failed = false;
-        while link.session.is_established() && link.held.is_empty() && peer.waiting() {
+        while link.confirmed && link.held.is_empty() && peer.waiting() {
             let Some(conn) = &link.conn else { break };
             let mut plain = Vec::new();
             let mut frames = 0u64;
