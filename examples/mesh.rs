@@ -36,6 +36,13 @@ impl Sink {
     }
 }
 
+/// The process's resident memory in bytes (Linux), if known.
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
 thread_local! {
     static ME: RefCell<Option<(DeviceOwn<Node>, Vec<Pid>)>> = const { RefCell::new(None) };
 }
@@ -120,6 +127,8 @@ fn main() {
     for _ in 0..n {
         nodes.push(addr_rx.recv().expect("a node started"));
     }
+    // Every node started and listening; node 0's seeds not yet met.
+    let rss_before = rss();
     nodes.sort_by_key(|(i, ..)| *i);
     let pids: Vec<Pid> = nodes
         .iter()
@@ -127,6 +136,15 @@ fn main() {
         .collect();
     // Tell each node its peers (once everyone is a member).
     std::thread::sleep(Duration::from_secs(3));
+    let sessions = n * (n - 1);
+    if let (Some(before), Some(after)) = (rss_before, rss()) {
+        println!(
+            "resident memory: {} KiB before the nodes met, {} KiB with {sessions} sessions up: about {} KiB a session (both ends of a link count)",
+            before / 1024,
+            after / 1024,
+            after.saturating_sub(before) / 1024 / sessions as u64
+        );
+    }
     for (i, (_, _, _, remote)) in nodes.iter().enumerate() {
         let peers: Vec<Pid> = pids
             .iter()
