@@ -368,6 +368,20 @@ fn ids(p: &mut Pair) -> (NodeId, NodeId) {
     (a, b)
 }
 
+/// The link between a and b comes back twice; the causes `downs` heard.
+fn after_two_reconnects(
+    p: &mut Pair,
+    ida: NodeId,
+    idb: NodeId,
+    downs: &Seen<RemoteDown>,
+) -> Vec<String> {
+    for _ in 0..2 {
+        p.net.reconnect(ida.addr, idb.addr);
+        p.rt.run();
+    }
+    downs.borrow().iter().map(|d| d.cause.to_string()).collect()
+}
+
 #[test]
 fn links_a_watch_lost_in_flight_is_asked_again_when_the_link_is_back() {
     let mut p = pair();
@@ -384,13 +398,8 @@ fn links_a_watch_lost_in_flight_is_asked_again_when_the_link_is_back() {
     assert!(downs.borrow().is_empty(), "b never heard of the watch");
     // The link comes back: the watch is asked again, and answered with
     // y's recorded cause.
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
     assert_eq!(
-        got,
+        after_two_reconnects(&mut p, ida, idb, &downs),
         [End::Error.cause_text()],
         "exactly once, the real cause"
     );
@@ -414,13 +423,8 @@ fn links_a_down_lost_in_flight_arrives_after_the_link_is_back() {
     common::quiet_test_panics();
     p.rt.run();
     assert!(downs.borrow().is_empty(), "the Down was lost");
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
     assert_eq!(
-        got,
+        after_two_reconnects(&mut p, ida, idb, &downs),
         [End::Panic.cause_text()],
         "exactly once, the real cause"
     );

@@ -13,6 +13,8 @@ use crate::after;
 use foca::{
     AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
 };
+/// foca's settings, re-exported for [`MembershipConfig::foca`].
+pub use foca::{Config as FocaConfig, PeriodicParams};
 use rand_xorshift::XorShiftRng;
 use stakker::{Fwd, CX};
 use std::collections::BTreeSet;
@@ -84,6 +86,13 @@ pub struct Membership {
     /// The members told `Up` and not yet `Down`: each change is told
     /// once.
     told_up: BTreeSet<NodeId>,
+    /// Every address announced to or seen as a member: where an isolated
+    /// node announces itself again.
+    known: BTreeSet<std::net::SocketAddr>,
+    /// foca has no active member (it said `Idle`); a re-announce is armed.
+    idle: bool,
+    /// How often an isolated node announces itself again.
+    retry: std::time::Duration,
     /// Packets foca refused (bad input from the network).
     refused: u64,
 }
@@ -100,12 +109,16 @@ impl Membership {
     ) -> Option<Self> {
         use rand_core::SeedableRng;
         let rng = XorShiftRng::seed_from_u64(config.seed);
+        let retry = config.foca.probe_period;
         let mut m = Membership {
             foca: Foca::new(me, config.foca, rng, PostcardCodec),
             rt: AccumulatingRuntime::new(),
             transport,
             events,
             told_up: BTreeSet::new(),
+            known: BTreeSet::new(),
+            idle: false,
+            retry,
             refused: 0,
         };
         m.flush(cx);
@@ -114,8 +127,34 @@ impl Membership {
 
     /// Announces this node to the member at `seed` (joining its cluster).
     pub fn announce(&mut self, cx: CX![], seed: NodeId) {
+        self.known.insert(seed.addr);
         let res = self.foca.announce(seed, &mut self.rt);
         self.after_foca(cx, res);
+        // An announce may be lost: it is sent again until foca is active.
+        if self.foca.num_members() == 0 {
+            self.isolated(cx);
+        }
+    }
+
+    /// While foca has no active member, announces this node again to
+    /// every address it knows, once per probe period: a node cut off long
+    /// enough to see everyone down (or whose seed crashed) finds the
+    /// cluster again when the network heals.
+    fn reannounce(&mut self, cx: CX![]) {
+        if !self.idle {
+            return;
+        }
+        let me = self.foca.identity().addr;
+        let known: Vec<std::net::SocketAddr> = self.known.iter().copied().collect();
+        for addr in known.into_iter().filter(|a| *a != me) {
+            let res = self.foca.announce(NodeId::new(addr, 0), &mut self.rt);
+            if let Err(e) = res {
+                self.refused += 1;
+                tracing::debug!(target: "stakplane::cluster", error = %e, "announce refused");
+            }
+        }
+        after!(self.retry, [cx], reannounce());
+        self.flush(cx);
     }
 
     /// A packet for this node's membership, from the network.
@@ -172,7 +211,17 @@ impl Membership {
         self.flush(cx);
     }
 
+    /// foca has no one to talk to (no active member, or a new identity
+    /// nobody has spoken to yet): arm the re-announce.
+    fn isolated(&mut self, cx: CX![]) {
+        if !self.idle {
+            self.idle = true;
+            after!(self.retry, [cx], reannounce());
+        }
+    }
+
     fn up(&mut self, id: NodeId) {
+        self.known.insert(id.addr);
         if self.told_up.insert(id) {
             self.events.fwd(MemberEvent::Up(id));
         }
@@ -208,7 +257,14 @@ impl Membership {
                         self.up(new);
                     }
                 }
-                OwnedNotification::Rejoin(id) => self.events.fwd(MemberEvent::Rejoined(id)),
+                OwnedNotification::Rejoin(id) => {
+                    self.events.fwd(MemberEvent::Rejoined(id));
+                    // A new identity is not probing until someone speaks
+                    // to it: announce it until foca is active again.
+                    self.isolated(cx);
+                }
+                OwnedNotification::Idle => self.isolated(cx),
+                OwnedNotification::Active => self.idle = false,
                 _ => {}
             }
         }

@@ -229,7 +229,9 @@ impl Session {
     }
 
     /// Encrypts frames already encoded (length-prefixed, as
-    /// [`Frame::encode_into`] writes them) for the peer.
+    /// [`Frame::encode_into`] writes them) for the peer; nothing at all is
+    /// one empty message, a keepalive ([`send_keepalive`](Session::send_keepalive)),
+    /// which carries no frame.
     ///
     /// # Errors
     /// [`SessionError::Failed`] before the handshake is complete or after
@@ -238,7 +240,11 @@ impl Session {
         let State::Transport(t) = &mut self.state else {
             return Err(SessionError::Failed);
         };
-        for chunk in plain.chunks(CHUNK) {
+        // An empty plaintext is one empty message (a transport's "yes").
+        let empty: &[u8] = &[];
+        let chunks = plain.chunks(CHUNK);
+        let one = plain.is_empty().then_some(empty);
+        for chunk in one.into_iter().chain(chunks) {
             // Encrypted in place at the end of the output: no buffer per
             // message.
             let start = self.out.len();
@@ -266,22 +272,7 @@ impl Session {
     /// a failure; [`SessionError::Noise`] if encryption fails (the
     /// nonces are exhausted).
     pub fn send_keepalive(&mut self) -> Result<(), SessionError> {
-        let State::Transport(t) = &mut self.state else {
-            return Err(SessionError::Failed);
-        };
-        let start = self.out.len();
-        self.out.resize(start + 2 + TAG, 0);
-        let n = match t.write_message(&[], &mut self.out[start + 2..]) {
-            Ok(n) => n,
-            Err(e) => {
-                self.out.truncate(start);
-                return Err(SessionError::Noise(e));
-            }
-        };
-        let len = u16::try_from(n).unwrap_or(u16::MAX);
-        self.out[start..start + 2].copy_from_slice(&len.to_be_bytes());
-        self.out.truncate(start + 2 + usize::from(len));
-        Ok(())
+        self.send_encoded(&[])
     }
 
     /// Keepalives received since the session began.

@@ -1148,9 +1148,11 @@ fn write_queued(peer: &mut Peer, link: &mut Link, now: Instant) -> Result<(), Co
         }
         let mut frames = peer.control.pop_into(&mut plain, WRITE_CHUNK);
         frames += peer.data.pop_into(&mut plain, WRITE_CHUNK);
-        link.session
-            .send_encoded(&plain)
-            .map_err(ConnError::Session)?;
+        if !plain.is_empty() {
+            link.session
+                .send_encoded(&plain)
+                .map_err(ConnError::Session)?;
+        }
         let out = link.session.take_output();
         if echo {
             link.echo_sent = Some(now);

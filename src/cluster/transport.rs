@@ -285,13 +285,23 @@ impl Transport for MemNet {
 
     fn links(&self) -> Vec<LinkStatus> {
         let net = self.inner.borrow();
-        net.nodes
-            .keys()
-            .map(|&addr| {
-                let mut link = LinkStatus::new(addr, LinkState::Up);
-                link.queued = net.held.get(&addr).map_or(0, |(q, _)| q.len());
-                link
-            })
-            .collect()
+        up_links(net.nodes.keys(), |addr| {
+            net.held.get(addr).map_or(0, |(q, _)| q.len())
+        })
     }
+}
+
+/// The links of an in-memory network: one per attached node, always up,
+/// with what is held for it.
+pub(super) fn up_links<'a>(
+    addrs: impl Iterator<Item = &'a SocketAddr>,
+    queued: impl Fn(&SocketAddr) -> usize,
+) -> Vec<LinkStatus> {
+    addrs
+        .map(|addr| {
+            let mut link = LinkStatus::new(*addr, LinkState::Up);
+            link.queued = queued(addr);
+            link
+        })
+        .collect()
 }

@@ -348,28 +348,12 @@ impl FrameReader {
     /// then unusable (framing is lost), and every later call returns
     /// `Ok(None)` — close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
-        if self.failed {
-            return Ok(None);
-        }
-        let pending = &self.buf[self.head..];
-        let Some(prefix) = pending.first_chunk::<PREFIX>() else {
+        let Some(body) = self.next_body()? else {
             return Ok(None);
         };
-        let len = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
-        if len > self.max {
-            self.failed = true;
-            return Err(WireError::TooLarge { len, max: self.max });
-        }
-        let Some(body) = pending.get(PREFIX..PREFIX + len) else {
-            return Ok(None);
-        };
-        match postcard::from_bytes::<Frame>(body) {
+        match postcard::from_bytes::<Frame>(&self.buf[body.clone()]) {
             Ok(frame) => {
-                self.head += PREFIX + len;
-                if self.head > self.max && self.head * 2 > self.buf.len() {
-                    self.buf.drain(..self.head);
-                    self.head = 0;
-                }
+                self.consume(body.end);
                 Ok(Some(frame))
             }
             Err(e) => {
@@ -386,6 +370,17 @@ impl FrameReader {
     /// [`WireError::TooLarge`]: the stream is then unusable, as for
     /// [`next_frame`](FrameReader::next_frame).
     pub fn next_raw(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        let Some(body) = self.next_body()? else {
+            return Ok(None);
+        };
+        let frame = self.buf[body.start - PREFIX..body.end].to_vec();
+        self.consume(body.end);
+        Ok(Some(frame))
+    }
+
+    /// Where the next whole frame's body is in the buffer, if it is all
+    /// in; its announced length is checked against the limit first.
+    fn next_body(&mut self) -> Result<Option<std::ops::Range<usize>>, WireError> {
         if self.failed {
             return Ok(None);
         }
@@ -398,11 +393,17 @@ impl FrameReader {
             self.failed = true;
             return Err(WireError::TooLarge { len, max: self.max });
         }
-        let Some(whole) = pending.get(..PREFIX + len) else {
+        if pending.len() < PREFIX + len {
             return Ok(None);
-        };
-        let frame = whole.to_vec();
-        self.head += PREFIX + len;
+        }
+        let start = self.head + PREFIX;
+        Ok(Some(start..start + len))
+    }
+
+    /// The bytes up to `end` are decoded: forget them (compacting the
+    /// buffer now and then).
+    fn consume(&mut self, end: usize) {
+        self.head = end;
         if self.head == self.buf.len() {
             self.buf.clear();
             self.head = 0;
@@ -410,7 +411,6 @@ impl FrameReader {
             self.buf.drain(..self.head);
             self.head = 0;
         }
-        Ok(Some(frame))
     }
 
     /// Bytes pushed and not yet decoded.

@@ -185,7 +185,7 @@ impl std::error::Error for AskError {}
 /// Counters of a node's traffic and refusals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
-    /// Frames sent and received.
+    /// Frames sent.
     pub frames_out: u64,
     /// Frames received.
     pub frames_in: u64,

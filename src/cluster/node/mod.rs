@@ -356,18 +356,25 @@ impl Node {
         tracing::warn!(target: "stakplane::cluster", error = why, "bad frame dropped");
     }
 
+    /// A membership change: told to the node's events first, then acted
+    /// on (so a watcher's `Lost` comes after the `Down` it follows from).
     fn member_event(&mut self, _: CX![], ev: MemberEvent) {
-        match &ev {
+        self.events.fwd(ev.clone());
+        match ev {
             MemberEvent::Up(n) => {
-                self.up.insert(*n);
+                self.up.insert(n);
             }
             MemberEvent::Down(n) => {
-                self.up.remove(n);
-                self.node_down(*n);
+                self.up.remove(&n);
+                self.node_down(n);
             }
-            MemberEvent::Rejoined(n) => self.me = *n,
+            MemberEvent::Rejoined(n) => {
+                // The others declared this node down: its watches are
+                // asked again in the new incarnation's name.
+                self.me = n;
+                self.watch_rejoined();
+            }
         }
-        self.events.fwd(ev);
     }
 
     /// Incarnation `n` is gone for this node: its frames are dropped from

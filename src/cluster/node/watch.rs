@@ -372,7 +372,9 @@ impl Node {
 
     /// Tells watching node `from` that its watch `tag` ended with `cause`.
     fn answer(&mut self, tag: u64, from: NodeId, cause: WireCause) {
-        if from == self.me {
+        // This node (an earlier incarnation of it too: a watch made before
+        // it rejoined).
+        if from.addr == self.me.addr {
             self.watch_end(tag, cause.into_cause());
         } else {
             let me = self.me;
@@ -409,6 +411,46 @@ impl Node {
             .served
             .keys()
             .filter(|(node, _)| *node == n)
+            .copied()
+            .collect();
+        for key in held {
+            if let Some(m) = self.watch.served.remove(&key) {
+                m.cancel();
+            }
+        }
+    }
+
+    /// This node rejoined as a new incarnation (the others had declared
+    /// it down): every watch of another node's device is asked again in
+    /// the new incarnation's name (the old one's are void over there), and
+    /// every watch another node held here, or link it made to this node's
+    /// devices, is dropped (that node saw the old incarnation go down and
+    /// its watcher heard `Lost`).
+    pub(super) fn watch_rejoined(&mut self) {
+        let me = self.me;
+        let again: Vec<(NodeId, u64, u64)> = self
+            .watch
+            .mine
+            .iter()
+            .filter(|(_, w)| w.pid.node.addr != me.addr && self.up.contains(&w.pid.node))
+            .map(|(tag, w)| (w.pid.node, *tag, w.pid.device))
+            .collect();
+        for (node, tag, target) in again {
+            let _ = self.frame(
+                node,
+                &Frame::Monitor {
+                    target,
+                    tag,
+                    from: me,
+                },
+            );
+        }
+        self.watch.notifies.clear();
+        let held: Vec<(NodeId, u64)> = self
+            .watch
+            .served
+            .keys()
+            .filter(|(node, _)| node.addr != me.addr)
             .copied()
             .collect();
         for key in held {
