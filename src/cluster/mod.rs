@@ -33,7 +33,8 @@
 //!   data queues (bounded, control first) that outlive connections and are
 //!   flushed once per turn, frames encrypted together; reconnects after a
 //!   doubling backoff (an unreachable peer is not a down one); link choice
-//!   for simultaneous connects after authentication.
+//!   for simultaneous connects after authentication (rules 130–136 in
+//!   [`tcp`]).
 //!
 //! - [`Node::builder`] starts a node over TCP:
 //!   `Node::builder().listen(addr).secret(..).seeds(..).start(core)`
@@ -212,29 +213,6 @@
 //! handles messages its node grants again, so a burst of any size
 //! arrives whole, in order, with the mailbox never over its bound and
 //! nothing refused.
-//!
-//! **130. Simultaneous connects converge on one link**: when two nodes
-//! connect to each other at once, both keep the link opened by the node
-//! with the lower [`NodeId`], decided after authentication (so a peer
-//! cannot evict a healthy link by claiming a name), and frames flow both
-//! ways on it. The responder decides and confirms the link it keeps; the
-//! initiator sends nothing before that word, so no frame is ever written
-//! on a link the other end drops.
-//!
-//! **131. Bad input over TCP closes one connection, counted, never the
-//! node**: garbage from a raw client, a client gone in the middle of the
-//! handshake, an authenticated peer announcing a frame over the limit, a
-//! peer with another wire version, a client that never authenticates
-//! (closed after [`tcp::HANDSHAKE_TIMEOUT`]): that connection is closed (counted in
-//! [`tcp::TcpStats::failed`], logged), and every other session goes on.
-//!
-//! **132. An unreachable peer is retried, and what waits for it is
-//! bounded and kept**: frames for a peer that cannot be reached wait in
-//! its queue (bounded: the first refused frame is given back as
-//! [`Full`]) while the transport connects again after a doubling backoff;
-//! when the peer is up they all arrive, in order, and those waiting for
-//! room are told once; the link's status says `Connecting`, then `Up`,
-//! with the frames sent and a measured round trip.
 //!
 //! **140. One seed gives one schedule**: a [`sim::Sim`] run from the same
 //! seed sends the same packets, between the same nodes, at the same

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`].
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 
 /// The default largest frame body, in bytes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
