@@ -312,16 +312,7 @@ impl Node {
                 })
             })
             .collect();
-        for (node, tag, target) in again {
-            let _ = self.frame(
-                node,
-                &Frame::Monitor {
-                    target,
-                    tag,
-                    from: me,
-                },
-            );
-        }
+        self.ask_again(again);
         let links: Vec<(u64, Pid)> = self
             .watch
             .notifies
@@ -406,18 +397,7 @@ impl Node {
         for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
             self.watch_end(tag, Cause::Lost);
         }
-        let held: Vec<(NodeId, u64)> = self
-            .watch
-            .served
-            .keys()
-            .filter(|(node, _)| *node == n)
-            .copied()
-            .collect();
-        for key in held {
-            if let Some(m) = self.watch.served.remove(&key) {
-                m.cancel();
-            }
-        }
+        self.drop_served(|node| node == n);
     }
 
     /// This node rejoined as a new incarnation (the others had declared
@@ -435,7 +415,15 @@ impl Node {
             .filter(|(_, w)| w.pid.node.addr != me.addr && self.up.contains(&w.pid.node))
             .map(|(tag, w)| (w.pid.node, *tag, w.pid.device))
             .collect();
-        for (node, tag, target) in again {
+        self.ask_again(again);
+        self.watch.notifies.clear();
+        self.drop_served(|node| node.addr != me.addr);
+    }
+
+    /// Sends a [`Frame::Monitor`] again for each (node, tag, device).
+    fn ask_again(&mut self, watches: Vec<(NodeId, u64, u64)>) {
+        let me = self.me;
+        for (node, tag, target) in watches {
             let _ = self.frame(
                 node,
                 &Frame::Monitor {
@@ -445,12 +433,15 @@ impl Node {
                 },
             );
         }
-        self.watch.notifies.clear();
+    }
+
+    /// Cancels the watches held here for the nodes `which` picks.
+    fn drop_served(&mut self, which: impl Fn(NodeId) -> bool) {
         let held: Vec<(NodeId, u64)> = self
             .watch
             .served
             .keys()
-            .filter(|(node, _)| node.addr != me.addr)
+            .filter(|(node, _)| which(*node))
             .copied()
             .collect();
         for key in held {
