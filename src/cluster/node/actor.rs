@@ -138,8 +138,9 @@ impl Node {
         let me = self.me;
         let hand: Hand<A::Msg> = Rc::new(move |msg, from| {
             // Dropped after the handler ran, or with the call if it never
-            // runs: either way its room in the mailbox is free again.
-            let done = Freed(freed.clone(), from.map_or(me, |p| p.node));
+            // runs: either way its room in the mailbox is free again. Only
+            // a credited target grants again; others pay nothing for it.
+            let done = (credited != 0).then(|| Freed(freed.clone(), from.map_or(me, |p| p.node)));
             a2.send(move |this, cx| {
                 this.handle(cx, msg, from);
                 drop(done);
