@@ -5,7 +5,10 @@
 //!     cargo run --release --example sim_scale --features cluster -- 100
 //!
 //! Membership settings: foca's LAN configuration for the cluster's size
-//! (a 1 s probe period), LAN latencies (0.1–2 ms), no loss.
+//! (a 1 s probe period), LAN latencies (0.1–2 ms), no loss. A second
+//! argument, a fraction (`0.01`), loses that much gossip for 20 minutes
+//! after the join and counts the nodes declared down meanwhile (all
+//! alive: every `Down` is false).
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::sim::{Faults, Sim};
 use stakplane::cluster::NodeId;
@@ -25,6 +28,10 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100);
+    let loss: f64 = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0.0);
     let size = u32::try_from(n).expect("a few nodes");
     let mut sim = Sim::new(1, Faults::default());
     let downs: Rc<RefCell<Vec<(usize, NodeId)>>> = Rc::default();
@@ -58,6 +65,20 @@ fn main() {
         }
     }
     println!("{n} nodes: every node sees every other one after {joined:?}");
+    if loss > 0.0 {
+        let before = downs.borrow().len();
+        sim.net().set_faults(Faults {
+            gossip_loss: loss,
+            ..Faults::default()
+        });
+        sim.run_for(Duration::from_secs(20 * 60));
+        sim.net().set_faults(Faults::default());
+        let false_downs = downs.borrow().len() - before;
+        println!(
+            "{:.1} % of gossip lost for 20 minutes: {false_downs} false downs (a node declared down by another while alive)",
+            loss * 100.0
+        );
+    }
     // Gossip in the steady state.
     let before = sim.net().stats();
     let window = Duration::from_secs(60);
@@ -68,12 +89,12 @@ fn main() {
     println!("steady state: {per_node:.0} bytes and {packets:.1} packets sent per node per second");
     // Detection: crash the last node; until every other node declared it down.
     let victim = NodeId::new(addr(n - 1), 1);
+    let earlier = downs.borrow().len();
     sim.net().crash(victim.addr);
     let mut detected = None;
     for k in 1..=3000u32 {
         sim.run_for(step);
-        let seen = downs
-            .borrow()
+        let seen = downs.borrow()[earlier..]
             .iter()
             .filter(|(_, id)| *id == victim)
             .count();

@@ -139,6 +139,18 @@ proptest! {
         chunk in 1usize..64,
     ) {
         let max = 256;
+        // A whole packet (as the in-memory and simulated networks hand
+        // them over): a frame or a typed error, never a panic.
+        match Frame::decode(&input, max) {
+            Ok(f) => {
+                let mut out = Vec::new();
+                prop_assert!(f.encode_into(&mut out, max).is_ok());
+            }
+            Err(e) => prop_assert!(
+                matches!(e, WireError::TooLarge { .. } | WireError::Malformed(_) | WireError::Truncated { .. }),
+                "untyped error {:?}", e
+            ),
+        }
         let mut r = FrameReader::new(max);
         for piece in input.chunks(chunk) {
             r.push(piece);

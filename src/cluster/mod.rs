@@ -81,7 +81,10 @@
 //! stops answering is declared down (`MemberEvent::Down`) after the
 //! probe period and the suspicion timeout, by every other node; a node
 //! that comes back with a higher incarnation is a new member, and the old
-//! incarnation stays down.
+//! incarnation stays down. A suspicion the member refuted never takes it
+//! down (foca 2.0.0 alone would tell it that it is down when the
+//! suspicion's timer fires, and it would rejoin under a new incarnation:
+//! the simulator found it; the membership drops such timers).
 //!
 //! **112. `send` behaves the same for a local and a remote target**: a
 //! message to an actor registered on this node is handed over as it is
@@ -212,23 +215,36 @@
 //! [`Node::send_when_room`] waits for the grant, in order; as the child
 //! handles messages its node grants again, so a burst of any size
 //! arrives whole, in order, with the mailbox never over its bound and
-//! nothing refused.
+//! nothing refused. A credited message waits for credit first, then for
+//! room in the transport's queue with its credit taken: it never goes
+//! without credit, and credit held is never left unspent while sends
+//! wait.
 //!
 //! **140. One seed gives one schedule**: a [`sim::Sim`] run from the same
 //! seed sends the same packets, between the same nodes, at the same
 //! virtual times, with the same fates; another seed, another schedule.
 //!
 //! **141. The cluster's claims hold on every seed**: over 1,000 seeds per
-//! test run of three nodes with messages, remote monitors, lost,
-//! duplicated and reordered gossip, partitions (one way and both) and
-//! heals, connection blips, a device killed and a node crashed: each
-//! remote watch ends at most once, and exactly once when its device died
-//! or its node crashed; `Lost` reaches a watcher only after its node
-//! declared that node down; no message is delivered from an incarnation
-//! after the receiving node declared it down; messages between two nodes
-//! arrive in send order; and 60 s after the last fault (the last heal,
-//! the last gossip lost) every node that did not crash sees every other
-//! one, in its current incarnation.
+//! test run of three nodes, each with a clock up to 5 % fast or slow,
+//! with messages, remote monitors, lost, duplicated and reordered gossip,
+//! partitions (one way and both) and heals, connection blips, a device
+//! killed and a node crashed: each remote watch ends at most once, and
+//! exactly once when its device died or its node crashed; `Lost` reaches
+//! a watcher only after its node declared that node down; no message is
+//! delivered from an incarnation after the receiving node declared it
+//! down; messages between two nodes arrive in send order; a message
+//! `send` accepted on a link that did not break afterwards (no
+//! partition, blip or crash, neither end declared down or rejoined) is
+//! delivered, or its target node dead-letters it; and 60 s after the
+//! last fault (the last heal, the last gossip lost) every node that did
+//! not crash sees every other one, in its current incarnation. Over 200
+//! seeds, bursts to a credited child that crashes and restarts, through
+//! a network that holds its frames now and then: every send is told once
+//! and succeeds, every message arrives, the mailbox never goes over its
+//! bound, and no message comes without credit. No node compares its
+//! clock with another's (the wire carries no time), so clocks that
+//! disagree by any offset change nothing; their rates are what the
+//! drift tests.
 //!
 //! **142. An isolated node finds the cluster again**: a node whose
 //! announce was lost, that sees no member left, or that rejoined under a
@@ -245,6 +261,15 @@
 //! a consumer at any pace: the mailbox is never over its bound, credit
 //! granted never exceeds the room, no message comes without credit, and
 //! nothing is stuck.
+//!
+//! **144. A failing seed replays from the line it printed**: a property
+//! that fails prints its seed and the command that runs it alone
+//! ([`sim::SEED_VAR`]); that run, in another process, fails with the same
+//! words and the same trace ([`sim::Trace`]: each packet's time, ends,
+//! frame kind and fate), byte for byte. Nothing in a node's schedule
+//! depends on a hash seed or on the value of a device id (ids are unique
+//! in the whole process, so they differ from run to run; the maps a node
+//! walks to send are ordered by tag, node and id order).
 
 mod builder;
 mod id;

@@ -1,4 +1,4 @@
-//! Deterministic simulation of a cluster (rules 140–142 in the
+//! Deterministic simulation of a cluster (rules 140–144 in the
 //! [cluster](super) docs): every node, clock and packet in one thread, on
 //! virtual time; one seed gives one schedule, replayed exactly.
 //!
@@ -21,9 +21,16 @@
 //! same address); a slow consumer holds its data frames
 //! ([`SimNet::hold`]).
 //!
+//! Clocks: every node reads the one virtual clock, and a node whose clock
+//! runs fast or slow is a node whose timers fire early or late
+//! ([`MembershipConfig::clock_drift_ppm`]); no node compares its clock
+//! with another's, so an offset between clocks changes nothing.
+//!
 //! A failing property prints its seed; the same seed in
 //! `STAKPLANE_SIM_SEED` runs that schedule alone ([`Sim::seed_from_env`]),
-//! and [`SimNet::record`] keeps every packet's fate as a [`Trace`].
+//! in this process or another, and [`SimNet::record`] keeps every
+//! packet's fate as a [`Trace`] (rule 144). [`Faults::break_frame_order`]
+//! breaks the network on purpose, to see a property fail and replay.
 
 use super::membership::{MemberEvent, MembershipConfig};
 use super::transport::{up_links, Full, LinkStatus, Transport};
@@ -56,6 +63,12 @@ pub struct Faults {
     /// Whether gossip packets may overtake each other (they do not wait
     /// for the frames before them).
     pub gossip_reorder: bool,
+    /// A broken network, to test the tests: every frame, not only gossip,
+    /// may be up to a second late and overtake the frames before it,
+    /// which breaks the order a real
+    /// transport keeps between two nodes, so per-pair order (rule 141)
+    /// must fail. Never set otherwise.
+    pub break_frame_order: bool,
 }
 
 impl Default for Faults {
@@ -66,6 +79,7 @@ impl Default for Faults {
             gossip_loss: 0.0,
             gossip_duplicate: 0.0,
             gossip_reorder: false,
+            break_frame_order: false,
         }
     }
 }
@@ -94,8 +108,11 @@ pub struct Trace {
     pub from: SocketAddr,
     /// Its receiver.
     pub to: SocketAddr,
-    /// Its length.
-    pub len: usize,
+    /// The kind of frame it carries ([`Frame::kind`]), or `"?"` if it
+    /// is not one. Not its bytes: the device ids a frame carries are
+    /// unique in the whole process, so another run in another process
+    /// (or after other tests) gives the same schedule with other ids.
+    pub frame: &'static str,
     /// What happened to it.
     pub fate: Fate,
 }
@@ -136,6 +153,8 @@ struct Net {
     last: HashMap<(SocketAddr, SocketAddr), Instant>,
     /// Slow consumers: their held data frames and the bound.
     held: HashMap<SocketAddr, (VecDeque<Packet>, usize)>,
+    /// Senders waiting for room at a slow consumer, told on release.
+    waiting_room: Vec<(SocketAddr, Box<dyn FnOnce()>)>,
     trace: Option<Vec<Trace>>,
     stats: SimStats,
 }
@@ -173,14 +192,15 @@ impl Net {
         t.saturating_duration_since(self.start)
     }
 
-    fn note(&mut self, from: SocketAddr, to: SocketAddr, len: usize, fate: Fate) {
+    fn note(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8], fate: Fate) {
         let at = self.since(self.now);
         if let Some(t) = &mut self.trace {
+            let frame = Frame::decode(data, MAX_FRAME).map_or("?", |f| f.kind());
             t.push(Trace {
                 at,
                 from,
                 to,
-                len,
+                frame,
                 fate,
             });
         }
@@ -210,6 +230,7 @@ impl SimNet {
                 crashed: BTreeSet::new(),
                 last: HashMap::new(),
                 held: HashMap::new(),
+                waiting_room: Vec::new(),
                 trace: None,
                 stats: SimStats::default(),
             })),
@@ -292,22 +313,36 @@ impl SimNet {
 
     /// Makes the node at `addr` a slow consumer: its data frames wait in
     /// a queue of at most `bound` (past it senders get [`Full`]) until
-    /// [`release`](SimNet::release).
+    /// [`release`](SimNet::release). Holding a node already held changes
+    /// the bound and keeps what it holds.
     pub fn hold(&self, addr: SocketAddr, bound: usize) {
         self.net
             .borrow_mut()
             .held
-            .insert(addr, (VecDeque::new(), bound));
+            .entry(addr)
+            .or_insert_with(|| (VecDeque::new(), bound))
+            .1 = bound;
     }
 
-    /// Delivers what `addr` held, at once, and stops holding.
+    /// Delivers what `addr` held, at once, stops holding, and tells the
+    /// senders that waited for room there.
     pub fn release(&self, addr: SocketAddr) {
-        let mut net = self.net.borrow_mut();
-        let now = net.now;
-        if let Some((queue, _)) = net.held.remove(&addr) {
-            for p in queue {
-                net.queue(now, p);
+        let ready = {
+            let mut net = self.net.borrow_mut();
+            let now = net.now;
+            if let Some((queue, _)) = net.held.remove(&addr) {
+                for p in queue {
+                    net.queue(now, p);
+                }
             }
+            let (ready, wait) = std::mem::take(&mut net.waiting_room)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(to, _)| *to == addr);
+            net.waiting_room = wait;
+            ready
+        };
+        for (_, ready) in ready {
+            ready();
         }
     }
 
@@ -381,18 +416,17 @@ impl Transport for SimNet {
         control: bool,
     ) -> Result<(), Full> {
         let mut net = self.net.borrow_mut();
-        let len = data.len();
         let blocked = net.cut.contains(&(from, to))
             || net.crashed.contains(&from)
             || net.crashed.contains(&to);
         if blocked {
             net.stats.lost += 1;
-            net.note(from, to, len, Fate::Cut);
+            net.note(from, to, &data, Fate::Cut);
             return Ok(());
         }
         if let (false, Some((queue, bound))) = (control, net.held.get_mut(&to)) {
             if queue.len() >= *bound {
-                net.note(from, to, len, Fate::Full);
+                net.note(from, to, &data, Fate::Full);
                 return Err(Full(data));
             }
             queue.push_back(Packet { from, to, data });
@@ -404,12 +438,21 @@ impl Transport for SimNet {
             let p = net.faults.gossip_loss;
             if net.chance(p) {
                 net.stats.lost += 1;
-                net.note(from, to, len, Fate::Lost);
+                net.note(from, to, &data, Fate::Lost);
                 return Ok(());
             }
         }
         let mut due = now + net.latency();
-        if !(gossip && net.faults.gossip_reorder) {
+        if !gossip && net.faults.break_frame_order {
+            // Up to a second late, so that frames sent apart overtake.
+            due += Duration::from_nanos(net.below(1_000_000_000));
+        }
+        let overtakes = if gossip {
+            net.faults.gossip_reorder
+        } else {
+            net.faults.break_frame_order
+        };
+        if !overtakes {
             let last = net.last.get(&(from, to)).copied().unwrap_or(now);
             due = due.max(last);
             net.last.insert((from, to), due);
@@ -418,7 +461,7 @@ impl Transport for SimNet {
         if gossip && net.chance(p) {
             let again = due + net.latency();
             let fate = Fate::Duplicated(net.since(due), net.since(again));
-            net.note(from, to, len, fate);
+            net.note(from, to, &data, fate);
             net.queue(
                 again,
                 Packet {
@@ -429,17 +472,21 @@ impl Transport for SimNet {
             );
         } else {
             let fate = Fate::Sent(net.since(due));
-            net.note(from, to, len, fate);
+            net.note(from, to, &data, fate);
         }
         net.queue(due, Packet { from, to, data });
         Ok(())
     }
 
     fn when_room(&self, to: SocketAddr, ready: Box<dyn FnOnce()>) {
-        // Room comes with `release`; a held consumer is a test's choice,
-        // so say so at once and let the sender try again.
-        let _ = to;
-        ready();
+        // Room comes with `release` (at once if `to` is not held).
+        let mut net = self.net.borrow_mut();
+        if net.held.contains_key(&to) {
+            net.waiting_room.push((to, ready));
+        } else {
+            drop(net);
+            ready();
+        }
     }
 
     fn links(&self) -> Vec<LinkStatus> {

@@ -145,6 +145,26 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The frame's kind, as its variant is named (for traces and logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::Gossip(_) => "Gossip",
+            Frame::Send { .. } => "Send",
+            Frame::Monitor { .. } => "Monitor",
+            Frame::Lookup { .. } => "Lookup",
+            Frame::Found { .. } => "Found",
+            Frame::Ask { .. } => "Ask",
+            Frame::Reply { .. } => "Reply",
+            Frame::Down { .. } => "Down",
+            Frame::Demonitor { .. } => "Demonitor",
+            Frame::Link { .. } => "Link",
+            Frame::CreditAsk { .. } => "CreditAsk",
+            Frame::Credit { .. } => "Credit",
+            Frame::Unlink { .. } => "Unlink",
+        }
+    }
+
     /// True for the frames a transport may send ahead of data waiting
     /// in a peer's queue: membership, the watch requests, lookups and
     /// credit. A

@@ -18,7 +18,7 @@ use super::{Node, SendError};
 use crate::cluster::wire::Frame;
 use crate::cluster::{NodeId, Pid};
 use stakker::CX;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 /// The bit of a device id that says its messages need credit.
@@ -55,9 +55,9 @@ pub(super) struct Credits {
     /// Sender side: targets asked and not yet answered.
     asked: HashSet<Pid>,
     /// Sender side: sends waiting for credit, per target, in order.
-    waiting: HashMap<Pid, VecDeque<Waiting>>,
+    waiting: BTreeMap<Pid, VecDeque<Waiting>>,
     /// Receiver side: the grants of each credited target of this node.
-    grants: HashMap<u64, Grantor>,
+    grants: BTreeMap<u64, Grantor>,
 }
 
 impl Node {
@@ -118,13 +118,16 @@ impl Node {
         *self.credits.have.entry(to).or_default() += 1;
     }
 
-    /// A send to `to` waits for credit.
-    pub(super) fn wait_credit(&mut self, to: Pid, waiting: Waiting) {
+    /// A send to `to` waits for credit: it goes at once if credit is
+    /// there (a send given back for want of room keeps its credit, and
+    /// then waits for room with it), or when the next grant comes.
+    pub(super) fn wait_credit(&mut self, cx: CX![], to: Pid, waiting: Waiting) {
         self.credits
             .waiting
             .entry(to)
             .or_default()
             .push_back(waiting);
+        self.spend_credit(cx, to);
     }
 
     /// Sends waiting for credit.
@@ -138,6 +141,13 @@ impl Node {
         let to = Pid::new(from, target);
         self.credits.asked.remove(&to);
         *self.credits.have.entry(to).or_default() += grant;
+        self.spend_credit(cx, to);
+    }
+
+    /// Sends what waits for credit to `to` while there is credit, in
+    /// order (each then waits for room if the node's queue is full, its
+    /// credit taken), and asks for more (once) if some still wait.
+    fn spend_credit(&mut self, cx: CX![], to: Pid) {
         let Some(mut queue) = self.credits.waiting.remove(&to) else {
             return;
         };
@@ -154,7 +164,11 @@ impl Node {
             self.credits.waiting.insert(to, queue);
             if self.credits.asked.insert(to) {
                 let me = self.me;
-                let _ = self.frame(from, &Frame::CreditAsk { target, from: me });
+                let ask = Frame::CreditAsk {
+                    target: to.device,
+                    from: me,
+                };
+                let _ = self.frame(to.node, &ask);
             }
         }
     }

@@ -37,7 +37,7 @@ use super::{NodeId, Pid};
 use crate::{call, device, fwd_to, DeviceOwn, Line};
 use stakker::{Fwd, Ret, CX};
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -161,11 +161,11 @@ pub struct Node {
     /// Registered names: device id and message type name.
     names: HashMap<String, (u64, String)>,
     /// Lookups waiting for another node's answer, by tag, and each node's.
-    lookups: HashMap<u64, (NodeId, PendingLookup)>,
+    lookups: BTreeMap<u64, (NodeId, PendingLookup)>,
     /// Devices that take asks.
     servers: IdMap<Server>,
     /// Asks waiting for another node's reply.
-    asks: HashMap<u64, (NodeId, PendingAsk)>,
+    asks: BTreeMap<u64, (NodeId, PendingAsk)>,
     /// Sends waiting for room in a peer's queue, in send order.
     blocked: send::Blocked,
     /// Credit for credited targets, both ways.
@@ -206,9 +206,9 @@ impl Node {
             next_tag: 0,
             next_alias: 0,
             names: HashMap::new(),
-            lookups: HashMap::new(),
+            lookups: BTreeMap::new(),
             servers: IdMap::default(),
-            asks: HashMap::new(),
+            asks: BTreeMap::new(),
             blocked: send::Blocked::default(),
             credits: credit::Credits::default(),
             dead_letters: None,
@@ -396,7 +396,7 @@ impl Node {
 }
 
 /// Takes out of `waiting` (by tag) everything that waits for node `n`.
-fn take_waiting<V>(waiting: &mut HashMap<u64, (NodeId, V)>, n: NodeId) -> Vec<V> {
+fn take_waiting<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, n: NodeId) -> Vec<V> {
     let tags: Vec<u64> = waiting
         .iter()
         .filter(|(_, (node, _))| *node == n)

@@ -487,9 +487,10 @@ impl Node {
             Ok(bytes) => bytes,
             Err(e) => return done.ret(Err(e)),
         };
-        if Node::credited(to) && !self.blocked.by_node.contains_key(&to.node) {
-            // No credit (asked for): it waits for the grant.
-            self.wait_credit(to, (bytes, done));
+        if Node::credited(to) {
+            // It waits for credit (asked for), then for room: a credited
+            // message never goes without its credit.
+            self.wait_credit(cx, to, (bytes, done));
             return;
         }
         self.send_bytes_when_room(cx, to.node, bytes, done);

@@ -40,7 +40,7 @@ struct Watch {
 #[derive(Default)]
 pub(super) struct Watches {
     /// This node's watches, by tag.
-    mine: HashMap<u64, Watch>,
+    mine: BTreeMap<u64, Watch>,
     /// The tags of the watches of each node's devices.
     by_node: BTreeMap<NodeId, BTreeSet<u64>>,
     /// Link watches, one per (watching device, watched device).
@@ -62,7 +62,7 @@ pub(super) struct Watches {
     notifies: BTreeSet<(u64, Pid)>,
     /// Watches held on this node's devices: (watching node, tag) to the
     /// local monitor.
-    served: HashMap<(NodeId, u64), MonitorRef>,
+    served: BTreeMap<(NodeId, u64), MonitorRef>,
 }
 
 impl Node {
