@@ -95,6 +95,8 @@ pub mod cause;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod device;
+#[cfg(feature = "async-executors")]
+pub mod executor;
 pub mod group;
 pub mod guard;
 pub mod macros;

@@ -23,7 +23,7 @@ const BUF_SIZE: usize = 8 * 1024;
 /// Not `Send`: it lives on the runtime thread. Dropping it closes the
 /// connection. [`poll_close`](AsyncWrite::poll_close) shuts down the write
 /// direction (the peer reads end-of-stream); the socket itself closes on
-/// drop or [`close`](TcpStream::close).
+/// drop or [`close_now`](TcpStream::close_now).
 pub struct TcpStream {
     cell: Rc<Plain<mio::net::TcpStream>>,
     /// The [`AsyncBufRead`] buffer: `buf[pos..end]` is unread.
