@@ -119,9 +119,10 @@ pub mod task {
 /// not re-export.
 pub use stakker;
 
-pub use cause::{CascadeCause, Cause, DeviceId, Down, LinkError, LinkMode};
+pub use cause::{CascadeCause, Cause, CauseKind, DeviceId, Down, LinkError, LinkMode};
 pub use device::{
-    registry_stats, spawn_device, DeviceOwn, DeviceRef, Line, MonitorRef, RegistryStats, TaskDevice,
+    device_counts, registry_stats, spawn_device, DeviceCounts, DeviceOwn, DeviceRef, Line,
+    MonitorRef, RegistryStats, TaskDevice,
 };
 pub use guard::quiet_panics;
 
