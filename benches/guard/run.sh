@@ -25,20 +25,6 @@ if ! command -v valgrind >/dev/null; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq valgrind
 fi
 
-# The counts driver, as `cargo bench` builds it.
-exe=$(cargo bench -q --bench counts --no-run --message-format=json 2>/dev/null \
-    | python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "counts" and m.get("executable"):
-        print(m["executable"])
-')
-[ -x "$exe" ] || { echo "guard: no counts executable built" >&2; exit 1; }
-
 scenarios=(
     create_drop/stakplane
     monitor_drop_notify/stakplane
@@ -48,20 +34,15 @@ scenarios=(
     mailbox_send_handle/stakplane
 )
 
-# Instructions per unit of work (100,000 units a scenario), with the
-# driver's fixed start-up cost included (the same every run).
-count() {
-    local out
-    out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$exe" "$1" 2>&1 >/dev/null)
-    local total
-    total=$(printf '%s\n' "$out" | sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -1)
-    [ -n "$total" ] || { echo "guard: no count for $1:" >&2; printf '%s\n' "$out" >&2; exit 1; }
-    echo $(( total / 100000 ))
-}
-
+# Instructions per unit of work (100,000 units a scenario, the driver's
+# fixed start-up cost included: the same every run), from
+# benches/callgrind.sh.
 declare -A measured
+while read -r name n; do
+    measured[$name]=$n
+done < <(bash benches/callgrind.sh "${scenarios[@]}")
 for s in "${scenarios[@]}"; do
-    measured[$s]=$(count "$s")
+    [ -n "${measured[$s]:-}" ] || { echo "guard: no count for $s" >&2; exit 1; }
 done
 
 if $update; then
