@@ -47,7 +47,7 @@
 //! interrupted stays as it was (alive, nobody told); one the `Stakker`'s
 //! drop freed is freed unended (rule 34b).
 //!
-//! **162. With feature `device-spans`, a device's code runs in its
+//! **172. With feature `device-spans`, a device's code runs in its
 //! span**: every guarded call of a device (its `init`, methods, `Ret`,
 //! `Fwd` and timer handlers) runs inside the `tracing` span
 //! `device{id=#N}` (target `stakplane::device`, level INFO), so a line

@@ -1,4 +1,4 @@
-//! Feature `device-spans` (rule 162 in `src/guard.rs`): what a device's
+//! Feature `device-spans` (rule 172 in `src/guard.rs`): what a device's
 //! code logs carries the span `device{id=#N}` of that device. One test in
 //! its own binary: tracing's per-callsite interest is process-wide, and
 //! a thread-scoped subscriber must not race with other tests over it.

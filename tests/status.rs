@@ -1,5 +1,5 @@
-//! `Runtime::status` (rule 160 in `src/rt/status.rs`) and, with feature
-//! `metrics`, the export of the same figures (rule 161), on virtual time.
+//! `Runtime::status` (rule 170 in `src/rt/status.rs`) and, with feature
+//! `metrics`, the export of the same figures (rule 171), on virtual time.
 
 mod common;
 

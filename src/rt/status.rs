@@ -4,7 +4,7 @@
 //!
 //! ## Rules
 //!
-//! **160. A status snapshot says what the thread holds and has done**:
+//! **170. A status snapshot says what the thread holds and has done**:
 //! live devices and how many were created and died by kind of cause,
 //! tasks live, running and spawned and their polls, sockets open, the
 //! time to the next timer, mailbox depth and drops, supervisor restarts
@@ -12,7 +12,7 @@
 //! runtime's clock). Counts are of the thread (every runtime on it);
 //! taking one costs O(1) and changes nothing.
 //!
-//! **161. With feature `metrics`, the same figures reach the `metrics`
+//! **171. With feature `metrics`, the same figures reach the `metrics`
 //! facade**: counters `stakplane_*_total`, gauges for what is live or
 //! queued, and a histogram of each turn's work
 //! (`stakplane_loop_turn_seconds`: the time the turn's queue ran after
@@ -84,7 +84,7 @@ pub struct RuntimeStatus {
 }
 
 impl Runtime {
-    /// A snapshot of this runtime and its thread (rule 160). Cost: O(1).
+    /// A snapshot of this runtime and its thread (rule 170). Cost: O(1).
     pub fn status(&mut self) -> RuntimeStatus {
         let reg = registry::registry_stats();
         let counts = registry::device_counts();
@@ -121,7 +121,7 @@ impl Runtime {
         }
     }
 
-    /// Exports the status to the `metrics` facade now (rule 161); the
+    /// Exports the status to the `metrics` facade now (rule 171); the
     /// loop also does it once per [`METRICS_INTERVAL`].
     #[cfg(feature = "metrics")]
     pub fn export_metrics(&mut self) {
