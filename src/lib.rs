@@ -53,6 +53,7 @@
 //! | 2 | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` | — |
 //! | 3 | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr), typed dynamic supervisors | — |
 //! | 4 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
+//! | 4 | `http` (feature `hyper`) | hyper 1.x on the loop: the I/O adapter, a timer on stakker time, a local executor, `serve` with a connection limit, timeouts and graceful shutdown | — |
 //! | 4 | `cluster` (feature `cluster`, in progress) | node and process ids, the wire format, SWIM membership on stakker time | — |
 //! | — | [`prelude`] | everything above plus the stakker items actors need | — |
 //!
@@ -97,6 +98,8 @@ pub mod cluster;
 pub mod device;
 pub mod group;
 pub mod guard;
+#[cfg(feature = "hyper")]
+pub mod http;
 pub mod macros;
 pub mod mailbox;
 pub mod net;

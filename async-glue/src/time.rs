@@ -180,6 +180,14 @@ pub fn now() -> Instant {
     runtime().now()
 }
 
+/// [`now`] without the panic: the stakker time of the runtime the
+/// current task runs on, or `None` outside a task of this crate's
+/// executor. For code that may run in a task or elsewhere (a hyper
+/// `Timer` asked for the time, say) and has a fallback.
+pub fn try_now() -> Option<Instant> {
+    exec::current().map(|(exec, _)| exec.now())
+}
+
 impl Sleep {
     /// The deadline, once known (it is fixed at the first poll for
     /// [`sleep`]); `None` also for a deadline `Instant` cannot hold (such
