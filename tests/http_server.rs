@@ -346,3 +346,393 @@ fn h2_server_and_client_through_the_library_adapters() {
     assert_eq!(stats.accepted, 1);
     assert_eq!(stats.errors, 0, "{stats:?}");
 }
+
+// ---------------------------------------------------------------------
+// Rule 151: the timer
+
+/// Polls `fut` once with a waker that does nothing.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    Pin::new(fut).poll(&mut cx)
+}
+
+#[test]
+fn timer_sleeps_complete_at_their_deadlines_on_stakker_time_and_dropped_ones_leave_no_timer() {
+    use hyper::rt::Timer as _;
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let exit = rt
+        .run(move |rt| {
+            stakplane::task::spawner(rt.core()).spawn_detached(async move {
+                // `now` is the runtime's (virtual) clock.
+                assert_eq!(timer.now(), t0);
+                // A sleep completes at its deadline, not before.
+                timer.sleep(Duration::from_secs(30)).await;
+                assert_eq!(at(t0), Duration::from_secs(30));
+                assert_eq!(timer.now(), t0 + Duration::from_secs(30));
+                timer.sleep_until(t0 + Duration::from_secs(45)).await;
+                assert_eq!(at(t0), Duration::from_secs(45));
+                // A deadline already passed completes at the first poll.
+                let mut past = timer.sleep_until(t0);
+                assert!(poll_once(&mut past).is_ready());
+                // A reset moves an armed deadline, earlier or later.
+                let mut s = timer.sleep(Duration::from_secs(100));
+                assert!(poll_once(&mut s).is_pending());
+                timer.reset(&mut s, now() + Duration::from_secs(5));
+                s.as_mut().await;
+                assert_eq!(at(t0), Duration::from_secs(50));
+                timer.reset(&mut s, now() + Duration::from_secs(7));
+                s.await;
+                assert_eq!(at(t0), Duration::from_secs(57));
+                // Armed, then dropped: its stakker timer goes with it,
+                // or `run` would go on until hour 10.
+                let mut abandoned = timer.sleep(Duration::from_secs(36_000));
+                assert!(poll_once(&mut abandoned).is_pending());
+                sleep(Duration::from_secs(1)).await;
+                drop(abandoned);
+                // Made, never polled, dropped: nothing was armed.
+                drop(timer.sleep(Duration::from_secs(72_000)));
+            });
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Done);
+    assert_eq!(rt.now() - t0, Duration::from_secs(58), "no timer left behind");
+}
+
+#[test]
+fn timer_sleep_polled_on_another_thread_completes_through_the_remote() {
+    use hyper::rt::Timer as _;
+    use std::sync::mpsc;
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let (done_tx, done_rx) = futures::channel::oneshot::channel::<()>();
+    let (step_tx, step_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    // The other thread arms a sleep, then drops it (armed and deleted
+    // through the `Remote`), and waits for another. Each step is posted
+    // before the runtime runs on, so virtual time cannot jump past one.
+    let other = std::thread::spawn(move || {
+        let mut far = timer.sleep_until(t0 + Duration::from_secs(3600));
+        assert!(poll_once(&mut far).is_pending());
+        step_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(far);
+        let mut near = timer.sleep_until(t0 + Duration::from_secs(2));
+        assert!(poll_once(&mut near).is_pending());
+        step_tx.send(()).unwrap();
+        futures::executor::block_on(near);
+        done_tx.send(()).unwrap();
+    });
+    step_rx.recv().unwrap();
+    rt.step(Some(Duration::ZERO)).unwrap();
+    let armed = rt.stakker().next_expiry().expect("armed through the Remote");
+    assert!(armed >= t0 + Duration::from_secs(3600));
+    go_tx.send(()).unwrap();
+    step_rx.recv().unwrap();
+    let exit = rt
+        .run(|rt| {
+            // Work for the runtime until the other thread is done.
+            stakplane::task::spawner(rt.core()).spawn_detached(async move {
+                done_rx.await.unwrap();
+                assert_eq!(at(t0), Duration::from_secs(2));
+            });
+        })
+        .unwrap();
+    other.join().unwrap();
+    assert_eq!(exit, Exit::Done);
+    assert_eq!(
+        rt.now() - t0,
+        Duration::from_secs(2),
+        "the dropped sleep's timer was deleted"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Rule 152: the header-read timeout
+
+#[test]
+fn header_read_timeout_closes_a_half_sent_request_at_its_deadline_while_others_are_served() {
+    let config = ServeConfig::new().header_read_timeout(Some(Duration::from_secs(10)));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let served = rt
+        .block_on(async move {
+            // A client that keeps asking, once a second, on one
+            // kept-alive connection and on new ones.
+            let io2 = io.clone();
+            let busy = spawn_local(async move {
+                let mut kept = Raw::connect(&io2, addr).await.unwrap();
+                let mut times = Vec::new();
+                for i in 0..15 {
+                    assert_eq!(kept.get(&format!("/k/{i}")).await.status, 200);
+                    let mut fresh = Raw::connect(&io2, addr).await.unwrap();
+                    assert_eq!(fresh.get("/fresh").await.status, 200);
+                    times.push(at(t0));
+                    sleep(Duration::from_secs(1)).await;
+                }
+                times
+            });
+            // The slow client: half a request, then nothing.
+            let mut slow = Raw::connect(&io, addr).await.unwrap();
+            slow.send(b"GET /never HTTP/1.1\r\nHost: t\r\nX-Wait: ").await;
+            let closed = timeout(Duration::from_secs(60), slow.closed()).await;
+            assert_eq!(closed, Ok(true), "closed without a response");
+            assert_eq!(at(t0), Duration::from_secs(10), "closed at the deadline");
+            let times = busy.await.unwrap();
+            (times, server.stats())
+        })
+        .unwrap();
+    let (times, stats) = served;
+    // Served before, at and after the slow client's end.
+    assert_eq!(times.len(), 15);
+    assert_eq!(times[14], Duration::from_secs(14));
+    assert_eq!(stats.timeouts, 1, "{stats:?}");
+    assert_eq!(stats.errors, 1, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------
+// Rule 153: graceful shutdown
+
+#[test]
+fn graceful_shutdown_refuses_new_clients_closes_idle_ones_and_completes_the_request_in_flight() {
+    let (mut rt, t0, server) = start(ServeConfig::new().grace(Duration::from_secs(10)));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = rt
+        .block_on(async move {
+            // An idle kept-alive connection, and one never used.
+            let mut idle = Raw::connect(&io, addr).await.unwrap();
+            assert_eq!(idle.get("/").await.status, 200);
+            let mut unused = Raw::connect(&io, addr).await.unwrap();
+            // A request in flight: answered at 3 s.
+            let mut busy = Raw::connect(&io, addr).await.unwrap();
+            busy.send(b"GET /slow/3 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            sleep(Duration::from_secs(1)).await;
+            assert_eq!(server.state(), ServerState::Running);
+            server.shutdown();
+            assert_eq!(server.state(), ServerState::Draining);
+            let wait = spawn_local(server.wait());
+            // The idle connections are closed at once.
+            assert!(idle.closed().await);
+            assert!(unused.closed().await);
+            assert_eq!(at(t0), Duration::from_secs(1));
+            // New clients are refused.
+            sleep(Duration::from_millis(1)).await;
+            let refused = TcpStream::connect(&io, addr).await.map(|_| ());
+            let refused = refused.unwrap_err();
+            assert!(
+                matches!(&refused, stakplane::net::NetError::Io { error, .. }
+                    if error.kind() == io::ErrorKind::ConnectionRefused),
+                "{refused}"
+            );
+            // The request in flight gets its answer, then the end.
+            let resp = busy.response().await.expect("the answer in flight");
+            assert_eq!((resp.status, resp.text().as_str()), (200, "slow 3 #2"));
+            assert_eq!(resp.header("connection"), Some("close"));
+            assert_eq!(at(t0), Duration::from_secs(3));
+            assert!(busy.closed().await);
+            let stats = wait.await.unwrap();
+            assert_eq!(at(t0), Duration::from_secs(3), "finished with the last one");
+            assert_eq!(server.state(), ServerState::Finished);
+            stats
+        })
+        .unwrap();
+    assert_eq!(stats.accepted, 3);
+    assert_eq!(stats.active, 0);
+    assert_eq!(stats.dropped_at_grace, 0);
+}
+
+#[test]
+fn graceful_shutdown_drops_what_is_still_open_at_the_end_of_the_grace() {
+    let (mut rt, t0, server) = start(ServeConfig::new().grace(Duration::from_secs(5)));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats: ServeStats = rt
+        .block_on(async move {
+            let mut busy = Raw::connect(&io, addr).await.unwrap();
+            busy.send(b"GET /slow/30 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            sleep(Duration::from_secs(1)).await;
+            server.shutdown();
+            let stats = server.wait().await;
+            assert_eq!(at(t0), Duration::from_secs(6), "the grace is 5 s");
+            assert!(busy.closed().await, "dropped without an answer");
+            stats
+        })
+        .unwrap();
+    assert_eq!(stats.dropped_at_grace, 1);
+    assert_eq!(stats.active, 0);
+}
+
+// ---------------------------------------------------------------------
+// Rule 154: the connection limit
+
+#[test]
+fn connection_limit_holds_new_clients_in_the_backlog_until_a_connection_closes() {
+    let (mut rt, t0, server) = start(ServeConfig::new().max_connections(2));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = rt
+        .block_on(async move {
+            let mut a = Raw::connect(&io, addr).await.unwrap();
+            let mut b = Raw::connect(&io, addr).await.unwrap();
+            assert_eq!(a.get("/a").await.status, 200);
+            assert_eq!(b.get("/b").await.status, 200);
+            // The third connects (the OS's backlog takes it) but is not
+            // served while two are open.
+            let mut c = Raw::connect(&io, addr).await.unwrap();
+            c.send(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            let waited = timeout(Duration::from_secs(5), c.response()).await;
+            assert!(waited.is_err(), "served past the limit");
+            let at_limit = server.stats();
+            assert_eq!((at_limit.accepted, at_limit.active), (2, 2));
+            assert_eq!(at_limit.limit_pauses, 1);
+            // One closes: the third is accepted and served at once.
+            drop(a);
+            let resp = c.response().await.expect("served once there is room");
+            assert_eq!(resp.text(), "hello /c #3");
+            assert_eq!(at(t0), Duration::from_secs(5));
+            assert_eq!(b.get("/b2").await.status, 200);
+            server.stats()
+        })
+        .unwrap();
+    assert_eq!(stats.accepted, 3);
+    assert_eq!(stats.peak, 2, "never more than the limit at once");
+}
+
+// ---------------------------------------------------------------------
+// Rule 155: rate-limited logs
+
+mod events {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::thread::ThreadId;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    /// Collects `(level, suppressed, error)` of each `stakplane::http`
+    /// event, with the thread that emitted it. Installed as the global
+    /// default once: a thread-scoped subscriber races with other test
+    /// threads over tracing's per-callsite interest cache.
+    #[derive(Clone, Default)]
+    pub struct Collect(pub Arc<Mutex<Vec<(ThreadId, Level, u64, String)>>>);
+
+    pub fn global() -> &'static Collect {
+        static GLOBAL: OnceLock<Collect> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let c = Collect::default();
+            tracing::subscriber::set_global_default(c.clone())
+                .expect("no other global subscriber in this test binary");
+            c
+        })
+    }
+
+    /// The events the calling thread emitted so far.
+    pub fn mine() -> Vec<(Level, u64, String)> {
+        let me = std::thread::current().id();
+        global()
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, ..)| *t == me)
+            .map(|(_, l, s, e)| (*l, *s, e.clone()))
+            .collect()
+    }
+
+    #[derive(Default)]
+    struct Fields {
+        suppressed: u64,
+        error: String,
+    }
+
+    impl Visit for Fields {
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "suppressed" {
+                self.suppressed = value;
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "error" {
+                self.error = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Collect {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if event.metadata().target() != "stakplane::http" {
+                return;
+            }
+            let mut f = Fields::default();
+            event.record(&mut f);
+            self.0.lock().unwrap().push((
+                std::thread::current().id(),
+                *event.metadata().level(),
+                f.suppressed,
+                f.error,
+            ));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+#[test]
+fn failed_connections_are_logged_at_most_once_per_interval_with_the_count_left_out() {
+    events::global();
+    let config = ServeConfig::new()
+        .header_read_timeout(Some(Duration::from_secs(30)))
+        .error_log_interval(Duration::from_secs(2));
+    let (mut rt, _t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = rt
+        .block_on(async move {
+            let bad = |io: Io| async move {
+                let mut c = Raw::connect(&io, addr).await.unwrap();
+                c.send(b"GARBAGE\r\n\r\n").await;
+                assert_eq!(c.response().await.unwrap().status, 400);
+                assert!(c.closed().await);
+            };
+            // Five failures at once, one more a second later: one line.
+            for _ in 0..5 {
+                bad(io.clone()).await;
+            }
+            sleep(Duration::from_secs(1)).await;
+            bad(io.clone()).await;
+            // Two more at the end of the interval: one line, counting
+            // the five left out, and one left out again.
+            sleep(Duration::from_secs(1)).await;
+            bad(io.clone()).await;
+            bad(io.clone()).await;
+            // Timeouts are `debug`, with a limit of their own.
+            let mut slow = Raw::connect(&io, addr).await.unwrap();
+            slow.send(b"GET / HTTP/1.1\r\n").await;
+            assert!(slow.closed().await);
+            server.stats()
+        })
+        .unwrap();
+    let lines = events::mine();
+    let warns: Vec<_> = lines
+        .iter()
+        .filter(|(l, ..)| *l == tracing::Level::WARN)
+        .collect();
+    assert_eq!(warns.len(), 2, "{lines:?}");
+    assert_eq!(warns[0].1, 0);
+    assert_eq!(warns[1].1, 5, "the second line counts the five left out");
+    assert!(warns[0].2.contains("invalid HTTP method"), "{lines:?}");
+    let debugs: Vec<_> = lines
+        .iter()
+        .filter(|(l, ..)| *l == tracing::Level::DEBUG)
+        .collect();
+    assert_eq!(debugs.len(), 1, "{lines:?}");
+    assert!(debugs[0].2.contains("timeout"), "{lines:?}");
+    assert_eq!((stats.errors, stats.timeouts), (9, 1), "{stats:?}");
+    assert_eq!(stats.suppressed_logs, 6, "{stats:?}");
+}
