@@ -397,7 +397,11 @@ fn timer_sleeps_complete_at_their_deadlines_on_stakker_time_and_dropped_ones_lea
         })
         .unwrap();
     assert_eq!(exit, Exit::Done);
-    assert_eq!(rt.now() - t0, Duration::from_secs(58), "no timer left behind");
+    assert_eq!(
+        rt.now() - t0,
+        Duration::from_secs(58),
+        "no timer left behind"
+    );
 }
 
 #[test]
@@ -427,7 +431,10 @@ fn timer_sleep_polled_on_another_thread_completes_through_the_remote() {
     });
     step_rx.recv().unwrap();
     rt.step(Some(Duration::ZERO)).unwrap();
-    let armed = rt.stakker().next_expiry().expect("armed through the Remote");
+    let armed = rt
+        .stakker()
+        .next_expiry()
+        .expect("armed through the Remote");
     assert!(armed >= t0 + Duration::from_secs(3600));
     go_tx.send(()).unwrap();
     step_rx.recv().unwrap();
@@ -476,7 +483,8 @@ fn header_read_timeout_closes_a_half_sent_request_at_its_deadline_while_others_a
             });
             // The slow client: half a request, then nothing.
             let mut slow = Raw::connect(&io, addr).await.unwrap();
-            slow.send(b"GET /never HTTP/1.1\r\nHost: t\r\nX-Wait: ").await;
+            slow.send(b"GET /never HTTP/1.1\r\nHost: t\r\nX-Wait: ")
+                .await;
             let closed = timeout(Duration::from_secs(60), slow.closed()).await;
             assert_eq!(closed, Ok(true), "closed without a response");
             assert_eq!(at(t0), Duration::from_secs(10), "closed at the deadline");
@@ -613,7 +621,10 @@ mod events {
     /// default once: a thread-scoped subscriber races with other test
     /// threads over tracing's per-callsite interest cache.
     #[derive(Clone, Default)]
-    pub struct Collect(pub Arc<Mutex<Vec<(ThreadId, Level, u64, String)>>>);
+    pub struct Collect(pub Arc<Mutex<Vec<Line>>>);
+
+    /// One event: the thread, level, `suppressed` and `error` fields.
+    pub type Line = (ThreadId, Level, u64, String);
 
     pub fn global() -> &'static Collect {
         static GLOBAL: OnceLock<Collect> = OnceLock::new();

@@ -53,8 +53,13 @@ fn put_scratch(chunk: Box<[u8]>) {
 /// `serve_connection` or `handshake`.
 ///
 /// Only `AsyncRead` is needed for reading (no `AsyncBufRead`, so no
-/// `BufReader` in front of a TLS stream); see the [module docs](self)
-/// for how a read reaches hyper's buffer in safe code.
+/// `BufReader` in front of a TLS stream). hyper 1.x has no safe way to
+/// read into its buffer in place (its `ReadBufCursor::advance` is
+/// `unsafe`, and this crate forbids `unsafe`), so a read goes into a
+/// scratch chunk of the thread ([`READ_CHUNK`] bytes, zeroed once per
+/// thread, shared by every connection of the thread) and is copied into
+/// hyper's buffer with `put_slice`: one copy of the bytes read, no
+/// zeroing per read, no buffer per connection.
 /// [`poll_shutdown`](Write::poll_shutdown) is the stream's `poll_close`
 /// (for a `TcpStream`: the write direction is shut down, the peer reads
 /// end-of-stream).

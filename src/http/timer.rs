@@ -1,34 +1,7 @@
 //! [`Timer`]: hyper's `rt::Timer` on stakker time, sound without
 //! `unsafe impl Send`.
 //!
-//! hyper asks for a `Timer + Send + Sync` whose sleeps are
-//! `Send + Sync` too, while stakker's timers live on the runtime thread
-//! behind a `!Send` `Core`. The two meet like this:
-//!
-//! - A sleep holds only `Send` data: its deadline, an
-//!   `Arc<Mutex<State>>` (fired, cancelled, the stakker timer's key, the
-//!   waker) and a [`Remote`] (an `Arc`). So it is `Send + Sync` by
-//!   construction, checked at compile time.
-//! - Its first poll **arms** it: a job that adds a stakker fixed timer
-//!   (through the one clamp, [`timer_at`](crate::task::timer_at)) whose
-//!   callback sets `fired` and wakes the waker. The job runs on the
-//!   runtime thread: queued through the runtime's stakker `Deferrer`
-//!   when the poll is on that thread (found in a thread-local table by
-//!   the runtime's key: no lock, no system call), posted through the
-//!   [`Remote`] otherwise.
-//! - Dropping an armed sleep that has not fired marks it cancelled and
-//!   deletes its stakker timer the same way, so abandoned timeouts (one
-//!   per request for the header-read timeout) do not pile up. A
-//!   cancellation that overtakes the arming job makes it arm nothing.
-//! - [`now`](hyper::rt::Timer::now) is stakker's time in a task of the
-//!   runtime's thread (virtual time in tests, so hyper's own deadlines,
-//!   computed as `timer.now() + timeout`, are on stakker time too), and
-//!   the system clock elsewhere.
-//!
-//! Cost per armed sleep: hyper's `Box`, one `Arc` allocation, one queued
-//! job to arm and, if it is dropped unfired, one to delete the timer;
-//! an uncontended mutex lock per poll, fire and drop. A sleep that is
-//! never polled arms nothing.
+//! The design, and why it is sound, is on [`Timer`].
 
 use crate::http::HttpError;
 use crate::rt::Remote;
@@ -80,8 +53,7 @@ impl Drop for Entry {
 /// Give it to hyper's connection builders (`http1::Builder::timer`,
 /// `http2::Builder::timer`) to enable the timeouts that need one: the
 /// HTTP/1 header-read timeout, HTTP/2 keep-alive pings. [`serve`] does.
-/// `Clone + Send + Sync`, cheap to clone (an `Arc`); see the [module
-/// docs](self) for why that is sound and what a sleep costs.
+/// `Clone + Send + Sync`, cheap to clone (an `Arc`).
 ///
 /// Its sleeps complete at their deadline on the runtime's time, so on
 /// virtual time ([`Builder::virtual_time`](crate::rt::Builder::virtual_time))
@@ -91,6 +63,37 @@ impl Drop for Entry {
 /// is nothing left to time).
 ///
 /// [`serve`]: crate::http::serve
+///
+/// # Design: why it is sound, what it costs
+///
+/// hyper asks for a `Timer + Send + Sync` whose sleeps are
+/// `Send + Sync` too, while stakker's timers live on the runtime thread
+/// behind a `!Send` `Core`. The two meet like this:
+///
+/// - A sleep holds only `Send` data: its deadline, an
+///   `Arc<Mutex<State>>` (fired, cancelled, the stakker timer's key, the
+///   waker) and a [`Remote`] (an `Arc`). So it is `Send + Sync` by
+///   construction, checked at compile time.
+/// - Its first poll **arms** it: a job that adds a stakker fixed timer
+///   (through the one clamp, [`timer_at`](crate::task::timer_at)) whose
+///   callback sets `fired` and wakes the waker. The job runs on the
+///   runtime thread: queued through the runtime's stakker `Deferrer`
+///   when the poll is on that thread (found in a thread-local table by
+///   the runtime's key: no lock, no system call), posted through the
+///   [`Remote`] otherwise.
+/// - Dropping an armed sleep that has not fired marks it cancelled and
+///   deletes its stakker timer the same way, so abandoned timeouts (one
+///   per request for the header-read timeout) do not pile up. A
+///   cancellation that overtakes the arming job makes it arm nothing.
+/// - [`now`](hyper::rt::Timer::now) is stakker's time in a task of the
+///   runtime's thread (virtual time in tests, so hyper's own deadlines,
+///   computed as `timer.now() + timeout`, are on stakker time too), and
+///   the system clock elsewhere.
+///
+/// Cost per armed sleep: hyper's `Box`, one `Arc` allocation, one queued
+/// job to arm and, if it is dropped unfired, one to delete the timer;
+/// an uncontended mutex lock per poll, fire and drop. A sleep that is
+/// never polled arms nothing.
 ///
 /// ```
 /// use stakplane::http::Timer;
@@ -112,7 +115,9 @@ static_assertions::assert_impl_all!(TimerSleep: Send, Sync, Unpin);
 
 impl fmt::Debug for Timer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Timer").field("runtime", &self.home).finish()
+        f.debug_struct("Timer")
+            .field("runtime", &self.home)
+            .finish()
     }
 }
 
@@ -210,7 +215,7 @@ fn on_home(home: u64, remote: &Remote, job: impl FnOnce(&mut Stakker) + Send + '
     }
 }
 
-/// The sleep of [`Timer`]: see the [module docs](self).
+/// The sleep of [`Timer`]: see its design notes.
 struct TimerSleep {
     home: u64,
     remote: Remote,
