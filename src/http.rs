@@ -57,12 +57,13 @@
 //! Measured on the 2-core development VM (loopback, release build; the
 //! method is in `BENCHMARKS.md`, 2026-12-05):
 //!
-//! - **Memory**: 10.8 kB per idle kept-alive HTTP/1 connection (2,000 of
-//!   them), against 19.0 kB with the `BufReader`-style adapter this
-//!   replaces (its 8 KiB buffer per connection), and 17.7 kB if hyper's
-//!   buffer were zeroed per read to read into it in place (that touches
-//!   all of hyper's 8 KiB at once). tokio's figure, same hyper settings
-//!   (issue 18): 10.9 kB.
+//! - **Memory**: 10.9 kB per idle kept-alive HTTP/1 connection under
+//!   [`serve`] (2,000 of them, each with its header-read timer armed;
+//!   10.8 kB with a bare accept loop), against 19.0 kB with the
+//!   `BufReader`-style adapter this replaces (its 8 KiB buffer per
+//!   connection), and 17.7 kB if hyper's buffer were zeroed per read to
+//!   read into it in place (that touches all of hyper's 8 KiB at once).
+//!   tokio's figure, same hyper settings (issue 18): 10.9 kB.
 //! - **Reads**: one copy (stream → the thread's [`READ_CHUNK`] scratch
 //!   chunk → hyper's buffer; hyper 1.x has no safe way to read in place).
 //!   Bulk bodies run at the speed of an in-place read (about 800 MiB/s

@@ -81,7 +81,9 @@
 //! size of the public surface (runtime builder, `run_for`/`step`, the
 //! glue's timers, `after!`/`at!`, supervisor intensity, shutdown timeout
 //! and held `Addr`, mailbox and group capacities and sizes, `Fwd` →
-//! `Stream` capacity, `ConnConfig`, `UdpConfig`) at 0, 1, typical values,
+//! `Stream` capacity, `ConnConfig`, `UdpConfig`, with feature `hyper`
+//! `http::ServeConfig`: a connection limit of 0 is 1, a header-read
+//! timeout past the horizon is the horizon) at 0, 1, typical values,
 //! the horizon, `MAX - 1`, `MAX` and random values. Buffers a setting
 //! sizes are capped where they are allocated (`rt::MAX_EVENTS_PER_POLL`,
 //! `net::MAX_READ_CHUNK` 16 MiB, `net::MAX_DATAGRAM` 65,536); bounds that

@@ -737,3 +737,69 @@ fn failed_connections_are_logged_at_most_once_per_interval_with_the_count_left_o
     assert_eq!((stats.errors, stats.timeouts), (9, 1), "{stats:?}");
     assert_eq!(stats.suppressed_logs, 6, "{stats:?}");
 }
+
+// ---------------------------------------------------------------------
+// Rule 63b: every setting taken or capped
+
+#[test]
+fn serve_config_values_are_taken_or_capped_never_a_panic() {
+    let horizon = stakplane::task::TIMER_HORIZON;
+    for n in [0, 1, 2, usize::MAX - 1, usize::MAX] {
+        let c = ServeConfig::new().max_connections(n);
+        assert_eq!(c.get_max_connections(), n.max(1));
+    }
+    let durations = [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_secs(1),
+        horizon,
+        horizon + Duration::from_nanos(1),
+        Duration::MAX,
+    ];
+    for d in durations {
+        let c = ServeConfig::new()
+            .header_read_timeout(Some(d))
+            .grace(d)
+            .error_log_interval(d);
+        assert_eq!(c.get_header_read_timeout(), Some(d.min(horizon)));
+        assert_eq!((c.get_grace(), c.get_error_log_interval()), (d, d));
+    }
+    assert_eq!(
+        ServeConfig::new()
+            .header_read_timeout(None)
+            .get_header_read_timeout(),
+        None
+    );
+    // The extremes serve: no overflow in hyper's `now + timeout`, a
+    // grace that never ends waits for the last connection, an endless
+    // log interval logs once, a limit of 0 serves one at a time.
+    let config = ServeConfig::new()
+        .max_connections(0)
+        .header_read_timeout(Some(Duration::MAX))
+        .grace(Duration::MAX)
+        .error_log_interval(Duration::MAX);
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        for _ in 0..3 {
+            let mut bad = Raw::connect(&io, addr).await.unwrap();
+            bad.send(b"GARBAGE\r\n\r\n").await;
+            assert_eq!(bad.response().await.unwrap().status, 400);
+            assert!(bad.closed().await);
+        }
+        let mut a = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(a.get("/a").await.status, 200);
+        let mut b = Raw::connect(&io, addr).await.unwrap();
+        b.send(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(timeout(Duration::from_secs(600), b.response())
+            .await
+            .is_err());
+        drop(a);
+        assert_eq!(b.response().await.unwrap().status, 200);
+        server.shutdown();
+        server.wait().await
+    });
+    assert_eq!((stats.errors, stats.suppressed_logs), (3, 2), "{stats:?}");
+    assert_eq!(stats.peak, 1);
+    drop(t0);
+}

@@ -22,7 +22,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -219,7 +219,11 @@ struct Conn {
 /// The rate limit of one level of the error log.
 #[derive(Default)]
 struct LogLimit {
-    next: Option<Instant>,
+    /// A line has been logged.
+    logged: bool,
+    /// No line before this (`None` after a line: an interval too long
+    /// for an `Instant` never ends).
+    until: Option<Instant>,
     suppressed: u64,
 }
 
@@ -227,11 +231,12 @@ impl LogLimit {
     /// `Some(suppressed since the last line)` if a line may be logged at
     /// `now`; `None` (and one more suppressed) otherwise.
     fn admit(&mut self, now: Instant, interval: Duration) -> Option<u64> {
-        if self.next.is_some_and(|next| now < next) {
+        if self.logged && self.until.is_none_or(|until| now < until) {
             self.suppressed += 1;
             return None;
         }
-        self.next = now.checked_add(interval);
+        self.logged = true;
+        self.until = now.checked_add(interval);
         Some(std::mem::take(&mut self.suppressed))
     }
 }
@@ -614,10 +619,20 @@ where
         shared: shared.clone(),
         key,
     };
-    match shared
-        .spawner
-        .try_spawn(connection(guard, stream, peer, service))
-    {
+    // Responses are written whole: no Nagle delay. A failure here only
+    // costs latency.
+    let _ = stream.set_nodelay(true);
+    // One future type per protocol: each task is only as large as its
+    // own protocol's connection.
+    let spawned = match shared.config.protocol {
+        Protocol::Http1 => shared
+            .spawner
+            .try_spawn(serve_http1(guard, stream, peer, service)),
+        Protocol::Http2 => shared
+            .spawner
+            .try_spawn(serve_http2(guard, stream, peer, service)),
+    };
+    match spawned {
         Ok(handle) => {
             if let Some(c) = shared.conns.borrow_mut().get_mut(key) {
                 c.abort = Some(handle.abort_handle());
@@ -647,7 +662,28 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn connection<S, B>(guard: ConnGuard, stream: TcpStream, peer: SocketAddr, service: S)
+/// Serves HTTP/1.1 on a connection.
+async fn serve_http1<S, B>(guard: ConnGuard, stream: TcpStream, peer: SocketAddr, service: S)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let conn = {
+        let shared = &guard.shared;
+        let mut b = http1::Builder::new();
+        b.timer(shared.timer.clone())
+            .header_read_timeout(shared.config.header_read_timeout);
+        Box::pin(b.serve_connection(HyperIo::new(stream), service))
+    };
+    let served = drive(&guard, conn, http1::Connection::graceful_shutdown).await;
+    ended(guard, peer, served);
+}
+
+/// Serves HTTP/2 on a connection, each stream a task.
+async fn serve_http2<S, B>(guard: ConnGuard, stream: TcpStream, peer: SocketAddr, service: S)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + 'static,
     S::Future: 'static,
@@ -656,47 +692,39 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    // Responses are written whole: no Nagle delay. A failure here only
-    // costs latency.
-    let _ = stream.set_nodelay(true);
-    let io = HyperIo::new(stream);
-    let shared = guard.shared.clone();
-    let served = match shared.config.protocol {
-        Protocol::Http1 => {
-            let mut b = http1::Builder::new();
-            b.timer(shared.timer.clone())
-                .header_read_timeout(shared.config.header_read_timeout);
-            let conn = b.serve_connection(io, service);
-            drive(&guard, conn, http1::Connection::graceful_shutdown).await
-        }
-        Protocol::Http2 => {
-            let mut b = http2::Builder::new(LocalExecutor::from_spawner(shared.spawner.clone()));
-            b.timer(shared.timer.clone());
-            let conn = b.serve_connection(io, service);
-            drive(&guard, conn, http2::Connection::graceful_shutdown).await
-        }
+    let conn = {
+        let shared = &guard.shared;
+        let mut b = http2::Builder::new(LocalExecutor::from_spawner(shared.spawner.clone()));
+        b.timer(shared.timer.clone());
+        Box::pin(b.serve_connection(HyperIo::new(stream), service))
     };
+    let served = drive(&guard, conn, http2::Connection::graceful_shutdown).await;
+    ended(guard, peer, served);
+}
+
+/// Counts and logs how a connection ended; its entry goes with `guard`.
+fn ended(guard: ConnGuard, peer: SocketAddr, served: Result<(), hyper::Error>) {
     if let Err(e) = served {
+        let shared = &guard.shared;
         if e.is_timeout() {
             shared.update(|s| s.timeouts += 1);
         }
         shared.update(|s| s.errors += 1);
         shared.log_error("connection", Some(peer), &e);
     }
-    drop(guard);
 }
 
 /// Polls `conn` to its end; once the server drains, tells it to finish
-/// (`graceful`) first.
+/// (`graceful`) first. The connection is boxed on its own: a future
+/// moved into an `async fn` can take its room twice in the task.
 async fn drive<C>(
     guard: &ConnGuard,
-    conn: C,
+    mut conn: Pin<Box<C>>,
     graceful: impl Fn(Pin<&mut C>),
 ) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
-    let mut conn = pin!(conn);
     let mut told = false;
     poll_fn(|cx: &mut Context<'_>| {
         if !told {
