@@ -778,7 +778,7 @@ fn serve_config_values_are_taken_or_capped_never_a_panic() {
         .header_read_timeout(Some(Duration::MAX))
         .grace(Duration::MAX)
         .error_log_interval(Duration::MAX);
-    let (mut rt, t0, server) = start(config);
+    let (mut rt, _t0, server) = start(config);
     let (io, addr) = (rt.io(), server.local_addr());
     let stats = block(&mut rt, async move {
         for _ in 0..3 {
@@ -801,5 +801,4 @@ fn serve_config_values_are_taken_or_capped_never_a_panic() {
     });
     assert_eq!((stats.errors, stats.suppressed_logs), (3, 2), "{stats:?}");
     assert_eq!(stats.peak, 1);
-    drop(t0);
 }
