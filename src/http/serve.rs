@@ -439,6 +439,20 @@ impl Server {
     /// streams), and the connections still open when the
     /// [grace](ServeConfig::grace) ends are dropped. Await
     /// [`wait`](Server::wait) for the end.
+    ///
+    /// The runtime's own stop (`Remote::stop`, a signal) is not this:
+    /// it drops every task, connections included, once its devices are
+    /// gone. To stop gracefully, shut the server down first and wait,
+    /// for example in [`Runtime::block_on`](crate::rt::Runtime::block_on):
+    ///
+    /// ```no_run
+    /// # fn f(rt: &mut stakplane::rt::Runtime, server: stakplane::http::Server) {
+    /// let stats = rt.block_on(async move {
+    ///     server.shutdown();
+    ///     server.wait().await
+    /// });
+    /// # }
+    /// ```
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }
