@@ -109,7 +109,8 @@
 //! grace**: [`Server::shutdown`] closes the listener at once (new
 //! clients are refused), closes idle connections at once, lets each
 //! request in flight finish with its response (HTTP/1 with
-//! `connection: close`), and drops the connections still open when the
+//! `connection: close`; HTTP/2 sends `GOAWAY`, refuses new streams and
+//! finishes the open ones), and drops the connections still open when the
 //! [grace](ServeConfig::grace) ends; [`Server::wait`] completes once
 //! none is left.
 //!

@@ -565,6 +565,54 @@ fn graceful_shutdown_drops_what_is_still_open_at_the_end_of_the_grace() {
     assert_eq!(stats.active, 0);
 }
 
+#[test]
+fn graceful_shutdown_of_http2_finishes_the_open_streams_and_refuses_new_ones() {
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .grace(Duration::from_secs(10));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let exec = LocalExecutor::new(rt.core()).unwrap();
+    let stats = block(&mut rt, async move {
+        let stream = TcpStream::connect(&io, addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(exec, HyperIo::new(stream))
+            .await
+            .unwrap();
+        let driver = spawn_local(conn);
+        let mut first = send.clone();
+        let in_flight = spawn_local(async move {
+            let req = Request::get("/slow/3").body(Empty::<Bytes>::new()).unwrap();
+            let resp = first.send_request(req).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (body, now())
+        });
+        sleep(Duration::from_secs(1)).await;
+        server.shutdown();
+        sleep(Duration::from_secs(1)).await;
+        // After the GOAWAY, a new stream is refused.
+        let mut late = send;
+        let req = Request::get("/late").body(Empty::<Bytes>::new()).unwrap();
+        assert!(
+            late.send_request(req).await.is_err(),
+            "a stream after GOAWAY"
+        );
+        // The open stream finishes, then the connection ends.
+        let (body, when) = in_flight.await.unwrap();
+        assert_eq!(body, "slow 3 #1");
+        assert_eq!(when - t0, Duration::from_secs(3));
+        drop(late);
+        driver.await.unwrap().unwrap();
+        let stats = server.wait().await;
+        assert_eq!(at(t0), Duration::from_secs(3));
+        stats
+    });
+    assert_eq!(
+        (stats.accepted, stats.dropped_at_grace),
+        (1, 0),
+        "{stats:?}"
+    );
+}
+
 // ---------------------------------------------------------------------
 // Rule 154: the connection limit
 
