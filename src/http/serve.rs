@@ -250,6 +250,8 @@ struct Shared {
     phase: Cell<ServerState>,
     /// The accept loop runs.
     accepting: Cell<bool>,
+    /// The accept loop waits at the connection limit.
+    paused: Cell<bool>,
     /// The accept loop's waker: woken when there is room again, or on a
     /// shutdown.
     accept_waker: RefCell<Option<Waker>>,
@@ -537,6 +539,7 @@ where
         timer,
         phase: Cell::new(ServerState::Running),
         accepting: Cell::new(true),
+        paused: Cell::new(false),
         accept_waker: RefCell::new(None),
         conns: RefCell::new(Slab::new()),
         stats: Cell::new(ServeStats::default()),
@@ -571,7 +574,6 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let _guard = AcceptGuard(shared.clone());
-    let mut paused = false;
     loop {
         let next = poll_fn(|cx| {
             if shared.phase.get() != ServerState::Running {
@@ -584,13 +586,12 @@ where
                 }
             }
             if shared.conns.borrow().len() >= shared.config.max_connections {
-                if !paused {
-                    paused = true;
+                if !shared.paused.replace(true) {
                     shared.update(|s| s.limit_pauses += 1);
                 }
                 return Poll::Pending;
             }
-            paused = false;
+            shared.paused.set(false);
             listener.poll_accept(cx).map(Some)
         })
         .await;
@@ -670,8 +671,10 @@ impl Drop for ConnGuard {
         drop(removed);
         let n = s.conns.borrow().len();
         s.update(|st| st.active = n);
-        // Room for one more (the accept loop checks the limit itself).
-        s.wake_accept();
+        // Room for one more, if the accept loop waits for it.
+        if s.paused.get() {
+            s.wake_accept();
+        }
         s.check_finished();
     }
 }
