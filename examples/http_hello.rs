@@ -1,22 +1,22 @@
 //! An HTTP/1.1 server with hyper 1.x on the stakplane loop — no tokio.
 //!
-//! One thread runs everything: the [`Runtime`] polls the sockets, a task
-//! accepts connections, and each connection is a task in which hyper's
-//! `serve_connection` drives a [`stakplane::net::TcpStream`]. The answer
-//! to every request comes from an actor: the `Greeter` device counts the
-//! requests it has answered, and the service `ask!`s it for each reply.
+//! One thread runs everything: the [`Runtime`] polls the sockets,
+//! [`stakplane::http::serve`] accepts connections in a task, and each
+//! connection is a task in which hyper's `serve_connection` drives a
+//! [`stakplane::net::TcpStream`]. The answer to every request comes from
+//! an actor: the `Greeter` device counts the requests it has answered,
+//! and the service `ask!`s it for each reply.
 //!
-//! hyper 1.x reads and writes through its own `hyper::rt::Read` / `Write`
-//! traits; [`hyper_io::HyperIo`] adapts our `futures-io` stream to them, in safe
-//! code (bytes are copied out of the stream's read buffer with
-//! `ReadBufCursor::put_slice`).
+//! `stakplane::http` gives hyper what it asks of a runtime:
+//! [`HyperIo`](stakplane::http::HyperIo) adapts the futures-io stream to
+//! hyper's I/O traits (in safe code), [`Timer`](stakplane::http::Timer)
+//! puts hyper's timeouts on stakker time (here the header-read timeout:
+//! a client that sends half a request and waits is disconnected after
+//! 30 s), and `serve` adds a connection limit and rate-limited logs of
+//! failed connections (through `tracing`).
 //!
-//! Everything here is `!Send`, and that is fine: hyper's HTTP/1 server
-//! asks for `Send` on neither the connection nor the service. What it
-//! cannot use is our timers: a hyper `Timer` must be `Send + Sync` and so
-//! must its sleeps, and stakplane's `sleep` is a `!Send` future on the
-//! actor thread. So the header read timeout (which needs a `Timer`) is
-//! switched off explicitly.
+//! Everything here is `!Send`, and that is fine: hyper's server asks for
+//! `Send` on neither the connection nor the service.
 //!
 //! ```text
 //! cargo run --example http_hello                  # serve on 127.0.0.1:3000 (or PORT) until Ctrl-C
@@ -35,8 +35,10 @@
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
 use hyper::{header, Request, Response, StatusCode};
-use stakplane::net::{NetError, TcpListener};
+use stakplane::http::{serve as serve_http, HttpError, ServeConfig};
+use stakplane::net::TcpListener;
 use stakplane::prelude::*;
 use stakplane::rt::{Exit, Remote, Runtime, StopKind};
 use std::convert::Infallible;
@@ -45,10 +47,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-// The hyper I/O adapter, shared with `examples/service.rs`.
-#[path = "common/hyper_io.rs"]
-mod hyper_io;
-use hyper_io::serve_http1;
 #[path = "common/until_signal.rs"]
 mod until_signal;
 
@@ -74,22 +72,20 @@ impl Greeter {
 }
 
 /// Binds `addr` on `rt`, starts the `Greeter` (kept by the runtime until
-/// it stops) and spawns the accept loop. Returns the bound address (port
-/// 0 picks a free one). Call it before or inside [`Runtime::run`].
+/// it stops) and serves HTTP/1.1 on it with hyper. Returns the bound
+/// address (port 0 picks a free one). Call it before or inside
+/// [`Runtime::run`].
 ///
 /// # Errors
 /// The bind or registration error; nothing is started then.
-pub fn serve(rt: &mut Runtime, addr: SocketAddr) -> Result<SocketAddr, NetError> {
+pub fn serve(rt: &mut Runtime, addr: SocketAddr) -> Result<SocketAddr, HttpError> {
     let listener = TcpListener::bind(&rt.io(), addr)?;
-    let local = listener.local_addr()?;
     let greeter = device!(rt.core(), Greeter::init());
     let actor = greeter.actor().clone();
+    let service = service_fn(move |req| respond(actor.clone(), req));
+    let server = serve_http(rt.core(), listener, ServeConfig::new(), service)?;
     rt.keep(greeter);
-    let spawner = stakplane::task::spawner(rt.core());
-    spawner.spawn_detached(serve_http1(listener, "http_hello", move |req| {
-        respond(actor.clone(), req)
-    }));
-    Ok(local)
+    Ok(server.local_addr())
 }
 
 /// One request: ask the greeter, answer 200 with its text, or 503 if it

@@ -43,7 +43,9 @@
 //!   faults, the port fails with it (a cascade) and closes, so no client
 //!   is accepted into a room that is gone.
 //! * The **HTTP side** is async code on the same thread: hyper's HTTP/1
-//!   server, in tasks, over [`stakplane::net::TcpStream`]. A task holds
+//!   server, in tasks, over [`stakplane::net::TcpStream`], started by
+//!   [`stakplane::http::serve`] (a connection limit, a header-read
+//!   timeout, failed connections logged through `tracing`). A task holds
 //!   only an `Actor<Hub>` (which does not keep the Hub alive) and
 //!   [`ask!`](stakplane::ask)s it for the numbers, so the state has one
 //!   owner and the tasks never share it.
@@ -65,7 +67,9 @@
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
 use hyper::{header, Method, Request, Response, StatusCode};
+use stakplane::http::{HttpError, ServeConfig};
 use stakplane::net::{
     AcceptEvent, Accepted, ConnConfig, NetError, TcpAcceptor, TcpConn, TcpEvent, TcpListener,
 };
@@ -80,11 +84,6 @@ use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::thread;
 use std::time::Duration;
-
-// The hyper I/O adapter, shared with `examples/http_hello.rs`.
-#[path = "common/hyper_io.rs"]
-mod hyper_io;
-use hyper_io::serve_http1;
 
 /// The longest line a client may send, in bytes. It bounds what a session
 /// keeps while waiting for a line's end.
@@ -557,14 +556,18 @@ impl ChatPort {
 // ---------------------------------------------------------------------
 // The HTTP endpoint
 
-/// Binds the HTTP port and spawns its accept loop. Returns the address.
-fn serve_http(rt: &mut Runtime, addr: SocketAddr, hub: Actor<Hub>) -> Result<SocketAddr, NetError> {
+/// Binds the HTTP port and starts serving it. Returns the address. The
+/// server runs until the runtime stops (which closes its listener and
+/// drops its connections).
+fn serve_http(
+    rt: &mut Runtime,
+    addr: SocketAddr,
+    hub: Actor<Hub>,
+) -> Result<SocketAddr, HttpError> {
     let listener = TcpListener::bind(&rt.io(), addr)?;
-    let local = listener.local_addr()?;
-    stakplane::task::spawner(rt.core()).spawn_detached(serve_http1(listener, "http", move |req| {
-        respond(hub.clone(), req)
-    }));
-    Ok(local)
+    let service = service_fn(move |req| respond(hub.clone(), req));
+    let server = stakplane::http::serve(rt.core(), listener, ServeConfig::new(), service)?;
+    Ok(server.local_addr())
 }
 
 /// `GET /stats`: the Hub's numbers, or 503 if the Hub is gone.
@@ -615,8 +618,8 @@ pub struct Ports {
 pub enum StartError {
     /// Binding the chat port failed.
     Chat(NetError),
-    /// Binding the HTTP port failed.
-    Http(NetError),
+    /// Binding or serving the HTTP port failed.
+    Http(HttpError),
 }
 
 impl fmt::Display for StartError {
@@ -631,7 +634,8 @@ impl fmt::Display for StartError {
 impl Error for StartError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            StartError::Chat(e) | StartError::Http(e) => Some(e),
+            StartError::Chat(e) => Some(e),
+            StartError::Http(e) => Some(e),
         }
     }
 }

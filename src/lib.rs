@@ -53,6 +53,7 @@
 //! | 2 | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` | — |
 //! | 3 | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr), typed dynamic supervisors | — |
 //! | 4 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
+//! | 4 | `http` (feature `hyper`) | hyper 1.x on the loop: the I/O adapter, a timer on stakker time, a local executor, `serve` with a connection limit, timeouts and graceful shutdown | — |
 //! | 4 | `cluster` (feature `cluster`, in progress) | node and process ids, the wire format, SWIM membership on stakker time | — |
 //! | — | [`prelude`] | everything above plus the stakker items actors need | — |
 //!
@@ -80,7 +81,9 @@
 //! size of the public surface (runtime builder, `run_for`/`step`, the
 //! glue's timers, `after!`/`at!`, supervisor intensity, shutdown timeout
 //! and held `Addr`, mailbox and group capacities and sizes, `Fwd` →
-//! `Stream` capacity, `ConnConfig`, `UdpConfig`) at 0, 1, typical values,
+//! `Stream` capacity, `ConnConfig`, `UdpConfig`, with feature `hyper`
+//! `http::ServeConfig`: a connection limit of 0 is 1, a header-read
+//! timeout past the horizon is the horizon) at 0, 1, typical values,
 //! the horizon, `MAX - 1`, `MAX` and random values. Buffers a setting
 //! sizes are capped where they are allocated (`rt::MAX_EVENTS_PER_POLL`,
 //! `net::MAX_READ_CHUNK` 16 MiB, `net::MAX_DATAGRAM` 65,536); bounds that
@@ -99,6 +102,8 @@ pub mod device;
 pub mod executor;
 pub mod group;
 pub mod guard;
+#[cfg(feature = "hyper")]
+pub mod http;
 pub mod macros;
 pub mod mailbox;
 pub mod net;

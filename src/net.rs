@@ -7,7 +7,8 @@
 //!   [`Stream`](futures_core::Stream) ([`TcpListener::incoming`]);
 //!   [`UdpSocket`] has `send_to`/`recv_from` futures. Use them from tasks
 //!   ([`stakplane::task`](crate::task)), and hand them to async crates
-//!   (hyper, through a small adapter; see `examples/http_hello.rs`).
+//!   (hyper through `stakplane::http`, feature `hyper`; see
+//!   `examples/http_hello.rs`).
 //! * **Push style** — for actors: [`TcpConn`], [`TcpAcceptor`] and
 //!   [`UdpPort`] live in an actor's state; what happens on them (data,
 //!   end-of-stream, accepted connections, datagrams, errors, the end)

@@ -3,6 +3,7 @@
 //! another thread. The runtime runs on the test thread; the client stops
 //! it with `Remote::stop` when done (also when it panics), and every
 //! client read times out after 10 s, so a bug fails instead of hanging.
+#![cfg(feature = "hyper")]
 
 #[path = "../examples/http_hello.rs"]
 mod http_hello;

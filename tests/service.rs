@@ -7,6 +7,7 @@
 //! others; every client read and write times out after 10 s, and the
 //! script stops the runtime when it ends (also by a panic), so a bug
 //! fails the test instead of hanging it.
+#![cfg(feature = "hyper")]
 
 #[path = "../examples/service.rs"]
 mod service;

@@ -147,8 +147,8 @@ pub use stream::{
     FwdStreamOrDrop,
 };
 pub use time::{
-    horizon, interval, now, sleep, sleep_until, timeout, timer_after, timer_at, Elapsed, Interval,
-    Sleep, Timeout, TIMER_HORIZON,
+    horizon, interval, now, sleep, sleep_until, timeout, timer_after, timer_at, try_now, Elapsed,
+    Interval, Sleep, Timeout, TIMER_HORIZON,
 };
 
 #[doc(hidden)]

@@ -22,8 +22,8 @@
 //! future; `interval` ticks at start + k × period without drift, missed
 //! ticks at once; dropping an armed sleep deletes its stakker timer; an
 //! hour of sleeps passes instantly on virtual time; a timer polled outside
-//! a task panics saying so; resetting a sleep wakes its task so the new
-//! deadline is armed.
+//! a task panics saying so (`try_now` answers `None` there instead);
+//! resetting a sleep wakes its task so the new deadline is armed.
 //!
 //! **51b. The timer horizon**: every timer stakplane arms (`sleep`,
 //! `sleep_until`, `timeout`, `interval`, `after!`, `at!`, a supervisor's
@@ -178,6 +178,14 @@ fn runtime() -> Rc<Exec> {
 #[track_caller]
 pub fn now() -> Instant {
     runtime().now()
+}
+
+/// [`now`] without the panic: the stakker time of the runtime the
+/// current task runs on, or `None` outside a task of this crate's
+/// executor. For code that may run in a task or elsewhere (a hyper
+/// `Timer` asked for the time, say) and has a fallback.
+pub fn try_now() -> Option<Instant> {
+    exec::current().map(|(exec, _)| exec.now())
 }
 
 impl Sleep {

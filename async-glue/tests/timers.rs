@@ -563,3 +563,17 @@ fn timer_at_and_timer_after_arm_any_deadline_and_past_the_horizon_never_fire() {
     assert_eq!(*log.borrow(), ["at horizon"]);
     assert_eq!(rt.s.next_expiry(), None);
 }
+
+#[test]
+fn try_now_is_the_runtime_time_in_a_task_and_none_outside() {
+    assert_eq!(stakplane_async::try_now(), None, "outside a task");
+    let mut rt = Rt::new();
+    let t0 = rt.now;
+    let h = spawn(&mut rt.s, async move {
+        let first = stakplane_async::try_now();
+        sleep(secs(7)).await;
+        (first, stakplane_async::try_now())
+    });
+    rt.advance(secs(7));
+    assert_eq!(joined(h).unwrap(), (Some(t0), Some(t0 + secs(7))));
+}

@@ -1,0 +1,764 @@
+//! [`serve`]: hyper's server connections over a stakplane
+//! [`TcpListener`], with a connection limit, the header-read timeout,
+//! graceful shutdown and rate-limited error logs.
+//!
+//! Two kinds of task do the work, both on the runtime thread: the accept
+//! loop, and one task per connection (hyper's `serve_connection` over a
+//! [`HyperIo`]). They share the server's state (an `Rc`): the live
+//! connections (each with its task's waker and abort handle), the
+//! counters, the phase. [`Server`] is a handle on that state.
+
+use super::{HttpError, HyperIo, LocalExecutor, Timer};
+use crate::net::{NetError, TcpListener, TcpStream};
+use crate::task::{AbortHandle, Spawner, TIMER_HORIZON};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use slab::Slab;
+use stakker::Core;
+use std::cell::{Cell, RefCell};
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// The default of [`ServeConfig::max_connections`]: 4,096 live
+/// connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The default of [`ServeConfig::header_read_timeout`]: 30 s (hyper's).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of [`ServeConfig::grace`]: 5 s (the runtime's shutdown
+/// grace).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// The default of [`ServeConfig::error_log_interval`]: 1 s.
+pub const DEFAULT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which HTTP version a [`serve`]d connection speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0), keep-alive and pipelining.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c: no upgrade, no TLS
+    /// negotiation), each stream a task through [`LocalExecutor`].
+    Http2,
+}
+
+/// How [`serve`] serves. Every value is taken as given or capped, never
+/// refused (rule 63b): see each setter.
+///
+/// ```
+/// use stakplane::http::{Protocol, ServeConfig};
+/// use std::time::Duration;
+///
+/// let config = ServeConfig::new()
+///     .max_connections(10_000)
+///     .header_read_timeout(Some(Duration::from_secs(10)))
+///     .grace(Duration::from_secs(2))
+///     .protocol(Protocol::Http1);
+/// assert_eq!(config.get_max_connections(), 10_000);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeConfig {
+    max_connections: usize,
+    header_read_timeout: Option<Duration>,
+    grace: Duration,
+    protocol: Protocol,
+    error_log_interval: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig::new()
+    }
+}
+
+impl ServeConfig {
+    /// The defaults: [`DEFAULT_MAX_CONNECTIONS`],
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`], [`DEFAULT_GRACE`], HTTP/1.1,
+    /// [`DEFAULT_ERROR_LOG_INTERVAL`].
+    pub const fn new() -> ServeConfig {
+        ServeConfig {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
+            grace: DEFAULT_GRACE,
+            protocol: Protocol::Http1,
+            error_log_interval: DEFAULT_ERROR_LOG_INTERVAL,
+        }
+    }
+
+    /// At most `n` live connections (0 is taken as 1). At the limit the
+    /// server stops accepting: new clients wait in the listen backlog
+    /// (the OS's) and are accepted as connections close.
+    #[must_use]
+    pub const fn max_connections(mut self, n: usize) -> ServeConfig {
+        self.max_connections = if n == 0 { 1 } else { n };
+        self
+    }
+
+    /// HTTP/1: a client must send a request's headers within `timeout`
+    /// of the server starting to read them — when the connection opens,
+    /// and after each response on a kept-alive connection, so it is also
+    /// the idle timeout of kept-alive connections — or the connection is
+    /// closed, with no response (hyper's `read header from client
+    /// timeout`, counted in [`ServeStats::timeouts`]). `None` switches it
+    /// off: then a client that sends half a request and waits holds its
+    /// connection until it goes or a shutdown's grace ends. Timed on the
+    /// runtime's clock; a value past [`TIMER_HORIZON`] is taken as it
+    /// (never fires).
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Option<Duration>) -> ServeConfig {
+        self.header_read_timeout = timeout.map(|t| t.min(TIMER_HORIZON));
+        self
+    }
+
+    /// How long a [`Server::shutdown`] waits for in-flight requests
+    /// before it drops the connections still open. A value past the
+    /// timer horizon waits for them however long they take.
+    #[must_use]
+    pub const fn grace(mut self, grace: Duration) -> ServeConfig {
+        self.grace = grace;
+        self
+    }
+
+    /// The HTTP version connections speak.
+    #[must_use]
+    pub const fn protocol(mut self, protocol: Protocol) -> ServeConfig {
+        self.protocol = protocol;
+        self
+    }
+
+    /// At most one log line per `interval` (of the runtime's clock) for
+    /// failed connections and accepts; the next line counts the ones
+    /// left out meanwhile. Zero logs every one.
+    #[must_use]
+    pub const fn error_log_interval(mut self, interval: Duration) -> ServeConfig {
+        self.error_log_interval = interval;
+        self
+    }
+
+    /// The connection limit.
+    pub const fn get_max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// The HTTP/1 header-read timeout.
+    pub const fn get_header_read_timeout(&self) -> Option<Duration> {
+        self.header_read_timeout
+    }
+
+    /// The shutdown grace.
+    pub const fn get_grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The HTTP version.
+    pub const fn get_protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The error log interval.
+    pub const fn get_error_log_interval(&self) -> Duration {
+        self.error_log_interval
+    }
+}
+
+/// What a [`Server`] has done so far ([`Server::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: usize,
+    /// The most connections open at once.
+    pub peak: usize,
+    /// Times the accept loop paused at the connection limit.
+    pub limit_pauses: u64,
+    /// Connections hyper ended with an error (timeouts included).
+    pub errors: u64,
+    /// Of those, header-read timeouts.
+    pub timeouts: u64,
+    /// Accepts that failed (each logged, rate-limited).
+    pub accept_errors: u64,
+    /// Connections dropped at the end of a shutdown's grace.
+    pub dropped_at_grace: u64,
+    /// Log lines left out by the rate limit.
+    pub suppressed_logs: u64,
+}
+
+/// Where a [`Server`] is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerState {
+    /// Accepting and serving.
+    Running,
+    /// Shutting down: no longer accepting, in-flight requests finishing
+    /// until the grace ends.
+    Draining,
+    /// Not accepting and no connection left (after a shutdown, or after
+    /// the listener was closed, e.g. by the runtime's stop).
+    Finished,
+}
+
+/// A connection's entry: how to tell it to shut down, or end it.
+struct Conn {
+    waker: Option<Waker>,
+    abort: Option<AbortHandle>,
+}
+
+/// The rate limit of one level of the error log.
+#[derive(Default)]
+struct LogLimit {
+    /// A line has been logged.
+    logged: bool,
+    /// No line before this (`None` after a line: an interval too long
+    /// for an `Instant` never ends).
+    until: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// `Some(suppressed since the last line)` if a line may be logged at
+    /// `now`; `None` (and one more suppressed) otherwise.
+    fn admit(&mut self, now: Instant, interval: Duration) -> Option<u64> {
+        if self.logged && self.until.is_none_or(|until| now < until) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.logged = true;
+        self.until = now.checked_add(interval);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// The state the accept loop, the connection tasks and the handles share.
+struct Shared {
+    config: ServeConfig,
+    local_addr: SocketAddr,
+    spawner: Spawner,
+    timer: Timer,
+    phase: Cell<ServerState>,
+    /// The accept loop runs.
+    accepting: Cell<bool>,
+    /// The accept loop waits at the connection limit.
+    paused: Cell<bool>,
+    /// The accept loop's waker: woken when there is room again, or on a
+    /// shutdown.
+    accept_waker: RefCell<Option<Waker>>,
+    conns: RefCell<Slab<Conn>>,
+    stats: Cell<ServeStats>,
+    /// The warnings' limit and the header-read timeouts' (`debug`: an
+    /// idle kept-alive connection ends that way).
+    log: RefCell<[LogLimit; 2]>,
+    grace_task: RefCell<Option<AbortHandle>>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Shared {
+    fn update(&self, f: impl FnOnce(&mut ServeStats)) {
+        let mut st = self.stats.get();
+        f(&mut st);
+        self.stats.set(st);
+    }
+
+    fn wake_accept(&self) {
+        let waker = self.accept_waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Finished once nothing accepts and no connection is left.
+    fn check_finished(&self) {
+        if self.phase.get() == ServerState::Finished
+            || self.accepting.get()
+            || !self.conns.borrow().is_empty()
+        {
+            return;
+        }
+        self.phase.set(ServerState::Finished);
+        let grace = self.grace_task.borrow_mut().take();
+        if let Some(g) = grace {
+            g.abort();
+        }
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    fn shutdown(self: &Rc<Self>) {
+        if self.phase.get() != ServerState::Running {
+            return;
+        }
+        self.phase.set(ServerState::Draining);
+        self.wake_accept();
+        // Wake each connection: its next poll tells hyper to finish.
+        let wakers: Vec<Waker> = self
+            .conns
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, c)| c.waker.take())
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+        let me = self.clone();
+        let grace = self.config.grace;
+        match self.spawner.try_spawn(async move {
+            crate::task::sleep(grace).await;
+            me.end_of_grace();
+        }) {
+            Ok(handle) => *self.grace_task.borrow_mut() = Some(handle.abort_handle()),
+            // No room for the grace's timer: no grace.
+            Err(e) => {
+                self.log_error("starting the shutdown grace", None, &e);
+                self.end_of_grace();
+            }
+        }
+        self.check_finished();
+    }
+
+    /// Drops the connections still open.
+    fn end_of_grace(&self) {
+        let aborts: Vec<AbortHandle> = self
+            .conns
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, c)| c.abort.take())
+            .collect();
+        if !aborts.is_empty() {
+            let n = aborts.len();
+            self.update(|s| s.dropped_at_grace += n as u64);
+            tracing::info!(
+                target: "stakplane::http",
+                addr = %self.local_addr,
+                connections = n,
+                "stakplane::http: shutdown grace over; dropping the connections still open"
+            );
+        }
+        // Outside the borrow: each abort drops its task's future, whose
+        // guard removes its entry.
+        for a in aborts {
+            a.abort();
+        }
+    }
+
+    /// Logs one failure, at most one line per interval and level:
+    /// header-read timeouts at `debug`, the rest at `warn`.
+    fn log_error(&self, what: &str, peer: Option<SocketAddr>, error: &(dyn StdError + 'static)) {
+        let timeout = error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        let now = crate::task::try_now().unwrap_or_else(Instant::now);
+        let admitted =
+            self.log.borrow_mut()[usize::from(timeout)].admit(now, self.config.error_log_interval);
+        let Some(suppressed) = admitted else {
+            self.update(|s| s.suppressed_logs += 1);
+            return;
+        };
+        let (addr, error) = (self.local_addr, Chain(error));
+        let peer: &dyn fmt::Display = match &peer {
+            Some(p) => p,
+            None => &"-",
+        };
+        if timeout {
+            tracing::debug!(target: "stakplane::http", %addr, %peer, %error, suppressed,
+                "stakplane::http: {what} failed");
+        } else {
+            tracing::warn!(target: "stakplane::http", %addr, %peer, %error, suppressed,
+                "stakplane::http: {what} failed");
+        }
+    }
+}
+
+/// An error and its sources, `a: b: c`.
+struct Chain<'a>(&'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// A running server: made by [`serve`]. A handle, not the owner:
+/// dropping it leaves the server running (it ends with the runtime's
+/// stop, which closes its listener and drops its tasks, or after a
+/// [`shutdown`](Server::shutdown)). Cheap to clone; not `Send` (keep it
+/// on the runtime thread: in an actor, a task, or what
+/// [`Runtime::run`](crate::rt::Runtime::run)'s closure returns).
+#[derive(Clone)]
+pub struct Server {
+    shared: Rc<Shared>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.shared.local_addr)
+            .field("state", &self.shared.phase.get())
+            .field("stats", &self.shared.stats.get())
+            .finish()
+    }
+}
+
+impl Server {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Where it is in its life.
+    pub fn state(&self) -> ServerState {
+        self.shared.phase.get()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ServeStats {
+        self.shared.stats.get()
+    }
+
+    /// Starts a graceful shutdown (once; later calls do nothing): the
+    /// listener is closed (new clients are refused), idle connections
+    /// are closed, each in-flight request is answered (HTTP/1 with
+    /// `connection: close`; HTTP/2 sends `GOAWAY` and finishes the open
+    /// streams), and the connections still open when the
+    /// [grace](ServeConfig::grace) ends are dropped. Await
+    /// [`wait`](Server::wait) for the end.
+    ///
+    /// The runtime's own stop (`Remote::stop`, a signal) is not this:
+    /// it drops every task, connections included, once its devices are
+    /// gone. To stop gracefully, shut the server down first and wait,
+    /// for example in [`Runtime::block_on`](crate::rt::Runtime::block_on):
+    ///
+    /// ```no_run
+    /// # fn f(rt: &mut stakplane::rt::Runtime, server: stakplane::http::Server) {
+    /// let stats = rt.block_on(async move {
+    ///     server.shutdown();
+    ///     server.wait().await
+    /// });
+    /// # }
+    /// ```
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Completes once the server has [finished](ServerState::Finished),
+    /// with its final counters.
+    pub fn wait(&self) -> impl Future<Output = ServeStats> + 'static {
+        let shared = self.shared.clone();
+        poll_fn(move |cx| {
+            if shared.phase.get() == ServerState::Finished {
+                return Poll::Ready(shared.stats.get());
+            }
+            let mut waiters = shared.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+/// Serves `service` on every connection `listener` accepts, on the
+/// runtime driving `core`, as `config` says. Returns at once; the
+/// accept loop and the connections run as tasks.
+///
+/// Each connection gets a clone of `service` and a [`HyperIo`] over the
+/// stream (`TCP_NODELAY` set), hyper's `serve_connection` with the
+/// runtime's [`Timer`] (and, for HTTP/2, a [`LocalExecutor`]). Nothing
+/// needs to be `Send`: the service may hold actor handles and `ask!`
+/// them. Failed connections and accepts are logged through `tracing`
+/// (target `stakplane::http`, rate-limited) and counted in
+/// [`ServeStats`]. See the [module docs](crate::http) for the rules.
+///
+/// ```no_run
+/// use http_body_util::Full;
+/// use hyper::body::{Bytes, Incoming};
+/// use hyper::{Request, Response};
+/// use stakplane::http::{serve, ServeConfig};
+/// use stakplane::net::TcpListener;
+/// use stakplane::rt::Runtime;
+/// use std::convert::Infallible;
+///
+/// async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+///     Ok(Response::new(Full::new(Bytes::from("hello\n"))))
+/// }
+///
+/// let mut rt = Runtime::builder().handle_signals(true).build()?;
+/// let listener = TcpListener::bind(&rt.io(), "127.0.0.1:3000".parse()?)?;
+/// let config = ServeConfig::new().max_connections(1000);
+/// let server = serve(rt.core(), listener, config, hyper::service::service_fn(hello))?;
+/// println!("serving on http://{}/", server.local_addr());
+/// rt.run(|_| server)?; // until Ctrl-C
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`HttpError::NoRuntime`] if `core` is not driven by a stakplane
+/// [`Runtime`](crate::rt::Runtime); [`HttpError::Net`] if the listener
+/// is closed; [`HttpError::Spawn`] if the runtime has no room for a
+/// task. Nothing runs then, and the listener is closed.
+pub fn serve<S, B>(
+    core: &mut Core,
+    listener: TcpListener,
+    config: ServeConfig,
+    service: S,
+) -> Result<Server, HttpError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + 'static,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let timer = Timer::new(core)?;
+    let spawner = crate::task::try_spawner(core).map_err(HttpError::Spawn)?;
+    let local_addr = listener.local_addr().map_err(HttpError::Net)?;
+    let shared = Rc::new(Shared {
+        config,
+        local_addr,
+        spawner: spawner.clone(),
+        timer,
+        phase: Cell::new(ServerState::Running),
+        accepting: Cell::new(true),
+        paused: Cell::new(false),
+        accept_waker: RefCell::new(None),
+        conns: RefCell::new(Slab::new()),
+        stats: Cell::new(ServeStats::default()),
+        log: RefCell::new(Default::default()),
+        grace_task: RefCell::new(None),
+        waiters: RefCell::new(Vec::new()),
+    });
+    let handle = spawner
+        .try_spawn(accept_loop(shared.clone(), listener, service))
+        .map_err(HttpError::Spawn)?;
+    drop(handle); // detached: it ends with the listener or a shutdown
+    Ok(Server { shared })
+}
+
+/// Ends the accept loop's part when its task ends, however it ends.
+struct AcceptGuard(Rc<Shared>);
+
+impl Drop for AcceptGuard {
+    fn drop(&mut self) {
+        self.0.accepting.set(false);
+        self.0.check_finished();
+    }
+}
+
+async fn accept_loop<S, B>(shared: Rc<Shared>, mut listener: TcpListener, service: S)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + 'static,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let _guard = AcceptGuard(shared.clone());
+    loop {
+        let next = poll_fn(|cx| {
+            if shared.phase.get() != ServerState::Running {
+                return Poll::Ready(None);
+            }
+            {
+                let mut w = shared.accept_waker.borrow_mut();
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+            }
+            if shared.conns.borrow().len() >= shared.config.max_connections {
+                if !shared.paused.replace(true) {
+                    shared.update(|s| s.limit_pauses += 1);
+                }
+                return Poll::Pending;
+            }
+            shared.paused.set(false);
+            listener.poll_accept(cx).map(Some)
+        })
+        .await;
+        match next {
+            // Shutting down: the listener is dropped (closed) below.
+            None => break,
+            Some(Ok((stream, peer))) => start(&shared, stream, peer, service.clone()),
+            Some(Err(NetError::Closed)) => break,
+            // Out of descriptors and kin: the listener backs off before
+            // the next accept, so going on does not spin.
+            Some(Err(e)) => {
+                shared.update(|s| s.accept_errors += 1);
+                shared.log_error("accept", None, &e);
+            }
+        }
+    }
+}
+
+/// Spawns the task of a connection just accepted.
+fn start<S, B>(shared: &Rc<Shared>, stream: TcpStream, peer: SocketAddr, service: S)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let key = shared.conns.borrow_mut().insert(Conn {
+        waker: None,
+        abort: None,
+    });
+    let n = shared.conns.borrow().len();
+    shared.update(|s| {
+        s.accepted += 1;
+        s.active = n;
+        s.peak = s.peak.max(n);
+    });
+    let guard = ConnGuard {
+        shared: shared.clone(),
+        key,
+    };
+    // Responses are written whole: no Nagle delay. A failure here only
+    // costs latency.
+    let _ = stream.set_nodelay(true);
+    // One future type per protocol: each task is only as large as its
+    // own protocol's connection.
+    let spawned = match shared.config.protocol {
+        Protocol::Http1 => shared
+            .spawner
+            .try_spawn(serve_http1(guard, stream, peer, service)),
+        Protocol::Http2 => shared
+            .spawner
+            .try_spawn(serve_http2(guard, stream, peer, service)),
+    };
+    match spawned {
+        Ok(handle) => {
+            if let Some(c) = shared.conns.borrow_mut().get_mut(key) {
+                c.abort = Some(handle.abort_handle());
+            }
+        }
+        // The future (and its guard, which removes the entry) is dropped.
+        Err(e) => shared.log_error("spawning a connection", Some(peer), &e),
+    }
+}
+
+/// Removes a connection's entry when its task ends, however it ends.
+struct ConnGuard {
+    shared: Rc<Shared>,
+    key: usize,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        let removed = s.conns.borrow_mut().try_remove(self.key);
+        drop(removed);
+        let n = s.conns.borrow().len();
+        s.update(|st| st.active = n);
+        // Room for one more, if the accept loop waits for it.
+        if s.paused.get() {
+            s.wake_accept();
+        }
+        s.check_finished();
+    }
+}
+
+/// Serves HTTP/1.1 on a connection.
+async fn serve_http1<S, B>(guard: ConnGuard, stream: TcpStream, peer: SocketAddr, service: S)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let conn = {
+        let shared = &guard.shared;
+        let mut b = http1::Builder::new();
+        b.timer(shared.timer.clone())
+            .header_read_timeout(shared.config.header_read_timeout);
+        Box::pin(b.serve_connection(HyperIo::new(stream), service))
+    };
+    let served = drive(&guard, conn, http1::Connection::graceful_shutdown).await;
+    ended(guard, peer, served);
+}
+
+/// Serves HTTP/2 on a connection, each stream a task.
+async fn serve_http2<S, B>(guard: ConnGuard, stream: TcpStream, peer: SocketAddr, service: S)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let conn = {
+        let shared = &guard.shared;
+        let mut b = http2::Builder::new(LocalExecutor::from_spawner(shared.spawner.clone()));
+        b.timer(shared.timer.clone());
+        Box::pin(b.serve_connection(HyperIo::new(stream), service))
+    };
+    let served = drive(&guard, conn, http2::Connection::graceful_shutdown).await;
+    ended(guard, peer, served);
+}
+
+/// Counts and logs how a connection ended; its entry goes with `guard`.
+fn ended(guard: ConnGuard, peer: SocketAddr, served: Result<(), hyper::Error>) {
+    if let Err(e) = served {
+        let shared = &guard.shared;
+        if e.is_timeout() {
+            shared.update(|s| s.timeouts += 1);
+        }
+        shared.update(|s| s.errors += 1);
+        shared.log_error("connection", Some(peer), &e);
+    }
+}
+
+/// Polls `conn` to its end; once the server drains, tells it to finish
+/// (`graceful`) first. The connection is boxed on its own: a future
+/// moved into an `async fn` can take its room twice in the task.
+async fn drive<C>(
+    guard: &ConnGuard,
+    mut conn: Pin<Box<C>>,
+    graceful: impl Fn(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut told = false;
+    poll_fn(|cx: &mut Context<'_>| {
+        if !told {
+            if guard.shared.phase.get() == ServerState::Running {
+                // The task's waker is the same for each poll: keep it
+                // once, for the shutdown to wake.
+                if let Some(c) = guard.shared.conns.borrow_mut().get_mut(guard.key) {
+                    if c.waker.is_none() {
+                        c.waker = Some(cx.waker().clone());
+                    }
+                }
+            } else {
+                told = true;
+                graceful(conn.as_mut());
+            }
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
+}

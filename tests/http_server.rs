@@ -1,0 +1,852 @@
+//! `stakplane::http` (feature `hyper`): hyper's HTTP/1.1 and HTTP/2
+//! servers and clients through the library's adapters, its timer on
+//! virtual time, and `serve`'s header-read timeout, graceful shutdown,
+//! connection limit and rate-limited logs (rules 150–155 in
+//! `src/http.rs`). Each test is named after the rule it proves.
+//!
+//! Server and clients run as tasks of one runtime on virtual time, over
+//! real loopback sockets: a timeout of 10 s passes as soon as the loop
+//! is idle, and every time a test reads is exact. Nothing sleeps.
+#![cfg(feature = "hyper")]
+
+use futures::AsyncRead;
+use futures_io::AsyncWrite;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use stakplane::http::{
+    serve, HyperIo, LocalExecutor, Protocol, ServeConfig, ServeStats, Server, ServerState, Timer,
+};
+use stakplane::net::{TcpListener, TcpStream};
+use stakplane::rt::{Exit, Io, Runtime};
+use stakplane::task::{now, sleep, spawn_local, timeout};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------
+// The application every test serves
+
+/// `len` bytes of a pattern that shows a byte lost, doubled or moved.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+const BIG: usize = 1 << 20;
+
+/// The test app: `!Send` (it counts requests in an `Rc<Cell>`).
+/// `/echo` answers the request body; `/big` 1 MiB of [`pattern`];
+/// `/slow/<secs>` waits that long first; anything else `hello <path> #n`.
+async fn app(
+    count: Rc<Cell<u64>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    count.set(count.get() + 1);
+    let n = count.get();
+    let path = req.uri().path().to_string();
+    let body = if path == "/echo" {
+        req.into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    } else if path == "/big" {
+        Bytes::from(pattern(BIG))
+    } else if let Some(secs) = path.strip_prefix("/slow/") {
+        sleep(Duration::from_secs(secs.parse().unwrap_or(1))).await;
+        Bytes::from(format!("slow {secs} #{n}"))
+    } else {
+        Bytes::from(format!("hello {path} #{n}"))
+    };
+    Ok(Response::new(Full::new(body)))
+}
+
+/// A virtual-time runtime, its start, and a server on a free loopback
+/// port with `config`.
+fn start(config: ServeConfig) -> (Runtime, Instant, Server) {
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+    let listener = TcpListener::bind(&rt.io(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let count = Rc::new(Cell::new(0));
+    let service = service_fn(move |req| app(count.clone(), req));
+    let server = serve(rt.core(), listener, config, service).unwrap();
+    (rt, t0, server)
+}
+
+/// Runs `fut` to its end on `rt`, failing if it takes more than an hour
+/// of virtual time (a stuck test fails at once instead of hanging: the
+/// clock jumps to that hour as soon as nothing else is due).
+fn block<T: 'static>(rt: &mut Runtime, fut: impl Future<Output = T> + 'static) -> T {
+    let guarded = async move {
+        timeout(Duration::from_secs(3600), fut)
+            .await
+            .expect("done within an hour of virtual time")
+    };
+    rt.block_on(guarded).unwrap()
+}
+
+/// Virtual time since `t0`, as seen by the task that asks.
+fn at(t0: Instant) -> Duration {
+    now() - t0
+}
+
+// ---------------------------------------------------------------------
+// Raw HTTP/1.1 on a stakplane stream, to see exactly what the server
+// sends and when it closes
+
+/// A raw client connection.
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A response as it came on the wire.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Raw {
+    async fn connect(io: &Io, addr: SocketAddr) -> io::Result<Raw> {
+        let stream = TcpStream::connect(io, addr).await?;
+        Ok(Raw {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    async fn get(&mut self, path: &str) -> Resp {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await;
+        self.response().await.expect("a response")
+    }
+
+    /// Reads more; false at end-of-stream (a reset counts as one).
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0; 4096];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// The next response, or `None` if the server closed first.
+    async fn response(&mut self) -> Option<Resp> {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            if !self.fill().await {
+                assert!(self.buf.is_empty(), "closed mid-response: {:?}", self.buf);
+                return None;
+            }
+        };
+        let head = String::from_utf8(self.buf[..head_end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap()[9..12].parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let start = head_end + 4;
+        while self.buf.len() < start + len {
+            assert!(self.fill().await, "closed mid-body");
+        }
+        let body = self.buf[start..start + len].to_vec();
+        self.buf.drain(..start + len);
+        Some(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Waits for the server to close; true if nothing else came.
+    async fn closed(&mut self) -> bool {
+        while self.fill().await {}
+        self.buf.is_empty()
+    }
+}
+
+/// A futures-io stream that is only `AsyncRead + AsyncWrite` (no
+/// `AsyncBufRead`, no vectored writes): what `HyperIo` must be content
+/// with.
+struct OnlyIo(TcpStream);
+
+impl AsyncRead for OnlyIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OnlyIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+// ---------------------------------------------------------------------
+// Rule 150: hyper over any futures-io stream, h1 and h2
+
+#[test]
+fn h1_server_and_client_through_the_library_adapters() {
+    let (mut rt, _t0, server) = start(ServeConfig::new());
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        // hyper's own HTTP/1.1 client over a stream with no
+        // `AsyncBufRead` and no vectored writes.
+        let stream = TcpStream::connect(&io, addr).await.unwrap();
+        let only = HyperIo::new(OnlyIo(stream)).vectored(false);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(only).await.unwrap();
+        let driver = spawn_local(conn);
+        // Keep-alive: many requests on one connection, in order.
+        for i in 1..=5 {
+            let req = Request::get(format!("/n/{i}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, format!("hello /n/{i} #{i}"));
+        }
+        // Large bodies both ways, over many reads: every byte once,
+        // in order.
+        let sent = pattern(BIG + 12_345);
+        let req = Request::post("/echo")
+            .body(Full::new(Bytes::from(sent.clone())))
+            .unwrap();
+        let (mut send2, conn2) = {
+            let stream = TcpStream::connect(&io, addr).await.unwrap();
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(HyperIo::new(stream))
+                .await
+                .unwrap()
+        };
+        let driver2 = spawn_local(conn2);
+        let echoed = send2.send_request(req).await.unwrap();
+        let echoed = echoed.into_body().collect().await.unwrap().to_bytes();
+        assert!(echoed == sent[..], "the echo differs from what was sent");
+        let req = Request::get("/big").body(Empty::<Bytes>::new()).unwrap();
+        let big = send.send_request(req).await.unwrap();
+        let big = big.into_body().collect().await.unwrap().to_bytes();
+        assert!(big == pattern(BIG)[..], "the big body differs");
+        drop((send, send2));
+        driver.await.unwrap().unwrap();
+        driver2.await.unwrap().unwrap();
+        server.stats()
+    });
+    assert_eq!(stats.accepted, 2);
+    assert_eq!(stats.errors, 0, "{stats:?}");
+}
+
+#[test]
+fn h2_server_and_client_through_the_library_adapters() {
+    let (mut rt, t0, server) = start(ServeConfig::new().protocol(Protocol::Http2));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let exec = LocalExecutor::new(rt.core()).unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let stats = block(&mut rt, async move {
+        let stream = TcpStream::connect(&io, addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::Builder::new(exec)
+            .timer(timer)
+            .handshake::<_, Full<Bytes>>(HyperIo::new(stream))
+            .await
+            .unwrap();
+        let driver = spawn_local(conn);
+        // Ten streams at once on one connection, each a task on the
+        // server (through its `LocalExecutor`): the slow ones finish
+        // at their own times, the quick ones at once.
+        let mut streams = Vec::new();
+        for i in 0..10u64 {
+            let mut send = send.clone();
+            streams.push(spawn_local(async move {
+                let path = if i % 2 == 0 {
+                    format!("/slow/{}", i / 2 + 1)
+                } else {
+                    format!("/q/{i}")
+                };
+                let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                assert_eq!(resp.version(), hyper::Version::HTTP_2);
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (i, String::from_utf8(body.to_vec()).unwrap(), now())
+            }));
+        }
+        let mut answers = Vec::new();
+        for s in streams {
+            answers.push(s.await.unwrap());
+        }
+        for (i, body, when) in &answers {
+            if i % 2 == 0 {
+                let secs = i / 2 + 1;
+                assert!(body.starts_with(&format!("slow {secs} #")), "{body}");
+                assert_eq!(when.duration_since(t0), Duration::from_secs(secs));
+            } else {
+                assert!(body.starts_with(&format!("hello /q/{i} #")), "{body}");
+                assert_eq!(*when, t0, "a quick stream waits for no slow one");
+            }
+        }
+        // Large bodies both ways.
+        let sent = pattern(BIG + 777);
+        let mut send = send;
+        let req = Request::post("/echo")
+            .body(Full::new(Bytes::from(sent.clone())))
+            .unwrap();
+        let echoed = send.send_request(req).await.unwrap();
+        let echoed = echoed.into_body().collect().await.unwrap().to_bytes();
+        assert!(echoed == sent[..], "the echo differs from what was sent");
+        drop(send);
+        driver.await.unwrap().unwrap();
+        server.stats()
+    });
+    assert_eq!(stats.accepted, 1);
+    assert_eq!(stats.errors, 0, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------
+// Rule 151: the timer
+
+/// Polls `fut` once with a waker that does nothing.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    Pin::new(fut).poll(&mut cx)
+}
+
+#[test]
+fn timer_sleeps_complete_at_their_deadlines_on_stakker_time_and_dropped_ones_leave_no_timer() {
+    use hyper::rt::Timer as _;
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let exit = rt
+        .run(move |rt| {
+            stakplane::task::spawner(rt.core()).spawn_detached(async move {
+                // `now` is the runtime's (virtual) clock.
+                assert_eq!(timer.now(), t0);
+                // A sleep completes at its deadline, not before.
+                timer.sleep(Duration::from_secs(30)).await;
+                assert_eq!(at(t0), Duration::from_secs(30));
+                assert_eq!(timer.now(), t0 + Duration::from_secs(30));
+                timer.sleep_until(t0 + Duration::from_secs(45)).await;
+                assert_eq!(at(t0), Duration::from_secs(45));
+                // A deadline already passed completes at the first poll.
+                let mut past = timer.sleep_until(t0);
+                assert!(poll_once(&mut past).is_ready());
+                // A reset moves an armed deadline, earlier or later.
+                let mut s = timer.sleep(Duration::from_secs(100));
+                assert!(poll_once(&mut s).is_pending());
+                timer.reset(&mut s, now() + Duration::from_secs(5));
+                s.as_mut().await;
+                assert_eq!(at(t0), Duration::from_secs(50));
+                timer.reset(&mut s, now() + Duration::from_secs(7));
+                s.await;
+                assert_eq!(at(t0), Duration::from_secs(57));
+                // Armed, then dropped: its stakker timer goes with it,
+                // or `run` would go on until hour 10.
+                let mut abandoned = timer.sleep(Duration::from_secs(36_000));
+                assert!(poll_once(&mut abandoned).is_pending());
+                sleep(Duration::from_secs(1)).await;
+                drop(abandoned);
+                // Made, never polled, dropped: nothing was armed.
+                drop(timer.sleep(Duration::from_secs(72_000)));
+            });
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Done);
+    assert_eq!(
+        rt.now() - t0,
+        Duration::from_secs(58),
+        "no timer left behind"
+    );
+}
+
+#[test]
+fn timer_sleep_polled_on_another_thread_completes_through_the_remote() {
+    use hyper::rt::Timer as _;
+    use std::sync::mpsc;
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let (step_tx, step_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    // The other thread arms a sleep, then drops it (armed and deleted
+    // through the `Remote`), and waits for another. Each step is posted
+    // before the runtime runs on, so virtual time cannot jump past one.
+    let other = std::thread::spawn(move || {
+        let mut far = timer.sleep_until(t0 + Duration::from_secs(3600));
+        assert!(poll_once(&mut far).is_pending());
+        step_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(far);
+        let mut near = timer.sleep_until(t0 + Duration::from_secs(2));
+        assert!(poll_once(&mut near).is_pending());
+        step_tx.send(()).unwrap();
+        futures::executor::block_on(near);
+    });
+    step_rx.recv().unwrap();
+    rt.step(Some(Duration::ZERO)).unwrap();
+    let armed = rt
+        .stakker()
+        .next_expiry()
+        .expect("armed through the Remote");
+    assert!(armed >= t0 + Duration::from_secs(3600));
+    go_tx.send(()).unwrap();
+    step_rx.recv().unwrap();
+    // The timers are the runtime's only work: it ends when the last has
+    // fired (or been deleted), at 2 s.
+    let exit = rt.run(|_| {}).unwrap();
+    assert_eq!(exit, Exit::Done);
+    assert_eq!(
+        rt.now() - t0,
+        Duration::from_secs(2),
+        "the dropped sleep's timer was deleted"
+    );
+    other.join().unwrap();
+}
+
+// ---------------------------------------------------------------------
+// Rule 152: the header-read timeout
+
+#[test]
+fn header_read_timeout_closes_a_half_sent_request_at_its_deadline_while_others_are_served() {
+    let config = ServeConfig::new().header_read_timeout(Some(Duration::from_secs(10)));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let served = block(&mut rt, async move {
+        // A client that keeps asking, once a second, on one
+        // kept-alive connection and on new ones.
+        let io2 = io.clone();
+        let busy = spawn_local(async move {
+            let mut kept = Raw::connect(&io2, addr).await.unwrap();
+            let mut times = Vec::new();
+            for i in 0..15 {
+                assert_eq!(kept.get(&format!("/k/{i}")).await.status, 200);
+                let mut fresh = Raw::connect(&io2, addr).await.unwrap();
+                assert_eq!(fresh.get("/fresh").await.status, 200);
+                times.push(at(t0));
+                sleep(Duration::from_secs(1)).await;
+            }
+            times
+        });
+        // The slow client: half a request, then nothing.
+        let mut slow = Raw::connect(&io, addr).await.unwrap();
+        slow.send(b"GET /never HTTP/1.1\r\nHost: t\r\nX-Wait: ")
+            .await;
+        let closed = timeout(Duration::from_secs(60), slow.closed()).await;
+        assert_eq!(closed, Ok(true), "closed without a response");
+        assert_eq!(at(t0), Duration::from_secs(10), "closed at the deadline");
+        let times = busy.await.unwrap();
+        (times, server.stats())
+    });
+    let (times, stats) = served;
+    // Served before, at and after the slow client's end.
+    assert_eq!(times.len(), 15);
+    assert_eq!(times[14], Duration::from_secs(14));
+    assert_eq!(stats.timeouts, 1, "{stats:?}");
+    assert_eq!(stats.errors, 1, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------
+// Rule 153: graceful shutdown
+
+#[test]
+fn graceful_shutdown_refuses_new_clients_closes_idle_ones_and_completes_the_request_in_flight() {
+    let (mut rt, t0, server) = start(ServeConfig::new().grace(Duration::from_secs(10)));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        // An idle kept-alive connection, and one never used.
+        let mut idle = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(idle.get("/").await.status, 200);
+        let mut unused = Raw::connect(&io, addr).await.unwrap();
+        // A request in flight: answered at 3 s.
+        let mut busy = Raw::connect(&io, addr).await.unwrap();
+        busy.send(b"GET /slow/3 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(server.state(), ServerState::Running);
+        server.shutdown();
+        assert_eq!(server.state(), ServerState::Draining);
+        let wait = spawn_local(server.wait());
+        // The idle connections are closed at once.
+        assert!(idle.closed().await);
+        assert!(unused.closed().await);
+        assert_eq!(at(t0), Duration::from_secs(1));
+        // New clients are refused.
+        sleep(Duration::from_millis(1)).await;
+        let refused = TcpStream::connect(&io, addr).await.map(|_| ());
+        let refused = refused.unwrap_err();
+        assert!(
+            matches!(&refused, stakplane::net::NetError::Io { error, .. }
+                    if error.kind() == io::ErrorKind::ConnectionRefused),
+            "{refused}"
+        );
+        // The request in flight gets its answer, then the end.
+        let resp = busy.response().await.expect("the answer in flight");
+        assert_eq!((resp.status, resp.text().as_str()), (200, "slow 3 #2"));
+        assert_eq!(resp.header("connection"), Some("close"));
+        assert_eq!(at(t0), Duration::from_secs(3));
+        assert!(busy.closed().await);
+        let stats = wait.await.unwrap();
+        assert_eq!(at(t0), Duration::from_secs(3), "finished with the last one");
+        assert_eq!(server.state(), ServerState::Finished);
+        stats
+    });
+    assert_eq!(stats.accepted, 3);
+    assert_eq!(stats.active, 0);
+    assert_eq!(stats.dropped_at_grace, 0);
+}
+
+#[test]
+fn graceful_shutdown_drops_what_is_still_open_at_the_end_of_the_grace() {
+    let (mut rt, t0, server) = start(ServeConfig::new().grace(Duration::from_secs(5)));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats: ServeStats = block(&mut rt, async move {
+        let mut busy = Raw::connect(&io, addr).await.unwrap();
+        busy.send(b"GET /slow/30 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        sleep(Duration::from_secs(1)).await;
+        server.shutdown();
+        let stats = server.wait().await;
+        assert_eq!(at(t0), Duration::from_secs(6), "the grace is 5 s");
+        assert!(busy.closed().await, "dropped without an answer");
+        stats
+    });
+    assert_eq!(stats.dropped_at_grace, 1);
+    assert_eq!(stats.active, 0);
+}
+
+#[test]
+fn graceful_shutdown_of_http2_finishes_the_open_streams_and_refuses_new_ones() {
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .grace(Duration::from_secs(10));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let exec = LocalExecutor::new(rt.core()).unwrap();
+    let stats = block(&mut rt, async move {
+        let stream = TcpStream::connect(&io, addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(exec, HyperIo::new(stream))
+            .await
+            .unwrap();
+        let driver = spawn_local(conn);
+        let mut first = send.clone();
+        let in_flight = spawn_local(async move {
+            let req = Request::get("/slow/3").body(Empty::<Bytes>::new()).unwrap();
+            let resp = first.send_request(req).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (body, now())
+        });
+        sleep(Duration::from_secs(1)).await;
+        server.shutdown();
+        sleep(Duration::from_secs(1)).await;
+        // After the GOAWAY, a new stream is refused.
+        let mut late = send;
+        let req = Request::get("/late").body(Empty::<Bytes>::new()).unwrap();
+        assert!(
+            late.send_request(req).await.is_err(),
+            "a stream after GOAWAY"
+        );
+        // The open stream finishes, then the connection ends.
+        let (body, when) = in_flight.await.unwrap();
+        assert_eq!(body, "slow 3 #1");
+        assert_eq!(when - t0, Duration::from_secs(3));
+        drop(late);
+        driver.await.unwrap().unwrap();
+        let stats = server.wait().await;
+        assert_eq!(at(t0), Duration::from_secs(3));
+        stats
+    });
+    assert_eq!(
+        (stats.accepted, stats.dropped_at_grace),
+        (1, 0),
+        "{stats:?}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Rule 154: the connection limit
+
+#[test]
+fn connection_limit_holds_new_clients_in_the_backlog_until_a_connection_closes() {
+    let (mut rt, t0, server) = start(ServeConfig::new().max_connections(2));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut a = Raw::connect(&io, addr).await.unwrap();
+        let mut b = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(a.get("/a").await.status, 200);
+        assert_eq!(b.get("/b").await.status, 200);
+        // The third connects (the OS's backlog takes it) but is not
+        // served while two are open.
+        let mut c = Raw::connect(&io, addr).await.unwrap();
+        c.send(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        let waited = timeout(Duration::from_secs(5), c.response()).await;
+        assert!(waited.is_err(), "served past the limit");
+        let at_limit = server.stats();
+        assert_eq!((at_limit.accepted, at_limit.active), (2, 2));
+        assert_eq!(at_limit.limit_pauses, 1);
+        // One closes: the third is accepted and served at once.
+        drop(a);
+        let resp = c.response().await.expect("served once there is room");
+        assert_eq!(resp.text(), "hello /c #3");
+        assert_eq!(at(t0), Duration::from_secs(5));
+        assert_eq!(b.get("/b2").await.status, 200);
+        server.stats()
+    });
+    assert_eq!(stats.accepted, 3);
+    assert_eq!(stats.peak, 2, "never more than the limit at once");
+}
+
+// ---------------------------------------------------------------------
+// Rule 155: rate-limited logs
+
+mod events {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::thread::ThreadId;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    /// Collects `(level, suppressed, error)` of each `stakplane::http`
+    /// event, with the thread that emitted it. Installed as the global
+    /// default once: a thread-scoped subscriber races with other test
+    /// threads over tracing's per-callsite interest cache.
+    #[derive(Clone, Default)]
+    pub struct Collect(pub Arc<Mutex<Vec<Line>>>);
+
+    /// One event: the thread, level, `suppressed` and `error` fields.
+    pub type Line = (ThreadId, Level, u64, String);
+
+    pub fn global() -> &'static Collect {
+        static GLOBAL: OnceLock<Collect> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let c = Collect::default();
+            tracing::subscriber::set_global_default(c.clone())
+                .expect("no other global subscriber in this test binary");
+            c
+        })
+    }
+
+    /// The events the calling thread emitted so far.
+    pub fn mine() -> Vec<(Level, u64, String)> {
+        let me = std::thread::current().id();
+        global()
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, ..)| *t == me)
+            .map(|(_, l, s, e)| (*l, *s, e.clone()))
+            .collect()
+    }
+
+    #[derive(Default)]
+    struct Fields {
+        suppressed: u64,
+        error: String,
+    }
+
+    impl Visit for Fields {
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "suppressed" {
+                self.suppressed = value;
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "error" {
+                self.error = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Collect {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if event.metadata().target() != "stakplane::http" {
+                return;
+            }
+            let mut f = Fields::default();
+            event.record(&mut f);
+            self.0.lock().unwrap().push((
+                std::thread::current().id(),
+                *event.metadata().level(),
+                f.suppressed,
+                f.error,
+            ));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+#[test]
+fn failed_connections_are_logged_at_most_once_per_interval_with_the_count_left_out() {
+    events::global();
+    let config = ServeConfig::new()
+        .header_read_timeout(Some(Duration::from_secs(1)))
+        .error_log_interval(Duration::from_secs(2));
+    let (mut rt, _t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let bad = |io: Io| async move {
+            let mut c = Raw::connect(&io, addr).await.unwrap();
+            c.send(b"GARBAGE\r\n\r\n").await;
+            assert_eq!(c.response().await.unwrap().status, 400);
+            assert!(c.closed().await);
+        };
+        // Five failures at once, one more a second later: one line.
+        for _ in 0..5 {
+            bad(io.clone()).await;
+        }
+        sleep(Duration::from_secs(1)).await;
+        bad(io.clone()).await;
+        // Two more at the end of the interval: one line, counting
+        // the five left out, and one left out again.
+        sleep(Duration::from_secs(1)).await;
+        bad(io.clone()).await;
+        bad(io.clone()).await;
+        // Timeouts are `debug`, with a limit of their own.
+        let mut slow = Raw::connect(&io, addr).await.unwrap();
+        slow.send(b"GET / HTTP/1.1\r\n").await;
+        assert!(slow.closed().await);
+        server.stats()
+    });
+    let lines = events::mine();
+    let warns: Vec<_> = lines
+        .iter()
+        .filter(|(l, ..)| *l == tracing::Level::WARN)
+        .collect();
+    assert_eq!(warns.len(), 2, "{lines:?}");
+    assert_eq!(warns[0].1, 0);
+    assert_eq!(warns[1].1, 5, "the second line counts the five left out");
+    assert!(warns[0].2.contains("invalid HTTP method"), "{lines:?}");
+    let debugs: Vec<_> = lines
+        .iter()
+        .filter(|(l, ..)| *l == tracing::Level::DEBUG)
+        .collect();
+    assert_eq!(debugs.len(), 1, "{lines:?}");
+    assert!(debugs[0].2.contains("timeout"), "{lines:?}");
+    assert_eq!((stats.errors, stats.timeouts), (9, 1), "{stats:?}");
+    assert_eq!(stats.suppressed_logs, 6, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------
+// Rule 63b: every setting taken or capped
+
+#[test]
+fn serve_config_values_are_taken_or_capped_never_a_panic() {
+    let horizon = stakplane::task::TIMER_HORIZON;
+    for n in [0, 1, 2, usize::MAX - 1, usize::MAX] {
+        let c = ServeConfig::new().max_connections(n);
+        assert_eq!(c.get_max_connections(), n.max(1));
+    }
+    let durations = [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_secs(1),
+        horizon,
+        horizon + Duration::from_nanos(1),
+        Duration::MAX,
+    ];
+    for d in durations {
+        let c = ServeConfig::new()
+            .header_read_timeout(Some(d))
+            .grace(d)
+            .error_log_interval(d);
+        assert_eq!(c.get_header_read_timeout(), Some(d.min(horizon)));
+        assert_eq!((c.get_grace(), c.get_error_log_interval()), (d, d));
+    }
+    assert_eq!(
+        ServeConfig::new()
+            .header_read_timeout(None)
+            .get_header_read_timeout(),
+        None
+    );
+    // The extremes serve: no overflow in hyper's `now + timeout`, a
+    // grace that never ends waits for the last connection, an endless
+    // log interval logs once, a limit of 0 serves one at a time.
+    let config = ServeConfig::new()
+        .max_connections(0)
+        .header_read_timeout(Some(Duration::MAX))
+        .grace(Duration::MAX)
+        .error_log_interval(Duration::MAX);
+    let (mut rt, _t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        for _ in 0..3 {
+            let mut bad = Raw::connect(&io, addr).await.unwrap();
+            bad.send(b"GARBAGE\r\n\r\n").await;
+            assert_eq!(bad.response().await.unwrap().status, 400);
+            assert!(bad.closed().await);
+        }
+        let mut a = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(a.get("/a").await.status, 200);
+        let mut b = Raw::connect(&io, addr).await.unwrap();
+        b.send(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(timeout(Duration::from_secs(600), b.response())
+            .await
+            .is_err());
+        drop(a);
+        assert_eq!(b.response().await.unwrap().status, 200);
+        server.shutdown();
+        server.wait().await
+    });
+    assert_eq!((stats.errors, stats.suppressed_logs), (3, 2), "{stats:?}");
+    assert_eq!(stats.peak, 1);
+}
