@@ -51,6 +51,7 @@
 //! | 2 | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown, [`Io`](rt::Io) | — |
 //! | 3 | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) | — |
 //! | 2 | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` | — |
+//! | 3 | [`blocking`] | blocking work off the actor thread: a bounded thread [`Pool`](blocking::Pool) ([`spawn_blocking`](blocking::spawn_blocking)), thread [`Service`](blocking::Service)s (devices whose handler runs on an OS thread) | — |
 //! | 3 | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr), typed dynamic supervisors | — |
 //! | 4 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
 //! | 4 | `cluster` (feature `cluster`, in progress) | node and process ids, the wire format, SWIM membership on stakker time | — |
@@ -91,6 +92,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod blocking;
 pub mod cause;
 #[cfg(feature = "cluster")]
 pub mod cluster;

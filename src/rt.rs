@@ -240,6 +240,7 @@ pub struct Builder {
     grace: Duration,
     virtual_start: Option<Instant>,
     events: usize,
+    blocking: crate::blocking::PoolConfig,
 }
 
 impl Default for Builder {
@@ -250,14 +251,24 @@ impl Default for Builder {
 
 impl Builder {
     /// The defaults: no signal handling, 5 s shutdown grace, real time,
-    /// 1024 events per poll.
+    /// 1024 events per poll, the blocking pool's defaults
+    /// ([`PoolConfig::new`](crate::blocking::PoolConfig::new)).
     pub fn new() -> Builder {
         Builder {
             signals: false,
             grace: Duration::from_secs(5),
             virtual_start: None,
             events: 1024,
+            blocking: crate::blocking::PoolConfig::new(),
         }
+    }
+
+    /// How the runtime's blocking pool ([`crate::blocking`]) is made when
+    /// its first job comes: threads, queue bound, full-pool policy. No
+    /// thread is started before (rule 150).
+    pub fn blocking_pool(mut self, config: crate::blocking::PoolConfig) -> Builder {
+        self.blocking = config;
+        self
     }
 
     /// Handle SIGINT and SIGTERM: the first starts an orderly shutdown,
@@ -325,11 +336,17 @@ impl Builder {
         let poll_shared = shared.clone();
         stakplane_async::install_poll_waker(&mut stakker, move || poll_shared.wake());
         stakker.anymap_set(reactor.clone());
-        stakker.anymap_set(Remote {
+        let remote = Remote {
             shared: shared.clone(),
-        });
+        };
+        stakker.anymap_set(remote.clone());
+        let spawner = stakplane_async::spawner(&mut stakker);
+        // No thread: the pool starts its threads with its first jobs.
+        let blocking = crate::blocking::Hub::new(self.blocking, remote, spawner.clone());
+        stakker.anymap_set(blocking.clone());
         Ok(Runtime {
-            spawner: stakplane_async::spawner(&mut stakker),
+            spawner,
+            blocking,
             stakker,
             poll,
             events: Events::with_capacity(self.events),
@@ -399,6 +416,8 @@ pub struct Runtime {
     /// Declared before `stakker`, so dropped first: the executor lives in
     /// the Stakker's anymap and must die with it.
     spawner: stakplane_async::Spawner,
+    /// The runtime side of blocking work (also in the Stakker's anymap).
+    blocking: crate::blocking::Hub,
     stakker: Stakker,
     poll: Poll,
     events: Events,
@@ -468,6 +487,12 @@ impl Runtime {
         Remote {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The runtime's blocking pool ([`crate::blocking`]): a handle to move
+    /// into tasks. Starts nothing.
+    pub fn blocking(&self) -> crate::blocking::Pool {
+        crate::blocking::Pool::new(self.blocking.clone())
     }
 
     /// A `Send` stand-in for `fwd` that other threads can send to.
@@ -693,6 +718,7 @@ impl Runtime {
             || self.spawner.running_tasks() > 0
             || registry::registry_stats().live > 0
             || self.shared.has_jobs()
+            || self.blocking.has_jobs()
     }
 
     fn begin_stop(&mut self, exit: Exit) {
@@ -717,11 +743,17 @@ impl Runtime {
         self.run_queue();
         self.reactor.close_all();
         self.run_queue();
+        // Blocking work (rule 154): jobs not run are told `Shutdown`, the
+        // threads are waited for within the grace; what they post runs
+        // with the last posts, and whatever is still to come is told
+        // `Shutdown` after them.
+        self.blocking.close(self.grace);
         // Posts accepted before the close still run, exactly once.
         for job in self.shared.close() {
             job(&mut self.stakker);
             self.stats.posts += 1;
         }
+        self.blocking.fail_rest();
         self.kept.clear();
         self.run_queue();
         tracing::debug!(?exit, "stakplane: runtime finished");
@@ -852,6 +884,7 @@ impl Drop for Runtime {
                 stakplane_async::shutdown(&mut self.stakker);
                 self.reactor.close_all();
                 drop(self.shared.close());
+                self.blocking.abandon();
                 self.kept.clear();
                 self.phase = Phase::Finished(Exit::Stopped(None));
                 return;
