@@ -36,7 +36,8 @@
 //!
 //! **57. `run` returns when no work is left**: no live device (any runtime of
 //! the thread), no running task, no timer, no registered socket, no
-//! queued call or posted closure. A `Remote` held elsewhere is not work;
+//! queued call or posted closure, no blocking job whose outcome is still
+//! to come (rule 163). A `Remote` held elsewhere is not work;
 //! a device kept with `Runtime::keep` is, until it stops. An ended task
 //! whose `JoinHandle` is still held is not work. A timer still set is
 //! work even if what it would call is gone (stakker cannot tell): `run`
@@ -71,7 +72,9 @@
 //! newest first, and the loop — I/O, timers at their time, tasks — runs
 //! until they are gone or the shutdown grace (`Builder::shutdown_grace`,
 //! 5 s of runtime time by default) passes; (2) every task is dropped;
-//! (3) every socket still registered is closed; (4) `run` returns, and
+//! (3) every socket still registered is closed, and blocking work ends
+//! (jobs not run are told `Shutdown`, the blocking threads are waited
+//! for within the grace: rule 164); (4) `run` returns, and
 //! devices kept with `Runtime::keep` are dropped (a device still alive
 //! when the grace passes is otherwise left to whoever owns it). A stop
 //! comes from `Runtime::stop`, `Remote::stop`, stakker's
@@ -265,7 +268,7 @@ impl Builder {
 
     /// How the runtime's blocking pool ([`crate::blocking`]) is made when
     /// its first job comes: threads, queue bound, full-pool policy. No
-    /// thread is started before (rule 150).
+    /// thread is started before (rule 160).
     pub fn blocking_pool(mut self, config: crate::blocking::PoolConfig) -> Builder {
         self.blocking = config;
         self
@@ -743,7 +746,7 @@ impl Runtime {
         self.run_queue();
         self.reactor.close_all();
         self.run_queue();
-        // Blocking work (rule 154): jobs not run are told `Shutdown`, the
+        // Blocking work (rule 164): jobs not run are told `Shutdown`, the
         // threads are waited for within the grace; what they post runs
         // with the last posts, and whatever is still to come is told
         // `Shutdown` after them.

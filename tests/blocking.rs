@@ -1,4 +1,4 @@
-//! Blocking work (rules 150–157 in `src/blocking/mod.rs`): the pool's
+//! Blocking work (rules 160–167 in `src/blocking/mod.rs`): the pool's
 //! threads, outcomes, saturation and stop; thread services' deaths,
 //! supervision, inboxes and replies.
 //!

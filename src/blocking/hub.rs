@@ -9,7 +9,7 @@
 //!   finds nothing.
 //! - **Threads.** Every thread this runtime starts (pool or service) is
 //!   registered with an exit flag it sets as it ends, so the stop can wait
-//!   for them all with one condition variable and a deadline (rule 154).
+//!   for them all with one condition variable and a deadline (rule 164).
 
 use super::pool::{Job, Slot};
 use super::queue::{Bounded, PushError, Pushed};
@@ -194,7 +194,7 @@ impl Hub {
         self.0.closed.get()
     }
 
-    /// Whether a pool job's outcome is still to come (rule 153).
+    /// Whether a pool job's outcome is still to come (rule 163).
     pub(crate) fn has_jobs(&self) -> bool {
         self.0.jobs.get() > 0
     }
@@ -253,7 +253,7 @@ impl Hub {
         .clone()
     }
 
-    /// Submits a pool job whose target is filed under `key` (rules 150–152).
+    /// Submits a pool job whose target is filed under `key` (rules 160–162).
     pub(crate) fn submit(&self, job: Job) {
         let key = job.key();
         let queue = self.pool();
@@ -284,7 +284,7 @@ impl Hub {
     }
 
     /// Starts a pool thread if more jobs are queued than threads wait for
-    /// one, and the pool is not at its size (rule 150).
+    /// one, and the pool is not at its size (rule 160).
     fn after_push(&self, queue: &Arc<Bounded<Job>>, pushed: Pushed) {
         let started = self.0.pool_threads.get();
         if pushed.idle >= pushed.queued || started >= self.0.config.thread_limit() {
@@ -365,7 +365,7 @@ impl Hub {
         }
     }
 
-    /// Rule 154, on the runtime thread while it finishes: refuses new
+    /// Rule 164, on the runtime thread while it finishes: refuses new
     /// jobs, tells the jobs that did not start `Shutdown` (their posts run
     /// with the runtime's last posts), closes the services still running,
     /// and waits for the threads for at most `grace`. Threads still

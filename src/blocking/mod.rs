@@ -51,20 +51,20 @@
 //!
 //! Numbered as in `NOTES.md`, the index that names the test of each.
 //!
-//! **150. The pool starts no thread before its first job, and never more
+//! **160. The pool starts no thread before its first job, and never more
 //! than its size**: a runtime that never spawns blocking work has no pool
 //! thread (the pool costs one small allocation per runtime). A job starts
 //! a thread when more jobs are queued than threads wait for one, up to
 //! [`PoolConfig::threads`]; threads then stay until the runtime finishes.
 //!
-//! **151. A job's outcome is delivered exactly once, on the runtime
+//! **161. A job's outcome is delivered exactly once, on the runtime
 //! thread**: its value, or [`BlockingError::Panicked`] with the panic's
 //! message if `f` panicked (the pool thread survives and takes the next
 //! job), to its handle or `Ret`. A job the pool refuses is told at once;
 //! every other outcome comes back as a `Remote` post. A handle dropped
 //! before the outcome detaches the job, which still runs.
 //!
-//! **152. A full pool refuses or waits, by configuration, and never loses
+//! **162. A full pool refuses or waits, by configuration, and never loses
 //! a job**: the pool holds at most `threads + queue` jobs (running and
 //! queued). Under [`WhenFull::Refuse`] a job that finds it full is told
 //! [`BlockingError::Full`] at once ([`Pool::try_spawn`] refuses under
@@ -73,11 +73,11 @@
 //! and is queued when room frees up, in submission order: a later job
 //! never overtakes a waiting one.
 //!
-//! **153. A job not yet delivered is work**: `Runtime::run` does not
+//! **163. A job not yet delivered is work**: `Runtime::run` does not
 //! return [`Exit::Done`](crate::rt::Exit::Done) while a job's outcome is
 //! still to come (rule 57), even if nothing awaits it.
 //!
-//! **154. A stop tells every job that did not run `Shutdown`, and joins
+//! **164. A stop tells every job that did not run `Shutdown`, and joins
 //! the threads within the grace**: when the runtime finishes (rule 61,
 //! after its tasks are dropped and its sockets closed), the pool refuses
 //! new jobs ([`BlockingError::Shutdown`]); queued and waiting jobs are
@@ -91,7 +91,7 @@
 //! is unbounded, rule 61a). Jobs submitted after that are told `Shutdown`
 //! at once.
 //!
-//! **155. A thread service is a device whose handler's end is its end**:
+//! **165. A thread service is a device whose handler's end is its end**:
 //! monitors, links, traps and supervisors see it as any device. A panic in
 //! `make` or in the handler ends it with `Cause::Panic(message)`; an
 //! `Err(e)` from either with `Cause::Error(e)` (the user's value, for
@@ -102,14 +102,14 @@
 //! ends; the next incarnation of a supervised service is a new device with
 //! a new thread and inbox.
 //!
-//! **156. A service's inbox is bounded and gives refused messages back**:
+//! **166. A service's inbox is bounded and gives refused messages back**:
 //! [`Inbox::try_send`] returns `Full(msg)` when `capacity` messages wait
 //! (or a waiting send is ahead of it) and `Closed(msg)` once the service
 //! ended; [`Inbox::send`] waits for room in send order without blocking
 //! the runtime thread, and gets its message back if the service ends
 //! while it waits.
 //!
-//! **157. A reply crosses back exactly once**: [`Reply::send`] delivers to
+//! **167. A reply crosses back exactly once**: [`Reply::send`] delivers to
 //! its `Ret` on the runtime thread; a `Reply` dropped unsent drops the
 //! `Ret` there (its handler sees `None`). An [`Inbox::ask`] whose reply is
 //! dropped yields [`ServiceError::NoReply`], with the service's cause when
@@ -147,7 +147,7 @@ pub const DEFAULT_QUEUE: usize = 1024;
 /// taken as this.
 pub const MAX_POOL_THREADS: usize = 1024;
 
-/// What a job does when the pool is full (rule 152).
+/// What a job does when the pool is full (rule 162).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum WhenFull {
     /// Refuse it: the job is told [`BlockingError::Full`].
@@ -330,7 +330,7 @@ pub struct BlockingStats {
     pub running: usize,
     /// Jobs waiting for room (under [`WhenFull::Wait`]).
     pub waiting: usize,
-    /// Jobs whose outcome is still to be delivered (rule 153).
+    /// Jobs whose outcome is still to be delivered (rule 163).
     pub outstanding: usize,
     /// Jobs delivered with their value.
     pub completed: u64,
@@ -339,7 +339,7 @@ pub struct BlockingStats {
     /// Jobs refused because the pool was full.
     pub refused: u64,
     /// Threads still running when the runtime finished, past the grace,
-    /// left detached (rule 154).
+    /// left detached (rule 164).
     pub unjoined: usize,
 }
 

@@ -17,7 +17,7 @@ type Post = Box<dyn FnOnce(&mut Stakker) + Send>;
 
 /// A job on its way to (or on) a pool thread: the user's closure, and
 /// the key of its target on the runtime thread. Dropped without running,
-/// it tells its target `Shutdown` (rule 154): a job is never lost.
+/// it tells its target `Shutdown` (rule 164): a job is never lost.
 pub(crate) struct Job {
     key: usize,
     remote: Remote,
@@ -148,7 +148,7 @@ impl<T> Slot<T> {
 ///
 /// `Send` and `Sync` when `T` is `Send`: it can be awaited on any
 /// executor (the outcome is put by the runtime thread, which wakes the
-/// poller). Dropping it detaches the job, which still runs (rule 151).
+/// poller). Dropping it detaches the job, which still runs (rule 161).
 ///
 /// # Panics
 ///
@@ -244,7 +244,7 @@ impl Pool {
     /// [`WhenFull::Refuse`](super::WhenFull::Refuse),
     /// [`Shutdown`](BlockingError::Shutdown) if the runtime finished
     /// first. Under [`WhenFull::Wait`](super::WhenFull::Wait) a full pool
-    /// keeps the job on the runtime thread until there is room (rule 152).
+    /// keeps the job on the runtime thread until there is room (rule 162).
     ///
     /// Cost: the closure boxed, a slot for its target, one `Remote` post
     /// for the outcome; the first jobs start the pool's threads.

@@ -46,7 +46,7 @@ fn tell_drop(remote: &Remote, key: usize) {
     });
 }
 
-/// A `Send` stand-in for a `Ret<T>` (rule 157): [`send`](Reply::send) the
+/// A `Send` stand-in for a `Ret<T>` (rule 167): [`send`](Reply::send) the
 /// value from any thread and the `Ret` gets it on the runtime thread; drop
 /// the `Reply` unsent and the `Ret` is dropped there (its handler sees
 /// `None`, an [`Inbox::ask`](super::Inbox::ask) yields

@@ -1,5 +1,5 @@
 //! Thread services: [`Service`], its device [`ServiceActor`] and its
-//! [`Inbox`] (rules 155–157).
+//! [`Inbox`] (rules 165–167).
 
 use super::hub::Hub;
 use super::queue::{Bounded, PushError};
@@ -78,7 +78,7 @@ pub(crate) enum Exit {
 
 /// The device of a thread service: its actor lives on the runtime thread
 /// and owns the service's inbox; its handler runs on the service's thread
-/// (rule 155). Reached through its [`DeviceOwn`] or a supervised child's
+/// (rule 165). Reached through its [`DeviceOwn`] or a supervised child's
 /// [`Addr`](crate::supervise::Addr) with the methods below
 /// (`ask!([addr], inbox())`).
 pub struct ServiceActor<M: Send + 'static> {
@@ -131,7 +131,7 @@ impl<M: Send + 'static> Drop for ServiceActor<M> {
 }
 
 /// The inbox of a thread service: a bounded queue its thread takes
-/// messages from, one at a time, in order (rule 156). Cheap to clone (an
+/// messages from, one at a time, in order (rule 166). Cheap to clone (an
 /// `Arc` and an `Rc`); not `Send` (it sends from the runtime thread; give
 /// other threads a [`Reply`] or a [`RemoteFwd`](crate::rt::RemoteFwd)).
 pub struct Inbox<M: Send + 'static> {
@@ -251,7 +251,7 @@ impl<M: Send + 'static> Inbox<M> {
 
 /// A thread service, as started: its device (owning handle) and its
 /// [`Inbox`]. Dropping it drops the device's owner: the device ends with
-/// `Dropped` (rule 155) unless another owner holds it (a supervisor
+/// `Dropped` (rule 165) unless another owner holds it (a supervisor
 /// does, once it is a child).
 pub struct Service<M: Send + 'static> {
     device: DeviceOwn<ServiceActor<M>>,
@@ -271,7 +271,7 @@ impl<M: Send + 'static> Service<M> {
     /// Starts a service on the runtime driving `core`: a device, and an OS
     /// thread that runs `make` and then the handler it returns with each
     /// message of an inbox of `capacity` messages (0 is taken as 1). The
-    /// handler's end is the device's (rule 155).
+    /// handler's end is the device's (rule 165).
     ///
     /// ```
     /// use stakplane::blocking::{BoxError, Reply, Service};
