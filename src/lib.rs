@@ -81,9 +81,11 @@
 //! size of the public surface (runtime builder, `run_for`/`step`, the
 //! glue's timers, `after!`/`at!`, supervisor intensity, shutdown timeout
 //! and held `Addr`, mailbox and group capacities and sizes, `Fwd` →
-//! `Stream` capacity, `ConnConfig`, `UdpConfig`) at 0, 1, typical values,
+//! `Stream` capacity, `ConnConfig`, `UdpConfig`, the blocking pool's
+//! threads and queue, a thread service's inbox) at 0, 1, typical values,
 //! the horizon, `MAX - 1`, `MAX` and random values. Buffers a setting
 //! sizes are capped where they are allocated (`rt::MAX_EVENTS_PER_POLL`,
+//! `blocking::MAX_POOL_THREADS` 1,024,
 //! `net::MAX_READ_CHUNK` 16 MiB, `net::MAX_DATAGRAM` 65,536); bounds that
 //! are only counted (capacities, write limits) are taken as given; the
 //! refusals are typed (`StartError::ZeroPeriod`, `GroupError::TooLarge`,

@@ -694,7 +694,7 @@ impl Runtime {
         match &self.phase {
             Phase::Running => {
                 if !idle_pending && !self.has_work() {
-                    self.finish(Exit::Done);
+                    self.finish(Exit::Done, self.grace);
                     return Some(self.status());
                 }
                 None
@@ -705,7 +705,7 @@ impl Runtime {
                 let waiting = !registry::live_controls_newest_first().is_empty();
                 if !waiting || deadline.is_some_and(|d| self.clock_now() >= d) {
                     let exit = exit.clone();
-                    self.finish(exit);
+                    self.finish(exit, self.grace);
                     return Some(self.status());
                 }
                 None
@@ -740,8 +740,9 @@ impl Runtime {
         self.kick = true;
     }
 
-    /// Steps 2–4 of a stop: tasks, sockets, posts.
-    fn finish(&mut self, exit: Exit) {
+    /// Steps 2–4 of a stop: tasks, sockets, blocking work (its threads
+    /// waited for at most `join`), posts.
+    fn finish(&mut self, exit: Exit, join: Duration) {
         stakplane_async::shutdown(&mut self.stakker);
         self.run_queue();
         self.reactor.close_all();
@@ -750,7 +751,7 @@ impl Runtime {
         // threads are waited for within the grace; what they post runs
         // with the last posts, and whatever is still to come is told
         // `Shutdown` after them.
-        self.blocking.close(self.grace);
+        self.blocking.close(join);
         // Posts accepted before the close still run, exactly once.
         for job in self.shared.close() {
             job(&mut self.stakker);
@@ -897,7 +898,8 @@ impl Drop for Runtime {
             }
             // The devices' ends are queued: run them before the tasks go.
             self.run_queue();
-            self.finish(Exit::Stopped(None));
+            // At once: no grace for the blocking threads either.
+            self.finish(Exit::Stopped(None), Duration::ZERO);
         }
     }
 }

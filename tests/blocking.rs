@@ -471,6 +471,31 @@ fn blocking_a_job_still_running_past_the_grace_is_left_reported_and_told_shutdow
     assert_eq!((s.unjoined, s.outstanding), (1, 0), "{s:?}");
     // Let the thread go: its late outcome finds the runtime gone.
     gate.open();
+
+    // A runtime dropped unfinished does not wait for its threads at all,
+    // whatever its grace.
+    let rt = Runtime::builder()
+        .shutdown_grace(Duration::from_secs(3600))
+        .blocking_pool(PoolConfig::new().threads(1))
+        .build()
+        .unwrap();
+    let gate = Gate::default();
+    let g = gate.clone();
+    let (running_tx, running_rx) = mpsc::channel();
+    let h = rt.blocking().spawn(move || {
+        running_tx.send(()).unwrap();
+        g.wait();
+        1u32
+    });
+    running_rx.recv_timeout(WAIT).expect("the job runs");
+    let t0 = Instant::now();
+    drop(rt);
+    assert!(t0.elapsed() < WAIT);
+    assert!(matches!(
+        stakplane_testkit::ready(h),
+        Err(BlockingError::Shutdown)
+    ));
+    gate.open();
 }
 
 // ---- thread services ----

@@ -88,8 +88,9 @@
 //! that finished produced. A thread still running after that is left
 //! detached, logged, counted in [`BlockingStats::unjoined`], and its job
 //! told `Shutdown`: a stuck job never hangs the runtime (unless the grace
-//! is unbounded, rule 61a). Jobs submitted after that are told `Shutdown`
-//! at once.
+//! is unbounded, rule 61a). A runtime dropped unfinished does all this at
+//! once, without waiting for the threads. Jobs submitted after that are
+//! told `Shutdown` at once.
 //!
 //! **165. A thread service is a device whose handler's end is its end**:
 //! monitors, links, traps and supervisors see it as any device. A panic in

@@ -188,6 +188,16 @@ impl<T> Future for BlockingHandle<T> {
     }
 }
 
+impl<T> Drop for BlockingHandle<T> {
+    fn drop(&mut self) {
+        // Detached: nobody polls it any more, so its outcome wakes nobody
+        // (a task's waker kept here would be woken after its task, maybe
+        // after its runtime, is gone).
+        let waker = self.slot.lock().waker.take();
+        drop(waker);
+    }
+}
+
 impl<T> fmt::Debug for BlockingHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlockingHandle")
