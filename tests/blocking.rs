@@ -788,9 +788,13 @@ fn service_a_reply_crosses_back_exactly_once_and_a_dropped_one_drops_its_ret() {
     .join()
     .unwrap();
     assert!(calls.borrow().is_empty(), "delivered on the runtime thread");
-    // A reply the handler forgets, a service alive: no cause.
+    // A service keeps the runtime running.
     let svc = Service::start(rt.core(), 1, || Ok(handler(0))).unwrap();
     let inbox = svc.inbox().clone();
+    // Both posts are in: one turn delivers them, each once.
+    assert_eq!(rt.step(Some(Duration::ZERO)).unwrap(), Status::Running);
+    assert_eq!(*calls.borrow(), [Some(5), None]);
+    // A reply the handler forgets, the service alive: no cause.
     let forgotten = rt.block_on(bounded(async move {
         let _svc = svc;
         inbox.ask(Msg::Forget).await
