@@ -21,6 +21,10 @@
 //! assert_eq!(sum.unwrap().unwrap(), 5050);
 //! ```
 //!
+//! A panic in a job or a handler is contained (rules 161, 165) but still
+//! goes through the panic hook, whose report names the thread
+//! (`stakplane-blocking-N`; `stakplane-service-N`, N the device id).
+//!
 //! Everything here needs a [`Runtime`](crate::rt::Runtime): a bare
 //! `Stakker` has no cross-thread path, and [`pool`] returns `None` there
 //! ([`spawn_blocking`] answers [`BlockingError::NoRuntime`]).
@@ -53,7 +57,8 @@
 //!
 //! **160. The pool starts no thread before its first job, and never more
 //! than its size**: a runtime that never spawns blocking work has no pool
-//! thread (the pool costs one small allocation per runtime). A job starts
+//! thread (the pool costs a runtime two small allocations and a counter
+//! read per turn). A job starts
 //! a thread when more jobs are queued than threads wait for one, up to
 //! [`PoolConfig::threads`]; threads then stay until the runtime finishes.
 //!

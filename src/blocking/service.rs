@@ -253,6 +253,7 @@ impl<M: Send + 'static> Inbox<M> {
 /// [`Inbox`]. Dropping it drops the device's owner: the device ends with
 /// `Dropped` (rule 165) unless another owner holds it (a supervisor
 /// does, once it is a child).
+#[must_use = "dropping a Service drops its device's owner: the service ends"]
 pub struct Service<M: Send + 'static> {
     device: DeviceOwn<ServiceActor<M>>,
     inbox: Inbox<M>,
