@@ -107,7 +107,29 @@ fn device_monitor_drop_notify(c: &mut Criterion) {
             drop(black_box(d1));
         })
     });
+    // The same work as stakplane's: the watcher reads the notice.
+    g.bench_function("async-backplane-read", |b| {
+        b.iter(|| {
+            use async_backplane::{Device, LinkMode};
+            let mut d1 = Device::new();
+            let d2 = Device::new();
+            d1.link(&d2, LinkMode::Monitor);
+            drop(black_box(d2));
+            read_one(&mut d1);
+            drop(black_box(d1));
+        })
+    });
     g.finish();
+}
+
+/// Polls an async-backplane device's stream once, as a task would to
+/// read the notice of a watched device's end; the notice is there.
+fn read_one(d: &mut async_backplane::Device) {
+    use futures::Stream;
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    let got = std::pin::Pin::new(d).poll_next(&mut cx);
+    debug_assert!(matches!(got, std::task::Poll::Ready(Some(_))));
+    let _ = black_box(got);
 }
 
 fn device_peer_drop_notify(c: &mut Criterion) {
@@ -127,6 +149,23 @@ fn device_peer_drop_notify(c: &mut Criterion) {
             s.run(now, false);
         })
     });
+    // The peer traps: its handler gets the `Down` instead of cascading.
+    g.bench_function("stakplane-trap", |b| {
+        b.iter(|| {
+            let watcher = device!(s, Watcher::init());
+            let d1 = device!(s, Plain::init());
+            let d2 = device!(s, Plain::init());
+            let _ = d1.trap(fwd_to!([watcher], down() as (Down)));
+            let _ = d1.link(&d2, LinkMode::Peer);
+            drop(d2);
+            s.run(now, false);
+            debug_assert!(d1.is_alive());
+            debug_assert_eq!(seen(&mut s, &watcher), 1);
+            drop(d1);
+            drop(watcher);
+            s.run(now, false);
+        })
+    });
     g.bench_function("async-backplane", |b| {
         b.iter(|| {
             use async_backplane::{Device, LinkMode};
@@ -134,6 +173,19 @@ fn device_peer_drop_notify(c: &mut Criterion) {
             let d2 = Device::new();
             d1.link(&d2, LinkMode::Peer);
             drop(black_box(d2));
+            drop(black_box(d1));
+        })
+    });
+    // The same work as stakplane-trap: the peer reads the notice (and is
+    // not killed by it).
+    g.bench_function("async-backplane-read", |b| {
+        b.iter(|| {
+            use async_backplane::{Device, LinkMode};
+            let mut d1 = Device::new();
+            let d2 = Device::new();
+            d1.link(&d2, LinkMode::Peer);
+            drop(black_box(d2));
+            read_one(&mut d1);
             drop(black_box(d1));
         })
     });

@@ -8,8 +8,10 @@
 //! (a 1 s probe period), LAN latencies (0.1–2 ms), no loss. A second
 //! argument, a fraction (`0.01`), loses that much gossip for 20 minutes
 //! after the join and counts the nodes declared down meanwhile (all
-//! alive: every `Down` is false).
-use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
+//! alive: every `Down` is false). A third, in seconds, makes each node
+//! announce itself to a random member that often (foca's
+//! `periodic_announce`), which completes the views of a large cluster.
+use stakplane::cluster::membership::{MemberEvent, MembershipConfig, PeriodicParams};
 use stakplane::cluster::sim::{Faults, Sim};
 use stakplane::cluster::NodeId;
 use stakplane::prelude::*;
@@ -32,6 +34,10 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(0.0);
+    let announce: Option<Duration> = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .map(Duration::from_secs);
     let size = u32::try_from(n).expect("a few nodes");
     let mut sim = Sim::new(1, Faults::default());
     let downs: Rc<RefCell<Vec<(usize, NodeId)>>> = Rc::default();
@@ -43,7 +49,15 @@ fn main() {
                 d2.borrow_mut().push((i, id));
             }
         });
-        let config = MembershipConfig::lan(size, i as u64 + 1);
+        let mut config = MembershipConfig::lan(size, i as u64 + 1);
+        if let Some(every) = announce {
+            // Each node asks a random member for its view this often:
+            // how a large cluster completes every node's view.
+            config.foca.periodic_announce = Some(PeriodicParams {
+                frequency: every,
+                num_members: std::num::NonZeroUsize::MIN,
+            });
+        }
         nodes.push(sim.start_node(NodeId::new(addr(i), 1), config, events));
     }
     for node in &nodes[1..] {
@@ -65,6 +79,18 @@ fn main() {
         }
     }
     println!("{n} nodes: every node sees every other one after {joined:?}");
+    if joined.is_none() {
+        let views: Vec<usize> = nodes
+            .iter()
+            .map(|node| {
+                node.query(sim.stakker(), |nd, _| nd.members().len())
+                    .unwrap_or(0)
+            })
+            .collect();
+        let least = views.iter().min().copied().unwrap_or(0);
+        let mean = views.iter().sum::<usize>() as f64 / n as f64;
+        println!("  after 300 s a node sees {least} others at least, {mean:.1} on average");
+    }
     if loss > 0.0 {
         let before = downs.borrow().len();
         sim.net().set_faults(Faults {

@@ -116,6 +116,67 @@ pub enum Cause {
     Lost,
 }
 
+/// The kind of a [`Cause`], without its data: for counting deaths
+/// ([`DeviceCounts::died`](crate::DeviceCounts::died), the runtime's
+/// status and metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CauseKind {
+    /// [`Cause::Stopped`].
+    Stopped,
+    /// [`Cause::Shutdown`].
+    Shutdown,
+    /// [`Cause::Error`].
+    Error,
+    /// [`Cause::Panic`].
+    Panic,
+    /// [`Cause::Cascade`].
+    Cascade,
+    /// [`Cause::Killed`].
+    Killed,
+    /// [`Cause::Dropped`].
+    Dropped,
+    /// [`Cause::Lost`].
+    Lost,
+}
+
+impl CauseKind {
+    /// How many kinds there are.
+    pub const COUNT: usize = 8;
+
+    /// Every kind, in declaration order (the order of
+    /// [`DeviceCounts::died`](crate::DeviceCounts::died)).
+    pub const ALL: [CauseKind; CauseKind::COUNT] = [
+        CauseKind::Stopped,
+        CauseKind::Shutdown,
+        CauseKind::Error,
+        CauseKind::Panic,
+        CauseKind::Cascade,
+        CauseKind::Killed,
+        CauseKind::Dropped,
+        CauseKind::Lost,
+    ];
+
+    /// The kind's name in lower case (`"panic"`), as metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseKind::Stopped => "stopped",
+            CauseKind::Shutdown => "shutdown",
+            CauseKind::Error => "error",
+            CauseKind::Panic => "panic",
+            CauseKind::Cascade => "cascade",
+            CauseKind::Killed => "killed",
+            CauseKind::Dropped => "dropped",
+            CauseKind::Lost => "lost",
+        }
+    }
+}
+
+impl fmt::Display for CauseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Links of a cascade chain that `Display` and `Debug` write out in
 /// full; a longer chain shows its first `SHOWN_LINKS - 1` links, the
 /// number left out, and its last link.
@@ -176,6 +237,20 @@ impl Cause {
             f.write_str(close)?;
         }
         Ok(())
+    }
+
+    /// The cause's kind.
+    pub fn kind(&self) -> CauseKind {
+        match self {
+            Cause::Stopped => CauseKind::Stopped,
+            Cause::Shutdown { .. } => CauseKind::Shutdown,
+            Cause::Error(_) => CauseKind::Error,
+            Cause::Panic(_) => CauseKind::Panic,
+            Cause::Cascade { .. } => CauseKind::Cascade,
+            Cause::Killed(_) => CauseKind::Killed,
+            Cause::Dropped => CauseKind::Dropped,
+            Cause::Lost => CauseKind::Lost,
+        }
     }
 
     /// True for every cause except [`Cause::Stopped`] and

@@ -236,7 +236,7 @@ mod task;
 #[doc(hidden)]
 pub(crate) use ask::impl_ask;
 pub use ask::{__ask_target, Ask};
-pub use registry::{registry_stats, MonitorRef, RegistryStats};
+pub use registry::{device_counts, registry_stats, DeviceCounts, MonitorRef, RegistryStats};
 pub use task::{spawn_device, TaskDevice};
 
 pub(crate) use ending::Ending;

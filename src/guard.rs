@@ -47,6 +47,14 @@
 //! interrupted stays as it was (alive, nobody told); one the `Stakker`'s
 //! drop freed is freed unended (rule 34b).
 //!
+//! **172. With feature `device-spans`, a device's code runs in its
+//! span**: every guarded call of a device (its `init`, methods, `Ret`,
+//! `Fwd` and timer handlers) runs inside the `tracing` span
+//! `device{id=#N}` (target `stakplane::device`, level INFO), so a line
+//! its code logs says which device it came from; code outside devices
+//! has no such span. Without the feature, or with that target disabled,
+//! nothing is added but a callsite check.
+//!
 //! **32a. A panicking raw watcher still lets the others be notified**: every
 //! watcher of the dead device gets its `Down` first, then the panic
 //! resumes.
@@ -84,6 +92,8 @@ pub fn apply<A: 'static>(
     s: &mut Stakker,
     f: impl FnOnce(&mut A, &mut Cx<'_, A>) + 'static,
 ) {
+    #[cfg(feature = "device-spans")]
+    let _span = device_span(actor);
     ending(actor, || {
         actor.apply(s, move |this, cx| {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(this, cx))) {
@@ -91,6 +101,20 @@ pub fn apply<A: 'static>(
             }
         })
     });
+}
+
+/// The span of the device `actor` is (feature `device-spans`), entered,
+/// if spans of that target are enabled: `device{id=#42}`, so that what
+/// its code logs says which device it came from. Cost with the feature:
+/// a callsite check, and when enabled a map lookup and the span.
+#[cfg(feature = "device-spans")]
+#[inline]
+fn device_span<A>(actor: &Actor<A>) -> Option<tracing::span::EnteredSpan> {
+    if !tracing::enabled!(target: "stakplane::device", tracing::Level::INFO) {
+        return None;
+    }
+    let id = registry::span_id(registry::ident(actor))?;
+    Some(tracing::info_span!(target: "stakplane::device", "device", id = %id).entered())
 }
 
 /// Runs a **Prep**-state call (an `init` function) on the actor (see
@@ -102,6 +126,8 @@ pub fn apply_prep<A: 'static>(
     s: &mut Stakker,
     f: impl FnOnce(&mut Cx<'_, A>) -> Option<A> + 'static,
 ) {
+    #[cfg(feature = "device-spans")]
+    let _span = device_span(actor);
     ending(actor, || {
         actor.apply_prep(s, move |cx| {
             match catch_unwind(AssertUnwindSafe(|| f(cx))) {

@@ -99,6 +99,8 @@ pub mod cause;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod device;
+#[cfg(feature = "async-executors")]
+pub mod executor;
 pub mod group;
 pub mod guard;
 pub mod macros;
@@ -121,9 +123,10 @@ pub mod task {
 /// not re-export.
 pub use stakker;
 
-pub use cause::{CascadeCause, Cause, DeviceId, Down, LinkError, LinkMode};
+pub use cause::{CascadeCause, Cause, CauseKind, DeviceId, Down, LinkError, LinkMode};
 pub use device::{
-    registry_stats, spawn_device, DeviceOwn, DeviceRef, Line, MonitorRef, RegistryStats, TaskDevice,
+    device_counts, registry_stats, spawn_device, DeviceCounts, DeviceOwn, DeviceRef, Line,
+    MonitorRef, RegistryStats, TaskDevice,
 };
 pub use guard::quiet_panics;
 

@@ -74,7 +74,15 @@
 //! pipelining on one connection, a malformed request gets 400 and the
 //! server keeps serving.
 //!
-//! A failed deregistration is returned by `close` and, when a handle is
+//! **74a. Crates written against `tokio::io` run on `net::TcpStream`**
+//! (feature `tokio-io`): it implements tokio's `AsyncRead` and
+//! `AsyncWrite` over the same socket and readiness as the `futures-io`
+//! traits, with no tokio runtime; `poll_shutdown` shuts down the write
+//! direction (the peer reads end-of-stream and can still answer).
+//!
+//! A failed deregistration is returned by `close` (`close_now` on a
+//! [`TcpStream`], so that `futures`' `AsyncWriteExt::close` keeps its
+//! method syntax) and, when a handle is
 //! dropped, logged as a `tracing` warning and counted in
 //! [`RuntimeStats::deregister_errors`](crate::rt::RuntimeStats::deregister_errors).
 

@@ -116,12 +116,14 @@ mod reactor;
 mod remote;
 mod signals;
 mod sockets;
+mod status;
 
 pub use block_on::BlockOnError;
 pub(crate) use reactor::{IoHandler, Reactor, Readiness, Registration};
 pub use remote::{PostError, Remote, RemoteFwd};
 use signals::Signals;
 pub use sockets::Io;
+pub use status::{RuntimeStatus, METRICS_INTERVAL};
 
 use crate::device::registry;
 use crate::{Cause, DeviceOwn, DeviceRef, Line};
@@ -366,6 +368,9 @@ impl Builder {
             kick: false,
             in_turn: false,
             stats: RuntimeStats::default(),
+            started: now,
+            #[cfg(feature = "metrics")]
+            metrics_at: None,
         })
     }
 }
@@ -441,6 +446,11 @@ pub struct Runtime {
     /// unwound out of it (the `Stakker` must not run again).
     in_turn: bool,
     stats: RuntimeStats,
+    /// When it was built, on its clock.
+    started: Instant,
+    /// When it last exported metrics, on its clock.
+    #[cfg(feature = "metrics")]
+    metrics_at: Option<Instant>,
 }
 
 impl fmt::Debug for Runtime {
@@ -578,7 +588,7 @@ impl Runtime {
         loop {
             let now = self.clock_now();
             if now >= end {
-                return Ok(self.status());
+                return Ok(self.phase_status());
             }
             if let Status::Finished(exit) = self.step(Some(end - now))? {
                 return Ok(Status::Finished(exit));
@@ -648,15 +658,19 @@ impl Runtime {
         }
         let timeout = self.timeout(idle_pending, bound);
         self.wait(timeout, bound, idle_pending)?;
+        #[cfg(feature = "metrics")]
+        let work = Instant::now();
         let idle_pending = self.run_queue();
         self.idle_pending = idle_pending;
+        #[cfg(feature = "metrics")]
+        self.after_turn(work.elapsed());
         if let Some(done) = self.advance_phase(idle_pending) {
             return Ok(done);
         }
         Ok(Status::Running)
     }
 
-    fn status(&self) -> Status {
+    fn phase_status(&self) -> Status {
         match &self.phase {
             Phase::Finished(exit) => Status::Finished(exit.clone()),
             _ => Status::Running,
@@ -695,7 +709,7 @@ impl Runtime {
             Phase::Running => {
                 if !idle_pending && !self.has_work() {
                     self.finish(Exit::Done, self.grace);
-                    return Some(self.status());
+                    return Some(self.phase_status());
                 }
                 None
             }
@@ -706,7 +720,7 @@ impl Runtime {
                 if !waiting || deadline.is_some_and(|d| self.clock_now() >= d) {
                     let exit = exit.clone();
                     self.finish(exit, self.grace);
-                    return Some(self.status());
+                    return Some(self.phase_status());
                 }
                 None
             }

@@ -185,6 +185,36 @@
 //! `spec.rs` the specs, `addr.rs` the [`Addr`], `error.rs` the errors,
 //! `window.rs` the restart window.
 
+/// Restarts and escalations of every supervisor on one thread, so far
+/// (for the runtime's status and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SupervisorCounts {
+    /// Children restarted (each restart that started the child again).
+    pub restarts: u64,
+    /// Supervisors that reached their restart intensity and gave up
+    /// (shutting their children down and failing to their own watchers).
+    pub escalations: u64,
+}
+
+thread_local! {
+    static COUNTS: std::cell::Cell<SupervisorCounts> =
+        const { std::cell::Cell::new(SupervisorCounts { restarts: 0, escalations: 0 }) };
+}
+
+/// The calling thread's [`SupervisorCounts`].
+pub fn counts() -> SupervisorCounts {
+    COUNTS.try_with(std::cell::Cell::get).unwrap_or_default()
+}
+
+/// Counts on the calling thread.
+fn count(f: impl FnOnce(&mut SupervisorCounts)) {
+    let _ = COUNTS.try_with(|c| {
+        let mut n = c.get();
+        f(&mut n);
+        c.set(n);
+    });
+}
+
 mod addr;
 mod driver;
 mod dynamic;

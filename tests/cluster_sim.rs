@@ -617,9 +617,12 @@ const BOUND: usize = 4;
 
 /// Runs one seed of the credit scenario; `Err` says which property broke.
 fn run_credit(seed: u64) -> Result<(), String> {
+    // No gossip lost: two nodes have no third to probe through, and a
+    // lost probe can declare a healthy node down (seed 5,992 of 20,000
+    // at 1 %), which refuses every send; credits are what this checks.
     let faults = Faults {
         latency: (Duration::from_micros(200), Duration::from_millis(20)),
-        gossip_loss: 0.01,
+        gossip_loss: 0.0,
         gossip_duplicate: 0.02,
         gossip_reorder: true,
         break_frame_order: false,

@@ -387,6 +387,39 @@ fn tcp_a_peer_that_goes_away_is_unreachable_and_what_waits_arrives_when_it_is_ba
     assert_eq!(a.t.links()[0].state, LinkState::Up);
 }
 
+#[test]
+fn tcp_a_peer_declared_down_is_forgotten_and_tried_no_more() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([10; 32]);
+    let (a, b) = pair(&mut rt, &secret);
+    let port = b.id.addr;
+    drop(b);
+    rt.run_for(Duration::from_millis(100)).expect("runs");
+    for i in 1..=50 {
+        a.send_to(port, i, false).expect("room");
+    }
+    rt.run_for(Duration::from_secs(2)).expect("runs");
+    assert!(a.t.stats().reconnects >= 2, "{:?}", a.t.stats());
+    // Its node declared the peer down: nothing waits, nothing is tried.
+    a.t.forget(port);
+    let tries = a.t.stats().reconnects;
+    rt.run_for(BACKOFF_MAX * 12).expect("runs");
+    assert_eq!(a.t.stats().reconnects, tries, "no more attempts");
+    assert!(
+        a.t.links().iter().all(|l| l.addr != port),
+        "no link kept for it: {:?}",
+        a.t.links()
+    );
+    // A new node at that address later: a frame for it starts afresh,
+    // and only what was sent after the forget arrives.
+    let b = side(&mut rt, &secret, Some(port));
+    a.send_to(port, 51, false).expect("room");
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || !b
+        .numbers()
+        .is_empty()));
+    assert_eq!(b.numbers(), [51]);
+}
+
 // Rule 133 ----------------------------------------------------------------
 
 #[test]

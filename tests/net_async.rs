@@ -148,7 +148,7 @@ async fn echo(mut s: TcpStream) -> io::Result<u64> {
     loop {
         let n = s.read(&mut buf).await?;
         if n == 0 {
-            AsyncWriteExt::close(&mut s).await?;
+            s.close().await?;
             return Ok(total);
         }
         s.write_all(&buf[..n]).await?;
@@ -421,7 +421,7 @@ fn close_shuts_down_writing_so_the_peer_reads_eof_and_can_still_reply() {
         let (mut s, _) = l.accept().await?;
         s.write_all(b"request").await?;
         // futures-io's poll_close: shutdown(Write), the socket stays open.
-        AsyncWriteExt::close(&mut s).await?;
+        s.close().await?;
         let err = s.write_all(b"more").await.expect_err("written after close");
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);
         let mut reply = Vec::new();
@@ -590,7 +590,7 @@ fn net_error_from_io_recovers_closed_after_close() {
     h.tasks.spawn("closer", async move {
         let (c, a) = futures::join!(TcpStream::connect(&io, addr), l.accept());
         let (mut c, (mut a, _)) = (c?, a?);
-        c.close()?;
+        c.close_now()?;
         let mut buf = [0u8; 8];
         let e = c.read(&mut buf).await.expect_err("read after close");
         assert!(
@@ -601,7 +601,7 @@ fn net_error_from_io_recovers_closed_after_close() {
         let e = c.write_all(b"x").await.expect_err("write after close");
         assert!(matches!(NetError::from_io(&e), Some(NetError::Closed)));
         assert!(matches!(c.peer_addr(), Err(NetError::Closed)));
-        c.close().expect("closing twice is fine");
+        c.close_now().expect("closing twice is fine");
         // An OS error is not ours: `from_io` gives `None` for it.
         assert!(NetError::from_io(&io::Error::from(ErrorKind::BrokenPipe)).is_none());
         // The peer sees an orderly end of stream.

@@ -72,7 +72,10 @@
 //! [`BACKOFF_MAX`] (stakker timers: virtual time in tests), each attempt
 //! counted in [`TcpStats::reconnects`], and the backoff starts again at
 //! the minimum once a link is up; the frames queued meanwhile go on the
-//! next link, in order, none lost.
+//! next link, in order, none lost — until the node declares that peer
+//! down ([`Transport::forget`]): then what waits for it is dropped, those
+//! waiting for room there are told, and it is tried no more (a later
+//! frame for that address starts afresh).
 //!
 //! **133. The data queue refuses, never drops**: a data frame that does
 //! not fit its peer's queue ([`QUEUED_FRAMES`] frames, [`QUEUED_BYTES`]
@@ -637,6 +640,29 @@ impl Transport for TcpTransport {
 
     fn on_link_up(&self, _me: SocketAddr, up: Fwd<SocketAddr>) {
         self.inner.borrow_mut().link_up = Some(up);
+    }
+
+    /// Drops the queues of the peer at `addr` and stops retrying it: a
+    /// peer with no link is removed (an armed retry finds nothing to do);
+    /// one with a link keeps it, empty, and is not retried when it fails.
+    fn forget(&self, addr: SocketAddr) {
+        let room = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(peer) = inner.peers.get_mut(&addr) else {
+                return;
+            };
+            peer.control = Queue::new(CONTROL_FRAMES, CONTROL_BYTES);
+            peer.data = Queue::new(QUEUED_FRAMES, QUEUED_BYTES);
+            let room = std::mem::take(&mut peer.room);
+            if peer.link.is_none() {
+                inner.peers.remove(&addr);
+            }
+            room
+        };
+        let inner = self.inner.borrow();
+        for ready in room {
+            inner.deferrer.defer(move |_| ready());
+        }
     }
 
     fn links(&self) -> Vec<LinkStatus> {

@@ -65,6 +65,14 @@ pub trait Transport {
         Vec::new()
     }
 
+    /// The node declared the peer at `addr` down and knows no newer
+    /// incarnation there: what waits for it is dropped (those waiting for
+    /// room are told, once) and it is no longer tried; a later send
+    /// starts afresh. The default keeps nothing for its peers.
+    fn forget(&self, addr: SocketAddr) {
+        let _ = addr;
+    }
+
     /// Tells `up` the address of each peer whose session with the node
     /// at `me` comes up, the first time and again after every reconnect:
     /// frames in flight when a connection broke may be lost, and the node

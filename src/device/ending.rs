@@ -97,6 +97,15 @@ pub(crate) enum Kept {
 }
 
 impl Kept {
+    /// As [`Cause::kind`].
+    pub(crate) fn kind(&self) -> crate::cause::CauseKind {
+        match self {
+            Kept::Cause(cause) => cause.kind(),
+            Kept::Error(_) => crate::cause::CauseKind::Error,
+            Kept::Killed(_) => crate::cause::CauseKind::Killed,
+        }
+    }
+
     /// As [`Cause::is_fault`].
     pub(crate) fn is_fault(&self) -> bool {
         match self {

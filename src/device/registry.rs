@@ -166,6 +166,13 @@ struct Registry {
     /// Inline first watchers (see [`State::Live`]) not yet delivered or
     /// cancelled.
     inline: usize,
+    /// Devices created so far.
+    created: u64,
+    /// Deaths so far, by [`CauseKind`](crate::CauseKind) (its order).
+    died: [u64; crate::CauseKind::COUNT],
+    /// Live actor devices by actor identity, for their spans.
+    #[cfg(feature = "device-spans")]
+    idents: std::collections::BTreeMap<usize, DeviceId>,
 }
 
 /// Ids are taken from this process-wide counter in blocks, so each thread
@@ -185,6 +192,10 @@ thread_local! {
             next_token: 1,
             live: 0,
             inline: 0,
+            created: 0,
+            died: [0; crate::CauseKind::COUNT],
+            #[cfg(feature = "device-spans")]
+            idents: std::collections::BTreeMap::new(),
         })
     };
 }
@@ -378,6 +389,7 @@ pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
         let id = id_from(r.next_id);
         r.next_id += 1;
         r.live += 1;
+        r.created += 1;
         let key = Key {
             slot: index(r.slots.vacant_key()),
             id,
@@ -391,6 +403,10 @@ pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
             actor,
             state: State::Live(None),
         });
+        #[cfg(feature = "device-spans")]
+        if actor != 0 {
+            r.idents.insert(actor, id);
+        }
         Some((key, made))
     });
     // During thread teardown there is no registry: the device gets an id
@@ -405,6 +421,13 @@ pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
             .expect("the registry was gone: `make` was not called");
         (key, make(key).0)
     })
+}
+
+/// The id of the live actor device whose actor has identity `ident`
+/// (feature `device-spans`): a map lookup.
+#[cfg(feature = "device-spans")]
+pub(crate) fn span_id(ident: usize) -> Option<DeviceId> {
+    with(None, |r| r.idents.get(&ident).copied())
 }
 
 /// An actor's identity, for [`died_in_drop`]: the address of the
@@ -544,6 +567,27 @@ pub struct RegistryStats {
     /// Devices not yet dead, nor freed unended with their runtime (every
     /// runtime of the thread).
     pub live: usize,
+}
+
+/// What the calling thread's devices have done so far (where
+/// [`RegistryStats`] says what is held now): for the runtime's status and
+/// metrics. Cost: O(1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    /// Devices created on this thread so far.
+    pub created: u64,
+    /// Devices of this thread dead so far, by the kind of their cause:
+    /// `died[kind as usize]`, in [`CauseKind::ALL`](crate::CauseKind::ALL)'s
+    /// order.
+    pub died: [u64; crate::CauseKind::COUNT],
+}
+
+/// The calling thread's [`DeviceCounts`].
+pub fn device_counts() -> DeviceCounts {
+    with(DeviceCounts::default(), |r| DeviceCounts {
+        created: r.created,
+        died: r.died,
+    })
 }
 
 /// The calling thread's [`RegistryStats`].

@@ -7,7 +7,7 @@
 //! [`Dropped`]).
 
 use super::queue::{Inner, Mailbox};
-use super::{bump, BATCH};
+use super::{bump, total, BATCH};
 use crate::guard::{self, fail_with_panic};
 use stakker::{Actor, Core, Cx, Fwd, Stakker};
 use std::fmt;
@@ -280,6 +280,7 @@ impl<M: 'static> Drop for RunGuard<'_, M> {
         }
         if inner.in_hand.replace(false) {
             bump(&inner.dropped_crashed);
+            total(|t| t.dropped += 1);
         }
     }
 }
@@ -377,6 +378,7 @@ impl<M: 'static> Inner<M> {
     fn handled_one(&self) {
         self.in_hand.set(false);
         bump(&self.handled);
+        total(|t| t.handled += 1);
         if self.waiting.get() != 0 {
             self.grant();
         }
@@ -400,6 +402,7 @@ impl<M: 'static> Inner<M> {
             other => other,
         };
         bump(&self.dropped_crashed);
+        total(|t| t.dropped += 1);
         if self.waiting.get() != 0 {
             self.grant();
         }
@@ -414,6 +417,7 @@ impl<M: 'static> Inner<M> {
         let sink = self.sink.borrow().clone();
         if let Some(sink) = sink {
             bump(&self.dead_lettered);
+            total(|t| t.dead_lettered += 1);
             sink.fwd(DeadLetter { msg, why });
         }
     }

@@ -156,6 +156,7 @@ mod send;
 pub use delivery::{DeadLetter, Dropped, OnCrash};
 pub use overflow::{Overflow, SendError};
 pub use queue::{Mailbox, MailboxError, MailboxStats};
+
 pub use send::SendFuture;
 
 use std::cell::Cell;
@@ -168,4 +169,59 @@ pub const BATCH: usize = 128;
 #[inline]
 fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
+}
+
+/// What every mailbox of one thread has done so far, in sum (for the
+/// runtime's status and metrics). As for one mailbox
+/// ([`MailboxStats`]): `accepted == handled + dropped + taken + depth`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailboxTotals {
+    /// Messages accepted.
+    pub accepted: u64,
+    /// Messages handled.
+    pub handled: u64,
+    /// Messages dropped (overflow policy, after a crash, on close).
+    pub dropped: u64,
+    /// Messages taken out unhandled.
+    pub taken: u64,
+    /// Sends refused (full, closed).
+    pub rejected: u64,
+    /// Messages handed to a dead-letter handler.
+    pub dead_lettered: u64,
+}
+
+impl MailboxTotals {
+    /// Messages queued now, in every mailbox of the thread.
+    pub fn depth(&self) -> u64 {
+        self.accepted
+            .saturating_sub(self.handled + self.dropped + self.taken)
+    }
+}
+
+thread_local! {
+    static TOTALS: Cell<MailboxTotals> = const {
+        Cell::new(MailboxTotals {
+            accepted: 0,
+            handled: 0,
+            dropped: 0,
+            taken: 0,
+            rejected: 0,
+            dead_lettered: 0,
+        })
+    };
+}
+
+/// The calling thread's [`MailboxTotals`].
+pub fn totals() -> MailboxTotals {
+    TOTALS.try_with(Cell::get).unwrap_or_default()
+}
+
+/// Adds to the calling thread's totals.
+#[inline]
+fn total(f: impl FnOnce(&mut MailboxTotals)) {
+    let _ = TOTALS.try_with(|c| {
+        let mut t = c.get();
+        f(&mut t);
+        c.set(t);
+    });
 }

@@ -3,10 +3,10 @@
 //! ([`MailboxStats`]); making a mailbox, closing it, taking its messages
 //! out, and what the last handle's drop does with what is still queued.
 
-use super::bump;
 use super::delivery::{Consumer, DeadLetter, Dropped, OnCrash};
 use super::overflow::Overflow;
 use super::send::Waiters;
+use super::{bump, total};
 use stakker::{Deferrer, Fwd};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -198,6 +198,7 @@ impl<M: 'static> Inner<M> {
     #[inline]
     pub(super) fn pushed(self: &Rc<Self>, depth: usize) {
         bump(&self.accepted);
+        total(|t| t.accepted += 1);
         if depth > self.high_water.get() {
             self.high_water.set(depth);
         }
@@ -301,6 +302,7 @@ impl<M: 'static> Mailbox<M> {
         inner
             .dropped_closed
             .set(inner.dropped_closed.get() + drained.len() as u64);
+        total(|t| t.dropped += drained.len() as u64);
         if inner.attached.get() {
             inner.unattach();
         }
@@ -339,6 +341,7 @@ impl<M: 'static> Mailbox<M> {
         let taken: Vec<M> = std::mem::take(&mut *inner.queue.borrow_mut()).into();
         inner.front_is_retry.set(false);
         inner.taken.set(inner.taken.get() + taken.len() as u64);
+        total(|t| t.taken += taken.len() as u64);
         inner.grant();
         taken
     }

@@ -23,7 +23,7 @@ const BUF_SIZE: usize = 8 * 1024;
 /// Not `Send`: it lives on the runtime thread. Dropping it closes the
 /// connection. [`poll_close`](AsyncWrite::poll_close) shuts down the write
 /// direction (the peer reads end-of-stream); the socket itself closes on
-/// drop or [`close`](TcpStream::close).
+/// drop or [`close_now`](TcpStream::close_now).
 pub struct TcpStream {
     cell: Rc<Plain<mio::net::TcpStream>>,
     /// The [`AsyncBufRead`] buffer: `buf[pos..end]` is unread.
@@ -163,15 +163,14 @@ impl TcpStream {
     /// a drop can only log). Later operations fail with
     /// [`NetError::Closed`].
     ///
-    /// Not the same as `futures::AsyncWriteExt::close` (which this
-    /// inherent method shadows in method-call syntax): that one flushes
-    /// and shuts down the write direction only, so the peer reads
-    /// end-of-stream and can still reply. Call it as
-    /// `AsyncWriteExt::close(&mut stream).await` for that.
+    /// Not `futures::AsyncWriteExt::close` (`stream.close().await`),
+    /// which flushes and shuts down the write direction only, so the peer
+    /// reads end-of-stream and can still reply; this one is named apart
+    /// so that both can be called with method syntax.
     ///
     /// # Errors
     /// [`NetError::Io`] with [`Op::Deregister`].
-    pub fn close(&self) -> Result<(), NetError> {
+    pub fn close_now(&self) -> Result<(), NetError> {
         self.cell.0.close()
     }
 
@@ -283,6 +282,56 @@ impl AsyncWrite for TcpStream {
             }
             Err(e) => Poll::Ready(Err(e.into())),
         }
+    }
+}
+
+/// tokio's I/O traits (feature `tokio-io`), for crates written against
+/// `tokio::io` (tokio-util's codecs, tokio-rustls, ...): the same socket
+/// and the same readiness as the `futures-io` traits, with no tokio
+/// runtime. A read fills the unfilled part of tokio's `ReadBuf`,
+/// zeroing only what was never initialised (once per buffer);
+/// `poll_shutdown` is `poll_close`: the write direction shuts down.
+#[cfg(feature = "tokio-io")]
+impl tokio::io::AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = ready!(AsyncRead::poll_read(self, cx, buf.initialize_unfilled()))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "tokio-io")]
+impl tokio::io::AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write_vectored(self, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_close(self, cx)
     }
 }
 

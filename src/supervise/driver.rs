@@ -526,6 +526,7 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
 #[cold]
 #[inline(never)]
 fn give_up(st: &State<Rc<Launcher>, Extras>, id: &ChildId, cause: &Kept) {
+    super::count(|n| n.escalations += 1);
     let super::Intensity {
         max_restarts,
         period,
@@ -567,6 +568,7 @@ fn start_pending(sh: &Shared, core: &mut Core, targets: Targets) {
 fn restarted(sh: &Shared, key: Key, id: ChildId, res: Result<DeviceId, Rc<dyn Error>>) -> bool {
     match res {
         Ok(dev) => {
+            super::count(|n| n.restarts += 1);
             tracing::info!(
                 target: "stakplane::supervise",
                 supervisor = %sh.borrow().st.id,

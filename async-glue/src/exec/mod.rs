@@ -104,6 +104,10 @@ pub(crate) struct Exec {
     now: Cell<Instant>,
     closed: Cell<bool>,
     remote: Arc<RemoteWakes>,
+    /// Tasks spawned so far.
+    spawned: Cell<u64>,
+    /// Task polls so far.
+    polls: Cell<u64>,
 }
 
 thread_local! {
@@ -193,6 +197,8 @@ impl Exec {
             }),
             now: Cell::new(core.now()),
             closed: Cell::new(false),
+            spawned: Cell::new(0),
+            polls: Cell::new(0),
             remote,
         });
         EXECS.with(|list| list.borrow_mut().push((rt, exec.clone())));
@@ -254,6 +260,7 @@ impl Exec {
         let r = self.slots.borrow_mut().alloc(task, handle);
         match r {
             Ok(k) => {
+                self.spawned.set(self.spawned.get() + 1);
                 self.schedule(k);
                 Ok(k)
             }
@@ -284,6 +291,7 @@ impl Exec {
             slot.task.take()
         };
         let Some(mut task) = task else { return };
+        self.polls.set(self.polls.get() + 1);
         self.now.set(s.now());
         let waker = waker::waker(TaskRef::new(self.rt, t.slot, (t.gen as u32) & GEN_MASK));
         let mut cx = Context::from_waker(&waker);
@@ -492,6 +500,14 @@ impl Exec {
 
     fn live(&self) -> usize {
         self.slots.borrow().live
+    }
+
+    fn spawned(&self) -> u64 {
+        self.spawned.get()
+    }
+
+    fn polls(&self) -> u64 {
+        self.polls.get()
     }
 
     fn running(&self) -> usize {

@@ -189,6 +189,16 @@ impl Spawner {
         self.exec.live()
     }
 
+    /// The number of tasks spawned on this runtime so far.
+    pub fn spawned_tasks(&self) -> u64 {
+        self.exec.spawned()
+    }
+
+    /// The number of task polls on this runtime so far.
+    pub fn task_polls(&self) -> u64 {
+        self.exec.polls()
+    }
+
     /// The number of tasks not yet ended (a task that ended but whose
     /// `JoinHandle` has not collected it is not counted). An event loop
     /// has work while this is non-zero.

@@ -392,6 +392,11 @@ impl Node {
         self.unblock_lost(n);
         self.credit_lost(n);
         self.watch_lost(n);
+        // Nothing more goes to that incarnation: unless a newer one is up
+        // at its address, the transport stops trying to reach it.
+        if !self.up.iter().any(|m| m.addr == n.addr) {
+            self.wire.transport.forget(n.addr);
+        }
     }
 }
 

@@ -57,6 +57,7 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
     // a device with a record (more watchers, links, a controller) goes on
     // in `drain`. `cause` is moved into the slot only when it stays there
     // unshared for the owner.
+    let kind = cause.kind() as usize;
     let mut cause = Some(cause);
     // The cause once shared (kept in the slot too).
     let mut shared: Option<Cause> = None;
@@ -65,6 +66,9 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
             slots,
             live,
             inline,
+            died,
+            #[cfg(feature = "device-spans")]
+            idents,
             ..
         } = r;
         let Some(slot) = slots
@@ -79,6 +83,9 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
         };
         let first = first.take().map(|first| first.watch);
         *live -= 1;
+        died[kind] += 1;
+        #[cfg(feature = "device-spans")]
+        idents.remove(&slot.actor);
         if first.is_some() {
             *inline -= 1;
         }
@@ -162,6 +169,8 @@ pub(crate) fn unended(key: Key) {
         let first = first.take().map(|first| first.watch);
         slot.state = State::Unended;
         *live -= 1;
+        #[cfg(feature = "device-spans")]
+        r.idents.remove(&slot.actor);
         if first.is_some() {
             *inline -= 1;
         }

@@ -1,0 +1,107 @@
+//! [`Executor`]: the actor thread behind the `async_executors` crate's
+//! traits (feature `async-executors`), so that libraries written against
+//! them (rather than against one runtime) run here unchanged.
+//!
+//! | trait | what it does here |
+//! |---|---|
+//! | `LocalSpawnHandle`, `SpawnHandle` | a task on the actor thread ([`task::Spawner`](crate::task::Spawner)); the `JoinHandle` gives its output, and dropping it cancels the task |
+//! | `Timer` | a sleep on stakker's clock (virtual time in tests), through a `Send` future as the trait requires |
+//! | `YieldNow` | the trait's own: back of the queue once |
+//!
+//! `SpawnBlocking` is not implemented: its `BlockingHandle` can only be
+//! built from tokio's, async-global-executor's or async-std's handles
+//! (async_executors 0.7.0), so no other runtime can return one.
+//!
+//! ## Rules
+//!
+//! **46b. A library written against `async_executors` runs on the actor
+//! thread**: what it spawns runs there, in spawn order, and its output
+//! comes through the handle; a dropped handle cancels its task; a spawn
+//! on a shut-down runtime is a `SpawnError`, never a task silently lost;
+//! `Timer::sleep` ends when stakker's clock passes the duration, and a
+//! sleep dropped before then arms nothing more.
+
+use crate::task::{sleep, Spawner};
+use async_executors::{JoinHandle, LocalSpawnHandle, SpawnHandle, Timer, YieldNow};
+use futures_core::future::BoxFuture;
+use futures_task::{FutureObj, LocalFutureObj, SpawnError};
+use futures_util::future::{select, Either, FutureExt};
+use stakker::Core;
+use std::time::Duration;
+
+/// A handle to the actor thread's tasks implementing the
+/// `async_executors` traits (see the [module](self) docs). Cheap to
+/// clone; not `Send` (it spawns onto this thread).
+#[derive(Clone)]
+pub struct Executor {
+    spawner: Spawner,
+}
+
+impl Executor {
+    /// The executor of the runtime that owns `core` (a `&mut Stakker`
+    /// or `Runtime::core()` works too).
+    pub fn new(core: &mut Core) -> Executor {
+        Executor {
+            spawner: crate::task::spawner(core),
+        }
+    }
+
+    /// The executor spawning through `spawner`.
+    pub fn from_spawner(spawner: Spawner) -> Executor {
+        Executor { spawner }
+    }
+
+    fn spawn_output<Out: 'static>(
+        &self,
+        future: impl std::future::Future<Output = Out> + 'static,
+    ) -> Result<JoinHandle<Out>, SpawnError> {
+        let (task, handle) = future.remote_handle();
+        if self.spawner.spawn_detached(task) {
+            Ok(JoinHandle::remote_handle(handle))
+        } else {
+            Err(SpawnError::shutdown())
+        }
+    }
+}
+
+impl<Out: 'static> LocalSpawnHandle<Out> for Executor {
+    fn spawn_handle_local_obj(
+        &self,
+        future: LocalFutureObj<'static, Out>,
+    ) -> Result<JoinHandle<Out>, SpawnError> {
+        self.spawn_output(future)
+    }
+}
+
+/// A `Send` future, run on the actor thread like any other.
+impl<Out: Send + 'static> SpawnHandle<Out> for Executor {
+    fn spawn_handle_obj(
+        &self,
+        future: FutureObj<'static, Out>,
+    ) -> Result<JoinHandle<Out>, SpawnError> {
+        self.spawn_output(future)
+    }
+}
+
+/// The sleep is a task on this thread that waits on stakker's clock and
+/// then completes a oneshot channel, whose receiving end is the `Send`
+/// future the trait asks for. Dropping that future ends the task at
+/// once. On a runtime that is shut down the sleep ends at once (nothing
+/// would ever poll it there).
+impl Timer for Executor {
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+        let (mut tx, rx) = futures_channel::oneshot::channel::<()>();
+        self.spawner.spawn_detached(async move {
+            let slept = sleep(dur);
+            futures_util::pin_mut!(slept);
+            if let Either::Left(_) = select(slept, tx.cancellation()).await {
+                let _ = tx.send(());
+            }
+        });
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl YieldNow for Executor {}

@@ -1,0 +1,172 @@
+//! [`RuntimeStatus`]: a snapshot of one runtime and its thread, for
+//! operators (serialisable with feature `serde`), and the metrics export
+//! built from it (feature `metrics`).
+//!
+//! ## Rules
+//!
+//! **170. A status snapshot says what the thread holds and has done**:
+//! live devices and how many were created and died by kind of cause,
+//! tasks live, running and spawned and their polls, sockets open, the
+//! time to the next timer, mailbox depth and drops, supervisor restarts
+//! and escalations, the loop's own counters and its uptime (on the
+//! runtime's clock). Counts are of the thread (every runtime on it);
+//! taking one costs O(1) and changes nothing.
+//!
+//! **171. With feature `metrics`, the same figures reach the `metrics`
+//! facade**: counters `stakplane_*_total`, gauges for what is live or
+//! queued, and a histogram of each turn's work
+//! (`stakplane_loop_turn_seconds`: the time the turn's queue ran after
+//! its OS poll). They are exported at most once per
+//! [`METRICS_INTERVAL`] of the runtime's clock and on
+//! [`Runtime::export_metrics`]; with no recorder installed the facade's
+//! calls do nothing.
+
+use super::Runtime;
+use crate::device::registry;
+use crate::CauseKind;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How often a running loop exports its figures to the `metrics` facade
+/// (feature `metrics`), on the runtime's clock.
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A snapshot of a runtime and its thread ([`Runtime::status`]).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct RuntimeStatus {
+    /// Time since the runtime was built, on its clock (virtual time
+    /// under [`Builder::virtual_time`](super::Builder::virtual_time)), in
+    /// seconds.
+    pub uptime_seconds: f64,
+    /// Devices not yet dead.
+    pub devices_live: usize,
+    /// Devices created so far.
+    pub devices_created: u64,
+    /// Devices dead so far, by kind of cause (`"panic"`, `"stopped"`,
+    /// ...; every kind, zeros included).
+    pub devices_died: BTreeMap<&'static str, u64>,
+    /// Watchers (monitors, link directions) waiting for a death.
+    pub watchers: usize,
+    /// Tasks not yet joined.
+    pub tasks_live: usize,
+    /// Tasks not yet ended.
+    pub tasks_running: usize,
+    /// Tasks spawned so far.
+    pub tasks_spawned: u64,
+    /// Task polls so far.
+    pub task_polls: u64,
+    /// Sockets registered with the loop.
+    pub sockets_open: usize,
+    /// Time to the next timer, in seconds, if one is armed.
+    pub next_timer_seconds: Option<f64>,
+    /// Messages queued in every mailbox of the thread.
+    pub mailbox_depth: u64,
+    /// Mailbox messages dropped so far (overflow, crash, close).
+    pub mailbox_dropped: u64,
+    /// Mailbox sends refused so far (full, closed).
+    pub mailbox_rejected: u64,
+    /// Mailbox messages dead-lettered so far.
+    pub mailbox_dead_lettered: u64,
+    /// Children restarted by supervisors so far.
+    pub restarts: u64,
+    /// Supervisors that reached their restart intensity so far.
+    pub escalations: u64,
+    /// Turns of the loop so far.
+    pub turns: u64,
+    /// Socket readiness events handled so far.
+    pub io_events: u64,
+    /// Closures posted from other threads and run so far.
+    pub posts: u64,
+    /// Cross-thread jobs posted and not yet run.
+    pub posts_waiting: bool,
+}
+
+impl Runtime {
+    /// A snapshot of this runtime and its thread (rule 170). Cost: O(1).
+    pub fn status(&mut self) -> RuntimeStatus {
+        let reg = registry::registry_stats();
+        let counts = registry::device_counts();
+        let mb = crate::mailbox::totals();
+        let sup = crate::supervise::counts();
+        let stats = self.stats();
+        let now = self.clock_now();
+        let next = self.stakker.next_expiry();
+        RuntimeStatus {
+            uptime_seconds: now.saturating_duration_since(self.started).as_secs_f64(),
+            devices_live: reg.live,
+            devices_created: counts.created,
+            devices_died: CauseKind::ALL
+                .iter()
+                .map(|k| (k.as_str(), counts.died[*k as usize]))
+                .collect(),
+            watchers: reg.watchers,
+            tasks_live: self.spawner.live_tasks(),
+            tasks_running: self.spawner.running_tasks(),
+            tasks_spawned: self.spawner.spawned_tasks(),
+            task_polls: self.spawner.task_polls(),
+            sockets_open: self.reactor.len(),
+            next_timer_seconds: next.map(|t| t.saturating_duration_since(now).as_secs_f64()),
+            mailbox_depth: mb.depth(),
+            mailbox_dropped: mb.dropped,
+            mailbox_rejected: mb.rejected,
+            mailbox_dead_lettered: mb.dead_lettered,
+            restarts: sup.restarts,
+            escalations: sup.escalations,
+            turns: stats.turns,
+            io_events: stats.io_events,
+            posts: stats.posts,
+            posts_waiting: self.shared.has_jobs(),
+        }
+    }
+
+    /// Exports the status to the `metrics` facade now (rule 171); the
+    /// loop also does it once per [`METRICS_INTERVAL`].
+    #[cfg(feature = "metrics")]
+    pub fn export_metrics(&mut self) {
+        let st = self.status();
+        export(&st);
+        self.metrics_at = Some(self.clock_now());
+    }
+
+    /// After a turn: records its work time, and exports if due.
+    #[cfg(feature = "metrics")]
+    pub(super) fn after_turn(&mut self, work: Duration) {
+        metrics::histogram!("stakplane_loop_turn_seconds").record(work.as_secs_f64());
+        let now = self.clock_now();
+        let due = self
+            .metrics_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= METRICS_INTERVAL);
+        if due {
+            self.export_metrics();
+        }
+    }
+}
+
+/// Sets the facade's metrics from `st`.
+#[cfg(feature = "metrics")]
+fn export(st: &RuntimeStatus) {
+    use metrics::{counter, gauge};
+    gauge!("stakplane_uptime_seconds").set(st.uptime_seconds);
+    gauge!("stakplane_devices_live").set(st.devices_live as f64);
+    counter!("stakplane_devices_created_total").absolute(st.devices_created);
+    for (kind, n) in &st.devices_died {
+        counter!("stakplane_devices_died_total", "cause" => *kind).absolute(*n);
+    }
+    gauge!("stakplane_watchers").set(st.watchers as f64);
+    gauge!("stakplane_tasks_live").set(st.tasks_live as f64);
+    gauge!("stakplane_tasks_running").set(st.tasks_running as f64);
+    counter!("stakplane_tasks_spawned_total").absolute(st.tasks_spawned);
+    counter!("stakplane_task_polls_total").absolute(st.task_polls);
+    gauge!("stakplane_sockets_open").set(st.sockets_open as f64);
+    gauge!("stakplane_mailbox_depth").set(st.mailbox_depth as f64);
+    counter!("stakplane_mailbox_dropped_total").absolute(st.mailbox_dropped);
+    counter!("stakplane_mailbox_rejected_total").absolute(st.mailbox_rejected);
+    counter!("stakplane_mailbox_dead_lettered_total").absolute(st.mailbox_dead_lettered);
+    counter!("stakplane_supervisor_restarts_total").absolute(st.restarts);
+    counter!("stakplane_supervisor_escalations_total").absolute(st.escalations);
+    counter!("stakplane_loop_turns_total").absolute(st.turns);
+    counter!("stakplane_io_events_total").absolute(st.io_events);
+    counter!("stakplane_posts_total").absolute(st.posts);
+}

@@ -1,0 +1,138 @@
+//! `Runtime::status` (rule 170 in `src/rt/status.rs`) and, with feature
+//! `metrics`, the export of the same figures (rule 171), on virtual time.
+
+mod common;
+
+use stakplane::mailbox::{Mailbox, Overflow};
+use stakplane::prelude::*;
+use stakplane::rt::Runtime;
+use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+use stakplane::CauseKind;
+use std::time::{Duration, Instant};
+
+struct Worker;
+
+impl Worker {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Worker)
+    }
+
+    fn crash(&mut self, _: CX![]) {
+        panic!("{}: worker told to crash", common::TEST_PANIC);
+    }
+
+    /// Arms a timer 30 s ahead.
+    fn arm(&mut self, cx: CX![]) {
+        after!(Duration::from_secs(30), [cx], crash());
+    }
+}
+
+/// A runtime on virtual time with: a supervised worker that crashed once
+/// (one restart), a device killed, a task that ran, a mailbox with two
+/// messages queued and one refused, a timer armed.
+fn busy() -> (Runtime, Supervisor, DeviceOwn<Worker>, Mailbox<u32>) {
+    common::quiet_test_panics();
+    let mut rt = Runtime::builder()
+        .virtual_time(Instant::now())
+        .build()
+        .expect("a runtime");
+    let spec = ChildSpec::worker("w", |core| Ok(device!(core, Worker::init()).into()));
+    let addr = spec.addr();
+    let sup =
+        Supervisor::start(rt.core(), SupervisorSpec::one_for_one().child(spec)).expect("starts");
+    rt.step(Some(Duration::ZERO)).expect("steps");
+    addr.send(|w, cx| w.crash(cx)).expect("sent");
+    let victim = device!(rt.core(), Worker::init());
+    rt.step(Some(Duration::ZERO)).expect("steps");
+    victim.kill("status test").expect("alive");
+    drop(spawn(rt.core(), async { 1 + 1 }));
+    let mb = Mailbox::new(2, Overflow::Reject);
+    mb.try_send(1).expect("room");
+    mb.try_send(2).expect("room");
+    assert!(mb.try_send(3).is_err(), "full");
+    let keep = device!(rt.core(), Worker::init());
+    call!([keep], arm());
+    rt.run_for(Duration::from_secs(2)).expect("runs");
+    (rt, sup, keep, mb)
+}
+
+#[test]
+fn status_snapshot_says_what_the_thread_holds_and_has_done() {
+    let (mut rt, _sup, _keep, _mb) = busy();
+    let st = rt.status();
+    assert!(
+        (st.uptime_seconds - 2.0).abs() < 1e-6,
+        "{}",
+        st.uptime_seconds
+    );
+    assert!(
+        st.devices_live >= 3,
+        "supervisor, its worker, the kept one: {st:?}"
+    );
+    assert!(st.devices_created >= 5, "{st:?}");
+    assert_eq!(st.devices_died["panic"], 1, "the crash: {st:?}");
+    assert_eq!(st.devices_died["killed"], 1, "the kill: {st:?}");
+    assert_eq!(st.devices_died.len(), CauseKind::ALL.len());
+    assert_eq!(st.restarts, 1);
+    assert_eq!(st.escalations, 0);
+    assert!(st.tasks_spawned >= 1 && st.task_polls >= 1, "{st:?}");
+    assert_eq!(st.mailbox_depth, 2);
+    assert_eq!(st.mailbox_rejected, 1);
+    let next = st.next_timer_seconds.expect("the 30 s timer");
+    assert!((next - 28.0).abs() < 1e-6, "{next}");
+    assert_eq!(st.sockets_open, 0);
+    assert!(st.turns >= 1);
+    // Taking a snapshot changes nothing.
+    assert_eq!(rt.status(), st);
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn status_serialises_as_json_with_every_field() {
+    let (mut rt, _sup, _keep, _mb) = busy();
+    let json = serde_json::to_value(rt.status()).expect("serialises");
+    assert_eq!(json["devices_died"]["panic"], 1);
+    assert_eq!(json["mailbox_depth"], 2);
+    assert_eq!(json["restarts"], 1);
+    assert!(json["uptime_seconds"].as_f64().is_some());
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn status_metrics_reach_a_recorder() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let (mut rt, _sup, _keep, _mb) = busy();
+        rt.export_metrics();
+    });
+    let snap = snapshotter.snapshot().into_hashmap();
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        snap.iter()
+            .find(|(k, _)| {
+                let key = k.key();
+                key.name() == name
+                    && label.is_none_or(|(l, v)| {
+                        key.labels().any(|lab| lab.key() == l && lab.value() == v)
+                    })
+            })
+            .map(|(_, (_, _, v))| v)
+    };
+    assert_eq!(
+        value("stakplane_devices_died_total", Some(("cause", "panic"))),
+        Some(&DebugValue::Counter(1))
+    );
+    assert_eq!(
+        value("stakplane_supervisor_restarts_total", None),
+        Some(&DebugValue::Counter(1))
+    );
+    assert_eq!(
+        value("stakplane_mailbox_depth", None),
+        Some(&DebugValue::Gauge(2.0.into()))
+    );
+    match value("stakplane_loop_turn_seconds", None) {
+        Some(DebugValue::Histogram(h)) => assert!(!h.is_empty(), "turns recorded"),
+        other => panic!("no turn histogram: {other:?}"),
+    }
+}
