@@ -51,6 +51,7 @@
 //! | 2 | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown, [`Io`](rt::Io) | — |
 //! | 3 | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) | — |
 //! | 2 | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` | — |
+//! | 3 | [`blocking`] | blocking work off the actor thread: a bounded thread [`Pool`](blocking::Pool) ([`spawn_blocking`](blocking::spawn_blocking)), thread [`Service`](blocking::Service)s (devices whose handler runs on an OS thread) | — |
 //! | 3 | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr), typed dynamic supervisors | — |
 //! | 4 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
 //! | 4 | `http` (feature `hyper`) | hyper 1.x on the loop: the I/O adapter, a timer on stakker time, a local executor, `serve` with a connection limit, timeouts and graceful shutdown | — |
@@ -81,11 +82,13 @@
 //! size of the public surface (runtime builder, `run_for`/`step`, the
 //! glue's timers, `after!`/`at!`, supervisor intensity, shutdown timeout
 //! and held `Addr`, mailbox and group capacities and sizes, `Fwd` →
-//! `Stream` capacity, `ConnConfig`, `UdpConfig`, with feature `hyper`
+//! `Stream` capacity, `ConnConfig`, `UdpConfig`, the blocking pool's
+//! threads and queue, a thread service's inbox, with feature `hyper`
 //! `http::ServeConfig`: a connection limit of 0 is 1, a header-read
 //! timeout past the horizon is the horizon) at 0, 1, typical values,
 //! the horizon, `MAX - 1`, `MAX` and random values. Buffers a setting
 //! sizes are capped where they are allocated (`rt::MAX_EVENTS_PER_POLL`,
+//! `blocking::MAX_POOL_THREADS` 1,024,
 //! `net::MAX_READ_CHUNK` 16 MiB, `net::MAX_DATAGRAM` 65,536); bounds that
 //! are only counted (capacities, write limits) are taken as given; the
 //! refusals are typed (`StartError::ZeroPeriod`, `GroupError::TooLarge`,
@@ -94,6 +97,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod blocking;
 pub mod cause;
 #[cfg(feature = "cluster")]
 pub mod cluster;

@@ -36,7 +36,8 @@
 //!
 //! **57. `run` returns when no work is left**: no live device (any runtime of
 //! the thread), no running task, no timer, no registered socket, no
-//! queued call or posted closure. A `Remote` held elsewhere is not work;
+//! queued call or posted closure, no blocking job whose outcome is still
+//! to come (rule 163). A `Remote` held elsewhere is not work;
 //! a device kept with `Runtime::keep` is, until it stops. An ended task
 //! whose `JoinHandle` is still held is not work. A timer still set is
 //! work even if what it would call is gone (stakker cannot tell): `run`
@@ -71,7 +72,9 @@
 //! newest first, and the loop — I/O, timers at their time, tasks — runs
 //! until they are gone or the shutdown grace (`Builder::shutdown_grace`,
 //! 5 s of runtime time by default) passes; (2) every task is dropped;
-//! (3) every socket still registered is closed; (4) `run` returns, and
+//! (3) every socket still registered is closed, and blocking work ends
+//! (jobs not run are told `Shutdown`, the blocking threads are waited
+//! for within the grace: rule 164); (4) `run` returns, and
 //! devices kept with `Runtime::keep` are dropped (a device still alive
 //! when the grace passes is otherwise left to whoever owns it). A stop
 //! comes from `Runtime::stop`, `Remote::stop`, stakker's
@@ -242,6 +245,7 @@ pub struct Builder {
     grace: Duration,
     virtual_start: Option<Instant>,
     events: usize,
+    blocking: crate::blocking::PoolConfig,
 }
 
 impl Default for Builder {
@@ -252,14 +256,24 @@ impl Default for Builder {
 
 impl Builder {
     /// The defaults: no signal handling, 5 s shutdown grace, real time,
-    /// 1024 events per poll.
+    /// 1024 events per poll, the blocking pool's defaults
+    /// ([`PoolConfig::new`](crate::blocking::PoolConfig::new)).
     pub fn new() -> Builder {
         Builder {
             signals: false,
             grace: Duration::from_secs(5),
             virtual_start: None,
             events: 1024,
+            blocking: crate::blocking::PoolConfig::new(),
         }
+    }
+
+    /// How the runtime's blocking pool ([`crate::blocking`]) is made when
+    /// its first job comes: threads, queue bound, full-pool policy. No
+    /// thread is started before (rule 160).
+    pub fn blocking_pool(mut self, config: crate::blocking::PoolConfig) -> Builder {
+        self.blocking = config;
+        self
     }
 
     /// Handle SIGINT and SIGTERM: the first starts an orderly shutdown,
@@ -327,11 +341,17 @@ impl Builder {
         let poll_shared = shared.clone();
         stakplane_async::install_poll_waker(&mut stakker, move || poll_shared.wake());
         stakker.anymap_set(reactor.clone());
-        stakker.anymap_set(Remote {
+        let remote = Remote {
             shared: shared.clone(),
-        });
+        };
+        stakker.anymap_set(remote.clone());
+        let spawner = stakplane_async::spawner(&mut stakker);
+        // No thread: the pool starts its threads with its first jobs.
+        let blocking = crate::blocking::Hub::new(self.blocking, remote, spawner.clone());
+        stakker.anymap_set(blocking.clone());
         Ok(Runtime {
-            spawner: stakplane_async::spawner(&mut stakker),
+            spawner,
+            blocking,
             stakker,
             poll,
             events: Events::with_capacity(self.events),
@@ -404,6 +424,8 @@ pub struct Runtime {
     /// Declared before `stakker`, so dropped first: the executor lives in
     /// the Stakker's anymap and must die with it.
     spawner: stakplane_async::Spawner,
+    /// The runtime side of blocking work (also in the Stakker's anymap).
+    blocking: crate::blocking::Hub,
     stakker: Stakker,
     poll: Poll,
     events: Events,
@@ -478,6 +500,12 @@ impl Runtime {
         Remote {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The runtime's blocking pool ([`crate::blocking`]): a handle to move
+    /// into tasks. Starts nothing.
+    pub fn blocking(&self) -> crate::blocking::Pool {
+        crate::blocking::Pool::new(self.blocking.clone())
     }
 
     /// A `Send` stand-in for `fwd` that other threads can send to.
@@ -680,7 +708,7 @@ impl Runtime {
         match &self.phase {
             Phase::Running => {
                 if !idle_pending && !self.has_work() {
-                    self.finish(Exit::Done);
+                    self.finish(Exit::Done, self.grace);
                     return Some(self.phase_status());
                 }
                 None
@@ -691,7 +719,7 @@ impl Runtime {
                 let waiting = !registry::live_controls_newest_first().is_empty();
                 if !waiting || deadline.is_some_and(|d| self.clock_now() >= d) {
                     let exit = exit.clone();
-                    self.finish(exit);
+                    self.finish(exit, self.grace);
                     return Some(self.phase_status());
                 }
                 None
@@ -707,6 +735,7 @@ impl Runtime {
             || self.spawner.running_tasks() > 0
             || registry::registry_stats().live > 0
             || self.shared.has_jobs()
+            || self.blocking.has_jobs()
     }
 
     fn begin_stop(&mut self, exit: Exit) {
@@ -725,17 +754,24 @@ impl Runtime {
         self.kick = true;
     }
 
-    /// Steps 2–4 of a stop: tasks, sockets, posts.
-    fn finish(&mut self, exit: Exit) {
+    /// Steps 2–4 of a stop: tasks, sockets, blocking work (its threads
+    /// waited for at most `join`), posts.
+    fn finish(&mut self, exit: Exit, join: Duration) {
         stakplane_async::shutdown(&mut self.stakker);
         self.run_queue();
         self.reactor.close_all();
         self.run_queue();
+        // Blocking work (rule 164): jobs not run are told `Shutdown`, the
+        // threads are waited for within the grace; what they post runs
+        // with the last posts, and whatever is still to come is told
+        // `Shutdown` after them.
+        self.blocking.close(join);
         // Posts accepted before the close still run, exactly once.
         for job in self.shared.close() {
             job(&mut self.stakker);
             self.stats.posts += 1;
         }
+        self.blocking.fail_rest();
         self.kept.clear();
         self.run_queue();
         tracing::debug!(?exit, "stakplane: runtime finished");
@@ -866,6 +902,7 @@ impl Drop for Runtime {
                 stakplane_async::shutdown(&mut self.stakker);
                 self.reactor.close_all();
                 drop(self.shared.close());
+                self.blocking.abandon();
                 self.kept.clear();
                 self.phase = Phase::Finished(Exit::Stopped(None));
                 return;
@@ -875,7 +912,8 @@ impl Drop for Runtime {
             }
             // The devices' ends are queued: run them before the tasks go.
             self.run_queue();
-            self.finish(Exit::Stopped(None));
+            // At once: no grace for the blocking threads either.
+            self.finish(Exit::Stopped(None), Duration::ZERO);
         }
     }
 }

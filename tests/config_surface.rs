@@ -14,6 +14,7 @@ mod common;
 
 use common::{quiet_test_panics, TEST_PANIC};
 use proptest::prelude::*;
+use stakplane::blocking::{BoxError, PoolConfig, Service, MAX_POOL_THREADS};
 use stakplane::group::{Group, GroupError, GroupSpec, MAX_WORKERS};
 use stakplane::mailbox::{Mailbox, Overflow, SendError};
 use stakplane::prelude::*;
@@ -107,6 +108,9 @@ struct Sizes {
     max_restarts: u32,
     period: Duration,
     shutdown: Duration,
+    pool_threads: usize,
+    pool_queue: usize,
+    inbox: usize,
 }
 
 prop_compose! {
@@ -123,8 +127,12 @@ prop_compose! {
     fn sizes()(
         (events, hold, mailbox, group, resize, stream) in (count(), count(), count(), count(), count(), count()),
         (max_restarts, period, shutdown) in (restarts(), duration(), duration()),
+        (pool_threads, pool_queue, inbox) in (count(), count(), count()),
     ) -> Sizes {
-        Sizes { events, hold, mailbox, group, resize, stream, max_restarts, period, shutdown }
+        Sizes {
+            events, hold, mailbox, group, resize, stream, max_restarts, period, shutdown,
+            pool_threads, pool_queue, inbox,
+        }
     }
 }
 
@@ -314,6 +322,38 @@ fn set_up(rt: &mut Runtime, t: &Timing, z: &Sizes, log: &Log) -> Vec<Box<dyn std
         }
     });
     keep.push(Box::new(fwd));
+
+    // The blocking pool: its threads capped, its queue bound only counted
+    // (one job starts one thread, whatever the bound).
+    let config = PoolConfig::new()
+        .threads(z.pool_threads)
+        .queue(z.pool_queue);
+    assert_eq!(
+        config.thread_limit(),
+        z.pool_threads.clamp(1, MAX_POOL_THREADS)
+    );
+    let job = rt.blocking().spawn(|| 7u32);
+    let l = log.clone();
+    task::spawner(rt.core()).spawn_detached(async move {
+        if let Err(e) = job.await {
+            l.borrow_mut().push(format!("blocking job: {e}"));
+        }
+    });
+    // A thread service's inbox: capacity taken as given (0 as 1).
+    let svc = Service::start(rt.core(), z.inbox, || {
+        Ok(|_: u32| -> Result<(), BoxError> { Ok(()) })
+    })
+    .expect("service");
+    let cap = z.inbox.max(1);
+    assert_eq!(svc.inbox().capacity(), cap);
+    for n in 0..3u32 {
+        match svc.inbox().try_send(n) {
+            Ok(()) => {}
+            Err(task::TrySendError::Full(m)) => assert!(m as usize >= cap),
+            Err(e) => panic!("inbox send: {e:?}"),
+        }
+    }
+    keep.push(Box::new(svc));
     keep
 }
 
@@ -323,6 +363,11 @@ fn one_case(t: &Timing, z: &Sizes) -> Result<(), TestCaseError> {
         .virtual_time(Instant::now())
         .shutdown_grace(t.grace)
         .events_per_poll(z.events)
+        .blocking_pool(
+            PoolConfig::new()
+                .threads(z.pool_threads)
+                .queue(z.pool_queue),
+        )
         .build()
         .map_err(|e| TestCaseError::fail(format!("build: {e}")))?;
     let horizon = task::horizon(rt.core());

@@ -146,7 +146,11 @@ impl Remote {
 
     /// Queues the job `make(value)` unless the runtime is gone, in which
     /// case `value` comes back.
-    fn push<T>(&self, value: T, make: impl FnOnce(T) -> Job) -> Result<(), PostError<T>> {
+    pub(crate) fn push<T>(
+        &self,
+        value: T,
+        make: impl FnOnce(T) -> Job,
+    ) -> Result<(), PostError<T>> {
         {
             let mut q = lock(&self.shared.queue);
             if !q.open {
