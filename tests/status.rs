@@ -136,3 +136,23 @@ fn status_metrics_reach_a_recorder() {
         other => panic!("no turn histogram: {other:?}"),
     }
 }
+
+#[test]
+fn status_counts_blocking_jobs_and_their_panics() {
+    common::quiet_test_panics();
+    let mut rt = Runtime::builder()
+        .virtual_time(Instant::now())
+        .build()
+        .expect("a runtime");
+    let ok = stakplane::blocking::spawn_blocking(rt.core(), || 2 + 2);
+    let bad = stakplane::blocking::spawn_blocking(rt.core(), || -> u32 {
+        panic!("{}: a blocking job fails", common::TEST_PANIC)
+    });
+    let out = rt
+        .block_on(async move { (ok.await.ok(), bad.await.is_err()) })
+        .expect("block_on");
+    assert_eq!(out, (Some(4), true));
+    let st = rt.status();
+    assert_eq!(st.blocking_panicked, 1, "{st:?}");
+    assert_eq!(st.blocking_jobs, 0);
+}

@@ -8,7 +8,8 @@
 //! live devices and how many were created and died by kind of cause,
 //! tasks live, running and spawned and their polls, sockets open, the
 //! time to the next timer, mailbox depth and drops, supervisor restarts
-//! and escalations, the loop's own counters and its uptime (on the
+//! and escalations, blocking threads and jobs, the loop's own counters
+//! and its uptime (on the
 //! runtime's clock). Counts are of the thread (every runtime on it);
 //! taking one costs O(1) and changes nothing.
 //!
@@ -81,6 +82,15 @@ pub struct RuntimeStatus {
     pub posts: u64,
     /// Cross-thread jobs posted and not yet run.
     pub posts_waiting: bool,
+    /// Threads of the blocking pool and the thread services still
+    /// running.
+    pub blocking_threads: usize,
+    /// Blocking jobs queued or running.
+    pub blocking_jobs: usize,
+    /// Blocking jobs that panicked so far.
+    pub blocking_panicked: u64,
+    /// Blocking jobs refused so far (the pool full).
+    pub blocking_refused: u64,
 }
 
 impl Runtime {
@@ -93,6 +103,7 @@ impl Runtime {
         let stats = self.stats();
         let now = self.clock_now();
         let next = self.stakker.next_expiry();
+        let blocking = self.blocking().stats();
         RuntimeStatus {
             uptime_seconds: now.saturating_duration_since(self.started).as_secs_f64(),
             devices_live: reg.live,
@@ -118,6 +129,10 @@ impl Runtime {
             io_events: stats.io_events,
             posts: stats.posts,
             posts_waiting: self.shared.has_jobs(),
+            blocking_threads: blocking.live_threads,
+            blocking_jobs: blocking.queued + blocking.running,
+            blocking_panicked: blocking.panicked,
+            blocking_refused: blocking.refused,
         }
     }
 
@@ -169,4 +184,8 @@ fn export(st: &RuntimeStatus) {
     counter!("stakplane_loop_turns_total").absolute(st.turns);
     counter!("stakplane_io_events_total").absolute(st.io_events);
     counter!("stakplane_posts_total").absolute(st.posts);
+    gauge!("stakplane_blocking_threads").set(st.blocking_threads as f64);
+    gauge!("stakplane_blocking_jobs").set(st.blocking_jobs as f64);
+    counter!("stakplane_blocking_panicked_total").absolute(st.blocking_panicked);
+    counter!("stakplane_blocking_refused_total").absolute(st.blocking_refused);
 }
