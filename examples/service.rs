@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Then type into `nc 127.0.0.1 7070` in two terminals, and
-//! `curl http://127.0.0.1:8080/stats`. Ctrl-C stops the server in order;
+//! `curl http://127.0.0.1:8080/stats` (with `--features hyper,serde,metrics`
+//! also `/status`, the runtime's status as JSON, and `/metrics`, its
+//! figures in Prometheus text). Ctrl-C stops the server in order;
 //! a second Ctrl-C exits at once.
 //!
 //! ## Who owns what
@@ -411,6 +413,21 @@ impl Hub {
         n
     }
 
+    /// The runtime's status, for `GET /status` (feature `serde`): taken
+    /// from inside the runtime, through any actor's context.
+    #[cfg(feature = "serde")]
+    fn status(&mut self, cx: CX![], ret: Ret<Option<stakplane::rt::RuntimeStatus>>) {
+        ret.ret(stakplane::rt::status(cx));
+    }
+
+    /// Exports the runtime's figures to the metrics recorder now, for
+    /// `GET /metrics` (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    fn export_metrics(&mut self, cx: CX![], ret: Ret<()>) {
+        stakplane::rt::export_metrics(cx);
+        ret.ret(());
+    }
+
     /// The numbers, for `GET /stats` (async code `ask!`s for them).
     fn stats(&mut self, _: CX![], ret: Ret<Stats>) {
         ret.ret(Stats {
@@ -570,12 +587,45 @@ fn serve_http(
     Ok(server.local_addr())
 }
 
-/// `GET /stats`: the Hub's numbers, or 503 if the Hub is gone.
+/// The Prometheus recorder, installed once per process (feature
+/// `metrics`): the `metrics-exporter-prometheus` recorder without its own
+/// HTTP listener; this server renders it at `GET /metrics`.
+#[cfg(feature = "metrics")]
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder installed first (an embedding program's) wins;
+        // /metrics then shows what this one saw: nothing.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// `GET /stats`: the Hub's numbers, or 503 if the Hub is gone. With
+/// feature `serde`, `GET /status`: the runtime's status as JSON; with
+/// feature `metrics`, `GET /metrics`: its figures in Prometheus text.
 async fn respond(
     hub: Actor<Hub>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, text) = match (req.method(), req.uri().path()) {
+        #[cfg(feature = "serde")]
+        (&Method::GET, "/status") => match stakplane::ask!([hub], status()).await {
+            Ok(Some(st)) => match serde_json::to_string_pretty(&st) {
+                Ok(json) => (StatusCode::OK, json + "\n"),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            },
+            Ok(None) => (StatusCode::SERVICE_UNAVAILABLE, "no runtime\n".to_string()),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
+        #[cfg(feature = "metrics")]
+        (&Method::GET, "/metrics") => match stakplane::ask!([hub], export_metrics()).await {
+            Ok(()) => (StatusCode::OK, prometheus().render()),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
         (&Method::GET, "/stats") => match stakplane::ask!([hub], stats()).await {
             Ok(stats) => (StatusCode::OK, stats.to_string()),
             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
@@ -648,6 +698,8 @@ impl Error for StartError {
 /// # Errors
 /// A port could not be bound; nothing is left running then.
 pub fn start(rt: &mut Runtime, chat: SocketAddr, http: SocketAddr) -> Result<Service, StartError> {
+    #[cfg(feature = "metrics")]
+    let _ = prometheus();
     let hub = device!(rt.core(), Hub::init());
     // The port's acceptor is made before the port's init, so a bind error
     // is returned here instead of failing the device later.
@@ -932,6 +984,25 @@ fn run_clients(ports: Ports) -> Result<(usize, usize, Stats), String> {
     dee.leave()?;
 
     let stats = get_stats(ports.http)?;
+    // The operator's endpoints, with the features that make them.
+    #[cfg(feature = "serde")]
+    {
+        let status = get(ports.http, "/status")?;
+        let json: serde_json::Value =
+            serde_json::from_str(&status).map_err(|e| format!("/status: {e}: {status}"))?;
+        if json["devices_live"].as_u64().unwrap_or(0) == 0 || json["tasks_live"].is_null() {
+            return Err(format!("/status: {status}"));
+        }
+    }
+    #[cfg(feature = "metrics")]
+    {
+        let metrics = get(ports.http, "/metrics")?;
+        if !metrics.contains("stakplane_devices_live")
+            || !metrics.contains("stakplane_loop_turn_seconds")
+        {
+            return Err(format!("/metrics: {metrics}"));
+        }
+    }
     let n = LINES_EACH as u64;
     let mut expected = Stats {
         connected: 2,
@@ -966,6 +1037,11 @@ fn run_clients(ports: Ports) -> Result<(usize, usize, Stats), String> {
 
 /// `GET /stats` with a minimal HTTP/1.1 client; the body, parsed.
 fn get_stats(addr: SocketAddr) -> Result<Stats, String> {
+    Stats::parse(&get(addr, "/stats")?)
+}
+
+/// `GET path` with a minimal HTTP/1.1 client; the body of a 200.
+fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let err = |what: &str, e: io::Error| format!("http: {what}: {e}");
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| err("connect", e))?;
     s.set_read_timeout(Some(IO_TIMEOUT))
@@ -974,7 +1050,7 @@ fn get_stats(addr: SocketAddr) -> Result<Stats, String> {
         .map_err(|e| err("timeout", e))?;
     write!(
         s,
-        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| err("write", e))?;
     // `Connection: close`: hyper closes after the response.
@@ -984,9 +1060,9 @@ fn get_stats(addr: SocketAddr) -> Result<Stats, String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("http: no header end in {resp:?}"))?;
     if !head.starts_with("HTTP/1.1 200 ") {
-        return Err(format!("http: {head:?}"));
+        return Err(format!("http: GET {path}: {head:?}"));
     }
-    Stats::parse(body)
+    Ok(body.to_string())
 }
 
 // ---------------------------------------------------------------------

@@ -8,9 +8,17 @@
 //! | `Timer` | a sleep on stakker's clock (virtual time in tests), through a `Send` future as the trait requires |
 //! | `YieldNow` | the trait's own: back of the queue once |
 //!
-//! `SpawnBlocking` is not implemented: its `BlockingHandle` can only be
-//! built from tokio's, async-global-executor's or async-std's handles
-//! (async_executors 0.7.0), so no other runtime can return one.
+//! | `SpawnBlocking` (feature `async-executors-blocking`) | a job on the runtime's [blocking pool](crate::blocking) |
+//!
+//! `SpawnBlocking` needs its own feature: async_executors 0.7.0 builds
+//! its `BlockingHandle` only from tokio's, async-std's or
+//! async-global-executor's handles, so this one wraps stakplane's handle
+//! as an async-global-executor "task" (a boxed `Send` future), which
+//! brings that crate in (default features off; nothing of it runs). The
+//! trait has no error path: as with its tokio implementation, a job that
+//! panicked, a full pool or a stopped runtime panics the task awaiting
+//! the handle; use [`blocking`](crate::blocking) directly for typed
+//! errors.
 //!
 //! ## Rules
 //!
@@ -19,7 +27,8 @@
 //! comes through the handle; a dropped handle cancels its task; a spawn
 //! on a shut-down runtime is a `SpawnError`, never a task silently lost;
 //! `Timer::sleep` ends when stakker's clock passes the duration, and a
-//! sleep dropped before then arms nothing more.
+//! sleep dropped before then arms nothing more; `SpawnBlocking` runs the
+//! closure on the runtime's blocking pool and gives its value.
 
 use crate::task::{sleep, Spawner};
 use async_executors::{JoinHandle, LocalSpawnHandle, SpawnHandle, Timer, YieldNow};
@@ -35,6 +44,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Executor {
     spawner: Spawner,
+    #[cfg(feature = "async-executors-blocking")]
+    pool: Option<crate::blocking::Pool>,
 }
 
 impl Executor {
@@ -43,12 +54,9 @@ impl Executor {
     pub fn new(core: &mut Core) -> Executor {
         Executor {
             spawner: crate::task::spawner(core),
+            #[cfg(feature = "async-executors-blocking")]
+            pool: crate::blocking::pool(core),
         }
-    }
-
-    /// The executor spawning through `spawner`.
-    pub fn from_spawner(spawner: Spawner) -> Executor {
-        Executor { spawner }
     }
 
     fn spawn_output<Out: 'static>(
@@ -105,3 +113,31 @@ impl Timer for Executor {
 }
 
 impl YieldNow for Executor {}
+
+/// A job on the runtime's blocking pool; see the [module](self) docs for
+/// what an error does.
+#[cfg(feature = "async-executors-blocking")]
+impl<R: Send + 'static> async_executors::SpawnBlocking<R> for Executor {
+    fn spawn_blocking<F>(&self, f: F) -> async_executors::BlockingHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let handle = self.pool.as_ref().map(|pool| pool.spawn(f));
+        async_executors::BlockingHandle::async_global(Box::pin(async move {
+            match handle {
+                Some(h) => match h.await {
+                    Ok(out) => out,
+                    Err(e) => panic!("stakplane blocking job: {e}"),
+                },
+                None => panic!("stakplane blocking job: no runtime (a plain Stakker has no pool)"),
+            }
+        }))
+    }
+
+    fn spawn_blocking_dyn(
+        &self,
+        f: Box<dyn FnOnce() -> R + Send>,
+    ) -> async_executors::BlockingHandle<R> {
+        self.spawn_blocking(f)
+    }
+}

@@ -123,7 +123,9 @@ pub(crate) use reactor::{IoHandler, Reactor, Readiness, Registration};
 pub use remote::{PostError, Remote, RemoteFwd};
 use signals::Signals;
 pub use sockets::Io;
-pub use status::{RuntimeStatus, METRICS_INTERVAL};
+#[cfg(feature = "metrics")]
+pub use status::export_metrics;
+pub use status::{status, RuntimeStatus, METRICS_INTERVAL};
 
 use crate::device::registry;
 use crate::{Cause, DeviceOwn, DeviceRef, Line};
@@ -349,6 +351,8 @@ impl Builder {
         // No thread: the pool starts its threads with its first jobs.
         let blocking = crate::blocking::Hub::new(self.blocking, remote, spawner.clone());
         stakker.anymap_set(blocking.clone());
+        let published = status::Published::new(now);
+        stakker.anymap_set(published.clone());
         Ok(Runtime {
             spawner,
             blocking,
@@ -368,7 +372,7 @@ impl Builder {
             kick: false,
             in_turn: false,
             stats: RuntimeStats::default(),
-            started: now,
+            published,
             #[cfg(feature = "metrics")]
             metrics_at: None,
         })
@@ -446,8 +450,8 @@ pub struct Runtime {
     /// unwound out of it (the `Stakker` must not run again).
     in_turn: bool,
     stats: RuntimeStats,
-    /// When it was built, on its clock.
-    started: Instant,
+    /// Its counters as of its last turn, for `status(core)`.
+    published: status::Published,
     /// When it last exported metrics, on its clock.
     #[cfg(feature = "metrics")]
     metrics_at: Option<Instant>,
@@ -662,6 +666,7 @@ impl Runtime {
         let work = Instant::now();
         let idle_pending = self.run_queue();
         self.idle_pending = idle_pending;
+        self.publish();
         #[cfg(feature = "metrics")]
         self.after_turn(work.elapsed());
         if let Some(done) = self.advance_phase(idle_pending) {

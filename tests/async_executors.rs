@@ -106,3 +106,22 @@ fn async_executors_a_dropped_handle_cancels_and_a_shut_down_runtime_refuses() {
         "a shut-down runtime refuses, typed"
     );
 }
+
+/// A library that hands blocking work to whatever executor it is given.
+#[cfg(feature = "async-executors-blocking")]
+async fn checksum<E: async_executors::SpawnBlocking<u64>>(exec: &E, data: Vec<u8>) -> u64 {
+    exec.spawn_blocking(move || data.iter().map(|&b| u64::from(b)).sum())
+        .await
+}
+
+#[cfg(feature = "async-executors-blocking")]
+#[test]
+fn async_executors_spawn_blocking_runs_on_the_blocking_pool() {
+    let mut rt = stakplane::rt::Runtime::new().expect("a runtime");
+    let exec = Executor::new(rt.core());
+    let out = rt
+        .block_on(async move { checksum(&exec, vec![1, 2, 3, 250]).await })
+        .expect("block_on");
+    assert_eq!(out, 256);
+    assert_eq!(rt.blocking().stats().completed, 1, "one job, on the pool");
+}

@@ -22,11 +22,15 @@
 //! [`Runtime::export_metrics`]; with no recorder installed the facade's
 //! calls do nothing.
 
-use super::Runtime;
+use super::reactor::Reactor;
+use super::{Remote, Runtime, RuntimeStats};
 use crate::device::registry;
 use crate::CauseKind;
+use stakker::Core;
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// How often a running loop exports its figures to the `metrics` facade
 /// (feature `metrics`), on the runtime's clock.
@@ -93,47 +97,77 @@ pub struct RuntimeStatus {
     pub blocking_refused: u64,
 }
 
+/// What the loop publishes each turn for [`status`], which runs inside
+/// the runtime where the `Runtime` itself cannot be reached.
+#[derive(Clone)]
+pub(crate) struct Published(Rc<Cell<Snapshot>>);
+
+#[derive(Clone, Copy)]
+pub(crate) struct Snapshot {
+    started: Instant,
+    stats: RuntimeStats,
+    next: Option<Instant>,
+}
+
+impl Published {
+    pub(crate) fn new(started: Instant) -> Published {
+        Published(Rc::new(Cell::new(Snapshot {
+            started,
+            stats: RuntimeStats::default(),
+            next: None,
+        })))
+    }
+}
+
+/// The status of the runtime that owns `core`, taken from inside it (an
+/// actor, a task: a `/status` endpoint), as [`Runtime::status`] gives
+/// it, with the loop's counters and the next timer as of its last turn.
+/// `None` if `core` belongs to no [`Runtime`] (a plain `Stakker`).
+pub fn status(core: &mut Core) -> Option<RuntimeStatus> {
+    let published = core.anymap_try_get::<Published>()?;
+    let reactor = core.anymap_try_get::<Reactor>()?;
+    let remote = core.anymap_try_get::<Remote>()?;
+    let spawner = stakplane_async::try_spawner(core).ok()?;
+    let blocking = crate::blocking::pool(core)
+        .map(|p| p.stats())
+        .unwrap_or_default();
+    let snap = published.0.get();
+    Some(build(
+        core.now(),
+        snap,
+        reactor.len(),
+        remote.shared.has_jobs(),
+        &spawner,
+        blocking,
+    ))
+}
+
 impl Runtime {
     /// A snapshot of this runtime and its thread (rule 170). Cost: O(1).
     pub fn status(&mut self) -> RuntimeStatus {
-        let reg = registry::registry_stats();
-        let counts = registry::device_counts();
-        let mb = crate::mailbox::totals();
-        let sup = crate::supervise::counts();
-        let stats = self.stats();
-        let now = self.clock_now();
-        let next = self.stakker.next_expiry();
+        self.publish();
+        let snap = self.published.0.get();
         let blocking = self.blocking().stats();
-        RuntimeStatus {
-            uptime_seconds: now.saturating_duration_since(self.started).as_secs_f64(),
-            devices_live: reg.live,
-            devices_created: counts.created,
-            devices_died: CauseKind::ALL
-                .iter()
-                .map(|k| (k.as_str(), counts.died[*k as usize]))
-                .collect(),
-            watchers: reg.watchers,
-            tasks_live: self.spawner.live_tasks(),
-            tasks_running: self.spawner.running_tasks(),
-            tasks_spawned: self.spawner.spawned_tasks(),
-            task_polls: self.spawner.task_polls(),
-            sockets_open: self.reactor.len(),
-            next_timer_seconds: next.map(|t| t.saturating_duration_since(now).as_secs_f64()),
-            mailbox_depth: mb.depth(),
-            mailbox_dropped: mb.dropped,
-            mailbox_rejected: mb.rejected,
-            mailbox_dead_lettered: mb.dead_lettered,
-            restarts: sup.restarts,
-            escalations: sup.escalations,
-            turns: stats.turns,
-            io_events: stats.io_events,
-            posts: stats.posts,
-            posts_waiting: self.shared.has_jobs(),
-            blocking_threads: blocking.live_threads,
-            blocking_jobs: blocking.queued + blocking.running,
-            blocking_panicked: blocking.panicked,
-            blocking_refused: blocking.refused,
-        }
+        build(
+            self.clock_now(),
+            snap,
+            self.reactor.len(),
+            self.shared.has_jobs(),
+            &self.spawner,
+            blocking,
+        )
+    }
+
+    /// Publishes the loop's counters and next timer for [`status`].
+    pub(super) fn publish(&mut self) {
+        let stats = self.stats();
+        let next = self.stakker.next_expiry();
+        let started = self.published.0.get().started;
+        self.published.0.set(Snapshot {
+            started,
+            stats,
+            next,
+        });
     }
 
     /// Exports the status to the `metrics` facade now (rule 171); the
@@ -156,6 +190,64 @@ impl Runtime {
         if due {
             self.export_metrics();
         }
+    }
+}
+
+/// The status from its parts.
+fn build(
+    now: Instant,
+    snap: Snapshot,
+    sockets: usize,
+    posts_waiting: bool,
+    spawner: &stakplane_async::Spawner,
+    blocking: crate::blocking::BlockingStats,
+) -> RuntimeStatus {
+    let reg = registry::registry_stats();
+    let counts = registry::device_counts();
+    let mb = crate::mailbox::totals();
+    let sup = crate::supervise::counts();
+    let stats = snap.stats;
+    RuntimeStatus {
+        uptime_seconds: now.saturating_duration_since(snap.started).as_secs_f64(),
+        devices_live: reg.live,
+        devices_created: counts.created,
+        devices_died: CauseKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), counts.died[*k as usize]))
+            .collect(),
+        watchers: reg.watchers,
+        tasks_live: spawner.live_tasks(),
+        tasks_running: spawner.running_tasks(),
+        tasks_spawned: spawner.spawned_tasks(),
+        task_polls: spawner.task_polls(),
+        sockets_open: sockets,
+        next_timer_seconds: snap
+            .next
+            .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+        mailbox_depth: mb.depth(),
+        mailbox_dropped: mb.dropped,
+        mailbox_rejected: mb.rejected,
+        mailbox_dead_lettered: mb.dead_lettered,
+        restarts: sup.restarts,
+        escalations: sup.escalations,
+        turns: stats.turns,
+        io_events: stats.io_events,
+        posts: stats.posts,
+        posts_waiting,
+        blocking_threads: blocking.live_threads,
+        blocking_jobs: blocking.queued + blocking.running,
+        blocking_panicked: blocking.panicked,
+        blocking_refused: blocking.refused,
+    }
+}
+
+/// Exports the status of the runtime that owns `core` to the `metrics`
+/// facade now, from inside it (rule 171); nothing if `core` belongs to
+/// no runtime.
+#[cfg(feature = "metrics")]
+pub fn export_metrics(core: &mut Core) {
+    if let Some(st) = status(core) {
+        export(&st);
     }
 }
 
