@@ -365,12 +365,9 @@ impl Hub {
         }
     }
 
-    /// Rule 164, on the runtime thread while it finishes: refuses new
-    /// jobs, tells the jobs that did not start `Shutdown` (their posts run
-    /// with the runtime's last posts), closes the services still running,
-    /// and waits for the threads for at most `grace`. Threads still
-    /// running after it are left detached and counted.
-    pub(crate) fn close(&self, grace: Duration) {
+    /// Refuses new work, closes the pool's queue and every service still
+    /// running (their close hooks, run outside the borrow).
+    fn close_all(&self) {
         self.0.closed.set(true);
         let pool = self.0.pool.borrow().clone();
         if let Some(queue) = pool {
@@ -386,6 +383,15 @@ impl Hub {
         for close in hooks {
             close();
         }
+    }
+
+    /// Rule 164, on the runtime thread while it finishes: refuses new
+    /// jobs, tells the jobs that did not start `Shutdown` (their posts run
+    /// with the runtime's last posts), closes the services still running,
+    /// and waits for the threads for at most `grace`. Threads still
+    /// running after it are left detached and counted.
+    pub(crate) fn close(&self, grace: Duration) {
+        self.close_all();
         let deadline = Instant::now().checked_add(grace);
         let exits = &self.0.exits;
         let mut live = lock(&exits.live);
@@ -433,21 +439,7 @@ impl Hub {
     /// everything without waiting or running anything; the targets are
     /// dropped (a handle yields `Shutdown`, a `Ret` sees `None`).
     pub(crate) fn abandon(&self) {
-        self.0.closed.set(true);
-        let pool = self.0.pool.borrow().clone();
-        if let Some(queue) = pool {
-            drop(queue.close());
-        }
-        let hooks: Vec<_> = self
-            .0
-            .threads
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(|t| t.close.take())
-            .collect();
-        for close in hooks {
-            close();
-        }
+        self.close_all();
         let targets = std::mem::take(&mut *self.0.targets.borrow_mut());
         self.0.jobs.set(0);
         drop(targets);

@@ -349,15 +349,11 @@ pub struct BlockingStats {
     pub unjoined: usize,
 }
 
-/// The message of a panic payload, `Send` (for [`BlockingError::Panicked`]).
+/// The message of a panic payload, `Send` (for [`BlockingError::Panicked`]):
+/// the glue's [`panic_message`](crate::task::panic_message), shared across
+/// threads.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        Arc::from(*s)
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        Arc::from(s.as_str())
-    } else {
-        Arc::from("(panic payload is not a string)")
-    }
+    Arc::from(&*crate::task::panic_message(payload))
 }
 
 /// Drops `value`, containing a panic in its `Drop` (a user's panic payload
