@@ -26,6 +26,8 @@ pub(crate) struct RemoteWakes {
     closing: AtomicBool,
     /// The runtime's thread.
     owner: ThreadId,
+    /// A wake came from another thread with no path installed: said once.
+    warned: AtomicBool,
 }
 
 struct Table {
@@ -54,6 +56,7 @@ pub(crate) fn register() -> Option<(u32, Arc<RemoteWakes>)> {
         waker: Mutex::new(None),
         closing: AtomicBool::new(false),
         owner: std::thread::current().id(),
+        warned: AtomicBool::new(false),
     });
     let mut t = lock(&TABLE);
     let index = match t.free.pop_front() {
@@ -113,13 +116,11 @@ impl RemoteWakes {
 /// A wake of `task` on a thread that does not run its runtime (or on its
 /// thread while the thread's executor table is already torn down).
 ///
-/// # Panics
-///
 /// On another thread, if the runtime is open but has no cross-thread wake
-/// path. The wake is still queued (so it is delivered if the path is
-/// installed later), and the panic message says how to install one. Never
-/// on the runtime's own thread, and never once the runtime is shutting
-/// down (nothing could be woken then).
+/// path, the wake is queued (delivered if the path is installed later)
+/// and the first such wake of that runtime prints one line saying how to
+/// install one (rule 46). Never a panic: the waking thread may be any
+/// thread, and the wake a stale one.
 pub(crate) fn wake(task: TaskRef) {
     let remote = lock(&TABLE)
         .entries
@@ -144,13 +145,17 @@ pub(crate) fn wake(task: TaskRef) {
         Some(_) => {}
         None if remote.closing.load(Ordering::SeqCst)
             || std::thread::current().id() == remote.owner => {}
-        None => panic!(
-            "stakplane-async: a task's Waker was woken from another thread, but its \
-             runtime has no cross-thread wake path. Give the Stakker a poll waker \
-             with `stakplane_async::install_poll_waker` or `WakeSignal::install` \
-             (or call `stakplane_async::enable_remote_wakes` after your event \
-             loop's `Stakker::set_poll_waker`) before tasks are woken from other \
-             threads"
-        ),
+        None => {
+            if !remote.warned.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "stakplane-async: a task's Waker was woken from another thread, but its \
+                     runtime has no cross-thread wake path: the wake waits until one is \
+                     installed. Give the Stakker a poll waker with \
+                     `stakplane_async::install_poll_waker` or `WakeSignal::install` (or call \
+                     `stakplane_async::enable_remote_wakes` after your event loop's \
+                     `Stakker::set_poll_waker`) before tasks are woken from other threads"
+                );
+            }
+        }
     }
 }

@@ -289,8 +289,7 @@ fn stale_wakes_after_slot_reuse_are_ignored() {
 }
 
 #[test]
-fn wake_from_another_thread_without_a_poll_waker_panics_with_the_fix() {
-    common::quiet_test_panics();
+fn wake_from_another_thread_without_a_poll_waker_waits_for_the_path_and_never_panics() {
     let mut rt = Rt::new();
     let slot: Rc<Cell<Option<std::task::Waker>>> = Rc::default();
     let s2 = slot.clone();
@@ -306,15 +305,18 @@ fn wake_from_another_thread_without_a_poll_waker_panics_with_the_fix() {
     );
     rt.run();
     let w = slot.take().unwrap();
-    let err = std::thread::spawn(move || w.wake()).join().unwrap_err();
-    let msg = err
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| err.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    assert!(msg.contains("no cross-thread wake path"), "{msg}");
-    assert!(msg.contains("install_poll_waker"), "{msg}");
-    // The wake was queued, not lost: installing a path delivers it.
+    let w2 = w.clone();
+    // The waking thread is not punished for the runtime's set-up (it may
+    // be any thread, and the waker a stale one): twice, no panic.
+    std::thread::spawn(move || {
+        w.wake();
+        w2.wake();
+    })
+    .join()
+    .expect("a wake never panics the waking thread");
+    rt.run();
+    assert_eq!(polls.get(), 1, "no path yet: the wake waits");
+    // The wake was queued, not lost: installing a path delivers it, once.
     let sig = stakplane_async::WakeSignal::install(&mut rt.s);
     rt.run();
     assert_eq!(

@@ -55,11 +55,14 @@
 //!
 //! **46. A wake from another thread is never lost.** With a poll waker
 //! (an event loop's, `WakeSignal`, `install_poll_waker`) it polls the
-//! task on the runtime thread; without one the wake is queued and the
-//! waking thread panics with a message naming the fix, and the queued wake
-//! is delivered once a path is installed. Wakes on the runtime's own
-//! thread (even during thread exit) and wakes of a runtime shutting down
-//! never panic.
+//! task on the runtime thread; without one the wake is queued, the first
+//! such wake of that runtime prints one line to stderr naming the fix,
+//! and the queued wake is delivered once a path is installed. A wake
+//! never panics the waking thread: it may be any thread (a blocking
+//! pool's), and the waker may be a stale one of a dropped runtime whose
+//! index a new runtime reuses before its path is installed, which must
+//! cost nothing (a stale wake is ignored on delivery: its slot's
+//! generation does not match).
 //!
 //! **46a. With feature `futures`, a `Spawner` is a `LocalSpawn` and a
 //! `Spawn`** (tasks run on the runtime thread; a shut-down runtime
