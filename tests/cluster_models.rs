@@ -1,7 +1,7 @@
 //! Model checking of the cluster's two small protocols with `stateright`
 //! (rule 143 in `src/cluster/mod.rs`): the link choice after simultaneous
 //! connects, and the credit protocol. Each model restates its protocol's
-//! decisions as `src/cluster/tcp.rs` and `src/cluster/node/credit.rs`
+//! decisions as `src/cluster/tcp/mod.rs` and `src/cluster/node/credit.rs`
 //! make them, and the checker explores every interleaving, exhaustively.
 #![cfg(feature = "cluster")]
 

@@ -1,5 +1,5 @@
 //! Nodes over real loopback TCP, with Noise sessions (rule 118 in
-//! `src/cluster/mod.rs`, rule 135 in `src/cluster/tcp.rs`). Real sockets
+//! `src/cluster/mod.rs`, rule 135 in `src/cluster/tcp/mod.rs`). Real sockets
 //! on the runtime's virtual clock: the
 //! loop polls the OS without waiting and time jumps when nothing is
 //! ready, so membership's seconds pass in microseconds (the transport

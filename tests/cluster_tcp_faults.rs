@@ -1,6 +1,6 @@
 //! The TCP transport under faults, on real loopback sockets and the
 //! runtime's virtual clock (rules 130–134 and 136 in
-//! `src/cluster/tcp.rs`): simultaneous connects, bad input from raw
+//! `src/cluster/tcp/mod.rs`): simultaneous connects, bad input from raw
 //! clients, a peer not there yet or gone, bounded queues, link status.
 //! Real sockets are polled in bounded steps; nothing sleeps.
 #![cfg(feature = "cluster")]

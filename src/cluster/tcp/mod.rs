@@ -1,0 +1,398 @@
+//! The node transport over stakplane's TCP: one authenticated [`Session`](super::Session)
+//! per peer, over a push-style [`TcpConn`](crate::net::TcpConn) (rule 118 in the
+//! [cluster](super) docs, rules 130–136 here).
+//!
+//! A [`TcpTransport`] listens on the node's address and connects to a
+//! peer the first time a frame is sent to it. What it sends waits in the
+//! peer's queues, which outlive connections: a control queue (membership,
+//! watch requests, credit: see [`Frame::is_control`](super::Frame::is_control))
+//! sent first, and a data queue, both bounded in frames and bytes. The
+//! queues are flushed once per turn of the loop: the frames waiting are
+//! encrypted together (up to [`WRITE_CHUNK`] of plaintext per write) and
+//! written in one system call, so a burst of small messages costs a few
+//! Noise messages and writes, not one per frame.
+//!
+//! ## A link's life
+//!
+//! A connection is *connecting* (TCP), then *authenticating* (the Noise
+//! handshake, which names the peer's [`NodeId`]), then *up*. The side
+//! that accepted is up when the handshake ends, if it keeps the link: it
+//! says so with a keepalive ([`Session::send_keepalive`](super::Session::send_keepalive)), the side that
+//! connected is up when it hears that (or anything) from it, and sends
+//! nothing before. So a link one side refuses (the loser of a
+//! simultaneous connect) never carries a frame, and none is lost on it.
+//! A link not up within [`HANDSHAKE_TIMEOUT`] is closed. Every
+//! [`ECHO_INTERVAL`] an up link sends an echo request (a frame of length
+//! zero, which no node frame is) and the peer answers with a keepalive:
+//! the link's round-trip time, on the loop's clock.
+//!
+//! When a link ends, its peer is only unreachable: what waits in its
+//! queues stays, and the transport connects again after a backoff. What
+//! was already written to the dead connection (in the socket's buffers,
+//! or encrypted and held for it) is lost with it, as a packet in flight
+//! is; membership alone decides that a peer is down, and the node asks
+//! again for what it waits for when the link is up again
+//! ([`Transport::on_link_up`]).
+//!
+//! ## Costs
+//!
+//! Per peer: its queues (at most [`QUEUED_BYTES`] + [`CONTROL_BYTES`],
+//! plus one frame), one encrypted chunk held while the socket is full,
+//! and the connection's write buffer (bounded at about
+//! `4 × (MAX_FRAME + WRITE_CHUNK)`). Per accepted connection not yet
+//! authenticated: a Noise handshake state, for at most
+//! [`HANDSHAKE_TIMEOUT`], and at most [`PENDING_HANDSHAKES`] of them.
+//!
+//! ## Rules
+//!
+//! **130. Simultaneous connects converge on one link and lose nothing**:
+//! when two nodes connect to each other at once, both keep the link
+//! opened by the node with the lower [`NodeId`] (a newer incarnation of
+//! the peer replaces an older one), decided after authentication, so a
+//! peer cannot evict a healthy link by claiming a name; the side that
+//! connected sends nothing until the other confirms it kept the link, so
+//! the frames either side queued before or during the race all arrive,
+//! in order, on the one link both kept.
+//!
+//! **131. Bad input over TCP closes that connection with a typed error,
+//! counted and logged, never the node**: garbage from a raw client, a
+//! client gone in the middle of the handshake or of a frame, a wrong
+//! secret, another wire version, an authenticated peer announcing a
+//! frame over the limit, a client that does not authenticate within
+//! [`HANDSHAKE_TIMEOUT`], a connection past [`PENDING_HANDSHAKES`]: that
+//! connection is closed, its [`ConnError`] is told to
+//! [`TcpTransport::on_error`], counted in [`TcpStats::failed`] and logged
+//! as a `warn` event of target `stakplane::cluster`, and every other
+//! session goes on.
+//!
+//! **132. An unreachable peer is retried with a doubling backoff, and
+//! what waits for it is kept**: a link that fails (connection refused,
+//! an I/O error, the peer closed) while frames wait, or fails and is sent
+//! to later, is connected again after [`BACKOFF_MIN`], doubling to
+//! [`BACKOFF_MAX`] (stakker timers: virtual time in tests), each attempt
+//! counted in [`TcpStats::reconnects`], and the backoff starts again at
+//! the minimum once a link is up; the frames queued meanwhile go on the
+//! next link, in order, none lost — until the node declares that peer
+//! down ([`Transport::forget`]): then what waits for it is dropped, those
+//! waiting for room there are told, and it is tried no more (a later
+//! frame for that address starts afresh).
+//!
+//! **133. The data queue refuses, never drops**: a data frame that does
+//! not fit its peer's queue ([`QUEUED_FRAMES`] frames, [`QUEUED_BYTES`]
+//! bytes) is given back as [`Full`]; each [`Transport::when_room`]
+//! callback is called exactly once, from stakker's queue (never inside
+//! `send` or `when_room`), when the frame last refused would fit; a frame
+//! larger than any peer takes ([`MAX_FRAME`]) is not queued but counted
+//! ([`TcpStats::oversized`]) and logged.
+//!
+//! **134. Control frames go first, in their own bounded queue**: control
+//! frames are written ahead of the data waiting for the same peer, in
+//! their order; past [`CONTROL_FRAMES`] frames or [`CONTROL_BYTES`] bytes
+//! a control frame is dropped and counted ([`TcpStats::dropped`]) rather
+//! than blocking (membership copes with a lost packet), and never makes
+//! room for data by dropping it.
+//!
+//! **135. A receiver that stops reading pushes back to the sender, and
+//! nothing is lost**: when the connection takes no more, frames stay
+//! queued (and one encrypted chunk is held) until it drains; the queue
+//! fills, [`Node::try_send`](super::Node::try_send) gives messages back
+//! as `Full`, and once the receiver reads again the sends waiting in
+//! [`Node::send_when_room`](super::Node::send_when_room) complete and
+//! every message arrives, in order.
+//!
+//! **136. `links()` reports each peer address once**: its state
+//! (`Connecting`, `Authenticating`, `Up`), the authenticated [`NodeId`],
+//! the round-trip time measured on the loop's clock at the handshake and
+//! refreshed every [`ECHO_INTERVAL`], the frames and bytes in and out,
+//! and the frames queued.
+
+mod conn;
+mod errors;
+mod state;
+
+pub use errors::{ConnError, ConnFailure, TcpStats};
+
+use super::session::Secret;
+use super::transport::{Full, LinkState, LinkStatus, Transport};
+use super::wire::MAX_FRAME;
+use super::NodeId;
+use crate::net::{AcceptEvent, NetError, TcpAcceptor};
+use conn::{accept, connect_to, flush_peer};
+use stakker::{Core, Fwd};
+use state::{Inner, Peer, Queue};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Data frames waiting for one peer, at most.
+pub const QUEUED_FRAMES: usize = 4096;
+/// Bytes of data frames waiting for one peer, at most (an empty queue
+/// takes one frame of any size).
+pub const QUEUED_BYTES: usize = 4 << 20;
+/// Control frames waiting for one peer, at most (past it they are
+/// dropped and counted: membership copes with a lost packet).
+pub const CONTROL_FRAMES: usize = 1024;
+/// Bytes of control frames waiting for one peer, at most (an empty
+/// queue takes one frame of any size).
+pub const CONTROL_BYTES: usize = 1 << 20;
+/// Plaintext encrypted and written at once, at most (at least one frame).
+pub const WRITE_CHUNK: usize = 256 << 10;
+/// The first wait before connecting again to a peer whose connection failed.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between two connection attempts to one peer.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a connection may take to be up (connected, authenticated,
+/// and for the side that connected, confirmed) before it is closed: a
+/// client that connects and says nothing holds nothing for longer.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accepted connections authenticating at once, at most: past it a new
+/// connection is closed at once (and counted as failed).
+pub const PENDING_HANDSHAKES: usize = 256;
+/// How often an up link measures its round trip (an echo request of 4
+/// bytes and a keepalive of 18 back, encrypted).
+pub const ECHO_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The largest frame carried: [`MAX_FRAME`] and its 4-byte prefix.
+const MAX_ENCODED: usize = MAX_FRAME + 4;
+/// The echo request: a frame of length zero (no node frame encodes to
+/// nothing).
+const ECHO: [u8; 4] = [0; 4];
+
+/// A node's transport over TCP. Cloning gives another handle to the
+/// same transport.
+#[derive(Clone)]
+pub struct TcpTransport {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl TcpTransport {
+    /// Listens on `addr` (port 0 picks one); returns the transport and the
+    /// address it listens on (the node's address: make its [`NodeId`] from
+    /// it and pass that to [`start`](TcpTransport::start)).
+    ///
+    /// # Errors
+    /// The [`NetError`] of binding.
+    pub fn bind(
+        core: &mut Core,
+        addr: SocketAddr,
+        secret: Secret,
+    ) -> Result<(TcpTransport, SocketAddr), NetError> {
+        let inner = Rc::new(RefCell::new(Inner {
+            me: NodeId::new(addr, 0),
+            secret,
+            deferrer: core.deferrer(),
+            deliver: None,
+            link_up: None,
+            errors: None,
+            links: HashMap::new(),
+            peers: HashMap::new(),
+            next: 0,
+            stats: TcpStats::default(),
+            paused: false,
+            _acceptor: None,
+        }));
+        let weak = Rc::downgrade(&inner);
+        // Handled from stakker's queue, as the links' events are.
+        let deferrer = core.deferrer();
+        let accepted = Fwd::new(move |ev: AcceptEvent| {
+            if let AcceptEvent::Accepted(a) = ev {
+                let weak = weak.clone();
+                deferrer.defer(move |s| accept(&weak, s, a));
+            }
+        });
+        let acceptor = TcpAcceptor::bind(core, addr, accepted)?;
+        let local = acceptor.local_addr()?;
+        inner.borrow_mut()._acceptor = Some(acceptor);
+        Ok((TcpTransport { inner }, local))
+    }
+
+    /// Starts carrying node `me`'s frames: received frames go to `deliver`
+    /// (the node's `packet`), each whole and undecoded.
+    pub fn start(&self, me: NodeId, deliver: Fwd<Vec<u8>>) {
+        let mut inner = self.inner.borrow_mut();
+        inner.me = me;
+        inner.deliver = Some(deliver);
+    }
+
+    /// Tells `errors` of every connection the transport closes for a
+    /// reason (rule 131), from stakker's queue: bad input, a timeout, a
+    /// connection that broke or was refused. Replaces an earlier `Fwd`.
+    pub fn on_error(&self, errors: Fwd<ConnFailure>) {
+        self.inner.borrow_mut().errors = Some(errors);
+    }
+
+    /// The transport's counters.
+    pub fn stats(&self) -> TcpStats {
+        self.inner.borrow().stats
+    }
+
+    /// Peers with a link up.
+    pub fn sessions(&self) -> Vec<NodeId> {
+        let inner = self.inner.borrow();
+        let mut out: Vec<NodeId> = inner
+            .peers
+            .iter()
+            .filter(|(addr, _)| inner.ready_link(**addr).is_some())
+            .filter_map(|(_, p)| p.node)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The local and remote socket addresses of the connection up to the
+    /// peer at `peer`, if there is one: the same connection seen from
+    /// both ends has them swapped.
+    pub fn connection(&self, peer: SocketAddr) -> Option<(SocketAddr, SocketAddr)> {
+        let inner = self.inner.borrow();
+        let conn = inner.ready_link(peer)?.conn.as_ref()?;
+        Some((conn.local_addr().ok()?, conn.peer_addr().ok()?))
+    }
+
+    /// Stops reading from every connection, present and future (the
+    /// receiving side of backpressure: the OS buffers what arrives, then
+    /// the peers' writes wait, their queues fill and their sends are
+    /// refused as [`Full`]). Handshakes wait too, within
+    /// [`HANDSHAKE_TIMEOUT`].
+    pub fn pause_reading(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.paused = true;
+        for conn in inner.links.values().filter_map(|l| l.conn.as_ref()) {
+            conn.pause_reading();
+        }
+    }
+
+    /// Reads again after [`pause_reading`](TcpTransport::pause_reading).
+    pub fn resume_reading(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.paused = false;
+        for conn in inner.links.values().filter_map(|l| l.conn.as_ref()) {
+            conn.resume_reading();
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    /// Queues `data` for the peer at `to` (connecting to it if no link
+    /// exists or is being retried); it is written on the next flush, in
+    /// order with the other frames of its kind. A control frame that
+    /// does not fit its queue is dropped and counted; so is a frame over
+    /// [`MAX_FRAME`] (no peer would take it).
+    ///
+    /// # Errors
+    /// [`Full`], with the frame, when the peer's data queue has no room
+    /// for it (rule 133).
+    fn send(
+        &self,
+        _from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+        control: bool,
+    ) -> Result<(), Full> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if data.len() > MAX_ENCODED {
+            inner.stats.oversized += 1;
+            tracing::warn!(target: "stakplane::cluster", peer = %to, len = data.len(), "frame over the limit dropped");
+            return Ok(());
+        }
+        let peer = inner.peers.entry(to).or_insert_with(Peer::new);
+        if control {
+            if !peer.control.fits(data.len()) {
+                inner.stats.dropped += 1;
+                tracing::debug!(target: "stakplane::cluster", peer = %to, "control queue full: frame dropped");
+                return Ok(());
+            }
+            peer.control.push(data);
+        } else {
+            if !peer.data.fits(data.len()) {
+                peer.refused = data.len();
+                return Err(Full(data));
+            }
+            peer.data.push(data);
+        }
+        let weak = Rc::downgrade(&self.inner);
+        match peer.link {
+            None if !peer.retrying => {
+                inner
+                    .deferrer
+                    .defer(move |s| connect_to(&weak, s, to, false));
+            }
+            Some(serial) if !peer.flushing && inner.links.get(&serial).is_some_and(|l| l.ready) => {
+                peer.flushing = true;
+                inner.deferrer.defer(move |s| flush_peer(&weak, s, to));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Calls `ready` once, from stakker's queue, when the data queue to
+    /// `to` has room for the frame it last refused: soon if it has room
+    /// now.
+    fn when_room(&self, to: SocketAddr, ready: Box<dyn FnOnce()>) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(peer) = inner.peers.get_mut(&to) {
+            if !peer.data.fits(peer.refused) {
+                peer.room.push(ready);
+                return;
+            }
+        }
+        inner.deferrer.defer(move |_| ready());
+    }
+
+    fn on_link_up(&self, _me: SocketAddr, up: Fwd<SocketAddr>) {
+        self.inner.borrow_mut().link_up = Some(up);
+    }
+
+    /// Drops the queues of the peer at `addr` and stops retrying it: a
+    /// peer with no link is removed (an armed retry finds nothing to do);
+    /// one with a link keeps it, empty, and is not retried when it fails.
+    fn forget(&self, addr: SocketAddr) {
+        let room = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(peer) = inner.peers.get_mut(&addr) else {
+                return;
+            };
+            peer.control = Queue::new(CONTROL_FRAMES, CONTROL_BYTES);
+            peer.data = Queue::new(QUEUED_FRAMES, QUEUED_BYTES);
+            let room = std::mem::take(&mut peer.room);
+            if peer.link.is_none() {
+                inner.peers.remove(&addr);
+            }
+            room
+        };
+        let inner = self.inner.borrow();
+        for ready in room {
+            inner.deferrer.defer(move |_| ready());
+        }
+    }
+
+    fn links(&self) -> Vec<LinkStatus> {
+        let inner = self.inner.borrow();
+        let mut out: Vec<LinkStatus> = inner
+            .peers
+            .iter()
+            .map(|(&addr, peer)| {
+                let link = peer.link.and_then(|serial| inner.links.get(&serial));
+                let state = match link {
+                    Some(l) if l.ready => LinkState::Up,
+                    Some(l) if l.connected && l.conn.is_some() => LinkState::Authenticating,
+                    _ => LinkState::Connecting,
+                };
+                let mut status = LinkStatus::new(addr, state);
+                status.node = peer.node;
+                status.rtt = peer.rtt;
+                status.frames_in = peer.frames_in;
+                status.frames_out = peer.frames_out;
+                status.bytes_in = peer.bytes_in;
+                status.bytes_out = peer.bytes_out;
+                status.queued = peer.control.len() + peer.data.len();
+                status
+            })
+            .collect();
+        out.sort_by_key(|l| l.addr);
+        out
+    }
+}
