@@ -156,3 +156,40 @@ fn status_counts_blocking_jobs_and_their_panics() {
     assert_eq!(st.blocking_panicked, 1, "{st:?}");
     assert_eq!(st.blocking_jobs, 0);
 }
+
+#[test]
+fn status_counts_the_bytes_the_sockets_carry() {
+    use futures::AsyncReadExt;
+    use stakplane::net::{TcpListener, TcpStream};
+    let mut rt = Runtime::new().expect("a runtime");
+    let io = rt.io();
+    let mut listener =
+        TcpListener::bind(&io, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bound");
+    let addr = listener.local_addr().expect("its address");
+    let before = stakplane::net::bytes();
+    let echoed = rt
+        .block_on(async move {
+            let server = async move {
+                let (mut c, _) = listener.accept().await?;
+                let mut buf = [0u8; 100];
+                c.read_exact(&mut buf).await?;
+                c.write_all(&buf).await?;
+                Ok::<_, std::io::Error>(())
+            };
+            let client = async move {
+                let mut c = TcpStream::connect(&io, addr).await?;
+                c.write_all(&[7u8; 100]).await?;
+                let mut back = [0u8; 100];
+                c.read_exact(&mut back).await?;
+                Ok::<_, std::io::Error>(back)
+            };
+            let (s, c) = futures::join!(server, client);
+            s.and(c)
+        })
+        .expect("block_on")
+        .expect("echoed");
+    assert_eq!(echoed, [7u8; 100]);
+    let st = rt.status();
+    assert_eq!(st.bytes_in - before.0, 200, "100 read each way: {st:?}");
+    assert_eq!(st.bytes_out - before.1, 200, "100 written each way: {st:?}");
+}

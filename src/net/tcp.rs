@@ -215,7 +215,10 @@ impl AsyncRead for TcpStream {
             return Poll::Ready(Ok(n));
         }
         let cap = buf.len();
-        let res = this.cell.0.poll_io(cx, Dir::Read, |s| s.read(buf));
+        let res = this
+            .cell
+            .0
+            .poll_io(cx, Dir::Read, |s| super::counted_in(s.read(buf)));
         if let Poll::Ready(Ok(n)) = res {
             this.cell.0.short_read(n, cap);
         }
@@ -232,7 +235,10 @@ impl AsyncBufRead for TcpStream {
             end: 0,
         });
         if rb.pos >= rb.end {
-            let n = ready!(this.cell.0.poll_io(cx, Dir::Read, |s| s.read(&mut rb.buf)))?;
+            let n = ready!(this
+                .cell
+                .0
+                .poll_io(cx, Dir::Read, |s| super::counted_in(s.read(&mut rb.buf))))?;
             this.cell.0.short_read(n, rb.buf.len());
             rb.pos = 0;
             rb.end = n;
@@ -253,7 +259,9 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.cell.0.poll_io(cx, Dir::Write, |s| s.write(buf))
+        self.cell
+            .0
+            .poll_io(cx, Dir::Write, |s| super::counted_out(s.write(buf)))
     }
 
     fn poll_write_vectored(
@@ -261,9 +269,9 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.cell
-            .0
-            .poll_io(cx, Dir::Write, |s| s.write_vectored(bufs))
+        self.cell.0.poll_io(cx, Dir::Write, |s| {
+            super::counted_out(s.write_vectored(bufs))
+        })
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -81,7 +81,7 @@ impl UdpSocket {
     ) -> Poll<io::Result<usize>> {
         self.cell
             .0
-            .poll_io(cx, Dir::Write, |s| s.send_to(buf, addr))
+            .poll_io(cx, Dir::Write, |s| super::counted_out(s.send_to(buf, addr)))
     }
 
     /// Polls to receive a datagram into `buf` (the rest of a datagram
@@ -91,7 +91,9 @@ impl UdpSocket {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        self.cell.0.poll_io(cx, Dir::Read, |s| s.recv_from(buf))
+        self.cell
+            .0
+            .poll_io(cx, Dir::Read, |s| super::counted_from(s.recv_from(buf)))
     }
 
     /// Sends `buf` to `addr` as one datagram.
@@ -113,11 +115,19 @@ impl UdpSocket {
 
     /// Sends `buf` to the connected peer.
     pub fn send<'a>(&'a self, buf: &'a [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
-        std::future::poll_fn(move |cx| self.cell.0.poll_io(cx, Dir::Write, |s| s.send(buf)))
+        std::future::poll_fn(move |cx| {
+            self.cell
+                .0
+                .poll_io(cx, Dir::Write, |s| super::counted_out(s.send(buf)))
+        })
     }
 
     /// Receives one datagram from the connected peer.
     pub fn recv<'a>(&'a self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
-        std::future::poll_fn(move |cx| self.cell.0.poll_io(cx, Dir::Read, |s| s.recv(buf)))
+        std::future::poll_fn(move |cx| {
+            self.cell
+                .0
+                .poll_io(cx, Dir::Read, |s| super::counted_in(s.recv(buf)))
+        })
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! **170. A status snapshot says what the thread holds and has done**:
 //! live devices and how many were created and died by kind of cause,
-//! tasks live, running and spawned and their polls, sockets open, the
+//! tasks live, running and spawned and their polls, sockets open and
+//! the bytes they carried, the
 //! time to the next timer, mailbox depth and drops, supervisor restarts
 //! and escalations, blocking threads and jobs, the loop's own counters
 //! and its uptime (on the
@@ -64,6 +65,10 @@ pub struct RuntimeStatus {
     pub task_polls: u64,
     /// Sockets registered with the loop.
     pub sockets_open: usize,
+    /// Bytes the thread's sockets have read so far.
+    pub bytes_in: u64,
+    /// Bytes the thread's sockets have written so far.
+    pub bytes_out: u64,
     /// Time to the next timer, in seconds, if one is armed.
     pub next_timer_seconds: Option<f64>,
     /// Messages queued in every mailbox of the thread.
@@ -207,6 +212,7 @@ fn build(
     let mb = crate::mailbox::totals();
     let sup = crate::supervise::counts();
     let stats = snap.stats;
+    let (bytes_in, bytes_out) = crate::net::bytes();
     RuntimeStatus {
         uptime_seconds: now.saturating_duration_since(snap.started).as_secs_f64(),
         devices_live: reg.live,
@@ -221,6 +227,8 @@ fn build(
         tasks_spawned: spawner.spawned_tasks(),
         task_polls: spawner.task_polls(),
         sockets_open: sockets,
+        bytes_in,
+        bytes_out,
         next_timer_seconds: snap
             .next
             .map(|t| t.saturating_duration_since(now).as_secs_f64()),
@@ -267,6 +275,8 @@ fn export(st: &RuntimeStatus) {
     counter!("stakplane_tasks_spawned_total").absolute(st.tasks_spawned);
     counter!("stakplane_task_polls_total").absolute(st.task_polls);
     gauge!("stakplane_sockets_open").set(st.sockets_open as f64);
+    counter!("stakplane_bytes_in_total").absolute(st.bytes_in);
+    counter!("stakplane_bytes_out_total").absolute(st.bytes_out);
     gauge!("stakplane_mailbox_depth").set(st.mailbox_depth as f64);
     counter!("stakplane_mailbox_dropped_total").absolute(st.mailbox_dropped);
     counter!("stakplane_mailbox_rejected_total").absolute(st.mailbox_rejected);

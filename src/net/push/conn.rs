@@ -173,7 +173,10 @@ impl Conn {
             let st = &mut *st;
             while st.whead < st.wbuf.len() && self.cell.is_ready(Dir::Write) {
                 let pending = &st.wbuf[st.whead..];
-                match self.cell.try_io(Dir::Write, |s| s.write(pending)) {
+                match self
+                    .cell
+                    .try_io(Dir::Write, |s| crate::net::counted_out(s.write(pending)))
+                {
                     Err(_) => return false,
                     Ok(Ok(0)) => {
                         failed = Some(io::Error::from(io::ErrorKind::WriteZero));
@@ -236,7 +239,10 @@ impl Conn {
             }
             let got = {
                 let mut rbuf = self.x.buffer(self.x.config.read_chunk);
-                match self.cell.try_io(Dir::Read, |s| s.read(&mut rbuf[..])) {
+                match self
+                    .cell
+                    .try_io(Dir::Read, |s| crate::net::counted_in(s.read(&mut rbuf[..])))
+                {
                     Err(_) => return false,
                     Ok(Ok(n)) => {
                         self.cell.short_read(n, rbuf.len());
@@ -459,7 +465,10 @@ impl TcpConn {
         if buffered == 0 && !st.connecting {
             while c.cell.is_ready(Dir::Write) {
                 let rest = &data[off..];
-                let failed = match c.cell.try_io(Dir::Write, |s| s.write(rest)) {
+                let failed = match c
+                    .cell
+                    .try_io(Dir::Write, |s| crate::net::counted_out(s.write(rest)))
+                {
                     Err(e) => return Err(e),
                     Ok(Ok(0)) => io::Error::from(io::ErrorKind::WriteZero),
                     Ok(Ok(n)) => {

@@ -132,7 +132,9 @@ impl Udp {
                 let Some((to, data)) = st.queue.pop_front() else {
                     break;
                 };
-                match self.cell.try_io(Dir::Write, |s| s.send_to(&data, to)) {
+                match self.cell.try_io(Dir::Write, |s| {
+                    crate::net::counted_out(s.send_to(&data, to))
+                }) {
                     Err(_) => return,
                     Ok(Ok(_)) => {
                         st.queued_bytes -= data.len();
@@ -167,7 +169,9 @@ impl Udp {
             }
             let got = {
                 let mut rbuf = self.x.buffer(self.x.config.max_datagram);
-                match self.cell.try_io(Dir::Read, |s| s.recv_from(&mut rbuf[..])) {
+                match self.cell.try_io(Dir::Read, |s| {
+                    crate::net::counted_from(s.recv_from(&mut rbuf[..]))
+                }) {
                     Err(_) => return,
                     Ok(Ok((n, from))) => Ok(UdpEvent::Datagram {
                         from,
@@ -278,7 +282,9 @@ impl UdpPort {
             return Err(NetError::Closed);
         }
         if st.queue.is_empty() && u.cell.is_ready(Dir::Write) {
-            match u.cell.try_io(Dir::Write, |s| s.send_to(data, addr)) {
+            match u.cell.try_io(Dir::Write, |s| {
+                crate::net::counted_out(s.send_to(data, addr))
+            }) {
                 Err(e) => return Err(e),
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
