@@ -239,7 +239,7 @@ impl Cause {
         Ok(())
     }
 
-    /// The cause's kind.
+    /// The cause's kind. Cost: a match.
     pub fn kind(&self) -> CauseKind {
         match self {
             Cause::Stopped => CauseKind::Stopped,

@@ -50,7 +50,15 @@ pub struct Executor {
 
 impl Executor {
     /// The executor of the runtime that owns `core` (a `&mut Stakker`
-    /// or `Runtime::core()` works too).
+    /// or `Runtime::core()` works too). Cost: a spawner handle (and the
+    /// executor, made on first use). On a runtime that cannot take tasks
+    /// any more, spawns are refused with `SpawnError`.
+    ///
+    /// # Panics
+    ///
+    /// As [`task::spawner`](crate::task::spawner): if the process already
+    /// has 2¹⁶ executors.
+    #[track_caller]
     pub fn new(core: &mut Core) -> Executor {
         Executor {
             spawner: crate::task::spawner(core),

@@ -570,10 +570,6 @@ fn sim_a_failing_seed_replays_byte_for_byte_from_its_printed_seed() {
         "the replay prints the same failure:\n{printed}\n--- got ---\n{stderr}"
     );
     assert!(trace.len() > 1_000, "a real run: {} packets", trace.len());
-    if std::env::var("SIM_DEBUG_REPLAY").is_ok() {
-        let _ = std::fs::write("/tmp/first.trace", format!("{trace:?}"));
-        let _ = std::fs::write("/tmp/replayed.trace", &replayed);
-    }
     assert!(
         replayed == format!("{trace:?}").into_bytes(),
         "the replay's trace differs from the first run's ({} packets)",

@@ -9,6 +9,8 @@
 //! is idle, and every time a test reads is exact. Nothing sleeps.
 #![cfg(feature = "hyper")]
 
+mod common;
+
 use futures::AsyncRead;
 use futures_io::AsyncWrite;
 use http_body_util::{BodyExt, Empty, Full};
@@ -649,95 +651,21 @@ fn connection_limit_holds_new_clients_in_the_backlog_until_a_connection_closes()
 // ---------------------------------------------------------------------
 // Rule 155: rate-limited logs
 
-mod events {
-    use std::sync::{Arc, Mutex, OnceLock};
-    use std::thread::ThreadId;
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Level, Metadata, Subscriber};
-
-    /// Collects `(level, suppressed, error)` of each `stakplane::http`
-    /// event, with the thread that emitted it. Installed as the global
-    /// default once: a thread-scoped subscriber races with other test
-    /// threads over tracing's per-callsite interest cache.
-    #[derive(Clone, Default)]
-    pub struct Collect(pub Arc<Mutex<Vec<Line>>>);
-
-    /// One event: the thread, level, `suppressed` and `error` fields.
-    pub type Line = (ThreadId, Level, u64, String);
-
-    pub fn global() -> &'static Collect {
-        static GLOBAL: OnceLock<Collect> = OnceLock::new();
-        GLOBAL.get_or_init(|| {
-            let c = Collect::default();
-            tracing::subscriber::set_global_default(c.clone())
-                .expect("no other global subscriber in this test binary");
-            c
+/// The `stakplane::http` events the calling thread emitted, as
+/// (level, `suppressed`, `error`).
+fn http_events() -> Vec<(tracing::Level, u64, String)> {
+    common::events::mine("stakplane::http")
+        .iter()
+        .map(|e| {
+            let suppressed = e.field("suppressed").parse().unwrap_or(0);
+            (e.level, suppressed, e.field("error").to_string())
         })
-    }
-
-    /// The events the calling thread emitted so far.
-    pub fn mine() -> Vec<(Level, u64, String)> {
-        let me = std::thread::current().id();
-        global()
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, ..)| *t == me)
-            .map(|(_, l, s, e)| (*l, *s, e.clone()))
-            .collect()
-    }
-
-    #[derive(Default)]
-    struct Fields {
-        suppressed: u64,
-        error: String,
-    }
-
-    impl Visit for Fields {
-        fn record_u64(&mut self, field: &Field, value: u64) {
-            if field.name() == "suppressed" {
-                self.suppressed = value;
-            }
-        }
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            if field.name() == "error" {
-                self.error = format!("{value:?}");
-            }
-        }
-    }
-
-    impl Subscriber for Collect {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            if event.metadata().target() != "stakplane::http" {
-                return;
-            }
-            let mut f = Fields::default();
-            event.record(&mut f);
-            self.0.lock().unwrap().push((
-                std::thread::current().id(),
-                *event.metadata().level(),
-                f.suppressed,
-                f.error,
-            ));
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
+        .collect()
 }
 
 #[test]
 fn failed_connections_are_logged_at_most_once_per_interval_with_the_count_left_out() {
-    events::global();
+    common::events::install();
     let config = ServeConfig::new()
         .header_read_timeout(Some(Duration::from_secs(1)))
         .error_log_interval(Duration::from_secs(2));
@@ -767,7 +695,7 @@ fn failed_connections_are_logged_at_most_once_per_interval_with_the_count_left_o
         assert!(slow.closed().await);
         server.stats()
     });
-    let lines = events::mine();
+    let lines = http_events();
     let warns: Vec<_> = lines
         .iter()
         .filter(|(l, ..)| *l == tracing::Level::WARN)

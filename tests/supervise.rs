@@ -1448,97 +1448,17 @@ fn addr_of_a_nested_supervisors_child_survives_the_nested_restart() {
 // ---------------------------------------------------------------------
 // Tracing
 
-mod events {
-    use std::sync::{Arc, Mutex, OnceLock};
-    use std::thread::ThreadId;
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
-
-    /// Collects `event=<name> child=<id>` for each supervise event, with
-    /// the thread that emitted it. Installed as the global default once:
-    /// a thread-scoped subscriber races with other test threads over
-    /// tracing's per-callsite interest cache and can miss events.
-    #[derive(Clone, Default)]
-    pub struct Collect(pub Arc<Mutex<Vec<(ThreadId, String)>>>);
-
-    /// The global collector (installed on first use).
-    pub fn global() -> &'static Collect {
-        static GLOBAL: OnceLock<Collect> = OnceLock::new();
-        GLOBAL.get_or_init(|| {
-            let c = Collect::default();
-            tracing::subscriber::set_global_default(c.clone())
-                .expect("no other global subscriber in this test binary");
-            c
-        })
-    }
-
-    /// The events the calling thread emitted so far.
-    pub fn mine() -> Vec<String> {
-        let me = std::thread::current().id();
-        global()
-            .0
-            .lock()
-            .map(|v| {
-                v.iter()
-                    .filter(|(t, _)| *t == me)
-                    .map(|(_, e)| e.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    struct Fields {
-        event: String,
-        child: String,
-    }
-
-    impl Visit for Fields {
-        fn record_str(&mut self, field: &Field, value: &str) {
-            if field.name() == "event" {
-                self.event = value.to_string();
-            }
-        }
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            if field.name() == "child" {
-                self.child = format!("{value:?}");
-            }
-        }
-    }
-
-    impl Subscriber for Collect {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            if event.metadata().target() != "stakplane::supervise" {
-                return;
-            }
-            let mut f = Fields {
-                event: String::new(),
-                child: String::new(),
-            };
-            event.record(&mut f);
-            if let Ok(mut v) = self.0.lock() {
-                v.push((
-                    std::thread::current().id(),
-                    format!("{} {}", f.event, f.child),
-                ));
-            }
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
+/// The supervise events the calling thread emitted, as `event child`.
+fn supervise_events() -> Vec<String> {
+    common::events::mine("stakplane::supervise")
+        .iter()
+        .map(|e| format!("{} {}", e.field("event"), e.field("child")))
+        .collect()
 }
 
 #[test]
 fn supervisor_decisions_are_tracing_events_with_the_child_and_cause() {
-    events::global();
+    common::events::install();
     let mut rt = Rt::new();
     let log = new_log();
     let (_sup, a) = start(
@@ -1552,7 +1472,7 @@ fn supervisor_decisions_are_tracing_events_with_the_child_and_cause() {
     crash(&a[0]);
     rt.run();
     assert_eq!(
-        events::mine(),
+        supervise_events(),
         [
             "start a",
             "exit a",
@@ -1566,7 +1486,7 @@ fn supervisor_decisions_are_tracing_events_with_the_child_and_cause() {
 
 #[test]
 fn every_start_is_a_start_event_with_the_child() {
-    events::global();
+    common::events::install();
     let mut rt = Rt::new();
     let log = new_log();
     let (sup, _) = start(&mut rt, SupervisorSpec::one_for_one(), &log, &["a"]);
@@ -1576,7 +1496,7 @@ fn every_start_is_a_start_event_with_the_child() {
     sup.start_child(&mut rt.s, worker(&log, "b")).unwrap();
     rt.run();
     assert_eq!(
-        events::mine(),
+        supervise_events(),
         [
             "start a",
             "terminate a",

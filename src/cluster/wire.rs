@@ -146,6 +146,7 @@ pub enum Frame {
 
 impl Frame {
     /// The frame's kind, as its variant is named (for traces and logs).
+    /// Cost: a match.
     pub fn kind(&self) -> &'static str {
         match self {
             Frame::Hello { .. } => "Hello",

@@ -211,7 +211,9 @@ thread_local! {
     };
 }
 
-/// The calling thread's [`MailboxTotals`].
+/// The calling thread's [`MailboxTotals`]. Cost: O(1); keeping them
+/// costs each accepted, handled or dropped message one thread-local
+/// update.
 pub fn totals() -> MailboxTotals {
     TOTALS.try_with(Cell::get).unwrap_or_default()
 }

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod events;
 
 /// The one virtual-time driver, shared with the glue's tests.
 pub use stakplane_testkit::VirtualRt as Rt;

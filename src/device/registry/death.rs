@@ -158,6 +158,7 @@ pub(crate) fn unended(key: Key) {
             slots,
             live,
             inline,
+            unended,
             ..
         } = r;
         let slot = slots
@@ -169,6 +170,7 @@ pub(crate) fn unended(key: Key) {
         let first = first.take().map(|first| first.watch);
         slot.state = State::Unended;
         *live -= 1;
+        *unended += 1;
         #[cfg(feature = "device-spans")]
         r.idents.remove(&slot.actor);
         if first.is_some() {
