@@ -38,24 +38,27 @@
 //!
 //! ## Map
 //!
-//! The layers, lowest first; each uses only the ones above it (the glue,
-//! [`task`], knows devices only through its `CauseOf` trait):
+//! The layers, lowest first; each uses only the ones above it, with the
+//! two mutual pairs and the one exception the design needs, named in the
+//! table (the glue, [`task`], knows devices only through its `CauseOf`
+//! trait):
 //!
 //! | layer | module | what | re-exported at the root |
 //! |---|---|---|---|
 //! | 0 | [`task`] | the async/await bridge (package `stakplane-async`): spawn, `Ret`/`Fwd` pipes, channels, timers, the timer horizon | [`quiet_panics`] (through [`guard`]) |
 //! | 1 | [`cause`] | [`DeviceId`], [`Cause`] (normal stop vs fault kinds), [`Down`], [`LinkMode`], [`LinkError`] | all of them, [`CascadeCause`] |
 //! | 1 | [`device`](mod@device) | [`DeviceOwn`] (owning handle), [`Line`] (weak handle), [`DeviceRef`] (monitor, link, trap, shutdown, kill), [`MonitorRef`], task devices | all of them, [`spawn_device`], [`TaskDevice`], [`registry_stats`], [`RegistryStats`] |
-//! | 1 | [`guard`] | panic containment: what the macros expand to | [`quiet_panics`] |
+//! | 1 | [`guard`] | panic containment: what the macros expand to. Mutual with `device`: a contained panic fails its device, and a device's end (its state's `Drop`) runs contained | [`quiet_panics`] |
 //! | 1 | [`macros`] | [`call!`], [`ret_to!`], [`ret_some_to!`], [`fwd_to!`], [`after!`], [`at!`], [`device!`], [`device_new!`], [`ask!`] | the macros |
-//! | 2 | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown, [`Io`](rt::Io) | — |
-//! | 3 | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) | — |
 //! | 2 | [`mailbox`] | reliable bounded mailboxes: overflow policy, dead letters, redelivery after a crash, `send().await` | — |
-//! | 3 | [`blocking`] | blocking work off the actor thread: a bounded thread [`Pool`](blocking::Pool) ([`spawn_blocking`](blocking::spawn_blocking)), thread [`Service`](blocking::Service)s (devices whose handler runs on an OS thread) | — |
 //! | 3 | [`supervise`] | OTP supervisors: strategies, child specs, restart intensity and escalation, the runtime API, stable [`Addr`](supervise::Addr), typed dynamic supervisors | — |
-//! | 4 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
-//! | 4 | `http` (feature `hyper`) | hyper 1.x on the loop: the I/O adapter, a timer on stakker time, a local executor, `serve` with a connection limit, timeouts and graceful shutdown | — |
-//! | 4 | `cluster` (feature `cluster`, in progress) | node and process ids, the wire format, SWIM membership on stakker time | — |
+//! | 4 | [`rt`] | the main loop: [`Runtime`](rt::Runtime) (Stakker + mio poll), timers, cross-thread [`Remote`](rt::Remote), signals, orderly shutdown, [`Io`](rt::Io), status. Mutual with `blocking`: the runtime owns its pool, the pool posts back through its `Remote`. The status reads the counters of `mailbox` and `supervise` | — |
+//! | 4 | [`blocking`] | blocking work off the actor thread: a bounded thread [`Pool`](blocking::Pool) ([`spawn_blocking`](blocking::spawn_blocking)), thread [`Service`](blocking::Service)s (devices whose handler runs on an OS thread) | — |
+//! | 5 | [`net`] | TCP and UDP on the loop, in async style (futures-io) and push style (actors) | — |
+//! | 5 | [`group`] | task groups: identical workers under one supervisor, dispatch, resize, stats | — |
+//! | 6 | `executor` (feature `async-executors`) | the actor thread behind the `async_executors` traits | — |
+//! | 6 | `http` (feature `hyper`) | hyper 1.x on the loop: the I/O adapter, a timer on stakker time, a local executor, `serve` with a connection limit, timeouts and graceful shutdown | — |
+//! | 6 | `cluster` (feature `cluster`) | nodes (address and incarnation), SWIM membership from foca, remote actors with typed refs and names, remote monitors ending in `Cause::Lost`, Noise sessions over TCP, flow control, the deterministic simulator | — |
 //! | — | [`prelude`] | everything above plus the stakker items actors need | — |
 //!
 //! The semantics (who is notified of what, when, exactly once, what a

@@ -102,27 +102,18 @@ pub use udp::UdpSocket;
 
 pub use crate::rt::Io;
 use crate::rt::Reactor;
-use std::cell::Cell;
-
-thread_local! {
-    /// Bytes read and written by the sockets of this thread: (in, out).
-    static BYTES: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-}
 
 /// Bytes the sockets of the calling thread (every runtime on it, every
 /// kind of socket) have read and written so far: `(in, out)`. For the
 /// runtime's status and metrics. Cost: O(1).
 pub fn bytes() -> (u64, u64) {
-    BYTES.try_with(Cell::get).unwrap_or((0, 0))
+    crate::rt::socket_bytes()
 }
 
 /// Counts `n` bytes read and `m` written.
 #[inline]
 fn count(n: usize, m: usize) {
-    let _ = BYTES.try_with(|b| {
-        let (i, o) = b.get();
-        b.set((i + n as u64, o + m as u64));
-    });
+    crate::rt::count_socket_bytes(n, m);
 }
 
 /// A read's result, its bytes counted.

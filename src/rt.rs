@@ -123,6 +123,7 @@ pub(crate) use reactor::{IoHandler, Reactor, Readiness, Registration};
 pub use remote::{PostError, Remote, RemoteFwd};
 use signals::Signals;
 pub use sockets::Io;
+pub(crate) use sockets::{count_socket_bytes, socket_bytes};
 #[cfg(feature = "metrics")]
 pub use status::export_metrics;
 pub use status::{status, RuntimeStatus, METRICS_INTERVAL};

@@ -86,6 +86,22 @@ fn status_snapshot_says_what_the_thread_holds_and_has_done() {
     assert_eq!(rt.status(), st);
 }
 
+#[test]
+fn status_keeps_the_counts_of_a_dropped_mailbox() {
+    let (mut rt, _sup, _keep, mb) = busy();
+    let before = rt.status();
+    assert_eq!((before.mailbox_depth, before.mailbox_dropped), (2, 0));
+    // Dropped with two messages queued and no dead-letter handler: they
+    // count as dropped, the refusal stays counted, nothing stays queued.
+    drop(mb);
+    let st = rt.status();
+    assert_eq!(st.mailbox_depth, 0, "{st:?}");
+    assert_eq!(st.mailbox_dropped, 2, "{st:?}");
+    assert_eq!(st.mailbox_rejected, 1, "{st:?}");
+    let t = stakplane::mailbox::totals();
+    assert_eq!((t.accepted, t.dropped, t.rejected), (2, 2, 1), "{t:?}");
+}
+
 #[cfg(feature = "serde")]
 #[test]
 fn status_serialises_as_json_with_every_field() {

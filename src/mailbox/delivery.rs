@@ -7,7 +7,7 @@
 //! [`Dropped`]).
 
 use super::queue::{Inner, Mailbox};
-use super::{bump, total, BATCH};
+use super::{bump, BATCH};
 use crate::guard::{self, fail_with_panic};
 use stakker::{Actor, Core, Cx, Fwd, Stakker};
 use std::fmt;
@@ -280,7 +280,6 @@ impl<M: 'static> Drop for RunGuard<'_, M> {
         }
         if inner.in_hand.replace(false) {
             bump(&inner.dropped_crashed);
-            total(|t| t.dropped += 1);
         }
     }
 }
@@ -378,7 +377,6 @@ impl<M: 'static> Inner<M> {
     fn handled_one(&self) {
         self.in_hand.set(false);
         bump(&self.handled);
-        total(|t| t.handled += 1);
         if self.waiting.get() != 0 {
             self.grant();
         }
@@ -402,7 +400,6 @@ impl<M: 'static> Inner<M> {
             other => other,
         };
         bump(&self.dropped_crashed);
-        total(|t| t.dropped += 1);
         if self.waiting.get() != 0 {
             self.grant();
         }
@@ -417,7 +414,6 @@ impl<M: 'static> Inner<M> {
         let sink = self.sink.borrow().clone();
         if let Some(sink) = sink {
             bump(&self.dead_lettered);
-            total(|t| t.dead_lettered += 1);
             sink.fwd(DeadLetter { msg, why });
         }
     }

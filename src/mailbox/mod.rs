@@ -159,7 +159,8 @@ pub use queue::{Mailbox, MailboxError, MailboxStats};
 
 pub use send::SendFuture;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Weak;
 
 /// The most messages one delivery run hands to the consumer before it
 /// re-queues itself behind the rest of the stakker queue.
@@ -198,32 +199,70 @@ impl MailboxTotals {
     }
 }
 
+impl std::ops::AddAssign for MailboxTotals {
+    fn add_assign(&mut self, o: MailboxTotals) {
+        self.accepted += o.accepted;
+        self.handled += o.handled;
+        self.dropped += o.dropped;
+        self.taken += o.taken;
+        self.rejected += o.rejected;
+        self.dead_lettered += o.dead_lettered;
+    }
+}
+
+/// A mailbox as the thread's ledger sees it: its counts so far.
+trait Tally {
+    fn tally(&self) -> MailboxTotals;
+}
+
+/// The thread's mailboxes: the live ones, read when the totals are asked
+/// for, and the sum of those already dropped. The totals are derived, so
+/// a message costs no more than its mailbox's own counters.
+#[derive(Default)]
+struct Ledger {
+    live: slab::Slab<Weak<dyn Tally>>,
+    retired: MailboxTotals,
+}
+
 thread_local! {
-    static TOTALS: Cell<MailboxTotals> = const {
-        Cell::new(MailboxTotals {
-            accepted: 0,
-            handled: 0,
-            dropped: 0,
-            taken: 0,
-            rejected: 0,
-            dead_lettered: 0,
-        })
-    };
+    static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
 }
 
-/// The calling thread's [`MailboxTotals`]. Cost: O(1); keeping them
-/// costs each accepted, handled or dropped message one thread-local
-/// update.
-pub fn totals() -> MailboxTotals {
-    TOTALS.try_with(Cell::get).unwrap_or_default()
+/// Enters a new mailbox in the thread's ledger; returns its key there
+/// (`usize::MAX` if the thread is being torn down).
+fn enter(m: Weak<dyn Tally>) -> usize {
+    LEDGER
+        .try_with(|l| l.try_borrow_mut().map(|mut l| l.live.insert(m)).ok())
+        .ok()
+        .flatten()
+        .unwrap_or(usize::MAX)
 }
 
-/// Adds to the calling thread's totals.
-#[inline]
-fn total(f: impl FnOnce(&mut MailboxTotals)) {
-    let _ = TOTALS.try_with(|c| {
-        let mut t = c.get();
-        f(&mut t);
-        c.set(t);
+/// Takes a dropped mailbox out of the ledger, keeping its final counts.
+fn retire(key: usize, last: MailboxTotals) {
+    let _ = LEDGER.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            if l.live.try_remove(key).is_some() {
+                l.retired += last;
+            }
+        }
     });
+}
+
+/// The calling thread's [`MailboxTotals`]: those of its dropped
+/// mailboxes plus those of its live ones. Cost: O(live mailboxes) here,
+/// and nothing per message (each mailbox's own counters are read).
+pub fn totals() -> MailboxTotals {
+    LEDGER
+        .try_with(|l| {
+            let l = l.borrow();
+            let mut t = l.retired;
+            for (_, m) in l.live.iter() {
+                if let Some(m) = m.upgrade() {
+                    t += m.tally();
+                }
+            }
+            t
+        })
+        .unwrap_or_default()
 }

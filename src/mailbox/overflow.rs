@@ -2,9 +2,9 @@
 //! the send that never waits ([`Mailbox::try_send`]), which applies it,
 //! and [`SendError`], the refused send that gives the message back.
 
+use super::bump;
 use super::delivery::Dropped;
 use super::queue::{Inner, Mailbox};
-use super::{bump, total};
 use std::fmt;
 use std::rc::Rc;
 
@@ -117,9 +117,7 @@ impl<M: 'static> Inner<M> {
             Overflow::DropNewest => {
                 drop(q);
                 bump(&self.accepted);
-                total(|t| t.accepted += 1);
                 bump(&self.dropped_overflow);
-                total(|t| t.dropped += 1);
                 Push::Evicted(msg)
             }
             Overflow::DropOldest => match q.pop_front() {
@@ -128,16 +126,13 @@ impl<M: 'static> Inner<M> {
                     q.push_back(msg);
                     drop(q);
                     bump(&self.dropped_overflow);
-                    total(|t| t.dropped += 1);
                     self.pushed(depth);
                     Push::Evicted(old)
                 }
                 None => {
                     drop(q);
                     bump(&self.accepted);
-                    total(|t| t.accepted += 1);
                     bump(&self.dropped_overflow);
-                    total(|t| t.dropped += 1);
                     Push::Evicted(msg)
                 }
             },
@@ -175,12 +170,10 @@ impl<M: 'static> Mailbox<M> {
             }
             Push::Full(msg) => {
                 bump(&self.inner.rejected_full);
-                total(|t| t.rejected += 1);
                 Err(SendError::Full(msg))
             }
             Push::Closed(msg) => {
                 bump(&self.inner.rejected_closed);
-                total(|t| t.rejected += 1);
                 Err(SendError::Closed(msg))
             }
         }

@@ -6,12 +6,12 @@
 use super::delivery::{Consumer, DeadLetter, Dropped, OnCrash};
 use super::overflow::Overflow;
 use super::send::Waiters;
-use super::{bump, total};
+use super::{bump, MailboxTotals, Tally};
 use stakker::{Deferrer, Fwd};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::Waker;
 
 /// Bad input to a mailbox constructor.
@@ -150,6 +150,8 @@ pub(super) struct Inner<M: 'static> {
     pub(super) dropped_closed: Cell<u64>,
     pub(super) taken: Cell<u64>,
     pub(super) dead_lettered: Cell<u64>,
+    /// Its key in the thread's ledger of mailboxes (for the totals).
+    ledger: Cell<usize>,
 }
 
 impl<M: 'static> Inner<M> {
@@ -184,6 +186,7 @@ impl<M: 'static> Inner<M> {
             dropped_closed: Cell::new(0),
             taken: Cell::new(0),
             dead_lettered: Cell::new(0),
+            ledger: Cell::new(usize::MAX),
         }
     }
 
@@ -198,7 +201,6 @@ impl<M: 'static> Inner<M> {
     #[inline]
     pub(super) fn pushed(self: &Rc<Self>, depth: usize) {
         bump(&self.accepted);
-        total(|t| t.accepted += 1);
         if depth > self.high_water.get() {
             self.high_water.set(depth);
         }
@@ -210,9 +212,10 @@ impl<M: 'static> Inner<M> {
 
 impl<M: 'static> Mailbox<M> {
     pub(super) fn build(capacity: usize, overflow: Overflow, on_crash: OnCrash<M>) -> Self {
-        Mailbox {
-            inner: Rc::new(Inner::new(capacity, overflow, on_crash)),
-        }
+        let inner = Rc::new(Inner::new(capacity, overflow, on_crash));
+        let weak: Weak<dyn Tally> = Rc::downgrade(&inner) as Weak<Inner<M>>;
+        inner.ledger.set(super::enter(weak));
+        Mailbox { inner }
     }
 
     /// A mailbox holding at most `capacity` messages, with the given
@@ -302,7 +305,6 @@ impl<M: 'static> Mailbox<M> {
         inner
             .dropped_closed
             .set(inner.dropped_closed.get() + drained.len() as u64);
-        total(|t| t.dropped += drained.len() as u64);
         if inner.attached.get() {
             inner.unattach();
         }
@@ -341,7 +343,6 @@ impl<M: 'static> Mailbox<M> {
         let taken: Vec<M> = std::mem::take(&mut *inner.queue.borrow_mut()).into();
         inner.front_is_retry.set(false);
         inner.taken.set(inner.taken.get() + taken.len() as u64);
-        total(|t| t.taken += taken.len() as u64);
         inner.grant();
         taken
     }
@@ -408,18 +409,40 @@ impl<M: 'static> Mailbox<M> {
     }
 }
 
+impl<M: 'static> Tally for Inner<M> {
+    fn tally(&self) -> MailboxTotals {
+        MailboxTotals {
+            accepted: self.accepted.get(),
+            handled: self.handled.get(),
+            dropped: self.dropped_overflow.get()
+                + self.dropped_crashed.get()
+                + self.dropped_closed.get(),
+            taken: self.taken.get(),
+            rejected: self.rejected_full.get() + self.rejected_closed.get(),
+            dead_lettered: self.dead_lettered.get(),
+        }
+    }
+}
+
 impl<M: 'static> Drop for Inner<M> {
     /// The last handle is gone with messages still queued: they go to the
     /// dead letters (`Dropped::Closed`) like a `close`, never silently.
+    /// Either way they count as dropped in the thread's totals.
     fn drop(&mut self) {
-        if self.closed.get() {
-            return;
-        }
         let left = std::mem::take(self.queue.get_mut());
-        if left.is_empty() {
-            return;
+        let sink = if self.closed.get() || left.is_empty() {
+            None
+        } else {
+            self.sink.get_mut().take()
+        };
+        let n = left.len() as u64;
+        let mut last = self.tally();
+        last.dropped += n;
+        if sink.is_some() {
+            last.dead_lettered += n;
         }
-        let Some(sink) = self.sink.get_mut().take() else {
+        super::retire(self.ledger.get(), last);
+        let Some(sink) = sink else {
             return;
         };
         for msg in left {

@@ -4,10 +4,10 @@
 //! freed slot is granted to the oldest waiting sender and reserved for it
 //! until it pushes (or its future is dropped, and the slot passes on).
 
+use super::bump;
 use super::delivery::Dropped;
 use super::overflow::{Push, SendError};
 use super::queue::{Inner, Mailbox};
-use super::{bump, total};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::fmt;
@@ -154,7 +154,6 @@ impl<M: 'static> Future for SendFuture<'_, M> {
             if inner.closed.get() {
                 this.leave();
                 bump(&inner.rejected_closed);
-                total(|t| t.rejected += 1);
                 return Poll::Ready(Err(SendError::Closed(msg)));
             }
             let granted = {
@@ -187,7 +186,6 @@ impl<M: 'static> Future for SendFuture<'_, M> {
             }
             Push::Closed(msg) => {
                 bump(&inner.rejected_closed);
-                total(|t| t.rejected += 1);
                 Poll::Ready(Err(SendError::Closed(msg)))
             }
             Push::Full(msg) => {

@@ -12,7 +12,8 @@
 //! and escalations, blocking threads and jobs, the loop's own counters
 //! and its uptime (on the
 //! runtime's clock). Counts are of the thread (every runtime on it);
-//! taking one costs O(1) and changes nothing.
+//! taking one costs O(live mailboxes) (their counts are summed then, so a
+//! message pays nothing for the status) and changes nothing.
 //!
 //! **171. With feature `metrics`, the same figures reach the `metrics`
 //! facade**: counters `stakplane_*_total`, gauges for what is live or
@@ -128,7 +129,7 @@ impl Published {
 /// actor, a task: a `/status` endpoint), as [`Runtime::status`] gives
 /// it, with the loop's counters and the next timer as of its last turn.
 /// `None` if `core` belongs to no [`Runtime`] (a plain `Stakker`).
-/// Cost: O(1), a few anymap lookups.
+/// Cost: a few anymap lookups and O(live mailboxes).
 pub fn status(core: &mut Core) -> Option<RuntimeStatus> {
     let published = core.anymap_try_get::<Published>()?;
     let reactor = core.anymap_try_get::<Reactor>()?;
@@ -149,7 +150,8 @@ pub fn status(core: &mut Core) -> Option<RuntimeStatus> {
 }
 
 impl Runtime {
-    /// A snapshot of this runtime and its thread (rule 170). Cost: O(1).
+    /// A snapshot of this runtime and its thread (rule 170). Cost: O(live
+    /// mailboxes).
     pub fn status(&mut self) -> RuntimeStatus {
         self.publish();
         let snap = self.published.0.get();
@@ -213,7 +215,7 @@ fn build(
     let mb = crate::mailbox::totals();
     let sup = crate::supervise::counts();
     let stats = snap.stats;
-    let (bytes_in, bytes_out) = crate::net::bytes();
+    let (bytes_in, bytes_out) = super::socket_bytes();
     RuntimeStatus {
         uptime_seconds: now.saturating_duration_since(snap.started).as_secs_f64(),
         devices_live: reg.live,
