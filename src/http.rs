@@ -92,10 +92,12 @@
 //! its sleeps are `Send + Sync` by construction (no `unsafe impl`,
 //! checked at compile time); a sleep completes at its deadline on the
 //! runtime's clock (virtual time in tests), at once if that has passed;
-//! `now` is that clock inside a task; a reset moves the deadline; a
-//! sleep dropped before its deadline deletes its stakker timer; a sleep
-//! polled or dropped on another thread is armed or deleted through the
-//! runtime's [`Remote`](crate::rt::Remote).
+//! `now` is that clock inside a task; a reset moves the deadline; any
+//! number of sleeps, armed and dropped in any order, each complete at
+//! their own deadline and never before; once every armed sleep has
+//! fired or been dropped the runtime holds no timer for them (an idle
+//! runtime ends); a sleep polled or dropped on another thread is armed
+//! or taken out through the runtime's [`Remote`](crate::rt::Remote).
 //!
 //! **152. The header-read timeout closes a slow client at its deadline
 //! while the others are served**: with [`serve`]'s default (30 s) or

@@ -21,7 +21,7 @@ use stakplane::http::{
     serve, HyperIo, LocalExecutor, Protocol, ServeConfig, ServeStats, Server, ServerState, Timer,
 };
 use stakplane::net::{TcpListener, TcpStream};
-use stakplane::rt::{Exit, Io, Runtime};
+use stakplane::rt::{Exit, Io, Runtime, Status};
 use stakplane::task::{now, sleep, spawn_local, timeout};
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -411,6 +411,74 @@ fn timer_sleeps_complete_at_their_deadlines_on_stakker_time_and_dropped_ones_lea
         rt.now() - t0,
         Duration::from_secs(58),
         "no timer left behind"
+    );
+}
+
+#[test]
+fn timer_many_sleeps_armed_and_dropped_in_any_order_each_complete_at_their_own_deadline() {
+    use hyper::rt::Timer as _;
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    // A fixed pseudo-random walk: deadlines 1..=100 s with repeats and
+    // out of order, arms spread over time, a third dropped part-way.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let fired = Rc::new(Cell::new(0u32));
+    let spawner = stakplane::task::spawner(rt.core());
+    let mut end = Duration::ZERO;
+    let mut kept = 0;
+    for i in 0..300u64 {
+        let arm_at = Duration::from_secs(next(20));
+        let deadline = arm_at + Duration::from_secs(1 + next(100));
+        let drop_at = (i % 3 == 0).then(|| arm_at + Duration::from_secs(next(120)));
+        let (timer, fired) = (timer.clone(), fired.clone());
+        match drop_at {
+            Some(d) if d < deadline => end = end.max(d),
+            _ => {
+                end = end.max(deadline);
+                kept += 1;
+            }
+        }
+        spawner.spawn_detached(async move {
+            sleep(arm_at).await;
+            let mut s = timer.sleep_until(t0 + deadline);
+            match drop_at {
+                Some(d) if d < deadline => {
+                    // Armed, then dropped before its deadline: it never
+                    // completes.
+                    assert!(poll_once(&mut s).is_pending());
+                    assert!(timeout(d - arm_at, s.as_mut()).await.is_err());
+                    assert_eq!(at(t0), d);
+                    drop(s);
+                }
+                _ => {
+                    s.await;
+                    assert_eq!(
+                        at(t0),
+                        deadline,
+                        "a sleep fires at its deadline, not before"
+                    );
+                    fired.set(fired.get() + 1);
+                }
+            }
+        });
+    }
+    // Bounded, so that a lost sleep fails the test instead of hanging it.
+    assert_eq!(
+        rt.run_for(Duration::from_secs(100_000)).unwrap(),
+        Status::Finished(Exit::Done)
+    );
+    assert_eq!(fired.get(), kept, "every kept sleep fired once");
+    assert_eq!(
+        rt.now() - t0,
+        end,
+        "the runtime ends with the last sleep or drop: no timer left behind"
     );
 }
 

@@ -6,8 +6,10 @@
 use crate::http::HttpError;
 use crate::rt::Remote;
 use hyper::rt::Sleep;
+use slab::Slab;
 use stakker::{Core, Deferrer, FixedTimerKey, Stakker};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +21,8 @@ use std::time::{Duration, Instant};
 
 thread_local! {
     /// The runtimes of this thread that made a [`Timer`], by key, with
-    /// the `Deferrer` that queues a job on each.
-    static HOMES: RefCell<Vec<(u64, Deferrer)>> = const { RefCell::new(Vec::new()) };
+    /// their sleeps.
+    static HOMES: RefCell<Vec<(u64, Rc<Wheel>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Keys of runtimes, process-wide, never reused.
@@ -47,6 +49,177 @@ impl Drop for Entry {
     }
 }
 
+/// The armed sleeps of one runtime, on its thread, in deadline order,
+/// and the one stakker timer (the driver) that fires them.
+struct Wheel {
+    deferrer: Deferrer,
+    inner: RefCell<WheelInner>,
+}
+
+/// Sleeps made with the same timeout arrive in deadline order, so the
+/// order is a deque appended at the back (a sorted insert otherwise).
+/// A removed sleep leaves its entry behind (stale: its slot is gone or
+/// holds a newer sleep) until the entry reaches the front or the stale
+/// entries outnumber the live ones, when they are swept out: O(1)
+/// amortised a sleep, memory within a constant of the sleeps armed.
+#[derive(Default)]
+struct WheelInner {
+    /// Armed sleeps by slot, each with its generation.
+    sleeps: Slab<(u64, Shared)>,
+    /// (deadline, slot, generation), by deadline; the front is live.
+    order: VecDeque<(Instant, usize, u64)>,
+    /// Entries of `order` whose sleep is gone.
+    stale: usize,
+    next_gen: u64,
+    /// The driver's deadline and stakker key, once armed.
+    driver: Option<(Instant, FixedTimerKey)>,
+    /// A job is queued to set the driver (at the earliest deadline when
+    /// it runs, or to delete it when there is none).
+    job_queued: bool,
+}
+
+impl WheelInner {
+    fn is_live(&self, &(_, slot, gen): &(Instant, usize, u64)) -> bool {
+        self.sleeps.get(slot).is_some_and(|(g, _)| *g == gen)
+    }
+
+    /// Drops stale entries from the front, so that it is live.
+    fn trim_front(&mut self) {
+        while let Some(front) = self.order.front() {
+            if self.is_live(front) {
+                return;
+            }
+            self.order.pop_front();
+            self.stale -= 1;
+        }
+    }
+}
+
+impl Wheel {
+    /// Adds an armed sleep; returns its slot. Queues the driver's job if
+    /// it must fire earlier than it is set to.
+    fn insert(self: &Rc<Self>, deadline: Instant, shared: &Shared) -> usize {
+        let mut w = self.inner.borrow_mut();
+        let gen = w.next_gen;
+        w.next_gen += 1;
+        let slot = w.sleeps.insert((gen, shared.clone()));
+        if w.order.back().is_none_or(|(at, ..)| *at <= deadline) {
+            w.order.push_back((deadline, slot, gen));
+        } else {
+            let at = w.order.partition_point(|(d, ..)| *d <= deadline);
+            w.order.insert(at, (deadline, slot, gen));
+        }
+        if w.driver.is_none_or(|(at, _)| deadline < at) {
+            self.queue_job(&mut w);
+        }
+        slot
+    }
+
+    /// Takes a sleep out (dropped or reset before it fired). With no
+    /// sleep left it queues the driver's deletion, so that an idle
+    /// runtime has no timer of ours; otherwise a driver set for an
+    /// earlier deadline fires once for nothing, which costs less than
+    /// moving it every time.
+    fn remove(self: &Rc<Self>, slot: usize, shared: &Shared) {
+        let mut w = self.inner.borrow_mut();
+        if !w
+            .sleeps
+            .get(slot)
+            .is_some_and(|(_, s)| Arc::ptr_eq(s, shared))
+        {
+            return;
+        }
+        w.sleeps.remove(slot);
+        if w.sleeps.is_empty() {
+            w.order.clear();
+            w.stale = 0;
+            if w.driver.is_some() {
+                self.queue_job(&mut w);
+            }
+            return;
+        }
+        w.stale += 1;
+        w.trim_front();
+        if w.stale > 64 && w.stale > 2 * (w.order.len() - w.stale) {
+            let WheelInner { sleeps, order, .. } = &mut *w;
+            order.retain(|&(_, slot, gen)| sleeps.get(slot).is_some_and(|(g, _)| *g == gen));
+            w.stale = 0;
+        }
+    }
+
+    fn queue_job(self: &Rc<Self>, w: &mut WheelInner) {
+        if w.job_queued {
+            return;
+        }
+        w.job_queued = true;
+        let wheel = self.clone();
+        self.deferrer.defer(move |s| wheel.set_driver(s));
+    }
+
+    /// Sets the driver to the earliest deadline, or deletes it.
+    fn set_driver(self: &Rc<Self>, s: &mut Stakker) {
+        let mut w = self.inner.borrow_mut();
+        w.job_queued = false;
+        let first = w.order.front().map(|(at, ..)| *at);
+        if w.driver.map(|(at, _)| at) == first {
+            return;
+        }
+        if let Some((_, key)) = w.driver.take() {
+            s.timer_del(key);
+        }
+        if let Some(at) = first {
+            let wheel = self.clone();
+            let key = stakplane_async::timer_at(s, at, move |s| wheel.fire(s));
+            w.driver = Some((at, key));
+        }
+    }
+
+    /// The driver fired: every sleep due fires, then the driver is set
+    /// to the next deadline.
+    fn fire(self: &Rc<Self>, s: &mut Stakker) {
+        let now = s.now();
+        let mut wakers = Vec::new();
+        {
+            let mut w = self.inner.borrow_mut();
+            w.driver = None;
+            while let Some(&(at, slot, gen)) = w.order.front() {
+                if at > now {
+                    break;
+                }
+                w.order.pop_front();
+                if !w.is_live(&(at, slot, gen)) {
+                    w.stale -= 1;
+                    continue;
+                }
+                let (_, shared) = w.sleeps.remove(slot);
+                let mut st = lock(&shared);
+                st.fired = true;
+                st.slot = None;
+                wakers.extend(st.waker.take());
+            }
+            w.trim_front();
+        }
+        self.set_driver(s);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// The wheel of runtime `home`, when called on its thread.
+fn wheel_of(home: u64) -> Option<Rc<Wheel>> {
+    HOMES
+        .try_with(|homes| {
+            let homes = homes.try_borrow().ok()?;
+            homes
+                .iter()
+                .find(|(k, _)| *k == home)
+                .map(|(_, w)| w.clone())
+        })
+        .ok()
+        .flatten()
+}
+
 /// hyper's [`rt::Timer`](hyper::rt::Timer) on the stakker time of a
 /// stakplane [`Runtime`](crate::rt::Runtime).
 ///
@@ -71,29 +244,38 @@ impl Drop for Entry {
 /// behind a `!Send` `Core`. The two meet like this:
 ///
 /// - A sleep holds only `Send` data: its deadline, an
-///   `Arc<Mutex<State>>` (fired, cancelled, the stakker timer's key, the
+///   `Arc<Mutex<State>>` (fired, cancelled, its place in the wheel, the
 ///   waker) and a [`Remote`] (an `Arc`). So it is `Send + Sync` by
 ///   construction, checked at compile time.
-/// - Its first poll **arms** it: a job that adds a stakker fixed timer
-///   (through the one clamp, [`timer_at`](crate::task::timer_at)) whose
-///   callback sets `fired` and wakes the waker. The job runs on the
-///   runtime thread: queued through the runtime's stakker `Deferrer`
-///   when the poll is on that thread (found in a thread-local table by
-///   the runtime's key: no lock, no system call), posted through the
-///   [`Remote`] otherwise.
-/// - Dropping an armed sleep that has not fired marks it cancelled and
-///   deletes its stakker timer the same way, so abandoned timeouts (one
-///   per request for the header-read timeout) do not pile up. A
-///   cancellation that overtakes the arming job makes it arm nothing.
+/// - Each runtime has one **wheel** of armed sleeps, on its thread (found
+///   in a thread-local table by the runtime's key: no lock, no system
+///   call), in deadline order, and one stakker timer, the driver, set
+///   for the earliest deadline. A sleep's first poll on that thread puts
+///   it in the wheel; polled on another thread, it is put there by a job
+///   posted through the [`Remote`]. Sleeps made with one timeout arrive
+///   in deadline order, so this is an append; the driver moves only when
+///   a sleep is due before it (through a job queued on the runtime's
+///   stakker `Deferrer`, since a poll has no `Core`).
+/// - Dropping an armed sleep that has not fired takes it out of the
+///   wheel in place (a job through the [`Remote`] from another thread),
+///   and a cancellation that overtakes the arming job makes it arm
+///   nothing. The driver is left where it is unless the wheel is empty,
+///   when it is deleted: an idle runtime holds no timer of ours, so a
+///   runtime with nothing else to do ends.
+/// - When the driver fires, every sleep due fires (its waker is woken)
+///   and the driver moves to the next deadline.
 /// - [`now`](hyper::rt::Timer::now) is stakker's time in a task of the
 ///   runtime's thread (virtual time in tests, so hyper's own deadlines,
 ///   computed as `timer.now() + timeout`, are on stakker time too), and
 ///   the system clock elsewhere.
 ///
-/// Cost per armed sleep: hyper's `Box`, one `Arc` allocation, one queued
-/// job to arm and, if it is dropped unfired, one to delete the timer;
-/// an uncontended mutex lock per poll, fire and drop. A sleep that is
-/// never polled arms nothing.
+/// Cost per armed sleep: hyper's `Box`, one `Arc` allocation, an append
+/// to the wheel and an in-place removal when it is dropped unfired, an
+/// uncontended mutex lock per poll, fire and drop; no stakker timer of
+/// its own. The driver moves when a sleep is due before every other (and
+/// is deleted when the last goes): with one client making one request
+/// at a time, about once a request; with many connections, seldom. A
+/// sleep that is never polled arms nothing.
 ///
 /// ```
 /// use stakplane::http::Timer;
@@ -134,8 +316,11 @@ impl Timer {
             Some(home) => home.key,
             None => {
                 let key = NEXT_HOME.fetch_add(1, Ordering::Relaxed);
-                let deferrer = core.deferrer();
-                HOMES.with(|homes| homes.borrow_mut().push((key, deferrer)));
+                let wheel = Rc::new(Wheel {
+                    deferrer: core.deferrer(),
+                    inner: RefCell::new(WheelInner::default()),
+                });
+                HOMES.with(|homes| homes.borrow_mut().push((key, wheel)));
                 core.anymap_set(Home {
                     key,
                     _entry: Rc::new(Entry(key)),
@@ -178,13 +363,14 @@ impl hyper::rt::Timer for Timer {
     }
 }
 
-/// What a sleep and its stakker timer share.
+/// What a sleep and its runtime's [`Wheel`] share.
 #[derive(Default)]
 struct State {
     fired: bool,
     /// Dropped or reset before it fired: arm nothing.
     cancelled: bool,
-    key: Option<FixedTimerKey>,
+    /// Its place in the wheel, while it is there.
+    slot: Option<usize>,
     waker: Option<Waker>,
 }
 
@@ -196,23 +382,14 @@ fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `job` on the runtime `home`: queued through its `Deferrer` on
-/// its thread, posted through `remote` from any other. A refused post
-/// means the runtime is gone, and with it every timer: nothing to do.
-fn on_home(home: u64, remote: &Remote, job: impl FnOnce(&mut Stakker) + Send + 'static) {
-    let mut job = Some(job);
-    let _ = HOMES.try_with(|homes| {
-        if let Ok(homes) = homes.try_borrow() {
-            if let Some((_, deferrer)) = homes.iter().find(|(k, _)| *k == home) {
-                if let Some(job) = job.take() {
-                    deferrer.defer(job);
-                }
-            }
-        }
-    });
-    if let Some(job) = job {
-        let _ = remote.post(job);
+/// Puts `shared` in the wheel of its runtime (on the runtime's thread),
+/// unless the sleep was cancelled first.
+fn arm(wheel: &Rc<Wheel>, deadline: Instant, shared: &Shared) {
+    let mut st = lock(shared);
+    if st.cancelled || st.fired {
+        return;
     }
+    st.slot = Some(wheel.insert(deadline, shared));
 }
 
 /// The sleep of [`Timer`]: see its design notes.
@@ -225,24 +402,34 @@ struct TimerSleep {
 }
 
 impl TimerSleep {
-    /// Cancels the armed timer, if any, and deletes it on the runtime.
+    /// Cancels the armed sleep, if any, and takes it out of the wheel.
     fn disarm(&mut self) {
         let Some(shared) = self.armed.take() else {
             return;
         };
-        let key = {
+        let slot = {
             let mut st = lock(&shared);
             if st.fired {
                 return;
             }
             st.cancelled = true;
             st.waker = None;
-            st.key.take()
+            st.slot.take()
         };
-        if let Some(key) = key {
-            on_home(self.home, &self.remote, move |s| {
-                s.timer_del(key);
-            });
+        let Some(slot) = slot else {
+            return;
+        };
+        match wheel_of(self.home) {
+            Some(wheel) => wheel.remove(slot, &shared),
+            None => {
+                let home = self.home;
+                // A refused post: the runtime is gone, and its wheel.
+                let _ = self.remote.post(move |_| {
+                    if let Some(wheel) = wheel_of(home) {
+                        wheel.remove(slot, &shared);
+                    }
+                });
+            }
         }
     }
 
@@ -256,29 +443,6 @@ impl TimerSleep {
             waker.wake();
         }
     }
-}
-
-/// Adds the stakker timer of `shared` (on the runtime thread), unless
-/// the sleep was cancelled first.
-fn arm(s: &mut Stakker, deadline: Instant, shared: Shared) {
-    let fire = shared.clone();
-    let mut st = lock(&shared);
-    if st.cancelled {
-        return;
-    }
-    // Under the lock: a drop on another thread sees the key or, before
-    // this runs, makes it arm nothing.
-    st.key = Some(stakplane_async::timer_at(s, deadline, move |_| {
-        let waker = {
-            let mut st = lock(&fire);
-            st.fired = true;
-            st.key = None;
-            st.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }));
 }
 
 impl Future for TimerSleep {
@@ -297,22 +461,40 @@ impl Future for TimerSleep {
             }
             return Poll::Pending;
         }
-        let shared = Arc::new(Mutex::new(State {
-            waker: Some(cx.waker().clone()),
-            ..State::default()
-        }));
-        this.armed = Some(shared.clone());
         let Some(deadline) = this.deadline else {
             // Never: nothing to arm; the waker waits for a reset.
+            this.armed = Some(Arc::new(Mutex::new(State {
+                waker: Some(cx.waker().clone()),
+                ..State::default()
+            })));
             return Poll::Pending;
         };
         if let Some(now) = stakplane_async::try_now() {
             if deadline <= now {
-                lock(&shared).fired = true;
+                this.armed = Some(Arc::new(Mutex::new(State {
+                    fired: true,
+                    ..State::default()
+                })));
                 return Poll::Ready(());
             }
         }
-        on_home(this.home, &this.remote, move |s| arm(s, deadline, shared));
+        let shared = Arc::new(Mutex::new(State {
+            waker: Some(cx.waker().clone()),
+            ..State::default()
+        }));
+        match wheel_of(this.home) {
+            Some(wheel) => arm(&wheel, deadline, &shared),
+            None => {
+                let (home, shared) = (this.home, shared.clone());
+                // A refused post: the runtime is gone; nothing will fire.
+                let _ = this.remote.post(move |_| {
+                    if let Some(wheel) = wheel_of(home) {
+                        arm(&wheel, deadline, &shared);
+                    }
+                });
+            }
+        }
+        this.armed = Some(shared);
         Poll::Pending
     }
 }
@@ -322,5 +504,66 @@ impl Sleep for TimerSleep {}
 impl Drop for TimerSleep {
     fn drop(&mut self) {
         self.disarm();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rt::{Exit, Runtime, Status};
+    use hyper::rt::Timer as _;
+    use std::cell::Cell;
+
+    /// Stale entries held behind a live front are swept out once they
+    /// outnumber the live ones, and the live ones still fire on time.
+    #[test]
+    fn stale_entries_behind_a_live_front_are_swept_and_the_rest_fire_on_time() {
+        let t0 = Instant::now();
+        let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+        let timer = Timer::new(rt.core()).unwrap();
+        let home = timer.home;
+        let fired = Rc::new(Cell::new(0));
+        let seen = fired.clone();
+        crate::task::spawner(rt.core()).spawn_detached(async move {
+            let poll = |s: &mut Pin<Box<dyn Sleep>>| {
+                let mut cx = Context::from_waker(Waker::noop());
+                s.as_mut().poll(&mut cx)
+            };
+            let mut front = timer.sleep_until(t0 + Duration::from_secs(5));
+            assert!(poll(&mut front).is_pending());
+            let mut sleeps: Vec<_> = (0..500u64)
+                .map(|i| timer.sleep_until(t0 + Duration::from_secs(10 + i)))
+                .collect();
+            for s in &mut sleeps {
+                assert!(poll(s).is_pending());
+            }
+            // Keep every tenth: 450 dropped behind the live front.
+            let kept: Vec<_> = sleeps
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, s)| (i % 10 == 0).then_some((i as u64, s)))
+                .collect();
+            let wheel = wheel_of(home).expect("on the runtime's thread");
+            let (queued, stale) = {
+                let w = wheel.inner.borrow();
+                (w.order.len(), w.stale)
+            };
+            assert!(queued <= 3 * 51, "swept: {queued} entries for 51 sleeps");
+            assert!(stale <= 2 * 51, "{stale} stale");
+            front.await;
+            assert_eq!(crate::task::now() - t0, Duration::from_secs(5));
+            for (i, s) in kept {
+                s.await;
+                assert_eq!(crate::task::now() - t0, Duration::from_secs(10 + i));
+                seen.set(seen.get() + 1);
+            }
+        });
+        // Bounded, so that a lost sleep fails the test instead of hanging it.
+        assert_eq!(
+            rt.run_for(Duration::from_secs(100_000)).unwrap(),
+            Status::Finished(Exit::Done)
+        );
+        assert_eq!(fired.get(), 50);
+        assert_eq!(rt.now() - t0, Duration::from_secs(10 + 490));
     }
 }
