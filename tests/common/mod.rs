@@ -30,6 +30,15 @@ pub fn entries(log: &Log) -> Vec<String> {
         .collect()
 }
 
+/// The value of the header `name` (in any case) among a response's
+/// `headers` as the HTTP tests' own clients read them off the wire.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// A scriptable device: every way to die is a method.
 pub struct Dev {
     pub name: &'static str,
