@@ -12,11 +12,8 @@ fn panicked() -> String {
     format!("panicked: {TEST_PANIC}")
 }
 
-/// A bystander that must never notice a panic except through its links.
-fn bystander(rt: &mut Rt, log: &Log) -> DeviceOwn<Dev> {
-    dev(rt, "bystander", log)
-}
-
+/// `by`, a bystander that must never notice a panic except through its
+/// links, still takes calls and timers.
 fn assert_runtime_still_works(rt: &mut Rt, by: &DeviceOwn<Dev>) {
     let before = by
         .query(&mut rt.s, |d, _| d.calls)
@@ -32,9 +29,7 @@ fn assert_runtime_still_works(rt: &mut Rt, by: &DeviceOwn<Dev>) {
 
 #[test]
 fn panic_in_method_fails_only_that_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
+    let (mut rt, log, by) = rt_with_dev("bystander");
     let (watcher, victim) = watched_pair(&mut rt, &log);
     call!([victim], panic());
     call!([victim], ping()); // queued behind the panic: discarded
@@ -50,9 +45,7 @@ fn panic_in_method_fails_only_that_actor() {
 
 #[test]
 fn panic_in_init_fails_the_device() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
+    let (mut rt, _log, by) = rt_with_dev("bystander");
     let d = device!(rt.s, Dev::init_panics());
     let line = d.line();
     call!([d], ping()); // held for init, then dropped with the device
@@ -67,12 +60,7 @@ fn panic_in_init_fails_the_device() {
 
 #[test]
 fn panic_in_ret_handler_fails_the_receiving_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let asker = dev(&mut rt, "asker", &log);
-    let replier = dev(&mut rt, "replier", &log);
-    rt.run();
+    let (mut rt, _log, [by, asker, replier]) = rt_with_devs(["bystander", "asker", "replier"]);
     let ret = ret_to!([asker], panic_on_reply() as (u32));
     call!([replier], reply(ret));
     rt.run();
@@ -86,11 +74,7 @@ fn panic_in_ret_handler_fails_the_receiving_actor() {
 
 #[test]
 fn panic_in_fwd_handler_fails_the_receiving_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let sink = dev(&mut rt, "sink", &log);
-    rt.run();
+    let (mut rt, _log, [by, sink]) = rt_with_devs(["bystander", "sink"]);
     let fwd = fwd_to!([sink], panic_on_msg() as (u32));
     fwd.fwd(1);
     fwd.fwd(2); // delivered to a dead actor: discarded
@@ -104,11 +88,7 @@ fn panic_in_fwd_handler_fails_the_receiving_actor() {
 
 #[test]
 fn panic_in_timer_fails_the_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let d = dev(&mut rt, "d", &log);
-    rt.run();
+    let (mut rt, log, [by, d]) = rt_with_devs(["bystander", "d"]);
     after!(Duration::from_secs(5), [d, rt.s], panic_on_timer());
     rt.advance(Duration::from_secs(4));
     assert!(d.is_alive(), "not yet: virtual time is at 4s");
@@ -128,12 +108,7 @@ fn panic_in_timer_fails_the_actor() {
 
 #[test]
 fn panic_in_trap_handler_fails_the_trapping_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let trapper = dev(&mut rt, "trapper", &log);
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
+    let (mut rt, _log, [by, trapper, target]) = rt_with_devs(["bystander", "trapper", "target"]);
     trapper
         .trap(fwd_to!([trapper], panic_on_down() as (Down)))
         .unwrap();
@@ -150,9 +125,7 @@ fn panic_in_trap_handler_fails_the_trapping_actor() {
 #[test]
 fn runtime_keeps_running_after_panics() {
     // Many panics across many actors in one run; every later run works.
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
+    let (mut rt, log, by) = rt_with_dev("bystander");
     let victims: Vec<_> = (0..50).map(|_| dev(&mut rt, "v", &log)).collect();
     rt.run();
     for v in &victims {
@@ -274,9 +247,7 @@ fn a_panic_in_drop_of_actor_state_fails_that_actor_and_its_cascades_run() {
         StopHeldUntilInit,
         MailboxHandlerStops,
     ] {
-        let mut rt = Rt::new();
-        let log = new_log();
-        let by = bystander(&mut rt, &log);
+        let (mut rt, log, by) = rt_with_dev("bystander");
         let origin = dev(&mut rt, "origin", &log);
         let b = device_new!(rt.s, Brittle);
         if end == StopHeldUntilInit {
