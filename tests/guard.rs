@@ -12,6 +12,15 @@ fn panicked() -> String {
     format!("panicked: {TEST_PANIC}")
 }
 
+/// `cause` is the panic of a `Dev` callback in `place` ("init", "timer", ...).
+#[track_caller]
+fn assert_panicked_in(cause: Option<Cause>, place: &str) {
+    assert_eq!(
+        cause.unwrap().to_string(),
+        format!("{} in {place}", panicked())
+    );
+}
+
 /// `by`, a bystander that must never notice a panic except through its
 /// links, still takes calls and timers.
 fn assert_runtime_still_works(rt: &mut Rt, by: &DeviceOwn<Dev>) {
@@ -50,10 +59,7 @@ fn panic_in_init_fails_the_device() {
     let line = d.line();
     call!([d], ping()); // held for init, then dropped with the device
     rt.run();
-    assert_eq!(
-        line.cause().unwrap().to_string(),
-        format!("{} in init", panicked())
-    );
+    assert_panicked_in(line.cause(), "init");
     assert!(d.query(&mut rt.s, |d, _| d.calls).is_none());
     assert_runtime_still_works(&mut rt, &by);
 }
@@ -64,10 +70,7 @@ fn panic_in_ret_handler_fails_the_receiving_actor() {
     let ret = ret_to!([asker], panic_on_reply() as (u32));
     call!([replier], reply(ret));
     rt.run();
-    assert_eq!(
-        asker.cause().unwrap().to_string(),
-        format!("{} in ret handler", panicked())
-    );
+    assert_panicked_in(asker.cause(), "ret handler");
     assert!(replier.is_alive(), "the sender of the reply is not blamed");
     assert_runtime_still_works(&mut rt, &by);
 }
@@ -79,10 +82,7 @@ fn panic_in_fwd_handler_fails_the_receiving_actor() {
     fwd.fwd(1);
     fwd.fwd(2); // delivered to a dead actor: discarded
     rt.run();
-    assert_eq!(
-        sink.cause().unwrap().to_string(),
-        format!("{} in fwd handler", panicked())
-    );
+    assert_panicked_in(sink.cause(), "fwd handler");
     assert_runtime_still_works(&mut rt, &by);
 }
 
@@ -93,10 +93,7 @@ fn panic_in_timer_fails_the_actor() {
     rt.advance(Duration::from_secs(4));
     assert!(d.is_alive(), "not yet: virtual time is at 4s");
     rt.advance(Duration::from_secs(1));
-    assert_eq!(
-        d.cause().unwrap().to_string(),
-        format!("{} in timer", panicked())
-    );
+    assert_panicked_in(d.cause(), "timer");
     let when = rt.now + Duration::from_secs(2);
     let d2 = dev(&mut rt, "d2", &log);
     rt.run();
@@ -115,10 +112,7 @@ fn panic_in_trap_handler_fails_the_trapping_actor() {
     trapper.link(&target, LinkMode::Monitor).unwrap();
     call!([target], stop());
     rt.run();
-    assert_eq!(
-        trapper.cause().unwrap().to_string(),
-        format!("{} in trap", panicked())
-    );
+    assert_panicked_in(trapper.cause(), "trap");
     assert_runtime_still_works(&mut rt, &by);
 }
 
@@ -232,21 +226,25 @@ enum BrittleEnd {
     MailboxHandlerStops,
 }
 
+impl BrittleEnd {
+    const ALL: [BrittleEnd; 8] = [
+        BrittleEnd::Stop,
+        BrittleEnd::Fail,
+        BrittleEnd::Panic,
+        BrittleEnd::Kill,
+        BrittleEnd::Shutdown,
+        BrittleEnd::Cascade,
+        BrittleEnd::StopHeldUntilInit,
+        BrittleEnd::MailboxHandlerStops,
+    ];
+}
+
 #[test]
 fn a_panic_in_drop_of_actor_state_fails_that_actor_and_its_cascades_run() {
     use stakplane::mailbox::{Mailbox, Overflow};
     use BrittleEnd::*;
     let in_drop = format!("{} in drop", panicked());
-    for end in [
-        Stop,
-        Fail,
-        Panic,
-        Kill,
-        Shutdown,
-        Cascade,
-        StopHeldUntilInit,
-        MailboxHandlerStops,
-    ] {
+    for end in BrittleEnd::ALL {
         let (mut rt, log, by) = rt_with_dev("bystander");
         let origin = dev(&mut rt, "origin", &log);
         let b = device_new!(rt.s, Brittle);
