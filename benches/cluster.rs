@@ -46,7 +46,8 @@
 //! stakplane function is measured one burst (or ask) is tried: if it is
 //! lost the function is skipped with that report and the peer still runs.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
@@ -205,6 +206,24 @@ fn run_until_joined(rt: &mut Runtime, node: &DeviceOwn<Node>, joined: impl Fn(&N
     }
 }
 
+/// Node `name` of the pair on `rt`: incarnation `incarnation` (which
+/// also seeds its membership, sized for two), joining through `seed`.
+fn start_node(
+    rt: &mut Runtime,
+    name: &str,
+    secret: Secret,
+    incarnation: u64,
+    seed: Option<std::net::SocketAddr>,
+) -> (DeviceOwn<Node>, NodeId) {
+    Node::builder()
+        .secret(secret)
+        .incarnation(incarnation)
+        .membership(MembershipConfig::lan(2, incarnation))
+        .seeds(seed)
+        .start(rt.core())
+        .unwrap_or_else(|e| panic!("node {name} starts: {e:?}"))
+}
+
 fn stakplane_pair() -> StakplanePair {
     let secret = Secret::new([9; 32]);
     let (done_tx, done_rx) = mpsc::channel();
@@ -218,12 +237,7 @@ fn stakplane_pair() -> StakplanePair {
     let (done_b, seen_b) = (done_tx.clone(), seen.clone());
     let tb = std::thread::spawn(move || {
         let mut rt = Runtime::new().expect("a runtime");
-        let (node, me) = Node::builder()
-            .secret(s2)
-            .incarnation(2)
-            .membership(MembershipConfig::lan(2, 2))
-            .start(rt.core())
-            .expect("node b starts");
+        let (node, me) = start_node(&mut rt, "b", s2, 2, None);
         let sink = device!(rt.core(), Sink::init(seen_b, done_b));
         let blob = fwd_to!([sink], blob() as (Blob));
         let ping = fwd_to!([sink], ping() as ((u64, Ret<u64>)));
@@ -250,13 +264,7 @@ fn stakplane_pair() -> StakplanePair {
     let refused_a = refused.clone();
     let ta = std::thread::spawn(move || {
         let mut rt = Runtime::new().expect("a runtime");
-        let (node, _) = Node::builder()
-            .secret(secret)
-            .incarnation(1)
-            .membership(MembershipConfig::lan(2, 1))
-            .seeds([b_id.addr])
-            .start(rt.core())
-            .expect("node a starts");
+        let (node, _) = start_node(&mut rt, "a", secret, 1, Some(b_id.addr));
         let asker = device!(
             rt.core(),
             Asker::init(node.actor().clone(), target, done_tx)
@@ -568,11 +576,22 @@ impl RactorPair {
 // the groups
 // ---------------------------------------------------------------------
 
-fn remote_send(c: &mut Criterion) {
-    let mut g = c.benchmark_group("remote_send");
+/// A group of the two-node benches: 20 samples after 2 s of warm-up,
+/// measured for `measure`.
+fn remote_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    measure: Duration,
+) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(8));
+        .measurement_time(measure);
+    g
+}
+
+fn remote_send(c: &mut Criterion) {
+    let mut g = remote_group(c, "remote_send", Duration::from_secs(8));
 
     let sp = stakplane_pair();
     let sent = Cell::new(BURST);
@@ -625,10 +644,7 @@ fn remote_send(c: &mut Criterion) {
 }
 
 fn remote_ask_roundtrip(c: &mut Criterion) {
-    let mut g = c.benchmark_group("remote_ask_roundtrip");
-    g.sample_size(20)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(6));
+    let mut g = remote_group(c, "remote_ask_roundtrip", Duration::from_secs(6));
 
     let sp = stakplane_pair();
     assert!(sp.a.post(|_| ask_chain(1)).is_ok(), "node a runs");
@@ -694,6 +710,25 @@ impl Counter {
 /// the queue runs.
 const BATCH: u64 = 1_000;
 
+/// The time to send `iters` messages `BATCH` at a time: `send(node, k)`
+/// sends `k` from one closure on the node, then the queue runs.
+fn in_batches(
+    s: &mut Stakker,
+    node: &DeviceOwn<Node>,
+    iters: u64,
+    send: impl Fn(&mut Node, u64),
+) -> Duration {
+    let t = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(BATCH);
+        node.query(s, |n, _| send(n, k));
+        s.run(Instant::now(), false);
+        left -= k;
+    }
+    t.elapsed()
+}
+
 fn local_ref_send(c: &mut Criterion) {
     let mut g = c.benchmark_group("local_ref_send");
     g.warm_up_time(Duration::from_secs(2))
@@ -719,38 +754,22 @@ fn local_ref_send(c: &mut Criterion) {
     let sent = Cell::new(0u64);
     g.bench_function("ref", |b| {
         b.iter_custom(|iters| {
-            let t = Instant::now();
-            let mut left = iters;
-            while left > 0 {
-                let k = left.min(BATCH);
-                node.query(&mut s, |n, _| {
-                    for _ in 0..k {
-                        let _ = n.send_ref(to, 1);
-                    }
-                });
-                s.run(Instant::now(), false);
-                left -= k;
-            }
-            let t = t.elapsed();
+            let t = in_batches(&mut s, &node, iters, |n, k| {
+                for _ in 0..k {
+                    let _ = n.send_ref(to, 1);
+                }
+            });
             sent.set(sent.get() + iters);
             t
         });
     });
     g.bench_function("call", |b| {
         b.iter_custom(|iters| {
-            let t = Instant::now();
-            let mut left = iters;
-            while left > 0 {
-                let k = left.min(BATCH);
-                node.query(&mut s, |_, _| {
-                    for _ in 0..k {
-                        call!([counter], add(1));
-                    }
-                });
-                s.run(Instant::now(), false);
-                left -= k;
-            }
-            let t = t.elapsed();
+            let t = in_batches(&mut s, &node, iters, |_, k| {
+                for _ in 0..k {
+                    call!([counter], add(1));
+                }
+            });
             sent.set(sent.get() + iters);
             t
         });

@@ -80,6 +80,17 @@ fn spawn_out<T: 'static>(rt: &mut Rt, fut: impl Future<Output = T> + 'static) ->
     out
 }
 
+/// The answer to a `crash` ask: the reply dropped, with the panic of
+/// `Store::crash` as its cause.
+fn assert_dropped_by_the_crash(crashed: Result<u32, AskError>) {
+    match crashed {
+        Err(AskError::Dropped {
+            cause: Some(Cause::Panic(m)),
+        }) => assert_eq!(&*m, format!("{TEST_PANIC} in crash")),
+        other => panic!("expected Dropped with the Panic cause, got {other:?}"),
+    }
+}
+
 #[test]
 fn ask_through_an_addr_is_answered_by_the_live_incarnation() {
     let (mut rt, _sup, store) = store_rt(store_spec());
@@ -132,13 +143,7 @@ fn ask_through_an_addr_is_held_across_a_restart_and_answered_by_the_new_incarnat
             .expect("answered"),
         None
     );
-    let crashed = crash.borrow_mut().take().expect("finished");
-    match crashed {
-        Err(AskError::Dropped {
-            cause: Some(Cause::Panic(m)),
-        }) => assert_eq!(&*m, format!("{TEST_PANIC} in crash")),
-        other => panic!("expected Dropped with the Panic cause, got {other:?}"),
-    }
+    assert_dropped_by_the_crash(crash.borrow_mut().take().expect("finished"));
 }
 
 #[test]
@@ -177,13 +182,7 @@ fn ask_awaited_after_the_restart_still_gets_the_panic_cause() {
     assert!(first.is_zombie() && store.is_running(), "restarted");
     assert!(out.borrow().is_none(), "not awaited yet");
     rt.advance(Duration::from_secs(1));
-    let crashed = out.borrow_mut().take().expect("finished");
-    match crashed {
-        Err(AskError::Dropped {
-            cause: Some(Cause::Panic(m)),
-        }) => assert_eq!(&*m, format!("{TEST_PANIC} in crash")),
-        other => panic!("expected Dropped with the Panic cause, got {other:?}"),
-    }
+    assert_dropped_by_the_crash(out.borrow_mut().take().expect("finished"));
 }
 
 #[test]

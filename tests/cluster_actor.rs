@@ -97,6 +97,47 @@ fn read(rt: &mut Rt, node: &DeviceOwn<Node>, to: RemoteRef<Counter>, seen: &Repl
     rt.run();
 }
 
+/// Asks node 2, from `node`, for its actor named `name` as a `Counter`;
+/// the answer comes once the queue runs.
+fn lookup_counter(
+    rt: &mut Rt,
+    node: &DeviceOwn<Node>,
+    name: &str,
+) -> Seen<Option<Result<RemoteRef<Counter>, LookupError>>> {
+    let (found, fwd) = recorder();
+    node.query(&mut rt.s, |n, cx| {
+        n.lookup_actor::<Counter>(cx, id(2), name, Ret::new(move |r| fwd.fwd(r)))
+    })
+    .expect("alive");
+    found
+}
+
+/// A supervised `Counter` child named "counter" (its senders not kept).
+fn counter_spec() -> ChildSpec<Counter> {
+    let (senders, _) = recorder::<Option<Pid>>();
+    ChildSpec::worker("counter", move |core| {
+        Ok(device!(core, Counter::init(senders.clone())).into())
+    })
+}
+
+/// Starts `spec` under a supervisor of `sup`'s policy and serves it on
+/// `node` as "counter": the supervisor and the child's remote address.
+fn serve_supervised(
+    rt: &mut Rt,
+    node: &DeviceOwn<Node>,
+    spec: ChildSpec<Counter>,
+    sup: SupervisorSpec,
+) -> (Supervisor, RemoteRef<Counter>) {
+    let addr = spec.addr();
+    let sup = Supervisor::start(&mut rt.s, sup.child(spec)).expect("starts");
+    rt.run();
+    let line = sup.line().clone();
+    let r = node
+        .query(&mut rt.s, |n, cx| n.serve_child(cx, "counter", addr, &line))
+        .expect("alive");
+    (sup, r)
+}
+
 #[test]
 fn actor_tell_and_request_give_the_same_result_locally_and_remotely() {
     let mut rt = Rt::new();
@@ -109,11 +150,7 @@ fn actor_tell_and_request_give_the_same_result_locally_and_remotely() {
         .query(&mut rt.s, |n, _| n.serve_named("counter", &counter))
         .expect("alive");
     // a finds it by name, with its type.
-    let (found, fwd) = recorder::<Option<Result<RemoteRef<Counter>, LookupError>>>();
-    a.query(&mut rt.s, |n, cx| {
-        n.lookup_actor::<Counter>(cx, id(2), "counter", Ret::new(move |r| fwd.fwd(r)))
-    })
-    .expect("alive");
+    let found = lookup_counter(&mut rt, &a, "counter");
     rt.run();
     let there = found
         .borrow_mut()
@@ -170,11 +207,7 @@ fn actor_lookup_of_another_actor_type_and_an_unanswered_request_are_typed() {
     let r = b
         .query(&mut rt.s, |n, _| n.serve_named("mute", &mute))
         .expect("alive");
-    let (found, fwd) = recorder::<Option<Result<RemoteRef<Counter>, LookupError>>>();
-    a.query(&mut rt.s, |n, cx| {
-        n.lookup_actor::<Counter>(cx, id(2), "mute", Ret::new(move |r| fwd.fwd(r)))
-    })
-    .expect("alive");
+    let found = lookup_counter(&mut rt, &a, "mute");
     let (asked, afwd) = recorder::<Option<Result<(), AskError>>>();
     a.query(&mut rt.s, |n, cx| {
         n.request(cx, r, (), Ret::new(move |x| afwd.fwd(x)))
@@ -193,23 +226,12 @@ fn actor_a_served_child_keeps_its_address_across_restarts() {
     let mut rt = Rt::new();
     let net = MemNet::new();
     let (a, b) = two(&mut rt, &net);
-    let (senders, _) = recorder::<Option<Pid>>();
-    let spec = ChildSpec::worker("counter", move |core| {
-        Ok(device!(core, Counter::init(senders.clone())).into())
-    });
-    let addr = spec.addr();
-    let sup = Supervisor::start(
-        &mut rt.s,
-        SupervisorSpec::one_for_one()
-            .intensity(5, Duration::from_secs(60))
-            .child(spec),
-    )
-    .expect("starts");
-    rt.run();
-    let line = sup.line().clone();
-    let r = b
-        .query(&mut rt.s, |n, cx| n.serve_child(cx, "counter", addr, &line))
-        .expect("alive");
+    let (sup, r) = serve_supervised(
+        &mut rt,
+        &b,
+        counter_spec(),
+        SupervisorSpec::one_for_one().intensity(5, Duration::from_secs(60)),
+    );
     let tell = |rt: &mut Rt, op: Op| {
         a.query(&mut rt.s, |n, _| n.tell(r, op))
             .expect("alive")
@@ -240,20 +262,9 @@ fn actor_credit_keeps_a_fast_remote_sender_within_a_slow_mailbox() {
     let mut rt = Rt::new();
     let net = MemNet::new();
     let (a, b) = two(&mut rt, &net);
-    let (senders, _) = recorder::<Option<Pid>>();
-    let spec = ChildSpec::worker("counter", move |core| {
-        Ok(device!(core, Counter::init(senders.clone())).into())
-    })
-    .hold(4, Overflow::Reject);
-    let addr = spec.addr();
-    let stats_of = addr.clone();
-    let sup =
-        Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).expect("starts");
-    rt.run();
-    let line = sup.line().clone();
-    let r = b
-        .query(&mut rt.s, |n, cx| n.serve_child(cx, "counter", addr, &line))
-        .expect("alive");
+    let spec = counter_spec().hold(4, Overflow::Reject);
+    let stats_of = spec.addr();
+    let (_sup, r) = serve_supervised(&mut rt, &b, spec, SupervisorSpec::one_for_one());
     assert_ne!(r.pid().device & CREDITED, 0, "the address says: credit");
     // A burst of 100 from a, faster than b's child takes them.
     let (done, done_fwd) = recorder::<Option<Result<(), SendError>>>();

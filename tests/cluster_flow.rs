@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster::{addr_in, join, node_on, recorder, status};
+use common::cluster::{addr_in, join, node_on, recorder, status, Seen};
 use common::Rt;
 use stakplane::cluster::membership::MemberEvent;
 use stakplane::cluster::{
@@ -23,22 +23,28 @@ fn quiet() -> Fwd<MemberEvent> {
 
 /// Nodes a (1) and b (2), joined, with a `String` inbox on b as device
 /// 42.
-fn joined(
-    rt: &mut Rt,
-    net: &MemNet,
-) -> (
-    DeviceOwn<Node>,
-    DeviceOwn<Node>,
-    common::cluster::Seen<String>,
-) {
+fn joined(rt: &mut Rt, net: &MemNet) -> (DeviceOwn<Node>, DeviceOwn<Node>, Seen<String>) {
     let a = node_on(rt, net, id(1, 1), quiet());
-    let b = node_on(rt, net, id(2, 1), quiet());
+    let (b, inbox) = inbox_node_b(rt, net, 1);
+    (a, b, inbox)
+}
+
+/// Incarnation `incarnation` of node b (2) on `net`, with a `String`
+/// inbox as device 42, joined through a.
+fn inbox_node_b(rt: &mut Rt, net: &MemNet, incarnation: u64) -> (DeviceOwn<Node>, Seen<String>) {
+    let b = node_on(rt, net, id(2, incarnation), quiet());
     rt.run();
     let (inbox, fwd) = recorder::<String>();
     b.query(&mut rt.s, |n, _| n.register(42, fwd))
         .expect("alive");
     join(rt, &b, id(1, 1));
-    (a, b, inbox)
+    (b, inbox)
+}
+
+/// Node a (1) on `net`, its membership events kept.
+fn watched_a(rt: &mut Rt, net: &MemNet) -> (DeviceOwn<Node>, Seen<MemberEvent>) {
+    let (events, ev_fwd) = recorder::<MemberEvent>();
+    (node_on(rt, net, id(1, 1), ev_fwd), events)
 }
 
 #[test]
@@ -101,8 +107,7 @@ fn flow_a_send_waiting_for_a_lost_node_is_refused_once() {
 fn flow_a_node_that_leaves_is_down_for_the_others_and_they_for_it() {
     let mut rt = Rt::new();
     let net = MemNet::new();
-    let (events, ev_fwd) = recorder::<MemberEvent>();
-    let a = node_on(&mut rt, &net, id(1, 1), ev_fwd);
+    let (a, events) = watched_a(&mut rt, &net);
     let b = node_on(&mut rt, &net, id(2, 1), quiet());
     rt.run();
     join(&mut rt, &b, id(1, 1));
@@ -130,7 +135,7 @@ fn flow_a_node_that_leaves_is_down_for_the_others_and_they_for_it() {
     call!([b], leave());
     rt.advance(Duration::from_secs(10));
     let lost = Cause::Lost.to_string();
-    let texts = |s: &common::cluster::Seen<RemoteDown>| -> Vec<String> {
+    let texts = |s: &Seen<RemoteDown>| -> Vec<String> {
         s.borrow().iter().map(|d| d.cause.to_string()).collect()
     };
     assert_eq!(
@@ -188,12 +193,7 @@ fn flow_a_restarted_node_is_a_new_member_and_old_pids_stay_dead() {
     rt.advance(Duration::from_secs(60));
     drop(b1);
     // The same address, a higher incarnation.
-    let b2 = node_on(&mut rt, &net, id(2, 2), quiet());
-    rt.run();
-    let (inbox2, fwd) = recorder::<String>();
-    b2.query(&mut rt.s, |n, _| n.register(42, fwd))
-        .expect("alive");
-    join(&mut rt, &b2, id(1, 1));
+    let (_b2, inbox2) = inbox_node_b(&mut rt, &net, 2);
     let members = a
         .query(&mut rt.s, |n, _| n.members().clone())
         .expect("alive");
@@ -224,8 +224,7 @@ fn flow_a_supervised_node_restarts_as_a_new_incarnation_and_rejoins() {
     use std::rc::Rc;
     let mut rt = Rt::new();
     let net = MemNet::new();
-    let (events, ev_fwd) = recorder::<MemberEvent>();
-    let a = node_on(&mut rt, &net, id(1, 1), ev_fwd);
+    let (a, events) = watched_a(&mut rt, &net);
     rt.run();
     // Node b is a supervised child: each start is the next incarnation,
     // and joins through a.

@@ -368,18 +368,33 @@ fn ids(p: &mut Pair) -> (NodeId, NodeId) {
     (a, b)
 }
 
-/// The link between a and b comes back twice; the causes `downs` heard.
-fn after_two_reconnects(
+/// Node a monitors `pid` (the queue runs); the Downs it hears.
+fn monitor_from_a(p: &mut Pair, pid: Pid) -> Seen<RemoteDown> {
+    let (downs, fwd) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, cx| n.monitor(cx, pid, fwd))
+        .expect("alive");
+    p.rt.run();
+    downs
+}
+
+/// `downs` heard nothing yet (`why_not_yet`); once the link between a
+/// and b (`ids`) comes back twice, it has heard `end`'s cause exactly
+/// once.
+#[track_caller]
+fn heard_once_after_two_reconnects(
     p: &mut Pair,
-    ida: NodeId,
-    idb: NodeId,
+    (ida, idb): (NodeId, NodeId),
     downs: &Seen<RemoteDown>,
-) -> Vec<String> {
+    end: End,
+    why_not_yet: &str,
+) {
+    assert!(downs.borrow().is_empty(), "{why_not_yet}");
     for _ in 0..2 {
         p.net.reconnect(ida.addr, idb.addr);
         p.rt.run();
     }
-    downs.borrow().iter().map(|d| d.cause.to_string()).collect()
+    let heard: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(heard, [end.cause_text()], "exactly once, the real cause");
 }
 
 #[test]
@@ -387,21 +402,19 @@ fn links_a_watch_lost_in_flight_is_asked_again_when_the_link_is_back() {
     let mut p = pair();
     let (ida, idb) = ids(&mut p);
     let (y, yp) = device_on(&mut p, true, "y");
-    let (downs, fwd) = recorder::<RemoteDown>();
     // The watch request is lost with a connection that breaks.
     p.net.lose(ida.addr, idb.addr, 1);
-    p.a.query(&mut p.rt.s, |n, cx| n.monitor(cx, yp, fwd))
-        .expect("alive");
-    p.rt.run();
+    let downs = monitor_from_a(&mut p, yp);
     call!([y], fail());
     p.rt.run();
-    assert!(downs.borrow().is_empty(), "b never heard of the watch");
     // The link comes back: the watch is asked again, and answered with
     // y's recorded cause.
-    assert_eq!(
-        after_two_reconnects(&mut p, ida, idb, &downs),
-        [End::Error.cause_text()],
-        "exactly once, the real cause"
+    heard_once_after_two_reconnects(
+        &mut p,
+        (ida, idb),
+        &downs,
+        End::Error,
+        "b never heard of the watch",
     );
 }
 
@@ -410,10 +423,7 @@ fn links_a_down_lost_in_flight_arrives_after_the_link_is_back() {
     let mut p = pair();
     let (ida, idb) = ids(&mut p);
     let (y, yp) = device_on(&mut p, true, "y");
-    let (downs, fwd) = recorder::<RemoteDown>();
-    p.a.query(&mut p.rt.s, |n, cx| n.monitor(cx, yp, fwd))
-        .expect("alive");
-    p.rt.run();
+    let downs = monitor_from_a(&mut p, yp);
     // A watch asked again is the same watch.
     p.net.reconnect(ida.addr, idb.addr);
     p.rt.run();
@@ -422,12 +432,7 @@ fn links_a_down_lost_in_flight_arrives_after_the_link_is_back() {
     call!([y], panic());
     common::quiet_test_panics();
     p.rt.run();
-    assert!(downs.borrow().is_empty(), "the Down was lost");
-    assert_eq!(
-        after_two_reconnects(&mut p, ida, idb, &downs),
-        [End::Panic.cause_text()],
-        "exactly once, the real cause"
-    );
+    heard_once_after_two_reconnects(&mut p, (ida, idb), &downs, End::Panic, "the Down was lost");
 }
 
 #[test]

@@ -16,6 +16,21 @@ fn secret(b: u8) -> Secret {
     Secret::new([b; 32])
 }
 
+/// An initiator (node 1) and a responder (node 2) with the same secret
+/// `secret(key)`, before their handshake.
+fn sessions(key: u8) -> (Session, Session) {
+    let a = Session::initiator(node(1), &secret(key)).expect("noise");
+    let b = Session::responder(node(2), &secret(key)).expect("noise");
+    (a, b)
+}
+
+/// [`sessions`] after their handshake.
+fn established(key: u8) -> (Session, Session) {
+    let (mut a, mut b) = sessions(key);
+    pump(&mut a, &mut b).expect("handshake");
+    (a, b)
+}
+
 /// Moves bytes between the two sides until neither has anything to send;
 /// the frames each received.
 fn pump(a: &mut Session, b: &mut Session) -> Result<(Vec<Frame>, Vec<Frame>), SessionError> {
@@ -33,9 +48,7 @@ fn pump(a: &mut Session, b: &mut Session) -> Result<(Vec<Frame>, Vec<Frame>), Se
 
 #[test]
 fn session_with_the_same_secret_authenticates_both_sides_and_carries_frames_both_ways() {
-    let mut a = Session::initiator(node(1), &secret(7)).expect("noise");
-    let mut b = Session::responder(node(2), &secret(7)).expect("noise");
-    pump(&mut a, &mut b).expect("handshake");
+    let (mut a, mut b) = established(7);
     assert!(a.is_established() && b.is_established());
     assert_eq!((a.peer(), b.peer()), (Some(node(2)), Some(node(1))));
     // A frame larger than one Noise message is cut and put back together.
@@ -80,9 +93,7 @@ fn session_with_another_wire_version_is_refused_after_authentication() {
 
 #[test]
 fn session_tampered_bytes_are_refused() {
-    let mut a = Session::initiator(node(1), &secret(4)).expect("noise");
-    let mut b = Session::responder(node(2), &secret(4)).expect("noise");
-    pump(&mut a, &mut b).expect("handshake");
+    let (mut a, mut b) = established(4);
     a.send(&Frame::Gossip(vec![1, 2, 3])).expect("sends");
     let mut bytes = a.take_output();
     let last = bytes.len() - 1;
@@ -92,8 +103,7 @@ fn session_tampered_bytes_are_refused() {
 
 #[test]
 fn session_keepalives_carry_no_frame_and_are_counted() {
-    let mut a = Session::initiator(node(1), &secret(5)).expect("noise");
-    let mut b = Session::responder(node(2), &secret(5)).expect("noise");
+    let (mut a, mut b) = sessions(5);
     assert!(matches!(a.send_keepalive(), Err(SessionError::Failed)));
     pump(&mut a, &mut b).expect("handshake");
     a.send_keepalive().expect("encrypts");
@@ -110,9 +120,7 @@ fn session_keepalives_carry_no_frame_and_are_counted() {
 
 #[test]
 fn session_end_of_input_names_a_message_or_frame_cut_short() {
-    let mut a = Session::initiator(node(1), &secret(6)).expect("noise");
-    let mut b = Session::responder(node(2), &secret(6)).expect("noise");
-    pump(&mut a, &mut b).expect("handshake");
+    let (mut a, mut b) = established(6);
     // Part of a Noise message.
     a.send(&Frame::Gossip(vec![1, 2, 3])).expect("sends");
     let bytes = a.take_output();
@@ -124,9 +132,7 @@ fn session_end_of_input_names_a_message_or_frame_cut_short() {
     ));
     assert!(matches!(b.receive(&bytes[5..]), Err(SessionError::Failed)));
     // A whole Noise message holding part of a frame.
-    let mut a = Session::initiator(node(1), &secret(6)).expect("noise");
-    let mut b = Session::responder(node(2), &secret(6)).expect("noise");
-    pump(&mut a, &mut b).expect("handshake");
+    let (mut a, mut b) = established(6);
     a.send_encoded(&[0, 0, 0, 9, 1]).expect("encrypts");
     assert!(b.receive(&a.take_output()).expect("waits").is_empty());
     assert!(matches!(
@@ -134,9 +140,7 @@ fn session_end_of_input_names_a_message_or_frame_cut_short() {
         Err(SessionError::Truncated { pending: 5 })
     ));
     // Nothing pending: a clean end.
-    let mut a = Session::initiator(node(1), &secret(6)).expect("noise");
-    let mut b = Session::responder(node(2), &secret(6)).expect("noise");
-    pump(&mut a, &mut b).expect("handshake");
+    let (_a, mut b) = established(6);
     assert!(b.end_of_input().is_ok());
     assert!(matches!(b.end_of_input(), Err(SessionError::Failed)));
 }
@@ -151,8 +155,7 @@ proptest! {
         junk in proptest::collection::vec(any::<u8>(), 0..300),
         after_handshake in any::<bool>(),
     ) {
-        let mut a = Session::initiator(node(1), &secret(9)).expect("noise");
-        let mut b = Session::responder(node(2), &secret(9)).expect("noise");
+        let (mut a, mut b) = sessions(9);
         if after_handshake {
             pump(&mut a, &mut b).expect("handshake");
         }
@@ -214,8 +217,7 @@ proptest! {
         step in 0usize..3,
         how in spoil(),
     ) {
-        let mut a = Session::initiator(node(1), &secret(5)).expect("noise");
-        let mut b = Session::responder(node(2), &secret(5)).expect("noise");
+        let (mut a, mut b) = sessions(5);
         // The real handshake, up to the message to spoil.
         let (mut sender, mut reader) = (&mut a, &mut b);
         let mut msg = sender.take_output();

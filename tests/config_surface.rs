@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{quiet_test_panics, TEST_PANIC};
+use common::{quiet_test_panics, Dev};
 use proptest::prelude::*;
 use stakplane::blocking::{BoxError, PoolConfig, Service, MAX_POOL_THREADS};
 use stakplane::group::{Group, GroupError, GroupSpec, MAX_WORKERS};
@@ -167,19 +167,6 @@ impl Timed {
     }
 }
 
-/// A supervised worker that can crash.
-struct W;
-
-impl W {
-    fn init(_: CX![]) -> Option<Self> {
-        Some(W)
-    }
-
-    fn crash(&mut self, _: CX![]) {
-        panic!("{TEST_PANIC}: crash");
-    }
-}
-
 /// Sets up every part of the surface on `rt` and returns what must stay
 /// alive while it runs.
 fn set_up(rt: &mut Runtime, t: &Timing, z: &Sizes, log: &Log) -> Vec<Box<dyn std::any::Any>> {
@@ -233,20 +220,22 @@ fn set_up(rt: &mut Runtime, t: &Timing, z: &Sizes, log: &Log) -> Vec<Box<dyn std
     });
 
     // A supervisor: intensity, a shutdown timeout, a held Addr.
-    let child: ChildSpec<W> = ChildSpec::worker("w", |core| {
-        let dev = device!(core, W::init());
+    // The supervised worker and the group's workers: common's `Dev`,
+    // which can crash (`panic`).
+    let child: ChildSpec<Dev> = ChildSpec::worker("w", |core| {
+        let dev = device!(core, Dev::init("w", common::new_log()));
         Ok(Child::new(dev))
     })
     .shutdown(Shutdown::Timeout(z.shutdown))
     .hold(z.hold, Overflow::Reject);
-    let addr: Addr<W> = child.addr();
+    let addr: Addr<Dev> = child.addr();
     let spec = SupervisorSpec::one_for_one()
         .intensity(z.max_restarts, z.period)
         .child(child);
     match Supervisor::start(rt.core(), spec) {
         Ok(sup) => {
             assert!(!z.period.is_zero(), "a zero period must be refused");
-            let _ = addr.send(|w, cx| w.crash(cx));
+            let _ = addr.send(|w, cx| w.panic(cx));
             keep.push(Box::new(sup));
         }
         Err(StartError::ZeroPeriod) => assert!(z.period.is_zero()),
@@ -271,8 +260,8 @@ fn set_up(rt: &mut Runtime, t: &Timing, z: &Sizes, log: &Log) -> Vec<Box<dyn std
     let group_spec = GroupSpec::new(
         "g",
         z.group.min(4),
-        |core, _| Ok(device!(core, W::init())),
-        |_: &mut W, _, _: u32| {},
+        |core, _| Ok(device!(core, Dev::init("g", common::new_log()))),
+        |_: &mut Dev, _, _: u32| {},
     )
     .mailbox(z.mailbox, Overflow::Reject)
     .intensity(z.max_restarts, z.period);

@@ -1,13 +1,16 @@
 //! Task groups (`stakplane::group`): dispatch, restarts that lose nothing,
 //! resizing, stats, escalation. All on stakker's virtual time.
 
+mod common;
+
+use common::Rt;
 use stakplane::group::{Dispatch, Group, GroupSpec};
 use stakplane::mailbox::{Overflow, SendError};
 use stakplane::prelude::*;
 use stakplane::supervise::{ChildStatus, Supervisor, SupervisorSpec};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// (worker number, message) in handling order.
 type Log = Rc<RefCell<Vec<(u64, u32)>>>;
@@ -43,6 +46,14 @@ fn spec(size: usize, log: &Log) -> GroupSpec<Worker, u32> {
     )
 }
 
+/// A runtime with the group of `spec` started and its workers ready.
+fn started(spec: GroupSpec<Worker, u32>) -> (Rt, Group<Worker, u32>) {
+    let mut rt = Rt::new();
+    let group = Group::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    (rt, group)
+}
+
 fn handled(log: &Log) -> Vec<u32> {
     let mut v: Vec<u32> = log.borrow().iter().map(|(_, m)| *m).collect();
     v.sort_unstable();
@@ -51,15 +62,12 @@ fn handled(log: &Log) -> Vec<u32> {
 
 #[test]
 fn round_robin_gives_each_worker_its_turn() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
-    let group = Group::start(&mut s, spec(3, &log)).unwrap();
-    s.run(now, false);
+    let (mut rt, group) = started(spec(3, &log));
     for m in 0..9 {
         group.try_send(m).unwrap();
     }
-    s.run(now, false);
+    rt.run();
     let log = log.borrow();
     for (number, msg) in log.iter() {
         assert_eq!(
@@ -79,21 +87,18 @@ fn round_robin_gives_each_worker_its_turn() {
 
 #[test]
 fn round_robin_skips_a_full_worker_and_refuses_only_when_all_are_full() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
-    let group = Group::start(&mut s, spec(2, &log).mailbox(1, Overflow::Reject)).unwrap();
-    s.run(now, false);
+    let (mut rt, group) = started(spec(2, &log).mailbox(1, Overflow::Reject));
     group.try_send(1).unwrap();
     group.try_send(2).unwrap();
     match group.try_send(3) {
         Err(SendError::Full(m)) => assert_eq!(m, 3, "the message comes back"),
         other => panic!("expected Full, got {other:?}"),
     }
-    s.run(now, false);
+    rt.run();
     assert_eq!(handled(&log), [1, 2]);
     group.try_send(3).unwrap();
-    s.run(now, false);
+    rt.run();
     assert_eq!(handled(&log), [1, 2, 3]);
 }
 
@@ -103,14 +108,11 @@ fn round_robin_skips_a_full_worker_and_refuses_only_when_all_are_full() {
 /// the others catch up (round-robin would give it every third message).
 #[test]
 fn least_loaded_gives_each_message_to_the_emptiest_worker() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
     let depths = |g: &Group<Worker, u32>| -> Vec<usize> {
         g.stats().workers.iter().map(|w| w.depth).collect()
     };
-    let group = Group::start(&mut s, spec(3, &log).dispatch(Dispatch::LeastLoaded)).unwrap();
-    s.run(now, false);
+    let (mut rt, group) = started(spec(3, &log).dispatch(Dispatch::LeastLoaded));
     // Nothing is handled between sends.
     let even = [
         [1, 0, 0],
@@ -125,7 +127,7 @@ fn least_loaded_gives_each_message_to_the_emptiest_worker() {
         group.try_send(m).unwrap();
         assert_eq!(depths(&group), want, "after message {m}");
     }
-    s.run(now, false);
+    rt.run();
     assert_eq!(handled(&log), (0..7).collect::<Vec<_>>());
 
     // Not started: one worker holds three messages, two new ones none.
@@ -133,7 +135,7 @@ fn least_loaded_gives_each_message_to_the_emptiest_worker() {
     for m in 10..13 {
         group.try_send(m).unwrap();
     }
-    assert_eq!(group.resize(&mut s, 3).unwrap(), []);
+    assert_eq!(group.resize(&mut rt.s, 3).unwrap(), []);
     assert_eq!(depths(&group), [3, 0, 0]);
     let uneven = [
         [3, 1, 0],
@@ -152,15 +154,12 @@ fn least_loaded_gives_each_message_to_the_emptiest_worker() {
 
 #[test]
 fn a_crashed_worker_restarts_and_its_queued_messages_go_to_the_next_incarnation() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
-    let group = Group::start(&mut s, spec(1, &log).intensity(10, Duration::from_secs(5))).unwrap();
-    s.run(now, false);
+    let (mut rt, group) = started(spec(1, &log).intensity(10, Duration::from_secs(5)));
     for m in [1, 2, CRASH, 3, 4] {
         group.try_send(m).unwrap();
     }
-    s.run(now, false);
+    rt.run();
     // The crashing message is dropped (the default policy); the rest are
     // handled in order, 3 and 4 by the second incarnation.
     let got: Vec<u32> = log.borrow().iter().map(|(_, m)| *m).collect();
@@ -172,13 +171,10 @@ fn a_crashed_worker_restarts_and_its_queued_messages_go_to_the_next_incarnation(
 
 #[test]
 fn growing_starts_workers_and_shrinking_moves_queued_messages_losing_none() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
-    let group = Group::start(&mut s, spec(2, &log)).unwrap();
-    s.run(now, false);
-    assert!(group.resize(&mut s, 4).unwrap().is_empty());
-    s.run(now, false);
+    let (mut rt, group) = started(spec(2, &log));
+    assert!(group.resize(&mut rt.s, 4).unwrap().is_empty());
+    rt.run();
     let sup = group.supervisor().unwrap();
     assert_eq!(sup.count_children().unwrap().active, 4);
     // Queue 40 messages over the four workers, then shrink to one before
@@ -186,10 +182,10 @@ fn growing_starts_workers_and_shrinking_moves_queued_messages_losing_none() {
     for m in 0..40 {
         group.try_send(m).unwrap();
     }
-    let left = group.resize(&mut s, 1).unwrap();
+    let left = group.resize(&mut rt.s, 1).unwrap();
     assert!(left.is_empty(), "room enough at the remaining worker");
     assert_eq!(group.size(), 1);
-    s.run(now, false);
+    rt.run();
     assert_eq!(
         handled(&log),
         (0..40).collect::<Vec<_>>(),
@@ -210,58 +206,51 @@ fn growing_starts_workers_and_shrinking_moves_queued_messages_losing_none() {
 
 #[test]
 fn shrinking_gives_back_what_no_remaining_worker_can_take() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
-    let group = Group::start(&mut s, spec(2, &log).mailbox(2, Overflow::Reject)).unwrap();
-    s.run(now, false);
+    let (mut rt, group) = started(spec(2, &log).mailbox(2, Overflow::Reject));
     for m in 0..4 {
         group.try_send(m).unwrap();
     }
-    let mut left = group.resize(&mut s, 1).unwrap();
+    let mut left = group.resize(&mut rt.s, 1).unwrap();
     left.sort_unstable();
     // Worker 1 held 1 and 3; worker 0 is full: both come back.
     assert_eq!(left, [1, 3]);
-    s.run(now, false);
+    rt.run();
     assert_eq!(handled(&log), [0, 2]);
 }
 
 #[test]
 fn too_many_worker_crashes_make_the_group_supervisor_give_up() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
-    let group = Group::start(&mut s, spec(2, &log).intensity(1, Duration::from_secs(5))).unwrap();
-    s.run(now, false);
+    let (mut rt, group) = started(spec(2, &log).intensity(1, Duration::from_secs(5)));
     let sup = group.supervisor().unwrap();
     group.try_send(CRASH).unwrap();
     group.try_send(CRASH).unwrap();
-    s.run(now, false);
+    rt.run();
     assert!(!group.is_running(), "two restarts in 5 s: given up");
     assert!(sup.line().cause().is_some_and(|c| c.is_fault()));
 }
 
 #[test]
 fn a_group_restarted_by_its_parent_keeps_its_queued_messages() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
+    let mut rt = Rt::new();
     let log: Log = Rc::default();
     // Any crash makes the group's supervisor give up; its parent restarts
     // it, and the new workers take over the same mailboxes.
     let group = Group::new(spec(1, &log).intensity(0, Duration::from_secs(5)));
     let parent = Supervisor::start(
-        &mut s,
+        &mut rt.s,
         SupervisorSpec::one_for_one()
             .intensity(5, Duration::from_secs(5))
             .child(group.child_spec()),
     )
     .unwrap();
-    s.run(now, false);
+    rt.run();
     let first = group.supervisor().unwrap();
     for m in [1, CRASH, 2, 3] {
         group.try_send(m).unwrap();
     }
-    s.run(now, false);
+    rt.run();
     let second = group.supervisor().unwrap();
     assert_ne!(first.line().id(), second.line().id(), "a new incarnation");
     assert!(first.line().cause().is_some_and(|c| c.is_fault()));
@@ -273,16 +262,13 @@ fn a_group_restarted_by_its_parent_keeps_its_queued_messages() {
 
 #[test]
 fn a_group_shuts_down_in_order_and_keeps_queued_messages() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
     let log: Log = Rc::default();
-    let group = Group::start(&mut s, spec(2, &log)).unwrap();
-    s.run(now, false);
-    group.shutdown(&mut s).unwrap();
-    s.run(now, false);
+    let (mut rt, group) = started(spec(2, &log));
+    group.shutdown(&mut rt.s).unwrap();
+    rt.run();
     assert!(!group.is_running());
     assert!(matches!(
-        group.shutdown(&mut s),
+        group.shutdown(&mut rt.s),
         Err(stakplane::group::GroupError::NotRunning)
     ));
     // Still accepted (held for a later start), never lost silently.
@@ -292,15 +278,14 @@ fn a_group_shuts_down_in_order_and_keeps_queued_messages() {
 
 #[test]
 fn shrinking_under_a_dropping_policy_gives_back_what_does_not_fit() {
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
+    let mut rt = Rt::new();
     let log: Log = Rc::default();
     // Not started: the messages wait in the mailboxes.
     let group = Group::new(spec(2, &log).mailbox(2, Overflow::DropNewest));
     for m in 0..4 {
         group.try_send(m).unwrap();
     }
-    let mut left = group.resize(&mut s, 1).unwrap();
+    let mut left = group.resize(&mut rt.s, 1).unwrap();
     left.sort_unstable();
     assert_eq!(left, [1, 3], "nothing dropped, nothing evicted");
     let total = group.stats().total;
@@ -321,27 +306,26 @@ fn a_size_beyond_the_limit_is_refused_not_allocated() {
             other => panic!("expected TooLarge, got {other:?}"),
         }
     }
-    let now = Instant::now();
-    let mut s = Stakker::new(now);
+    let mut rt = Rt::new();
     let log: Log = Rc::default();
 
     let group = Group::new(spec(1, &log));
-    too_large(group.resize(&mut s, MAX_WORKERS + 1));
+    too_large(group.resize(&mut rt.s, MAX_WORKERS + 1));
     assert_eq!(group.size(), 1, "nothing changes");
-    let left = group.resize(&mut s, MAX_WORKERS);
+    let left = group.resize(&mut rt.s, MAX_WORKERS);
     assert_eq!(left.expect("the limit itself is allowed"), []);
     assert_eq!(group.size(), MAX_WORKERS);
-    too_large(group.resize(&mut s, MAX_WORKERS + 1));
+    too_large(group.resize(&mut rt.s, MAX_WORKERS + 1));
     assert_eq!(group.size(), MAX_WORKERS);
     drop(group);
     assert_eq!(Group::new(spec(MAX_WORKERS + 1, &log)).size(), MAX_WORKERS);
 
-    let group = Group::start(&mut s, spec(1, &log)).unwrap();
+    let group = Group::start(&mut rt.s, spec(1, &log)).unwrap();
     for size in [MAX_WORKERS + 1, usize::MAX] {
-        too_large(group.resize(&mut s, size));
+        too_large(group.resize(&mut rt.s, size));
         assert_eq!(group.size(), 1);
     }
-    s.run(now, false);
+    rt.run();
     let counts = group.supervisor().unwrap().count_children().unwrap();
     assert_eq!(counts.active, 1, "no worker was started");
 }

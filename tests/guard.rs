@@ -12,11 +12,17 @@ fn panicked() -> String {
     format!("panicked: {TEST_PANIC}")
 }
 
-/// A bystander that must never notice a panic except through its links.
-fn bystander(rt: &mut Rt, log: &Log) -> DeviceOwn<Dev> {
-    dev(rt, "bystander", log)
+/// `cause` is the panic of a `Dev` callback in `place` ("init", "timer", ...).
+#[track_caller]
+fn assert_panicked_in(cause: Option<Cause>, place: &str) {
+    assert_eq!(
+        cause.unwrap().to_string(),
+        format!("{} in {place}", panicked())
+    );
 }
 
+/// `by`, a bystander that must never notice a panic except through its
+/// links, still takes calls and timers.
 fn assert_runtime_still_works(rt: &mut Rt, by: &DeviceOwn<Dev>) {
     let before = by
         .query(&mut rt.s, |d, _| d.calls)
@@ -32,9 +38,7 @@ fn assert_runtime_still_works(rt: &mut Rt, by: &DeviceOwn<Dev>) {
 
 #[test]
 fn panic_in_method_fails_only_that_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
+    let (mut rt, log, by) = rt_with_dev("bystander");
     let (watcher, victim) = watched_pair(&mut rt, &log);
     call!([victim], panic());
     call!([victim], ping()); // queued behind the panic: discarded
@@ -50,73 +54,46 @@ fn panic_in_method_fails_only_that_actor() {
 
 #[test]
 fn panic_in_init_fails_the_device() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
+    let (mut rt, _log, by) = rt_with_dev("bystander");
     let d = device!(rt.s, Dev::init_panics());
     let line = d.line();
     call!([d], ping()); // held for init, then dropped with the device
     rt.run();
-    assert_eq!(
-        line.cause().unwrap().to_string(),
-        format!("{} in init", panicked())
-    );
+    assert_panicked_in(line.cause(), "init");
     assert!(d.query(&mut rt.s, |d, _| d.calls).is_none());
     assert_runtime_still_works(&mut rt, &by);
 }
 
 #[test]
 fn panic_in_ret_handler_fails_the_receiving_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let asker = dev(&mut rt, "asker", &log);
-    let replier = dev(&mut rt, "replier", &log);
-    rt.run();
+    let (mut rt, _log, [by, asker, replier]) = rt_with_devs(["bystander", "asker", "replier"]);
     let ret = ret_to!([asker], panic_on_reply() as (u32));
     call!([replier], reply(ret));
     rt.run();
-    assert_eq!(
-        asker.cause().unwrap().to_string(),
-        format!("{} in ret handler", panicked())
-    );
+    assert_panicked_in(asker.cause(), "ret handler");
     assert!(replier.is_alive(), "the sender of the reply is not blamed");
     assert_runtime_still_works(&mut rt, &by);
 }
 
 #[test]
 fn panic_in_fwd_handler_fails_the_receiving_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let sink = dev(&mut rt, "sink", &log);
-    rt.run();
+    let (mut rt, _log, [by, sink]) = rt_with_devs(["bystander", "sink"]);
     let fwd = fwd_to!([sink], panic_on_msg() as (u32));
     fwd.fwd(1);
     fwd.fwd(2); // delivered to a dead actor: discarded
     rt.run();
-    assert_eq!(
-        sink.cause().unwrap().to_string(),
-        format!("{} in fwd handler", panicked())
-    );
+    assert_panicked_in(sink.cause(), "fwd handler");
     assert_runtime_still_works(&mut rt, &by);
 }
 
 #[test]
 fn panic_in_timer_fails_the_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let d = dev(&mut rt, "d", &log);
-    rt.run();
+    let (mut rt, log, [by, d]) = rt_with_devs(["bystander", "d"]);
     after!(Duration::from_secs(5), [d, rt.s], panic_on_timer());
     rt.advance(Duration::from_secs(4));
     assert!(d.is_alive(), "not yet: virtual time is at 4s");
     rt.advance(Duration::from_secs(1));
-    assert_eq!(
-        d.cause().unwrap().to_string(),
-        format!("{} in timer", panicked())
-    );
+    assert_panicked_in(d.cause(), "timer");
     let when = rt.now + Duration::from_secs(2);
     let d2 = dev(&mut rt, "d2", &log);
     rt.run();
@@ -128,31 +105,21 @@ fn panic_in_timer_fails_the_actor() {
 
 #[test]
 fn panic_in_trap_handler_fails_the_trapping_actor() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
-    let trapper = dev(&mut rt, "trapper", &log);
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
+    let (mut rt, _log, [by, trapper, target]) = rt_with_devs(["bystander", "trapper", "target"]);
     trapper
         .trap(fwd_to!([trapper], panic_on_down() as (Down)))
         .unwrap();
     trapper.link(&target, LinkMode::Monitor).unwrap();
     call!([target], stop());
     rt.run();
-    assert_eq!(
-        trapper.cause().unwrap().to_string(),
-        format!("{} in trap", panicked())
-    );
+    assert_panicked_in(trapper.cause(), "trap");
     assert_runtime_still_works(&mut rt, &by);
 }
 
 #[test]
 fn runtime_keeps_running_after_panics() {
     // Many panics across many actors in one run; every later run works.
-    let mut rt = Rt::new();
-    let log = new_log();
-    let by = bystander(&mut rt, &log);
+    let (mut rt, log, by) = rt_with_dev("bystander");
     let victims: Vec<_> = (0..50).map(|_| dev(&mut rt, "v", &log)).collect();
     rt.run();
     for v in &victims {
@@ -259,24 +226,26 @@ enum BrittleEnd {
     MailboxHandlerStops,
 }
 
+impl BrittleEnd {
+    const ALL: [BrittleEnd; 8] = [
+        BrittleEnd::Stop,
+        BrittleEnd::Fail,
+        BrittleEnd::Panic,
+        BrittleEnd::Kill,
+        BrittleEnd::Shutdown,
+        BrittleEnd::Cascade,
+        BrittleEnd::StopHeldUntilInit,
+        BrittleEnd::MailboxHandlerStops,
+    ];
+}
+
 #[test]
 fn a_panic_in_drop_of_actor_state_fails_that_actor_and_its_cascades_run() {
     use stakplane::mailbox::{Mailbox, Overflow};
     use BrittleEnd::*;
     let in_drop = format!("{} in drop", panicked());
-    for end in [
-        Stop,
-        Fail,
-        Panic,
-        Kill,
-        Shutdown,
-        Cascade,
-        StopHeldUntilInit,
-        MailboxHandlerStops,
-    ] {
-        let mut rt = Rt::new();
-        let log = new_log();
-        let by = bystander(&mut rt, &log);
+    for end in BrittleEnd::ALL {
+        let (mut rt, log, by) = rt_with_dev("bystander");
         let origin = dev(&mut rt, "origin", &log);
         let b = device_new!(rt.s, Brittle);
         if end == StopHeldUntilInit {

@@ -5,6 +5,7 @@
 //! client read times out after 10 s, so a bug fails instead of hanging.
 #![cfg(feature = "hyper")]
 
+mod common;
 #[path = "../examples/http_hello.rs"]
 mod http_hello;
 
@@ -60,10 +61,7 @@ struct Response {
 
 impl Response {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        common::header(&self.headers, name)
     }
 
     /// The request number in the greeter's answer.
@@ -95,20 +93,17 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> Response {
         let (n, v) = h.split_once(':').expect("a header line");
         headers.push((n.trim().to_owned(), v.trim().to_owned()));
     }
-    let mut resp = Response {
-        status,
-        headers,
-        body: String::new(),
-    };
-    let len: usize = resp
-        .header("content-length")
+    let len: usize = common::header(&headers, "content-length")
         .expect("a content-length")
         .parse()
         .unwrap();
     let mut body = vec![0; len];
     conn.read_exact(&mut body).unwrap();
-    resp.body = String::from_utf8(body).unwrap();
-    resp
+    Response {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
 }
 
 fn get(conn: &mut BufReader<TcpStream>, path: &str) -> Response {

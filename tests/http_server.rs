@@ -119,10 +119,7 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        common::header(&self.headers, name)
     }
 
     fn text(&self) -> String {
@@ -183,10 +180,8 @@ impl Raw {
                 (n.trim().to_string(), v.trim().to_string())
             })
             .collect();
-        let len: usize = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .map_or(0, |(_, v)| v.parse().unwrap());
+        let len: usize =
+            common::header(&headers, "content-length").map_or(0, |v| v.parse().unwrap());
         let start = head_end + 4;
         while self.buf.len() < start + len {
             assert!(self.fill().await, "closed mid-body");

@@ -123,11 +123,7 @@ fn normal_stop_notifies_but_never_kills() {
 
 #[test]
 fn trap_receives_down_instead_of_dying() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let watcher = trapping_dev(&mut rt, "watcher", &log);
-    let target = dev(&mut rt, "target", &log);
-    rt.run();
+    let (mut rt, log, watcher, target) = rt_with_trapper("watcher", "target");
     watcher.link(&target, LinkMode::Monitor).unwrap();
     call!([target], panic());
     rt.run();
@@ -212,11 +208,7 @@ fn peer_cascade_runs_both_ways_without_echo() {
 
 #[test]
 fn link_to_dead_device_returns_device_down_and_links_nothing() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let a = trapping_dev(&mut rt, "a", &log);
-    let b = dev(&mut rt, "b", &log);
-    rt.run();
+    let (mut rt, log, a, b) = rt_with_trapper("a", "b");
     let b_line = b.line();
     call!([b], fail());
     rt.run();
@@ -281,11 +273,7 @@ fn self_link_is_rejected() {
 
 #[test]
 fn links_are_deduplicated() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let w = trapping_dev(&mut rt, "w", &log);
-    let t = dev(&mut rt, "t", &log);
-    rt.run();
+    let (mut rt, log, w, t) = rt_with_trapper("w", "t");
     w.link(&t, LinkMode::Monitor).unwrap();
     w.link(&t, LinkMode::Peer).unwrap();
     w.line().link(&t.line(), LinkMode::Monitor).unwrap();
@@ -308,9 +296,7 @@ fn unlink_stops_notification() {
     call!([b], fail());
     rt.run();
     assert!(entries(&log).is_empty(), "a no longer watches b");
-    let c = trapping_dev(&mut rt, "c", &log);
-    let d = dev(&mut rt, "d", &log);
-    rt.run();
+    let (c, d) = trapper_and_plain(&mut rt, &log, "c", "d");
     c.link(&d, LinkMode::Peer).unwrap();
     c.unlink(&d, LinkMode::Notify);
     call!([c], fail());

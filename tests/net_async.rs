@@ -44,6 +44,19 @@ fn connect(addr: SocketAddr) -> std::net::TcpStream {
     s
 }
 
+/// Connects, writes each of `pieces` (one write each), shuts down
+/// writing, and reads the reply to the end.
+fn send_then_half_close(addr: SocketAddr, pieces: &[&str]) -> String {
+    let mut s = connect(addr);
+    for piece in pieces {
+        s.write_all(piece.as_bytes()).unwrap();
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
 /// A failure recorded on the runtime side, checked after `run`.
 type Failures = Rc<RefCell<Vec<String>>>;
 
@@ -98,6 +111,21 @@ impl Harness {
         let l = TcpListener::bind(&self.io(), loopback()).unwrap();
         let addr = l.local_addr().unwrap();
         (l, addr)
+    }
+
+    /// A listener whose first connection a task named `name` accepts
+    /// and hands to `serve`; the listener's address.
+    fn serve_one<F, Fut>(&self, name: &'static str, serve: F) -> SocketAddr
+    where
+        F: FnOnce(TcpStream) -> Fut + 'static,
+        Fut: Future<Output = TaskResult> + 'static,
+    {
+        let (mut l, addr) = self.listen();
+        self.tasks.spawn(name, async move {
+            let (s, _) = l.accept().await?;
+            serve(s).await
+        });
+        addr
     }
 
     /// Runs the loop while `client` runs on another thread; re-raises the
@@ -262,9 +290,7 @@ fn async_echo_100_connections_100_messages() {
 #[test]
 fn async_buf_read_lines_split_across_segments_and_buffered_bytes_reach_read() {
     let h = Harness::new();
-    let (mut l, addr) = h.listen();
-    h.tasks.spawn("line reader", async move {
-        let (mut s, _) = l.accept().await?;
+    let addr = h.serve_one("line reader", |mut s| async move {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
@@ -288,19 +314,13 @@ fn async_buf_read_lines_split_across_segments_and_buffered_bytes_reach_read() {
         Ok(())
     });
     let exit = h.run(move |_| {
-        let mut s = connect(addr);
-        for piece in [
+        let pieces = [
             "first li",
             "ne\nsecond line\nthi",
             "rd line\nRAW\ntail",
             " bytes",
-        ] {
-            s.write_all(piece.as_bytes()).unwrap();
-        }
-        s.shutdown(Shutdown::Write).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert_eq!(reply, "3 lines\n");
+        ];
+        assert_eq!(send_then_half_close(addr, &pieces), "3 lines\n");
     });
     assert_eq!(exit, Exit::Done);
 }
@@ -358,11 +378,9 @@ fn connect_to_a_refused_port_fails_with_net_error_io_op_connect() {
 #[test]
 fn peer_reset_mid_read_ends_the_read_with_connection_reset_not_a_hang() {
     let h = Harness::new();
-    let (mut l, addr) = h.listen();
     let seen = Rc::new(RefCell::new(None));
     let out = seen.clone();
-    h.tasks.spawn("reader", async move {
-        let (mut s, _) = l.accept().await?;
+    let addr = h.serve_one("reader", move |mut s| async move {
         s.write_all(b"unread").await?;
         let mut buf = [0u8; 16];
         // Blocks until the peer resets the connection.
@@ -388,9 +406,7 @@ fn peer_reset_mid_read_ends_the_read_with_connection_reset_not_a_hang() {
 #[test]
 fn write_to_a_peer_that_closed_fails_with_epipe_or_reset_without_sigpipe() {
     let h = Harness::new();
-    let (mut l, addr) = h.listen();
-    h.tasks.spawn("writer", async move {
-        let (mut s, _) = l.accept().await?;
+    let addr = h.serve_one("writer", |mut s| async move {
         let mut buf = [0u8; 16];
         assert_eq!(s.read(&mut buf).await?, 0, "the peer closed");
         let chunk = vec![7u8; 64 * 1024];
@@ -416,9 +432,7 @@ fn write_to_a_peer_that_closed_fails_with_epipe_or_reset_without_sigpipe() {
 #[test]
 fn close_shuts_down_writing_so_the_peer_reads_eof_and_can_still_reply() {
     let h = Harness::new();
-    let (mut l, addr) = h.listen();
-    h.tasks.spawn("half-closer", async move {
-        let (mut s, _) = l.accept().await?;
+    let addr = h.serve_one("half-closer", |mut s| async move {
         s.write_all(b"request").await?;
         // futures-io's poll_close: shutdown(Write), the socket stays open.
         s.close().await?;
@@ -442,9 +456,7 @@ fn close_shuts_down_writing_so_the_peer_reads_eof_and_can_still_reply() {
 #[test]
 fn peer_half_close_reads_zero_then_writing_still_works() {
     let h = Harness::new();
-    let (mut l, addr) = h.listen();
-    h.tasks.spawn("replier", async move {
-        let (mut s, _) = l.accept().await?;
+    let addr = h.serve_one("replier", |mut s| async move {
         let mut got = Vec::new();
         s.read_to_end(&mut got).await?;
         assert_eq!(got, b"ping");
@@ -454,12 +466,7 @@ fn peer_half_close_reads_zero_then_writing_still_works() {
         Ok(())
     });
     let exit = h.run(move |_| {
-        let mut s = connect(addr);
-        s.write_all(b"ping").unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
-        let mut got = String::new();
-        s.read_to_string(&mut got).unwrap();
-        assert_eq!(got, "pong after your EOF");
+        assert_eq!(send_then_half_close(addr, &["ping"]), "pong after your EOF");
     });
     assert_eq!(exit, Exit::Done);
 }

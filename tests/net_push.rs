@@ -99,6 +99,20 @@ impl Out {
         self.log.borrow_mut().push((id, s.clone()));
         let _ = self.notes.send((id, s));
     }
+
+    /// A device's start refused by `what` with `e`: logged under `id`,
+    /// and the device fails with `e` (its `init` returns the `None`).
+    fn refused<A: 'static>(
+        &self,
+        cx: &mut Cx<'_, A>,
+        id: usize,
+        what: &'static str,
+        e: NetError,
+    ) -> Option<A> {
+        self.seen(id, Seen::Refused(what, info(&e)));
+        fail!(cx, e);
+        None
+    }
 }
 
 fn of(log: &Log, id: usize) -> Vec<Seen> {
@@ -182,22 +196,12 @@ struct Server {
 }
 
 impl Server {
-    fn init(
-        cx: CX![],
-        accepted: Accepted,
-        id: usize,
-        mode: Mode,
-        config: ConnConfig,
-        out: Out,
-    ) -> Option<Self> {
+    fn init(cx: CX![], accepted: Accepted, id: usize, serving: Serving) -> Option<Self> {
+        let Serving { mode, config, out } = serving;
         let events = fwd_to!([cx], event() as (TcpEvent));
         let conn = match TcpConn::new(cx, accepted, config, events) {
             Ok(c) => c,
-            Err(e) => {
-                out.seen(id, Seen::Refused("new", info(&e)));
-                fail!(cx, e);
-                return None;
-            }
+            Err(e) => return out.refused(cx, id, "new", e),
         };
         let mut this = Server {
             conn,
@@ -392,51 +396,46 @@ impl Server {
     }
 }
 
-/// Accepts and starts one `Server` device per connection.
-struct Listener {
-    _acc: TcpAcceptor,
+/// How the listener's connections are served: each `Server`'s mode and
+/// configuration, and where they all log.
+#[derive(Clone)]
+struct Serving {
     mode: Mode,
     config: ConnConfig,
     out: Out,
+}
+
+/// Accepts and starts one `Server` device per connection.
+struct Listener {
+    _acc: TcpAcceptor,
+    serving: Serving,
     conns: Vec<DeviceOwn<Server>>,
 }
 
 impl Listener {
-    fn init(
-        cx: CX![],
-        listener: TcpListener,
-        mode: Mode,
-        config: ConnConfig,
-        out: Out,
-    ) -> Option<Self> {
+    fn init(cx: CX![], listener: TcpListener, serving: Serving) -> Option<Self> {
         let events = fwd_to!([cx], accept() as (AcceptEvent));
         match TcpAcceptor::from_std(cx, listener, events) {
             Ok(acc) => Some(Listener {
                 _acc: acc,
-                mode,
-                config,
-                out,
+                serving,
                 conns: Vec::new(),
             }),
-            Err(e) => {
-                out.seen(LISTENER, Seen::Refused("acceptor", info(&e)));
-                fail!(cx, e);
-                None
-            }
+            Err(e) => serving.out.refused(cx, LISTENER, "acceptor", e),
         }
     }
 
     fn accept(&mut self, cx: CX![], ev: AcceptEvent) {
+        let out = &self.serving.out;
         match ev {
             AcceptEvent::Accepted(a) => {
-                self.out.seen(LISTENER, Seen::Accepted);
+                out.seen(LISTENER, Seen::Accepted);
                 let id = self.conns.len();
-                let (mode, config, out) = (self.mode, self.config, self.out.clone());
-                let dev = device!(cx, Server::init(a, id, mode, config, out));
+                let dev = device!(cx, Server::init(a, id, self.serving.clone()));
                 self.conns.push(dev);
             }
-            AcceptEvent::Error(e) => self.out.seen(LISTENER, Seen::AcceptError(info(&e))),
-            AcceptEvent::Closed => self.out.seen(LISTENER, Seen::AcceptClosed),
+            AcceptEvent::Error(e) => out.seen(LISTENER, Seen::AcceptError(info(&e))),
+            AcceptEvent::Closed => out.seen(LISTENER, Seen::AcceptClosed),
             _ => {}
         }
     }
@@ -453,11 +452,7 @@ impl UdpEcho {
         let events = fwd_to!([cx], event() as (UdpEvent));
         match UdpPort::from_std(cx, sock, UdpConfig::new(), events) {
             Ok(port) => Some(UdpEcho { port, out }),
-            Err(e) => {
-                out.seen(UDP, Seen::Refused("udp", info(&e)));
-                fail!(cx, e);
-                None
-            }
+            Err(e) => out.refused(cx, UDP, "udp", e),
         }
     }
 
@@ -546,7 +541,14 @@ fn serve<T: Send + 'static>(
         .run(|rt| {
             let l = device!(
                 rt.core(),
-                Listener::init(listener, mode, config, out.clone())
+                Listener::init(
+                    listener,
+                    Serving {
+                        mode,
+                        config,
+                        out: out.clone()
+                    }
+                )
             );
             let u = device!(rt.core(), UdpEcho::init(udp, out.clone()));
             devs = Some((l, u));
@@ -575,6 +577,18 @@ fn concat_data(seen: &[Seen]) -> Vec<u8> {
         }
     }
     all
+}
+
+/// The connection ended with `ReadClosed` then `Closed`, and no error was
+/// delivered or returned on the way.
+#[track_caller]
+fn assert_ends_cleanly(seen: &[Seen]) {
+    let n = seen.len();
+    assert_eq!(seen[n - 2..], [Seen::ReadClosed, Seen::Closed]);
+    assert_eq!(
+        count(seen, |s| matches!(s, Seen::Error(_) | Seen::Refused(..))),
+        0
+    );
 }
 
 fn count(seen: &[Seen], pred: impl Fn(&Seen) -> bool) -> usize {
@@ -780,12 +794,7 @@ fn echo_under_backpressure_pauses_on_full_resumes_on_drained_and_loses_nothing()
     let episodes = assert_one_drained_per_episode(&seen, usize::MAX);
     assert!(episodes >= 1, "the reader waited for a pause");
     assert_eq!(concat_data(&seen).len(), data.len());
-    let n = seen.len();
-    assert_eq!(seen[n - 2..], [Seen::ReadClosed, Seen::Closed]);
-    assert_eq!(
-        count(&seen, |s| matches!(s, Seen::Error(_) | Seen::Refused(..))),
-        0
-    );
+    assert_ends_cleanly(&seen);
 }
 
 /// A connection with more waiting than its per-turn share reads that
@@ -865,14 +874,11 @@ fn peer_reset_mid_write_is_one_typed_reset_error_not_sigpipe() {
         c.wait_closed(0);
     });
     let seen = of(&log, 0);
-    let resets: Vec<_> = seen
-        .iter()
-        .filter(|s| match s {
-            Seen::Error(e) | Seen::Refused("write", e) => e.reset && e.op == Some(Op::Write),
-            _ => false,
-        })
-        .collect();
-    assert_eq!(resets.len(), 1, "{seen:?}");
+    let resets = count(&seen, |s| match s {
+        Seen::Error(e) | Seen::Refused("write", e) => e.reset && e.op == Some(Op::Write),
+        _ => false,
+    });
+    assert_eq!(resets, 1, "{seen:?}");
     assert_eq!(
         count(&seen, |s| matches!(s, Seen::Error(_) | Seen::Refused(..))),
         1,
@@ -898,12 +904,7 @@ fn half_close_delivers_read_closed_and_writing_still_works() {
     assert_eq!(reply, b"ping+bye");
     let seen = of(&log, 0);
     assert_eq!(concat_data(&seen), b"ping");
-    let n = seen.len();
-    assert_eq!(seen[n - 2..], [Seen::ReadClosed, Seen::Closed]);
-    assert_eq!(
-        count(&seen, |s| matches!(s, Seen::Error(_) | Seen::Refused(..))),
-        0
-    );
+    assert_ends_cleanly(&seen);
 }
 
 /// A client that connects and sends nothing does not hold up the others:
@@ -1030,12 +1031,7 @@ fn fill_for_a_slow_reader(mode: Mode) -> Vec<Seen> {
             assert!(before + CHUNK > limit && *before <= limit);
         }
     }
-    let n = seen.len();
-    assert_eq!(seen[n - 2..], [Seen::ReadClosed, Seen::Closed]);
-    assert_eq!(
-        count(&seen, |s| matches!(s, Seen::Error(_) | Seen::Refused(..))),
-        0
-    );
+    assert_ends_cleanly(&seen);
     seen
 }
 

@@ -70,6 +70,14 @@ fn drain(rt: &mut Rt, mut rx: Receiver<u32>) -> (JoinHandle<()>, Rc<RefCell<Vec<
     (h, log)
 }
 
+/// A channel of `cap` whose receiver a task reads as [`drain`] does: its
+/// sender, the task and its log.
+fn drained(rt: &mut Rt, cap: usize) -> (Sender<u32>, JoinHandle<()>, Rc<RefCell<Vec<Ev>>>) {
+    let (tx, rx) = channel::<u32>(cap);
+    let (h, log) = drain(rt, rx);
+    (tx, h, log)
+}
+
 /// A room notice handler that counts its firings and its drop.
 fn counting_fwd(fired: &Rc<Cell<u32>>, drops: &Drops) -> Fwd<()> {
     let fired = fired.clone();
@@ -108,9 +116,8 @@ impl Flag {
 #[test]
 fn order_every_accepted_item_comes_out_once_in_the_order_accepted() {
     let mut rt = Rt::new();
-    let (tx, rx) = channel::<u32>(3);
+    let (tx, h, log) = drained(&mut rt, 3);
     let tx2 = tx.clone();
-    let (h, log) = drain(&mut rt, rx);
     rt.run();
     // Two producers, both styles: try_send from "actors", send().await
     // from a task that waits for room.
@@ -527,9 +534,8 @@ fn close_refuses_later_sends_and_gives_waiting_sends_their_item_back() {
 #[test]
 fn producer_death_yields_the_queued_items_then_one_dropped_then_none() {
     let mut rt = Rt::new();
-    let (tx, rx) = channel::<u32>(4);
+    let (tx, h, log) = drained(&mut rt, 4);
     let tx2 = tx.clone();
-    let (h, log) = drain(&mut rt, rx);
     tx.try_send(1).unwrap();
     drop(tx);
     rt.run();

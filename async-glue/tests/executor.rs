@@ -2,11 +2,29 @@
 mod common;
 
 use common::{joined, Drops, Rt};
-use stakplane_async::{spawn, JoinError};
+use stakplane_async::{spawn, JoinError, JoinHandle};
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
+
+/// Spawns a task that counts its polls (the count, from 1, is given to
+/// `poll`) and answers each as `poll` says: its handle and the count.
+fn counted<T: 'static>(
+    rt: &mut Rt,
+    mut poll: impl FnMut(u32, &mut Context<'_>) -> Poll<T> + 'static,
+) -> (JoinHandle<T>, Rc<Cell<u32>>) {
+    let polls = Rc::new(Cell::new(0));
+    let p2 = polls.clone();
+    let h = spawn(
+        &mut rt.s,
+        poll_fn(move |cx| {
+            p2.set(p2.get() + 1);
+            poll(p2.get(), cx)
+        }),
+    );
+    (h, polls)
+}
 
 #[test]
 fn spawned_task_runs_from_the_queue_and_joins() {
@@ -112,26 +130,20 @@ fn abort_while_awaiting_drops_the_future_once() {
 #[test]
 fn abort_from_inside_its_own_poll_ends_after_the_poll() {
     let mut rt = Rt::new();
-    let own: Rc<Cell<Option<stakplane_async::JoinHandle<u8>>>> = Rc::default();
+    let own: Rc<Cell<Option<JoinHandle<u8>>>> = Rc::default();
     let own2 = own.clone();
-    let polls = Rc::new(Cell::new(0));
-    let p2 = polls.clone();
     let drops = Drops::new();
     let tok = drops.token();
-    let h = spawn(
-        &mut rt.s,
-        poll_fn(move |cx| {
-            let _ = &tok;
-            p2.set(p2.get() + 1);
-            if let Some(me) = own2.take() {
-                me.abort();
-                assert!(!me.is_finished(), "still running until this poll returns");
-                drop(me); // detaches: the aborted task then frees its slot
-            }
-            cx.waker().wake_by_ref(); // a wake during the poll must not re-poll an aborted task
-            Poll::<u8>::Pending
-        }),
-    );
+    let (h, polls) = counted(&mut rt, move |_, cx| {
+        let _ = &tok;
+        if let Some(me) = own2.take() {
+            me.abort();
+            assert!(!me.is_finished(), "still running until this poll returns");
+            drop(me); // detaches: the aborted task then frees its slot
+        }
+        cx.waker().wake_by_ref(); // a wake during the poll must not re-poll an aborted task
+        Poll::<u8>::Pending
+    });
     let spy = stakplane_async::spawner(&mut rt.s);
     own.set(Some(h));
     rt.run();
@@ -174,7 +186,7 @@ fn dropped_join_handle_detaches_and_the_task_still_runs() {
 #[test]
 fn runtime_dropped_with_live_tasks_drops_each_task_exactly_once() {
     let drops = Drops::new();
-    let outside: Rc<Cell<Option<stakplane_async::JoinHandle<u32>>>> = Rc::default();
+    let outside: Rc<Cell<Option<JoinHandle<u32>>>> = Rc::default();
     let mut rets = Vec::new(); // never fired while the runtime lives
     {
         let mut rt = Rt::new();
@@ -265,15 +277,7 @@ fn stale_wakes_after_slot_reuse_are_ignored() {
     rt.run();
     joined(h).unwrap();
     // The new task takes the freed slot (same index, next generation).
-    let polls = Rc::new(Cell::new(0));
-    let p2 = polls.clone();
-    let h = spawn(
-        &mut rt.s,
-        poll_fn(move |_| {
-            p2.set(p2.get() + 1);
-            Poll::<()>::Pending
-        }),
-    );
+    let (h, polls) = counted(&mut rt, |_, _| Poll::<()>::Pending);
     rt.run();
     assert_eq!(polls.get(), 1);
     let stale = old_waker.take().unwrap();
@@ -293,16 +297,10 @@ fn wake_from_another_thread_without_a_poll_waker_waits_for_the_path_and_never_pa
     let mut rt = Rt::new();
     let slot: Rc<Cell<Option<std::task::Waker>>> = Rc::default();
     let s2 = slot.clone();
-    let polls = Rc::new(Cell::new(0));
-    let p2 = polls.clone();
-    let _h = spawn(
-        &mut rt.s,
-        poll_fn(move |cx| {
-            p2.set(p2.get() + 1);
-            s2.set(Some(cx.waker().clone()));
-            Poll::<()>::Pending
-        }),
-    );
+    let (_h, polls) = counted(&mut rt, move |_, cx| {
+        s2.set(Some(cx.waker().clone()));
+        Poll::<()>::Pending
+    });
     rt.run();
     let w = slot.take().unwrap();
     let w2 = w.clone();
@@ -333,20 +331,14 @@ fn wake_from_another_thread_polls_the_task_again() {
     let sig = stakplane_async::WakeSignal::install(&mut rt.s);
     let slot: Rc<Cell<Option<std::task::Waker>>> = Rc::default();
     let s2 = slot.clone();
-    let polls = Rc::new(Cell::new(0));
-    let p2 = polls.clone();
-    let h = spawn(
-        &mut rt.s,
-        poll_fn(move |cx| {
-            p2.set(p2.get() + 1);
-            if p2.get() == 1 {
-                s2.set(Some(cx.waker().clone()));
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        }),
-    );
+    let (h, polls) = counted(&mut rt, move |n, cx| {
+        if n == 1 {
+            s2.set(Some(cx.waker().clone()));
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    });
     rt.run();
     let w = slot.take().unwrap();
     std::thread::spawn(move || w.wake()).join().unwrap();

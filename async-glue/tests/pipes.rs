@@ -17,6 +17,7 @@ use stakplane_async::{
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -44,6 +45,36 @@ fn ev(x: Option<Result<u32, ActorFail>>) -> Ev {
         Some(Err(e)) => panic!("unexpected failure {e:?}"),
         None => Ev::End,
     }
+}
+
+/// Spawns `fut` as a task that holds a token of `drops` and, once `fut`
+/// resolves, sets the flag returned (the code after its `.await` ran)
+/// and ends with its value.
+fn spawn_watched<T: 'static>(
+    rt: &mut Rt,
+    drops: &Drops,
+    fut: impl Future<Output = T> + 'static,
+) -> (JoinHandle<T>, Rc<Cell<bool>>) {
+    let tok = drops.token();
+    let after_await = Rc::new(Cell::new(false));
+    let a2 = after_await.clone();
+    let h = spawn(&mut rt.s, async move {
+        let _tok = tok;
+        let v = fut.await;
+        a2.set(true);
+        v
+    });
+    (h, after_await)
+}
+
+/// A drop-the-task style task that failed: it ended `Failed` with a
+/// drop without cause, its future was dropped once, and the code after
+/// the failing `.await` never ran.
+#[track_caller]
+fn assert_failed_once<T: 'static>(h: JoinHandle<T>, drops: &Drops, after_await: &Cell<bool>) {
+    assert!(matches!(joined(h), Err(JoinError::Failed(ref e)) if is_dropped_without_cause(e)));
+    assert_eq!(drops.count(), 1);
+    assert!(!after_await.get());
 }
 
 /// Spawns a task that reads `stream` up to and including its `None`,
@@ -108,16 +139,8 @@ fn ret_dropped_unfired_makes_ret_to_future_yield_dropped_without_cause() {
 fn ret_dropped_unfired_makes_ret_to_future_or_drop_end_the_task_with_failed_and_drop_it_once() {
     let mut rt = Rt::new();
     let drops = Drops::new();
-    let tok = drops.token();
-    let after_await = Rc::new(Cell::new(false));
-    let a2 = after_await.clone();
     let (fut, ret) = ret_to_future_or_drop::<u32>();
-    let h = spawn(&mut rt.s, async move {
-        let _tok = tok;
-        let v = fut.await;
-        a2.set(true);
-        v
-    });
+    let (h, after_await) = spawn_watched(&mut rt, &drops, fut);
     rt.run();
     assert!(!h.is_finished());
     assert_eq!(drops.count(), 0);
@@ -145,21 +168,11 @@ fn ret_dropped_unfired_makes_ret_to_future_or_drop_end_the_task_with_failed_and_
 fn ret_dropped_before_the_first_poll_fails_an_or_drop_task_at_its_first_poll() {
     let mut rt = Rt::new();
     let drops = Drops::new();
-    let tok = drops.token();
-    let after_await = Rc::new(Cell::new(false));
-    let a2 = after_await.clone();
     let (fut, ret) = ret_to_future_or_drop::<u32>();
     drop(ret);
-    let h = spawn(&mut rt.s, async move {
-        let _tok = tok;
-        let v = fut.await;
-        a2.set(true);
-        v
-    });
+    let (h, after_await) = spawn_watched(&mut rt, &drops, fut);
     rt.run();
-    assert!(matches!(joined(h), Err(JoinError::Failed(ref e)) if is_dropped_without_cause(e)));
-    assert_eq!(drops.count(), 1);
-    assert!(!after_await.get());
+    assert_failed_once(h, &drops, &after_await);
 }
 
 #[test]
@@ -273,26 +286,16 @@ fn future_pull_whose_request_drops_the_ret_yields_dropped() {
 fn future_pull_or_drop_whose_request_drops_the_ret_ends_the_task_once() {
     let mut rt = Rt::new();
     let drops = Drops::new();
-    let tok = drops.token();
-    let after_await = Rc::new(Cell::new(false));
-    let a2 = after_await.clone();
     let calls = Rc::new(Cell::new(0u32));
     let c2 = calls.clone();
-    let h = spawn(&mut rt.s, async move {
-        let _tok = tok;
-        let v: u32 = future_pull_or_drop(move |ret: Ret<u32>| {
-            c2.set(c2.get() + 1);
-            drop(ret);
-        })
-        .await;
-        a2.set(true);
-        v
+    let pull = future_pull_or_drop(move |ret: Ret<u32>| {
+        c2.set(c2.get() + 1);
+        drop(ret);
     });
+    let (h, after_await) = spawn_watched(&mut rt, &drops, pull);
     rt.run();
     assert_eq!(calls.get(), 1);
-    assert!(matches!(joined(h), Err(JoinError::Failed(ref e)) if is_dropped_without_cause(e)));
-    assert_eq!(drops.count(), 1);
-    assert!(!after_await.get());
+    assert_failed_once(h, &drops, &after_await);
 }
 
 #[test]

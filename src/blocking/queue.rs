@@ -311,14 +311,21 @@ mod tests {
         Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    #[test]
-    fn waiting_pushers_go_in_order_and_try_push_never_overtakes_them() {
+    /// A queue of room 1 holding 1, with two pushers waiting in turn:
+    /// `a` (of 2) first, then `b` (of 3).
+    fn full_with_two_waiting() -> (Arc<Bounded<i32>>, Push<i32>, Push<i32>) {
         let q = Arc::new(Bounded::new(1));
         assert!(q.try_push(1).is_ok());
         let mut a = q.push(2);
         let mut b = q.push(3);
         assert!(poll(&mut a).is_pending());
         assert!(poll(&mut b).is_pending());
+        (q, a, b)
+    }
+
+    #[test]
+    fn waiting_pushers_go_in_order_and_try_push_never_overtakes_them() {
+        let (q, mut a, mut b) = full_with_two_waiting();
         assert!(q.pop(false) == Some(1));
         // b polled first: not its turn.
         assert!(poll(&mut b).is_pending());
@@ -331,12 +338,7 @@ mod tests {
 
     #[test]
     fn a_dropped_waiter_passes_its_turn_and_close_gives_items_back() {
-        let q = Arc::new(Bounded::new(1));
-        assert!(q.try_push(1).is_ok());
-        let mut a = q.push(2);
-        let mut b = q.push(3);
-        assert!(poll(&mut a).is_pending());
-        assert!(poll(&mut b).is_pending());
+        let (q, a, mut b) = full_with_two_waiting();
         drop(a);
         assert_eq!(q.pop(false), Some(1));
         assert!(matches!(poll(&mut b), Poll::Ready(Ok(_))));

@@ -30,6 +30,15 @@ pub fn entries(log: &Log) -> Vec<String> {
         .collect()
 }
 
+/// The value of the header `name` (in any case) among a response's
+/// `headers` as the HTTP tests' own clients read them off the wire.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// A scriptable device: every way to die is a method.
 pub struct Dev {
     pub name: &'static str,
@@ -148,6 +157,31 @@ pub fn trapping_dev(rt: &mut Rt, name: &'static str, log: &Log) -> DeviceOwn<Dev
     d.trap(fwd_to!([d], down() as (Down)))
         .expect("new device can trap");
     d
+}
+
+/// A `Dev` named `trapper` that traps linked Downs into `log` and a
+/// plain one named `plain`, both ready (the runtime has run).
+pub fn trapper_and_plain(
+    rt: &mut Rt,
+    log: &Log,
+    trapper: &'static str,
+    plain: &'static str,
+) -> (DeviceOwn<Dev>, DeviceOwn<Dev>) {
+    let t = trapping_dev(rt, trapper, log);
+    let p = dev(rt, plain, log);
+    rt.run();
+    (t, p)
+}
+
+/// A runtime, a fresh log, and [`trapper_and_plain`] recording into it.
+pub fn rt_with_trapper(
+    trapper: &'static str,
+    plain: &'static str,
+) -> (Rt, Log, DeviceOwn<Dev>, DeviceOwn<Dev>) {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (t, p) = trapper_and_plain(&mut rt, &log, trapper, plain);
+    (rt, log, t, p)
 }
 
 /// The ways a device can end, each with the exact cause text it gives.

@@ -100,14 +100,7 @@ impl Node {
                 true
             }
             _ => {
-                if self.credits.asked.insert(to) {
-                    let me = self.me;
-                    let ask = Frame::CreditAsk {
-                        target: to.device,
-                        from: me,
-                    };
-                    let _ = self.frame(to.node, &ask);
-                }
+                self.ask_credit_once(to);
                 false
             }
         }
@@ -162,14 +155,20 @@ impl Node {
         }
         if !queue.is_empty() {
             self.credits.waiting.insert(to, queue);
-            if self.credits.asked.insert(to) {
-                let me = self.me;
-                let ask = Frame::CreditAsk {
-                    target: to.device,
-                    from: me,
-                };
-                let _ = self.frame(to.node, &ask);
-            }
+            self.ask_credit_once(to);
+        }
+    }
+
+    /// Asks `to`'s node for credit for `to`, unless it has been asked
+    /// already and has not answered yet.
+    fn ask_credit_once(&mut self, to: Pid) {
+        if self.credits.asked.insert(to) {
+            let me = self.me;
+            let ask = Frame::CreditAsk {
+                target: to.device,
+                from: me,
+            };
+            let _ = self.frame(to.node, &ask);
         }
     }
 

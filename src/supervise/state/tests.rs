@@ -34,42 +34,71 @@ fn fault() -> Kept {
     Kept::Cause(Cause::Dropped)
 }
 
-/// What a driver does with the steps until the supervisor must wait:
-/// the terminations begun and the starts made (each placed at once
-/// with the next device number), as a log.
-fn drive(st: &mut State<(), ()>, now: Instant, next_dev: &mut u64, log: &mut Vec<String>) {
-    loop {
-        match st.next_step() {
-            Step::Idle => return,
-            Step::Terminate(key) => {
-                let t = st.begin_terminate(key).unwrap();
-                log.push(format!("terminate {}", st.entries[t.idx].id));
-            }
-            Step::Start(targets) => start(st, targets, next_dev, log),
-            Step::End(cause) => {
-                st.end();
-                log.push(format!("end {cause}"));
-                return;
-            }
-            Step::Restart(key, cause) => {
-                let mut cause = Kept::Cause(cause);
-                match st.restart_job(key, now, &mut cause) {
-                    Plan::Start(targets) => start(st, targets, next_dev, log),
-                    Plan::Later => {}
-                    Plan::GaveUp(id) => log.push(format!("give up at {id}")),
+/// A state with what its driver keeps: the time the steps are taken
+/// at, the next device number to place a start with, and the log of the
+/// terminations begun and the starts made.
+struct Driven {
+    st: State<(), ()>,
+    now: Instant,
+    next_dev: u64,
+    log: Vec<String>,
+}
+
+impl Driven {
+    fn new(st: State<(), ()>) -> Driven {
+        Driven {
+            st,
+            now: Instant::now(),
+            next_dev: 200,
+            log: Vec::new(),
+        }
+    }
+
+    /// What a driver does with the steps until the supervisor must wait:
+    /// the terminations begun and the starts made (each placed at once
+    /// with the next device number), as a log.
+    fn drive(&mut self) {
+        loop {
+            match self.st.next_step() {
+                Step::Idle => return,
+                Step::Terminate(key) => {
+                    let t = self.st.begin_terminate(key).unwrap();
+                    self.log
+                        .push(format!("terminate {}", self.st.entries[t.idx].id));
+                }
+                Step::Start(targets) => self.start(targets),
+                Step::End(cause) => {
+                    self.st.end();
+                    self.log.push(format!("end {cause}"));
+                    return;
+                }
+                Step::Restart(key, cause) => {
+                    let mut cause = Kept::Cause(cause);
+                    match self.st.restart_job(key, self.now, &mut cause) {
+                        Plan::Start(targets) => self.start(targets),
+                        Plan::Later => {}
+                        Plan::GaveUp(id) => self.log.push(format!("give up at {id}")),
+                    }
                 }
             }
         }
     }
-}
 
-fn start(st: &mut State<(), ()>, targets: Targets, next_dev: &mut u64, log: &mut Vec<String>) {
-    for &key in targets.keys() {
-        if let Some(idx) = st.to_start(key) {
-            log.push(format!("start {}", st.entries[idx].id));
-            *next_dev += 1;
-            assert!(st.place(key, dev(*next_dev), ()).is_ok());
+    fn start(&mut self, targets: Targets) {
+        for &key in targets.keys() {
+            if let Some(idx) = self.st.to_start(key) {
+                self.log.push(format!("start {}", self.st.entries[idx].id));
+                self.next_dev += 1;
+                assert!(self.st.place(key, dev(self.next_dev), ()).is_ok());
+            }
         }
+    }
+
+    /// The child the supervisor waits for goes down, and the driver
+    /// carries on.
+    fn terminated_then_drive(&mut self) {
+        terminated(&mut self.st);
+        self.drive();
     }
 }
 
@@ -109,52 +138,40 @@ fn running(st: &State<(), ()>) -> Vec<String> {
 
 #[test]
 fn one_for_one_restarts_only_the_exited_child_at_once() {
-    let now = Instant::now();
-    let mut st = workers(Strategy::OneForOne, &["a", "b", "c"]);
-    let mut log = Vec::new();
-    let mut next = 200;
-    assert_eq!(crash(&mut st, "b"), Exit::Restart);
-    drive(&mut st, now, &mut next, &mut log);
-    assert_eq!(log, ["start b"]);
-    assert_eq!(running(&st), ["a", "b", "c"]);
-    assert!(st.is_idle());
+    let mut d = Driven::new(workers(Strategy::OneForOne, &["a", "b", "c"]));
+    assert_eq!(crash(&mut d.st, "b"), Exit::Restart);
+    d.drive();
+    assert_eq!(d.log, ["start b"]);
+    assert_eq!(running(&d.st), ["a", "b", "c"]);
+    assert!(d.st.is_idle());
 }
 
 #[test]
 fn one_for_all_terminates_the_others_in_reverse_then_starts_all_in_order() {
-    let now = Instant::now();
-    let mut st = workers(Strategy::OneForAll, &["a", "b", "c", "d"]);
-    let mut log = Vec::new();
-    let mut next = 200;
-    crash(&mut st, "b");
-    drive(&mut st, now, &mut next, &mut log);
+    let mut d = Driven::new(workers(Strategy::OneForAll, &["a", "b", "c", "d"]));
+    crash(&mut d.st, "b");
+    d.drive();
     // One termination at a time: each waits for its Down.
-    assert_eq!(log, ["terminate d"]);
+    assert_eq!(d.log, ["terminate d"]);
     for _ in 0..2 {
-        terminated(&mut st);
-        drive(&mut st, now, &mut next, &mut log);
+        d.terminated_then_drive();
     }
-    assert_eq!(log, ["terminate d", "terminate c", "terminate a"]);
-    terminated(&mut st);
-    log.clear();
-    drive(&mut st, now, &mut next, &mut log);
-    assert_eq!(log, ["start a", "start b", "start c", "start d"]);
+    assert_eq!(d.log, ["terminate d", "terminate c", "terminate a"]);
+    terminated(&mut d.st);
+    d.log.clear();
+    d.drive();
+    assert_eq!(d.log, ["start a", "start b", "start c", "start d"]);
 }
 
 #[test]
 fn rest_for_one_restarts_the_exited_child_and_those_after_it() {
-    let now = Instant::now();
-    let mut st = workers(Strategy::RestForOne, &["a", "b", "c", "d"]);
-    let mut log = Vec::new();
-    let mut next = 200;
-    crash(&mut st, "b");
-    drive(&mut st, now, &mut next, &mut log);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
+    let mut d = Driven::new(workers(Strategy::RestForOne, &["a", "b", "c", "d"]));
+    crash(&mut d.st, "b");
+    d.drive();
+    d.terminated_then_drive();
+    d.terminated_then_drive();
     assert_eq!(
-        log,
+        d.log,
         [
             "terminate d",
             "terminate c",
@@ -163,96 +180,84 @@ fn rest_for_one_restarts_the_exited_child_and_those_after_it() {
             "start d"
         ]
     );
-    assert_eq!(running(&st), ["a", "b", "c", "d"]);
+    assert_eq!(running(&d.st), ["a", "b", "c", "d"]);
 }
 
 #[test]
 fn a_temporary_sibling_is_terminated_and_removed_not_restarted() {
-    let now = Instant::now();
     let temp = Policy {
         restart: Restart::Temporary,
         ..WORKER
     };
-    let mut st = with(Strategy::OneForAll, &[("a", WORKER), ("t", temp)]);
-    let mut log = Vec::new();
-    let mut next = 200;
-    crash(&mut st, "a");
-    drive(&mut st, now, &mut next, &mut log);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
-    assert_eq!(log, ["terminate t", "start a"]);
-    assert_eq!(running(&st), ["a"]);
-    assert_eq!(st.entries.len(), 1);
+    let mut d = Driven::new(with(Strategy::OneForAll, &[("a", WORKER), ("t", temp)]));
+    crash(&mut d.st, "a");
+    d.drive();
+    d.terminated_then_drive();
+    assert_eq!(d.log, ["terminate t", "start a"]);
+    assert_eq!(running(&d.st), ["a"]);
+    assert_eq!(d.st.entries.len(), 1);
 }
 
 #[test]
 fn simple_one_for_one_restarts_each_alone_and_removes_what_does_not_restart() {
-    let now = Instant::now();
     let transient = Policy {
         restart: Restart::Transient,
         ..WORKER
     };
-    let mut st = with(
+    let mut d = Driven::new(with(
         Strategy::SimpleOneForOne,
         &[("w.1", transient), ("w.2", transient)],
-    );
-    let mut log = Vec::new();
-    let mut next = 200;
-    assert_eq!(crash(&mut st, "w.1"), Exit::Restart);
-    drive(&mut st, now, &mut next, &mut log);
-    assert_eq!(log, ["start w.1"]);
+    ));
+    assert_eq!(crash(&mut d.st, "w.1"), Exit::Restart);
+    d.drive();
+    assert_eq!(d.log, ["start w.1"]);
     // A normal stop of a transient dynamic child: removed.
-    let idx = st.by_id("w.2").unwrap();
-    let down = st.child_down(idx, false);
+    let idx = d.st.by_id("w.2").unwrap();
+    let down = d.st.child_down(idx, false);
     assert_eq!(down.exit, Exit::NotRestarted);
     assert!(down.remove);
-    st.remove_at(idx);
-    assert_eq!(running(&st), ["w.1"]);
+    d.st.remove_at(idx);
+    assert_eq!(running(&d.st), ["w.1"]);
     // Static calls are refused.
     assert!(matches!(
-        st.stopped_child("w.1"),
+        d.st.stopped_child("w.1"),
         Err(ChildError::SimpleOneForOne)
     ));
     assert!(matches!(
-        st.check_new(&ChildId::from("x")),
+        d.st.check_new(&ChildId::from("x")),
         Err(ChildError::SimpleOneForOne)
     ));
-    assert_eq!(st.dynamic_id(&ChildId::from("w")).as_str(), "w.1");
+    assert_eq!(d.st.dynamic_id(&ChildId::from("w")).as_str(), "w.1");
 }
 
 #[test]
 fn one_restart_past_the_intensity_shuts_down_in_reverse_and_escalates() {
-    let now = Instant::now();
-    let mut st = workers(Strategy::OneForOne, &["a", "b", "c"]);
-    let mut log = Vec::new();
-    let mut next = 200;
+    let mut d = Driven::new(workers(Strategy::OneForOne, &["a", "b", "c"]));
     // The default intensity: one restart in 5 s.
-    crash(&mut st, "b");
-    drive(&mut st, now, &mut next, &mut log);
-    crash(&mut st, "b");
-    drive(&mut st, now, &mut next, &mut log);
-    assert_eq!(log, ["start b", "give up at b", "terminate c"]);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
-    assert_eq!(log[3], "terminate a");
-    let end = &log[4];
+    crash(&mut d.st, "b");
+    d.drive();
+    crash(&mut d.st, "b");
+    d.drive();
+    assert_eq!(d.log, ["start b", "give up at b", "terminate c"]);
+    d.terminated_then_drive();
+    d.terminated_then_drive();
+    assert_eq!(d.log[3], "terminate a");
+    let end = &d.log[4];
     assert!(end.starts_with("end failed: supervisor #1 reached its restart intensity"));
-    assert!(st.check_running().is_err());
+    assert!(d.st.check_running().is_err());
     // A restart later than the period would have been allowed.
     let mut st = workers(Strategy::OneForOne, &["a"]);
     let mut kept = fault();
     let idx = st.by_id("a").unwrap();
     st.child_down(idx, true);
     assert!(matches!(
-        st.plan_restart(idx, now, &mut kept),
+        st.plan_restart(idx, d.now, &mut kept),
         Plan::Start(_)
     ));
     let key = st.entries[idx].key;
     assert!(st.place(key, dev(300), ()).is_ok());
     st.child_down(idx, true);
-    let later = now + Duration::from_secs(6);
+    let later = d.now + Duration::from_secs(6);
     assert!(matches!(
         st.plan_restart(idx, later, &mut kept),
         Plan::Start(_)
@@ -261,19 +266,19 @@ fn one_restart_past_the_intensity_shuts_down_in_reverse_and_escalates() {
 
 #[test]
 fn shutdown_terminates_in_reverse_start_order_then_ends() {
-    let now = Instant::now();
-    let mut st = workers(Strategy::OneForOne, &["a", "b", "c"]);
-    let mut log = Vec::new();
-    let mut next = 200;
-    st.shut_down(Cause::Shutdown { by: None });
-    assert!(matches!(st.check_running(), Err(ChildError::ShuttingDown)));
+    let mut d = Driven::new(workers(Strategy::OneForOne, &["a", "b", "c"]));
+    d.st.shut_down(Cause::Shutdown { by: None });
+    assert!(matches!(
+        d.st.check_running(),
+        Err(ChildError::ShuttingDown)
+    ));
     for _ in 0..3 {
-        drive(&mut st, now, &mut next, &mut log);
-        terminated(&mut st);
+        d.drive();
+        terminated(&mut d.st);
     }
-    drive(&mut st, now, &mut next, &mut log);
+    d.drive();
     assert_eq!(
-        log,
+        d.log,
         [
             "terminate c",
             "terminate b",
@@ -285,31 +290,25 @@ fn shutdown_terminates_in_reverse_start_order_then_ends() {
 
 #[test]
 fn an_incarnation_placed_during_the_shutdown_is_shut_down_in_its_place() {
-    let now = Instant::now();
-    let mut st = workers(Strategy::OneForOne, &["a", "b", "c"]);
+    let mut d = Driven::new(workers(Strategy::OneForOne, &["a", "b", "c"]));
     // b's start function runs (a restart_child), and asks for the
     // shutdown meanwhile.
-    let b = st.entries[1].key;
-    st.entries[1].run = None;
-    st.launching();
-    st.shut_down(Cause::Shutdown { by: None });
-    let mut log = Vec::new();
-    let mut next = 200;
-    drive(&mut st, now, &mut next, &mut log);
-    assert_eq!(log, ["terminate c"]);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
+    let b = d.st.entries[1].key;
+    d.st.entries[1].run = None;
+    d.st.launching();
+    d.st.shut_down(Cause::Shutdown { by: None });
+    d.drive();
+    assert_eq!(d.log, ["terminate c"]);
+    d.terminated_then_drive();
     // a is next, but the end waits for the start function.
-    assert_eq!(log, ["terminate c", "terminate a"]);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
-    assert!(st.launched());
-    assert!(st.place(b, dev(250), ()).is_ok());
-    drive(&mut st, now, &mut next, &mut log);
-    terminated(&mut st);
-    drive(&mut st, now, &mut next, &mut log);
+    assert_eq!(d.log, ["terminate c", "terminate a"]);
+    d.terminated_then_drive();
+    assert!(d.st.launched());
+    assert!(d.st.place(b, dev(250), ()).is_ok());
+    d.drive();
+    d.terminated_then_drive();
     assert_eq!(
-        log,
+        d.log,
         [
             "terminate c",
             "terminate a",
@@ -318,7 +317,7 @@ fn an_incarnation_placed_during_the_shutdown_is_shut_down_in_its_place() {
         ]
     );
     // Once ended, an incarnation has no place.
-    assert!(st.place(b, dev(251), ()).is_err());
+    assert!(d.st.place(b, dev(251), ()).is_err());
 }
 
 #[test]
