@@ -261,25 +261,9 @@ pub(crate) struct ActorControl<A: 'static> {
 
 impl<A: 'static> Control for ActorControl<A> {
     fn end(&self, cause: Cause) {
-        let actor = self.actor.clone();
         // Queued like any call: it runs after what is already queued. A
-        // device still in Prep (no init has returned yet) is ended there
-        // and then, not held until it is ready. A panic in the `Drop` of
-        // its state ends it with `Panic` (see `guard::ending`).
-        self.actor.defer(move |s| {
-            let mut cause = Some(cause);
-            guard::ending(&actor, || {
-                actor.apply_prep(s, |cx| {
-                    if let Some(cause) = cause.take() {
-                        cx.fail(Ending(cause));
-                    }
-                    None
-                });
-                if let Some(cause) = cause {
-                    actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
-                }
-            });
-        });
+        // panic in the `Drop` of its state ends it with `Panic`.
+        end_guarded(&self.actor, cause);
     }
 
     fn as_any(self: Rc<Self>) -> Rc<dyn Any> {
@@ -543,8 +527,41 @@ impl<A: 'static> Deref for DeviceOwn<A> {
 
 impl<A: 'static> Drop for DeviceOwn<A> {
     fn drop(&mut self) {
+        // The last owner going ends the device with `Dropped`. stakker
+        // queues that end itself (the `ActorOwn` below) and drops the
+        // state in its own code, where a panic in the state's `Drop`
+        // would unwind out of `run` and lose the calls queued behind it.
+        // So for a state that has a `Drop` to run, the same end is
+        // queued first here, guarded (rule 32b); stakker's then finds
+        // the device dead. A state without drop glue cannot panic in
+        // its drop and pays nothing (`needs_drop` is a constant).
+        if std::mem::needs_drop::<A>() {
+            end_guarded(&self.own, Cause::Dropped);
+        }
         registry::release(self.key);
     }
+}
+
+/// Queues the end of `actor`'s device with `cause`, after what is already
+/// queued, with the `Drop` of its state guarded (`guard::ending`). A
+/// device still in Prep (no init has returned yet) is ended there and
+/// then, not held until it is ready.
+fn end_guarded<A: 'static>(actor: &Actor<A>, cause: Cause) {
+    let actor = actor.clone();
+    actor.clone().defer(move |s| {
+        let mut cause = Some(cause);
+        guard::ending(&actor, || {
+            actor.apply_prep(s, |cx| {
+                if let Some(cause) = cause.take() {
+                    cx.fail(Ending(cause));
+                }
+                None
+            });
+            if let Some(cause) = cause {
+                actor.apply(s, move |_, cx| cx.fail(Ending(cause)));
+            }
+        });
+    });
 }
 
 impl<A: 'static> fmt::Debug for DeviceOwn<A> {

@@ -39,13 +39,14 @@
 //!
 //! **32. Not guarded**: stakker's own macros and methods, raw `Ret::new` /
 //! `Fwd::new` closures, and the `Drop` of actor state where stakker runs
-//! it outside stakplane's code: the end stakker queues when an actor's
-//! last owner is dropped (its `Dropped` end), and a `Stakker` being
-//! dropped (which frees the actors nobody else holds). A panic there
-//! unwinds out of `Stakker::run` (which then refuses to run again) or out
-//! of the `Stakker`'s drop, as in plain stakker. A device whose end it
-//! interrupted stays as it was (alive, nobody told); one the `Stakker`'s
-//! drop freed is freed unended (rule 34b).
+//! it outside stakplane's code: the `Dropped` end of a plain stakker actor
+//! (an `ActorOwn` not made through stakplane) whose last owner goes, and
+//! a `Stakker` being dropped, which frees the actors nobody else holds
+//! (there is no queue left to finish a death on, so Rust leaves only the
+//! unwind). A panic there unwinds out of `Stakker::run` (which then
+//! refuses to run again) or out of the `Stakker`'s drop, as in plain
+//! stakker; a device the `Stakker`'s drop freed is freed unended (rule
+//! 34b).
 //!
 //! **172. With feature `device-spans`, a device's code runs in its
 //! span**: every guarded call of a device (its `init`, methods, `Ret`,
@@ -63,7 +64,9 @@
 //! `Panic`**, whichever end stakplane's code carried out: a `stop!`,
 //! `fail!` or panic in guarded code (also a call held until `init`), a
 //! kill, shutdown or cascade (also a supervisor's or the runtime's), a
-//! mailbox handler that stops its consumer. The `Drop` is user code: its
+//! mailbox handler that stops its consumer, its last owner dropped (the
+//! `Dropped` end, which stakplane queues guarded ahead of stakker's own
+//! for a state that has drop glue). The `Drop` is user code: its
 //! panic is contained, and the death completes with `Cause::Panic(message
 //! of that panic)`, which replaces the cause the end would have given (a
 //! clean-up that panics is a fault, as an Erlang process whose `terminate`
