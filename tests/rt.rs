@@ -133,9 +133,11 @@ fn timers_fire_in_order_with_the_loop_idle_otherwise() {
 
 #[test]
 fn real_time_timers_wait_in_the_poll_without_spinning() {
+    // Timers armed in `init` count from stakker's clock, which the runtime
+    // last set when it was built: so the time is taken before that.
+    let t0 = Instant::now();
     let mut rt = Runtime::new().unwrap();
     let fired: Rc<RefCell<Vec<u64>>> = Rc::default();
-    let t0 = Instant::now();
     rt.run(|rt| {
         for ms in [30u64, 10, 20] {
             let f = fired.clone();
@@ -694,20 +696,30 @@ fn events_per_poll_is_capped_and_a_huge_value_builds() {
 #[test]
 fn run_for_and_step_never_move_time_past_the_timer_horizon() {
     // A bound past the horizon ends at the horizon: stakker's clock is not
-    // moved past it (its timer time would wrap).
-    let start = Instant::now();
-    let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
-    let horizon = stakplane::task::horizon(rt.core());
-    let log: Log = Rc::default();
-    let dev = device!(rt.core(), Noted::init("kept", log.clone()));
-    rt.keep(dev);
-    assert_eq!(rt.run_for(Duration::MAX).unwrap(), Status::Running);
-    assert_eq!(rt.now(), horizon);
-    assert_eq!(
-        rt.step(Some(Duration::from_secs(1 << 50))).unwrap(),
-        Status::Running
+    // moved past it (its timer time would wrap). Without the cap the loop
+    // would never end, so it runs on a watchdog: a broken build fails
+    // here instead of hanging the test run.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
+        let horizon = stakplane::task::horizon(rt.core());
+        let log: Log = Rc::default();
+        let dev = device!(rt.core(), Noted::init("kept", log.clone()));
+        rt.keep(dev);
+        assert_eq!(rt.run_for(Duration::MAX).unwrap(), Status::Running);
+        assert_eq!(rt.now(), horizon);
+        assert_eq!(
+            rt.step(Some(Duration::from_secs(1 << 50))).unwrap(),
+            Status::Running
+        );
+        assert_eq!(rt.now(), horizon);
+        assert_eq!(rt.run_for(Duration::from_secs(1)).unwrap(), Status::Running);
+        assert_eq!(rt.now(), horizon);
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(120)).is_ok(),
+        "run_for and step at the horizon return (or the thread panicked)"
     );
-    assert_eq!(rt.now(), horizon);
-    assert_eq!(rt.run_for(Duration::from_secs(1)).unwrap(), Status::Running);
-    assert_eq!(rt.now(), horizon);
 }
