@@ -535,7 +535,14 @@ impl<A: 'static> Drop for DeviceOwn<A> {
         // queued first here, guarded (rule 32b); stakker's then finds
         // the device dead. A state without drop glue cannot panic in
         // its drop and pays nothing (`needs_drop` is a constant).
-        if std::mem::needs_drop::<A>() {
+        // Only the last owner: every owner made by `owned` holds the
+        // controller, so one held by this owner alone (or none at all)
+        // means no other owner is left. (Held for a moment elsewhere, the
+        // count says "not last" and stakker's own end runs: unguarded,
+        // never wrong.)
+        if std::mem::needs_drop::<A>()
+            && self.control.get().is_none_or(|c| Rc::strong_count(c) == 1)
+        {
             end_guarded(&self.own, Cause::Dropped);
         }
         registry::release(self.key);

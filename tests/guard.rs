@@ -318,6 +318,56 @@ fn a_panic_in_drop_of_actor_state_fails_that_actor_and_its_cascades_run() {
     }
 }
 
+/// A state with drop glue that does not panic.
+struct Holder(#[allow(dead_code)] String);
+
+impl Holder {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Holder("held".to_owned()))
+    }
+}
+
+#[test]
+fn a_panic_in_drop_ends_the_device_only_when_its_last_owner_goes() {
+    // Rule 32b's owner-drop case counts owners: a copy made with `owned`
+    // and dropped ends nothing, whatever the state.
+    let mut rt = Rt::new();
+    let a = device!(rt.s, Holder::init());
+    rt.run();
+    drop(a.owned());
+    rt.run();
+    assert!(a.is_alive(), "a dropped copy ends nothing: {:?}", a.cause());
+    let line = a.line();
+    drop(a);
+    rt.run();
+    assert!(
+        matches!(line.cause(), Some(Cause::Dropped)),
+        "{:?}",
+        line.cause()
+    );
+
+    // Two owners of a state whose `Drop` panics: the first dropped ends
+    // nothing, the last ends it with the panic, contained.
+    let (mut rt, log, _by) = rt_with_dev("bystander");
+    let b = device!(rt.s, Brittle::init());
+    let watcher = dev(&mut rt, "watcher", &log);
+    rt.run();
+    let _ = b
+        .monitor(ret_some_to!([watcher], down() as (Down)))
+        .unwrap();
+    let copy = b.owned();
+    let line = b.line();
+    drop(b);
+    rt.run();
+    assert!(line.is_alive() && entries(&log).is_empty());
+    drop(copy);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run()));
+    assert!(ran.is_ok(), "the panic in Drop is contained");
+    let in_drop = format!("{} in drop", panicked());
+    assert_eq!(line.cause().map(|c| c.to_string()), Some(in_drop));
+    assert_eq!(entries(&log).len(), 1, "exactly one Down");
+}
+
 #[test]
 fn drop_of_actor_state_run_by_stakker_itself_is_not_contained() {
     // A plain stakker actor (not a device) whose last owner goes: the end

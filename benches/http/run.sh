@@ -9,6 +9,12 @@
 #   bash benches/http/run.sh                  # 5 rounds of 10 s per point
 #   ROUNDS=3 SECS=5 bash benches/http/run.sh  # quicker
 #   SKIP_LOAD=1 bash benches/http/run.sh      # memory and slowloris only
+#   HELLO_APP=cell bash benches/http/run.sh   # the tokio app bumps a Cell
+#
+# The tokio app is the same app as stakplane's by default (HELLO_APP=actor:
+# a task owns the count and answers each request over mpsc + oneshot, as
+# the stakplane app asks an actor); HELLO_APP=cell makes it bump a `Cell`
+# in the handler instead, less work than either app does.
 #
 # Installs wrk with apt-get when missing. Each server is one thread; wrk
 # runs one thread: on a 2-core machine each has a core.
@@ -40,7 +46,7 @@ stop() {
 trap stop EXIT
 
 start() { # index
-    PORT=${ports[$1]} "${bins[$1]}" >/dev/null 2>&1 &
+    HELLO_APP=${HELLO_APP:-actor} PORT=${ports[$1]} "${bins[$1]}" >/dev/null 2>&1 &
     pids[$1]=$!
     for _ in $(seq 100); do
         if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', ${ports[$1]}), 0.2)" 2>/dev/null; then
@@ -56,7 +62,7 @@ start 1
 
 out=$(mktemp -d)
 if [ -z "${SKIP_LOAD:-}" ]; then
-    echo "== load: $rounds rounds x ${secs}s at 1, 50, 200 connections" >&2
+    echo "== load: $rounds rounds x ${secs}s at 1, 50, 200 connections (tokio app: ${HELLO_APP:-actor})" >&2
     for c in 1 50 200; do
         for r in $(seq "$rounds"); do
             # Alternate which goes first.
