@@ -10,16 +10,31 @@
 //! logger logs both. At t=2s the logger asks the cache to shut down, a
 //! normal stop that kills nobody.
 //!
-//! Beside them runs async code on the same thread: a `reporter` task
-//! device reads numbers from an `async-channel` (an ordinary async crate),
-//! awaits the `stats` actor's reply to each with `ask!`, and sleeps on
-//! virtual time between them. When the channel closes it stops normally,
-//! and the logger, which watches it like any device, logs that too. The
-//! program checks what happened and exits 0.
+//! Beside them runs async code on the same thread. A `meter` actor sends
+//! readings into a bounded `stakplane::task::channel`: it never blocks,
+//! and when the channel is full it asks to be told when there is room. A
+//! `reporter` task device reads them and awaits, with `ask!`, the replies
+//! of `stats`, a supervised child reached through its stable `Addr`. A
+//! reading of 0 crashes `stats`: that ask fails with the panic as its
+//! cause, the supervisor restarts `stats` (empty), and the next ask is
+//! answered by the new incarnation. When the channel closes the reporter
+//! stops normally, and the logger, which watches it like any device, logs
+//! that too.
+//!
+//! `Runtime::block_on` runs it all until a last future finishes: it lets
+//! the story play out, asks `stats` and the logger for their results, and
+//! returns them; then the runtime stops in order. The program checks what
+//! happened and exits 0.
 //!
 //! Run it with `cargo run --example tour`.
 
+use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
+use stakplane::rt::Runtime;
+use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+use stakplane::task::{self, Sender, TrySendError};
+use std::collections::VecDeque;
+use std::error::Error;
 use std::time::{Duration, Instant};
 
 struct Parser;
@@ -52,8 +67,46 @@ impl Cache {
     }
 }
 
+/// Sends its readings into a bounded channel, at most as fast as the
+/// reader takes them, then closes it.
+struct Meter {
+    readings: VecDeque<u32>,
+    tx: Sender<u32>,
+}
+
+impl Meter {
+    fn init(cx: CX![], readings: Vec<u32>, tx: Sender<u32>) -> Option<Self> {
+        let mut this = Meter {
+            readings: readings.into(),
+            tx,
+        };
+        this.fill(cx);
+        Some(this)
+    }
+
+    /// Sends until the channel is full, then asks to be called again.
+    fn fill(&mut self, cx: CX![]) {
+        while let Some(&n) = self.readings.front() {
+            match self.tx.try_send(n) {
+                Ok(()) => drop(self.readings.pop_front()),
+                Err(TrySendError::Full(_)) => {
+                    println!("  meter: channel full, waiting for room");
+                    return self.tx.notify_room(fwd_to!([cx], room() as (())));
+                }
+                Err(TrySendError::Closed(_)) => return stop!(cx), // nobody reads
+            }
+        }
+        self.tx.close();
+    }
+
+    /// The room notice: a slot is free.
+    fn room(&mut self, cx: CX![], (): ()) {
+        self.fill(cx);
+    }
+}
+
 /// Keeps a running total; replies through a `Ret`, so async code can
-/// `ask!` it.
+/// `ask!` it. A reading of 0 crashes it.
 struct Stats {
     total: u32,
 }
@@ -64,7 +117,14 @@ impl Stats {
     }
 
     fn add(&mut self, _: CX![], n: u32, ret: Ret<u32>) {
+        if n == 0 {
+            panic!("stats: a reading of 0");
+        }
         self.total += n;
+        ret.ret(self.total);
+    }
+
+    fn total(&mut self, _: CX![], ret: Ret<u32>) {
         ret.ret(self.total);
     }
 }
@@ -116,23 +176,25 @@ impl Logger {
             .shutdown(Some(self.me.id()))
             .expect("the cache is alive");
     }
+
+    fn log(&mut self, _: CX![], ret: Ret<Vec<String>>) {
+        ret.ret(self.log.clone());
+    }
 }
 
-fn main() {
+fn main() -> Result<(), Box<dyn Error>> {
     // A contained panic fails only the actor whose code panicked; with
     // `quiet_panics` it is reported in one line naming the device.
     stakplane::quiet_panics();
-    let mut now = Instant::now();
-    let mut s = Stakker::new(now);
+    // Virtual time: the timers below fire in order, instantly.
+    let mut rt = Runtime::builder().virtual_time(Instant::now()).build()?;
 
-    let logger = device_new!(s, Logger);
+    let logger = device_new!(rt.core(), Logger);
     call!([logger], Logger::init(logger.line()));
-    let parser = device!(s, Parser::init());
-    let writer = device!(s, Writer::init());
-    let cache = device!(s, Cache::init());
-    parser
-        .link(&writer, LinkMode::Peer)
-        .expect("both devices are alive");
+    let parser = device!(rt.core(), Parser::init());
+    let writer = device!(rt.core(), Writer::init());
+    let cache = device!(rt.core(), Cache::init());
+    parser.link(&writer, LinkMode::Peer)?;
     for d in [parser.line(), writer.line(), cache.line()] {
         call!([logger], watch(d));
     }
@@ -143,53 +205,59 @@ fn main() {
         writer.id(),
         cache.id()
     );
-
-    // Virtual time: the timers below fire in order, instantly.
-    after!(Duration::from_millis(500), [parser, s], parse("42"));
-    after!(Duration::from_secs(1), [parser, s], parse("forty-two"));
+    after!(Duration::from_millis(500), [parser, rt.core()], parse("42"));
+    after!(
+        Duration::from_secs(1),
+        [parser, rt.core()],
+        parse("forty-two")
+    );
     after!(
         Duration::from_secs(2),
-        [logger, s],
+        [logger, rt.core()],
         stop_cache(cache.line())
     );
 
-    // Async code on the actor thread.
-    let stats = device!(s, Stats::init());
-    let (tx, rx) = async_channel::bounded::<u32>(2);
-    let st = stats.owned();
-    let reporter = spawn_device(&mut s, async move {
-        while let Ok(n) = rx.recv().await {
-            let total = ask!([st], add(n)).await?;
-            println!("  reporter: +{n} -> total {total}");
-            stakplane::task::sleep(Duration::from_millis(250)).await;
+    // Async code on the actor thread. `stats` is supervised: its `Addr`
+    // follows restarts, and holds calls while it restarts.
+    let spec = ChildSpec::worker("stats", |core| Ok(device!(core, Stats::init()).into()))
+        .hold(16, Overflow::Reject);
+    let stats = spec.addr();
+    let _sup = Supervisor::start(rt.core(), SupervisorSpec::one_for_one().child(spec))?;
+    let (tx, mut rx) = task::channel::<u32>(2);
+    let _meter = device!(rt.core(), Meter::init(vec![1, 2, 0, 3], tx));
+    let st = stats.clone();
+    let reporter = spawn_device(rt.core(), async move {
+        while let Some(n) = rx.recv().await {
+            let n = n?; // the meter died without closing: the reporter fails
+            match ask!([st], add(n)).await {
+                Ok(total) => println!("  reporter: +{n} -> total {total}"),
+                Err(e) => println!("  reporter: +{n} lost: {e}"),
+            }
+            task::sleep(Duration::from_millis(250)).await;
         }
         println!("  reporter: channel closed, stopping");
         Ok::<(), ActorFail>(())
     });
     call!([logger], watch(reporter.line()));
-    drop(spawn(&mut s, async move {
-        for n in [1, 2, 3] {
-            tx.send(n).await.expect("the reporter is reading");
-        }
-    }));
 
-    // Each run is a turn: with `quiet_panics`, the parser's contained
-    // panic prints as one line naming the device.
-    stakplane::task::turn(|| s.run(now, false));
-    while let Some(next) = s.next_expiry() {
-        now = next;
-        stakplane::task::turn(|| s.run(now, false));
-    }
+    // Run until this future finishes, then stop in order. (`ask!` takes
+    // the logger's stakker `Actor` too: a handle that does not own it.)
+    let lg = logger.actor().clone();
+    let (total, log) = rt.block_on(async move {
+        // Let the story play out: the last timer fires at t=2s.
+        task::sleep(Duration::from_secs(3)).await;
+        let total = ask!([stats], total()).await?; // the restarted stats
+        let log = ask!([lg], log()).await?; // the logger survived: it traps
+        Ok::<_, Box<dyn Error>>((total, log))
+    })??;
 
-    let log = logger
-        .query(&mut s, |l, _| l.log.clone())
-        .expect("the logger survived: it traps");
-    println!("\nfinal causes:");
+    println!("\nfinal causes (after block_on's stop):");
     for (name, line) in [
         ("parser", parser.line()),
         ("writer", writer.line()),
         ("cache", cache.line()),
         ("reporter", reporter.line()),
+        ("logger", logger.line()),
     ] {
         let cause = line.cause().map_or("alive".to_string(), |c| c.to_string());
         println!("  {name:<8} {cause}");
@@ -201,17 +269,15 @@ fn main() {
         .iter()
         .any(|l| l.contains("panicked: records are numbers")));
     assert!(matches!(reporter.cause(), Some(Cause::Stopped)));
-    let total = stats
-        .query(&mut s, |st, _| st.total)
-        .expect("stats is alive");
-    assert_eq!(total, 6, "the reporter asked stats three times");
+    assert_eq!(total, 3, "1 and 2 went with the crash; the new stats got 3");
     assert_eq!(writer.cause().and_then(|c| c.origin()), Some(parser.id()));
     assert!(matches!(
         cache.cause(),
         Some(Cause::Shutdown { by: Some(by) }) if by == logger.id()
     ));
-    assert!(logger.is_alive());
+    assert!(matches!(logger.cause(), Some(Cause::Shutdown { by: None })));
     println!(
-        "\nthe runtime kept running through a panic and a cascade, with async code beside: ok"
+        "\nthe runtime kept running through two panics, a cascade and a restart, with async code beside: ok"
     );
+    Ok(())
 }

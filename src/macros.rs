@@ -33,6 +33,12 @@
 //! asked method fails that actor (not the runtime) and the future yields
 //! `Err(ActorFail::Dropped { cause })` with the device's cause; asking a
 //! dead device yields its cause; a plain actor gives no cause.
+//!
+//! **52a. A wrong handle given to `ask!` is named in the error**: `ask!`
+//! on something that is not a handle it can ask (a `Line`, a number) fails
+//! to compile with "`ask!` cannot ask a `T`" and a note listing the
+//! handles it takes ([`Ask`](crate::device::Ask)'s
+//! `#[diagnostic::on_unimplemented]`), not only an internal trait name.
 
 /// Binds each argument expression to a fresh local (macro hygiene keeps
 /// them apart), then hands the list of names to a callback macro.

@@ -8,29 +8,42 @@ use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{Addr, AddrError, AskError, ChildSpec, Supervisor, SupervisorSpec};
 use stakplane::task::{self, ActorFail};
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
 /// A key-value store: `put` answers the previous value; `crash` panics.
+/// Each incarnation knows its number (1 for the first start).
 struct Store {
+    incarnation: u32,
     map: Vec<(u32, u32)>,
 }
 
 impl Store {
-    fn init(_: CX![]) -> Option<Self> {
-        Some(Store { map: Vec::new() })
+    fn init(_: CX![], incarnation: u32) -> Option<Self> {
+        Some(Store {
+            incarnation,
+            map: Vec::new(),
+        })
     }
-    fn put(&mut self, _: CX![], k: u32, v: u32, ret: Ret<Option<u32>>) {
+    /// Sets `k` to `v`; the previous value.
+    fn insert(&mut self, k: u32, v: u32) -> Option<u32> {
         let old = self
             .map
             .iter()
             .position(|e| e.0 == k)
             .map(|i| self.map.remove(i).1);
         self.map.push((k, v));
-        ret.ret(old);
+        old
+    }
+    fn put(&mut self, _: CX![], k: u32, v: u32, ret: Ret<Option<u32>>) {
+        ret.ret(self.insert(k, v));
+    }
+    /// `put`, answered with the number of the incarnation that took it.
+    fn put_by(&mut self, _: CX![], k: u32, v: u32, ret: Ret<(u32, Option<u32>)>) {
+        ret.ret((self.incarnation, self.insert(k, v)));
     }
     fn get(&mut self, _: CX![], k: u32, ret: Ret<Option<u32>>) {
         ret.ret(self.map.iter().find(|e| e.0 == k).map(|e| e.1));
@@ -44,8 +57,38 @@ impl Store {
     }
 }
 
+/// What the store's `Addr` showed as the supervisor started an
+/// incarnation (before installing it): calls held, and whether one ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Start {
+    incarnation: u32,
+    held: usize,
+    running: bool,
+}
+
+type Starts = Rc<RefCell<Vec<Start>>>;
+
+/// The store child, its incarnations numbered from 1, each start recorded
+/// in `starts`.
+fn counted_spec(starts: &Starts) -> ChildSpec<Store> {
+    let addr: Rc<OnceCell<Addr<Store>>> = Rc::default();
+    let (a, starts) = (addr.clone(), starts.clone());
+    let spec = ChildSpec::worker("store", move |core| {
+        let addr = a.get().expect("set below, before the first start");
+        let incarnation = starts.borrow().len() as u32 + 1;
+        starts.borrow_mut().push(Start {
+            incarnation,
+            held: addr.held(),
+            running: addr.is_running(),
+        });
+        Ok(device!(core, Store::init(incarnation)).into())
+    });
+    let _ = addr.set(spec.addr());
+    spec
+}
+
 fn store_spec() -> ChildSpec<Store> {
-    ChildSpec::worker("store", |core| Ok(device!(core, Store::init()).into()))
+    counted_spec(&Starts::default())
 }
 
 /// A runtime with a supervisor of one store child, started; the store's
@@ -117,7 +160,8 @@ fn ask_through_an_addr_sends_nothing_until_awaited() {
 
 #[test]
 fn ask_through_an_addr_is_held_across_a_restart_and_answered_by_the_new_incarnation() {
-    let (mut rt, _sup, store) = store_rt(store_spec().hold(8, Overflow::Reject));
+    let starts = Starts::default();
+    let (mut rt, _sup, store) = store_rt(counted_spec(&starts).hold(8, Overflow::Reject));
     let first = store.current().expect("running");
     // The crash and the put are queued together: the put is held while
     // no incarnation runs, and the next one answers it.
@@ -126,22 +170,41 @@ fn ask_through_an_addr_is_held_across_a_restart_and_answered_by_the_new_incarnat
         let s = store.clone();
         async move { stakplane::ask!([s], crash()).await }
     });
-    let put = spawn_out(
-        &mut rt,
-        async move { stakplane::ask!([s2], put(3, 30)).await },
-    );
+    let put = spawn_out(&mut rt, async move {
+        stakplane::ask!([s2], put_by(3, 30)).await
+    });
     rt.run();
     let second = store.current().expect("restarted");
     assert!(
         first.is_zombie() && !second.is_zombie(),
         "a new incarnation"
     );
+    // As the supervisor started the second incarnation, none ran and the
+    // put was held in the Addr's mailbox.
+    let none_running_one_held = Start {
+        incarnation: 2,
+        held: 1,
+        running: false,
+    };
+    assert_eq!(
+        *starts.borrow(),
+        [
+            Start {
+                incarnation: 1,
+                held: 0,
+                running: false
+            },
+            none_running_one_held
+        ]
+    );
+    assert_eq!(store.held(), 0, "handed to the new incarnation");
     assert_eq!(
         put.borrow_mut()
             .take()
             .expect("finished")
             .expect("answered"),
-        None
+        (2, None),
+        "answered by the second incarnation, whose store is empty"
     );
     assert_dropped_by_the_crash(crash.borrow_mut().take().expect("finished"));
 }
@@ -285,7 +348,7 @@ fn task_ask_is_the_guarded_ask() {
     // `stakplane::task::ask!` is stakplane's guarded macro: a panic in the
     // asked method fails that actor only, and the runtime goes on.
     let mut rt = Rt::new();
-    let dev = device!(rt.s, Store::init());
+    let dev = device!(rt.s, Store::init(1));
     let line = dev.line();
     let out = run_task(&mut rt, async move {
         stakplane::task::ask!([dev], crash()).await

@@ -7,6 +7,8 @@ use common::TEST_PANIC;
 use stakplane::prelude::*;
 use stakplane::rt::{BlockOnError, Exit, Runtime, StopKind};
 use stakplane::task::{self, JoinError};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 fn virtual_rt() -> Runtime {
@@ -60,11 +62,21 @@ fn block_on_returns_the_output_and_then_stops_in_order() {
 #[test]
 fn block_on_a_panicking_future_returns_the_panic_and_never_hangs() {
     let mut rt = virtual_rt();
-    // Other work that would keep the loop running for ever: a kept device
-    // and a timer an hour away.
+    let t0 = rt.now();
+    // Other work that keeps the loop running: a kept device, for ever,
+    // and a timer an hour away. The timer is this test's bound: if the
+    // panic did not stop the runtime (a hang on a real clock), the loop
+    // would go on to the timer, which stops it, and the checks below
+    // fail instead of the test hanging.
     let keep = device!(rt.core(), Counter::init());
     let line = keep.line();
     rt.keep(keep);
+    let bound_hit = Rc::new(Cell::new(false));
+    let (hit, remote) = (bound_hit.clone(), rt.remote());
+    rt.core().after(Duration::from_secs(3600), move |_| {
+        hit.set(true);
+        let _ = remote.stop();
+    });
     let err = rt
         .block_on(async {
             task::sleep(Duration::from_secs(1)).await;
@@ -81,6 +93,17 @@ fn block_on_a_panicking_future_returns_the_panic_and_never_hangs() {
         other => panic!("expected Task(Panicked), got {other:?}"),
     }
     assert!(err.to_string().contains("in block_on"), "{err}");
+    assert!(
+        !bound_hit.get(),
+        "the panic stopped the runtime, not the timer an hour away"
+    );
+    // The stop came at 1 s; its drain waits out the grace for the timer
+    // still set, and ends there, long before the hour.
+    assert!(
+        rt.now() - t0 < Duration::from_secs(3600),
+        "{:?}",
+        rt.now() - t0
+    );
     assert!(!line.is_alive(), "the runtime stopped in order");
 }
 

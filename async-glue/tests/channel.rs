@@ -51,21 +51,27 @@ fn then(mut v: Vec<Ev>, tail: impl IntoIterator<Item = Ev>) -> Vec<Ev> {
     v
 }
 
+/// The most events [`drain`] reads before it gives up: the tests send a
+/// few dozen items at most, so a receiver that never ends (say, repeats
+/// its failure) fails the test instead of filling memory.
+const DRAIN_MOST: usize = 1_000;
+
 /// Spawns a task that reads `rx` up to and including its `None`, logging
 /// every event, then one more poll (which must be `None` again).
 fn drain(rt: &mut Rt, mut rx: Receiver<u32>) -> (JoinHandle<()>, Rc<RefCell<Vec<Ev>>>) {
     let log = Rc::new(RefCell::new(Vec::new()));
     let l2 = log.clone();
     let h = spawn(&mut rt.s, async move {
-        loop {
+        for _ in 0..DRAIN_MOST {
             let e = ev(rx.recv().await);
             let end = e == Ev::End;
             l2.borrow_mut().push(e);
             if end {
                 assert!(rx.recv().await.is_none(), "None again after the end");
-                break;
+                return;
             }
         }
+        panic!("no end after {DRAIN_MOST} events");
     });
     (h, log)
 }
@@ -1158,6 +1164,10 @@ impl Case {
         let Some(mut rx) = self.rx.take() else {
             return Ok(());
         };
+        // At most the queued items, `Err(Dropped)` and `None`: a receiver
+        // that never ends (say, repeats the failure) fails here, bounded,
+        // instead of growing `rest` for ever.
+        let most = self.queue.len() + 2;
         let mut rest = Vec::new();
         loop {
             let e = poll_once(&mut rx.next()).map(ev);
@@ -1168,6 +1178,11 @@ impl Case {
             rest.push(e);
             if end {
                 break;
+            }
+            if rest.len() >= most {
+                return Err(TestCaseError::fail(format!(
+                    "no end after {most} reads with every sender gone: {rest:?}"
+                )));
             }
         }
         let mut want: Vec<Ev> = self.queue.iter().copied().map(Ev::Item).collect();
