@@ -539,8 +539,9 @@ impl<A: 'static> Drop for DeviceOwn<A> {
         // controller, so one held by this owner alone (or none at all)
         // means no other owner is left. (Held for a moment elsewhere, the
         // count says "not last" and stakker's own end runs: unguarded,
-        // never wrong.)
+        // never wrong.) A device already dead has no state left to drop.
         if std::mem::needs_drop::<A>()
+            && !self.own.is_zombie()
             && self.control.get().is_none_or(|c| Rc::strong_count(c) == 1)
         {
             end_guarded(&self.own, Cause::Dropped);
@@ -552,7 +553,9 @@ impl<A: 'static> Drop for DeviceOwn<A> {
 /// Queues the end of `actor`'s device with `cause`, after what is already
 /// queued, with the `Drop` of its state guarded (`guard::ending`). A
 /// device still in Prep (no init has returned yet) is ended there and
-/// then, not held until it is ready.
+/// then, not held until it is ready. Kept out of line: the owner's drop
+/// that calls it is on every device's path.
+#[inline(never)]
 fn end_guarded<A: 'static>(actor: &Actor<A>, cause: Cause) {
     let actor = actor.clone();
     actor.clone().defer(move |s| {
