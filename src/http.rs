@@ -114,7 +114,11 @@
 //! `connection: close`; HTTP/2 sends `GOAWAY`, refuses new streams and
 //! finishes the open ones), and drops the connections still open when the
 //! [grace](ServeConfig::grace) ends; [`Server::wait`] completes once
-//! none is left.
+//! none is left. The runtime's own stop (`Remote::stop`, a signal, the
+//! end of `block_on`) shuts every server of the runtime down this way and
+//! waits for them, within the runtime's
+//! [shutdown grace](crate::rt::Builder::shutdown_grace), before it drops
+//! the tasks: a request in flight at Ctrl-C gets its answer.
 //!
 //! **154. The connection limit holds**: never more than
 //! [`max_connections`](ServeConfig::max_connections) connections are

@@ -69,9 +69,11 @@
 //!
 //! **61. A stop shuts down in order**: (1) every live device with a controller
 //! (linked, trapped, named by a `Line`, or kept) is asked to shut down,
-//! newest first, and the loop — I/O, timers at their time, tasks — runs
-//! until they are gone or the shutdown grace (`Builder::shutdown_grace`,
-//! 5 s of runtime time by default) passes; (2) every task is dropped;
+//! newest first, and every HTTP server (feature `hyper`) starts its
+//! graceful shutdown (rule 153); the loop — I/O, timers at their time,
+//! tasks — runs until the devices and the servers are gone or the
+//! shutdown grace (`Builder::shutdown_grace`, 5 s of runtime time by
+//! default) passes; (2) every task is dropped;
 //! (3) every socket still registered is closed, and blocking work ends
 //! (jobs not run are told `Shutdown`, the blocking threads are waited
 //! for within the grace: rule 164); (4) `run` returns, and
@@ -112,6 +114,7 @@
 //! the next poll.
 
 mod block_on;
+mod holds;
 mod reactor;
 mod remote;
 mod signals;
@@ -119,6 +122,9 @@ mod sockets;
 mod status;
 
 pub use block_on::BlockOnError;
+use holds::Holds;
+#[cfg(feature = "hyper")]
+pub(crate) use holds::{hold_stop, StopHold};
 pub(crate) use reactor::{IoHandler, Reactor, Readiness, Registration};
 pub use remote::{PostError, Remote, RemoteFwd};
 use signals::Signals;
@@ -354,7 +360,10 @@ impl Builder {
         stakker.anymap_set(blocking.clone());
         let published = status::Published::new(now);
         stakker.anymap_set(published.clone());
+        let holds = Holds::default();
+        stakker.anymap_set(holds.clone());
         Ok(Runtime {
+            holds,
             spawner,
             blocking,
             stakker,
@@ -453,6 +462,8 @@ pub struct Runtime {
     stats: RuntimeStats,
     /// Its counters as of its last turn, for `status(core)`.
     published: status::Published,
+    /// What a stop waits for besides devices (an HTTP server finishing).
+    holds: Holds,
     /// When it last exported metrics, on its clock.
     #[cfg(feature = "metrics")]
     metrics_at: Option<Instant>,
@@ -722,7 +733,10 @@ impl Runtime {
             Phase::Draining { exit, deadline } => {
                 // Devices without a controller are ended by their owners
                 // (a task's when the tasks are dropped, next).
-                let waiting = !registry::live_controls_newest_first().is_empty();
+                // And stop holds (an HTTP server answering what is in
+                // flight).
+                let waiting =
+                    !registry::live_controls_newest_first().is_empty() || self.holds.any();
                 if !waiting || deadline.is_some_and(|d| self.clock_now() >= d) {
                     let exit = exit.clone();
                     self.finish(exit, self.grace);
@@ -747,6 +761,7 @@ impl Runtime {
     fn begin_stop(&mut self, exit: Exit) {
         tracing::debug!(?exit, "stakplane: runtime stopping");
         self.kept.retain(|(l, _)| l.is_alive());
+        self.holds.notify();
         for control in registry::live_controls_newest_first() {
             control.end(Cause::Shutdown { by: None });
         }

@@ -613,6 +613,56 @@ fn graceful_shutdown_refuses_new_clients_closes_idle_ones_and_completes_the_requ
 }
 
 #[test]
+fn runtime_stop_shuts_the_server_down_gracefully_and_waits_for_the_request_in_flight() {
+    use std::io::{Read, Write};
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder()
+        .virtual_time(t0)
+        .shutdown_grace(Duration::from_secs(7200))
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind(&rt.io(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let remote = rt.remote();
+    // The request stops the runtime, then takes an hour to answer: the
+    // stop begins with it in flight.
+    let service = service_fn(move |_: Request<Incoming>| {
+        let remote = remote.clone();
+        async move {
+            remote.stop().unwrap();
+            sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("done"))))
+        }
+    });
+    // No header-read timer: the client is another thread, and virtual
+    // time would jump to that timer before its request arrived.
+    let config = ServeConfig::new()
+        .grace(Duration::from_secs(7200))
+        .header_read_timeout(None);
+    let server = serve(rt.core(), listener, config, service).unwrap();
+    let addr = server.local_addr();
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // A broken build fails here rather than hanging the test run.
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    let exit = rt.run(|_| {}).unwrap();
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "answered: {out:?}");
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out:?}"
+    );
+    assert!(out.ends_with("done"), "{out:?}");
+    assert!(matches!(exit, Exit::Stopped(_)), "{exit:?}");
+    assert_eq!(rt.now() - t0, Duration::from_secs(3600), "waited for it");
+    assert_eq!(server.state(), ServerState::Finished);
+}
+
+#[test]
 fn graceful_shutdown_drops_what_is_still_open_at_the_end_of_the_grace() {
     let (mut rt, t0, server) = start(ServeConfig::new().grace(Duration::from_secs(5)));
     let (io, addr) = (rt.io(), server.local_addr());

@@ -10,6 +10,7 @@
 
 use super::{HttpError, HyperIo, LocalExecutor, Timer};
 use crate::net::{NetError, TcpListener, TcpStream};
+use crate::rt::StopHold;
 use crate::task::{AbortHandle, Spawner, TIMER_HORIZON};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
@@ -261,6 +262,8 @@ struct Shared {
     /// idle kept-alive connection ends that way).
     log: RefCell<[LogLimit; 2]>,
     grace_task: RefCell<Option<AbortHandle>>,
+    /// Holds the runtime's stop until the server has finished (rule 153).
+    stop_hold: RefCell<Option<StopHold>>,
     waiters: RefCell<Vec<Waker>>,
 }
 
@@ -287,6 +290,8 @@ impl Shared {
             return;
         }
         self.phase.set(ServerState::Finished);
+        let hold = self.stop_hold.borrow_mut().take();
+        drop(hold);
         let grace = self.grace_task.borrow_mut().take();
         if let Some(g) = grace {
             g.abort();
@@ -442,10 +447,10 @@ impl Server {
     /// [grace](ServeConfig::grace) ends are dropped. Await
     /// [`wait`](Server::wait) for the end.
     ///
-    /// The runtime's own stop (`Remote::stop`, a signal) is not this:
-    /// it drops every task, connections included, once its devices are
-    /// gone. To stop gracefully, shut the server down first and wait,
-    /// for example in [`Runtime::block_on`](crate::rt::Runtime::block_on):
+    /// The runtime's own stop (`Remote::stop`, a signal) does the same,
+    /// and waits for the server within its shutdown grace (rule 153). To
+    /// shut a server down while the runtime goes on, or to have its final
+    /// counters:
     ///
     /// ```no_run
     /// # fn f(rt: &mut stakplane::rt::Runtime, server: stakplane::http::Server) {
@@ -545,8 +550,18 @@ where
         stats: Cell::new(ServeStats::default()),
         log: RefCell::new(Default::default()),
         grace_task: RefCell::new(None),
+        stop_hold: RefCell::new(None),
         waiters: RefCell::new(Vec::new()),
     });
+    // The runtime's stop shuts the server down gracefully, and waits for
+    // it within the runtime's shutdown grace.
+    let weak = Rc::downgrade(&shared);
+    let hold = crate::rt::hold_stop(core, move || {
+        if let Some(shared) = weak.upgrade() {
+            shared.shutdown();
+        }
+    });
+    *shared.stop_hold.borrow_mut() = hold;
     let handle = spawner
         .try_spawn(accept_loop(shared.clone(), listener, service))
         .map_err(HttpError::Spawn)?;
