@@ -235,7 +235,7 @@ mod task;
 
 #[doc(hidden)]
 pub(crate) use ask::impl_ask;
-pub use ask::{__ask_target, Ask};
+pub use ask::Ask;
 pub use registry::{device_counts, registry_stats, DeviceCounts, MonitorRef, RegistryStats};
 pub use task::{spawn_device, TaskDevice};
 

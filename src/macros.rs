@@ -175,10 +175,12 @@ macro_rules! call {
 #[macro_export]
 macro_rules! ask {
     ([$target:expr], $method:ident ( $($arg:expr),* $(,)? )) => {{
-        #[allow(unused_imports)]
-        use $crate::device::Ask as _;
-        $crate::device::__ask_target(&$target)
-            .__ask(move |__this, __cx, __ret| __this.$method(__cx, $($arg,)* __ret))
+        // Called as a path, not a method, so that a wrong handle gets one
+        // error (the trait's message), not a second about the method.
+        $crate::device::Ask::__ask(
+            &$target,
+            move |__this, __cx, __ret| __this.$method(__cx, $($arg,)* __ret),
+        )
     }};
 }
 

@@ -47,14 +47,6 @@ pub trait Ask<A: 'static> {
     ) -> impl Future<Output = Result<R, Self::Error>> + 'static;
 }
 
-/// `ask!`'s check that its target is a handle it can ask (so a wrong
-/// target gets [`Ask`]'s message).
-#[doc(hidden)]
-#[inline]
-pub fn __ask_target<A: 'static, T: Ask<A> + ?Sized>(target: &T) -> &T {
-    target
-}
-
 /// The cause lookup of a device's `ask`.
 struct DeviceCause(Line);
 
