@@ -68,8 +68,6 @@ struct WheelInner {
     sleeps: Slab<(u64, Shared)>,
     /// (deadline, slot, generation), by deadline; the front is live.
     order: VecDeque<(Instant, usize, u64)>,
-    /// Entries of `order` whose sleep is gone.
-    stale: usize,
     next_gen: u64,
     /// The driver's deadline and stakker key, once armed.
     driver: Option<(Instant, FixedTimerKey)>,
@@ -83,6 +81,12 @@ impl WheelInner {
         self.sleeps.get(slot).is_some_and(|(g, _)| *g == gen)
     }
 
+    /// Entries of `order` whose sleep is gone: every armed sleep has
+    /// exactly one entry.
+    fn stale(&self) -> usize {
+        self.order.len() - self.sleeps.len()
+    }
+
     /// Drops stale entries from the front, so that it is live.
     fn trim_front(&mut self) {
         while let Some(front) = self.order.front() {
@@ -90,7 +94,6 @@ impl WheelInner {
                 return;
             }
             self.order.pop_front();
-            self.stale -= 1;
         }
     }
 }
@@ -132,18 +135,15 @@ impl Wheel {
         w.sleeps.remove(slot);
         if w.sleeps.is_empty() {
             w.order.clear();
-            w.stale = 0;
             if w.driver.is_some() {
                 self.queue_job(&mut w);
             }
             return;
         }
-        w.stale += 1;
         w.trim_front();
-        if w.stale > 64 && w.stale > 2 * (w.order.len() - w.stale) {
+        if w.stale() > 64 && w.stale() > 2 * w.sleeps.len() {
             let WheelInner { sleeps, order, .. } = &mut *w;
             order.retain(|&(_, slot, gen)| sleeps.get(slot).is_some_and(|(g, _)| *g == gen));
-            w.stale = 0;
         }
     }
 
@@ -188,7 +188,6 @@ impl Wheel {
                 }
                 w.order.pop_front();
                 if !w.is_live(&(at, slot, gen)) {
-                    w.stale -= 1;
                     continue;
                 }
                 let (_, shared) = w.sleeps.remove(slot);
@@ -546,7 +545,7 @@ mod tests {
             let wheel = wheel_of(home).expect("on the runtime's thread");
             let (queued, stale) = {
                 let w = wheel.inner.borrow();
-                (w.order.len(), w.stale)
+                (w.order.len(), w.stale())
             };
             assert!(queued <= 3 * 51, "swept: {queued} entries for 51 sleeps");
             assert!(stale <= 2 * 51, "{stale} stale");
