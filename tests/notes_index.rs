@@ -10,7 +10,8 @@
 //!
 //! A test reference is written `` `<file>.rs::<test>` ``: `<file>` is a
 //! test file of the root crate (`tests/<file>.rs`) or, prefixed `glue/`, of
-//! the async glue (`async-glue/tests/<file>.rs`); a test in a library
+//! the async glue (`async-glue/tests/<file>.rs`) or, prefixed `ui/`, of the
+//! compiler-message tests (`ui-tests/tests/<file>.rs`); a test in a library
 //! module is written `src/<path>.rs::<test>`. A rule checked by a CI
 //! script instead names the script (`` `async-glue/valgrind.sh` ``).
 
@@ -40,6 +41,8 @@ fn references(text: &str) -> BTreeSet<(String, String)> {
 fn file_of(root: &Path, file: &str) -> PathBuf {
     if let Some(glue) = file.strip_prefix("glue/") {
         root.join("async-glue/tests").join(glue)
+    } else if let Some(ui) = file.strip_prefix("ui/") {
+        root.join("ui-tests/tests").join(ui)
     } else if file.starts_with("src/") {
         root.join(file)
     } else {

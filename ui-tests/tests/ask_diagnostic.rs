@@ -7,7 +7,7 @@
 //! this test (trybuild) also checks the message text, in
 //! `tests/ui/ask_wrong_handle.stderr` (trybuild normalises paths). After a
 //! toolchain changes its wording, regenerate the file with
-//! `TRYBUILD=overwrite cargo test -p stakplane --test ask_diagnostic` and
+//! `TRYBUILD=overwrite cargo test -p stakplane-ui-tests` and
 //! check the diff.
 
 #[test]

@@ -1,6 +1,6 @@
 // `ask!` given a handle it cannot ask: the error names the handles it
 // takes (`device::Ask`'s `#[diagnostic::on_unimplemented]`). Checked by
-// tests/ask_diagnostic.rs against ask_wrong_handle.stderr.
+// ui-tests/tests/ask_diagnostic.rs against ask_wrong_handle.stderr.
 use stakplane::prelude::*;
 
 struct Store;
