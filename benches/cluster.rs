@@ -34,9 +34,11 @@
 //!   sends through a [`Ref`] with [`Node::send_ref`] to an actor
 //!   registered (by name) on the same node, the local path that hands the
 //!   message over without serialisation; `call` is a plain guarded
-//!   `call!` to the same actor. Both send in batches of 1,000 from one
-//!   closure and run the queue after each batch; at the end the actor's
-//!   count is checked against what was sent.
+//!   `call!` to the same actor; `fwd` calls the registration's own `Fwd`
+//!   directly (through `black_box`, so it is not inlined): the floor of
+//!   any send that dispatches to a registered `Fwd`. All send in batches
+//!   of 1,000 from one closure and run the queue after each batch; at the
+//!   end the actor's count is checked against what was sent.
 //!
 //! Nodes have joined (each sees the other as a member) before any timing
 //! starts. Nothing waits forever: a signal that does not come within
@@ -749,7 +751,9 @@ fn local_ref_send(c: &mut Criterion) {
     s.run(Instant::now(), false);
     let add = fwd_to!([counter], add() as (u64));
     let to: Ref<u64> = node
-        .query(&mut s, |n, _| n.register_named("counter", &counter, add))
+        .query(&mut s, |n, _| {
+            n.register_named("counter", &counter, add.clone())
+        })
         .expect("the node runs");
     let sent = Cell::new(0u64);
     g.bench_function("ref", |b| {
@@ -757,6 +761,17 @@ fn local_ref_send(c: &mut Criterion) {
             let t = in_batches(&mut s, &node, iters, |n, k| {
                 for _ in 0..k {
                     let _ = n.send_ref(to, 1);
+                }
+            });
+            sent.set(sent.get() + iters);
+            t
+        });
+    });
+    g.bench_function("fwd", |b| {
+        b.iter_custom(|iters| {
+            let t = in_batches(&mut s, &node, iters, |_, k| {
+                for _ in 0..k {
+                    std::hint::black_box(&add).fwd(1);
                 }
             });
             sent.set(sent.get() + iters);

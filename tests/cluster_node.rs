@@ -469,3 +469,122 @@ fn node_ask_answers_exactly_once_with_a_typed_error() {
         ]
     );
 }
+
+/// Node `n`'s status (asked, then the queue runs).
+fn status(rt: &mut Rt, n: &DeviceOwn<Node>) -> stakplane::cluster::NodeStatus {
+    let got: Seen<stakplane::cluster::NodeStatus> = Rc::default();
+    let g2 = got.clone();
+    n.query(&mut rt.s, |n, cx| {
+        n.status(cx, Ret::new(move |s| g2.borrow_mut().extend(s)))
+    })
+    .expect("alive");
+    rt.run();
+    let s = got.borrow_mut().pop().expect("answered");
+    s
+}
+
+#[test]
+fn node_a_registration_ends_with_its_device_and_later_messages_are_dead_letters() {
+    let (mut rt, _net, a, b, _inbox) = cluster();
+    let (dead, fwd) = recorder::<DeadLetter>();
+    b.query(&mut rt.s, |n, _| n.set_dead_letters(fwd))
+        .expect("alive");
+    let (got, to_d) = recorder::<String>();
+    let d = ready_dev(&mut rt, "short-lived");
+    let id = d.id().get();
+    let r: Ref<String> = b
+        .query(&mut rt.s, |n, _| n.register_named("short", &d, to_d))
+        .expect("alive");
+    // Registered (besides two_nodes' bare inbox 42): reached through its
+    // typed address and by its Pid.
+    assert_eq!(status(&mut rt, &b).registered, 2);
+    b.query(&mut rt.s, |n, _| n.send_ref(r, "alive".to_string()))
+        .expect("alive")
+        .expect("registered");
+    rt.run();
+    assert_eq!(*got.borrow(), ["alive"]);
+    drop(d);
+    rt.run();
+    // The registration ended with the device: its name is gone, a local
+    // send is refused, a remote one is a dead letter; nothing reaches the
+    // dead device's `Fwd` in silence.
+    assert_eq!(status(&mut rt, &b).registered, 1);
+    assert_eq!(
+        b.query(&mut rt.s, |n, _| n.send_ref(r, "late".to_string()))
+            .expect("alive"),
+        Err(SendError::UnknownTarget)
+    );
+    a.query(&mut rt.s, |n, _| n.send(pid(2, id), "later".to_string()))
+        .expect("alive")
+        .expect("sent: the target node decides");
+    rt.run();
+    assert_eq!(*got.borrow(), ["alive"]);
+    assert_eq!(
+        dead.borrow()
+            .iter()
+            .map(|d| (d.to, d.reason.clone()))
+            .collect::<Vec<_>>(),
+        [(pid(2, id), SendError::UnknownTarget)]
+    );
+    let found: Found = Rc::default();
+    a.query(&mut rt.s, |n, _| {
+        n.lookup(NodeId::new(addr(2), 1), "short", lookup_into(&found))
+    })
+    .expect("alive");
+    rt.run();
+    assert_eq!(answers(&found), [Err(LookupError::NotFound)]);
+    // A watch asked after the death still gets the device's own cause
+    // (its owner dropped it), not "no device is registered".
+    let (downs, fwd) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| n.monitor(cx, pid(2, id), fwd))
+        .expect("alive");
+    rt.run();
+    assert_eq!(downs.borrow().len(), 1);
+    assert!(
+        !downs.borrow()[0].cause.to_string().contains("registered"),
+        "{}",
+        downs.borrow()[0].cause
+    );
+    // A device already dead is not registered at all.
+    let gone = ready_dev(&mut rt, "gone");
+    call!([gone], stop());
+    rt.run();
+    assert!(!gone.is_alive());
+    b.query(&mut rt.s, |n, _| {
+        n.register_device(&gone, Fwd::new(|_: String| ()))
+    })
+    .expect("alive");
+    assert_eq!(status(&mut rt, &b).registered, 1);
+    assert_eq!(
+        b.query(&mut rt.s, |n, _| n.send(pid(2, gone.id().get()), ()))
+            .expect("alive"),
+        Err(SendError::UnknownTarget)
+    );
+}
+
+#[test]
+fn node_an_address_made_by_one_node_is_never_routed_by_another() {
+    // The same device registered on both nodes, in slot 0 of each: an
+    // address made by `a` carries `a`'s route, which `b` must not take.
+    let (mut rt, _net, a, b, _inbox) = cluster();
+    let d = ready_dev(&mut rt, "on both");
+    let (on_a, fwd_a) = recorder::<String>();
+    let (on_b, fwd_b) = recorder::<String>();
+    a.query(&mut rt.s, |n, _| n.register(42, Fwd::new(|_: String| ())))
+        .expect("alive");
+    let to_a: Ref<String> = a
+        .query(&mut rt.s, |n, _| n.register_named("both", &d, fwd_a))
+        .expect("alive");
+    let to_b: Ref<String> = b
+        .query(&mut rt.s, |n, _| n.register_named("both", &d, fwd_b))
+        .expect("alive");
+    b.query(&mut rt.s, |n, _| {
+        n.send_ref(to_a, "from b to a".to_string())?;
+        n.send_ref(to_b, "from b to b".to_string())
+    })
+    .expect("alive")
+    .expect("sent");
+    rt.run();
+    assert_eq!(*on_a.borrow(), ["from b to a"]);
+    assert_eq!(*on_b.borrow(), ["from b to b"]);
+}

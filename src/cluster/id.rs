@@ -83,6 +83,25 @@ macro_rules! display_as_debug {
 }
 display_as_debug!(NodeId, Pid);
 
+/// Where a registration sits on the node instance that made a typed
+/// address of it: that instance's token and the registration's slot. Only
+/// a hint for the local fast path: used only by the instance whose token
+/// it carries, and only after the slot is checked to hold the address's
+/// device. Never sent (a deserialised address has none) and never part of
+/// an address's equality, order or hash.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) struct Route {
+    /// The node instance's token; 0: no route.
+    pub(crate) token: u64,
+    /// The registration's slot in that instance's table.
+    pub(crate) slot: u32,
+}
+
+impl Route {
+    /// No route: the address is looked up by its `Pid`.
+    pub(crate) const NONE: Route = Route { token: 0, slot: 0 };
+}
+
 /// A [`Pid`] with a type the compiler checks: `Copy`, ordered, hashable
 /// and serialisable (as its `Pid`), so it can be sent in messages and
 /// kept in maps.
@@ -93,6 +112,10 @@ macro_rules! typed_pid {
         #[serde(transparent)]
         pub struct $name<$t> {
             pid: Pid,
+            /// Where the registration is on the node that made this
+            /// address: a hint, never sent, never compared.
+            #[serde(skip)]
+            route: Route,
             #[serde(skip)]
             _t: std::marker::PhantomData<fn() -> $t>,
         }
@@ -100,8 +123,15 @@ macro_rules! typed_pid {
         impl<$t> $name<$t> {
             #[doc = concat!("The address of `pid`, asserted to be ", $what, " (a wrong guess is refused where a message is delivered).")]
             pub fn new(pid: Pid) -> Self {
+                Self::routed(pid, Route::NONE)
+            }
+
+            /// The address of `pid`, with the route of its registration
+            /// on the node that makes it.
+            pub(crate) fn routed(pid: Pid, route: Route) -> Self {
                 $name {
                     pid,
+                    route,
                     _t: std::marker::PhantomData,
                 }
             }
@@ -109,6 +139,12 @@ macro_rules! typed_pid {
             /// The untyped address.
             pub fn pid(&self) -> Pid {
                 self.pid
+            }
+
+            /// The route of its registration, if this node instance made it.
+            #[inline]
+            pub(crate) fn route(&self) -> Route {
+                self.route
             }
         }
 

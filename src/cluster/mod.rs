@@ -94,11 +94,32 @@
 //! ([`SendError::WrongType`]); a node that is not a member is refused
 //! ([`SendError::NodeDown`]).
 //!
+//! **112a. An address made on a node takes a direct route there, and
+//! only there**: a [`Ref`] or [`RemoteRef`] made by a node
+//! ([`Node::register_named`], [`Node::serve`]) carries the slot of its
+//! registration and the token of that node instance; that node alone
+//! takes the route, and only while the slot holds the address's device.
+//! The route is never sent, compared or hashed: an address received from
+//! the network, or made with `Ref::new`, is looked up by its `Pid`, with
+//! the same result.
+//!
 //! **113. No message is lost in silence, and a bad packet costs one
 //! packet**: a message for an unknown target (or that does not decode)
 //! goes to the target node's dead-letter `Fwd` and is counted; a packet
 //! that is not one whole frame is dropped, counted and logged, and the
 //! node goes on.
+//!
+//! **113a. A registration ends with its device**: a device registered
+//! with [`Node::register_device`], [`Node::register_named`] or served
+//! ([`Node::serve`]; a served child's address with its supervisor) is
+//! monitored by the node once; when it dies its registration and its names
+//! go, so a later message to it is refused ([`SendError::UnknownTarget`])
+//! or, from another node, dead-lettered and counted, instead of reaching
+//! a dead actor's `Fwd` in silence; a lookup of its name finds nothing. A
+//! device already dead is not registered. A bare registration
+//! ([`Node::register`]) lasts until [`Node::unregister`]. Messages already
+//! queued for the device when it dies go with it, as a mailbox's do.
+//! [`NodeStatus::registered`] counts the registrations.
 //!
 //! **115. A remote device's death reaches its watcher once, with its real
 //! cause**: a watch ([`Node::monitor`]) of a device registered with

@@ -88,7 +88,8 @@ impl Node {
         });
         self.put_inbox(device, Some(actor.line()), hand, None);
         self.put_server(device, hand_ask);
-        RemoteRef::new(Pid::new(self.me, device))
+        let (pid, route) = self.local_route(device);
+        RemoteRef::routed(pid, route)
     }
 
     /// Serves `actor` as [`serve`](Node::serve) does and names it: any
@@ -165,7 +166,8 @@ impl Node {
         self.put_inbox(device, Some(supervisor.line()), hand, Some(ready));
         self.put_server(device, hand_ask);
         self.name(name, device, std::any::type_name::<A>());
-        RemoteRef::new(Pid::new(self.me, device))
+        let (pid, route) = self.local_route(device);
+        RemoteRef::routed(pid, route)
     }
 
     /// Sends `msg` to actor `to`, wherever it lives, as
@@ -174,7 +176,7 @@ impl Node {
     /// # Errors
     /// As [`send`](Node::send).
     pub fn tell<A: RemoteActor>(&mut self, to: RemoteRef<A>, msg: A::Msg) -> Result<(), SendError> {
-        self.send(to.pid(), msg)
+        self.send_routed(to.pid(), to.route(), msg)
     }
 
     /// Asks actor `to`, wherever it lives, as [`ask`](Node::ask) does:

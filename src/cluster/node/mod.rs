@@ -18,6 +18,7 @@
 mod actor;
 mod credit;
 mod errors;
+mod inboxes;
 mod send;
 mod status;
 mod watch;
@@ -103,7 +104,10 @@ type Decode = Box<dyn Fn(&[u8], Option<Pid>) -> Result<(), SendError>>;
 
 /// One registered actor: its message type is checked at send time.
 struct Inbox {
-    /// The device, for watchers (none for a bare `Fwd`).
+    /// The id it is registered under.
+    device: u64,
+    /// The device, for watchers (none for a bare `Fwd`); its death ends
+    /// the registration.
     line: Option<Line>,
     /// `Fwd<M>` (a plain registration) or `Hand<M>` (a served actor)
     /// for the actor's `M`.
@@ -153,7 +157,9 @@ pub struct Node {
     up: BTreeSet<NodeId>,
     /// Incarnations declared down: frames from them are dropped.
     down: BTreeSet<NodeId>,
-    inboxes: IdMap<Inbox>,
+    inboxes: inboxes::Inboxes,
+    /// Told the id of a registration whose device died.
+    gone: Fwd<u64>,
     watch: watch::Watches,
     next_tag: u64,
     /// The last id given to a served child's address.
@@ -201,7 +207,8 @@ impl Node {
             membership,
             up: BTreeSet::new(),
             down: BTreeSet::new(),
-            inboxes: IdMap::default(),
+            inboxes: inboxes::Inboxes::new(),
+            gone: fwd_to!([cx], registration_died() as (u64)),
             watch: watch::Watches::default(),
             next_tag: 0,
             next_alias: 0,

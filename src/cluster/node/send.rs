@@ -5,10 +5,11 @@ use super::{
     AskError, DeadLetter, Hand, HandAsk, Inbox, LookupError, Node, PendingLookup, Ready, SendError,
     Server, TrySendError,
 };
+use crate::cluster::id::Route;
 use crate::cluster::transport::Full;
 use crate::cluster::wire::{Frame, WireNoReply, MAX_FRAME};
 use crate::cluster::{NodeId, Pid, Ref};
-use crate::{fwd_to, DeviceRef, Line};
+use crate::{fwd_to, DeviceRef, Down, Line};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use stakker::{Fwd, Ret, CX};
@@ -28,7 +29,8 @@ pub(super) type Waiting = (Vec<u8>, Ret<Result<(), SendError>>);
 impl Node {
     /// Makes device `device` of this node reachable from every node as
     /// `Pid { node: self.id(), device }`: messages of type `M` to it go to
-    /// `fwd` (a later registration under the same id replaces it).
+    /// `fwd` (a later registration under the same id replaces it) until
+    /// [`unregister`](Node::unregister).
     pub fn register<M: Serialize + DeserializeOwned + 'static>(
         &mut self,
         device: u64,
@@ -39,7 +41,9 @@ impl Node {
 
     /// Makes `device` reachable from every node, as
     /// [`register`](Node::register) does, and watchable
-    /// ([`monitor`](Node::monitor)) with its real cause.
+    /// ([`monitor`](Node::monitor)) with its real cause. The registration
+    /// ends with the device (rule 113a); a device already dead is not
+    /// registered.
     pub fn register_device<M: Serialize + DeserializeOwned + 'static>(
         &mut self,
         device: &impl DeviceRef,
@@ -61,10 +65,44 @@ impl Node {
         let id = device.id().get();
         self.register_device(device, fwd);
         self.name(name, id, std::any::type_name::<M>());
-        Ref::new(Pid {
-            node: self.me,
-            device: id,
-        })
+        let (pid, route) = self.local_route(id);
+        Ref::routed(pid, route)
+    }
+
+    /// Ends the registration of device `device` of this node (and the
+    /// names that name it), as its death would: later messages to it are
+    /// refused, or dead-lettered when they come from another node, with
+    /// [`SendError::UnknownTarget`]. Returns whether it was registered.
+    pub fn unregister(&mut self, device: u64) -> bool {
+        let found = self.inboxes.remove(device);
+        self.servers.remove(&device);
+        let had_name = found.is_some() || self.names.values().any(|(d, _)| *d == device);
+        if had_name {
+            self.names.retain(|_, (d, _)| *d != device);
+        }
+        found.is_some()
+    }
+
+    /// A registered device died: its registration ends (rule 113a). Its
+    /// line is kept with the recently dead, so that a watch asked later
+    /// still gets its cause.
+    pub(super) fn registration_died(&mut self, _: CX![], device: u64) {
+        let line = match self.inboxes.get(device) {
+            Some(Inbox {
+                line: Some(line), ..
+            }) if !line.is_alive() => line.clone(),
+            // Replaced since by a registration of a live device, or
+            // already gone.
+            _ => return,
+        };
+        self.unregister(device);
+        self.remember_dead(device, line);
+    }
+
+    /// The address of device `device` of this node, with the route to
+    /// its registration (for a typed address).
+    pub(super) fn local_route(&self, device: u64) -> (Pid, Route) {
+        (Pid::new(self.me, device), self.inboxes.route_of(device))
     }
 
     /// Sends `msg` through its typed address, as [`send`](Node::send).
@@ -77,7 +115,29 @@ impl Node {
         to: Ref<M>,
         msg: M,
     ) -> Result<(), SendError> {
-        self.send(to.pid(), msg)
+        // The hot path, kept small: an address made here, of a plain
+        // registration, goes straight to its slot's `Fwd`.
+        if let Some(fwd) = self
+            .inboxes
+            .routed(to.pid().device, to.route())
+            .and_then(|inbox| inbox.local.downcast_ref::<Fwd<M>>())
+        {
+            fwd.fwd(msg);
+            return Ok(());
+        }
+        self.send_routed(to.pid(), to.route(), msg)
+    }
+
+    /// [`send`](Node::send) with the route of a typed address. Out of
+    /// line: [`send_ref`](Node::send_ref)'s fast path stays small.
+    #[inline(never)]
+    pub(super) fn send_routed<M: Serialize + 'static>(
+        &mut self,
+        to: Pid,
+        route: Route,
+        msg: M,
+    ) -> Result<(), SendError> {
+        self.try_send_as(0, to, route, msg).map_err(|e| e.error())
     }
 
     /// Finds the device registered under `name` on `node` (this one or
@@ -261,20 +321,18 @@ impl Node {
         fwd: Fwd<M>,
     ) {
         let remote = fwd.clone();
-        self.inboxes.insert(
+        self.put(Inbox {
             device,
-            Inbox {
-                line,
-                local: Box::new(fwd),
-                ready: None,
-                remote: Box::new(move |bytes, _| {
-                    let msg = postcard::from_bytes::<M>(bytes)
-                        .map_err(|e| SendError::Encode(e.to_string()))?;
-                    remote.fwd(msg);
-                    Ok(())
-                }),
-            },
-        );
+            line,
+            local: Box::new(fwd),
+            ready: None,
+            remote: Box::new(move |bytes, _| {
+                let msg = postcard::from_bytes::<M>(bytes)
+                    .map_err(|e| SendError::Encode(e.to_string()))?;
+                remote.fwd(msg);
+                Ok(())
+            }),
+        });
     }
 
     /// Makes device `device` reachable: messages of type `M` go to
@@ -289,22 +347,46 @@ impl Node {
     ) {
         let remote = hand.clone();
         let ready2 = ready.clone();
-        self.inboxes.insert(
+        self.put(Inbox {
             device,
-            Inbox {
-                line,
-                local: Box::new(hand),
-                ready,
-                remote: Box::new(move |bytes, from| {
-                    if let Some(ready) = &ready2 {
-                        ready()?;
-                    }
-                    let msg = postcard::from_bytes::<M>(bytes)
-                        .map_err(|e| SendError::Encode(e.to_string()))?;
-                    remote(msg, from)
-                }),
-            },
-        );
+            line,
+            local: Box::new(hand),
+            ready,
+            remote: Box::new(move |bytes, from| {
+                if let Some(ready) = &ready2 {
+                    ready()?;
+                }
+                let msg = postcard::from_bytes::<M>(bytes)
+                    .map_err(|e| SendError::Encode(e.to_string()))?;
+                remote(msg, from)
+            }),
+        });
+    }
+
+    /// Registers `inbox`, replacing its device's registration. A
+    /// registration with a device ends with it (rule 113a): the node
+    /// monitors the device once, and a device already dead is not
+    /// registered (messages to it are refused as to an unknown target).
+    fn put(&mut self, inbox: Inbox) {
+        let device = inbox.device;
+        let watch = match &inbox.line {
+            Some(line) if !line.is_alive() => {
+                self.unregister(device);
+                return;
+            }
+            Some(line) => Some(line.clone()),
+            None => None,
+        };
+        let (old, _) = self.inboxes.insert(inbox);
+        let watched = old
+            .and_then(|old| old.line)
+            .zip(watch.as_ref())
+            .is_some_and(|(old, new)| old.id() == new.id());
+        if let (Some(line), false) = (watch, watched) {
+            let gone = self.gone.clone();
+            // Alive (checked above): the monitor is registered.
+            let _ = line.monitor_fwd(Fwd::new(move |_: Down| gone.fwd(device)));
+        }
     }
 
     /// Sends `msg` to `to`, wherever it lives: on this node it is handed
@@ -322,7 +404,7 @@ impl Node {
     /// the message.
     #[inline]
     pub fn send<M: Serialize + 'static>(&mut self, to: Pid, msg: M) -> Result<(), SendError> {
-        match self.try_send_as(0, to, msg) {
+        match self.try_send_as(0, to, Route::NONE, msg) {
             Ok(()) => Ok(()),
             Err(e) => Err(e.error()),
         }
@@ -341,7 +423,7 @@ impl Node {
         to: Pid,
         msg: M,
     ) -> Result<(), TrySendError<M>> {
-        self.try_send_as(0, to, msg)
+        self.try_send_as(0, to, Route::NONE, msg)
     }
 
     /// Sends `msg` to `to` as [`send`](Node::send) does, from device
@@ -356,18 +438,25 @@ impl Node {
         to: Pid,
         msg: M,
     ) -> Result<(), SendError> {
-        self.try_send_as(from.id().get(), to, msg)
+        self.try_send_as(from.id().get(), to, Route::NONE, msg)
             .map_err(|e| e.error())
     }
 
     /// A send to device `to` of this node: handed over as it is. A plain
-    /// registration is the hot path: one lookup, one type check and the
-    /// `Fwd`.
+    /// registration is the hot path: one lookup (none through a route),
+    /// one type check and the `Fwd`.
     #[inline]
-    fn send_here<M: 'static>(&mut self, from: u64, to: Pid, msg: M) -> Result<(), TrySendError<M>> {
+    fn send_here<M: 'static>(
+        &mut self,
+        from: u64,
+        to: Pid,
+        route: Route,
+        msg: M,
+    ) -> Result<(), TrySendError<M>> {
         let fwd = self
             .inboxes
-            .get(&to.device)
+            .routed(to.device, route)
+            .or_else(|| self.inboxes.get(to.device))
             .and_then(|inbox| inbox.local.downcast_ref::<Fwd<M>>());
         match fwd {
             Some(fwd) => {
@@ -387,7 +476,7 @@ impl Node {
         to: Pid,
         msg: M,
     ) -> Result<(), TrySendError<M>> {
-        let Some(inbox) = self.inboxes.get(&to.device) else {
+        let Some(inbox) = self.inboxes.get(to.device) else {
             return Err(TrySendError::Refused(msg, SendError::UnknownTarget));
         };
         let Some(hand) = inbox.local.downcast_ref::<Hand<M>>() else {
@@ -413,12 +502,16 @@ impl Node {
         &mut self,
         from: u64,
         to: Pid,
+        route: Route,
         msg: M,
     ) -> Result<(), TrySendError<M>> {
-        // The incarnation first: it differs for most remote nodes, and is
+        // An address made here carries this node's route; otherwise the
+        // incarnation first: it differs for most remote nodes, and is
         // cheaper to compare than an address.
-        if to.node.incarnation == self.me.incarnation && to.node.addr == self.me.addr {
-            return self.send_here(from, to, msg);
+        if self.inboxes.is_mine(route)
+            || (to.node.incarnation == self.me.incarnation && to.node.addr == self.me.addr)
+        {
+            return self.send_here(from, to, route, msg);
         }
         self.send_remote(from, to, msg)
     }
@@ -584,7 +677,7 @@ impl Node {
         if let (true, Some(from)) = (Node::credited(Pid::new(self.me, device)), from) {
             self.arrived(device, from.node);
         }
-        let reason = match self.inboxes.get(&device) {
+        let reason = match self.inboxes.get(device) {
             None => SendError::UnknownTarget,
             Some(inbox) => match (inbox.remote)(payload, from) {
                 Ok(()) => return,

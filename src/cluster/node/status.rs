@@ -50,6 +50,9 @@ pub struct NodeStatus {
     pub watched_here: usize,
     /// Sends waiting for room in a peer's queue.
     pub waiting_sends: usize,
+    /// Devices registered on this node (served actors included). A
+    /// registration ends with its device (rule 113a).
+    pub registered: usize,
 }
 
 impl Node {
@@ -64,6 +67,7 @@ impl Node {
             watches: self.watch_count(),
             watched_here: self.watched_here(),
             waiting_sends: self.waiting_sends(),
+            registered: self.inboxes.len(),
         };
         status.links.retain(|l| l.addr != self.me.addr);
         let me = self.me;

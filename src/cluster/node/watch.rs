@@ -194,7 +194,7 @@ impl Node {
     /// The line of device `device` of this node, if the node knows it.
     pub(super) fn line_of(&self, device: u64) -> Option<Line> {
         self.inboxes
-            .get(&device)
+            .get(device)
             .and_then(|i| i.line.clone())
             .or_else(|| self.watch.lines.get(&device).cloned())
             .or_else(|| self.watch.dead.get(&device).cloned())
@@ -217,17 +217,25 @@ impl Node {
         Ok(line)
     }
 
+    /// Keeps the line of device `device` of this node, which died, with
+    /// the last [`DEAD_KEPT`] to die: a watch asked later still gets its
+    /// cause.
+    pub(super) fn remember_dead(&mut self, device: u64, line: Line) {
+        if self.watch.dead.insert(device, line).is_none() {
+            self.watch.dead_order.push_back(device);
+        }
+        if self.watch.dead_order.len() > DEAD_KEPT {
+            if let Some(old) = self.watch.dead_order.pop_front() {
+                self.watch.dead.remove(&old);
+            }
+        }
+    }
+
     /// A device of this node that the node knew died: its links and its
     /// trap handler go.
     fn watcher_died(&mut self, _: CX![], device: u64, _: Down) {
         if let Some(line) = self.watch.lines.remove(&device) {
-            self.watch.dead.insert(device, line);
-            self.watch.dead_order.push_back(device);
-            if self.watch.dead_order.len() > DEAD_KEPT {
-                if let Some(old) = self.watch.dead_order.pop_front() {
-                    self.watch.dead.remove(&old);
-                }
-            }
+            self.remember_dead(device, line);
         }
         self.watch.traps.remove(&device);
         self.watch.notifies.retain(|(d, _)| *d != device);

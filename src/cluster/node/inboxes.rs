@@ -1,0 +1,116 @@
+//! The node's table of registrations: slots by device id, and the route a
+//! typed address of this node carries to its slot.
+//!
+//! A registration lives in a slot of a slab, found by device id through a
+//! map (a remote delivery, a `Pid`) or directly by the slot a typed
+//! address made here carries ([`Route`]): the local send path then costs
+//! one indexed load and one compare instead of a node compare and a hash
+//! lookup. The route is checked, never trusted: it is taken only by the
+//! node instance whose token it carries, and only when the slot still
+//! holds the address's device (a slot freed and reused holds another).
+
+use super::{IdMap, Inbox};
+use crate::cluster::id::Route;
+use slab::Slab;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The next node instance's token. 0 is no route, and no table has it:
+/// the counter starts at 1 and does not wrap in practice (2^64 nodes).
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+pub(super) struct Inboxes {
+    /// This node instance's token, never 0.
+    token: u64,
+    slots: Slab<Inbox>,
+    by_device: IdMap<usize>,
+}
+
+impl Inboxes {
+    /// An empty table with a token of its own.
+    pub(super) fn new() -> Inboxes {
+        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed).max(1);
+        Inboxes {
+            token,
+            slots: Slab::new(),
+            by_device: IdMap::default(),
+        }
+    }
+
+    /// The registration of `device`, if any.
+    #[inline]
+    pub(super) fn get(&self, device: u64) -> Option<&Inbox> {
+        let slot = *self.by_device.get(&device)?;
+        self.slots.get(slot)
+    }
+
+    /// The registration of `device`, through `route` when it is this
+    /// table's and its slot holds `device`; `None` otherwise (then the
+    /// address may be another node's: the caller decides).
+    #[inline]
+    pub(super) fn routed(&self, device: u64, route: Route) -> Option<&Inbox> {
+        if !self.is_mine(route) {
+            return None;
+        }
+        self.slots
+            .get(route.slot as usize)
+            .filter(|inbox| inbox.device == device)
+    }
+
+    /// Whether `route` was made by this table (so its address names this
+    /// node).
+    #[inline]
+    pub(super) fn is_mine(&self, route: Route) -> bool {
+        route.token == self.token
+    }
+
+    /// Registers `inbox` (replacing the registration of its device, in
+    /// place); returns the registration it replaced and the route to it.
+    pub(super) fn insert(&mut self, inbox: Inbox) -> (Option<Inbox>, Route) {
+        let device = inbox.device;
+        let (old, slot) = match self.by_device.get(&device) {
+            Some(&slot) => {
+                let old = self
+                    .slots
+                    .get_mut(slot)
+                    .map(|s| std::mem::replace(s, inbox));
+                (old, slot)
+            }
+            None => {
+                let slot = self.slots.insert(inbox);
+                self.by_device.insert(device, slot);
+                (None, slot)
+            }
+        };
+        (old, self.route(slot))
+    }
+
+    /// The route to `device`'s registration (none if it has none).
+    pub(super) fn route_of(&self, device: u64) -> Route {
+        self.by_device
+            .get(&device)
+            .map_or(Route::NONE, |&slot| self.route(slot))
+    }
+
+    /// The route to `slot`: none for a slot past `u32` (never in
+    /// practice: each registration is a live device).
+    fn route(&self, slot: usize) -> Route {
+        match u32::try_from(slot) {
+            Ok(slot) => Route {
+                token: self.token,
+                slot,
+            },
+            _ => Route::NONE,
+        }
+    }
+
+    /// Removes `device`'s registration.
+    pub(super) fn remove(&mut self, device: u64) -> Option<Inbox> {
+        let slot = self.by_device.remove(&device)?;
+        self.slots.try_remove(slot)
+    }
+
+    /// How many devices are registered.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
