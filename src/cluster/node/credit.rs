@@ -172,6 +172,25 @@ impl Node {
         }
     }
 
+    /// Credited device `target` of this node is no longer registered: its
+    /// grants go, and each sender still waiting for credit is granted
+    /// without a bound (as for a target that is not credited), so that
+    /// its sends go out and are refused here, never stuck.
+    pub(super) fn forget_grants(&mut self, target: u64) {
+        let Some(g) = self.credits.grants.remove(&target) else {
+            return;
+        };
+        let me = self.me;
+        for sender in g.waiting {
+            let frame = Frame::Credit {
+                target,
+                grant: u32::MAX,
+                from: me,
+            };
+            let _ = self.frame(sender, &frame);
+        }
+    }
+
     /// Node `from` asks for credit for device `target` of this node.
     pub(super) fn credit_ask_in(&mut self, target: u64, from: NodeId) {
         let Some(g) = self.credits.grants.get_mut(&target) else {

@@ -76,6 +76,7 @@ impl Node {
     pub fn unregister(&mut self, device: u64) -> bool {
         let found = self.inboxes.remove(device);
         self.servers.remove(&device);
+        self.forget_grants(device);
         let had_name = found.is_some() || self.names.values().any(|(d, _)| *d == device);
         if had_name {
             self.names.retain(|_, (d, _)| *d != device);
