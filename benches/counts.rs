@@ -156,13 +156,22 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 10] = [
+const SCENARIOS: [(&str, Unit, Scenario); 11] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
     }),
     ("create_drop/stakker", Unit::One, |s, now| {
         drop(black_box(stakker::actor!(s, Plain::init(), ret_nop!())));
+        s.run(now, false);
+    }),
+    // A termination `Ret` carrying a key, as a device's must: the floor.
+    ("create_drop/stakker-keyed", Unit::One, |s, now| {
+        let key = black_box((1u64, 2u32));
+        let notify = Ret::new(move |stop: Option<StopCause>| {
+            black_box((key, stop));
+        });
+        drop(black_box(stakker::actor!(s, Plain::init(), notify)));
         s.run(now, false);
     }),
     ("monitor_drop_notify/stakplane", Unit::One, |s, now| {

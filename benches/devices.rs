@@ -60,6 +60,26 @@ fn device_create_drop(c: &mut Criterion) {
             s.run(now, false);
         })
     });
+    // Bare stakker with a termination `Ret` that carries the actor's key,
+    // as a device's must (stakplane's is a slot and an id, 16 bytes): the
+    // floor of any device layer on stakker, one allocation more than
+    // `ret_nop!` (a closure with no captures allocates nothing).
+    g.bench_function("stakker-keyed", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let key = (n, n as u32);
+            let a = stakker::actor!(
+                s,
+                Plain::init(),
+                Ret::new(move |stop: Option<StopCause>| {
+                    black_box((key, stop));
+                })
+            );
+            drop(black_box(a));
+            s.run(now, false);
+        })
+    });
     g.bench_function("async-backplane", |b| {
         b.iter(|| {
             let d = async_backplane::Device::new();

@@ -551,15 +551,93 @@ fn node_a_registration_ends_with_its_device_and_later_messages_are_dead_letters(
     rt.run();
     assert!(!gone.is_alive());
     b.query(&mut rt.s, |n, _| {
-        n.register_device(&gone, Fwd::new(|_: String| ()))
+        n.register_device(&gone, Fwd::new(|_: String| ()));
+        n.register_named("ghost", &gone, Fwd::new(|_: String| ()))
     })
     .expect("alive");
     assert_eq!(status(&mut rt, &b).registered, 1);
+    a.query(&mut rt.s, |n, _| {
+        n.lookup(NodeId::new(addr(2), 1), "ghost", lookup_into(&found))
+    })
+    .expect("alive");
+    rt.run();
+    assert_eq!(answers(&found), [Err(LookupError::NotFound)]);
     assert_eq!(
         b.query(&mut rt.s, |n, _| n.send(pid(2, gone.id().get()), ()))
             .expect("alive"),
         Err(SendError::UnknownTarget)
     );
+}
+
+#[test]
+fn node_a_registration_refuses_at_once_after_its_device_dies_and_is_watched_once() {
+    let (mut rt, _net, _a, b, _inbox) = cluster();
+    let (got, fwd) = recorder::<u32>();
+    let d = ready_dev(&mut rt, "dies");
+    let r: Ref<u32> = b
+        .query(&mut rt.s, |n, _| n.register_named("dies", &d, fwd))
+        .expect("alive");
+    // The device stops, and in the same run, after its death but before
+    // the node hears of it, a send to it: refused, not lost in silence.
+    let sent: Seen<Result<(), SendError>> = Rc::default();
+    let s2 = sent.clone();
+    call!([d], stop());
+    call!([b], |this, _| s2.borrow_mut().push(this.send_ref(r, 7)));
+    rt.run();
+    assert_eq!(*sent.borrow(), [Err(SendError::UnknownTarget)]);
+    assert!(got.borrow().is_empty());
+    // A device registered again and again, and unregistered, is watched
+    // once per registration at most: no watch is left behind.
+    let live = ready_dev(&mut rt, "live");
+    let before = stakplane::registry_stats().watchers;
+    b.query(&mut rt.s, |n, _| {
+        for _ in 0..10 {
+            n.register_device(&live, Fwd::new(|_: u32| ()));
+            n.register(live.id().get(), Fwd::new(|_: u32| ()));
+            n.register_device(&live, Fwd::new(|_: u32| ()));
+        }
+    })
+    .expect("alive");
+    assert_eq!(stakplane::registry_stats().watchers, before + 1);
+    let gone = b
+        .query(&mut rt.s, |n, _| n.unregister(live.id().get()))
+        .expect("alive");
+    assert!(gone);
+    assert_eq!(stakplane::registry_stats().watchers, before);
+}
+
+#[test]
+fn node_an_address_made_before_a_rejoin_is_not_routed_after_it() {
+    // b is declared down by a, comes back and rejoins as a new
+    // incarnation: an address made under the old one names a node that
+    // is down, through its route as through its `Pid`.
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let d = ready_dev(&mut rt, "kept");
+    let (got, fwd) = recorder::<u32>();
+    let old: Ref<u32> = b
+        .query(&mut rt.s, |n, _| n.register_named("kept", &d, fwd))
+        .expect("alive");
+    net.cut(addr(2));
+    rt.advance(Duration::from_secs(60));
+    net.attach(addr(2), fwd_to!([b], packet() as (Vec<u8>)));
+    call!([b], join(NodeId::new(addr(1), 1)));
+    rt.advance(Duration::from_secs(60));
+    let me = b.query(&mut rt.s, |n, _| n.id()).expect("alive");
+    assert!(
+        me.incarnation > 1,
+        "b rejoined as a new incarnation: {me:?}"
+    );
+    let by_route = b
+        .query(&mut rt.s, |n, _| n.send_ref(old, 1))
+        .expect("alive");
+    let by_pid = b
+        .query(&mut rt.s, |n, _| n.send_ref(Ref::new(old.pid()), 2))
+        .expect("alive");
+    assert_eq!(by_route, by_pid);
+    assert_eq!(by_route, Err(SendError::NodeDown(old.pid().node)));
+    let _ = a;
+    rt.run();
+    assert!(got.borrow().is_empty());
 }
 
 #[test]

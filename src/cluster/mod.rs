@@ -98,10 +98,12 @@
 //! only there**: a [`Ref`] or [`RemoteRef`] made by a node
 //! ([`Node::register_named`], [`Node::serve`]) carries the slot of its
 //! registration and the token of that node instance; that node alone
-//! takes the route, and only while the slot holds the address's device.
-//! The route is never sent, compared or hashed: an address received from
-//! the network, or made with `Ref::new`, is looked up by its `Pid`, with
-//! the same result.
+//! takes the route, only while the slot holds the address's device, and
+//! only in the incarnation that made it (a node that rejoins as a new
+//! incarnation takes a new token: an address made before names a node
+//! that is down). The route is never sent, compared or hashed: an address
+//! received from the network, or made with `Ref::new`, is looked up by its
+//! `Pid`, with the same result.
 //!
 //! **113. No message is lost in silence, and a bad packet costs one
 //! packet**: a message for an unknown target (or that does not decode)
@@ -109,16 +111,21 @@
 //! that is not one whole frame is dropped, counted and logged, and the
 //! node goes on.
 //!
-//! **113a. A registration ends with its device**: a device registered
-//! with [`Node::register_device`], [`Node::register_named`] or served
-//! ([`Node::serve`]; a served child's address with its supervisor) is
-//! monitored by the node once; when it dies its registration and its names
-//! go, so a later message to it is refused ([`SendError::UnknownTarget`])
-//! or, from another node, dead-lettered and counted, instead of reaching
-//! a dead actor's `Fwd` in silence; a lookup of its name finds nothing. A
-//! device already dead is not registered. A bare registration
-//! ([`Node::register`]) lasts until [`Node::unregister`]. Messages already
-//! queued for the device when it dies go with it, as a mailbox's do.
+//! **113a. A registration ends with its device**: a registration made
+//! with a device ([`Node::register_device`], [`Node::register_named`],
+//! [`Node::serve`]; a served child's address with its supervisor) is
+//! watched by the node, once per registration (a replacement for the same
+//! device keeps the watch; [`Node::unregister`] or a replacement by
+//! another cancels it). From the moment the device dies, a message to it
+//! is refused ([`SendError::UnknownTarget`]) or, from another node,
+//! dead-lettered and counted, and an ask gets [`AskError::NoTarget`],
+//! instead of reaching a dead actor in silence; then the node removes the
+//! registration, the names given to it, its ask server and its credit
+//! grants (a sender waiting for credit is granted without a bound, never
+//! stuck), and a lookup of the name finds nothing. A device already dead
+//! is not registered, nor named, nor served. A bare registration
+//! ([`Node::register`]) lasts until [`Node::unregister`]. Messages queued
+//! for the device before it died go with it, as a mailbox's do.
 //! [`NodeStatus::registered`] counts the registrations.
 //!
 //! **115. A remote device's death reaches its watcher once, with its real

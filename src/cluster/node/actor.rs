@@ -86,8 +86,10 @@ impl Node {
         let hand_ask: HandAsk<A::Ask, A::Reply> = Rc::new(move |req, from, reply| {
             call!([a2], |this, cx| this.ask(cx, req, from, reply));
         });
-        self.put_inbox(device, Some(actor.line()), hand, None);
-        self.put_server(device, hand_ask);
+        // A dead actor is not served: its address refuses everything.
+        if self.put_inbox(device, Some(actor.line()), hand, None) {
+            self.put_server(device, hand_ask);
+        }
         let (pid, route) = self.local_route(device);
         RemoteRef::routed(pid, route)
     }
@@ -163,8 +165,9 @@ impl Node {
             });
             self.grant_for(device, room, stats.capacity);
         }
-        self.put_inbox(device, Some(supervisor.line()), hand, Some(ready));
-        self.put_server(device, hand_ask);
+        if self.put_inbox(device, Some(supervisor.line()), hand, Some(ready)) {
+            self.put_server(device, hand_ask);
+        }
         self.name(name, device, std::any::type_name::<A>());
         let (pid, route) = self.local_route(device);
         RemoteRef::routed(pid, route)

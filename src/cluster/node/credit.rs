@@ -108,7 +108,8 @@ impl Node {
 
     /// Gives back a credit taken for a message that was not sent.
     pub(super) fn return_credit(&mut self, to: Pid) {
-        *self.credits.have.entry(to).or_default() += 1;
+        let have = self.credits.have.entry(to).or_default();
+        *have = have.saturating_add(1);
     }
 
     /// A send to `to` waits for credit: it goes at once if credit is
@@ -133,7 +134,9 @@ impl Node {
     pub(super) fn credit_in(&mut self, cx: CX![], target: u64, grant: u32, from: NodeId) {
         let to = Pid::new(from, target);
         self.credits.asked.remove(&to);
-        *self.credits.have.entry(to).or_default() += grant;
+        let have = self.credits.have.entry(to).or_default();
+        // Saturating: an unbounded grant (u32::MAX) may come twice.
+        *have = have.saturating_add(grant);
         self.spend_credit(cx, to);
     }
 

@@ -8,11 +8,47 @@
 //! lookup. The route is checked, never trusted: it is taken only by the
 //! node instance whose token it carries, and only when the slot still
 //! holds the address's device (a slot freed and reused holds another).
+//! A node that rejoins as a new incarnation takes a new token: addresses
+//! made under the old one name a node that is down.
+//!
+//! A registration of a device carries the node's watch of it
+//! ([`Watched`]): a flag its death clears at once, so that no send finds
+//! a dead device's registration in the moment before the node removes it,
+//! and the monitor that tells the node, cancelled when the registration
+//! goes any other way.
 
 use super::{IdMap, Inbox};
 use crate::cluster::id::Route;
+use crate::device::MonitorRef;
 use slab::Slab;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The node's watch of a registered device.
+pub(crate) struct Watched {
+    /// Cleared when the device dies, before the node hears of it.
+    pub(super) alive: Rc<Cell<bool>>,
+    /// The monitor that tells the node (cancelled on drop).
+    pub(super) monitor: Option<MonitorRef>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(m) = self.monitor.take() {
+            m.cancel();
+        }
+    }
+}
+
+impl Inbox {
+    /// Whether messages may be handed to it: a bare registration always,
+    /// a device's while the device lives.
+    #[inline]
+    pub(super) fn is_live(&self) -> bool {
+        self.watch.as_ref().is_none_or(|w| w.alive.get())
+    }
+}
 
 /// The next node instance's token. 0 is no route, and no table has it:
 /// the counter starts at 1 and does not wrap in practice (2^64 nodes).
@@ -28,12 +64,28 @@ pub(super) struct Inboxes {
 impl Inboxes {
     /// An empty table with a token of its own.
     pub(super) fn new() -> Inboxes {
-        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed).max(1);
         Inboxes {
-            token,
+            token: next_token(),
             slots: Slab::new(),
             by_device: IdMap::default(),
         }
+    }
+
+    /// A new token: routes made before are no longer this table's.
+    pub(super) fn renew_token(&mut self) {
+        self.token = next_token();
+    }
+
+    /// The registration of `device` if messages may be handed to it.
+    #[inline]
+    pub(super) fn live(&self, device: u64) -> Option<&Inbox> {
+        self.get(device).filter(|inbox| inbox.is_live())
+    }
+
+    /// The registration of `device`, to change it in place.
+    pub(super) fn get_mut(&mut self, device: u64) -> Option<&mut Inbox> {
+        let slot = *self.by_device.get(&device)?;
+        self.slots.get_mut(slot)
     }
 
     /// The registration of `device`, if any.
@@ -43,9 +95,9 @@ impl Inboxes {
         self.slots.get(slot)
     }
 
-    /// The registration of `device`, through `route` when it is this
-    /// table's and its slot holds `device`; `None` otherwise (then the
-    /// address may be another node's: the caller decides).
+    /// The live registration of `device`, through `route` when it is
+    /// this table's and its slot holds `device`; `None` otherwise (then
+    /// the address may be another node's: the caller decides).
     #[inline]
     pub(super) fn routed(&self, device: u64, route: Route) -> Option<&Inbox> {
         if !self.is_mine(route) {
@@ -53,7 +105,7 @@ impl Inboxes {
         }
         self.slots
             .get(route.slot as usize)
-            .filter(|inbox| inbox.device == device)
+            .filter(|inbox| inbox.device == device && inbox.is_live())
     }
 
     /// Whether `route` was made by this table (so its address names this
@@ -113,4 +165,9 @@ impl Inboxes {
     pub(super) fn len(&self) -> usize {
         self.slots.len()
     }
+}
+
+/// A token from the counter, never 0.
+fn next_token() -> u64 {
+    NEXT_TOKEN.fetch_add(1, Ordering::Relaxed).max(1)
 }

@@ -109,6 +109,11 @@ struct Inbox {
     /// The device, for watchers (none for a bare `Fwd`); its death ends
     /// the registration.
     line: Option<Line>,
+    /// The node's watch of that device (none for a bare `Fwd`).
+    watch: Option<inboxes::Watched>,
+    /// The names given to it here (each removed with it, if it still
+    /// names it).
+    names: Vec<String>,
     /// `Fwd<M>` (a plain registration) or `Hand<M>` (a served actor)
     /// for the actor's `M`.
     local: Box<dyn Any>,
@@ -379,6 +384,9 @@ impl Node {
                 // The others declared this node down: its watches are
                 // asked again in the new incarnation's name.
                 self.me = n;
+                // Addresses made under the old incarnation name a node
+                // that is down: their routes must not be taken (112a).
+                self.inboxes.renew_token();
                 self.watch_rejoined();
             }
         }

@@ -1,6 +1,7 @@
 //! Messages to registered actors: `send`, `ask` and `lookup`, the same
 //! call for a local and a remote target (rules 112, 113, 117, 119).
 
+use super::inboxes::Watched;
 use super::{
     AskError, DeadLetter, Hand, HandAsk, Inbox, LookupError, Node, PendingLookup, Ready, SendError,
     Server, TrySendError,
@@ -13,6 +14,7 @@ use crate::{fwd_to, DeviceRef, Down, Line};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use stakker::{Fwd, Ret, CX};
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -42,8 +44,8 @@ impl Node {
     /// Makes `device` reachable from every node, as
     /// [`register`](Node::register) does, and watchable
     /// ([`monitor`](Node::monitor)) with its real cause. The registration
-    /// ends with the device (rule 113a); a device already dead is not
-    /// registered.
+    /// ends with the device (rule 113a). A device already dead is not
+    /// registered, and ends any registration under its id.
     pub fn register_device<M: Serialize + DeserializeOwned + 'static>(
         &mut self,
         device: &impl DeviceRef,
@@ -55,7 +57,9 @@ impl Node {
     /// Registers `device` as [`register_device`](Node::register_device)
     /// does and names it: any node can then find it with
     /// [`lookup`](Node::lookup) (a later registration under the same
-    /// name replaces it). Returns its typed address.
+    /// name replaces it). Returns its typed address. A device already
+    /// dead is neither registered nor named: the address refuses every
+    /// message.
     pub fn register_named<M: Serialize + DeserializeOwned + 'static>(
         &mut self,
         name: &str,
@@ -69,24 +73,31 @@ impl Node {
         Ref::routed(pid, route)
     }
 
-    /// Ends the registration of device `device` of this node (and the
-    /// names that name it), as its death would: later messages to it are
-    /// refused, or dead-lettered when they come from another node, with
-    /// [`SendError::UnknownTarget`]. Returns whether it was registered.
+    /// Ends everything registered under device id `device` of this node:
+    /// its registration (with the names given to it here and the node's
+    /// watch of it), its ask server ([`register_ask`](Node::register_ask)),
+    /// its credit grants. Later messages to it are refused, or
+    /// dead-lettered when they come from another node, with
+    /// [`SendError::UnknownTarget`]; asks get [`AskError::NoTarget`].
+    /// Returns whether anything was registered under it.
     pub fn unregister(&mut self, device: u64) -> bool {
         let found = self.inboxes.remove(device);
-        self.servers.remove(&device);
+        let served = self.servers.remove(&device).is_some();
         self.forget_grants(device);
-        let had_name = found.is_some() || self.names.values().any(|(d, _)| *d == device);
-        if had_name {
-            self.names.retain(|_, (d, _)| *d != device);
+        let Some(inbox) = found else {
+            return served;
+        };
+        for name in &inbox.names {
+            if self.names.get(name).is_some_and(|(d, _)| *d == device) {
+                self.names.remove(name);
+            }
         }
-        found.is_some()
+        true
     }
 
-    /// A registered device died: its registration ends (rule 113a). Its
-    /// line is kept with the recently dead, so that a watch asked later
-    /// still gets its cause.
+    /// A registered device died: everything registered under its id ends
+    /// (rule 113a). Its line is kept with the recently dead, so that a
+    /// watch asked later still gets its cause.
     pub(super) fn registration_died(&mut self, _: CX![], device: u64) {
         let line = match self.inboxes.get(device) {
             Some(Inbox {
@@ -168,6 +179,11 @@ impl Node {
     /// Names device `device` of this node, whose type is `ty`: a later
     /// registration under the same name replaces it.
     pub(super) fn name(&mut self, name: &str, device: u64, ty: &str) {
+        // Only a registration is named (a dead device was not registered).
+        let Some(inbox) = self.inboxes.get_mut(device) else {
+            return;
+        };
+        inbox.names.push(name.to_string());
         self.names
             .insert(name.to_string(), (device, ty.to_string()));
     }
@@ -246,7 +262,8 @@ impl Node {
         R: DeserializeOwned + 'static,
     {
         if to.node == self.me {
-            let Some(server) = self.servers.get(&to.device) else {
+            let dead = self.inboxes.get(to.device).is_some_and(|i| !i.is_live());
+            let Some(server) = self.servers.get(&to.device).filter(|_| !dead) else {
                 ret.ret(Err(AskError::NoTarget));
                 return;
             };
@@ -309,51 +326,53 @@ impl Node {
                 },
             );
         });
-        match self.servers.get(&to) {
+        let dead = self.inboxes.get(to).is_some_and(|i| !i.is_live());
+        match self.servers.get(&to).filter(|_| !dead) {
             Some(server) => (server.remote)(payload, Pid::new(from, 0), answer),
             None => answer(Err(WireNoReply::NoTarget)),
         }
     }
 
+    /// Registers `fwd` under `device`; whether it did (see [`put`](Node::put)).
     fn inbox<M: Serialize + DeserializeOwned + 'static>(
         &mut self,
         device: u64,
         line: Option<Line>,
         fwd: Fwd<M>,
-    ) {
+    ) -> bool {
         let remote = fwd.clone();
-        self.put(Inbox {
+        self.put(
             device,
             line,
-            local: Box::new(fwd),
-            ready: None,
-            remote: Box::new(move |bytes, _| {
+            Box::new(fwd),
+            None,
+            Box::new(move |bytes, _| {
                 let msg = postcard::from_bytes::<M>(bytes)
                     .map_err(|e| SendError::Encode(e.to_string()))?;
                 remote.fwd(msg);
                 Ok(())
             }),
-        });
+        )
     }
 
     /// Makes device `device` reachable: messages of type `M` go to
     /// `hand` with their sender, when `ready` (if any) says it can take
-    /// one.
+    /// one. Whether it did (see [`put`](Node::put)).
     pub(super) fn put_inbox<M: Serialize + DeserializeOwned + 'static>(
         &mut self,
         device: u64,
         line: Option<Line>,
         hand: Hand<M>,
         ready: Option<Ready>,
-    ) {
+    ) -> bool {
         let remote = hand.clone();
         let ready2 = ready.clone();
-        self.put(Inbox {
+        self.put(
             device,
             line,
-            local: Box::new(hand),
+            Box::new(hand),
             ready,
-            remote: Box::new(move |bytes, from| {
+            Box::new(move |bytes, from| {
                 if let Some(ready) = &ready2 {
                     ready()?;
                 }
@@ -361,33 +380,67 @@ impl Node {
                     .map_err(|e| SendError::Encode(e.to_string()))?;
                 remote(msg, from)
             }),
-        });
+        )
     }
 
-    /// Registers `inbox`, replacing its device's registration. A
-    /// registration with a device ends with it (rule 113a): the node
-    /// monitors the device once, and a device already dead is not
-    /// registered (messages to it are refused as to an unknown target).
-    fn put(&mut self, inbox: Inbox) {
-        let device = inbox.device;
-        let watch = match &inbox.line {
-            Some(line) if !line.is_alive() => {
-                self.unregister(device);
-                return;
-            }
-            Some(line) => Some(line.clone()),
-            None => None,
-        };
-        let (old, _) = self.inboxes.insert(inbox);
-        let watched = old
-            .and_then(|old| old.line)
-            .zip(watch.as_ref())
-            .is_some_and(|(old, new)| old.id() == new.id());
-        if let (Some(line), false) = (watch, watched) {
-            let gone = self.gone.clone();
-            // Alive (checked above): the monitor is registered.
-            let _ = line.monitor_fwd(Fwd::new(move |_: Down| gone.fwd(device)));
+    /// Registers a handler under `device`, replacing what was registered
+    /// under it, in place (its names stay with it). A registration with a
+    /// device ends with it (rule 113a): the node watches the device, once
+    /// per registration (a replacement for the same device keeps the
+    /// watch; any other end cancels it). A device already dead is not
+    /// registered, and ends what was registered under its id: returns
+    /// `false`.
+    fn put(
+        &mut self,
+        device: u64,
+        line: Option<Line>,
+        local: Box<dyn std::any::Any>,
+        ready: Option<Ready>,
+        remote: super::Decode,
+    ) -> bool {
+        if line.as_ref().is_some_and(|line| !line.is_alive()) {
+            self.unregister(device);
+            return false;
         }
+        let (kept, names) = match self.inboxes.get_mut(device) {
+            Some(old) => {
+                let same = old.line.as_ref().map(Line::id) == line.as_ref().map(Line::id);
+                let kept = if same { old.watch.take() } else { None };
+                (kept, std::mem::take(&mut old.names))
+            }
+            None => (None, Vec::new()),
+        };
+        let watch = match (kept, &line) {
+            (Some(kept), _) => Some(kept),
+            (None, Some(line)) => Some(self.watch_registration(device, line)),
+            (None, None) => None,
+        };
+        // The replaced registration, dropped here, cancels its watch.
+        let _ = self.inboxes.insert(Inbox {
+            device,
+            line,
+            watch,
+            names,
+            local,
+            ready,
+            remote,
+        });
+        true
+    }
+
+    /// The node's watch of `line`, registered under `device`: its death
+    /// clears the flag at once and tells the node.
+    fn watch_registration(&self, device: u64, line: &Line) -> Watched {
+        let alive = Rc::new(Cell::new(true));
+        let (flag, gone) = (alive.clone(), self.gone.clone());
+        // Alive (checked by the caller): the monitor is registered.
+        let monitor = line
+            .monitor_fwd(Fwd::new(move |_: Down| {
+                flag.set(false);
+                gone.fwd(device);
+            }))
+            .ok();
+        Watched { alive, monitor }
     }
 
     /// Sends `msg` to `to`, wherever it lives: on this node it is handed
@@ -457,7 +510,7 @@ impl Node {
         let fwd = self
             .inboxes
             .routed(to.device, route)
-            .or_else(|| self.inboxes.get(to.device))
+            .or_else(|| self.inboxes.live(to.device))
             .and_then(|inbox| inbox.local.downcast_ref::<Fwd<M>>());
         match fwd {
             Some(fwd) => {
@@ -477,7 +530,7 @@ impl Node {
         to: Pid,
         msg: M,
     ) -> Result<(), TrySendError<M>> {
-        let Some(inbox) = self.inboxes.get(to.device) else {
+        let Some(inbox) = self.inboxes.live(to.device) else {
             return Err(TrySendError::Refused(msg, SendError::UnknownTarget));
         };
         let Some(hand) = inbox.local.downcast_ref::<Hand<M>>() else {
@@ -678,7 +731,7 @@ impl Node {
         if let (true, Some(from)) = (Node::credited(Pid::new(self.me, device)), from) {
             self.arrived(device, from.node);
         }
-        let reason = match self.inboxes.get(device) {
+        let reason = match self.inboxes.live(device) {
             None => SendError::UnknownTarget,
             Some(inbox) => match (inbox.remote)(payload, from) {
                 Ok(()) => return,
