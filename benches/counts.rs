@@ -85,6 +85,30 @@ fn pingpong_stakplane(s: &mut Stakker, now: Instant) {
     s.run(now, false);
 }
 
+/// The two tasks of one batch of `BATCH` round trips (as
+/// [`pingpong_stakplane`]), for the peer executors.
+fn pingpong_pair() -> (
+    impl std::future::Future<Output = ()>,
+    impl std::future::Future<Output = ()>,
+) {
+    let (tx1, rx1) = async_channel::bounded::<u64>(1);
+    let (tx2, rx2) = async_channel::bounded::<u64>(1);
+    let ping = async move {
+        for i in 0..BATCH {
+            tx1.send(i).await.expect("pong alive");
+            black_box(rx2.recv().await.expect("pong replies"));
+        }
+    };
+    let pong = async move {
+        while let Ok(x) = rx1.recv().await {
+            if tx2.send(x + 1).await.is_err() {
+                break;
+            }
+        }
+    };
+    (ping, pong)
+}
+
 #[path = "supervise/kid.rs"]
 mod kid;
 use kid::Kid;
@@ -156,7 +180,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 11] = [
+const SCENARIOS: [(&str, Unit, Scenario); 13] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -225,6 +249,25 @@ const SCENARIOS: [(&str, Unit, Scenario); 11] = [
         Unit::Batch,
         pingpong_stakplane,
     ),
+    ("channel_pingpong/futures-localpool", Unit::Batch, |_, _| {
+        use futures::task::LocalSpawnExt;
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let sp = pool.spawner();
+            let (ping, pong) = pingpong_pair();
+            sp.spawn_local(ping).expect("spawn_local");
+            sp.spawn_local(pong).expect("spawn_local");
+            pool.run_until_stalled();
+        });
+    }),
+    ("channel_pingpong/async-executor", Unit::Batch, |_, _| {
+        let ex = async_executor::LocalExecutor::new();
+        let (ping, pong) = pingpong_pair();
+        ex.spawn(ping).detach();
+        ex.spawn(pong).detach();
+        while ex.try_tick() {}
+        assert!(ex.is_empty(), "the round trips ended");
+    }),
     (
         "restart_one_for_one/stakplane",
         Unit::One,

@@ -92,6 +92,7 @@ use slots::{After, BoxTask, End, Slots, State, TaskCell, TaskKey, NO_FREE};
 use stakker::{Core, Deferrer, Stakker};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -135,9 +136,18 @@ fn local_exec(rt: u32) -> Option<Rc<Exec>> {
 
 /// A wake of `task` through its [`Waker`], from any thread.
 pub(crate) fn wake(task: TaskRef) {
-    match local_exec(task.rt()) {
-        Some(exec) => exec.wake(task),
-        None => remote::wake(task),
+    // The executor is used in place, in the list's shared borrow: a wake
+    // runs no user code (it marks the slot and queues a poll), so nothing
+    // can register or drop an executor meanwhile.
+    let here = EXECS
+        .try_with(|list| {
+            let list = list.borrow();
+            let exec = list.iter().find(|(i, _)| *i == task.rt());
+            exec.map(|(_, exec)| exec.wake(task)).is_some()
+        })
+        .unwrap_or(false);
+    if !here {
+        remote::wake(task);
     }
 }
 
@@ -235,13 +245,15 @@ impl Exec {
         let mut queue = None;
         {
             let mut slots = self.slots.borrow_mut();
-            let Some(k) = slots.key_of(t) else { return };
-            match slots.get(k).map(|s| &mut s.state) {
-                Some(st @ State::Idle) => {
+            let Some((k, slot)) = slots.by_ref(t) else {
+                return;
+            };
+            match &mut slot.state {
+                st @ State::Idle => {
                     *st = State::Scheduled;
                     queue = Some(k);
                 }
-                Some(State::Running { woken, .. }) => *woken = true,
+                State::Running { woken, .. } => *woken = true,
                 _ => {}
             }
         }
@@ -296,7 +308,13 @@ impl Exec {
         let Some(mut task) = task else { return };
         self.polls.set(self.polls.get() + 1);
         self.now.set(s.now());
-        let waker = waker::waker(TaskRef::new(self.rt, t.slot, (t.gen as u32) & GEN_MASK));
+        // Our waker's drop does nothing: not calling it saves an indirect
+        // call a poll.
+        let waker = ManuallyDrop::new(waker::waker(TaskRef::new(
+            self.rt,
+            t.slot,
+            (t.gen as u32) & GEN_MASK,
+        )));
         let mut cx = Context::from_waker(&waker);
         let prev = CURRENT.replace(Some((self.rt, t)));
         let res = catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(&mut cx)));
@@ -323,12 +341,23 @@ impl Exec {
                 after.run();
                 return;
             }
+            slot.task = Some(task);
+            // The common case: pending, not ended meanwhile. The state is
+            // read in place and overwritten (nothing in it to drop).
+            if let (Ok(Poll::Pending), State::Running { woken, end: None }) = (&res, &slot.state) {
+                let woken = *woken;
+                slot.state = if woken { State::Scheduled } else { State::Idle };
+                if woken {
+                    drop(slots);
+                    self.schedule(t);
+                }
+                return;
+            }
             let State::Running { woken, end } =
                 std::mem::replace(&mut slot.state, State::Scheduled)
             else {
                 unreachable!("a polled task's slot changed state")
             };
-            slot.task = Some(task);
             let end = match res {
                 Ok(Poll::Ready(())) => Some(End::Finished),
                 Err(msg) => Some(End::Error(Box::new(JoinError::Panicked(msg)))),

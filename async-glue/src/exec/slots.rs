@@ -9,7 +9,7 @@
 //! - A slot is named exactly by a [`TaskKey`]: its index and its 64-bit
 //!   generation, bumped each time the slot is freed, so a stale key never
 //!   reaches a later task in the same slot. Wakers carry only the
-//!   truncated generation of a [`TaskRef`]; [`Slots::key_of`] turns one
+//!   truncated generation of a [`TaskRef`]; [`Slots::by_ref`] turns one
 //!   back into a key (a wrapped generation is at worst a spurious wake).
 //! - A slot is `Vacant` (on the free list, reused last freed first), then
 //!   `Scheduled`, `Running`, `Idle`, … until the task ends. A task with no
@@ -235,15 +235,17 @@ impl Slots {
             .filter(|s| s.gen == k.gen && !matches!(s.state, State::Vacant { .. }))
     }
 
-    /// The task a waker names (truncated generation), as an exact key.
+    /// The live task a waker names (truncated generation): its exact key
+    /// and its slot.
     #[inline]
-    pub(super) fn key_of(&self, t: TaskRef) -> Option<TaskKey> {
-        let slot = self.entries.get(t.slot() as usize)?;
+    pub(super) fn by_ref(&mut self, t: TaskRef) -> Option<(TaskKey, &mut Slot)> {
+        let slot = self.entries.get_mut(t.slot() as usize)?;
         let live = !matches!(slot.state, State::Vacant { .. });
-        (live && (slot.gen as u32) & GEN_MASK == t.gen()).then_some(TaskKey {
+        let key = TaskKey {
             slot: t.slot(),
             gen: slot.gen,
-        })
+        };
+        (live && (slot.gen as u32) & GEN_MASK == t.gen()).then_some((key, slot))
     }
 
     #[inline]
