@@ -316,6 +316,78 @@ fn node_a_lost_node_gives_each_watcher_exactly_one_lost_and_its_frames_are_dropp
     );
 }
 
+#[test]
+fn node_a_lost_node_gets_no_more_frames_from_an_unlink_or_a_late_notice() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let (d, _log) = remote_device(&mut rt, &b, "remote");
+    let watched = Pid {
+        node: NodeId::new(addr(2), 1),
+        device: d.id().get(),
+    };
+    let local = ready_dev(&mut rt, "local");
+    a.query(&mut rt.s, |n, cx| {
+        n.trap(cx, &local, Fwd::new(|_: RemoteDown| ()))
+    })
+    .expect("alive")
+    .expect("traps");
+    a.query(&mut rt.s, |n, cx| {
+        n.link(cx, &local, watched, LinkMode::Peer)
+    })
+    .expect("alive")
+    .expect("linked");
+    rt.run();
+    net.cut(addr(2));
+    rt.advance(Duration::from_secs(60));
+    // The natural clean-up after a `Lost`: it sends nothing to the node
+    // that is gone (over TCP a frame would connect to it again, for ever).
+    let (before, after) = a
+        .query(&mut rt.s, |n, _| {
+            let before = n.stats().frames_out;
+            n.unlink(&local, watched, LinkMode::Peer);
+            (before, n.stats().frames_out)
+        })
+        .expect("alive");
+    assert_eq!(before, after, "no frame to a node declared down");
+}
+
+#[test]
+fn node_a_down_notice_and_a_reply_wait_for_room_in_a_full_queue_never_dropped() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    doubler(&mut rt, &b);
+    let (d, _log) = remote_device(&mut rt, &b, "remote");
+    let watched = Pid {
+        node: NodeId::new(addr(2), 1),
+        device: d.id().get(),
+    };
+    let (filled, fwd_a) = recorder::<String>();
+    a.query(&mut rt.s, |n, _| n.register(9, fwd_a))
+        .expect("alive");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| n.monitor(cx, watched, fwd))
+        .expect("alive");
+    rt.run();
+    // Node a reads slowly: its queue from b holds one data frame.
+    net.hold(addr(1), 1);
+    b.query(&mut rt.s, |n, _| n.send(pid(1, 9), "fill".to_string()))
+        .expect("alive")
+        .expect("room for one");
+    let replies: Replies = Rc::default();
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 21u64, reply_into(&replies))
+    })
+    .expect("alive");
+    drop(d);
+    rt.run();
+    assert!(downs.borrow().is_empty(), "held behind the full queue");
+    assert!(replies.borrow().is_empty(), "held behind the full queue");
+    net.release(addr(1));
+    rt.run();
+    assert_eq!(*filled.borrow(), ["fill"]);
+    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(got, [Cause::Dropped.to_string()], "exactly one notice");
+    assert_eq!(answers(&replies), [Ok(42)]);
+}
+
 /// A `String` as postcard encodes it: its length, then its bytes.
 fn postcard_string(s: &str) -> Vec<u8> {
     let mut out = vec![u8::try_from(s.len()).expect("short")];

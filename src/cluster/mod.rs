@@ -134,6 +134,12 @@
 //! the device's kind (normal stop or fault) and its text; a watch of an
 //! id nobody registered ends at once, with an error cause.
 //!
+//! **115a. A full queue delays a death notice or a reply, never drops
+//! it**: both are data (a notice follows the dead device's earlier
+//! sends); when the watching or asking node's queue has no room they wait
+//! for room behind what already waits, as [`Node::send_when_room`] does.
+//! A reply over the frame limit is answered as [`AskError::TooLarge`].
+//!
 //! **116. Only a peer with the cluster's secret and the same wire version
 //! gets a session**: a wrong secret, garbage or tampered bytes end the
 //! session with [`SessionError::Noise`], another version with
@@ -168,7 +174,9 @@
 //! when membership declares a node incarnation down, every watcher of a
 //! device on it ([`Node::monitor`]) gets exactly one [`RemoteDown`] with
 //! `Cause::Lost`; a watcher that comes later is told at once; frames from
-//! that incarnation are dropped and counted from then on.
+//! that incarnation are dropped and counted from then on, and none is sent
+//! to it (an unlink or a late notice sends nothing: over TCP a frame would
+//! connect to its address again).
 //!
 //! **120. A remote link behaves as a local one**: [`Node::link`] with
 //! `Monitor` (this node's device watches the other), `Notify` (the other

@@ -198,6 +198,8 @@ pub enum WireNoReply {
     WrongType,
     /// The device dropped the reply without answering (or died first).
     Dropped,
+    /// The reply is over the frame limit ([`MAX_FRAME`]).
+    TooLarge,
 }
 
 /// A device's cause as it crosses the wire: its kind and its text.

@@ -165,6 +165,9 @@ pub enum AskError {
     Encode(String),
     /// The target node's queue is full: the request was not sent.
     Full,
+    /// The reply is over the frame limit: the target answered, and its
+    /// answer could not be carried.
+    TooLarge,
 }
 
 impl fmt::Display for AskError {
@@ -176,6 +179,7 @@ impl fmt::Display for AskError {
             AskError::NodeDown(n) => write!(f, "node {n} is not a member"),
             AskError::Encode(e) => write!(f, "the ask cannot be carried: {e}"),
             AskError::Full => f.write_str("the target node's queue is full"),
+            AskError::TooLarge => f.write_str("the reply is over the frame limit"),
         }
     }
 }

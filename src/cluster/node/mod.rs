@@ -272,8 +272,13 @@ impl Node {
         self.next_tag
     }
 
-    /// Sends a frame to `to`, counted.
+    /// Sends a frame to `to`, counted. Nothing goes to a node declared
+    /// down: it is gone for good (a frame would only make the transport
+    /// connect to its address again).
     fn frame(&mut self, to: NodeId, frame: &Frame) -> Result<(), SendError> {
+        if self.down.contains(&to) {
+            return Err(SendError::NodeDown(to));
+        }
         self.wire.frame(to.addr, frame)?;
         self.stats.frames_out += 1;
         Ok(())
@@ -338,12 +343,13 @@ impl Node {
                 tag,
                 from,
                 payload,
-            } => self.ask_in(to, tag, from, &payload),
+            } => self.ask_in(cx, to, tag, from, &payload),
             Frame::Reply { tag, reply, .. } => {
                 if let Some((_, finish)) = self.asks.remove(&tag) {
                     finish(reply.map_err(|e| match e {
                         WireNoReply::NoTarget => AskError::NoTarget,
                         WireNoReply::WrongType => AskError::WrongType,
+                        WireNoReply::TooLarge => AskError::TooLarge,
                         _ => AskError::Dropped,
                     }));
                 }

@@ -310,21 +310,34 @@ impl Node {
     }
 
     /// An ask from node `from` for device `to` of this node.
-    pub(super) fn ask_in(&mut self, to: u64, tag: u64, from: NodeId, payload: &[u8]) {
+    pub(super) fn ask_in(&mut self, cx: CX![], to: u64, tag: u64, from: NodeId, payload: &[u8]) {
         let wire = self.wire.clone();
         let me = self.me;
+        let later = fwd_to!([cx], reply_when_room() as ((NodeId, Vec<u8>)));
         let answer = Box::new(move |reply: Result<Vec<u8>, WireNoReply>| {
-            // A reply the peer's queue has no room for is lost with the
-            // peer's patience: its ask fails when the node is declared
-            // down, or waits.
-            let _ = wire.frame(
-                from.addr,
-                &Frame::Reply {
-                    tag,
-                    from: me,
-                    reply,
-                },
-            );
+            let frame = Frame::Reply {
+                tag,
+                from: me,
+                reply,
+            };
+            // Straight to the transport; a reply the peer's queue has no
+            // room for goes back to the node to wait for room, never lost.
+            let mut out = Vec::new();
+            if frame.encode_into(&mut out, MAX_FRAME).is_err() {
+                // A reply over the frame limit: the asker is told.
+                let _ = wire.frame(
+                    from.addr,
+                    &Frame::Reply {
+                        tag,
+                        from: me,
+                        reply: Err(WireNoReply::TooLarge),
+                    },
+                );
+                return;
+            }
+            if let Err(Full(bytes)) = wire.transport.send(me.addr, from.addr, out, false) {
+                later.fwd((from, bytes));
+            }
         });
         let dead = self.inboxes.get(to).is_some_and(|i| !i.is_live());
         match self.servers.get(&to).filter(|_| !dead) {
@@ -671,6 +684,26 @@ impl Node {
                     .insert(node, VecDeque::from([(bytes, done)]));
                 self.wait_room(cx, node);
             }
+        }
+    }
+
+    /// A reply that found no room: it waits for room like any data.
+    fn reply_when_room(&mut self, cx: CX![], (to, bytes): (NodeId, Vec<u8>)) {
+        self.send_bytes_when_room(cx, to, bytes, Ret::new(|_| ()));
+    }
+
+    /// Sends data `frame` to `to`, after what waits for room there and
+    /// waiting for room itself if there is none. Refused only if `to` is
+    /// declared down meanwhile (nothing to tell then) or the frame does not
+    /// encode (counted as a bad frame).
+    pub(super) fn data_when_room(&mut self, cx: CX![], to: NodeId, frame: &Frame) {
+        if self.down.contains(&to) {
+            return;
+        }
+        let mut out = Vec::new();
+        match frame.encode_into(&mut out, MAX_FRAME) {
+            Ok(()) => self.send_bytes_when_room(cx, to, out, Ret::new(|_| ())),
+            Err(e) => self.bad_frame(&e.to_string()),
         }
     }
 

@@ -352,7 +352,7 @@ impl Node {
                     self.watch.served.insert((from, tag), m);
                 }
             }
-            None => self.answer(tag, from, WireCause::NoDevice),
+            None => self.answer(cx, tag, from, WireCause::NoDevice),
         }
     }
 
@@ -364,27 +364,27 @@ impl Node {
     }
 
     /// A device of this node watched under `tag` by `from` died.
-    fn local_down(&mut self, _: CX![], tag: u64, from: NodeId, down: Down) {
+    fn local_down(&mut self, cx: CX![], tag: u64, from: NodeId, down: Down) {
         self.watch.served.remove(&(from, tag));
-        self.answer(tag, from, WireCause::from(&down.cause));
+        self.answer(cx, tag, from, WireCause::from(&down.cause));
     }
 
     /// Tells watching node `from` that its watch `tag` ended with `cause`.
-    fn answer(&mut self, tag: u64, from: NodeId, cause: WireCause) {
+    /// The notice is data (it follows the device's earlier sends): a full
+    /// queue to `from` holds it until there is room, never drops it.
+    fn answer(&mut self, cx: CX![], tag: u64, from: NodeId, cause: WireCause) {
         // This node (an earlier incarnation of it too: a watch made before
         // it rejoined).
         if from.addr == self.me.addr {
             self.watch_end(tag, cause.into_cause());
         } else {
             let me = self.me;
-            let _ = self.frame(
-                from,
-                &Frame::Down {
-                    tag,
-                    cause,
-                    from: me,
-                },
-            );
+            let down = Frame::Down {
+                tag,
+                cause,
+                from: me,
+            };
+            self.data_when_room(cx, from, &down);
         }
     }
 
