@@ -388,6 +388,38 @@ fn node_a_down_notice_and_a_reply_wait_for_room_in_a_full_queue_never_dropped() 
     assert_eq!(answers(&replies), [Ok(42)]);
 }
 
+#[test]
+fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
+    let (mut rt, net, _a, b, _inbox) = cluster();
+    // Node c exists and links to b's device before b's membership has
+    // heard of it (c learnt of b from another node's gossip).
+    let c = start(&mut rt, &net, 3);
+    rt.run();
+    let (d, _log) = remote_device(&mut rt, &b, "watcher");
+    let (target, _log_c) = remote_device(&mut rt, &c, "target");
+    let c_id = NodeId::new(addr(3), 1);
+    let mut bytes = Vec::new();
+    Frame::Link {
+        watcher: d.id().get(),
+        target: target.id().get(),
+        from: c_id,
+    }
+    .encode_into(&mut bytes, MAX_FRAME)
+    .expect("encodes");
+    call!([b], packet(bytes));
+    rt.run();
+    assert!(
+        d.is_alive(),
+        "a link is not a fault: {:?}",
+        d.line().cause()
+    );
+    // The watch was sent and holds: the target's fault reaches d.
+    target.kill("over").expect("alive");
+    rt.run();
+    let cause = d.line().cause().expect("killed through the link");
+    assert!(cause.to_string().contains("over"), "{cause}");
+}
+
 /// A `String` as postcard encodes it: its length, then its bytes.
 fn postcard_string(s: &str) -> Vec<u8> {
     let mut out = vec![u8::try_from(s.len()).expect("short")];

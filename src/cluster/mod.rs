@@ -188,7 +188,9 @@
 //! on a normal stop. One notice per pair and direction, however often it
 //! was linked; a dead local device or a device and itself are refused
 //! ([`LinkError`](crate::LinkError)); a watched device that is unknown
-//! or dead ends the link at once with that cause.
+//! or dead ends the link at once with that cause. A link asked for by a
+//! node this one does not know as a member yet (its membership news is
+//! on the way) is watched like any other, not ended as `NodeDown`.
 //!
 //! **121. Unlink and demonitor stop notification, and a dead watcher
 //! takes its remote watches with it**: after [`Node::unlink`] or a

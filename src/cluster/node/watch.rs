@@ -76,7 +76,7 @@ impl Node {
     /// [`demonitor`](Node::demonitor).
     pub fn monitor(&mut self, cx: CX![], pid: Pid, fwd: Fwd<RemoteDown>) -> RemoteMonitor {
         let tag = self.tag();
-        self.watch_start(cx, tag, pid, Watcher::Monitor(fwd));
+        self.watch_start(cx, tag, pid, Watcher::Monitor(fwd), false);
         RemoteMonitor { tag, pid }
     }
 
@@ -118,7 +118,7 @@ impl Node {
             return Err(LinkError::SelfLink(local.id()));
         }
         if mode.watches() {
-            self.link_watch(cx, line, remote);
+            self.link_watch(cx, line, remote, false);
         }
         if mode.notifies() {
             if remote.node == self.me {
@@ -246,8 +246,9 @@ impl Node {
         }
     }
 
-    /// `line` (of this node) watches `pid` through a link, once.
-    fn link_watch(&mut self, cx: CX![], line: Line, pid: Pid) {
+    /// `line` (of this node) watches `pid` through a link, once;
+    /// `from_peer` if `pid`'s node asked for it.
+    fn link_watch(&mut self, cx: CX![], line: Line, pid: Pid, from_peer: bool) {
         let key = (line.id().get(), pid);
         if self.watch.links.contains_key(&key) {
             return;
@@ -255,14 +256,14 @@ impl Node {
         let tag = self.tag();
         self.watch.links.insert(key, tag);
         self.watch.by_watcher.entry(key.0).or_default().insert(pid);
-        self.watch_start(cx, tag, pid, Watcher::Link(line));
+        self.watch_start(cx, tag, pid, Watcher::Link(line), from_peer);
     }
 
     /// A link from another node (or this one): device `watcher` of this
     /// node watches `pid`.
     pub(super) fn link_in(&mut self, cx: CX![], watcher: u64, pid: Pid) {
         match self.line_of(watcher) {
-            Some(line) if line.is_alive() => self.link_watch(cx, line, pid),
+            Some(line) if line.is_alive() => self.link_watch(cx, line, pid, true),
             Some(_) => {}
             None => self.dead_letter(Pid::new(self.me, watcher), SendError::UnknownTarget),
         }
@@ -277,9 +278,11 @@ impl Node {
     }
 
     /// Starts watch `tag` of `pid`: on this node, a local monitor; on
-    /// another, a [`Frame::Monitor`]; on a lost or unknown node, it ends
-    /// at once.
-    fn watch_start(&mut self, cx: CX![], tag: u64, pid: Pid, by: Watcher) {
+    /// another, a [`Frame::Monitor`]; on a lost node, it ends at once, and
+    /// on a node that is not a member, too, unless that node asked for the
+    /// watch itself (`from_peer`: a link from a node whose membership news
+    /// has not reached this one yet; it exists, so the watch is sent).
+    fn watch_start(&mut self, cx: CX![], tag: u64, pid: Pid, by: Watcher, from_peer: bool) {
         self.watch.mine.insert(tag, Watch { pid, by });
         self.watch.by_node.entry(pid.node).or_default().insert(tag);
         let older_me = pid.node.addr == self.me.addr && pid.node != self.me;
@@ -287,7 +290,7 @@ impl Node {
             self.watch_end(tag, Cause::Lost);
         } else if pid.node == self.me {
             self.watch_in(cx, pid.device, tag, self.me);
-        } else if !self.up.contains(&pid.node) {
+        } else if !self.up.contains(&pid.node) && !from_peer {
             let why = SendError::NodeDown(pid.node);
             self.watch_end(tag, Cause::Error(Rc::new(why)));
         } else {
