@@ -294,3 +294,40 @@ fn actor_credit_keeps_a_fast_remote_sender_within_a_slow_mailbox() {
     let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
     assert_eq!(b_stats.credit_violations, 0);
 }
+
+#[test]
+fn actor_a_sender_holding_credit_in_flight_is_not_stuck_when_its_target_goes() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let spec = counter_spec().hold(4, Overflow::Reject);
+    let (sup, r) = serve_supervised(&mut rt, &b, spec, SupervisorSpec::one_for_one());
+    // b reads slowly: data frames to it are held (credit frames pass).
+    net.hold(id(2).addr, 100);
+    let (done, done_fwd) = recorder::<Option<Result<(), SendError>>>();
+    let send = |rt: &mut Rt, k: u64| {
+        let d = done_fwd.clone();
+        a.query(&mut rt.s, |n, cx| {
+            n.send_when_room(cx, r.pid(), Op::Add(k), Ret::new(move |x| d.fwd(x)));
+        })
+        .expect("alive");
+        rt.run();
+    };
+    // A window's worth (2 of a mailbox of 4) goes, and stays in flight.
+    send(&mut rt, 1);
+    send(&mut rt, 1);
+    assert_eq!(done.borrow().len(), 2, "sent with their credit");
+    // The third waits: a asks again, and b, seeing a's credit in flight,
+    // waits for those messages to be handled before it grants more.
+    send(&mut rt, 1);
+    assert_eq!(done.borrow().len(), 2, "waits for credit");
+    // The target goes before anything arrives: its grants go with it, and
+    // the waiting send is released (and refused on b), not stuck.
+    drop(sup);
+    rt.run();
+    net.release(id(2).addr);
+    rt.run();
+    assert_eq!(*done.borrow(), vec![Some(Ok(())); 3], "each told once");
+    let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(b_stats.dead_letters, 3, "all three refused on b, counted");
+}

@@ -256,7 +256,11 @@
 //! nothing refused. A credited message waits for credit first, then for
 //! room in the transport's queue with its credit taken: it never goes
 //! without credit, and credit held is never left unspent while sends
-//! wait.
+//! wait. No sender is left waiting for a grant that cannot come: when the
+//! target's registration ends, every sender waiting for its credit or
+//! holding some is granted without a bound (its sends go and are
+//! refused there, counted), and a credited message refused on arrival
+//! frees its room at once.
 //!
 //! **140. One seed gives one schedule**: a [`sim::Sim`] run from the same
 //! seed sends the same packets, between the same nodes, at the same

@@ -176,15 +176,21 @@ impl Node {
     }
 
     /// Credited device `target` of this node is no longer registered: its
-    /// grants go, and each sender still waiting for credit is granted
-    /// without a bound (as for a target that is not credited), so that
-    /// its sends go out and are refused here, never stuck.
+    /// grants go, and each sender waiting for credit or holding some is
+    /// granted without a bound (as for a target that is not credited), so
+    /// that its sends go out and are refused here, never stuck. A sender
+    /// holding credit in flight may have asked for more and been told to
+    /// wait for its messages to be handled, which now never happens.
     pub(super) fn forget_grants(&mut self, target: u64) {
         let Some(g) = self.credits.grants.remove(&target) else {
             return;
         };
         let me = self.me;
-        for sender in g.waiting {
+        let mut senders: Vec<NodeId> = g.waiting.into_iter().collect();
+        senders.extend(g.outstanding.into_keys());
+        senders.sort_unstable();
+        senders.dedup();
+        for sender in senders {
             let frame = Frame::Credit {
                 target,
                 grant: u32::MAX,
@@ -231,6 +237,12 @@ impl Node {
     /// Credited device `target` handled (or dropped) a message from
     /// `from`: its room grows, and it grants again.
     pub(super) fn freed(&mut self, _: CX![], target: u64, from: NodeId) {
+        self.regrant(target, from);
+    }
+
+    /// Room for `from`'s messages to `target` grew (one was handled, or
+    /// refused on arrival): `from` is considered for a grant again.
+    pub(super) fn regrant(&mut self, target: u64, from: NodeId) {
         if let Some(g) = self.credits.grants.get_mut(&target) {
             if from != self.me && !g.waiting.contains(&from) {
                 g.waiting.push_back(from);

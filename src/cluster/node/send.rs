@@ -761,7 +761,8 @@ impl Node {
 
     /// A message from the network for device `device` of this node.
     pub(super) fn deliver(&mut self, device: u64, from: Option<Pid>, payload: &[u8]) {
-        if let (true, Some(from)) = (Node::credited(Pid::new(self.me, device)), from) {
+        let credited = from.filter(|_| Node::credited(Pid::new(self.me, device)));
+        if let Some(from) = credited {
             self.arrived(device, from.node);
         }
         let reason = match self.inboxes.live(device) {
@@ -771,6 +772,11 @@ impl Node {
                 Err(e) => e,
             },
         };
+        // A credited message refused here frees its room at once (no
+        // handler will): its sender is considered for a grant again.
+        if let Some(from) = credited {
+            self.regrant(device, from.node);
+        }
         self.dead_letter(Pid::new(self.me, device), reason);
     }
 
