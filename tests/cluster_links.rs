@@ -252,6 +252,20 @@ fn links_unlink_and_demonitor_stop_notification() {
             .expect("alive");
     assert!(!again, "a watch that ended cannot be cancelled");
     drop(x);
+    // The other half of unlinking a `Peer` link: the remote device no
+    // longer watches the local one, so a fault here does not reach it.
+    let (u, _) = device_on(&mut p, false, "u");
+    let (v, vp) = device_on(&mut p, true, "v");
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &u, vp, LinkMode::Peer))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.a.query(&mut p.rt.s, |n, _| n.unlink(&u, vp, LinkMode::Peer))
+        .expect("alive");
+    p.rt.run();
+    u.kill("a fault after the unlink").expect("alive");
+    p.rt.run();
+    assert!(v.is_alive(), "unlinked: {:?}", v.line().cause());
 }
 
 #[test]
