@@ -420,6 +420,29 @@ fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
     assert!(cause.to_string().contains("over"), "{cause}");
 }
 
+#[test]
+fn node_a_watch_request_refused_by_a_full_control_queue_waits_and_holds() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let (d, _log) = remote_device(&mut rt, &b, "remote");
+    let watched = Pid {
+        node: NodeId::new(addr(2), 1),
+        device: d.id().get(),
+    };
+    // The control queue to b overflows just as a asks for the watch.
+    net.refuse_control(addr(2), 1);
+    let (downs, fwd) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| n.monitor(cx, watched, fwd))
+        .expect("alive");
+    rt.run();
+    let held = status(&mut rt, &b).watched_here;
+    assert_eq!(held, 1, "the request waited for room and arrived");
+    d.kill("gone").expect("alive");
+    rt.run();
+    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(got.len(), 1, "exactly one notice: {got:?}");
+    assert!(got[0].contains("gone"), "the real cause: {got:?}");
+}
+
 /// A `String` as postcard encodes it: its length, then its bytes.
 fn postcard_string(s: &str) -> Vec<u8> {
     let mut out = vec![u8::try_from(s.len()).expect("short")];

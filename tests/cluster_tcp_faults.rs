@@ -503,7 +503,7 @@ fn tcp_a_full_data_queue_gives_the_frame_back_and_tells_when_room_once_from_the_
 // Rule 134 ----------------------------------------------------------------
 
 #[test]
-fn tcp_control_frames_go_ahead_of_data_and_past_their_bound_are_dropped_and_counted() {
+fn tcp_control_frames_go_ahead_of_data_and_past_their_bound_are_refused_and_counted() {
     let mut rt = virtual_rt();
     let secret = Secret::new([11; 32]);
     let a = side(&mut rt, &secret, None);
@@ -514,12 +514,18 @@ fn tcp_control_frames_go_ahead_of_data_and_past_their_bound_are_dropped_and_coun
         a.send_to(port, 1_000_000 + i, false).expect("room");
     }
     let extra = 3;
-    for i in 0..(CONTROL_FRAMES as u32 + extra) {
-        a.send_to(port, i, true).expect("control is never refused");
+    for i in 0..CONTROL_FRAMES as u32 {
+        a.send_to(port, i, true).expect("room for control");
+    }
+    for i in 0..extra {
+        assert!(
+            a.send_to(port, CONTROL_FRAMES as u32 + i, true).is_err(),
+            "past its bound a control frame is given back"
+        );
     }
     assert_eq!(a.t.stats().dropped, u64::from(extra));
     assert_eq!(a.t.links()[0].queued, 10 + CONTROL_FRAMES);
-    // More data still queues: dropping control made no room for it, and
+    // More data still queues: refusing control made no room for it, and
     // data never pushes control out.
     a.send_to(port, 1_000_010, false).expect("room");
     let b = side(&mut rt, &secret, Some(port));

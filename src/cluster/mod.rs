@@ -134,11 +134,16 @@
 //! the device's kind (normal stop or fault) and its text; a watch of an
 //! id nobody registered ends at once, with an error cause.
 //!
-//! **115a. A full queue delays a death notice or a reply, never drops
-//! it**: both are data (a notice follows the dead device's earlier
-//! sends); when the watching or asking node's queue has no room they wait
-//! for room behind what already waits, as [`Node::send_when_room`] does.
-//! A reply over the frame limit is answered as [`AskError::TooLarge`].
+//! **115a. A full queue delays a death notice, a reply or a watch
+//! request, never drops it**: a notice and a reply are data (a notice
+//! follows the dead device's earlier sends); when the watching or asking
+//! node's queue has no room they wait for room behind what already
+//! waits, as [`Node::send_when_room`] does. A control frame other than
+//! gossip (a watch or link request or its cancellation, a lookup, a
+//! credit ask or grant) that its queue refuses waits the same way, in
+//! order, and then goes as data; only gossip is dropped (membership
+//! copes with a lost packet). A reply over the frame limit is answered as
+//! [`AskError::TooLarge`].
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
 //! gets a session**: a wrong secret, garbage or tampered bytes end the

@@ -152,6 +152,9 @@ struct MemNetInner {
     held: HashMap<SocketAddr, (VecDeque<Vec<u8>>, usize)>,
     /// Who waits for room at a held receiver.
     waiting: HashMap<SocketAddr, Vec<Box<dyn FnOnce()>>>,
+    /// Control packets still to refuse as `Full`, by receiver: a control
+    /// queue that overflows.
+    refuse_control: HashMap<SocketAddr, usize>,
     /// Packets still to lose on a link (from, to): a connection that
     /// breaks with frames in flight.
     lose: HashMap<(SocketAddr, SocketAddr), usize>,
@@ -210,6 +213,18 @@ impl MemNet {
         }
     }
 
+    /// Refuses the next `n` control packets for `addr` as [`Full`] (a
+    /// control queue that overflows, as a TCP link's does past its
+    /// bound); data packets are not affected.
+    pub fn refuse_control(&self, addr: SocketAddr, n: usize) {
+        *self
+            .inner
+            .borrow_mut()
+            .refuse_control
+            .entry(addr)
+            .or_default() += n;
+    }
+
     /// Loses the next `n` packets from `from` to `to` (frames in flight
     /// on a connection that breaks); see [`reconnect`](MemNet::reconnect).
     pub fn lose(&self, from: SocketAddr, to: SocketAddr, n: usize) {
@@ -257,6 +272,12 @@ impl Transport for MemNet {
                 *n -= 1;
                 net.dropped += 1;
                 return Ok(());
+            }
+            if let (true, Some(n)) = (control, net.refuse_control.get_mut(&to)) {
+                if *n > 0 {
+                    *n -= 1;
+                    return Err(Full(data));
+                }
             }
             if let (false, Some((queue, bound))) = (control, net.held.get_mut(&to)) {
                 if queue.len() >= *bound {

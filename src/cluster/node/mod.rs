@@ -165,6 +165,9 @@ pub struct Node {
     inboxes: inboxes::Inboxes,
     /// Told the id of a registration whose device died.
     gone: Fwd<u64>,
+    /// Told a node whose queue refused a control frame (which now waits
+    /// in `blocked`): the node asks the transport for room.
+    wait_for_room: Fwd<NodeId>,
     watch: watch::Watches,
     next_tag: u64,
     /// The last id given to a served child's address.
@@ -214,6 +217,7 @@ impl Node {
             down: BTreeSet::new(),
             inboxes: inboxes::Inboxes::new(),
             gone: fwd_to!([cx], registration_died() as (u64)),
+            wait_for_room: fwd_to!([cx], room_wanted() as (NodeId)),
             watch: watch::Watches::default(),
             next_tag: 0,
             next_alias: 0,
@@ -274,14 +278,21 @@ impl Node {
 
     /// Sends a frame to `to`, counted. Nothing goes to a node declared
     /// down: it is gone for good (a frame would only make the transport
-    /// connect to its address again).
+    /// connect to its address again). A control frame is never dropped:
+    /// one the transport has no room for (or that would overtake frames
+    /// waiting for room) waits for room behind what waits, in order, and
+    /// then goes as data. A data frame with no room is refused
+    /// ([`SendError::Full`]).
     fn frame(&mut self, to: NodeId, frame: &Frame) -> Result<(), SendError> {
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));
         }
-        self.wire.frame(to.addr, frame)?;
-        self.stats.frames_out += 1;
-        Ok(())
+        let control = frame.is_control();
+        let mut out = Vec::new();
+        frame
+            .encode_into(&mut out, MAX_FRAME)
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        self.send_frame_bytes(to, out, control)
     }
 
     /// A packet from the network: one frame. A packet that is not one

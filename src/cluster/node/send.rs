@@ -707,6 +707,44 @@ impl Node {
         }
     }
 
+    /// Hands encoded frame `out` to the transport for `to` (see
+    /// [`frame`](Node::frame)): a control frame that finds frames waiting
+    /// for room, or no room, waits behind them.
+    pub(super) fn send_frame_bytes(
+        &mut self,
+        to: NodeId,
+        out: Vec<u8>,
+        control: bool,
+    ) -> Result<(), SendError> {
+        if let (true, Some(queue)) = (control, self.blocked.by_node.get_mut(&to)) {
+            queue.push_back((out, Ret::new(|_| ())));
+            return Ok(());
+        }
+        match self
+            .wire
+            .transport
+            .send(self.me.addr, to.addr, out, control)
+        {
+            Ok(()) => {
+                self.stats.frames_out += 1;
+                Ok(())
+            }
+            Err(Full(out)) if control => {
+                self.blocked
+                    .by_node
+                    .insert(to, VecDeque::from([(out, Ret::new(|_| ()))]));
+                self.wait_for_room.fwd(to);
+                Ok(())
+            }
+            Err(Full(_)) => Err(SendError::Full),
+        }
+    }
+
+    /// A control frame to `node` waits in `blocked`: room is asked for.
+    pub(super) fn room_wanted(&mut self, cx: CX![], node: NodeId) {
+        self.wait_room(cx, node);
+    }
+
     /// Asks the transport to say when `node`'s queue has room.
     fn wait_room(&mut self, cx: CX![], node: NodeId) {
         let room = fwd_to!([cx], room(node) as (()));

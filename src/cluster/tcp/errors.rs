@@ -19,7 +19,8 @@ pub struct TcpStats {
     /// Connections that ended otherwise: refused, reset, or closed by
     /// the peer.
     pub broken: u64,
-    /// Control frames dropped: their queue was full.
+    /// Control frames refused: their queue was full (the node drops a
+    /// gossip packet and keeps any other frame waiting for room).
     pub dropped: u64,
     /// Frames refused by [`Transport::send`](crate::cluster::Transport::send) because they are larger
     /// than any peer accepts ([`MAX_FRAME`](crate::cluster::MAX_FRAME) and its prefix): dropped,

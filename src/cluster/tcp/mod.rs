@@ -88,9 +88,11 @@
 //! **134. Control frames go first, in their own bounded queue**: control
 //! frames are written ahead of the data waiting for the same peer, in
 //! their order; past [`CONTROL_FRAMES`] frames or [`CONTROL_BYTES`] bytes
-//! a control frame is dropped and counted ([`TcpStats::dropped`]) rather
-//! than blocking (membership copes with a lost packet), and never makes
-//! room for data by dropping it.
+//! a control frame is refused ([`Full`]) and counted
+//! ([`TcpStats::dropped`]) rather than blocking, and never makes room for
+//! data by dropping it. The node then drops a gossip packet (membership
+//! copes with a lost packet) and keeps any other control frame waiting
+//! for room, in order, to go as data (rule 115a).
 //!
 //! **135. A receiver that stops reading pushes back to the sender, and
 //! nothing is lost**: when the connection takes no more, frames stay
@@ -276,13 +278,12 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     /// Queues `data` for the peer at `to` (connecting to it if no link
     /// exists or is being retried); it is written on the next flush, in
-    /// order with the other frames of its kind. A control frame that
-    /// does not fit its queue is dropped and counted; so is a frame over
-    /// [`MAX_FRAME`] (no peer would take it).
+    /// order with the other frames of its kind. A frame over
+    /// [`MAX_FRAME`] (no peer would take it) is dropped and counted.
     ///
     /// # Errors
-    /// [`Full`], with the frame, when the peer's data queue has no room
-    /// for it (rule 133).
+    /// [`Full`], with the frame, when the peer's queue of its kind has no
+    /// room for it (rules 133, 134).
     fn send(
         &self,
         _from: SocketAddr,
@@ -301,8 +302,8 @@ impl Transport for TcpTransport {
         if control {
             if !peer.control.fits(data.len()) {
                 inner.stats.dropped += 1;
-                tracing::debug!(target: "stakplane::cluster", peer = %to, "control queue full: frame dropped");
-                return Ok(());
+                tracing::debug!(target: "stakplane::cluster", peer = %to, "control queue full: frame refused");
+                return Err(Full(data));
             }
             peer.control.push(data);
         } else {
