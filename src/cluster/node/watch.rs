@@ -501,14 +501,22 @@ impl Node {
     /// Takes watch `tag` out of every table.
     fn forget(&mut self, tag: u64) -> Option<Watch> {
         let w = self.watch.mine.remove(&tag)?;
+        // Index entries go when they empty: a long-lived node watching
+        // devices on many nodes and incarnations keeps none for the gone.
         if let Some(tags) = self.watch.by_node.get_mut(&w.pid.node) {
             tags.remove(&tag);
+            if tags.is_empty() {
+                self.watch.by_node.remove(&w.pid.node);
+            }
         }
         if let Watcher::Link(line) = &w.by {
             let id = line.id().get();
             self.watch.links.remove(&(id, w.pid));
             if let Some(pids) = self.watch.by_watcher.get_mut(&id) {
                 pids.remove(&w.pid);
+                if pids.is_empty() {
+                    self.watch.by_watcher.remove(&id);
+                }
             }
         }
         Some(w)
