@@ -768,6 +768,40 @@ fn node_an_address_made_before_a_rejoin_is_not_routed_after_it() {
 }
 
 #[test]
+fn node_a_local_watch_made_before_a_rejoin_is_cancelled_whole_after_it() {
+    let (mut rt, net, _a, b, _inbox) = cluster();
+    let (d, _log) = remote_device(&mut rt, &b, "local to b");
+    let b1 = b.query(&mut rt.s, |n, _| n.id()).expect("alive");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    let watch = b
+        .query(&mut rt.s, |n, cx| {
+            n.monitor(cx, Pid::new(b1, d.id().get()), fwd)
+        })
+        .expect("alive");
+    rt.run();
+    assert_eq!(status(&mut rt, &b).watched_here, 1);
+    net.cut(addr(2));
+    rt.advance(Duration::from_secs(60));
+    net.attach(addr(2), fwd_to!([b], packet() as (Vec<u8>)));
+    call!([b], join(NodeId::new(addr(1), 1)));
+    rt.advance(Duration::from_secs(60));
+    let b2 = b.query(&mut rt.s, |n, _| n.id()).expect("alive");
+    assert!(b2.incarnation > b1.incarnation, "rejoined: {b2:?}");
+    let cancelled = b
+        .query(&mut rt.s, |n, _| n.demonitor(watch))
+        .expect("alive");
+    assert!(cancelled, "it had not ended");
+    assert_eq!(
+        status(&mut rt, &b).watched_here,
+        0,
+        "the watch held for it goes too"
+    );
+    drop(d);
+    rt.run();
+    assert!(downs.borrow().is_empty(), "cancelled: no notice");
+}
+
+#[test]
 fn node_an_address_made_by_one_node_is_never_routed_by_another() {
     // The same device registered on both nodes, in slot 0 of each: an
     // address made by `a` carries `a`'s route, which `b` must not take.

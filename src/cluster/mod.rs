@@ -201,7 +201,9 @@
 //! takes its remote watches with it**: after [`Node::unlink`] or a
 //! [`Node::demonitor`] that returns `true`, nothing is delivered; a
 //! demonitor after the end returns `false`; when a linked device dies,
-//! its watches are cancelled on the watched device's node too.
+//! its watches are cancelled on the watched device's node too. A watch of
+//! a device of this node, made before the node rejoined as a new
+//! incarnation, is cancelled whole (the watch held for it goes too).
 //!
 //! **128. A watch survives a broken connection**: frames in flight when
 //! a connection breaks may be lost (a peer that is unreachable is not

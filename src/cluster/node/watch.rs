@@ -487,8 +487,10 @@ impl Node {
         let Some(w) = self.forget(tag) else {
             return false;
         };
-        if w.pid.node == self.me {
-            if let Some(m) = self.watch.served.remove(&(self.me, tag)) {
+        if w.pid.node.addr == self.me.addr {
+            // A watch of a device here, served in the name of the
+            // incarnation that made it (this one, or one before a rejoin).
+            if let Some(m) = self.watch.served.remove(&(w.pid.node, tag)) {
                 m.cancel();
             }
         } else if self.up.contains(&w.pid.node) {
