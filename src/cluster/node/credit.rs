@@ -12,6 +12,17 @@
 //! the child handles what it got. A sender without credit keeps its
 //! message: [`Node::try_send`] gives it back as `Full`,
 //! [`Node::send_when_room`] waits for the grant.
+//!
+//! Not yet handled (a review finding, 2026-12-06): the accounts of the
+//! two sides are not reconciled after frames are lost in flight with a
+//! broken connection. A lost `CreditAsk` or `Credit` leaves the target in
+//! the sender's `asked` set, so it never asks again; a lost credited
+//! message leaves the grantor's `outstanding` count for that sender
+//! above the truth, shrinking what it grants. Both end when either node
+//! is declared down. A fix needs the ask to carry the credit the sender
+//! holds and a way to tell messages still queued from messages lost; a
+//! rejoining node likewise keeps the credit granted to its old
+//! incarnation (the grantor forgot it).
 
 use super::send::Waiting;
 use super::{Node, SendError};
