@@ -665,24 +665,40 @@ impl Node {
         bytes: Vec<u8>,
         done: Ret<Result<(), SendError>>,
     ) {
+        if self.hand_or_wait(node, bytes, false, done) {
+            self.wait_room(cx, node);
+        }
+    }
+
+    /// Hands `bytes` to the transport for `node` (`done` answered `Ok`),
+    /// or queues it behind what waits for room there: `true` if it is the
+    /// first to wait, so room must be asked for.
+    fn hand_or_wait(
+        &mut self,
+        node: NodeId,
+        bytes: Vec<u8>,
+        control: bool,
+        done: Ret<Result<(), SendError>>,
+    ) -> bool {
         if let Some(queue) = self.blocked.by_node.get_mut(&node) {
             queue.push_back((bytes, done));
-            return;
+            return false;
         }
         match self
             .wire
             .transport
-            .send(self.me.addr, node.addr, bytes, false)
+            .send(self.me.addr, node.addr, bytes, control)
         {
             Ok(()) => {
                 self.stats.frames_out += 1;
                 done.ret(Ok(()));
+                false
             }
             Err(Full(bytes)) => {
                 self.blocked
                     .by_node
                     .insert(node, VecDeque::from([(bytes, done)]));
-                self.wait_room(cx, node);
+                true
             }
         }
     }
@@ -716,24 +732,15 @@ impl Node {
         out: Vec<u8>,
         control: bool,
     ) -> Result<(), SendError> {
-        if let (true, Some(queue)) = (control, self.blocked.by_node.get_mut(&to)) {
-            queue.push_back((out, Ret::new(|_| ())));
+        if control {
+            if self.hand_or_wait(to, out, true, Ret::new(|_| ())) {
+                self.wait_for_room.fwd(to);
+            }
             return Ok(());
         }
-        match self
-            .wire
-            .transport
-            .send(self.me.addr, to.addr, out, control)
-        {
+        match self.wire.transport.send(self.me.addr, to.addr, out, false) {
             Ok(()) => {
                 self.stats.frames_out += 1;
-                Ok(())
-            }
-            Err(Full(out)) if control => {
-                self.blocked
-                    .by_node
-                    .insert(to, VecDeque::from([(out, Ret::new(|_| ()))]));
-                self.wait_for_room.fwd(to);
                 Ok(())
             }
             Err(Full(_)) => Err(SendError::Full),
