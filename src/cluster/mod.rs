@@ -267,12 +267,11 @@
 //! target's registration ends, every sender waiting for its credit or
 //! holding some is granted without a bound (its sends go and are
 //! refused there, counted), and a credited message refused on arrival
-//! frees its room at once. Known limit: credit frames, or credited
-//! messages, lost in flight with a broken connection are not yet
-//! reconciled when the connection comes back (the sender may wait, or the
-//! grantor keep room reserved, until one of the two nodes is declared
-//! down); nor is the sender's credit reset when its own node rejoins as
-//! a new incarnation. See the `credit` module.
+//! frees its room at once. A frame lost in flight with a broken
+//! connection strands nothing: a grant is a cumulative limit, given again
+//! when asked again, and when the link comes back the sender tells, as
+//! data behind what it sent, how many it has sent; those not arrived by
+//! then were lost, and their room is given back ([`Frame::CreditSync`]).
 //!
 //! **140. One seed gives one schedule**: a [`sim::Sim`] run from the same
 //! seed sends the same packets, between the same nodes, at the same

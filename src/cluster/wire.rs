@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`].
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
 
 /// The default largest frame body, in bytes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -123,13 +123,15 @@ pub enum Frame {
         /// The asking node.
         from: NodeId,
     },
-    /// Node `from` lets the receiving node send `grant` more messages to
-    /// its device `target`.
+    /// Node `from` lets the receiving node send messages to its device
+    /// `target` until it has sent `limit` in all (cumulative: a later
+    /// grant supersedes a lost one; `u64::MAX` is no bound).
     Credit {
         /// The credited device, on `from`.
         target: u64,
-        /// Messages granted, on top of what was granted before.
-        grant: u32,
+        /// How many credited messages the receiving node may have sent in
+        /// all to `target`.
+        limit: u64,
         /// The granting node.
         from: NodeId,
     },
@@ -140,6 +142,21 @@ pub enum Frame {
         /// The watched device, on `from`.
         target: u64,
         /// The node of the watched device.
+        from: NodeId,
+    },
+    /// Node `from` has sent `sent` credited messages in all to device
+    /// `target` of the receiving node. Data, so it arrives after those
+    /// messages: sent when a link comes up again, it tells the grantor
+    /// that any of them not arrived by then was lost with the old
+    /// connection. It asks for credit if `wants`.
+    CreditSync {
+        /// The credited device, on the receiving node.
+        target: u64,
+        /// Credited messages sent to it so far.
+        sent: u64,
+        /// Whether sends wait for credit.
+        wants: bool,
+        /// The sending node.
         from: NodeId,
     },
 }
@@ -163,6 +180,7 @@ impl Frame {
             Frame::CreditAsk { .. } => "CreditAsk",
             Frame::Credit { .. } => "Credit",
             Frame::Unlink { .. } => "Unlink",
+            Frame::CreditSync { .. } => "CreditSync",
         }
     }
 

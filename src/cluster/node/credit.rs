@@ -13,16 +13,15 @@
 //! message: [`Node::try_send`] gives it back as `Full`,
 //! [`Node::send_when_room`] waits for the grant.
 //!
-//! Not yet handled (a review finding, 2026-12-06): the accounts of the
-//! two sides are not reconciled after frames are lost in flight with a
-//! broken connection. A lost `CreditAsk` or `Credit` leaves the target in
-//! the sender's `asked` set, so it never asks again; a lost credited
-//! message leaves the grantor's `outstanding` count for that sender
-//! above the truth, shrinking what it grants. Both end when either node
-//! is declared down. A fix needs the ask to carry the credit the sender
-//! holds and a way to tell messages still queued from messages lost; a
-//! rejoining node likewise keeps the credit granted to its old
-//! incarnation (the grantor forgot it).
+//! Both sides count, so a frame lost in flight costs nothing for good:
+//! a grant is cumulative (a limit on the messages sent in all, so a later
+//! grant supersedes a lost one, and one asked for again is sent again),
+//! and when a link comes up again the sender tells, as data behind what
+//! it sent before, how many credited messages it has sent
+//! ([`Frame::CreditSync`]): any not arrived by then was lost with the old
+//! connection, and its room is given back. A node that rejoins as a new
+//! incarnation starts both sides' accounts afresh, as the other nodes
+//! forgot the old incarnation's.
 
 use super::send::Waiting;
 use super::{Node, SendError};
@@ -38,31 +37,70 @@ pub const CREDITED: u64 = 1 << 62;
 /// Free room in a credited target's mailbox now.
 pub(super) type Room = Rc<dyn Fn() -> usize>;
 
+/// No bound: the grant for a target that is not (or no longer) credited.
+const UNBOUNDED: u64 = u64::MAX;
+
+/// One sender's account with one credited target, as its grantor keeps
+/// it: counts since the sender's incarnation began.
+#[derive(Clone, Copy, Default)]
+struct Granted {
+    /// The limit granted (messages the sender may have sent in all).
+    limit: u64,
+    /// Messages arrived, or known lost.
+    arrived: u64,
+}
+
+impl Granted {
+    /// Granted and not yet arrived.
+    fn outstanding(self) -> u64 {
+        self.limit.saturating_sub(self.arrived)
+    }
+}
+
 /// The grants of one credited target of this node.
 struct Grantor {
     room: Room,
     /// The most one sender may hold at once.
-    window: u32,
-    /// Granted to each sender and not yet arrived.
-    outstanding: HashMap<NodeId, u32>,
+    window: u64,
+    /// Each sender's account.
+    accounts: HashMap<NodeId, Granted>,
     /// Senders that asked and got nothing yet, in order.
     waiting: VecDeque<NodeId>,
 }
 
 impl Grantor {
     /// Room left after every grant still outstanding.
-    fn free(&self) -> u32 {
-        let granted: u64 = self.outstanding.values().map(|&n| u64::from(n)).sum();
+    fn free(&self) -> u64 {
+        let granted: u64 = self
+            .accounts
+            .values()
+            .map(|a| a.outstanding())
+            .fold(0, u64::saturating_add);
         let room = u64::try_from((self.room)()).unwrap_or(u64::MAX);
-        u32::try_from(room.saturating_sub(granted)).unwrap_or(u32::MAX)
+        room.saturating_sub(granted)
+    }
+}
+
+/// A sender's account with one credited target of another node.
+#[derive(Clone, Copy, Default)]
+struct Held {
+    /// The limit granted so far.
+    limit: u64,
+    /// Credited messages sent so far (taken from the limit).
+    sent: u64,
+}
+
+impl Held {
+    fn have(self) -> u64 {
+        self.limit.saturating_sub(self.sent)
     }
 }
 
 /// A node's credits, both ways.
 #[derive(Default)]
 pub(super) struct Credits {
-    /// Sender side: credit held for each credited target.
-    have: HashMap<Pid, u32>,
+    /// Sender side: each credited target's account.
+    have: HashMap<Pid, Held>,
     /// Sender side: targets asked and not yet answered.
     asked: HashSet<Pid>,
     /// Sender side: sends waiting for credit, per target, in order.
@@ -80,13 +118,13 @@ impl Node {
     /// Makes device `device` of this node a credited target whose
     /// mailbox has `room` free and `capacity` in all.
     pub(super) fn grant_for(&mut self, device: u64, room: Room, capacity: usize) {
-        let window = u32::try_from((capacity / 2).max(1)).unwrap_or(u32::MAX);
+        let window = u64::try_from((capacity / 2).max(1)).unwrap_or(u64::MAX);
         self.credits.grants.insert(
             device,
             Grantor {
                 room,
                 window,
-                outstanding: HashMap::new(),
+                accounts: HashMap::new(),
                 waiting: VecDeque::new(),
             },
         );
@@ -106,8 +144,8 @@ impl Node {
             return false;
         }
         match self.credits.have.get_mut(&to) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
+            Some(held) if held.have() > 0 => {
+                held.sent += 1;
                 true
             }
             _ => {
@@ -119,8 +157,9 @@ impl Node {
 
     /// Gives back a credit taken for a message that was not sent.
     pub(super) fn return_credit(&mut self, to: Pid) {
-        let have = self.credits.have.entry(to).or_default();
-        *have = have.saturating_add(1);
+        if let Some(held) = self.credits.have.get_mut(&to) {
+            held.sent = held.sent.saturating_sub(1);
+        }
     }
 
     /// A send to `to` waits for credit: it goes at once if credit is
@@ -140,15 +179,65 @@ impl Node {
         self.credits.waiting.values().map(VecDeque::len).sum()
     }
 
-    /// Node `from` granted `grant` more messages to its device `target`:
-    /// sends waiting for it go, in order.
-    pub(super) fn credit_in(&mut self, cx: CX![], target: u64, grant: u32, from: NodeId) {
+    /// Node `from` lets this node have sent `limit` messages in all to its
+    /// device `target`: sends waiting for it go, in order. A limit below
+    /// one already had (a grant overtaken by a later one) changes nothing.
+    pub(super) fn credit_in(&mut self, cx: CX![], target: u64, limit: u64, from: NodeId) {
         let to = Pid::new(from, target);
+        let held = self.credits.have.entry(to).or_default();
+        if limit <= held.limit {
+            // A copy of a grant already had (sent again after an ask):
+            // the ask stays answered only by a grant that adds.
+            return;
+        }
+        held.limit = limit;
         self.credits.asked.remove(&to);
-        let have = self.credits.have.entry(to).or_default();
-        // Saturating: an unbounded grant (u32::MAX) may come twice.
-        *have = have.saturating_add(grant);
         self.spend_credit(cx, to);
+    }
+
+    /// A link to the node at `addr` came up again: frames in flight on the
+    /// old one may be lost, asks and grants with them. For each target
+    /// there this node has an account with, it says (as data, behind what
+    /// it sent) how many it sent, and asks again if sends wait.
+    pub(super) fn credit_link_up(&mut self, cx: CX![], addr: std::net::SocketAddr) {
+        let mut syncs: Vec<(Pid, u64, bool)> = self
+            .credits
+            .have
+            .iter()
+            .filter(|(pid, _)| pid.node.addr == addr && self.up.contains(&pid.node))
+            .map(|(pid, held)| (*pid, held.sent, self.credits.waiting.contains_key(pid)))
+            .collect();
+        syncs.sort_unstable_by_key(|(pid, _, _)| *pid);
+        let me = self.me;
+        for (to, sent, wants) in syncs {
+            self.credits.asked.remove(&to);
+            if wants {
+                self.credits.asked.insert(to);
+            }
+            let sync = Frame::CreditSync {
+                target: to.device,
+                sent,
+                wants,
+                from: me,
+            };
+            self.data_when_room(cx, to.node, &sync);
+        }
+    }
+
+    /// Node `from` has sent `sent` credited messages in all to device
+    /// `target` of this node: those not arrived by now were lost. If
+    /// `wants`, it asks for credit.
+    pub(super) fn credit_sync_in(&mut self, target: u64, sent: u64, wants: bool, from: NodeId) {
+        if let Some(g) = self.credits.grants.get_mut(&target) {
+            let account = g.accounts.entry(from).or_default();
+            account.arrived = account.arrived.max(sent);
+        }
+        if wants {
+            self.credit_ask_in(target, from);
+        } else {
+            // Room given back may let others that wait have some.
+            let _ = self.top_up(target);
+        }
     }
 
     /// Sends what waits for credit to `to` while there is credit, in
@@ -158,12 +247,12 @@ impl Node {
         let Some(mut queue) = self.credits.waiting.remove(&to) else {
             return;
         };
-        while self.credits.have.get(&to).is_some_and(|&n| n > 0) {
+        while self.credits.have.get(&to).is_some_and(|h| h.have() > 0) {
             let Some((bytes, done)) = queue.pop_front() else {
                 break;
             };
-            if let Some(n) = self.credits.have.get_mut(&to) {
-                *n -= 1;
+            if let Some(held) = self.credits.have.get_mut(&to) {
+                held.sent += 1;
             }
             self.send_bytes_when_room(cx, to.node, bytes, done);
         }
@@ -176,6 +265,9 @@ impl Node {
     /// Asks `to`'s node for credit for `to`, unless it has been asked
     /// already and has not answered yet.
     fn ask_credit_once(&mut self, to: Pid) {
+        // An account from the first ask: a link that comes up again syncs
+        // it (the ask or its grant may be lost in flight).
+        self.credits.have.entry(to).or_default();
         if self.credits.asked.insert(to) {
             let me = self.me;
             let ask = Frame::CreditAsk {
@@ -198,13 +290,13 @@ impl Node {
         };
         let me = self.me;
         let mut senders: Vec<NodeId> = g.waiting.into_iter().collect();
-        senders.extend(g.outstanding.into_keys());
+        senders.extend(g.accounts.into_keys());
         senders.sort_unstable();
         senders.dedup();
         for sender in senders {
             let frame = Frame::Credit {
                 target,
-                grant: u32::MAX,
+                limit: UNBOUNDED,
                 from: me,
             };
             let _ = self.frame(sender, &frame);
@@ -219,7 +311,7 @@ impl Node {
             let me = self.me;
             let frame = Frame::Credit {
                 target,
-                grant: u32::MAX,
+                limit: UNBOUNDED,
                 from: me,
             };
             let _ = self.frame(from, &frame);
@@ -228,7 +320,19 @@ impl Node {
         if !g.waiting.contains(&from) {
             g.waiting.push_back(from);
         }
-        self.top_up(target);
+        // What it was granted so far goes again, in case the grant was
+        // lost (a grant is a limit: a second copy changes nothing).
+        let limit = g.accounts.get(&from).map_or(0, |a| a.limit);
+        let granted = self.top_up(target);
+        if limit > 0 && !granted.contains(&from) {
+            let me = self.me;
+            let frame = Frame::Credit {
+                target,
+                limit,
+                from: me,
+            };
+            let _ = self.frame(from, &frame);
+        }
     }
 
     /// A message for credited device `target` arrived from node `from`.
@@ -236,12 +340,12 @@ impl Node {
         let Some(g) = self.credits.grants.get_mut(&target) else {
             return;
         };
-        match g.outstanding.get_mut(&from) {
-            Some(n) if *n > 0 => *n -= 1,
-            _ => {
-                self.stats.credit_violations += 1;
-                tracing::warn!(target: "stakplane::cluster", %from, "a message came without credit");
-            }
+        let account = g.accounts.entry(from).or_default();
+        if account.outstanding() > 0 {
+            account.arrived += 1;
+        } else {
+            self.stats.credit_violations += 1;
+            tracing::warn!(target: "stakplane::cluster", %from, "a message came without credit");
         }
     }
 
@@ -263,22 +367,25 @@ impl Node {
     }
 
     /// Grants what room allows to the senders of `target` that wait, in
-    /// order, each up to its window.
-    fn top_up(&mut self, target: u64) {
+    /// order, each up to its window; returns the senders granted.
+    fn top_up(&mut self, target: u64) -> Vec<NodeId> {
         let me = self.me;
         let mut frames = Vec::new();
         if let Some(g) = self.credits.grants.get_mut(&target) {
             let mut left = VecDeque::new();
             while let Some(sender) = g.waiting.pop_front() {
-                let held = g.outstanding.get(&sender).copied().unwrap_or(0);
+                let held = g.accounts.get(&sender).map_or(0, |a| a.outstanding());
                 let want = g.window.saturating_sub(held);
                 let grant = want.min(g.free());
                 // Grant in batches (half a window), or whatever there is
                 // to a sender holding nothing: never leave one stuck.
                 let batch = (g.window / 2).max(1).min(want);
                 if grant > 0 && (grant >= batch || held == 0) {
-                    *g.outstanding.entry(sender).or_default() += grant;
-                    frames.push((sender, grant));
+                    let account = g.accounts.entry(sender).or_default();
+                    // The limit counts from what arrived: credit lost with
+                    // its messages is not granted twice.
+                    account.limit = account.limit.max(account.arrived).saturating_add(grant);
+                    frames.push((sender, account.limit));
                 } else if held == 0 {
                     // Holds nothing and got nothing: it waits for room.
                     // One that holds credit comes back when its messages
@@ -288,21 +395,23 @@ impl Node {
             }
             g.waiting = left;
         }
-        for (sender, grant) in frames {
+        let granted = frames.iter().map(|(sender, _)| *sender).collect();
+        for (sender, limit) in frames {
             let frame = Frame::Credit {
                 target,
-                grant,
+                limit,
                 from: me,
             };
             let _ = self.frame(sender, &frame);
         }
+        granted
     }
 
     /// Node `n` is gone: its credit both ways goes, and sends waiting for
     /// its credit are refused, once each.
     pub(super) fn credit_lost(&mut self, n: NodeId) {
         for g in self.credits.grants.values_mut() {
-            g.outstanding.remove(&n);
+            g.accounts.remove(&n);
             g.waiting.retain(|s| *s != n);
         }
         self.credits.have.retain(|pid, _| pid.node != n);
@@ -322,6 +431,23 @@ impl Node {
         let targets: Vec<u64> = self.credits.grants.keys().copied().collect();
         for t in targets {
             self.top_up(t);
+        }
+    }
+
+    /// This node rejoined as a new incarnation: the other nodes forgot
+    /// the old one's accounts both ways, so this node starts afresh too.
+    /// Credit held is dropped; sends waiting for credit ask again, in the
+    /// new name; grants made to others are forgotten (they dropped them).
+    pub(super) fn credit_rejoined(&mut self) {
+        self.credits.have.clear();
+        self.credits.asked.clear();
+        for g in self.credits.grants.values_mut() {
+            g.accounts.clear();
+            g.waiting.clear();
+        }
+        let waiting: Vec<Pid> = self.credits.waiting.keys().copied().collect();
+        for to in waiting {
+            self.ask_credit_once(to);
         }
     }
 }

@@ -329,9 +329,15 @@ impl Node {
             Frame::CreditAsk { target, from } => self.credit_ask_in(target, from),
             Frame::Credit {
                 target,
-                grant,
+                limit,
                 from,
-            } => self.credit_in(cx, target, grant, from),
+            } => self.credit_in(cx, target, limit, from),
+            Frame::CreditSync {
+                target,
+                sent,
+                wants,
+                from,
+            } => self.credit_sync_in(target, sent, wants, from),
             Frame::Lookup { name, tag, from } => {
                 let device = self.names.get(&name).cloned();
                 let me = self.me;
@@ -405,6 +411,7 @@ impl Node {
                 // that is down: their routes must not be taken (112a).
                 self.inboxes.renew_token();
                 self.watch_rejoined();
+                self.credit_rejoined();
             }
         }
     }
@@ -455,6 +462,7 @@ fn frame_sender(frame: &Frame) -> Option<NodeId> {
         | Frame::Unlink { from, .. }
         | Frame::CreditAsk { from, .. }
         | Frame::Credit { from, .. }
+        | Frame::CreditSync { from, .. }
         | Frame::Lookup { from, .. }
         | Frame::Found { from, .. }
         | Frame::Ask { from, .. }

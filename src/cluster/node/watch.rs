@@ -309,7 +309,8 @@ impl Node {
     /// takes a watch it holds already as the same one, and answers one it
     /// had ended (its device dead) at once, with the recorded cause; the
     /// tag makes sure the watcher hears once.
-    pub(super) fn link_up(&mut self, _: CX![], addr: SocketAddr) {
+    pub(super) fn link_up(&mut self, cx: CX![], addr: SocketAddr) {
+        self.credit_link_up(cx, addr);
         let me = self.me;
         let again: Vec<(NodeId, u64, u64)> = self
             .watch
