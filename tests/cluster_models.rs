@@ -213,32 +213,55 @@ fn models_link_choice_converges_for_simultaneous_connects() {
 // ---------------------------------------------------------------------
 // Credits: one sender with `K` messages for a target whose mailbox holds
 // `C`; the receiver grants from the free room, at most a window a
-// sender, in batches; the target's consumer takes messages at any time.
-// Links are FIFO (one session each way).
+// sender, in batches, as cumulative limits; the target's consumer takes
+// messages at any time. Links are FIFO (one session each way), and a
+// connection may break up to `BREAKS` times: the frames written to it
+// (a prefix of what is in flight, each way) are lost, the rest goes on
+// the new one, and the sender then syncs its count as data.
 // ---------------------------------------------------------------------
 
 const K: u32 = 4;
 const C: u32 = 2;
+const BREAKS: u32 = 2;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 enum Msg {
     Ask,
     Data,
+    /// The cumulative limit granted.
     Credit(u32),
+    /// The sender's count sent, and whether sends wait.
+    Sync(u32, bool),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct CreditState {
-    have: u32,
+    // The sender.
+    limit: u32,
+    sent: u32,
     left: u32,
     asked: bool,
-    outstanding: u32,
+    // The grantor.
+    granted: u32,
+    arrived: u32,
     waiting: bool,
     depth: u32,
     handled: u32,
     violations: u32,
+    // The network.
+    lost: u32,
+    breaks: u32,
     to_r: VecDeque<Msg>,
     to_s: VecDeque<Msg>,
+}
+
+impl CreditState {
+    fn have(&self) -> u32 {
+        self.limit.saturating_sub(self.sent)
+    }
+    fn outstanding(&self) -> u32 {
+        self.granted.saturating_sub(self.arrived)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -248,28 +271,43 @@ enum CreditAction {
     ReceiverGets,
     SenderGets,
     Consume,
+    /// The connection breaks: the first `r` frames to the receiver and
+    /// the first `s` to the sender are lost; the link comes back.
+    Break(usize, usize),
 }
 
 struct Credits;
 
 impl Credits {
-    /// `top_up` in credit.rs, for the one sender.
-    fn top_up(st: &mut CreditState) {
+    /// `top_up` in credit.rs, for the one sender: true if it granted.
+    fn top_up(st: &mut CreditState) -> bool {
         if !st.waiting {
-            return;
+            return false;
         }
         let window = (C / 2).max(1);
-        let held = st.outstanding;
+        let held = st.outstanding();
         let want = window.saturating_sub(held);
-        let free = C.saturating_sub(st.depth).saturating_sub(st.outstanding);
+        let free = C.saturating_sub(st.depth).saturating_sub(held);
         let grant = want.min(free);
         let batch = (window / 2).max(1).min(want);
         if grant > 0 && (grant >= batch || held == 0) {
-            st.outstanding += grant;
-            st.to_s.push_back(Msg::Credit(grant));
+            st.granted = st.granted.max(st.arrived) + grant;
+            st.to_s.push_back(Msg::Credit(st.granted));
             st.waiting = false;
+            return true;
         } else if held != 0 {
             st.waiting = false;
+        }
+        false
+    }
+
+    /// `credit_ask_in`: waits, is topped up, and is sent its limit again
+    /// if nothing more was granted.
+    fn ask_in(st: &mut CreditState) {
+        st.waiting = true;
+        let limit = st.granted;
+        if !Credits::top_up(st) && limit > 0 {
+            st.to_s.push_back(Msg::Credit(limit));
         }
     }
 }
@@ -280,24 +318,28 @@ impl Model for Credits {
 
     fn init_states(&self) -> Vec<CreditState> {
         vec![CreditState {
-            have: 0,
+            limit: 0,
+            sent: 0,
             left: K,
             asked: false,
-            outstanding: 0,
+            granted: 0,
+            arrived: 0,
             waiting: false,
             depth: 0,
             handled: 0,
             violations: 0,
+            lost: 0,
+            breaks: 0,
             to_r: VecDeque::new(),
             to_s: VecDeque::new(),
         }]
     }
 
     fn actions(&self, st: &CreditState, out: &mut Vec<CreditAction>) {
-        if st.left > 0 && st.have > 0 {
+        if st.left > 0 && st.have() > 0 {
             out.push(CreditAction::Send);
         }
-        if st.left > 0 && st.have == 0 && !st.asked {
+        if st.left > 0 && st.have() == 0 && !st.asked {
             out.push(CreditAction::Ask);
         }
         if !st.to_r.is_empty() {
@@ -309,13 +351,20 @@ impl Model for Credits {
         if st.depth > 0 {
             out.push(CreditAction::Consume);
         }
+        if st.breaks < BREAKS {
+            for r in 0..=st.to_r.len() {
+                for s in 0..=st.to_s.len() {
+                    out.push(CreditAction::Break(r, s));
+                }
+            }
+        }
     }
 
     fn next_state(&self, last: &CreditState, action: CreditAction) -> Option<CreditState> {
         let mut st = last.clone();
         match action {
             CreditAction::Send => {
-                st.have -= 1;
+                st.sent += 1;
                 st.left -= 1;
                 st.to_r.push_back(Msg::Data);
             }
@@ -324,24 +373,32 @@ impl Model for Credits {
                 st.to_r.push_back(Msg::Ask);
             }
             CreditAction::ReceiverGets => match st.to_r.pop_front()? {
-                Msg::Ask => {
-                    st.waiting = true;
-                    Credits::top_up(&mut st);
-                }
+                Msg::Ask => Credits::ask_in(&mut st),
                 Msg::Data => {
-                    if st.outstanding == 0 {
+                    if st.outstanding() == 0 {
                         st.violations += 1;
                     } else {
-                        st.outstanding -= 1;
+                        st.arrived += 1;
                     }
                     st.depth += 1;
+                }
+                Msg::Sync(sent, wants) => {
+                    st.arrived = st.arrived.max(sent);
+                    if wants {
+                        Credits::ask_in(&mut st);
+                    } else {
+                        Credits::top_up(&mut st);
+                    }
                 }
                 Msg::Credit(_) => return None,
             },
             CreditAction::SenderGets => match st.to_s.pop_front()? {
-                Msg::Credit(g) => {
-                    st.have += g;
-                    st.asked = false;
+                Msg::Credit(limit) => {
+                    // A copy of a limit already had changes nothing.
+                    if limit > st.limit {
+                        st.limit = limit;
+                        st.asked = false;
+                    }
                 }
                 _ => return None,
             },
@@ -351,6 +408,19 @@ impl Model for Credits {
                 // `freed`: the sender of what was handled waits again.
                 st.waiting = true;
                 Credits::top_up(&mut st);
+            }
+            CreditAction::Break(r, s) => {
+                st.breaks += 1;
+                for m in st.to_r.drain(..r) {
+                    if m == Msg::Data {
+                        st.lost += 1;
+                    }
+                }
+                st.to_s.drain(..s);
+                // `credit_link_up`: the count, behind what survived.
+                let wants = st.left > 0 && st.have() == 0;
+                st.asked = wants;
+                st.to_r.push_back(Msg::Sync(st.sent, wants));
             }
         }
         Some(st)
@@ -367,13 +437,17 @@ impl Model for Credits {
             }),
             Property::always(
                 "credit granted never exceeds the room",
-                |_, st: &CreditState| st.depth + st.outstanding <= C,
+                |_, st: &CreditState| st.depth + st.outstanding() <= C,
             ),
-            Property::always("nothing is stuck: at the end, all handled", |m, st| {
-                let mut next = Vec::new();
-                m.actions(st, &mut next);
-                !next.is_empty() || st.handled == K
-            }),
+            Property::always(
+                "nothing is stuck: at the end, all sent, and handled or lost",
+                |m, st| {
+                    let mut next = Vec::new();
+                    m.actions(st, &mut next);
+                    next.retain(|a| !matches!(a, CreditAction::Break(..)));
+                    !next.is_empty() || (st.left == 0 && st.handled + st.lost == K)
+                },
+            ),
         ]
     }
 }
