@@ -311,9 +311,11 @@
 //! no frame goes on a link the other end closed, two ends that send use
 //! the same link, and at the end one link is confirmed at both ends (the
 //! lower node's if both connected); one sender and a mailbox of two with
-//! a consumer at any pace: the mailbox is never over its bound, credit
-//! granted never exceeds the room, no message comes without credit, and
-//! nothing is stuck.
+//! a consumer at any pace, over a connection that breaks up to twice
+//! (losing any prefix of the frames in flight each way): the mailbox is
+//! never over its bound, credit granted never exceeds the room, no
+//! message comes without credit, and nothing is stuck (every message is
+//! sent, and handled or lost with a connection).
 //!
 //! **144. A failing seed replays from the line it printed**: a property
 //! that fails prints its seed and the command that runs it alone
