@@ -443,6 +443,73 @@ fn node_a_watch_request_refused_by_a_full_control_queue_waits_and_holds() {
     assert!(got[0].contains("gone"), "the real cause: {got:?}");
 }
 
+#[test]
+fn node_a_link_from_an_incarnation_never_seen_up_ends_as_lost_when_a_newer_one_comes() {
+    let (mut rt, net, _a, b, _inbox) = cluster();
+    let (d, _log) = remote_device(&mut rt, &b, "watcher");
+    // Incarnation 1 of node 3 links to d, then restarts before b ever
+    // hears of it.
+    let c1 = NodeId::new(addr(3), 1);
+    let mut bytes = Vec::new();
+    Frame::Link {
+        watcher: d.id().get(),
+        target: 5,
+        from: c1,
+    }
+    .encode_into(&mut bytes, MAX_FRAME)
+    .expect("encodes");
+    call!([b], packet(bytes));
+    rt.run();
+    assert!(d.is_alive(), "watched, not refused");
+    let c2 = NodeId::new(addr(3), 2);
+    let transport: Rc<dyn Transport> = Rc::new(net.clone());
+    let c = device!(
+        rt.s,
+        Node::init(
+            c2,
+            MembershipConfig::lan(3, 3),
+            transport,
+            Fwd::new(|_: MemberEvent| ())
+        )
+    );
+    net.attach(c2.addr, fwd_to!([c], packet() as (Vec<u8>)));
+    call!([c], join(NodeId::new(addr(1), 1)));
+    rt.advance(Duration::from_secs(10));
+    let cause = d.line().cause().expect("the link ended: a fault");
+    assert!(
+        cause.to_string().contains(&Cause::Lost.to_string()),
+        "{cause}"
+    );
+}
+
+#[test]
+fn node_a_control_frame_sent_as_data_is_not_overtaken_by_a_later_one() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let (y, _log) = remote_device(&mut rt, &b, "remote watcher");
+    let y_pid = Pid {
+        node: NodeId::new(addr(2), 1),
+        device: y.id().get(),
+    };
+    let x = ready_dev(&mut rt, "local");
+    // b reads slowly, and its control queue refuses the `Link`: it waits,
+    // then goes as data, held with b's data.
+    net.hold(addr(2), 10);
+    net.refuse_control(addr(2), 1);
+    a.query(&mut rt.s, |n, cx| n.link(cx, &x, y_pid, LinkMode::Notify))
+        .expect("alive")
+        .expect("linked");
+    rt.run();
+    // The `Unlink` must not overtake it.
+    a.query(&mut rt.s, |n, _| n.unlink(&x, y_pid, LinkMode::Notify))
+        .expect("alive");
+    rt.run();
+    net.release(addr(2));
+    rt.run();
+    x.kill("a fault after the unlink").expect("alive");
+    rt.run();
+    assert!(y.is_alive(), "unlinked: {:?}", y.line().cause());
+}
+
 /// A `String` as postcard encodes it: its length, then its bytes.
 fn postcard_string(s: &str) -> Vec<u8> {
     let mut out = vec![u8::try_from(s.len()).expect("short")];

@@ -141,8 +141,10 @@
 //! waits, as [`Node::send_when_room`] does. A control frame other than
 //! gossip (a watch or link request or its cancellation, a lookup, a
 //! credit ask or grant) that its queue refuses waits the same way, in
-//! order, and then goes as data; only gossip is dropped (membership
-//! copes with a lost packet). A reply over the frame limit is answered as
+//! order, and then goes as data, as do the node's later control frames
+//! to that peer (none overtakes it: an `Unlink` never arrives before its
+//! `Link`); only gossip is dropped (membership copes with a lost
+//! packet). A reply over the frame limit is answered as
 //! [`AskError::TooLarge`].
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
@@ -195,7 +197,9 @@
 //! ([`LinkError`](crate::LinkError)); a watched device that is unknown
 //! or dead ends the link at once with that cause. A link asked for by a
 //! node this one does not know as a member yet (its membership news is
-//! on the way) is watched like any other, not ended as `NodeDown`.
+//! on the way) is watched like any other, not ended as `NodeDown`; if a
+//! newer incarnation of that node comes up first, the watch ends with
+//! `Cause::Lost`, as for a node declared down.
 //!
 //! **121. Unlink and demonitor stop notification, and a dead watcher
 //! takes its remote watches with it**: after [`Node::unlink`] or a
@@ -221,7 +225,8 @@
 //! ([`SendError::Full`]); [`Node::send_when_room`] waits, in send order
 //! (a later `try_send` does not overtake waiting sends), and answers
 //! each exactly once: sent, or [`SendError::NodeDown`] if the node is
-//! declared down while it waits.
+//! declared down while it waits (or this node rejoins meanwhile: then
+//! with its old incarnation, in whose name the message was encoded).
 //!
 //! **123. A node that leaves is down for the others, and they for it**:
 //! after [`Node::leave`] the others see `MemberEvent::Down` and their
@@ -272,6 +277,11 @@
 //! when asked again, and when the link comes back the sender tells, as
 //! data behind what it sent, how many it has sent; those not arrived by
 //! then were lost, and their room is given back ([`Frame::CreditSync`]).
+//! Credit frames name the incarnation they are for: one meant for a node
+//! before it rejoined is dropped. A node that rejoins refuses the sends
+//! that waited for credit or room in its old name
+//! ([`SendError::NodeDown`] of the old incarnation), as every peer would
+//! drop them.
 //!
 //! **140. One seed gives one schedule**: a [`sim::Sim`] run from the same
 //! seed sends the same packets, between the same nodes, at the same

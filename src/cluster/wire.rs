@@ -132,6 +132,9 @@ pub enum Frame {
         /// How many credited messages the receiving node may have sent in
         /// all to `target`.
         limit: u64,
+        /// The node granted: an incarnation that is not the receiver's
+        /// (a grant to the one before a rejoin) is dropped.
+        to: NodeId,
         /// The granting node.
         from: NodeId,
     },
@@ -156,6 +159,9 @@ pub enum Frame {
         sent: u64,
         /// Whether sends wait for credit.
         wants: bool,
+        /// The grantor it is for: an incarnation that is not the
+        /// receiver's (one from before a rejoin) is dropped.
+        to: NodeId,
         /// The sending node.
         from: NodeId,
     },

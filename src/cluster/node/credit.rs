@@ -218,6 +218,7 @@ impl Node {
                 target: to.device,
                 sent,
                 wants,
+                to: to.node,
                 from: me,
             };
             self.data_when_room(cx, to.node, &sync);
@@ -230,7 +231,9 @@ impl Node {
     pub(super) fn credit_sync_in(&mut self, target: u64, sent: u64, wants: bool, from: NodeId) {
         if let Some(g) = self.credits.grants.get_mut(&target) {
             let account = g.accounts.entry(from).or_default();
-            account.arrived = account.arrived.max(sent);
+            // Never past what was granted: a count from a sender whose
+            // account here was reset cannot make room it did not hold.
+            account.arrived = account.arrived.max(sent.min(account.limit));
         }
         if wants {
             self.credit_ask_in(target, from);
@@ -297,6 +300,7 @@ impl Node {
             let frame = Frame::Credit {
                 target,
                 limit: UNBOUNDED,
+                to: sender,
                 from: me,
             };
             let _ = self.frame(sender, &frame);
@@ -312,6 +316,7 @@ impl Node {
             let frame = Frame::Credit {
                 target,
                 limit: UNBOUNDED,
+                to: from,
                 from: me,
             };
             let _ = self.frame(from, &frame);
@@ -329,6 +334,7 @@ impl Node {
             let frame = Frame::Credit {
                 target,
                 limit,
+                to: from,
                 from: me,
             };
             let _ = self.frame(from, &frame);
@@ -358,8 +364,12 @@ impl Node {
     /// Room for `from`'s messages to `target` grew (one was handled, or
     /// refused on arrival): `from` is considered for a grant again.
     pub(super) fn regrant(&mut self, target: u64, from: NodeId) {
-        if let Some(g) = self.credits.grants.get_mut(&target) {
-            if from != self.me && !g.waiting.contains(&from) {
+        // Not a node declared down (its account went with it), nor this
+        // node in any incarnation: a message it sent before it rejoined,
+        // handled now, must not open an account no one will spend.
+        let gone = self.down.contains(&from) || from.addr == self.me.addr;
+        if let (false, Some(g)) = (gone, self.credits.grants.get_mut(&target)) {
+            if !g.waiting.contains(&from) {
                 g.waiting.push_back(from);
             }
         }
@@ -400,6 +410,7 @@ impl Node {
             let frame = Frame::Credit {
                 target,
                 limit,
+                to: sender,
                 from: me,
             };
             let _ = self.frame(sender, &frame);
@@ -434,20 +445,22 @@ impl Node {
         }
     }
 
-    /// This node rejoined as a new incarnation: the other nodes forgot
-    /// the old one's accounts both ways, so this node starts afresh too.
-    /// Credit held is dropped; sends waiting for credit ask again, in the
-    /// new name; grants made to others are forgotten (they dropped them).
-    pub(super) fn credit_rejoined(&mut self) {
+    /// This node rejoined as a new incarnation (it was `old`): the other
+    /// nodes forgot the old one's accounts both ways, so this node starts
+    /// afresh too. Credit held is dropped, grants made to others are
+    /// forgotten (they dropped them), and sends waiting for credit, encoded
+    /// in the old name, are refused, once each.
+    pub(super) fn credit_rejoined(&mut self, old: NodeId) {
         self.credits.have.clear();
         self.credits.asked.clear();
         for g in self.credits.grants.values_mut() {
             g.accounts.clear();
             g.waiting.clear();
         }
-        let waiting: Vec<Pid> = self.credits.waiting.keys().copied().collect();
-        for to in waiting {
-            self.ask_credit_once(to);
+        for (_, queue) in std::mem::take(&mut self.credits.waiting) {
+            for (_, done) in queue {
+                done.ret(Err(SendError::NodeDown(old)));
+            }
         }
     }
 }

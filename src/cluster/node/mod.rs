@@ -327,17 +327,29 @@ impl Node {
                 from,
             } => self.unlink_in(watcher, super::Pid::new(from, target)),
             Frame::CreditAsk { target, from } => self.credit_ask_in(target, from),
+            // Credit frames name the incarnation they are for: one for
+            // this node before it rejoined is stale, dropped.
             Frame::Credit {
                 target,
                 limit,
+                to,
                 from,
-            } => self.credit_in(cx, target, limit, from),
+            } => {
+                if to == self.me {
+                    self.credit_in(cx, target, limit, from);
+                }
+            }
             Frame::CreditSync {
                 target,
                 sent,
                 wants,
+                to,
                 from,
-            } => self.credit_sync_in(target, sent, wants, from),
+            } => {
+                if to == self.me {
+                    self.credit_sync_in(target, sent, wants, from);
+                }
+            }
             Frame::Lookup { name, tag, from } => {
                 let device = self.names.get(&name).cloned();
                 let me = self.me;
@@ -398,6 +410,18 @@ impl Node {
         match ev {
             MemberEvent::Up(n) => {
                 self.up.insert(n);
+                // An older incarnation at its address that was never up
+                // here (it linked to a device here before its membership
+                // news came, then restarted) is gone for good: what waits
+                // for it ends, as for a node declared down.
+                let stale: Vec<NodeId> = self
+                    .watch_nodes()
+                    .filter(|m| m.addr == n.addr && m.incarnation < n.incarnation)
+                    .filter(|m| !self.up.contains(m) && !self.down.contains(m))
+                    .collect();
+                for m in stale {
+                    self.node_down(m);
+                }
             }
             MemberEvent::Down(n) => {
                 self.up.remove(&n);
@@ -406,12 +430,17 @@ impl Node {
             MemberEvent::Rejoined(n) => {
                 // The others declared this node down: its watches are
                 // asked again in the new incarnation's name.
+                let old = self.me;
                 self.me = n;
                 // Addresses made under the old incarnation name a node
                 // that is down: their routes must not be taken (112a).
                 self.inboxes.renew_token();
+                // Frames encoded in the old incarnation's name would be
+                // dropped by every peer: what waits for room or credit is
+                // refused now, before anything is sent in the new name.
+                self.unblock_rejoined(old);
+                self.credit_rejoined(old);
                 self.watch_rejoined();
-                self.credit_rejoined();
             }
         }
     }

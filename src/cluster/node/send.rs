@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use stakker::{Fwd, Ret, CX};
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 /// Sends waiting for room in a peer's queue, per node, in send order:
@@ -23,6 +23,10 @@ use std::rc::Rc;
 #[derive(Default)]
 pub(super) struct Blocked {
     by_node: HashMap<NodeId, VecDeque<Waiting>>,
+    /// Nodes whose control queue refused a frame: from then on their
+    /// control frames go as data, so that none overtakes the refused one
+    /// (an `Unlink` ahead of its `Link`).
+    control_as_data: HashSet<NodeId>,
 }
 
 /// A send waiting for room: its encoded frame, and who waits for it.
@@ -311,33 +315,14 @@ impl Node {
 
     /// An ask from node `from` for device `to` of this node.
     pub(super) fn ask_in(&mut self, cx: CX![], to: u64, tag: u64, from: NodeId, payload: &[u8]) {
-        let wire = self.wire.clone();
-        let me = self.me;
-        let later = fwd_to!([cx], reply_when_room() as ((NodeId, Vec<u8>)));
+        // The reply goes back through the node: it is not sent to a node
+        // declared down meanwhile, and waits for room if there is none.
+        let reply_to = fwd_to!(
+            [cx],
+            reply_out() as ((NodeId, u64, Result<Vec<u8>, WireNoReply>))
+        );
         let answer = Box::new(move |reply: Result<Vec<u8>, WireNoReply>| {
-            let frame = Frame::Reply {
-                tag,
-                from: me,
-                reply,
-            };
-            // Straight to the transport; a reply the peer's queue has no
-            // room for goes back to the node to wait for room, never lost.
-            let mut out = Vec::new();
-            if frame.encode_into(&mut out, MAX_FRAME).is_err() {
-                // A reply over the frame limit: the asker is told.
-                let _ = wire.frame(
-                    from.addr,
-                    &Frame::Reply {
-                        tag,
-                        from: me,
-                        reply: Err(WireNoReply::TooLarge),
-                    },
-                );
-                return;
-            }
-            if let Err(Full(bytes)) = wire.transport.send(me.addr, from.addr, out, false) {
-                later.fwd((from, bytes));
-            }
+            reply_to.fwd((from, tag, reply));
         });
         let dead = self.inboxes.get(to).is_some_and(|i| !i.is_live());
         match self.servers.get(&to).filter(|_| !dead) {
@@ -703,9 +688,33 @@ impl Node {
         }
     }
 
-    /// A reply that found no room: it waits for room like any data.
-    fn reply_when_room(&mut self, cx: CX![], (to, bytes): (NodeId, Vec<u8>)) {
-        self.send_bytes_when_room(cx, to, bytes, Ret::new(|_| ()));
+    /// The reply to node `to`'s ask `tag`: sent as data, waiting for room
+    /// if there is none; a reply over the frame limit is answered as
+    /// [`WireNoReply::TooLarge`]; nothing goes to a node declared down.
+    fn reply_out(
+        &mut self,
+        cx: CX![],
+        (to, tag, reply): (NodeId, u64, Result<Vec<u8>, WireNoReply>),
+    ) {
+        let me = self.me;
+        let frame = Frame::Reply {
+            tag,
+            from: me,
+            reply,
+        };
+        let mut out = Vec::new();
+        if frame.encode_into(&mut out, MAX_FRAME).is_err() {
+            let too_large = Frame::Reply {
+                tag,
+                from: me,
+                reply: Err(WireNoReply::TooLarge),
+            };
+            self.data_when_room(cx, to, &too_large);
+            return;
+        }
+        if !self.down.contains(&to) {
+            self.send_bytes_when_room(cx, to, out, Ret::new(|_| ()));
+        }
     }
 
     /// Sends data `frame` to `to`, after what waits for room there and
@@ -733,7 +742,9 @@ impl Node {
         control: bool,
     ) -> Result<(), SendError> {
         if control {
-            if self.hand_or_wait(to, out, true, Ret::new(|_| ())) {
+            let as_data = self.blocked.control_as_data.contains(&to);
+            if self.hand_or_wait(to, out, !as_data, Ret::new(|_| ())) {
+                self.blocked.control_as_data.insert(to);
                 self.wait_for_room.fwd(to);
             }
             return Ok(());
@@ -778,8 +789,20 @@ impl Node {
             + self.waiting_credit()
     }
 
+    /// This node rejoined: what waited for room was encoded in the name
+    /// of `old`, which every peer now drops; each is refused, once.
+    pub(super) fn unblock_rejoined(&mut self, old: NodeId) {
+        self.blocked.control_as_data.clear();
+        for (_, queue) in std::mem::take(&mut self.blocked.by_node) {
+            for (_, done) in queue {
+                done.ret(Err(SendError::NodeDown(old)));
+            }
+        }
+    }
+
     /// Node `n` is gone: sends waiting for it are refused, once each.
     pub(super) fn unblock_lost(&mut self, n: NodeId) {
+        self.blocked.control_as_data.remove(&n);
         for (_, done) in self.blocked.by_node.remove(&n).unwrap_or_default() {
             done.ret(Err(SendError::NodeDown(n)));
         }

@@ -402,6 +402,11 @@ impl Node {
         }
     }
 
+    /// The nodes this node watches devices of.
+    pub(super) fn watch_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.watch.by_node.keys().copied()
+    }
+
     /// Node `n` is gone: every watch of its devices ends with `Lost`, and
     /// every watch it held here is cancelled.
     pub(super) fn watch_lost(&mut self, n: NodeId) {
