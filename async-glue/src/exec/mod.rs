@@ -353,29 +353,20 @@ impl Exec {
                 }
                 return;
             }
-            let State::Running { woken, end } =
-                std::mem::replace(&mut slot.state, State::Scheduled)
+            // Otherwise the task ends here.
+            let State::Running { end, .. } = std::mem::replace(&mut slot.state, State::Scheduled)
             else {
                 unreachable!("a polled task's slot changed state")
             };
-            let end = match res {
-                Ok(Poll::Ready(())) => Some(End::Finished),
-                Err(msg) => Some(End::Error(Box::new(JoinError::Panicked(msg)))),
-                Ok(Poll::Pending) => end,
-            };
-            match end {
-                Some(end) => slots.end(t.slot, end),
-                None => {
-                    if let Some(slot) = slots.get(t) {
-                        slot.state = if woken { State::Scheduled } else { State::Idle };
-                    }
-                    if woken {
-                        drop(slots);
-                        self.schedule(t);
-                    }
-                    return;
+            let end = match (res, end) {
+                (Ok(Poll::Ready(())), _) => End::Finished,
+                (Err(msg), _) => End::Error(Box::new(JoinError::Panicked(msg))),
+                (Ok(Poll::Pending), Some(end)) => end,
+                (Ok(Poll::Pending), None) => {
+                    unreachable!("a pending task that did not end went back above")
                 }
-            }
+            };
+            slots.end(t.slot, end)
         };
         after.run();
     }

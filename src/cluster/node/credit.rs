@@ -239,7 +239,7 @@ impl Node {
             self.credit_ask_in(target, from);
         } else {
             // Room given back may let others that wait have some.
-            let _ = self.top_up(target);
+            self.top_up(target);
         }
     }
 
@@ -291,19 +291,12 @@ impl Node {
         let Some(g) = self.credits.grants.remove(&target) else {
             return;
         };
-        let me = self.me;
         let mut senders: Vec<NodeId> = g.waiting.into_iter().collect();
         senders.extend(g.accounts.into_keys());
         senders.sort_unstable();
         senders.dedup();
         for sender in senders {
-            let frame = Frame::Credit {
-                target,
-                limit: UNBOUNDED,
-                to: sender,
-                from: me,
-            };
-            let _ = self.frame(sender, &frame);
+            self.grant(target, sender, UNBOUNDED);
         }
     }
 
@@ -312,14 +305,7 @@ impl Node {
         let Some(g) = self.credits.grants.get_mut(&target) else {
             // Not credited (or no longer): grant without a bound, so the
             // sender is never stuck; the target node refuses what it must.
-            let me = self.me;
-            let frame = Frame::Credit {
-                target,
-                limit: UNBOUNDED,
-                to: from,
-                from: me,
-            };
-            let _ = self.frame(from, &frame);
+            self.grant(target, from, UNBOUNDED);
             return;
         };
         if !g.waiting.contains(&from) {
@@ -328,17 +314,31 @@ impl Node {
         // What it was granted so far goes again, in case the grant was
         // lost (a grant is a limit: a second copy changes nothing).
         let limit = g.accounts.get(&from).map_or(0, |a| a.limit);
-        let granted = self.top_up(target);
-        if limit > 0 && !granted.contains(&from) {
-            let me = self.me;
-            let frame = Frame::Credit {
-                target,
-                limit,
-                to: from,
-                from: me,
-            };
-            let _ = self.frame(from, &frame);
+        self.top_up(target);
+        if limit > 0 && self.granted(target, from) == limit {
+            self.grant(target, from, limit);
         }
+    }
+
+    /// The limit granted to `sender` for `target` (0 if none).
+    fn granted(&self, target: u64, sender: NodeId) -> u64 {
+        self.credits
+            .grants
+            .get(&target)
+            .and_then(|g| g.accounts.get(&sender))
+            .map_or(0, |a| a.limit)
+    }
+
+    /// Tells `sender` it may have sent `limit` messages in all to
+    /// `target`.
+    fn grant(&mut self, target: u64, sender: NodeId, limit: u64) {
+        let frame = Frame::Credit {
+            target,
+            limit,
+            to: sender,
+            from: self.me,
+        };
+        let _ = self.frame(sender, &frame);
     }
 
     /// A message for credited device `target` arrived from node `from`.
@@ -377,9 +377,8 @@ impl Node {
     }
 
     /// Grants what room allows to the senders of `target` that wait, in
-    /// order, each up to its window; returns the senders granted.
-    fn top_up(&mut self, target: u64) -> Vec<NodeId> {
-        let me = self.me;
+    /// order, each up to its window.
+    fn top_up(&mut self, target: u64) {
         let mut frames = Vec::new();
         if let Some(g) = self.credits.grants.get_mut(&target) {
             let mut left = VecDeque::new();
@@ -405,17 +404,9 @@ impl Node {
             }
             g.waiting = left;
         }
-        let granted = frames.iter().map(|(sender, _)| *sender).collect();
         for (sender, limit) in frames {
-            let frame = Frame::Credit {
-                target,
-                limit,
-                to: sender,
-                from: me,
-            };
-            let _ = self.frame(sender, &frame);
+            self.grant(target, sender, limit);
         }
-        granted
     }
 
     /// Node `n` is gone: its credit both ways goes, and sends waiting for

@@ -132,10 +132,7 @@ struct Wire {
 impl Wire {
     /// Encodes `frame` and hands it to the transport for `to`.
     fn frame(&self, to: SocketAddr, frame: &Frame) -> Result<(), SendError> {
-        let mut out = Vec::new();
-        frame
-            .encode_into(&mut out, MAX_FRAME)
-            .map_err(|e| SendError::Encode(e.to_string()))?;
+        let out = encode(frame)?;
         self.transport
             .send(self.me, to, out, frame.is_control())
             .map_err(|Full(_)| SendError::Full)
@@ -287,12 +284,7 @@ impl Node {
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));
         }
-        let control = frame.is_control();
-        let mut out = Vec::new();
-        frame
-            .encode_into(&mut out, MAX_FRAME)
-            .map_err(|e| SendError::Encode(e.to_string()))?;
-        self.send_frame_bytes(to, out, control)
+        self.send_frame_bytes(to, encode(frame)?, frame.is_control())
     }
 
     /// A packet from the network: one frame. A packet that is not one
@@ -478,6 +470,15 @@ fn take_waiting<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, n: NodeId) -> Vec<V
     tags.into_iter()
         .filter_map(|tag| waiting.remove(&tag).map(|(_, v)| v))
         .collect()
+}
+
+/// `frame`, encoded for the wire (at most [`MAX_FRAME`]).
+fn encode(frame: &Frame) -> Result<Vec<u8>, SendError> {
+    let mut out = Vec::new();
+    frame
+        .encode_into(&mut out, MAX_FRAME)
+        .map_err(|e| SendError::Encode(e.to_string()))?;
+    Ok(out)
 }
 
 /// The node a frame says it comes from, if it says.

@@ -3,12 +3,12 @@
 
 use super::inboxes::Watched;
 use super::{
-    AskError, DeadLetter, Hand, HandAsk, Inbox, LookupError, Node, PendingLookup, Ready, SendError,
-    Server, TrySendError,
+    encode, AskError, DeadLetter, Hand, HandAsk, Inbox, LookupError, Node, PendingLookup, Ready,
+    SendError, Server, TrySendError,
 };
 use crate::cluster::id::Route;
 use crate::cluster::transport::Full;
-use crate::cluster::wire::{Frame, WireNoReply, MAX_FRAME};
+use crate::cluster::wire::{Frame, WireNoReply};
 use crate::cluster::{NodeId, Pid, Ref};
 use crate::{fwd_to, DeviceRef, Down, Line};
 use serde::de::DeserializeOwned;
@@ -83,7 +83,9 @@ impl Node {
     /// its credit grants. Later messages to it are refused, or
     /// dead-lettered when they come from another node, with
     /// [`SendError::UnknownTarget`]; asks get [`AskError::NoTarget`].
-    /// Returns whether anything was registered under it.
+    /// Returns whether anything was registered under it; an id with
+    /// nothing registered is no error (`false`). Cost: a few map removals
+    /// and one grant frame to each sender holding credit for it.
     pub fn unregister(&mut self, device: u64) -> bool {
         let found = self.inboxes.remove(device);
         let served = self.servers.remove(&device).is_some();
@@ -266,8 +268,7 @@ impl Node {
         R: DeserializeOwned + 'static,
     {
         if to.node == self.me {
-            let dead = self.inboxes.get(to.device).is_some_and(|i| !i.is_live());
-            let Some(server) = self.servers.get(&to.device).filter(|_| !dead) else {
+            let Some(server) = self.server(to.device) else {
                 ret.ret(Err(AskError::NoTarget));
                 return;
             };
@@ -313,6 +314,13 @@ impl Node {
         self.asks.insert(tag, (to.node, Box::new(finish)));
     }
 
+    /// The ask server of device `device` of this node, unless the device
+    /// is dead (rule 113a: its registration refuses from its death on).
+    fn server(&self, device: u64) -> Option<&Server> {
+        let dead = self.inboxes.get(device).is_some_and(|i| !i.is_live());
+        self.servers.get(&device).filter(|_| !dead)
+    }
+
     /// An ask from node `from` for device `to` of this node.
     pub(super) fn ask_in(&mut self, cx: CX![], to: u64, tag: u64, from: NodeId, payload: &[u8]) {
         // The reply goes back through the node: it is not sent to a node
@@ -324,8 +332,7 @@ impl Node {
         let answer = Box::new(move |reply: Result<Vec<u8>, WireNoReply>| {
             reply_to.fwd((from, tag, reply));
         });
-        let dead = self.inboxes.get(to).is_some_and(|i| !i.is_live());
-        match self.servers.get(&to).filter(|_| !dead) {
+        match self.server(to) {
             Some(server) => (server.remote)(payload, Pid::new(from, 0), answer),
             None => answer(Err(WireNoReply::NoTarget)),
         }
@@ -702,18 +709,16 @@ impl Node {
             from: me,
             reply,
         };
-        let mut out = Vec::new();
-        if frame.encode_into(&mut out, MAX_FRAME).is_err() {
-            let too_large = Frame::Reply {
-                tag,
-                from: me,
-                reply: Err(WireNoReply::TooLarge),
-            };
-            self.data_when_room(cx, to, &too_large);
-            return;
-        }
-        if !self.down.contains(&to) {
-            self.send_bytes_when_room(cx, to, out, Ret::new(|_| ()));
+        match encode(&frame) {
+            Ok(out) => self.data_bytes_when_room(cx, to, out),
+            Err(_) => {
+                let too_large = Frame::Reply {
+                    tag,
+                    from: me,
+                    reply: Err(WireNoReply::TooLarge),
+                };
+                self.data_when_room(cx, to, &too_large);
+            }
         }
     }
 
@@ -722,13 +727,17 @@ impl Node {
     /// declared down meanwhile (nothing to tell then) or the frame does not
     /// encode (counted as a bad frame).
     pub(super) fn data_when_room(&mut self, cx: CX![], to: NodeId, frame: &Frame) {
-        if self.down.contains(&to) {
-            return;
-        }
-        let mut out = Vec::new();
-        match frame.encode_into(&mut out, MAX_FRAME) {
-            Ok(()) => self.send_bytes_when_room(cx, to, out, Ret::new(|_| ())),
+        match encode(frame) {
+            Ok(out) => self.data_bytes_when_room(cx, to, out),
             Err(e) => self.bad_frame(&e.to_string()),
+        }
+    }
+
+    /// [`data_when_room`](Node::data_when_room) of a frame encoded
+    /// already.
+    fn data_bytes_when_room(&mut self, cx: CX![], to: NodeId, out: Vec<u8>) {
+        if !self.down.contains(&to) {
+            self.send_bytes_when_room(cx, to, out, Ret::new(|_| ()));
         }
     }
 
@@ -815,16 +824,11 @@ impl Node {
         }
         let payload = postcard::to_allocvec(msg).map_err(|e| SendError::Encode(e.to_string()))?;
         // Device 0 (no device has that id) is the node itself.
-        let frame = Frame::Send {
+        encode(&Frame::Send {
             to: to.device,
             from: Some(Pid::new(self.me, from)),
             payload,
-        };
-        let mut out = Vec::new();
-        frame
-            .encode_into(&mut out, MAX_FRAME)
-            .map_err(|e| SendError::Encode(e.to_string()))?;
-        Ok(out)
+        })
     }
 
     /// A message from the network for device `device` of this node.
