@@ -109,6 +109,10 @@ fn pingpong_pair() -> (
     (ping, pong)
 }
 
+#[path = "devices/backplane.rs"]
+mod backplane;
+use backplane::backplane_read;
+
 #[path = "supervise/kid.rs"]
 mod kid;
 use kid::Kid;
@@ -180,7 +184,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 13] = [
+const SCENARIOS: [(&str, Unit, Scenario); 19] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -215,6 +219,49 @@ const SCENARIOS: [(&str, Unit, Scenario); 13] = [
         drop(watcher);
         s.run(now, false);
     }),
+    ("create_drop/async-backplane", Unit::One, |_, _| {
+        drop(black_box(async_backplane::Device::new()));
+    }),
+    (
+        "monitor_drop_notify/async-backplane-read",
+        Unit::One,
+        |_, _| {
+            backplane_read(async_backplane::LinkMode::Monitor);
+        },
+    ),
+    ("peer_drop_notify/stakplane", Unit::One, |s, now| {
+        let d1 = device!(s, Plain::init());
+        let d2 = device!(s, Plain::init());
+        let _ = d1.link(&d2, LinkMode::Peer);
+        drop(d2);
+        s.run(now, false);
+        drop(d1);
+        s.run(now, false);
+    }),
+    ("peer_drop_notify/stakplane-trap", Unit::One, |s, now| {
+        let d1 = device!(s, Watcher::init());
+        let d2 = device!(s, Plain::init());
+        let _ = d1.trap(fwd_to!([d1], down() as (Down)));
+        let _ = d1.link(&d2, LinkMode::Peer);
+        drop(d2);
+        s.run(now, false);
+        drop(d1);
+        s.run(now, false);
+    }),
+    ("peer_drop_notify/async-backplane", Unit::One, |_, _| {
+        let d1 = async_backplane::Device::new();
+        let d2 = async_backplane::Device::new();
+        d1.link(&d2, async_backplane::LinkMode::Peer);
+        drop(black_box(d2));
+        drop(black_box(d1));
+    }),
+    (
+        "peer_drop_notify/async-backplane-read",
+        Unit::One,
+        |_, _| {
+            backplane_read(async_backplane::LinkMode::Peer);
+        },
+    ),
     ("spawn_trivial/stakplane", Unit::Batch, |s, now| {
         let sp = stakplane::task::spawner(s);
         for _ in 0..BATCH {
