@@ -664,6 +664,67 @@ fn node_ask_answers_exactly_once_with_a_typed_error() {
     );
 }
 
+#[test]
+fn node_an_ask_or_a_lookup_with_no_answer_ends_as_timeout_once_and_a_late_reply_is_dropped() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    doubler(&mut rt, &b);
+    // A slow server on b: it keeps each reply `Ret`, answering later.
+    let held: Seen<Ret<u64>> = Rc::default();
+    let h2 = held.clone();
+    b.query(&mut rt.s, |n, _| {
+        n.register_ask(
+            78,
+            Fwd::new(move |(_, ret): (u64, Ret<u64>)| h2.borrow_mut().push(ret)),
+        )
+    })
+    .expect("alive");
+    a.query(&mut rt.s, |n, _| n.set_ask_timeout(Duration::from_secs(8)))
+        .expect("alive");
+    let replies: Replies = Rc::default();
+    let found: Found = Rc::default();
+    // Answered in time: never a second answer.
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 21u64, reply_into(&replies))
+    })
+    .expect("alive");
+    rt.run();
+    assert_eq!(answers(&replies), [Ok(42)]);
+    // The ask and the lookup are lost in flight (a connection that
+    // breaks between two nodes that stay up), and the slow server holds
+    // its reply.
+    net.lose(addr(1), addr(2), 2);
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 5u64, reply_into(&replies));
+        n.lookup(NodeId::new(addr(2), 1), "anything", lookup_into(&found));
+        n.ask(pid(2, 78), 1u64, reply_into(&replies));
+    })
+    .expect("alive");
+    rt.advance(Duration::from_millis(7_900));
+    assert!(replies.borrow().is_empty(), "not before the timeout");
+    assert!(found.borrow().is_empty(), "not before the timeout");
+    assert_eq!(held.borrow().len(), 1, "the slow server has the request");
+    // At most a quarter of the timeout late: by 10 s.
+    rt.advance(Duration::from_millis(2_100));
+    assert_eq!(
+        answers(&replies),
+        [Err(AskError::Timeout), Err(AskError::Timeout)],
+        "each ask ended once, within a quarter of the timeout late"
+    );
+    assert_eq!(
+        found.borrow_mut().drain(..).collect::<Vec<_>>(),
+        [Some(Err(LookupError::Timeout))]
+    );
+    // The late reply is dropped and counted; nothing is answered twice.
+    let late = held.borrow_mut().pop().expect("held");
+    late.ret(2);
+    rt.advance(Duration::from_secs(30));
+    assert!(replies.borrow().is_empty(), "answered once: {replies:?}");
+    let stats = a.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!((stats.timed_out, stats.late_answers), (3, 1));
+    let members = a.query(&mut rt.s, |n, _| n.members().len()).expect("alive");
+    assert_eq!(members, 1, "b stayed up all along");
+}
+
 /// Node `n`'s status (asked, then the queue runs).
 fn status(rt: &mut Rt, n: &DeviceOwn<Node>) -> stakplane::cluster::NodeStatus {
     let got: Seen<stakplane::cluster::NodeStatus> = Rc::default();

@@ -47,6 +47,7 @@ pub struct NodeBuilder {
     incarnation: Option<u64>,
     membership: MembershipConfig,
     events: Option<Fwd<MemberEvent>>,
+    ask_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -69,6 +70,7 @@ impl Node {
             incarnation: None,
             membership: MembershipConfig::lan(16, 0),
             events: None,
+            ask_timeout: None,
         }
     }
 }
@@ -106,6 +108,14 @@ impl NodeBuilder {
         self
     }
 
+    /// How long an ask or a lookup waits for another node's answer
+    /// ([`Node::set_ask_timeout`]; [`DEFAULT_ASK_TIMEOUT`](super::node::DEFAULT_ASK_TIMEOUT)
+    /// unless set).
+    pub fn ask_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.ask_timeout = Some(timeout);
+        self
+    }
+
     /// Where membership changes are told.
     pub fn events(mut self, events: Fwd<MemberEvent>) -> Self {
         self.events = Some(events);
@@ -130,6 +140,9 @@ impl NodeBuilder {
         let shared: Rc<dyn Transport> = Rc::new(transport.clone());
         let node = device!(core, Node::init(me, self.membership, shared, events));
         transport.start(me, fwd_to!([node], packet() as (Vec<u8>)));
+        if let Some(timeout) = self.ask_timeout {
+            call!([node], |this, _| this.set_ask_timeout(timeout));
+        }
         for seed in self.seeds {
             // The seed's incarnation is not known yet: foca answers an
             // announce whatever identity it names.

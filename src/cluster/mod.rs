@@ -161,7 +161,9 @@
 //! name on this node (at once) and on another (when it answers); an
 //! unknown name is [`LookupError::NotFound`], a device taking another
 //! message type [`LookupError::WrongType`], a node that is not a member
-//! or is lost before it answers [`LookupError::NodeDown`].
+//! or is lost before it answers [`LookupError::NodeDown`] (this node
+//! rejoining meanwhile: `NodeDown` of its old incarnation), none within
+//! the ask timeout [`LookupError::Timeout`] (rule 119a).
 //!
 //! **118. Over TCP, nodes with the cluster's secret join and exchange
 //! messages, and a node without it never joins**: the transport opens one
@@ -175,7 +177,23 @@
 //! another) and answers its reply; a dropped reply is
 //! [`AskError::Dropped`], an id that takes no asks [`AskError::NoTarget`],
 //! a node that is not a member or is lost before it replies
-//! [`AskError::NodeDown`].
+//! [`AskError::NodeDown`], and this node rejoining as a new incarnation
+//! before the reply came `NodeDown` of its old incarnation (no peer
+//! answers that name any more).
+//!
+//! **119a. An ask or a lookup never waits for ever**: one that gets no
+//! answer from the other node within the node's ask timeout
+//! ([`Node::set_ask_timeout`], [`DEFAULT_ASK_TIMEOUT`] 30 s; the
+//! builder's `ask_timeout`) ends with [`AskError::Timeout`] or
+//! [`LookupError::Timeout`], once, at most a quarter of the timeout late
+//! (a sweep every quarter, only while some wait), counted in
+//! [`NodeStats::timed_out`]. That covers a request or an answer lost in
+//! flight with a broken connection between two nodes that stay up (the
+//! one loss a rebuilt link does not repair: a request is not sent twice,
+//! as it may have been handled). An answer that comes after its ask or
+//! lookup ended is dropped and counted ([`NodeStats::late_answers`]). An
+//! ask of a device on this node is handed over at once and has no
+//! timeout (nothing carries it that can lose it).
 //!
 //! **114. A lost node reaches its watchers exactly once, as `Cause::Lost`**:
 //! when membership declares a node incarnation down, every watcher of a
@@ -351,6 +369,7 @@ pub use id::{NodeId, Pid, Ref, RemoteRef};
 pub use node::{
     AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
     RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, SendError, TrySendError, CREDITED,
+    DEFAULT_ASK_TIMEOUT,
 };
 pub use session::{Secret, Session, SessionError};
 pub use transport::{Full, LinkState, LinkStatus, MemNet, Transport};

@@ -26,14 +26,23 @@ pub fn addr_in(net: u8, n: u8) -> SocketAddr {
 
 /// Node `id` on `net`, its membership events to `events`.
 pub fn node_on(rt: &mut Rt, net: &MemNet, id: NodeId, events: Fwd<MemberEvent>) -> DeviceOwn<Node> {
-    let transport: Rc<dyn Transport> = Rc::new(net.clone());
     let seed = u64::from(id.addr.port())
         ^ id.incarnation
         ^ u64::from(id.addr.ip().to_string().len() as u32);
-    let node = device!(
-        rt.s,
-        Node::init(id, MembershipConfig::lan(3, seed), transport, events)
-    );
+    node_with(rt, net, id, MembershipConfig::lan(3, seed), events)
+}
+
+/// Node `id` on `net` with membership settings `config`, its membership
+/// events to `events`.
+pub fn node_with(
+    rt: &mut Rt,
+    net: &MemNet,
+    id: NodeId,
+    config: MembershipConfig,
+    events: Fwd<MemberEvent>,
+) -> DeviceOwn<Node> {
+    let transport: Rc<dyn Transport> = Rc::new(net.clone());
+    let node = device!(rt.s, Node::init(id, config, transport, events));
     net.attach(id.addr, fwd_to!([node], packet() as (Vec<u8>)));
     node
 }

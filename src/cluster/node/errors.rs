@@ -134,6 +134,12 @@ pub enum LookupError {
     WrongType(String),
     /// The node is not a member, or was declared down before it answered.
     NodeDown(NodeId),
+    /// No answer within the node's ask timeout ([`Node::set_ask_timeout`]):
+    /// the lookup or its answer was lost with a broken connection, or the
+    /// node is slow to answer. A late answer is dropped.
+    ///
+    /// [`Node::set_ask_timeout`]: super::Node::set_ask_timeout
+    Timeout,
 }
 
 impl fmt::Display for LookupError {
@@ -142,6 +148,7 @@ impl fmt::Display for LookupError {
             LookupError::NotFound => f.write_str("no device is registered under that name"),
             LookupError::WrongType(t) => write!(f, "the device takes messages of type {t}"),
             LookupError::NodeDown(n) => write!(f, "node {n} is not a member"),
+            LookupError::Timeout => f.write_str("no answer within the ask timeout"),
         }
     }
 }
@@ -168,6 +175,13 @@ pub enum AskError {
     /// The reply is over the frame limit: the target answered, and its
     /// answer could not be carried.
     TooLarge,
+    /// No reply within the node's ask timeout ([`Node::set_ask_timeout`]):
+    /// the request or its reply was lost with a broken connection, or the
+    /// target is slow to answer. The request may have been handled; a
+    /// late reply is dropped.
+    ///
+    /// [`Node::set_ask_timeout`]: super::Node::set_ask_timeout
+    Timeout,
 }
 
 impl fmt::Display for AskError {
@@ -180,6 +194,7 @@ impl fmt::Display for AskError {
             AskError::Encode(e) => write!(f, "the ask cannot be carried: {e}"),
             AskError::Full => f.write_str("the target node's queue is full"),
             AskError::TooLarge => f.write_str("the reply is over the frame limit"),
+            AskError::Timeout => f.write_str("no reply within the ask timeout"),
         }
     }
 }
@@ -203,4 +218,10 @@ pub struct NodeStats {
     /// sender that does not keep the protocol; delivered, and the
     /// target's mailbox applies its overflow policy).
     pub credit_violations: u64,
+    /// Asks and lookups ended with `Timeout`: no answer from the other
+    /// node within the ask timeout.
+    pub timed_out: u64,
+    /// Replies and lookup answers that came after their ask or lookup
+    /// had ended (timed out, or its node declared down): dropped.
+    pub late_answers: u64,
 }

@@ -38,10 +38,11 @@ use super::{NodeId, Pid};
 use crate::{call, device, fwd_to, DeviceOwn, Line};
 use stakker::{Fwd, Ret, CX};
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// A map keyed by device id or tag. Keys are ids this node handed out
 /// (a peer only chooses which to look up), so a multiplicative hash is
@@ -151,6 +152,28 @@ impl Transport for Gossip {
     }
 }
 
+/// How long an ask or a lookup waits for another node's answer unless
+/// [`Node::set_ask_timeout`] says otherwise (as Orleans's default
+/// response timeout).
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sweeps of the asks and lookups that wait for another node, one per
+/// [`SWEEPS`]th of the ask timeout, only while some wait.
+const SWEEPS: u32 = 4;
+
+/// The sweep of asks and lookups past their time (rule 119a). Tags grow
+/// with each ask and lookup, so a sweep notes the next tag to come, and
+/// one `SWEEPS` sweeps later every tag below that note has waited a whole
+/// timeout: those are ended with `Timeout`.
+struct Sweep {
+    /// A sweep timer is set.
+    armed: bool,
+    /// The next tag at each of the last `SWEEPS` sweeps, oldest first.
+    marks: VecDeque<u64>,
+    /// Sets the sweep timer (a call on the node: `ask` has no context).
+    arm: Fwd<()>,
+}
+
 /// A node of the cluster.
 pub struct Node {
     me: NodeId,
@@ -177,6 +200,10 @@ pub struct Node {
     servers: IdMap<Server>,
     /// Asks waiting for another node's reply.
     asks: BTreeMap<u64, (NodeId, PendingAsk)>,
+    /// How long an ask or a lookup waits for another node's answer.
+    ask_timeout: Duration,
+    /// The sweep that ends asks and lookups past their time.
+    sweep: Sweep,
     /// Sends waiting for room in a peer's queue, in send order.
     blocked: send::Blocked,
     /// Credit for credited targets, both ways.
@@ -222,6 +249,12 @@ impl Node {
             lookups: BTreeMap::new(),
             servers: IdMap::default(),
             asks: BTreeMap::new(),
+            ask_timeout: DEFAULT_ASK_TIMEOUT,
+            sweep: Sweep {
+                armed: false,
+                marks: VecDeque::new(),
+                arm: fwd_to!([cx], arm_sweep() as (())),
+            },
             blocked: send::Blocked::default(),
             credits: credit::Credits::default(),
             dead_letters: None,
@@ -271,6 +304,61 @@ impl Node {
     fn tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
+    }
+
+    /// How long an ask ([`ask`](Node::ask), [`request`](Node::request))
+    /// or a lookup waits for another node's answer before it ends with
+    /// `Timeout` ([`DEFAULT_ASK_TIMEOUT`] unless set; rule 119a). Asks
+    /// already waiting keep the sweep they started with until it ends.
+    pub fn set_ask_timeout(&mut self, timeout: Duration) {
+        self.ask_timeout = timeout.max(Duration::from_millis(1));
+    }
+
+    /// How long an ask or a lookup waits for another node's answer.
+    pub fn ask_timeout(&self) -> Duration {
+        self.ask_timeout
+    }
+
+    /// An ask or a lookup now waits for another node: the sweep that ends
+    /// it if no answer comes is set, unless it is already.
+    fn swept(&mut self) {
+        if !self.sweep.armed {
+            self.sweep.armed = true;
+            self.sweep.marks.clear();
+            self.sweep.marks.push_back(self.next_tag);
+            self.sweep.arm.fwd(());
+        }
+    }
+
+    fn arm_sweep(&mut self, cx: CX![], (): ()) {
+        crate::after!(self.ask_timeout / SWEEPS, [cx], sweep());
+    }
+
+    /// Ends with `Timeout` the asks and lookups that have waited a whole
+    /// timeout, and sweeps again while others wait.
+    fn sweep(&mut self, cx: CX![]) {
+        self.sweep.marks.push_back(self.next_tag);
+        if self.sweep.marks.len() > SWEEPS as usize {
+            if let Some(old) = self.sweep.marks.pop_front() {
+                // Tags start at 1: everything below `old + 1` was given
+                // before that sweep.
+                let kept = self.asks.split_off(&(old + 1));
+                for (_, (_, finish)) in std::mem::replace(&mut self.asks, kept) {
+                    self.stats.timed_out += 1;
+                    finish(Err(AskError::Timeout));
+                }
+                let kept = self.lookups.split_off(&(old + 1));
+                for (_, (_, finish)) in std::mem::replace(&mut self.lookups, kept) {
+                    self.stats.timed_out += 1;
+                    finish(Err(LookupError::Timeout));
+                }
+            }
+        }
+        if self.asks.is_empty() && self.lookups.is_empty() {
+            self.sweep.armed = false;
+        } else {
+            crate::after!(self.ask_timeout / SWEEPS, [cx], sweep());
+        }
     }
 
     /// Sends a frame to `to`, counted. Nothing goes to a node declared
@@ -357,6 +445,8 @@ impl Node {
             Frame::Found { tag, device, .. } => {
                 if let Some((_, finish)) = self.lookups.remove(&tag) {
                     finish(device.ok_or(LookupError::NotFound));
+                } else {
+                    self.stats.late_answers += 1;
                 }
             }
             Frame::Ask {
@@ -373,6 +463,8 @@ impl Node {
                         WireNoReply::TooLarge => AskError::TooLarge,
                         _ => AskError::Dropped,
                     }));
+                } else {
+                    self.stats.late_answers += 1;
                 }
             }
             Frame::Hello { .. } => {}
@@ -430,6 +522,14 @@ impl Node {
                 // Frames encoded in the old incarnation's name would be
                 // dropped by every peer: what waits for room or credit is
                 // refused now, before anything is sent in the new name.
+                // So were asks and lookups: no peer answers the old name
+                // now (nor sends it a reply), so each is answered here.
+                for (_, (_, finish)) in std::mem::take(&mut self.lookups) {
+                    finish(Err(LookupError::NodeDown(old)));
+                }
+                for (_, (_, finish)) in std::mem::take(&mut self.asks) {
+                    finish(Err(AskError::NodeDown(old)));
+                }
                 self.unblock_rejoined(old);
                 self.credit_rejoined(old);
                 self.watch_rejoined();

@@ -162,7 +162,8 @@ impl Node {
     /// another) and answers its typed address through `ret`: at once for
     /// this node, when the answer arrives for another. The answer always
     /// comes, exactly once: a node declared down before it answers gives
-    /// [`LookupError::NodeDown`]. The message type is checked by its type
+    /// [`LookupError::NodeDown`] (so does this node rejoining meanwhile,
+    /// with its old incarnation). The message type is checked by its type
     /// name, so both nodes must be built from the same definition.
     pub fn lookup<M: 'static>(
         &mut self,
@@ -214,6 +215,7 @@ impl Node {
         // A lookup is control traffic: never refused for want of room.
         let _ = self.frame(node, &frame);
         self.lookups.insert(tag, (node, finish));
+        self.swept();
     }
 
     /// Makes device `device` of this node askable from every node:
@@ -261,7 +263,8 @@ impl Node {
     /// through `ret`, exactly once: on this node the request is handed
     /// over as it is; on another it is serialised, and the reply comes
     /// back in one frame. A node declared down before it replies gives
-    /// [`AskError::NodeDown`].
+    /// [`AskError::NodeDown`] (so does this node rejoining meanwhile, with
+    /// its old incarnation: no peer replies to it).
     pub fn ask<M, R>(&mut self, to: Pid, msg: M, ret: Ret<Result<R, AskError>>)
     where
         M: Serialize + 'static,
@@ -312,6 +315,7 @@ impl Node {
             );
         };
         self.asks.insert(tag, (to.node, Box::new(finish)));
+        self.swept();
     }
 
     /// The ask server of device `device` of this node, unless the device

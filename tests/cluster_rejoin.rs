@@ -1,0 +1,571 @@
+//! A node declared down by another that never declared it down: it hears
+//! of it, rejoins as a new incarnation, and what it had under its old
+//! name ends (rules 114, 117, 119, 122, 127 in `src/cluster/mod.rs`), on the
+//! in-memory network and virtual time.
+//!
+//! The view is asymmetric on purpose: `a` suspects for a few seconds,
+//! `b` for an hour. `b` is cut off long enough for `a` to declare it
+//! down, not for `b` to declare `a` down; back on the network, `b` is
+//! told it is down and rejoins, while `a` stays up in its view (so
+//! nothing of `b`'s is ended by a `Down` of `a`: only the rejoin does).
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use common::cluster::{addr_in, join, node_with, recorder, status, Seen};
+use common::Rt;
+use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
+use stakplane::cluster::{
+    AskError, LookupError, MemNet, Node, NodeId, Pid, Ref, RemoteActor, RemoteRef, SendError,
+    TrySendError,
+};
+use stakplane::mailbox::Overflow;
+use stakplane::prelude::*;
+use stakplane::supervise::{Addr, ChildSpec, Supervisor, SupervisorSpec};
+use std::time::Duration;
+
+fn id(n: u8) -> NodeId {
+    NodeId::new(addr_in(9, n), 1)
+}
+
+/// Two joined nodes, `a` quick to declare a silent node down, `b` slow
+/// (an hour), with their membership events.
+struct Pair {
+    rt: Rt,
+    net: MemNet,
+    a: DeviceOwn<Node>,
+    b: DeviceOwn<Node>,
+    a_events: Seen<MemberEvent>,
+    b_events: Seen<MemberEvent>,
+}
+
+fn pair() -> Pair {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a_events, fa) = recorder();
+    let (b_events, fb) = recorder();
+    let a = node_with(&mut rt, &net, id(1), MembershipConfig::lan(3, 1), fa);
+    let mut patient = MembershipConfig::lan(3, 2);
+    patient.foca.suspect_to_down_after = Duration::from_secs(3600);
+    let b = node_with(&mut rt, &net, id(2), patient, fb);
+    rt.run();
+    join(&mut rt, &b, id(1));
+    assert_eq!(*a_events.borrow(), [MemberEvent::Up(id(2))]);
+    assert_eq!(*b_events.borrow(), [MemberEvent::Up(id(1))]);
+    Pair {
+        rt,
+        net,
+        a,
+        b,
+        a_events,
+        b_events,
+    }
+}
+
+impl Pair {
+    /// `b`'s identity now.
+    fn b_id(&mut self) -> NodeId {
+        self.b.query(&mut self.rt.s, |n, _| n.id()).expect("alive")
+    }
+
+    /// `b` is cut off until `a` declares it down (`b` still only
+    /// suspects `a`), then comes back: it hears it is down and rejoins.
+    /// Returns its new identity.
+    fn rejoin(&mut self) -> NodeId {
+        self.cut_off();
+        self.come_back()
+    }
+
+    /// `b` is cut off until `a` declares it down (`b` only suspects `a`).
+    fn cut_off(&mut self) {
+        let old = self.b_id();
+        self.net.cut(old.addr);
+        self.rt.advance(Duration::from_secs(20));
+        assert!(
+            self.a_events.borrow().contains(&MemberEvent::Down(old)),
+            "a declared b down: {:?}",
+            self.a_events.borrow()
+        );
+        assert_eq!(
+            *self.b_events.borrow(),
+            [MemberEvent::Up(id(1))],
+            "b still counts a as a member"
+        );
+    }
+
+    /// `b`, cut off, comes back: it hears it is down and rejoins, while
+    /// `a` stays up in its view. Returns its new identity.
+    fn come_back(&mut self) -> NodeId {
+        let old = self.b_id();
+        let b = &self.b;
+        self.net
+            .attach(old.addr, fwd_to!([b], packet() as (Vec<u8>)));
+        self.rt.advance(Duration::from_secs(10));
+        let new = self.b_id();
+        assert!(new.incarnation > old.incarnation, "b rejoined: {new:?}");
+        assert!(
+            self.b_events.borrow().contains(&MemberEvent::Rejoined(new)),
+            "{:?}",
+            self.b_events.borrow()
+        );
+        assert!(
+            !self.b_events.borrow().contains(&MemberEvent::Down(id(1))),
+            "b never declared a down: {:?}",
+            self.b_events.borrow()
+        );
+        assert!(
+            self.a_events.borrow().contains(&MemberEvent::Up(new)),
+            "{:?}",
+            self.a_events.borrow()
+        );
+        let a_members = self.a.query(&mut self.rt.s, |n, _| n.members().clone());
+        let b_members = self.b.query(&mut self.rt.s, |n, _| n.members().clone());
+        assert_eq!(
+            a_members.expect("alive").into_iter().collect::<Vec<_>>(),
+            [new]
+        );
+        assert_eq!(
+            b_members.expect("alive").into_iter().collect::<Vec<_>>(),
+            [id(1)]
+        );
+        new
+    }
+}
+
+/// A served child that keeps every message it handles, in order.
+struct Rec {
+    got: Seen<u64>,
+}
+
+impl Rec {
+    fn init(_: CX![], got: Seen<u64>) -> Option<Self> {
+        Some(Rec { got })
+    }
+}
+
+impl RemoteActor for Rec {
+    type Msg = u64;
+    type Ask = ();
+    type Reply = ();
+
+    fn handle(&mut self, _: CX![], msg: u64, _: Option<Pid>) {
+        self.got.borrow_mut().push(msg);
+    }
+}
+
+/// The mailbox bound of the credited child: a window of 2 per sender.
+const BOUND: usize = 4;
+
+/// A `Rec` child served on a node as a credited target (its spec holds
+/// calls in a mailbox of [`BOUND`]).
+struct Served {
+    sup: Supervisor,
+    r: RemoteRef<Rec>,
+    addr: Addr<Rec>,
+    got: Seen<u64>,
+}
+
+fn serve_rec(rt: &mut Rt, node: &DeviceOwn<Node>) -> Served {
+    let got: Seen<u64> = Seen::default();
+    let g = got.clone();
+    let spec = ChildSpec::worker("rec", move |core| {
+        Ok(device!(core, Rec::init(g.clone())).into())
+    })
+    .hold(BOUND, Overflow::Reject);
+    let addr = spec.addr();
+    let sup =
+        Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(spec)).expect("starts");
+    rt.run();
+    let line = sup.line().clone();
+    let a2 = addr.clone();
+    let r = node
+        .query(&mut rt.s, |n, cx| n.serve_child(cx, "rec", a2, &line))
+        .expect("alive");
+    Served { sup, r, addr, got }
+}
+
+/// What each `send_when_room` was told, in the order told.
+type Told = Seen<Option<Result<(), SendError>>>;
+
+/// `node` sends `msg` to `to` with `send_when_room`; its answer goes to
+/// `told`. The queue runs.
+fn send_waiting<M: serde::Serialize + 'static>(
+    rt: &mut Rt,
+    node: &DeviceOwn<Node>,
+    to: Pid,
+    msg: M,
+    told: &Told,
+) {
+    let t = told.clone();
+    node.query(&mut rt.s, |n, cx| {
+        n.send_when_room(cx, to, msg, Ret::new(move |x| t.borrow_mut().push(x)));
+    })
+    .expect("alive");
+    rt.run();
+}
+
+/// How many of `n` local sends to credited `to` find room at once (the
+/// child takes none meanwhile: they are made in one go).
+fn local_room(rt: &mut Rt, node: &DeviceOwn<Node>, to: Pid, n: u64) -> u64 {
+    let sent = node
+        .query(&mut rt.s, |node, _| {
+            (0..n)
+                .filter(|k| node.try_send(to, 1000 + k).is_ok())
+                .count()
+        })
+        .expect("alive");
+    rt.run();
+    sent as u64
+}
+
+/// Node `node`'s counters.
+fn stats(rt: &mut Rt, node: &DeviceOwn<Node>) -> stakplane::cluster::NodeStats {
+    node.query(&mut rt.s, |n, _| n.stats()).expect("alive")
+}
+
+/// `b` sends, in its first name, to `a`'s credited child and to a plain
+/// inbox on `a` (device 9), while `a` reads slowly (its queue holds two
+/// data frames): 1 and 2 go with `b`'s window of credit and fill `a`'s
+/// queue, 3 and 4 wait for credit, "p1" and "p2" for room.
+fn sends_waiting_in_the_old_name(p: &mut Pair, rec: &Served) -> (Told, Seen<String>) {
+    let (plain, fwd) = recorder::<String>();
+    p.a.query(&mut p.rt.s, |n, _| n.register(9, fwd))
+        .expect("alive");
+    p.net.hold(id(1).addr, 2);
+    let told = Told::default();
+    for k in 1..=4u64 {
+        send_waiting(&mut p.rt, &p.b, rec.r.pid(), k, &told);
+    }
+    assert_eq!(*told.borrow(), [Some(Ok(())), Some(Ok(()))], "1, 2 sent");
+    for m in ["p1", "p2"] {
+        send_waiting(&mut p.rt, &p.b, Pid::new(id(1), 9), m.to_string(), &told);
+    }
+    assert_eq!(told.borrow().len(), 2, "the others wait");
+    assert_eq!(status(&mut p.rt, &p.b).waiting_sends, 4);
+    (told, plain)
+}
+
+#[test]
+fn node_a_rejoin_refuses_once_each_the_sends_that_waited_for_credit_or_room_in_the_old_name() {
+    let mut p = pair();
+    let rec = serve_rec(&mut p.rt, &p.a);
+    let (told, plain) = sends_waiting_in_the_old_name(&mut p, &rec);
+    let old = p.b_id();
+    p.rejoin();
+    let refused = Some(Err(SendError::NodeDown(old)));
+    assert_eq!(
+        *told.borrow(),
+        [
+            Some(Ok(())),
+            Some(Ok(())),
+            refused.clone(),
+            refused.clone(),
+            refused.clone(),
+            refused
+        ],
+        "each told once: those waiting refused in the old name"
+    );
+    assert_eq!(status(&mut p.rt, &p.b).waiting_sends, 0);
+    // a reads again: what b sent in its old name is dropped there, and
+    // nothing that waited goes after the rejoin.
+    p.net.release(id(1).addr);
+    p.rt.advance(Duration::from_secs(5));
+    assert!(rec.got.borrow().is_empty(), "{:?}", rec.got.borrow());
+    assert!(plain.borrow().is_empty(), "{:?}", plain.borrow());
+    assert_eq!(told.borrow().len(), 6, "no second answer");
+    assert!(stats(&mut p.rt, &p.a).from_down_nodes >= 2);
+}
+
+#[test]
+fn node_a_rejoined_sender_gets_credit_afresh_and_all_it_sends_arrives_in_order_within_the_bound() {
+    let mut p = pair();
+    let rec = serve_rec(&mut p.rt, &p.a);
+    // b used up its credit and asked for more, in its old name.
+    let (_told, _plain) = sends_waiting_in_the_old_name(&mut p, &rec);
+    let new = p.rejoin();
+    p.net.release(id(1).addr);
+    p.rt.run();
+    // After the rejoin: a burst, more than the mailbox holds.
+    let told = Told::default();
+    let t = told.clone();
+    let to = rec.r.pid();
+    p.b.query(&mut p.rt.s, |n, cx| {
+        for k in 100..120u64 {
+            let t = t.clone();
+            n.send_when_room(cx, to, k, Ret::new(move |x| t.borrow_mut().push(x)));
+        }
+    })
+    .expect("alive");
+    p.rt.advance(Duration::from_secs(5));
+    assert_eq!(
+        *told.borrow(),
+        vec![Some(Ok(())); 20],
+        "each sent, told once"
+    );
+    assert_eq!(
+        *rec.got.borrow(),
+        (100..120).collect::<Vec<u64>>(),
+        "all arrived, in order, none sent before the rejoin"
+    );
+    let mb = rec.addr.stats().expect("a mailbox");
+    assert_eq!(mb.rejected_full, 0);
+    assert!(mb.high_water <= BOUND, "over the bound: {}", mb.high_water);
+    assert_eq!(stats(&mut p.rt, &p.a).credit_violations, 0);
+    assert_eq!(status(&mut p.rt, &p.b).waiting_sends, 0, "nothing stuck");
+    assert_eq!(status(&mut p.rt, &p.b).me, new);
+}
+
+#[test]
+fn node_a_rejoined_grantor_grants_afresh_never_past_the_room() {
+    let mut p = pair();
+    let rec = serve_rec(&mut p.rt, &p.b);
+    // a sent to b's credited child in b's old name, all handled.
+    let told = Told::default();
+    for k in 1..=4u64 {
+        send_waiting(&mut p.rt, &p.a, rec.r.pid(), k, &told);
+    }
+    assert_eq!(*rec.got.borrow(), [1, 2, 3, 4]);
+    let new = p.rejoin();
+    // b's child stops taking messages: only the room granted afresh
+    // may fill its mailbox.
+    rec.sup
+        .terminate_child(&mut p.rt.s, "rec")
+        .expect("terminates");
+    p.rt.run();
+    let to = Pid::new(new, rec.r.pid().device);
+    for k in 5..=14u64 {
+        send_waiting(&mut p.rt, &p.a, to, k, &told);
+    }
+    p.rt.advance(Duration::from_secs(5));
+    assert!(
+        rec.addr.held() <= BOUND,
+        "over the bound: {}",
+        rec.addr.held()
+    );
+    assert_eq!(stats(&mut p.rt, &p.b).credit_violations, 0);
+    rec.sup.restart_child(&mut p.rt.s, "rec").expect("restarts");
+    p.rt.advance(Duration::from_secs(5));
+    assert_eq!(
+        *told.borrow(),
+        vec![Some(Ok(())); 14],
+        "each sent, told once"
+    );
+    assert_eq!(*rec.got.borrow(), (1..=14).collect::<Vec<u64>>());
+    let mb = rec.addr.stats().expect("a mailbox");
+    assert_eq!(mb.rejected_full, 0);
+    assert!(mb.high_water <= BOUND, "over the bound: {}", mb.high_water);
+    assert_eq!(stats(&mut p.rt, &p.b).credit_violations, 0);
+}
+
+#[test]
+fn node_a_grant_for_an_old_incarnation_is_dropped_by_the_new_one() {
+    let mut p = pair();
+    let rec = serve_rec(&mut p.rt, &p.a);
+    // The grant answering b's first ask is held on its way: a's control
+    // queue to b refuses it once, so it goes as data, which b reads
+    // slowly.
+    p.net.hold(id(2).addr, 10);
+    p.net.refuse_control(id(2).addr, 1);
+    let told = Told::default();
+    send_waiting(&mut p.rt, &p.b, rec.r.pid(), 1, &told);
+    assert!(told.borrow().is_empty(), "waits for the grant held");
+    let old = p.b_id();
+    p.rejoin();
+    assert_eq!(*told.borrow(), [Some(Err(SendError::NodeDown(old)))]);
+    // The grant for b's old name arrives now: b's new incarnation has
+    // no credit from it.
+    p.net.release(id(2).addr);
+    p.rt.run();
+    let first =
+        p.b.query(&mut p.rt.s, |n, _| n.try_send(rec.r.pid(), 2u64))
+            .expect("alive");
+    assert!(
+        matches!(first, Err(TrySendError::Full(2))),
+        "no credit yet: {first:?}"
+    );
+    p.rt.run();
+    for k in 3..=8u64 {
+        send_waiting(&mut p.rt, &p.b, rec.r.pid(), k, &told);
+    }
+    assert_eq!(told.borrow().len(), 7, "each told once");
+    assert_eq!(*rec.got.borrow(), [3, 4, 5, 6, 7, 8]);
+    assert_eq!(stats(&mut p.rt, &p.a).credit_violations, 0);
+}
+
+#[test]
+fn node_a_credit_sync_for_an_old_incarnation_is_dropped_by_the_new_one() {
+    let mut p = pair();
+    let rec = serve_rec(&mut p.rt, &p.b);
+    // a sent four to b's credited child, all handled.
+    let told = Told::default();
+    for k in 1..=4u64 {
+        send_waiting(&mut p.rt, &p.a, rec.r.pid(), k, &told);
+    }
+    assert_eq!(*rec.got.borrow(), [1, 2, 3, 4]);
+    // The link comes up again: a tells b (as data, which b reads
+    // slowly) that it sent four; the count waits on its way.
+    p.net.hold(id(2).addr, 10);
+    p.net.reconnect(id(1).addr, id(2).addr);
+    p.rt.run();
+    let new = p.rejoin();
+    // a sends two to b's new incarnation, granted afresh; they wait
+    // behind the count for b's old name.
+    for k in 5..=6u64 {
+        send_waiting(&mut p.rt, &p.a, Pid::new(new, rec.r.pid().device), k, &told);
+    }
+    assert_eq!(*told.borrow(), vec![Some(Ok(())); 6]);
+    p.net.release(id(2).addr);
+    p.rt.run();
+    assert_eq!(*rec.got.borrow(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        stats(&mut p.rt, &p.b).credit_violations,
+        0,
+        "the old count made no room: both came with credit"
+    );
+}
+
+#[test]
+fn node_a_message_from_a_node_declared_down_handled_later_is_not_regranted() {
+    let mut p = pair();
+    let rec = serve_rec(&mut p.rt, &p.a);
+    // a's child is not running: what arrives waits in its mailbox.
+    rec.sup
+        .terminate_child(&mut p.rt.s, "rec")
+        .expect("terminates");
+    p.rt.run();
+    let told = Told::default();
+    for k in 1..=2u64 {
+        send_waiting(&mut p.rt, &p.b, rec.r.pid(), k, &told);
+    }
+    assert_eq!(*told.borrow(), vec![Some(Ok(())); 2]);
+    assert_eq!(rec.addr.held(), 2);
+    p.rejoin();
+    // Handled after a declared b's old incarnation down: its room is
+    // free again, and granted to no one.
+    rec.sup.restart_child(&mut p.rt.s, "rec").expect("restarts");
+    p.rt.run();
+    assert_eq!(*rec.got.borrow(), [1, 2]);
+    assert_eq!(
+        local_room(&mut p.rt, &p.a, rec.r.pid(), 6),
+        BOUND as u64,
+        "the whole mailbox is free"
+    );
+}
+
+#[test]
+fn node_its_own_messages_handled_after_it_rejoined_are_not_regranted() {
+    let mut p = pair();
+    let rec = serve_rec(&mut p.rt, &p.b);
+    // The same incarnation: local sends handled open no account.
+    let here = rec.r.pid();
+    assert_eq!(local_room(&mut p.rt, &p.b, here, 6), BOUND as u64);
+    assert_eq!(local_room(&mut p.rt, &p.b, here, 6), BOUND as u64);
+    // b's child is not running: b's local sends wait in its mailbox,
+    // and are handled after b rejoined.
+    rec.sup
+        .terminate_child(&mut p.rt.s, "rec")
+        .expect("terminates");
+    p.rt.run();
+    assert_eq!(local_room(&mut p.rt, &p.b, here, 2), 2);
+    let new = p.rejoin();
+    rec.sup.restart_child(&mut p.rt.s, "rec").expect("restarts");
+    p.rt.run();
+    assert_eq!(rec.got.borrow().len(), 2 * BOUND + 2);
+    let here = Pid::new(new, here.device);
+    assert_eq!(
+        local_room(&mut p.rt, &p.b, here, 6),
+        BOUND as u64,
+        "the whole mailbox is free"
+    );
+    assert_eq!(local_room(&mut p.rt, &p.b, here, 6), BOUND as u64);
+}
+
+/// A server on `a` (device 77) that keeps each request's `Ret`, to
+/// answer later.
+fn slow_server(p: &mut Pair) -> Seen<Ret<u64>> {
+    let kept: Seen<Ret<u64>> = Seen::default();
+    let k = kept.clone();
+    let serve = Fwd::new(move |(_, ret): (u64, Ret<u64>)| k.borrow_mut().push(ret));
+    p.a.query(&mut p.rt.s, |n, _| n.register_ask(77, serve))
+        .expect("alive");
+    kept
+}
+
+type Replies = Seen<Option<Result<u64, AskError>>>;
+
+/// `b` asks `a`'s device 77; the answer goes to `replies`.
+fn ask_a(p: &mut Pair, replies: &Replies) {
+    let r = replies.clone();
+    p.b.query(&mut p.rt.s, |n, _| {
+        n.ask(
+            Pid::new(id(1), 77),
+            21u64,
+            Ret::new(move |x| r.borrow_mut().push(x)),
+        )
+    })
+    .expect("alive");
+    p.rt.run();
+}
+
+#[test]
+fn node_a_reply_to_an_incarnation_declared_down_is_not_sent() {
+    let mut p = pair();
+    let kept = slow_server(&mut p);
+    let replies = Replies::default();
+    ask_a(&mut p, &replies);
+    assert_eq!(kept.borrow().len(), 1, "the request arrived");
+    p.rejoin();
+    // a answers after it declared b's old incarnation down: the reply
+    // goes through the node, which sends nothing to it (b's new
+    // incarnation listens at the same address).
+    let before = stats(&mut p.rt, &p.a).frames_out;
+    let ret = kept.borrow_mut().pop().expect("kept");
+    ret.ret(42);
+    p.rt.run();
+    assert_eq!(stats(&mut p.rt, &p.a).frames_out, before, "nothing sent");
+    assert!(
+        !replies.borrow().contains(&Some(Ok(42))),
+        "{:?}",
+        replies.borrow()
+    );
+}
+
+#[test]
+fn node_an_ask_made_before_a_rejoin_is_answered_once_as_node_down_of_the_old_name() {
+    let mut p = pair();
+    let kept = slow_server(&mut p);
+    let replies = Replies::default();
+    ask_a(&mut p, &replies);
+    let old = p.b_id();
+    p.rejoin();
+    assert_eq!(
+        *replies.borrow(),
+        [Some(Err(AskError::NodeDown(old)))],
+        "answered at the rejoin: a drops what comes in the old name"
+    );
+    // However late a answers, b's ask stays answered once.
+    if let Some(ret) = kept.borrow_mut().pop() {
+        ret.ret(42);
+    }
+    p.rt.advance(Duration::from_secs(5));
+    assert_eq!(replies.borrow().len(), 1);
+}
+
+#[test]
+fn node_a_lookup_made_before_a_rejoin_is_answered_once_as_node_down_of_the_old_name() {
+    let mut p = pair();
+    let old = p.b_id();
+    p.cut_off();
+    // b still counts a as a member: its lookup goes, in the old name,
+    // and is lost on the way.
+    let (found, fwd) = recorder::<Option<Result<Ref<u64>, LookupError>>>();
+    p.b.query(&mut p.rt.s, |n, _| {
+        n.lookup::<u64>(id(1), "anything", Ret::new(move |x| fwd.fwd(x)))
+    })
+    .expect("alive");
+    p.rt.run();
+    assert!(found.borrow().is_empty(), "waits for a's answer");
+    p.come_back();
+    p.rt.advance(Duration::from_secs(5));
+    assert_eq!(*found.borrow(), [Some(Err(LookupError::NodeDown(old)))]);
+}
