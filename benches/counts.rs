@@ -184,7 +184,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 19] = [
+const SCENARIOS: [(&str, Unit, Scenario); 20] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -262,6 +262,29 @@ const SCENARIOS: [(&str, Unit, Scenario); 19] = [
             backplane_read(async_backplane::LinkMode::Peer);
         },
     ),
+    // As `monitor_drop_notify/stakker`, with keyed termination `Ret`s:
+    // the floor (`benches/devices.rs`).
+    ("monitor_drop_notify/stakker-keyed", Unit::One, |s, now| {
+        let (k1, k2) = black_box(((1u64, 1u32), (1u64, 2u32)));
+        let watcher = stakker::actor!(
+            s,
+            Watcher::init(),
+            Ret::new(move |stop: Option<StopCause>| {
+                black_box((k1, stop));
+            })
+        );
+        let w = watcher.clone();
+        let notify = Ret::new(move |stop: Option<StopCause>| {
+            black_box(k2);
+            if let Some(stop) = stop {
+                stakker::call!([w], stopped(stop));
+            }
+        });
+        drop(stakker::actor!(s, Plain::init(), notify));
+        s.run(now, false);
+        drop(watcher);
+        s.run(now, false);
+    }),
     ("spawn_trivial/stakplane", Unit::Batch, |s, now| {
         let sp = stakplane::task::spawner(s);
         for _ in 0..BATCH {

@@ -117,6 +117,36 @@ fn device_monitor_drop_notify(c: &mut Criterion) {
             s.run(now, false);
         })
     });
+    // Stakker with keyed termination `Ret`s (as `stakker-keyed` of
+    // device_create_drop): the watched one's also tells the watcher. The
+    // floor of any device layer on stakker doing the monitor's work.
+    g.bench_function("stakker-keyed", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let (k1, k2) = ((n, 1u32), (n, 2u32));
+            let watcher = stakker::actor!(
+                s,
+                Watcher::init(),
+                Ret::new(move |stop: Option<StopCause>| {
+                    black_box((k1, stop));
+                })
+            );
+            let w = watcher.clone();
+            let notify = Ret::new(move |stop: Option<StopCause>| {
+                black_box(k2);
+                if let Some(stop) = stop {
+                    stakker::call!([w], stopped(stop));
+                }
+            });
+            let watched = stakker::actor!(s, Plain::init(), notify);
+            drop(watched);
+            s.run(now, false);
+            debug_assert_eq!(seen(&mut s, &watcher), 1);
+            drop(watcher);
+            s.run(now, false);
+        })
+    });
     g.bench_function("async-backplane", |b| {
         b.iter(|| {
             use async_backplane::{Device, LinkMode};

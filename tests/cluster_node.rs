@@ -725,6 +725,48 @@ fn node_an_ask_or_a_lookup_with_no_answer_ends_as_timeout_once_and_a_late_reply_
     assert_eq!(members, 1, "b stayed up all along");
 }
 
+#[test]
+fn node_a_changed_ask_timeout_applies_afresh_to_the_asks_already_waiting() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    doubler(&mut rt, &b);
+    let replies: Replies = Rc::default();
+    // Under the default (30 s) timeout, an ask is lost in flight.
+    net.lose(addr(1), addr(2), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 1u64, reply_into(&replies))
+    })
+    .expect("alive");
+    rt.advance(Duration::from_secs(1));
+    // Lowered to 2 s, with another lost ask: both now end between 2 and
+    // 2.5 s from the change, neither before.
+    net.lose(addr(1), addr(2), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.set_ask_timeout(Duration::from_secs(2));
+        n.ask(pid(2, 77), 2u64, reply_into(&replies));
+    })
+    .expect("alive");
+    rt.advance(Duration::from_millis(1_950));
+    assert!(replies.borrow().is_empty(), "not before the new timeout");
+    rt.advance(Duration::from_millis(600));
+    assert_eq!(
+        answers(&replies),
+        [Err(AskError::Timeout), Err(AskError::Timeout)]
+    );
+    // Raised to 20 s: a waiting ask is not ended on the old schedule.
+    net.lose(addr(1), addr(2), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 3u64, reply_into(&replies))
+    })
+    .expect("alive");
+    rt.advance(Duration::from_millis(500));
+    a.query(&mut rt.s, |n, _| n.set_ask_timeout(Duration::from_secs(20)))
+        .expect("alive");
+    rt.advance(Duration::from_millis(19_900));
+    assert!(replies.borrow().is_empty(), "not before the new timeout");
+    rt.advance(Duration::from_secs(5));
+    assert_eq!(answers(&replies), [Err(AskError::Timeout)]);
+}
+
 /// Node `n`'s status (asked, then the queue runs).
 fn status(rt: &mut Rt, n: &DeviceOwn<Node>) -> stakplane::cluster::NodeStatus {
     let got: Seen<stakplane::cluster::NodeStatus> = Rc::default();

@@ -252,7 +252,7 @@ fn node_a_rejoin_refuses_once_each_the_sends_that_waited_for_credit_or_room_in_t
     let (told, plain) = sends_waiting_in_the_old_name(&mut p, &rec);
     let old = p.b_id();
     p.rejoin();
-    let refused = Some(Err(SendError::NodeDown(old)));
+    let refused = Some(Err(SendError::Rejoined(old)));
     assert_eq!(
         *told.borrow(),
         [
@@ -371,7 +371,7 @@ fn node_a_grant_for_an_old_incarnation_is_dropped_by_the_new_one() {
     assert!(told.borrow().is_empty(), "waits for the grant held");
     let old = p.b_id();
     p.rejoin();
-    assert_eq!(*told.borrow(), [Some(Err(SendError::NodeDown(old)))]);
+    assert_eq!(*told.borrow(), [Some(Err(SendError::Rejoined(old)))]);
     // The grant for b's old name arrives now: b's new incarnation has
     // no credit from it.
     p.net.release(id(2).addr);
@@ -531,7 +531,7 @@ fn node_a_reply_to_an_incarnation_declared_down_is_not_sent() {
 }
 
 #[test]
-fn node_an_ask_made_before_a_rejoin_is_answered_once_as_node_down_of_the_old_name() {
+fn node_an_ask_made_before_a_rejoin_is_answered_once_as_rejoined() {
     let mut p = pair();
     let kept = slow_server(&mut p);
     let replies = Replies::default();
@@ -540,7 +540,7 @@ fn node_an_ask_made_before_a_rejoin_is_answered_once_as_node_down_of_the_old_nam
     p.rejoin();
     assert_eq!(
         *replies.borrow(),
-        [Some(Err(AskError::NodeDown(old)))],
+        [Some(Err(AskError::Rejoined(old)))],
         "answered at the rejoin: a drops what comes in the old name"
     );
     // However late a answers, b's ask stays answered once.
@@ -552,7 +552,7 @@ fn node_an_ask_made_before_a_rejoin_is_answered_once_as_node_down_of_the_old_nam
 }
 
 #[test]
-fn node_a_lookup_made_before_a_rejoin_is_answered_once_as_node_down_of_the_old_name() {
+fn node_a_lookup_made_before_a_rejoin_is_answered_once_as_rejoined() {
     let mut p = pair();
     let old = p.b_id();
     p.cut_off();
@@ -567,5 +567,5 @@ fn node_a_lookup_made_before_a_rejoin_is_answered_once_as_node_down_of_the_old_n
     assert!(found.borrow().is_empty(), "waits for a's answer");
     p.come_back();
     p.rt.advance(Duration::from_secs(5));
-    assert_eq!(*found.borrow(), [Some(Err(LookupError::NodeDown(old)))]);
+    assert_eq!(*found.borrow(), [Some(Err(LookupError::Rejoined(old)))]);
 }

@@ -141,6 +141,9 @@ impl NodeBuilder {
         let node = device!(core, Node::init(me, self.membership, shared, events));
         transport.start(me, fwd_to!([node], packet() as (Vec<u8>)));
         if let Some(timeout) = self.ask_timeout {
+            // Queued right behind the node's init: it runs before any call
+            // made once `start` returns (the node takes none before its
+            // init has run).
             call!([node], |this, _| this.set_ask_timeout(timeout));
         }
         for seed in self.seeds {

@@ -161,9 +161,10 @@
 //! name on this node (at once) and on another (when it answers); an
 //! unknown name is [`LookupError::NotFound`], a device taking another
 //! message type [`LookupError::WrongType`], a node that is not a member
-//! or is lost before it answers [`LookupError::NodeDown`] (this node
-//! rejoining meanwhile: `NodeDown` of its old incarnation), none within
-//! the ask timeout [`LookupError::Timeout`] (rule 119a).
+//! or is lost before it answers [`LookupError::NodeDown`], this node
+//! rejoining as a new incarnation meanwhile [`LookupError::Rejoined`]
+//! (naming the old one), no answer within the ask timeout
+//! [`LookupError::Timeout`] (rule 119a).
 //!
 //! **118. Over TCP, nodes with the cluster's secret join and exchange
 //! messages, and a node without it never joins**: the transport opens one
@@ -177,16 +178,20 @@
 //! another) and answers its reply; a dropped reply is
 //! [`AskError::Dropped`], an id that takes no asks [`AskError::NoTarget`],
 //! a node that is not a member or is lost before it replies
-//! [`AskError::NodeDown`], and this node rejoining as a new incarnation
-//! before the reply came `NodeDown` of its old incarnation (no peer
-//! answers that name any more).
+//! [`AskError::NodeDown`], this node rejoining as a new incarnation
+//! before the reply came [`AskError::Rejoined`] (naming the old one: the
+//! peers that declared it down answer it no more, and a reply still on
+//! its way is dropped). A remote ask may also end with
+//! [`AskError::Timeout`] (rule 119a); an ask of a device on this node
+//! cannot be lost and has no timeout.
 //!
 //! **119a. An ask or a lookup never waits for ever**: one that gets no
 //! answer from the other node within the node's ask timeout
 //! ([`Node::set_ask_timeout`], [`DEFAULT_ASK_TIMEOUT`] 30 s; the
 //! builder's `ask_timeout`) ends with [`AskError::Timeout`] or
-//! [`LookupError::Timeout`], once, at most a quarter of the timeout late
-//! (a sweep every quarter, only while some wait), counted in
+//! [`LookupError::Timeout`], once, never early and at most a quarter of
+//! the timeout late (a sweep every quarter, only while some wait; a
+//! changed timeout starts the wait of those waiting afresh), counted in
 //! [`NodeStats::timed_out`]. That covers a request or an answer lost in
 //! flight with a broken connection between two nodes that stay up (the
 //! one loss a rebuilt link does not repair: a request is not sent twice,
@@ -243,8 +248,9 @@
 //! ([`SendError::Full`]); [`Node::send_when_room`] waits, in send order
 //! (a later `try_send` does not overtake waiting sends), and answers
 //! each exactly once: sent, or [`SendError::NodeDown`] if the node is
-//! declared down while it waits (or this node rejoins meanwhile: then
-//! with its old incarnation, in whose name the message was encoded).
+//! declared down while it waits, or [`SendError::Rejoined`] if this node
+//! rejoins as a new incarnation meanwhile (the message was encoded in the
+//! old one's name, which every peer now drops).
 //!
 //! **123. A node that leaves is down for the others, and they for it**:
 //! after [`Node::leave`] the others see `MemberEvent::Down` and their
@@ -298,8 +304,9 @@
 //! Credit frames name the incarnation they are for: one meant for a node
 //! before it rejoined is dropped. A node that rejoins refuses the sends
 //! that waited for credit or room in its old name
-//! ([`SendError::NodeDown`] of the old incarnation), as every peer would
-//! drop them.
+//! ([`SendError::Rejoined`], naming the old incarnation), as every peer
+//! would drop them, and starts its credit afresh both ways: a message it
+//! sent in its old name and handled later opens no account.
 //!
 //! **140. One seed gives one schedule**: a [`sim::Sim`] run from the same
 //! seed sends the same packets, between the same nodes, at the same

@@ -182,8 +182,9 @@ impl Node {
         self.send_routed(to.pid(), to.route(), msg)
     }
 
-    /// Asks actor `to`, wherever it lives, as [`ask`](Node::ask) does:
-    /// `ret` gets its reply or why there is none, exactly once. From a
+    /// Asks actor `to`, wherever it lives, as [`ask`](Node::ask) does
+    /// (the same errors, the same ask timeout for a remote actor): `ret`
+    /// gets its reply or why there is none, exactly once. From a
     /// task, `ask!([node], request(to, req)).await` gives the same as a
     /// future.
     pub fn request<A: RemoteActor>(
@@ -197,7 +198,7 @@ impl Node {
     }
 
     /// Finds the actor of type `A` served under `name` on `node`, as
-    /// [`lookup`](Node::lookup) does.
+    /// [`lookup`](Node::lookup) does (the same errors and ask timeout).
     pub fn lookup_actor<A: RemoteActor>(
         &mut self,
         _: CX![],

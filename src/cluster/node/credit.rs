@@ -450,7 +450,7 @@ impl Node {
         }
         for (_, queue) in std::mem::take(&mut self.credits.waiting) {
             for (_, done) in queue {
-                done.ret(Err(SendError::NodeDown(old)));
+                done.ret(Err(SendError::Rejoined(old)));
             }
         }
     }

@@ -43,6 +43,11 @@ pub enum SendError {
     /// The target node's queue is full (see [`Node::try_send`](super::Node::try_send) to get
     /// the message back, [`Node::send_when_room`](super::Node::send_when_room) to wait for room).
     Full,
+    /// This node rejoined the cluster as a new incarnation (it was the
+    /// one given) while this waited: the other nodes had declared the
+    /// old one down and drop what is sent in its name, or send it
+    /// nothing. The message was not sent.
+    Rejoined(NodeId),
 }
 
 impl fmt::Display for SendError {
@@ -54,6 +59,7 @@ impl fmt::Display for SendError {
             SendError::Encode(e) => write!(f, "the message cannot be sent: {e}"),
             SendError::Full => f.write_str("the target node's queue is full"),
             SendError::NotRunning => f.write_str("the target child is not running"),
+            SendError::Rejoined(old) => write!(f, "this node rejoined (it was {old}): not sent"),
         }
     }
 }
@@ -140,6 +146,11 @@ pub enum LookupError {
     ///
     /// [`Node::set_ask_timeout`]: super::Node::set_ask_timeout
     Timeout,
+    /// This node rejoined the cluster as a new incarnation (it was the
+    /// one given) while this waited: the other nodes had declared the
+    /// old one down and drop what is sent in its name, or send it
+    /// nothing. An answer still on its way is dropped.
+    Rejoined(NodeId),
 }
 
 impl fmt::Display for LookupError {
@@ -149,6 +160,9 @@ impl fmt::Display for LookupError {
             LookupError::WrongType(t) => write!(f, "the device takes messages of type {t}"),
             LookupError::NodeDown(n) => write!(f, "node {n} is not a member"),
             LookupError::Timeout => f.write_str("no answer within the ask timeout"),
+            LookupError::Rejoined(old) => {
+                write!(f, "this node rejoined (it was {old}) before the answer")
+            }
         }
     }
 }
@@ -182,6 +196,12 @@ pub enum AskError {
     ///
     /// [`Node::set_ask_timeout`]: super::Node::set_ask_timeout
     Timeout,
+    /// This node rejoined the cluster as a new incarnation (it was the
+    /// one given) while this waited: the other nodes had declared the
+    /// old one down and drop what is sent in its name, or send it
+    /// nothing. The request may have been handled; a reply still on its way is
+    /// dropped.
+    Rejoined(NodeId),
 }
 
 impl fmt::Display for AskError {
@@ -195,6 +215,9 @@ impl fmt::Display for AskError {
             AskError::Full => f.write_str("the target node's queue is full"),
             AskError::TooLarge => f.write_str("the reply is over the frame limit"),
             AskError::Timeout => f.write_str("no reply within the ask timeout"),
+            AskError::Rejoined(old) => {
+                write!(f, "this node rejoined (it was {old}) before the reply")
+            }
         }
     }
 }
@@ -221,7 +244,8 @@ pub struct NodeStats {
     /// Asks and lookups ended with `Timeout`: no answer from the other
     /// node within the ask timeout.
     pub timed_out: u64,
-    /// Replies and lookup answers that came after their ask or lookup
-    /// had ended (timed out, or its node declared down): dropped.
+    /// Replies and lookup answers for no ask or lookup that waits (it
+    /// timed out, or this node rejoined meanwhile): dropped. Frames from
+    /// a node declared down are counted in `from_down_nodes` instead.
     pub late_answers: u64,
 }

@@ -162,13 +162,17 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
 const SWEEPS: u32 = 4;
 
 /// The sweep of asks and lookups past their time (rule 119a). Tags grow
-/// with each ask and lookup, so a sweep notes the next tag to come, and
-/// one `SWEEPS` sweeps later every tag below that note has waited a whole
+/// with each ask and lookup, so a sweep notes the last tag given, and
+/// `SWEEPS` sweeps later every tag up to that note has waited a whole
 /// timeout: those are ended with `Timeout`.
 struct Sweep {
     /// A sweep timer is set.
     armed: bool,
-    /// The next tag at each of the last `SWEEPS` sweeps, oldest first.
+    /// The timer's generation: a timer of an older one (set before the
+    /// timeout changed) does nothing when it fires.
+    generation: u64,
+    /// The last tag given at each of the last `SWEEPS` sweeps (and at the
+    /// arming), oldest first.
     marks: VecDeque<u64>,
     /// Sets the sweep timer (a call on the node: `ask` has no context).
     arm: Fwd<()>,
@@ -252,6 +256,7 @@ impl Node {
             ask_timeout: DEFAULT_ASK_TIMEOUT,
             sweep: Sweep {
                 armed: false,
+                generation: 0,
                 marks: VecDeque::new(),
                 arm: fwd_to!([cx], arm_sweep() as (())),
             },
@@ -308,10 +313,18 @@ impl Node {
 
     /// How long an ask ([`ask`](Node::ask), [`request`](Node::request))
     /// or a lookup waits for another node's answer before it ends with
-    /// `Timeout` ([`DEFAULT_ASK_TIMEOUT`] unless set; rule 119a). Asks
-    /// already waiting keep the sweep they started with until it ends.
+    /// `Timeout` ([`DEFAULT_ASK_TIMEOUT`] unless set; at least 1 ms; rule
+    /// 119a). Asks and lookups already waiting start their wait afresh
+    /// under the new timeout: each ends between one and one and a quarter
+    /// of it from now.
     pub fn set_ask_timeout(&mut self, timeout: Duration) {
         self.ask_timeout = timeout.max(Duration::from_millis(1));
+        if self.sweep.armed {
+            // The timer set under the old timeout is left to fire and do
+            // nothing; a new sweep starts now.
+            self.sweep.armed = false;
+            self.swept();
+        }
     }
 
     /// How long an ask or a lookup waits for another node's answer.
@@ -324,6 +337,7 @@ impl Node {
     fn swept(&mut self) {
         if !self.sweep.armed {
             self.sweep.armed = true;
+            self.sweep.generation += 1;
             self.sweep.marks.clear();
             self.sweep.marks.push_back(self.next_tag);
             self.sweep.arm.fwd(());
@@ -331,17 +345,20 @@ impl Node {
     }
 
     fn arm_sweep(&mut self, cx: CX![], (): ()) {
-        crate::after!(self.ask_timeout / SWEEPS, [cx], sweep());
+        let generation = self.sweep.generation;
+        crate::after!(self.ask_timeout / SWEEPS, [cx], sweep(generation));
     }
 
     /// Ends with `Timeout` the asks and lookups that have waited a whole
     /// timeout, and sweeps again while others wait.
-    fn sweep(&mut self, cx: CX![]) {
+    fn sweep(&mut self, cx: CX![], generation: u64) {
+        if generation != self.sweep.generation || !self.sweep.armed {
+            return;
+        }
         self.sweep.marks.push_back(self.next_tag);
         if self.sweep.marks.len() > SWEEPS as usize {
             if let Some(old) = self.sweep.marks.pop_front() {
-                // Tags start at 1: everything below `old + 1` was given
-                // before that sweep.
+                // Every tag up to `old` was given by then.
                 let kept = self.asks.split_off(&(old + 1));
                 for (_, (_, finish)) in std::mem::replace(&mut self.asks, kept) {
                     self.stats.timed_out += 1;
@@ -357,7 +374,7 @@ impl Node {
         if self.asks.is_empty() && self.lookups.is_empty() {
             self.sweep.armed = false;
         } else {
-            crate::after!(self.ask_timeout / SWEEPS, [cx], sweep());
+            crate::after!(self.ask_timeout / SWEEPS, [cx], sweep(generation));
         }
     }
 
@@ -525,10 +542,10 @@ impl Node {
                 // So were asks and lookups: no peer answers the old name
                 // now (nor sends it a reply), so each is answered here.
                 for (_, (_, finish)) in std::mem::take(&mut self.lookups) {
-                    finish(Err(LookupError::NodeDown(old)));
+                    finish(Err(LookupError::Rejoined(old)));
                 }
                 for (_, (_, finish)) in std::mem::take(&mut self.asks) {
-                    finish(Err(AskError::NodeDown(old)));
+                    finish(Err(AskError::Rejoined(old)));
                 }
                 self.unblock_rejoined(old);
                 self.credit_rejoined(old);

@@ -162,8 +162,10 @@ impl Node {
     /// another) and answers its typed address through `ret`: at once for
     /// this node, when the answer arrives for another. The answer always
     /// comes, exactly once: a node declared down before it answers gives
-    /// [`LookupError::NodeDown`] (so does this node rejoining meanwhile,
-    /// with its old incarnation). The message type is checked by its type
+    /// [`LookupError::NodeDown`], this node rejoining meanwhile
+    /// [`LookupError::Rejoined`], no answer within the ask timeout
+    /// [`LookupError::Timeout`] ([`set_ask_timeout`](Node::set_ask_timeout)).
+    /// The message type is checked by its type
     /// name, so both nodes must be built from the same definition.
     pub fn lookup<M: 'static>(
         &mut self,
@@ -263,8 +265,10 @@ impl Node {
     /// through `ret`, exactly once: on this node the request is handed
     /// over as it is; on another it is serialised, and the reply comes
     /// back in one frame. A node declared down before it replies gives
-    /// [`AskError::NodeDown`] (so does this node rejoining meanwhile, with
-    /// its old incarnation: no peer replies to it).
+    /// [`AskError::NodeDown`], this node rejoining meanwhile
+    /// [`AskError::Rejoined`], and no reply within the ask timeout
+    /// [`AskError::Timeout`] ([`set_ask_timeout`](Node::set_ask_timeout);
+    /// a local ask has none).
     pub fn ask<M, R>(&mut self, to: Pid, msg: M, ret: Ret<Result<R, AskError>>)
     where
         M: Serialize + 'static,
@@ -808,7 +812,7 @@ impl Node {
         self.blocked.control_as_data.clear();
         for (_, queue) in std::mem::take(&mut self.blocked.by_node) {
             for (_, done) in queue {
-                done.ret(Err(SendError::NodeDown(old)));
+                done.ret(Err(SendError::Rejoined(old)));
             }
         }
     }
