@@ -112,6 +112,8 @@ fn pingpong_pair() -> (
 #[path = "devices/backplane.rs"]
 mod backplane;
 use backplane::backplane_read;
+#[path = "devices/floor.rs"]
+mod floor;
 
 #[path = "supervise/kid.rs"]
 mod kid;
@@ -265,25 +267,7 @@ const SCENARIOS: [(&str, Unit, Scenario); 20] = [
     // As `monitor_drop_notify/stakker`, with keyed termination `Ret`s:
     // the floor (`benches/devices.rs`).
     ("monitor_drop_notify/stakker-keyed", Unit::One, |s, now| {
-        let (k1, k2) = black_box(((1u64, 1u32), (1u64, 2u32)));
-        let watcher = stakker::actor!(
-            s,
-            Watcher::init(),
-            Ret::new(move |stop: Option<StopCause>| {
-                black_box((k1, stop));
-            })
-        );
-        let w = watcher.clone();
-        let notify = Ret::new(move |stop: Option<StopCause>| {
-            black_box(k2);
-            if let Some(stop) = stop {
-                stakker::call!([w], stopped(stop));
-            }
-        });
-        drop(stakker::actor!(s, Plain::init(), notify));
-        s.run(now, false);
-        drop(watcher);
-        s.run(now, false);
+        floor::monitor_keyed(s, now, 1);
     }),
     ("spawn_trivial/stakplane", Unit::Batch, |s, now| {
         let sp = stakplane::task::spawner(s);

@@ -124,27 +124,7 @@ fn device_monitor_drop_notify(c: &mut Criterion) {
         let mut n = 0u64;
         b.iter(|| {
             n += 1;
-            let (k1, k2) = ((n, 1u32), (n, 2u32));
-            let watcher = stakker::actor!(
-                s,
-                Watcher::init(),
-                Ret::new(move |stop: Option<StopCause>| {
-                    black_box((k1, stop));
-                })
-            );
-            let w = watcher.clone();
-            let notify = Ret::new(move |stop: Option<StopCause>| {
-                black_box(k2);
-                if let Some(stop) = stop {
-                    stakker::call!([w], stopped(stop));
-                }
-            });
-            let watched = stakker::actor!(s, Plain::init(), notify);
-            drop(watched);
-            s.run(now, false);
-            debug_assert_eq!(seen(&mut s, &watcher), 1);
-            drop(watcher);
-            s.run(now, false);
+            floor::monitor_keyed(&mut s, now, n);
         })
     });
     g.bench_function("async-backplane", |b| {
@@ -167,6 +147,8 @@ fn device_monitor_drop_notify(c: &mut Criterion) {
 #[path = "devices/backplane.rs"]
 mod backplane;
 use backplane::backplane_read;
+#[path = "devices/floor.rs"]
+mod floor;
 
 fn device_peer_drop_notify(c: &mut Criterion) {
     let mut g = c.benchmark_group("device_peer_drop_notify");

@@ -315,16 +315,22 @@ fn node_a_rejoined_sender_gets_credit_afresh_and_all_it_sends_arrives_in_order_w
     assert_eq!(status(&mut p.rt, &p.b).me, new);
 }
 
-#[test]
-fn node_a_rejoined_grantor_grants_afresh_never_past_the_room() {
+/// Two nodes; `a` sent four to `b`'s credited child (in `b`'s first
+/// name), all handled.
+fn a_sent_four_to_b() -> (Pair, Served, Told) {
     let mut p = pair();
     let rec = serve_rec(&mut p.rt, &p.b);
-    // a sent to b's credited child in b's old name, all handled.
     let told = Told::default();
     for k in 1..=4u64 {
         send_waiting(&mut p.rt, &p.a, rec.r.pid(), k, &told);
     }
     assert_eq!(*rec.got.borrow(), [1, 2, 3, 4]);
+    (p, rec, told)
+}
+
+#[test]
+fn node_a_rejoined_grantor_grants_afresh_never_past_the_room() {
+    let (mut p, rec, told) = a_sent_four_to_b();
     let new = p.rejoin();
     // b's child stops taking messages: only the room granted afresh
     // may fill its mailbox.
@@ -394,14 +400,7 @@ fn node_a_grant_for_an_old_incarnation_is_dropped_by_the_new_one() {
 
 #[test]
 fn node_a_credit_sync_for_an_old_incarnation_is_dropped_by_the_new_one() {
-    let mut p = pair();
-    let rec = serve_rec(&mut p.rt, &p.b);
-    // a sent four to b's credited child, all handled.
-    let told = Told::default();
-    for k in 1..=4u64 {
-        send_waiting(&mut p.rt, &p.a, rec.r.pid(), k, &told);
-    }
-    assert_eq!(*rec.got.borrow(), [1, 2, 3, 4]);
+    let (mut p, rec, told) = a_sent_four_to_b();
     // The link comes up again: a tells b (as data, which b reads
     // slowly) that it sent four; the count waits on its way.
     p.net.hold(id(2).addr, 10);
