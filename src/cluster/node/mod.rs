@@ -245,7 +245,7 @@ impl Node {
             down: BTreeSet::new(),
             inboxes: inboxes::Inboxes::new(),
             gone: fwd_to!([cx], registration_died() as (u64)),
-            wait_for_room: fwd_to!([cx], room_wanted() as (NodeId)),
+            wait_for_room: fwd_to!([cx], wait_room() as (NodeId)),
             watch: watch::Watches::default(),
             next_tag: 0,
             next_alias: 0,
@@ -359,13 +359,11 @@ impl Node {
         if self.sweep.marks.len() > SWEEPS as usize {
             if let Some(old) = self.sweep.marks.pop_front() {
                 // Every tag up to `old` was given by then.
-                let kept = self.asks.split_off(&(old + 1));
-                for (_, (_, finish)) in std::mem::replace(&mut self.asks, kept) {
+                for finish in take_through(&mut self.asks, old) {
                     self.stats.timed_out += 1;
                     finish(Err(AskError::Timeout));
                 }
-                let kept = self.lookups.split_off(&(old + 1));
-                for (_, (_, finish)) in std::mem::replace(&mut self.lookups, kept) {
+                for finish in take_through(&mut self.lookups, old) {
                     self.stats.timed_out += 1;
                     finish(Err(LookupError::Timeout));
                 }
@@ -407,6 +405,11 @@ impl Node {
         if frame_sender(&frame).is_some_and(|from| self.is_down_node(from)) {
             return;
         }
+        // A frame that names the incarnation it is for (credit frames)
+        // and names another, this node's before it rejoined, is stale.
+        if frame_recipient(&frame).is_some_and(|to| to != self.me) {
+            return;
+        }
         match frame {
             Frame::Gossip(bytes) => call!([self.membership], data(bytes)),
             Frame::Send { to, from, payload } => self.deliver(to, from, &payload),
@@ -424,29 +427,19 @@ impl Node {
                 from,
             } => self.unlink_in(watcher, super::Pid::new(from, target)),
             Frame::CreditAsk { target, from } => self.credit_ask_in(target, from),
-            // Credit frames name the incarnation they are for: one for
-            // this node before it rejoined is stale, dropped.
             Frame::Credit {
                 target,
                 limit,
-                to,
                 from,
-            } => {
-                if to == self.me {
-                    self.credit_in(cx, target, limit, from);
-                }
-            }
+                ..
+            } => self.credit_in(cx, target, limit, from),
             Frame::CreditSync {
                 target,
                 sent,
                 wants,
-                to,
                 from,
-            } => {
-                if to == self.me {
-                    self.credit_sync_in(target, sent, wants, from);
-                }
-            }
+                ..
+            } => self.credit_sync_in(target, sent, wants, from),
             Frame::Lookup { name, tag, from } => {
                 let device = self.names.get(&name).cloned();
                 let me = self.me;
@@ -596,6 +589,22 @@ fn encode(frame: &Frame) -> Result<Vec<u8>, SendError> {
         .encode_into(&mut out, MAX_FRAME)
         .map_err(|e| SendError::Encode(e.to_string()))?;
     Ok(out)
+}
+
+/// The node incarnation a frame says it is for, if it says.
+fn frame_recipient(frame: &Frame) -> Option<NodeId> {
+    match frame {
+        Frame::Credit { to, .. } | Frame::CreditSync { to, .. } => Some(*to),
+        _ => None,
+    }
+}
+
+/// The entries of `waiting` with tags up to `last`, taken out in tag
+/// order.
+fn take_through<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, last: u64) -> Vec<V> {
+    let kept = waiting.split_off(&last.saturating_add(1));
+    let taken = std::mem::replace(waiting, kept);
+    taken.into_values().map(|(_, v)| v).collect()
 }
 
 /// The node a frame says it comes from, if it says.

@@ -775,13 +775,10 @@ impl Node {
         }
     }
 
-    /// A control frame to `node` waits in `blocked`: room is asked for.
-    pub(super) fn room_wanted(&mut self, cx: CX![], node: NodeId) {
-        self.wait_room(cx, node);
-    }
-
-    /// Asks the transport to say when `node`'s queue has room.
-    fn wait_room(&mut self, cx: CX![], node: NodeId) {
+    /// Asks the transport to say when `node`'s queue has room (also
+    /// called through the node's `wait_for_room`, for a control frame
+    /// that waits in `blocked`).
+    pub(super) fn wait_room(&mut self, cx: CX![], node: NodeId) {
         let room = fwd_to!([cx], room(node) as (()));
         self.wire
             .transport
