@@ -117,7 +117,7 @@ mod floor;
 
 #[path = "supervise/kid.rs"]
 mod kid;
-use kid::Kid;
+use kid::{Kid, Parent};
 
 type Restart = (
     stakplane::supervise::Supervisor,
@@ -154,6 +154,46 @@ fn restart_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
+type RestartStakker = (
+    stakker::ActorOwn<kid::Parent>,
+    std::rc::Rc<std::cell::RefCell<Option<stakker::Actor<Kid>>>>,
+    std::time::Duration,
+);
+
+thread_local! {
+    /// The bare-stakker parent of the restart scenario, made at its first
+    /// call, with its child's slot and the virtual time it has run for.
+    static RESTART_STAKKER: std::cell::RefCell<Option<RestartStakker>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// As `restart_stakplane` on bare stakker: the parent re-creates the
+/// child from its stop `Ret`; the messages are plain `call!`s to the
+/// actor in the shared slot (`benches/supervise/restart.rs`).
+fn restart_stakker(s: &mut Stakker, now: Instant) {
+    RESTART_STAKKER.with(|r| {
+        let mut r = r.borrow_mut();
+        let (_, slot, t) = r.get_or_insert_with(|| {
+            let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+            let slot = std::rc::Rc::new(std::cell::RefCell::new(None));
+            let parent = stakker::actor!(s, Parent::init(slot.clone(), seen), ret_nop!());
+            s.run(now, false);
+            (parent, slot, std::time::Duration::ZERO)
+        });
+        *t += std::time::Duration::from_millis(1);
+        let kid = slot.borrow().clone();
+        if let Some(kid) = kid {
+            stakker::call!([kid], fail());
+        }
+        s.run(now + *t, false);
+        let kid = slot.borrow().clone();
+        if let Some(kid) = kid {
+            stakker::call!([kid], tick(1));
+        }
+        s.run(now + *t, false);
+    });
+}
+
 /// A consumer of the mailbox scenario.
 struct Summer {
     sum: u64,
@@ -186,7 +226,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 20] = [
+const SCENARIOS: [(&str, Unit, Scenario); 21] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -327,6 +367,7 @@ const SCENARIOS: [(&str, Unit, Scenario); 20] = [
         Unit::One,
         restart_stakplane,
     ),
+    ("restart_one_for_one/stakker", Unit::One, restart_stakker),
     (
         "mailbox_send_handle/stakplane",
         Unit::Batch,

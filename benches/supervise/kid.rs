@@ -6,7 +6,7 @@
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{Addr, ChildSpec, Supervisor, SupervisorSpec};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Duration;
@@ -52,4 +52,41 @@ pub fn supervised(s: &mut Stakker, seen: &Rc<Cell<u64>>, hold: bool) -> (Supervi
     )
     .expect("supervisor starts");
     (sup, addr)
+}
+
+/// The bare-stakker parent of the restart scenario: re-creates the child
+/// from its stop `Ret` and stores it in a shared slot (the hand-written
+/// stable address).
+pub struct Parent {
+    child: Option<ActorOwn<Kid>>,
+    slot: Rc<RefCell<Option<Actor<Kid>>>>,
+    seen: Rc<Cell<u64>>,
+}
+
+impl Parent {
+    pub fn init(
+        cx: CX![],
+        slot: Rc<RefCell<Option<Actor<Kid>>>>,
+        seen: Rc<Cell<u64>>,
+    ) -> Option<Self> {
+        let mut me = Parent {
+            child: None,
+            slot,
+            seen,
+        };
+        me.spawn(cx);
+        Some(me)
+    }
+
+    fn spawn(&mut self, cx: CX![]) {
+        let notify = stakker::ret_some_to!([cx], stopped() as (StopCause));
+        let child = stakker::actor!(cx, Kid::init(self.seen.clone()), notify);
+        *self.slot.borrow_mut() = Some(child.clone());
+        self.child = Some(child);
+    }
+
+    fn stopped(&mut self, cx: CX![], cause: StopCause) {
+        black_box(&cause);
+        self.spawn(cx);
+    }
 }

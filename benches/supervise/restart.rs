@@ -26,43 +26,12 @@
 //! The `Stakker`, the supervisor or parent, and the stable address are
 //! made once per function; every iteration restarts the child once.
 
-use crate::kid::{supervised, Kid};
-use criterion::{black_box, Criterion};
+use crate::kid::{supervised, Kid, Parent};
+use criterion::Criterion;
 use stakplane::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-/// The bare-stakker parent: re-creates the child from its stop `Ret`.
-struct Parent {
-    child: Option<ActorOwn<Kid>>,
-    slot: Rc<RefCell<Option<Actor<Kid>>>>,
-    seen: Rc<Cell<u64>>,
-}
-
-impl Parent {
-    fn init(cx: CX![], slot: Rc<RefCell<Option<Actor<Kid>>>>, seen: Rc<Cell<u64>>) -> Option<Self> {
-        let mut me = Parent {
-            child: None,
-            slot,
-            seen,
-        };
-        me.spawn(cx);
-        Some(me)
-    }
-
-    fn spawn(&mut self, cx: CX![]) {
-        let notify = stakker::ret_some_to!([cx], stopped() as (StopCause));
-        let child = stakker::actor!(cx, Kid::init(self.seen.clone()), notify);
-        *self.slot.borrow_mut() = Some(child.clone());
-        self.child = Some(child);
-    }
-
-    fn stopped(&mut self, cx: CX![], cause: StopCause) {
-        black_box(&cause);
-        self.spawn(cx);
-    }
-}
 
 pub fn restart_one_for_one(c: &mut Criterion) {
     let mut g = c.benchmark_group("restart_one_for_one");
