@@ -329,7 +329,13 @@
 //! seeds, bursts to a credited child that crashes and restarts, through
 //! a network that holds its frames now and then: every send is told once
 //! and succeeds, every message arrives, the mailbox never goes over its
-//! bound, and no message comes without credit. No node compares its
+//! bound, and no message comes without credit. Over 200 seeds, asks
+//! (of a server that answers at once, and of one that answers late,
+//! drops the reply or never answers) and lookups between the nodes,
+//! through the same faults and the rejoins that follow: each is answered
+//! exactly once (rule 119), a reply is the one its server gave to that
+//! request, and a timeout comes never early and at most a quarter of the
+//! timeout late (rule 119a). No node compares its
 //! clock with another's (the wire carries no time), so clocks that
 //! disagree by any offset change nothing; their rates are what the
 //! drift tests.
