@@ -16,8 +16,8 @@ use common::cluster::{addr_in, join, node_with, recorder, status, Seen};
 use common::Rt;
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
-    AskError, LookupError, MemNet, Node, NodeId, Pid, Ref, RemoteActor, RemoteRef, SendError,
-    TrySendError,
+    AskError, LookupError, MemNet, Node, NodeId, Pid, Ref, RemoteActor, RemoteDown, RemoteRef,
+    SendError, TrySendError,
 };
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
@@ -567,4 +567,120 @@ fn node_a_lookup_made_before_a_rejoin_is_answered_once_as_rejoined() {
     p.come_back();
     p.rt.advance(Duration::from_secs(5));
     assert_eq!(*found.borrow(), [Some(Err(LookupError::Rejoined(old)))]);
+}
+
+/// A device that does nothing but be linked.
+struct Idle;
+
+impl Idle {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Idle)
+    }
+}
+
+/// Rule 114: `b`, back on the network and not yet told that `a` declared
+/// it down, links its device to two of `a`'s in its old name (twice
+/// over). `a` drops those frames, but each link ends at once, as a watch
+/// of a device of a lost node: the device that traps hears `Lost` once,
+/// the one that does not dies of it. (`b` clears its links when it
+/// rejoins, as the other side's watchers have heard `Lost`; without this
+/// they never would have.)
+#[test]
+fn node_a_link_asked_in_the_name_of_an_incarnation_declared_down_ends_at_once_as_lost_once() {
+    let mut p = pair();
+    let w = device!(p.rt.s, Idle::init());
+    let v = device!(p.rt.s, Idle::init());
+    let t = device!(p.rt.s, Idle::init());
+    p.rt.run();
+    let (trapped, trap) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, cx| {
+        n.register_device(&w, Fwd::new(|_: u64| ()));
+        n.register_device(&v, Fwd::new(|_: u64| ()));
+        n.trap(cx, &w, trap)
+    })
+    .expect("alive")
+    .expect("w traps");
+    p.b.query(&mut p.rt.s, |n, _| {
+        n.register_device(&t, Fwd::new(|_: u64| ()))
+    })
+    .expect("alive");
+    let (wp, vp) = (Pid::new(id(1), w.id().get()), Pid::new(id(1), v.id().get()));
+    p.cut_off();
+    let old = p.b_id();
+    let b = &p.b;
+    p.net.attach(old.addr, fwd_to!([b], packet() as (Vec<u8>)));
+    p.b.query(&mut p.rt.s, |n, cx| {
+        for _ in 0..2 {
+            n.link(cx, &t, wp, LinkMode::Notify).expect("t is alive");
+            n.link(cx, &t, vp, LinkMode::Notify).expect("t is alive");
+        }
+    })
+    .expect("alive");
+    p.rt.advance(Duration::from_secs(10));
+    assert!(p.b_id().incarnation > old.incarnation, "b rejoined");
+    let tp = Pid::new(old, t.id().get());
+    let got: Vec<(Pid, String)> = trapped
+        .borrow()
+        .iter()
+        .map(|d| (d.pid, d.cause.to_string()))
+        .collect();
+    assert_eq!(got, [(tp, Cause::Lost.to_string())], "once, as Lost");
+    let cause = v.cause().map(|c| c.to_string());
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains(&tp.to_string()) && c.contains(&Cause::Lost.to_string())),
+        "v died of the lost link: {cause:?}"
+    );
+    assert!(t.is_alive(), "b's device lives on");
+}
+
+/// Rule 114, the other order: the link is made while both are up, `a`
+/// declares `b` down (its device traps `Lost`), and `b`, back and not yet
+/// told, asks for the same link again in its old name: nothing more.
+#[test]
+fn node_a_link_told_lost_is_not_told_again_when_the_lost_incarnation_asks_for_it_again() {
+    let mut p = pair();
+    let w = device!(p.rt.s, Idle::init());
+    let t = device!(p.rt.s, Idle::init());
+    p.rt.run();
+    let (trapped, trap) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, cx| {
+        n.register_device(&w, Fwd::new(|_: u64| ()));
+        n.trap(cx, &w, trap)
+    })
+    .expect("alive")
+    .expect("w traps");
+    p.b.query(&mut p.rt.s, |n, _| {
+        n.register_device(&t, Fwd::new(|_: u64| ()))
+    })
+    .expect("alive");
+    let wp = Pid::new(id(1), w.id().get());
+    let link = |p: &mut Pair| {
+        p.b.query(&mut p.rt.s, |n, cx| {
+            n.link(cx, &t, wp, LinkMode::Notify).expect("t is alive")
+        })
+        .expect("alive");
+    };
+    link(&mut p);
+    p.rt.run();
+    assert!(trapped.borrow().is_empty(), "linked, nothing ended");
+    let old = p.b_id();
+    p.cut_off();
+    let tp = Pid::new(old, t.id().get());
+    let lost = [(tp, Cause::Lost.to_string())];
+    let got = |trapped: &Seen<RemoteDown>| -> Vec<(Pid, String)> {
+        trapped
+            .borrow()
+            .iter()
+            .map(|d| (d.pid, d.cause.to_string()))
+            .collect()
+    };
+    assert_eq!(got(&trapped), lost, "a declared b down: Lost, once");
+    let b = &p.b;
+    p.net.attach(old.addr, fwd_to!([b], packet() as (Vec<u8>)));
+    link(&mut p);
+    p.rt.advance(Duration::from_secs(10));
+    assert!(p.b_id().incarnation > old.incarnation, "b rejoined");
+    assert_eq!(got(&trapped), lost, "not told again");
 }

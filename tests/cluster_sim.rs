@@ -5,10 +5,12 @@
 //! with sequence numbers between random pairs, a monitor of every other
 //! node's device, random partitions (one way or both) and heals, a device
 //! that dies, perhaps a node that crashes; then everything heals and the
-//! cluster settles. Two more scenarios run a fifth as many seeds: bursts
-//! to a credited child (rule 141's credits), and asks and lookups between
-//! the nodes through the same faults (rules 119 and 119a: each answered
-//! once, a timeout on time). `cargo test` runs 1,000 seeds
+//! cluster settles. Three more scenarios run a fifth as many seeds:
+//! bursts to a credited child (rule 141's credits); asks and lookups
+//! between the nodes through the same faults (rules 119 and 119a: each
+//! answered once, a timeout on time); and devices linked across the
+//! nodes, some trapping, with devices killed (rule 120: each link ends
+//! once, by a notice or a cascade). `cargo test` runs 1,000 seeds
 //! (`STAKPLANE_SIM_SEEDS=100000` for the long run; `STAKPLANE_SIM_SEED=n`
 //! replays seed `n` alone; `SIM_DUMP=1` with it prints the run's events).
 #![cfg(feature = "cluster")]
@@ -23,6 +25,7 @@ use stakplane::cluster::{NodeStatus, RemoteActor, SendError};
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
+use stakplane::LinkMode;
 use std::cell::Cell;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -1100,4 +1103,279 @@ fn run_asks(seed: u64) -> Result<BTreeMap<String, usize>, String> {
     }
     drop((nodes, sinks, answers));
     Ok(kinds)
+}
+
+/// Devices per node in the link scenario; device 0 of each node traps.
+const PER_NODE: usize = 3;
+
+/// A device of the link scenario: its node, and its index there.
+type Dev = (usize, usize);
+
+/// What the link scenario saw, in order.
+#[derive(Clone, Debug)]
+enum LinkEvent {
+    /// Node `at` declared `n` down.
+    Down { at: usize, n: NodeId },
+    /// Device `w` trapped the end of its watch of `of`.
+    Trapped { w: Dev, of: Pid, cause: String },
+    /// Device `d` died, with this cause.
+    Died { d: Dev, cause: String },
+}
+
+/// Rules 114, 120 and 128 under faults, over 200 seeds (more with
+/// `STAKPLANE_SIM_SEEDS`): devices on three nodes linked across nodes
+/// (monitor, notify and peer; device 0 of each node traps, the others
+/// do not), through partitions, blips, lost and reordered gossip, killed
+/// devices and a crashed node. A trapping device gets at most one notice
+/// per watched device, none of a device it does not watch, and exactly
+/// one when that device died or its node crashed (unless it was killed
+/// itself, or its own node crashed); a device that does not trap is dead
+/// by the end when a device it watched died or its node crashed (killed
+/// in a cascade: every ending here is a fault); a `Lost` notice comes
+/// only after its node declared the watched device's node down. Every
+/// device dies at most once.
+#[test]
+fn sim_remote_links_end_exactly_once_over_every_seed() {
+    let seeds = match Sim::seed_from_env() {
+        Some(seed) => vec![seed],
+        None => (1..=seeds().len().div_ceil(5) as u64).collect(),
+    };
+    let mut trapped = 0;
+    for seed in seeds {
+        match run_links(seed) {
+            Ok(n) => trapped += n,
+            Err(e) => panic!("{}", failure(seed, &e)),
+        }
+    }
+    assert!(trapped > 0, "no notice was trapped over the seeds");
+}
+
+/// Runs one seed of the link scenario; the notices trapped.
+fn run_links(seed: u64) -> Result<usize, String> {
+    let faults = Faults {
+        latency: (Duration::from_micros(200), Duration::from_millis(20)),
+        gossip_loss: 0.01,
+        gossip_duplicate: 0.02,
+        gossip_reorder: true,
+        break_frame_order: false,
+    };
+    let mut sim = Sim::new(seed, faults);
+    let log: Rc<RefCell<Vec<LinkEvent>>> = Rc::default();
+    let mut nodes = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..NODES {
+        let l2 = log.clone();
+        let events = Fwd::new(move |ev: MemberEvent| {
+            if let MemberEvent::Down(n) = ev {
+                l2.borrow_mut().push(LinkEvent::Down { at: i, n });
+            }
+        });
+        let id = NodeId::new(addr(i), 1);
+        nodes.push(sim.start_node(id, config(seed, i), events));
+        ids.push(id);
+    }
+    // The devices, each watched locally for its death.
+    let mut devs: Vec<Vec<Option<DeviceOwn<Sink>>>> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut row = Vec::new();
+        for k in 0..PER_NODE {
+            let dev = device!(sim.stakker(), Sink::init());
+            let l2 = log.clone();
+            dev.monitor(Ret::new(move |d: Option<Down>| {
+                if let Some(d) = d {
+                    l2.borrow_mut().push(LinkEvent::Died {
+                        d: (i, k),
+                        cause: d.cause.to_string(),
+                    });
+                }
+            }))
+            .map_err(|e| e.to_string())?;
+            row.push(Some(dev));
+        }
+        sim.run_for(Duration::from_millis(1));
+        // Registered, so that other nodes can link to them.
+        node.query(sim.stakker(), |n, _| {
+            for dev in row.iter().flatten() {
+                n.register_device(dev, Fwd::new(|_: u64| ()));
+            }
+        })
+        .ok_or("a node died")?;
+        let trap = row[0].as_ref().ok_or("device 0")?;
+        let l2 = log.clone();
+        let fwd = Fwd::new(move |d: RemoteDown| {
+            l2.borrow_mut().push(LinkEvent::Trapped {
+                w: (i, 0),
+                of: d.pid,
+                cause: d.cause.to_string(),
+            })
+        });
+        node.query(sim.stakker(), |n, cx| n.trap(cx, trap, fwd))
+            .ok_or("a node died")?
+            .map_err(|e| e.to_string())?;
+        devs.push(row);
+    }
+    for node in &nodes[1..] {
+        call!([node], join(ids[0]));
+    }
+    sim.run_for(Duration::from_secs(10));
+    let mut pids: Vec<Vec<Pid>> = Vec::new();
+    // The devices' addresses, in each node's incarnation now (a node
+    // declared down while the cluster formed has rejoined: its first
+    // incarnation's `Pid`s are dead for good).
+    for (i, node) in nodes.iter().enumerate() {
+        let id = node
+            .query(sim.stakker(), |n, _| n.id())
+            .ok_or("a node died")?;
+        let row = devs[i].iter().flatten().map(|d| Pid::new(id, d.id().get()));
+        pids.push(row.collect());
+    }
+    // Links across nodes: (watcher, watched) device pairs.
+    let mut watches: BTreeSet<(Dev, Dev)> = BTreeSet::new();
+    for _ in 0..8 {
+        let (a, b) = (
+            sim.random(NODES as u64) as usize,
+            sim.random(NODES as u64) as usize,
+        );
+        if a == b {
+            continue;
+        }
+        let (ka, kb) = (
+            sim.random(PER_NODE as u64) as usize,
+            sim.random(PER_NODE as u64) as usize,
+        );
+        let mode = match sim.random(3) {
+            0 => LinkMode::Monitor,
+            1 => LinkMode::Notify,
+            _ => LinkMode::Peer,
+        };
+        let dev = devs[a][ka].as_ref().ok_or("a device")?;
+        let to = pids[b][kb];
+        nodes[a]
+            .query(sim.stakker(), |n, cx| n.link(cx, dev, to, mode))
+            .ok_or("a node died")?
+            .map_err(|e| e.to_string())?;
+        if std::env::var("SIM_DUMP").is_ok() {
+            eprintln!("link {:?} {:?} {mode:?}", (a, ka), (b, kb));
+        }
+        if mode != LinkMode::Notify {
+            watches.insert(((a, ka), (b, kb)));
+        }
+        if mode != LinkMode::Monitor {
+            watches.insert(((b, kb), (a, ka)));
+        }
+    }
+    sim.run_for(Duration::from_secs(1));
+    let mut killed = BTreeSet::new();
+    let mut crashed = None;
+    for _ in 0..300 {
+        let choice = sim.random(100);
+        let (i, j) = (
+            sim.random(NODES as u64) as usize,
+            sim.random(NODES as u64) as usize,
+        );
+        match choice {
+            0..=3 => {
+                let k = sim.random(PER_NODE as u64) as usize;
+                if let Some(dev) = devs[i][k].take() {
+                    killed.insert((i, k));
+                    // Already dead of a cascade, it stays so.
+                    let _ = dev.kill("test-kill");
+                }
+            }
+            4 | 5 if i != j => sim.net().partition(addr(i), addr(j)),
+            6 if i != j => sim.net().partition_one_way(addr(i), addr(j)),
+            7..=12 => sim.net().heal(),
+            13 if crashed.is_none() && sim.random(4) == 0 => {
+                crashed = Some(i);
+                sim.net().crash(addr(i));
+            }
+            14..=21 if i != j => {
+                sim.net().partition(addr(i), addr(j));
+                sim.run_for(Duration::from_millis(100));
+                sim.net().heal();
+            }
+            _ => {}
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    sim.net().heal();
+    sim.net().set_faults(Faults::default());
+    sim.run_for(Duration::from_secs(60));
+    // The trap's notices name the device linked: back to (node, index).
+    let at = |pid: Pid| {
+        pids.iter()
+            .enumerate()
+            .find_map(|(n, row)| row.iter().position(|p| *p == pid).map(|k| (n, k)))
+    };
+    let events = log.borrow().clone();
+    if std::env::var("SIM_DUMP").is_ok() {
+        eprintln!("watches {watches:?} killed {killed:?} crashed {crashed:?}");
+        for (k, e) in events.iter().enumerate() {
+            eprintln!("{k}: {e:?}");
+        }
+    }
+    let mut down_seen: Vec<BTreeSet<SocketAddr>> = vec![BTreeSet::new(); NODES];
+    let mut notices: BTreeMap<(Dev, Dev), Vec<String>> = BTreeMap::new();
+    let mut died: BTreeMap<Dev, String> = BTreeMap::new();
+    let lost = Cause::Lost.to_string();
+    for (k, ev) in events.iter().enumerate() {
+        match ev {
+            LinkEvent::Down { at, n } => {
+                down_seen[*at].insert(n.addr);
+            }
+            LinkEvent::Died { d, cause } => {
+                if died.insert(*d, cause.clone()).is_some() {
+                    return Err(format!("event {k}: device {d:?} died twice"));
+                }
+            }
+            LinkEvent::Trapped { w, of, cause } => {
+                let Some(of) = at(*of) else {
+                    return Err(format!(
+                        "event {k}: {w:?} trapped {of}, which was never linked"
+                    ));
+                };
+                if *cause == lost && !down_seen[w.0].contains(&addr(of.0)) {
+                    return Err(format!(
+                        "event {k}: {w:?} trapped Lost for {of:?}, whose node its node never declared down"
+                    ));
+                }
+                if !watches.contains(&(*w, of)) {
+                    return Err(format!(
+                        "event {k}: {w:?} trapped {of:?}, which it never watched"
+                    ));
+                }
+                notices.entry((*w, of)).or_default().push(cause.clone());
+            }
+        }
+    }
+    let mut trapped = 0;
+    for &(w, t) in &watches {
+        let heard = notices.get(&(w, t)).map_or(0, Vec::len);
+        trapped += heard;
+        if heard > 1 {
+            return Err(format!(
+                "{w:?} trapped {heard} ends of its watch of {t:?}: {:?}",
+                notices.get(&(w, t))
+            ));
+        }
+        let ended = died.contains_key(&t) || crashed == Some(t.0);
+        let watcher_out = crashed == Some(w.0) || killed.contains(&w);
+        if !ended || watcher_out {
+            continue;
+        }
+        if w.1 == 0 && heard == 0 {
+            return Err(format!(
+                "{w:?} never trapped the end of {t:?} (died {:?}, crashed {crashed:?})",
+                died.get(&t)
+            ));
+        }
+        if w.1 != 0 && !died.contains_key(&w) {
+            return Err(format!(
+                "{w:?} does not trap, and lives on after {t:?} ended (died {:?}, crashed {crashed:?})",
+                died.get(&t)
+            ));
+        }
+    }
+    drop((nodes, devs));
+    Ok(trapped)
 }

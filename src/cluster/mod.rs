@@ -206,7 +206,11 @@
 //! `Cause::Lost`; a watcher that comes later is told at once; frames from
 //! that incarnation are dropped and counted from then on, and none is sent
 //! to it (an unlink or a late notice sends nothing: over TCP a frame would
-//! connect to its address again).
+//! connect to its address again). A link that incarnation asks for (it
+//! sent it before it learned it was down) is such a later watcher: the
+//! device of this node it names is told `Lost` at once (it traps it, or
+//! dies of it), once however often it is asked; that incarnation clears
+//! its links when it rejoins, counting on it.
 //!
 //! **120. A remote link behaves as a local one**: [`Node::link`] with
 //! `Monitor` (this node's device watches the other), `Notify` (the other
@@ -335,7 +339,13 @@
 //! through the same faults and the rejoins that follow: each is answered
 //! exactly once (rule 119), a reply is the one its server gave to that
 //! request, and a timeout comes never early and at most a quarter of the
-//! timeout late (rule 119a). No node compares its
+//! timeout late (rule 119a). Over 200 seeds, devices linked across the
+//! nodes (monitor, notify and peer; some trap, some do not) through the
+//! same faults, with devices killed: a trapping device hears of each
+//! device it watches at most once, and exactly once when that device
+//! died or its node crashed; one that does not trap is killed in a
+//! cascade then (rule 120); a `Lost` comes only after its node declared
+//! the other down. No node compares its
 //! clock with another's (the wire carries no time), so clocks that
 //! disagree by any offset change nothing; their rates are what the
 //! drift tests.

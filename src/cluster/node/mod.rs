@@ -403,6 +403,16 @@ impl Node {
         };
         self.stats.frames_in += 1;
         if frame_sender(&frame).is_some_and(|from| self.is_down_node(from)) {
+            // Dropped, but a link that incarnation asked for ends at once
+            // for its watcher here, as `Lost`: nobody would ask again.
+            if let Frame::Link {
+                watcher,
+                target,
+                from,
+            } = frame
+            {
+                self.link_from_lost(cx, watcher, super::Pid::new(from, target));
+            }
             return;
         }
         // A frame that names the incarnation it is for (credit frames)

@@ -63,6 +63,13 @@ pub(super) struct Watches {
     /// Watches held on this node's devices: (watching node, tag) to the
     /// local monitor.
     served: BTreeMap<(NodeId, u64), MonitorRef>,
+    /// Links by which a device of this node watched a device of an
+    /// incarnation declared down, each told `Lost` already: (that
+    /// incarnation, watching device, watched device). A link that
+    /// incarnation asks for again (it sent it before it learned it was
+    /// down) is not told twice. One entry per such link, as `down` keeps
+    /// one per incarnation.
+    lost_links: BTreeSet<(NodeId, u64, u64)>,
 }
 
 impl Node {
@@ -269,6 +276,22 @@ impl Node {
         }
     }
 
+    /// A link asked for by an incarnation this node declared down (sent
+    /// before it learned it was down, or again after a reconnect): device
+    /// `watcher` of this node watches `pid` of that incarnation, and is
+    /// told `Lost` at once, as any watch of a device of a lost node, and
+    /// once: that incarnation will not ask again after it rejoins (rule
+    /// 114).
+    pub(super) fn link_from_lost(&mut self, cx: CX![], watcher: u64, pid: Pid) {
+        if self
+            .watch
+            .lost_links
+            .insert((pid.node, watcher, pid.device))
+        {
+            self.link_in(cx, watcher, pid);
+        }
+    }
+
     /// A link undone: device `watcher` of this node no longer watches
     /// `pid`.
     pub(super) fn unlink_in(&mut self, watcher: u64, pid: Pid) {
@@ -412,6 +435,14 @@ impl Node {
     pub(super) fn watch_lost(&mut self, n: NodeId) {
         self.watch.notifies.retain(|(_, w)| w.node != n);
         for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
+            if let Some(Watch {
+                pid,
+                by: Watcher::Link(line),
+            }) = self.watch.mine.get(&tag)
+            {
+                let told = (n, line.id().get(), pid.device);
+                self.watch.lost_links.insert(told);
+            }
             self.watch_end(tag, Cause::Lost);
         }
         self.drop_served(|node| node == n);
