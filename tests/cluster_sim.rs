@@ -1120,9 +1120,11 @@ enum LinkEvent {
     Trapped { w: Dev, of: Pid, cause: String },
     /// Device `d` died, with this cause.
     Died { d: Dev, cause: String },
+    /// Device `w` no longer watches `of` (its node's `unlink`).
+    Unlinked { w: Dev, of: Dev },
 }
 
-/// Rules 114, 120 and 128 under faults, over 200 seeds (more with
+/// Rules 114, 120, 121 and 128 under faults, over 200 seeds (more with
 /// `STAKPLANE_SIM_SEEDS`): devices on three nodes linked across nodes
 /// (monitor, notify and peer; device 0 of each node traps, the others
 /// do not), through partitions, blips, lost and reordered gossip, killed
@@ -1132,8 +1134,9 @@ enum LinkEvent {
 /// itself, or its own node crashed); a device that does not trap is dead
 /// by the end when a device it watched died or its node crashed (killed
 /// in a cascade: every ending here is a fault); a `Lost` notice comes
-/// only after its node declared the watched device's node down. Every
-/// device dies at most once.
+/// only after its node declared the watched device's node down; nothing
+/// comes after the watcher's node unlinked it (rule 121). Every device
+/// dies at most once.
 #[test]
 fn sim_remote_links_end_exactly_once_over_every_seed() {
     let seeds = match Sim::seed_from_env() {
@@ -1231,6 +1234,7 @@ fn run_links(seed: u64) -> Result<usize, String> {
     }
     // Links across nodes: (watcher, watched) device pairs.
     let mut watches: BTreeSet<(Dev, Dev)> = BTreeSet::new();
+    let mut origins: BTreeMap<(Dev, Dev), BTreeSet<bool>> = BTreeMap::new();
     for _ in 0..8 {
         let (a, b) = (
             sim.random(NODES as u64) as usize,
@@ -1257,13 +1261,24 @@ fn run_links(seed: u64) -> Result<usize, String> {
         if std::env::var("SIM_DUMP").is_ok() {
             eprintln!("link {:?} {:?} {mode:?}", (a, ka), (b, kb));
         }
+        // Each watch, and whether it was asked for on the watcher's node.
         if mode != LinkMode::Notify {
             watches.insert(((a, ka), (b, kb)));
+            origins.entry(((a, ka), (b, kb))).or_default().insert(true);
         }
         if mode != LinkMode::Monitor {
             watches.insert(((b, kb), (a, ka)));
+            origins.entry(((b, kb), (a, ka))).or_default().insert(false);
         }
     }
+    // The watches only their watcher's node asked for: unlinking them
+    // there ends them for good (one the other node asked for too, it
+    // would ask for again after a reconnect).
+    let own: Vec<(Dev, Dev)> = origins
+        .iter()
+        .filter(|(_, o)| o.len() == 1 && o.contains(&true))
+        .map(|(pair, _)| *pair)
+        .collect();
     sim.run_for(Duration::from_secs(1));
     let mut killed = BTreeSet::new();
     let mut crashed = None;
@@ -1294,6 +1309,16 @@ fn run_links(seed: u64) -> Result<usize, String> {
                 sim.run_for(Duration::from_millis(100));
                 sim.net().heal();
             }
+            22 | 23 if !own.is_empty() => {
+                let (w, of) = own[sim.random(own.len() as u64) as usize];
+                if let Some(dev) = devs[w.0][w.1].as_ref() {
+                    let to = pids[of.0][of.1];
+                    nodes[w.0]
+                        .query(sim.stakker(), |n, _| n.unlink(dev, to, LinkMode::Monitor))
+                        .ok_or("a node died")?;
+                    log.borrow_mut().push(LinkEvent::Unlinked { w, of });
+                }
+            }
             _ => {}
         }
         sim.run_for(Duration::from_millis(200));
@@ -1317,11 +1342,15 @@ fn run_links(seed: u64) -> Result<usize, String> {
     let mut down_seen: Vec<BTreeSet<SocketAddr>> = vec![BTreeSet::new(); NODES];
     let mut notices: BTreeMap<(Dev, Dev), Vec<String>> = BTreeMap::new();
     let mut died: BTreeMap<Dev, String> = BTreeMap::new();
+    let mut unlinked: BTreeSet<(Dev, Dev)> = BTreeSet::new();
     let lost = Cause::Lost.to_string();
     for (k, ev) in events.iter().enumerate() {
         match ev {
             LinkEvent::Down { at, n } => {
                 down_seen[*at].insert(n.addr);
+            }
+            LinkEvent::Unlinked { w, of } => {
+                unlinked.insert((*w, *of));
             }
             LinkEvent::Died { d, cause } => {
                 if died.insert(*d, cause.clone()).is_some() {
@@ -1337,6 +1366,12 @@ fn run_links(seed: u64) -> Result<usize, String> {
                 if *cause == lost && !down_seen[w.0].contains(&addr(of.0)) {
                     return Err(format!(
                         "event {k}: {w:?} trapped Lost for {of:?}, whose node its node never declared down"
+                    ));
+                }
+                // Rule 121: nothing after an unlink.
+                if unlinked.contains(&(*w, of)) {
+                    return Err(format!(
+                        "event {k}: {w:?} trapped {of:?} after it unlinked it"
                     ));
                 }
                 if !watches.contains(&(*w, of)) {
@@ -1359,7 +1394,7 @@ fn run_links(seed: u64) -> Result<usize, String> {
             ));
         }
         let ended = died.contains_key(&t) || crashed == Some(t.0);
-        let watcher_out = crashed == Some(w.0) || killed.contains(&w);
+        let watcher_out = crashed == Some(w.0) || killed.contains(&w) || unlinked.contains(&(w, t));
         if !ended || watcher_out {
             continue;
         }
