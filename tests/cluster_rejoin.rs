@@ -578,6 +578,37 @@ impl Idle {
     }
 }
 
+/// Linkable devices: on `a`, `w` that traps its remote links (into the
+/// record returned) and, if `plain`, `v` that does not; on `b`, `t`. All
+/// registered with their nodes.
+struct Linkable {
+    w: DeviceOwn<Idle>,
+    v: Option<DeviceOwn<Idle>>,
+    t: DeviceOwn<Idle>,
+    trapped: Seen<RemoteDown>,
+}
+
+fn linkable(p: &mut Pair, plain: bool) -> Linkable {
+    let w = device!(p.rt.s, Idle::init());
+    let v = plain.then(|| device!(p.rt.s, Idle::init()));
+    let t = device!(p.rt.s, Idle::init());
+    p.rt.run();
+    let (trapped, trap) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, cx| {
+        for d in std::iter::once(&w).chain(&v) {
+            n.register_device(d, Fwd::new(|_: u64| ()));
+        }
+        n.trap(cx, &w, trap)
+    })
+    .expect("alive")
+    .expect("w traps");
+    p.b.query(&mut p.rt.s, |n, _| {
+        n.register_device(&t, Fwd::new(|_: u64| ()))
+    })
+    .expect("alive");
+    Linkable { w, v, t, trapped }
+}
+
 /// Rule 114: `b`, back on the network and not yet told that `a` declared
 /// it down, links its device to two of `a`'s in its old name (twice
 /// over). `a` drops those frames, but each link ends at once, as a watch
@@ -588,22 +619,8 @@ impl Idle {
 #[test]
 fn node_a_link_asked_in_the_name_of_an_incarnation_declared_down_ends_at_once_as_lost_once() {
     let mut p = pair();
-    let w = device!(p.rt.s, Idle::init());
-    let v = device!(p.rt.s, Idle::init());
-    let t = device!(p.rt.s, Idle::init());
-    p.rt.run();
-    let (trapped, trap) = recorder::<RemoteDown>();
-    p.a.query(&mut p.rt.s, |n, cx| {
-        n.register_device(&w, Fwd::new(|_: u64| ()));
-        n.register_device(&v, Fwd::new(|_: u64| ()));
-        n.trap(cx, &w, trap)
-    })
-    .expect("alive")
-    .expect("w traps");
-    p.b.query(&mut p.rt.s, |n, _| {
-        n.register_device(&t, Fwd::new(|_: u64| ()))
-    })
-    .expect("alive");
+    let Linkable { w, v, t, trapped } = linkable(&mut p, true);
+    let v = v.expect("a plain device");
     let (wp, vp) = (Pid::new(id(1), w.id().get()), Pid::new(id(1), v.id().get()));
     p.cut_off();
     let old = p.b_id();
@@ -641,20 +658,7 @@ fn node_a_link_asked_in_the_name_of_an_incarnation_declared_down_ends_at_once_as
 #[test]
 fn node_a_link_told_lost_is_not_told_again_when_the_lost_incarnation_asks_for_it_again() {
     let mut p = pair();
-    let w = device!(p.rt.s, Idle::init());
-    let t = device!(p.rt.s, Idle::init());
-    p.rt.run();
-    let (trapped, trap) = recorder::<RemoteDown>();
-    p.a.query(&mut p.rt.s, |n, cx| {
-        n.register_device(&w, Fwd::new(|_: u64| ()));
-        n.trap(cx, &w, trap)
-    })
-    .expect("alive")
-    .expect("w traps");
-    p.b.query(&mut p.rt.s, |n, _| {
-        n.register_device(&t, Fwd::new(|_: u64| ()))
-    })
-    .expect("alive");
+    let Linkable { w, t, trapped, .. } = linkable(&mut p, false);
     let wp = Pid::new(id(1), w.id().get());
     let link = |p: &mut Pair| {
         p.b.query(&mut p.rt.s, |n, cx| {

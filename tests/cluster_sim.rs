@@ -125,6 +125,53 @@ impl Mode {
 /// Where a replayed run writes its trace (for the replay test).
 const TRACE_VAR: &str = "STAKPLANE_SIM_TRACE_OUT";
 
+/// The network of the property scenarios until their last heal: 0.2 to
+/// 20 ms of latency, 1 % of the gossip lost, 2 % duplicated, reordered;
+/// frames out of order too if `break_frame_order` (the broken network).
+fn lossy(break_frame_order: bool) -> Faults {
+    Faults {
+        latency: (Duration::from_micros(200), Duration::from_millis(20)),
+        // Beyond about 1 % lost gossip, a three-node cluster with these
+        // timeouts declares healthy nodes down now and then (measured:
+        // 6 false downs in 20 minutes at 1 %, 43 at 2 %, 181 at 5 %), and
+        // `Lost` hides every other path.
+        gossip_loss: 0.01,
+        gossip_duplicate: 0.02,
+        gossip_reorder: true,
+        break_frame_order,
+    }
+}
+
+/// A step of a scenario: what it does (a number below 100), and two
+/// nodes (the same one, at times).
+fn draw(sim: &mut Sim) -> (u64, usize, usize) {
+    let choice = sim.random(100);
+    let i = sim.random(NODES as u64) as usize;
+    (choice, i, sim.random(NODES as u64) as usize)
+}
+
+/// Network faults of the ask and link scenarios, `which` of 18 kinds
+/// (the others do nothing): a partition of `i` and `j` (2 of 18), one
+/// way (1), a heal (6), `i` crashed (1: once a run, one time in four),
+/// or a blip of 100 ms between them (8).
+fn net_fault(sim: &mut Sim, which: u64, i: usize, j: usize, crashed: &mut Option<usize>) {
+    match which {
+        0 | 1 if i != j => sim.net().partition(addr(i), addr(j)),
+        2 if i != j => sim.net().partition_one_way(addr(i), addr(j)),
+        3..=8 => sim.net().heal(),
+        9 if crashed.is_none() && sim.random(4) == 0 => {
+            *crashed = Some(i);
+            sim.net().crash(addr(i));
+        }
+        10..=17 if i != j => {
+            sim.net().partition(addr(i), addr(j));
+            sim.run_for(Duration::from_millis(100));
+            sim.net().heal();
+        }
+        _ => {}
+    }
+}
+
 /// Runs one seed; `Err` says which property broke.
 fn run(seed: u64, mode: Mode) -> (Result<(), String>, Vec<Trace>) {
     let mut trace = Vec::new();
@@ -134,17 +181,7 @@ fn run(seed: u64, mode: Mode) -> (Result<(), String>, Vec<Trace>) {
 
 /// Runs one seed, keeping the packets' fates in `trace` if asked.
 fn run_into(seed: u64, mode: Mode, trace: &mut Vec<Trace>) -> Result<(), String> {
-    let faults = Faults {
-        latency: (Duration::from_micros(200), Duration::from_millis(20)),
-        // Beyond about 1 % lost gossip, a three-node cluster with these
-        // timeouts declares healthy nodes down now and then (measured:
-        // 6 false downs in 20 minutes at 1 %, 43 at 2 %, 181 at 5 %), and
-        // `Lost` hides every other path.
-        gossip_loss: 0.01,
-        gossip_duplicate: 0.02,
-        gossip_reorder: true,
-        break_frame_order: mode.broken,
-    };
+    let faults = lossy(mode.broken);
     let mut sim = Sim::new(seed, faults);
     if mode.record {
         sim.net().record();
@@ -217,11 +254,7 @@ fn run_into(seed: u64, mode: Mode, trace: &mut Vec<Trace>) -> Result<(), String>
     let mut did = Did::default();
     let mut seq = [[0u32; NODES]; NODES];
     for _ in 0..300 {
-        let choice = sim.random(100);
-        let (i, j) = (
-            sim.random(NODES as u64) as usize,
-            sim.random(NODES as u64) as usize,
-        );
+        let (choice, i, j) = draw(&mut sim);
         match choice {
             0..=69 if i != j && did.crashed != Some(i) => {
                 seq[i][j] += 1;
@@ -936,14 +969,7 @@ fn sim_every_ask_and_lookup_ends_exactly_once_over_every_seed() {
 
 /// Runs one seed of the ask scenario; the endings seen, by kind.
 fn run_asks(seed: u64) -> Result<BTreeMap<String, usize>, String> {
-    let faults = Faults {
-        latency: (Duration::from_micros(200), Duration::from_millis(20)),
-        gossip_loss: 0.01,
-        gossip_duplicate: 0.02,
-        gossip_reorder: true,
-        break_frame_order: false,
-    };
-    let mut sim = Sim::new(seed, faults);
+    let mut sim = Sim::new(seed, lossy(false));
     let log: Requests = Rc::default();
     let answers = stakker::actor!(sim.stakker(), Answers::init(log.clone()), ret_nop!());
     let mut nodes = Vec::new();
@@ -980,11 +1006,7 @@ fn run_asks(seed: u64) -> Result<BTreeMap<String, usize>, String> {
     let mut crashed = None;
     let mut x = 0u64;
     for _ in 0..300 {
-        let choice = sim.random(100);
-        let (i, j) = (
-            sim.random(NODES as u64) as usize,
-            sim.random(NODES as u64) as usize,
-        );
+        let (choice, i, j) = draw(&mut sim);
         match choice {
             0..=49 => {
                 x += 1;
@@ -1039,18 +1061,7 @@ fn run_asks(seed: u64) -> Result<BTreeMap<String, usize>, String> {
                     }
                 }
             }
-            68 | 69 if i != j => sim.net().partition(addr(i), addr(j)),
-            70 if i != j => sim.net().partition_one_way(addr(i), addr(j)),
-            71..=76 => sim.net().heal(),
-            77 if crashed.is_none() && sim.random(4) == 0 => {
-                crashed = Some(i);
-                sim.net().crash(addr(i));
-            }
-            78..=85 if i != j => {
-                sim.net().partition(addr(i), addr(j));
-                sim.run_for(Duration::from_millis(100));
-                sim.net().heal();
-            }
+            68..=85 => net_fault(&mut sim, choice - 68, i, j, &mut crashed),
             _ => {}
         }
         sim.run_for(Duration::from_millis(200));
@@ -1155,14 +1166,7 @@ fn sim_remote_links_end_exactly_once_over_every_seed() {
 
 /// Runs one seed of the link scenario; the notices trapped.
 fn run_links(seed: u64) -> Result<usize, String> {
-    let faults = Faults {
-        latency: (Duration::from_micros(200), Duration::from_millis(20)),
-        gossip_loss: 0.01,
-        gossip_duplicate: 0.02,
-        gossip_reorder: true,
-        break_frame_order: false,
-    };
-    let mut sim = Sim::new(seed, faults);
+    let mut sim = Sim::new(seed, lossy(false));
     let log: Rc<RefCell<Vec<LinkEvent>>> = Rc::default();
     let mut nodes = Vec::new();
     let mut ids = Vec::new();
@@ -1283,11 +1287,7 @@ fn run_links(seed: u64) -> Result<usize, String> {
     let mut killed = BTreeSet::new();
     let mut crashed = None;
     for _ in 0..300 {
-        let choice = sim.random(100);
-        let (i, j) = (
-            sim.random(NODES as u64) as usize,
-            sim.random(NODES as u64) as usize,
-        );
+        let (choice, i, j) = draw(&mut sim);
         match choice {
             0..=3 => {
                 let k = sim.random(PER_NODE as u64) as usize;
@@ -1297,18 +1297,7 @@ fn run_links(seed: u64) -> Result<usize, String> {
                     let _ = dev.kill("test-kill");
                 }
             }
-            4 | 5 if i != j => sim.net().partition(addr(i), addr(j)),
-            6 if i != j => sim.net().partition_one_way(addr(i), addr(j)),
-            7..=12 => sim.net().heal(),
-            13 if crashed.is_none() && sim.random(4) == 0 => {
-                crashed = Some(i);
-                sim.net().crash(addr(i));
-            }
-            14..=21 if i != j => {
-                sim.net().partition(addr(i), addr(j));
-                sim.run_for(Duration::from_millis(100));
-                sim.net().heal();
-            }
+            4..=21 => net_fault(&mut sim, choice - 4, i, j, &mut crashed),
             22 | 23 if !own.is_empty() => {
                 let (w, of) = own[sim.random(own.len() as u64) as usize];
                 if let Some(dev) = devs[w.0][w.1].as_ref() {
