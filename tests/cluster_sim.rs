@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig, PeriodicParams};
 use stakplane::cluster::sim::{Faults, Sim, Trace};
 use stakplane::cluster::{AskError, DeadLetter, LookupError, NodeId, Pid, Ref, RemoteDown};
-use stakplane::cluster::{NodeStatus, RemoteActor, SendError};
+use stakplane::cluster::{NodeStatus, RemoteActor, RemoteMonitor, SendError};
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
@@ -1133,6 +1133,10 @@ enum LinkEvent {
     Died { d: Dev, cause: String },
     /// Device `w` no longer watches `of` (its node's `unlink`).
     Unlinked { w: Dev, of: Dev },
+    /// Monitor `m` (a node's [`Node::monitor`]) ended with this cause.
+    Ended { m: usize, cause: String },
+    /// Monitor `m` was cancelled: `true` if it had not ended.
+    Demonitored { m: usize, cancelled: bool },
 }
 
 /// Rules 114, 120, 121 and 128 under faults, over 200 seeds (more with
@@ -1146,8 +1150,12 @@ enum LinkEvent {
 /// by the end when a device it watched died or its node crashed (killed
 /// in a cascade: every ending here is a fault); a `Lost` notice comes
 /// only after its node declared the watched device's node down; nothing
-/// comes after the watcher's node unlinked it (rule 121). Every device
-/// dies at most once.
+/// comes after the watcher's node unlinked it (rule 121). Node monitors
+/// of the devices, some cancelled: each ends at most once, and exactly
+/// once when its device died or its node crashed unless it was
+/// cancelled; a `demonitor` answers `true` only for a watch that had
+/// not ended, and nothing comes after it (rule 121). Every device dies
+/// at most once.
 #[test]
 fn sim_remote_links_end_exactly_once_over_every_seed() {
     let seeds = match Sim::seed_from_env() {
@@ -1283,6 +1291,27 @@ fn run_links(seed: u64) -> Result<usize, String> {
         .filter(|(_, o)| o.len() == 1 && o.contains(&true))
         .map(|(pair, _)| *pair)
         .collect();
+    // Monitors: each node watches two devices of the others.
+    let mut monitors: Vec<(usize, Dev, RemoteMonitor)> = Vec::new();
+    for (at, node) in nodes.iter().enumerate() {
+        for _ in 0..2 {
+            let of = (
+                (at + 1 + sim.random(NODES as u64 - 1) as usize) % NODES,
+                sim.random(PER_NODE as u64) as usize,
+            );
+            let m = monitors.len();
+            let l2 = log.clone();
+            let fwd = Fwd::new(move |d: RemoteDown| {
+                let cause = d.cause.to_string();
+                l2.borrow_mut().push(LinkEvent::Ended { m, cause });
+            });
+            let pid = pids[of.0][of.1];
+            let handle = node
+                .query(sim.stakker(), |n, cx| n.monitor(cx, pid, fwd))
+                .ok_or("a node died")?;
+            monitors.push((at, of, handle));
+        }
+    }
     sim.run_for(Duration::from_secs(1));
     let mut killed = BTreeSet::new();
     let mut crashed = None;
@@ -1298,6 +1327,15 @@ fn run_links(seed: u64) -> Result<usize, String> {
                 }
             }
             4..=21 => net_fault(&mut sim, choice - 4, i, j, &mut crashed),
+            24 | 25 => {
+                let m = sim.random(monitors.len() as u64) as usize;
+                let (at, _, handle) = monitors[m];
+                let cancelled = nodes[at]
+                    .query(sim.stakker(), |n, _| n.demonitor(handle))
+                    .ok_or("a node died")?;
+                log.borrow_mut()
+                    .push(LinkEvent::Demonitored { m, cancelled });
+            }
             22 | 23 if !own.is_empty() => {
                 let (w, of) = own[sim.random(own.len() as u64) as usize];
                 if let Some(dev) = devs[w.0][w.1].as_ref() {
@@ -1332,6 +1370,9 @@ fn run_links(seed: u64) -> Result<usize, String> {
     let mut notices: BTreeMap<(Dev, Dev), Vec<String>> = BTreeMap::new();
     let mut died: BTreeMap<Dev, String> = BTreeMap::new();
     let mut unlinked: BTreeSet<(Dev, Dev)> = BTreeSet::new();
+    // Per monitor: its notices, and whether a demonitor cancelled it.
+    let mut ends: Vec<Vec<String>> = vec![Vec::new(); monitors.len()];
+    let mut cancelled_at: BTreeSet<usize> = BTreeSet::new();
     let lost = Cause::Lost.to_string();
     for (k, ev) in events.iter().enumerate() {
         match ev {
@@ -1340,6 +1381,35 @@ fn run_links(seed: u64) -> Result<usize, String> {
             }
             LinkEvent::Unlinked { w, of } => {
                 unlinked.insert((*w, *of));
+            }
+            LinkEvent::Ended { m, cause } => {
+                // Rule 121: nothing after a demonitor that cancelled.
+                if cancelled_at.contains(m) {
+                    return Err(format!(
+                        "event {k}: monitor {m} ended after it was cancelled"
+                    ));
+                }
+                let (at, of, _) = monitors[*m];
+                if *cause == lost && !down_seen[at].contains(&addr(of.0)) {
+                    return Err(format!(
+                        "event {k}: monitor {m} of {of:?} ended Lost, its node {at} never declared that node down"
+                    ));
+                }
+                ends[*m].push(cause.clone());
+            }
+            LinkEvent::Demonitored { m, cancelled } => {
+                // `true` only for a watch that had not ended, and then
+                // never again; `false` only for one that had.
+                let ended = !ends[*m].is_empty() || cancelled_at.contains(m);
+                if *cancelled == ended {
+                    return Err(format!(
+                        "event {k}: demonitor of monitor {m} answered {cancelled}, its notices so far {:?}",
+                        ends[*m]
+                    ));
+                }
+                if *cancelled {
+                    cancelled_at.insert(*m);
+                }
             }
             LinkEvent::Died { d, cause } => {
                 if died.insert(*d, cause.clone()).is_some() {
@@ -1397,6 +1467,23 @@ fn run_links(seed: u64) -> Result<usize, String> {
             return Err(format!(
                 "{w:?} does not trap, and lives on after {t:?} ended (died {:?}, crashed {crashed:?})",
                 died.get(&t)
+            ));
+        }
+    }
+    for (m, (at, of, _)) in monitors.iter().enumerate() {
+        let heard = ends[m].len();
+        if heard > 1 {
+            return Err(format!(
+                "monitor {m} of {of:?} ended {heard} times: {:?}",
+                ends[m]
+            ));
+        }
+        let ended = died.contains_key(of) || crashed == Some(of.0);
+        let out = crashed == Some(*at) || cancelled_at.contains(&m);
+        if ended && !out && heard == 0 {
+            return Err(format!(
+                "monitor {m} (node {at}) of {of:?} never ended (died {:?}, crashed {crashed:?})",
+                died.get(of)
             ));
         }
     }

@@ -345,7 +345,8 @@
 //! device it watches at most once, and exactly once when that device
 //! died or its node crashed; one that does not trap is killed in a
 //! cascade then (rule 120); a `Lost` comes only after its node declared
-//! the other down. No node compares its
+//! the other down; nothing comes after an unlink, or after a demonitor
+//! of a node's monitor that answered `true` (rule 121). No node compares its
 //! clock with another's (the wire carries no time), so clocks that
 //! disagree by any offset change nothing; their rates are what the
 //! drift tests.
