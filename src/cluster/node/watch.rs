@@ -23,6 +23,10 @@ use std::rc::Rc;
 /// Dead devices a node remembers for watches asked again.
 const DEAD_KEPT: usize = 4096;
 
+/// Links of lost incarnations a device of the node remembers being told
+/// of (see `lost_links`).
+const LOST_KEPT: usize = 4096;
+
 /// Who hears of a watch's end.
 enum Watcher {
     /// A monitor: this `Fwd` gets the [`RemoteDown`].
@@ -64,12 +68,12 @@ pub(super) struct Watches {
     /// local monitor.
     served: BTreeMap<(NodeId, u64), MonitorRef>,
     /// Links by which a device of this node watched a device of an
-    /// incarnation declared down, each told `Lost` already: (that
-    /// incarnation, watching device, watched device). A link that
+    /// incarnation declared down, each told `Lost` already: by watching
+    /// device, (that incarnation, watched device). A link that
     /// incarnation asks for again (it sent it before it learned it was
-    /// down) is not told twice. One entry per such link, as `down` keeps
-    /// one per incarnation.
-    lost_links: BTreeSet<(NodeId, u64, u64)>,
+    /// down) is not told twice. Kept while the watching device lives (a
+    /// dead one is told nothing anyway), at most [`LOST_KEPT`] a device.
+    lost_links: HashMap<u64, BTreeSet<(NodeId, u64)>>,
 }
 
 impl Node {
@@ -245,6 +249,7 @@ impl Node {
             self.remember_dead(device, line);
         }
         self.watch.traps.remove(&device);
+        self.watch.lost_links.remove(&device);
         self.watch.notifies.retain(|(d, _)| *d != device);
         for pid in self.watch.by_watcher.remove(&device).unwrap_or_default() {
             if let Some(tag) = self.watch.links.get(&(device, pid)).copied() {
@@ -283,12 +288,17 @@ impl Node {
     /// once: that incarnation will not ask again after it rejoins (rule
     /// 114).
     pub(super) fn link_from_lost(&mut self, cx: CX![], watcher: u64, pid: Pid) {
-        if self
-            .watch
-            .lost_links
-            .insert((pid.node, watcher, pid.device))
-        {
-            self.link_in(cx, watcher, pid);
+        match self.line_of(watcher) {
+            Some(line) if line.is_alive() => {
+                let told = self.watch.lost_links.entry(watcher).or_default();
+                // Bounded, whatever the frames claim: past the bound the
+                // link is dropped as the frame is.
+                if told.len() < LOST_KEPT && told.insert((pid.node, pid.device)) {
+                    self.link_watch(cx, line, pid, true);
+                }
+            }
+            Some(_) => {}
+            None => self.dead_letter(Pid::new(self.me, watcher), SendError::UnknownTarget),
         }
     }
 
@@ -440,8 +450,8 @@ impl Node {
                 by: Watcher::Link(line),
             }) = self.watch.mine.get(&tag)
             {
-                let told = (n, line.id().get(), pid.device);
-                self.watch.lost_links.insert(told);
+                let by = self.watch.lost_links.entry(line.id().get());
+                by.or_default().insert((n, pid.device));
             }
             self.watch_end(tag, Cause::Lost);
         }
