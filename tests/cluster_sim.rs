@@ -488,6 +488,15 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
+/// The seeds of the scenarios that run a fifth as many (the one asked
+/// for alone, if one is).
+fn fifth_seeds() -> Vec<u64> {
+    match Sim::seed_from_env() {
+        Some(seed) => vec![seed],
+        None => (1..=seeds().len().div_ceil(5) as u64).collect(),
+    }
+}
+
 #[test]
 fn sim_properties_hold_over_every_seed() {
     let mode = Mode::from_env();
@@ -812,11 +821,7 @@ fn run_credit(seed: u64) -> Result<(), String> {
 #[test]
 fn sim_credits_keep_every_mailbox_within_its_bound_over_every_seed() {
     common::quiet_test_panics();
-    let seeds = match Sim::seed_from_env() {
-        Some(seed) => vec![seed],
-        None => (1..=seeds().len().div_ceil(5) as u64).collect(),
-    };
-    for seed in seeds {
+    for seed in fifth_seeds() {
         if let Err(e) = run_credit(seed) {
             panic!("{}", failure(seed, &e));
         }
@@ -940,12 +945,8 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// ask timeout and at most a quarter of it late.
 #[test]
 fn sim_every_ask_and_lookup_ends_exactly_once_over_every_seed() {
-    let seeds = match Sim::seed_from_env() {
-        Some(seed) => vec![seed],
-        None => (1..=seeds().len().div_ceil(5) as u64).collect(),
-    };
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for seed in seeds {
+    for seed in fifth_seeds() {
         match run_asks(seed) {
             Ok(seen) => {
                 for (what, n) in seen {
@@ -1158,12 +1159,8 @@ enum LinkEvent {
 /// at most once.
 #[test]
 fn sim_remote_links_end_exactly_once_over_every_seed() {
-    let seeds = match Sim::seed_from_env() {
-        Some(seed) => vec![seed],
-        None => (1..=seeds().len().div_ceil(5) as u64).collect(),
-    };
     let mut trapped = 0;
-    for seed in seeds {
+    for seed in fifth_seeds() {
         match run_links(seed) {
             Ok(n) => trapped += n,
             Err(e) => panic!("{}", failure(seed, &e)),

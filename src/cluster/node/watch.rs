@@ -288,18 +288,14 @@ impl Node {
     /// once: that incarnation will not ask again after it rejoins (rule
     /// 114).
     pub(super) fn link_from_lost(&mut self, cx: CX![], watcher: u64, pid: Pid) {
-        match self.line_of(watcher) {
-            Some(line) if line.is_alive() => {
-                let told = self.watch.lost_links.entry(watcher).or_default();
-                // Bounded, whatever the frames claim: past the bound the
-                // link is dropped as the frame is.
-                if told.len() < LOST_KEPT && told.insert((pid.node, pid.device)) {
-                    self.link_watch(cx, line, pid, true);
-                }
-            }
-            Some(_) => {}
-            None => self.dead_letter(Pid::new(self.me, watcher), SendError::UnknownTarget),
+        // Told already, or (whatever the frames claim) the record is full:
+        // dropped as the frame is.
+        let told = self.watch.lost_links.get(&watcher);
+        if told.is_some_and(|t| t.contains(&(pid.node, pid.device)) || t.len() >= LOST_KEPT) {
+            return;
         }
+        // The watch ends at once, as `Lost`, and `watch_end` records it.
+        self.link_in(cx, watcher, pid);
     }
 
     /// A link undone: device `watcher` of this node no longer watches
@@ -445,14 +441,6 @@ impl Node {
     pub(super) fn watch_lost(&mut self, n: NodeId) {
         self.watch.notifies.retain(|(_, w)| w.node != n);
         for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
-            if let Some(Watch {
-                pid,
-                by: Watcher::Link(line),
-            }) = self.watch.mine.get(&tag)
-            {
-                let by = self.watch.lost_links.entry(line.id().get());
-                by.or_default().insert((n, pid.device));
-            }
             self.watch_end(tag, Cause::Lost);
         }
         self.drop_served(|node| node == n);
@@ -517,6 +505,14 @@ impl Node {
             Watcher::Link(line) => {
                 if !line.is_alive() {
                     return;
+                }
+                if matches!(cause, Cause::Lost) {
+                    // A link of a lost incarnation is told once: that
+                    // incarnation may ask for it again (`link_from_lost`).
+                    let told = self.watch.lost_links.entry(line.id().get()).or_default();
+                    if told.len() < LOST_KEPT {
+                        told.insert((w.pid.node, w.pid.device));
+                    }
                 }
                 match self.watch.traps.get(&line.id().get()) {
                     Some(trap) => trap.fwd(RemoteDown { pid: w.pid, cause }),
