@@ -303,6 +303,7 @@ fn node_a_lost_node_gives_each_watcher_exactly_one_lost_and_its_frames_are_dropp
         to: 9,
         from: Some(pid(2, 0)),
         payload: postcard_string("late"),
+        dst: pid(1, 0).node,
     }
     .encode_into(&mut bytes, MAX_FRAME)
     .expect("encodes");
@@ -403,6 +404,7 @@ fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
         watcher: d.id().get(),
         target: target.id().get(),
         from: c_id,
+        dst: pid(2, 0).node,
     }
     .encode_into(&mut bytes, MAX_FRAME)
     .expect("encodes");
@@ -455,6 +457,7 @@ fn node_a_link_from_an_incarnation_never_seen_up_ends_as_lost_when_a_newer_one_c
         watcher: d.id().get(),
         target: 5,
         from: c1,
+        dst: pid(2, 0).node,
     }
     .encode_into(&mut bytes, MAX_FRAME)
     .expect("encodes");

@@ -57,6 +57,7 @@ fn session_with_the_same_secret_authenticates_both_sides_and_carries_frames_both
         to: 3,
         from: None,
         payload: b"hi".to_vec(),
+        dst: node(2),
     };
     a.send(&big).expect("sends");
     a.send(&small).expect("sends");

@@ -28,11 +28,13 @@ fn frames() -> Vec<Frame> {
                 device: 7,
             }),
             payload: vec![0xAB; 300],
+            dst: node(1),
         },
         Frame::Send {
             to: 1,
             from: None,
             payload: Vec::new(),
+            dst: node(1),
         },
     ]
 }

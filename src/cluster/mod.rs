@@ -212,6 +212,21 @@
 //! dies of it), once however often it is asked; that incarnation clears
 //! its links when it rejoins, counting on it.
 //!
+//! **114a. A restarted node is a new node: nothing meant for the one
+//! before reaches it**: every frame between nodes names the incarnation
+//! it is for, and a node drops a frame for another incarnation at its
+//! address (one that ran there before it restarted, or this node before
+//! it rejoined), counted in [`NodeStats::stale_frames`]; a message among
+//! them is dead-lettered there, as for an unknown target
+//! ([`SendError::NodeDown`] of the incarnation it was sent to). A node
+//! that restarts comes back before the others declare the old one down,
+//! and its device ids and tags start afresh: without this, a message,
+//! a link or a watch meant for the old one would reach a device of the
+//! new one with the same id, and a late reply or death notice would end
+//! the new node's ask or watch that has the same tag. The sender's
+//! watches of the old incarnation end as rule 114 says, when it is
+//! declared down.
+//!
 //! **120. A remote link behaves as a local one**: [`Node::link`] with
 //! `Monitor` (this node's device watches the other), `Notify` (the other
 //! watches it) or `Peer` (both); a watching device that traps

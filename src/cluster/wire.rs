@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`].
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 
 /// The default largest frame body, in bytes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -36,6 +36,9 @@ pub enum Frame {
         from: Option<Pid>,
         /// The message, serialised by its sender.
         payload: Vec<u8>,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Node `from` watches device `target` of the receiving node; the
     /// answer is one [`Frame::Down`] with `tag` when it dies.
@@ -46,6 +49,9 @@ pub enum Frame {
         tag: u64,
         /// The watching node.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Node `from` asks which device is registered under `name`.
     Lookup {
@@ -55,6 +61,9 @@ pub enum Frame {
         tag: u64,
         /// The asking node.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// The answer to a [`Frame::Lookup`]: the device and the type name of
     /// the messages it takes, if the name is registered.
@@ -65,6 +74,9 @@ pub enum Frame {
         device: Option<(u64, String)>,
         /// The answering node.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Node `from` asks device `to` of the receiving node; the answer is
     /// one [`Frame::Reply`] with `tag`.
@@ -77,6 +89,9 @@ pub enum Frame {
         from: NodeId,
         /// The request, serialised.
         payload: Vec<u8>,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// The answer to a [`Frame::Ask`].
     Reply {
@@ -86,6 +101,9 @@ pub enum Frame {
         from: NodeId,
         /// The reply, serialised, or why there is none.
         reply: Result<Vec<u8>, WireNoReply>,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// The device a [`Frame::Monitor`] with `tag` watched is gone.
     Down {
@@ -95,6 +113,9 @@ pub enum Frame {
         cause: WireCause,
         /// The node the device lived on.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Node `from` no longer watches under `tag` (a [`Frame::Monitor`]
     /// cancelled): no [`Frame::Down`] is sent for it.
@@ -103,6 +124,9 @@ pub enum Frame {
         tag: u64,
         /// The watching node.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Device `watcher` of the receiving node is linked to device
     /// `target` of node `from` and watches it (the receiving side of a
@@ -114,6 +138,9 @@ pub enum Frame {
         target: u64,
         /// The node of the watched device.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Node `from` asks for credit to send to device `target` of the
     /// receiving node (a credited target: see `Node::serve_child`).
@@ -122,6 +149,9 @@ pub enum Frame {
         target: u64,
         /// The asking node.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Node `from` lets the receiving node send messages to its device
     /// `target` until it has sent `limit` in all (cumulative: a later
@@ -134,7 +164,7 @@ pub enum Frame {
         limit: u64,
         /// The node granted: an incarnation that is not the receiver's
         /// (a grant to the one before a rejoin) is dropped.
-        to: NodeId,
+        dst: NodeId,
         /// The granting node.
         from: NodeId,
     },
@@ -146,6 +176,9 @@ pub enum Frame {
         target: u64,
         /// The node of the watched device.
         from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
     },
     /// Node `from` has sent `sent` credited messages in all to device
     /// `target` of the receiving node. Data, so it arrives after those
@@ -161,7 +194,7 @@ pub enum Frame {
         wants: bool,
         /// The grantor it is for: an incarnation that is not the
         /// receiver's (one from before a rejoin) is dropped.
-        to: NodeId,
+        dst: NodeId,
         /// The sending node.
         from: NodeId,
     },

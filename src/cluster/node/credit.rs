@@ -218,7 +218,7 @@ impl Node {
                 target: to.device,
                 sent,
                 wants,
-                to: to.node,
+                dst: to.node,
                 from: me,
             };
             self.data_when_room(cx, to.node, &sync);
@@ -276,6 +276,7 @@ impl Node {
             let ask = Frame::CreditAsk {
                 target: to.device,
                 from: me,
+                dst: to.node,
             };
             let _ = self.frame(to.node, &ask);
         }
@@ -335,7 +336,7 @@ impl Node {
         let frame = Frame::Credit {
             target,
             limit,
-            to: sender,
+            dst: sender,
             from: self.me,
         };
         let _ = self.frame(sender, &frame);

@@ -248,4 +248,8 @@ pub struct NodeStats {
     /// timed out, or this node rejoined meanwhile): dropped. Frames from
     /// a node declared down are counted in `from_down_nodes` instead.
     pub late_answers: u64,
+    /// Frames for another incarnation at this node's address (a node
+    /// that ran there before this one, or this node before it rejoined):
+    /// dropped, a message among them dead-lettered (rule 114a).
+    pub stale_frames: u64,
 }

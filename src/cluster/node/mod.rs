@@ -402,6 +402,13 @@ impl Node {
             }
         };
         self.stats.frames_in += 1;
+        // A frame for another incarnation at this address (a node that
+        // ran here before this one, or this node before it rejoined) is
+        // stale: its ids and tags are that incarnation's (rule 114a).
+        if frame_recipient(&frame).is_some_and(|dst| dst != self.me) {
+            self.stale_frame(frame);
+            return;
+        }
         if frame_sender(&frame).is_some_and(|from| self.is_down_node(from)) {
             // Dropped, but a link that incarnation asked for ends at once
             // for its watcher here, as `Lost`: nobody would ask again.
@@ -409,34 +416,38 @@ impl Node {
                 watcher,
                 target,
                 from,
+                ..
             } = frame
             {
                 self.link_from_lost(cx, watcher, super::Pid::new(from, target));
             }
             return;
         }
-        // A frame that names the incarnation it is for (credit frames)
-        // and names another, this node's before it rejoined, is stale.
-        if frame_recipient(&frame).is_some_and(|to| to != self.me) {
-            return;
-        }
         match frame {
             Frame::Gossip(bytes) => call!([self.membership], data(bytes)),
-            Frame::Send { to, from, payload } => self.deliver(to, from, &payload),
-            Frame::Monitor { target, tag, from } => self.watch_in(cx, target, tag, from),
-            Frame::Demonitor { tag, from } => self.demonitor_in(tag, from),
-            Frame::Down { tag, cause, from } => self.down_in(tag, from, cause),
+            Frame::Send {
+                to, from, payload, ..
+            } => self.deliver(to, from, &payload),
+            Frame::Monitor {
+                target, tag, from, ..
+            } => self.watch_in(cx, target, tag, from),
+            Frame::Demonitor { tag, from, .. } => self.demonitor_in(tag, from),
+            Frame::Down {
+                tag, cause, from, ..
+            } => self.down_in(tag, from, cause),
             Frame::Link {
                 watcher,
                 target,
                 from,
+                ..
             } => self.link_in(cx, watcher, super::Pid::new(from, target)),
             Frame::Unlink {
                 watcher,
                 target,
                 from,
+                ..
             } => self.unlink_in(watcher, super::Pid::new(from, target)),
-            Frame::CreditAsk { target, from } => self.credit_ask_in(target, from),
+            Frame::CreditAsk { target, from, .. } => self.credit_ask_in(target, from),
             Frame::Credit {
                 target,
                 limit,
@@ -450,7 +461,9 @@ impl Node {
                 from,
                 ..
             } => self.credit_sync_in(target, sent, wants, from),
-            Frame::Lookup { name, tag, from } => {
+            Frame::Lookup {
+                name, tag, from, ..
+            } => {
                 let device = self.names.get(&name).cloned();
                 let me = self.me;
                 let _ = self.frame(
@@ -459,6 +472,7 @@ impl Node {
                         tag,
                         device,
                         from: me,
+                        dst: from,
                     },
                 );
             }
@@ -474,6 +488,7 @@ impl Node {
                 tag,
                 from,
                 payload,
+                ..
             } => self.ask_in(cx, to, tag, from, &payload),
             Frame::Reply { tag, reply, .. } => {
                 if let Some((_, finish)) = self.asks.remove(&tag) {
@@ -500,6 +515,17 @@ impl Node {
         self.stats.from_down_nodes += 1;
         tracing::debug!(target: "stakplane::cluster", from = %node, "frame from a node declared down dropped");
         true
+    }
+
+    /// A frame for another incarnation at this address: dropped and
+    /// counted; a message is dead-lettered, in the name it was sent to
+    /// (rule 114a).
+    fn stale_frame(&mut self, frame: Frame) {
+        self.stats.stale_frames += 1;
+        tracing::debug!(target: "stakplane::cluster", kind = frame.kind(), "frame for another incarnation dropped");
+        if let Frame::Send { to, dst, .. } = frame {
+            self.dead_letter(super::Pid::new(dst, to), SendError::NodeDown(dst));
+        }
     }
 
     fn bad_frame(&mut self, why: &str) {
@@ -601,10 +627,23 @@ fn encode(frame: &Frame) -> Result<Vec<u8>, SendError> {
     Ok(out)
 }
 
-/// The node incarnation a frame says it is for, if it says.
+/// The node incarnation a frame says it is for (every frame but a
+/// session's and membership's).
 fn frame_recipient(frame: &Frame) -> Option<NodeId> {
     match frame {
-        Frame::Credit { to, .. } | Frame::CreditSync { to, .. } => Some(*to),
+        Frame::Send { dst, .. }
+        | Frame::Monitor { dst, .. }
+        | Frame::Demonitor { dst, .. }
+        | Frame::Down { dst, .. }
+        | Frame::Link { dst, .. }
+        | Frame::Unlink { dst, .. }
+        | Frame::CreditAsk { dst, .. }
+        | Frame::Credit { dst, .. }
+        | Frame::CreditSync { dst, .. }
+        | Frame::Lookup { dst, .. }
+        | Frame::Found { dst, .. }
+        | Frame::Ask { dst, .. }
+        | Frame::Reply { dst, .. } => Some(*dst),
         _ => None,
     }
 }

@@ -213,6 +213,7 @@ impl Node {
             name: name.to_string(),
             tag,
             from: self.me,
+            dst: node,
         };
         // A lookup is control traffic: never refused for want of room.
         let _ = self.frame(node, &frame);
@@ -305,6 +306,7 @@ impl Node {
             tag,
             from: self.me,
             payload,
+            dst: to.node,
         };
         if let Err(e) = self.frame(to.node, &frame) {
             ret.ret(Err(match e {
@@ -716,6 +718,7 @@ impl Node {
             tag,
             from: me,
             reply,
+            dst: to,
         };
         match encode(&frame) {
             Ok(out) => self.data_bytes_when_room(cx, to, out),
@@ -724,6 +727,7 @@ impl Node {
                     tag,
                     from: me,
                     reply: Err(WireNoReply::TooLarge),
+                    dst: to,
                 };
                 self.data_when_room(cx, to, &too_large);
             }
@@ -833,6 +837,7 @@ impl Node {
             to: to.device,
             from: Some(Pid::new(self.me, from)),
             payload,
+            dst: to.node,
         })
     }
 

@@ -140,6 +140,7 @@ impl Node {
                     watcher: remote.device,
                     target: me.device,
                     from: self.me,
+                    dst: remote.node,
                 };
                 let _ = self.frame(remote.node, &frame);
             }
@@ -163,6 +164,7 @@ impl Node {
                     watcher: remote.device,
                     target: me.device,
                     from: self.me,
+                    dst: remote.node,
                 };
                 let _ = self.frame(remote.node, &frame);
             }
@@ -327,6 +329,7 @@ impl Node {
                 target: pid.device,
                 tag,
                 from: self.me,
+                dst: pid.node,
             };
             let _ = self.frame(pid.node, &frame);
         }
@@ -366,6 +369,7 @@ impl Node {
                 watcher: w.device,
                 target,
                 from: me,
+                dst: w.node,
             };
             let _ = self.frame(w.node, &frame);
         }
@@ -416,6 +420,7 @@ impl Node {
                 tag,
                 cause,
                 from: me,
+                dst: from,
             };
             self.data_when_room(cx, from, &down);
         }
@@ -476,6 +481,7 @@ impl Node {
                     target,
                     tag,
                     from: me,
+                    dst: node,
                 },
             );
         }
@@ -538,7 +544,14 @@ impl Node {
             }
         } else if self.up.contains(&w.pid.node) {
             let me = self.me;
-            let _ = self.frame(w.pid.node, &Frame::Demonitor { tag, from: me });
+            let _ = self.frame(
+                w.pid.node,
+                &Frame::Demonitor {
+                    tag,
+                    from: me,
+                    dst: w.pid.node,
+                },
+            );
         }
         true
     }
