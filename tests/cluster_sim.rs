@@ -10,7 +10,10 @@
 //! between the nodes through the same faults (rules 119 and 119a: each
 //! answered once, a timeout on time); and devices linked across the
 //! nodes, some trapping, with devices killed (rule 120: each link ends
-//! once, by a notice or a cascade). `cargo test` runs 1,000 seeds
+//! once, by a notice or a cascade); and a node that crashes and starts
+//! again at its address as a new incarnation, while what was meant for
+//! the old one still arrives (rule 114a: none of it reaches the new one).
+//! `cargo test` runs 1,000 seeds
 //! (`STAKPLANE_SIM_SEEDS=100000` for the long run; `STAKPLANE_SIM_SEED=n`
 //! replays seed `n` alone; `SIM_DUMP=1` with it prints the run's events).
 #![cfg(feature = "cluster")]
@@ -21,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig, PeriodicParams};
 use stakplane::cluster::sim::{Faults, Sim, Trace};
 use stakplane::cluster::{AskError, DeadLetter, LookupError, NodeId, Pid, Ref, RemoteDown};
-use stakplane::cluster::{NodeStatus, RemoteActor, RemoteMonitor, SendError};
+use stakplane::cluster::{Node, NodeStatus, RemoteActor, RemoteMonitor, SendError};
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{ChildSpec, Supervisor, SupervisorSpec};
@@ -1486,4 +1489,499 @@ fn run_links(seed: u64) -> Result<usize, String> {
     }
     drop((nodes, devs));
     Ok(trapped)
+}
+
+/// A node instance of the restart scenario: its node, and 0 for the one
+/// started first, 1 for the one started again at its address.
+type Inst = (usize, usize);
+
+/// What a sink of the restart scenario takes: the sending instance, its
+/// sequence number, and the address it was sent to.
+type Stamped = (u8, u8, u32, Pid);
+
+/// What the restart scenario saw, in order.
+#[derive(Clone, Debug)]
+enum RestartEvent {
+    /// Instance `at` saw a membership change.
+    Member { at: Inst, ev: MemberEvent },
+    /// The sink of instance `at` (device `dev`) got message `seq` of
+    /// instance `from`, sent to `to`.
+    Got {
+        at: Inst,
+        dev: u64,
+        from: Inst,
+        seq: u32,
+        to: Pid,
+    },
+    /// Monitor `m` ended: the device it names, and why.
+    Ended { m: usize, pid: Pid, cause: String },
+}
+
+/// A node monitor of the restart scenario: the watching instance and the
+/// watched sink's address and instance.
+struct RestartMonitor {
+    by: Inst,
+    of: Pid,
+    of_inst: Inst,
+}
+
+/// One node instance of the restart scenario.
+struct Running {
+    node: DeviceOwn<Node>,
+    sink: Option<DeviceOwn<Sink>>,
+    /// Its sink's device id.
+    dev: u64,
+}
+
+/// Rule 114a (and 111, 112, 114) under faults, over 200 seeds (more with
+/// `STAKPLANE_SIM_SEEDS`): three nodes exchange messages and monitor each
+/// other's sinks through partitions, blips and lost gossip, and one node
+/// crashes and starts again at its address as a new incarnation —
+/// sometimes at once, before the others declared the old one down,
+/// sometimes later. Messages still go to the old incarnation's address,
+/// and to the old incarnation's name with a device id of the new one (as
+/// a restarted process reuses ids). Checked: a sink only ever gets what
+/// was sent to its own incarnation's address, in send order per sender;
+/// every monitor ends at most once, with the device it watched, and with
+/// a kill's cause only for that device's kill; `Lost` only once its
+/// node was declared down or a newer incarnation came up; a monitor of a
+/// killed or crashed sink ends (unless its watcher crashed). After the
+/// last fault: every node sees the others in their current incarnation
+/// and none of the old ones, refuses the old addresses (`NodeDown`),
+/// delivers to the new ones, finds each sink by name, and hears each
+/// sink's kill once with its own cause.
+#[test]
+fn sim_a_node_restarted_at_its_address_is_a_new_node_over_every_seed() {
+    let (mut restarts, mut stale) = (0, 0);
+    for seed in fifth_seeds() {
+        match run_restart(seed) {
+            Ok((r, s)) => {
+                restarts += r;
+                stale += s;
+            }
+            Err(e) => panic!("{}", failure(seed, &e)),
+        }
+    }
+    if Sim::seed_from_env().is_none() {
+        assert!(restarts > 0, "no node restarted over the seeds");
+        assert!(stale > 0, "no frame for an old incarnation over the seeds");
+    }
+}
+
+/// Starts instance `at` of node `at.0` as `id`, with a sink registered
+/// as "sink" (and its dead letters and membership events logged).
+fn start_instance(
+    sim: &mut Sim,
+    log: &Rc<RefCell<Vec<RestartEvent>>>,
+    id: NodeId,
+    at: Inst,
+) -> Result<Running, String> {
+    let l2 = log.clone();
+    let events =
+        Fwd::new(move |ev: MemberEvent| l2.borrow_mut().push(RestartEvent::Member { at, ev }));
+    let node = sim.start_node(id, config(sim.seed() ^ (at.1 as u64) << 32, at.0), events);
+    let sink = device!(sim.stakker(), Sink::init());
+    sim.run_for(Duration::from_millis(1));
+    let dev = sink.id().get();
+    let l2 = log.clone();
+    let got = Fwd::new(move |(from, inst, seq, to): Stamped| {
+        l2.borrow_mut().push(RestartEvent::Got {
+            at,
+            dev,
+            from: (usize::from(from), usize::from(inst)),
+            seq,
+            to,
+        })
+    });
+    node.query(sim.stakker(), |n, _| {
+        n.register_named("sink", &sink, got);
+    })
+    .ok_or("a node died")?;
+    Ok(Running {
+        node,
+        sink: Some(sink),
+        dev,
+    })
+}
+
+/// Runs one seed of the restart scenario; the restarts it made and the
+/// stale frames its nodes dropped.
+fn run_restart(seed: u64) -> Result<(usize, u64), String> {
+    let mut sim = Sim::new(seed, lossy(false));
+    let log: Rc<RefCell<Vec<RestartEvent>>> = Rc::default();
+    let mut run: Vec<Running> = Vec::new();
+    for i in 0..NODES {
+        run.push(start_instance(
+            &mut sim,
+            &log,
+            NodeId::new(addr(i), 1),
+            (i, 0),
+        )?);
+    }
+    let mut inst = [0usize; NODES];
+    for r in &run[1..] {
+        call!([r.node], join(NodeId::new(addr(0), 1)));
+    }
+    sim.run_for(Duration::from_secs(10));
+    let id_of = |sim: &mut Sim, r: &Running| r.node.query(sim.stakker(), |n, _| n.id());
+    let mut mons: Vec<RestartMonitor> = Vec::new();
+    let monitor = |sim: &mut Sim,
+                   mons: &mut Vec<RestartMonitor>,
+                   by: Inst,
+                   node: &DeviceOwn<Node>,
+                   of: Pid,
+                   of_inst: Inst| {
+        let m = mons.len();
+        mons.push(RestartMonitor { by, of, of_inst });
+        let l2 = log.clone();
+        let fwd = Fwd::new(move |d: RemoteDown| {
+            l2.borrow_mut().push(RestartEvent::Ended {
+                m,
+                pid: d.pid,
+                cause: d.cause.to_string(),
+            })
+        });
+        node.query(sim.stakker(), |n, cx| {
+            n.monitor(cx, of, fwd);
+        })
+    };
+    for i in 0..NODES {
+        for j in (0..NODES).filter(|j| *j != i) {
+            let of = Pid::new(id_of(&mut sim, &run[j]).ok_or("a node died")?, run[j].dev);
+            monitor(&mut sim, &mut mons, (i, 0), &run[i].node, of, (j, 0)).ok_or("a node died")?;
+        }
+    }
+    // The restarted node's old addresses: its sink's, and the old name
+    // with the new sink's id (a restarted process reuses ids).
+    let mut old: Vec<Pid> = Vec::new();
+    let mut restarted: Option<usize> = None;
+    let mut killed: BTreeSet<Inst> = BTreeSet::new();
+    let mut crashed: BTreeSet<Inst> = BTreeSet::new();
+    let mut seq = [[0u32; 2]; NODES];
+    // Crashes are this scenario's own (restarts): none in `net_fault`.
+    let mut no_crash = Some(NODES);
+    let mut join_at = None;
+    for step in 0..200 {
+        if let (Some(at), Some(r)) = (join_at, restarted) {
+            if step >= at {
+                join_at = None;
+                let seed_node = (r + 1 + sim.random(NODES as u64 - 1) as usize) % NODES;
+                let seed_id = id_of(&mut sim, &run[seed_node]).ok_or("a node died")?;
+                call!([run[r].node], join(seed_id));
+            }
+        }
+        let (choice, i, j) = draw(&mut sim);
+        match choice {
+            0..=59 if i != j => {
+                let to_id = id_of(&mut sim, &run[j]).ok_or("a node died")?;
+                let to = match sim.random(4) {
+                    0 if !old.is_empty() => old[sim.random(old.len() as u64) as usize],
+                    _ => Pid::new(to_id, run[j].dev),
+                };
+                let k = inst[i];
+                seq[i][k] += 1;
+                let msg: Stamped = (i as u8, k as u8, seq[i][k], to);
+                let _ = run[i].node.query(sim.stakker(), |n, _| n.send(to, msg));
+            }
+            60..=77 => net_fault(&mut sim, choice - 60, i, j, &mut no_crash),
+            78..=80 if restarted.is_none() && step < 180 => {
+                restarted = Some(i);
+                let was = id_of(&mut sim, &run[i]).ok_or("a node died")?;
+                crashed.insert((i, 0));
+                sim.net().crash(addr(i));
+                // Down after at most 4.5 s here: back before it, or after.
+                let away = Duration::from_millis(sim.random(8_000));
+                sim.run_for(away);
+                let id = NodeId::new(addr(i), was.incarnation + 1 + sim.random(3));
+                let new = start_instance(&mut sim, &log, id, (i, 1))?;
+                old.push(Pid::new(was, run[i].dev));
+                old.push(Pid::new(was, new.dev));
+                let gone = std::mem::replace(&mut run[i], new);
+                drop(gone);
+                inst[i] = 1;
+                // It joins within 2 s (what is sent to its address
+                // meanwhile in the old name reaches it).
+                join_at = Some(step + sim.random(10));
+                // The new node watches the others at once; they watch it
+                // (a node not yet a member: that watch may end at once).
+                for k in (0..NODES).filter(|k| *k != i) {
+                    let of = Pid::new(id_of(&mut sim, &run[k]).ok_or("a node died")?, run[k].dev);
+                    monitor(&mut sim, &mut mons, (i, 1), &run[i].node, of, (k, inst[k]))
+                        .ok_or("a node died")?;
+                    let of = Pid::new(id, run[i].dev);
+                    monitor(&mut sim, &mut mons, (k, inst[k]), &run[k].node, of, (i, 1))
+                        .ok_or("a node died")?;
+                }
+            }
+            81 | 82 if !killed.contains(&(i, inst[i])) => {
+                if let Some(sink) = run[i].sink.take() {
+                    killed.insert((i, inst[i]));
+                    sink.kill(format!("kill-{}", run[i].dev))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            _ => {}
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    sim.net().heal();
+    sim.net().set_faults(Faults::default());
+    sim.run_for(Duration::from_secs(60));
+    let dump = |log: &[RestartEvent]| {
+        if std::env::var("SIM_DUMP").is_ok() {
+            for (k, e) in log.iter().enumerate() {
+                eprintln!("{k}: {e:?}");
+            }
+        }
+    };
+    // After the last fault: each node sees the others in their current
+    // incarnation, and none of the old ones.
+    let mut ids = Vec::new();
+    for r in &run {
+        ids.push(id_of(&mut sim, r).ok_or("a node died")?);
+    }
+    for (i, r) in run.iter().enumerate() {
+        let members = r
+            .node
+            .query(sim.stakker(), |n, _| n.members().clone())
+            .ok_or("a node died")?;
+        for (j, id) in ids.iter().enumerate() {
+            if i != j && !members.contains(id) {
+                dump(&log.borrow());
+                return Err(format!(
+                    "node {i} does not see node {j} as {id}: {members:?}"
+                ));
+            }
+        }
+        if let Some(o) = old.iter().find(|o| members.contains(&o.node)) {
+            return Err(format!(
+                "node {i} still counts {} a member: {members:?}",
+                o.node
+            ));
+        }
+        // The old addresses are refused; the new ones deliver.
+        for o in &old {
+            let sent = r
+                .node
+                .query(sim.stakker(), |n, _| n.send(*o, (0u8, 0u8, 0u32, *o)));
+            if !matches!(sent, Some(Err(SendError::NodeDown(_)))) {
+                return Err(format!("node {i} sent to old address {o}: {sent:?}"));
+            }
+        }
+    }
+    let before = log.borrow().len();
+    let mut expect = BTreeSet::new();
+    for i in 0..NODES {
+        for j in (0..NODES).filter(|j| *j != i && run[*j].sink.is_some()) {
+            let to = Pid::new(ids[j], run[j].dev);
+            let k = inst[i];
+            seq[i][k] += 1;
+            let msg: Stamped = (i as u8, k as u8, seq[i][k], to);
+            let sent = run[i].node.query(sim.stakker(), |n, _| n.send(to, msg));
+            if sent != Some(Ok(())) {
+                return Err(format!("node {i} could not send to {to}: {sent:?}"));
+            }
+            expect.insert(((i, k), seq[i][k]));
+        }
+    }
+    // Each sink found by name from every other node.
+    type Found = (usize, usize, Result<Pid, String>);
+    let found: Rc<RefCell<Vec<Found>>> = Rc::default();
+    for (i, r) in run.iter().enumerate() {
+        for j in (0..NODES).filter(|j| *j != i) {
+            let f2 = found.clone();
+            let ret = Ret::new(move |r: Option<Result<Ref<Stamped>, LookupError>>| {
+                let r = r.map_or(Err("dropped".to_string()), |r| {
+                    r.map(|r| r.pid()).map_err(|e| e.to_string())
+                });
+                f2.borrow_mut().push((i, j, r));
+            });
+            r.node
+                .query(sim.stakker(), |n, _| n.lookup(ids[j], "sink", ret))
+                .ok_or("a node died")?;
+        }
+    }
+    sim.run_for(Duration::from_secs(1));
+    let arrived: BTreeSet<(Inst, u32)> = log.borrow()[before..]
+        .iter()
+        .filter_map(|e| match e {
+            RestartEvent::Got { from, seq, .. } => Some((*from, *seq)),
+            _ => None,
+        })
+        .collect();
+    if let Some(lost) = expect.difference(&arrived).next() {
+        return Err(format!(
+            "after the last fault, message {lost:?} never arrived"
+        ));
+    }
+    for (i, j, r) in found.borrow().iter() {
+        let want = run[*j]
+            .sink
+            .as_ref()
+            .map(|_| Pid::new(ids[*j], run[*j].dev));
+        match (r, want) {
+            (Ok(pid), Some(want)) if *pid == want => {}
+            (Err(e), None)
+                if e.contains("no actor")
+                    || e.contains("not found")
+                    || e.contains("registered") => {}
+            (r, want) => {
+                return Err(format!(
+                    "node {i} looked up node {j}'s sink: {r:?}, not {want:?}"
+                ))
+            }
+        }
+    }
+    // Each live sink, watched from every other node, then killed.
+    let last = mons.len();
+    for i in 0..NODES {
+        for j in (0..NODES).filter(|j| *j != i && run[*j].sink.is_some()) {
+            let of = Pid::new(ids[j], run[j].dev);
+            monitor(
+                &mut sim,
+                &mut mons,
+                (i, inst[i]),
+                &run[i].node,
+                of,
+                (j, inst[j]),
+            )
+            .ok_or("a node died")?;
+        }
+    }
+    sim.run_for(Duration::from_secs(1));
+    for (j, r) in run.iter_mut().enumerate() {
+        if let Some(sink) = r.sink.take() {
+            killed.insert((j, inst[j]));
+            sink.kill(format!("kill-{}", r.dev))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    sim.run_for(Duration::from_secs(5));
+    let events = log.borrow().clone();
+    dump(&events);
+    let mut stale = 0;
+    for r in &run {
+        stale += r
+            .node
+            .query(sim.stakker(), |n, _| n.stats().stale_frames)
+            .unwrap_or(0);
+    }
+    check_restart(&events, &mons, last, &killed, &crashed)?;
+    drop(run);
+    Ok((usize::from(restarted.is_some()), stale))
+}
+
+/// The restart scenario's properties over its log.
+fn check_restart(
+    log: &[RestartEvent],
+    mons: &[RestartMonitor],
+    last: usize,
+    killed: &BTreeSet<Inst>,
+    crashed: &BTreeSet<Inst>,
+) -> Result<(), String> {
+    let lost = Cause::Lost.to_string();
+    // Each instance's incarnation now, as the log goes.
+    let mut now: BTreeMap<Inst, NodeId> = BTreeMap::new();
+    // Per instance, the incarnations it knows are gone (declared down, or
+    // a newer one at the address came up).
+    let mut gone: BTreeMap<Inst, Vec<NodeId>> = BTreeMap::new();
+    let mut last_seq: BTreeMap<(Inst, Inst), u32> = BTreeMap::new();
+    let mut ends: BTreeMap<usize, Vec<(Pid, String)>> = BTreeMap::new();
+    for (k, ev) in log.iter().enumerate() {
+        match ev {
+            RestartEvent::Member { at, ev } => match ev {
+                MemberEvent::Up(n) => {
+                    let older = NodeId::new(n.addr, n.incarnation.saturating_sub(1));
+                    // Every incarnation below `n` at its address is gone.
+                    gone.entry(*at).or_default().push(older);
+                }
+                MemberEvent::Down(n) => gone.entry(*at).or_default().push(*n),
+                MemberEvent::Rejoined(n) => {
+                    now.insert(*at, *n);
+                }
+                _ => {}
+            },
+            RestartEvent::Got {
+                at,
+                dev,
+                from,
+                seq,
+                to,
+            } => {
+                // Only what was sent to this sink's incarnation now.
+                let mine = now.get(at).is_none_or(|n| *n == to.node);
+                if to.device != *dev || to.node.addr != addr(at.0) || !mine {
+                    return Err(format!(
+                        "event {k}: the sink of instance {at:?} (device {dev}, now {:?}) got a message sent to {to}",
+                        now.get(at)
+                    ));
+                }
+                let l = last_seq.entry((*from, *at)).or_default();
+                if *seq <= *l {
+                    return Err(format!(
+                        "event {k}: instance {at:?} got {seq} from {from:?} after {l}"
+                    ));
+                }
+                *l = *seq;
+            }
+            RestartEvent::Ended { m, pid, cause } => {
+                let mon = &mons[*m];
+                if *pid != mon.of {
+                    return Err(format!(
+                        "event {k}: monitor {m} of {} ended naming {pid}: {cause}",
+                        mon.of
+                    ));
+                }
+                if cause.contains("kill-") && !cause.contains(&format!("kill-{}", mon.of.device)) {
+                    return Err(format!(
+                        "event {k}: monitor {m} of {} ended with another's kill: {cause}",
+                        mon.of
+                    ));
+                }
+                if *cause == lost {
+                    let known = gone.get(&mon.by).is_some_and(|g| {
+                        g.iter().any(|n| {
+                            n.addr == mon.of.node.addr && n.incarnation >= mon.of.node.incarnation
+                        })
+                    });
+                    if !known {
+                        return Err(format!(
+                            "event {k}: monitor {m} by {:?} of {} heard Lost before its node was declared down or replaced",
+                            mon.by, mon.of
+                        ));
+                    }
+                }
+                ends.entry(*m).or_default().push((*pid, cause.clone()));
+            }
+        }
+    }
+    for (m, mon) in mons.iter().enumerate() {
+        let heard = ends.get(&m).map_or(&[][..], Vec::as_slice);
+        if heard.len() > 1 {
+            return Err(format!(
+                "monitor {m} of {} ended {} times: {heard:?}",
+                mon.of,
+                heard.len()
+            ));
+        }
+        let must = (killed.contains(&mon.of_inst) || crashed.contains(&mon.of_inst))
+            && !crashed.contains(&mon.by);
+        if must && heard.is_empty() {
+            return Err(format!(
+                "monitor {m} by {:?} of {} (instance {:?}) never ended",
+                mon.by, mon.of, mon.of_inst
+            ));
+        }
+        // The monitors made after the last fault hear their sink's kill.
+        if m >= last {
+            let want = format!("kill-{}", mon.of.device);
+            if !heard.iter().any(|(_, c)| c.contains(&want)) {
+                return Err(format!(
+                    "monitor {m} of {} after the last fault heard {heard:?}",
+                    mon.of
+                ));
+            }
+        }
+    }
+    Ok(())
 }

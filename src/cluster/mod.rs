@@ -361,7 +361,17 @@
 //! died or its node crashed; one that does not trap is killed in a
 //! cascade then (rule 120); a `Lost` comes only after its node declared
 //! the other down; nothing comes after an unlink, or after a demonitor
-//! of a node's monitor that answered `true` (rule 121). No node compares its
+//! of a node's monitor that answered `true` (rule 121). Over 200 seeds, a
+//! node that crashes and starts again at its address as a new
+//! incarnation, before or after the others declared the old one down,
+//! while messages still go to the old one's addresses (its own, and its
+//! name with the new one's device ids): a device only ever gets what was
+//! sent to its own incarnation, in send order (rule 114a); every monitor
+//! ends at most once, naming the device it watched, with a kill's cause
+//! only for that device's kill; and once the faults are over every node
+//! sees the new incarnation and none of the old, refuses the old
+//! addresses (`NodeDown`), delivers to the new ones, finds each device by
+//! name and hears each one's death once. No node compares its
 //! clock with another's (the wire carries no time), so clocks that
 //! disagree by any offset change nothing; their rates are what the
 //! drift tests.
