@@ -85,6 +85,22 @@ impl Two {
         assert!(a_members.expect("alive").contains(&id(2, 1)));
     }
 
+    /// What `a` sends `b` in `sent` is in flight (held in the network)
+    /// while `b` restarts and joins again and the new node does `after`;
+    /// then it lands.
+    fn across_restart(&mut self, sent: impl FnOnce(&mut Two), after: impl FnOnce(&mut Two)) {
+        self.net.hold(id(2, 1).addr, 16);
+        sent(self);
+        self.rt.run();
+        self.restart_b(());
+        join(&mut self.rt, &self.b, id(1, 1));
+        after(self);
+        self.rt.run();
+        self.net.release(id(2, 1).addr);
+        self.rt.run();
+    }
+
+    /// `b`'s count of frames for another incarnation.
     fn stale(&mut self) -> u64 {
         self.b
             .query(&mut self.rt.s, |n, _| n.stats().stale_frames)
@@ -159,18 +175,17 @@ fn restart_a_late_reply_to_the_old_incarnation_is_not_taken_for_a_new_ask() {
     t.b.query(&mut t.rt.s, |n, _| n.ask(server, 1u64, answer(r1)))
         .expect("alive");
     t.rt.run();
-    t.net.hold(id(2, 1).addr, 16);
-    let (x, ret) = held.borrow_mut().remove(0);
-    ret.ret(x + 100);
-    t.rt.run();
-    t.restart_b(());
-    join(&mut t.rt, &t.b, id(1, 1));
     let (second, r2) = recorder::<Answer>();
-    t.b.query(&mut t.rt.s, |n, _| n.ask(server, 2u64, answer(r2)))
-        .expect("alive");
-    t.rt.run();
-    t.net.release(id(2, 1).addr);
-    t.rt.run();
+    t.across_restart(
+        |_| {
+            let (x, ret) = held.borrow_mut().remove(0);
+            ret.ret(x + 100);
+        },
+        |t| {
+            t.b.query(&mut t.rt.s, |n, _| n.ask(server, 2u64, answer(r2)))
+                .expect("alive");
+        },
+    );
     assert!(
         second.borrow().is_empty(),
         "the predecessor's reply answered the new ask: {:?}",
@@ -211,19 +226,16 @@ fn restart_a_death_notice_for_the_old_incarnation_does_not_end_a_new_watch() {
     })
     .expect("alive");
     t.rt.run();
-    t.net.hold(id(2, 1).addr, 16);
-    x.kill("x-killed").expect("alive");
-    t.rt.run();
-    t.restart_b(());
-    join(&mut t.rt, &t.b, id(1, 1));
     let (ends, fwd) = recorder::<RemoteDown>();
-    t.b.query(&mut t.rt.s, |n, cx| {
-        n.monitor(cx, yp, fwd);
-    })
-    .expect("alive");
-    t.rt.run();
-    t.net.release(id(2, 1).addr);
-    t.rt.run();
+    t.across_restart(
+        |_| x.kill("x-killed").expect("alive"),
+        |t| {
+            t.b.query(&mut t.rt.s, |n, cx| {
+                n.monitor(cx, yp, fwd);
+            })
+            .expect("alive");
+        },
+    );
     assert!(
         ends.borrow().is_empty(),
         "the predecessor's notice ended the new watch: {:?}",

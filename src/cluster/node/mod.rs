@@ -405,11 +405,15 @@ impl Node {
         // A frame for another incarnation at this address (a node that
         // ran here before this one, or this node before it rejoined) is
         // stale: its ids and tags are that incarnation's (rule 114a).
-        if frame_recipient(&frame).is_some_and(|dst| dst != self.me) {
+        let ends = addressing(&frame);
+        if ends.is_some_and(|(_, dst)| dst != self.me) {
             self.stale_frame(frame);
             return;
         }
-        if frame_sender(&frame).is_some_and(|from| self.is_down_node(from)) {
+        if ends
+            .and_then(|(from, _)| from)
+            .is_some_and(|from| self.is_down_node(from))
+        {
             // Dropped, but a link that incarnation asked for ends at once
             // for its watcher here, as `Lost`: nobody would ask again.
             if let Frame::Link {
@@ -627,27 +631,6 @@ fn encode(frame: &Frame) -> Result<Vec<u8>, SendError> {
     Ok(out)
 }
 
-/// The node incarnation a frame says it is for (every frame but a
-/// session's and membership's).
-fn frame_recipient(frame: &Frame) -> Option<NodeId> {
-    match frame {
-        Frame::Send { dst, .. }
-        | Frame::Monitor { dst, .. }
-        | Frame::Demonitor { dst, .. }
-        | Frame::Down { dst, .. }
-        | Frame::Link { dst, .. }
-        | Frame::Unlink { dst, .. }
-        | Frame::CreditAsk { dst, .. }
-        | Frame::Credit { dst, .. }
-        | Frame::CreditSync { dst, .. }
-        | Frame::Lookup { dst, .. }
-        | Frame::Found { dst, .. }
-        | Frame::Ask { dst, .. }
-        | Frame::Reply { dst, .. } => Some(*dst),
-        _ => None,
-    }
-}
-
 /// The entries of `waiting` with tags up to `last`, taken out in tag
 /// order.
 fn take_through<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, last: u64) -> Vec<V> {
@@ -656,22 +639,24 @@ fn take_through<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, last: u64) -> Vec<V
     taken.into_values().map(|(_, v)| v).collect()
 }
 
-/// The node a frame says it comes from, if it says.
-fn frame_sender(frame: &Frame) -> Option<NodeId> {
+/// The node a frame says it comes from (if it says) and the node
+/// incarnation it is for: every frame but a session's and membership's
+/// names both.
+fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
     match frame {
-        Frame::Send { from, .. } => from.map(|p| p.node),
-        Frame::Monitor { from, .. }
-        | Frame::Demonitor { from, .. }
-        | Frame::Down { from, .. }
-        | Frame::Link { from, .. }
-        | Frame::Unlink { from, .. }
-        | Frame::CreditAsk { from, .. }
-        | Frame::Credit { from, .. }
-        | Frame::CreditSync { from, .. }
-        | Frame::Lookup { from, .. }
-        | Frame::Found { from, .. }
-        | Frame::Ask { from, .. }
-        | Frame::Reply { from, .. } => Some(*from),
+        Frame::Send { from, dst, .. } => Some((from.map(|p| p.node), *dst)),
+        Frame::Monitor { from, dst, .. }
+        | Frame::Demonitor { from, dst, .. }
+        | Frame::Down { from, dst, .. }
+        | Frame::Link { from, dst, .. }
+        | Frame::Unlink { from, dst, .. }
+        | Frame::CreditAsk { from, dst, .. }
+        | Frame::Credit { from, dst, .. }
+        | Frame::CreditSync { from, dst, .. }
+        | Frame::Lookup { from, dst, .. }
+        | Frame::Found { from, dst, .. }
+        | Frame::Ask { from, dst, .. }
+        | Frame::Reply { from, dst, .. } => Some((Some(*from), *dst)),
         _ => None,
     }
 }
