@@ -96,7 +96,11 @@ impl NodeBuilder {
 
     /// This run's incarnation. Default: the wall clock in microseconds
     /// since the Unix epoch, so a node restarted on the same address is
-    /// a higher incarnation, a new node.
+    /// a higher incarnation, a new node. One given here must be higher
+    /// at each run on that address: a run that takes an incarnation used
+    /// before is taken for that run (its `Pid`s name the new run's
+    /// devices, its watches never end as `Lost`), as no frame can tell
+    /// them apart (rule 114a).
     pub fn incarnation(mut self, incarnation: u64) -> Self {
         self.incarnation = Some(incarnation);
         self
