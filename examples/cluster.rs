@@ -13,6 +13,10 @@
 //!
 //!     cargo run --example cluster --features cluster -- --node 1
 //!     cargo run --example cluster --features cluster -- --node 2 --seed 127.0.0.1:PORT
+//!
+//! Each prints its membership events. `--listen ADDR` fixes a node's
+//! address: stopped and started again there, it comes back as a new
+//! incarnation (the others see the old one `Down`, the new one `Up`).
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{Node, NodeId, Pid, Secret};
 use stakplane::prelude::*;
@@ -80,15 +84,31 @@ fn replicator(
     child
 }
 
+/// How a node starts: in the story (`by_hand` false: incarnation `n`,
+/// its events kept for the end), or by hand (`--node`: the wall clock's
+/// incarnation, so that a process started again is a new node, rule
+/// 114a; its events printed as they come).
+struct Start {
+    n: u64,
+    by_hand: bool,
+    listen: Option<SocketAddr>,
+    seed: Option<SocketAddr>,
+}
+
 /// Runs one node on this thread until `stop` says so; reports its address
 /// and, at the end, what its replica holds and the events it saw.
 fn run_node(
-    n: u64,
-    seed: Option<SocketAddr>,
+    start: Start,
     addr_tx: mpsc::Sender<SocketAddr>,
     stop: mpsc::Receiver<End>,
     held: Held,
 ) -> Vec<String> {
+    let Start {
+        n,
+        by_hand,
+        listen,
+        seed,
+    } = start;
     let mut rt = Runtime::new().expect("runtime");
     let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let e2 = events.clone();
@@ -96,16 +116,23 @@ fn run_node(
     cfg.foca.probe_period = Duration::from_millis(200);
     cfg.foca.probe_rtt = Duration::from_millis(100);
     cfg.foca.suspect_to_down_after = Duration::from_millis(600);
-    let (node, me) = Node::builder()
+    let mut builder = Node::builder()
         .secret(Secret::new(SECRET))
-        .incarnation(n)
         .seeds(seed)
         .membership(cfg)
         .events(Fwd::new(move |ev: MemberEvent| {
+            if by_hand {
+                println!("node {n}: {ev:?}");
+            }
             e2.borrow_mut().push(format!("{ev:?}"))
-        }))
-        .start(rt.core())
-        .expect("node starts");
+        }));
+    if !by_hand {
+        builder = builder.incarnation(n);
+    }
+    if let Some(listen) = listen {
+        builder = builder.listen(listen);
+    }
+    let (node, me) = builder.start(rt.core()).expect("node starts");
     let replica = device!(rt.core(), Replica::init(held));
     rt.run_for(Duration::from_millis(10)).expect("runs");
     let inbox = fwd_to!([replica], put() as ((String, u64)));
@@ -135,14 +162,21 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--node") {
         let n: u64 = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(1);
-        let seed = args
-            .iter()
-            .position(|a| a == "--seed")
-            .and_then(|j| args.get(j + 1))
-            .and_then(|s| s.parse().ok());
+        let option = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|j| args.get(j + 1))
+                .and_then(|s| s.parse().ok())
+        };
+        let start = Start {
+            n,
+            by_hand: true,
+            listen: option("--listen"),
+            seed: option("--seed"),
+        };
         let (tx, rx) = mpsc::channel();
         let (_stop_tx, stop_rx) = mpsc::channel();
-        let t = std::thread::spawn(move || run_node(n, seed, tx, stop_rx, Held::default()));
+        let t = std::thread::spawn(move || run_node(start, tx, stop_rx, Held::default()));
         println!("node {n} listens on {}", rx.recv().expect("address"));
         let _ = t.join();
         return;
@@ -194,7 +228,15 @@ fn story(quiet: bool) -> Result<(), String> {
         let (stop_tx, stop_rx) = mpsc::channel();
         let held = Held::default();
         let h2 = held.clone();
-        let t = std::thread::spawn(move || run_node(n, Some(seed), tx, stop_rx, h2));
+        let t = std::thread::spawn(move || {
+            let start = Start {
+                n,
+                by_hand: false,
+                listen: None,
+                seed: Some(seed),
+            };
+            run_node(start, tx, stop_rx, h2)
+        });
         let addr = rx.recv().map_err(|e| e.to_string())?;
         say(format!("node {n} listens on {addr}"));
         others.push((NodeId::new(addr, n), stop_tx, t, held));
