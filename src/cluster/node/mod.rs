@@ -384,6 +384,11 @@ impl Node {
     /// then goes as data. A data frame with no room is refused
     /// ([`SendError::Full`]).
     fn frame(&mut self, to: NodeId, frame: &Frame) -> Result<(), SendError> {
+        debug_assert_eq!(
+            addressing(frame).map(|(_, dst)| dst),
+            Some(to),
+            "a frame names its recipient"
+        );
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));
         }
@@ -642,7 +647,7 @@ fn take_through<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, last: u64) -> Vec<V
 /// The node a frame says it comes from (if it says) and the node
 /// incarnation it is for: every frame but a session's and membership's
 /// names both.
-fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
+pub(super) fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
     match frame {
         Frame::Send { from, dst, .. } => Some((from.map(|p| p.node), *dst)),
         Frame::Monitor { from, dst, .. }

@@ -739,6 +739,11 @@ impl Node {
     /// declared down meanwhile (nothing to tell then) or the frame does not
     /// encode (counted as a bad frame).
     pub(super) fn data_when_room(&mut self, cx: CX![], to: NodeId, frame: &Frame) {
+        debug_assert_eq!(
+            super::addressing(frame).map(|(_, dst)| dst),
+            Some(to),
+            "a frame names its recipient"
+        );
         match encode(frame) {
             Ok(out) => self.data_bytes_when_room(cx, to, out),
             Err(e) => self.bad_frame(&e.to_string()),
