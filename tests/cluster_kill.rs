@@ -266,9 +266,12 @@ fn kill_a_node_restarted_at_its_address_gets_nothing_meant_for_the_one_killed() 
     let mut rt = Runtime::new().expect("runtime");
     let events: Rc<RefCell<Vec<MemberEvent>>> = Rc::default();
     let e2 = events.clone();
-    // Slower to declare a node down than the child is to come back.
+    // Far slower to declare a node down than the child is to come back
+    // (were it declared down before the link to the new child is up,
+    // the message queued for its address would be dropped): the new
+    // incarnation, taking over the address, is what ends the old one.
     let mut patient = fast(1);
-    patient.foca.suspect_to_down_after = Duration::from_secs(5);
+    patient.foca.suspect_to_down_after = Duration::from_secs(30);
     let (a, ida) = Node::builder()
         .secret(Secret::new(SECRET))
         .incarnation(1)

@@ -16,8 +16,8 @@ use common::cluster::{addr_in, join, node_with, recorder, status, Seen};
 use common::Rt;
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
-    AskError, LookupError, MemNet, Node, NodeId, Pid, Ref, RemoteActor, RemoteDown, RemoteRef,
-    SendError, TrySendError,
+    AskError, Frame, LookupError, MemNet, Node, NodeId, Pid, Ref, RemoteActor, RemoteDown,
+    RemoteRef, SendError, TrySendError, MAX_FRAME,
 };
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
@@ -687,4 +687,47 @@ fn node_a_link_told_lost_is_not_told_again_when_the_lost_incarnation_asks_for_it
     p.rt.advance(Duration::from_secs(10));
     assert!(p.b_id().incarnation > old.incarnation, "b rejoined");
     assert_eq!(got(&trapped), lost, "not told again");
+}
+
+/// Rule 114a, the rejoin side: a node that rejoined takes what a peer
+/// that has not heard of it yet writes to its old incarnation — the same
+/// node, its ids and tags — but for a credit grant, which holds for the
+/// incarnation it names only.
+#[test]
+fn node_a_rejoined_node_takes_frames_for_its_old_incarnation_but_a_credit_grant() {
+    let mut p = pair();
+    let old = p.b_id();
+    let (got, fwd) = recorder::<u64>();
+    p.b.query(&mut p.rt.s, |n, _| n.register(9, fwd))
+        .expect("alive");
+    let new = p.rejoin();
+    let packet = |frame: Frame| {
+        let mut bytes = Vec::new();
+        frame.encode_into(&mut bytes, MAX_FRAME).expect("encodes");
+        bytes
+    };
+    let send = packet(Frame::Send {
+        to: 9,
+        from: Some(Pid::new(id(1), 0)),
+        // A `u64` 5, as postcard writes it.
+        payload: vec![5],
+        dst: old,
+    });
+    call!([p.b], packet(send));
+    p.rt.run();
+    assert_eq!(*got.borrow(), [5], "taken in its old name");
+    let stale = |p: &mut Pair| {
+        p.b.query(&mut p.rt.s, |n, _| n.stats().stale_frames)
+            .expect("alive")
+    };
+    assert_eq!(stale(&mut p), 0);
+    let grant = packet(Frame::Credit {
+        target: 9,
+        limit: 10,
+        dst: old,
+        from: id(1),
+    });
+    call!([p.b], packet(grant));
+    p.rt.run();
+    assert_eq!(stale(&mut p), 1, "a grant to {old}, not {new}");
 }

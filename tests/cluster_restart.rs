@@ -256,8 +256,8 @@ fn restart_a_death_notice_for_the_old_incarnation_does_not_end_a_new_watch() {
 
 /// Rule 114a: `a` links its device with a device of the predecessor
 /// whose id a device of the new node bears: the new node's device is not
-/// linked (it lives on when `a`'s device fails), and `a`'s watch of the
-/// predecessor ends as `Lost` once `a` declares it down.
+/// linked, and lives on when `a`'s device fails and when `a` declares
+/// the predecessor down.
 #[test]
 fn restart_a_link_asked_of_the_old_incarnation_links_nothing_on_the_new_one() {
     let mut t = two();
@@ -288,7 +288,11 @@ fn restart_a_link_asked_of_the_old_incarnation_links_nothing_on_the_new_one() {
         "the new node's device was linked: {:?}",
         w.cause()
     );
-    assert_eq!(t.stale(), 3, "and so was the death notice");
+    assert_eq!(
+        t.stale(),
+        3,
+        "and so was the cancel of v's watch (a Demonitor)"
+    );
     t.rt.advance(Duration::from_secs(30));
     assert!(
         t.a_events.borrow().contains(&MemberEvent::Down(id(2, 1))),

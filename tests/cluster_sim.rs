@@ -1502,6 +1502,8 @@ type Stamped = (u8, u8, u32, Pid);
 /// What the restart scenario saw, in order.
 #[derive(Clone, Debug)]
 enum RestartEvent {
+    /// Instance `at` started as `id`.
+    Started { at: Inst, id: NodeId },
     /// Instance `at` saw a membership change.
     Member { at: Inst, ev: MemberEvent },
     /// The sink of instance `at` (device `dev`) got message `seq` of
@@ -1541,7 +1543,8 @@ struct Running {
 /// sometimes later. Messages still go to the old incarnation's address,
 /// and to the old incarnation's name with a device id of the new one (as
 /// a restarted process reuses ids). Checked: a sink only ever gets what
-/// was sent to its own incarnation's address, in send order per sender;
+/// was sent to its own node's incarnations (the one it started as, or
+/// one it rejoined as), in send order per sender;
 /// every monitor ends at most once, with the device it watched, and with
 /// a kill's cause only for that device's kill; `Lost` only once its
 /// node was declared down or a newer incarnation came up; a monitor of a
@@ -1576,6 +1579,7 @@ fn start_instance(
     id: NodeId,
     at: Inst,
 ) -> Result<Running, String> {
+    log.borrow_mut().push(RestartEvent::Started { at, id });
     let l2 = log.clone();
     let events =
         Fwd::new(move |ev: MemberEvent| l2.borrow_mut().push(RestartEvent::Member { at, ev }));
@@ -1880,8 +1884,9 @@ fn check_restart(
     crashed: &BTreeSet<Inst>,
 ) -> Result<(), String> {
     let lost = Cause::Lost.to_string();
-    // Each instance's incarnation now, as the log goes.
-    let mut now: BTreeMap<Inst, NodeId> = BTreeMap::new();
+    // The incarnations each instance has had (since it rejoined, if it
+    // did), as the log goes: what is sent to any of them is its own.
+    let mut had: BTreeMap<Inst, Vec<NodeId>> = BTreeMap::new();
     // Per instance, the incarnations it knows are gone (declared down, or
     // a newer one at the address came up).
     let mut gone: BTreeMap<Inst, Vec<NodeId>> = BTreeMap::new();
@@ -1889,6 +1894,7 @@ fn check_restart(
     let mut ends: BTreeMap<usize, Vec<(Pid, String)>> = BTreeMap::new();
     for (k, ev) in log.iter().enumerate() {
         match ev {
+            RestartEvent::Started { at, id } => had.entry(*at).or_default().push(*id),
             RestartEvent::Member { at, ev } => match ev {
                 MemberEvent::Up(n) => {
                     let older = NodeId::new(n.addr, n.incarnation.saturating_sub(1));
@@ -1896,9 +1902,7 @@ fn check_restart(
                     gone.entry(*at).or_default().push(older);
                 }
                 MemberEvent::Down(n) => gone.entry(*at).or_default().push(*n),
-                MemberEvent::Rejoined(n) => {
-                    now.insert(*at, *n);
-                }
+                MemberEvent::Rejoined(n) => had.entry(*at).or_default().push(*n),
                 _ => {}
             },
             RestartEvent::Got {
@@ -1908,12 +1912,12 @@ fn check_restart(
                 seq,
                 to,
             } => {
-                // Only what was sent to this sink's incarnation now.
-                let mine = now.get(at).is_none_or(|n| *n == to.node);
-                if to.device != *dev || to.node.addr != addr(at.0) || !mine {
+                // Only what was sent to this sink's instance: to the
+                // incarnation it started as, or one it rejoined as.
+                let own = had.entry(*at).or_default();
+                if to.device != *dev || to.node.addr != addr(at.0) || !own.contains(&to.node) {
                     return Err(format!(
-                        "event {k}: the sink of instance {at:?} (device {dev}, now {:?}) got a message sent to {to}",
-                        now.get(at)
+                        "event {k}: the sink of instance {at:?} (device {dev}, incarnations {own:?}) got a message sent to {to}",
                     ));
                 }
                 let l = last_seq.entry((*from, *at)).or_default();

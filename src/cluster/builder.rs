@@ -97,7 +97,8 @@ impl NodeBuilder {
     /// This run's incarnation. Default: the wall clock in microseconds
     /// since the Unix epoch, so a node restarted on the same address is
     /// a higher incarnation, a new node. One given here must be higher
-    /// at each run on that address: a run that takes an incarnation used
+    /// at each run on that address than the last run's last (a rejoin
+    /// raises a node's incarnation): a run that takes an incarnation used
     /// before is taken for that run (its `Pid`s name the new run's
     /// devices, its watches never end as `Lost`), as no frame can tell
     /// them apart (rule 114a).

@@ -214,18 +214,20 @@
 //!
 //! **114a. A restarted node is a new node: nothing meant for the one
 //! before reaches it**: every frame between nodes names the incarnation
-//! it is for, and a node drops a frame for another incarnation at its
-//! address (one that ran there before it restarted, or this node before
-//! it rejoined), counted in [`NodeStats::stale_frames`]; a message among
-//! them is dead-lettered there, as for an unknown target
-//! ([`SendError::NodeDown`] of the incarnation it was sent to). A node
-//! that restarts comes back before the others declare the old one down,
-//! and its device ids and tags start afresh: without this, a message,
-//! a link or a watch meant for the old one would reach a device of the
-//! new one with the same id, and a late reply or death notice would end
-//! the new node's ask or watch that has the same tag. The sender's
-//! watches of the old incarnation end as rule 114 says, when it is
-//! declared down.
+//! it is for, and a node drops a frame for any incarnation it never was
+//! (one that ran at its address before it started), counted in
+//! [`NodeStats::stale_frames`]; a message among them is dead-lettered
+//! there, as for an unknown target ([`SendError::NodeDown`] of the
+//! incarnation it was sent to). A node may restart and come back before
+//! the others declare the old one down, and its device ids and tags
+//! start afresh: without this, a message, a link or a watch meant for the
+//! old one would reach a device of the new one with the same id, and a
+//! late reply or death notice would end the new node's ask or watch that
+//! has the same tag. The sender's watches of the old incarnation end as
+//! rule 114 says, when it is declared down. A node that rejoined is still
+//! the same node: it takes what is written to its earlier incarnations
+//! (a peer may not have heard of the rejoin yet), but a credit grant or
+//! sync, which holds for the incarnation it names only.
 //!
 //! **120. A remote link behaves as a local one**: [`Node::link`] with
 //! `Monitor` (this node's device watches the other), `Notify` (the other
@@ -366,7 +368,8 @@
 //! incarnation, before or after the others declared the old one down,
 //! while messages still go to the old one's addresses (its own, and its
 //! name with the new one's device ids): a device only ever gets what was
-//! sent to its own incarnation, in send order (rule 114a); every monitor
+//! sent to its own node's incarnations (the one it started as, or one it
+//! rejoined as), in send order (rule 114a); every monitor
 //! ends at most once, naming the device it watched, with a kill's cause
 //! only for that device's kill; and once the faults are over every node
 //! sees the new incarnation and none of the old, refuses the old

@@ -235,7 +235,8 @@ pub struct NodeStats {
     pub bad_frames: u64,
     /// Messages dead-lettered (unknown target, wrong type, undecodable).
     pub dead_letters: u64,
-    /// Frames dropped because they came from a node declared down.
+    /// Frames dropped because they came from a node declared down (a
+    /// frame for another incarnation counts in `stale_frames` instead).
     pub from_down_nodes: u64,
     /// Messages for a credited target that came without credit (a
     /// sender that does not keep the protocol; delivered, and the
@@ -248,8 +249,9 @@ pub struct NodeStats {
     /// timed out, or this node rejoined meanwhile): dropped. Frames from
     /// a node declared down are counted in `from_down_nodes` instead.
     pub late_answers: u64,
-    /// Frames for another incarnation at this node's address (a node
-    /// that ran there before this one, or this node before it rejoined):
-    /// dropped, a message among them dead-lettered (rule 114a).
+    /// Frames for an incarnation this node never was (a node that ran
+    /// at its address before it), and credit frames for what it was
+    /// before it rejoined: dropped, a message among them dead-lettered
+    /// (rule 114a).
     pub stale_frames: u64,
 }

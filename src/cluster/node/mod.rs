@@ -181,6 +181,9 @@ struct Sweep {
 /// A node of the cluster.
 pub struct Node {
     me: NodeId,
+    /// The incarnation this node started as: those from it up to `me`
+    /// (before its rejoins) are its own, with its ids and tags.
+    born: NodeId,
     wire: Rc<Wire>,
     membership: DeviceOwn<Membership>,
     up: BTreeSet<NodeId>,
@@ -239,6 +242,7 @@ impl Node {
         let membership = device!(cx, Membership::init(me, config, gossip, to_me));
         Some(Node {
             me,
+            born: me,
             wire,
             membership,
             up: BTreeSet::new(),
@@ -407,11 +411,11 @@ impl Node {
             }
         };
         self.stats.frames_in += 1;
-        // A frame for another incarnation at this address (a node that
-        // ran here before this one, or this node before it rejoined) is
-        // stale: its ids and tags are that incarnation's (rule 114a).
+        // A frame for an incarnation this node never was (one that ran
+        // here before it) is stale: its ids and tags are that one's
+        // (rule 114a).
         let ends = addressing(&frame);
-        if ends.is_some_and(|(_, dst)| dst != self.me) {
+        if ends.is_some_and(|(_, dst)| !self.takes(dst, &frame)) {
             self.stale_frame(frame);
             return;
         }
@@ -526,9 +530,21 @@ impl Node {
         true
     }
 
-    /// A frame for another incarnation at this address: dropped and
-    /// counted; a message is dead-lettered, in the name it was sent to
-    /// (rule 114a).
+    /// Whether a frame for incarnation `dst` is this node's: one for
+    /// what it is now, or for what it was before it rejoined (the same
+    /// node, its ids and tags: a peer that has not heard of the rejoin
+    /// yet still writes to it), but for a credit grant or sync, which
+    /// holds only for the incarnation it names (rule 114a).
+    fn takes(&self, dst: NodeId, frame: &Frame) -> bool {
+        dst == self.me
+            || (dst.addr == self.me.addr
+                && (self.born.incarnation..self.me.incarnation).contains(&dst.incarnation)
+                && !matches!(frame, Frame::Credit { .. } | Frame::CreditSync { .. }))
+    }
+
+    /// A frame this node does not take (see [`takes`](Node::takes)):
+    /// dropped and counted; a message is dead-lettered, in the name it
+    /// was sent to (rule 114a).
     fn stale_frame(&mut self, frame: Frame) {
         self.stats.stale_frames += 1;
         tracing::debug!(target: "stakplane::cluster", kind = frame.kind(), "frame for another incarnation dropped");
