@@ -81,25 +81,11 @@ fn kill_a_node_killed_with_sigkill_is_lost_to_its_watchers_within_the_suspicion_
         .membership(fast(1))
         .start(rt.core())
         .expect("starts");
-    let mut kid = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "kill_a_node_killed_with_sigkill_is_lost_to_its_watchers_within_the_suspicion_time",
-            "--nocapture",
-        ])
-        .env("STAKPLANE_KILL_CHILD", ida.addr.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns the child node");
-    let mut out = BufReader::new(kid.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    while !line.contains("READY") {
-        line.clear();
-        if out.read_line(&mut line).expect("reads") == 0 {
-            panic!("the child ended before it was ready");
-        }
-    }
+    let (mut kid, _out, _) = spawn_child(
+        "kill_a_node_killed_with_sigkill_is_lost_to_its_watchers_within_the_suspicion_time",
+        "STAKPLANE_KILL_CHILD",
+        ida.addr.to_string(),
+    );
     // Wait (bounded) for the child to be a member, then find its victim.
     let deadline = Instant::now() + Duration::from_secs(10);
     let member: NodeId = loop {
@@ -196,31 +182,39 @@ fn restart_child(seed: &str, listen: &str) {
 /// the others still count its predecessor a member.
 const JOIN_AFTER: Duration = Duration::from_millis(1000);
 
+/// Runs this test binary again as test `test`'s child node (`var` set
+/// to `value`); returns it, its stdout, and what its `READY` line says
+/// once it is ready.
+fn spawn_child(test: &str, var: &str, value: String) -> (Child, BufReader<ChildStdout>, String) {
+    let mut kid = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--nocapture"])
+        .env(var, value)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns the child node");
+    let mut out = BufReader::new(kid.stdout.take().expect("stdout"));
+    let ready = loop {
+        let line = next_line(&mut out);
+        if let Some(rest) = line.trim().strip_prefix("READY") {
+            break rest.trim().to_string();
+        }
+    };
+    (kid, out, ready)
+}
+
 /// Starts the restart test's child at `listen`, joining through `seed`;
 /// returns it, its stdout, and its victim's device id once it is ready.
 fn spawn_restart_child(
     seed: SocketAddr,
     listen: SocketAddr,
 ) -> (Child, BufReader<ChildStdout>, u64) {
-    let mut kid = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "kill_a_node_restarted_at_its_address_gets_nothing_meant_for_the_one_killed",
-            "--nocapture",
-        ])
-        .env("STAKPLANE_RESTART_CHILD", format!("{seed} {listen}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns the child node");
-    let mut out = BufReader::new(kid.stdout.take().expect("stdout"));
-    let id = loop {
-        let line = next_line(&mut out);
-        if let Some(id) = line.trim().strip_prefix("READY ") {
-            break id.parse().expect("a device id");
-        }
-    };
-    (kid, out, id)
+    let (kid, out, ready) = spawn_child(
+        "kill_a_node_restarted_at_its_address_gets_nothing_meant_for_the_one_killed",
+        "STAKPLANE_RESTART_CHILD",
+        format!("{seed} {listen}"),
+    );
+    (kid, out, ready.parse().expect("a device id"))
 }
 
 /// The child's next line of output.

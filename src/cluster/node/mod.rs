@@ -181,9 +181,9 @@ struct Sweep {
 /// A node of the cluster.
 pub struct Node {
     me: NodeId,
-    /// The incarnation this node started as: those from it up to `me`
+    /// The incarnation this node started as: those from it up to `me`'s
     /// (before its rejoins) are its own, with its ids and tags.
-    born: NodeId,
+    born: u64,
     wire: Rc<Wire>,
     membership: DeviceOwn<Membership>,
     up: BTreeSet<NodeId>,
@@ -242,7 +242,7 @@ impl Node {
         let membership = device!(cx, Membership::init(me, config, gossip, to_me));
         Some(Node {
             me,
-            born: me,
+            born: me.incarnation,
             wire,
             membership,
             up: BTreeSet::new(),
@@ -538,7 +538,7 @@ impl Node {
     fn takes(&self, dst: NodeId, frame: &Frame) -> bool {
         dst == self.me
             || (dst.addr == self.me.addr
-                && (self.born.incarnation..self.me.incarnation).contains(&dst.incarnation)
+                && (self.born..self.me.incarnation).contains(&dst.incarnation)
                 && !matches!(frame, Frame::Credit { .. } | Frame::CreditSync { .. }))
     }
 
