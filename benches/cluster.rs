@@ -33,7 +33,8 @@
 //!   handled, on a bare `Stakker` (no network, no other thread): `ref`
 //!   sends through a [`Ref`] with [`Node::send_ref`] to an actor
 //!   registered (by name) on the same node, the local path that hands the
-//!   message over without serialisation; `call` is a plain guarded
+//!   message over without serialisation (the address's shortcut to the
+//!   registration's handler, checked by one flag); `call` is a plain guarded
 //!   `call!` to the same actor; `fwd` calls the registration's own `Fwd`
 //!   directly (through `black_box`, so it is not inlined): the floor of
 //!   any send that dispatches to a registered `Fwd`. All send in batches
@@ -760,7 +761,7 @@ fn local_ref_send(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let t = in_batches(&mut s, &node, iters, |n, k| {
                 for _ in 0..k {
-                    let _ = n.send_ref(to, 1);
+                    let _ = n.send_ref(&to, 1);
                 }
             });
             sent.set(sent.get() + iters);

@@ -272,7 +272,7 @@ fn story(quiet: bool) -> Result<(), String> {
     }
     for (i, r) in replicas.iter().enumerate() {
         node.query(rt.stakker(), |n, _| {
-            n.send_ref(*r, (format!("k{i}"), i as u64))
+            n.send_ref(r, (format!("k{i}"), i as u64))
         })
         .ok_or("node 1 died")?
         .map_err(|e| e.to_string())?;

@@ -551,7 +551,7 @@ fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
     for answer in answers {
         let r = answer.expect("found");
         assert_eq!(r, registered, "the same address from both nodes");
-        a.query(&mut rt.s, |n, _| n.send_ref(r, "via ref".to_string()))
+        a.query(&mut rt.s, |n, _| n.send_ref(&r, "via ref".to_string()))
             .expect("alive")
             .expect("sends");
     }
@@ -798,7 +798,7 @@ fn node_a_registration_ends_with_its_device_and_later_messages_are_dead_letters(
     // Registered (besides two_nodes' bare inbox 42): reached through its
     // typed address and by its Pid.
     assert_eq!(status(&mut rt, &b).registered, 2);
-    b.query(&mut rt.s, |n, _| n.send_ref(r, "alive".to_string()))
+    b.query(&mut rt.s, |n, _| n.send_ref(&r, "alive".to_string()))
         .expect("alive")
         .expect("registered");
     rt.run();
@@ -810,7 +810,7 @@ fn node_a_registration_ends_with_its_device_and_later_messages_are_dead_letters(
     // dead device's `Fwd` in silence.
     assert_eq!(status(&mut rt, &b).registered, 1);
     assert_eq!(
-        b.query(&mut rt.s, |n, _| n.send_ref(r, "late".to_string()))
+        b.query(&mut rt.s, |n, _| n.send_ref(&r, "late".to_string()))
             .expect("alive"),
         Err(SendError::UnknownTarget)
     );
@@ -882,7 +882,7 @@ fn node_a_registration_refuses_at_once_after_its_device_dies_and_is_watched_once
     let sent: Seen<Result<(), SendError>> = Rc::default();
     let s2 = sent.clone();
     call!([d], stop());
-    call!([b], |this, _| s2.borrow_mut().push(this.send_ref(r, 7)));
+    call!([b], |this, _| s2.borrow_mut().push(this.send_ref(&r, 7)));
     rt.run();
     assert_eq!(*sent.borrow(), [Err(SendError::UnknownTarget)]);
     assert!(got.borrow().is_empty());
@@ -928,10 +928,10 @@ fn node_an_address_made_before_a_rejoin_is_not_routed_after_it() {
         "b rejoined as a new incarnation: {me:?}"
     );
     let by_route = b
-        .query(&mut rt.s, |n, _| n.send_ref(old, 1))
+        .query(&mut rt.s, |n, _| n.send_ref(&old, 1))
         .expect("alive");
     let by_pid = b
-        .query(&mut rt.s, |n, _| n.send_ref(Ref::new(old.pid()), 2))
+        .query(&mut rt.s, |n, _| n.send_ref(&Ref::new(old.pid()), 2))
         .expect("alive");
     assert_eq!(by_route, by_pid);
     assert_eq!(by_route, Err(SendError::NodeDown(old.pid().node)));
@@ -991,12 +991,52 @@ fn node_an_address_made_by_one_node_is_never_routed_by_another() {
         .query(&mut rt.s, |n, _| n.register_named("both", &d, fwd_b))
         .expect("alive");
     b.query(&mut rt.s, |n, _| {
-        n.send_ref(to_a, "from b to a".to_string())?;
-        n.send_ref(to_b, "from b to b".to_string())
+        n.send_ref(&to_a, "from b to a".to_string())?;
+        n.send_ref(&to_b, "from b to b".to_string())
     })
     .expect("alive")
     .expect("sent");
     rt.run();
     assert_eq!(*on_a.borrow(), ["from b to a"]);
     assert_eq!(*on_b.borrow(), ["from b to b"]);
+}
+
+#[test]
+fn node_an_address_follows_its_registration_replaced_and_refuses_it_removed() {
+    // An address made by `register_named` holds a shortcut to the
+    // registration's handler: a registration replaced under the same
+    // device (or removed) must never be reached through it.
+    let (mut rt, _net, _a, b, _inbox) = cluster();
+    let d = ready_dev(&mut rt, "replaced");
+    let (first, fwd1) = recorder::<u32>();
+    let (second, fwd2) = recorder::<u32>();
+    let r: Ref<u32> = b
+        .query(&mut rt.s, |n, _| n.register_named("replaced", &d, fwd1))
+        .expect("alive");
+    let copy = r.clone();
+    b.query(&mut rt.s, |n, _| {
+        n.send_ref(&r, 1)?;
+        n.register_device(&d, fwd2);
+        n.send_ref(&r, 2)?;
+        n.send_ref(&copy, 3)
+    })
+    .expect("alive")
+    .expect("registered");
+    rt.run();
+    assert_eq!(*first.borrow(), [1], "the replaced handler got no more");
+    assert_eq!(*second.borrow(), [2, 3], "the new one got what followed");
+    let refused = b
+        .query(&mut rt.s, |n, _| {
+            assert!(n.unregister(d.id().get()));
+            n.send_ref(&r, 4)
+        })
+        .expect("alive");
+    assert_eq!(refused, Err(SendError::UnknownTarget));
+    rt.run();
+    assert_eq!(*first.borrow(), [1]);
+    assert_eq!(*second.borrow(), [2, 3]);
+    assert!(
+        d.is_alive(),
+        "the device lives: only its registration ended"
+    );
 }

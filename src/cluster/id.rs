@@ -1,8 +1,11 @@
 //! Node and process identities.
 
 use serde::{Deserialize, Serialize};
+use stakker::Fwd;
+use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 /// A node: where it listens and which incarnation of it this is. A node
 /// restarted on the same address comes back with a higher incarnation and
@@ -102,38 +105,27 @@ impl Route {
     pub(crate) const NONE: Route = Route { token: 0, slot: 0 };
 }
 
-/// A [`Pid`] with a type the compiler checks: `Copy`, ordered, hashable
-/// and serialisable (as its `Pid`), so it can be sent in messages and
-/// kept in maps.
-macro_rules! typed_pid {
-    ($(#[$doc:meta])* $name:ident<$t:ident>, $what:literal) => {
-        $(#[$doc])*
-        #[derive(Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name<$t> {
-            pid: Pid,
-            /// Where the registration is on the node that made this
-            /// address: a hint, never sent, never compared.
-            #[serde(skip)]
-            route: Route,
-            #[serde(skip)]
-            _t: std::marker::PhantomData<fn() -> $t>,
-        }
+/// A plain registration's handler, shared by the typed addresses its node
+/// made for it: the local send path's shortcut past the registration
+/// table. Its flag is cleared when the registration ends (its device died,
+/// it was replaced or removed): an address whose shortcut is cleared goes
+/// the long way, by its route and then its `Pid`.
+pub(crate) struct Local<M: 'static> {
+    /// Whether the registration still stands.
+    pub(crate) live: Cell<bool>,
+    /// Its handler.
+    pub(crate) fwd: Fwd<M>,
+}
 
+/// What a typed address and its shortcut have in common: ordered,
+/// hashable, compared and printed as its `Pid`, whatever its route or
+/// shortcut.
+macro_rules! typed_pid {
+    ($name:ident<$t:ident>, $what:literal) => {
         impl<$t> $name<$t> {
             #[doc = concat!("The address of `pid`, asserted to be ", $what, " (a wrong guess is refused where a message is delivered).")]
             pub fn new(pid: Pid) -> Self {
                 Self::routed(pid, Route::NONE)
-            }
-
-            /// The address of `pid`, with the route of its registration
-            /// on the node that makes it.
-            pub(crate) fn routed(pid: Pid, route: Route) -> Self {
-                $name {
-                    pid,
-                    route,
-                    _t: std::marker::PhantomData,
-                }
             }
 
             /// The untyped address.
@@ -148,12 +140,6 @@ macro_rules! typed_pid {
             }
         }
 
-        impl<$t> Clone for $name<$t> {
-            fn clone(&self) -> Self {
-                *self
-            }
-        }
-        impl<$t> Copy for $name<$t> {}
         impl<$t> PartialEq for $name<$t> {
             fn eq(&self, other: &Self) -> bool {
                 self.pid == other.pid
@@ -183,18 +169,104 @@ macro_rules! typed_pid {
     };
 }
 
-typed_pid!(
-    /// A typed address of a device that takes messages of type `M`, on
-    /// any node: a [`Pid`] whose message type the compiler checks. Made
-    /// by `Node::register_named` and `Node::lookup`.
-    Ref<M>,
-    "a device taking `M`"
-);
+/// A typed address of a device that takes messages of type `M`, on any
+/// node: a [`Pid`] whose message type the compiler checks. Made by
+/// `Node::register_named` and `Node::lookup`; ordered, hashable and
+/// serialisable (as its `Pid`), so it can be sent in messages and kept in
+/// maps.
+///
+/// An address made by `Node::register_named` carries a shortcut to the
+/// registration's handler, so that a send to it on its own node is one
+/// flag check and the handler's call. That shortcut makes `Ref` `Clone`
+/// but neither `Copy` nor `Send`, like stakker's `Fwd`: to carry an
+/// address to another thread, carry its [`Pid`] (or send the `Ref` in a
+/// message: a deserialised `Ref` is a plain address, looked up on use).
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ref<M: 'static> {
+    pid: Pid,
+    /// Where the registration is on the node that made this address: a
+    /// hint, never sent, never compared.
+    #[serde(skip)]
+    route: Route,
+    /// The registration's handler, when its node made this address.
+    #[serde(skip)]
+    local: Option<Rc<Local<M>>>,
+}
 
-typed_pid!(
-    /// The typed address of a remote actor of type `A` (see
-    /// `RemoteActor`), on any node. Made by `Node::serve` and
-    /// `Node::lookup_actor`.
-    RemoteRef<A>,
-    "an actor of type `A`"
-);
+impl<M> Ref<M> {
+    /// The address of `pid`, with the route of its registration on the
+    /// node that makes it.
+    pub(crate) fn routed(pid: Pid, route: Route) -> Self {
+        Ref {
+            pid,
+            route,
+            local: None,
+        }
+    }
+
+    /// The address of a plain registration made by its own node, with
+    /// the shortcut to its handler.
+    pub(crate) fn local(pid: Pid, route: Route, local: Rc<Local<M>>) -> Self {
+        Ref {
+            pid,
+            route,
+            local: Some(local),
+        }
+    }
+
+    /// The shortcut to its registration's handler, if its node made it.
+    #[inline]
+    pub(crate) fn shortcut(&self) -> Option<&Local<M>> {
+        self.local.as_deref()
+    }
+}
+
+impl<M> Clone for Ref<M> {
+    fn clone(&self) -> Self {
+        Ref {
+            pid: self.pid,
+            route: self.route,
+            local: self.local.clone(),
+        }
+    }
+}
+
+typed_pid!(Ref<M>, "a device taking `M`");
+
+/// The typed address of a remote actor of type `A` (see `RemoteActor`),
+/// on any node: `Copy`, ordered, hashable and serialisable (as its
+/// [`Pid`]), so it can be sent in messages and kept in maps. Made by
+/// `Node::serve` and `Node::lookup_actor`.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RemoteRef<A> {
+    pid: Pid,
+    /// Where the registration is on the node that made this address: a
+    /// hint, never sent, never compared.
+    #[serde(skip)]
+    route: Route,
+    #[serde(skip)]
+    _t: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A> RemoteRef<A> {
+    /// The address of `pid`, with the route of its registration on the
+    /// node that makes it.
+    pub(crate) fn routed(pid: Pid, route: Route) -> Self {
+        RemoteRef {
+            pid,
+            route,
+            _t: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<A> Clone for RemoteRef<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for RemoteRef<A> {}
+
+typed_pid!(RemoteRef<A>, "an actor of type `A`");

@@ -101,7 +101,12 @@
 //! takes the route, only while the slot holds the address's device, and
 //! only in the incarnation that made it (a node that rejoins as a new
 //! incarnation takes a new token: an address made before names a node
-//! that is down). The route is never sent, compared or hashed: an address
+//! that is down). A [`Ref`] made by [`Node::register_named`] also holds
+//! a shortcut to the registration's handler, taken on the same terms and
+//! only while that registration stands: a registration replaced (even
+//! for the same device), removed or whose device died is never reached
+//! through it, and the send goes the long way to what stands now. The
+//! route and the shortcut are never sent, compared or hashed: an address
 //! received from the network, or made with `Ref::new`, is looked up by its
 //! `Pid`, with the same result.
 //!
@@ -114,9 +119,8 @@
 //! **113a. A registration ends with its device**: a registration made
 //! with a device ([`Node::register_device`], [`Node::register_named`],
 //! [`Node::serve`]; a served child's address with its supervisor) is
-//! watched by the node, once per registration (a replacement for the same
-//! device keeps the watch; [`Node::unregister`] or a replacement by
-//! another cancels it). From the moment the device dies, a message to it
+//! watched by the node, once per registration (its end, by
+//! [`Node::unregister`] or a replacement, cancels the watch). From the moment the device dies, a message to it
 //! is refused ([`SendError::UnknownTarget`]) or, from another node,
 //! dead-lettered and counted, and an ask gets [`AskError::NoTarget`],
 //! instead of reaching a dead actor in silence; then the node removes the

@@ -11,42 +11,68 @@
 //! A node that rejoins as a new incarnation takes a new token: addresses
 //! made under the old one name a node that is down.
 //!
-//! A registration of a device carries the node's watch of it
-//! ([`Watched`]): a flag its death clears at once, so that no send finds
-//! a dead device's registration in the moment before the node removes it,
-//! and the monitor that tells the node, cancelled when the registration
-//! goes any other way.
+//! Each registration has a flag ([`Flag`]), cleared when it ends: when it
+//! leaves the table, and at once when its device dies (the node's watch
+//! of the device, [`Watched`], clears it), so that no send finds a dead
+//! device's registration in the moment before the node removes it. A
+//! plain registration's flag is part of its handler's shortcut
+//! ([`Local`]), which the typed addresses made for it hold: a send
+//! through one checks the flag and calls the handler, without the table.
 
 use super::{IdMap, Inbox};
-use crate::cluster::id::Route;
+use crate::cluster::id::{Local, Route};
 use crate::device::MonitorRef;
 use slab::Slab;
 use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The node's watch of a registered device.
-pub(crate) struct Watched {
-    /// Cleared when the device dies, before the node hears of it.
-    pub(super) alive: Rc<Cell<bool>>,
-    /// The monitor that tells the node (cancelled on drop).
-    pub(super) monitor: Option<MonitorRef>,
+/// A registration's flag, cleared when it ends: a plain registration's
+/// is its handler's shortcut ([`Local`]), shared with the typed addresses
+/// made for it; any other's is a flag of its own.
+pub(crate) trait Flag {
+    /// The flag: set while the registration stands.
+    fn flag(&self) -> &Cell<bool>;
 }
+
+impl Flag for Cell<bool> {
+    fn flag(&self) -> &Cell<bool> {
+        self
+    }
+}
+
+impl<M> Flag for Local<M> {
+    fn flag(&self) -> &Cell<bool> {
+        &self.live
+    }
+}
+
+/// The node's watch of a registered device: the monitor whose notice
+/// clears the registration's flag and tells the node (cancelled on drop).
+pub(crate) struct Watched(pub(super) Option<MonitorRef>);
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        if let Some(m) = self.monitor.take() {
+        if let Some(m) = self.0.take() {
             m.cancel();
         }
     }
 }
 
 impl Inbox {
-    /// Whether messages may be handed to it: a bare registration always,
-    /// a device's while the device lives.
+    /// Whether messages may be handed to it: until it ends (its device
+    /// dies, it is replaced or removed).
     #[inline]
     pub(super) fn is_live(&self) -> bool {
-        self.watch.as_ref().is_none_or(|w| w.alive.get())
+        self.live.flag().get()
+    }
+}
+
+/// A registration ends when it leaves the table (replaced, removed, or
+/// with the node): the addresses that hold its shortcut go the long way
+/// from then on.
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.live.flag().set(false);
     }
 }
 

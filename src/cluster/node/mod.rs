@@ -110,13 +110,16 @@ struct Inbox {
     /// The device, for watchers (none for a bare `Fwd`); its death ends
     /// the registration.
     line: Option<Line>,
-    /// The node's watch of that device (none for a bare `Fwd`).
-    watch: Option<inboxes::Watched>,
+    /// Set while it stands (see [`inboxes::Flag`]).
+    live: Rc<dyn inboxes::Flag>,
+    /// The node's watch of that device (none for a bare `Fwd`), held
+    /// for its end: dropped with the registration, it is cancelled.
+    _watch: Option<inboxes::Watched>,
     /// The names given to it here (each removed with it, if it still
     /// names it).
     names: Vec<String>,
-    /// `Fwd<M>` (a plain registration) or `Hand<M>` (a served actor)
-    /// for the actor's `M`.
+    /// `Rc<Local<M>>` (a plain registration: the same as `live`) or
+    /// `Hand<M>` (a served actor) for the actor's `M`.
     local: Box<dyn Any>,
     /// Whether it can take a message now (always, if none).
     ready: Option<Ready>,

@@ -1,12 +1,12 @@
 //! Messages to registered actors: `send`, `ask` and `lookup`, the same
 //! call for a local and a remote target (rules 112, 113, 117, 119).
 
-use super::inboxes::Watched;
+use super::inboxes::{Flag, Watched};
 use super::{
     encode, AskError, DeadLetter, Hand, HandAsk, Inbox, LookupError, Node, PendingLookup, Ready,
     SendError, Server, TrySendError,
 };
-use crate::cluster::id::Route;
+use crate::cluster::id::{Local, Route};
 use crate::cluster::transport::Full;
 use crate::cluster::wire::{Frame, WireNoReply};
 use crate::cluster::{NodeId, Pid, Ref};
@@ -71,10 +71,13 @@ impl Node {
         fwd: Fwd<M>,
     ) -> Ref<M> {
         let id = device.id().get();
-        self.register_device(device, fwd);
+        let local = self.inbox(id, Some(device.line()), fwd);
         self.name(name, id, std::any::type_name::<M>());
         let (pid, route) = self.local_route(id);
-        Ref::routed(pid, route)
+        match local {
+            Some(local) => Ref::local(pid, route, local),
+            None => Ref::routed(pid, route),
+        }
     }
 
     /// Ends everything registered under device id `device` of this node:
@@ -130,18 +133,18 @@ impl Node {
     #[inline]
     pub fn send_ref<M: Serialize + 'static>(
         &mut self,
-        to: Ref<M>,
+        to: &Ref<M>,
         msg: M,
     ) -> Result<(), SendError> {
-        // The hot path, kept small: an address made here, of a plain
-        // registration, goes straight to its slot's `Fwd`.
-        if let Some(fwd) = self
-            .inboxes
-            .routed(to.pid().device, to.route())
-            .and_then(|inbox| inbox.local.downcast_ref::<Fwd<M>>())
-        {
-            fwd.fwd(msg);
-            return Ok(());
+        // The hot path, kept small: an address this node instance made,
+        // of a plain registration that still stands, goes straight to the
+        // registration's handler (an address of another instance on this
+        // thread, or of this one before it rejoined, goes the long way).
+        if let Some(local) = to.shortcut() {
+            if self.inboxes.is_mine(to.route()) && local.live.get() {
+                local.fwd.fwd(msg);
+                return Ok(());
+            }
         }
         self.send_routed(to.pid(), to.route(), msg)
     }
@@ -354,12 +357,17 @@ impl Node {
         device: u64,
         line: Option<Line>,
         fwd: Fwd<M>,
-    ) -> bool {
+    ) -> Option<Rc<Local<M>>> {
         let remote = fwd.clone();
+        let local = Rc::new(Local {
+            live: Cell::new(true),
+            fwd,
+        });
         self.put(
             device,
             line,
-            Box::new(fwd),
+            local.clone(),
+            Box::new(local.clone()),
             None,
             Box::new(move |bytes, _| {
                 let msg = postcard::from_bytes::<M>(bytes)
@@ -368,6 +376,7 @@ impl Node {
                 Ok(())
             }),
         )
+        .then_some(local)
     }
 
     /// Makes device `device` reachable: messages of type `M` go to
@@ -385,6 +394,7 @@ impl Node {
         self.put(
             device,
             line,
+            Rc::new(Cell::new(true)),
             Box::new(hand),
             ready,
             Box::new(move |bytes, from| {
@@ -398,17 +408,18 @@ impl Node {
         )
     }
 
-    /// Registers a handler under `device`, replacing what was registered
-    /// under it, in place (its names stay with it). A registration with a
-    /// device ends with it (rule 113a): the node watches the device, once
-    /// per registration (a replacement for the same device keeps the
-    /// watch; any other end cancels it). A device already dead is not
-    /// registered, and ends what was registered under its id: returns
-    /// `false`.
+    /// Registers a handler under `device`, with its flag `live`,
+    /// replacing what was registered under it, in place (its names stay
+    /// with it; its flag is cleared). A registration with a device ends
+    /// with it (rule 113a): the node watches the device for each
+    /// registration, and the registration's end cancels the watch. A
+    /// device already dead is not registered, and ends what was
+    /// registered under its id: returns `false`.
     fn put(
         &mut self,
         device: u64,
         line: Option<Line>,
+        live: Rc<dyn Flag>,
         local: Box<dyn std::any::Any>,
         ready: Option<Ready>,
         remote: super::Decode,
@@ -417,24 +428,21 @@ impl Node {
             self.unregister(device);
             return false;
         }
-        let (kept, names) = match self.inboxes.get_mut(device) {
-            Some(old) => {
-                let same = old.line.as_ref().map(Line::id) == line.as_ref().map(Line::id);
-                let kept = if same { old.watch.take() } else { None };
-                (kept, std::mem::take(&mut old.names))
-            }
-            None => (None, Vec::new()),
-        };
-        let watch = match (kept, &line) {
-            (Some(kept), _) => Some(kept),
-            (None, Some(line)) => Some(self.watch_registration(device, line)),
-            (None, None) => None,
-        };
-        // The replaced registration, dropped here, cancels its watch.
+        let names = self
+            .inboxes
+            .get_mut(device)
+            .map(|old| std::mem::take(&mut old.names))
+            .unwrap_or_default();
+        let watch = line
+            .as_ref()
+            .map(|line| self.watch_registration(device, line, live.clone()));
+        // The replaced registration, dropped here, clears its flag and
+        // cancels its watch.
         let _ = self.inboxes.insert(Inbox {
             device,
             line,
-            watch,
+            live,
+            _watch: watch,
             names,
             local,
             ready,
@@ -443,19 +451,18 @@ impl Node {
         true
     }
 
-    /// The node's watch of `line`, registered under `device`: its death
-    /// clears the flag at once and tells the node.
-    fn watch_registration(&self, device: u64, line: &Line) -> Watched {
-        let alive = Rc::new(Cell::new(true));
-        let (flag, gone) = (alive.clone(), self.gone.clone());
+    /// The node's watch of `line`, registered under `device` with the
+    /// flag `live`: its death clears the flag at once and tells the node.
+    fn watch_registration(&self, device: u64, line: &Line, live: Rc<dyn Flag>) -> Watched {
+        let gone = self.gone.clone();
         // Alive (checked by the caller): the monitor is registered.
         let monitor = line
             .monitor_fwd(Fwd::new(move |_: Down| {
-                flag.set(false);
+                live.flag().set(false);
                 gone.fwd(device);
             }))
             .ok();
-        Watched { alive, monitor }
+        Watched(monitor)
     }
 
     /// Sends `msg` to `to`, wherever it lives: on this node it is handed
@@ -526,10 +533,10 @@ impl Node {
             .inboxes
             .routed(to.device, route)
             .or_else(|| self.inboxes.live(to.device))
-            .and_then(|inbox| inbox.local.downcast_ref::<Fwd<M>>());
+            .and_then(|inbox| inbox.local.downcast_ref::<Rc<Local<M>>>());
         match fwd {
-            Some(fwd) => {
-                fwd.fwd(msg);
+            Some(local) => {
+                local.fwd.fwd(msg);
                 Ok(())
             }
             None => self.send_to_actor(from, to, msg),
