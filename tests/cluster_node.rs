@@ -1013,7 +1013,22 @@ fn node_an_address_follows_its_registration_replaced_and_refuses_it_removed() {
     let r: Ref<u32> = b
         .query(&mut rt.s, |n, _| n.register_named("replaced", &d, fwd1))
         .expect("alive");
-    let copy = r.clone();
+    // The same address found by name on its own node holds the same
+    // shortcut, on the same terms.
+    let found: Seen<Option<Result<Ref<u32>, LookupError>>> = Rc::default();
+    let f2 = found.clone();
+    b.query(&mut rt.s, |n, _| {
+        let me = n.id();
+        n.lookup(me, "replaced", Ret::new(move |r| f2.borrow_mut().push(r)));
+    })
+    .expect("alive");
+    let copy = found
+        .borrow_mut()
+        .pop()
+        .flatten()
+        .expect("answered at once")
+        .expect("found");
+    assert_eq!(copy, r);
     b.query(&mut rt.s, |n, _| {
         n.send_ref(&r, 1)?;
         n.register_device(&d, fwd2);
@@ -1028,10 +1043,13 @@ fn node_an_address_follows_its_registration_replaced_and_refuses_it_removed() {
     let refused = b
         .query(&mut rt.s, |n, _| {
             assert!(n.unregister(d.id().get()));
-            n.send_ref(&r, 4)
+            (n.send_ref(&r, 4), n.send_ref(&copy, 5))
         })
         .expect("alive");
-    assert_eq!(refused, Err(SendError::UnknownTarget));
+    assert_eq!(
+        refused,
+        (Err(SendError::UnknownTarget), Err(SendError::UnknownTarget))
+    );
     rt.run();
     assert_eq!(*first.borrow(), [1]);
     assert_eq!(*second.borrow(), [2, 3]);

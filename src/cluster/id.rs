@@ -175,8 +175,8 @@ macro_rules! typed_pid {
 /// serialisable (as its `Pid`), so it can be sent in messages and kept in
 /// maps.
 ///
-/// An address made by `Node::register_named` carries a shortcut to the
-/// registration's handler, so that a send to it on its own node is one
+/// An address made by `Node::register_named` (or found by `Node::lookup`
+/// on its own node) carries a shortcut to the registration's handler, so that a send to it on its own node is one
 /// flag check and the handler's call. That shortcut makes `Ref` `Clone`
 /// but neither `Copy` nor `Send`, like stakker's `Fwd`: to carry an
 /// address to another thread, carry its [`Pid`] (or send the `Ref` in a

@@ -101,8 +101,8 @@
 //! takes the route, only while the slot holds the address's device, and
 //! only in the incarnation that made it (a node that rejoins as a new
 //! incarnation takes a new token: an address made before names a node
-//! that is down). A [`Ref`] made by [`Node::register_named`] also holds
-//! a shortcut to the registration's handler, taken on the same terms and
+//! that is down). A [`Ref`] made by [`Node::register_named`] (or found
+//! by [`Node::lookup`] on its own node) also holds a shortcut to the registration's handler, taken on the same terms and
 //! only while that registration stands: a registration replaced (even
 //! for the same device), removed or whose device died is never reached
 //! through it, and the send goes the long way to what stands now. The

@@ -176,6 +176,10 @@ impl Node {
         name: &str,
         ret: Ret<Result<Ref<M>, LookupError>>,
     ) {
+        if let Some(here) = self.lookup_here::<M>(node, name) {
+            ret.ret(Ok(here));
+            return;
+        }
         let finish = move |found: Result<(u64, String), LookupError>| {
             ret.ret(found.and_then(|(device, ty)| {
                 if ty == std::any::type_name::<M>() {
@@ -186,6 +190,28 @@ impl Node {
             }));
         };
         self.find(node, name, Box::new(finish));
+    }
+
+    /// The address of the plain registration named `name` on this node
+    /// (`node`), with its shortcut (as [`register_named`](Node::register_named)
+    /// makes it); `None` for another node, or anything else (then
+    /// [`find`](Node::find) answers).
+    fn lookup_here<M: 'static>(&self, node: NodeId, name: &str) -> Option<Ref<M>> {
+        if node != self.me {
+            return None;
+        }
+        let (device, ty) = self.names.get(name)?;
+        if ty != std::any::type_name::<M>() {
+            return None;
+        }
+        let local = self
+            .inboxes
+            .live(*device)?
+            .local
+            .downcast_ref::<Rc<Local<M>>>()?
+            .clone();
+        let (pid, route) = self.local_route(*device);
+        Some(Ref::local(pid, route, local))
     }
 
     /// Names device `device` of this node, whose type is `ty`: a later
