@@ -1008,8 +1008,16 @@ fn node_an_address_follows_its_registration_replaced_and_refuses_it_removed() {
     // device (or removed) must never be reached through it.
     let (mut rt, _net, _a, b, _inbox) = cluster();
     let d = ready_dev(&mut rt, "replaced");
-    let (first, fwd1) = recorder::<u32>();
+    let (first, seen1) = recorder::<u32>();
     let (second, fwd2) = recorder::<u32>();
+    // What the first handler holds: the addresses made for it, kept
+    // after it is replaced, must not keep it.
+    let held = Rc::new(());
+    let h1 = held.clone();
+    let fwd1 = Fwd::new(move |m: u32| {
+        let _ = &h1;
+        seen1.fwd(m);
+    });
     let r: Ref<u32> = b
         .query(&mut rt.s, |n, _| n.register_named("replaced", &d, fwd1))
         .expect("alive");
@@ -1057,4 +1065,43 @@ fn node_an_address_follows_its_registration_replaced_and_refuses_it_removed() {
         d.is_alive(),
         "the device lives: only its registration ended"
     );
+    assert_eq!(
+        Rc::strong_count(&held),
+        1,
+        "the addresses kept after their registration was replaced hold its handler"
+    );
+    drop((r, copy));
+}
+
+#[test]
+fn node_sends_by_address_and_by_pid_keep_their_order_around_a_replacement() {
+    // The shortcut and the table lead to the same handler: sends to one
+    // target through both, mixed, arrive in send order, before and after
+    // a bare `register` replaces the named registration; a replacement
+    // taking another type refuses the old address's type.
+    let (mut rt, _net, _a, b, _inbox) = cluster();
+    let d = ready_dev(&mut rt, "mix");
+    let (first, fwd1) = recorder::<u32>();
+    let (second, fwd2) = recorder::<u32>();
+    let r: Ref<u32> = b
+        .query(&mut rt.s, |n, _| n.register_named("mix", &d, fwd1))
+        .expect("alive");
+    let p = r.pid();
+    let wrong = b
+        .query(&mut rt.s, |n, _| {
+            n.send_ref(&r, 1)?;
+            n.send(p, 2u32)?;
+            n.send_ref(&r, 3)?;
+            n.register(p.device, fwd2);
+            n.send(p, 4u32)?;
+            n.send_ref(&r, 5)?;
+            n.register_device(&d, Fwd::new(|_: String| ()));
+            Ok::<_, SendError>(n.send_ref(&r, 6))
+        })
+        .expect("alive")
+        .expect("sent");
+    assert_eq!(wrong, Err(SendError::WrongType));
+    rt.run();
+    assert_eq!(*first.borrow(), [1, 2, 3]);
+    assert_eq!(*second.borrow(), [4, 5]);
 }

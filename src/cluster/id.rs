@@ -5,7 +5,7 @@ use stakker::Fwd;
 use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 /// A node: where it listens and which incarnation of it this is. A node
 /// restarted on the same address comes back with a higher incarnation and
@@ -176,11 +176,14 @@ macro_rules! typed_pid {
 /// maps.
 ///
 /// An address made by `Node::register_named` (or found by `Node::lookup`
-/// on its own node) carries a shortcut to the registration's handler, so that a send to it on its own node is one
-/// flag check and the handler's call. That shortcut makes `Ref` `Clone`
-/// but neither `Copy` nor `Send`, like stakker's `Fwd`: to carry an
-/// address to another thread, carry its [`Pid`] (or send the `Ref` in a
-/// message: a deserialised `Ref` is a plain address, looked up on use).
+/// on its own node) carries a shortcut to the registration's handler, so
+/// that a send to it on its own node is one flag check and the handler's
+/// call. The shortcut is weak: an address kept after its registration
+/// ended holds neither the handler nor what the handler holds. It makes
+/// `Ref` `Clone` but neither `Copy` nor `Send`, like stakker's `Fwd`: to
+/// carry an address to another thread, carry its [`Pid`] (or send the
+/// `Ref` in a message: a deserialised `Ref` is a plain address, looked up
+/// on use).
 #[derive(Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Ref<M: 'static> {
@@ -189,9 +192,11 @@ pub struct Ref<M: 'static> {
     /// hint, never sent, never compared.
     #[serde(skip)]
     route: Route,
-    /// The registration's handler, when its node made this address.
+    /// The registration's handler, when its node made this address: weak,
+    /// so that an address kept after its registration ended does not keep
+    /// the handler (and what it holds) alive.
     #[serde(skip)]
-    local: Option<Rc<Local<M>>>,
+    local: Option<Weak<Local<M>>>,
 }
 
 impl<M> Ref<M> {
@@ -207,18 +212,19 @@ impl<M> Ref<M> {
 
     /// The address of a plain registration made by its own node, with
     /// the shortcut to its handler.
-    pub(crate) fn local(pid: Pid, route: Route, local: Rc<Local<M>>) -> Self {
+    pub(crate) fn local(pid: Pid, route: Route, local: &Rc<Local<M>>) -> Self {
         Ref {
             pid,
             route,
-            local: Some(local),
+            local: Some(Rc::downgrade(local)),
         }
     }
 
-    /// The shortcut to its registration's handler, if its node made it.
+    /// The shortcut to its registration's handler, if its node made it
+    /// and the handler is still held.
     #[inline]
-    pub(crate) fn shortcut(&self) -> Option<&Local<M>> {
-        self.local.as_deref()
+    pub(crate) fn shortcut(&self) -> Option<Rc<Local<M>>> {
+        self.local.as_ref().and_then(Weak::upgrade)
     }
 }
 

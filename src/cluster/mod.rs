@@ -102,10 +102,12 @@
 //! only in the incarnation that made it (a node that rejoins as a new
 //! incarnation takes a new token: an address made before names a node
 //! that is down). A [`Ref`] made by [`Node::register_named`] (or found
-//! by [`Node::lookup`] on its own node) also holds a shortcut to the registration's handler, taken on the same terms and
-//! only while that registration stands: a registration replaced (even
-//! for the same device), removed or whose device died is never reached
-//! through it, and the send goes the long way to what stands now. The
+//! by [`Node::lookup`] on its own node) also holds a weak shortcut to the
+//! registration's handler, taken on the same terms and only while that
+//! registration stands: a registration replaced (even for the same
+//! device), removed or whose device died is never reached through it,
+//! and the send goes the long way to what stands now; an address kept
+//! after its registration ended does not keep the handler alive. The
 //! route and the shortcut are never sent, compared or hashed: an address
 //! received from the network, or made with `Ref::new`, is looked up by its
 //! `Pid`, with the same result.
@@ -120,8 +122,8 @@
 //! with a device ([`Node::register_device`], [`Node::register_named`],
 //! [`Node::serve`]; a served child's address with its supervisor) is
 //! watched by the node, once per registration (its end, by
-//! [`Node::unregister`] or a replacement, cancels the watch). From the moment the device dies, a message to it
-//! is refused ([`SendError::UnknownTarget`]) or, from another node,
+//! [`Node::unregister`] or a replacement, cancels the watch). From the
+//! moment the device dies, a message to it is refused ([`SendError::UnknownTarget`]) or, from another node,
 //! dead-lettered and counted, and an ask gets [`AskError::NoTarget`],
 //! instead of reaching a dead actor in silence; then the node removes the
 //! registration, the names given to it, its ask server and its credit

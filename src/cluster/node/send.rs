@@ -75,7 +75,7 @@ impl Node {
         self.name(name, id, std::any::type_name::<M>());
         let (pid, route) = self.local_route(id);
         match local {
-            Some(local) => Ref::local(pid, route, local),
+            Some(local) => Ref::local(pid, route, &local),
             None => Ref::routed(pid, route),
         }
     }
@@ -140,10 +140,12 @@ impl Node {
         // of a plain registration that still stands, goes straight to the
         // registration's handler (an address of another instance on this
         // thread, or of this one before it rejoined, goes the long way).
-        if let Some(local) = to.shortcut() {
-            if self.inboxes.is_mine(to.route()) && local.live.get() {
-                local.fwd.fwd(msg);
-                return Ok(());
+        if self.inboxes.is_mine(to.route()) {
+            if let Some(local) = to.shortcut() {
+                if local.live.get() {
+                    local.fwd.fwd(msg);
+                    return Ok(());
+                }
             }
         }
         self.send_routed(to.pid(), to.route(), msg)
@@ -208,8 +210,7 @@ impl Node {
             .inboxes
             .live(*device)?
             .local
-            .downcast_ref::<Rc<Local<M>>>()?
-            .clone();
+            .downcast_ref::<Rc<Local<M>>>()?;
         let (pid, route) = self.local_route(*device);
         Some(Ref::local(pid, route, local))
     }
