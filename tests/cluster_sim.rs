@@ -2,8 +2,11 @@
 //! deterministic simulator (rules 140–142 in `src/cluster/mod.rs`).
 //!
 //! Each seed runs three nodes for two minutes of cluster time: messages
-//! with sequence numbers between random pairs, a monitor of every other
-//! node's device, random partitions (one way or both) and heals, a device
+//! with sequence numbers between random pairs (a node's own device
+//! reached through its typed address's shortcut, rule 112a: never after
+//! the device died, never once the node rejoined as a new incarnation;
+//! nothing reaches a device after its death by any path, rule 113a), a
+//! monitor of every other node's device, random partitions (one way or both) and heals, a device
 //! that dies, perhaps a node that crashes; then everything heals and the
 //! cluster settles. Three more scenarios run a fifth as many seeds:
 //! bursts to a credited child (rule 141's credits); asks and lookups
@@ -65,6 +68,8 @@ enum Event {
     Broke { a: usize, b: Option<usize> },
     /// Node `at` dead-lettered a message (its target is gone).
     Dead { at: usize },
+    /// Node `at`'s sink died (told by a local monitor, at its death).
+    Died { at: usize },
 }
 
 type Log = Rc<RefCell<Vec<Event>>>;
@@ -204,9 +209,11 @@ fn run_into(seed: u64, mode: Mode, trace: &mut Vec<Trace>) -> Result<(), String>
         nodes.push(sim.start_node(id, c, events));
         ids.push(id);
     }
-    // Each node's sink, registered.
+    // Each node's sink, registered by name: its node sends to it through
+    // the typed address's shortcut, the others by its `Pid`.
     let mut sinks = Vec::new();
     let mut pids = Vec::new();
+    let mut refs = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let sink = device!(sim.stakker(), Sink::init());
         sim.run_for(Duration::from_millis(1));
@@ -221,12 +228,19 @@ fn run_into(seed: u64, mode: Mode, trace: &mut Vec<Trace>) -> Result<(), String>
         });
         let l3 = log.clone();
         let dead = Fwd::new(move |_: DeadLetter| l3.borrow_mut().push(Event::Dead { at: i }));
-        node.query(sim.stakker(), |n, _| {
-            n.register_device(&sink, got);
-            n.set_dead_letters(dead);
-        })
-        .ok_or("a node died")?;
+        let to: Ref<(u8, u64, u32)> = node
+            .query(sim.stakker(), |n, _| {
+                n.set_dead_letters(dead);
+                n.register_named("sink", &sink, got)
+            })
+            .ok_or("a node died")?;
+        let l4 = log.clone();
+        sink.monitor_fwd(Fwd::new(move |_: Down| {
+            l4.borrow_mut().push(Event::Died { at: i })
+        }))
+        .map_err(|e| e.to_string())?;
         pids.push(Pid::new(ids[i], sink.id().get()));
+        refs.push(to);
         sinks.push(Some(sink));
     }
     for node in &nodes[1..] {
@@ -271,6 +285,34 @@ fn run_into(seed: u64, mode: Mode, trace: &mut Vec<Trace>) -> Result<(), String>
                     log.borrow_mut().push(Event::Sent {
                         from: i,
                         to: j,
+                        seq: s,
+                    });
+                }
+            }
+            // A send to the node's own sink, through its typed address:
+            // handed over at once, or refused (the sink died, the node
+            // rejoined as a new incarnation).
+            0..=69 if i == j && did.crashed != Some(i) => {
+                seq[i][i] += 1;
+                let s = seq[i][i];
+                let to = &refs[i];
+                let sent = nodes[i].query(sim.stakker(), |n, _| {
+                    let inc = n.id().incarnation;
+                    n.send_ref(to, (u8::try_from(i).unwrap_or(0), inc, s))
+                });
+                if sent == Some(Ok(())) {
+                    // An address made before a rejoin names a node that is
+                    // down (rule 112a): never taken.
+                    let now = nodes[i].query(sim.stakker(), |n, _| n.id());
+                    if now != Some(to.pid().node) {
+                        return Err(format!(
+                            "node {i} ({now:?}) took a message through an address of {}",
+                            to.pid().node
+                        ));
+                    }
+                    log.borrow_mut().push(Event::Sent {
+                        from: i,
+                        to: i,
                         seq: s,
                     });
                 }
@@ -380,6 +422,7 @@ fn check(log: &[Event], did: &Did, ids: &[NodeId]) -> Result<(), String> {
     let mut sent = Vec::new();
     let mut got = BTreeSet::new();
     let mut dead = [0usize; NODES];
+    let mut died = [false; NODES];
     let node_of = |n: &NodeId| ids.iter().position(|id| id.addr == n.addr);
     for (k, ev) in log.iter().enumerate() {
         match ev {
@@ -400,8 +443,15 @@ fn check(log: &[Event], did: &Did, ids: &[NodeId]) -> Result<(), String> {
                 sent.push((*from, *to, *seq, at));
             }
             Event::Dead { at } => dead[*at] += 1,
+            Event::Died { at } => died[*at] = true,
             Event::Got { to, from, inc, seq } => {
                 got.insert((*from, *to, *seq));
+                // Nothing reaches a sink after its death, by any path.
+                if died[*to] {
+                    return Err(format!(
+                        "event {k}: node {to}'s sink got {seq} from node {from} after it died"
+                    ));
+                }
                 // No delivery from an incarnation after it was declared
                 // down where it lands.
                 let sender = NodeId::new(addr(*from), *inc);

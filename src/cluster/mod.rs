@@ -347,7 +347,10 @@
 //! exactly once when its device died or its node crashed; `Lost` reaches
 //! a watcher only after its node declared that node down; no message is
 //! delivered from an incarnation after the receiving node declared it
-//! down; messages between two nodes arrive in send order; a message
+//! down, nor to a device after its death (by the network or through a
+//! typed address's shortcut), nor through an address made before its
+//! node rejoined; messages between two nodes (and from a node to its own
+//! device) arrive in send order; a message
 //! `send` accepted on a link that did not break afterwards (no
 //! partition, blip or crash, neither end declared down or rejoined) is
 //! delivered, or its target node dead-letters it; and 60 s after the
