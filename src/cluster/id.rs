@@ -276,3 +276,10 @@ impl<A> Clone for RemoteRef<A> {
 impl<A> Copy for RemoteRef<A> {}
 
 typed_pid!(RemoteRef<A>, "an actor of type `A`");
+
+// The addresses' contract: a `Pid` and a `RemoteRef` go anywhere; a
+// `Ref` holds its node's shortcut, so it stays on its thread.
+static_assertions::assert_impl_all!(Pid: Copy, Send, Sync);
+static_assertions::assert_impl_all!(RemoteRef<u32>: Copy, Send, Sync);
+static_assertions::assert_impl_all!(Ref<u32>: Clone);
+static_assertions::assert_not_impl_any!(Ref<u32>: Copy, Send, Sync);
