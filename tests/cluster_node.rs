@@ -5,11 +5,11 @@
 
 mod common;
 
+use common::cluster::encoded;
 use common::{End, Rt};
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
     AskError, DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError,
-    MAX_FRAME,
 };
 use stakplane::cluster::{MemNet, Transport};
 use stakplane::prelude::*;
@@ -298,15 +298,12 @@ fn node_a_lost_node_gives_each_watcher_exactly_one_lost_and_its_frames_are_dropp
     let (own, fwd_a) = recorder::<String>();
     a.query(&mut rt.s, |n, _| n.register(9, fwd_a))
         .expect("alive");
-    let mut bytes = Vec::new();
-    Frame::Send {
+    let bytes = encoded(Frame::Send {
         to: 9,
         from: Some(pid(2, 0)),
         payload: postcard_string("late"),
         dst: pid(1, 0).node,
-    }
-    .encode_into(&mut bytes, MAX_FRAME)
-    .expect("encodes");
+    });
     call!([a], packet(bytes));
     rt.run();
     assert!(own.borrow().is_empty());
@@ -399,15 +396,12 @@ fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
     let (d, _log) = remote_device(&mut rt, &b, "watcher");
     let (target, _log_c) = remote_device(&mut rt, &c, "target");
     let c_id = NodeId::new(addr(3), 1);
-    let mut bytes = Vec::new();
-    Frame::Link {
+    let bytes = encoded(Frame::Link {
         watcher: d.id().get(),
         target: target.id().get(),
         from: c_id,
         dst: pid(2, 0).node,
-    }
-    .encode_into(&mut bytes, MAX_FRAME)
-    .expect("encodes");
+    });
     call!([b], packet(bytes));
     rt.run();
     assert!(
@@ -452,15 +446,12 @@ fn node_a_link_from_an_incarnation_never_seen_up_ends_as_lost_when_a_newer_one_c
     // Incarnation 1 of node 3 links to d, then restarts before b ever
     // hears of it.
     let c1 = NodeId::new(addr(3), 1);
-    let mut bytes = Vec::new();
-    Frame::Link {
+    let bytes = encoded(Frame::Link {
         watcher: d.id().get(),
         target: 5,
         from: c1,
         dst: pid(2, 0).node,
-    }
-    .encode_into(&mut bytes, MAX_FRAME)
-    .expect("encodes");
+    });
     call!([b], packet(bytes));
     rt.run();
     assert!(d.is_alive(), "watched, not refused");

@@ -12,12 +12,12 @@
 
 mod common;
 
-use common::cluster::{addr_in, join, node_with, recorder, status, Seen};
+use common::cluster::{addr_in, encoded, join, node_with, recorder, status, Seen};
 use common::Rt;
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
     AskError, Frame, LookupError, MemNet, Node, NodeId, Pid, Ref, RemoteActor, RemoteDown,
-    RemoteRef, SendError, TrySendError, MAX_FRAME,
+    RemoteRef, SendError, TrySendError,
 };
 use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
@@ -701,12 +701,7 @@ fn node_a_rejoined_node_takes_frames_for_its_old_incarnation_but_a_credit_grant(
     p.b.query(&mut p.rt.s, |n, _| n.register(9, fwd))
         .expect("alive");
     let new = p.rejoin();
-    let packet = |frame: Frame| {
-        let mut bytes = Vec::new();
-        frame.encode_into(&mut bytes, MAX_FRAME).expect("encodes");
-        bytes
-    };
-    let send = packet(Frame::Send {
+    let send = encoded(Frame::Send {
         to: 9,
         from: Some(Pid::new(id(1), 0)),
         // A `u64` 5, as postcard writes it.
@@ -721,7 +716,7 @@ fn node_a_rejoined_node_takes_frames_for_its_old_incarnation_but_a_credit_grant(
             .expect("alive")
     };
     assert_eq!(stale(&mut p), 0);
-    let grant = packet(Frame::Credit {
+    let grant = encoded(Frame::Credit {
         target: 9,
         limit: 10,
         dst: old,

@@ -123,8 +123,9 @@
 //! [`Node::serve`]; a served child's address with its supervisor) is
 //! watched by the node, once per registration (its end, by
 //! [`Node::unregister`] or a replacement, cancels the watch). From the
-//! moment the device dies, a message to it is refused ([`SendError::UnknownTarget`]) or, from another node,
-//! dead-lettered and counted, and an ask gets [`AskError::NoTarget`],
+//! moment the device dies, a message to it is refused
+//! ([`SendError::UnknownTarget`]) or, from another node, dead-lettered
+//! and counted, and an ask gets [`AskError::NoTarget`],
 //! instead of reaching a dead actor in silence; then the node removes the
 //! registration, the names given to it, its ask server and its credit
 //! grants (a sender waiting for credit is granted without a bound, never

@@ -2,7 +2,7 @@
 
 use super::Rt;
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
-use stakplane::cluster::{MemNet, Node, NodeId, NodeStatus, Transport};
+use stakplane::cluster::{Frame, MemNet, Node, NodeId, NodeStatus, Transport, MAX_FRAME};
 use stakplane::prelude::*;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -11,6 +11,14 @@ use std::time::Duration;
 
 /// What a `Fwd` made by [`recorder`] received.
 pub type Seen<T> = Rc<RefCell<Vec<T>>>;
+
+/// `frame` as a packet from the network: what a test hands a node's
+/// `packet`, as a peer would send it.
+pub fn encoded(frame: Frame) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    frame.encode_into(&mut bytes, MAX_FRAME).expect("encodes");
+    bytes
+}
 
 /// A `Fwd` that keeps what it gets.
 pub fn recorder<T: 'static>() -> (Seen<T>, Fwd<T>) {

@@ -391,15 +391,10 @@ impl Node {
     /// then goes as data. A data frame with no room is refused
     /// ([`SendError::Full`]).
     fn frame(&mut self, to: NodeId, frame: &Frame) -> Result<(), SendError> {
-        debug_assert_eq!(
-            addressing(frame).map(|(_, dst)| dst),
-            Some(to),
-            "a frame names its recipient"
-        );
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));
         }
-        self.send_frame_bytes(to, encode(frame)?, frame.is_control())
+        self.send_frame_bytes(to, encode_to(to, frame)?, frame.is_control())
     }
 
     /// A packet from the network: one frame. A packet that is not one
@@ -655,6 +650,17 @@ fn encode(frame: &Frame) -> Result<Vec<u8>, SendError> {
     Ok(out)
 }
 
+/// `frame`, encoded for node `to`, the incarnation it names (rule 114a;
+/// checked in debug builds).
+fn encode_to(to: NodeId, frame: &Frame) -> Result<Vec<u8>, SendError> {
+    debug_assert_eq!(
+        addressing(frame).map(|(_, dst)| dst),
+        Some(to),
+        "a frame names its recipient"
+    );
+    encode(frame)
+}
+
 /// The entries of `waiting` with tags up to `last`, taken out in tag
 /// order.
 fn take_through<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, last: u64) -> Vec<V> {
@@ -666,7 +672,7 @@ fn take_through<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, last: u64) -> Vec<V
 /// The node a frame says it comes from (if it says) and the node
 /// incarnation it is for: every frame but a session's and membership's
 /// names both.
-pub(super) fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
+fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
     match frame {
         Frame::Send { from, dst, .. } => Some((from.map(|p| p.node), *dst)),
         Frame::Monitor { from, dst, .. }
