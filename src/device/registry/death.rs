@@ -138,7 +138,13 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
                 drain(key, ri, first, shared);
             }
         }
-        Death::Gone => {}
+        Death::Gone => {
+            // Nobody was told: a cause that holds nothing (the commonest,
+            // `Dropped`) is forgotten, skipping its drop code.
+            if let Some(Kept::Cause(Cause::Dropped | Cause::Stopped | Cause::Lost)) = cause {
+                std::mem::forget(cause);
+            }
+        }
     }
 }
 
