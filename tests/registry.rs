@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use stakplane::prelude::*;
-use stakplane::{registry_stats, RegistryStats};
+use stakplane::{registry_stats, CauseKind, RegistryStats};
 use std::fmt;
 
 /// A user error that holds a Line: dropping it touches the registry.
@@ -156,6 +156,60 @@ fn dead_linked_watchers_leave_no_nodes_on_live_devices() {
     }
     assert_eq!(registry_stats(), before);
     assert_eq!(log.borrow().len(), 200, "the supervisor saw every stop");
+}
+
+/// One end of a device, queued before its owner drops it.
+type End = fn(&DeviceOwn<Dev>);
+
+/// A device its owner dropped, with no `Line`, no link and at most one
+/// monitor, dies by the registry's short path; held by a `Line`, the same
+/// device dies by the general one. Both tell the monitor the same cause,
+/// count the same death and leave nothing behind, whatever the cause.
+#[test]
+fn a_death_by_the_short_path_tells_and_counts_as_the_general_one() {
+    let ends: [(&str, End, CauseKind); 4] = [
+        ("dropped", |_| {}, CauseKind::Dropped),
+        ("stopped", |d| call!([d], stop()), CauseKind::Stopped),
+        ("failed", |d| call!([d], fail()), CauseKind::Error),
+        ("panicked", |d| call!([d], panic()), CauseKind::Panic),
+    ];
+    for (name, end, kind) in ends {
+        let mut seen = Vec::new();
+        for held_by_a_line in [false, true] {
+            let mut rt = Rt::new();
+            let log = new_log();
+            let watcher = dev(&mut rt, "w", &log);
+            rt.run();
+            let (stats, before) = (registry_stats(), stakplane::device_counts());
+            let d = dev(&mut rt, "d", &log);
+            let _ = d.monitor(ret_some_to!([watcher], down() as (Down)));
+            let line = held_by_a_line.then(|| d.line());
+            end(&d);
+            drop(d);
+            rt.run();
+            drop(line);
+            let after = stakplane::device_counts();
+            let died: Vec<u64> = (0..CauseKind::COUNT)
+                .map(|k| after.died[k] - before.died[k])
+                .collect();
+            let mut expected = vec![0; CauseKind::COUNT];
+            expected[kind as usize] = 1;
+            assert_eq!(died, expected, "{name}: counted as {died:?}");
+            assert_eq!(registry_stats(), stats, "{name}: left something behind");
+            let told: Vec<(CauseKind, String)> = log
+                .borrow()
+                .iter()
+                .map(|(_, down)| (down.cause.kind(), down.cause.to_string()))
+                .collect();
+            assert_eq!(told.len(), 1, "{name}: told {told:?}");
+            assert_eq!(told[0].0, kind, "{name}: told {told:?}");
+            seen.push(told);
+        }
+        assert_eq!(
+            seen[0], seen[1],
+            "{name}: the two paths told different causes"
+        );
+    }
 }
 
 /// Reads its own cause while its state is being dropped.

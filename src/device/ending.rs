@@ -40,7 +40,7 @@
 //! termination, is turned into `Failed(Ending(Cause::Panic(..)))` by the
 //! registry and goes the same way out (`died_in_drop`).
 
-use crate::cause::Cause;
+use crate::cause::{Cause, CauseKind};
 use stakker::StopCause;
 use std::error::Error;
 use std::fmt;
@@ -82,6 +82,22 @@ pub(super) fn decode(stop: StopCause) -> Kept {
     }
 }
 
+/// The kind of the cause [`decode`] makes of `stop`, without making it:
+/// for a death that only counts it.
+#[inline]
+pub(super) fn kind_of(stop: &StopCause) -> CauseKind {
+    match stop {
+        StopCause::Stopped => CauseKind::Stopped,
+        StopCause::Failed(e) => match e.downcast_ref::<Ending>() {
+            Some(ending) => ending.0.kind(),
+            None => CauseKind::Error,
+        },
+        StopCause::Killed(_) => CauseKind::Killed,
+        StopCause::Dropped => CauseKind::Dropped,
+        StopCause::Lost => CauseKind::Lost,
+    }
+}
+
 /// A cause as the registry keeps it, crate-private: decoded, or a
 /// failure's error still in the box stakker made for it (`cx.fail`,
 /// a kill). The box becomes the shared `Rc` of a [`Cause`] only when
@@ -98,11 +114,11 @@ pub(crate) enum Kept {
 
 impl Kept {
     /// As [`Cause::kind`].
-    pub(crate) fn kind(&self) -> crate::cause::CauseKind {
+    pub(crate) fn kind(&self) -> CauseKind {
         match self {
             Kept::Cause(cause) => cause.kind(),
-            Kept::Error(_) => crate::cause::CauseKind::Error,
-            Kept::Killed(_) => crate::cause::CauseKind::Killed,
+            Kept::Error(_) => CauseKind::Error,
+            Kept::Killed(_) => CauseKind::Killed,
         }
     }
 

@@ -23,11 +23,18 @@
 //!
 //! The cause is kept in the slot while a handle or the record can still
 //! ask for it, and the slot is freed when neither is left.
+//!
+//! The commonest death takes a shorter way to the same result: a device
+//! whose last handle went while it lived and that has no record (its
+//! owner dropped it; nothing but at most one inline monitor watches it).
+//! [`release`](super::release) hints it, and its death ([`alone`]) frees
+//! the slot in one borrow without decoding the cause unless that monitor
+//! needs it. Other deaths pay nothing for the hint but one compare.
 
 use super::watchers::{deliver, deliver_kept, Watch};
 use super::{index, with, Control, Key, Registry, State, NIL};
 use crate::cause::{Cause, Down};
-use crate::device::ending::{decode, Ending, Kept};
+use crate::device::ending::{decode, kind_of, Ending, Kept};
 use crate::device::owner::OwnerDown;
 use stakker::{Fwd, StopCause};
 use std::any::Any;
@@ -38,11 +45,81 @@ use std::rc::Weak;
 /// dropped unfired because stakker freed the actor without terminating it
 /// (`None`: the runtime was dropped; see [`unended`]). With
 /// [`died_in_drop`], the one place a device dies.
+///
+/// Inlined into each device's termination `Ret`: it only picks the way,
+/// so that neither pays for the other.
+#[inline(always)]
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
+    if super::hinted_alone(key) {
+        short(key, stop);
+    } else {
+        general(key, stop);
+    }
+}
+
+/// The death [`release`](super::release) hinted: by the short path
+/// ([`alone`]) if it serves, else the general one. Outside the borrow:
+/// the watcher's handler, and the drop of the cause (it may hold a
+/// user's error).
+#[inline(never)]
+fn short(key: Key, stop: Option<StopCause>) {
+    let Some(stop) = stop else {
+        return unended(key);
+    };
+    match alone(key, &stop) {
+        Some(None) => drop(stop),
+        Some(Some(watch)) => deliver_kept(watch, key.id, decode(stop)),
+        None => died_as(key, decode(stop)),
+    }
+}
+
+/// A death by the general way.
+#[inline(never)]
+fn general(key: Key, stop: Option<StopCause>) {
     match stop {
         Some(stop) => died_as(key, decode(stop)),
         None => unended(key),
     }
+}
+
+/// The commonest death, in one borrow: a live device that no handle
+/// names and that has no record, so at most one watcher, inline (a
+/// device its owner dropped, watched by a supervisor or a parent, or by
+/// nobody). It is counted, its slot freed and its inline watcher
+/// returned; nobody can ask for its cause, so it is decoded only for
+/// that watcher. `None` (nothing changed) for any other device, which
+/// goes the general way ([`died_as`]: the same result, in more steps).
+///
+/// Tried only for the device [`release`](super::release) hinted (its
+/// last handle went while it was live and had no record), so that other
+/// deaths do not pay for a second lookup.
+#[inline]
+fn alone(key: Key, stop: &StopCause) -> Option<Option<Watch>> {
+    with(None, |r| {
+        let idx = key.slot as usize;
+        let first = match r.slots.get_mut(idx) {
+            Some(slot) if slot.id == key.id && slot.refs == 0 && slot.record == NIL => {
+                match &mut slot.state {
+                    State::Live(first) => first.take(),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        if first.is_some() {
+            r.inline -= 1;
+        }
+        r.live -= 1;
+        r.died[kind_of(stop) as usize] += 1;
+        let gone = r.slots.remove(idx);
+        #[cfg(feature = "device-spans")]
+        r.idents.remove(&gone.actor);
+        // It holds nothing now (`Live(None)`): forgetting it skips dead
+        // drop code on the hottest path of all (create, drop, die).
+        debug_assert!(matches!(gone.state, State::Live(None)));
+        std::mem::forget(gone);
+        Some(first.map(|first| first.watch))
+    })
 }
 
 /// The device died with `cause`; a device no longer live (already dead,
