@@ -29,7 +29,10 @@
 //! owner dropped it; nothing but at most one inline monitor watches it).
 //! [`release`](super::release) hints it, and its death ([`alone`]) frees
 //! the slot in one borrow without decoding the cause unless that monitor
-//! needs it. Other deaths pay nothing for the hint but one compare.
+//! needs it. Only the last device hinted takes it (devices dropped
+//! together before the queue runs go the general way but for the last).
+//! Other deaths pay a compare and a call for it (about 25 instructions,
+//! the price measured in BENCHMARKS.md).
 
 use super::watchers::{deliver, deliver_kept, Watch};
 use super::{index, with, Control, Key, Registry, State, NIL};
@@ -46,8 +49,8 @@ use std::rc::Weak;
 /// (`None`: the runtime was dropped; see [`unended`]). With
 /// [`died_in_drop`], the one place a device dies.
 ///
-/// Inlined into each device's termination `Ret`: it only picks the way,
-/// so that neither pays for the other.
+/// Inlined into each device's termination `Ret`, where it only picks
+/// the way: the short one does not pay the general one's stack frame.
 #[inline(always)]
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
     if super::hinted_alone(key) {
