@@ -47,6 +47,19 @@ fn recorder<T: 'static>() -> (Seen<T>, Fwd<T>) {
     (seen, Fwd::new(move |v| s2.borrow_mut().push(v)))
 }
 
+/// Registers `d` on `node` under `name` with handler `fwd`: its typed
+/// address.
+fn named<M: serde::Serialize + serde::de::DeserializeOwned + 'static>(
+    rt: &mut Rt,
+    node: &DeviceOwn<Node>,
+    name: &str,
+    d: &impl DeviceRef,
+    fwd: Fwd<M>,
+) -> Ref<M> {
+    node.query(&mut rt.s, |n, _| n.register_named(name, d, fwd))
+        .expect("alive")
+}
+
 fn start(rt: &mut Rt, net: &MemNet, n: u8) -> DeviceOwn<Node> {
     let id = NodeId::new(addr(n), 1);
     let transport: Rc<dyn Transport> = Rc::new(net.clone());
@@ -523,9 +536,7 @@ fn node_lookup_of_a_name_gives_the_same_typed_address_locally_and_remotely() {
     let (mut rt, _net, a, b, _inbox) = cluster();
     let d = ready_dev(&mut rt, "named");
     let (got, fwd) = recorder::<String>();
-    let registered = b
-        .query(&mut rt.s, |n, _| n.register_named("store", &d, fwd))
-        .expect("alive");
+    let registered = named(&mut rt, &b, "store", &d, fwd);
     let found: Found = Rc::default();
     let b_id = NodeId::new(addr(2), 1);
     a.query(&mut rt.s, |n, _| {
@@ -783,9 +794,7 @@ fn node_a_registration_ends_with_its_device_and_later_messages_are_dead_letters(
     let (got, to_d) = recorder::<String>();
     let d = ready_dev(&mut rt, "short-lived");
     let id = d.id().get();
-    let r: Ref<String> = b
-        .query(&mut rt.s, |n, _| n.register_named("short", &d, to_d))
-        .expect("alive");
+    let r: Ref<String> = named(&mut rt, &b, "short", &d, to_d);
     // Registered (besides two_nodes' bare inbox 42): reached through its
     // typed address and by its Pid.
     assert_eq!(status(&mut rt, &b).registered, 2);
@@ -865,9 +874,7 @@ fn node_a_registration_refuses_at_once_after_its_device_dies_and_is_watched_once
     let (mut rt, _net, _a, b, _inbox) = cluster();
     let (got, fwd) = recorder::<u32>();
     let d = ready_dev(&mut rt, "dies");
-    let r: Ref<u32> = b
-        .query(&mut rt.s, |n, _| n.register_named("dies", &d, fwd))
-        .expect("alive");
+    let r: Ref<u32> = named(&mut rt, &b, "dies", &d, fwd);
     // The device stops, and in the same run, after its death but before
     // the node hears of it, a send to it: refused, not lost in silence.
     let sent: Seen<Result<(), SendError>> = Rc::default();
@@ -905,9 +912,7 @@ fn node_an_address_made_before_a_rejoin_is_not_routed_after_it() {
     let (mut rt, net, a, b, _inbox) = cluster();
     let d = ready_dev(&mut rt, "kept");
     let (got, fwd) = recorder::<u32>();
-    let old: Ref<u32> = b
-        .query(&mut rt.s, |n, _| n.register_named("kept", &d, fwd))
-        .expect("alive");
+    let old: Ref<u32> = named(&mut rt, &b, "kept", &d, fwd);
     net.cut(addr(2));
     rt.advance(Duration::from_secs(60));
     net.attach(addr(2), fwd_to!([b], packet() as (Vec<u8>)));
@@ -975,12 +980,8 @@ fn node_an_address_made_by_one_node_is_never_routed_by_another() {
     let (on_b, fwd_b) = recorder::<String>();
     a.query(&mut rt.s, |n, _| n.register(42, Fwd::new(|_: String| ())))
         .expect("alive");
-    let to_a: Ref<String> = a
-        .query(&mut rt.s, |n, _| n.register_named("both", &d, fwd_a))
-        .expect("alive");
-    let to_b: Ref<String> = b
-        .query(&mut rt.s, |n, _| n.register_named("both", &d, fwd_b))
-        .expect("alive");
+    let to_a: Ref<String> = named(&mut rt, &a, "both", &d, fwd_a);
+    let to_b: Ref<String> = named(&mut rt, &b, "both", &d, fwd_b);
     b.query(&mut rt.s, |n, _| {
         n.send_ref(&to_a, "from b to a".to_string())?;
         n.send_ref(&to_b, "from b to b".to_string())
@@ -1009,9 +1010,7 @@ fn node_an_address_follows_its_registration_replaced_and_refuses_it_removed() {
         let _ = &h1;
         seen1.fwd(m);
     });
-    let r: Ref<u32> = b
-        .query(&mut rt.s, |n, _| n.register_named("replaced", &d, fwd1))
-        .expect("alive");
+    let r: Ref<u32> = named(&mut rt, &b, "replaced", &d, fwd1);
     // The same address found by name on its own node holds the same
     // shortcut, on the same terms.
     let found: Seen<Option<Result<Ref<u32>, LookupError>>> = Rc::default();
@@ -1074,9 +1073,7 @@ fn node_sends_by_address_and_by_pid_keep_their_order_around_a_replacement() {
     let d = ready_dev(&mut rt, "mix");
     let (first, fwd1) = recorder::<u32>();
     let (second, fwd2) = recorder::<u32>();
-    let r: Ref<u32> = b
-        .query(&mut rt.s, |n, _| n.register_named("mix", &d, fwd1))
-        .expect("alive");
+    let r: Ref<u32> = named(&mut rt, &b, "mix", &d, fwd1);
     let p = r.pid();
     let wrong = b
         .query(&mut rt.s, |n, _| {

@@ -35,10 +35,11 @@
 //! the price measured in BENCHMARKS.md).
 
 use super::watchers::{deliver, deliver_kept, Watch};
-use super::{index, with, Control, Key, Registry, State, NIL};
+use super::{index, with, Control, Key, Registry, Slot, State, NIL};
 use crate::cause::{Cause, Down};
 use crate::device::ending::{decode, kind_of, Ending, Kept};
 use crate::device::owner::OwnerDown;
+use slab::Slab;
 use stakker::{Fwd, StopCause};
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -66,6 +67,8 @@ pub(crate) fn died(key: Key, stop: Option<StopCause>) {
 /// user's error).
 #[inline(never)]
 fn short(key: Key, stop: Option<StopCause>) {
+    // The fall-back is written out rather than handed to `general`: that
+    // call cost the short way 25 instructions (BENCHMARKS.md).
     let Some(stop) = stop else {
         return unended(key);
     };
@@ -114,15 +117,21 @@ fn alone(key: Key, stop: &StopCause) -> Option<Option<Watch>> {
         }
         r.live -= 1;
         r.died[kind_of(stop) as usize] += 1;
-        let gone = r.slots.remove(idx);
         #[cfg(feature = "device-spans")]
-        r.idents.remove(&gone.actor);
-        // It holds nothing now (`Live(None)`): forgetting it skips dead
-        // drop code on the hottest path of all (create, drop, die).
-        debug_assert!(matches!(gone.state, State::Live(None)));
-        std::mem::forget(gone);
+        r.idents.remove(&r.slots[idx].actor);
+        free_emptied(&mut r.slots, idx);
         Some(first.map(|first| first.watch))
     })
+}
+
+/// Frees slot `idx` of a device that just died and holds nothing any
+/// more (`Live(None)`: its inline watcher taken). Forgetting the slot
+/// skips dead drop code on the hottest path of all (create, drop, die).
+#[inline]
+fn free_emptied(slots: &mut Slab<Slot>, idx: usize) {
+    let gone = slots.remove(idx);
+    debug_assert!(matches!(gone.state, State::Live(None)));
+    std::mem::forget(gone);
 }
 
 /// The device died with `cause`; a device no longer live (already dead,
@@ -170,12 +179,8 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
             *inline -= 1;
         }
         if refs == 0 && record == NIL {
-            // Nobody is left to ask: the slot goes. It holds nothing now
-            // (`Live(None)`), so forgetting it skips dead drop code on
-            // the hottest path of all (create, drop, die).
-            let gone = slots.remove(key.slot as usize);
-            debug_assert!(matches!(gone.state, State::Live(None)));
-            std::mem::forget(gone);
+            // Nobody is left to ask: the slot goes.
+            free_emptied(slots, key.slot as usize);
             return first.map_or(Death::Gone, Death::One);
         }
         let state = &mut slot.state;
