@@ -226,7 +226,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 21] = [
+const SCENARIOS: [(&str, Unit, Scenario); 23] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -309,6 +309,17 @@ const SCENARIOS: [(&str, Unit, Scenario); 21] = [
     ("monitor_drop_notify/stakker-keyed", Unit::One, |s, now| {
         floor::monitor_keyed(s, now, 1);
     }),
+    // The peer link's floor, both ways (`benches/devices.rs`).
+    ("peer_drop_notify/stakker-keyed", Unit::One, |s, now| {
+        floor::peer_keyed(s, now, 1, false);
+    }),
+    (
+        "peer_drop_notify/stakker-keyed-trap",
+        Unit::One,
+        |s, now| {
+            floor::peer_keyed(s, now, 1, true);
+        },
+    ),
     ("spawn_trivial/stakplane", Unit::Batch, |s, now| {
         let sp = stakplane::task::spawner(s);
         for _ in 0..BATCH {

@@ -540,10 +540,20 @@ impl<A: 'static> Drop for DeviceOwn<A> {
         // means no other owner is left. (Held for a moment elsewhere, the
         // count says "not last" and stakker's own end runs: unguarded,
         // never wrong.) A device already dead has no state left to drop.
-        if std::mem::needs_drop::<A>()
-            && !self.own.is_zombie()
-            && self.control.get().is_none_or(|c| Rc::strong_count(c) == 1)
-        {
+        let Some(control) = self.control.get() else {
+            // No controller: this is the only owner, and the device has
+            // no link, trap, `Line` or request. The release of a device
+            // not yet dead is deferred to its death
+            // (`registry::release_owner`), which this drop queues.
+            if self.own.is_zombie() {
+                return registry::release(self.key);
+            }
+            if std::mem::needs_drop::<A>() {
+                end_guarded(&self.own, Cause::Dropped);
+            }
+            return registry::release_owner(self.key);
+        };
+        if std::mem::needs_drop::<A>() && !self.own.is_zombie() && Rc::strong_count(control) == 1 {
             end_guarded(&self.own, Cause::Dropped);
         }
         registry::release(self.key);

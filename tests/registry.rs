@@ -140,6 +140,56 @@ fn dead_devices_leave_nothing_behind() {
     });
 }
 
+/// The last owner's release of a device not yet dead is deferred to its
+/// death; whatever comes between (other owners dropped, the runtime
+/// dropped before the death ran), it is applied once: the death is told
+/// once and the slot goes.
+#[test]
+fn an_owners_release_deferred_to_the_death_is_applied_whatever_comes_first() {
+    leaves_nothing("several owners dropped before the queue runs", |rt, log| {
+        let ds = [dev(rt, "a", log), dev(rt, "b", log), dev(rt, "c", log)];
+        drop(ds);
+    });
+    // One monitor: the short way; two: a record, the general way.
+    for (monitors, other_owner_dropped) in [(1, false), (1, true), (2, false), (2, true)] {
+        leaves_nothing("a monitored device dropped", |rt, log| {
+            let watcher = dev(rt, "w", log);
+            let d = dev(rt, "d", log);
+            for _ in 0..monitors {
+                let _ = d.monitor(ret_some_to!([watcher], down() as (Down)));
+            }
+            let before = log.borrow().len();
+            drop(d);
+            if other_owner_dropped {
+                drop(dev(rt, "other", log));
+            }
+            rt.run();
+            assert_eq!(
+                log.borrow().len(),
+                before + monitors,
+                "its death is told once to each monitor"
+            );
+        });
+    }
+    let stats = registry_stats();
+    for other_owner_dropped in [false, true] {
+        let mut rt = Rt::new();
+        let log = new_log();
+        let d = dev(&mut rt, "d", &log);
+        rt.run();
+        drop(d);
+        if other_owner_dropped {
+            drop(dev(&mut rt, "other", &log));
+        }
+        drop(rt);
+        assert_eq!(
+            registry_stats(),
+            stats,
+            "its runtime dropped first (other owner dropped: {other_owner_dropped}): left something behind"
+        );
+    }
+}
+
 #[test]
 fn dead_linked_watchers_leave_no_nodes_on_live_devices() {
     let mut rt = Rt::new();

@@ -177,17 +177,26 @@ struct Registry {
 }
 
 thread_local! {
-    /// The id of the last device whose last handle went while it was live
-    /// and had no record ([`release`]): its death, most likely the next
-    /// one, takes the short path (`death::alone`). Only a hint, checked
-    /// there; a plain `Cell`, so reading it costs no registry borrow.
-    static ALONE: Cell<u64> = const { Cell::new(0) };
+    /// The device whose owner ([`DeviceOwn`](crate::DeviceOwn)) was
+    /// dropped last while the device was not yet dead: that handle's
+    /// release is deferred ([`release_owner`]). It is applied by the
+    /// device's death, which comes next in the common case (the owner
+    /// dropped it) and then takes the short path (`death::alone`) in the
+    /// same borrow; or, if another owner is dropped first, at that drop.
+    /// A plain `Cell`, so reading it costs no registry borrow.
+    static DEFERRED: Cell<Option<Key>> = const { Cell::new(None) };
 }
 
-/// Whether `key` is the device [`release`] last hinted (see [`ALONE`]).
+/// Whether `key`'s owner release is the one deferred (see [`DEFERRED`]);
+/// if so, the caller takes it over and must apply it (the handle count
+/// of the slot is one more than the handles left).
 #[inline]
-fn hinted_alone(key: Key) -> bool {
-    ALONE.get() == key.id.get()
+fn take_deferred(key: Key) -> bool {
+    let deferred = DEFERRED.get().is_some_and(|d| d.id == key.id);
+    if deferred {
+        DEFERRED.set(None);
+    }
+    deferred
 }
 
 /// Ids are taken from this process-wide counter in blocks, so each thread
@@ -498,13 +507,7 @@ pub(crate) fn release(key: Key) {
             let slot = r.slot(key)?;
             debug_assert!(slot.refs > 0, "registry refcount underflow for {}", key.id);
             slot.refs = slot.refs.saturating_sub(1);
-            if slot.refs != 0 {
-                return None;
-            }
-            if slot.is_live() {
-                if slot.record == NIL {
-                    ALONE.set(key.id.get());
-                }
+            if slot.refs != 0 || slot.is_live() {
                 return None;
             }
             r.free_if_unused(key)
@@ -512,6 +515,23 @@ pub(crate) fn release(key: Key) {
     );
     if let Some(cause) = cause {
         drop(cause);
+    }
+}
+
+/// An owner's handle of a device not yet dead is gone. Its release is
+/// deferred ([`DEFERRED`]): the device's death, which the last owner's
+/// drop has queued, applies it in its own borrow, so the commonest end
+/// (create, drop, die) visits the registry twice, not three times. The
+/// release deferred before, if any, is applied now: one is deferred at a
+/// time, so every deferred release is applied by the next owner dropped
+/// or by its device's death, whichever comes first. Until then the slot
+/// counts one handle more than are left, which only decides when a dead
+/// device's slot is freed: the death applies its own deferred release
+/// before it decides.
+#[inline]
+pub(crate) fn release_owner(key: Key) {
+    if let Some(before) = DEFERRED.replace(Some(key)) {
+        release(before);
     }
 }
 

@@ -25,14 +25,17 @@
 //! ask for it, and the slot is freed when neither is left.
 //!
 //! The commonest death takes a shorter way to the same result: a device
-//! whose last handle went while it lived and that has no record (its
-//! owner dropped it; nothing but at most one inline monitor watches it).
-//! [`release`](super::release) hints it, and its death ([`alone`]) frees
-//! the slot in one borrow without decoding the cause unless that monitor
-//! needs it. Only the last device hinted takes it (devices dropped
-//! together before the queue runs go the general way but for the last).
-//! Other deaths pay a compare and a call for it (about 25 instructions,
-//! the price measured in BENCHMARKS.md).
+//! whose only owner dropped it while it lived, and that has no record
+//! (nothing but at most one inline monitor watches it). That owner's
+//! release is deferred to the death
+//! ([`release_owner`](super::release_owner)), and the death ([`alone`])
+//! applies it, frees the slot and takes the monitor in one borrow,
+//! without decoding the cause unless that monitor needs it. Only the
+//! last device so dropped takes it (the owner dropped next applies the
+//! deferred release at once: devices dropped together before the queue
+//! runs go the general way but for the last). Other deaths pay a compare
+//! and a call for it (about 25 instructions, the price measured in
+//! BENCHMARKS.md).
 
 use super::watchers::{deliver, deliver_kept, Watch};
 use super::{index, with, Control, Key, Registry, Slot, State, NIL};
@@ -54,22 +57,24 @@ use std::rc::Weak;
 /// the way: the short one does not pay the general one's stack frame.
 #[inline(always)]
 pub(crate) fn died(key: Key, stop: Option<StopCause>) {
-    if super::hinted_alone(key) {
+    if super::take_deferred(key) {
         short(key, stop);
     } else {
         general(key, stop);
     }
 }
 
-/// The death [`release`](super::release) hinted: by the short path
-/// ([`alone`]) if it serves, else the general one. Outside the borrow:
-/// the watcher's handler, and the drop of the cause (it may hold a
-/// user's error).
+/// The death of a device whose owner's release was deferred to it
+/// ([`release_owner`](super::release_owner)): by the short path
+/// ([`alone`], which applies that release) if it serves, else the
+/// general one. Outside the borrow: the watcher's handler, and the drop
+/// of the cause (it may hold a user's error).
 #[inline(never)]
 fn short(key: Key, stop: Option<StopCause>) {
     // The fall-back is written out rather than handed to `general`: that
     // call cost the short way 25 instructions (BENCHMARKS.md).
     let Some(stop) = stop else {
+        super::release(key);
         return unended(key);
     };
     match alone(key, &stop) {
@@ -93,20 +98,22 @@ fn general(key: Key, stop: Option<StopCause>) {
 /// device its owner dropped, watched by a supervisor or a parent, or by
 /// nobody). It is counted, its slot freed and its inline watcher
 /// returned; nobody can ask for its cause, so it is decoded only for
-/// that watcher. `None` (nothing changed) for any other device, which
-/// goes the general way ([`died_as`]: the same result, in more steps).
+/// that watcher. `None` for any other device, which goes the general
+/// way ([`died_as`]: the same result, in more steps).
 ///
-/// Tried only for the device [`release`](super::release) hinted (its
-/// last handle went while it was live and had no record), so that other
-/// deaths do not pay for a second lookup.
+/// Tried only for a device whose owner's release was deferred to its
+/// death ([`release_owner`](super::release_owner)), so that other deaths
+/// do not pay for a second lookup; that release is applied here first,
+/// whichever way the death goes on.
 #[inline]
 fn alone(key: Key, stop: &StopCause) -> Option<Option<Watch>> {
     with(None, |r| {
         let idx = key.slot as usize;
         let first = match r.slots.get_mut(idx) {
-            Some(slot) if slot.id == key.id && slot.refs == 0 && slot.record == NIL => {
+            Some(slot) if slot.id == key.id => {
+                slot.refs = slot.refs.saturating_sub(1);
                 match &mut slot.state {
-                    State::Live(first) => first.take(),
+                    State::Live(first) if slot.refs == 0 && slot.record == NIL => first.take(),
                     _ => return None,
                 }
             }
