@@ -205,6 +205,10 @@
 //!   actor (its address, compared only), so that a panic in the `Drop` of
 //!   its state finds the death it interrupted (rule 32b) with a scan of the
 //!   slab: the one cost of that rule is paid only when such a panic happens.
+//! - The commonest device (one owner, which drops it; no link, trap or
+//!   `Line`) visits the registry twice: at its creation and at its death.
+//!   Its owner's release is deferred to the death, which applies it in
+//!   its own borrow (or the next owner dropped does, if it comes first).
 //! - Its first monitor is kept inline in the slot (the usual case: one
 //!   supervisor or parent watches it). A second monitor, or the first link,
 //!   trap, `Line` or request, gives it a record in a second slab: watcher
