@@ -197,20 +197,15 @@ fn device_peer_drop_notify(c: &mut Criterion) {
     // Bare stakker with keyed termination `Ret`s doing each one's work
     // one way (the floor; `benches/devices/floor.rs`): the dying actor's
     // `Ret` cascades its peer, or tells its trap handler.
-    g.bench_function("stakker-keyed", |b| {
-        let mut n = 0u64;
-        b.iter(|| {
-            n += 1;
-            floor::peer_keyed(&mut s, now, n, false);
-        })
-    });
-    g.bench_function("stakker-keyed-trap", |b| {
-        let mut n = 0u64;
-        b.iter(|| {
-            n += 1;
-            floor::peer_keyed(&mut s, now, n, true);
-        })
-    });
+    for (name, trap) in [("stakker-keyed", false), ("stakker-keyed-trap", true)] {
+        g.bench_function(name, |b| {
+            let mut n = 0u64;
+            b.iter(|| {
+                n += 1;
+                floor::peer_keyed(&mut s, now, n, trap);
+            })
+        });
+    }
     // The same work as stakplane-trap: the peer reads the notice (and is
     // not killed by it).
     g.bench_function("async-backplane-read", |b| {

@@ -19,6 +19,11 @@ impl Counting {
         black_box(&cause);
         self.0 += 1;
     }
+
+    /// Fails in turn because its peer `by` died (the peer floor's cascade).
+    fn cascade(&mut self, cx: CX![], by: u64) {
+        cx.fail(Linked(by));
+    }
 }
 
 /// An actor that does nothing.
@@ -70,12 +75,6 @@ impl std::fmt::Display for Linked {
 }
 
 impl std::error::Error for Linked {}
-
-impl Counting {
-    fn cascade(&mut self, cx: CX![], by: u64) {
-        cx.fail(Linked(by));
-    }
-}
 
 /// The peer link's work with keyed termination `Ret`s: two actors, each
 /// with a `Ret` carrying key `n`; the second one's also tells the first
