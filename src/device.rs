@@ -286,6 +286,15 @@ mod sealed {
         fn controlled_key(&self) -> super::Key;
         /// The device's registry key.
         fn key(&self) -> super::Key;
+        /// The controller of the live device (see
+        /// [`registry::live_control`](super::registry::live_control)),
+        /// made first where the handle can make it: in one registry
+        /// visit where the handle makes it. (`Control` is crate-private:
+        /// this trait cannot be named outside the crate either.)
+        #[allow(private_interfaces)]
+        fn control(&self) -> Result<Option<std::rc::Rc<dyn super::Control>>, super::LinkError> {
+            super::registry::live_control(self.controlled_key())
+        }
     }
 }
 
@@ -380,7 +389,7 @@ pub trait DeviceRef: sealed::Sealed {
         // The handler is kept by the controller (held by the owners). With
         // no owner left the device is already ending with `Dropped`, and
         // the handler is dropped.
-        if let Some(control) = registry::live_control(self.controlled_key())? {
+        if let Some(control) = self.control()? {
             drop(control.set_trap(Some(handler)));
         }
         Ok(())
@@ -402,7 +411,8 @@ pub trait DeviceRef: sealed::Sealed {
     /// # Errors
     /// [`LinkError::DeviceDown`] if the device is already dead.
     fn shutdown(&self, by: Option<DeviceId>) -> Result<(), LinkError> {
-        registry::end(self.controlled_key(), Cause::Shutdown { by })
+        end(self.control()?, Cause::Shutdown { by });
+        Ok(())
     }
 
     /// Kills the device: it ends with [`Cause::Killed`]`(reason)`, a fault.
@@ -412,7 +422,8 @@ pub trait DeviceRef: sealed::Sealed {
     /// [`LinkError::DeviceDown`] if the device is already dead.
     fn kill(&self, reason: impl Into<Box<dyn Error>>) -> Result<(), LinkError> {
         let reason: Rc<dyn Error> = Rc::from(reason.into());
-        registry::end(self.controlled_key(), Cause::Killed(reason))
+        end(self.control()?, Cause::Killed(reason));
+        Ok(())
     }
 }
 
@@ -494,24 +505,52 @@ impl<A: 'static> DeviceOwn<A> {
     }
 }
 
+impl<A: 'static> DeviceOwn<A> {
+    /// Installs the device's controller (made, or the one another owner
+    /// holds) if this owner holds none yet; returns it, or `None` if this
+    /// owner already held one or the device is dead. One registry visit.
+    #[inline]
+    fn install_control(&self) -> Option<&Rc<dyn Control>> {
+        if self.control.get().is_some() {
+            return None;
+        }
+        let control = registry::control(self.key, || {
+            Rc::new(ActorControl {
+                actor: self.own.deref().clone(),
+                trap: RefCell::new(None),
+            })
+        })?;
+        Some(self.control.get_or_init(|| control))
+    }
+}
+
 impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
     fn controlled_key(&self) -> Key {
-        if self.control.get().is_none() {
-            let made = registry::control(self.key, || {
-                Rc::new(ActorControl {
-                    actor: self.own.deref().clone(),
-                    trap: RefCell::new(None),
-                })
-            });
-            if let Some(control) = made {
-                let _ = self.control.set(control);
-            }
-        }
+        self.install_control();
         self.key
     }
 
     fn key(&self) -> Key {
         self.key
+    }
+
+    #[allow(private_interfaces)]
+    fn control(&self) -> Result<Option<Rc<dyn Control>>, LinkError> {
+        match self.install_control() {
+            // Made or found live in this visit.
+            Some(control) => Ok(Some(control.clone())),
+            // Held already (or the device is dead): is it live?
+            None => registry::live_control(self.key),
+        }
+    }
+}
+
+/// Queues the end of a device with `cause` through its controller.
+/// No controller means no owner is left: the device is already ending
+/// with `Dropped`, which is queued first and wins anyway.
+fn end(control: Option<Rc<dyn Control>>, cause: Cause) {
+    if let Some(control) = control {
+        control.end(cause);
     }
 }
 

@@ -579,18 +579,6 @@ pub(crate) fn live_control(key: Key) -> Result<Option<Rc<dyn Control>>, LinkErro
     )
 }
 
-/// Queues the end of the device with `cause` (shutdown or kill), outside
-/// the borrow.
-pub(crate) fn end(key: Key, cause: Cause) -> Result<(), LinkError> {
-    let control = live_control(key)?;
-    // No controller alive means no owner is left: the device is already
-    // ending with `Dropped`, which is queued first and wins anyway.
-    if let Some(control) = control {
-        control.end(cause);
-    }
-    Ok(())
-}
-
 /// What the calling thread's device registry holds: for diagnostics,
 /// leak checks and tests. Cost: O(1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

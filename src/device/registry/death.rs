@@ -37,7 +37,7 @@
 //! and a call for it (about 25 instructions, the price measured in
 //! BENCHMARKS.md).
 
-use super::watchers::{deliver, deliver_kept, Watch};
+use super::watchers::{deliver, deliver_kept, Ready, Watch};
 use super::{index, with, Control, Key, Registry, Slot, State, NIL};
 use crate::cause::{Cause, Down};
 use crate::device::ending::{decode, kind_of, Ending, Kept};
@@ -160,6 +160,7 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
     let first = with(Death::Gone, |r| {
         let Registry {
             slots,
+            records,
             live,
             inline,
             died,
@@ -173,7 +174,7 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
         else {
             return Death::Gone;
         };
-        let (refs, record) = (slot.refs, slot.record);
+        let (refs, mut record) = (slot.refs, slot.record);
         let State::Live(first) = &mut slot.state else {
             return Death::Gone;
         };
@@ -184,6 +185,19 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
         idents.remove(&slot.actor);
         if first.is_some() {
             *inline -= 1;
+        }
+        // A record with nothing to drain (no watcher on its list, no
+        // link of its own: a device that was linked, trapped or named by
+        // a `Line`, and whose links went first) goes now, and the death
+        // goes on as one without a record. Dropping the weak pointer to
+        // the controller runs no user code.
+        if record != NIL {
+            let rec = &records[record as usize];
+            if rec.head == NIL && rec.watching == NIL {
+                records.remove(record as usize);
+                slot.record = NIL;
+                record = NIL;
+            }
         }
         if refs == 0 && record == NIL {
             // Nobody is left to ask: the slot goes.
@@ -373,7 +387,7 @@ fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Option<Cause>) {
     // What the borrows hand out, written in place (no large values are
     // returned through the closures).
     let mut control: Option<Weak<dyn Control>> = None;
-    let mut watch = first;
+    let mut watch = first.map(Ready::Watch);
     let mut freed: Option<Kept> = None;
     let mut more = false;
     with((), |r| {
@@ -412,7 +426,7 @@ fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Option<Cause>) {
         let outcome = match cause {
             Some(cause) => {
                 let down = Down { id: key.id, cause };
-                catch_unwind(AssertUnwindSafe(|| deliver(w, down)))
+                catch_unwind(AssertUnwindSafe(|| w.tell(down)))
             }
             // Freed unended: nothing can be delivered, and the watcher is
             // dropped unfired (a Ret handler sees None).

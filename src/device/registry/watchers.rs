@@ -14,11 +14,12 @@
 //! and the device's owner-watcher ([`OwnerDown`], see
 //! [`device::owner`](crate::device::owner)), never cancelled.
 
-use super::{gone, index, live_control, with, with_else, Key, Registry, Slot, State, NIL};
+use super::{gone, index, live_control, with, with_else, Control, Key, Registry, Slot, State, NIL};
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use crate::device::ending::Kept;
 use crate::device::owner::OwnerDown;
 use stakker::{Fwd, Ret};
+use std::rc::Rc;
 
 /// A watcher of one device.
 pub(super) enum Watch {
@@ -72,11 +73,17 @@ impl Registry {
         let Some(ri) = self.live_record_index(key) else {
             return Err(watch);
         };
+        Ok(self.append(ri, key, token, watch))
+    }
+
+    /// Appends a watcher to the list of record `ri`, device `owner`'s.
+    #[inline]
+    fn append(&mut self, ri: usize, owner: Key, token: u64, watch: Watch) -> u32 {
         let Registry { records, nodes, .. } = self;
         let record = &mut records[ri];
         let tail = record.tail;
         let idx = index(nodes.insert(Node {
-            owner: key,
+            owner,
             token,
             prev: tail,
             next: NIL,
@@ -90,13 +97,13 @@ impl Registry {
             nodes[tail as usize].next = idx;
         }
         record.tail = idx;
-        Ok(idx)
+        idx
     }
 
     /// Adds a monitor to a live device: inline in its slot if it has no
     /// other watcher, else at the end of its list. Gives the watcher back
     /// if the device is not alive.
-    #[inline]
+    #[inline(always)]
     fn push_monitor(&mut self, key: Key, token: u64, watch: Watch) -> Result<u32, Watch> {
         let Registry {
             slots,
@@ -127,27 +134,30 @@ impl Registry {
     }
 
     /// Takes the first watcher off the list of record `ri` (a dead,
-    /// draining device: no one else is taking nodes off its head).
+    /// draining device: no one else is taking nodes off its head), made
+    /// ready to be told.
     #[inline]
-    pub(super) fn pop_watcher(&mut self, ri: usize) -> Option<Watch> {
+    pub(super) fn pop_watcher(&mut self, ri: usize) -> Option<Ready> {
         let head = self.records.get(ri)?.head;
         if head == NIL {
             return None;
         }
-        Some(self.unhook(head).watch)
+        let watch = self.unhook(head).watch;
+        Some(self.ready(watch))
     }
 
-    /// Adds a link node: `watcher` watches `watched`. Both are live.
-    fn push_link(&mut self, watched: Key, watcher: Key) {
-        let Ok(idx) = self.push(watched, 0, Watch::Link(watcher)) else {
+    /// Links `watcher` (record `wri`) to `watched` (record `ri`), both
+    /// live, unless it already watches it (rule 19): a node on the
+    /// watched device's list and on the watcher's `watching` list.
+    fn add_link(&mut self, watched: Key, ri: usize, watcher: Key, wri: usize) {
+        if self.find_in(ri, watcher).is_some() {
             return;
-        };
-        if let Ok(record) = self.live(watcher) {
-            let old = std::mem::replace(&mut record.watching, idx);
-            self.nodes[idx as usize].wnext = old;
-            if old != NIL {
-                self.nodes[old as usize].wprev = idx;
-            }
+        }
+        let idx = self.append(ri, watched, 0, Watch::Link(watcher));
+        let old = std::mem::replace(&mut self.records[wri].watching, idx);
+        self.nodes[idx as usize].wnext = old;
+        if old != NIL {
+            self.nodes[old as usize].wprev = idx;
         }
     }
 
@@ -201,7 +211,14 @@ impl Registry {
 
     /// The first node of `key`'s list that is a link from `watcher`.
     fn find_link(&mut self, key: Key, watcher: Key) -> Option<u32> {
-        let mut idx = self.live_record(key)?.head;
+        // `NIL` (no record) finds nothing.
+        let ri = self.slot(key).filter(|slot| slot.is_live())?.record;
+        self.find_in(ri as usize, watcher)
+    }
+
+    /// The first node of record `ri`'s list that is a link from `watcher`.
+    fn find_in(&self, ri: usize, watcher: Key) -> Option<u32> {
+        let mut idx = self.records.get(ri)?.head;
         while idx != NIL {
             let node = &self.nodes[idx as usize];
             if matches!(node.watch, Watch::Link(w) if w == watcher) {
@@ -210,6 +227,40 @@ impl Registry {
             idx = node.next;
         }
         None
+    }
+
+    /// A watcher taken off a dead device's list, made ready to be told
+    /// outside the borrow: a linked watcher is resolved here to its
+    /// controller (none if no owner holds one: it is already ending with
+    /// `Dropped`), sparing the delivery a borrow of its own.
+    #[inline]
+    pub(super) fn ready(&mut self, watch: Watch) -> Ready {
+        match watch {
+            Watch::Link(watcher) => Ready::Link(
+                self.live_record(watcher)
+                    .and_then(|record| record.control.as_ref()?.upgrade()),
+            ),
+            watch => Ready::Watch(watch),
+        }
+    }
+}
+
+/// A watcher made ready to be told (see [`Registry::ready`]).
+pub(super) enum Ready {
+    Watch(Watch),
+    /// A linked watcher's controller, if an owner still holds it.
+    Link(Option<Rc<dyn Control>>),
+}
+
+impl Ready {
+    /// Tells the watcher (`deliver`).
+    #[inline]
+    pub(super) fn tell(self, down: Down) {
+        match self {
+            Ready::Watch(watch) => deliver(watch, down),
+            Ready::Link(Some(control)) => tell_link(&*control, down),
+            Ready::Link(None) => {}
+        }
     }
 }
 
@@ -356,28 +407,21 @@ pub(crate) fn link(me: Key, other: Key, mode: LinkMode) -> Result<(), LinkError>
             // Check both first so a failed link changes nothing. A device
             // freed unended accepts the link and links nothing: neither
             // side could ever be told.
-            let mut unended = false;
-            for key in [me, other] {
-                if let Err(err) = r.live_index(key) {
-                    if !r.is_unended(key) {
-                        return Err(err);
+            let (Some(ri_me), Some(ri_other)) =
+                (r.live_record_index(me), r.live_record_index(other))
+            else {
+                for key in [me, other] {
+                    if !r.is_live(key) && !r.is_unended(key) {
+                        return Err(r.dead_error(key));
                     }
-                    unended = true;
                 }
-            }
-            if unended {
                 return Ok(());
-            }
-            let mut add = |watched: Key, watcher: Key| {
-                if r.find_link(watched, watcher).is_none() {
-                    r.push_link(watched, watcher);
-                }
             };
             if mode.watches() {
-                add(other, me);
+                r.add_link(other, ri_other, me, ri_me);
             }
             if mode.notifies() {
-                add(me, other);
+                r.add_link(me, ri_me, other, ri_other);
             }
             Ok(())
         },
@@ -413,15 +457,21 @@ pub(super) fn deliver(watch: Watch, down: Down) {
         Watch::Link(watcher) => {
             // No controller alive means no owner is left: the watcher is
             // already ending with `Dropped`.
-            let Ok(Some(control)) = live_control(watcher) else {
-                return;
-            };
-            if let Some(trap) = control.trap() {
-                trap.fwd(down);
-            } else if down.cause.is_fault() {
-                control.end(Cause::cascade(down.id, down.cause));
+            if let Ok(Some(control)) = live_control(watcher) {
+                tell_link(&*control, down);
             }
         }
+    }
+}
+
+/// Tells a linked watcher, through its controller: its trap handler gets
+/// the `Down`, or a fault cascades to it (rules 13 to 15).
+#[inline]
+fn tell_link(control: &dyn Control, down: Down) {
+    if let Some(trap) = control.trap() {
+        trap.fwd(down);
+    } else if down.cause.is_fault() {
+        control.end(Cause::cascade(down.id, down.cause));
     }
 }
 
