@@ -19,7 +19,10 @@
 //! - **a record** (more watchers, links, a controller): [`drain`] takes
 //!   the device's links off the devices it watched, then tells its
 //!   watchers one by one, outside the borrow, holding back a panic of a
-//!   raw handler until every watcher has had its `Down`.
+//!   raw handler until every watcher has had its `Down`. A record with
+//!   nothing to drain (no watcher on its list, no link of the device's
+//!   own left) is freed in the death's first borrow, and the death goes
+//!   one of the two ways above.
 //!
 //! The cause is kept in the slot while a handle or the record can still
 //! ask for it, and the slot is freed when neither is left.
