@@ -287,10 +287,11 @@ mod sealed {
         /// The device's registry key.
         fn key(&self) -> super::Key;
         /// The controller of the live device (see
-        /// [`registry::live_control`](super::registry::live_control)),
-        /// made first where the handle can make it: in one registry
-        /// visit where the handle makes it. (`Control` is crate-private:
-        /// this trait cannot be named outside the crate either.)
+        /// [`registry::live_control`](super::registry::live_control)).
+        /// An owner that holds none yet makes it (or takes the one
+        /// another owner holds) and gets it in the same registry visit.
+        /// (`Control` is crate-private: this trait cannot be named
+        /// outside the crate either.)
         #[allow(private_interfaces)]
         fn control(&self) -> Result<Option<std::rc::Rc<dyn super::Control>>, super::LinkError> {
             super::registry::live_control(self.controlled_key())

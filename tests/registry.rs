@@ -190,22 +190,32 @@ fn an_owners_release_deferred_to_the_death_is_applied_whatever_comes_first() {
     }
 }
 
+/// Whichever way the dying device was linked: watching only (`Monitor`:
+/// nothing watches it, so its death has nothing to tell and must still
+/// take its link off the live device), watched only (`Notify`), or both.
 #[test]
 fn dead_linked_watchers_leave_no_nodes_on_live_devices() {
-    let mut rt = Rt::new();
-    let log = new_log();
-    let sup = trapping_dev(&mut rt, "sup", &log);
-    rt.run();
-    let before = registry_stats();
-    for _ in 0..200 {
-        let w = dev(&mut rt, "w", &log);
-        w.link(&sup, LinkMode::Peer).unwrap();
-        call!([w], stop());
-        drop(w);
+    for (mode, told) in [
+        (LinkMode::Peer, true),
+        (LinkMode::Monitor, false),
+        (LinkMode::Notify, true),
+    ] {
+        let mut rt = Rt::new();
+        let log = new_log();
+        let sup = trapping_dev(&mut rt, "sup", &log);
         rt.run();
+        let before = registry_stats();
+        for _ in 0..200 {
+            let w = dev(&mut rt, "w", &log);
+            w.link(&sup, mode).unwrap();
+            call!([w], stop());
+            drop(w);
+            rt.run();
+        }
+        assert_eq!(registry_stats(), before, "{mode:?}: left something behind");
+        let seen = if told { 200 } else { 0 };
+        assert_eq!(log.borrow().len(), seen, "{mode:?}: the supervisor saw every stop it watched");
     }
-    assert_eq!(registry_stats(), before);
-    assert_eq!(log.borrow().len(), 200, "the supervisor saw every stop");
 }
 
 /// One end of a device, queued before its owner drops it.
