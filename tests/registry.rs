@@ -214,7 +214,11 @@ fn dead_linked_watchers_leave_no_nodes_on_live_devices() {
         }
         assert_eq!(registry_stats(), before, "{mode:?}: left something behind");
         let seen = if told { 200 } else { 0 };
-        assert_eq!(log.borrow().len(), seen, "{mode:?}: the supervisor saw every stop it watched");
+        assert_eq!(
+            log.borrow().len(),
+            seen,
+            "{mode:?}: the supervisor saw every stop it watched"
+        );
     }
 }
 
