@@ -13,11 +13,14 @@
 //!   and nothing else. The cause is not in the notice: the owner takes it
 //!   with its handle, [`DeviceOwn::into_cause`], which consumes the
 //!   handle and returns the cause as the registry kept it (a [`Kept`]: a
-//!   user's error still in stakker's box). If that handle is the last one naming the device (no other
-//!   `DeviceOwn`, no `Line`) and the device never needed a record (no
-//!   second watcher, link, trap, `Line` or request), nobody else can ask
-//!   for the cause: it is moved out and the device's slot freed at once.
-//!   Otherwise the owner gets a shared copy and the others keep theirs.
+//!   user's error still in stakker's box). If that handle is the last
+//!   one naming the device (no other `DeviceOwn`, no `Line`) and the
+//!   device has no record left at its death (no second watcher and no
+//!   link, either way, at that moment: a record made only for a trap, a
+//!   `Line` or a request, or whose links went first, is freed by the
+//!   death), nobody else can ask for the cause: it is moved out and the
+//!   device's slot freed at once. Otherwise the owner gets a shared copy
+//!   and the others keep theirs.
 //! - **When**: during the device's death, as a monitor would be told:
 //!   synchronously from the device's termination (stakker firing its
 //!   termination `Ret`, or a task device ending), in the device's watcher
@@ -41,7 +44,8 @@
 //! The owner-watcher gets only the id, returns nothing, cannot be
 //! cancelled, and must hold a handle to take the cause. In exchange, when
 //! the owner-watcher is the device's only watcher and the device has no
-//! record, the death leaves the cause unshared in the slot for the owner
+//! record left at its death (see above), the death leaves the cause
+//! unshared in the slot for the owner
 //! (the second of the three ways of the death path, see the registry's
 //! `death.rs`), and nothing is copied.
 //!
