@@ -226,7 +226,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 23] = [
+const SCENARIOS: [(&str, Unit, Scenario); 24] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -363,6 +363,15 @@ const SCENARIOS: [(&str, Unit, Scenario); 23] = [
             sp.spawn_local(ping).expect("spawn_local");
             sp.spawn_local(pong).expect("spawn_local");
             pool.run_until_stalled();
+        });
+    }),
+    ("channel_pingpong/tokio-localset", Unit::Batch, |_, _| {
+        TOKIO.with(|t| {
+            let (rt, local) = &mut *t.borrow_mut();
+            let (ping, pong) = pingpong_pair();
+            drop(local.spawn_local(ping));
+            drop(local.spawn_local(pong));
+            rt.block_on(&mut *local);
         });
     }),
     ("channel_pingpong/async-executor", Unit::Batch, |_, _| {

@@ -299,10 +299,15 @@ impl Exec {
             if !matches!(slot.state, State::Scheduled) {
                 return;
             }
-            slot.state = State::Running {
-                woken: false,
-                end: None,
-            };
+            // The old state is `Scheduled`, which holds nothing: it is
+            // forgotten rather than dropped (no drop call a poll).
+            std::mem::forget(std::mem::replace(
+                &mut slot.state,
+                State::Running {
+                    woken: false,
+                    end: None,
+                },
+            ));
             slot.task.take()
         };
         let Some(mut task) = task else { return };
@@ -343,10 +348,14 @@ impl Exec {
             }
             slot.task = Some(task);
             // The common case: pending, not ended meanwhile. The state is
-            // read in place and overwritten (nothing in it to drop).
+            // read in place and overwritten; the old one holds nothing and
+            // is forgotten, not dropped (no drop call a poll).
             if let (Ok(Poll::Pending), State::Running { woken, end: None }) = (&res, &slot.state) {
                 let woken = *woken;
-                slot.state = if woken { State::Scheduled } else { State::Idle };
+                std::mem::forget(std::mem::replace(
+                    &mut slot.state,
+                    if woken { State::Scheduled } else { State::Idle },
+                ));
                 if woken {
                     drop(slots);
                     self.schedule(t);
