@@ -504,9 +504,7 @@ impl<A: 'static> DeviceOwn<A> {
             control: control.as_ref().map_or_else(Weak::new, Rc::downgrade),
         }
     }
-}
 
-impl<A: 'static> DeviceOwn<A> {
     /// Installs the device's controller (made, or the one another owner
     /// holds) if this owner holds none yet; returns it, or `None` if this
     /// owner already held one or the device is dead. One registry visit.

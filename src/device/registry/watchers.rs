@@ -14,7 +14,7 @@
 //! and the device's owner-watcher ([`OwnerDown`], see
 //! [`device::owner`](crate::device::owner)), never cancelled.
 
-use super::{gone, index, live_control, with, with_else, Control, Key, Registry, Slot, State, NIL};
+use super::{gone, index, with, with_else, Control, Key, Registry, Slot, State, NIL};
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use crate::device::ending::Kept;
 use crate::device::owner::OwnerDown;
@@ -258,7 +258,15 @@ impl Ready {
     pub(super) fn tell(self, down: Down) {
         match self {
             Ready::Watch(watch) => deliver(watch, down),
-            Ready::Link(Some(control)) => tell_link(&*control, down),
+            // Through its controller: its trap handler gets the `Down`,
+            // or a fault cascades to it (rules 13 to 15).
+            Ready::Link(Some(control)) => {
+                if let Some(trap) = control.trap() {
+                    trap.fwd(down);
+                } else if down.cause.is_fault() {
+                    control.end(Cause::cascade(down.id, down.cause));
+                }
+            }
             Ready::Link(None) => {}
         }
     }
@@ -454,24 +462,11 @@ pub(super) fn deliver(watch: Watch, down: Down) {
         Watch::Fwd(fwd) => fwd.fwd(down),
         // The owner takes the cause from the slot (it holds a handle).
         Watch::Owner(fwd) => fwd.fwd(OwnerDown { id: down.id }),
-        Watch::Link(watcher) => {
-            // No controller alive means no owner is left: the watcher is
-            // already ending with `Dropped`.
-            if let Ok(Some(control)) = live_control(watcher) {
-                tell_link(&*control, down);
-            }
-        }
-    }
-}
-
-/// Tells a linked watcher, through its controller: its trap handler gets
-/// the `Down`, or a fault cascades to it (rules 13 to 15).
-#[inline]
-fn tell_link(control: &dyn Control, down: Down) {
-    if let Some(trap) = control.trap() {
-        trap.fwd(down);
-    } else if down.cause.is_fault() {
-        control.end(Cause::cascade(down.id, down.cause));
+        // Resolved to its controller as a drain resolves it
+        // (`Registry::ready`), in a borrow of its own. (Not reached
+        // today: links live on record lists, and a drain resolves them
+        // in the borrow that takes them off.)
+        link @ Watch::Link(_) => with(Ready::Link(None), |r| r.ready(link)).tell(down),
     }
 }
 
