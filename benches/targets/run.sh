@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# The wall-clock targets of issue 19, checked the way the issue states
+# them: whole criterion runs of the side-by-side groups, one ratio per
+# run (stakplane's time over the peer's or the floor's in the same run),
+# the median of the runs. Not run by CI: wall-clock times on a shared VM
+# drift by 15-30 % from run to run (CI runs the instruction guard,
+# benches/guard/run.sh, instead).
+#
+#   bash benches/targets/run.sh                       # 5 rounds, every group
+#   RUNS=10 bash benches/targets/run.sh               # 10 rounds
+#   ONLY="devices restart" bash benches/targets/run.sh  # some groups
+#   bash benches/targets/run.sh --report              # the saved rounds again
+#
+# Groups: devices (device_create_drop, device_monitor_drop_notify,
+# device_peer_drop_notify, call_guarded), pingpong (channel_pingpong),
+# restart (restart_one_for_one), tcp (tcp_echo_roundtrip). A round runs
+# each chosen group once, in that order.
+#
+# After each round the time criterion printed for each function (the
+# slope estimate, else the mean, of target/criterion/<group>/<function>/
+# new/estimates.json) is saved as round-<n>.json in
+# ${CARGO_TARGET_DIR:-target}/targets/, with criterion's output as
+# printed (round-<n>-<bench>.txt). A new measurement clears the rounds of
+# the one before, and the criterion data of the groups it runs. The report prints every round's ratio, the
+# median, and whether each target is met; the floor rows (bare stakker
+# doing the least a device layer must do, benches/devices/floor.rs) say
+# where a target sits against what stakker itself can reach.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+target=${CARGO_TARGET_DIR:-target}
+rounds_dir="$target/targets"
+runs=${RUNS:-5}
+groups=${ONLY:-"devices pingpong restart tcp"}
+
+report() {
+    python3 - "$rounds_dir" <<'EOF'
+import json, os, statistics, sys
+
+rounds_dir = sys.argv[1]
+files = sorted(
+    (f for f in os.listdir(rounds_dir) if f.startswith("round-") and f.endswith(".json")),
+    key=lambda f: int(f[6:-5]),
+) if os.path.isdir(rounds_dir) else []
+rounds = [json.load(open(os.path.join(rounds_dir, f))) for f in files]
+if not rounds:
+    sys.exit("no rounds saved: run benches/targets/run.sh first")
+
+PEERS = ["futures-localpool", "async-executor", "tokio-localset"]
+
+def fastest_peer(r):
+    times = [r.get(f"channel_pingpong/{p}") for p in PEERS]
+    times = [x for x in times if x is not None]
+    return min(times) if times else None
+
+# (label, numerator, denominator, limit, max_limit): a target row when
+# limit is set, a floor row otherwise.
+ROWS = [
+    ("create / stakker", "device_create_drop/stakplane", "device_create_drop/stakker", 1.3, None),
+    ("create / async-backplane", "device_create_drop/stakplane", "device_create_drop/async-backplane", 0.8, None),
+    ("  floor: stakker-keyed / async-backplane", "device_create_drop/stakker-keyed", "device_create_drop/async-backplane", None, None),
+    ("  floor: stakker-keyed / stakker", "device_create_drop/stakker-keyed", "device_create_drop/stakker", None, None),
+    ("monitor / stakker", "device_monitor_drop_notify/stakplane", "device_monitor_drop_notify/stakker", 1.4, None),
+    ("  floor: stakker-keyed / stakker", "device_monitor_drop_notify/stakker-keyed", "device_monitor_drop_notify/stakker", None, None),
+    ("monitor / async-backplane-read", "device_monitor_drop_notify/stakplane", "device_monitor_drop_notify/async-backplane-read", 0.8, None),
+    ("monitor / async-backplane", "device_monitor_drop_notify/stakplane", "device_monitor_drop_notify/async-backplane", 1.0, None),
+    ("peer-trap / async-backplane-read", "device_peer_drop_notify/stakplane-trap", "device_peer_drop_notify/async-backplane-read", 0.8, None),
+    ("  floor: stakker-keyed-trap / async-backplane-read", "device_peer_drop_notify/stakker-keyed-trap", "device_peer_drop_notify/async-backplane-read", None, None),
+    ("peer / async-backplane", "device_peer_drop_notify/stakplane", "device_peer_drop_notify/async-backplane", 1.0, None),
+    ("  floor: stakker-keyed / async-backplane", "device_peer_drop_notify/stakker-keyed", "device_peer_drop_notify/async-backplane", None, None),
+    ("call_guarded / stakker", "call_guarded/stakplane", "call_guarded/stakker", None, None),
+    ("pingpong / fastest peer", "channel_pingpong/stakplane", fastest_peer, 1.0, None),
+    ("restart / stakker", "restart_one_for_one/stakplane", "restart_one_for_one/stakker", 1.8, 2.0),
+    ("tcp echo async / tokio", "tcp_echo_roundtrip/stakplane-async", "tcp_echo_roundtrip/tokio-current-thread", 1.05, None),
+    ("tcp echo push / tokio", "tcp_echo_roundtrip/stakplane-push", "tcp_echo_roundtrip/tokio-current-thread", 1.05, None),
+]
+
+n = len(rounds)
+print(f"{n} round{'' if n == 1 else 's'} ({rounds_dir}): each ratio per round, then the median")
+print()
+print("| ratio | per round | median | target |")
+print("|---|---|---|---|")
+for label, num, den, limit, max_limit in ROWS:
+    ratios = []
+    for r in rounds:
+        a = r.get(num)
+        b = den(r) if callable(den) else r.get(den)
+        if a is not None and b:
+            ratios.append(a / b)
+    if not ratios:
+        continue
+    med = statistics.median(ratios)
+    if limit is None:
+        verdict = "floor" if "floor" in label else "-"
+    else:
+        met = med <= limit
+        want = f"<= {limit}"
+        if max_limit is not None:
+            met = met and max(ratios) <= max_limit
+            want += f", none above {max_limit}"
+        verdict = f"{want}: {'met' if met else 'NOT met'}"
+    runs = " ".join(f"{x:.3f}" for x in ratios)
+    print(f"| {label} | {runs} | {med:.3f} | {verdict} |")
+EOF
+}
+
+collect() {
+    python3 - "$target/criterion" "$rounds_dir/round-$1.json" "${crit_groups[@]}" <<'EOF'
+import json, os, sys
+
+crit, out, groups = sys.argv[1], sys.argv[2], sys.argv[3:]
+times = {}
+for group in groups:
+    gdir = os.path.join(crit, group)
+    if not os.path.isdir(gdir):
+        continue
+    for function in sorted(os.listdir(gdir)):
+        path = os.path.join(gdir, function, "new", "estimates.json")
+        if not os.path.isfile(path):
+            continue
+        est = json.load(open(path))
+        point = (est.get("slope") or est.get("mean") or {}).get("point_estimate")
+        if point is not None:
+            times[f"{group}/{function}"] = point
+json.dump(times, open(out, "w"), indent=1, sort_keys=True)
+EOF
+}
+
+if [ "${1:-}" = "--report" ]; then
+    report
+    exit 0
+fi
+
+benches=()
+crit_groups=()
+for g in $groups; do
+    case "$g" in
+        devices)
+            benches+=("devices|")
+            crit_groups+=(device_create_drop device_monitor_drop_notify device_peer_drop_notify call_guarded)
+            ;;
+        pingpong) benches+=("glue|channel_pingpong"); crit_groups+=(channel_pingpong) ;;
+        restart) benches+=("supervise|restart_one_for_one"); crit_groups+=(restart_one_for_one) ;;
+        tcp) benches+=("net|tcp_echo_roundtrip"); crit_groups+=(tcp_echo_roundtrip) ;;
+        *) echo "unknown group '$g' (devices, pingpong, restart, tcp)" >&2; exit 2 ;;
+    esac
+done
+
+echo "== building" >&2
+for b in "${benches[@]}"; do
+    cargo bench -q --bench "${b%%|*}" --no-run 2>/dev/null
+done
+
+# Only this measurement's results count: a group's data left by an
+# earlier run would otherwise be read as this round's if its run failed.
+rm -rf "$rounds_dir"
+for c in "${crit_groups[@]}"; do
+    rm -rf "${target:?}/criterion/$c"
+done
+mkdir -p "$rounds_dir"
+for round in $(seq 1 "$runs"); do
+    echo "== round $round of $runs" >&2
+    for b in "${benches[@]}"; do
+        bench=${b%%|*}
+        filter=${b#*|}
+        log="$rounds_dir/round-$round-$bench.txt"
+        if [ -n "$filter" ]; then
+            cargo bench --bench "$bench" -- "$filter" >"$log" 2>&1
+        else
+            cargo bench --bench "$bench" >"$log" 2>&1
+        fi
+    done
+    collect "$round"
+done
+report
