@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The wall-clock targets of issue 19, checked the way the issue states
 # them: whole criterion runs of the side-by-side groups, one ratio per
-# run (stakplane's time over the peer's or the floor's in the same run),
-# the median of the runs. Not run by CI: wall-clock times on a shared VM
+# run (stakplane's time over the peer's in the same run; for a floor
+# row, the floor's over the peer's), the median of the runs. Not run by CI: wall-clock times on a shared VM
 # drift by 15-30 % from run to run (CI runs the instruction guard,
 # benches/guard/run.sh, instead).
 #
@@ -14,17 +14,22 @@
 # Groups: devices (device_create_drop, device_monitor_drop_notify,
 # device_peer_drop_notify, call_guarded), pingpong (channel_pingpong),
 # restart (restart_one_for_one), tcp (tcp_echo_roundtrip). A round runs
-# each chosen group once, in that order.
+# each chosen group once, in the order given.
 #
 # After each round the time criterion printed for each function (the
 # slope estimate, else the mean, of target/criterion/<group>/<function>/
 # new/estimates.json) is saved as round-<n>.json in
 # ${CARGO_TARGET_DIR:-target}/targets/, with criterion's output as
-# printed (round-<n>-<bench>.txt). A new measurement clears the rounds of
-# the one before, and the criterion data of the groups it runs. The report prints every round's ratio, the
-# median, and whether each target is met; the floor rows (bare stakker
-# doing the least a device layer must do, benches/devices/floor.rs) say
-# where a target sits against what stakker itself can reach.
+# printed (round-<n>-<bench>.txt). A new measurement clears the rounds
+# of the one before, and the criterion data of the groups it runs.
+#
+# The report prints every round's ratio, the median, and whether each
+# target is met (the median at or under its limit; for the restart, no
+# round above 2.0 either). A ratio missing from some rounds says how
+# many it has; one missing from all is reported missing. The floor rows
+# (bare stakker doing the least a device layer must do,
+# benches/devices/floor.rs) say where a target sits against what
+# stakker itself can reach; call_guarded's row has no target.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,6 +37,15 @@ target=${CARGO_TARGET_DIR:-target}
 rounds_dir="$target/targets"
 runs=${RUNS:-5}
 groups=${ONLY:-"devices pingpong restart tcp"}
+
+case "${1:-}" in
+    "" | --report) ;;
+    *) echo "usage: bash benches/targets/run.sh [--report]" >&2; exit 2 ;;
+esac
+if ! [[ $runs =~ ^[1-9][0-9]*$ ]]; then
+    echo "RUNS must be a positive integer, not '$runs'" >&2
+    exit 2
+fi
 
 report() {
     python3 - "$rounds_dir" <<'EOF'
@@ -88,6 +102,8 @@ for label, num, den, limit, max_limit in ROWS:
         if a is not None and b:
             ratios.append(a / b)
     if not ratios:
+        if limit is not None:
+            print(f"| {label} | missing from every round | - | NOT checked |")
         continue
     med = statistics.median(ratios)
     if limit is None:
@@ -100,6 +116,8 @@ for label, num, den, limit, max_limit in ROWS:
             want += f", none above {max_limit}"
         verdict = f"{want}: {'met' if met else 'NOT met'}"
     runs = " ".join(f"{x:.3f}" for x in ratios)
+    if len(ratios) < n:
+        runs += f" (in {len(ratios)} of {n} rounds)"
     print(f"| {label} | {runs} | {med:.3f} | {verdict} |")
 EOF
 }
@@ -122,6 +140,8 @@ for group in groups:
         point = (est.get("slope") or est.get("mean") or {}).get("point_estimate")
         if point is not None:
             times[f"{group}/{function}"] = point
+if not times:
+    print(f"warning: no criterion results found for {' '.join(groups)}", file=sys.stderr)
 json.dump(times, open(out, "w"), indent=1, sort_keys=True)
 EOF
 }
@@ -145,10 +165,14 @@ for g in $groups; do
         *) echo "unknown group '$g' (devices, pingpong, restart, tcp)" >&2; exit 2 ;;
     esac
 done
+if [ "${#benches[@]}" -eq 0 ]; then
+    echo "no group chosen (ONLY: devices, pingpong, restart, tcp)" >&2
+    exit 2
+fi
 
 echo "== building" >&2
 for b in "${benches[@]}"; do
-    cargo bench -q --bench "${b%%|*}" --no-run 2>/dev/null
+    cargo bench -q --bench "${b%%|*}" --no-run
 done
 
 # Only this measurement's results count: a group's data left by an
@@ -164,11 +188,12 @@ for round in $(seq 1 "$runs"); do
         bench=${b%%|*}
         filter=${b#*|}
         log="$rounds_dir/round-$round-$bench.txt"
-        if [ -n "$filter" ]; then
-            cargo bench --bench "$bench" -- "$filter" >"$log" 2>&1
-        else
-            cargo bench --bench "$bench" >"$log" 2>&1
-        fi
+        args=()
+        [ -n "$filter" ] && args=(-- "$filter")
+        cargo bench --bench "$bench" "${args[@]}" >"$log" 2>&1 || {
+            echo "cargo bench --bench $bench failed: see $log" >&2
+            exit 1
+        }
     done
     collect "$round"
 done
