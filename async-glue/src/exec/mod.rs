@@ -299,15 +299,10 @@ impl Exec {
             if !matches!(slot.state, State::Scheduled) {
                 return;
             }
-            // The old state is `Scheduled`, which holds nothing: it is
-            // forgotten rather than dropped (no drop call a poll).
-            std::mem::forget(std::mem::replace(
-                &mut slot.state,
-                State::Running {
-                    woken: false,
-                    end: None,
-                },
-            ));
+            slot.state.replace_empty(State::Running {
+                woken: false,
+                end: None,
+            });
             slot.task.take()
         };
         let Some(mut task) = task else { return };
@@ -348,14 +343,11 @@ impl Exec {
             }
             slot.task = Some(task);
             // The common case: pending, not ended meanwhile. The state is
-            // read in place and overwritten; the old one holds nothing and
-            // is forgotten, not dropped (no drop call a poll).
+            // read in place and overwritten (it holds nothing).
             if let (Ok(Poll::Pending), State::Running { woken, end: None }) = (&res, &slot.state) {
                 let woken = *woken;
-                std::mem::forget(std::mem::replace(
-                    &mut slot.state,
-                    if woken { State::Scheduled } else { State::Idle },
-                ));
+                slot.state
+                    .replace_empty(if woken { State::Scheduled } else { State::Idle });
                 if woken {
                     drop(slots);
                     self.schedule(t);

@@ -150,6 +150,20 @@ pub(super) enum State {
     Done(End),
 }
 
+impl State {
+    /// Overwrites a state that holds nothing (`Scheduled`, or `Running`
+    /// with no end), without running `State`'s drop code: the poll's two
+    /// state changes, which would otherwise pay a drop call each.
+    #[inline(always)]
+    pub(super) fn replace_empty(&mut self, new: State) {
+        debug_assert!(matches!(
+            self,
+            State::Scheduled | State::Running { end: None, .. }
+        ));
+        std::mem::forget(std::mem::replace(self, new));
+    }
+}
+
 /// A task's exact address: slot and full generation. Handles keep this
 /// (a 64-bit generation never wraps in practice), so a stale handle can
 /// never reach a later task in the same slot; only wakers carry the
