@@ -226,7 +226,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 24] = [
+const SCENARIOS: [(&str, Unit, Scenario); 26] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -318,6 +318,17 @@ const SCENARIOS: [(&str, Unit, Scenario); 24] = [
         Unit::One,
         |s, now| {
             floor::peer_keyed(s, now, 1, true);
+        },
+    ),
+    // The same work linked at run time, both ways (`benches/devices.rs`).
+    ("peer_drop_notify/stakker-dynamic", Unit::One, |s, now| {
+        floor::peer_dynamic(s, now, false);
+    }),
+    (
+        "peer_drop_notify/stakker-dynamic-trap",
+        Unit::One,
+        |s, now| {
+            floor::peer_dynamic(s, now, true);
         },
     ),
     ("spawn_trivial/stakplane", Unit::Batch, |s, now| {

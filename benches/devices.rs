@@ -206,6 +206,12 @@ fn device_peer_drop_notify(c: &mut Criterion) {
             })
         });
     }
+    // The same, linked at run time both ways, as a device and
+    // async-backplane link: a `Fwd` per direction, found through a
+    // thread-local slab (the floor of a run-time link).
+    for (name, trap) in [("stakker-dynamic", false), ("stakker-dynamic-trap", true)] {
+        g.bench_function(name, |b| b.iter(|| floor::peer_dynamic(&mut s, now, trap)));
+    }
     // The same work as stakplane-trap: the peer reads the notice (and is
     // not killed by it).
     g.bench_function("async-backplane-read", |b| {

@@ -187,7 +187,7 @@ impl Cause {
     pub fn cascade(from: DeviceId, cause: Cause) -> Cause {
         Cause::Cascade {
             from,
-            cause: CascadeCause(Rc::new(cause)),
+            cause: CascadeCause::from(cause),
         }
     }
 
@@ -353,8 +353,22 @@ impl AsRef<Cause> for CascadeCause {
 }
 
 impl From<Cause> for CascadeCause {
+    /// Shares `cause`. A cause with no payload that cascades often
+    /// (`Dropped`, the death of a device whose owners all let go, and
+    /// `Lost`) is one `Rc` per thread, cloned: such a cascade allocates
+    /// nothing.
     fn from(cause: Cause) -> Self {
-        CascadeCause(Rc::new(cause))
+        let shared = match cause {
+            Cause::Dropped => &DROPPED,
+            Cause::Lost => &LOST,
+            cause => return CascadeCause(Rc::new(cause)),
+        };
+        // At thread exit the shared one may be gone: allocate as before.
+        CascadeCause(
+            shared
+                .try_with(Rc::clone)
+                .unwrap_or_else(|_| Rc::new(cause)),
+        )
     }
 }
 
@@ -377,8 +391,11 @@ impl fmt::Display for CascadeCause {
 }
 
 thread_local! {
-    /// What an unlinked chain link points at while it is dropped.
-    static UNLINKED: Rc<Cause> = Rc::new(Cause::Dropped);
+    /// The shared `Dropped` a cascade carries (see `From<Cause>`), also
+    /// what an unlinked chain link points at while it is dropped.
+    static DROPPED: Rc<Cause> = Rc::new(Cause::Dropped);
+    /// The shared `Lost` a cascade carries.
+    static LOST: Rc<Cause> = Rc::new(Cause::Lost);
 }
 
 impl Drop for CascadeCause {
@@ -388,7 +405,7 @@ impl Drop for CascadeCause {
             return;
         }
         // At thread exit the placeholder may be gone: drop as Rust would.
-        let Ok(unlinked) = UNLINKED.try_with(Rc::clone) else {
+        let Ok(unlinked) = DROPPED.try_with(Rc::clone) else {
             return;
         };
         let mut next = std::mem::replace(&mut self.0, unlinked.clone());
@@ -506,3 +523,34 @@ static_assertions::assert_eq_size!(Option<DeviceId>, u64);
 static_assertions::assert_eq_size!(Cause, [usize; 3]);
 static_assertions::assert_eq_size!(Down, [usize; 4]);
 static_assertions::assert_not_impl_any!(Down: Send, Sync);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `From<Cause>`'s promise: a cascade from `Dropped` or `Lost` clones
+    /// one shared `Rc` (no allocation); any other cause gets its own.
+    #[test]
+    fn payload_free_cascades_share_one_cause() {
+        let id = DeviceId::from_raw(NonZeroU64::MIN);
+        let causes: [(fn() -> Cause, bool); 3] = [
+            (|| Cause::Dropped, true),
+            (|| Cause::Lost, true),
+            (|| Cause::Stopped, false),
+        ];
+        for (cause, shared) in causes {
+            let (a, b) = (CascadeCause::from(cause()), CascadeCause::from(cause()));
+            assert_eq!(Rc::ptr_eq(a.as_rc(), b.as_rc()), shared, "{}", cause());
+            assert_eq!(a.to_string(), cause().to_string());
+        }
+        let chain = Cause::cascade(id, Cause::cascade(id, Cause::Dropped));
+        assert_eq!(chain.chain_len(), 2);
+        assert!(matches!(chain.root(), Cause::Dropped));
+        drop(chain);
+        // The shared one is still whole after a chain holding it went.
+        assert!(matches!(
+            *CascadeCause::from(Cause::Dropped),
+            Cause::Dropped
+        ));
+    }
+}

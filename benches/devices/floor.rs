@@ -3,7 +3,9 @@
 //! driver (`benches/counts.rs`): the floor a device function is compared
 //! with.
 
-use stakker::{Ret, Stakker, StopCause, CX};
+use slab::Slab;
+use stakker::{Fwd, Ret, Stakker, StopCause, CX};
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -24,6 +26,12 @@ impl Counting {
     fn cascade(&mut self, cx: CX![], by: u64) {
         cx.fail(Linked(by));
     }
+
+    /// Handles the death of its peer `by` (the dynamic floor's trap).
+    fn trapped(&mut self, _: CX![], by: u64) {
+        black_box(by);
+        self.0 += 1;
+    }
 }
 
 /// An actor that does nothing.
@@ -32,6 +40,11 @@ pub struct Idle;
 impl Idle {
     fn init(_: CX![]) -> Option<Self> {
         Some(Idle)
+    }
+
+    /// Fails in turn because its peer `by` died.
+    fn cascade(&mut self, cx: CX![], by: u64) {
+        cx.fail(Linked(by));
     }
 }
 
@@ -111,6 +124,92 @@ pub fn peer_keyed(s: &mut Stakker, now: Instant, n: u64, trap: bool) {
         })
     };
     drop(stakker::actor!(s, Idle::init(), notify));
+    s.run(now, false);
+    debug_assert_eq!(first.is_zombie(), !trap);
+    drop(first);
+    s.run(now, false);
+}
+
+/// A dynamic link's bookkeeping, per actor: the `Fwd` that tells its
+/// watcher (at most one here: a lower bound), and the slot of the actor
+/// it watches, whose watcher is taken off when it dies (a link does not
+/// outlive either end).
+struct Links {
+    watcher: Option<Fwd<u64>>,
+    watching: usize,
+}
+
+/// No slot.
+const NONE: usize = usize::MAX;
+
+thread_local! {
+    /// The links of the dynamic floor's live actors, by key.
+    static LINKS: RefCell<Slab<Links>> = const { RefCell::new(Slab::new()) };
+}
+
+/// A termination `Ret` for the dynamic floor: at death, the actor's slot
+/// goes, the link it held on the actor it watched is taken off, and its
+/// own watcher (if any) is told its key.
+fn dynamic_ret(key: usize) -> Ret<StopCause> {
+    Ret::new(move |stop: Option<StopCause>| {
+        let (watcher, unlinked) = LINKS.with(|l| {
+            let mut l = l.borrow_mut();
+            let gone = l.remove(key);
+            let unlinked = l.get_mut(gone.watching).and_then(|w| w.watcher.take());
+            (gone.watcher, unlinked)
+        });
+        drop(unlinked);
+        if let (Some(watcher), Some(stop)) = (watcher, stop) {
+            black_box(&stop);
+            watcher.fwd(key as u64);
+        }
+    })
+}
+
+/// A new slot of the dynamic floor, watching nobody.
+fn dynamic_slot() -> usize {
+    LINKS.with(|l| {
+        l.borrow_mut().insert(Links {
+            watcher: None,
+            watching: NONE,
+        })
+    })
+}
+
+/// Makes `watcher` (slot `wk`) watch slot `k` through `fwd`.
+fn dynamic_watch(k: usize, wk: usize, fwd: Fwd<u64>) {
+    LINKS.with(|l| {
+        let mut l = l.borrow_mut();
+        l[k].watcher = Some(fwd);
+        l[wk].watching = k;
+    });
+}
+
+/// The peer link's work as a layer that links actors *after* creating
+/// them must do it, on bare stakker: each actor's keyed termination `Ret`
+/// finds its links in a thread-local slab, and the link itself, made at
+/// run time between actors whose types the dying one's `Ret` does not
+/// know, is a `Fwd` per direction (the type erasure a run-time link
+/// needs). Both directions are wired, as a peer link's are: the first
+/// actor's death would cascade the second, the second's tells the first
+/// (which, with `trap`, handles the notice; without, fails with a
+/// cascade error). Then both are dropped. This is the floor of the same
+/// work as `device_peer_drop_notify`'s stakplane functions and
+/// async-backplane's link; [`peer_keyed`] wires one direction at
+/// creation, which no run-time link can.
+pub fn peer_dynamic(s: &mut Stakker, now: Instant, trap: bool) {
+    let (k1, k2) = (dynamic_slot(), dynamic_slot());
+    let first = stakker::actor!(s, Counting::init(), dynamic_ret(k1));
+    let second = stakker::actor!(s, Idle::init(), dynamic_ret(k2));
+    // The link, both ways.
+    let to_first = if trap {
+        stakker::fwd_to!([first], trapped() as (u64))
+    } else {
+        stakker::fwd_to!([first], cascade() as (u64))
+    };
+    dynamic_watch(k2, k1, to_first);
+    dynamic_watch(k1, k2, stakker::fwd_to!([second], cascade() as (u64)));
+    drop(second);
     s.run(now, false);
     debug_assert_eq!(first.is_zombie(), !trap);
     drop(first);
