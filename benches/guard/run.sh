@@ -28,6 +28,7 @@ fi
 scenarios=(
     create_drop/stakplane
     monitor_drop_notify/stakplane
+    peer_drop_notify/stakplane
     peer_drop_notify/stakplane-trap
     spawn_trivial/stakplane
     channel_pingpong/stakplane
