@@ -184,6 +184,10 @@ pub const SHOWN_LINKS: usize = 8;
 
 impl Cause {
     /// A [`Cascade`](Cause::Cascade): `from` faulted with `cause`.
+    ///
+    /// Cost: one `Rc` allocation for `cause`, none when it is `Dropped`
+    /// or `Lost` (shared per thread, see [`CascadeCause`]'s `From`).
+    /// Cannot fail.
     pub fn cascade(from: DeviceId, cause: Cause) -> Cause {
         Cause::Cascade {
             from,

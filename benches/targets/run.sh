@@ -67,28 +67,46 @@ def fastest_peer(r):
     times = [x for x in times if x is not None]
     return min(times) if times else None
 
-# (label, numerator, denominator, limit, max_limit): a target row when
-# limit is set, a floor row otherwise.
+def floor(num, den):
+    """A floor row: bare stakker's time over the peer's, no target."""
+    return (f"  floor: {num} / {den}", num, den, None, None)
+
+# Per criterion group, its rows: (label, numerator, denominator, limit,
+# max_limit), the functions named within the group (a denominator may
+# be a function of the round instead); a target row when limit is set.
+GROUPS = {
+    "device_create_drop": [
+        ("create / stakker", "stakplane", "stakker", 1.3, None),
+        ("create / async-backplane", "stakplane", "async-backplane", 0.8, None),
+        floor("stakker-keyed", "async-backplane"),
+        floor("stakker-keyed", "stakker"),
+    ],
+    "device_monitor_drop_notify": [
+        ("monitor / stakker", "stakplane", "stakker", 1.4, None),
+        floor("stakker-keyed", "stakker"),
+        ("monitor / async-backplane-read", "stakplane", "async-backplane-read", 0.8, None),
+        ("monitor / async-backplane", "stakplane", "async-backplane", 1.0, None),
+    ],
+    "device_peer_drop_notify": [
+        ("peer-trap / async-backplane-read", "stakplane-trap", "async-backplane-read", 0.8, None),
+        floor("stakker-keyed-trap", "async-backplane-read"),
+        floor("stakker-dynamic-trap", "async-backplane-read"),
+        ("peer / async-backplane", "stakplane", "async-backplane", 1.0, None),
+        floor("stakker-keyed", "async-backplane"),
+        floor("stakker-dynamic", "async-backplane"),
+    ],
+    "call_guarded": [("call_guarded / stakker", "stakplane", "stakker", None, None)],
+    "channel_pingpong": [("pingpong / fastest peer", "stakplane", fastest_peer, 1.0, None)],
+    "restart_one_for_one": [("restart / stakker", "stakplane", "stakker", 1.8, 2.0)],
+    "tcp_echo_roundtrip": [
+        ("tcp echo async / tokio", "stakplane-async", "tokio-current-thread", 1.05, None),
+        ("tcp echo push / tokio", "stakplane-push", "tokio-current-thread", 1.05, None),
+    ],
+}
 ROWS = [
-    ("create / stakker", "device_create_drop/stakplane", "device_create_drop/stakker", 1.3, None),
-    ("create / async-backplane", "device_create_drop/stakplane", "device_create_drop/async-backplane", 0.8, None),
-    ("  floor: stakker-keyed / async-backplane", "device_create_drop/stakker-keyed", "device_create_drop/async-backplane", None, None),
-    ("  floor: stakker-keyed / stakker", "device_create_drop/stakker-keyed", "device_create_drop/stakker", None, None),
-    ("monitor / stakker", "device_monitor_drop_notify/stakplane", "device_monitor_drop_notify/stakker", 1.4, None),
-    ("  floor: stakker-keyed / stakker", "device_monitor_drop_notify/stakker-keyed", "device_monitor_drop_notify/stakker", None, None),
-    ("monitor / async-backplane-read", "device_monitor_drop_notify/stakplane", "device_monitor_drop_notify/async-backplane-read", 0.8, None),
-    ("monitor / async-backplane", "device_monitor_drop_notify/stakplane", "device_monitor_drop_notify/async-backplane", 1.0, None),
-    ("peer-trap / async-backplane-read", "device_peer_drop_notify/stakplane-trap", "device_peer_drop_notify/async-backplane-read", 0.8, None),
-    ("  floor: stakker-keyed-trap / async-backplane-read", "device_peer_drop_notify/stakker-keyed-trap", "device_peer_drop_notify/async-backplane-read", None, None),
-    ("  floor: stakker-dynamic-trap / async-backplane-read", "device_peer_drop_notify/stakker-dynamic-trap", "device_peer_drop_notify/async-backplane-read", None, None),
-    ("peer / async-backplane", "device_peer_drop_notify/stakplane", "device_peer_drop_notify/async-backplane", 1.0, None),
-    ("  floor: stakker-keyed / async-backplane", "device_peer_drop_notify/stakker-keyed", "device_peer_drop_notify/async-backplane", None, None),
-    ("  floor: stakker-dynamic / async-backplane", "device_peer_drop_notify/stakker-dynamic", "device_peer_drop_notify/async-backplane", None, None),
-    ("call_guarded / stakker", "call_guarded/stakplane", "call_guarded/stakker", None, None),
-    ("pingpong / fastest peer", "channel_pingpong/stakplane", fastest_peer, 1.0, None),
-    ("restart / stakker", "restart_one_for_one/stakplane", "restart_one_for_one/stakker", 1.8, 2.0),
-    ("tcp echo async / tokio", "tcp_echo_roundtrip/stakplane-async", "tcp_echo_roundtrip/tokio-current-thread", 1.05, None),
-    ("tcp echo push / tokio", "tcp_echo_roundtrip/stakplane-push", "tcp_echo_roundtrip/tokio-current-thread", 1.05, None),
+    (label, f"{g}/{num}", den if callable(den) else f"{g}/{den}", limit, max_limit)
+    for g, rows in GROUPS.items()
+    for label, num, den, limit, max_limit in rows
 ]
 
 n = len(rounds)
