@@ -29,7 +29,11 @@
 # many it has; one missing from all is reported missing. The floor rows
 # (bare stakker doing the least a device layer must do,
 # benches/devices/floor.rs) say where a target sits against what
-# stakker itself can reach; call_guarded's row has no target.
+# stakker itself can reach; call_guarded's row has no target. A second
+# table gives, for each device target, the room it leaves a device layer:
+# the target over its floor's median ratio to the same peer, the most
+# stakplane's time may be over the floor's for the target to hold,
+# beside the median of what it is (BENCHMARKS.md, eleventh session).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -69,58 +73,72 @@ def fastest_peer(r):
 
 def floor(num, den):
     """A floor row: bare stakker's time over the peer's, no target."""
-    return (f"  floor: {num} / {den}", num, den, None, None)
+    return (f"  floor: {num} / {den}", num, den, None, None, None)
 
 # Per criterion group, its rows: (label, numerator, denominator, limit,
-# max_limit), the functions named within the group (a denominator may
-# be a function of the round instead); a target row when limit is set.
+# max_limit, floor), the functions named within the group (a denominator
+# may be a function of the round instead); a target row when limit is
+# set. A target's `floor` is the function of bare stakker doing the
+# least a device layer must do for it (see the room table below).
+KEYED, DYN, DYN_TRAP = "stakker-keyed", "stakker-dynamic", "stakker-dynamic-trap"
 GROUPS = {
     "device_create_drop": [
-        ("create / stakker", "stakplane", "stakker", 1.3, None),
-        ("create / async-backplane", "stakplane", "async-backplane", 0.8, None),
+        ("create / stakker", "stakplane", "stakker", 1.3, None, KEYED),
+        ("create / async-backplane", "stakplane", "async-backplane", 0.8, None, KEYED),
         floor("stakker-keyed", "async-backplane"),
         floor("stakker-keyed", "stakker"),
     ],
     "device_monitor_drop_notify": [
-        ("monitor / stakker", "stakplane", "stakker", 1.4, None),
+        ("monitor / stakker", "stakplane", "stakker", 1.4, None, KEYED),
         floor("stakker-keyed", "stakker"),
-        ("monitor / async-backplane-read", "stakplane", "async-backplane-read", 0.8, None),
-        ("monitor / async-backplane", "stakplane", "async-backplane", 1.0, None),
+        ("monitor / async-backplane-read", "stakplane", "async-backplane-read", 0.8, None, KEYED),
+        ("monitor / async-backplane", "stakplane", "async-backplane", 1.0, None, KEYED),
     ],
     "device_peer_drop_notify": [
-        ("peer-trap / async-backplane-read", "stakplane-trap", "async-backplane-read", 0.8, None),
+        ("peer-trap / async-backplane-read", "stakplane-trap", "async-backplane-read", 0.8, None, DYN_TRAP),
         floor("stakker-keyed-trap", "async-backplane-read"),
         floor("stakker-dynamic-trap", "async-backplane-read"),
-        ("peer / async-backplane", "stakplane", "async-backplane", 1.0, None),
+        ("peer / async-backplane", "stakplane", "async-backplane", 1.0, None, DYN),
         floor("stakker-keyed", "async-backplane"),
         floor("stakker-dynamic", "async-backplane"),
     ],
-    "call_guarded": [("call_guarded / stakker", "stakplane", "stakker", None, None)],
-    "channel_pingpong": [("pingpong / fastest peer", "stakplane", fastest_peer, 1.0, None)],
-    "restart_one_for_one": [("restart / stakker", "stakplane", "stakker", 1.8, 2.0)],
+    "call_guarded": [("call_guarded / stakker", "stakplane", "stakker", None, None, None)],
+    "channel_pingpong": [("pingpong / fastest peer", "stakplane", fastest_peer, 1.0, None, None)],
+    "restart_one_for_one": [("restart / stakker", "stakplane", "stakker", 1.8, 2.0, None)],
     "tcp_echo_roundtrip": [
-        ("tcp echo async / tokio", "stakplane-async", "tokio-current-thread", 1.05, None),
-        ("tcp echo push / tokio", "stakplane-push", "tokio-current-thread", 1.05, None),
+        ("tcp echo async / tokio", "stakplane-async", "tokio-current-thread", 1.05, None, None),
+        ("tcp echo push / tokio", "stakplane-push", "tokio-current-thread", 1.05, None, None),
     ],
 }
+
+def qualified(group, function):
+    """A function's full name, `group/function` (or as it is: a
+    function of the round, or None)."""
+    return function if function is None or callable(function) else f"{group}/{function}"
+
 ROWS = [
-    (label, f"{g}/{num}", den if callable(den) else f"{g}/{den}", limit, max_limit)
+    (label, *(qualified(g, f) for f in (num, den)), limit, max_limit, qualified(g, fl))
     for g, rows in GROUPS.items()
-    for label, num, den, limit, max_limit in rows
+    for label, num, den, limit, max_limit, fl in rows
 ]
+
+def ratios_of(num, den):
+    """The per-round ratios num / den, over the rounds that have both."""
+    out = []
+    for r in rounds:
+        a = r.get(num)
+        b = den(r) if callable(den) else r.get(den)
+        if a is not None and b:
+            out.append(a / b)
+    return out
 
 n = len(rounds)
 print(f"{n} round{'' if n == 1 else 's'} ({rounds_dir}): each ratio per round, then the median")
 print()
 print("| ratio | per round | median | target |")
 print("|---|---|---|---|")
-for label, num, den, limit, max_limit in ROWS:
-    ratios = []
-    for r in rounds:
-        a = r.get(num)
-        b = den(r) if callable(den) else r.get(den)
-        if a is not None and b:
-            ratios.append(a / b)
+for label, num, den, limit, max_limit, _ in ROWS:
+    ratios = ratios_of(num, den)
     if not ratios:
         if limit is not None:
             print(f"| {label} | missing from every round | - | NOT checked |")
@@ -139,6 +157,25 @@ for label, num, den, limit, max_limit in ROWS:
     if len(ratios) < n:
         runs += f" (in {len(ratios)} of {n} rounds)"
     print(f"| {label} | {runs} | {med:.3f} | {verdict} |")
+
+# What each target leaves a device layer over its floor. With the floor
+# at f against the peer (the median of the rounds), a target of t lets
+# stakplane take at most t / f of the floor's time: the room. Beside it,
+# stakplane's time over the floor's (the median of the rounds).
+room = []
+for label, num, den, limit, _, fl in ROWS:
+    if limit is None or fl is None:
+        continue
+    f, over = ratios_of(fl, den), ratios_of(num, fl)
+    if f and over:
+        f_med = statistics.median(f)
+        room.append((label, fl.split("/", 1)[1], f_med, limit / f_med, statistics.median(over)))
+if room:
+    print()
+    print("| target | floor, against the peer | room: target / floor | stakplane / floor |")
+    print("|---|---|---|---|")
+    for label, fl, f_med, r, o in room:
+        print(f"| {label} | {fl}: {f_med:.3f} | {r:.3f} | {o:.3f} |")
 EOF
 }
 
