@@ -226,7 +226,7 @@ fn mailbox_stakplane(s: &mut Stakker, now: Instant) {
     });
 }
 
-const SCENARIOS: [(&str, Unit, Scenario); 26] = [
+const SCENARIOS: [(&str, Unit, Scenario); 27] = [
     ("create_drop/stakplane", Unit::One, |s, now| {
         drop(black_box(device!(s, Plain::init())));
         s.run(now, false);
@@ -243,6 +243,10 @@ const SCENARIOS: [(&str, Unit, Scenario); 26] = [
         });
         drop(black_box(stakker::actor!(s, Plain::init(), notify)));
         s.run(now, false);
+    }),
+    // ... and a slot per actor, made at creation, freed by the death.
+    ("create_drop/stakker-slot", Unit::One, |s, now| {
+        floor::create_slotted(s, now);
     }),
     ("monitor_drop_notify/stakplane", Unit::One, |s, now| {
         let watcher = device!(s, Watcher::init());

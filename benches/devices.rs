@@ -80,6 +80,12 @@ fn device_create_drop(c: &mut Criterion) {
             s.run(now, false);
         })
     });
+    // The keyed `Ret` plus a slot per actor in a thread-local slab, made
+    // at creation and freed by the death (`benches/devices/floor.rs`):
+    // the floor of a layer that finds its devices by a slot.
+    g.bench_function("stakker-slot", |b| {
+        b.iter(|| floor::create_slotted(&mut s, now))
+    });
     g.bench_function("async-backplane", |b| {
         b.iter(|| {
             let d = async_backplane::Device::new();

@@ -176,6 +176,23 @@ fn dynamic_slot() -> usize {
     })
 }
 
+/// A creation as a layer that keeps a slot per actor must make it: the
+/// keyed termination `Ret` of `stakker-keyed`, and a slot in a
+/// thread-local slab (the dynamic floor's, holding no link), made at
+/// creation and freed by the death. A device's registry slot is that
+/// slot plus the id, the handle count and the death counts; the floor of
+/// any layer that finds a device by a slot, as stakplane's death path,
+/// its panic reports and a panic in the `Drop` of its state do.
+pub fn create_slotted(s: &mut Stakker, now: Instant) {
+    let key = dynamic_slot();
+    drop(black_box(stakker::actor!(
+        s,
+        Idle::init(),
+        dynamic_ret(key)
+    )));
+    s.run(now, false);
+}
+
 /// Makes `watcher` (slot `wk`) watch slot `k` through `fwd`.
 fn dynamic_watch(k: usize, wk: usize, fwd: Fwd<u64>) {
     LINKS.with(|l| {

@@ -87,6 +87,7 @@ GROUPS = {
         ("create / async-backplane", "stakplane", "async-backplane", 0.8, None, KEYED),
         floor("stakker-keyed", "async-backplane"),
         floor("stakker-keyed", "stakker"),
+        floor("stakker-slot", "stakker"),
     ],
     "device_monitor_drop_notify": [
         ("monitor / stakker", "stakplane", "stakker", 1.4, None, KEYED),
