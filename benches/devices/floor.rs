@@ -176,13 +176,13 @@ fn dynamic_slot() -> usize {
     })
 }
 
-/// A creation as a layer that keeps a slot per actor must make it: the
-/// keyed termination `Ret` of `stakker-keyed`, and a slot in a
-/// thread-local slab (the dynamic floor's, holding no link), made at
-/// creation and freed by the death. A device's registry slot is that
-/// slot plus the id, the handle count and the death counts; the floor of
-/// any layer that finds a device by a slot, as stakplane's death path,
-/// its panic reports and a panic in the `Drop` of its state do.
+/// The create floor of a layer that keeps a slot per actor: the keyed
+/// termination `Ret` of `stakker-keyed`, plus a slot in the dynamic
+/// floor's thread-local slab (holding no link), made at creation and
+/// freed by the death. stakplane needs such a slot: its death path, its
+/// panic reports and a panic in the `Drop` of a device's state find the
+/// device by it. Its registry slot adds the id, the handle count and the
+/// death counts to this one.
 pub fn create_slotted(s: &mut Stakker, now: Instant) {
     let key = dynamic_slot();
     drop(black_box(stakker::actor!(

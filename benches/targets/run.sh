@@ -80,28 +80,29 @@ def floor(num, den):
 # may be a function of the round instead); a target row when limit is
 # set. A target's `floor` is the function of bare stakker doing the
 # least a device layer must do for it (see the room table below).
-KEYED, DYN, DYN_TRAP = "stakker-keyed", "stakker-dynamic", "stakker-dynamic-trap"
+KEYED, SLOT = "stakker-keyed", "stakker-slot"
+KEYED_TRAP, DYN, DYN_TRAP = "stakker-keyed-trap", "stakker-dynamic", "stakker-dynamic-trap"
 GROUPS = {
     "device_create_drop": [
         ("create / stakker", "stakplane", "stakker", 1.3, None, KEYED),
         ("create / async-backplane", "stakplane", "async-backplane", 0.8, None, KEYED),
-        floor("stakker-keyed", "async-backplane"),
-        floor("stakker-keyed", "stakker"),
-        floor("stakker-slot", "stakker"),
+        floor(KEYED, "async-backplane"),
+        floor(KEYED, "stakker"),
+        floor(SLOT, "stakker"),
     ],
     "device_monitor_drop_notify": [
         ("monitor / stakker", "stakplane", "stakker", 1.4, None, KEYED),
-        floor("stakker-keyed", "stakker"),
+        floor(KEYED, "stakker"),
         ("monitor / async-backplane-read", "stakplane", "async-backplane-read", 0.8, None, KEYED),
         ("monitor / async-backplane", "stakplane", "async-backplane", 1.0, None, KEYED),
     ],
     "device_peer_drop_notify": [
         ("peer-trap / async-backplane-read", "stakplane-trap", "async-backplane-read", 0.8, None, DYN_TRAP),
-        floor("stakker-keyed-trap", "async-backplane-read"),
-        floor("stakker-dynamic-trap", "async-backplane-read"),
+        floor(KEYED_TRAP, "async-backplane-read"),
+        floor(DYN_TRAP, "async-backplane-read"),
         ("peer / async-backplane", "stakplane", "async-backplane", 1.0, None, DYN),
-        floor("stakker-keyed", "async-backplane"),
-        floor("stakker-dynamic", "async-backplane"),
+        floor(KEYED, "async-backplane"),
+        floor(DYN, "async-backplane"),
     ],
     "call_guarded": [("call_guarded / stakker", "stakplane", "stakker", None, None, None)],
     "channel_pingpong": [("pingpong / fastest peer", "stakplane", fastest_peer, 1.0, None, None)],
@@ -117,8 +118,10 @@ def qualified(group, function):
     function of the round, or None)."""
     return function if function is None or callable(function) else f"{group}/{function}"
 
+# Every row with its functions' full names: (label, numerator,
+# denominator, floor, limit, max_limit), then the floor's own name.
 ROWS = [
-    (label, *(qualified(g, f) for f in (num, den)), limit, max_limit, qualified(g, fl))
+    (label, *(qualified(g, f) for f in (num, den, fl)), limit, max_limit, fl)
     for g, rows in GROUPS.items()
     for label, num, den, limit, max_limit, fl in rows
 ]
@@ -138,7 +141,7 @@ print(f"{n} round{'' if n == 1 else 's'} ({rounds_dir}): each ratio per round, t
 print()
 print("| ratio | per round | median | target |")
 print("|---|---|---|---|")
-for label, num, den, limit, max_limit, _ in ROWS:
+for label, num, den, _, limit, max_limit, _ in ROWS:
     ratios = ratios_of(num, den)
     if not ratios:
         if limit is not None:
@@ -164,13 +167,13 @@ for label, num, den, limit, max_limit, _ in ROWS:
 # stakplane take at most t / f of the floor's time: the room. Beside it,
 # stakplane's time over the floor's (the median of the rounds).
 room = []
-for label, num, den, limit, _, fl in ROWS:
+for label, num, den, fl, limit, _, name in ROWS:
     if limit is None or fl is None:
         continue
     f, over = ratios_of(fl, den), ratios_of(num, fl)
     if f and over:
         f_med = statistics.median(f)
-        room.append((label, fl.split("/", 1)[1], f_med, limit / f_med, statistics.median(over)))
+        room.append((label, name, f_med, limit / f_med, statistics.median(over)))
 if room:
     print()
     print("| target | floor, against the peer | room: target / floor | stakplane / floor |")
