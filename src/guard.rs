@@ -22,7 +22,9 @@
 //! panics, the cause is the stop/fail. (A panic in the `Drop` of the
 //! actor's state, which runs as the end is carried out, is rule 32b.)
 //!
-//! **25. A panic in a method fails only that actor.**
+//! **25. A panic in a method fails only that actor**, even one whose
+//! payload panics again when dropped (every payload a guard catches is
+//! dropped contained, by `task::drop_payload`).
 //!
 //! **26. A panic in `init` fails the device.**
 //!
@@ -303,5 +305,7 @@ pub fn quiet_panics() {
 /// The message of a panic payload: the `&str` or `String` given to
 /// `panic!`, or a placeholder for any other payload type.
 pub fn panic_message(payload: Box<dyn Any + Send>) -> Rc<str> {
-    crate::task::panic_message(&*payload)
+    let msg = crate::task::panic_message(&*payload);
+    crate::task::drop_payload(payload);
+    msg
 }

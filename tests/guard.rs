@@ -52,6 +52,25 @@ fn panic_in_method_fails_only_that_actor() {
     assert_runtime_still_works(&mut rt, &by);
 }
 
+/// Rule 25 with a payload whose own `Drop` panics: the second panic is
+/// contained too, so it does not unwind out of the runtime.
+#[test]
+fn panic_in_method_fails_only_that_actor_even_when_its_payload_panics_on_drop() {
+    let (mut rt, log, by) = rt_with_dev("bystander");
+    let (watcher, victim) = watched_pair(&mut rt, &log);
+    call!([victim], |_this, _cx| {
+        stakplane_testkit::panic_with_a_payload_that_panics_on_drop()
+    });
+    call!([victim], ping()); // queued behind the panic: discarded
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run())).is_err();
+    assert!(!unwound, "the payload's panic unwound out of the runtime");
+    let cause = "panicked: (panic payload is not a string)";
+    assert_eq!(victim.cause().unwrap().to_string(), cause);
+    assert_eq!(entries(&log), [format!("watcher: {} {cause}", victim.id())]);
+    assert!(by.is_alive() && watcher.is_alive());
+    assert_runtime_still_works(&mut rt, &by);
+}
+
 #[test]
 fn panic_in_init_fails_the_device() {
     let (mut rt, _log, by) = rt_with_dev("bystander");

@@ -71,8 +71,9 @@
 //! thread takes a slow path through a per-runtime queue and stakker's
 //! inter-thread `Waker`; that needs a poll waker on the `Stakker`
 //! (an event loop installs one; [`WakeSignal`] is a minimal one).
-//! Without it, such a wake panics with a message that says this — a wake
-//! is never lost silently. The waker module is the only `unsafe` code of
+//! Without it, such a wake is queued and one line on stderr says what to
+//! install; the wake is delivered once the path is there. A wake never
+//! panics the waking thread, and is never lost (rule 46). The waker module is the only `unsafe` code of
 //! this crate.
 //!
 //! ## Failure
@@ -131,7 +132,7 @@ pub use channel::{
     channel, Receiver, ReceiverOrDrop, Recv, SendError, SendFuture, Sender, TrySendError,
 };
 pub use exec::{
-    enable_remote_wakes, install_poll_waker, panic_message, shutdown, spawn, spawn_local,
+    drop_payload, enable_remote_wakes, install_poll_waker, panic_message, shutdown, spawn, spawn_local,
     spawn_ret, spawner, try_spawn_local, try_spawner, AbortHandle, JoinError, JoinHandle,
     SpawnError, Spawner, TaskSet,
 };

@@ -106,6 +106,28 @@ fn task_panic_is_caught_and_reported() {
     assert_eq!(joined(ok).unwrap(), 5);
 }
 
+/// Rule 41 with a payload whose own `Drop` panics: the second panic is
+/// contained too; the task ends, the others and the runtime go on.
+#[test]
+fn task_panic_is_caught_and_reported_even_when_its_payload_panics_on_drop() {
+    common::quiet_test_panics();
+    let mut rt = Rt::new();
+    let spawner = stakplane_async::spawner(&mut rt.s);
+    let h = spawn(&mut rt.s, async {
+        stakplane_testkit::panic_with_a_payload_that_panics_on_drop()
+    });
+    let ok = spawn(&mut rt.s, async { 5 });
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run())).is_err();
+    assert!(!unwound, "the payload's panic unwound out of the runtime");
+    assert!(h.is_finished());
+    match joined(h) {
+        Err(JoinError::Panicked(m)) => assert_eq!(&*m, "(panic payload is not a string)"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(joined(ok).unwrap(), 5);
+    assert_eq!(spawner.running_tasks(), 0);
+}
+
 #[test]
 fn abort_while_awaiting_drops_the_future_once() {
     let mut rt = Rt::new();
@@ -155,6 +177,40 @@ fn abort_from_inside_its_own_poll_ends_after_the_poll() {
     assert_eq!(drops.count(), 1, "the future was dropped once");
     assert_eq!(spy.live_tasks(), 0, "detached and ended: the slot is free");
     assert!(own.take().is_none());
+}
+
+/// Rule 42: a task that aborts itself and then completes in the same poll
+/// ends `Aborted` (the first end wins), for a `JoinHandle` and for
+/// `spawn_then`; its output is dropped.
+#[test]
+fn abort_from_inside_its_own_poll_wins_over_a_completion_in_that_poll() {
+    type Own = Rc<RefCell<Option<stakplane_async::AbortHandle>>>;
+    fn abort_own(own: &Own) {
+        if let Some(me) = own.borrow_mut().take() {
+            me.abort();
+        }
+    }
+    let mut rt = Rt::new();
+    let drops = Drops::new();
+    let (own, tok): (Own, _) = (Rc::default(), drops.token());
+    let own2 = own.clone();
+    let h = spawn(&mut rt.s, async move {
+        abort_own(&own2);
+        tok // the output
+    });
+    *own.borrow_mut() = Some(h.abort_handle());
+    let then: Rc<RefCell<Vec<Result<(), JoinError>>>> = Rc::default();
+    let (then2, own_t): (_, Own) = (then.clone(), Rc::default());
+    let own_t2 = own_t.clone();
+    let t = stakplane_async::spawner(&mut rt.s).spawn_then(
+        async move { abort_own(&own_t2) },
+        move |r| then2.borrow_mut().push(r),
+    );
+    *own_t.borrow_mut() = Some(t);
+    rt.run();
+    assert!(matches!(joined(h), Err(JoinError::Aborted)));
+    assert_eq!(drops.count(), 1, "the output was dropped");
+    assert!(matches!(&then.borrow()[..], [Err(JoinError::Aborted)]));
 }
 
 #[test]
@@ -424,6 +480,37 @@ fn task_set_aborts_its_tasks_when_the_owning_actor_stops() {
         0,
         "the actor's tasks were aborted with it"
     );
+}
+
+/// Rule 47 with two runtimes on one thread: each task runs on the runtime
+/// behind the `core` it was spawned with, and the set's drop aborts the
+/// tasks on both.
+#[test]
+fn task_set_aborts_its_tasks_when_dropped_on_every_runtime_it_spawned_on() {
+    let mut a = Rt::new();
+    let mut b = Rt::new();
+    let (sa, sb) = (
+        stakplane_async::spawner(&mut a.s),
+        stakplane_async::spawner(&mut b.s),
+    );
+    let mut set = stakplane_async::TaskSet::new();
+    let ran: Rc<Cell<u32>> = Rc::default();
+    let (r1, r2) = (ran.clone(), ran.clone());
+    drop(set.spawn(&mut a.s, async move {
+        r1.set(r1.get() + 1);
+        std::future::pending::<()>().await
+    }));
+    drop(set.spawn(&mut b.s, async move {
+        r2.set(r2.get() + 10);
+        std::future::pending::<()>().await
+    }));
+    b.run();
+    assert_eq!(ran.get(), 10, "the task given b's core ran on b");
+    a.run();
+    assert_eq!(ran.get(), 11);
+    assert_eq!((sa.live_tasks(), sb.live_tasks(), set.len()), (1, 1, 2));
+    drop(set);
+    assert_eq!((sa.live_tasks(), sb.live_tasks()), (0, 0));
 }
 
 #[test]

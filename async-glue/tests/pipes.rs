@@ -366,6 +366,33 @@ fn drop_the_task_failure_reaches_spawn_then_as_failed() {
     assert!(matches!(&got[0], Err(JoinError::Failed(e)) if is_dropped_without_cause(e)));
 }
 
+/// Rule 49: a drop-the-task pipe that fails in a poll that then completes
+/// the task (a `select` with a ready branch) still ends it `Failed`, for a
+/// `JoinHandle` and for `spawn_then`.
+#[test]
+fn drop_the_task_failure_wins_over_a_completion_in_the_same_poll() {
+    async fn select_ready(fut: impl Future<Output = u32>) -> u32 {
+        futures::pin_mut!(fut);
+        match futures::future::select(fut, std::future::ready(5u32)).await {
+            futures::future::Either::Left((v, _)) | futures::future::Either::Right((v, _)) => v,
+        }
+    }
+    let mut rt = Rt::new();
+    let (fut, ret) = ret_to_future_or_drop::<u32>();
+    drop(ret); // the actor side failed before the task ran
+    let h = spawn(&mut rt.s, select_ready(fut));
+    let got: Rc<RefCell<Vec<Result<u32, JoinError>>>> = Rc::default();
+    let g2 = got.clone();
+    let (fut, ret) = ret_to_future_or_drop::<u32>();
+    drop(ret);
+    let _abort = stakplane_async::spawner(&mut rt.s)
+        .spawn_then(select_ready(fut), move |r| g2.borrow_mut().push(r));
+    rt.run();
+    assert!(matches!(joined(h), Err(JoinError::Failed(e)) if is_dropped_without_cause(&e)));
+    let got = got.borrow();
+    assert!(matches!(&got[..], [Err(JoinError::Failed(e))] if is_dropped_without_cause(e)));
+}
+
 // ---------------------------------------------------------------------------
 // ask! against a plain stakker actor
 

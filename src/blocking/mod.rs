@@ -359,7 +359,9 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
 /// Drops `value`, containing a panic in its `Drop` (a user's panic payload
 /// or message, on a thread that must still report).
 fn drop_quietly<T>(value: T) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value))) {
+        crate::task::drop_payload(p);
+    }
 }
 
 pub use pool::try_spawn_blocking;

@@ -314,7 +314,13 @@ fn begin_terminate(sh: &Shared, core: &mut Core, key: Key) {
         }
         super::Shutdown::Timeout(_) | super::Shutdown::Infinity => {
             let asked = match ask {
-                Some(ask) => catch_unwind(AssertUnwindSafe(|| ask(core, sup))).is_ok(),
+                Some(ask) => match catch_unwind(AssertUnwindSafe(|| ask(core, sup))) {
+                    Ok(()) => true,
+                    Err(p) => {
+                        crate::task::drop_payload(p);
+                        false
+                    }
+                },
                 None => false,
             };
             // No hook, or a hook that panicked: the plain request.

@@ -111,9 +111,28 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
         s
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s
+    } else if payload.is::<PanicsOnDrop>() {
+        TEST_PANIC
     } else {
         "<non-string panic payload>"
     }
+}
+
+/// A panic payload whose own `Drop` panics (see
+/// [`panic_with_a_payload_that_panics_on_drop`]).
+pub struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("{TEST_PANIC} in the drop of a panic payload");
+    }
+}
+
+/// Panics with a payload whose `Drop` panics in turn (`panic_any`): the
+/// code that catches it must contain the second panic too. Quiet under
+/// [`quiet_test_panics`].
+pub fn panic_with_a_payload_that_panics_on_drop() -> ! {
+    std::panic::panic_any(PanicsOnDrop)
 }
 
 /// `err` and each of its `source()`s, outermost first, as their `Display`.

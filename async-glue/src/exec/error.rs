@@ -7,6 +7,7 @@
 
 use crate::fail::ActorFail;
 use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::fmt;
 use std::rc::Rc;
 
@@ -90,5 +91,17 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> Rc<str> {
         Rc::from(s.as_str())
     } else {
         Rc::from("(panic payload is not a string)")
+    }
+}
+
+/// Drops a caught panic's payload, containing a panic in the payload's own
+/// `Drop` (a `panic_any` of a value whose destructor panics): without
+/// this, a payload dropped where the panic was caught starts a second
+/// unwind there, past the `catch_unwind` that was to contain the first.
+/// The second payload is leaked, not dropped, so that the chain ends.
+/// Every place that contains a panic drops its payload this way.
+pub fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(second);
     }
 }

@@ -30,13 +30,15 @@
 //! poll queues exactly one more after it.
 //!
 //! **41. A panic in `poll` ends that task only**, with
-//! `JoinError::Panicked(message)`; other tasks and the runtime go on. A
-//! `spawn_ret` task that fails drops its `Ret` unfired.
+//! `JoinError::Panicked(message)`; other tasks and the runtime go on,
+//! even if the panic's payload panics again when dropped ([`drop_payload`]).
+//! A `spawn_ret` task that fails drops its `Ret` unfired.
 //!
 //! **42. Abort drops the future exactly once**: at once if the task is
 //! waiting, right after the poll if it aborts itself while running (it is
-//! never polled again); the handle yields `Aborted`; a later reply wakes
-//! nobody.
+//! never polled again); the handle yields `Aborted`, even if that poll
+//! completed or panicked after the abort (the first end wins; the output
+//! is dropped); a later reply wakes nobody.
 //!
 //! **43. A dropped `JoinHandle` detaches**: the task runs to its end and then
 //! frees its slot.
@@ -69,7 +71,8 @@
 //! refuses with `SpawnError::shutdown`).
 //!
 //! **47. A `TaskSet` aborts its tasks when dropped**, so tasks kept in an
-//! actor's state end with the actor.
+//! actor's state end with the actor. Each task runs on the runtime behind
+//! the `core` it was spawned with, and is aborted there.
 
 mod error;
 mod join;
@@ -77,7 +80,7 @@ mod slots;
 mod spawn;
 mod task_set;
 
-pub use error::{panic_message, JoinError, SpawnError};
+pub use error::{drop_payload, panic_message, JoinError, SpawnError};
 pub use join::{AbortHandle, JoinHandle};
 pub use spawn::{
     enable_remote_wakes, install_poll_waker, shutdown, spawn, spawn_local, spawn_ret, spawner,
@@ -155,6 +158,20 @@ pub(crate) fn wake(task: TaskRef) {
 pub(crate) fn current() -> Option<(Rc<Exec>, TaskKey)> {
     let (rt, k) = CURRENT.try_with(Cell::get).ok().flatten()?;
     Some((local_exec(rt)?, k))
+}
+
+/// Whether the task being polled on this thread has been ended during
+/// this poll (aborted, or failed by a drop-the-task pipe): its end wins
+/// over a completion in the same poll (rules 42, 49).
+pub(super) fn current_is_ending() -> bool {
+    let Some((exec, t)) = current() else {
+        return false;
+    };
+    let mut slots = exec.slots.borrow_mut();
+    matches!(
+        slots.get(t).map(|s| &s.state),
+        Some(State::Running { end: Some(_), .. })
+    )
 }
 
 /// Ends the current task with `fail` once its poll returns (the
@@ -323,6 +340,7 @@ impl Exec {
         // inside the slot table borrow.
         let res = res.map_err(|payload| {
             let msg = panic_message(&*payload);
+            drop_payload(payload);
             crate::quiet::report_contained(format_args!("a task panicked: {msg}"));
             msg
         });
@@ -332,7 +350,9 @@ impl Exec {
             let Some(slot) = slots.get(t) else {
                 unreachable!("a polled task's slot was freed")
             };
-            if let (Ok(Poll::Ready(())), false) = (&res, slot.handle) {
+            if let (Ok(Poll::Ready(())), false, State::Running { end: None, .. }) =
+                (&res, slot.handle, &slot.state)
+            {
                 // The common end: completed with no handle to report to.
                 // Free the slot; drop the box (the output) after the borrow.
                 let mut after = slots.free(t.slot);
@@ -359,10 +379,12 @@ impl Exec {
             else {
                 unreachable!("a polled task's slot changed state")
             };
+            // An end set during the poll (an abort, a failed pipe) came
+            // first: it wins over the poll's own outcome (rules 42, 49).
             let end = match (res, end) {
-                (Ok(Poll::Ready(())), _) => End::Finished,
-                (Err(msg), _) => End::Error(Box::new(JoinError::Panicked(msg))),
-                (Ok(Poll::Pending), Some(end)) => end,
+                (_, Some(end)) => end,
+                (Ok(Poll::Ready(())), None) => End::Finished,
+                (Err(msg), None) => End::Error(Box::new(JoinError::Panicked(msg))),
                 (Ok(Poll::Pending), None) => {
                     unreachable!("a pending task that did not end went back above")
                 }

@@ -21,7 +21,7 @@
 //!   why it ends) or woken (its joiner) is returned as an [`After`], which
 //!   the executor runs once the table's borrow is released.
 
-use super::error::{JoinError, SpawnError};
+use super::error::{drop_payload, JoinError, SpawnError};
 use crate::waker::{TaskRef, GEN_MASK, MAX_SLOTS};
 use std::any::Any;
 use std::future::Future;
@@ -100,8 +100,12 @@ where
         }
         match this.fut.poll(cx) {
             Poll::Ready(v) => {
-                if let Some(then) = this.then.take() {
-                    then(Ok(v));
+                // Ended during this poll (aborted, a pipe failed): that end
+                // wins, and `abandon` tells it; the output is dropped.
+                if !super::current_is_ending() {
+                    if let Some(then) = this.then.take() {
+                        then(Ok(v));
+                    }
                 }
                 Poll::Ready(())
             }
@@ -228,16 +232,20 @@ impl After {
         if let Some(mut task) = self.drop_task {
             let why = self.why;
             // A panicking destructor must not take the loop down.
-            let _ = catch_unwind(AssertUnwindSafe(move || {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || {
                 if let Some(why) = why {
                     task.as_mut().abandon(why);
                 }
                 drop(task)
-            }));
+            })) {
+                drop_payload(p);
+            }
         }
         if let Some(w) = self.wake {
             // A foreign waker may panic; the loop goes on.
-            let _ = catch_unwind(AssertUnwindSafe(move || w.wake()));
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || w.wake())) {
+                drop_payload(p);
+            }
         }
     }
 }

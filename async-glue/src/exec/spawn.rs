@@ -283,7 +283,8 @@ where
 ///
 /// Call it once after `Stakker::set_poll_waker` (an event loop and
 /// [`install_poll_waker`] do). Until then, a task waker woken on another
-/// thread queues the wake and panics with a message saying to do this.
+/// thread queues the wake (delivered once this is called) and the first
+/// such wake prints one line on stderr saying to do this (rule 46).
 ///
 /// # Panics
 ///

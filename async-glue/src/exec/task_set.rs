@@ -2,9 +2,11 @@
 //! together when the set is dropped.
 //!
 //! The set keeps task keys, not handles: the [`JoinHandle`] it returns may
-//! be dropped and the set still aborts the task. When its list is full
-//! (16 or more entries), it first forgets the tasks that already ended,
-//! so a long-lived set holds about as many keys as live tasks.
+//! be dropped and the set still aborts the task. Keys are kept per runtime
+//! (a set is usually used with one; each spawn goes to the runtime behind
+//! the `core` it is given). When a runtime's list is full (16 or more
+//! entries), it first forgets the tasks that already ended, so a
+//! long-lived set holds about as many keys as live tasks.
 
 use super::join::JoinHandle;
 use super::slots::TaskKey;
@@ -12,6 +14,7 @@ use super::spawn::{spawner, Spawner};
 use stakker::Core;
 use std::fmt;
 use std::future::Future;
+use std::rc::Rc;
 
 /// Tasks owned by an actor (or anything else): dropping the set aborts
 /// every task in it that is still running.
@@ -20,8 +23,9 @@ use std::future::Future;
 /// or fails, stakker drops its state and the tasks go with it.
 #[derive(Default)]
 pub struct TaskSet {
-    spawner: Option<Spawner>,
-    tasks: Vec<TaskKey>,
+    /// The tasks spawned on each runtime, by runtime (one, in the usual
+    /// case).
+    runs: Vec<(Spawner, Vec<TaskKey>)>,
 }
 
 impl fmt::Debug for TaskSet {
@@ -50,32 +54,33 @@ impl TaskSet {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let spawner = match &self.spawner {
-            Some(s) => s.clone(),
+        let spawner = spawner(core);
+        let h = spawner.spawn(fut);
+        let i = match self
+            .runs
+            .iter()
+            .position(|(s, _)| Rc::ptr_eq(&s.exec, &spawner.exec))
+        {
+            Some(i) => i,
             None => {
-                let s = spawner(core);
-                self.spawner = Some(s.clone());
-                s
+                self.runs.push((spawner, Vec::new()));
+                self.runs.len() - 1
             }
         };
-        let h = spawner.spawn(fut);
-        if self.tasks.len() >= 16 && self.tasks.len() == self.tasks.capacity() {
-            self.tasks.retain(|t| !spawner.exec.is_finished(*t));
+        let (spawner, tasks) = &mut self.runs[i];
+        if tasks.len() >= 16 && tasks.len() == tasks.capacity() {
+            tasks.retain(|t| !spawner.exec.is_finished(*t));
         }
-        self.tasks.push(h.task);
+        tasks.push(h.task);
         h
     }
 
     /// The number of tasks of the set still running.
     pub fn len(&self) -> usize {
-        match &self.spawner {
-            Some(s) => self
-                .tasks
-                .iter()
-                .filter(|t| !s.exec.is_finished(**t))
-                .count(),
-            None => 0,
-        }
+        self.runs
+            .iter()
+            .map(|(s, tasks)| tasks.iter().filter(|t| !s.exec.is_finished(**t)).count())
+            .sum()
     }
 
     /// Whether no task of the set is running.
@@ -85,8 +90,8 @@ impl TaskSet {
 
     /// Aborts every task of the set.
     pub fn abort_all(&mut self) {
-        if let Some(s) = &self.spawner {
-            for t in self.tasks.drain(..) {
+        for (s, tasks) in &mut self.runs {
+            for t in tasks.drain(..) {
                 s.abort(t);
             }
         }

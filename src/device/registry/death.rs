@@ -435,8 +435,12 @@ fn drain(key: Key, ri: usize, first: Option<Watch>, mut cause: Option<Cause>) {
             // dropped unfired (a Ret handler sees None).
             None => catch_unwind(AssertUnwindSafe(|| drop(w))),
         };
-        if let Err(p) = outcome {
-            panic.get_or_insert(p);
+        // The first panic is resumed at the end; a later one's payload
+        // is dropped here, contained (`drop_payload`).
+        match (outcome, &panic) {
+            (Ok(()), _) => {}
+            (Err(p), None) => panic = Some(p),
+            (Err(p), Some(_)) => crate::task::drop_payload(p),
         }
         if !more {
             break;

@@ -23,7 +23,9 @@ pub enum UdpEvent {
         data: Vec<u8>,
     },
     /// The send queue is empty again after a send had to be queued (or
-    /// was refused with [`NetError::Full`]).
+    /// was refused with [`NetError::Full`] while datagrams were queued: a
+    /// datagram larger than the queue's whole bound, refused with nothing
+    /// queued, gets no `Drained`, as it never will fit).
     Drained,
     /// An OS error the loop met: receiving ([`Op::Read`]; e.g. an ICMP
     /// error on a connected port), or sending a queued datagram
@@ -271,7 +273,9 @@ impl UdpPort {
     /// # Errors
     /// * [`NetError::Full`] if queueing would exceed
     ///   [`UdpConfig::send_queue`] (`capacity` is the byte bound): nothing
-    ///   is taken.
+    ///   is taken; [`UdpEvent::Drained`] follows once the queued datagrams
+    ///   are sent (none if nothing was queued: the datagram is larger than
+    ///   the whole bound, and can only go when the OS takes it at once).
     /// * [`NetError::Closed`] if the port is closed.
     /// * [`NetError::Io`] with [`Op::Write`] if the OS refuses the
     ///   datagram (e.g. too long, no route). The port stays open.
