@@ -43,8 +43,11 @@
 //! full; the message comes back ([`SendError::Full`]) only when every
 //! worker refuses it. **Least-loaded** ([`Dispatch::LeastLoaded`]) gives it
 //! to the worker holding the fewest messages (the first such after the
-//! last one used). With a dropping [`Overflow`] policy the chosen worker's
-//! mailbox applies it (to its dead letters, never silently).
+//! last one used); if that one refuses it as full (its room promised to
+//! waiting sends), to the others in turn, as round-robin: `try_send`
+//! returns `Full` only when every worker refuses it. With a dropping
+//! [`Overflow`] policy the chosen worker's mailbox applies it (to its dead
+//! letters, never silently).
 //!
 //! **96. A crashed worker is restarted and its queue survives**: the
 //! message in hand follows the mailbox's [`OnCrash`] policy, the rest go
@@ -437,16 +440,22 @@ impl<A: 'static, M: 'static> Group<A, M> {
         if n == 0 {
             return Err(SendError::Closed(msg));
         }
+        let offer = |mb: &Mailbox<M>, m| mb.try_send(m).map_err(SendError::into_inner);
         match self.inner.spec.dispatch {
-            Dispatch::RoundRobin => {
-                let offer = |mb: &Mailbox<M>, m| mb.try_send(m).map_err(SendError::into_inner);
-                self.round_robin(&workers, msg, offer)
-                    .map_err(SendError::Full)
-            }
+            Dispatch::RoundRobin => self
+                .round_robin(&workers, msg, offer)
+                .map_err(SendError::Full),
             Dispatch::LeastLoaded => {
                 let i = least_loaded(&workers, self.inner.cursor.get() % n);
                 self.inner.cursor.set(i + 1);
-                workers[i].mailbox.try_send(msg)
+                match workers[i].mailbox.try_send(msg) {
+                    // Full though it holds the fewest (its room is promised
+                    // to waiting sends): the others, in turn.
+                    Err(SendError::Full(msg)) => self
+                        .round_robin(&workers, msg, offer)
+                        .map_err(SendError::Full),
+                    sent => sent,
+                }
             }
         }
     }

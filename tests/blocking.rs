@@ -341,6 +341,48 @@ fn blocking_a_full_pool_under_wait_queues_jobs_in_submission_order_without_block
     assert_eq!((s.completed, s.refused, s.outstanding), (5, 0, 0), "{s:?}");
 }
 
+/// Rule 162: a job that finds the pool full takes its place in line when
+/// it is submitted, not when its waiting task is first polled: it counts
+/// as waiting at once, and a job submitted after it, once the room freed
+/// before that poll, does not overtake it.
+#[test]
+fn blocking_a_full_pool_under_wait_keeps_a_job_in_line_and_counted_before_its_task_runs() {
+    let mut rt = runtime(PoolConfig::new().threads(1).queue(0));
+    let pool = rt.blocking();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let outcomes: Outcomes<()> = Rc::default();
+    let job = |name: &'static str| {
+        let order = order.clone();
+        move || order.lock().unwrap().push(name)
+    };
+    let (gate, (runs_tx, runs_rx)) = (Gate::default(), mpsc::channel());
+    let (g, x) = (gate.clone(), job("x"));
+    pool.spawn_ret(
+        move || {
+            runs_tx.send(()).unwrap();
+            g.wait();
+            x()
+        },
+        recorder(&outcomes),
+    );
+    runs_rx.recv_timeout(WAIT).expect("x runs");
+    // One thread, no queue: "a" waits for room, its task not polled yet.
+    pool.spawn_ret(job("a"), recorder(&outcomes));
+    let s = pool.stats();
+    assert_eq!((s.running, s.waiting, s.outstanding), (1, 1, 2), "{s:?}");
+    // "x" ends: its thread frees the room before "a"'s task runs.
+    gate.open();
+    let deadline = Instant::now() + WAIT;
+    while pool.stats().running != 0 {
+        assert!(Instant::now() < deadline, "x never finished");
+        thread::yield_now();
+    }
+    pool.spawn_ret(job("b"), recorder(&outcomes)); // after "a"
+    assert_eq!(run_until_done(&mut rt), Exit::Done);
+    assert_eq!(outcomes.borrow().len(), 3);
+    assert_eq!(*order.lock().unwrap(), ["x", "a", "b"]);
+}
+
 #[test]
 fn blocking_run_is_not_done_while_a_job_outcome_is_to_come() {
     let mut rt = runtime(PoolConfig::new().threads(1));

@@ -152,6 +152,67 @@ fn least_loaded_gives_each_message_to_the_emptiest_worker() {
     }
 }
 
+/// Rule 95: a least-loaded worker may hold the fewest messages and still
+/// be full, its room promised to waiting `send`s; `try_send` then offers
+/// the message to the others, and refuses only when every worker does.
+#[test]
+fn least_loaded_offers_a_message_its_emptiest_worker_refuses_to_the_others() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    const STOP: u32 = 999;
+    struct W;
+    impl W {
+        fn init(_: CX![]) -> Option<Self> {
+            Some(W)
+        }
+    }
+    let mut rt = Rt::new();
+    let spec = GroupSpec::new(
+        "w",
+        2,
+        |core, _| Ok(device!(core, W::init())),
+        |_: &mut W, cx, m: u32| {
+            if m == STOP {
+                cx.stop();
+            }
+        },
+    )
+    .dispatch(Dispatch::LeastLoaded)
+    .mailbox(3, Overflow::Reject)
+    .intensity(10, Duration::from_secs(5));
+    let group = Group::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    // Worker 0 gets [1, STOP, 3], worker 1 [STOP, 5, 7]: both full.
+    for m in [1, STOP, STOP, 5, 3, 7] {
+        group.try_send(m).unwrap();
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    // Two sends wait on worker 0 (the refused try_send moves the cursor
+    // back to it in between).
+    let mut f1 = std::pin::pin!(group.send(10));
+    assert!(f1.as_mut().poll(&mut cx).is_pending());
+    assert!(matches!(group.try_send(11), Err(SendError::Full(11))));
+    let mut f2 = std::pin::pin!(group.send(12));
+    assert!(f2.as_mut().poll(&mut cx).is_pending());
+    // Once the deliveries ran (worker 0 handles 2 messages and stops,
+    // worker 1 handles 1 and stops), before the restarts: worker 0 holds
+    // 1 message and 2 slots promised to the waiting sends (full), worker 1
+    // holds 2 of 3.
+    type Seen = Option<(Vec<usize>, Result<(), SendError<u32>>)>;
+    let out: Rc<RefCell<Seen>> = Rc::default();
+    {
+        let (g, out) = (group.clone(), out.clone());
+        rt.s.defer(move |_| {
+            let depths = g.stats().workers.iter().map(|w| w.depth).collect();
+            *out.borrow_mut() = Some((depths, g.try_send(13)));
+        });
+    }
+    rt.run();
+    let (depths, sent) = out.borrow_mut().take().unwrap();
+    assert_eq!(depths, [1, 2]);
+    assert!(sent.is_ok(), "refused {sent:?} though worker 1 had room");
+}
+
 #[test]
 fn a_crashed_worker_restarts_and_its_queued_messages_go_to_the_next_incarnation() {
     let log: Log = Rc::default();

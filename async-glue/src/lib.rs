@@ -132,9 +132,9 @@ pub use channel::{
     channel, Receiver, ReceiverOrDrop, Recv, SendError, SendFuture, Sender, TrySendError,
 };
 pub use exec::{
-    drop_payload, enable_remote_wakes, install_poll_waker, panic_message, shutdown, spawn, spawn_local,
-    spawn_ret, spawner, try_spawn_local, try_spawner, AbortHandle, JoinError, JoinHandle,
-    SpawnError, Spawner, TaskSet,
+    drop_payload, enable_remote_wakes, install_poll_waker, panic_message, shutdown, spawn,
+    spawn_local, spawn_ret, spawner, try_spawn_local, try_spawner, AbortHandle, JoinError,
+    JoinHandle, SpawnError, Spawner, TaskSet,
 };
 pub use fail::{ActorFail, CauseOf, FailCause};
 pub use pipe::{

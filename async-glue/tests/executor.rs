@@ -202,10 +202,10 @@ fn abort_from_inside_its_own_poll_wins_over_a_completion_in_that_poll() {
     let then: Rc<RefCell<Vec<Result<(), JoinError>>>> = Rc::default();
     let (then2, own_t): (_, Own) = (then.clone(), Rc::default());
     let own_t2 = own_t.clone();
-    let t = stakplane_async::spawner(&mut rt.s).spawn_then(
-        async move { abort_own(&own_t2) },
-        move |r| then2.borrow_mut().push(r),
-    );
+    let t = stakplane_async::spawner(&mut rt.s)
+        .spawn_then(async move { abort_own(&own_t2) }, move |r| {
+            then2.borrow_mut().push(r)
+        });
     *own_t.borrow_mut() = Some(t);
     rt.run();
     assert!(matches!(joined(h), Err(JoinError::Aborted)));

@@ -270,11 +270,14 @@ impl Hub {
                 }
                 WhenFull::Wait => {
                     let hub = self.clone();
-                    // The task holds the job until there is room; dropped
-                    // unrun (the runtime finishing), the job tells its
-                    // target `Shutdown`.
+                    // The job takes its place in line now: a job submitted
+                    // before the task's first poll never overtakes it. The
+                    // task holds the job until there is room; dropped unrun
+                    // (the runtime finishing), the job tells its target
+                    // `Shutdown`.
+                    let push = queue.push_in_line(job);
                     self.0.spawner.spawn_detached(async move {
-                        if let Ok(pushed) = queue.push(job).await {
+                        if let Ok(pushed) = push.await {
                             hub.after_push(&queue, pushed);
                         }
                     });

@@ -76,7 +76,8 @@
 //! either policy and gives the closure back). Under [`WhenFull::Wait`]
 //! (the default) it waits on the runtime thread, which it never blocks,
 //! and is queued when room frees up, in submission order: a later job
-//! never overtakes a waiting one.
+//! never overtakes a waiting one. A job waits (and counts as waiting in
+//! [`BlockingStats`]) from the moment it is submitted.
 //!
 //! **163. A job not yet delivered is work**: `Runtime::run` does not
 //! return [`Exit::Done`](crate::rt::Exit::Done) while a job's outcome is
@@ -111,9 +112,10 @@
 //! **166. A service's inbox is bounded and gives refused messages back**:
 //! [`Inbox::try_send`] returns `Full(msg)` when `capacity` messages wait
 //! (or a waiting send is ahead of it) and `Closed(msg)` once the service
-//! ended; [`Inbox::send`] waits for room in send order without blocking
-//! the runtime thread, and gets its message back if the service ends
-//! while it waits.
+//! ended; [`Inbox::send`] waits for room in send order (from its first
+//! poll; a [`ServiceActor::send`] call from the call itself) without
+//! blocking the runtime thread, and gets its message back if the service
+//! ends while it waits.
 //!
 //! **167. A reply crosses back exactly once**: [`Reply::send`] delivers to
 //! its `Ret` on the runtime thread; a `Reply` dropped unsent drops the

@@ -149,6 +149,24 @@ impl<T> Bounded<T> {
         }
     }
 
+    /// As [`push`](Bounded::push), but takes its place in line now, not at
+    /// its first poll: for a push handed to a task, which is polled later
+    /// (from the stakker queue), so that nothing pushed after it, waiting
+    /// or not, overtakes it meanwhile. Until that first poll its waker is
+    /// a placeholder: a turn that comes before it is taken at the poll.
+    pub(crate) fn push_in_line(self: &Arc<Self>, item: T) -> Push<T> {
+        let mut st = lock(&self.state);
+        let id = st.next_waiter;
+        st.next_waiter += 1;
+        st.waiters.push_back((id, Waker::noop().clone()));
+        drop(st);
+        Push {
+            queue: self.clone(),
+            item: Some(item),
+            id: Some(id),
+        }
+    }
+
     /// Takes the next item, blocking while the queue is open and empty;
     /// `None` once it is closed and drained. With `hold`, the item counts
     /// against the room until [`done`](Bounded::done).
@@ -334,6 +352,31 @@ mod tests {
         assert_eq!(q.pop(false), Some(2));
         assert!(matches!(poll(&mut b), Poll::Ready(Ok(_))));
         assert_eq!(q.pop(false), Some(3));
+    }
+
+    /// A push made in line holds its place before its first poll: a push
+    /// made after it, waiting or not, never overtakes it (rules 162, 166:
+    /// a job or a service send handed to a task). Its stats count it.
+    #[test]
+    fn waiting_pushers_go_in_order_and_a_push_in_line_holds_its_place_before_its_first_poll() {
+        let q = Arc::new(Bounded::new(1));
+        assert!(q.try_push(1).is_ok());
+        let mut a = q.push_in_line(2); // not polled yet
+        assert_eq!(q.counts().waiting, 1);
+        assert_eq!(q.pop(false), Some(1));
+        // Room, but a is first in line.
+        assert!(matches!(q.try_push(9), Err(PushError::Full(9))));
+        let mut b = q.push(3);
+        assert!(poll(&mut b).is_pending());
+        assert!(matches!(poll(&mut a), Poll::Ready(Ok(_))));
+        assert_eq!(q.pop(false), Some(2));
+        assert!(matches!(poll(&mut b), Poll::Ready(Ok(_))));
+        assert_eq!(q.pop(false), Some(3));
+        // Dropped unpolled, it leaves the line and passes its turn on.
+        let c = q.push_in_line(4);
+        drop(c);
+        assert_eq!(q.counts().waiting, 0);
+        assert!(q.try_push(5).is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`Inbox`] (rules 165–167).
 
 use super::hub::Hub;
-use super::queue::{Bounded, PushError};
+use super::queue::{Bounded, Push, PushError};
 use super::reply;
 use super::{drop_quietly, panic_text, Reply};
 use crate::cause::{Cause, DeviceId};
@@ -117,7 +117,9 @@ impl<M: Send + 'static> ServiceActor<M> {
     /// task), replying with the result once the message is queued or the
     /// service ended.
     pub fn send(&mut self, _: CX![], msg: M, ret: Ret<Result<(), SendError<M>>>) {
-        let send = self.inbox.send(msg);
+        // In line now, in call order: a `try_send` called after it never
+        // overtakes it while its task waits for its first poll.
+        let send = queued(self.inbox.queue.push_in_line(msg));
         self.inbox.hub.spawner().spawn_ret(send, ret);
     }
 }
@@ -128,6 +130,12 @@ impl<M: Send + 'static> Drop for ServiceActor<M> {
         // ends; the messages it did not take are dropped here.
         drop(self.inbox.queue.close());
     }
+}
+
+/// A send's push, awaited: queued, or the message back if the service
+/// ended first.
+async fn queued<M>(push: Push<M>) -> Result<(), SendError<M>> {
+    push.await.map(|_| ()).map_err(SendError::Closed)
 }
 
 /// The inbox of a thread service: a bounded queue its thread takes
@@ -181,8 +189,7 @@ impl<M: Send + 'static> Inbox<M> {
     /// [`SendError::Closed`] with `msg` if the service ends first.
     /// `Send` when `M` is: it can be awaited anywhere.
     pub fn send(&self, msg: M) -> impl Future<Output = Result<(), SendError<M>>> + Send + 'static {
-        let push = self.queue.push(msg);
-        async move { push.await.map(|_| ()).map_err(SendError::Closed) }
+        queued(self.queue.push(msg))
     }
 
     /// Asks the service: `make` builds the message around a [`Reply`] (at

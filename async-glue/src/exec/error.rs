@@ -7,8 +7,8 @@
 
 use crate::fail::ActorFail;
 use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 /// Why a task did not produce its output.
