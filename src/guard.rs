@@ -59,8 +59,9 @@
 //! nothing is added but a callsite check.
 //!
 //! **32a. A panicking raw watcher still lets the others be notified**: every
-//! watcher of the dead device gets its `Down` first, then the panic
-//! resumes.
+//! watcher of the dead device gets its `Down` first, then the first panic
+//! resumes (a later one's payload is dropped, contained even if its own
+//! `Drop` panics).
 //!
 //! **32b. A panic in the `Drop` of a device's state ends that device with
 //! `Panic`**, whichever end stakplane's code carried out: a `stop!`,

@@ -344,6 +344,38 @@ fn kill_ends_a_device_still_in_prep() {
     drop(log);
 }
 
+/// Rule 32a with two panicking raw watchers, the second one's payload
+/// panicking again when dropped: the watchers after them are still told,
+/// and the first panic is the one resumed.
+#[test]
+fn raw_watcher_panic_still_notifies_the_others_when_a_later_payload_panics_on_drop() {
+    let (mut rt, _log, target) = rt_with_dev("target");
+    rt.run();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen2 = seen.clone();
+    let _ = target.monitor(Ret::new(|d: Option<Down>| {
+        if d.is_some() {
+            panic!("{TEST_PANIC} in a raw watcher");
+        }
+    }));
+    let _ = target.monitor(Ret::new(|d: Option<Down>| {
+        if d.is_some() {
+            stakplane_testkit::panic_with_a_payload_that_panics_on_drop();
+        }
+    }));
+    let _ = target.monitor(Ret::new(move |d: Option<Down>| {
+        seen2.borrow_mut().push(d.is_some())
+    }));
+    call!([target], stop());
+    let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run()));
+    let payload = escaped.expect_err("a raw handler is not guarded: it unwinds");
+    assert_eq!(
+        stakplane_testkit::panic_message(&*payload),
+        format!("{TEST_PANIC} in a raw watcher")
+    );
+    assert_eq!(*seen.borrow(), [true], "the last watcher was told");
+}
+
 #[test]
 fn raw_watcher_panic_still_notifies_the_others() {
     let (mut rt, _log, target) = rt_with_dev("target");
