@@ -160,6 +160,17 @@ pub(crate) fn current() -> Option<(Rc<Exec>, TaskKey)> {
     Some((local_exec(rt)?, k))
 }
 
+/// A task's panic, caught: its message, reported; the payload dropped
+/// (contained: it is user data, and its `Drop` may panic too).
+#[cold]
+#[inline(never)]
+fn contained(payload: Box<dyn std::any::Any + Send>) -> Rc<str> {
+    let msg = panic_message(&*payload);
+    drop_payload(payload);
+    crate::quiet::report_contained(format_args!("a task panicked: {msg}"));
+    msg
+}
+
 /// Whether the task being polled on this thread has been ended during
 /// this poll (aborted, or failed by a drop-the-task pipe): its end wins
 /// over a completion in the same poll (rules 42, 49).
@@ -338,12 +349,7 @@ impl Exec {
         CURRENT.set(prev);
         // The panic payload is user data: read it and drop it here, not
         // inside the slot table borrow.
-        let res = res.map_err(|payload| {
-            let msg = panic_message(&*payload);
-            drop_payload(payload);
-            crate::quiet::report_contained(format_args!("a task panicked: {msg}"));
-            msg
-        });
+        let res = res.map_err(contained);
 
         let after = {
             let mut slots = self.slots.borrow_mut();
