@@ -452,7 +452,7 @@ impl<A: 'static, M: 'static> Group<A, M> {
                     // Full though it holds the fewest (its room is promised
                     // to waiting sends): the others, in turn.
                     Err(SendError::Full(msg)) => self
-                        .round_robin(&workers, msg, offer)
+                        .offer_in_turn(&workers, i + 1, n - 1, msg, offer)
                         .map_err(SendError::Full),
                     sent => sent,
                 }
@@ -571,10 +571,25 @@ impl<A: 'static, M: 'static> Group<A, M> {
         msg: M,
         offer: impl Fn(&Mailbox<M>, M) -> Result<(), M>,
     ) -> Result<(), M> {
+        let start = self.inner.cursor.get();
+        self.offer_in_turn(workers, start, workers.len(), msg, offer)
+    }
+
+    /// Offers `msg` to `tries` workers in turn from worker `start` (modulo
+    /// their number) with `offer`; the cursor moves past the worker that
+    /// takes it.
+    fn offer_in_turn(
+        &self,
+        workers: &[Rc<Worker<M>>],
+        start: usize,
+        tries: usize,
+        msg: M,
+        offer: impl Fn(&Mailbox<M>, M) -> Result<(), M>,
+    ) -> Result<(), M> {
         let n = workers.len();
-        let start = self.inner.cursor.get() % n.max(1);
+        let start = start % n.max(1);
         let mut msg = msg;
-        for k in 0..n {
+        for k in 0..tries.min(n) {
             let i = (start + k) % n;
             match offer(&workers[i].mailbox, msg) {
                 Ok(()) => {
