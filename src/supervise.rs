@@ -143,8 +143,11 @@
 //!
 //! **82. The runtime API** (OTP's): `start_child` appends and starts a child
 //! (a taken id: `AlreadyStarted` / `AlreadyPresent`; a failed start
-//! keeps nothing); `terminate_child` stops it per its policy and it stays
-//! down (no strategy restarts it) until `restart_child`; `delete_child`
+//! keeps nothing); `terminate_child` stops it per its policy (asked while
+//! the child's start function runs, it stops the incarnation that start
+//! makes) and it stays down until `restart_child`, or until a one_for_all
+//! or rest_for_one restart that includes it (rule 75, as OTP's; one_for_one
+//! never restarts it); `delete_child`
 //! removes a child that is not running; `which_children` and
 //! `count_children` report kind and status (`Running`, `Terminating`,
 //! `Restarting`, `Stopped`). Calls return at once; a termination

@@ -1134,6 +1134,60 @@ fn start_child_adds_after_the_others_and_refuses_a_taken_id() {
     assert_eq!(ids, ["a", "b"]);
 }
 
+/// Rule 82 with rule 75: a child stopped by `terminate_child` is not
+/// restarted by one_for_one, but a one_for_all restart includes it, as
+/// OTP's `start_children` starts every child of the set.
+#[test]
+fn terminated_child_stays_down_until_a_restart_that_includes_it_as_in_otp() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(&mut rt, SupervisorSpec::one_for_all(), &log, &["a", "b"]);
+    let r = sup.handle();
+    r.terminate_child(&mut rt.s, "b").unwrap();
+    rt.run();
+    assert_eq!(status(&r, "b"), "Stopped");
+    a[0].send(|w, cx| w.crash(cx)).unwrap();
+    rt.run();
+    assert_eq!((status(&r, "a"), status(&r, "b")), ("Running", "Running"));
+}
+
+/// Rule 82: `terminate_child` asked while the child's start function runs
+/// (by that function: the call may use the supervisor's API) stops the
+/// incarnation that start makes, per its policy, and the child stays down.
+#[test]
+fn terminate_child_during_its_own_start_stops_the_new_incarnation() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let me: Rc<RefCell<Option<SupervisorRef>>> = Rc::default();
+    let (m, l, starts) = (me.clone(), log.clone(), Rc::new(Cell::new(0)));
+    let n = starts.clone();
+    let b: ChildSpec<W> = ChildSpec::worker("b", move |core| {
+        n.set(n.get() + 1);
+        if n.get() == 2 {
+            let sup = m.borrow().clone().expect("set after the first start");
+            sup.terminate_child(core, "b").unwrap();
+        }
+        Ok(device!(core, W::init("b".into(), l.clone())).into())
+    });
+    let addr = b.addr();
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(b)).unwrap();
+    *me.borrow_mut() = Some(sup.handle());
+    rt.run();
+    addr.send(|w, cx| w.crash(cx)).unwrap();
+    rt.run();
+    assert_eq!(starts.get(), 2);
+    assert_eq!(status(&sup.handle(), "b"), "Stopped");
+    assert_eq!(
+        take(&log),
+        ["stop b", "stop b"],
+        "both incarnations stopped"
+    );
+    // It stays down until restart_child, which starts it for good.
+    sup.handle().restart_child(&mut rt.s, "b").unwrap();
+    rt.run();
+    assert_eq!((starts.get(), status(&sup.handle(), "b")), (3, "Running"));
+}
+
 #[test]
 fn terminated_child_stays_down_until_restart_child_and_can_then_be_deleted() {
     let mut rt = Rt::new();

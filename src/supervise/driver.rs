@@ -673,6 +673,9 @@ pub(super) fn start_entry(
         event = "start",
         "child started"
     );
+    // A `terminate_child` asked during the start queued the new
+    // incarnation's termination (`State::place`).
+    pump(sh, core);
     Ok(dev)
 }
 

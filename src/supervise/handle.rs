@@ -204,7 +204,10 @@ impl SupervisorRef {
 
     /// Terminates a child per its shutdown policy (OTP
     /// `terminate_child/2`); it is not restarted until
-    /// [`restart_child`](SupervisorRef::restart_child). A dynamic child
+    /// [`restart_child`](SupervisorRef::restart_child), or a one_for_all or
+    /// rest_for_one restart that includes it (as in OTP). Asked while the
+    /// child's start function runs, it terminates the incarnation that
+    /// start makes. A dynamic child
     /// is removed once down. Returns at once; the termination is queued
     /// behind the supervisor's work in progress, and the child is down
     /// once its Down has reached the supervisor. A child not running is
@@ -235,11 +238,7 @@ impl SupervisorRef {
     /// [`ChildError::ShuttingDown`], [`ChildError::SupervisorDown`].
     pub fn restart_child(&self, core: &mut Core, id: &str) -> Result<Line, ChildError> {
         let sh = self.shared()?;
-        let key = {
-            let g = sh.borrow();
-            let i = g.st.stopped_child(id)?;
-            g.st.entries[i].key
-        };
+        let key = sh.borrow_mut().st.take_for_restart(id)?;
         match driver::start_entry(&sh, core, key) {
             Ok(_) => driver::line_of(&sh, key),
             Err(error) => Err(ChildError::Start(StartError::Child {

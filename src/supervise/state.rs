@@ -281,6 +281,17 @@ impl<L, X> State<L, X> {
         Ok(i)
     }
 
+    /// A `restart_child` request for child `id` (see
+    /// [`stopped_child`](State::stopped_child)): the key of the child to
+    /// start, no longer held (a `terminate_child` asked during its start
+    /// holds it again).
+    pub(super) fn take_for_restart(&mut self, id: &str) -> Result<Key, ChildError> {
+        let i = self.stopped_child(id)?;
+        let e = &mut self.entries[i];
+        e.held = false;
+        Ok(e.key)
+    }
+
     #[inline]
     pub(super) fn index(&self, key: Key) -> Option<usize> {
         self.entries.iter().position(|e| e.key == key)
@@ -707,7 +718,12 @@ impl<L, X> State<L, X> {
         }
         let e = &mut self.entries[i];
         e.pending = false;
-        e.held = false;
+        // Still held: `terminate_child` was asked while the start function
+        // ran (there was nothing to stop yet). The request stands: the new
+        // incarnation is terminated per its policy, and stays down.
+        if e.held {
+            self.jobs.push_back(Job::Terminate(key));
+        }
         e.run = Some(Running {
             dev,
             extra,
