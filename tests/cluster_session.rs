@@ -1,4 +1,4 @@
-//! Node sessions: Noise XXpsk3 keyed by the cluster secret, without I/O
+//! Node sessions: Noise XXpsk2 keyed by the cluster secret, without I/O
 //! (rule 116 in `src/cluster/mod.rs`).
 #![cfg(feature = "cluster")]
 
@@ -69,16 +69,31 @@ fn session_with_the_same_secret_authenticates_both_sides_and_carries_frames_both
 
 #[test]
 fn session_with_a_wrong_secret_is_refused_typed() {
+    // Whichever side lacks the secret, the side that connects finds the
+    // mismatch at the second message, before it reads the other's hello,
+    // and the side that accepts is left mid-handshake.
+    for (sa, sb) in [(1, 2), (2, 1)] {
+        let mut a = Session::initiator(node(1), &secret(sa)).expect("noise");
+        let mut b = Session::responder(node(2), &secret(sb)).expect("noise");
+        let err = pump(&mut a, &mut b).expect_err("refused");
+        assert!(matches!(err, SessionError::Noise(_)), "{err:?}");
+        assert!(!a.is_established() && a.peer().is_none(), "a took {a:?}");
+        assert!(!b.is_established() && b.peer().is_none(), "b took {b:?}");
+        assert!(matches!(a.receive(&[]), Err(SessionError::Failed)));
+        assert!(matches!(
+            a.send(&Frame::Gossip(vec![])),
+            Err(SessionError::Failed)
+        ));
+        assert!(matches!(b.end_of_input(), Err(SessionError::Unfinished)));
+    }
+}
+
+#[test]
+fn session_with_a_wrong_secret_is_refused_before_the_version_is_checked() {
     let mut a = Session::initiator(node(1), &secret(1)).expect("noise");
-    let mut b = Session::responder(node(2), &secret(2)).expect("noise");
+    let mut b = Session::with_version(node(2), &secret(2), false, WIRE_VERSION + 1).expect("noise");
     let err = pump(&mut a, &mut b).expect_err("refused");
     assert!(matches!(err, SessionError::Noise(_)), "{err:?}");
-    assert!(!b.is_established());
-    assert!(matches!(b.receive(&[]), Err(SessionError::Failed)));
-    assert!(matches!(
-        b.send(&Frame::Gossip(vec![])),
-        Err(SessionError::Failed)
-    ));
 }
 
 #[test]

@@ -244,14 +244,53 @@ fn tcp_an_authenticated_peer_gone_mid_frame_is_a_truncated_frame() {
 
 #[test]
 fn tcp_a_peer_with_a_wrong_secret_is_refused() {
+    // The client finds the mismatch at the second message and gives up,
+    // as a node does: the side that accepted is left mid-handshake.
     bad_input(
         |rt, to, _| {
             let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
             let session = Session::initiator(me, &Secret::new([5; 32])).expect("noise");
-            let (client, _) = handshake(rt, to, session);
-            Some(client)
+            let (client, session) = handshake(rt, to, session);
+            assert!(!session.is_established() && session.peer().is_none());
+            drop(client);
+            None
         },
-        |e| matches!(e, ConnError::Session(SessionError::Noise(_))),
+        |e| matches!(e, ConnError::Session(SessionError::Unfinished)),
+    );
+}
+
+/// Rules 116 and 131 from the side that connects: a listener without the
+/// secret is refused as bad input there too (a typed `Noise` error,
+/// counted in `failed`), and what it claimed to be is never taken as the
+/// link's node.
+#[test]
+fn tcp_a_connect_to_a_listener_with_a_wrong_secret_is_refused_as_bad_input() {
+    let (warnings, _guard) = Warnings::count();
+    let mut rt = virtual_rt();
+    let a = side(&mut rt, &Secret::new([1; 32]), None);
+    let claimed = NodeId::new("10.9.9.9:9".parse().expect("addr"), 77);
+    let to = free_port();
+    let d = side_as(&mut rt, &Secret::new([2; 32]), Some(to), Some(claimed));
+    a.send_to(to, 1, false).expect("room");
+    assert!(run_until(&mut rt, HANDSHAKE_TIMEOUT, || !a
+        .errors
+        .borrow()
+        .is_empty()));
+    let node = a.t.links().into_iter().find(|l| l.addr == to);
+    assert_eq!(node.and_then(|l| l.node), None, "the claim was not taken");
+    let errors = a.take_errors();
+    assert!(
+        errors.iter().all(|e| e.starts_with("Session(Noise")),
+        "{errors:?}"
+    );
+    assert!(
+        a.t.stats().failed >= 1 && warnings.get() >= 1,
+        "{:?}",
+        a.t.stats()
+    );
+    assert!(
+        d.got.borrow().is_empty(),
+        "nothing reached the listener's node"
     );
 }
 

@@ -24,7 +24,7 @@
 //!   or `Cause::Lost` when its node is lost.
 //!
 //! - [`Session`]: an authenticated, encrypted session between two nodes,
-//!   without I/O: Noise `XXpsk3` (`snow`) keyed by the cluster's
+//!   without I/O: Noise `XXpsk2` (`snow`) keyed by the cluster's
 //!   [`Secret`], the version checked after authentication, frames cut
 //!   into Noise messages.
 //!
@@ -155,8 +155,13 @@
 //! [`AskError::TooLarge`].
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
-//! gets a session**: a wrong secret, garbage or tampered bytes end the
-//! session with [`SessionError::Noise`], another version with
+//! gets a session**, on either side: a wrong secret, garbage or tampered
+//! bytes end the session with [`SessionError::Noise`] on the side that
+//! detects it (the side that connects, for a peer that accepted without
+//! the secret; the side that accepts, for a client without it), and the
+//! other side, left mid-handshake, with [`SessionError::Unfinished`];
+//! a payload in the first message, which is in clear, with
+//! [`SessionError::Unauthenticated`]; another version with
 //! [`SessionError::Version`] (checked after authentication); a failed
 //! session reads and sends nothing more; no input panics (10,000 real
 //! handshake messages spoiled per test run: flipped, cut, extended,

@@ -1,7 +1,11 @@
 //! An authenticated, encrypted session between two nodes, without I/O
 //! (rule 116 in the [cluster](super) docs): Noise
-//! `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (the `snow` crate), keyed by the
-//! cluster's [`Secret`].
+//! `Noise_XXpsk2_25519_ChaChaPoly_BLAKE2s` (the `snow` crate), keyed by the
+//! cluster's [`Secret`]. The secret is mixed in from the second message
+//! on, so each side has authenticated the other before it reads the
+//! other's hello (the side that connects with the second message, the
+//! side that accepts with the third), and the first message, in clear,
+//! carries nothing.
 //!
 //! Bytes go in through [`Session::receive`] and out through
 //! [`Session::take_output`]; whoever owns the socket moves them. On the
@@ -23,7 +27,7 @@ use snow::{HandshakeState, TransportState};
 use std::fmt;
 
 /// The Noise protocol of every session.
-pub const NOISE_PARAMS: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+pub const NOISE_PARAMS: &str = "Noise_XXpsk2_25519_ChaChaPoly_BLAKE2s";
 
 /// The largest Noise message.
 const NOISE_MAX: usize = 65535;
@@ -76,6 +80,13 @@ pub enum SessionError {
         /// Bytes received and not yet a whole message or frame.
         pending: usize,
     },
+    /// The peer closed its side before the handshake was done
+    /// ([`Session::end_of_input`]): a client that gave up, or a peer that
+    /// refused this side's secret.
+    Unfinished,
+    /// The peer's first handshake message, which is not encrypted, carried
+    /// a payload: nothing is taken from a peer before it is authenticated.
+    Unauthenticated,
     /// The session failed earlier; nothing more is read or sent.
     Failed,
 }
@@ -93,6 +104,12 @@ impl fmt::Display for SessionError {
                 f,
                 "the peer closed in the middle of a message ({pending} bytes left over)"
             ),
+            SessionError::Unfinished => {
+                f.write_str("the peer closed before the handshake was done")
+            }
+            SessionError::Unauthenticated => {
+                f.write_str("the peer sent a payload before it was authenticated")
+            }
             SessionError::Failed => f.write_str("the session has failed"),
         }
     }
@@ -175,7 +192,7 @@ impl Session {
         let builder = snow::Builder::new(NOISE_PARAMS.parse().map_err(SessionError::Noise)?)
             .local_private_key(&keys.private)
             .map_err(SessionError::Noise)?
-            .psk(3, &secret.0)
+            .psk(2, &secret.0)
             .map_err(SessionError::Noise)?;
         let hs = if initiator {
             builder.build_initiator()
@@ -290,18 +307,24 @@ impl Session {
     ///
     /// # Errors
     /// [`SessionError::Truncated`] if the peer stopped in the middle of
-    /// a Noise message or of a frame (bad input, as garbage is);
+    /// a Noise message or of a frame, [`SessionError::Unfinished`] before
+    /// the handshake was done (bad input, as garbage is);
     /// [`SessionError::Failed`] if the session had failed already.
     pub fn end_of_input(&mut self) -> Result<(), SessionError> {
-        if matches!(self.state, State::Failed) {
-            return Err(SessionError::Failed);
-        }
+        let handshake = match self.state {
+            State::Failed => return Err(SessionError::Failed),
+            State::Handshake(_) => true,
+            State::Transport(_) => false,
+        };
         let pending = self.pending();
         self.state = State::Failed;
         self.inbuf = Vec::new();
         self.out.clear();
         if pending > 0 {
             return Err(SessionError::Truncated { pending });
+        }
+        if handshake {
+            return Err(SessionError::Unfinished);
         }
         Ok(())
     }
@@ -397,6 +420,11 @@ impl Session {
         let n = hs
             .read_message(msg, &mut payload)
             .map_err(SessionError::Noise)?;
+        // The first message is in clear: its payload, if any, would be
+        // taken from a peer not yet authenticated.
+        if n > 0 && hs.get_remote_static().is_none() {
+            return Err(SessionError::Unauthenticated);
+        }
         if n > 0 {
             let mut reader = FrameReader::new(MAX_FRAME);
             reader.push(&payload[..n]);
@@ -460,4 +488,42 @@ fn push_message(out: &mut Vec<u8>, msg: &[u8]) {
     let len = u16::try_from(msg.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&msg[..usize::from(len)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rule 116: the first handshake message is in clear; a payload in it
+    /// (a hello, say) is refused, not taken from a peer that is not
+    /// authenticated yet.
+    #[test]
+    fn a_payload_in_the_first_message_is_refused_unauthenticated() {
+        let node = NodeId::new(std::net::SocketAddr::from(([10, 0, 2, 1], 7000)), 1);
+        let secret = [7; 32];
+        let params = NOISE_PARAMS.parse().expect("params");
+        let keys = snow::Builder::new(params).generate_keypair().expect("keys");
+        let mut hs = snow::Builder::new(NOISE_PARAMS.parse().expect("params"))
+            .local_private_key(&keys.private)
+            .and_then(|b| b.psk(2, &secret))
+            .and_then(|b| b.build_initiator())
+            .expect("initiator");
+        let mut hello = Vec::new();
+        Frame::Hello {
+            version: WIRE_VERSION,
+            node,
+        }
+        .encode_into(&mut hello, MAX_FRAME)
+        .expect("encodes");
+        let mut msg = vec![0; NOISE_MAX];
+        let n = hs.write_message(&hello, &mut msg).expect("writes");
+        let mut wire = Vec::new();
+        push_message(&mut wire, &msg[..n]);
+        let mut b = Session::responder(node, &Secret::new(secret)).expect("noise");
+        assert!(matches!(
+            b.receive(&wire),
+            Err(SessionError::Unauthenticated)
+        ));
+        assert!(b.peer().is_none());
+    }
 }

@@ -252,7 +252,9 @@ pub(super) fn on_event(weak: &Weak<RefCell<Inner>>, s: &mut Stakker, serial: u64
                     return;
                 };
                 match link.session.end_of_input() {
-                    Err(e @ SessionError::Truncated { .. }) => ConnError::Session(e),
+                    Err(e @ (SessionError::Truncated { .. } | SessionError::Unfinished)) => {
+                        ConnError::Session(e)
+                    }
                     _ => ConnError::Closed,
                 }
             };

@@ -57,7 +57,9 @@
 //! **131. Bad input over TCP closes that connection with a typed error,
 //! counted and logged, never the node**: garbage from a raw client, a
 //! client gone in the middle of the handshake or of a frame, a wrong
-//! secret, another wire version, an authenticated peer announcing a
+//! secret (on either side: the side that connects finds it first, the
+//! side that accepts sees the client give up mid-handshake), another wire
+//! version, an authenticated peer announcing a
 //! frame over the limit, a client that does not authenticate within
 //! [`HANDSHAKE_TIMEOUT`], a connection past [`PENDING_HANDSHAKES`]: that
 //! connection is closed, its [`ConnError`] is told to
