@@ -49,7 +49,9 @@
 //! On the virtual clock (`Builder::virtual_time`) time jumps when the
 //! loop would otherwise wait: to the next timer, never past a `run_for` /
 //! `step` bound or the grace deadline of a stop — to that bound if no
-//! timer is set — and only after idle work has run.
+//! timer is set — and only after queued work has run (idle items, and the
+//! ends a stop queues). A timer time can never reach (past the horizon,
+//! rule 58a) is waited for in the poll, as on the real clock.
 //!
 //! **58a. Time never moves past the timer horizon**: a `run_for` or
 //! `step` bound past it ends at it (on virtual time the clock stops
@@ -57,7 +59,9 @@
 //!
 //! **59. Every post a `Remote` accepts runs exactly once**, on the runtime
 //! thread, in posting order per posting thread — also when the runtime
-//! stops in between (posts accepted before the close run during it).
+//! stops in between (posts accepted before the close run during it). A
+//! post runs on the queue, at the loop's time of that turn (`now()` is
+//! never before the post was made), so a timer it sets is never early.
 //! Once the runtime is gone, a post fails with `PostError`, which gives
 //! the closure (or `RemoteFwd` message) back.
 //!
@@ -672,8 +676,11 @@ impl Runtime {
         {
             bound = Some(bound.map_or(deadline, |b| b.min(deadline)));
         }
-        let timeout = self.timeout(idle_pending, bound);
-        self.wait(timeout, bound, idle_pending)?;
+        // Work queued (idle items, or the ends a stop just queued): the
+        // poll must not wait, nor time jump before it runs.
+        let queued = idle_pending || std::mem::take(&mut self.kick);
+        let timeout = self.timeout(queued, bound);
+        self.wait(timeout, bound, queued)?;
         #[cfg(feature = "metrics")]
         let work = Instant::now();
         let idle_pending = self.run_queue();
@@ -802,7 +809,7 @@ impl Runtime {
     /// How long the poll may wait: until the next timer or `bound`,
     /// whichever is first; not at all if work is queued.
     fn timeout(&mut self, idle_pending: bool, bound: Option<Instant>) -> Option<Duration> {
-        if idle_pending || std::mem::take(&mut self.kick) {
+        if idle_pending {
             return Some(Duration::ZERO);
         }
         match self.clock {
@@ -813,7 +820,15 @@ impl Runtime {
             }
             // Poll without waiting: if nothing happens, time jumps to the
             // next timer or the bound.
-            Clock::Virtual(_) if self.stakker.next_expiry().is_some() || bound.is_some() => {
+            Clock::Virtual(_) if bound.is_some() => Some(Duration::ZERO),
+            // A timer time can jump to: one at or past the horizon never
+            // fires once the clock has stopped there (rule 58a): wait.
+            Clock::Virtual(now)
+                if self
+                    .stakker
+                    .next_expiry()
+                    .is_some_and(|t| t.min(self.horizon()) > now) =>
+            {
                 Some(Duration::ZERO)
             }
             Clock::Virtual(_) => None,
@@ -873,12 +888,14 @@ impl Runtime {
             self.stakker.poll_wake();
             let mut jobs = std::mem::take(&mut self.jobs);
             self.shared.take(&mut jobs);
-            crate::task::turn(|| {
-                for job in jobs.drain(..) {
-                    self.stats.posts += 1;
-                    job(&mut self.stakker);
-                }
-            });
+            // Queued, not run here: the queue run that follows moves
+            // stakker's clock to now first, so a post sees the time it
+            // runs at (a timer it sets is not early), and runs before the
+            // timers that are due.
+            for job in jobs.drain(..) {
+                self.stats.posts += 1;
+                self.stakker.defer(job);
+            }
             self.jobs = jobs;
         }
         if signalled {

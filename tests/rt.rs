@@ -541,6 +541,81 @@ fn a_panic_through_run_poisons_the_runtime_without_aborting() {
     assert!(!remote.is_open());
 }
 
+/// Rule 59: a post runs at the loop's time of its turn, not at the time of
+/// the loop's last queue run: after a busy turn, a timer the post sets is
+/// not early. (Real clock: the assertions are lower bounds only.)
+#[test]
+fn a_timer_set_by_a_post_is_never_early() {
+    use std::sync::{Arc, Mutex};
+    type Seen = (Option<Instant>, Option<Instant>, Option<Instant>);
+    let mut rt = Runtime::new().unwrap();
+    let remote = rt.remote();
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let seen2 = seen.clone();
+    let exit = rt
+        .run(move |rt| {
+            rt.core().defer(move |s| {
+                // A busy turn: the loop's clock falls 50 ms behind.
+                let busy_until = s.now() + Duration::from_millis(50);
+                while Instant::now() < busy_until {
+                    std::hint::spin_loop();
+                }
+                std::thread::spawn(move || {
+                    seen2.lock().unwrap().0 = Some(Instant::now());
+                    let seen3 = seen2.clone();
+                    let posted = remote.post(move |s| {
+                        seen3.lock().unwrap().1 = Some(s.now());
+                        let seen4 = seen3.clone();
+                        s.after(Duration::from_millis(20), move |_| {
+                            seen4.lock().unwrap().2 = Some(Instant::now());
+                        });
+                    });
+                    assert!(posted.is_ok());
+                })
+                .join()
+                .unwrap();
+            });
+        })
+        .unwrap();
+    assert_eq!(exit, Exit::Done);
+    let (posted, job_now, fired) = *seen.lock().unwrap();
+    let (posted, job_now, fired) = (posted.unwrap(), job_now.unwrap(), fired.unwrap());
+    assert!(
+        job_now >= posted,
+        "the post ran at a time before it was made"
+    );
+    assert!(
+        fired - posted >= Duration::from_millis(20),
+        "a 20 ms timer set by a post fired {:?} after the post",
+        fired - posted
+    );
+}
+
+/// Rule 58: on virtual time, a timer past the horizon (a raw stakker one:
+/// stakplane's own are clamped) can never fire once the clock stopped
+/// there; the idle loop waits in the poll for a stop instead of spinning.
+#[test]
+fn virtual_time_never_spins_on_a_timer_past_the_horizon() {
+    let start = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(start).build().unwrap();
+    rt.core().after(Duration::from_secs(1 << 33), |_| {});
+    assert_eq!(rt.run_for(Duration::MAX).unwrap(), Status::Running);
+    assert_eq!(rt.now() - start, stakplane::task::TIMER_HORIZON);
+    let before = rt.stats().turns;
+    let remote = rt.remote();
+    let stopper = std::thread::spawn(move || {
+        // A bounded wait on a channel nobody sends on: 200 ms.
+        let (_tx, rx) = mpsc::channel::<()>();
+        let _ = rx.recv_timeout(Duration::from_millis(200));
+        let _ = remote.stop();
+    });
+    let exit = rt.run(|_| {}).unwrap();
+    stopper.join().unwrap();
+    assert_eq!(exit, Exit::Stopped(Some(StopKind::Stopped)));
+    let turns = rt.stats().turns - before;
+    assert!(turns < 100, "an idle loop made {turns} turns in 200 ms");
+}
+
 #[test]
 fn virtual_time_run_for_advances_with_no_timer_set() {
     let start = Instant::now();
@@ -566,8 +641,9 @@ fn virtual_time_run_for_advances_with_no_timer_set() {
     );
 }
 
-/// Shared by the two grace tests: a stop at 1 s, a device created at 2 s
-/// (during the shutdown, so not asked to end), ended at `end_at` if set.
+/// Shared by the grace tests: a stop at 1 s; the kept device's end, which
+/// the stop queues, creates another device from its `Down` (during the
+/// shutdown, so it is not asked to end), ended at `end_at` if set.
 fn drain_with_a_late_device(end_at: Option<u64>) -> (Runtime, Instant, Log, Exit) {
     drain_with_a_late_device_and_grace(end_at, Duration::from_secs(10))
 }
@@ -587,16 +663,18 @@ fn drain_with_a_late_device_and_grace(
     let exit = rt
         .run(|rt| {
             let dev = device!(rt.core(), Noted::init("kept", log.clone()));
+            let (l, h, deferrer) = (log.clone(), held.clone(), rt.core().deferrer());
+            let _ = dev.monitor(Ret::new(move |_: Option<Down>| {
+                deferrer.defer(move |s| {
+                    let late = device!(s, Noted::init("late", l));
+                    // A controlled device: the stop waits for it.
+                    let _ = late.line();
+                    h.borrow_mut().push(late);
+                });
+            }));
             rt.keep(dev);
             rt.core().after(Duration::from_secs(1), |s| {
                 s.shutdown(StopCause::Stopped);
-            });
-            let (l, h) = (log.clone(), held.clone());
-            rt.core().after(Duration::from_secs(2), move |s| {
-                let late = device!(s, Noted::init("late", l));
-                // A controlled device: the stop waits for it.
-                let _ = late.line();
-                h.borrow_mut().push(late);
             });
             if let Some(secs) = end_at {
                 let (l, h) = (log.clone(), held.clone());
