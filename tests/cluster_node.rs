@@ -10,6 +10,7 @@ use common::{End, Rt};
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
     AskError, DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError,
+    HELD_FOR_A_NODE,
 };
 use stakplane::cluster::{MemNet, Transport};
 use stakplane::prelude::*;
@@ -397,6 +398,39 @@ fn node_a_down_notice_and_a_reply_wait_for_room_in_a_full_queue_never_dropped() 
     let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
     assert_eq!(got, [Cause::Dropped.to_string()], "exactly one notice");
     assert_eq!(answers(&replies), [Ok(42)]);
+}
+
+/// Rule 115a's bound: a node that reads nothing (its queue takes nothing)
+/// but keeps sending requests does not make this node hold an answer for
+/// each: past `HELD_FOR_A_NODE` frames waiting for it, its requests are
+/// refused and counted, and what waits stays at the bound.
+#[test]
+fn node_a_node_that_reads_nothing_cannot_make_this_one_hold_an_answer_per_request() {
+    let (mut rt, net, a, _b, _inbox) = cluster();
+    net.hold(addr(2), 0); // b reads nothing
+    let n = 3 * HELD_FOR_A_NODE as u64;
+    for tag in 1..=n {
+        // A watch of a device a does not have: answered at once, with a
+        // `Down` that waits for room.
+        call!(
+            [a],
+            packet(encoded(Frame::Monitor {
+                target: 987_654_321,
+                tag,
+                from: pid(2, 0).node,
+                dst: pid(1, 0).node,
+            }))
+        );
+    }
+    rt.run();
+    let held = common::cluster::status(&mut rt, &a).waiting_sends;
+    assert_eq!(held, HELD_FOR_A_NODE, "at the bound, not one per request");
+    let stats = a.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(stats.refused_requests, n - HELD_FOR_A_NODE as u64);
+    // Room again: what was held goes, and b's requests are taken again.
+    net.release(addr(2));
+    rt.run();
+    assert_eq!(common::cluster::status(&mut rt, &a).waiting_sends, 0);
 }
 
 #[test]

@@ -152,7 +152,14 @@
 //! to that peer (none overtakes it: an `Unlink` never arrives before its
 //! `Link`); only gossip is dropped (membership copes with a lost
 //! packet). A reply over the frame limit is answered as
-//! [`AskError::TooLarge`].
+//! [`AskError::TooLarge`]. The one bound: a node that lets
+//! [`HELD_FOR_A_NODE`] frames wait for room (it reads nothing) has its
+//! requests that want an answer (an ask, a lookup, a watch, a link)
+//! refused until it has room again: each is dropped, counted in
+//! [`NodeStats::refused_requests`], and the first of each such spell
+//! logged as a `warn` event; its ask or lookup times out, and it asks
+//! again for its watches when its link is up again (or it is declared
+//! down, and its watchers here are told `Lost`).
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
 //! gets a session**, on either side: a wrong secret, garbage or tampered
@@ -436,7 +443,7 @@ pub use id::{NodeId, Pid, Ref, RemoteRef};
 pub use node::{
     AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
     RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, SendError, TrySendError, CREDITED,
-    DEFAULT_ASK_TIMEOUT,
+    DEFAULT_ASK_TIMEOUT, HELD_FOR_A_NODE,
 };
 pub use session::{Secret, Session, SessionError};
 pub use transport::{Full, LinkState, LinkStatus, MemNet, Transport};

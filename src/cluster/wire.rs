@@ -223,6 +223,16 @@ impl Frame {
         }
     }
 
+    /// Whether the frame is a request its receiver answers with a frame,
+    /// now or when what it watches ends: an ask, a lookup, a watch or a
+    /// link (rule 115a: refused from a node that reads nothing).
+    pub fn wants_an_answer(&self) -> bool {
+        matches!(
+            self,
+            Frame::Ask { .. } | Frame::Lookup { .. } | Frame::Monitor { .. } | Frame::Link { .. }
+        )
+    }
+
     /// True for the frames a transport may send ahead of data waiting
     /// in a peer's queue: membership, the watch requests, lookups and
     /// credit. A

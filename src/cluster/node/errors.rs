@@ -254,4 +254,8 @@ pub struct NodeStats {
     /// before it rejoined: dropped, a message among them dead-lettered
     /// (rule 114a).
     pub stale_frames: u64,
+    /// Requests that want an answer (asks, lookups, watches, links) from
+    /// a node that reads nothing: [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE)
+    /// frames already wait for room to it. Dropped (rule 115a).
+    pub refused_requests: u64,
 }

@@ -160,6 +160,12 @@ impl Transport for Gossip {
 /// response timeout).
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Frames waiting for room to one node (its answers, and what this node
+/// sends it with [`Node::send_when_room`]) past which that node's requests
+/// that want an answer are refused (rule 115a): a node that reads nothing
+/// cannot make this one hold an answer for each request it sends.
+pub const HELD_FOR_A_NODE: usize = 4096;
+
 /// Sweeps of the asks and lookups that wait for another node, one per
 /// [`SWEEPS`]th of the ask timeout, only while some wait.
 const SWEEPS: u32 = 4;
@@ -433,6 +439,11 @@ impl Node {
                 self.link_from_lost(cx, watcher, super::Pid::new(from, target));
             }
             return;
+        }
+        if let (true, Some((Some(from), _))) = (frame.wants_an_answer(), ends) {
+            if self.refuses_requests_of(from, &frame) {
+                return;
+            }
         }
         match frame {
             Frame::Gossip(bytes) => call!([self.membership], data(bytes)),

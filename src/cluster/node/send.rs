@@ -27,6 +27,10 @@ pub(super) struct Blocked {
     /// control frames go as data, so that none overtakes the refused one
     /// (an `Unlink` ahead of its `Link`).
     control_as_data: HashSet<NodeId>,
+    /// Nodes whose requests are refused since their last room: they let
+    /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) frames wait (logged
+    /// once for each such spell).
+    refusing: HashSet<NodeId>,
 }
 
 /// A send waiting for room: its encoded frame, and who waits for it.
@@ -834,9 +838,32 @@ impl Node {
     /// `node`'s queue has room: what waited goes, in order, while it fits
     /// (the first that does not fit waits again, with those behind it).
     fn room(&mut self, cx: CX![], node: NodeId, (): ()) {
+        self.blocked.refusing.remove(&node);
         for (bytes, done) in self.blocked.by_node.remove(&node).unwrap_or_default() {
             self.send_bytes_when_room(cx, node, bytes, done);
         }
+    }
+
+    /// Whether request `frame` from node `from` is refused (and counted):
+    /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) frames already wait for
+    /// room to `from`, which reads nothing; its answer would only add one
+    /// (rule 115a).
+    pub(super) fn refuses_requests_of(&mut self, from: NodeId, frame: &Frame) -> bool {
+        let held = self.blocked.by_node.get(&from).map_or(0, VecDeque::len);
+        if held < super::HELD_FOR_A_NODE {
+            return false;
+        }
+        self.stats.refused_requests += 1;
+        if self.blocked.refusing.insert(from) {
+            tracing::warn!(
+                target: "stakplane::cluster",
+                node = %from,
+                held,
+                kind = frame.kind(),
+                "a node that reads nothing: its requests are refused until it has room"
+            );
+        }
+        true
     }
 
     /// Sends waiting for room.
@@ -853,6 +880,7 @@ impl Node {
     /// of `old`, which every peer now drops; each is refused, once.
     pub(super) fn unblock_rejoined(&mut self, old: NodeId) {
         self.blocked.control_as_data.clear();
+        self.blocked.refusing.clear();
         for (_, queue) in std::mem::take(&mut self.blocked.by_node) {
             for (_, done) in queue {
                 done.ret(Err(SendError::Rejoined(old)));
@@ -863,6 +891,7 @@ impl Node {
     /// Node `n` is gone: sends waiting for it are refused, once each.
     pub(super) fn unblock_lost(&mut self, n: NodeId) {
         self.blocked.control_as_data.remove(&n);
+        self.blocked.refusing.remove(&n);
         for (_, done) in self.blocked.by_node.remove(&n).unwrap_or_default() {
             done.ret(Err(SendError::NodeDown(n)));
         }
