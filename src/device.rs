@@ -183,7 +183,10 @@
 //!
 //! **35. User values are dropped outside the registry**: a handler, a kill
 //! reason or a recorded error that itself holds a `Line` or `DeviceOwn` can
-//! be refused, replaced or freed at any time without re-entering it.
+//! be refused, replaced or freed at any time without re-entering it. No
+//! user code runs inside the registry's borrow at all: not even while a
+//! device's actor is made (a stakker logger, called then, may use
+//! stakplane).
 //!
 //! **36. Dead devices leave nothing behind**: once a device is dead and no
 //! handle names it, the registry holds nothing for it — whatever the order

@@ -399,12 +399,14 @@ pub(crate) fn create() -> Key {
 
 /// Registers a new, live device with one handle (its first owner). `make`
 /// makes the device from its key and returns it with its actor's
-/// [`ident`] (0 if it is not an actor). It runs in the registry's borrow,
-/// so it must run no user code (creating a stakker actor runs none).
+/// [`ident`] (0 if it is not an actor). It runs outside the registry's
+/// borrow: creating a stakker actor can run user code (with stakker's
+/// `logger` feature, the logger, given `&mut Core`, may read the registry
+/// or make a device). The slot is taken first and the ident filled in
+/// after: two visits.
 #[inline(always)]
 pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
-    let mut make = Some(make);
-    let made = with(None, |r| {
+    let key = with(None, |r| {
         if r.next_id == r.id_end {
             let start = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
             r.next_id = start;
@@ -413,37 +415,52 @@ pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
         let id = id_from(r.next_id);
         r.next_id += 1;
         r.live += 1;
-        let key = Key {
-            slot: index(r.slots.vacant_key()),
-            id,
-        };
-        let (made, actor) = (make.take()?)(key);
-        // `make` did not touch the registry: the slot goes where `key` says.
-        r.slots.insert(Slot {
+        let slot = r.slots.insert(Slot {
             id,
             refs: 1,
             record: NIL,
-            actor,
+            actor: 0,
             state: State::Live(None),
         });
-        #[cfg(feature = "device-spans")]
-        if actor != 0 {
-            r.idents.insert(actor, id);
-        }
-        Some((key, made))
+        Some(Key {
+            slot: index(slot),
+            id,
+        })
     });
     // During thread teardown there is no registry: the device gets an id
     // and a slot number that matches nothing, so it reads as gone.
-    made.unwrap_or_else(|| {
+    let Some(key) = key else {
         let key = Key {
             slot: NIL,
             id: id_from(NEXT_ID_BLOCK.fetch_add(1, Ordering::Relaxed)),
         };
-        let make = make
-            .take()
-            .expect("the registry was gone: `make` was not called");
-        (key, make(key).0)
-    })
+        return (key, make(key).0);
+    };
+    // A `make` that panics (a panicking logger) leaves no slot behind: the
+    // termination `Ret` it dropped ended the device unended, and this
+    // releases the handle that was never made.
+    let unmade = Unmade(key);
+    let (made, actor) = make(key);
+    std::mem::forget(unmade);
+    if actor != 0 {
+        with((), |r| {
+            if let Some(slot) = r.slot(key) {
+                slot.actor = actor;
+            }
+            #[cfg(feature = "device-spans")]
+            r.idents.insert(actor, key.id);
+        });
+    }
+    (key, made)
+}
+
+/// Releases the handle of a device whose `make` panicked ([`create_with`]).
+struct Unmade(Key);
+
+impl Drop for Unmade {
+    fn drop(&mut self) {
+        release(self.0);
+    }
 }
 
 /// The id of the live actor device whose actor has identity `ident`
@@ -676,5 +693,46 @@ mod tests {
         assert_eq!(ident(&a), ident(&a2));
         assert_eq!(ident(&a), ident(&a3));
         assert_ne!(ident(&a), ident(&b));
+    }
+
+    /// Rule 35's discipline: `make` runs outside the registry's borrow, as
+    /// making a stakker actor may run user code (stakker's `logger` feature
+    /// calls the logger with `&mut Core`, which may read the registry or
+    /// make a device). Made inside the borrow, this panicked with a
+    /// `BorrowMutError` (and then aborted the process: the dropped
+    /// termination `Ret` borrowed the registry again while unwinding).
+    #[test]
+    fn make_runs_outside_the_registry_so_it_may_use_it() {
+        let before = super::registry_stats().devices;
+        let mut inner = None;
+        let (outer, ()) = super::create_with(|_| {
+            let seen = super::registry_stats().devices;
+            inner = Some(super::create());
+            assert_eq!(seen, before + 1, "the new device's slot is taken first");
+            ((), 0)
+        });
+        let inner = inner.expect("made");
+        assert_ne!((outer.slot, outer.id), (inner.slot, inner.id));
+        assert_eq!(super::registry_stats().devices, before + 2);
+        for key in [outer, inner] {
+            super::unended(key);
+            super::release(key);
+        }
+        assert_eq!(super::registry_stats().devices, before);
+    }
+
+    /// A `make` that panics leaves no slot behind.
+    #[test]
+    fn a_make_that_panics_leaves_no_slot_behind() {
+        let before = super::registry_stats().devices;
+        let caught = std::panic::catch_unwind(|| {
+            super::create_with::<()>(|key| {
+                // As a termination `Ret` dropped by the unwinding does.
+                super::unended(key);
+                panic!("test-panic in make")
+            })
+        });
+        assert!(caught.is_err());
+        assert_eq!(super::registry_stats().devices, before);
     }
 }
