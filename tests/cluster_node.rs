@@ -433,6 +433,67 @@ fn node_a_node_that_reads_nothing_cannot_make_this_one_hold_an_answer_per_reques
     assert_eq!(common::cluster::status(&mut rt, &a).waiting_sends, 0);
 }
 
+/// Rule 115a's bound counts answers only: a backlog of this node's own
+/// `send_when_room` sends to a slower node does not make that node's
+/// watch requests refused; the watch holds, and its death notice arrives.
+#[test]
+fn node_a_backlog_of_its_own_sends_refuses_no_request_of_the_slower_node() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let d = ready_dev(&mut rt, "on_a");
+    a.query(&mut rt.s, |n, _| {
+        n.register_device(&d, Fwd::new(|_: String| ()))
+    })
+    .expect("alive");
+    let target = Pid {
+        node: NodeId::new(addr(1), 1),
+        device: d.id().get(),
+    };
+    net.hold(addr(2), 0); // b is slow for a moment
+    for i in 0..HELD_FOR_A_NODE {
+        a.query(&mut rt.s, |n, cx| {
+            n.send_when_room(cx, pid(2, 42), format!("bulk {i}"), Ret::new(|_| ()))
+        })
+        .expect("alive");
+    }
+    rt.run();
+    let (downs, fwd) = recorder::<RemoteDown>();
+    b.query(&mut rt.s, |n, cx| n.monitor(cx, target, fwd))
+        .expect("alive");
+    rt.run();
+    let stats = a.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(stats.refused_requests, 0);
+    net.release(addr(2));
+    rt.run();
+    drop(d);
+    rt.run();
+    assert_eq!(downs.borrow().len(), 1, "the watcher heard of the death");
+}
+
+/// Rule 115a's bound covers credit asks too (answered with a grant).
+#[test]
+fn node_a_node_that_reads_nothing_cannot_make_this_one_hold_a_grant_per_credit_ask() {
+    let (mut rt, net, a, _b, _inbox) = cluster();
+    net.hold(addr(2), 0);
+    net.refuse_control(addr(2), 1);
+    let n = 3 * HELD_FOR_A_NODE as u64;
+    for _ in 1..=n {
+        call!(
+            [a],
+            packet(encoded(Frame::CreditAsk {
+                target: 987_654_321,
+                from: pid(2, 0).node,
+                dst: pid(1, 0).node,
+            }))
+        );
+    }
+    rt.run();
+    let held = common::cluster::status(&mut rt, &a).waiting_sends;
+    assert!(
+        held <= HELD_FOR_A_NODE + 1,
+        "{held} held for {n} credit asks"
+    );
+}
+
 #[test]
 fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
     let (mut rt, net, _a, b, _inbox) = cluster();

@@ -198,6 +198,26 @@ fn tcp_garbage_from_a_raw_client_closes_that_connection_only() {
     );
 }
 
+/// Rule 131's limit: a client that connects and closes before it sends
+/// anything (a health check, a port scan) is no bad input: no warning, not
+/// counted in `failed`.
+#[test]
+fn tcp_a_client_that_closes_before_sending_anything_is_no_bad_input() {
+    let (warnings, _guard) = Warnings::count();
+    let mut rt = virtual_rt();
+    let (a, b) = pair(&mut rt, &Secret::new([4; 32]));
+    let before = (b.t.stats().failed, warnings.get());
+    drop(raw_client(b.id.addr));
+    assert!(run_until(&mut rt, HANDSHAKE_TIMEOUT, || !b
+        .errors
+        .borrow()
+        .is_empty()));
+    let errors = b.take_errors();
+    assert_eq!(errors, ["Closed"]);
+    assert_eq!((b.t.stats().failed, warnings.get()), before);
+    still_carries(&mut rt, &a, &b, 9);
+}
+
 #[test]
 fn tcp_a_client_gone_mid_handshake_is_a_truncated_message() {
     bad_input(

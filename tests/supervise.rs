@@ -1188,6 +1188,25 @@ fn terminate_child_during_its_own_start_stops_the_new_incarnation() {
     assert_eq!((starts.get(), status(&sup.handle(), "b")), (3, "Running"));
 }
 
+/// Rule 82, as above, for a child added with `start_child`: its start
+/// function asks for its termination, and the child it makes is stopped.
+#[test]
+fn terminate_child_during_its_start_by_start_child_stops_it() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let sup = Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one()).unwrap();
+    let r = sup.handle();
+    let (r2, l) = (r.clone(), log.clone());
+    let b: ChildSpec<W> = ChildSpec::worker("b", move |core| {
+        r2.terminate_child(core, "b").unwrap();
+        Ok(device!(core, W::init("b".into(), l.clone())).into())
+    });
+    r.start_child(&mut rt.s, b).unwrap();
+    rt.run();
+    assert_eq!(status(&r, "b"), "Stopped");
+    assert_eq!(take(&log), ["stop b"]);
+}
+
 #[test]
 fn terminated_child_stays_down_until_restart_child_and_can_then_be_deleted() {
     let mut rt = Rt::new();

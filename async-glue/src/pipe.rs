@@ -30,7 +30,8 @@
 //! `JoinError::Failed(ActorFail)` at that `.await`: code after it never
 //! runs, the task's future is dropped exactly once, `spawn_then` sees
 //! `Failed`. The failure wins even if the same poll goes on to complete
-//! the task (a `select` with a ready branch): its output is dropped. Awaited outside a task they panic, naming the pass-the-error
+//! the task (a `select` with a ready branch; its output is dropped) or to
+//! panic. Awaited outside a task they panic, naming the pass-the-error
 //! form.
 //!
 //! **50. A pull pipe (and `ask!`) sends nothing until first polled, then

@@ -156,14 +156,18 @@ impl<T> Bounded<T> {
     /// a placeholder: a turn that comes before it is taken at the poll.
     pub(crate) fn push_in_line(self: &Arc<Self>, item: T) -> Push<T> {
         let mut st = lock(&self.state);
-        let id = st.next_waiter;
-        st.next_waiter += 1;
-        st.waiters.push_back((id, Waker::noop().clone()));
+        // Closed: no line to join; the first poll gives the item back.
+        let id = st.open.then(|| {
+            let id = st.next_waiter;
+            st.next_waiter += 1;
+            st.waiters.push_back((id, Waker::noop().clone()));
+            id
+        });
         drop(st);
         Push {
             queue: self.clone(),
             item: Some(item),
-            id: Some(id),
+            id,
         }
     }
 
@@ -377,6 +381,18 @@ mod tests {
         drop(c);
         assert_eq!(q.counts().waiting, 0);
         assert!(q.try_push(5).is_ok());
+    }
+
+    /// A push made in line on a closed queue joins no line: its first
+    /// poll gives the item back and no waiter is left behind.
+    #[test]
+    fn a_push_in_line_on_a_closed_queue_gives_its_item_back_and_leaves_no_waiter() {
+        let q: Arc<Bounded<i32>> = Arc::new(Bounded::new(1));
+        drop(q.close());
+        let mut p = q.push_in_line(1);
+        assert!(matches!(poll(&mut p), Poll::Ready(Err(1))));
+        drop(p);
+        assert_eq!(q.counts().waiting, 0, "a waiter leaked");
     }
 
     #[test]

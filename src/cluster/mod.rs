@@ -153,20 +153,25 @@
 //! `Link`); only gossip is dropped (membership copes with a lost
 //! packet). A reply over the frame limit is answered as
 //! [`AskError::TooLarge`]. The one bound: a node that lets
-//! [`HELD_FOR_A_NODE`] frames wait for room (it reads nothing) has its
-//! requests that want an answer (an ask, a lookup, a watch, a link)
-//! refused until it has room again: each is dropped, counted in
-//! [`NodeStats::refused_requests`], and the first of each such spell
-//! logged as a `warn` event; its ask or lookup times out, and it asks
-//! again for its watches when its link is up again (or it is declared
-//! down, and its watchers here are told `Lost`).
+//! [`HELD_FOR_A_NODE`] answers to its requests wait for room here (it
+//! reads nothing: its queue is full and as many answers wait behind it;
+//! what this node sends it of its own accord does not count) has its
+//! requests that want an answer (an ask, a lookup, a watch, a link, a
+//! credit ask) refused until it has room again: each is dropped, counted
+//! in [`NodeStats::refused_requests`], and the first of each such spell
+//! logged as a `warn` event. Its ask or lookup then times out; a refused
+//! watch or link holds only if the node asks again, as it does when its
+//! link is up again; else it ends when membership declares one node down
+//! for the other (`Lost`).
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
 //! gets a session**, on either side: a wrong secret, garbage or tampered
 //! bytes end the session with [`SessionError::Noise`] on the side that
 //! detects it (the side that connects, for a peer that accepted without
-//! the secret; the side that accepts, for a client without it), and the
-//! other side, left mid-handshake, with [`SessionError::Unfinished`];
+//! the secret; the side that accepts, for a client without it that goes
+//! on), and the side that accepts, left mid-handshake by a client without
+//! it, with [`SessionError::Unfinished`] (a client that closes before it
+//! sends anything is no error);
 //! a payload in the first message, which is in clear, with
 //! [`SessionError::Unauthenticated`]; another version with
 //! [`SessionError::Version`] (checked after authentication); a failed

@@ -80,9 +80,11 @@ pub enum SessionError {
         /// Bytes received and not yet a whole message or frame.
         pending: usize,
     },
-    /// The peer closed its side before the handshake was done
-    /// ([`Session::end_of_input`]): a client that gave up, or a peer that
-    /// refused this side's secret.
+    /// The peer closed its side after it began the handshake and before
+    /// it was done ([`Session::end_of_input`]): a client that gave up, as
+    /// one without the secret does once it finds this side has another.
+    /// (A peer that closes before sending anything, a health check or a
+    /// port scan, is no error.)
     Unfinished,
     /// The peer's first handshake message, which is not encrypted, carried
     /// a payload: nothing is taken from a peer before it is authenticated.
@@ -147,6 +149,8 @@ pub struct Session {
     plain: Vec<u8>,
     /// Keepalives (messages without plaintext) received.
     keepalives: u64,
+    /// A handshake message was read from the peer: it began the handshake.
+    began: bool,
 }
 
 impl fmt::Debug for Session {
@@ -210,6 +214,7 @@ impl Session {
             frames: FrameReader::new(MAX_FRAME),
             plain: Vec::new(),
             keepalives: 0,
+            began: false,
         };
         if initiator {
             s.write_handshake(&[])?;
@@ -307,13 +312,14 @@ impl Session {
     ///
     /// # Errors
     /// [`SessionError::Truncated`] if the peer stopped in the middle of
-    /// a Noise message or of a frame, [`SessionError::Unfinished`] before
-    /// the handshake was done (bad input, as garbage is);
+    /// a Noise message or of a frame, [`SessionError::Unfinished`] after
+    /// it began the handshake and before it was done (bad input, as
+    /// garbage is);
     /// [`SessionError::Failed`] if the session had failed already.
     pub fn end_of_input(&mut self) -> Result<(), SessionError> {
-        let handshake = match self.state {
+        let unfinished = match self.state {
             State::Failed => return Err(SessionError::Failed),
-            State::Handshake(_) => true,
+            State::Handshake(_) => self.began,
             State::Transport(_) => false,
         };
         let pending = self.pending();
@@ -323,7 +329,7 @@ impl Session {
         if pending > 0 {
             return Err(SessionError::Truncated { pending });
         }
-        if handshake {
+        if unfinished {
             return Err(SessionError::Unfinished);
         }
         Ok(())
@@ -420,6 +426,7 @@ impl Session {
         let n = hs
             .read_message(msg, &mut payload)
             .map_err(SessionError::Noise)?;
+        self.began = true;
         // The first message is in clear: its payload, if any, would be
         // taken from a peer not yet authenticated.
         if n > 0 && hs.get_remote_static().is_none() {

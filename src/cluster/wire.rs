@@ -224,12 +224,27 @@ impl Frame {
     }
 
     /// Whether the frame is a request its receiver answers with a frame,
-    /// now or when what it watches ends: an ask, a lookup, a watch or a
-    /// link (rule 115a: refused from a node that reads nothing).
+    /// now or when what it watches ends: an ask, a lookup, a watch, a
+    /// link, a credit ask (rule 115a: refused from a node that reads
+    /// nothing).
     pub fn wants_an_answer(&self) -> bool {
         matches!(
             self,
-            Frame::Ask { .. } | Frame::Lookup { .. } | Frame::Monitor { .. } | Frame::Link { .. }
+            Frame::Ask { .. }
+                | Frame::Lookup { .. }
+                | Frame::Monitor { .. }
+                | Frame::Link { .. }
+                | Frame::CreditAsk { .. }
+                | Frame::CreditSync { wants: true, .. }
+        )
+    }
+
+    /// Whether the frame answers a request of the node it goes to: a
+    /// reply, a lookup's answer, a death notice, a credit grant.
+    pub fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            Frame::Reply { .. } | Frame::Found { .. } | Frame::Down { .. } | Frame::Credit { .. }
         )
     }
 

@@ -30,7 +30,9 @@
 //! poll queues exactly one more after it.
 //!
 //! **41. A panic in `poll` ends that task only**, with
-//! `JoinError::Panicked(message)`; other tasks and the runtime go on,
+//! `JoinError::Panicked(message)` (unless the task was aborted or failed
+//! earlier in that poll: that end wins, rules 42 and 49); other tasks and
+//! the runtime go on,
 //! even if the panic's payload panics again when dropped ([`drop_payload`]).
 //! A `spawn_ret` task that fails drops its `Ret` unfired.
 //!

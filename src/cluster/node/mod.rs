@@ -160,10 +160,11 @@ impl Transport for Gossip {
 /// response timeout).
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Frames waiting for room to one node (its answers, and what this node
-/// sends it with [`Node::send_when_room`]) past which that node's requests
+/// Answers to a node's requests (replies, lookup answers, death notices,
+/// credit grants) waiting for room to it, past which that node's requests
 /// that want an answer are refused (rule 115a): a node that reads nothing
-/// cannot make this one hold an answer for each request it sends.
+/// cannot make this one hold an answer for each request it sends. What
+/// this node sends it of its own accord does not count.
 pub const HELD_FOR_A_NODE: usize = 4096;
 
 /// Sweeps of the asks and lookups that wait for another node, one per
@@ -400,7 +401,8 @@ impl Node {
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));
         }
-        self.send_frame_bytes(to, encode_to(to, frame)?, frame.is_control())
+        let kind = (frame.is_control(), frame.is_answer());
+        self.send_frame_bytes(to, encode_to(to, frame)?, kind)
     }
 
     /// A packet from the network: one frame. A packet that is not one

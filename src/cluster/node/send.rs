@@ -22,19 +22,26 @@ use std::rc::Rc;
 /// each an encoded frame and who waits for it to go.
 #[derive(Default)]
 pub(super) struct Blocked {
-    by_node: HashMap<NodeId, VecDeque<Waiting>>,
+    by_node: HashMap<NodeId, VecDeque<Held>>,
+    /// Of the frames waiting for each node, the answers to its requests
+    /// (a reply, a lookup's answer, a death notice, a credit grant).
+    answers: HashMap<NodeId, usize>,
     /// Nodes whose control queue refused a frame: from then on their
     /// control frames go as data, so that none overtakes the refused one
     /// (an `Unlink` ahead of its `Link`).
     control_as_data: HashSet<NodeId>,
     /// Nodes whose requests are refused since their last room: they let
-    /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) frames wait (logged
+    /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) answers wait (logged
     /// once for each such spell).
     refusing: HashSet<NodeId>,
 }
 
 /// A send waiting for room: its encoded frame, and who waits for it.
 pub(super) type Waiting = (Vec<u8>, Ret<Result<(), SendError>>);
+
+/// A frame waiting for room to a node: a [`Waiting`] send, and whether it
+/// answers one of that node's requests.
+type Held = (Vec<u8>, Ret<Result<(), SendError>>, bool);
 
 impl Node {
     /// Makes device `device` of this node reachable from every node as
@@ -713,7 +720,13 @@ impl Node {
         bytes: Vec<u8>,
         done: Ret<Result<(), SendError>>,
     ) {
-        if self.hand_or_wait(node, bytes, false, done) {
+        self.held_bytes_when_room(cx, node, (bytes, done, false));
+    }
+
+    /// [`send_bytes_when_room`](Node::send_bytes_when_room) of a frame
+    /// that may be an answer (`held.2`).
+    fn held_bytes_when_room(&mut self, cx: CX![], node: NodeId, held: Held) {
+        if self.hand_or_wait(node, false, held) {
             self.wait_room(cx, node);
         }
     }
@@ -721,15 +734,13 @@ impl Node {
     /// Hands `bytes` to the transport for `node` (`done` answered `Ok`),
     /// or queues it behind what waits for room there: `true` if it is the
     /// first to wait, so room must be asked for.
-    fn hand_or_wait(
-        &mut self,
-        node: NodeId,
-        bytes: Vec<u8>,
-        control: bool,
-        done: Ret<Result<(), SendError>>,
-    ) -> bool {
+    fn hand_or_wait(&mut self, node: NodeId, control: bool, held: Held) -> bool {
+        let (bytes, done, answer) = held;
         if let Some(queue) = self.blocked.by_node.get_mut(&node) {
-            queue.push_back((bytes, done));
+            queue.push_back((bytes, done, answer));
+            if answer {
+                *self.blocked.answers.entry(node).or_default() += 1;
+            }
             return false;
         }
         match self
@@ -745,7 +756,10 @@ impl Node {
             Err(Full(bytes)) => {
                 self.blocked
                     .by_node
-                    .insert(node, VecDeque::from([(bytes, done)]));
+                    .insert(node, VecDeque::from([(bytes, done, answer)]));
+                if answer {
+                    *self.blocked.answers.entry(node).or_default() += 1;
+                }
                 true
             }
         }
@@ -767,7 +781,7 @@ impl Node {
             dst: to,
         };
         match encode(&frame) {
-            Ok(out) => self.data_bytes_when_room(cx, to, out),
+            Ok(out) => self.data_bytes_when_room(cx, to, out, true),
             Err(_) => {
                 let too_large = Frame::Reply {
                     tag,
@@ -786,16 +800,16 @@ impl Node {
     /// encode (counted as a bad frame).
     pub(super) fn data_when_room(&mut self, cx: CX![], to: NodeId, frame: &Frame) {
         match super::encode_to(to, frame) {
-            Ok(out) => self.data_bytes_when_room(cx, to, out),
+            Ok(out) => self.data_bytes_when_room(cx, to, out, frame.is_answer()),
             Err(e) => self.bad_frame(&e.to_string()),
         }
     }
 
     /// [`data_when_room`](Node::data_when_room) of a frame encoded
     /// already.
-    fn data_bytes_when_room(&mut self, cx: CX![], to: NodeId, out: Vec<u8>) {
+    fn data_bytes_when_room(&mut self, cx: CX![], to: NodeId, out: Vec<u8>, answer: bool) {
         if !self.down.contains(&to) {
-            self.send_bytes_when_room(cx, to, out, Ret::new(|_| ()));
+            self.held_bytes_when_room(cx, to, (out, Ret::new(|_| ()), answer));
         }
     }
 
@@ -806,11 +820,11 @@ impl Node {
         &mut self,
         to: NodeId,
         out: Vec<u8>,
-        control: bool,
+        (control, answer): (bool, bool),
     ) -> Result<(), SendError> {
         if control {
             let as_data = self.blocked.control_as_data.contains(&to);
-            if self.hand_or_wait(to, out, !as_data, Ret::new(|_| ())) {
+            if self.hand_or_wait(to, !as_data, (out, Ret::new(|_| ()), answer)) {
                 self.blocked.control_as_data.insert(to);
                 self.wait_for_room.fwd(to);
             }
@@ -839,17 +853,18 @@ impl Node {
     /// (the first that does not fit waits again, with those behind it).
     fn room(&mut self, cx: CX![], node: NodeId, (): ()) {
         self.blocked.refusing.remove(&node);
-        for (bytes, done) in self.blocked.by_node.remove(&node).unwrap_or_default() {
-            self.send_bytes_when_room(cx, node, bytes, done);
+        self.blocked.answers.remove(&node);
+        for held in self.blocked.by_node.remove(&node).unwrap_or_default() {
+            self.held_bytes_when_room(cx, node, held);
         }
     }
 
     /// Whether request `frame` from node `from` is refused (and counted):
-    /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) frames already wait for
-    /// room to `from`, which reads nothing; its answer would only add one
-    /// (rule 115a).
+    /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) answers to its requests
+    /// already wait for room to `from`, which reads nothing; its answer
+    /// would only add one (rule 115a).
     pub(super) fn refuses_requests_of(&mut self, from: NodeId, frame: &Frame) -> bool {
-        let held = self.blocked.by_node.get(&from).map_or(0, VecDeque::len);
+        let held = self.blocked.answers.get(&from).copied().unwrap_or(0);
         if held < super::HELD_FOR_A_NODE {
             return false;
         }
@@ -881,8 +896,9 @@ impl Node {
     pub(super) fn unblock_rejoined(&mut self, old: NodeId) {
         self.blocked.control_as_data.clear();
         self.blocked.refusing.clear();
+        self.blocked.answers.clear();
         for (_, queue) in std::mem::take(&mut self.blocked.by_node) {
-            for (_, done) in queue {
+            for (_, done, _) in queue {
                 done.ret(Err(SendError::Rejoined(old)));
             }
         }
@@ -892,7 +908,8 @@ impl Node {
     pub(super) fn unblock_lost(&mut self, n: NodeId) {
         self.blocked.control_as_data.remove(&n);
         self.blocked.refusing.remove(&n);
-        for (_, done) in self.blocked.by_node.remove(&n).unwrap_or_default() {
+        self.blocked.answers.remove(&n);
+        for (_, done, _) in self.blocked.by_node.remove(&n).unwrap_or_default() {
             done.ret(Err(SendError::NodeDown(n)));
         }
     }

@@ -65,7 +65,9 @@
 //! connection is closed, its [`ConnError`] is told to
 //! [`TcpTransport::on_error`], counted in [`TcpStats::failed`] and logged
 //! as a `warn` event of target `stakplane::cluster`, and every other
-//! session goes on.
+//! session goes on. A client that closes before it sends anything (a
+//! health check, a port scan) is no bad input: `ConnError::Closed`, not
+//! counted in `failed`, logged at `debug`.
 //!
 //! **132. An unreachable peer is retried with a doubling backoff, and
 //! what waits for it is kept**: a link that fails (connection refused,
