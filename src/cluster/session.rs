@@ -37,7 +37,10 @@ const TAG: usize = 16;
 const CHUNK: usize = NOISE_MAX - TAG;
 
 /// The cluster's shared secret: only nodes that hold it complete a
-/// session. Its `Debug` does not show it.
+/// session. Its `Debug` does not show it. Make it from 32 random bytes,
+/// never from a passphrase: anyone who can connect to a node gets a
+/// handshake message keyed by it, which would let them test guesses at a
+/// weak secret offline.
 #[derive(Clone)]
 pub struct Secret([u8; 32]);
 
