@@ -156,13 +156,14 @@
 //! [`HELD_FOR_A_NODE`] answers to its requests wait for room here (it
 //! reads nothing: its queue is full and as many answers wait behind it;
 //! what this node sends it of its own accord does not count) has its
-//! requests that want an answer (an ask, a lookup, a watch, a link, a
-//! credit ask) refused until it has room again: each is dropped, counted
-//! in [`NodeStats::refused_requests`], and the first of each such spell
+//! requests that want an answer (an ask, a lookup, a watch, a link)
+//! refused until it has room again: each is dropped, counted in
+//! [`NodeStats::refused_requests`], and the first of each such spell
 //! logged as a `warn` event. Its ask or lookup then times out; a refused
 //! watch or link holds only if the node asks again, as it does when its
 //! link is up again; else it ends when membership declares one node down
-//! for the other (`Lost`).
+//! for the other (`Lost`). Credit asks are still answered, one grant
+//! each: refused, one would leave the asker's credited sends waiting.
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
 //! gets a session**, on either side: a wrong secret, garbage or tampered

@@ -224,18 +224,14 @@ impl Frame {
     }
 
     /// Whether the frame is a request its receiver answers with a frame,
-    /// now or when what it watches ends: an ask, a lookup, a watch, a
-    /// link, a credit ask (rule 115a: refused from a node that reads
-    /// nothing).
+    /// now or when what it watches ends, and may refuse: an ask, a lookup,
+    /// a watch, a link (rule 115a: refused from a node that reads
+    /// nothing). A credit ask is not one: refused, it would leave the
+    /// asker's credited sends waiting (it asks once until granted).
     pub fn wants_an_answer(&self) -> bool {
         matches!(
             self,
-            Frame::Ask { .. }
-                | Frame::Lookup { .. }
-                | Frame::Monitor { .. }
-                | Frame::Link { .. }
-                | Frame::CreditAsk { .. }
-                | Frame::CreditSync { wants: true, .. }
+            Frame::Ask { .. } | Frame::Lookup { .. } | Frame::Monitor { .. } | Frame::Link { .. }
         )
     }
 

@@ -446,9 +446,9 @@ pub(crate) fn create_with<T>(make: impl FnOnce(Key) -> (T, usize)) -> (Key, T) {
         with((), |r| {
             if let Some(slot) = r.slot(key) {
                 slot.actor = actor;
+                #[cfg(feature = "device-spans")]
+                r.idents.insert(actor, key.id);
             }
-            #[cfg(feature = "device-spans")]
-            r.idents.insert(actor, key.id);
         });
     }
     (key, made)
