@@ -98,10 +98,21 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> Rc<str> {
 /// `Drop` (a `panic_any` of a value whose destructor panics): without
 /// this, a payload dropped where the panic was caught starts a second
 /// unwind there, past the `catch_unwind` that was to contain the first.
-/// The second payload is leaked, not dropped, so that the chain ends.
-/// Every place that contains a panic drops its payload this way.
+/// The second panic's payload is dropped the same way, and so on; past
+/// [`PAYLOAD_DROPS`] payloads in a chain the last is leaked, so that the
+/// chain ends. Every place that contains a panic drops its payload this
+/// way.
 pub fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(second);
+    let mut payload = payload;
+    for _ in 0..PAYLOAD_DROPS {
+        match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(next) => payload = next,
+        }
     }
+    std::mem::forget(payload);
 }
+
+/// How many payloads in a chain (each the panic of the previous one's
+/// `Drop`) [`drop_payload`] drops before it leaks the next.
+const PAYLOAD_DROPS: usize = 8;
