@@ -39,6 +39,9 @@ fi
 # Property tests run fewer cases here (memory errors show in any case
 # that reaches them; `cargo test` runs the full count).
 export PROPTEST_CASES=128
+# Real-time tests declare a hang after 10 s; under valgrind a busy host
+# needs longer (see `deadline` in tests/interop.rs).
+export STAKPLANE_HANG_SECS=120
 
 status=0
 for bin in "${bins[@]}"; do
