@@ -400,18 +400,10 @@ fn node_a_down_notice_and_a_reply_wait_for_room_in_a_full_queue_never_dropped() 
     assert_eq!(answers(&replies), [Ok(42)]);
 }
 
-/// Rule 115a's bound: a node that reads nothing (its queue takes nothing)
-/// but keeps sending requests does not make this node hold an answer for
-/// each: past `HELD_FOR_A_NODE` frames waiting for it, its requests are
-/// refused and counted, and what waits stays at the bound.
-#[test]
-fn node_a_node_that_reads_nothing_cannot_make_this_one_hold_an_answer_per_request() {
-    let (mut rt, net, a, _b, _inbox) = cluster();
-    net.hold(addr(2), 0); // b reads nothing
-    let n = 3 * HELD_FOR_A_NODE as u64;
+/// `n` watch requests from node b to `a`, of a device `a` does not have:
+/// each answered at once with a `Down` (data, which waits for room).
+fn watches_from_b(rt: &mut Rt, a: &DeviceOwn<Node>, n: u64) {
     for tag in 1..=n {
-        // A watch of a device a does not have: answered at once, with a
-        // `Down` that waits for room.
         call!(
             [a],
             packet(encoded(Frame::Monitor {
@@ -423,6 +415,18 @@ fn node_a_node_that_reads_nothing_cannot_make_this_one_hold_an_answer_per_reques
         );
     }
     rt.run();
+}
+
+/// Rule 115a's bound: a node that reads nothing (its queue takes nothing)
+/// but keeps sending requests does not make this node hold an answer for
+/// each: past `HELD_FOR_A_NODE` frames waiting for it, its requests are
+/// refused and counted, and what waits stays at the bound.
+#[test]
+fn node_a_node_that_reads_nothing_cannot_make_this_one_hold_an_answer_per_request() {
+    let (mut rt, net, a, _b, _inbox) = cluster();
+    net.hold(addr(2), 0); // b reads nothing
+    let n = 3 * HELD_FOR_A_NODE as u64;
+    watches_from_b(&mut rt, &a, n);
     let held = common::cluster::status(&mut rt, &a).waiting_sends;
     assert_eq!(held, HELD_FOR_A_NODE, "at the bound, not one per request");
     let stats = a.query(&mut rt.s, |n, _| n.stats()).expect("alive");
@@ -476,18 +480,7 @@ fn node_a_backlog_of_its_own_sends_refuses_no_request_of_the_slower_node() {
 fn node_a_refusal_spell_never_leaves_a_credited_send_waiting() {
     let (mut rt, net, a, b, _inbox) = cluster();
     net.hold(addr(2), 0); // b reads nothing for a while
-    for tag in 1..=HELD_FOR_A_NODE as u64 {
-        call!(
-            [a],
-            packet(encoded(Frame::Monitor {
-                target: 987_654_321,
-                tag,
-                from: pid(2, 0).node,
-                dst: pid(1, 0).node,
-            }))
-        );
-    }
-    rt.run();
+    watches_from_b(&mut rt, &a, HELD_FOR_A_NODE as u64);
     let (done, fwd) = recorder::<Result<(), SendError>>();
     let to = pid(1, stakplane::cluster::CREDITED | 42);
     b.query(&mut rt.s, |n, cx| {
