@@ -99,7 +99,10 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> Rc<str> {
 /// this, a payload dropped where the panic was caught starts a second
 /// unwind there, past the `catch_unwind` that was to contain the first.
 /// The second panic's payload is dropped the same way, and so on; past
-/// 8 payloads in a chain the last is leaked, so that the chain ends. Every place that contains a panic drops its payload this
+/// 8 payloads in a chain the last is leaked, so that the chain ends.
+///
+/// Cost: a `catch_unwind` frame around the drop; nothing more unless the
+/// drop panics. Never fails and never unwinds. Every place that contains a panic drops its payload this
 /// way.
 pub fn drop_payload(payload: Box<dyn Any + Send>) {
     let mut payload = payload;
