@@ -401,9 +401,10 @@ fn node_a_down_notice_and_a_reply_wait_for_room_in_a_full_queue_never_dropped() 
 }
 
 /// `n` watch requests from node b to `a`, of a device `a` does not have:
-/// each answered at once with a `Down` (data, which waits for room).
+/// each answered at once with a `Down` (data, which waits for room). Their
+/// tags are far above any b's own watches take.
 fn watches_from_b(rt: &mut Rt, a: &DeviceOwn<Node>, n: u64) {
-    for tag in 1..=n {
+    for tag in (1 << 40)..(1 << 40) + n {
         call!(
             [a],
             packet(encoded(Frame::Monitor {
@@ -499,6 +500,98 @@ fn node_a_refusal_spell_never_leaves_a_credited_send_waiting() {
         rt.advance(Duration::from_secs(1));
     }
     assert_eq!(done.borrow().len(), 1, "the credited send went");
+}
+
+/// Rule 115a: a watch and a link refused during a spell are not lost.
+/// When the refusing node has room to the other again, it sends
+/// `AskAgain`, and the other asks both again. The link's fault then kills
+/// the watching device, and the watch's notice of that death arrives,
+/// once.
+#[test]
+fn node_a_watch_and_a_link_refused_in_a_spell_are_asked_again_when_it_ends() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let (d, _log) = remote_device(&mut rt, &a, "on_a");
+    let (bd, _log_b) = remote_device(&mut rt, &b, "on_b");
+    let on_a = Pid {
+        node: NodeId::new(addr(1), 1),
+        device: d.id().get(),
+    };
+    net.hold(addr(2), 0); // b reads nothing for a while
+    watches_from_b(&mut rt, &a, HELD_FOR_A_NODE as u64);
+    // b watches d, and links bd so that d watches it: both refused.
+    let (downs, fwd) = recorder::<RemoteDown>();
+    b.query(&mut rt.s, |n, cx| {
+        let _watch = n.monitor(cx, on_a, fwd);
+        n.link(cx, &bd, on_a, LinkMode::Notify)
+    })
+    .expect("alive")
+    .expect("linked");
+    rt.run();
+    let stats = a.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(stats.refused_requests, 2, "the watch and the link");
+    net.release(addr(2));
+    rt.run();
+    bd.kill("boom").expect("alive");
+    rt.run();
+    let cause = d.line().cause().expect("killed through the link");
+    assert!(cause.to_string().contains("boom"), "{cause}");
+    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(got.len(), 1, "exactly one notice: {got:?}");
+    assert!(got[0].contains("boom"), "d's own cause: {got:?}");
+}
+
+/// Rule 115a's `AskAgain` makes a node hold no copy of its watches per
+/// frame: while frames to the asking node wait for room, the watches are
+/// asked again once, when those have gone, however many frames came. The
+/// first requests are lost here, so only that re-ask puts the watches in
+/// place; they hold, and each gets its notice.
+#[test]
+fn node_a_burst_of_ask_again_frames_while_frames_wait_asks_again_once_when_they_have_gone() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let (d, _log) = remote_device(&mut rt, &b, "on_b");
+    let on_b = Pid {
+        node: NodeId::new(addr(2), 1),
+        device: d.id().get(),
+    };
+    let (downs, fwd) = recorder::<RemoteDown>();
+    net.lose(addr(1), addr(2), 3);
+    for _ in 0..3 {
+        let _watch = a
+            .query(&mut rt.s, |n, cx| n.monitor(cx, on_b, fwd.clone()))
+            .expect("alive");
+    }
+    rt.run();
+    assert_eq!(
+        status(&mut rt, &b).watched_here,
+        0,
+        "the requests were lost"
+    );
+    net.hold(addr(2), 0); // b reads nothing
+    a.query(&mut rt.s, |n, cx| {
+        n.send_when_room(cx, pid(2, 42), "waits".to_string(), Ret::new(|_| ()))
+    })
+    .expect("alive");
+    for _ in 0..100 {
+        let again = Frame::AskAgain {
+            from: on_b.node,
+            dst: NodeId::new(addr(1), 1),
+        };
+        call!([a], packet(encoded(again)));
+    }
+    rt.run();
+    assert_eq!(status(&mut rt, &a).waiting_sends, 1, "only the send waits");
+    net.release(addr(2));
+    rt.run();
+    assert_eq!(status(&mut rt, &a).waiting_sends, 0);
+    assert_eq!(
+        status(&mut rt, &b).watched_here,
+        3,
+        "asked again, once each"
+    );
+    d.kill("gone").expect("alive");
+    rt.run();
+    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(got.len(), 3, "one notice per watch: {got:?}");
 }
 
 #[test]

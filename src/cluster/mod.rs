@@ -159,11 +159,18 @@
 //! requests that want an answer (an ask, a lookup, a watch, a link)
 //! refused until it has room again: each is dropped, counted in
 //! [`NodeStats::refused_requests`], and the first of each such spell
-//! logged as a `warn` event. Its ask or lookup then times out; a refused
-//! watch or link holds only if the node asks again, as it does when its
-//! link is up again; else it ends when membership declares one node down
-//! for the other (`Lost`). Credit asks are still answered, one grant
-//! each: refused, one would leave the asker's credited sends waiting.
+//! logged as a `warn` event. Its ask or lookup then times out. A refused
+//! watch or link is not lost: when the spell ends (room to that node
+//! again, with fewer than the bound of answers left waiting), this node
+//! sends it a [`Frame::AskAgain`], and it asks again every watch and
+//! link it holds of this node's devices, each the same watch here
+//! (deduplicated by its tag or its pair; a watch whose device died
+//! meanwhile gets its one notice, with the cause as for any watch asked
+//! again after a reconnect). It asks again at once or, if its own frames
+//! to this node wait for room, once they have all gone, however many
+//! such frames came. Credit
+//! asks are still answered, one grant each: refused, one would leave the
+//! asker's credited sends waiting.
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
 //! gets a session**, on either side: a wrong secret, garbage or tampered

@@ -6,8 +6,9 @@ use super::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The wire protocol's version, sent in [`Frame::Hello`].
-pub const WIRE_VERSION: u16 = 5;
+/// The wire protocol's version, sent in [`Frame::Hello`]. 6 added
+/// [`Frame::AskAgain`].
+pub const WIRE_VERSION: u16 = 6;
 
 /// The default largest frame body, in bytes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -198,6 +199,18 @@ pub enum Frame {
         /// The sending node.
         from: NodeId,
     },
+    /// Node `from` refused requests of the receiving node for a while
+    /// (rule 115a: answers to them could not leave) and takes them again:
+    /// the receiver asks again every watch and link it holds of `from`'s
+    /// devices (each is the same watch there, deduplicated by its tag or
+    /// its pair), so that no refused one is lost.
+    AskAgain {
+        /// The node that refused.
+        from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
+    },
 }
 
 impl Frame {
@@ -220,6 +233,7 @@ impl Frame {
             Frame::Credit { .. } => "Credit",
             Frame::Unlink { .. } => "Unlink",
             Frame::CreditSync { .. } => "CreditSync",
+            Frame::AskAgain { .. } => "AskAgain",
         }
     }
 
@@ -245,11 +259,11 @@ impl Frame {
     }
 
     /// True for the frames a transport may send ahead of data waiting
-    /// in a peer's queue: membership, the watch requests, lookups and
-    /// credit. A
-    /// [`Frame::Down`] is not one of them: it stays behind the messages
-    /// its device sent before it died, so a watcher never hears of a
-    /// death before the last messages of the dead.
+    /// in a peer's queue: membership, the watch requests, lookups,
+    /// credit and [`Frame::AskAgain`]. A [`Frame::Down`] is not one of
+    /// them: it stays behind the messages its device sent before it died,
+    /// so a watcher never hears of a death before the last messages of
+    /// the dead.
     pub fn is_control(&self) -> bool {
         matches!(
             self,
@@ -262,6 +276,7 @@ impl Frame {
                 | Frame::Found { .. }
                 | Frame::CreditAsk { .. }
                 | Frame::Credit { .. }
+                | Frame::AskAgain { .. }
         )
     }
 }

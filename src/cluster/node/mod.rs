@@ -485,6 +485,7 @@ impl Node {
                 from,
                 ..
             } => self.credit_sync_in(target, sent, wants, from),
+            Frame::AskAgain { from, .. } => self.asked_again(from),
             Frame::Lookup {
                 name, tag, from, ..
             } => {
@@ -699,7 +700,8 @@ fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
         | Frame::Lookup { from, dst, .. }
         | Frame::Found { from, dst, .. }
         | Frame::Ask { from, dst, .. }
-        | Frame::Reply { from, dst, .. } => Some((Some(*from), *dst)),
+        | Frame::Reply { from, dst, .. }
+        | Frame::AskAgain { from, dst } => Some((Some(*from), *dst)),
         _ => None,
     }
 }

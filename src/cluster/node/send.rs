@@ -34,6 +34,12 @@ pub(super) struct Blocked {
     /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) answers wait (logged
     /// once for each such spell).
     refusing: HashSet<NodeId>,
+    /// Nodes that said they refused requests ([`Frame::AskAgain`]) while
+    /// frames to them waited for room: the watches and links are asked
+    /// again once nothing waits for them any more, once however many
+    /// such frames came (a node cannot make this one hold more than one
+    /// copy of its requests).
+    ask_again: HashSet<NodeId>,
 }
 
 /// A send waiting for room: its encoded frame, and who waits for it.
@@ -851,11 +857,43 @@ impl Node {
 
     /// `node`'s queue has room: what waited goes, in order, while it fits
     /// (the first that does not fit waits again, with those behind it).
+    /// A spell of refusals (rule 115a) ends here if fewer than
+    /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) answers still wait: the
+    /// node is told to ask its watches and links again
+    /// ([`Frame::AskAgain`]), behind what waits. A re-ask it asked for is
+    /// made once nothing waits for it any more.
     fn room(&mut self, cx: CX![], node: NodeId, (): ()) {
-        self.blocked.refusing.remove(&node);
+        let refused = self.blocked.refusing.remove(&node);
         self.blocked.answers.remove(&node);
         for held in self.blocked.by_node.remove(&node).unwrap_or_default() {
             self.held_bytes_when_room(cx, node, held);
+        }
+        if !self.blocked.by_node.contains_key(&node) && self.blocked.ask_again.remove(&node) {
+            self.ask_again_of(|n| n == node);
+        }
+        let answers = self.blocked.answers.get(&node).copied().unwrap_or(0);
+        if refused && answers >= super::HELD_FOR_A_NODE {
+            // Still at the bound: the spell goes on (and is not logged
+            // again).
+            self.blocked.refusing.insert(node);
+        } else if refused {
+            let again = Frame::AskAgain {
+                from: self.me,
+                dst: node,
+            };
+            let _ = self.frame(node, &again);
+        }
+    }
+
+    /// Node `from` refused requests of this node for a while and takes
+    /// them again ([`Frame::AskAgain`]): the watches and links of its
+    /// devices are asked again: now, or, if frames to it wait for room
+    /// already, once they have all gone.
+    pub(super) fn asked_again(&mut self, from: NodeId) {
+        if self.blocked.by_node.contains_key(&from) {
+            self.blocked.ask_again.insert(from);
+        } else {
+            self.ask_again_of(|n| n == from);
         }
     }
 
@@ -896,6 +934,7 @@ impl Node {
     pub(super) fn unblock_rejoined(&mut self, old: NodeId) {
         self.blocked.control_as_data.clear();
         self.blocked.refusing.clear();
+        self.blocked.ask_again.clear();
         self.blocked.answers.clear();
         for (_, queue) in std::mem::take(&mut self.blocked.by_node) {
             for (_, done, _) in queue {
@@ -908,6 +947,7 @@ impl Node {
     pub(super) fn unblock_lost(&mut self, n: NodeId) {
         self.blocked.control_as_data.remove(&n);
         self.blocked.refusing.remove(&n);
+        self.blocked.ask_again.remove(&n);
         self.blocked.answers.remove(&n);
         for (_, done, _) in self.blocked.by_node.remove(&n).unwrap_or_default() {
             done.ret(Err(SendError::NodeDown(n)));

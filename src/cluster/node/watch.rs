@@ -343,12 +343,22 @@ impl Node {
     /// tag makes sure the watcher hears once.
     pub(super) fn link_up(&mut self, cx: CX![], addr: SocketAddr) {
         self.credit_link_up(cx, addr);
+        let there: Vec<NodeId> = self.up.iter().filter(|n| n.addr == addr).copied().collect();
+        self.ask_again_of(|n| there.contains(&n));
+    }
+
+    /// Asks again every watch of a device of a node `which` picks that has
+    /// not ended, and every link by which a device there watches one of
+    /// this node: after a broken link, or when that node says it refused
+    /// requests ([`Frame::AskAgain`], rule 115a). Each is the same watch
+    /// there (deduplicated by its tag, or by its pair).
+    pub(super) fn ask_again_of(&mut self, which: impl Fn(NodeId) -> bool) {
         let me = self.me;
         let again: Vec<(NodeId, u64, u64)> = self
             .watch
             .by_node
             .iter()
-            .filter(|(node, _)| node.addr == addr && self.up.contains(node))
+            .filter(|(node, _)| which(**node))
             .flat_map(|(node, tags)| {
                 tags.iter().filter_map(|tag| {
                     let w = self.watch.mine.get(tag)?;
@@ -361,7 +371,7 @@ impl Node {
             .watch
             .notifies
             .iter()
-            .filter(|(_, w)| w.node.addr == addr && self.up.contains(&w.node))
+            .filter(|(_, w)| which(w.node))
             .copied()
             .collect();
         for (target, w) in links {
