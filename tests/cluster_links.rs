@@ -268,6 +268,32 @@ fn links_unlink_and_demonitor_stop_notification() {
     assert!(v.is_alive(), "unlinked: {:?}", v.line().cause());
 }
 
+/// Rule 121 for a link the other node made: a device unlinked on its own
+/// side from a `Notify` link of another node stays unlinked when the
+/// connection comes back (that node forgets the link, and does not ask
+/// for it again).
+#[test]
+fn links_an_unlink_on_the_watching_side_holds_after_the_link_is_back() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    assert_eq!(status_of(&mut p, false).watched_here, 1, "x watches y");
+    p.a.query(&mut p.rt.s, |n, _| n.unlink(&x, yp, LinkMode::Monitor))
+        .expect("alive");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    assert_eq!(status_of(&mut p, false).watched_here, 0, "not linked again");
+    y.kill("a fault after the unlink").expect("alive");
+    p.rt.run();
+    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+}
+
 #[test]
 fn links_a_dead_device_or_a_self_link_is_refused_and_links_nothing() {
     let mut p = pair();

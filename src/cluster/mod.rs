@@ -281,7 +281,11 @@
 //! takes its remote watches with it**: after [`Node::unlink`] or a
 //! [`Node::demonitor`] that returns `true`, nothing is delivered; a
 //! demonitor after the end returns `false`; when a linked device dies,
-//! its watches are cancelled on the watched device's node too. A watch of
+//! its watches are cancelled on the watched device's node too. An unlink
+//! on the watching side of a link the other node made (`Notify` there,
+//! undone with `Monitor` here) makes that node forget it
+//! ([`Frame::Unwatch`]): it is not asked for again when the connection
+//! comes back (rule 128) or a spell of refusals ends (rule 115a). A watch of
 //! a device of this node, made before the node rejoined as a new
 //! incarnation, is cancelled whole (the watch held for it goes too).
 //!

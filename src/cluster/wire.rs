@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`]. 6 added
-/// [`Frame::AskAgain`].
+/// [`Frame::AskAgain`] and [`Frame::Unwatch`].
 pub const WIRE_VERSION: u16 = 6;
 
 /// The default largest frame body, in bytes (1 MiB).
@@ -211,6 +211,21 @@ pub enum Frame {
         /// address (one before a restart or a rejoin) drops it.
         dst: NodeId,
     },
+    /// Device `watcher` of node `from` no longer watches device `target`
+    /// of the receiving node through a link (its node unlinked it, rule
+    /// 121): the receiver forgets a [`Frame::Link`] it sent for the pair,
+    /// and does not send it again.
+    Unwatch {
+        /// The device that watched, on `from`.
+        watcher: u64,
+        /// The watched device, on the receiving node.
+        target: u64,
+        /// The node of the watching device.
+        from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
+    },
 }
 
 impl Frame {
@@ -234,6 +249,7 @@ impl Frame {
             Frame::Unlink { .. } => "Unlink",
             Frame::CreditSync { .. } => "CreditSync",
             Frame::AskAgain { .. } => "AskAgain",
+            Frame::Unwatch { .. } => "Unwatch",
         }
     }
 
@@ -259,8 +275,9 @@ impl Frame {
     }
 
     /// True for the frames a transport may send ahead of data waiting
-    /// in a peer's queue: membership, the watch requests, lookups,
-    /// credit and [`Frame::AskAgain`]. A [`Frame::Down`] is not one of
+    /// in a peer's queue: membership, the watch requests and their
+    /// cancellations, lookups, credit and [`Frame::AskAgain`]. A
+    /// [`Frame::Down`] is not one of
     /// them: it stays behind the messages its device sent before it died,
     /// so a watcher never hears of a death before the last messages of
     /// the dead.
@@ -277,6 +294,7 @@ impl Frame {
                 | Frame::CreditAsk { .. }
                 | Frame::Credit { .. }
                 | Frame::AskAgain { .. }
+                | Frame::Unwatch { .. }
         )
     }
 }

@@ -486,6 +486,12 @@ impl Node {
                 ..
             } => self.credit_sync_in(target, sent, wants, from),
             Frame::AskAgain { from, .. } => self.asked_again(from),
+            Frame::Unwatch {
+                watcher,
+                target,
+                from,
+                ..
+            } => self.unwatched(target, super::Pid::new(from, watcher)),
             Frame::Lookup {
                 name, tag, from, ..
             } => {
@@ -701,6 +707,7 @@ fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
         | Frame::Found { from, dst, .. }
         | Frame::Ask { from, dst, .. }
         | Frame::Reply { from, dst, .. }
+        | Frame::Unwatch { from, dst, .. }
         | Frame::AskAgain { from, dst } => Some((Some(*from), *dst)),
         _ => None,
     }

@@ -154,6 +154,17 @@ impl Node {
         let me = Pid::new(self.me, local.id().get());
         if mode.watches() {
             self.unlink_in(me.device, remote);
+            // A `Notify` link the other node made for the pair is
+            // forgotten there too: it is not asked for again (rule 121).
+            if remote.node != self.me {
+                let frame = Frame::Unwatch {
+                    watcher: me.device,
+                    target: remote.device,
+                    from: self.me,
+                    dst: remote.node,
+                };
+                let _ = self.frame(remote.node, &frame);
+            }
         }
         if mode.notifies() {
             if remote.node == self.me {
@@ -298,6 +309,13 @@ impl Node {
         }
         // The watch ends at once, as `Lost`, and `watch_end` records it.
         self.link_in(cx, watcher, pid);
+    }
+
+    /// Device `watcher` (of another node) unlinked itself from device
+    /// `target` of this node: a `Notify` link made here for the pair is
+    /// not asked for again.
+    pub(super) fn unwatched(&mut self, target: u64, watcher: Pid) {
+        self.watch.notifies.remove(&(target, watcher));
     }
 
     /// A link undone: device `watcher` of this node no longer watches
