@@ -135,11 +135,13 @@
 //! back in `Closed`, pending room requests are dropped unfired, and the
 //! queued items are dropped.
 //!
-//! **98g. Re-entrancy**: the channel calls a `Fwd`, wakes a waker, and
-//! drops an item or a `Fwd` only while it is not borrowed, so a room
-//! notice handler, a waker's `wake`, or the `Drop` of an item or of a
-//! `Fwd` may use the channel again (send, ask for room, close, drop a
-//! `Sender`).
+//! **98g. Re-entrancy**: the channel calls a `Fwd`, wakes a waker, drops
+//! an item, a `Fwd` or a waker it replaces, and writes its `Debug` only
+//! while it is not borrowed, so a room notice handler, a waker's `wake`
+//! or `Drop` (a task dropped with it, holding a `Sender`), the `Drop` of
+//! an item or of a `Fwd`, or the sink a `Debug` writes to may use the
+//! channel again (send, ask for room, close, drop a `Sender`). Only a
+//! waker's clone runs inside: `Arc`-based wakers run no user code there.
 //!
 //! **98h. Property**: 2,048 random interleavings per `cargo test` of
 //! `try_send`, `notify_room`, `send().await` (polled, cancelled), receives,
@@ -255,12 +257,18 @@ fn release(waiters: Vec<Waiter>, notices: VecDeque<(u64, Fwd<()>)>) {
 
 /// The `Debug` of a channel end: its queue, capacity and whether it is
 /// still accepting.
+///
+/// The figures are read first: the formatter writes to the caller's sink,
+/// user code that may use the channel.
 fn debug_chan<T>(f: &mut fmt::Formatter<'_>, end: &str, chan: &RefCell<Chan<T>>) -> fmt::Result {
-    let ch = chan.borrow();
+    let (queued, capacity, closed) = {
+        let ch = chan.borrow();
+        (ch.queue.len(), ch.capacity, !ch.accepting())
+    };
     f.debug_struct(end)
-        .field("queued", &ch.queue.len())
-        .field("capacity", &ch.capacity)
-        .field("closed", &!ch.accepting())
+        .field("queued", &queued)
+        .field("capacity", &capacity)
+        .field("closed", &closed)
         .finish()
 }
 
@@ -560,7 +568,9 @@ impl<T> Future for SendFuture<'_, T> {
             let left = match pos {
                 // Waiting: stay in line unless closed or promised a slot.
                 Some(pos) if ch.accepting() && pos >= ch.granted => {
-                    ch.waiting[pos].waiter.register(cx.waker());
+                    let old = ch.waiting[pos].waiter.register(cx.waker());
+                    drop(ch);
+                    drop(old);
                     this.item = Some(item);
                     return Poll::Pending;
                 }
@@ -574,8 +584,7 @@ impl<T> Future for SendFuture<'_, T> {
                 // First poll: wait in line if there is no room for it.
                 None if ch.accepting() && ch.room() == 0 => {
                     let id = ch.new_id();
-                    let mut waiter = Waiter::None;
-                    waiter.register(cx.waker());
+                    let waiter = Waiter::of(cx.waker());
                     ch.waiting.push_back(Waiting { id, waiter });
                     this.id = Some(id);
                     this.item = Some(item);
@@ -707,7 +716,9 @@ impl<T> Stream for Receiver<T> {
                     return match mem::replace(&mut ch.end, End::Reported) {
                         End::Open => {
                             ch.end = End::Open;
-                            ch.rx_waiter.register(cx.waker());
+                            let old = ch.rx_waiter.register(cx.waker());
+                            drop(ch);
+                            drop(old);
                             Poll::Pending
                         }
                         End::Dropped => Poll::Ready(Some(Err(ActorFail::dropped()))),

@@ -24,7 +24,8 @@
 //!
 //! **48. Pass-the-error pipes yield `Err(ActorFail::Dropped)` when the `Ret`
 //! is dropped unfired**; a fired `Ret` yields its value, even if fired
-//! before the first poll.
+//! before the first poll. A waker the future replaces is dropped outside
+//! its borrow: one whose `Drop` drops the `Ret` has that drop reported.
 //!
 //! **49. Drop-the-task pipes end the awaiting task** with
 //! `JoinError::Failed(ActorFail)` at that `.await`: code after it never
@@ -61,15 +62,26 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    /// Records the waker of the current poll.
-    pub(crate) fn register(&mut self, w: &Waker) {
+    /// The waiter of waker `w`.
+    pub(crate) fn of(w: &Waker) -> Waiter {
         match waker::task_of(w) {
-            Some(t) => *self = Waiter::Task(t),
-            None => match self {
-                Waiter::Other(old) if old.will_wake(w) => {}
-                _ => *self = Waiter::Other(w.clone()),
-            },
+            Some(t) => Waiter::Task(t),
+            None => Waiter::Other(w.clone()),
         }
+    }
+
+    /// Records the waker of the current poll; returns the one it replaces,
+    /// which the caller drops **after** its borrow ends: an outside
+    /// waker's drop may drop a task, and with it a sender or a pipe end of
+    /// the cell the caller holds borrowed.
+    #[must_use = "drop the replaced waiter after the borrow"]
+    pub(crate) fn register(&mut self, w: &Waker) -> Waiter {
+        if let (Waiter::Other(old), None) = (&*self, waker::task_of(w)) {
+            if old.will_wake(w) {
+                return Waiter::None;
+            }
+        }
+        std::mem::replace(self, Waiter::of(w))
     }
 
     /// Wakes whoever waits (taken out first, so call it outside borrows).
@@ -126,7 +138,9 @@ fn poll_shared<T>(shared: &RefCell<Shared<T>>, cx: &Context<'_>) -> Option<Resul
         Slot::Dropped => Some(Err(())),
         Slot::Empty => {
             sh.slot = Slot::Empty;
-            sh.waiter.register(cx.waker());
+            let old = sh.waiter.register(cx.waker());
+            drop(sh);
+            drop(old);
             None
         }
         Slot::Taken => panic!("stakplane-async: pipe future polled after it resolved"),

@@ -27,6 +27,9 @@
 //! items, then `Err(Overflow { capacity })`, then the end, and the excess
 //! is discarded (capacity 0 counts as 1). `stream_to_fwd` forwards each
 //! item as `Some` then `None`; aborted, it drops the `Fwd` without `None`.
+//! The stream drops a waker it replaces and writes its `Debug` outside
+//! its borrow, so a waker's `Drop` or a `Debug` sink that drops the last
+//! `Fwd` still has that drop reported.
 
 use crate::exec::{self, JoinHandle};
 use crate::fail::{ActorFail, CauseOf};
@@ -122,7 +125,8 @@ enum Next<T> {
 }
 
 fn poll_next<T>(shared: &RefCell<Shared<T>>, cx: &Context<'_>) -> Next<T> {
-    let (next, request) = {
+    // The waiter a pending poll replaces is dropped after the borrow.
+    let (next, request, replaced) = {
         let mut sh = shared.borrow_mut();
         match sh.queue.pop_front() {
             Some(v) => {
@@ -130,21 +134,24 @@ fn poll_next<T>(shared: &RefCell<Shared<T>>, cx: &Context<'_>) -> Next<T> {
                 // the producer refills while this item is handled.
                 let req = sh.queue.is_empty() && matches!(sh.tail, Tail::Open) && !sh.requested;
                 sh.requested |= req;
-                (Next::Item(v), if req { sh.more.clone() } else { None })
+                let more = if req { sh.more.clone() } else { None };
+                (Next::Item(v), more, Waiter::None)
             }
             None => match std::mem::replace(&mut sh.tail, Tail::Done) {
                 Tail::Open => {
                     sh.tail = Tail::Open;
-                    sh.waiter.register(cx.waker());
+                    let replaced = sh.waiter.register(cx.waker());
                     let req = !sh.requested;
                     sh.requested = true;
-                    (Next::Pending, if req { sh.more.clone() } else { None })
+                    let more = if req { sh.more.clone() } else { None };
+                    (Next::Pending, more, replaced)
                 }
-                Tail::Ended | Tail::Done => (Next::End, None),
-                Tail::Failed(e) => (Next::Fail(e), None),
+                Tail::Ended | Tail::Done => (Next::End, None, Waiter::None),
+                Tail::Failed(e) => (Next::Fail(e), None, Waiter::None),
             },
         }
     };
+    drop(replaced);
     if let Some(more) = request {
         more.fwd(());
     }
@@ -170,16 +177,19 @@ pub struct FwdStreamOrDrop<T> {
 
 impl<T, C: CauseOf> fmt::Debug for FwdStream<T, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Read first: the formatter writes to the caller's sink (user code).
+        let queued = self.shared.borrow().queue.len();
         f.debug_struct("FwdStream")
-            .field("queued", &self.shared.borrow().queue.len())
+            .field("queued", &queued)
             .finish()
     }
 }
 
 impl<T> fmt::Debug for FwdStreamOrDrop<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let queued = self.inner.shared.borrow().queue.len();
         f.debug_struct("FwdStreamOrDrop")
-            .field("queued", &self.inner.shared.borrow().queue.len())
+            .field("queued", &queued)
             .finish()
     }
 }

@@ -248,7 +248,8 @@ impl Future for Sleep {
             if armed.fired.get() {
                 return Poll::Ready(());
             }
-            armed.waiter.borrow_mut().register(cx.waker());
+            let replaced = armed.waiter.borrow_mut().register(cx.waker());
+            drop(replaced);
             return Poll::Pending;
         }
         let exec = runtime();
@@ -266,9 +267,8 @@ impl Future for Sleep {
                 fired: Cell::new(false),
                 cancelled: Cell::new(true),
                 key: Cell::new(None),
-                waiter: RefCell::new(Waiter::None),
+                waiter: RefCell::new(Waiter::of(cx.waker())),
             });
-            armed.waiter.borrow_mut().register(cx.waker());
             self.armed = Some((exec, armed));
             return Poll::Pending;
         };
@@ -283,7 +283,7 @@ impl Future for Sleep {
             self.armed = Some((exec, armed));
             return Poll::Ready(());
         }
-        armed.waiter.borrow_mut().register(cx.waker());
+        *armed.waiter.borrow_mut() = Waiter::of(cx.waker());
         let a2 = armed.clone();
         exec.deferrer().defer(move |s| {
             if a2.cancelled.get() {

@@ -1216,3 +1216,92 @@ proptest! {
         case.finish()?;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Rule 98g: user code the channel runs only while unborrowed
+
+/// A `fmt::Write` sink that, on its first write, drops the sender it owns
+/// (say, a one-shot log forwarder that hangs up after one line).
+struct DropsSenderOnWrite(Option<Sender<u32>>);
+
+impl std::fmt::Write for DropsSenderOnWrite {
+    fn write_str(&mut self, _: &str) -> std::fmt::Result {
+        self.0 = None;
+        Ok(())
+    }
+}
+
+#[test]
+fn reentrancy_a_debug_sink_may_drop_the_last_other_sender_and_the_death_is_reported() {
+    use std::fmt::Write as _;
+    let (tx, mut rx) = channel::<u32>(4);
+    tx.try_send(7).unwrap();
+    let mut sink = DropsSenderOnWrite(Some(tx.clone()));
+    // Formatting `tx` writes to the sink, which drops its sender.
+    write!(sink, "{tx:?}").unwrap();
+    assert!(sink.0.is_none());
+    drop(tx); // every Sender is now gone, none closed: rule 98e
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match poll_once(&mut rx.next()) {
+            Poll::Ready(x) => got.push(ev(x)),
+            Poll::Pending => break,
+        }
+    }
+    assert_eq!(got, vec![Ev::Item(7), Ev::Dropped, Ev::End]);
+}
+
+thread_local! {
+    /// The sender a [`DropsSenderOnDrop`] waker drops when it is dropped.
+    static DROP_TX: RefCell<Option<Sender<u32>>> = const { RefCell::new(None) };
+}
+
+/// A waker whose `Drop` drops the sender kept in `DROP_TX` (wakers must
+/// be `Send`; this one only ever runs on the test's thread).
+struct DropsSenderOnDrop;
+
+impl Wake for DropsSenderOnDrop {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for DropsSenderOnDrop {
+    fn drop(&mut self) {
+        let tx = DROP_TX.with(|t| t.borrow_mut().take());
+        drop(tx);
+    }
+}
+
+#[test]
+fn reentrancy_a_replaced_waker_whose_drop_drops_the_last_sender_has_the_death_reported() {
+    let (tx, mut rx) = channel::<u32>(4);
+    DROP_TX.with(|t| *t.borrow_mut() = Some(tx));
+    // First poll with the dropping waker: the receiver keeps its clone.
+    {
+        let w1 = Waker::from(Arc::new(DropsSenderOnDrop));
+        let mut next = rx.next();
+        assert!(Pin::new(&mut next)
+            .poll(&mut Context::from_waker(&w1))
+            .is_pending());
+    } // the receiver's clone is now the last one
+      // A poll with another waker replaces (drops) it: its Drop drops the
+      // last Sender, unclosed.
+    let w2 = Waker::from(Arc::new(Flag::default()));
+    let mut next = rx.next();
+    let _ = Pin::new(&mut next).poll(&mut Context::from_waker(&w2));
+    drop(next);
+    assert!(
+        DROP_TX.with(|t| t.borrow().is_none()),
+        "the sender was dropped"
+    );
+    // Rule 98e: one Err(Dropped), then None.
+    assert_eq!(ev(ready_or_panic(rx.next())), Ev::Dropped);
+    assert_eq!(ev(ready_or_panic(rx.next())), Ev::End);
+}
+
+#[track_caller]
+fn ready_or_panic<F: Future + Unpin>(mut f: F) -> F::Output {
+    match poll_once(&mut f) {
+        Poll::Ready(x) => x,
+        Poll::Pending => panic!("pending: the stream never ends"),
+    }
+}

@@ -918,3 +918,106 @@ fn stream_to_fwd_into_fwd_to_stream_round_trips_and_an_abort_reads_as_dropped() 
     assert_eq!(*log.borrow(), vec![Ev::Item(7), Ev::Dropped, Ev::End]);
     joined(h).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Rule 51: a `Debug` sink may drop the last `Fwd`
+
+/// A `fmt::Write` sink that drops the producer `Fwd` it owns once it has
+/// been written to twice (after the struct's name).
+struct DropsFwdOnWrite(Option<Fwd<Option<u32>>>, u32);
+
+impl std::fmt::Write for DropsFwdOnWrite {
+    fn write_str(&mut self, _: &str) -> std::fmt::Result {
+        self.1 += 1;
+        if self.1 == 2 {
+            self.0 = None;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_debug_sink_that_drops_the_last_fwd_still_has_the_drop_reported() {
+    use std::fmt::Write as _;
+    let (mut stream, fwd) = fwd_to_stream::<u32>(4, fwd_nop!());
+    fwd.fwd(Some(7));
+    let mut sink = DropsFwdOnWrite(Some(fwd), 0); // the only Fwd
+    write!(sink, "{stream:?}").unwrap();
+    assert!(sink.0.is_none(), "the last Fwd was dropped, without None");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match stream.next().now_or_never() {
+            Some(x) => got.push(ev(x)),
+            None => break,
+        }
+    }
+    // Rule 51: the queued items, then one Err(Dropped), then the end.
+    assert_eq!(got, vec![Ev::Item(7), Ev::Dropped, Ev::End]);
+}
+
+// ---------------------------------------------------------------------------
+// Rules 48 and 51: a waker replaced by a later poll is dropped unborrowed
+
+thread_local! {
+    /// The `Ret` a [`DropsOnDrop`] waker drops when it is dropped.
+    static HELD_RET: RefCell<Option<Ret<u32>>> = const { RefCell::new(None) };
+    /// The `Fwd` a [`DropsOnDrop`] waker drops when it is dropped.
+    static HELD_FWD: RefCell<Option<Fwd<Option<u32>>>> = const { RefCell::new(None) };
+}
+
+/// A waker whose `Drop` drops the `Ret` and the `Fwd` held above (a task
+/// dropped with its last waker, which held them). Wakers must be `Send`;
+/// this one only ever runs on the test's thread.
+struct DropsOnDrop;
+
+impl std::task::Wake for DropsOnDrop {
+    fn wake(self: std::sync::Arc<Self>) {}
+}
+
+impl Drop for DropsOnDrop {
+    fn drop(&mut self) {
+        drop(HELD_RET.with(|r| r.borrow_mut().take()));
+        drop(HELD_FWD.with(|f| f.borrow_mut().take()));
+    }
+}
+
+/// Polls `f` once with a [`DropsOnDrop`] waker (the future keeps the only
+/// clone), then with a plain one, which replaces it.
+fn poll_with_a_dropping_waker_then_another<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    use std::task::Context;
+    {
+        let w1 = Waker::from(std::sync::Arc::new(DropsOnDrop));
+        assert!(f.poll_unpin(&mut Context::from_waker(&w1)).is_pending());
+    }
+    f.poll_unpin(&mut Context::from_waker(futures::task::noop_waker_ref()))
+}
+
+#[test]
+fn a_replaced_waker_whose_drop_drops_the_ret_has_the_drop_reported() {
+    let (mut fut, ret) = ret_to_future::<u32>();
+    HELD_RET.with(|r| *r.borrow_mut() = Some(ret));
+    let _ = poll_with_a_dropping_waker_then_another(&mut fut);
+    assert!(
+        HELD_RET.with(|r| r.borrow().is_none()),
+        "the Ret was dropped"
+    );
+    let got = fut.now_or_never().expect("resolved");
+    assert!(matches!(got, Err(ActorFail::Dropped { .. })), "{got:?}");
+}
+
+#[test]
+fn a_replaced_waker_whose_drop_drops_the_last_fwd_has_the_drop_reported() {
+    let (mut stream, fwd) = fwd_to_stream::<u32>(4, fwd_nop!());
+    HELD_FWD.with(|f| *f.borrow_mut() = Some(fwd));
+    let mut next = stream.next();
+    let _ = poll_with_a_dropping_waker_then_another(&mut next);
+    drop(next);
+    assert!(
+        HELD_FWD.with(|f| f.borrow().is_none()),
+        "the Fwd was dropped"
+    );
+    let got: Vec<Ev> = (0..2)
+        .map(|_| ev(stream.next().now_or_never().expect("ready")))
+        .collect();
+    assert_eq!(got, vec![Ev::Dropped, Ev::End]);
+}
