@@ -651,3 +651,49 @@ fn tcp_links_report_state_node_rtt_traffic_and_queue() {
     assert_eq!(a.numbers().len(), 0);
     drop(mute);
 }
+
+/// Rule 132: a retry armed before `forget` does nothing once the peer is
+/// forgotten, even after a fresh send made a new record for its address
+/// (it used to start a second chain: the peer was tried twice as often,
+/// for good).
+#[test]
+fn tcp_a_retry_armed_before_forget_does_not_double_the_attempts_after_a_fresh_send() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([13; 32]);
+    let a = side(&mut rt, &secret, None);
+    let port = free_port();
+    a.send_to(port, 0, false).expect("room");
+    // Refused at 0, retried at 50, 150, 350, 750, 1550, 3150 ms; the
+    // next retry is armed for 6350 ms.
+    rt.run_for(Duration::from_millis(3200)).expect("runs");
+    assert_eq!(a.t.stats().reconnects, 6, "{:?}", a.t.stats());
+    // The node declares the peer down, then (a new incarnation is
+    // announced there, say) sends to that address again.
+    a.t.forget(port);
+    a.send_to(port, 1, false).expect("room");
+    let before = a.t.stats().reconnects;
+    // A fresh start: 50, 150, 350, 750, 1550, 3150, 6350, then every
+    // 5 s: 16 attempts in 60 s, as for a first send.
+    rt.run_for(Duration::from_secs(60)).expect("runs");
+    let tries = a.t.stats().reconnects - before;
+    assert!((15..=18).contains(&tries), "attempts in 60 s: {tries}");
+}
+
+/// Rule 132: a peer forgotten while its link is up keeps that link, and
+/// is gone once the link ends: not retried, not listed.
+#[test]
+fn tcp_a_peer_forgotten_with_its_link_up_is_gone_once_the_link_ends() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([14; 32]);
+    let (a, b) = pair(&mut rt, &secret);
+    let port = b.id.addr;
+    a.t.forget(port);
+    drop(b);
+    rt.run_for(BACKOFF_MAX * 2).expect("runs");
+    assert_eq!(a.t.stats().reconnects, 0, "not tried");
+    assert!(
+        a.t.links().iter().all(|l| l.addr != port),
+        "no link kept for it: {:?}",
+        a.t.links()
+    );
+}

@@ -93,12 +93,13 @@ pub(super) fn new_link(inner: &mut Inner, addr: Option<SocketAddr>) -> Result<u6
 }
 
 /// Connects to `to`, unless a link to it exists; `retry`: this is an
-/// attempt after a failure (its backoff is over).
+/// attempt after a failure (its backoff is over), armed for the peer
+/// record of that generation (one since forgotten is not tried).
 pub(super) fn connect_to(
     weak: &Weak<RefCell<Inner>>,
     s: &mut Stakker,
     to: SocketAddr,
-    retry: bool,
+    retry: Option<u64>,
 ) {
     let Some(rc) = weak.upgrade() else { return };
     let serial = {
@@ -107,13 +108,16 @@ pub(super) fn connect_to(
         let Some(peer) = inner.peers.get_mut(&to) else {
             return;
         };
-        if retry {
+        if let Some(generation) = retry {
+            if peer.generation != generation {
+                return;
+            }
             peer.retrying = false;
         }
         if peer.link.is_some() || peer.retrying {
             return;
         }
-        if retry {
+        if retry.is_some() {
             inner.stats.reconnects += 1;
         }
         match new_link(inner, Some(to)) {
@@ -319,28 +323,34 @@ pub(super) fn fail(
         };
         // Dropping the connection closes it.
         drop(link.conn);
+        let mut gone = false;
         let retry = link.addr.and_then(|addr| {
             let peer = inner.peers.get_mut(&addr)?;
             if peer.link != Some(serial) {
                 return None;
             }
             peer.link = None;
-            if !peer.waiting() || peer.retrying {
+            // Forgotten while this link was up, and nothing sent since.
+            gone = peer.forgotten && !peer.waiting() && peer.room.is_empty();
+            if gone || !peer.waiting() || peer.retrying {
                 return None;
             }
             peer.retrying = true;
             let wait = peer.backoff;
             peer.backoff = (peer.backoff * 2).min(BACKOFF_MAX);
-            Some((addr, wait))
+            Some((addr, wait, peer.generation))
         });
+        if let (true, Some(addr)) = (gone, link.addr) {
+            inner.peers.remove(&addr);
+        }
         (link.addr, retry)
     };
     if let Some(error) = error {
         report(weak, addr, error);
     }
-    if let Some((addr, wait)) = retry {
+    if let Some((addr, wait, generation)) = retry {
         let weak = weak.clone();
-        s.after(wait, move |s| connect_to(&weak, s, addr, true));
+        s.after(wait, move |s| connect_to(&weak, s, addr, Some(generation)));
     }
 }
 
@@ -428,7 +438,8 @@ pub(super) fn established(
     let initiator = link.initiator;
     let addr = *link.addr.get_or_insert(peer_id.addr);
     let me = inner.me;
-    let peer = inner.peers.entry(addr).or_insert_with(Peer::new);
+    let next = &mut inner.next;
+    let peer = inner.peers.entry(addr).or_insert_with(|| Peer::fresh(next));
     peer.node = Some(peer_id);
     if rtt.is_some() {
         peer.rtt = rtt;

@@ -79,7 +79,9 @@
 //! next link, in order, none lost — until the node declares that peer
 //! down ([`Transport::forget`]): then what waits for it is dropped, those
 //! waiting for room there are told, and it is tried no more (a later
-//! frame for that address starts afresh).
+//! frame for that address starts afresh, with no attempt armed before
+//! left over); a link up to it is kept until it ends, and then the peer
+//! is gone, unless something was sent to it meanwhile.
 //!
 //! **133. The data queue refuses, never drops**: a data frame that does
 //! not fit its peer's queue ([`QUEUED_FRAMES`] frames, [`QUEUED_BYTES`]
@@ -302,7 +304,9 @@ impl Transport for TcpTransport {
             tracing::warn!(target: "stakplane::cluster", peer = %to, len = data.len(), "frame over the limit dropped");
             return Ok(());
         }
-        let peer = inner.peers.entry(to).or_insert_with(Peer::new);
+        let next = &mut inner.next;
+        let peer = inner.peers.entry(to).or_insert_with(|| Peer::fresh(next));
+        peer.forgotten = false;
         if control {
             if !peer.control.fits(data.len()) {
                 inner.stats.dropped += 1;
@@ -322,7 +326,7 @@ impl Transport for TcpTransport {
             None if !peer.retrying => {
                 inner
                     .deferrer
-                    .defer(move |s| connect_to(&weak, s, to, false));
+                    .defer(move |s| connect_to(&weak, s, to, None));
             }
             Some(serial) if !peer.flushing && inner.links.get(&serial).is_some_and(|l| l.ready) => {
                 peer.flushing = true;
@@ -352,8 +356,10 @@ impl Transport for TcpTransport {
     }
 
     /// Drops the queues of the peer at `addr` and stops retrying it: a
-    /// peer with no link is removed (an armed retry finds nothing to do);
-    /// one with a link keeps it, empty, and is not retried when it fails.
+    /// peer with no link is removed (an armed retry finds nothing to do,
+    /// even once a later send has made a new record); one with a link
+    /// keeps it, empty, and is removed when it ends, not retried, unless
+    /// something is sent to it meanwhile.
     fn forget(&self, addr: SocketAddr) {
         let room = {
             let mut inner = self.inner.borrow_mut();
@@ -363,6 +369,7 @@ impl Transport for TcpTransport {
             peer.control = Queue::new(CONTROL_FRAMES, CONTROL_BYTES);
             peer.data = Queue::new(QUEUED_FRAMES, QUEUED_BYTES);
             let room = std::mem::take(&mut peer.room);
+            peer.forgotten = true;
             if peer.link.is_none() {
                 inner.peers.remove(&addr);
             }

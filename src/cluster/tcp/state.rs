@@ -108,6 +108,13 @@ pub(super) struct Peer {
     pub(super) backoff: Duration,
     /// A connection attempt is armed.
     pub(super) retrying: bool,
+    /// Unique to this `Peer` record: an attempt armed for a record since
+    /// removed ([`Transport::forget`](crate::cluster::Transport::forget))
+    /// finds another one and does nothing.
+    pub(super) generation: u64,
+    /// Forgotten while its link was up: removed when that link ends,
+    /// unless frames are sent to it again.
+    pub(super) forgotten: bool,
     /// Told once each when the data queue has room for `refused` bytes.
     pub(super) room: Vec<Box<dyn FnOnce()>>,
     /// The size of the data frame last refused.
@@ -120,8 +127,17 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    pub(super) fn new() -> Peer {
+    /// A new record, its generation taken from `next` (the counter of
+    /// `Inner::next`).
+    pub(super) fn fresh(next: &mut u64) -> Peer {
+        *next += 1;
+        Peer::new(*next)
+    }
+
+    fn new(generation: u64) -> Peer {
         Peer {
+            generation,
+            forgotten: false,
             node: None,
             link: None,
             control: Queue::new(CONTROL_FRAMES, CONTROL_BYTES),
