@@ -726,3 +726,48 @@ fn node_a_rejoined_node_takes_frames_for_its_old_incarnation_but_a_credit_grant(
     p.rt.run();
     assert_eq!(stale(&mut p), 1, "a grant to {old}, not {new}");
 }
+
+/// Rule 111 after a long partition: two nodes cut apart for longer than
+/// foca's default `remove_down_after` (24 hours) each declare the other
+/// down. Healed, neither is told `Up` of an incarnation it declared down
+/// (it would count it a member and drop its frames for good); they meet
+/// again as newer incarnations.
+#[test]
+fn node_an_incarnation_declared_down_is_never_told_up_again_after_a_long_partition() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a_events, fa) = recorder();
+    let a = node_with(&mut rt, &net, id(1), MembershipConfig::lan(3, 1), fa);
+    let b = node_with(
+        &mut rt,
+        &net,
+        id(2),
+        MembershipConfig::lan(3, 2),
+        Fwd::new(|_| ()),
+    );
+    rt.run();
+    join(&mut rt, &b, id(1));
+    net.cut(id(2).addr);
+    rt.advance(Duration::from_secs(25 * 3600));
+    net.attach(id(2).addr, fwd_to!([b], packet() as (Vec<u8>)));
+    rt.advance(Duration::from_secs(60));
+    let events = a_events.borrow().clone();
+    let down = events
+        .iter()
+        .position(|e| *e == MemberEvent::Down(id(2)))
+        .expect("declared down in the partition");
+    assert!(
+        !events[down..].contains(&MemberEvent::Up(id(2))),
+        "told up again: {events:?}"
+    );
+    let members = a
+        .query(&mut rt.s, |n, _| n.members().clone())
+        .expect("alive");
+    assert!(!members.contains(&id(2)), "a member again: {members:?}");
+    assert!(
+        members
+            .iter()
+            .any(|m| m.addr == id(2).addr && m.incarnation > 1),
+        "met again as a newer incarnation: {members:?}, {events:?}"
+    );
+}

@@ -17,7 +17,7 @@ use foca::{
 pub use foca::{Config as FocaConfig, PeriodicParams};
 use rand_xorshift::XorShiftRng;
 use stakker::{Fwd, CX};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
@@ -79,11 +79,16 @@ impl MembershipConfig {
     /// two (simulated, 1,000 nodes: 998 of 999 seen at least, after
     /// 300 s); setting `foca.periodic_announce` (every 10 s to one
     /// member) completes every view (in 80 s) for about twice the gossip
-    /// bytes (`examples/sim_scale.rs`).
+    /// bytes (`examples/sim_scale.rs`). A member declared down is never
+    /// forgotten (`foca.remove_down_after` is `None`, where foca's default
+    /// forgets it after 24 hours and would then take the same incarnation
+    /// back after a long partition): it comes back as a new incarnation.
     pub fn lan(size: u32, seed: u64) -> MembershipConfig {
         let size = std::num::NonZeroU32::new(size.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let mut foca = Config::new_lan(size);
+        foca.remove_down_after = None;
         MembershipConfig {
-            foca: Config::new_lan(size),
+            foca,
             seed,
             clock_drift_ppm: 0,
         }
@@ -101,6 +106,10 @@ pub struct Membership {
     /// The members told `Up` and not yet `Down`: each change is told
     /// once.
     told_up: BTreeSet<NodeId>,
+    /// The highest incarnation told `Down` at each address: that one and
+    /// older ones are never told `Up` again (rule 111), whatever foca
+    /// says (one set to forget down members takes one back).
+    told_down: HashMap<std::net::SocketAddr, u64>,
     /// Every address announced to or seen as a member: where an isolated
     /// node announces itself again.
     known: BTreeSet<std::net::SocketAddr>,
@@ -133,6 +142,7 @@ impl Membership {
             transport,
             events,
             told_up: BTreeSet::new(),
+            told_down: HashMap::new(),
             known: BTreeSet::new(),
             idle: false,
             retry,
@@ -262,6 +272,13 @@ impl Membership {
 
     fn up(&mut self, id: NodeId) {
         self.known.insert(id.addr);
+        if self
+            .told_down
+            .get(&id.addr)
+            .is_some_and(|&down| id.incarnation <= down)
+        {
+            return;
+        }
         if self.told_up.insert(id) {
             self.events.fwd(MemberEvent::Up(id));
         }
@@ -269,6 +286,8 @@ impl Membership {
 
     fn down(&mut self, id: NodeId) {
         if self.told_up.remove(&id) {
+            let down = self.told_down.entry(id.addr).or_insert(id.incarnation);
+            *down = (*down).max(id.incarnation);
             self.events.fwd(MemberEvent::Down(id));
         }
     }

@@ -81,7 +81,11 @@
 //! stops answering is declared down (`MemberEvent::Down`) after the
 //! probe period and the suspicion timeout, by every other node; a node
 //! that comes back with a higher incarnation is a new member, and the old
-//! incarnation stays down. A suspicion the member refuted never takes it
+//! incarnation stays down: it is never told `Up` again, even after a
+//! partition longer than foca's default memory of down members (24 hours;
+//! [`MembershipConfig::lan`](membership::MembershipConfig::lan) keeps
+//! them for good, and the partitioned node comes back as a newer
+//! incarnation). A suspicion the member refuted never takes it
 //! down (foca 2.0.0 alone would tell it that it is down when the
 //! suspicion's timer fires, and it would rejoin under a new incarnation:
 //! the simulator found it; the membership drops such timers).
