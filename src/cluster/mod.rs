@@ -289,7 +289,10 @@
 //! on the watching side of a link the other node made (`Notify` there,
 //! undone with `Monitor` here) makes that node forget it
 //! ([`Frame::Unwatch`]): it is not asked for again when the connection
-//! comes back (rule 128) or a spell of refusals ends (rule 115a). A watch of
+//! comes back (rule 128) or a spell of refusals ends (rule 115a). The
+//! limit: an `Unlink` or `Unwatch` lost in flight with a connection that
+//! breaks is not sent again, and the re-asks of rule 128 then make the
+//! link again. A watch of
 //! a device of this node, made before the node rejoined as a new
 //! incarnation, is cancelled whole (the watch held for it goes too).
 //!
