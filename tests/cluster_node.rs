@@ -117,6 +117,19 @@ fn remote_device(
     (d, log)
 }
 
+/// The causes `downs` heard, as text, in order.
+fn causes(downs: &Seen<RemoteDown>) -> Vec<String> {
+    downs.borrow().iter().map(|d| d.cause.to_string()).collect()
+}
+
+/// `downs` heard exactly one notice, and its cause names `text`.
+#[track_caller]
+fn heard_once_of(downs: &Seen<RemoteDown>, text: &str) {
+    let got = causes(downs);
+    assert_eq!(got.len(), 1, "exactly one notice: {got:?}");
+    assert!(got[0].contains(text), "the real cause, {text:?}: {got:?}");
+}
+
 fn pid(n: u8, device: u64) -> Pid {
     Pid {
         node: NodeId::new(addr(n), 1),
@@ -395,8 +408,11 @@ fn node_a_down_notice_and_a_reply_wait_for_room_in_a_full_queue_never_dropped() 
     net.release(addr(1));
     rt.run();
     assert_eq!(*filled.borrow(), ["fill"]);
-    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
-    assert_eq!(got, [Cause::Dropped.to_string()], "exactly one notice");
+    assert_eq!(
+        causes(&downs),
+        [Cause::Dropped.to_string()],
+        "exactly one notice"
+    );
     assert_eq!(answers(&replies), [Ok(42)]);
 }
 
@@ -535,9 +551,7 @@ fn node_a_watch_and_a_link_refused_in_a_spell_are_asked_again_when_it_ends() {
     rt.run();
     let cause = d.line().cause().expect("killed through the link");
     assert!(cause.to_string().contains("boom"), "{cause}");
-    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
-    assert_eq!(got.len(), 1, "exactly one notice: {got:?}");
-    assert!(got[0].contains("boom"), "d's own cause: {got:?}");
+    heard_once_of(&downs, "boom");
 }
 
 /// Rule 115a's `AskAgain` makes a node hold no copy of its watches per
@@ -590,7 +604,7 @@ fn node_a_burst_of_ask_again_frames_while_frames_wait_asks_again_once_when_they_
     );
     d.kill("gone").expect("alive");
     rt.run();
-    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    let got = causes(&downs);
     assert_eq!(got.len(), 3, "one notice per watch: {got:?}");
 }
 
@@ -642,9 +656,7 @@ fn node_a_watch_request_refused_by_a_full_control_queue_waits_and_holds() {
     assert_eq!(held, 1, "the request waited for room and arrived");
     d.kill("gone").expect("alive");
     rt.run();
-    let got: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
-    assert_eq!(got.len(), 1, "exactly one notice: {got:?}");
-    assert!(got[0].contains("gone"), "the real cause: {got:?}");
+    heard_once_of(&downs, "gone");
 }
 
 #[test]
