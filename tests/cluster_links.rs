@@ -294,6 +294,74 @@ fn links_an_unlink_on_the_watching_side_holds_after_the_link_is_back() {
     assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
 }
 
+/// Rule 121 when the unlink's frame is lost with a broken connection:
+/// the other node asks for the link again when the connection comes back,
+/// this node refuses it and says again that it unlinked.
+#[test]
+fn links_an_unlink_on_the_watching_side_holds_when_its_frame_is_lost_in_flight() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    assert_eq!(status_of(&mut p, false).watched_here, 1, "x watches y");
+    p.net.lose(ida.addr, idb.addr, 2); // the Demonitor and the Unwatch
+    p.a.query(&mut p.rt.s, |n, _| n.unlink(&x, yp, LinkMode::Monitor))
+        .expect("alive");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    y.kill("a fault after the unlink").expect("alive");
+    p.rt.run();
+    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+}
+
+/// Rule 121 from the other side: a `Notify` link undone by the node that
+/// made it stays undone when its `Unlink` is lost with a broken
+/// connection (it is sent again when the connection comes back), and a
+/// link made again after it holds.
+#[test]
+fn links_an_unlink_on_the_notifying_side_holds_when_its_frame_is_lost_in_flight() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, _yp) = device_on(&mut p, true, "y");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.lose(idb.addr, ida.addr, 1); // the Unlink
+    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
+        .expect("alive");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    assert_eq!(
+        status_of(&mut p, false).watched_here,
+        0,
+        "x watches y no more"
+    );
+    // Linked again: the Unlink said again does not undo it.
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    y.kill("a fault after the new link").expect("alive");
+    p.rt.run();
+    let cause = x.line().cause().map(|c| c.to_string());
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("after the new link")),
+        "x died of the new link: {cause:?}"
+    );
+}
+
 #[test]
 fn links_a_dead_device_or_a_self_link_is_refused_and_links_nothing() {
     let mut p = pair();

@@ -623,6 +623,7 @@ fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
         target: target.id().get(),
         from: c_id,
         dst: pid(2, 0).node,
+        epoch: 1,
     });
     call!([b], packet(bytes));
     rt.run();
@@ -671,6 +672,7 @@ fn node_a_link_from_an_incarnation_never_seen_up_ends_as_lost_when_a_newer_one_c
         target: 5,
         from: c1,
         dst: pid(2, 0).node,
+        epoch: 1,
     });
     call!([b], packet(bytes));
     rt.run();

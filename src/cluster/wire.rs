@@ -142,6 +142,10 @@ pub enum Frame {
         /// The node incarnation it is for: another one at the receiving
         /// address (one before a restart or a rejoin) drops it.
         dst: NodeId,
+        /// When `from` made the link (a number that grows there): sent
+        /// again with the same epoch, it is the same link; an unlink of
+        /// the pair at that epoch or later refuses it (rule 121).
+        epoch: u64,
     },
     /// Node `from` asks for credit to send to device `target` of the
     /// receiving node (a credited target: see `Node::serve_child`).
@@ -180,6 +184,10 @@ pub enum Frame {
         /// The node incarnation it is for: another one at the receiving
         /// address (one before a restart or a rejoin) drops it.
         dst: NodeId,
+        /// Links of the pair made by `from` at this epoch or before are
+        /// undone; a later one stays (it is sent again when the link
+        /// comes back, in case it was lost: rule 121).
+        epoch: u64,
     },
     /// Node `from` has sent `sent` credited messages in all to device
     /// `target` of the receiving node. Data, so it arrives after those
@@ -213,8 +221,9 @@ pub enum Frame {
     },
     /// Device `watcher` of node `from` no longer watches device `target`
     /// of the receiving node through a link (its node unlinked it, rule
-    /// 121): the receiver forgets a [`Frame::Link`] it sent for the pair,
-    /// and does not send it again.
+    /// 121): the receiver forgets a [`Frame::Link`] it sent for the pair
+    /// (up to `epoch`), and does not send it again; one it sends again
+    /// all the same is refused, and this frame sent again.
     Unwatch {
         /// The device that watched, on `from`.
         watcher: u64,
@@ -225,6 +234,9 @@ pub enum Frame {
         /// The node incarnation it is for: another one at the receiving
         /// address (one before a restart or a rejoin) drops it.
         dst: NodeId,
+        /// The epoch of the last [`Frame::Link`] of the pair `from` took
+        /// (0 if none): a link made at that epoch or before is forgotten.
+        epoch: u64,
     },
 }
 

@@ -463,14 +463,16 @@ impl Node {
                 watcher,
                 target,
                 from,
+                epoch,
                 ..
-            } => self.link_in(cx, watcher, super::Pid::new(from, target)),
+            } => self.link_from_peer(cx, watcher, super::Pid::new(from, target), epoch),
             Frame::Unlink {
                 watcher,
                 target,
                 from,
+                epoch,
                 ..
-            } => self.unlink_in(watcher, super::Pid::new(from, target)),
+            } => self.unlink_from_peer(watcher, super::Pid::new(from, target), epoch),
             Frame::CreditAsk { target, from, .. } => self.credit_ask_in(target, from),
             Frame::Credit {
                 target,
@@ -490,8 +492,9 @@ impl Node {
                 watcher,
                 target,
                 from,
+                epoch,
                 ..
-            } => self.unwatched(target, super::Pid::new(from, watcher)),
+            } => self.unwatched(target, super::Pid::new(from, watcher), epoch),
             Frame::Lookup {
                 name, tag, from, ..
             } => {

@@ -27,6 +27,52 @@ const DEAD_KEPT: usize = 4096;
 /// of (see `lost_links`).
 const LOST_KEPT: usize = 4096;
 
+/// Unlinks a node remembers, to say again (see `Watches::unlinked`).
+const UNLINKS_KEPT: usize = 4096;
+
+/// A bounded map of the pairs a node unlinked, to the epoch of the
+/// unlink: past [`UNLINKS_KEPT`], the oldest is forgotten.
+#[derive(Default)]
+struct Unlinks {
+    by_pair: HashMap<(u64, Pid), (u64, u64)>,
+    order: VecDeque<((u64, Pid), u64)>,
+    next: u64,
+}
+
+impl Unlinks {
+    fn insert(&mut self, pair: (u64, Pid), epoch: u64) {
+        self.next += 1;
+        self.by_pair.insert(pair, (epoch, self.next));
+        self.order.push_back((pair, self.next));
+        while self.by_pair.len() > UNLINKS_KEPT {
+            let Some((old, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_pair.get(&old).is_some_and(|&(_, s)| s == seq) {
+                self.by_pair.remove(&old);
+            }
+        }
+        // Entries removed or replaced leave stale places in `order`.
+        if self.order.len() > 2 * UNLINKS_KEPT {
+            let by_pair = &self.by_pair;
+            self.order
+                .retain(|(pair, seq)| by_pair.get(pair).is_some_and(|&(_, s)| s == *seq));
+        }
+    }
+
+    fn get(&self, pair: &(u64, Pid)) -> Option<u64> {
+        self.by_pair.get(pair).map(|&(epoch, _)| epoch)
+    }
+
+    fn remove(&mut self, pair: &(u64, Pid)) {
+        self.by_pair.remove(pair);
+    }
+
+    fn retain(&mut self, keep: impl Fn(&(u64, Pid)) -> bool) {
+        self.by_pair.retain(|pair, _| keep(pair));
+    }
+}
+
 /// Who hears of a watch's end.
 enum Watcher {
     /// A monitor: this `Fwd` gets the [`RemoteDown`].
@@ -61,9 +107,21 @@ pub(super) struct Watches {
     /// Remote trap handlers, by device.
     traps: HashMap<u64, Fwd<RemoteDown>>,
     /// Links by which a device of another node watches one of this node
-    /// (`Notify`): (this node's device, the watcher), asked again when the
-    /// session comes back.
-    notifies: BTreeSet<(u64, Pid)>,
+    /// (`Notify`): (this node's device, the watcher), to the epoch it was
+    /// made at; asked again when the session comes back.
+    notifies: BTreeMap<(u64, Pid), u64>,
+    /// `Notify` links undone here: (this node's device, the watcher), to
+    /// the epoch of the undoing. Its `Unlink` is sent again when the
+    /// session comes back (one lost in flight must not let the watcher's
+    /// node ask again for the link: rule 121).
+    unlinked: Unlinks,
+    /// Links another node made by which a device of this node watched
+    /// one of it, undone here: (this device, the watched), to the epoch
+    /// of the last `Link` taken. That `Link` sent again is refused.
+    unwatched: Unlinks,
+    /// The epoch of the `Link` each link another node made here was
+    /// taken from: (watching device, watched).
+    peer_epochs: HashMap<(u64, Pid), u64>,
     /// Watches held on this node's devices: (watching node, tag) to the
     /// local monitor.
     served: BTreeMap<(NodeId, u64), MonitorRef>,
@@ -135,12 +193,15 @@ impl Node {
             if remote.node == self.me {
                 self.link_in(cx, remote.device, me);
             } else if !self.down.contains(&remote.node) {
-                self.watch.notifies.insert((me.device, remote));
+                let epoch = self.tag();
+                self.watch.notifies.insert((me.device, remote), epoch);
+                self.watch.unlinked.remove(&(me.device, remote));
                 let frame = Frame::Link {
                     watcher: remote.device,
                     target: me.device,
                     from: self.me,
                     dst: remote.node,
+                    epoch,
                 };
                 let _ = self.frame(remote.node, &frame);
             }
@@ -153,33 +214,55 @@ impl Node {
     pub fn unlink(&mut self, local: &impl DeviceRef, remote: Pid, mode: LinkMode) {
         let me = Pid::new(self.me, local.id().get());
         if mode.watches() {
+            let pair = (me.device, remote);
+            let epoch = self.watch.peer_epochs.get(&pair).copied().unwrap_or(0);
             self.unlink_in(me.device, remote);
             // A `Notify` link the other node made for the pair is
-            // forgotten there too: it is not asked for again (rule 121).
+            // forgotten there too, and refused here if it comes again
+            // (rule 121).
             if remote.node != self.me {
-                let frame = Frame::Unwatch {
-                    watcher: me.device,
-                    target: remote.device,
-                    from: self.me,
-                    dst: remote.node,
-                };
-                let _ = self.frame(remote.node, &frame);
+                self.watch.unwatched.insert(pair, epoch);
+                self.unwatch_out(pair, epoch);
             }
         }
         if mode.notifies() {
             if remote.node == self.me {
                 self.unlink_in(remote.device, me);
             } else {
-                self.watch.notifies.remove(&(me.device, remote));
-                let frame = Frame::Unlink {
-                    watcher: remote.device,
-                    target: me.device,
-                    from: self.me,
-                    dst: remote.node,
-                };
-                let _ = self.frame(remote.node, &frame);
+                let pair = (me.device, remote);
+                self.watch.notifies.remove(&pair);
+                // Later than every link of the pair made so far.
+                let epoch = self.tag();
+                self.watch.unlinked.insert(pair, epoch);
+                self.unlink_out(pair, epoch);
             }
         }
+    }
+
+    /// Tells `pair.1`'s node that `pair.0` of this node no longer watches
+    /// `pair.1` through the links it made up to `epoch`.
+    fn unwatch_out(&mut self, (watcher, target): (u64, Pid), epoch: u64) {
+        let frame = Frame::Unwatch {
+            watcher,
+            target: target.device,
+            from: self.me,
+            dst: target.node,
+            epoch,
+        };
+        let _ = self.frame(target.node, &frame);
+    }
+
+    /// Tells `pair.1`'s node that `pair.1` no longer watches `pair.0` of
+    /// this node through the links made here up to `epoch`.
+    fn unlink_out(&mut self, (target, watcher): (u64, Pid), epoch: u64) {
+        let frame = Frame::Unlink {
+            watcher: watcher.device,
+            target,
+            from: self.me,
+            dst: watcher.node,
+            epoch,
+        };
+        let _ = self.frame(watcher.node, &frame);
     }
 
     /// Makes `device` trap the ends of the remote devices it is linked to:
@@ -263,7 +346,9 @@ impl Node {
         }
         self.watch.traps.remove(&device);
         self.watch.lost_links.remove(&device);
-        self.watch.notifies.retain(|(d, _)| *d != device);
+        self.watch.notifies.retain(|(d, _), _| *d != device);
+        self.watch.unlinked.retain(|(d, _)| *d != device);
+        self.watch.unwatched.retain(|(d, _)| *d != device);
         for pid in self.watch.by_watcher.remove(&device).unwrap_or_default() {
             if let Some(tag) = self.watch.links.get(&(device, pid)).copied() {
                 self.cancel_watch(tag);
@@ -312,15 +397,53 @@ impl Node {
     }
 
     /// Device `watcher` (of another node) unlinked itself from device
-    /// `target` of this node: a `Notify` link made here for the pair is
-    /// not asked for again.
-    pub(super) fn unwatched(&mut self, target: u64, watcher: Pid) {
-        self.watch.notifies.remove(&(target, watcher));
+    /// `target` of this node: a `Notify` link made here for the pair up to
+    /// `epoch` is not asked for again.
+    pub(super) fn unwatched(&mut self, target: u64, watcher: Pid, epoch: u64) {
+        let pair = (target, watcher);
+        if self.watch.notifies.get(&pair).is_some_and(|&e| e <= epoch) {
+            self.watch.notifies.remove(&pair);
+        }
+    }
+
+    /// A `Link` from another node: device `watcher` of this node watches
+    /// `pid`, unless this node undid that link (at `epoch` or later): then
+    /// it says so again (its `Unwatch` may have been lost).
+    pub(super) fn link_from_peer(&mut self, cx: CX![], watcher: u64, pid: Pid, epoch: u64) {
+        let pair = (watcher, pid);
+        if let Some(undone) = self.watch.unwatched.get(&pair) {
+            if epoch <= undone {
+                self.unwatch_out(pair, undone);
+                return;
+            }
+            self.watch.unwatched.remove(&pair);
+        }
+        self.link_in(cx, watcher, pid);
+        if self.watch.links.contains_key(&pair) {
+            let e = self.watch.peer_epochs.entry(pair).or_insert(epoch);
+            *e = (*e).max(epoch);
+        }
+    }
+
+    /// An `Unlink` from another node: device `watcher` of this node no
+    /// longer watches `pid` through a link made there up to `epoch` (a
+    /// later one stays).
+    pub(super) fn unlink_from_peer(&mut self, watcher: u64, pid: Pid, epoch: u64) {
+        let made = self
+            .watch
+            .peer_epochs
+            .get(&(watcher, pid))
+            .copied()
+            .unwrap_or(0);
+        if made <= epoch {
+            self.unlink_in(watcher, pid);
+        }
     }
 
     /// A link undone: device `watcher` of this node no longer watches
     /// `pid`.
     pub(super) fn unlink_in(&mut self, watcher: u64, pid: Pid) {
+        self.watch.peer_epochs.remove(&(watcher, pid));
         if let Some(tag) = self.watch.links.get(&(watcher, pid)).copied() {
             self.cancel_watch(tag);
         }
@@ -385,21 +508,35 @@ impl Node {
             })
             .collect();
         self.ask_again(again);
-        let links: Vec<(u64, Pid)> = self
+        let links: Vec<((u64, Pid), u64)> = self
             .watch
             .notifies
             .iter()
-            .filter(|(_, w)| which(w.node))
-            .copied()
+            .filter(|((_, w), _)| which(w.node))
+            .map(|(pair, epoch)| (*pair, *epoch))
             .collect();
-        for (target, w) in links {
+        for ((target, w), epoch) in links {
             let frame = Frame::Link {
                 watcher: w.device,
                 target,
                 from: me,
                 dst: w.node,
+                epoch,
             };
             let _ = self.frame(w.node, &frame);
+        }
+        // An `Unlink` lost in flight would leave the watcher's node asking
+        // for the link again: said again.
+        let unlinks: Vec<((u64, Pid), u64)> = self
+            .watch
+            .unlinked
+            .by_pair
+            .iter()
+            .filter(|((_, w), _)| which(w.node))
+            .map(|(pair, &(epoch, _))| (*pair, epoch))
+            .collect();
+        for (pair, epoch) in unlinks {
+            self.unlink_out(pair, epoch);
         }
     }
 
@@ -472,7 +609,9 @@ impl Node {
     /// Node `n` is gone: every watch of its devices ends with `Lost`, and
     /// every watch it held here is cancelled.
     pub(super) fn watch_lost(&mut self, n: NodeId) {
-        self.watch.notifies.retain(|(_, w)| w.node != n);
+        self.watch.notifies.retain(|(_, w), _| w.node != n);
+        self.watch.unlinked.retain(|(_, w)| w.node != n);
+        self.watch.unwatched.retain(|(_, w)| w.node != n);
         for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
             self.watch_end(tag, Cause::Lost);
         }
@@ -496,6 +635,9 @@ impl Node {
             .collect();
         self.ask_again(again);
         self.watch.notifies.clear();
+        self.watch.unlinked = Unlinks::default();
+        self.watch.unwatched = Unlinks::default();
+        self.watch.peer_epochs.clear();
         self.drop_served(|node| node.addr != me.addr);
     }
 
@@ -598,6 +740,7 @@ impl Node {
         if let Watcher::Link(line) = &w.by {
             let id = line.id().get();
             self.watch.links.remove(&(id, w.pid));
+            self.watch.peer_epochs.remove(&(id, w.pid));
             if let Some(pids) = self.watch.by_watcher.get_mut(&id) {
                 pids.remove(&w.pid);
                 if pids.is_empty() {
