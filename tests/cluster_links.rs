@@ -362,6 +362,62 @@ fn links_an_unlink_on_the_notifying_side_holds_when_its_frame_is_lost_in_flight(
     );
 }
 
+/// Rule 121: an `Unlink` lost in flight holds even when its device dies
+/// before the link comes back (the death's notice lost too): said again,
+/// it undoes the link before the watch asked again can hear of the death.
+#[test]
+fn links_an_unlink_lost_in_flight_holds_when_its_device_dies_meanwhile() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, _yp) = device_on(&mut p, true, "y");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.lose(idb.addr, ida.addr, 2); // the Unlink, then the Down
+    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
+        .expect("alive");
+    p.rt.run();
+    y.kill("a fault after the unlink").expect("alive");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+}
+
+/// Rule 121: an `Unlink` said again after a reconnect undoes only links
+/// its node made; a link the watching node made itself since holds.
+#[test]
+fn links_an_unlink_said_again_keeps_a_link_the_watching_node_made_itself() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
+        .expect("alive");
+    p.rt.run();
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Monitor))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    y.kill("a fault after x's own link").expect("alive");
+    p.rt.run();
+    let cause = x.line().cause().map(|c| c.to_string());
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("after x's own link")),
+        "x's own link held: {cause:?}"
+    );
+}
+
 #[test]
 fn links_a_dead_device_or_a_self_link_is_refused_and_links_nothing() {
     let mut p = pair();

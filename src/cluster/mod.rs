@@ -291,12 +291,14 @@
 //! ([`Frame::Unwatch`]): it is not asked for again when the connection
 //! comes back (rule 128) or a spell of refusals ends (rule 115a). An
 //! unlink holds even when its frame is lost with a connection that
-//! breaks: an `Unlink` is sent again when the connection comes back, and
-//! a `Link` asked again for a pair unlinked on the watching side is
-//! refused there, with its `Unwatch` sent again. Each link carries the
-//! epoch its node made it at, so an unlink said again never undoes a
-//! link made after it. A node remembers its last 4,096 such unlinks. A
-//! watch of
+//! breaks (its device may die meanwhile): an `Unlink` is sent again, once,
+//! when the connection comes back, and a `Link` asked again for a pair
+//! unlinked on the watching side is refused there, with its `Unwatch`
+//! sent again (counted as an answer for rule 115a's bound), also while
+//! the asking node is being declared down. Each link carries the epoch
+//! its node made it at, so an unlink said again never undoes a link made
+//! after it, nor one the watching node made itself. A node remembers its
+//! last 4,096 such unlinks. A watch of
 //! a device of this node, made before the node rejoined as a new
 //! incarnation, is cancelled whole (the watch held for it goes too).
 //!

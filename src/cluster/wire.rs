@@ -188,6 +188,9 @@ pub enum Frame {
         /// undone; a later one stays (it is sent again when the link
         /// comes back, in case it was lost: rule 121).
         epoch: u64,
+        /// Sent again after the link came back: it undoes only a link
+        /// `from` made, not one the receiving node made itself since.
+        again: bool,
     },
     /// Node `from` has sent `sent` credited messages in all to device
     /// `target` of the receiving node. Data, so it arrives after those

@@ -398,10 +398,20 @@ impl Node {
     /// then goes as data. A data frame with no room is refused
     /// ([`SendError::Full`]).
     fn frame(&mut self, to: NodeId, frame: &Frame) -> Result<(), SendError> {
+        self.frame_as(to, frame, frame.is_answer())
+    }
+
+    /// [`frame`](Node::frame) for a frame that answers a request of `to`
+    /// (counted toward rule 115a's bound) whatever its kind.
+    fn answer_frame(&mut self, to: NodeId, frame: &Frame) {
+        let _ = self.frame_as(to, frame, true);
+    }
+
+    fn frame_as(&mut self, to: NodeId, frame: &Frame, answer: bool) -> Result<(), SendError> {
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));
         }
-        let kind = (frame.is_control(), frame.is_answer());
+        let kind = (frame.is_control(), answer);
         self.send_frame_bytes(to, encode_to(to, frame)?, kind)
     }
 
@@ -435,10 +445,11 @@ impl Node {
                 watcher,
                 target,
                 from,
+                epoch,
                 ..
             } = frame
             {
-                self.link_from_lost(cx, watcher, super::Pid::new(from, target));
+                self.link_from_lost(cx, watcher, super::Pid::new(from, target), epoch);
             }
             return;
         }
@@ -471,8 +482,9 @@ impl Node {
                 target,
                 from,
                 epoch,
+                again,
                 ..
-            } => self.unlink_from_peer(watcher, super::Pid::new(from, target), epoch),
+            } => self.unlink_from_peer(watcher, super::Pid::new(from, target), epoch, again),
             Frame::CreditAsk { target, from, .. } => self.credit_ask_in(target, from),
             Frame::Credit {
                 target,

@@ -221,7 +221,10 @@ impl Node {
             // forgotten there too, and refused here if it comes again
             // (rule 121).
             if remote.node != self.me {
-                self.watch.unwatched.insert(pair, epoch);
+                // Epoch 0: the other node never linked the pair here.
+                if epoch > 0 {
+                    self.watch.unwatched.insert(pair, epoch);
+                }
                 self.unwatch_out(pair, epoch);
             }
         }
@@ -234,7 +237,7 @@ impl Node {
                 // Later than every link of the pair made so far.
                 let epoch = self.tag();
                 self.watch.unlinked.insert(pair, epoch);
-                self.unlink_out(pair, epoch);
+                self.unlink_out(pair, epoch, false);
             }
         }
     }
@@ -253,14 +256,16 @@ impl Node {
     }
 
     /// Tells `pair.1`'s node that `pair.1` no longer watches `pair.0` of
-    /// this node through the links made here up to `epoch`.
-    fn unlink_out(&mut self, (target, watcher): (u64, Pid), epoch: u64) {
+    /// this node through the links made here up to `epoch` (`again`: said
+    /// again after the link came back).
+    fn unlink_out(&mut self, (target, watcher): (u64, Pid), epoch: u64, again: bool) {
         let frame = Frame::Unlink {
             watcher: watcher.device,
             target,
             from: self.me,
             dst: watcher.node,
             epoch,
+            again,
         };
         let _ = self.frame(watcher.node, &frame);
     }
@@ -347,7 +352,8 @@ impl Node {
         self.watch.traps.remove(&device);
         self.watch.lost_links.remove(&device);
         self.watch.notifies.retain(|(d, _), _| *d != device);
-        self.watch.unlinked.retain(|(d, _)| *d != device);
+        // `unlinked` stays: a dead device's unlink must hold too (its
+        // `Unlink` lost, the watcher's node would be told of the death).
         self.watch.unwatched.retain(|(d, _)| *d != device);
         for pid in self.watch.by_watcher.remove(&device).unwrap_or_default() {
             if let Some(tag) = self.watch.links.get(&(device, pid)).copied() {
@@ -385,7 +391,16 @@ impl Node {
     /// told `Lost` at once, as any watch of a device of a lost node, and
     /// once: that incarnation will not ask again after it rejoins (rule
     /// 114).
-    pub(super) fn link_from_lost(&mut self, cx: CX![], watcher: u64, pid: Pid) {
+    pub(super) fn link_from_lost(&mut self, cx: CX![], watcher: u64, pid: Pid, epoch: u64) {
+        // Unlinked here since: dropped as the frame is.
+        if self
+            .watch
+            .unwatched
+            .get(&(watcher, pid))
+            .is_some_and(|undone| epoch <= undone)
+        {
+            return;
+        }
         // Told already, or (whatever the frames claim) the record is full:
         // dropped as the frame is.
         let told = self.watch.lost_links.get(&watcher);
@@ -413,7 +428,15 @@ impl Node {
         let pair = (watcher, pid);
         if let Some(undone) = self.watch.unwatched.get(&pair) {
             if epoch <= undone {
-                self.unwatch_out(pair, undone);
+                // An answer to the `Link` (rule 115a's bound applies).
+                let frame = Frame::Unwatch {
+                    watcher,
+                    target: pid.device,
+                    from: self.me,
+                    dst: pid.node,
+                    epoch: undone,
+                };
+                self.answer_frame(pid.node, &frame);
                 return;
             }
             self.watch.unwatched.remove(&pair);
@@ -427,15 +450,14 @@ impl Node {
 
     /// An `Unlink` from another node: device `watcher` of this node no
     /// longer watches `pid` through a link made there up to `epoch` (a
-    /// later one stays).
-    pub(super) fn unlink_from_peer(&mut self, watcher: u64, pid: Pid, epoch: u64) {
-        let made = self
-            .watch
-            .peer_epochs
-            .get(&(watcher, pid))
-            .copied()
-            .unwrap_or(0);
-        if made <= epoch {
+    /// later one stays), nor, unless it is said `again`, through one this
+    /// node made itself.
+    pub(super) fn unlink_from_peer(&mut self, watcher: u64, pid: Pid, epoch: u64, again: bool) {
+        let undo = match self.watch.peer_epochs.get(&(watcher, pid)) {
+            Some(&made) => made <= epoch,
+            None => !again,
+        };
+        if undo {
             self.unlink_in(watcher, pid);
         }
     }
@@ -486,6 +508,21 @@ impl Node {
         self.credit_link_up(cx, addr);
         let there: Vec<NodeId> = self.up.iter().filter(|n| n.addr == addr).copied().collect();
         self.ask_again_of(|n| there.contains(&n));
+        // An `Unlink` sent while the link was up may have been lost with
+        // it: said again, once (kept longer, it would undo a link the
+        // other node made itself meanwhile).
+        let unlinks: Vec<((u64, Pid), u64)> = self
+            .watch
+            .unlinked
+            .by_pair
+            .iter()
+            .filter(|((_, w), _)| there.contains(&w.node))
+            .map(|(pair, &(epoch, _))| (*pair, epoch))
+            .collect();
+        for (pair, epoch) in unlinks {
+            self.watch.unlinked.remove(&pair);
+            self.unlink_out(pair, epoch, true);
+        }
     }
 
     /// Asks again every watch of a device of a node `which` picks that has
@@ -524,19 +561,6 @@ impl Node {
                 epoch,
             };
             let _ = self.frame(w.node, &frame);
-        }
-        // An `Unlink` lost in flight would leave the watcher's node asking
-        // for the link again: said again.
-        let unlinks: Vec<((u64, Pid), u64)> = self
-            .watch
-            .unlinked
-            .by_pair
-            .iter()
-            .filter(|((_, w), _)| which(w.node))
-            .map(|(pair, &(epoch, _))| (*pair, epoch))
-            .collect();
-        for (pair, epoch) in unlinks {
-            self.unlink_out(pair, epoch);
         }
     }
 
@@ -611,7 +635,8 @@ impl Node {
     pub(super) fn watch_lost(&mut self, n: NodeId) {
         self.watch.notifies.retain(|(_, w), _| w.node != n);
         self.watch.unlinked.retain(|(_, w)| w.node != n);
-        self.watch.unwatched.retain(|(_, w)| w.node != n);
+        // `unwatched` stays: that node may send its `Link` again before
+        // it learns it is down (`link_from_lost`).
         for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
             self.watch_end(tag, Cause::Lost);
         }
