@@ -418,6 +418,66 @@ fn links_an_unlink_said_again_keeps_a_link_the_watching_node_made_itself() {
     );
 }
 
+/// Rule 121: an `Unlink` lost twice, with two breaks of the connection,
+/// still holds: it is said again each time the link comes back.
+#[test]
+fn links_an_unlink_lost_twice_holds_after_the_third_connection() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, _yp) = device_on(&mut p, true, "y");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.lose(idb.addr, ida.addr, 1); // the Unlink
+    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
+        .expect("alive");
+    p.rt.run();
+    p.net.lose(idb.addr, ida.addr, 1); // the Unlink said again
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    y.kill("a fault after the unlink").expect("alive");
+    p.rt.run();
+    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+}
+
+/// Rule 121: a link the watching node makes itself while an `Unlink` of
+/// the other node's link of the same pair is lost in flight holds when
+/// that `Unlink` is said again.
+#[test]
+fn links_a_link_made_while_an_unlink_of_the_pair_is_lost_holds() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.lose(idb.addr, ida.addr, 1); // the Unlink
+    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
+        .expect("alive");
+    p.rt.run();
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Monitor))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    y.kill("a fault after x's own link").expect("alive");
+    p.rt.run();
+    let cause = x.line().cause().map(|c| c.to_string());
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("after x's own link")),
+        "x's own link held: {cause:?}"
+    );
+}
+
 #[test]
 fn links_a_dead_device_or_a_self_link_is_refused_and_links_nothing() {
     let mut p = pair();

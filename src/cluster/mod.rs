@@ -291,8 +291,9 @@
 //! ([`Frame::Unwatch`]): it is not asked for again when the connection
 //! comes back (rule 128) or a spell of refusals ends (rule 115a). An
 //! unlink holds even when its frame is lost with a connection that
-//! breaks (its device may die meanwhile): an `Unlink` is sent again, once,
-//! when the connection comes back, and a `Link` asked again for a pair
+//! breaks (its device may die meanwhile): an `Unlink` is sent again each
+//! time the connection comes back (ahead of the data queued meanwhile,
+//! such as that device's death notice), and a `Link` asked again for a pair
 //! unlinked on the watching side is refused there, with its `Unwatch`
 //! sent again (counted as an answer for rule 115a's bound), also while
 //! the asking node is being declared down. Each link carries the epoch

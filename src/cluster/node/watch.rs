@@ -187,6 +187,9 @@ impl Node {
             return Err(LinkError::SelfLink(local.id()));
         }
         if mode.watches() {
+            // This node's own from now on: an `Unlink` said again for a
+            // link the other node made before leaves it.
+            self.watch.peer_epochs.remove(&(me.device, remote));
             self.link_watch(cx, line, remote, false);
         }
         if mode.notifies() {
@@ -441,8 +444,12 @@ impl Node {
             }
             self.watch.unwatched.remove(&pair);
         }
+        // A link this node made itself stays its own (no epoch): only an
+        // unlink said once, not again, undoes it.
+        let own =
+            self.watch.links.contains_key(&pair) && !self.watch.peer_epochs.contains_key(&pair);
         self.link_in(cx, watcher, pid);
-        if self.watch.links.contains_key(&pair) {
+        if self.watch.links.contains_key(&pair) && !own {
             let e = self.watch.peer_epochs.entry(pair).or_insert(epoch);
             *e = (*e).max(epoch);
         }
@@ -509,8 +516,8 @@ impl Node {
         let there: Vec<NodeId> = self.up.iter().filter(|n| n.addr == addr).copied().collect();
         self.ask_again_of(|n| there.contains(&n));
         // An `Unlink` sent while the link was up may have been lost with
-        // it: said again, once (kept longer, it would undo a link the
-        // other node made itself meanwhile).
+        // it: said again each time the link comes back (it undoes only
+        // links this node made, up to its epoch).
         let unlinks: Vec<((u64, Pid), u64)> = self
             .watch
             .unlinked
@@ -520,7 +527,6 @@ impl Node {
             .map(|(pair, &(epoch, _))| (*pair, epoch))
             .collect();
         for (pair, epoch) in unlinks {
-            self.watch.unlinked.remove(&pair);
             self.unlink_out(pair, epoch, true);
         }
     }

@@ -49,7 +49,11 @@ impl After {
                 up.fwd(addr);
             }
             arm_echo(weak, s, serial);
-            flush_peer(weak, s, addr);
+            // After the node's `link_up` (queued by the `fwd` above): the
+            // control frames it sends then (an `Unlink` said again: rule
+            // 121) go ahead of the data queued during the outage.
+            let weak = weak.clone();
+            s.defer(move |s| flush_peer(&weak, s, addr));
         } else if let Some(addr) = self.flush {
             flush_peer(weak, s, addr);
         }
