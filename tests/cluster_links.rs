@@ -478,6 +478,32 @@ fn links_a_link_made_while_an_unlink_of_the_pair_is_lost_holds() {
     );
 }
 
+/// Rule 121 for a link both nodes made (a `Monitor` link here, the same
+/// pair's `Notify` link there): unlinked here, it stays unlinked when the
+/// other node asks for its link again after a reconnect.
+#[test]
+fn links_a_link_both_nodes_made_unlinked_on_the_watching_side_holds_after_the_link_is_back() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (x, xp) = device_on(&mut p, false, "x");
+    let (y, yp) = device_on(&mut p, true, "y");
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Monitor))
+        .expect("alive")
+        .expect("links");
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    p.a.query(&mut p.rt.s, |n, _| n.unlink(&x, yp, LinkMode::Monitor))
+        .expect("alive");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    y.kill("a fault after the unlink").expect("alive");
+    p.rt.run();
+    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+}
+
 #[test]
 fn links_a_dead_device_or_a_self_link_is_refused_and_links_nothing() {
     let mut p = pair();

@@ -299,7 +299,11 @@
 //! the asking node is being declared down. Each link carries the epoch
 //! its node made it at, so an unlink said again never undoes a link made
 //! after it, nor one the watching node made itself. A node remembers its
-//! last 4,096 such unlinks. A watch of
+//! last 4,096 such unlinks. The limit: an `Unlink` said again goes behind
+//! the frames that already wait for room to that node (or, once its
+//! control queue has refused a frame, behind its data), so if the
+//! device died during the outage, its death notice can still reach the
+//! watcher first. A watch of
 //! a device of this node, made before the node rejoined as a new
 //! incarnation, is cancelled whole (the watch held for it goes too).
 //!

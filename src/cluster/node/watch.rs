@@ -16,7 +16,7 @@ use crate::cluster::{NodeId, Pid};
 use crate::{fwd_to, Cause, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef};
 use stakker::{Fwd, CX};
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -119,9 +119,13 @@ pub(super) struct Watches {
     /// one of it, undone here: (this device, the watched), to the epoch
     /// of the last `Link` taken. That `Link` sent again is refused.
     unwatched: Unlinks,
-    /// The epoch of the `Link` each link another node made here was
-    /// taken from: (watching device, watched).
+    /// The epoch of the last `Link` taken for each link another node
+    /// made here: (watching device, watched).
     peer_epochs: HashMap<(u64, Pid), u64>,
+    /// Links this node made itself (`link` in a watching mode), whether or
+    /// not the other node made the same one: an `Unlink` said again
+    /// leaves them.
+    own_links: HashSet<(u64, Pid)>,
     /// Watches held on this node's devices: (watching node, tag) to the
     /// local monitor.
     served: BTreeMap<(NodeId, u64), MonitorRef>,
@@ -189,7 +193,7 @@ impl Node {
         if mode.watches() {
             // This node's own from now on: an `Unlink` said again for a
             // link the other node made before leaves it.
-            self.watch.peer_epochs.remove(&(me.device, remote));
+            self.watch.own_links.insert((me.device, remote));
             self.link_watch(cx, line, remote, false);
         }
         if mode.notifies() {
@@ -444,12 +448,8 @@ impl Node {
             }
             self.watch.unwatched.remove(&pair);
         }
-        // A link this node made itself stays its own (no epoch): only an
-        // unlink said once, not again, undoes it.
-        let own =
-            self.watch.links.contains_key(&pair) && !self.watch.peer_epochs.contains_key(&pair);
         self.link_in(cx, watcher, pid);
-        if self.watch.links.contains_key(&pair) && !own {
+        if self.watch.links.contains_key(&pair) {
             let e = self.watch.peer_epochs.entry(pair).or_insert(epoch);
             *e = (*e).max(epoch);
         }
@@ -460,9 +460,14 @@ impl Node {
     /// later one stays), nor, unless it is said `again`, through one this
     /// node made itself.
     pub(super) fn unlink_from_peer(&mut self, watcher: u64, pid: Pid, epoch: u64, again: bool) {
-        let undo = match self.watch.peer_epochs.get(&(watcher, pid)) {
-            Some(&made) => made <= epoch,
-            None => !again,
+        let pair = (watcher, pid);
+        let undo = if self.watch.own_links.contains(&pair) {
+            !again
+        } else {
+            match self.watch.peer_epochs.get(&pair) {
+                Some(&made) => made <= epoch,
+                None => !again,
+            }
         };
         if undo {
             self.unlink_in(watcher, pid);
@@ -473,6 +478,7 @@ impl Node {
     /// `pid`.
     pub(super) fn unlink_in(&mut self, watcher: u64, pid: Pid) {
         self.watch.peer_epochs.remove(&(watcher, pid));
+        self.watch.own_links.remove(&(watcher, pid));
         if let Some(tag) = self.watch.links.get(&(watcher, pid)).copied() {
             self.cancel_watch(tag);
         }
@@ -669,6 +675,7 @@ impl Node {
         self.watch.unlinked = Unlinks::default();
         self.watch.unwatched = Unlinks::default();
         self.watch.peer_epochs.clear();
+        self.watch.own_links.clear();
         self.drop_served(|node| node.addr != me.addr);
     }
 
@@ -772,6 +779,7 @@ impl Node {
             let id = line.id().get();
             self.watch.links.remove(&(id, w.pid));
             self.watch.peer_epochs.remove(&(id, w.pid));
+            self.watch.own_links.remove(&(id, w.pid));
             if let Some(pids) = self.watch.by_watcher.get_mut(&id) {
                 pids.remove(&w.pid);
                 if pids.is_empty() {
