@@ -268,30 +268,106 @@ fn links_unlink_and_demonitor_stop_notification() {
     assert!(v.is_alive(), "unlinked: {:?}", v.line().cause());
 }
 
+/// Device x on node a and device y on node b, for rule 121's unlinks.
+struct XY {
+    p: Pair,
+    ids: (NodeId, NodeId),
+    x: DeviceOwn<common::Dev>,
+    xp: Pid,
+    y: DeviceOwn<common::Dev>,
+    yp: Pid,
+}
+
+impl XY {
+    fn new() -> XY {
+        let mut p = pair();
+        let ids = ids(&mut p);
+        let (x, xp) = device_on(&mut p, false, "x");
+        let (y, yp) = device_on(&mut p, true, "y");
+        XY {
+            p,
+            ids,
+            x,
+            xp,
+            y,
+            yp,
+        }
+    }
+
+    /// Node b links y so that x watches it (`Notify`), or undoes it.
+    fn b_links(&mut self, link: bool) {
+        let (y, xp) = (&self.y, self.xp);
+        self.p
+            .b
+            .query(&mut self.p.rt.s, |n, cx| {
+                if link {
+                    n.link(cx, y, xp, LinkMode::Notify).expect("links");
+                } else {
+                    n.unlink(y, xp, LinkMode::Notify);
+                }
+            })
+            .expect("alive");
+        self.p.rt.run();
+    }
+
+    /// Node a links x so that it watches y (`Monitor`), or undoes it.
+    fn a_links(&mut self, link: bool) {
+        let (x, yp) = (&self.x, self.yp);
+        self.p
+            .a
+            .query(&mut self.p.rt.s, |n, cx| {
+                if link {
+                    n.link(cx, x, yp, LinkMode::Monitor).expect("links");
+                } else {
+                    n.unlink(x, yp, LinkMode::Monitor);
+                }
+            })
+            .expect("alive");
+        self.p.rt.run();
+    }
+
+    /// The next `n` packets from b to a (`from_b`), or from a to b, are
+    /// lost.
+    fn lose(&self, from_b: bool, n: usize) {
+        let (a, b) = (self.ids.0.addr, self.ids.1.addr);
+        if from_b {
+            self.p.net.lose(b, a, n);
+        } else {
+            self.p.net.lose(a, b, n);
+        }
+    }
+
+    fn reconnect(&mut self) {
+        self.p.net.reconnect(self.ids.0.addr, self.ids.1.addr);
+        self.p.rt.run();
+    }
+
+    /// Watches b holds for a.
+    fn held_on_b(&mut self) -> usize {
+        status_of(&mut self.p, false).watched_here
+    }
+
+    /// y fails with `why`: x's cause after it, `None` while x lives.
+    fn y_fails(&mut self, why: &'static str) -> Option<String> {
+        self.y.kill(why).expect("alive");
+        self.p.rt.run();
+        self.x.line().cause().map(|c| c.to_string())
+    }
+}
+
 /// Rule 121 for a link the other node made: a device unlinked on its own
 /// side from a `Notify` link of another node stays unlinked when the
 /// connection comes back (that node forgets the link, and does not ask
 /// for it again).
 #[test]
 fn links_an_unlink_on_the_watching_side_holds_after_the_link_is_back() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, yp) = device_on(&mut p, true, "y");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    assert_eq!(status_of(&mut p, false).watched_here, 1, "x watches y");
-    p.a.query(&mut p.rt.s, |n, _| n.unlink(&x, yp, LinkMode::Monitor))
-        .expect("alive");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    assert_eq!(status_of(&mut p, false).watched_here, 0, "not linked again");
-    y.kill("a fault after the unlink").expect("alive");
-    p.rt.run();
-    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+    let mut t = XY::new();
+    t.b_links(true);
+    assert_eq!(t.held_on_b(), 1, "x watches y");
+    t.a_links(false);
+    t.reconnect();
+    assert_eq!(t.held_on_b(), 0, "not linked again");
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
 }
 
 /// Rule 121 when the unlink's frame is lost with a broken connection:
@@ -299,24 +375,13 @@ fn links_an_unlink_on_the_watching_side_holds_after_the_link_is_back() {
 /// this node refuses it and says again that it unlinked.
 #[test]
 fn links_an_unlink_on_the_watching_side_holds_when_its_frame_is_lost_in_flight() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, yp) = device_on(&mut p, true, "y");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    assert_eq!(status_of(&mut p, false).watched_here, 1, "x watches y");
-    p.net.lose(ida.addr, idb.addr, 2); // the Demonitor and the Unwatch
-    p.a.query(&mut p.rt.s, |n, _| n.unlink(&x, yp, LinkMode::Monitor))
-        .expect("alive");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    y.kill("a fault after the unlink").expect("alive");
-    p.rt.run();
-    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+    let mut t = XY::new();
+    t.b_links(true);
+    assert_eq!(t.held_on_b(), 1, "x watches y");
+    t.lose(false, 2); // the Demonitor and the Unwatch
+    t.a_links(false);
+    t.reconnect();
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
 }
 
 /// Rule 121 from the other side: a `Notify` link undone by the node that
@@ -325,35 +390,16 @@ fn links_an_unlink_on_the_watching_side_holds_when_its_frame_is_lost_in_flight()
 /// link made again after it holds.
 #[test]
 fn links_an_unlink_on_the_notifying_side_holds_when_its_frame_is_lost_in_flight() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, _yp) = device_on(&mut p, true, "y");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.net.lose(idb.addr, ida.addr, 1); // the Unlink
-    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
-        .expect("alive");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    assert_eq!(
-        status_of(&mut p, false).watched_here,
-        0,
-        "x watches y no more"
-    );
+    let mut t = XY::new();
+    t.b_links(true);
+    t.lose(true, 1); // the Unlink
+    t.b_links(false);
+    t.reconnect();
+    assert_eq!(t.held_on_b(), 0, "x watches y no more");
     // Linked again: the Unlink said again does not undo it.
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    y.kill("a fault after the new link").expect("alive");
-    p.rt.run();
-    let cause = x.line().cause().map(|c| c.to_string());
+    t.b_links(true);
+    t.reconnect();
+    let cause = t.y_fails("a fault after the new link");
     assert!(
         cause
             .as_deref()
@@ -367,49 +413,25 @@ fn links_an_unlink_on_the_notifying_side_holds_when_its_frame_is_lost_in_flight(
 /// it undoes the link before the watch asked again can hear of the death.
 #[test]
 fn links_an_unlink_lost_in_flight_holds_when_its_device_dies_meanwhile() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, _yp) = device_on(&mut p, true, "y");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.net.lose(idb.addr, ida.addr, 2); // the Unlink, then the Down
-    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
-        .expect("alive");
-    p.rt.run();
-    y.kill("a fault after the unlink").expect("alive");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+    let mut t = XY::new();
+    t.b_links(true);
+    t.lose(true, 2); // the Unlink, then the Down
+    t.b_links(false);
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "not yet told");
+    t.reconnect();
+    assert!(t.x.is_alive(), "unlinked: {:?}", t.x.line().cause());
 }
 
 /// Rule 121: an `Unlink` said again after a reconnect undoes only links
 /// its node made; a link the watching node made itself since holds.
 #[test]
 fn links_an_unlink_said_again_keeps_a_link_the_watching_node_made_itself() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, yp) = device_on(&mut p, true, "y");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
-        .expect("alive");
-    p.rt.run();
-    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Monitor))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    y.kill("a fault after x's own link").expect("alive");
-    p.rt.run();
-    let cause = x.line().cause().map(|c| c.to_string());
+    let mut t = XY::new();
+    t.b_links(true);
+    t.b_links(false);
+    t.a_links(true);
+    t.reconnect();
+    let cause = t.y_fails("a fault after x's own link");
     assert!(
         cause
             .as_deref()
@@ -422,26 +444,14 @@ fn links_an_unlink_said_again_keeps_a_link_the_watching_node_made_itself() {
 /// still holds: it is said again each time the link comes back.
 #[test]
 fn links_an_unlink_lost_twice_holds_after_the_third_connection() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, _yp) = device_on(&mut p, true, "y");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.net.lose(idb.addr, ida.addr, 1); // the Unlink
-    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
-        .expect("alive");
-    p.rt.run();
-    p.net.lose(idb.addr, ida.addr, 1); // the Unlink said again
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    y.kill("a fault after the unlink").expect("alive");
-    p.rt.run();
-    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+    let mut t = XY::new();
+    t.b_links(true);
+    t.lose(true, 1); // the Unlink
+    t.b_links(false);
+    t.lose(true, 1); // the Unlink said again
+    t.reconnect();
+    t.reconnect();
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
 }
 
 /// Rule 121: a link the watching node makes itself while an `Unlink` of
@@ -449,27 +459,13 @@ fn links_an_unlink_lost_twice_holds_after_the_third_connection() {
 /// that `Unlink` is said again.
 #[test]
 fn links_a_link_made_while_an_unlink_of_the_pair_is_lost_holds() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, yp) = device_on(&mut p, true, "y");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.net.lose(idb.addr, ida.addr, 1); // the Unlink
-    p.b.query(&mut p.rt.s, |n, _| n.unlink(&y, xp, LinkMode::Notify))
-        .expect("alive");
-    p.rt.run();
-    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Monitor))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    y.kill("a fault after x's own link").expect("alive");
-    p.rt.run();
-    let cause = x.line().cause().map(|c| c.to_string());
+    let mut t = XY::new();
+    t.b_links(true);
+    t.lose(true, 1); // the Unlink
+    t.b_links(false);
+    t.a_links(true);
+    t.reconnect();
+    let cause = t.y_fails("a fault after x's own link");
     assert!(
         cause
             .as_deref()
@@ -483,25 +479,12 @@ fn links_a_link_made_while_an_unlink_of_the_pair_is_lost_holds() {
 /// other node asks for its link again after a reconnect.
 #[test]
 fn links_a_link_both_nodes_made_unlinked_on_the_watching_side_holds_after_the_link_is_back() {
-    let mut p = pair();
-    let (ida, idb) = ids(&mut p);
-    let (x, xp) = device_on(&mut p, false, "x");
-    let (y, yp) = device_on(&mut p, true, "y");
-    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &x, yp, LinkMode::Monitor))
-        .expect("alive")
-        .expect("links");
-    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &y, xp, LinkMode::Notify))
-        .expect("alive")
-        .expect("links");
-    p.rt.run();
-    p.a.query(&mut p.rt.s, |n, _| n.unlink(&x, yp, LinkMode::Monitor))
-        .expect("alive");
-    p.rt.run();
-    p.net.reconnect(ida.addr, idb.addr);
-    p.rt.run();
-    y.kill("a fault after the unlink").expect("alive");
-    p.rt.run();
-    assert!(x.is_alive(), "unlinked: {:?}", x.line().cause());
+    let mut t = XY::new();
+    t.a_links(true);
+    t.b_links(true);
+    t.a_links(false);
+    t.reconnect();
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
 }
 
 #[test]
