@@ -353,6 +353,16 @@ impl XY {
         self.p.rt.run();
         self.x.line().cause().map(|c| c.to_string())
     }
+
+    /// y fails with `why`, and x dies of it through the link that stands.
+    #[track_caller]
+    fn x_dies_of(&mut self, why: &'static str) {
+        let cause = self.y_fails(why);
+        assert!(
+            cause.as_deref().is_some_and(|c| c.contains(why)),
+            "x died of the link: {cause:?}"
+        );
+    }
 }
 
 /// Rule 121 for a link the other node made: a device unlinked on its own
@@ -399,13 +409,7 @@ fn links_an_unlink_on_the_notifying_side_holds_when_its_frame_is_lost_in_flight(
     // Linked again: the Unlink said again does not undo it.
     t.b_links(true);
     t.reconnect();
-    let cause = t.y_fails("a fault after the new link");
-    assert!(
-        cause
-            .as_deref()
-            .is_some_and(|c| c.contains("after the new link")),
-        "x died of the new link: {cause:?}"
-    );
+    t.x_dies_of("a fault after the new link");
 }
 
 /// Rule 121: an `Unlink` lost in flight holds even when its device dies
@@ -431,13 +435,7 @@ fn links_an_unlink_said_again_keeps_a_link_the_watching_node_made_itself() {
     t.b_links(false);
     t.a_links(true);
     t.reconnect();
-    let cause = t.y_fails("a fault after x's own link");
-    assert!(
-        cause
-            .as_deref()
-            .is_some_and(|c| c.contains("after x's own link")),
-        "x's own link held: {cause:?}"
-    );
+    t.x_dies_of("a fault after x's own link");
 }
 
 /// Rule 121: an `Unlink` lost twice, with two breaks of the connection,
@@ -465,13 +463,7 @@ fn links_a_link_made_while_an_unlink_of_the_pair_is_lost_holds() {
     t.b_links(false);
     t.a_links(true);
     t.reconnect();
-    let cause = t.y_fails("a fault after x's own link");
-    assert!(
-        cause
-            .as_deref()
-            .is_some_and(|c| c.contains("after x's own link")),
-        "x's own link held: {cause:?}"
-    );
+    t.x_dies_of("a fault after x's own link");
 }
 
 /// Rule 121 for a link both nodes made (a `Monitor` link here, the same
