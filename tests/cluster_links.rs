@@ -426,6 +426,22 @@ fn links_an_unlink_lost_in_flight_holds_when_its_device_dies_meanwhile() {
     assert!(t.x.is_alive(), "unlinked: {:?}", t.x.line().cause());
 }
 
+/// Rule 121: an `Unlink` said again goes ahead of a death notice that
+/// waits for room to the watcher's node (queued while the link was down).
+#[test]
+fn links_an_unlink_said_again_goes_ahead_of_a_death_notice_that_waits_for_room() {
+    let mut t = XY::new();
+    t.b_links(true);
+    t.lose(true, 1); // the Unlink
+    t.b_links(false);
+    t.p.net.hold(t.ids.0.addr, 0); // a takes no data: the Down waits on b
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "not yet told");
+    t.reconnect();
+    t.p.net.release(t.ids.0.addr);
+    t.p.rt.run();
+    assert!(t.x.is_alive(), "unlinked: {:?}", t.x.line().cause());
+}
+
 /// Rule 121: an `Unlink` said again after a reconnect undoes only links
 /// its node made; a link the watching node made itself since holds.
 #[test]

@@ -292,18 +292,14 @@
 //! comes back (rule 128) or a spell of refusals ends (rule 115a). An
 //! unlink holds even when its frame is lost with a connection that
 //! breaks (its device may die meanwhile): an `Unlink` is sent again each
-//! time the connection comes back (ahead of the data queued meanwhile,
-//! such as that device's death notice), and a `Link` asked again for a pair
+//! time the connection comes back, ahead of everything queued meanwhile
+//! (such as that device's death notice), and a `Link` asked again for a pair
 //! unlinked on the watching side is refused there, with its `Unwatch`
 //! sent again (counted as an answer for rule 115a's bound), also while
 //! the asking node is being declared down. Each link carries the epoch
 //! its node made it at, so an unlink said again never undoes a link made
 //! after it, nor one the watching node made itself. A node remembers its
-//! last 4,096 such unlinks. The limit: an `Unlink` said again goes behind
-//! the frames that already wait for room to that node (or, once its
-//! control queue has refused a frame, behind its data), so if the
-//! device died during the outage, its death notice can still reach the
-//! watcher first. A watch of
+//! last 4,096 such unlinks. A watch of
 //! a device of this node, made before the node rejoined as a new
 //! incarnation, is cancelled whole (the watch held for it goes too).
 //!

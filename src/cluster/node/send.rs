@@ -737,6 +737,32 @@ impl Node {
         }
     }
 
+    /// Hands control frame `frame` to the transport for `to` ahead of
+    /// everything that waits for room there (an `Unlink` said again, rule
+    /// 121: it must not follow a death notice queued during an outage);
+    /// with no room, it waits first in line.
+    pub(super) fn control_first(&mut self, to: NodeId, frame: &Frame) {
+        if self.down.contains(&to) {
+            return;
+        }
+        let out = match super::encode_to(to, frame) {
+            Ok(out) => out,
+            Err(e) => return self.bad_frame(&e.to_string()),
+        };
+        match self.wire.transport.send(self.me.addr, to.addr, out, true) {
+            Ok(()) => self.stats.frames_out += 1,
+            Err(Full(out)) => {
+                let first = !self.blocked.by_node.contains_key(&to);
+                let held = (out, Ret::new(|_| ()), false);
+                self.blocked.by_node.entry(to).or_default().push_front(held);
+                self.blocked.control_as_data.insert(to);
+                if first {
+                    self.wait_for_room.fwd(to);
+                }
+            }
+        }
+    }
+
     /// Hands `bytes` to the transport for `node` (`done` answered `Ok`),
     /// or queues it behind what waits for room there: `true` if it is the
     /// first to wait, so room must be asked for.

@@ -274,7 +274,13 @@ impl Node {
             epoch,
             again,
         };
-        let _ = self.frame(watcher.node, &frame);
+        if again {
+            // Ahead of what waits: a death notice queued meanwhile must
+            // not reach the watcher first.
+            self.control_first(watcher.node, &frame);
+        } else {
+            let _ = self.frame(watcher.node, &frame);
+        }
     }
 
     /// Makes `device` trap the ends of the remote devices it is linked to:
