@@ -292,10 +292,9 @@ impl Frame {
     /// True for the frames a transport may send ahead of data waiting
     /// in a peer's queue: membership, the watch requests and their
     /// cancellations, lookups, credit and [`Frame::AskAgain`]. A
-    /// [`Frame::Down`] is not one of
-    /// them: it stays behind the messages its device sent before it died,
-    /// so a watcher never hears of a death before the last messages of
-    /// the dead.
+    /// [`Frame::Down`] is not one of them: it stays behind the messages
+    /// its device sent before it died, so a watcher never hears of a
+    /// death before the last messages of the dead.
     pub fn is_control(&self) -> bool {
         matches!(
             self,

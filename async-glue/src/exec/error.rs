@@ -102,8 +102,8 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> Rc<str> {
 /// 8 payloads in a chain the last is leaked, so that the chain ends.
 ///
 /// Cost: a `catch_unwind` frame around the drop; nothing more unless the
-/// drop panics. Never fails and never unwinds. Every place that contains a panic drops its payload this
-/// way.
+/// drop panics. Never fails and never unwinds. Every place that contains
+/// a panic drops its payload this way.
 pub fn drop_payload(payload: Box<dyn Any + Send>) {
     let mut payload = payload;
     for _ in 0..PAYLOAD_DROPS {

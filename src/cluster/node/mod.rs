@@ -401,12 +401,8 @@ impl Node {
         self.frame_as(to, frame, frame.is_answer())
     }
 
-    /// [`frame`](Node::frame) for a frame that answers a request of `to`
-    /// (counted toward rule 115a's bound) whatever its kind.
-    fn answer_frame(&mut self, to: NodeId, frame: &Frame) {
-        let _ = self.frame_as(to, frame, true);
-    }
-
+    /// [`frame`](Node::frame), the frame counted as an answer to a request
+    /// of `to` (toward rule 115a's bound) if `answer`, whatever its kind.
     fn frame_as(&mut self, to: NodeId, frame: &Frame, answer: bool) -> Result<(), SendError> {
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));

@@ -71,6 +71,13 @@ impl Unlinks {
     fn retain(&mut self, keep: impl Fn(&(u64, Pid)) -> bool) {
         self.by_pair.retain(|pair, _| keep(pair));
     }
+
+    /// Each pair with the epoch of its unlink.
+    fn iter(&self) -> impl Iterator<Item = ((u64, Pid), u64)> + '_ {
+        self.by_pair
+            .iter()
+            .map(|(pair, &(epoch, _))| (*pair, epoch))
+    }
 }
 
 /// Who hears of a watch's end.
@@ -232,7 +239,7 @@ impl Node {
                 if epoch > 0 {
                     self.watch.unwatched.insert(pair, epoch);
                 }
-                self.unwatch_out(pair, epoch);
+                self.unwatch_out(pair, epoch, false);
             }
         }
         if mode.notifies() {
@@ -250,8 +257,9 @@ impl Node {
     }
 
     /// Tells `pair.1`'s node that `pair.0` of this node no longer watches
-    /// `pair.1` through the links it made up to `epoch`.
-    fn unwatch_out(&mut self, (watcher, target): (u64, Pid), epoch: u64) {
+    /// `pair.1` through the links it made up to `epoch`; `answer`: this
+    /// answers that node's `Link` (counted toward rule 115a's bound).
+    fn unwatch_out(&mut self, (watcher, target): (u64, Pid), epoch: u64, answer: bool) {
         let frame = Frame::Unwatch {
             watcher,
             target: target.device,
@@ -259,7 +267,17 @@ impl Node {
             dst: target.node,
             epoch,
         };
-        let _ = self.frame(target.node, &frame);
+        let _ = self.frame_as(target.node, &frame, answer);
+    }
+
+    /// The epoch of this node's unlink of `pair` (watching device of this
+    /// node, watched) if it undid a `Link` of that `epoch` or an earlier
+    /// one: such a `Link` asked again is refused.
+    fn undone(&self, pair: (u64, Pid), epoch: u64) -> Option<u64> {
+        self.watch
+            .unwatched
+            .get(&pair)
+            .filter(|&undone| epoch <= undone)
     }
 
     /// Tells `pair.1`'s node that `pair.1` no longer watches `pair.0` of
@@ -406,12 +424,7 @@ impl Node {
     /// 114).
     pub(super) fn link_from_lost(&mut self, cx: CX![], watcher: u64, pid: Pid, epoch: u64) {
         // Unlinked here since: dropped as the frame is.
-        if self
-            .watch
-            .unwatched
-            .get(&(watcher, pid))
-            .is_some_and(|undone| epoch <= undone)
-        {
+        if self.undone((watcher, pid), epoch).is_some() {
             return;
         }
         // Told already, or (whatever the frames claim) the record is full:
@@ -439,21 +452,12 @@ impl Node {
     /// it says so again (its `Unwatch` may have been lost).
     pub(super) fn link_from_peer(&mut self, cx: CX![], watcher: u64, pid: Pid, epoch: u64) {
         let pair = (watcher, pid);
-        if let Some(undone) = self.watch.unwatched.get(&pair) {
-            if epoch <= undone {
-                // An answer to the `Link` (rule 115a's bound applies).
-                let frame = Frame::Unwatch {
-                    watcher,
-                    target: pid.device,
-                    from: self.me,
-                    dst: pid.node,
-                    epoch: undone,
-                };
-                self.answer_frame(pid.node, &frame);
-                return;
-            }
-            self.watch.unwatched.remove(&pair);
+        if let Some(undone) = self.undone(pair, epoch) {
+            self.unwatch_out(pair, undone, true);
+            return;
         }
+        // A later link than the one undone: taken.
+        self.watch.unwatched.remove(&pair);
         self.link_in(cx, watcher, pid);
         if self.watch.links.contains_key(&pair) {
             let e = self.watch.peer_epochs.entry(pair).or_insert(epoch);
@@ -483,8 +487,6 @@ impl Node {
     /// A link undone: device `watcher` of this node no longer watches
     /// `pid`.
     pub(super) fn unlink_in(&mut self, watcher: u64, pid: Pid) {
-        self.watch.peer_epochs.remove(&(watcher, pid));
-        self.watch.own_links.remove(&(watcher, pid));
         if let Some(tag) = self.watch.links.get(&(watcher, pid)).copied() {
             self.cancel_watch(tag);
         }
@@ -533,10 +535,8 @@ impl Node {
         let unlinks: Vec<((u64, Pid), u64)> = self
             .watch
             .unlinked
-            .by_pair
             .iter()
             .filter(|((_, w), _)| there.contains(&w.node))
-            .map(|(pair, &(epoch, _))| (*pair, epoch))
             .collect();
         for (pair, epoch) in unlinks {
             self.unlink_out(pair, epoch, true);
