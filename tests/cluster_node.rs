@@ -10,7 +10,7 @@ use common::{End, Rt};
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
     AskError, DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError,
-    HELD_FOR_A_NODE,
+    WatchError, HELD_FOR_A_NODE,
 };
 use stakplane::cluster::{MemNet, Transport};
 use stakplane::prelude::*;
@@ -606,6 +606,84 @@ fn node_a_burst_of_ask_again_frames_while_frames_wait_asks_again_once_when_they_
     rt.run();
     let got = causes(&downs);
     assert_eq!(got.len(), 3, "one notice per watch: {got:?}");
+}
+
+/// Rule 122a: past the bound a node may have here, its new watch ends at
+/// once with `WatchError::TooMany`, once, counted; the watches it has
+/// hold (asked again after a reconnect, they are not refused), and one
+/// freed makes room for a new one.
+#[test]
+fn node_watches_past_the_bound_for_a_node_are_refused_with_a_typed_cause_and_counted() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    a.query(&mut rt.s, |n, _| n.set_watch_limit(2))
+        .expect("alive");
+    let (d, _log) = remote_device(&mut rt, &a, "on_a");
+    let on_a = pid(1, d.id().get());
+    let watch = |rt: &mut Rt| {
+        let (downs, fwd) = recorder::<RemoteDown>();
+        let m = b
+            .query(&mut rt.s, |n, cx| n.monitor(cx, on_a, fwd))
+            .expect("alive");
+        rt.run();
+        (downs, m)
+    };
+    let (first, m1) = watch(&mut rt);
+    let (second, _m2) = watch(&mut rt);
+    let (refused, _m3) = watch(&mut rt);
+    assert!(first.borrow().is_empty() && second.borrow().is_empty());
+    {
+        let got = refused.borrow();
+        assert_eq!(got.len(), 1, "the third ends at once");
+        let Cause::Error(e) = &got[0].cause else {
+            panic!("a fault: {:?}", got[0].cause)
+        };
+        assert_eq!(e.downcast_ref::<WatchError>(), Some(&WatchError::TooMany));
+    }
+    let st = common::cluster::status(&mut rt, &a);
+    assert_eq!((st.watched_here, st.stats.refused_watches), (2, 1));
+    // The two held are asked again after a reconnect: the same watches.
+    net.reconnect(addr(1), addr(2));
+    rt.run();
+    let st = common::cluster::status(&mut rt, &a);
+    assert_eq!((st.watched_here, st.stats.refused_watches), (2, 1));
+    // One cancelled: room for a new one.
+    b.query(&mut rt.s, |n, _| n.demonitor(m1)).expect("alive");
+    rt.run();
+    let (fourth, _m4) = watch(&mut rt);
+    assert!(fourth.borrow().is_empty(), "admitted");
+    assert_eq!(common::cluster::status(&mut rt, &a).watched_here, 2);
+    d.kill("end").expect("alive");
+    rt.run();
+    heard_once_of(&second, "end");
+    heard_once_of(&fourth, "end");
+    assert_eq!(refused.borrow().len(), 1, "one notice only");
+    assert!(first.borrow().is_empty(), "cancelled");
+}
+
+/// Rule 122a for links: a link another node asks for past its bound
+/// here is refused, counted, and forgotten by that node (not asked again
+/// after a reconnect); the device here is not watching.
+#[test]
+fn node_a_link_past_the_bound_is_refused_and_the_linking_node_forgets_it() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    a.query(&mut rt.s, |n, _| n.set_watch_limit(0))
+        .expect("alive");
+    let (d, _log) = remote_device(&mut rt, &a, "on_a");
+    let (bd, _log_b) = remote_device(&mut rt, &b, "on_b");
+    b.query(&mut rt.s, |n, cx| {
+        n.link(cx, &bd, pid(1, d.id().get()), LinkMode::Notify)
+    })
+    .expect("alive")
+    .expect("linked");
+    rt.run();
+    let refused = |rt: &mut Rt| common::cluster::status(rt, &a).stats.refused_watches;
+    assert_eq!(refused(&mut rt), 1);
+    net.reconnect(addr(1), addr(2));
+    rt.run();
+    assert_eq!(refused(&mut rt), 1, "not asked again");
+    bd.kill("boom").expect("alive");
+    rt.run();
+    assert!(d.is_alive(), "not linked: {:?}", d.line().cause());
 }
 
 #[test]

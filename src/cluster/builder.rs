@@ -48,6 +48,7 @@ pub struct NodeBuilder {
     membership: MembershipConfig,
     events: Option<Fwd<MemberEvent>>,
     ask_timeout: Option<std::time::Duration>,
+    watch_limit: Option<usize>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -71,6 +72,7 @@ impl Node {
             membership: MembershipConfig::lan(16, 0),
             events: None,
             ask_timeout: None,
+            watch_limit: None,
         }
     }
 }
@@ -121,6 +123,14 @@ impl NodeBuilder {
         self
     }
 
+    /// How many watches and links another node may have here
+    /// ([`Node::set_watch_limit`]; [`WATCHES_PER_NODE`](super::node::WATCHES_PER_NODE)
+    /// unless set).
+    pub fn watch_limit(mut self, limit: usize) -> Self {
+        self.watch_limit = Some(limit);
+        self
+    }
+
     /// Where membership changes are told.
     pub fn events(mut self, events: Fwd<MemberEvent>) -> Self {
         self.events = Some(events);
@@ -150,6 +160,9 @@ impl NodeBuilder {
             // made once `start` returns (the node takes none before its
             // init has run).
             call!([node], |this, _| this.set_ask_timeout(timeout));
+        }
+        if let Some(limit) = self.watch_limit {
+            call!([node], |this, _| this.set_watch_limit(limit));
         }
         for seed in self.seeds {
             // The seed's incarnation is not known yet: foca answers an

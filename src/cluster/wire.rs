@@ -8,7 +8,7 @@ use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`]. 6 added
 /// [`Frame::AskAgain`] and [`Frame::Unwatch`].
-pub const WIRE_VERSION: u16 = 6;
+pub const WIRE_VERSION: u16 = 7;
 
 /// The default largest frame body, in bytes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -349,6 +349,9 @@ pub enum WireCause {
     Lost,
     /// No device is registered under the watched id.
     NoDevice,
+    /// The watched device's node holds as many watches (or links) of the
+    /// watching node as its bound lets it: refused (rule 122a).
+    TooManyWatches,
 }
 
 /// Why bytes from a peer are not a frame. The connection they came on is
@@ -613,6 +616,7 @@ impl WireCause {
             WireCause::NoDevice => Cause::Error(Rc::new(RemoteError(
                 "no device is registered under that id".into(),
             ))),
+            WireCause::TooManyWatches => Cause::Error(Rc::new(crate::cluster::WatchError::TooMany)),
         }
     }
 }

@@ -224,6 +224,32 @@ impl fmt::Display for AskError {
 
 impl std::error::Error for AskError {}
 
+/// Why a watch of a remote device ended without the device's death: the
+/// error of the [`Cause::Error`](crate::Cause::Error) its watcher gets (a
+/// fault, so a linked device that does not trap dies of it, as of a link
+/// that cannot be held).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The device's node holds as many watches and links of the watching
+    /// node as its bound lets it ([`Node::set_watch_limit`], rule 122a).
+    ///
+    /// [`Node::set_watch_limit`]: super::Node::set_watch_limit
+    TooMany,
+}
+
+impl fmt::Display for WatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WatchError::TooMany => {
+                f.write_str("the device's node holds as many watches of this node as it takes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WatchError {}
+
 /// Counters of a node's traffic and refusals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
@@ -258,4 +284,9 @@ pub struct NodeStats {
     /// a node that reads nothing: [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE)
     /// frames already wait for room to it. Dropped (rule 115a).
     pub refused_requests: u64,
+    /// Watch and link requests of a node that holds as many watches here
+    /// as [`Node::set_watch_limit`] lets it: refused (rule 122a).
+    ///
+    /// [`Node::set_watch_limit`]: super::Node::set_watch_limit
+    pub refused_watches: u64,
 }

@@ -27,7 +27,7 @@ pub use actor::RemoteActor;
 pub use credit::CREDITED;
 pub use errors::{
     AskError, DeadLetter, LookupError, NodeStats, RemoteDown, RemoteFault, RemoteMonitor,
-    SendError, TrySendError,
+    SendError, TrySendError, WatchError,
 };
 pub use status::{Member, MemberState, NodeStatus};
 
@@ -167,6 +167,11 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
 /// this node sends it of its own accord does not count.
 pub const HELD_FOR_A_NODE: usize = 4096;
 
+/// Watches a node holds on this node's devices, and links it made by
+/// which devices of this node watch its own, past which its new ones are
+/// refused (rule 122a) unless [`Node::set_watch_limit`] says otherwise.
+pub const WATCHES_PER_NODE: usize = 1 << 16;
+
 /// Sweeps of the asks and lookups that wait for another node, one per
 /// [`SWEEPS`]th of the ask timeout, only while some wait.
 const SWEEPS: u32 = 4;
@@ -219,6 +224,8 @@ pub struct Node {
     asks: BTreeMap<u64, (NodeId, PendingAsk)>,
     /// How long an ask or a lookup waits for another node's answer.
     ask_timeout: Duration,
+    /// Rule 122a's bound: watches and links another node may have here.
+    watch_limit: usize,
     /// The sweep that ends asks and lookups past their time.
     sweep: Sweep,
     /// Sends waiting for room in a peer's queue, in send order.
@@ -268,6 +275,7 @@ impl Node {
             servers: IdMap::default(),
             asks: BTreeMap::new(),
             ask_timeout: DEFAULT_ASK_TIMEOUT,
+            watch_limit: WATCHES_PER_NODE,
             sweep: Sweep {
                 armed: false,
                 generation: 0,
@@ -344,6 +352,20 @@ impl Node {
     /// How long an ask or a lookup waits for another node's answer.
     pub fn ask_timeout(&self) -> Duration {
         self.ask_timeout
+    }
+
+    /// How many watches another node may have held on this node's
+    /// devices, and how many links it may make by which devices of this
+    /// node watch its own ([`WATCHES_PER_NODE`] unless set; rule 122a).
+    /// Past it, that node's new watches and links are refused; those it
+    /// has stay, whatever the new bound.
+    pub fn set_watch_limit(&mut self, limit: usize) {
+        self.watch_limit = limit;
+    }
+
+    /// Rule 122a's bound now.
+    pub fn watch_limit(&self) -> usize {
+        self.watch_limit
     }
 
     /// An ask or a lookup now waits for another node: the sweep that ends

@@ -1,6 +1,7 @@
 //! Remote monitors and links: a device watched from another node, with
 //! the same notices and the same exactly-once rule as a local watch
-//! (rules 114, 115, 120 and 121 in the [cluster](super::super) docs).
+//! (rules 114, 115, 120, 121 and 122a in the [cluster](super::super)
+//! docs).
 //!
 //! Every watch, remote or local, has a tag on the watching node. The
 //! watched device's node holds a local monitor of it for each tag
@@ -80,6 +81,60 @@ impl Unlinks {
     }
 }
 
+/// The watches held on this node's devices for each watching node (by
+/// tag: the local monitor), counted by node for rule 122a's bound.
+#[derive(Default)]
+struct Served {
+    by_node: BTreeMap<NodeId, BTreeMap<u64, MonitorRef>>,
+    len: usize,
+}
+
+impl Served {
+    fn holds(&self, node: NodeId, tag: u64) -> bool {
+        self.by_node
+            .get(&node)
+            .is_some_and(|t| t.contains_key(&tag))
+    }
+
+    /// Watches held for `node`.
+    fn count(&self, node: NodeId) -> usize {
+        self.by_node.get(&node).map_or(0, BTreeMap::len)
+    }
+
+    fn insert(&mut self, node: NodeId, tag: u64, m: MonitorRef) {
+        if self
+            .by_node
+            .entry(node)
+            .or_default()
+            .insert(tag, m)
+            .is_none()
+        {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, node: NodeId, tag: u64) -> Option<MonitorRef> {
+        let tags = self.by_node.get_mut(&node)?;
+        let m = tags.remove(&tag)?;
+        if tags.is_empty() {
+            self.by_node.remove(&node);
+        }
+        self.len -= 1;
+        Some(m)
+    }
+
+    /// Takes out every watch held for the nodes `which` picks.
+    fn remove_nodes(&mut self, which: impl Fn(NodeId) -> bool) -> Vec<MonitorRef> {
+        let nodes: Vec<NodeId> = self.by_node.keys().copied().filter(|n| which(*n)).collect();
+        let mut gone = Vec::new();
+        for node in nodes {
+            gone.extend(self.by_node.remove(&node).unwrap_or_default().into_values());
+        }
+        self.len -= gone.len();
+        gone
+    }
+}
+
 /// Who hears of a watch's end.
 enum Watcher {
     /// A monitor: this `Fwd` gets the [`RemoteDown`].
@@ -133,9 +188,12 @@ pub(super) struct Watches {
     /// not the other node made the same one: an `Unlink` said again
     /// leaves them.
     own_links: HashSet<(u64, Pid)>,
-    /// Watches held on this node's devices: (watching node, tag) to the
-    /// local monitor.
-    served: BTreeMap<(NodeId, u64), MonitorRef>,
+    /// Watches held on this node's devices, by watching node and tag.
+    served: Served,
+    /// Nodes refused a watch or a link for rule 122a's bound since they
+    /// were last admitted one (the first refusal of such a spell is
+    /// logged as a `warn` event).
+    over_limit: BTreeSet<NodeId>,
     /// Links by which a device of this node watched a device of an
     /// incarnation declared down, each told `Lost` already: by watching
     /// device, (that incarnation, watched device). A link that
@@ -331,7 +389,7 @@ impl Node {
 
     /// Watches held on this node's devices.
     pub(super) fn watched_here(&self) -> usize {
-        self.watch.served.len()
+        self.watch.served.len
     }
 
     /// The line of device `device` of this node, if the node knows it.
@@ -455,6 +513,17 @@ impl Node {
         if let Some(undone) = self.undone(pair, epoch) {
             self.unwatch_out(pair, undone, true);
             return;
+        }
+        // A new link of a live device of this node, past rule 122a's
+        // bound for that node: refused; the other node forgets it.
+        if !self.watch.links.contains_key(&pair)
+            && self.line_of(watcher).is_some_and(|l| l.is_alive())
+        {
+            let held = self.watch.by_node.get(&pid.node).map_or(0, BTreeSet::len);
+            if !self.admits_watch(pid.node, held, "link") {
+                self.unwatch_out(pair, epoch, true);
+                return;
+            }
         }
         // A later link than the one undone: taken.
         self.watch.unwatched.remove(&pair);
@@ -585,15 +654,23 @@ impl Node {
     /// Node `from` watches device `device` of this node under `tag` (once:
     /// a watch asked again is the same watch).
     pub(super) fn watch_in(&mut self, cx: CX![], device: u64, tag: u64, from: NodeId) {
-        if self.watch.served.contains_key(&(from, tag)) {
+        if self.watch.served.holds(from, tag) {
             return;
         }
         match self.line_of(device) {
+            // Past rule 122a's bound for that node: refused, as a watch
+            // that ended (a dead device still answers with its cause).
+            Some(line)
+                if line.is_alive()
+                    && !self.admits_watch(from, self.watch.served.count(from), "watch") =>
+            {
+                self.answer(cx, tag, from, WireCause::TooManyWatches);
+            }
             Some(line) => {
                 let down = fwd_to!([cx], local_down(tag, from) as (Down));
                 // A dead device answers at once, through the Fwd.
                 if let Ok(m) = line.monitor_fwd(down) {
-                    self.watch.served.insert((from, tag), m);
+                    self.watch.served.insert(from, tag, m);
                 }
             }
             None => self.answer(cx, tag, from, WireCause::NoDevice),
@@ -602,14 +679,39 @@ impl Node {
 
     /// Node `from` cancelled its watch `tag`.
     pub(super) fn demonitor_in(&mut self, tag: u64, from: NodeId) {
-        if let Some(m) = self.watch.served.remove(&(from, tag)) {
+        if let Some(m) = self.watch.served.remove(from, tag) {
             m.cancel();
         }
     }
 
+    /// Whether node `from`, which has `held` watches (or links) here
+    /// already, may have one more (rule 122a): always for this node (an
+    /// earlier incarnation of it too). A refusal is counted, and logged as
+    /// a `warn` event the first time since `from` was last admitted one,
+    /// at `debug` after.
+    fn admits_watch(&mut self, from: NodeId, held: usize, kind: &'static str) -> bool {
+        if from.addr == self.me.addr || held < self.watch_limit {
+            self.watch.over_limit.remove(&from);
+            return true;
+        }
+        self.stats.refused_watches += 1;
+        if self.watch.over_limit.insert(from) {
+            tracing::warn!(
+                target: "stakplane::cluster",
+                node = %from,
+                limit = self.watch_limit,
+                kind,
+                "a node holds as many watches here as the bound lets it: its new ones are refused"
+            );
+        } else {
+            tracing::debug!(target: "stakplane::cluster", node = %from, kind, "a watch refused");
+        }
+        false
+    }
+
     /// A device of this node watched under `tag` by `from` died.
     fn local_down(&mut self, cx: CX![], tag: u64, from: NodeId, down: Down) {
-        self.watch.served.remove(&(from, tag));
+        self.watch.served.remove(from, tag);
         self.answer(cx, tag, from, WireCause::from(&down.cause));
     }
 
@@ -703,17 +805,9 @@ impl Node {
 
     /// Cancels the watches held here for the nodes `which` picks.
     fn drop_served(&mut self, which: impl Fn(NodeId) -> bool) {
-        let held: Vec<(NodeId, u64)> = self
-            .watch
-            .served
-            .keys()
-            .filter(|(node, _)| which(*node))
-            .copied()
-            .collect();
-        for key in held {
-            if let Some(m) = self.watch.served.remove(&key) {
-                m.cancel();
-            }
+        self.watch.over_limit.retain(|n| !which(*n));
+        for m in self.watch.served.remove_nodes(which) {
+            m.cancel();
         }
     }
 
@@ -753,7 +847,7 @@ impl Node {
         if w.pid.node.addr == self.me.addr {
             // A watch of a device here, served in the name of the
             // incarnation that made it (this one, or one before a rejoin).
-            if let Some(m) = self.watch.served.remove(&(w.pid.node, tag)) {
+            if let Some(m) = self.watch.served.remove(w.pid.node, tag) {
                 m.cancel();
             }
         } else if self.up.contains(&w.pid.node) {
