@@ -686,6 +686,55 @@ fn node_a_link_past_the_bound_is_refused_and_the_linking_node_forgets_it() {
     assert!(d.is_alive(), "not linked: {:?}", d.line().cause());
 }
 
+/// Rules 121 and 128 under a link that comes back over and over while
+/// the other node reads nothing: the watches asked again and the
+/// `Unlink` said again wait for room once, not once per time the link
+/// came back; when room comes they go, and the watches still hold.
+#[test]
+fn node_a_link_back_over_and_over_while_the_node_reads_nothing_holds_one_copy_of_what_is_said_again(
+) {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let (ad, _log) = remote_device(&mut rt, &a, "on_a");
+    let (bw, _log_w) = remote_device(&mut rt, &b, "watcher_on_b");
+    let watched: Vec<_> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|name| remote_device(&mut rt, &b, name).0)
+        .collect();
+    let (downs, fwd) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| {
+        n.link(cx, &ad, pid(2, bw.id().get()), LinkMode::Notify)
+            .expect("linked");
+        n.unlink(&ad, pid(2, bw.id().get()), LinkMode::Notify);
+        for d in &watched {
+            let _ = n.monitor(cx, pid(2, d.id().get()), fwd.clone());
+        }
+    })
+    .expect("alive");
+    rt.run();
+    // b reads nothing: its queues refuse what a sends it, which waits for
+    // room (an `Unlink` said again, first in line).
+    net.hold(addr(2), 0);
+    net.refuse_control(addr(2), 1000);
+    let waiting = |rt: &mut Rt| common::cluster::status(rt, &a).waiting_sends;
+    net.reconnect(addr(1), addr(2));
+    rt.run();
+    let once = waiting(&mut rt);
+    assert_eq!(once, watched.len() + 1, "three watches and the Unlink");
+    for _ in 0..10 {
+        net.reconnect(addr(1), addr(2));
+        rt.run();
+    }
+    assert_eq!(waiting(&mut rt), once, "one copy, not one per time");
+    net.release(addr(2));
+    rt.run();
+    assert_eq!(waiting(&mut rt), 0);
+    watched[1].kill("w2 ends").expect("alive");
+    ad.kill("a fault after the unlink").expect("alive");
+    rt.run();
+    heard_once_of(&downs, "w2 ends");
+    assert!(bw.is_alive(), "unlinked: {:?}", bw.line().cause());
+}
+
 #[test]
 fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
     let (mut rt, net, _a, b, _inbox) = cluster();

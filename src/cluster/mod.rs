@@ -311,7 +311,12 @@
 //! as the same one, and answers one whose device is dead at once with
 //! the recorded cause. A watch request or a `Down` lost in flight, or a
 //! lost `Link`, therefore still ends in exactly one notice with the real
-//! cause. Messages lost in flight stay lost (at most once).
+//! cause. Messages lost in flight stay lost (at most once). What was
+//! asked or said again (rule 121's `Unlink`s too) the last time the
+//! session came up and still waits for room to that node is dropped
+//! when it comes up once more, as a newer copy is sent then: a session
+//! that comes back over and over while that node reads nothing makes
+//! this one hold one copy, not one per time.
 //!
 //! **122. No queue without a bound, and nothing lost in silence**: when
 //! a peer's queue is full, [`Node::try_send`] gives the message back

@@ -20,6 +20,7 @@ mod credit;
 mod errors;
 mod inboxes;
 mod send;
+use send::Why;
 mod status;
 mod watch;
 
@@ -420,16 +421,18 @@ impl Node {
     /// then goes as data. A data frame with no room is refused
     /// ([`SendError::Full`]).
     fn frame(&mut self, to: NodeId, frame: &Frame) -> Result<(), SendError> {
-        self.frame_as(to, frame, frame.is_answer())
+        self.frame_as(to, frame, Why::of(frame))
     }
 
-    /// [`frame`](Node::frame), the frame counted as an answer to a request
-    /// of `to` (toward rule 115a's bound) if `answer`, whatever its kind.
-    fn frame_as(&mut self, to: NodeId, frame: &Frame, answer: bool) -> Result<(), SendError> {
+    /// [`frame`](Node::frame), the frame being `why` whatever its kind: an
+    /// answer to a request of `to` counts toward rule 115a's bound, and
+    /// one said again is dropped while it waits if the link comes back
+    /// once more ([`drop_said_again`](Node::drop_said_again)).
+    fn frame_as(&mut self, to: NodeId, frame: &Frame, why: Why) -> Result<(), SendError> {
         if self.down.contains(&to) {
             return Err(SendError::NodeDown(to));
         }
-        let kind = (frame.is_control(), answer);
+        let kind = (frame.is_control(), why);
         self.send_frame_bytes(to, encode_to(to, frame)?, kind)
     }
 

@@ -45,9 +45,32 @@ pub(super) struct Blocked {
 /// A send waiting for room: its encoded frame, and who waits for it.
 pub(super) type Waiting = (Vec<u8>, Ret<Result<(), SendError>>);
 
-/// A frame waiting for room to a node: a [`Waiting`] send, and whether it
-/// answers one of that node's requests.
-type Held = (Vec<u8>, Ret<Result<(), SendError>>, bool);
+/// A frame waiting for room to a node: a [`Waiting`] send, and what it is.
+type Held = (Vec<u8>, Ret<Result<(), SendError>>, Why);
+
+/// What a frame to a node is, for the bounds on what waits for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Why {
+    /// Sent of this node's accord.
+    Send,
+    /// An answer to one of that node's requests (rule 115a's bound).
+    Answer,
+    /// Said again after the link came back (a watch or link asked again,
+    /// an `Unlink` said again): one waiting for room is dropped when the
+    /// link comes back once more, as a newer copy is said then.
+    Again,
+}
+
+impl Why {
+    /// A frame sent once: an answer or not, by its kind.
+    pub(super) fn of(frame: &Frame) -> Why {
+        if frame.is_answer() {
+            Why::Answer
+        } else {
+            Why::Send
+        }
+    }
+}
 
 impl Node {
     /// Makes device `device` of this node reachable from every node as
@@ -726,7 +749,7 @@ impl Node {
         bytes: Vec<u8>,
         done: Ret<Result<(), SendError>>,
     ) {
-        self.held_bytes_when_room(cx, node, (bytes, done, false));
+        self.held_bytes_when_room(cx, node, (bytes, done, Why::Send));
     }
 
     /// [`send_bytes_when_room`](Node::send_bytes_when_room) of a frame
@@ -737,10 +760,10 @@ impl Node {
         }
     }
 
-    /// Hands control frame `frame` to the transport for `to` ahead of
-    /// everything that waits for room there (an `Unlink` said again, rule
-    /// 121: it must not follow a death notice queued during an outage);
-    /// with no room, it waits first in line.
+    /// Hands control frame `frame`, said again, to the transport for `to`
+    /// ahead of everything that waits for room there (an `Unlink` said
+    /// again, rule 121: it must not follow a death notice queued during an
+    /// outage); with no room, it waits first in line.
     pub(super) fn control_first(&mut self, to: NodeId, frame: &Frame) {
         if self.down.contains(&to) {
             return;
@@ -753,7 +776,7 @@ impl Node {
             Ok(()) => self.stats.frames_out += 1,
             Err(Full(out)) => {
                 let first = !self.blocked.by_node.contains_key(&to);
-                let held = (out, Ret::new(|_| ()), false);
+                let held = (out, Ret::new(|_| ()), Why::Again);
                 self.blocked.by_node.entry(to).or_default().push_front(held);
                 self.blocked.control_as_data.insert(to);
                 if first {
@@ -767,10 +790,10 @@ impl Node {
     /// or queues it behind what waits for room there: `true` if it is the
     /// first to wait, so room must be asked for.
     fn hand_or_wait(&mut self, node: NodeId, control: bool, held: Held) -> bool {
-        let (bytes, done, answer) = held;
+        let (bytes, done, why) = held;
         if let Some(queue) = self.blocked.by_node.get_mut(&node) {
-            queue.push_back((bytes, done, answer));
-            if answer {
+            queue.push_back((bytes, done, why));
+            if why == Why::Answer {
                 *self.blocked.answers.entry(node).or_default() += 1;
             }
             return false;
@@ -788,8 +811,8 @@ impl Node {
             Err(Full(bytes)) => {
                 self.blocked
                     .by_node
-                    .insert(node, VecDeque::from([(bytes, done, answer)]));
-                if answer {
+                    .insert(node, VecDeque::from([(bytes, done, why)]));
+                if why == Why::Answer {
                     *self.blocked.answers.entry(node).or_default() += 1;
                 }
                 true
@@ -813,7 +836,7 @@ impl Node {
             dst: to,
         };
         match encode(&frame) {
-            Ok(out) => self.data_bytes_when_room(cx, to, out, true),
+            Ok(out) => self.data_bytes_when_room(cx, to, out, Why::Answer),
             Err(_) => {
                 let too_large = Frame::Reply {
                     tag,
@@ -832,16 +855,16 @@ impl Node {
     /// encode (counted as a bad frame).
     pub(super) fn data_when_room(&mut self, cx: CX![], to: NodeId, frame: &Frame) {
         match super::encode_to(to, frame) {
-            Ok(out) => self.data_bytes_when_room(cx, to, out, frame.is_answer()),
+            Ok(out) => self.data_bytes_when_room(cx, to, out, Why::of(frame)),
             Err(e) => self.bad_frame(&e.to_string()),
         }
     }
 
     /// [`data_when_room`](Node::data_when_room) of a frame encoded
     /// already.
-    fn data_bytes_when_room(&mut self, cx: CX![], to: NodeId, out: Vec<u8>, answer: bool) {
+    fn data_bytes_when_room(&mut self, cx: CX![], to: NodeId, out: Vec<u8>, why: Why) {
         if !self.down.contains(&to) {
-            self.held_bytes_when_room(cx, to, (out, Ret::new(|_| ()), answer));
+            self.held_bytes_when_room(cx, to, (out, Ret::new(|_| ()), why));
         }
     }
 
@@ -852,11 +875,11 @@ impl Node {
         &mut self,
         to: NodeId,
         out: Vec<u8>,
-        (control, answer): (bool, bool),
+        (control, why): (bool, Why),
     ) -> Result<(), SendError> {
         if control {
             let as_data = self.blocked.control_as_data.contains(&to);
-            if self.hand_or_wait(to, !as_data, (out, Ret::new(|_| ()), answer)) {
+            if self.hand_or_wait(to, !as_data, (out, Ret::new(|_| ()), why)) {
                 self.blocked.control_as_data.insert(to);
                 self.wait_for_room.fwd(to);
             }
@@ -943,6 +966,17 @@ impl Node {
             );
         }
         true
+    }
+
+    /// The link to `node` came back: the frames said again after it last
+    /// came back that still wait for room there are dropped (a newer
+    /// copy of each that still matters is said now), so a link that comes
+    /// back over and over while the node reads nothing makes this one
+    /// hold one copy of them, not one per time.
+    pub(super) fn drop_said_again(&mut self, node: NodeId) {
+        if let Some(queue) = self.blocked.by_node.get_mut(&node) {
+            queue.retain(|(_, _, why)| *why != Why::Again);
+        }
     }
 
     /// Sends waiting for room.

@@ -11,6 +11,7 @@
 //! remote trap handler ([`Node::trap`]) gets the notice, or, without one,
 //! a fault kills it with [`RemoteFault`].
 
+use super::send::Why;
 use super::{Node, RemoteDown, RemoteFault, RemoteMonitor, SendError};
 use crate::cluster::wire::{Frame, WireCause};
 use crate::cluster::{NodeId, Pid};
@@ -297,7 +298,7 @@ impl Node {
                 if epoch > 0 {
                     self.watch.unwatched.insert(pair, epoch);
                 }
-                self.unwatch_out(pair, epoch, false);
+                self.unwatch_out(pair, epoch, Why::Send);
             }
         }
         if mode.notifies() {
@@ -315,9 +316,9 @@ impl Node {
     }
 
     /// Tells `pair.1`'s node that `pair.0` of this node no longer watches
-    /// `pair.1` through the links it made up to `epoch`; `answer`: this
-    /// answers that node's `Link` (counted toward rule 115a's bound).
-    fn unwatch_out(&mut self, (watcher, target): (u64, Pid), epoch: u64, answer: bool) {
+    /// `pair.1` through the links it made up to `epoch`; `why`: an answer
+    /// to that node's `Link` (counted toward rule 115a's bound), or not.
+    fn unwatch_out(&mut self, (watcher, target): (u64, Pid), epoch: u64, why: Why) {
         let frame = Frame::Unwatch {
             watcher,
             target: target.device,
@@ -325,7 +326,7 @@ impl Node {
             dst: target.node,
             epoch,
         };
-        let _ = self.frame_as(target.node, &frame, answer);
+        let _ = self.frame_as(target.node, &frame, why);
     }
 
     /// The epoch of this node's unlink of `pair` (watching device of this
@@ -511,7 +512,7 @@ impl Node {
     pub(super) fn link_from_peer(&mut self, cx: CX![], watcher: u64, pid: Pid, epoch: u64) {
         let pair = (watcher, pid);
         if let Some(undone) = self.undone(pair, epoch) {
-            self.unwatch_out(pair, undone, true);
+            self.unwatch_out(pair, undone, Why::Answer);
             return;
         }
         // A new link of a live device of this node, past rule 122a's
@@ -521,7 +522,7 @@ impl Node {
         {
             let held = self.watch.by_node.get(&pid.node).map_or(0, BTreeSet::len);
             if !self.admits_watch(pid.node, held, "link") {
-                self.unwatch_out(pair, epoch, true);
+                self.unwatch_out(pair, epoch, Why::Answer);
                 return;
             }
         }
@@ -597,6 +598,12 @@ impl Node {
     pub(super) fn link_up(&mut self, cx: CX![], addr: SocketAddr) {
         self.credit_link_up(cx, addr);
         let there: Vec<NodeId> = self.up.iter().filter(|n| n.addr == addr).copied().collect();
+        // What was said again the last time, if it still waits for room,
+        // is said anew now: one copy waits, however often the link comes
+        // back.
+        for &n in &there {
+            self.drop_said_again(n);
+        }
         self.ask_again_of(|n| there.contains(&n));
         // An `Unlink` sent while the link was up may have been lost with
         // it: said again each time the link comes back (it undoes only
@@ -647,7 +654,7 @@ impl Node {
                 dst: w.node,
                 epoch,
             };
-            let _ = self.frame(w.node, &frame);
+            let _ = self.frame_as(w.node, &frame, Why::Again);
         }
     }
 
@@ -791,7 +798,7 @@ impl Node {
     fn ask_again(&mut self, watches: Vec<(NodeId, u64, u64)>) {
         let me = self.me;
         for (node, tag, target) in watches {
-            let _ = self.frame(
+            let _ = self.frame_as(
                 node,
                 &Frame::Monitor {
                     target,
@@ -799,6 +806,7 @@ impl Node {
                     from: me,
                     dst: node,
                 },
+                Why::Again,
             );
         }
     }
