@@ -493,9 +493,13 @@ impl<T> Clone for Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let (notice, rx) = {
-            // Never borrowed while user code runs; `try_` only to stay
-            // quiet if that were ever broken during an unwind.
+            // Never borrowed while user code runs (rule 98g); `try_` only
+            // to stay quiet if that were ever broken during an unwind.
             let Ok(mut ch) = self.chan.try_borrow_mut() else {
+                debug_assert!(
+                    std::thread::panicking(),
+                    "a Sender dropped inside its channel's borrow"
+                );
                 return;
             };
             ch.senders -= 1;
@@ -679,6 +683,10 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let (queue, rx, waiters, notices) = {
             let Ok(mut ch) = self.chan.try_borrow_mut() else {
+                debug_assert!(
+                    std::thread::panicking(),
+                    "a Receiver dropped inside its channel's borrow"
+                );
                 return;
             };
             ch.rx_gone = true;

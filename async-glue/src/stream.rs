@@ -103,7 +103,13 @@ impl<T> Producer<T> {
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
         let waiter = {
+            // Never borrowed while user code runs (rule 51's wakers are
+            // dropped after the borrow); quiet during an unwind.
             let Ok(mut sh) = self.shared.try_borrow_mut() else {
+                debug_assert!(
+                    std::thread::panicking(),
+                    "a Producer dropped inside its stream's borrow"
+                );
                 return;
             };
             if !matches!(sh.tail, Tail::Open) {
