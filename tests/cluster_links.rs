@@ -8,10 +8,10 @@
 
 mod common;
 
-use common::cluster::{addr_in, node_on, recorder, status, Seen};
+use common::cluster::{addr_in, encoded, node_on, recorder, status, Seen};
 use common::{End, Rt};
 use stakplane::cluster::membership::MemberEvent;
-use stakplane::cluster::{MemNet, Node, NodeId, Pid, RemoteDown};
+use stakplane::cluster::{Frame, MemNet, Node, NodeId, Pid, RemoteDown};
 use stakplane::prelude::*;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -378,6 +378,30 @@ fn links_an_unlink_on_the_watching_side_holds_after_the_link_is_back() {
     t.reconnect();
     assert_eq!(t.held_on_b(), 0, "not linked again");
     assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
+}
+
+/// Rules 121 and 114: a `Link` from an incarnation declared down, for a
+/// link this node undid on the watching side (sent before that node
+/// learnt it was down, or again after), is dropped: not told as `Lost`,
+/// which would kill the device that unlinked.
+#[test]
+fn links_an_unlink_on_the_watching_side_holds_against_a_link_from_the_lost_node() {
+    let mut t = XY::new();
+    t.b_links(true);
+    t.a_links(false);
+    t.p.net.cut(t.ids.1.addr);
+    t.p.rt.advance(Duration::from_secs(60));
+    assert!(t.x.is_alive(), "{:?}", t.x.line().cause());
+    let link = encoded(Frame::Link {
+        watcher: t.xp.device,
+        target: t.yp.device,
+        from: t.ids.1,
+        dst: t.ids.0,
+        epoch: 1,
+    });
+    call!([t.p.a], packet(link));
+    t.p.rt.run();
+    assert!(t.x.is_alive(), "unlinked: {:?}", t.x.line().cause());
 }
 
 /// Rule 121 when the unlink's frame is lost with a broken connection:
