@@ -518,6 +518,38 @@ fn node_a_refusal_spell_never_leaves_a_credited_send_waiting() {
     assert_eq!(done.borrow().len(), 1, "the credited send went");
 }
 
+/// Rule 115a's credit asks, still answered during a spell: a node that
+/// reads nothing and asks over and over makes this one hold one grant
+/// per target (the latest: a grant is a limit on the messages sent in
+/// all), not one per ask; when room comes, the sender gets it.
+#[test]
+fn node_credit_asks_of_a_node_that_reads_nothing_hold_one_grant_per_target() {
+    let (mut rt, net, a, _b, _inbox) = cluster();
+    net.hold(addr(2), 0); // b reads nothing
+    net.refuse_control(addr(2), 1000);
+    for target in [7, 8] {
+        for _ in 0..50 {
+            call!(
+                [a],
+                packet(encoded(Frame::CreditAsk {
+                    target,
+                    from: pid(2, 0).node,
+                    dst: pid(1, 0).node,
+                }))
+            );
+        }
+    }
+    rt.run();
+    assert_eq!(
+        common::cluster::status(&mut rt, &a).waiting_sends,
+        2,
+        "one grant per target"
+    );
+    net.release(addr(2));
+    rt.run();
+    assert_eq!(common::cluster::status(&mut rt, &a).waiting_sends, 0);
+}
+
 /// Rule 115a: a watch and a link refused during a spell are not lost.
 /// When the refusing node has room to the other again, it sends
 /// `AskAgain`, and the other asks both again. The link's fault then kills

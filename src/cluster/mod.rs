@@ -173,8 +173,11 @@
 //! again after a reconnect). It asks again at once or, if its own frames
 //! to this node wait for room, once they have all gone, however many
 //! such frames came. Credit
-//! asks are still answered, one grant each: refused, one would leave the
-//! asker's credited sends waiting.
+//! asks are still answered (refused, one would leave the asker's
+//! credited sends waiting), but a grant that waits for room is replaced
+//! by a later grant for the same target (a grant is a limit on the
+//! messages sent in all): a node that asks over and over makes this one
+//! hold one grant per target, not one per ask.
 //!
 //! **116. Only a peer with the cluster's secret and the same wire version
 //! gets a session**, on either side: a wrong secret, garbage or tampered

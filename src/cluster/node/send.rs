@@ -59,16 +59,27 @@ pub(super) enum Why {
     /// an `Unlink` said again): one waiting for room is dropped when the
     /// link comes back once more, as a newer copy is said then.
     Again,
+    /// A credit grant for this credited target, an answer too: it
+    /// supersedes a grant for the same target waiting for room (a grant
+    /// is a limit on the messages sent in all), which is dropped, so a
+    /// node that reads nothing and asks over and over makes this one hold
+    /// one grant per target, not one per ask.
+    Grant(u64),
 }
 
 impl Why {
-    /// A frame sent once: an answer or not, by its kind.
+    /// A frame sent once: an answer (a grant) or not, by its kind.
     pub(super) fn of(frame: &Frame) -> Why {
-        if frame.is_answer() {
-            Why::Answer
-        } else {
-            Why::Send
+        match frame {
+            Frame::Credit { target, .. } => Why::Grant(*target),
+            frame if frame.is_answer() => Why::Answer,
+            _ => Why::Send,
         }
+    }
+
+    /// Whether the frame counts toward rule 115a's bound.
+    fn is_answer(self) -> bool {
+        matches!(self, Why::Answer | Why::Grant(_))
     }
 }
 
@@ -792,10 +803,17 @@ impl Node {
     fn hand_or_wait(&mut self, node: NodeId, control: bool, held: Held) -> bool {
         let (bytes, done, why) = held;
         if let Some(queue) = self.blocked.by_node.get_mut(&node) {
-            queue.push_back((bytes, done, why));
-            if why == Why::Answer {
-                *self.blocked.answers.entry(node).or_default() += 1;
+            let mut answers = self.blocked.answers.get(&node).copied().unwrap_or(0);
+            if let Why::Grant(_) = why {
+                let before = queue.len();
+                queue.retain(|(_, _, w)| *w != why);
+                answers = answers.saturating_sub(before - queue.len());
             }
+            queue.push_back((bytes, done, why));
+            if why.is_answer() {
+                answers += 1;
+            }
+            self.blocked.answers.insert(node, answers);
             return false;
         }
         match self
@@ -812,7 +830,7 @@ impl Node {
                 self.blocked
                     .by_node
                     .insert(node, VecDeque::from([(bytes, done, why)]));
-                if why == Why::Answer {
+                if why.is_answer() {
                     *self.blocked.answers.entry(node).or_default() += 1;
                 }
                 true
