@@ -767,6 +767,82 @@ fn node_a_link_back_over_and_over_while_the_node_reads_nothing_holds_one_copy_of
     assert!(bw.is_alive(), "unlinked: {:?}", bw.line().cause());
 }
 
+/// Rule 122a: a refused watch asked again (after a reconnect) while its
+/// refusal still waits for room is refused again, even if room was made
+/// meanwhile: admitted, it would be held here for a watcher that forgets
+/// it on hearing the refusal, and take that node's room for good.
+#[test]
+fn node_a_refused_watch_asked_again_while_its_refusal_waits_is_refused_again() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    a.query(&mut rt.s, |n, _| n.set_watch_limit(1))
+        .expect("alive");
+    let devs: Vec<_> = ["d1", "d2", "d3"]
+        .into_iter()
+        .map(|name| remote_device(&mut rt, &a, name).0)
+        .collect();
+    let watch = |rt: &mut Rt, dev: &DeviceOwn<common::Dev>| {
+        let (downs, fwd) = recorder::<RemoteDown>();
+        let m = b
+            .query(&mut rt.s, |n, cx| {
+                n.monitor(cx, pid(1, dev.id().get()), fwd)
+            })
+            .expect("alive");
+        rt.run();
+        (downs, m)
+    };
+    let (_w1, m1) = watch(&mut rt, &devs[0]);
+    net.hold(addr(2), 16); // b is slow: the refusal waits
+    let (w2, _m2) = watch(&mut rt, &devs[1]);
+    assert!(w2.borrow().is_empty(), "the refusal waits");
+    b.query(&mut rt.s, |n, _| n.demonitor(m1)).expect("alive");
+    rt.run();
+    net.reconnect(addr(1), addr(2));
+    rt.run();
+    net.release(addr(2));
+    rt.run();
+    assert_eq!(causes(&w2).len(), 1, "refused once");
+    assert_eq!(common::cluster::status(&mut rt, &a).watched_here, 0);
+    let (w3, _m3) = watch(&mut rt, &devs[2]);
+    assert!(
+        w3.borrow().is_empty(),
+        "room for a new watch: {:?}",
+        causes(&w3)
+    );
+}
+
+/// Rule 122a counts the links another node made here, not this node's
+/// own watches of that node's devices: a node watching devices of
+/// another does not make that other's links refused.
+#[test]
+fn node_the_bound_on_links_counts_the_links_the_other_node_made_only() {
+    let (mut rt, _net, a, b, _inbox) = cluster();
+    a.query(&mut rt.s, |n, _| n.set_watch_limit(1))
+        .expect("alive");
+    let (d, _log) = remote_device(&mut rt, &a, "on_a");
+    let (bd, _log_b) = remote_device(&mut rt, &b, "on_b");
+    let (other, _lo) = remote_device(&mut rt, &b, "other_b");
+    let (_downs, fwd) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| {
+        n.monitor(cx, pid(2, other.id().get()), fwd)
+    })
+    .expect("alive");
+    rt.run();
+    b.query(&mut rt.s, |n, cx| {
+        n.link(cx, &bd, pid(1, d.id().get()), LinkMode::Peer)
+    })
+    .expect("alive")
+    .expect("linked");
+    rt.run();
+    assert_eq!(
+        common::cluster::status(&mut rt, &a).stats.refused_watches,
+        0
+    );
+    bd.kill("boom").expect("alive");
+    rt.run();
+    let cause = d.line().cause().expect("killed through the link");
+    assert!(cause.to_string().contains("boom"), "{cause}");
+}
+
 #[test]
 fn node_a_link_from_a_node_not_yet_known_as_a_member_is_watched_not_refused() {
     let (mut rt, net, _a, b, _inbox) = cluster();

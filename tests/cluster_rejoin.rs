@@ -771,3 +771,39 @@ fn node_an_incarnation_declared_down_is_never_told_up_again_after_a_long_partiti
         "met again as a newer incarnation: {members:?}, {events:?}"
     );
 }
+
+/// Rules 122a and 114: a `Link` refused for rule 122a's bound whose
+/// refusal is lost in flight, said again by its incarnation after this
+/// node declared it down, is dropped as refused: not taken and told
+/// `Lost`, which would kill a device that was never linked.
+#[test]
+fn node_a_refused_link_said_again_by_a_lost_incarnation_kills_nothing() {
+    let mut p = pair();
+    p.a.query(&mut p.rt.s, |n, _| n.set_watch_limit(0))
+        .expect("alive");
+    let log = common::new_log();
+    let d = common::dev(&mut p.rt, "on_a", &log);
+    let bd = common::dev(&mut p.rt, "on_b", &log);
+    p.rt.run();
+    p.a.query(&mut p.rt.s, |n, _| {
+        n.register_device(&d, Fwd::new(|_: String| ()))
+    })
+    .expect("alive");
+    // a's refusal (its Unwatch) is lost in flight.
+    p.net.lose(id(1).addr, id(2).addr, 1);
+    let on_a = Pid::new(id(1), d.id().get());
+    p.b.query(&mut p.rt.s, |n, cx| n.link(cx, &bd, on_a, LinkMode::Notify))
+        .expect("alive")
+        .expect("linked");
+    p.rt.run();
+    assert_eq!(stats(&mut p.rt, &p.a).refused_watches, 1);
+    p.cut_off();
+    assert!(d.is_alive());
+    // b is back and, before it hears it is down, says its Link again.
+    let b = &p.b;
+    p.net
+        .attach(id(2).addr, fwd_to!([b], packet() as (Vec<u8>)));
+    p.net.reconnect(id(1).addr, id(2).addr);
+    p.rt.run();
+    assert!(d.is_alive(), "never linked: {:?}", d.line().cause());
+}

@@ -123,7 +123,7 @@ impl NodeBuilder {
         self
     }
 
-    /// How many watches and links another node may have here
+    /// How many watches, and links, another node may have here, each
     /// ([`Node::set_watch_limit`]; [`WATCHES_PER_NODE`](super::node::WATCHES_PER_NODE)
     /// unless set).
     pub fn watch_limit(mut self, limit: usize) -> Self {

@@ -331,21 +331,26 @@
 //! rejoins as a new incarnation meanwhile (the message was encoded in the
 //! old one's name, which every peer now drops).
 //!
-//! **122a. Another node holds a bounded number of watches here**: a node
-//! may have at most [`WATCHES_PER_NODE`] watches held on this node's
-//! devices ([`Node::set_watch_limit`] changes the bound), and as many
-//! links made here by which devices of this node watch its own (counted
-//! with this node's other watches of its devices). A new one past the
+//! **122a. Another node holds a bounded number of watches here**: the
+//! node at an address (whatever incarnation its frames name) may have at
+//! most [`WATCHES_PER_NODE`] watches held on this node's devices
+//! ([`Node::set_watch_limit`] changes the bound), and as many links it
+//! made by which devices of this node watch its own. A new one past the
 //! bound is refused: a watch ends at once for its watcher, with
 //! [`WatchError::TooMany`] as the error of its cause (a fault: a linked
 //! device that does not trap dies of it, as of a link that cannot be
 //! held); a link is undone on the node that made it, which forgets it
-//! (its `Notify` link is not asked again). Each refusal is counted in
-//! [`NodeStats::refused_watches`], and the first since that node was last
-//! admitted one is logged as a `warn` event. Never refused: a watch or
-//! link asked again that is held already, a watch of a dead device (it
-//! gets its cause), and the watches of this node itself; those a node has
-//! stay when the bound is lowered.
+//! (for a `Peer` link, the half by which this node's device would watch
+//! is refused; the other half is a watch, counted as one). Each refusal
+//! is counted in [`NodeStats::refused_watches`], and the first since that
+//! node was last admitted one is logged as a `warn` event. A refusal
+//! holds: the same watch or link asked again (after a reconnect, or by
+//! an incarnation declared down since) is refused again, never admitted
+//! behind the watcher's back. Never refused: a watch or link asked again
+//! that is held already, a watch of a dead device (it gets its cause),
+//! and the watches of this node itself. Those a node has stay when the
+//! bound is lowered; watches asked again in the name of a rejoined
+//! incarnation are new ones here.
 //!
 //! **123. A node that leaves is down for the others, and they for it**:
 //! after [`Node::leave`] the others see `MemberEvent::Down` and their

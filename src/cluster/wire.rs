@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`]. 6 added
-/// [`Frame::AskAgain`] and [`Frame::Unwatch`].
+/// [`Frame::AskAgain`] and [`Frame::Unwatch`]; 7,
+/// [`WireCause::TooManyWatches`].
 pub const WIRE_VERSION: u16 = 7;
 
 /// The default largest frame body, in bytes (1 MiB).

@@ -168,9 +168,10 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
 /// this node sends it of its own accord does not count.
 pub const HELD_FOR_A_NODE: usize = 4096;
 
-/// Watches a node holds on this node's devices, and links it made by
-/// which devices of this node watch its own, past which its new ones are
-/// refused (rule 122a) unless [`Node::set_watch_limit`] says otherwise.
+/// Watches another node (at one address) may hold on this node's
+/// devices, and links it may make by which devices of this node watch
+/// its own, each: past it, its new ones are refused (rule 122a) unless
+/// [`Node::set_watch_limit`] says otherwise.
 pub const WATCHES_PER_NODE: usize = 1 << 16;
 
 /// Sweeps of the asks and lookups that wait for another node, one per
@@ -355,9 +356,10 @@ impl Node {
         self.ask_timeout
     }
 
-    /// How many watches another node may have held on this node's
-    /// devices, and how many links it may make by which devices of this
-    /// node watch its own ([`WATCHES_PER_NODE`] unless set; rule 122a).
+    /// How many watches another node (at one address) may have held on
+    /// this node's devices, and how many links it may make by which
+    /// devices of this node watch its own, each ([`WATCHES_PER_NODE`]
+    /// unless set; rule 122a).
     /// Past it, that node's new watches and links are refused; those it
     /// has stay, whatever the new bound.
     pub fn set_watch_limit(&mut self, limit: usize) {

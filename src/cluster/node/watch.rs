@@ -82,11 +82,18 @@ impl Unlinks {
     }
 }
 
+/// Watch requests refused for rule 122a's bound that a node remembers:
+/// one asked again (the refusal may still wait for room) is refused
+/// again, never admitted behind the watcher's back.
+const REFUSED_KEPT: usize = 4096;
+
 /// The watches held on this node's devices for each watching node (by
-/// tag: the local monitor), counted by node for rule 122a's bound.
+/// tag: the local monitor), counted by the watching node's address for
+/// rule 122a's bound (whatever incarnation a frame names).
 #[derive(Default)]
 struct Served {
     by_node: BTreeMap<NodeId, BTreeMap<u64, MonitorRef>>,
+    by_addr: HashMap<SocketAddr, usize>,
     len: usize,
 }
 
@@ -97,9 +104,9 @@ impl Served {
             .is_some_and(|t| t.contains_key(&tag))
     }
 
-    /// Watches held for `node`.
-    fn count(&self, node: NodeId) -> usize {
-        self.by_node.get(&node).map_or(0, BTreeMap::len)
+    /// Watches held for the node at `addr`, every incarnation.
+    fn count(&self, addr: SocketAddr) -> usize {
+        self.by_addr.get(&addr).copied().unwrap_or(0)
     }
 
     fn insert(&mut self, node: NodeId, tag: u64, m: MonitorRef) {
@@ -111,6 +118,17 @@ impl Served {
             .is_none()
         {
             self.len += 1;
+            *self.by_addr.entry(node.addr).or_default() += 1;
+        }
+    }
+
+    fn uncount(&mut self, addr: SocketAddr, n: usize) {
+        self.len -= n;
+        if let Some(c) = self.by_addr.get_mut(&addr) {
+            *c -= n;
+            if *c == 0 {
+                self.by_addr.remove(&addr);
+            }
         }
     }
 
@@ -120,7 +138,7 @@ impl Served {
         if tags.is_empty() {
             self.by_node.remove(&node);
         }
-        self.len -= 1;
+        self.uncount(node.addr, 1);
         Some(m)
     }
 
@@ -129,10 +147,54 @@ impl Served {
         let nodes: Vec<NodeId> = self.by_node.keys().copied().filter(|n| which(*n)).collect();
         let mut gone = Vec::new();
         for node in nodes {
-            gone.extend(self.by_node.remove(&node).unwrap_or_default().into_values());
+            let tags = self.by_node.remove(&node).unwrap_or_default();
+            self.uncount(node.addr, tags.len());
+            gone.extend(tags.into_values());
         }
-        self.len -= gone.len();
         gone
+    }
+}
+
+/// The epoch of the last `Link` taken for each link another node made
+/// here, (watching device, watched), with the count of those links by
+/// the other node's address (rule 122a's bound on links).
+#[derive(Default)]
+struct PeerEpochs {
+    by_pair: HashMap<(u64, Pid), u64>,
+    by_addr: HashMap<SocketAddr, usize>,
+}
+
+impl PeerEpochs {
+    fn get(&self, pair: &(u64, Pid)) -> Option<u64> {
+        self.by_pair.get(pair).copied()
+    }
+
+    /// Links the node at `addr` made here, every incarnation.
+    fn count(&self, addr: SocketAddr) -> usize {
+        self.by_addr.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// A `Link` of `epoch` taken for `pair` (a later epoch than the last
+    /// one kept, or the first).
+    fn took(&mut self, pair: (u64, Pid), epoch: u64) {
+        match self.by_pair.entry(pair) {
+            Entry::Occupied(mut e) => *e.get_mut() = (*e.get()).max(epoch),
+            Entry::Vacant(e) => {
+                e.insert(epoch);
+                *self.by_addr.entry(pair.1.node.addr).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, pair: &(u64, Pid)) {
+        if self.by_pair.remove(pair).is_some() {
+            if let Some(c) = self.by_addr.get_mut(&pair.1.node.addr) {
+                *c -= 1;
+                if *c == 0 {
+                    self.by_addr.remove(&pair.1.node.addr);
+                }
+            }
+        }
     }
 }
 
@@ -184,7 +246,15 @@ pub(super) struct Watches {
     unwatched: Unlinks,
     /// The epoch of the last `Link` taken for each link another node
     /// made here: (watching device, watched).
-    peer_epochs: HashMap<(u64, Pid), u64>,
+    peer_epochs: PeerEpochs,
+    /// Links another node asked for that rule 122a's bound refused:
+    /// (watching device of this node, watched), to the `Link`'s epoch.
+    /// That `Link` said again is refused again (its `Unwatch` may be
+    /// lost, or still wait for room), as an unlinked one is.
+    refused_links: Unlinks,
+    /// Watches another node asked for that rule 122a's bound refused:
+    /// (that node, tag), the last [`REFUSED_KEPT`], oldest first.
+    refused_tags: VecDeque<(NodeId, u64)>,
     /// Links this node made itself (`link` in a watching mode), whether or
     /// not the other node made the same one: an `Unlink` said again
     /// leaves them.
@@ -288,7 +358,7 @@ impl Node {
         let me = Pid::new(self.me, local.id().get());
         if mode.watches() {
             let pair = (me.device, remote);
-            let epoch = self.watch.peer_epochs.get(&pair).copied().unwrap_or(0);
+            let epoch = self.watch.peer_epochs.get(&pair).unwrap_or(0);
             self.unlink_in(me.device, remote);
             // A `Notify` link the other node made for the pair is
             // forgotten there too, and refused here if it comes again
@@ -330,13 +400,14 @@ impl Node {
     }
 
     /// The epoch of this node's unlink of `pair` (watching device of this
-    /// node, watched) if it undid a `Link` of that `epoch` or an earlier
-    /// one: such a `Link` asked again is refused.
+    /// node, watched), or of its refusal of it (rule 122a), if it undid or
+    /// refused a `Link` of that `epoch` or an earlier one: such a `Link`
+    /// asked again is refused.
     fn undone(&self, pair: (u64, Pid), epoch: u64) -> Option<u64> {
-        self.watch
-            .unwatched
-            .get(&pair)
-            .filter(|&undone| epoch <= undone)
+        [&self.watch.unwatched, &self.watch.refused_links]
+            .into_iter()
+            .filter_map(|u| u.get(&pair))
+            .find(|&undone| epoch <= undone)
     }
 
     /// Tells `pair.1`'s node that `pair.1` no longer watches `pair.0` of
@@ -445,6 +516,7 @@ impl Node {
         // `unlinked` stays: a dead device's unlink must hold too (its
         // `Unlink` lost, the watcher's node would be told of the death).
         self.watch.unwatched.retain(|(d, _)| *d != device);
+        self.watch.refused_links.retain(|(d, _)| *d != device);
         for pid in self.watch.by_watcher.remove(&device).unwrap_or_default() {
             if let Some(tag) = self.watch.links.get(&(device, pid)).copied() {
                 self.cancel_watch(tag);
@@ -520,18 +592,19 @@ impl Node {
         if !self.watch.links.contains_key(&pair)
             && self.line_of(watcher).is_some_and(|l| l.is_alive())
         {
-            let held = self.watch.by_node.get(&pid.node).map_or(0, BTreeSet::len);
+            let held = self.watch.peer_epochs.count(pid.node.addr);
             if !self.admits_watch(pid.node, held, "link") {
+                self.watch.refused_links.insert(pair, epoch);
                 self.unwatch_out(pair, epoch, Why::Answer);
                 return;
             }
         }
-        // A later link than the one undone: taken.
+        // A later link than the one undone or refused: taken.
         self.watch.unwatched.remove(&pair);
+        self.watch.refused_links.remove(&pair);
         self.link_in(cx, watcher, pid);
         if self.watch.links.contains_key(&pair) {
-            let e = self.watch.peer_epochs.entry(pair).or_insert(epoch);
-            *e = (*e).max(epoch);
+            self.watch.peer_epochs.took(pair, epoch);
         }
     }
 
@@ -545,7 +618,7 @@ impl Node {
             !again
         } else {
             match self.watch.peer_epochs.get(&pair) {
-                Some(&made) => made <= epoch,
+                Some(made) => made <= epoch,
                 None => !again,
             }
         };
@@ -664,13 +737,21 @@ impl Node {
         if self.watch.served.holds(from, tag) {
             return;
         }
+        if self.watch.refused_tags.contains(&(from, tag)) {
+            // Refused before (rule 122a): the same answer again.
+            return self.answer(cx, tag, from, WireCause::TooManyWatches);
+        }
         match self.line_of(device) {
             // Past rule 122a's bound for that node: refused, as a watch
             // that ended (a dead device still answers with its cause).
             Some(line)
                 if line.is_alive()
-                    && !self.admits_watch(from, self.watch.served.count(from), "watch") =>
+                    && !self.admits_watch(from, self.watch.served.count(from.addr), "watch") =>
             {
+                if self.watch.refused_tags.len() >= REFUSED_KEPT {
+                    self.watch.refused_tags.pop_front();
+                }
+                self.watch.refused_tags.push_back((from, tag));
                 self.answer(cx, tag, from, WireCause::TooManyWatches);
             }
             Some(line) => {
@@ -692,12 +773,12 @@ impl Node {
     }
 
     /// Whether node `from`, which has `held` watches (or links) here
-    /// already, may have one more (rule 122a): always for this node (an
-    /// earlier incarnation of it too). A refusal is counted, and logged as
+    /// already, may have one more (rule 122a): always for this node. A
+    /// refusal is counted, and logged as
     /// a `warn` event the first time since `from` was last admitted one,
     /// at `debug` after.
     fn admits_watch(&mut self, from: NodeId, held: usize, kind: &'static str) -> bool {
-        if from.addr == self.me.addr || held < self.watch_limit {
+        if from == self.me || held < self.watch_limit {
             self.watch.over_limit.remove(&from);
             return true;
         }
@@ -789,7 +870,9 @@ impl Node {
         self.watch.notifies.clear();
         self.watch.unlinked = Unlinks::default();
         self.watch.unwatched = Unlinks::default();
-        self.watch.peer_epochs.clear();
+        self.watch.peer_epochs = PeerEpochs::default();
+        self.watch.refused_links = Unlinks::default();
+        self.watch.refused_tags.clear();
         self.watch.own_links.clear();
         self.drop_served(|node| node.addr != me.addr);
     }
@@ -814,6 +897,7 @@ impl Node {
     /// Cancels the watches held here for the nodes `which` picks.
     fn drop_served(&mut self, which: impl Fn(NodeId) -> bool) {
         self.watch.over_limit.retain(|n| !which(*n));
+        self.watch.refused_tags.retain(|(n, _)| !which(*n));
         for m in self.watch.served.remove_nodes(which) {
             m.cancel();
         }
