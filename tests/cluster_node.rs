@@ -434,6 +434,15 @@ fn watches_from_b(rt: &mut Rt, a: &DeviceOwn<Node>, n: u64) {
     rt.run();
 }
 
+/// Node b (at `addr(2)`), which read nothing, reads again: everything
+/// that waited for room to it on `a` goes.
+#[track_caller]
+fn b_reads_again(rt: &mut Rt, net: &MemNet, a: &DeviceOwn<Node>) {
+    net.release(addr(2));
+    rt.run();
+    assert_eq!(common::cluster::status(rt, a).waiting_sends, 0);
+}
+
 /// Rule 115a's bound: a node that reads nothing (its queue takes nothing)
 /// but keeps sending requests does not make this node hold an answer for
 /// each: past `HELD_FOR_A_NODE` frames waiting for it, its requests are
@@ -449,9 +458,7 @@ fn node_a_node_that_reads_nothing_cannot_make_this_one_hold_an_answer_per_reques
     let stats = a.query(&mut rt.s, |n, _| n.stats()).expect("alive");
     assert_eq!(stats.refused_requests, n - HELD_FOR_A_NODE as u64);
     // Room again: what was held goes, and b's requests are taken again.
-    net.release(addr(2));
-    rt.run();
-    assert_eq!(common::cluster::status(&mut rt, &a).waiting_sends, 0);
+    b_reads_again(&mut rt, &net, &a);
 }
 
 /// Rule 115a's bound counts answers only: a backlog of this node's own
@@ -545,9 +552,7 @@ fn node_credit_asks_of_a_node_that_reads_nothing_hold_one_grant_per_target() {
         2,
         "one grant per target"
     );
-    net.release(addr(2));
-    rt.run();
-    assert_eq!(common::cluster::status(&mut rt, &a).waiting_sends, 0);
+    b_reads_again(&mut rt, &net, &a);
 }
 
 /// Rule 115a: a watch and a link refused during a spell are not lost.
@@ -626,9 +631,7 @@ fn node_a_burst_of_ask_again_frames_while_frames_wait_asks_again_once_when_they_
     }
     rt.run();
     assert_eq!(status(&mut rt, &a).waiting_sends, 1, "only the send waits");
-    net.release(addr(2));
-    rt.run();
-    assert_eq!(status(&mut rt, &a).waiting_sends, 0);
+    b_reads_again(&mut rt, &net, &a);
     assert_eq!(
         status(&mut rt, &b).watched_here,
         3,
@@ -757,9 +760,7 @@ fn node_a_link_back_over_and_over_while_the_node_reads_nothing_holds_one_copy_of
         rt.run();
     }
     assert_eq!(waiting(&mut rt), once, "one copy, not one per time");
-    net.release(addr(2));
-    rt.run();
-    assert_eq!(waiting(&mut rt), 0);
+    b_reads_again(&mut rt, &net, &a);
     watched[1].kill("w2 ends").expect("alive");
     ad.kill("a fault after the unlink").expect("alive");
     rt.run();

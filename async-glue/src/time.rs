@@ -248,6 +248,8 @@ impl Future for Sleep {
             if armed.fired.get() {
                 return Poll::Ready(());
             }
+            // Two statements: the borrow ends with the first, and the
+            // replaced waker is dropped after it (rule 98g).
             let replaced = armed.waiter.borrow_mut().register(cx.waker());
             drop(replaced);
             return Poll::Pending;

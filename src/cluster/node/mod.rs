@@ -20,9 +20,10 @@ mod credit;
 mod errors;
 mod inboxes;
 mod send;
-use send::Why;
 mod status;
 mod watch;
+
+use send::Why;
 
 pub use actor::RemoteActor;
 pub use credit::CREDITED;
@@ -361,7 +362,8 @@ impl Node {
     /// devices of this node watch its own, each ([`WATCHES_PER_NODE`]
     /// unless set; rule 122a).
     /// Past it, that node's new watches and links are refused; those it
-    /// has stay, whatever the new bound.
+    /// has stay, whatever the new bound. O(1); never fails (0 refuses
+    /// every watch and link of another node).
     pub fn set_watch_limit(&mut self, limit: usize) {
         self.watch_limit = limit;
     }

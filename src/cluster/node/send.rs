@@ -803,17 +803,17 @@ impl Node {
     fn hand_or_wait(&mut self, node: NodeId, control: bool, held: Held) -> bool {
         let (bytes, done, why) = held;
         if let Some(queue) = self.blocked.by_node.get_mut(&node) {
-            let mut answers = self.blocked.answers.get(&node).copied().unwrap_or(0);
+            // A grant replaces the one for its target that waits already.
+            let before = queue.len();
             if let Why::Grant(_) = why {
-                let before = queue.len();
                 queue.retain(|(_, _, w)| *w != why);
-                answers = answers.saturating_sub(before - queue.len());
             }
+            let replaced = before - queue.len();
             queue.push_back((bytes, done, why));
             if why.is_answer() {
-                answers += 1;
+                let answers = self.blocked.answers.entry(node).or_default();
+                *answers = (*answers + 1).saturating_sub(replaced);
             }
-            self.blocked.answers.insert(node, answers);
             return false;
         }
         match self

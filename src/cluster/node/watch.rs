@@ -32,60 +32,75 @@ const LOST_KEPT: usize = 4096;
 /// Unlinks a node remembers, to say again (see `Watches::unlinked`).
 const UNLINKS_KEPT: usize = 4096;
 
-/// A bounded map of the pairs a node unlinked, to the epoch of the
-/// unlink: past [`UNLINKS_KEPT`], the oldest is forgotten.
-#[derive(Default)]
-struct Unlinks {
-    by_pair: HashMap<(u64, Pid), (u64, u64)>,
-    order: VecDeque<((u64, Pid), u64)>,
-    next: u64,
-}
-
-impl Unlinks {
-    fn insert(&mut self, pair: (u64, Pid), epoch: u64) {
-        self.next += 1;
-        self.by_pair.insert(pair, (epoch, self.next));
-        self.order.push_back((pair, self.next));
-        while self.by_pair.len() > UNLINKS_KEPT {
-            let Some((old, seq)) = self.order.pop_front() else {
-                break;
-            };
-            if self.by_pair.get(&old).is_some_and(|&(_, s)| s == seq) {
-                self.by_pair.remove(&old);
-            }
-        }
-        // Entries removed or replaced leave stale places in `order`.
-        if self.order.len() > 2 * UNLINKS_KEPT {
-            let by_pair = &self.by_pair;
-            self.order
-                .retain(|(pair, seq)| by_pair.get(pair).is_some_and(|&(_, s)| s == *seq));
-        }
-    }
-
-    fn get(&self, pair: &(u64, Pid)) -> Option<u64> {
-        self.by_pair.get(pair).map(|&(epoch, _)| epoch)
-    }
-
-    fn remove(&mut self, pair: &(u64, Pid)) {
-        self.by_pair.remove(pair);
-    }
-
-    fn retain(&mut self, keep: impl Fn(&(u64, Pid)) -> bool) {
-        self.by_pair.retain(|pair, _| keep(pair));
-    }
-
-    /// Each pair with the epoch of its unlink.
-    fn iter(&self) -> impl Iterator<Item = ((u64, Pid), u64)> + '_ {
-        self.by_pair
-            .iter()
-            .map(|(pair, &(epoch, _))| (*pair, epoch))
-    }
-}
-
 /// Watch requests refused for rule 122a's bound that a node remembers:
 /// one asked again (the refusal may still wait for room) is refused
 /// again, never admitted behind the watcher's back.
 const REFUSED_KEPT: usize = 4096;
+
+/// A map bounded at `CAP` keys, each to an epoch: past it, the key
+/// inserted longest ago is forgotten. Insert and lookup are O(1)
+/// (amortized); `retain` is O(`CAP`).
+struct Kept<K, const CAP: usize> {
+    by_key: HashMap<K, (u64, u64)>,
+    order: VecDeque<(K, u64)>,
+    next: u64,
+}
+
+/// The pairs a node unlinked (or refused), to the epoch of the unlink.
+type Unlinks = Kept<(u64, Pid), UNLINKS_KEPT>;
+
+impl<K, const CAP: usize> Default for Kept<K, CAP> {
+    fn default() -> Self {
+        Kept {
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash, const CAP: usize> Kept<K, CAP> {
+    fn insert(&mut self, key: K, epoch: u64) {
+        self.next += 1;
+        self.by_key.insert(key, (epoch, self.next));
+        self.order.push_back((key, self.next));
+        while self.by_key.len() > CAP {
+            let Some((old, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_key.get(&old).is_some_and(|&(_, s)| s == seq) {
+                self.by_key.remove(&old);
+            }
+        }
+        // Entries removed or replaced leave stale places in `order`.
+        if self.order.len() > 2 * CAP {
+            let by_key = &self.by_key;
+            self.order
+                .retain(|(key, seq)| by_key.get(key).is_some_and(|&(_, s)| s == *seq));
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<u64> {
+        self.by_key.get(key).map(|&(epoch, _)| epoch)
+    }
+
+    fn contains(&self, key: &K) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.by_key.remove(key);
+    }
+
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        self.by_key.retain(|key, _| keep(key));
+    }
+
+    /// Each key with its epoch.
+    fn iter(&self) -> impl Iterator<Item = (K, u64)> + '_ {
+        self.by_key.iter().map(|(key, &(epoch, _))| (*key, epoch))
+    }
+}
 
 /// The watches held on this node's devices for each watching node (by
 /// tag: the local monitor), counted by the watching node's address for
@@ -94,7 +109,6 @@ const REFUSED_KEPT: usize = 4096;
 struct Served {
     by_node: BTreeMap<NodeId, BTreeMap<u64, MonitorRef>>,
     by_addr: HashMap<SocketAddr, usize>,
-    len: usize,
 }
 
 impl Served {
@@ -117,13 +131,16 @@ impl Served {
             .insert(tag, m)
             .is_none()
         {
-            self.len += 1;
             *self.by_addr.entry(node.addr).or_default() += 1;
         }
     }
 
+    /// Watches held, for every node.
+    fn len(&self) -> usize {
+        self.by_addr.values().sum()
+    }
+
     fn uncount(&mut self, addr: SocketAddr, n: usize) {
-        self.len -= n;
         if let Some(c) = self.by_addr.get_mut(&addr) {
             *c -= n;
             if *c == 0 {
@@ -253,8 +270,8 @@ pub(super) struct Watches {
     /// lost, or still wait for room), as an unlinked one is.
     refused_links: Unlinks,
     /// Watches another node asked for that rule 122a's bound refused:
-    /// (that node, tag), the last [`REFUSED_KEPT`], oldest first.
-    refused_tags: VecDeque<(NodeId, u64)>,
+    /// (that node, tag), the last [`REFUSED_KEPT`] (the epoch unused).
+    refused_tags: Kept<(NodeId, u64), REFUSED_KEPT>,
     /// Links this node made itself (`link` in a watching mode), whether or
     /// not the other node made the same one: an `Unlink` said again
     /// leaves them.
@@ -461,7 +478,7 @@ impl Node {
 
     /// Watches held on this node's devices.
     pub(super) fn watched_here(&self) -> usize {
-        self.watch.served.len
+        self.watch.served.len()
     }
 
     /// The line of device `device` of this node, if the node knows it.
@@ -748,10 +765,7 @@ impl Node {
                 if line.is_alive()
                     && !self.admits_watch(from, self.watch.served.count(from.addr), "watch") =>
             {
-                if self.watch.refused_tags.len() >= REFUSED_KEPT {
-                    self.watch.refused_tags.pop_front();
-                }
-                self.watch.refused_tags.push_back((from, tag));
+                self.watch.refused_tags.insert((from, tag), 0);
                 self.answer(cx, tag, from, WireCause::TooManyWatches);
             }
             Some(line) => {
@@ -872,7 +886,7 @@ impl Node {
         self.watch.unwatched = Unlinks::default();
         self.watch.peer_epochs = PeerEpochs::default();
         self.watch.refused_links = Unlinks::default();
-        self.watch.refused_tags.clear();
+        self.watch.refused_tags = Kept::default();
         self.watch.own_links.clear();
         self.drop_served(|node| node.addr != me.addr);
     }
