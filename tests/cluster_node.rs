@@ -697,28 +697,45 @@ fn node_watches_past_the_bound_for_a_node_are_refused_with_a_typed_cause_and_cou
 
 /// Rule 122a for links: a link another node asks for past its bound
 /// here is refused, counted, and forgotten by that node (not asked again
-/// after a reconnect); the device here is not watching.
+/// after a reconnect); the device here that would have watched is told,
+/// once: its trap handler hears `TooManyLinks`, and one that does not
+/// trap dies of it. Neither watches.
 #[test]
-fn node_a_link_past_the_bound_is_refused_and_the_linking_node_forgets_it() {
+fn node_a_link_past_the_bound_is_refused_its_watcher_told_once_and_the_linking_node_forgets_it() {
     let (mut rt, net, a, b, _inbox) = cluster();
     a.query(&mut rt.s, |n, _| n.set_watch_limit(0))
         .expect("alive");
-    let (d, _log) = remote_device(&mut rt, &a, "on_a");
+    let (trapping, _log) = remote_device(&mut rt, &a, "traps_on_a");
+    let (plain, _log_p) = remote_device(&mut rt, &a, "plain_on_a");
     let (bd, _log_b) = remote_device(&mut rt, &b, "on_b");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| n.trap(cx, &trapping, fwd))
+        .expect("alive")
+        .expect("trapping");
     b.query(&mut rt.s, |n, cx| {
-        n.link(cx, &bd, pid(1, d.id().get()), LinkMode::Notify)
+        for d in [&trapping, &plain] {
+            n.link(cx, &bd, pid(1, d.id().get()), LinkMode::Notify)
+                .expect("linked");
+        }
     })
-    .expect("alive")
-    .expect("linked");
+    .expect("alive");
     rt.run();
     let refused = |rt: &mut Rt| common::cluster::status(rt, &a).stats.refused_watches;
-    assert_eq!(refused(&mut rt), 1);
+    assert_eq!(refused(&mut rt), 2);
+    heard_once_of(&downs, "as many links");
+    match plain.line().cause() {
+        Some(Cause::Killed(e)) => {
+            assert!(e.to_string().contains("as many links"), "{e}");
+        }
+        other => panic!("the plain watcher dies of the refusal: {other:?}"),
+    }
     net.reconnect(addr(1), addr(2));
     rt.run();
-    assert_eq!(refused(&mut rt), 1, "not asked again");
+    assert_eq!(refused(&mut rt), 2, "not asked again");
     bd.kill("boom").expect("alive");
     rt.run();
-    assert!(d.is_alive(), "not linked: {:?}", d.line().cause());
+    heard_once_of(&downs, "as many links");
+    assert!(trapping.is_alive(), "{:?}", trapping.line().cause());
 }
 
 /// Rules 121 and 128 under a link that comes back over and over while

@@ -775,9 +775,10 @@ fn node_an_incarnation_declared_down_is_never_told_up_again_after_a_long_partiti
 /// Rules 122a and 114: a `Link` refused for rule 122a's bound whose
 /// refusal is lost in flight, said again by its incarnation after this
 /// node declared it down, is dropped as refused: not taken and told
-/// `Lost`, which would kill a device that was never linked.
+/// `Lost`, which would tell the device that would have watched a second
+/// time (it heard of the refusal), and kill one that does not trap.
 #[test]
-fn node_a_refused_link_said_again_by_a_lost_incarnation_kills_nothing() {
+fn node_a_refused_link_said_again_by_a_lost_incarnation_is_not_told_again() {
     let mut p = pair();
     p.a.query(&mut p.rt.s, |n, _| n.set_watch_limit(0))
         .expect("alive");
@@ -785,10 +786,10 @@ fn node_a_refused_link_said_again_by_a_lost_incarnation_kills_nothing() {
     let d = common::dev(&mut p.rt, "on_a", &log);
     let bd = common::dev(&mut p.rt, "on_b", &log);
     p.rt.run();
-    p.a.query(&mut p.rt.s, |n, _| {
-        n.register_device(&d, Fwd::new(|_: String| ()))
-    })
-    .expect("alive");
+    let (trapped, trap) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, cx| n.trap(cx, &d, trap))
+        .expect("alive")
+        .expect("trapping");
     // a's refusal (its Unwatch) is lost in flight.
     p.net.lose(id(1).addr, id(2).addr, 1);
     let on_a = Pid::new(id(1), d.id().get());
@@ -797,13 +798,18 @@ fn node_a_refused_link_said_again_by_a_lost_incarnation_kills_nothing() {
         .expect("linked");
     p.rt.run();
     assert_eq!(stats(&mut p.rt, &p.a).refused_watches, 1);
+    let heard = |t: &Seen<RemoteDown>| -> Vec<String> {
+        t.borrow().iter().map(|d| d.cause.to_string()).collect()
+    };
+    let refusal = heard(&trapped);
+    assert_eq!(refusal.len(), 1, "told of the refusal: {refusal:?}");
     p.cut_off();
-    assert!(d.is_alive());
     // b is back and, before it hears it is down, says its Link again.
     let b = &p.b;
     p.net
         .attach(id(2).addr, fwd_to!([b], packet() as (Vec<u8>)));
     p.net.reconnect(id(1).addr, id(2).addr);
     p.rt.run();
-    assert!(d.is_alive(), "never linked: {:?}", d.line().cause());
+    assert_eq!(heard(&trapped), refusal, "never linked, told once");
+    assert!(d.is_alive(), "{:?}", d.line().cause());
 }

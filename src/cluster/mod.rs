@@ -339,9 +339,12 @@
 //! bound is refused: a watch ends at once for its watcher, with
 //! [`WatchError::TooMany`] as the error of its cause (a fault: a linked
 //! device that does not trap dies of it, as of a link that cannot be
-//! held); a link is undone on the node that made it, which forgets it
-//! (for a `Peer` link, the half by which this node's device would watch
-//! is refused; the other half is a watch, counted as one). Each refusal
+//! held); a link is undone on the node that made it, which forgets it,
+//! and the device of this node that would have watched through it is
+//! told, once, with [`WatchError::TooManyLinks`] (its trap handler gets
+//! it; one that does not trap dies of it, as above). For a `Peer` link,
+//! the half by which this node's device would watch is refused; the
+//! other half is a watch, counted as one. Each refusal
 //! is counted in [`NodeStats::refused_watches`], and the first since that
 //! node was last admitted one is logged as a `warn` event. A refusal
 //! holds: the same watch or link asked again (after a reconnect, or by

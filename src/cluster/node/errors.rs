@@ -236,6 +236,13 @@ pub enum WatchError {
     ///
     /// [`Node::set_watch_limit`]: super::Node::set_watch_limit
     TooMany,
+    /// The watching device's node holds as many links made by the watched
+    /// device's node as its bound lets it ([`Node::set_watch_limit`],
+    /// rule 122a): a link that node asked for is refused, and the device
+    /// that would have watched through it is told so.
+    ///
+    /// [`Node::set_watch_limit`]: super::Node::set_watch_limit
+    TooManyLinks,
 }
 
 impl fmt::Display for WatchError {
@@ -243,6 +250,9 @@ impl fmt::Display for WatchError {
         match self {
             WatchError::TooMany => {
                 f.write_str("the device's node holds as many watches of this node as it takes")
+            }
+            WatchError::TooManyLinks => {
+                f.write_str("this node holds as many links made by the device's node as it takes")
             }
         }
     }

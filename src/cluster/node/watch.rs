@@ -12,7 +12,7 @@
 //! a fault kills it with [`RemoteFault`].
 
 use super::send::Why;
-use super::{Node, RemoteDown, RemoteFault, RemoteMonitor, SendError};
+use super::{Node, RemoteDown, RemoteFault, RemoteMonitor, SendError, WatchError};
 use crate::cluster::wire::{Frame, WireCause};
 use crate::cluster::{NodeId, Pid};
 use crate::{fwd_to, Cause, DeviceRef, Down, Line, LinkError, LinkMode, MonitorRef};
@@ -606,13 +606,16 @@ impl Node {
         }
         // A new link of a live device of this node, past rule 122a's
         // bound for that node: refused; the other node forgets it.
-        if !self.watch.links.contains_key(&pair)
-            && self.line_of(watcher).is_some_and(|l| l.is_alive())
-        {
+        let line = self.line_of(watcher).filter(Line::is_alive);
+        if let (false, Some(line)) = (self.watch.links.contains_key(&pair), line) {
             let held = self.watch.peer_epochs.count(pid.node.addr);
             if !self.admits_watch(pid.node, held, "link") {
                 self.watch.refused_links.insert(pair, epoch);
                 self.unwatch_out(pair, epoch, Why::Answer);
+                // The watching device is told, once (the same `Link`
+                // asked again is refused above, in silence).
+                let why = Cause::Error(Rc::new(WatchError::TooManyLinks));
+                self.link_end(&line, pid, why);
                 return;
             }
         }
@@ -922,26 +925,30 @@ impl Node {
         let Some(w) = self.forget(tag) else { return };
         match w.by {
             Watcher::Monitor(fwd) => fwd.fwd(RemoteDown { pid: w.pid, cause }),
-            Watcher::Link(line) => {
-                if !line.is_alive() {
-                    return;
-                }
-                if matches!(cause, Cause::Lost) {
-                    // A link of a lost incarnation is told once: that
-                    // incarnation may ask for it again (`link_from_lost`).
-                    let told = self.watch.lost_links.entry(line.id().get()).or_default();
-                    if told.len() < LOST_KEPT {
-                        told.insert((w.pid.node, w.pid.device));
-                    }
-                }
-                match self.watch.traps.get(&line.id().get()) {
-                    Some(trap) => trap.fwd(RemoteDown { pid: w.pid, cause }),
-                    None if cause.is_fault() => {
-                        let _ = line.kill(RemoteFault { from: w.pid, cause });
-                    }
-                    None => {}
-                }
+            Watcher::Link(line) => self.link_end(&line, w.pid, cause),
+        }
+    }
+
+    /// Device `line` of this node hears that its link to `pid` ended with
+    /// `cause`: through its remote trap handler, or it dies of a fault.
+    fn link_end(&mut self, line: &Line, pid: Pid, cause: Cause) {
+        if !line.is_alive() {
+            return;
+        }
+        if matches!(cause, Cause::Lost) {
+            // A link of a lost incarnation is told once: that
+            // incarnation may ask for it again (`link_from_lost`).
+            let told = self.watch.lost_links.entry(line.id().get()).or_default();
+            if told.len() < LOST_KEPT {
+                told.insert((pid.node, pid.device));
             }
+        }
+        match self.watch.traps.get(&line.id().get()) {
+            Some(trap) => trap.fwd(RemoteDown { pid, cause }),
+            None if cause.is_fault() => {
+                let _ = line.kill(RemoteFault { from: pid, cause });
+            }
+            None => {}
         }
     }
 
