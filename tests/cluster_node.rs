@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cluster::encoded;
+use common::cluster::{encoded, recorder, Seen};
 use common::{End, Rt};
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
@@ -14,7 +14,6 @@ use stakplane::cluster::{
 };
 use stakplane::cluster::{MemNet, Transport};
 use stakplane::prelude::*;
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -22,8 +21,6 @@ use std::time::Duration;
 fn addr(n: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 1, n], 7000))
 }
-
-type Seen<T> = Rc<RefCell<Vec<T>>>;
 
 /// Every answer `seen` holds, taken out; each must be an answer (`Some`),
 /// not a `Ret` dropped unanswered.
@@ -40,12 +37,6 @@ fn ready_dev(rt: &mut Rt, name: &'static str) -> DeviceOwn<common::Dev> {
     let d = common::dev(rt, name, &log);
     rt.run();
     d
-}
-
-fn recorder<T: 'static>() -> (Seen<T>, Fwd<T>) {
-    let seen: Seen<T> = Rc::default();
-    let s2 = seen.clone();
-    (seen, Fwd::new(move |v| s2.borrow_mut().push(v)))
 }
 
 /// Registers `d` on `node` under `name` with handler `fwd`: its typed
