@@ -23,8 +23,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 use tcp::{
-    closed_by_server, feed, frame, handshake, raw_client, run_until, side, side_as, sized_frame,
-    virtual_rt, Side, Warnings,
+    closed_by_server, feed, frame, handshake, on_link_up_queued, raw_client, run_until, side,
+    side_as, sized_frame, virtual_rt, Side, Warnings,
 };
 
 /// A loopback port nobody listens on (yet).
@@ -593,6 +593,47 @@ fn tcp_control_frames_go_ahead_of_data_and_past_their_bound_are_refused_and_coun
     let mut want: Vec<u32> = (0..CONTROL_FRAMES as u32).collect();
     want.extend(1_000_000..1_000_011);
     assert_eq!(b.numbers(), want, "control first, each kind in order");
+}
+
+#[test]
+fn tcp_control_frames_sent_on_link_up_go_ahead_of_the_data_queued_during_the_outage() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([13; 32]);
+    let (a, b) = pair(&mut rt, &secret);
+    // `a`'s node, told the link is up (from the queue, as a node is),
+    // says again what the outage may have lost: two control frames (an
+    // `Unlink` said again, rule 121).
+    let ups = Rc::new(Cell::new(0));
+    let (u2, t, me) = (ups.clone(), a.t.clone(), a.id.addr);
+    on_link_up_queued(&mut rt, &a, move |addr| {
+        u2.set(u2.get() + 1);
+        for n in [1_000_000, 1_000_001] {
+            t.send(me, addr, frame(n), true).expect("room for control");
+        }
+    });
+    let port = b.id.addr;
+    drop(b);
+    rt.run_for(Duration::from_millis(100)).expect("runs");
+    assert!(a.t.sessions().is_empty(), "the link is down");
+    // Data queued during the outage (a death notice, say).
+    for i in 1..=50 {
+        a.send_to(port, i, false).expect("room");
+    }
+    rt.run_for(Duration::from_millis(200)).expect("runs");
+    assert_eq!(a.t.links()[0].queued, 50, "kept across attempts");
+    assert_eq!(ups.get(), 0);
+    let b = side(&mut rt, &secret, Some(port));
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len() == 52));
+    // Nothing more comes: each frame once.
+    rt.run_for(Duration::from_millis(500)).expect("runs");
+    let mut want = vec![1_000_000, 1_000_001];
+    want.extend(1..=50);
+    assert_eq!(
+        b.numbers(),
+        want,
+        "the control frames sent on link up first, then the data in order"
+    );
+    assert_eq!(ups.get(), 1, "the node is told the link is up, once");
 }
 
 // Rule 136 ----------------------------------------------------------------

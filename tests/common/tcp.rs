@@ -94,6 +94,22 @@ pub fn side(rt: &mut Runtime, secret: &Secret, addr: Option<SocketAddr>) -> Side
     side_as(rt, secret, addr, None)
 }
 
+/// Makes `handle` `side`'s link-up handler, run from stakker's queue as
+/// a node's `link_up` is (its `fwd_to!` defers the call): after the
+/// transport's handler that saw the link come up has returned, never
+/// inside it.
+pub fn on_link_up_queued(rt: &mut Runtime, side: &Side, handle: impl Fn(SocketAddr) + 'static) {
+    let deferrer = rt.core().deferrer();
+    let handle = Rc::new(handle);
+    side.t.on_link_up(
+        side.id.addr,
+        Fwd::new(move |addr| {
+            let handle = handle.clone();
+            deferrer.defer(move |_| handle(addr));
+        }),
+    );
+}
+
 /// Test frame `n`, encoded: a `Gossip` frame carrying `n`.
 pub fn frame(n: u32) -> Vec<u8> {
     sized_frame(n, 0)
