@@ -1546,3 +1546,37 @@ fn node_sends_by_address_and_by_pid_keep_their_order_around_a_replacement() {
     assert_eq!(*first.borrow(), [1, 2, 3]);
     assert_eq!(*second.borrow(), [4, 5]);
 }
+
+/// Rule 127: a grant this node never asked for (a `Credit` frame for a
+/// target it holds no account with) opens no account: it is dropped and
+/// counted, so another node cannot make this one keep, and sync after
+/// every reconnect, accounts for targets it never sends to.
+#[test]
+fn node_a_grant_never_asked_for_opens_no_account() {
+    let (mut rt, net, a, _b, _inbox) = cluster();
+    for target in 1..=100u64 {
+        call!(
+            [a],
+            packet(encoded(Frame::Credit {
+                target: target | stakplane::cluster::CREDITED,
+                limit: 10,
+                from: pid(2, 0).node,
+                dst: pid(1, 0).node,
+            }))
+        );
+    }
+    rt.run();
+    let status = common::cluster::status(&mut rt, &a);
+    assert_eq!(status.credit_accounts, 0, "no account opened");
+    assert_eq!(status.stats.unasked_grants, 100);
+    // Nothing to sync when the link comes back.
+    let sent = status.stats.frames_out;
+    net.reconnect(addr(1), addr(2));
+    rt.run();
+    let after = common::cluster::status(&mut rt, &a).stats.frames_out;
+    assert!(
+        after - sent < 10,
+        "no sync per grant: {} frames",
+        after - sent
+    );
+}

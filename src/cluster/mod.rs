@@ -405,7 +405,10 @@
 //! data behind what it sent, how many it has sent; those not arrived by
 //! then were lost, and their room is given back ([`Frame::CreditSync`]).
 //! Credit frames name the incarnation they are for: one meant for a node
-//! before it rejoined is dropped. A node that rejoins refuses the sends
+//! before it rejoined is dropped. A grant for a target this node holds no
+//! account with (it never asked) opens none: it is dropped and counted
+//! ([`NodeStats::unasked_grants`]); [`NodeStatus::credit_accounts`] says
+//! how many accounts a node holds. A node that rejoins refuses the sends
 //! that waited for credit or room in its old name
 //! ([`SendError::Rejoined`], naming the old incarnation), as every peer
 //! would drop them, and starts its credit afresh both ways: a message it

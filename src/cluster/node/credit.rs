@@ -174,6 +174,13 @@ impl Node {
         self.spend_credit(cx, to);
     }
 
+    /// Credit accounts held, both ways: with credited targets of other
+    /// nodes, and of other nodes with this node's credited targets.
+    pub(super) fn credit_accounts(&self) -> usize {
+        let granted: usize = self.credits.grants.values().map(|g| g.accounts.len()).sum();
+        self.credits.have.len() + granted
+    }
+
     /// Sends waiting for credit.
     pub(super) fn waiting_credit(&self) -> usize {
         self.credits.waiting.values().map(VecDeque::len).sum()
@@ -182,9 +189,16 @@ impl Node {
     /// Node `from` lets this node have sent `limit` messages in all to its
     /// device `target`: sends waiting for it go, in order. A limit below
     /// one already had (a grant overtaken by a later one) changes nothing.
+    /// A grant for a target this node holds no account with (it never
+    /// asked, or the account went with a node declared down or a rejoin)
+    /// is dropped and counted: it opens none.
     pub(super) fn credit_in(&mut self, cx: CX![], target: u64, limit: u64, from: NodeId) {
         let to = Pid::new(from, target);
-        let held = self.credits.have.entry(to).or_default();
+        let Some(held) = self.credits.have.get_mut(&to) else {
+            self.stats.unasked_grants += 1;
+            tracing::debug!(target: "stakplane::cluster", %to, "a grant never asked for dropped");
+            return;
+        };
         if limit <= held.limit {
             // A copy of a grant already had (sent again after an ask):
             // the ask stays answered only by a grant that adds.

@@ -294,6 +294,11 @@ pub struct NodeStats {
     /// a node that reads nothing: [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE)
     /// frames already wait for room to it. Dropped (rule 115a).
     pub refused_requests: u64,
+    /// Grants ([`Frame::Credit`](crate::cluster::Frame::Credit)) for a
+    /// target this node holds no credit account with: never asked for,
+    /// or for an account gone with a node declared down. Dropped: they
+    /// open no account (rule 127).
+    pub unasked_grants: u64,
     /// Watch and link requests of a node that holds as many watches here
     /// as [`Node::set_watch_limit`] lets it: refused (rule 122a).
     ///

@@ -53,6 +53,9 @@ pub struct NodeStatus {
     /// Devices registered on this node (served actors included). A
     /// registration ends with its device (rule 113a).
     pub registered: usize,
+    /// Credit accounts held (rule 127), both ways: this node's with
+    /// credited devices of other nodes, and other nodes' with its own.
+    pub credit_accounts: usize,
 }
 
 impl Node {
@@ -68,6 +71,7 @@ impl Node {
             watched_here: self.watched_here(),
             waiting_sends: self.waiting_sends(),
             registered: self.inboxes.len(),
+            credit_accounts: self.credit_accounts(),
         };
         status.links.retain(|l| l.addr != self.me.addr);
         let me = self.me;
