@@ -243,7 +243,10 @@ fn flow_a_supervised_node_restarts_as_a_new_incarnation_and_rejoins() {
                 Fwd::new(|_| ())
             )
         );
-        net2.attach(me.addr, fwd_to!([node], packet() as (Vec<u8>)));
+        net2.attach(
+            me.addr,
+            fwd_to!([node], packet() as (stakplane::cluster::Packet)),
+        );
         call!([node], join(id(1, 1)));
         Ok(node.into())
     });

@@ -120,3 +120,47 @@ fn membership_a_node_back_with_a_higher_incarnation_is_a_new_member_and_the_old_
         assert!(n.events.borrow().contains(&MemberEvent::Up(c2.id)));
     }
 }
+
+/// Gossip from the peer at `from` whose header names `src` as its source.
+fn announce_from(from: SocketAddr, src: NodeId, dst: NodeId) -> stakplane::cluster::Packet {
+    let mut data = Vec::new();
+    foca::Codec::encode_header(
+        &mut foca::PostcardCodec,
+        &foca::Header {
+            src,
+            src_incarnation: 0,
+            dst,
+            message: foca::Message::<NodeId>::Announce,
+        },
+        &mut data,
+    )
+    .expect("encodes");
+    stakplane::cluster::Packet::new(from, data)
+}
+
+/// Rule 113b for a membership on its own: gossip whose message names
+/// another source than the peer it came from is dropped and counted as
+/// refused; it makes nobody a member. The same announce from its source
+/// is taken.
+#[test]
+fn membership_gossip_in_another_nodes_name_is_refused() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let a = node(&mut rt, &net, 1, 1);
+    // c is on the network, so that its answer to the announce goes.
+    let c = node(&mut rt, &net, 3, 1);
+    rt.run();
+    call!([a.m], packet(announce_from(addr(2), c.id, a.id)));
+    rt.advance(Duration::from_secs(1));
+    let refused = |rt: &mut Rt| a.m.query(&mut rt.s, |m, _| m.refused()).expect("alive");
+    assert_eq!(refused(&mut rt), 1);
+    assert!(
+        members(&mut rt, &a).is_empty(),
+        "{:?}",
+        members(&mut rt, &a)
+    );
+    call!([a.m], packet(announce_from(addr(3), c.id, a.id)));
+    rt.advance(Duration::from_secs(1));
+    assert_eq!(refused(&mut rt), 1);
+    assert_eq!(members(&mut rt, &a), BTreeSet::from([c.id]));
+}

@@ -9,8 +9,8 @@ use common::cluster::{encoded, recorder, Seen};
 use common::{End, Rt};
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::{
-    AskError, DeadLetter, Frame, LookupError, Node, NodeId, Pid, Ref, RemoteDown, SendError,
-    WatchError, HELD_FOR_A_NODE,
+    AskError, DeadLetter, Frame, LookupError, Node, NodeId, Packet, Pid, Ref, RemoteDown,
+    SendError, WatchError, HELD_FOR_A_NODE,
 };
 use stakplane::cluster::{MemNet, Transport};
 use stakplane::prelude::*;
@@ -64,7 +64,10 @@ fn start(rt: &mut Rt, net: &MemNet, n: u8) -> DeviceOwn<Node> {
             Fwd::new(|_: MemberEvent| ())
         )
     );
-    net.attach(id.addr, fwd_to!([node], packet() as (Vec<u8>)));
+    net.attach(
+        id.addr,
+        fwd_to!([node], packet() as (stakplane::cluster::Packet)),
+    );
     node
 }
 
@@ -932,7 +935,10 @@ fn node_a_link_from_an_incarnation_never_seen_up_ends_as_lost_when_a_newer_one_c
             Fwd::new(|_: MemberEvent| ())
         )
     );
-    net.attach(c2.addr, fwd_to!([c], packet() as (Vec<u8>)));
+    net.attach(
+        c2.addr,
+        fwd_to!([c], packet() as (stakplane::cluster::Packet)),
+    );
     call!([c], join(NodeId::new(addr(1), 1)));
     rt.advance(Duration::from_secs(10));
     let cause = d.line().cause().expect("the link ended: a fault");
@@ -1368,7 +1374,10 @@ fn node_an_address_made_before_a_rejoin_is_not_routed_after_it() {
     let old: Ref<u32> = named(&mut rt, &b, "kept", &d, fwd);
     net.cut(addr(2));
     rt.advance(Duration::from_secs(60));
-    net.attach(addr(2), fwd_to!([b], packet() as (Vec<u8>)));
+    net.attach(
+        addr(2),
+        fwd_to!([b], packet() as (stakplane::cluster::Packet)),
+    );
     call!([b], join(NodeId::new(addr(1), 1)));
     rt.advance(Duration::from_secs(60));
     let me = b.query(&mut rt.s, |n, _| n.id()).expect("alive");
@@ -1404,7 +1413,10 @@ fn node_a_local_watch_made_before_a_rejoin_is_cancelled_whole_after_it() {
     assert_eq!(status(&mut rt, &b).watched_here, 1);
     net.cut(addr(2));
     rt.advance(Duration::from_secs(60));
-    net.attach(addr(2), fwd_to!([b], packet() as (Vec<u8>)));
+    net.attach(
+        addr(2),
+        fwd_to!([b], packet() as (stakplane::cluster::Packet)),
+    );
     call!([b], join(NodeId::new(addr(1), 1)));
     rt.advance(Duration::from_secs(60));
     let b2 = b.query(&mut rt.s, |n, _| n.id()).expect("alive");
@@ -1579,4 +1591,96 @@ fn node_a_grant_never_asked_for_opens_no_account() {
         "no sync per grant: {} frames",
         after - sent
     );
+}
+
+/// `frame`, encoded, as a packet from the peer at `from`, whatever node
+/// the frame names as its sender.
+fn packet_from(from: SocketAddr, frame: Frame) -> Packet {
+    Packet::new(from, encoded(frame).data)
+}
+
+/// Rule 113b: a frame speaks only for the peer it came from. A frame
+/// that names another node as its sender than the peer the transport
+/// says it came from (here: from a, in c's name), or gossip whose
+/// message names another source, is dropped and counted; the same frame
+/// from the node it names is taken.
+#[test]
+fn node_a_frame_in_another_nodes_name_is_dropped_and_counted() {
+    let (mut rt, _net, _a, b, inbox) = cluster();
+    let c = NodeId::new(addr(3), 1);
+    let send = Frame::Send {
+        to: 42,
+        from: Some(Pid::new(c, 7)),
+        payload: postcard_string("in c's name"),
+        dst: pid(2, 0).node,
+    };
+    call!([b], packet(packet_from(addr(1), send.clone())));
+    rt.run();
+    let stats = |rt: &mut Rt| common::cluster::status(rt, &b).stats;
+    assert_eq!(stats(&mut rt).forged_frames, 1);
+    assert!(
+        inbox.borrow().is_empty(),
+        "not delivered: {:?}",
+        inbox.borrow()
+    );
+    // Gossip in c's name, from a.
+    let mut gossip = Vec::new();
+    foca::Codec::encode_header(
+        &mut foca::PostcardCodec,
+        &foca::Header {
+            src: c,
+            src_incarnation: 0,
+            dst: pid(2, 0).node,
+            message: foca::Message::<NodeId>::Announce,
+        },
+        &mut gossip,
+    )
+    .expect("encodes");
+    call!([b], packet(packet_from(addr(1), Frame::Gossip(gossip))));
+    rt.run();
+    assert_eq!(stats(&mut rt).forged_frames, 2);
+    // From c itself, the same `Send` is taken.
+    call!([b], packet(packet_from(addr(3), send)));
+    rt.run();
+    assert_eq!(stats(&mut rt).forged_frames, 2);
+    assert_eq!(*inbox.borrow(), ["in c's name"]);
+}
+
+/// Rule 113b for answers: an answer to a lookup is taken only from the
+/// node asked. Another node's `Found` for its tag (a wrong or forged
+/// tag) is a late answer; the lookup still ends once, here as
+/// `Timeout` (the real answer was lost).
+#[test]
+fn node_an_answer_from_another_node_than_the_one_asked_is_late() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let d = ready_dev(&mut rt, "named");
+    let (_got, fwd) = recorder::<String>();
+    named(&mut rt, &b, "store", &d, fwd);
+    let found: Found = Rc::default();
+    let b_id = NodeId::new(addr(2), 1);
+    net.lose(addr(2), addr(1), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.lookup(b_id, "store", lookup_into(&found))
+    })
+    .expect("alive");
+    rt.run();
+    let c = NodeId::new(addr(3), 1);
+    for tag in 0..200 {
+        let found = Frame::Found {
+            tag,
+            device: Some((5, std::any::type_name::<String>().to_string())),
+            from: c,
+            dst: pid(1, 0).node,
+        };
+        call!([a], packet(packet_from(addr(3), found)));
+    }
+    rt.run();
+    assert!(
+        found.borrow().is_empty(),
+        "not answered by c: {:?}",
+        found.borrow()
+    );
+    assert_eq!(common::cluster::status(&mut rt, &a).stats.late_answers, 200);
+    rt.advance(Duration::from_secs(60));
+    assert_eq!(answers(&found), [Err(LookupError::Timeout)]);
 }

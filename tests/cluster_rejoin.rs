@@ -98,8 +98,10 @@ impl Pair {
     fn come_back(&mut self) -> NodeId {
         let old = self.b_id();
         let b = &self.b;
-        self.net
-            .attach(old.addr, fwd_to!([b], packet() as (Vec<u8>)));
+        self.net.attach(
+            old.addr,
+            fwd_to!([b], packet() as (stakplane::cluster::Packet)),
+        );
         self.rt.advance(Duration::from_secs(10));
         let new = self.b_id();
         assert!(new.incarnation > old.incarnation, "b rejoined: {new:?}");
@@ -625,7 +627,10 @@ fn node_a_link_asked_in_the_name_of_an_incarnation_declared_down_ends_at_once_as
     p.cut_off();
     let old = p.b_id();
     let b = &p.b;
-    p.net.attach(old.addr, fwd_to!([b], packet() as (Vec<u8>)));
+    p.net.attach(
+        old.addr,
+        fwd_to!([b], packet() as (stakplane::cluster::Packet)),
+    );
     p.b.query(&mut p.rt.s, |n, cx| {
         for _ in 0..2 {
             n.link(cx, &t, wp, LinkMode::Notify).expect("t is alive");
@@ -682,7 +687,10 @@ fn node_a_link_told_lost_is_not_told_again_when_the_lost_incarnation_asks_for_it
     };
     assert_eq!(got(&trapped), lost, "a declared b down: Lost, once");
     let b = &p.b;
-    p.net.attach(old.addr, fwd_to!([b], packet() as (Vec<u8>)));
+    p.net.attach(
+        old.addr,
+        fwd_to!([b], packet() as (stakplane::cluster::Packet)),
+    );
     link(&mut p);
     p.rt.advance(Duration::from_secs(10));
     assert!(p.b_id().incarnation > old.incarnation, "b rejoined");
@@ -749,7 +757,10 @@ fn node_an_incarnation_declared_down_is_never_told_up_again_after_a_long_partiti
     join(&mut rt, &b, id(1));
     net.cut(id(2).addr);
     rt.advance(Duration::from_secs(25 * 3600));
-    net.attach(id(2).addr, fwd_to!([b], packet() as (Vec<u8>)));
+    net.attach(
+        id(2).addr,
+        fwd_to!([b], packet() as (stakplane::cluster::Packet)),
+    );
     rt.advance(Duration::from_secs(60));
     let events = a_events.borrow().clone();
     let down = events
@@ -806,8 +817,10 @@ fn node_a_refused_link_said_again_by_a_lost_incarnation_is_not_told_again() {
     p.cut_off();
     // b is back and, before it hears it is down, says its Link again.
     let b = &p.b;
-    p.net
-        .attach(id(2).addr, fwd_to!([b], packet() as (Vec<u8>)));
+    p.net.attach(
+        id(2).addr,
+        fwd_to!([b], packet() as (stakplane::cluster::Packet)),
+    );
     p.net.reconnect(id(1).addr, id(2).addr);
     p.rt.run();
     assert_eq!(heard(&trapped), refusal, "never linked, told once");

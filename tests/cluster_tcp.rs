@@ -36,7 +36,10 @@ fn start(rt: &mut Runtime, secret: &Secret, seed: u64) -> (DeviceOwn<Node>, TcpT
             Fwd::new(|_: MemberEvent| ())
         )
     );
-    t.start(id, fwd_to!([node], packet() as (Vec<u8>)));
+    t.start(
+        id,
+        fwd_to!([node], packet() as (stakplane::cluster::Packet)),
+    );
     (node, t, id)
 }
 

@@ -43,6 +43,11 @@ fn pair(rt: &mut Runtime, secret: &Secret) -> (Side, Side) {
         run_until(rt, Duration::from_secs(1), || b.numbers() == [0]),
         "the pair's link comes up"
     );
+    assert_eq!(
+        b.senders(),
+        [a.id.addr],
+        "from the address a authenticated with"
+    );
     (a, b)
 }
 
@@ -312,6 +317,40 @@ fn tcp_a_connect_to_a_listener_with_a_wrong_secret_is_refused_as_bad_input() {
         d.got.borrow().is_empty(),
         "nothing reached the listener's node"
     );
+}
+
+/// Rule 113b on TCP: the node this one connected to must be the node
+/// listening at the address dialled. One that authenticates (with the
+/// secret) as a node at another address is refused as bad input
+/// (`WrongPeer`): it names no link, and nothing is sent to it.
+#[test]
+fn tcp_a_peer_that_authenticates_as_a_node_at_another_address_is_refused() {
+    let (warnings, _guard) = Warnings::count();
+    let mut rt = virtual_rt();
+    let secret = Secret::new([5; 32]);
+    let a = side(&mut rt, &secret, None);
+    let claimed = NodeId::new("10.9.9.9:9".parse().expect("addr"), 77);
+    let to = free_port();
+    let d = side_as(&mut rt, &secret, Some(to), Some(claimed));
+    a.send_to(to, 1, false).expect("room");
+    assert!(run_until(&mut rt, HANDSHAKE_TIMEOUT, || !a
+        .errors
+        .borrow()
+        .is_empty()));
+    let errors = a.take_errors();
+    assert!(
+        errors.iter().all(|e| e.starts_with("WrongPeer")),
+        "{errors:?}"
+    );
+    let link = a.t.links().into_iter().find(|l| l.addr == to);
+    assert_eq!(link.and_then(|l| l.node), None, "the claim was not taken");
+    assert!(
+        a.t.links().iter().all(|l| l.addr != claimed.addr),
+        "no link in the claimed name: {:?}",
+        a.t.links()
+    );
+    assert!(a.t.stats().failed >= 1 && warnings.get() >= 1);
+    assert!(d.got.borrow().is_empty(), "nothing sent to it");
 }
 
 #[test]

@@ -154,7 +154,7 @@ impl NodeBuilder {
         let events = self.events.unwrap_or_else(|| Fwd::new(|_| ()));
         let shared: Rc<dyn Transport> = Rc::new(transport.clone());
         let node = device!(core, Node::init(me, self.membership, shared, events));
-        transport.start(me, fwd_to!([node], packet() as (Vec<u8>)));
+        transport.start(me, fwd_to!([node], packet() as (super::Packet)));
         if let Some(timeout) = self.ask_timeout {
             // Queued right behind the node's init: it runs before any call
             // made once `start` returns (the node takes none before its

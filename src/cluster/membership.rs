@@ -97,6 +97,15 @@ impl MembershipConfig {
 
 type Swim = Foca<NodeId, PostcardCodec, XorShiftRng, NoCustomBroadcast>;
 
+/// The source a gossip packet's header names (foca's `Header::src`), if
+/// the header decodes: the node that sent it, as foca always writes its
+/// own identity there.
+pub(super) fn gossip_source(data: &[u8]) -> Option<NodeId> {
+    use foca::Codec;
+    let header: foca::Header<NodeId> = PostcardCodec.decode_header(data).ok()?;
+    Some(header.src)
+}
+
 /// A node's membership actor.
 pub struct Membership {
     foca: Swim,
@@ -185,7 +194,28 @@ impl Membership {
         self.flush(cx);
     }
 
-    /// A packet for this node's membership, from the network.
+    /// A packet for this membership from the network, with the peer it
+    /// came from: one whose message names another node as its source is
+    /// dropped and counted in [`refused`](Membership::refused), as a
+    /// packet foca refuses is (rule 113b).
+    pub fn packet(&mut self, cx: CX![], packet: super::Packet) {
+        match gossip_source(&packet.data) {
+            Some(source) if source.addr != packet.from => {
+                self.refused += 1;
+                tracing::warn!(
+                    target: "stakplane::cluster",
+                    sender = %packet.from,
+                    claimed = %source,
+                    "gossip in another node's name dropped"
+                );
+            }
+            _ => self.data(cx, packet.data),
+        }
+    }
+
+    /// A packet for this node's membership, from the network, its source
+    /// checked by the caller (a [`Node`](super::Node) checks every
+    /// frame's).
     pub fn data(&mut self, cx: CX![], data: Vec<u8>) {
         let res = self.foca.handle_data(&data, &mut self.rt);
         self.after_foca(cx, res);
@@ -344,7 +374,8 @@ impl Membership {
     }
 }
 
-/// Makes a `Fwd` that hands packets to a membership actor.
-pub fn packets_to(m: &crate::DeviceOwn<Membership>) -> Fwd<Vec<u8>> {
-    crate::fwd_to!([m], data() as (Vec<u8>))
+/// Makes a `Fwd` that hands packets to a membership actor
+/// ([`Membership::packet`]).
+pub fn packets_to(m: &crate::DeviceOwn<Membership>) -> Fwd<super::Packet> {
+    crate::fwd_to!([m], packet() as (super::Packet))
 }

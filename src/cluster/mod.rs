@@ -139,6 +139,22 @@
 //! for the device before it died go with it, as a mailbox's do.
 //! [`NodeStatus::registered`] counts the registrations.
 //!
+//! **113b. A frame speaks only for the peer it came from**: a transport
+//! hands each packet to its node with the address of the peer it came
+//! from ([`Packet`]: over TCP, the address that peer authenticated with
+//! in its handshake; the side that connected refuses a peer that
+//! authenticates as a node at another address than the one dialled,
+//! with [`ConnError::WrongPeer`](tcp::ConnError::WrongPeer)). A frame
+//! that names another node as its sender (its `from`, or the source in a
+//! gossip message's header) is dropped, counted in
+//! [`NodeStats::forged_frames`] (a membership on its own counts it in
+//! `refused`) and logged; the node and the session go on. An answer (a
+//! lookup's, an ask's, a `Down`) is taken only from the node asked; one
+//! from another node is a late answer. The cluster's secret is shared:
+//! a node that holds it can still claim any address in its handshake;
+//! what this rule gives is that no session speaks for two nodes, and no
+//! node for another through its own session.
+//!
 //! **115. A remote device's death reaches its watcher once, with its real
 //! cause**: a watch ([`Node::monitor`]) of a device registered with
 //! [`Node::register_device`] ends with one [`RemoteDown`] whose cause has
@@ -512,5 +528,5 @@ pub use node::{
     CREDITED, DEFAULT_ASK_TIMEOUT, HELD_FOR_A_NODE, WATCHES_PER_NODE,
 };
 pub use session::{Secret, Session, SessionError};
-pub use transport::{Full, LinkState, LinkStatus, MemNet, Transport};
+pub use transport::{Full, LinkState, LinkStatus, MemNet, Packet, Transport};
 pub use wire::{Frame, FrameReader, WireCause, WireError, WireNoReply, MAX_FRAME, WIRE_VERSION};

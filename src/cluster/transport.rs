@@ -2,7 +2,9 @@
 //! what it reports of its links ([`LinkStatus`]), and an in-memory
 //! network for tests ([`MemNet`]).
 //!
-//! A node hands the transport one encoded frame per call. Two
+//! A node hands the transport one encoded frame per call, and the
+//! transport hands each frame it receives back to its node as a
+//! [`Packet`], with the address of the peer it came from (rule 113b). Two
 //! implementations exist: [`TcpTransport`](super::tcp::TcpTransport)
 //! (Noise sessions over stakplane's TCP) and [`MemNet`] (several nodes in
 //! one thread, on virtual time). Nothing queues without a bound: a
@@ -17,6 +19,27 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// A packet as a transport hands it to its node ([`Node::packet`]): the
+/// address of the peer it came from (the node listening there, as the
+/// transport knows it: for TCP, the address the peer authenticated with
+/// in its handshake) and one encoded frame.
+///
+/// [`Node::packet`]: super::Node::packet
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// The peer it came from.
+    pub from: SocketAddr,
+    /// The encoded frame.
+    pub data: Vec<u8>,
+}
+
+impl Packet {
+    /// Frame `data` from the peer at `from`.
+    pub fn new(from: SocketAddr, data: Vec<u8>) -> Packet {
+        Packet { from, data }
+    }
+}
 
 /// A packet the transport had no room for, given back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,10 +169,10 @@ pub struct MemNet {
 
 #[derive(Default)]
 struct MemNetInner {
-    nodes: BTreeMap<SocketAddr, Fwd<Vec<u8>>>,
+    nodes: BTreeMap<SocketAddr, Fwd<Packet>>,
     cut: BTreeSet<SocketAddr>,
     /// Receivers that hold their data packets: the queue and its bound.
-    held: HashMap<SocketAddr, (VecDeque<Vec<u8>>, usize)>,
+    held: HashMap<SocketAddr, (VecDeque<Packet>, usize)>,
     /// Who waits for room at a held receiver.
     waiting: HashMap<SocketAddr, Vec<Box<dyn FnOnce()>>>,
     /// Control packets still to refuse as `Full`, by receiver: a control
@@ -170,9 +193,10 @@ impl MemNet {
         MemNet::default()
     }
 
-    /// Attaches the node listening at `addr`: its packets go to `rx`
-    /// (replacing an earlier node at that address).
-    pub fn attach(&self, addr: SocketAddr, rx: Fwd<Vec<u8>>) {
+    /// Attaches the node listening at `addr`: its packets go to `rx`,
+    /// each with the address of the node that sent it (replacing an
+    /// earlier node at that address).
+    pub fn attach(&self, addr: SocketAddr, rx: Fwd<Packet>) {
         let mut net = self.inner.borrow_mut();
         net.cut.remove(&addr);
         net.nodes.insert(addr, rx);
@@ -204,8 +228,8 @@ impl MemNet {
             (queue, waiting, net.nodes.get(&addr).cloned())
         };
         if let Some(rx) = rx {
-            for data in queue {
-                rx.fwd(data);
+            for packet in queue {
+                rx.fwd(packet);
             }
         }
         for ready in waiting {
@@ -283,14 +307,14 @@ impl Transport for MemNet {
                 if queue.len() >= *bound {
                     return Err(Full(data));
                 }
-                queue.push_back(data);
+                queue.push_back(Packet::new(from, data));
                 net.sent += 1;
                 return Ok(());
             }
             net.sent += 1;
             rx
         };
-        rx.fwd(data);
+        rx.fwd(Packet::new(from, data));
         Ok(())
     }
 

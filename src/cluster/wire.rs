@@ -245,6 +245,31 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The node the frame names as its sender, if it names one: its
+    /// `from` (a `Send` from no device names none), or a `Hello`'s node.
+    /// A `Gossip` frame's sender is inside foca's message. Cost: a match.
+    pub fn sender(&self) -> Option<NodeId> {
+        match self {
+            Frame::Hello { node, .. } => Some(*node),
+            Frame::Gossip(_) => None,
+            Frame::Send { from, .. } => from.map(|p| p.node),
+            Frame::Monitor { from, .. }
+            | Frame::Demonitor { from, .. }
+            | Frame::Down { from, .. }
+            | Frame::Link { from, .. }
+            | Frame::Unlink { from, .. }
+            | Frame::CreditAsk { from, .. }
+            | Frame::Credit { from, .. }
+            | Frame::CreditSync { from, .. }
+            | Frame::Lookup { from, .. }
+            | Frame::Found { from, .. }
+            | Frame::Ask { from, .. }
+            | Frame::Reply { from, .. }
+            | Frame::Unwatch { from, .. }
+            | Frame::AskAgain { from, .. } => Some(*from),
+        }
+    }
+
     /// The frame's kind, as its variant is named (for traces and logs).
     /// Cost: a match.
     pub fn kind(&self) -> &'static str {

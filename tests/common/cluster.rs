@@ -2,7 +2,7 @@
 
 use super::Rt;
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
-use stakplane::cluster::{Frame, MemNet, Node, NodeId, NodeStatus, Transport, MAX_FRAME};
+use stakplane::cluster::{Frame, MemNet, Node, NodeId, NodeStatus, Packet, Transport, MAX_FRAME};
 use stakplane::prelude::*;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -13,11 +13,15 @@ use std::time::Duration;
 pub type Seen<T> = Rc<RefCell<Vec<T>>>;
 
 /// `frame` as a packet from the network: what a test hands a node's
-/// `packet`, as a peer would send it.
-pub fn encoded(frame: Frame) -> Vec<u8> {
+/// `packet`, as the peer it names as its sender would send it (from
+/// `0.0.0.0:0` if it names none).
+pub fn encoded(frame: Frame) -> Packet {
     let mut bytes = Vec::new();
     frame.encode_into(&mut bytes, MAX_FRAME).expect("encodes");
-    bytes
+    let from = frame
+        .sender()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |n| n.addr);
+    Packet::new(from, bytes)
 }
 
 /// A `Fwd` that keeps what it gets.
@@ -51,7 +55,10 @@ pub fn node_with(
 ) -> DeviceOwn<Node> {
     let transport: Rc<dyn Transport> = Rc::new(net.clone());
     let node = device!(rt.s, Node::init(id, config, transport, events));
-    net.attach(id.addr, fwd_to!([node], packet() as (Vec<u8>)));
+    net.attach(
+        id.addr,
+        fwd_to!([node], packet() as (stakplane::cluster::Packet)),
+    );
     node
 }
 

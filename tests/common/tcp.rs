@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use stakplane::cluster::tcp::{ConnFailure, TcpTransport};
-use stakplane::cluster::{Frame, Full, NodeId, Secret, Session, Transport, MAX_FRAME};
+use stakplane::cluster::{Frame, Full, NodeId, Packet, Secret, Session, Transport, MAX_FRAME};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::cell::RefCell;
@@ -24,8 +24,9 @@ pub fn virtual_rt() -> Runtime {
         .expect("runtime")
 }
 
-/// What a transport delivered, decoded.
-pub type Got = Rc<RefCell<Vec<Frame>>>;
+/// What a transport delivered, decoded, with the peer it said each came
+/// from.
+pub type Got = Rc<RefCell<Vec<(SocketAddr, Frame)>>>;
 /// What a transport told its `on_error`.
 pub type Errors = Rc<RefCell<Vec<ConnFailure>>>;
 
@@ -53,6 +54,12 @@ impl Side {
         numbers(&self.got)
     }
 
+    /// The peers the transport said the frames received came from, in
+    /// order.
+    pub fn senders(&self) -> Vec<SocketAddr> {
+        self.got.borrow().iter().map(|(from, _)| *from).collect()
+    }
+
     /// The errors reported so far, as their `Debug`, taken.
     pub fn take_errors(&self) -> Vec<String> {
         self.errors
@@ -78,9 +85,9 @@ pub fn side_as(
     let g2 = got.clone();
     t.start(
         id,
-        Fwd::new(move |bytes: Vec<u8>| {
-            g2.borrow_mut()
-                .push(Frame::decode(&bytes, MAX_FRAME).expect("a whole frame"))
+        Fwd::new(move |p: Packet| {
+            let frame = Frame::decode(&p.data, MAX_FRAME).expect("a whole frame");
+            g2.borrow_mut().push((p.from, frame))
         }),
     );
     let errors: Errors = Rc::default();
@@ -130,7 +137,7 @@ pub fn sized_frame(n: u32, pad: usize) -> Vec<u8> {
 pub fn numbers(got: &Got) -> Vec<u32> {
     got.borrow()
         .iter()
-        .map(|f| match f {
+        .map(|(_, f)| match f {
             Frame::Gossip(v) => u32::from_be_bytes(v[..4].try_into().expect("a number")),
             other => panic!("not a test frame: {other:?}"),
         })

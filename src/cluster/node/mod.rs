@@ -440,10 +440,13 @@ impl Node {
         self.send_frame_bytes(to, encode_to(to, frame)?, kind)
     }
 
-    /// A packet from the network: one frame. A packet that is not one
-    /// whole frame is dropped and counted; a frame from an incarnation
-    /// declared down is dropped and counted.
-    pub fn packet(&mut self, cx: CX![], data: Vec<u8>) {
+    /// A packet from the network: one frame, from the peer the transport
+    /// says ([`Packet::from`](super::Packet::from)). A packet that is not
+    /// one whole frame is dropped and counted; a frame that names another
+    /// node than that peer as its sender, or from an incarnation declared
+    /// down, is dropped and counted (rule 113b).
+    pub fn packet(&mut self, cx: CX![], packet: super::Packet) {
+        let super::Packet { from: sender, data } = packet;
         let frame = match Frame::decode(&data, MAX_FRAME) {
             Ok(frame) => frame,
             Err(e) => {
@@ -452,6 +455,17 @@ impl Node {
             }
         };
         self.stats.frames_in += 1;
+        if let Some(claimed) = claimed_sender(&frame).filter(|c| c.addr != sender) {
+            self.stats.forged_frames += 1;
+            tracing::warn!(
+                target: "stakplane::cluster",
+                %sender,
+                claimed = %claimed,
+                kind = frame.kind(),
+                "a frame in another node's name dropped"
+            );
+            return;
+        }
         // A frame for an incarnation this node never was (one that ran
         // here before it) is stale: its ids and tags are that one's
         // (rule 114a).
@@ -547,8 +561,10 @@ impl Node {
                     },
                 );
             }
-            Frame::Found { tag, device, .. } => {
-                if let Some((_, finish)) = self.lookups.remove(&tag) {
+            Frame::Found {
+                tag, device, from, ..
+            } => {
+                if let Some((_, finish)) = take_answered(&mut self.lookups, tag, from) {
                     finish(device.ok_or(LookupError::NotFound));
                 } else {
                     self.stats.late_answers += 1;
@@ -561,8 +577,10 @@ impl Node {
                 payload,
                 ..
             } => self.ask_in(cx, to, tag, from, &payload),
-            Frame::Reply { tag, reply, .. } => {
-                if let Some((_, finish)) = self.asks.remove(&tag) {
+            Frame::Reply {
+                tag, reply, from, ..
+            } => {
+                if let Some((_, finish)) = take_answered(&mut self.asks, tag, from) {
                     finish(reply.map_err(|e| match e {
                         WireNoReply::NoTarget => AskError::NoTarget,
                         WireNoReply::WrongType => AskError::WrongType,
@@ -690,6 +708,20 @@ impl Node {
 }
 
 /// Takes out of `waiting` (by tag) everything that waits for node `n`.
+/// The request `tag` waiting for an answer, taken if `from` is the node
+/// it was sent to: another node's answer to it (a wrong or forged tag) is
+/// as late as one to nothing.
+fn take_answered<V>(
+    waiting: &mut BTreeMap<u64, (NodeId, V)>,
+    tag: u64,
+    from: NodeId,
+) -> Option<(NodeId, V)> {
+    match waiting.get(&tag) {
+        Some((asked, _)) if *asked == from => waiting.remove(&tag),
+        _ => None,
+    }
+}
+
 fn take_waiting<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, n: NodeId) -> Vec<V> {
     let tags: Vec<u64> = waiting
         .iter()
@@ -727,6 +759,16 @@ fn take_through<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, last: u64) -> Vec<V
     let kept = waiting.split_off(&last.saturating_add(1));
     let taken = std::mem::replace(waiting, kept);
     taken.into_values().map(|(_, v)| v).collect()
+}
+
+/// The node a frame says it comes from, if it says: the sender it names,
+/// or a gossip message's source (a gossip packet whose header does not
+/// decode names none: membership drops it).
+fn claimed_sender(frame: &Frame) -> Option<NodeId> {
+    match frame {
+        Frame::Gossip(bytes) => super::membership::gossip_source(bytes),
+        _ => frame.sender(),
+    }
 }
 
 /// The node a frame says it comes from (if it says) and the node

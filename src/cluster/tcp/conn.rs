@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 /// What a handler does after the transport's borrow ends.
 #[derive(Default)]
 pub(super) struct After {
-    /// Frames for the node.
-    pub(super) frames: Vec<Vec<u8>>,
+    /// Frames for the node, and the address of the peer they came from.
+    pub(super) frames: Option<(SocketAddr, Vec<Vec<u8>>)>,
     /// Links to close, and why.
     pub(super) fail: Vec<(u64, Option<ConnError>)>,
     /// A peer whose link came up: told, flushed, and its echo armed.
@@ -32,11 +32,11 @@ pub(super) struct After {
 
 impl After {
     pub(super) fn run(self, weak: &Weak<RefCell<Inner>>, s: &mut Stakker) {
-        if !self.frames.is_empty() {
+        if let Some((from, frames)) = self.frames.filter(|(_, f)| !f.is_empty()) {
             let deliver = weak.upgrade().and_then(|rc| rc.borrow().deliver.clone());
             if let Some(deliver) = deliver {
-                for frame in self.frames {
-                    deliver.fwd(frame);
+                for frame in frames {
+                    deliver.fwd(crate::cluster::Packet::new(from, frame));
                 }
             }
         }
@@ -420,7 +420,9 @@ pub(super) fn receive(inner: &mut Inner, now: Instant, serial: u64, bytes: &[u8]
             peer.rtt = Some(rtt);
         }
     }
-    after.frames = frames;
+    // A link has its peer's address once its handshake is done, and
+    // frames come only after it.
+    after.frames = addr.map(|addr| (addr, frames));
     after
 }
 
@@ -440,6 +442,17 @@ pub(super) fn established(
         return;
     };
     let initiator = link.initiator;
+    // The side that connected asked for the node at the address it
+    // dialled: a peer there that says it is another is refused, before it
+    // names any link or speaks for any node.
+    if let Some(dialed) = link.addr.filter(|&a| initiator && a != peer_id.addr) {
+        let error = ConnError::WrongPeer {
+            dialed,
+            claimed: peer_id,
+        };
+        after.fail.push((serial, Some(error)));
+        return;
+    }
     let addr = *link.addr.get_or_insert(peer_id.addr);
     let me = inner.me;
     let next = &mut inner.next;

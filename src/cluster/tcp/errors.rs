@@ -56,6 +56,16 @@ pub enum ConnError {
     Io(NetError),
     /// The peer closed the connection.
     Closed,
+    /// The node this one connected to authenticated as a node listening
+    /// at another address: it is not the peer asked for (a wrong address
+    /// in the configuration, or a peer that speaks in another's name),
+    /// and none of its frames is taken (rule 113b).
+    WrongPeer {
+        /// The address connected to.
+        dialed: SocketAddr,
+        /// The node the peer said it is.
+        claimed: crate::cluster::NodeId,
+    },
 }
 
 impl ConnError {
@@ -65,7 +75,10 @@ impl ConnError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            ConnError::Session(_) | ConnError::Timeout | ConnError::TooManyHandshakes
+            ConnError::Session(_)
+                | ConnError::Timeout
+                | ConnError::TooManyHandshakes
+                | ConnError::WrongPeer { .. }
         )
     }
 }
@@ -82,6 +95,10 @@ impl fmt::Display for ConnError {
             ),
             ConnError::Io(e) => write!(f, "connection failed: {e}"),
             ConnError::Closed => f.write_str("the peer closed the connection"),
+            ConnError::WrongPeer { dialed, claimed } => write!(
+                f,
+                "the peer at {dialed} authenticated as {claimed}, a node at another address"
+            ),
         }
     }
 }

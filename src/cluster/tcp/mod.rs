@@ -121,7 +121,7 @@ mod state;
 pub use errors::{ConnError, ConnFailure, TcpStats};
 
 use super::session::Secret;
-use super::transport::{Full, LinkState, LinkStatus, Transport};
+use super::transport::{Full, LinkState, LinkStatus, Packet, Transport};
 use super::wire::MAX_FRAME;
 use super::NodeId;
 use crate::net::{AcceptEvent, NetError, TcpAcceptor};
@@ -217,8 +217,9 @@ impl TcpTransport {
     }
 
     /// Starts carrying node `me`'s frames: received frames go to `deliver`
-    /// (the node's `packet`), each whole and undecoded.
-    pub fn start(&self, me: NodeId, deliver: Fwd<Vec<u8>>) {
+    /// (the node's `packet`), each whole and undecoded, with the address
+    /// its peer authenticated with in its handshake.
+    pub fn start(&self, me: NodeId, deliver: Fwd<Packet>) {
         let mut inner = self.inner.borrow_mut();
         inner.me = me;
         inner.deliver = Some(deliver);
