@@ -154,6 +154,27 @@
 //! completes as the queue runs. A dead supervisor answers
 //! `SupervisorDown`.
 //!
+//! **82a. The supervisor's own user code may call its API**: a start
+//! function or shutdown hook may call its own supervisor's runtime API
+//! (`start_child`, `DynamicRef::start_child`, `restart_child`,
+//! `terminate_child`, `shutdown`) or drop or kill the supervisor, and the
+//! supervisor's work stays serial: a start asked for runs at once, and
+//! the rest of the work the call leaves (a termination, the ordered
+//! shutdown) waits until the step in progress (the start, the restart,
+//! the termination whose hook runs) is over, then is done in order. A
+//! restart under way starts every child of its set before the next job
+//! is handled (a rest_for_one restart queued behind it then stops and
+//! starts again every child after the one it restarts, as rule 75
+//! says), and an incarnation made by a start function that asked for
+//! the shutdown is shut down in its start-order place (rule 81). A child
+//! whose start function runs is not started a second time meanwhile:
+//! `restart_child` and `delete_child` refuse it with
+//! `ChildError::Restarting` (`which_children` says `Restarting`), and
+//! `terminate_child` of a dynamic one stops the incarnation that start
+//! makes, then removes it (rule 82). A supervisor dropped or killed from
+//! there ends once the step is over, when the queue runs, killing its
+//! children (the new incarnations too) with `SupervisorGone`.
+//!
 //! **83. `Addr<A>` follows restarts**: a holder never sees a stale
 //! incarnation. Without `hold`, a call while no incarnation is alive
 //! fails with `AddrError::NotRunning` (a call queued to an incarnation

@@ -7,6 +7,13 @@
 //! function, a shutdown hook, a dropped user value) runs while the state
 //! is borrowed. Every step takes what it needs out of the borrow, lets go,
 //! then calls out.
+//!
+//! Re-entrance (rule 82a): user code a step runs may call the
+//! supervisor's API, which changes the state and then calls [`pump`].
+//! While a step is carried out the supervisor is [`Busy`]: a nested
+//! `pump` returns at once, and the one who made it busy pumps once the
+//! step is over, so the work the call recorded is done after the step,
+//! in order.
 
 use super::addr::AddrHook;
 use super::error::{ChildError, StartError, SuperviseError};
@@ -48,6 +55,8 @@ pub(crate) struct Inner {
     /// The supervisor's own owner while it unwinds a failed start (nobody
     /// else holds it then).
     self_own: Option<DeviceOwn<SupervisorActor>>,
+    /// A step is being carried out (see [`Busy`]).
+    busy: bool,
 }
 
 impl Inner {
@@ -209,6 +218,7 @@ pub(super) fn start(
         template: template.map(|t| t.core),
         timer: None,
         self_own: None,
+        busy: false,
     }));
     {
         let sh = sh.clone();
@@ -250,9 +260,47 @@ pub(super) fn start(
     Ok((own, sh))
 }
 
+/// The supervisor is carrying out a step that runs user code (its own
+/// [`pump`], a start through the API, a restart at once): a `pump` called
+/// meanwhile (by that code, through the API) returns at once, leaving the
+/// work the call recorded in the state to the pump that follows the step
+/// (rule 82a). Only the outermost `Busy` clears the flag, on drop, also
+/// when unwinding.
+struct Busy<'a>(Option<&'a Shared>);
+
+impl<'a> Busy<'a> {
+    fn enter(sh: &'a Shared) -> Self {
+        let nested = std::mem::replace(&mut sh.borrow_mut().busy, true);
+        Busy((!nested).then_some(sh))
+    }
+
+    /// Whether a step was already being carried out.
+    fn nested(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Some(sh) = self.0 {
+            // Never borrowed here unless a panic unwinds through a borrow:
+            // then leave the flag (a panic in the driver is a bug).
+            if let Ok(mut g) = sh.try_borrow_mut() {
+                g.busy = false;
+            }
+        }
+    }
+}
+
 /// Runs the supervisor's work until it has to wait (for a child's Down)
-/// or has nothing left.
+/// or has nothing left. Called while a step is being carried out (by user
+/// code the step runs), it does nothing: the step's caller pumps after it
+/// (rule 82a).
 pub(super) fn pump(sh: &Shared, core: &mut Core) {
+    let busy = Busy::enter(sh);
+    if busy.nested() {
+        return;
+    }
     loop {
         let step = {
             let mut g = sh.borrow_mut();
@@ -484,6 +532,8 @@ fn restart_at_once(
 ) {
     let g = &mut *guard;
     let plan = g.st.plan_restart(idx, core.now(), &mut cause);
+    // The start functions below run with the supervisor busy.
+    let busy = Busy((!std::mem::replace(&mut g.busy, true)).then_some(sh));
     if let Plan::Start(Targets::One(key)) = plan {
         let e = &g.st.entries[idx];
         let launch = e.at.clone();
@@ -502,6 +552,7 @@ fn restart_at_once(
             start_pending(sh, core, targets);
         }
     }
+    drop(busy);
     pump(sh, core);
     drop(cause);
 }
@@ -664,23 +715,29 @@ pub(super) fn start_entry(
         };
         (e.at.clone(), e.id.clone())
     };
-    let dev = launch_entry(sh, core, key, launch)?;
-    tracing::info!(
-        target: "stakplane::supervise",
-        supervisor = %sh.borrow().st.id,
-        child = %id,
-        device = %dev,
-        event = "start",
-        "child started"
-    );
-    // A `terminate_child` asked during the start queued the new
-    // incarnation's termination (`State::place`).
+    let busy = Busy::enter(sh);
+    let res = launch_entry(sh, core, key, launch);
+    if let Ok(dev) = &res {
+        tracing::info!(
+            target: "stakplane::supervise",
+            supervisor = %sh.borrow().st.id,
+            child = %id,
+            device = %dev,
+            event = "start",
+            "child started"
+        );
+    }
+    drop(busy);
+    // What the start function asked for meanwhile: a `terminate_child`
+    // of this child queued the new incarnation's termination
+    // (`State::place`); an ordered shutdown goes on, with it.
     pump(sh, core);
-    Ok(dev)
+    res
 }
 
 /// Runs a start function prepared for entry `key` (with no borrow held)
-/// and records the new incarnation.
+/// and records the new incarnation. The caller has made the supervisor
+/// [`Busy`] and pumps after.
 fn launch_entry(
     sh: &Shared,
     core: &mut Core,
@@ -693,7 +750,7 @@ fn launch_entry(
         slot,
         downs,
     } = &*launch;
-    sh.borrow_mut().st.launching();
+    sh.borrow_mut().st.launching(key);
     // A start function that panics failed to start (OTP: an init that
     // crashes is a start error): its panic becomes the error.
     // The start function also monitors the new incarnation for `downs`
@@ -703,7 +760,7 @@ fn launch_entry(
     let res = catch_unwind(AssertUnwindSafe(|| {
         (spec.start)(core, &**args, slot.any(), downs, &mut extras)
     }));
-    let stopping = sh.borrow_mut().st.launched();
+    sh.borrow_mut().st.launched(key);
     let res = match res {
         Ok(Ok(dev)) if place(sh, key, slot, dev, extras) => Ok(dev),
         Ok(Ok(_)) => Err(Rc::new(ChildError::ShuttingDown) as Rc<dyn Error>),
@@ -716,11 +773,9 @@ fn launch_entry(
             Err(Rc::new(Cause::Panic(msg)) as Rc<dyn Error>)
         }
     };
-    if stopping {
-        // The start function began an ordered shutdown (or ran during
-        // one): it goes on, with this incarnation if placed.
-        pump(sh, core);
-    }
+    // A start function that began an ordered shutdown (or ran during
+    // one): it goes on, with this incarnation if placed, when the caller
+    // pumps (every caller does, after the step).
     res
 }
 

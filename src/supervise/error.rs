@@ -182,7 +182,8 @@ pub enum ChildError {
     /// child (OTP `running`).
     Running(ChildId),
     /// `restart_child` / `delete_child` on a child the supervisor is
-    /// restarting (OTP `restarting`).
+    /// restarting (OTP `restarting`), or whose start function is running
+    /// (a call from that start function: rule 82a).
     Restarting(ChildId),
     /// The call is not allowed on a `simple_one_for_one` supervisor
     /// (`start_child` with a spec, `restart_child`, `delete_child`).

@@ -97,7 +97,8 @@ pub enum ChildStatus {
     /// The supervisor is terminating the incarnation (it was asked or
     /// killed, and its Down has not come yet).
     Terminating(Line),
-    /// The supervisor is restarting it (OTP's `restarting`).
+    /// The supervisor is restarting it (OTP's `restarting`), or its start
+    /// function is running.
     Restarting,
     /// Not running: terminated on request, a transient child that stopped
     /// normally, or never restarted since.
@@ -149,7 +150,9 @@ pub struct Started {
 /// Work that needs a child's death (a termination) is queued behind the
 /// supervisor's work in progress and completes as the stakker queue runs.
 /// Start functions and shutdown hooks run with no borrow held, so they
-/// may call this API again.
+/// may call this API again: a start runs at once, and the rest of the
+/// work such a call leaves waits until the supervisor's step in progress
+/// is over (rule 82a of [`supervise`](super)).
 #[derive(Clone)]
 pub struct SupervisorRef {
     line: Line,
@@ -289,7 +292,7 @@ impl SupervisorRef {
                 ) {
                     (Some(r), Some(line)) if r.terminating => ChildStatus::Terminating(line),
                     (Some(_), Some(line)) => ChildStatus::Running(line),
-                    _ if e.pending => ChildStatus::Restarting,
+                    _ if e.pending || e.starting => ChildStatus::Restarting,
                     _ => ChildStatus::Stopped,
                 },
                 kind: e.policy.kind,

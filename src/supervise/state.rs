@@ -55,6 +55,9 @@ pub(super) struct Entry<L, X> {
     /// Terminated on request (`terminate_child`): not restarted until
     /// `restart_child`.
     pub(super) held: bool,
+    /// Its start function is running: it is not started again, restarted
+    /// or deleted meanwhile (rule 82a).
+    pub(super) starting: bool,
 }
 
 /// A live incarnation, with the driver's data `X` about it.
@@ -232,6 +235,7 @@ impl<L, X> State<L, X> {
             run: None,
             pending: false,
             held: false,
+            starting: false,
         });
         key
     }
@@ -262,7 +266,8 @@ impl<L, X> State<L, X> {
 
     /// The index of child `id` if `restart_child`/`delete_child` may act
     /// on it: the supervisor runs and is not `simple_one_for_one`, and the
-    /// child exists, is not running and is not being restarted.
+    /// child exists, is not running and is not being restarted (nor
+    /// started: its start function runs).
     pub(super) fn stopped_child(&self, id: &str) -> Result<usize, ChildError> {
         self.check_running()?;
         if self.strategy == Strategy::SimpleOneForOne {
@@ -275,7 +280,7 @@ impl<L, X> State<L, X> {
         if e.run.is_some() {
             return Err(ChildError::Running(e.id.clone()));
         }
-        if e.pending {
+        if e.pending || e.starting {
             return Err(ChildError::Restarting(e.id.clone()));
         }
         Ok(i)
@@ -436,7 +441,9 @@ impl<L, X> State<L, X> {
 
     /// A `terminate_child` request for child `id`: held from now on; a
     /// running child's termination is queued, a dynamic one not running
-    /// is removed at once (returned).
+    /// is removed at once (returned), unless its start function runs (the
+    /// incarnation it makes is terminated, see [`place`](State::place),
+    /// and the child removed once down).
     pub(super) fn request_terminate(
         &mut self,
         id: &str,
@@ -453,7 +460,7 @@ impl<L, X> State<L, X> {
         Ok(if e.run.is_some() {
             self.jobs.push_back(Job::Terminate(key));
             None
-        } else if dynamic {
+        } else if dynamic && !e.starting {
             self.remove(key)
         } else {
             None
@@ -613,15 +620,15 @@ impl<L, X> State<L, X> {
     }
 
     /// The index of child `key` if it is to start now, as one of a
-    /// restart's targets: the supervisor runs, and the child is pending
-    /// and not running.
+    /// restart's targets: the supervisor runs, and the child is pending,
+    /// not running, and not being started already.
     pub(super) fn to_start(&self, key: Key) -> Option<usize> {
         if self.mode != Mode::Running {
             return None;
         }
         self.entries
             .iter()
-            .position(|e| e.key == key && e.pending && e.run.is_none())
+            .position(|e| e.key == key && e.pending && e.run.is_none() && !e.starting)
     }
 
     /// Begins terminating child `key`: marks it terminating and waits for
@@ -672,18 +679,23 @@ impl<L, X> State<L, X> {
         Some((idx, d))
     }
 
-    /// A start function is about to run.
+    /// The start function of child `key` is about to run.
     #[inline]
-    pub(super) fn launching(&mut self) {
+    pub(super) fn launching(&mut self, key: Key) {
         self.starting += 1;
+        if let Some(i) = self.index(key) {
+            self.entries[i].starting = true;
+        }
     }
 
-    /// A start function returned; whether the supervisor is in its
-    /// ordered shutdown now (which the start function may have begun).
+    /// The start function of child `key` returned (its result is
+    /// [`place`](State::place)d next).
     #[inline]
-    pub(super) fn launched(&mut self) -> bool {
+    pub(super) fn launched(&mut self, key: Key) {
         self.starting -= 1;
-        self.mode == Mode::Stopping
+        if let Some(i) = self.index(key) {
+            self.entries[i].starting = false;
+        }
     }
 
     /// Records incarnation `dev` that a start function created for child
