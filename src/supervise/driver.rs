@@ -10,7 +10,7 @@
 //!
 //! Re-entrance (rule 82a): user code a step runs may call the
 //! supervisor's API, which changes the state and then calls [`pump`].
-//! While a step is carried out the supervisor is [`Busy`]: a nested
+//! While a step is carried out the supervisor is busy ([`enter`]): a nested
 //! `pump` returns at once, and the one who made it busy pumps once the
 //! step is over, so the work the call recorded is done after the step,
 //! in order.
@@ -55,7 +55,7 @@ pub(crate) struct Inner {
     /// The supervisor's own owner while it unwinds a failed start (nobody
     /// else holds it then).
     self_own: Option<DeviceOwn<SupervisorActor>>,
-    /// A step is being carried out (see [`Busy`]).
+    /// A step is being carried out (see busy ([`enter`])).
     busy: bool,
 }
 
@@ -260,32 +260,27 @@ pub(super) fn start(
     Ok((own, sh))
 }
 
-/// The supervisor is carrying out a step that runs user code (its own
-/// [`pump`], a start through the API, a restart at once): a `pump` called
-/// meanwhile (by that code, through the API) returns at once, leaving the
-/// work the call recorded in the state to the pump that follows the step
-/// (rule 82a). Only the outermost `Busy` clears the flag, on drop, also
-/// when unwinding.
-struct Busy<'a>(Option<&'a Shared>);
-
-impl<'a> Busy<'a> {
-    fn enter(sh: &'a Shared) -> Self {
-        let nested = std::mem::replace(&mut sh.borrow_mut().busy, true);
-        Busy((!nested).then_some(sh))
-    }
-
-    /// Whether a step was already being carried out.
-    fn nested(&self) -> bool {
-        self.0.is_none()
-    }
+/// Makes the supervisor busy: it carries out a step that runs user code
+/// (its own work in [`resume`], a start through the API, a restart at
+/// once). A [`pump`] called meanwhile (by that code, through the API)
+/// returns at once, leaving the work the call recorded in the state to
+/// the outermost step, which [`resume`]s after it (rule 82a). True if this
+/// step is the outermost one (it was not busy): the caller resumes.
+#[inline]
+fn enter(g: &mut Inner) -> bool {
+    !std::mem::replace(&mut g.busy, true)
 }
 
-impl Drop for Busy<'_> {
+/// Clears the busy flag of an outermost step that a panic unwinds (a
+/// panic in the driver is a bug; user code's panics are caught where it
+/// runs). Costs nothing else: the flag is cleared in the step's last
+/// borrow.
+struct Unwinding<'a>(&'a Shared);
+
+impl Drop for Unwinding<'_> {
     fn drop(&mut self) {
-        if let Some(sh) = self.0 {
-            // Never borrowed here unless a panic unwinds through a borrow:
-            // then leave the flag (a panic in the driver is a bug).
-            if let Ok(mut g) = sh.try_borrow_mut() {
+        if std::thread::panicking() {
+            if let Ok(mut g) = self.0.try_borrow_mut() {
                 g.busy = false;
             }
         }
@@ -294,21 +289,37 @@ impl Drop for Busy<'_> {
 
 /// Runs the supervisor's work until it has to wait (for a child's Down)
 /// or has nothing left. Called while a step is being carried out (by user
-/// code the step runs), it does nothing: the step's caller pumps after it
-/// (rule 82a).
+/// code the step runs), it does nothing: the step's caller resumes after
+/// it (rule 82a).
 pub(super) fn pump(sh: &Shared, core: &mut Core) {
-    let busy = Busy::enter(sh);
-    if busy.nested() {
-        return;
+    {
+        let mut g = sh.borrow_mut();
+        // No step in progress and no job: `next_step` would say Idle.
+        if g.busy || !g.st.has_work() {
+            return;
+        }
+        g.busy = true;
     }
+    let _unwinding = Unwinding(sh);
+    resume(sh, core);
+}
+
+/// [`pump`] for the outermost step, which made the supervisor busy (and
+/// holds an [`Unwinding`]): runs the work, and the supervisor is no
+/// longer busy when it returns.
+fn resume(sh: &Shared, core: &mut Core) {
     loop {
         let step = {
             let mut g = sh.borrow_mut();
-            // No step in progress and no job: `next_step` would say Idle.
             if !g.st.has_work() {
+                g.busy = false;
                 return;
             }
-            g.st.next_step()
+            let step = g.st.next_step();
+            if matches!(step, Step::Idle | Step::End(_)) {
+                g.busy = false;
+            }
+            step
         };
         match step {
             Step::Idle => return,
@@ -533,14 +544,16 @@ fn restart_at_once(
     let g = &mut *guard;
     let plan = g.st.plan_restart(idx, core.now(), &mut cause);
     // The start functions below run with the supervisor busy.
-    let busy = Busy((!std::mem::replace(&mut g.busy, true)).then_some(sh));
+    let outer = enter(g);
+    let _unwinding = outer.then(|| Unwinding(sh));
     if let Plan::Start(Targets::One(key)) = plan {
         let e = &g.st.entries[idx];
         let launch = e.at.clone();
         let id = e.id.clone();
+        g.st.launching(idx);
         drop(guard);
         drop(dropped);
-        let res = launch_entry(sh, core, key, launch);
+        let res = launch_entry(sh, core, key, idx, launch);
         restarted(sh, key, id, res);
     } else {
         if let Plan::GaveUp(id) = &plan {
@@ -552,8 +565,9 @@ fn restart_at_once(
             start_pending(sh, core, targets);
         }
     }
-    drop(busy);
-    pump(sh, core);
+    if outer {
+        resume(sh, core);
+    }
     drop(cause);
 }
 
@@ -605,15 +619,17 @@ fn give_up(st: &State<Rc<Launcher>, Extras>, id: &ChildId, cause: &Kept) {
 /// `try_again_restart`.
 fn start_pending(sh: &Shared, core: &mut Core, targets: Targets) {
     for &key in targets.keys() {
-        let (id, launch) = {
-            let g = sh.borrow();
+        let (id, launch, idx) = {
+            let mut g = sh.borrow_mut();
             let Some(idx) = g.st.to_start(key) else {
                 continue;
             };
             let e = &g.st.entries[idx];
-            (e.id.clone(), e.at.clone())
+            let prepared = (e.id.clone(), e.at.clone(), idx);
+            g.st.launching(idx);
+            prepared
         };
-        let res = launch_entry(sh, core, key, launch);
+        let res = launch_entry(sh, core, key, idx, launch);
         if !restarted(sh, key, id, res) {
             return;
         }
@@ -708,15 +724,18 @@ pub(super) fn start_entry(
     core: &mut Core,
     key: Key,
 ) -> Result<DeviceId, Rc<dyn Error>> {
-    let (launch, id) = {
-        let g = sh.borrow();
-        let Some(e) = g.st.entry(key) else {
+    let (launch, id, idx, outer) = {
+        let mut g = sh.borrow_mut();
+        let Some(idx) = g.st.index(key) else {
             return Err(Rc::new(ChildError::SupervisorDown));
         };
-        (e.at.clone(), e.id.clone())
+        let e = &g.st.entries[idx];
+        let (launch, id) = (e.at.clone(), e.id.clone());
+        g.st.launching(idx);
+        (launch, id, idx, enter(&mut g))
     };
-    let busy = Busy::enter(sh);
-    let res = launch_entry(sh, core, key, launch);
+    let _unwinding = outer.then(|| Unwinding(sh));
+    let res = launch_entry(sh, core, key, idx, launch);
     if let Ok(dev) = &res {
         tracing::info!(
             target: "stakplane::supervise",
@@ -727,21 +746,24 @@ pub(super) fn start_entry(
             "child started"
         );
     }
-    drop(busy);
     // What the start function asked for meanwhile: a `terminate_child`
     // of this child queued the new incarnation's termination
     // (`State::place`); an ordered shutdown goes on, with it.
-    pump(sh, core);
+    if outer {
+        resume(sh, core);
+    }
     res
 }
 
-/// Runs a start function prepared for entry `key` (with no borrow held)
-/// and records the new incarnation. The caller has made the supervisor
-/// [`Busy`] and pumps after.
+/// Runs a start function prepared for entry `key` (at index `idx` when
+/// the caller prepared it and marked it launching, in its borrow; with no
+/// borrow held now) and records the new incarnation. The caller has made
+/// the supervisor busy ([`enter`]) and resumes after.
 fn launch_entry(
     sh: &Shared,
     core: &mut Core,
     key: Key,
+    idx: usize,
     launch: Rc<Launcher>,
 ) -> Result<DeviceId, Rc<dyn Error>> {
     let Launcher {
@@ -750,7 +772,6 @@ fn launch_entry(
         slot,
         downs,
     } = &*launch;
-    sh.borrow_mut().st.launching(key);
     // A start function that panics failed to start (OTP: an init that
     // crashes is a start error): its panic becomes the error.
     // The start function also monitors the new incarnation for `downs`
@@ -760,7 +781,7 @@ fn launch_entry(
     let res = catch_unwind(AssertUnwindSafe(|| {
         (spec.start)(core, &**args, slot.any(), downs, &mut extras)
     }));
-    sh.borrow_mut().st.launched(key);
+    sh.borrow_mut().st.launched(key, idx);
     let res = match res {
         Ok(Ok(dev)) if place(sh, key, slot, dev, extras) => Ok(dev),
         Ok(Ok(_)) => Err(Rc::new(ChildError::ShuttingDown) as Rc<dyn Error>),

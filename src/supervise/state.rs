@@ -302,6 +302,17 @@ impl<L, X> State<L, X> {
         self.entries.iter().position(|e| e.key == key)
     }
 
+    /// [`index`](State::index), looked up first at `hint` (where the
+    /// entry was when the caller last saw it: the children may have
+    /// changed since).
+    #[inline]
+    fn index_near(&self, key: Key, hint: usize) -> Option<usize> {
+        match self.entries.get(hint) {
+            Some(e) if e.key == key => Some(hint),
+            _ => self.index(key),
+        }
+    }
+
     pub(super) fn entry(&self, key: Key) -> Option<&Entry<L, X>> {
         self.entries.iter().find(|e| e.key == key)
     }
@@ -679,21 +690,21 @@ impl<L, X> State<L, X> {
         Some((idx, d))
     }
 
-    /// The start function of child `key` is about to run.
+    /// The start function of the child at index `i` is about to run
+    /// (marked in the borrow that prepared it: it is starting from then
+    /// on, whatever user code runs before it).
     #[inline]
-    pub(super) fn launching(&mut self, key: Key) {
+    pub(super) fn launching(&mut self, i: usize) {
         self.starting += 1;
-        if let Some(i) = self.index(key) {
-            self.entries[i].starting = true;
-        }
+        self.entries[i].starting = true;
     }
 
     /// The start function of child `key` returned (its result is
     /// [`place`](State::place)d next).
     #[inline]
-    pub(super) fn launched(&mut self, key: Key) {
+    pub(super) fn launched(&mut self, key: Key, hint: usize) {
         self.starting -= 1;
-        if let Some(i) = self.index(key) {
+        if let Some(i) = self.index_near(key, hint) {
             self.entries[i].starting = false;
         }
     }

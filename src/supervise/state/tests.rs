@@ -295,7 +295,7 @@ fn an_incarnation_placed_during_the_shutdown_is_shut_down_in_its_place() {
     // shutdown meanwhile.
     let b = d.st.entries[1].key;
     d.st.entries[1].run = None;
-    d.st.launching(b);
+    d.st.launching(1);
     d.st.shut_down(Cause::Shutdown { by: None });
     d.drive();
     assert_eq!(d.log, ["terminate c"]);
@@ -303,7 +303,7 @@ fn an_incarnation_placed_during_the_shutdown_is_shut_down_in_its_place() {
     // a is next, but the end waits for the start function.
     assert_eq!(d.log, ["terminate c", "terminate a"]);
     d.terminated_then_drive();
-    d.st.launched(b);
+    d.st.launched(b, 1);
     assert!(d.st.place(b, dev(250), ()).is_ok());
     d.drive();
     d.terminated_then_drive();
