@@ -10,7 +10,7 @@ use common::Rt;
 use serde::{Deserialize, Serialize};
 use stakplane::cluster::membership::MemberEvent;
 use stakplane::cluster::{
-    AskError, LookupError, MemNet, Node, NodeId, Pid, RemoteActor, RemoteRef, SendError,
+    AskError, Frame, LookupError, MemNet, Node, NodeId, Pid, RemoteActor, RemoteRef, SendError,
     TrySendError, CREDITED,
 };
 use stakplane::mailbox::Overflow;
@@ -396,4 +396,51 @@ fn actor_credit_of_a_message_lost_in_flight_is_given_back_when_the_link_comes_ba
     assert_eq!(*replies.borrow(), [Some(Ok(2))], "the lost one stays lost");
     let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
     assert_eq!(b_stats.credit_violations, 0);
+}
+
+/// Rule 127: the senders a credited target keeps accounts for are at
+/// most one incarnation per address. Asks, syncs and messages in the name
+/// of other incarnations at a sender's address (older ones are gone, and
+/// only that address's peer can name them) open no account beyond the
+/// newest one's; a sync opens none.
+#[test]
+fn actor_credit_accounts_are_one_per_sender_address_whatever_incarnations_frames_name() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (_a, b) = two(&mut rt, &net);
+    let spec = counter_spec().hold(4, Overflow::Reject);
+    let (_sup, r) = serve_supervised(&mut rt, &b, spec, SupervisorSpec::one_for_one());
+    let target = r.pid().device;
+    let accounts = |rt: &mut Rt| common::cluster::status(rt, &b).credit_accounts;
+    assert_eq!(accounts(&mut rt), 0);
+    for incarnation in 1..=100 {
+        let from = NodeId::new(id(1).addr, incarnation);
+        for frame in [
+            Frame::CreditSync {
+                target,
+                sent: 0,
+                wants: false,
+                dst: id(2),
+                from,
+            },
+            Frame::CreditAsk {
+                target,
+                from,
+                dst: id(2),
+            },
+        ] {
+            call!([b], packet(common::cluster::encoded(frame)));
+        }
+    }
+    rt.run();
+    assert_eq!(accounts(&mut rt), 1, "the newest incarnation's only");
+    // An older incarnation asking now is stale: nothing changes.
+    let old = Frame::CreditAsk {
+        target,
+        from: id(1),
+        dst: id(2),
+    };
+    call!([b], packet(common::cluster::encoded(old)));
+    rt.run();
+    assert_eq!(accounts(&mut rt), 1);
 }

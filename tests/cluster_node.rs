@@ -1684,3 +1684,79 @@ fn node_an_answer_from_another_node_than_the_one_asked_is_late() {
     rt.advance(Duration::from_secs(60));
     assert_eq!(answers(&found), [Err(LookupError::Timeout)]);
 }
+
+/// Rule 113b with rule 114a: the node asked may answer in the name of a
+/// later incarnation of itself (it rejoined, and took the request made
+/// to the one it was): that answer is taken, not counted late.
+#[test]
+fn node_an_answer_from_a_later_incarnation_of_the_node_asked_is_taken() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    let d = ready_dev(&mut rt, "named");
+    let (_got, fwd) = recorder::<String>();
+    let registered = named(&mut rt, &b, "store", &d, fwd);
+    let found: Found = Rc::default();
+    let b_id = NodeId::new(addr(2), 1);
+    net.lose(addr(2), addr(1), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.lookup(b_id, "store", lookup_into(&found))
+    })
+    .expect("alive");
+    rt.run();
+    let answered = |tag| Frame::Found {
+        tag,
+        device: Some((
+            registered.pid().device,
+            std::any::type_name::<String>().to_string(),
+        )),
+        from: NodeId::new(addr(2), 2),
+        dst: pid(1, 0).node,
+    };
+    // The lookup's tag is the only one waiting: the others are late.
+    for tag in 0..200 {
+        call!([a], packet(packet_from(addr(2), answered(tag))));
+    }
+    rt.run();
+    assert_eq!(answers(&found), [Ok(registered)]);
+    assert_eq!(common::cluster::status(&mut rt, &a).stats.late_answers, 199);
+}
+
+/// Rule 122a: a device told that a link was refused is not told again
+/// when that `Link` is asked again, however many links were refused to
+/// the node's other devices meanwhile (each device keeps its own record).
+#[test]
+fn node_a_refused_link_asked_again_after_many_refused_to_another_device_is_not_told_again() {
+    let (mut rt, _net, a, _b, _inbox) = cluster();
+    a.query(&mut rt.s, |n, _| n.set_watch_limit(0))
+        .expect("alive");
+    let (first, _log) = remote_device(&mut rt, &a, "first");
+    let (other, _log_o) = remote_device(&mut rt, &a, "other");
+    let (first_downs, fwd) = recorder::<RemoteDown>();
+    let (other_downs, fwd_o) = recorder::<RemoteDown>();
+    a.query(&mut rt.s, |n, cx| {
+        n.trap(cx, &first, fwd).expect("trapping");
+        n.trap(cx, &other, fwd_o).expect("trapping");
+    })
+    .expect("alive");
+    let link = |watcher: u64, target: u64| {
+        packet_from(
+            addr(2),
+            Frame::Link {
+                watcher,
+                target,
+                from: pid(2, 0).node,
+                dst: pid(1, 0).node,
+                epoch: 1,
+            },
+        )
+    };
+    call!([a], packet(link(first.id().get(), 7)));
+    rt.run();
+    for target in 1000..5200 {
+        call!([a], packet(link(other.id().get(), target)));
+    }
+    rt.run();
+    assert_eq!(other_downs.borrow().len(), 4200);
+    call!([a], packet(link(first.id().get(), 7)));
+    rt.run();
+    assert_eq!(first_downs.borrow().len(), 1, "told once");
+}

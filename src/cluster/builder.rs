@@ -90,7 +90,12 @@ impl NodeBuilder {
         self
     }
 
-    /// Nodes to join through (their addresses).
+    /// Nodes to join through: the addresses they listen at, as they
+    /// name themselves (their [`NodeId`](super::NodeId)'s). A node
+    /// reached at another address (an alias: a virtual IP, an
+    /// IPv4-mapped IPv6 address) that names itself otherwise is refused
+    /// ([`ConnError::WrongPeer`](super::tcp::ConnError::WrongPeer), rule
+    /// 113b).
     pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.seeds.extend(seeds);
         self

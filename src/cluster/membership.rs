@@ -5,7 +5,10 @@
 //! `foca` instance, hands foca's packets to the transport, arms foca's
 //! timers as stakker timers (so membership runs on virtual time in tests)
 //! and tells its owner of [`MemberEvent`]s through a `Fwd`. Packets for it
-//! arrive through [`Membership::data`].
+//! arrive through [`Membership::packet`] (see [`packets_to`]), which
+//! checks that each comes from the node its message names (rule 113b);
+//! a [`Node`](super::Node) checks every frame itself and hands gossip
+//! on through [`Membership::data`].
 
 use super::transport::Transport;
 use super::NodeId;

@@ -145,15 +145,20 @@
 //! in its handshake; the side that connected refuses a peer that
 //! authenticates as a node at another address than the one dialled,
 //! with [`ConnError::WrongPeer`](tcp::ConnError::WrongPeer)). A frame
-//! that names another node as its sender (its `from`, or the source in a
-//! gossip message's header) is dropped, counted in
+//! that names a node at another address as its sender (its `from`, or
+//! the source in a gossip message's header) is dropped, counted in
 //! [`NodeStats::forged_frames`] (a membership on its own counts it in
-//! `refused`) and logged; the node and the session go on. An answer (a
-//! lookup's, an ask's, a `Down`) is taken only from the node asked; one
-//! from another node is a late answer. The cluster's secret is shared:
-//! a node that holds it can still claim any address in its handshake;
-//! what this rule gives is that no session speaks for two nodes, and no
-//! node for another through its own session.
+//! `refused`) and logged; the node and the session go on. An answer to
+//! a lookup or an ask is taken only from the node asked, or a later
+//! incarnation of it (one that rejoined answers in its new name); one
+//! from another node is a late answer ([`NodeStats::late_answers`]),
+//! and a `Down` from another node than the watched device's is a bad
+//! frame. The check is by address: a session may name any incarnation
+//! at its own address, and the state a node keeps for another's
+//! incarnations is bounded per address (rules 122a and 127). The
+//! cluster's secret is shared: a node that holds it can still claim any
+//! address in its handshake; what this rule gives is that no session
+//! speaks for a node at another address than its own.
 //!
 //! **115. A remote device's death reaches its watcher once, with its real
 //! cause**: a watch ([`Node::monitor`]) of a device registered with
@@ -364,8 +369,10 @@
 //! is counted in [`NodeStats::refused_watches`], and the first since that
 //! node was last admitted one is logged as a `warn` event. A refusal
 //! holds: the same watch or link asked again (after a reconnect, or by
-//! an incarnation declared down since) is refused again, never admitted
-//! behind the watcher's back. Never refused: a watch or link asked again
+//! an incarnation declared down since, or after this node rejoined) is
+//! refused again, in silence, never admitted behind the watcher's back
+//! (a node remembers its last 4,096 refused watches, and each device its
+//! last 4,096 refused links). Never refused: a watch or link asked again
 //! that is held already, a watch of a dead device (it gets its cause),
 //! and the watches of this node itself. Those a node has stay when the
 //! bound is lowered; watches asked again in the name of a rejoined
@@ -423,8 +430,12 @@
 //! Credit frames name the incarnation they are for: one meant for a node
 //! before it rejoined is dropped. A grant for a target this node holds no
 //! account with (it never asked) opens none: it is dropped and counted
-//! ([`NodeStats::unasked_grants`]); [`NodeStatus::credit_accounts`] says
-//! how many accounts a node holds. A node that rejoins refuses the sends
+//! ([`NodeStats::unasked_grants`]). A credited target keeps accounts for
+//! one incarnation per sender address, the newest named: a newer one's
+//! ask replaces an older one's account (that incarnation is gone), an
+//! older one's is stale and changes nothing, and a sync or a message
+//! opens no account. [`NodeStatus::credit_accounts`] says how many
+//! accounts a node holds. A node that rejoins refuses the sends
 //! that waited for credit or room in its old name
 //! ([`SendError::Rejoined`], naming the old incarnation), as every peer
 //! would drop them, and starts its credit afresh both ways: a message it

@@ -69,6 +69,27 @@ struct Grantor {
 }
 
 impl Grantor {
+    /// Makes `sender` the one incarnation at its address that may hold an
+    /// account or wait: an older one's account and place go (a node that
+    /// restarts is a newer incarnation; the old one is gone), and `false`
+    /// if a newer one has either (`sender` is stale). So the senders of a
+    /// target are at most one per address, whatever incarnations the
+    /// frames name.
+    fn admit(&mut self, sender: NodeId) -> bool {
+        let same = |n: &NodeId| n.addr == sender.addr;
+        let newer = self
+            .accounts
+            .keys()
+            .chain(self.waiting.iter())
+            .any(|n| same(n) && n.incarnation > sender.incarnation);
+        if newer {
+            return false;
+        }
+        self.accounts.retain(|n, _| !same(n) || *n == sender);
+        self.waiting.retain(|n| !same(n) || *n == sender);
+        true
+    }
+
     /// Room left after every grant still outstanding.
     fn free(&self) -> u64 {
         let granted: u64 = self
@@ -190,8 +211,7 @@ impl Node {
     /// device `target`: sends waiting for it go, in order. A limit below
     /// one already had (a grant overtaken by a later one) changes nothing.
     /// A grant for a target this node holds no account with (it never
-    /// asked, or the account went with a node declared down or a rejoin)
-    /// is dropped and counted: it opens none.
+    /// asked) is dropped and counted: it opens none.
     pub(super) fn credit_in(&mut self, cx: CX![], target: u64, limit: u64, from: NodeId) {
         let to = Pid::new(from, target);
         let Some(held) = self.credits.have.get_mut(&to) else {
@@ -243,8 +263,13 @@ impl Node {
     /// `target` of this node: those not arrived by now were lost. If
     /// `wants`, it asks for credit.
     pub(super) fn credit_sync_in(&mut self, target: u64, sent: u64, wants: bool, from: NodeId) {
-        if let Some(g) = self.credits.grants.get_mut(&target) {
-            let account = g.accounts.entry(from).or_default();
+        // Only an account granted here is synced: a sync opens none.
+        if let Some(account) = self
+            .credits
+            .grants
+            .get_mut(&target)
+            .and_then(|g| g.accounts.get_mut(&from))
+        {
             // Never past what was granted: a count from a sender whose
             // account here was reset cannot make room it did not hold.
             account.arrived = account.arrived.max(sent.min(account.limit));
@@ -323,6 +348,9 @@ impl Node {
             self.grant(target, from, UNBOUNDED);
             return;
         };
+        if !g.admit(from) {
+            return;
+        }
         if !g.waiting.contains(&from) {
             g.waiting.push_back(from);
         }
@@ -361,12 +389,14 @@ impl Node {
         let Some(g) = self.credits.grants.get_mut(&target) else {
             return;
         };
-        let account = g.accounts.entry(from).or_default();
-        if account.outstanding() > 0 {
-            account.arrived += 1;
-        } else {
-            self.stats.credit_violations += 1;
-            tracing::warn!(target: "stakplane::cluster", %from, "a message came without credit");
+        // A message from a sender without an account (never granted, or
+        // granted in another incarnation's name) opens none.
+        match g.accounts.get_mut(&from) {
+            Some(account) if account.outstanding() > 0 => account.arrived += 1,
+            _ => {
+                self.stats.credit_violations += 1;
+                tracing::warn!(target: "stakplane::cluster", %from, "a message came without credit");
+            }
         }
     }
 
@@ -384,7 +414,7 @@ impl Node {
         // handled now, must not open an account no one will spend.
         let gone = self.down.contains(&from) || from.addr == self.me.addr;
         if let (false, Some(g)) = (gone, self.credits.grants.get_mut(&target)) {
-            if !g.waiting.contains(&from) {
+            if g.admit(from) && !g.waiting.contains(&from) {
                 g.waiting.push_back(from);
             }
         }

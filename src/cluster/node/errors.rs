@@ -295,9 +295,8 @@ pub struct NodeStats {
     /// frames already wait for room to it. Dropped (rule 115a).
     pub refused_requests: u64,
     /// Grants ([`Frame::Credit`](crate::cluster::Frame::Credit)) for a
-    /// target this node holds no credit account with: never asked for,
-    /// or for an account gone with a node declared down. Dropped: they
-    /// open no account (rule 127).
+    /// target this node holds no credit account with (it never asked).
+    /// Dropped: they open no account (rule 127).
     pub unasked_grants: u64,
     /// Frames that name another node as their sender than the peer they
     /// came from (rule 113b): dropped.

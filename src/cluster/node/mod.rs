@@ -709,15 +709,19 @@ impl Node {
 
 /// Takes out of `waiting` (by tag) everything that waits for node `n`.
 /// The request `tag` waiting for an answer, taken if `from` is the node
-/// it was sent to: another node's answer to it (a wrong or forged tag) is
-/// as late as one to nothing.
+/// it was sent to, or a later incarnation of it (one that rejoined takes
+/// the frames for the incarnation it was, and answers in its new name):
+/// another node's answer to it (a wrong or forged tag) is as late as one
+/// to nothing.
 fn take_answered<V>(
     waiting: &mut BTreeMap<u64, (NodeId, V)>,
     tag: u64,
     from: NodeId,
 ) -> Option<(NodeId, V)> {
     match waiting.get(&tag) {
-        Some((asked, _)) if *asked == from => waiting.remove(&tag),
+        Some((asked, _)) if asked.addr == from.addr && asked.incarnation <= from.incarnation => {
+            waiting.remove(&tag)
+        }
         _ => None,
     }
 }

@@ -32,9 +32,11 @@ const LOST_KEPT: usize = 4096;
 /// Unlinks a node remembers, to say again (see `Watches::unlinked`).
 const UNLINKS_KEPT: usize = 4096;
 
-/// Watch requests refused for rule 122a's bound that a node remembers:
-/// one asked again (the refusal may still wait for room) is refused
-/// again, never admitted behind the watcher's back.
+/// Watch requests refused for rule 122a's bound that a node remembers,
+/// and links refused that each of its devices remembers: one asked again
+/// (the refusal may still wait for room) is refused again, never
+/// admitted behind the watcher's back, and a device told of a refused
+/// link is not told again.
 const REFUSED_KEPT: usize = 4096;
 
 /// A map bounded at `CAP` keys, each to an epoch: past it, the key
@@ -264,11 +266,15 @@ pub(super) struct Watches {
     /// The epoch of the last `Link` taken for each link another node
     /// made here: (watching device, watched).
     peer_epochs: PeerEpochs,
-    /// Links another node asked for that rule 122a's bound refused:
-    /// (watching device of this node, watched), to the `Link`'s epoch.
-    /// That `Link` said again is refused again (its `Unwatch` may be
-    /// lost, or still wait for room), as an unlinked one is.
-    refused_links: Unlinks,
+    /// Links another node asked for that rule 122a's bound refused, by
+    /// watching device of this node: the watched, to the `Link`'s epoch,
+    /// the last [`REFUSED_KEPT`] a device, kept while the device lives
+    /// (a rejoin too: a `Link` made to the incarnation this node was is
+    /// still taken). That `Link` said again is refused again, in silence
+    /// (the device was told; its `Unwatch` may be lost, or still wait for
+    /// room), as an unlinked one is. Per device, so that links refused to
+    /// other devices never make one forget.
+    refused_links: HashMap<u64, Kept<Pid, REFUSED_KEPT>>,
     /// Watches another node asked for that rule 122a's bound refused:
     /// (that node, tag), the last [`REFUSED_KEPT`] (the epoch unused).
     refused_tags: Kept<(NodeId, u64), REFUSED_KEPT>,
@@ -421,10 +427,14 @@ impl Node {
     /// refused a `Link` of that `epoch` or an earlier one: such a `Link`
     /// asked again is refused.
     fn undone(&self, pair: (u64, Pid), epoch: u64) -> Option<u64> {
-        [&self.watch.unwatched, &self.watch.refused_links]
-            .into_iter()
-            .filter_map(|u| u.get(&pair))
-            .find(|&undone| epoch <= undone)
+        let refused = self.watch.refused_links.get(&pair.0);
+        [
+            self.watch.unwatched.get(&pair),
+            refused.and_then(|r| r.get(&pair.1)),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|&undone| epoch <= undone)
     }
 
     /// Tells `pair.1`'s node that `pair.1` no longer watches `pair.0` of
@@ -533,7 +543,7 @@ impl Node {
         // `unlinked` stays: a dead device's unlink must hold too (its
         // `Unlink` lost, the watcher's node would be told of the death).
         self.watch.unwatched.retain(|(d, _)| *d != device);
-        self.watch.refused_links.retain(|(d, _)| *d != device);
+        self.watch.refused_links.remove(&device);
         for pid in self.watch.by_watcher.remove(&device).unwrap_or_default() {
             if let Some(tag) = self.watch.links.get(&(device, pid)).copied() {
                 self.cancel_watch(tag);
@@ -610,7 +620,8 @@ impl Node {
         if let (false, Some(line)) = (self.watch.links.contains_key(&pair), line) {
             let held = self.watch.peer_epochs.count(pid.node.addr);
             if !self.admits_watch(pid.node, held, "link") {
-                self.watch.refused_links.insert(pair, epoch);
+                let refused = self.watch.refused_links.entry(watcher).or_default();
+                refused.insert(pid, epoch);
                 self.unwatch_out(pair, epoch, Why::Answer);
                 // The watching device is told, once (the same `Link`
                 // asked again is refused above, in silence).
@@ -621,7 +632,9 @@ impl Node {
         }
         // A later link than the one undone or refused: taken.
         self.watch.unwatched.remove(&pair);
-        self.watch.refused_links.remove(&pair);
+        if let Some(refused) = self.watch.refused_links.get_mut(&watcher) {
+            refused.remove(&pid);
+        }
         self.link_in(cx, watcher, pid);
         if self.watch.links.contains_key(&pair) {
             self.watch.peer_epochs.took(pair, epoch);
@@ -888,7 +901,6 @@ impl Node {
         self.watch.unlinked = Unlinks::default();
         self.watch.unwatched = Unlinks::default();
         self.watch.peer_epochs = PeerEpochs::default();
-        self.watch.refused_links = Unlinks::default();
         self.watch.refused_tags = Kept::default();
         self.watch.own_links.clear();
         self.drop_served(|node| node.addr != me.addr);

@@ -421,7 +421,11 @@ pub(super) fn receive(inner: &mut Inner, now: Instant, serial: u64, bytes: &[u8]
         }
     }
     // A link has its peer's address once its handshake is done, and
-    // frames come only after it.
+    // frames come only after it (Noise and the confirmation see to it).
+    debug_assert!(
+        addr.is_some() || frames.is_empty(),
+        "frames before a link's address"
+    );
     after.frames = addr.map(|addr| (addr, frames));
     after
 }

@@ -14,7 +14,8 @@ pub struct TcpStats {
     pub sessions: u64,
     /// Connections closed for bad input (rule 131): a wrong secret,
     /// another version, garbage, a frame over the limit, a truncated
-    /// message, no authentication in time, too many handshakes.
+    /// message, no authentication in time, too many handshakes, a peer
+    /// that is not the node connected to.
     pub failed: u64,
     /// Connections that ended otherwise: refused, reset, or closed by
     /// the peer.

@@ -61,7 +61,9 @@
 //! side that accepts sees the client give up mid-handshake), another wire
 //! version, an authenticated peer announcing a
 //! frame over the limit, a client that does not authenticate within
-//! [`HANDSHAKE_TIMEOUT`], a connection past [`PENDING_HANDSHAKES`]: that
+//! [`HANDSHAKE_TIMEOUT`], a connection past [`PENDING_HANDSHAKES`], a
+//! peer connected to that authenticates as a node at another address
+//! ([`ConnError::WrongPeer`], rule 113b in the [cluster](super) docs): that
 //! connection is closed, its [`ConnError`] is told to
 //! [`TcpTransport::on_error`], counted in [`TcpStats::failed`] and logged
 //! as a `warn` event of target `stakplane::cluster`, and every other
