@@ -157,7 +157,8 @@
 //! **82a. The supervisor's own user code may call its API**: a start
 //! function or shutdown hook may call its own supervisor's runtime API
 //! (`start_child`, `DynamicRef::start_child`, `restart_child`,
-//! `terminate_child`, `shutdown`) or drop or kill the supervisor, and the
+//! `terminate_child`, `delete_child`, `shutdown`) or drop or kill the
+//! supervisor, and the
 //! supervisor's work stays serial: a start asked for runs at once, and
 //! the rest of the work the call leaves (a termination, the ordered
 //! shutdown) waits until the step in progress (the start, the restart,
@@ -171,7 +172,9 @@
 //! `restart_child` and `delete_child` refuse it with
 //! `ChildError::Restarting` (`which_children` says `Restarting`), and
 //! `terminate_child` of a dynamic one stops the incarnation that start
-//! makes, then removes it (rule 82). A supervisor dropped or killed from
+//! makes, then removes it (rule 82), or, if that start (a first start
+//! or a restart) fails, removes it at once, not tried again. A
+//! supervisor dropped or killed from
 //! there ends once the step is over, when the queue runs, killing its
 //! children (the new incarnations too) with `SupervisorGone`.
 //!

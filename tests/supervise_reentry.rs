@@ -863,3 +863,57 @@ fn supervise_a_shutdown_hook_that_drops_its_supervisor_ends_it_with_dropped() {
         Err(ChildError::SupervisorDown)
     ));
 }
+
+/// Rule 82a on the restart path: a dynamic child whose restart's start
+/// function asks for its own termination. If the start succeeds, the new
+/// incarnation is shut down per its policy and the child removed once
+/// down; if it fails (an error or a panic), there is nothing to stop and
+/// the child is removed at once, not retried nor kept as a stopped
+/// child. Either way the supervisor goes on serving.
+#[test]
+fn supervise_a_dynamic_child_terminated_by_its_own_restart_is_removed() {
+    for ends in ["starts", "fails", "panics"] {
+        let mut rt = Rt::new();
+        let log = new_log();
+        let handle: Me = Rc::default();
+        let starts = Rc::new(std::cell::Cell::new(0u32));
+        let made: Rc<RefCell<Vec<Line>>> = Rc::default();
+        let (h, l, c, m) = (handle.clone(), log.clone(), starts.clone(), made.clone());
+        let template = ChildSpec::worker_with("conn", move |core, n: &u32| {
+            l.borrow_mut().push(format!("start {n}"));
+            c.set(c.get() + 1);
+            if *n == 1 && c.get() == 2 {
+                me(&h).terminate_child(core, "conn.1")?;
+                match ends {
+                    "fails" => return Err("the restart fails".into()),
+                    "panics" => panic!("{TEST_PANIC}: the restart"),
+                    _ => {}
+                }
+            }
+            let own = device!(core, W::init(n.to_string(), l.clone()));
+            m.borrow_mut().push(own.line());
+            Ok(own.into())
+        });
+        let sup = Supervisor::start_dynamic(&mut rt.s, DynamicSpec::new(template)).unwrap();
+        *handle.borrow_mut() = Some(sup.untyped().clone());
+        let one = sup.start_child(&mut rt.s, 1).expect("conn.1 starts");
+        rt.run();
+        one.line.kill("test").unwrap();
+        rt.run();
+        assert!(ids(&sup).is_empty(), "{ends}: removed: {:?}", ids(&sup));
+        if ends == "starts" {
+            // Shut down per its policy, not killed as an orphan.
+            let cause = made.borrow()[1].cause();
+            assert!(
+                matches!(&cause, Some(Cause::Shutdown { by: Some(by) }) if *by == sup.line().id()),
+                "{cause:?}"
+            );
+        }
+        assert_eq!(starts.get(), 2, "{ends}: not retried");
+        assert!(sup.line().is_alive(), "{ends}");
+        let two = sup.start_child(&mut rt.s, 2).expect("conn.2 starts");
+        rt.run();
+        assert!(two.line.is_alive(), "{ends}: the supervisor goes on");
+        assert_eq!(ids(&sup), ["conn.2 Running"], "{ends}");
+    }
+}

@@ -272,9 +272,10 @@ fn enter(g: &mut Inner) -> bool {
 }
 
 /// Clears the busy flag of an outermost step that a panic unwinds (a
-/// panic in the driver is a bug; user code's panics are caught where it
-/// runs). Costs nothing else: the flag is cleared in the step's last
-/// borrow.
+/// panic in the driver is a bug; a start function's or a hook's panic is
+/// caught where it runs; a panic in a user error's `Display` traced in a
+/// borrow fails the supervisor anyway). Costs nothing else: the flag is
+/// cleared in the step's last borrow.
 struct Unwinding<'a>(&'a Shared);
 
 impl Drop for Unwinding<'_> {
@@ -543,15 +544,18 @@ fn restart_at_once(
 ) {
     let g = &mut *guard;
     let plan = g.st.plan_restart(idx, core.now(), &mut cause);
-    // The start functions below run with the supervisor busy.
+    // The start functions below run with the supervisor busy. Its
+    // `Unwinding` guard is made once the borrow is let go (dropped
+    // inside it, it could not clear the flag).
     let outer = enter(g);
-    let _unwinding = outer.then(|| Unwinding(sh));
+    let _unwinding;
     if let Plan::Start(Targets::One(key)) = plan {
         let e = &g.st.entries[idx];
         let launch = e.at.clone();
         let id = e.id.clone();
         g.st.launching(idx);
         drop(guard);
+        _unwinding = outer.then(|| Unwinding(sh));
         drop(dropped);
         let res = launch_entry(sh, core, key, idx, launch);
         restarted(sh, key, id, res);
@@ -560,6 +564,7 @@ fn restart_at_once(
             give_up(&g.st, id, &cause);
         }
         drop(guard);
+        _unwinding = outer.then(|| Unwinding(sh));
         drop(dropped);
         if let Plan::Start(targets) = plan {
             start_pending(sh, core, targets);
@@ -653,25 +658,47 @@ fn restarted(sh: &Shared, key: Key, id: ChildId, res: Result<DeviceId, Rc<dyn Er
             true
         }
         Err(error) => {
-            let cause = Cause::Error(error);
-            let (sup, actor) = {
-                let g = sh.borrow();
-                (g.st.id, g.me.actor())
-            };
-            trace_child!(
-                warn,
-                sup,
-                id,
-                cause,
-                "restart_failed",
-                "child failed to restart; trying again"
-            );
-            // No owner left: the supervisor is ending with `Dropped`.
-            if let Some(actor) = actor {
-                guard::defer_apply(actor, move |this, cx| this.retry(cx, key, cause));
-            }
+            restart_failed(sh, key, id, error);
             false
         }
+    }
+}
+
+/// A restart of child `key` failed: it is tried again (queued), unless
+/// it is a dynamic child its start function terminated on request, which
+/// is removed (rule 82a). Out of line: the restart path's rare end.
+#[cold]
+#[inline(never)]
+fn restart_failed(sh: &Shared, key: Key, id: ChildId, error: Rc<dyn Error>) {
+    let cause = Cause::Error(error);
+    let (sup, actor, gone) = {
+        let mut g = sh.borrow_mut();
+        let gone = g.st.take_terminated_unstarted(key);
+        (g.st.id, g.me.actor(), gone)
+    };
+    if let Some(gone) = gone {
+        trace_child!(
+            info,
+            sup,
+            id,
+            cause,
+            "restart_failed",
+            "terminated child failed to restart; removed"
+        );
+        drop(gone);
+        return;
+    }
+    trace_child!(
+        warn,
+        sup,
+        id,
+        cause,
+        "restart_failed",
+        "child failed to restart; trying again"
+    );
+    // No owner left: the supervisor is ending with `Dropped`.
+    if let Some(actor) = actor {
+        guard::defer_apply(actor, move |this, cx| this.retry(cx, key, cause));
     }
 }
 
@@ -826,8 +853,8 @@ pub(super) fn line_of(sh: &Shared, key: Key) -> Result<Line, ChildError> {
 }
 
 /// Adds child `key`'s first start through the runtime API: on failure the
-/// child is removed again (unless it runs: a start function that started
-/// it through the API meanwhile).
+/// child is removed again (unless it runs: kept as a defence, as a start
+/// function can no longer start it again meanwhile, rule 82a).
 pub(super) fn start_new(sh: &Shared, core: &mut Core, key: Key) -> Result<Line, ChildError> {
     match start_entry(sh, core, key) {
         Ok(_) => line_of(sh, key),

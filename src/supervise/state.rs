@@ -340,6 +340,17 @@ impl<L, X> State<L, X> {
         Some(self.entries.remove(idx))
     }
 
+    /// A restart of child `key` failed: if it is a dynamic child
+    /// terminated on request while the start function ran (rule 82a),
+    /// there is nothing to stop and nothing to try again: it is removed
+    /// (returned, to be dropped outside the borrow).
+    pub(super) fn take_terminated_unstarted(&mut self, key: Key) -> Option<Entry<L, X>> {
+        let i = self.index(key)?;
+        let e = &self.entries[i];
+        let gone = self.strategy == Strategy::SimpleOneForOne && e.held && e.run.is_none();
+        gone.then(|| self.entries.remove(i))
+    }
+
     /// Removes entry `idx` for good.
     pub(super) fn remove_at(&mut self, idx: usize) -> Entry<L, X> {
         self.entries.remove(idx)

@@ -303,6 +303,7 @@ fn an_incarnation_placed_during_the_shutdown_is_shut_down_in_its_place() {
     // a is next, but the end waits for the start function.
     assert_eq!(d.log, ["terminate c", "terminate a"]);
     d.terminated_then_drive();
+    assert_eq!(d.st.mode, Mode::Stopping, "the start function asked for it");
     d.st.launched(b, 1);
     assert!(d.st.place(b, dev(250), ()).is_ok());
     d.drive();
