@@ -775,7 +775,7 @@ pub(super) fn start_entry(
     }
     // What the start function asked for meanwhile: a `terminate_child`
     // of this child queued the new incarnation's termination
-    // (`State::place`); an ordered shutdown goes on, with it.
+    // (`State::place_at`); an ordered shutdown goes on, with it.
     if outer {
         resume(sh, core);
     }
@@ -808,12 +808,28 @@ fn launch_entry(
     let res = catch_unwind(AssertUnwindSafe(|| {
         (spec.start)(core, &**args, slot.any(), downs, &mut extras)
     }));
-    sh.borrow_mut().st.launched(key, idx);
+    // The start function returned: the entry is no longer starting, and
+    // its new incarnation is placed, in one borrow.
+    let mut g = sh.borrow_mut();
+    let at = g.st.launched(key, idx);
     let res = match res {
-        Ok(Ok(dev)) if place(sh, key, slot, dev, extras) => Ok(dev),
-        Ok(Ok(_)) => Err(Rc::new(ChildError::ShuttingDown) as Rc<dyn Error>),
-        Ok(Err(error)) => Err(error),
+        Ok(Ok(dev)) => {
+            let refused = g.st.place_at(at, key, dev, extras).err();
+            drop(g);
+            match refused {
+                None => Ok(dev),
+                Some(refused) => {
+                    unplaced(sh, slot, dev, refused);
+                    Err(Rc::new(ChildError::ShuttingDown) as Rc<dyn Error>)
+                }
+            }
+        }
+        Ok(Err(error)) => {
+            drop(g);
+            Err(error)
+        }
         Err(payload) => {
+            drop(g);
             let msg = guard::panic_message(payload);
             crate::task::report_contained(format_args!(
                 "the start function of a child panicked: {msg}"
@@ -827,21 +843,17 @@ fn launch_entry(
     res
 }
 
-/// Records the incarnation a start function installed in entry `key`'s
-/// slot ([`State::place`]). One with no place is killed. Returns whether
-/// it was placed.
-fn place(sh: &Shared, key: Key, slot: &Rc<dyn AddrHook>, dev: DeviceId, extras: Extras) -> bool {
-    let refused = sh.borrow_mut().st.place(key, dev, extras).err();
-    if refused.is_none() {
-        return true;
-    }
-    // The entry went away while the start function ran, or the
-    // supervisor ended: this incarnation has no place.
+/// The incarnation `dev` a start function installed in its entry's
+/// `slot` has no place ([`State::place_at`] refused it, with its `extras`):
+/// the entry went away while the start function ran, or the supervisor
+/// ended. It is killed.
+#[cold]
+#[inline(never)]
+fn unplaced(sh: &Shared, slot: &Rc<dyn AddrHook>, dev: DeviceId, extras: Extras) {
     let sup = sh.borrow().st.id;
     slot.kill(dev, SuperviseError::SupervisorGone(sup));
     slot.down(dev);
-    drop(refused);
-    false
+    drop(extras);
 }
 
 /// A Line for the running incarnation of entry `key`.

@@ -7,7 +7,7 @@
 //! the work in progress. It starts, kills, arms and traces nothing: the
 //! driver ([`super::driver`]) asks it [`next_step`](State::next_step)
 //! and carries the step out (a start function run, a kill, a shutdown
-//! timer), then reports back ([`place`](State::place),
+//! timer), then reports back ([`place_at`](State::place_at),
 //! [`child_down`](State::child_down), ...). What the driver keeps per
 //! child and per incarnation (the start function, the Addr slot, the
 //! shutdown hook) rides along as the opaque `L` and `X`, so the decisions
@@ -464,7 +464,7 @@ impl<L, X> State<L, X> {
     /// A `terminate_child` request for child `id`: held from now on; a
     /// running child's termination is queued, a dynamic one not running
     /// is removed at once (returned), unless its start function runs (the
-    /// incarnation it makes is terminated, see [`place`](State::place),
+    /// incarnation it makes is terminated, see [`place_at`](State::place_at),
     /// and the child removed once down).
     pub(super) fn request_terminate(
         &mut self,
@@ -711,26 +711,38 @@ impl<L, X> State<L, X> {
     }
 
     /// The start function of child `key` returned (its result is
-    /// [`place`](State::place)d next).
+    /// [`place_at`](State::place_at)d next).
     #[inline]
-    pub(super) fn launched(&mut self, key: Key, hint: usize) {
+    pub(super) fn launched(&mut self, key: Key, hint: usize) -> Option<usize> {
         self.starting -= 1;
-        if let Some(i) = self.index_near(key, hint) {
-            self.entries[i].starting = false;
-        }
+        let i = self.index_near(key, hint)?;
+        self.entries[i].starting = false;
+        Some(i)
+    }
+
+    /// [`place_at`](State::place_at), the entry looked up by its key.
+    #[cfg(test)]
+    pub(super) fn place(&mut self, key: Key, dev: DeviceId, extra: X) -> Result<(), X> {
+        self.place_at(self.index(key), key, dev, extra)
     }
 
     /// Records incarnation `dev` that a start function created for child
-    /// `key`. While the supervisor runs, it is the child's incarnation;
-    /// during its ordered shutdown (which a start function may have
-    /// requested) it is placed too and added to the children to shut
-    /// down, in its start-order place. A child gone, or a supervisor that
+    /// `key`, at index `at` (`None`: it is gone). While the supervisor
+    /// runs, it is the child's incarnation; during its ordered shutdown
+    /// (which a start function may have requested) it is placed too and
+    /// added to the children to shut down, in its start-order place. A child gone, or a supervisor that
     /// has ended: the incarnation has no place, and `extra` comes back
     /// (the driver kills it).
     #[inline]
-    pub(super) fn place(&mut self, key: Key, dev: DeviceId, extra: X) -> Result<(), X> {
+    pub(super) fn place_at(
+        &mut self,
+        at: Option<usize>,
+        key: Key,
+        dev: DeviceId,
+        extra: X,
+    ) -> Result<(), X> {
         let mode = self.mode;
-        let Some(i) = self.index(key) else {
+        let Some(i) = at else {
             return Err(extra);
         };
         if self.entries[i].run.is_some() || mode == Mode::Ended {
