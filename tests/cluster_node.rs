@@ -1646,16 +1646,16 @@ fn node_a_frame_in_another_nodes_name_is_dropped_and_counted() {
     assert_eq!(*inbox.borrow(), ["in c's name"]);
 }
 
-/// Rule 113b for answers: an answer to a lookup is taken only from the
-/// node asked. Another node's `Found` for its tag (a wrong or forged
-/// tag) is a late answer; the lookup still ends once, here as
-/// `Timeout` (the real answer was lost).
-#[test]
-fn node_an_answer_from_another_node_than_the_one_asked_is_late() {
+/// A lookup from a of a name registered on b, whose answer is lost in
+/// flight: the runtime, the network, a and b, the registered address,
+/// and where the lookup's answer goes.
+type LostAnswer = (Rt, MemNet, [DeviceOwn<Node>; 2], Ref<String>, Found);
+
+fn lookup_answer_lost() -> LostAnswer {
     let (mut rt, net, a, b, _inbox) = cluster();
     let d = ready_dev(&mut rt, "named");
     let (_got, fwd) = recorder::<String>();
-    named(&mut rt, &b, "store", &d, fwd);
+    let registered = named(&mut rt, &b, "store", &d, fwd);
     let found: Found = Rc::default();
     let b_id = NodeId::new(addr(2), 1);
     net.lose(addr(2), addr(1), 1);
@@ -1664,6 +1664,16 @@ fn node_an_answer_from_another_node_than_the_one_asked_is_late() {
     })
     .expect("alive");
     rt.run();
+    (rt, net, [a, b], registered, found)
+}
+
+/// Rule 113b for answers: an answer to a lookup is taken only from the
+/// node asked. Another node's `Found` for its tag (a wrong or forged
+/// tag) is a late answer; the lookup still ends once, here as
+/// `Timeout` (the real answer was lost).
+#[test]
+fn node_an_answer_from_another_node_than_the_one_asked_is_late() {
+    let (mut rt, _net, [a, _b], _registered, found) = lookup_answer_lost();
     let c = NodeId::new(addr(3), 1);
     for tag in 0..200 {
         let found = Frame::Found {
@@ -1690,18 +1700,7 @@ fn node_an_answer_from_another_node_than_the_one_asked_is_late() {
 /// to the one it was): that answer is taken, not counted late.
 #[test]
 fn node_an_answer_from_a_later_incarnation_of_the_node_asked_is_taken() {
-    let (mut rt, net, a, b, _inbox) = cluster();
-    let d = ready_dev(&mut rt, "named");
-    let (_got, fwd) = recorder::<String>();
-    let registered = named(&mut rt, &b, "store", &d, fwd);
-    let found: Found = Rc::default();
-    let b_id = NodeId::new(addr(2), 1);
-    net.lose(addr(2), addr(1), 1);
-    a.query(&mut rt.s, |n, _| {
-        n.lookup(b_id, "store", lookup_into(&found))
-    })
-    .expect("alive");
-    rt.run();
+    let (mut rt, _net, [a, _b], registered, found) = lookup_answer_lost();
     let answered = |tag| Frame::Found {
         tag,
         device: Some((

@@ -16,16 +16,7 @@ use std::error::Error;
 use std::rc::Rc;
 use std::time::Duration;
 
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn new_log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-/// Takes what the log holds so far.
-fn take(log: &Log) -> Vec<String> {
-    std::mem::take(&mut *log.borrow_mut())
-}
+use common::{new_lines as new_log, take_lines as take, Lines as Log};
 
 /// A worker that logs its start (from the start function) and its end
 /// (when its state is dropped at termination).

@@ -15,6 +15,18 @@ pub mod events;
 pub use stakplane_testkit::VirtualRt as Rt;
 pub use stakplane_testkit::{cases, error_chain, quiet_test_panics, Drops, TEST_PANIC};
 
+/// Lines of text a test's actors and start functions write, in order.
+pub type Lines = Rc<RefCell<Vec<String>>>;
+
+pub fn new_lines() -> Lines {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+/// Takes what `lines` holds so far.
+pub fn take_lines(lines: &Lines) -> Vec<String> {
+    std::mem::take(&mut *lines.borrow_mut())
+}
+
 /// Every `Down` seen, as (who saw it, the Down), in delivery order.
 pub type Log = Rc<RefCell<Vec<(&'static str, Down)>>>;
 
