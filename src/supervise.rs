@@ -176,7 +176,10 @@
 //! or a restart) fails, removes it at once, not tried again. A
 //! supervisor dropped or killed from
 //! there ends once the step is over, when the queue runs, killing its
-//! children (the new incarnations too) with `SupervisorGone`.
+//! children (the new incarnations too) with `SupervisorGone`. A child's
+//! error the supervisor gives up (a restart that a shutdown or the end
+//! clears) is dropped once its state is no longer borrowed: that error's
+//! `Drop` may call the API too.
 //!
 //! **83. `Addr<A>` follows restarts**: a holder never sees a stale
 //! incarnation. Without `hold`, a call while no incarnation is alive

@@ -908,3 +908,73 @@ fn supervise_a_dynamic_child_terminated_by_its_own_restart_is_removed() {
         assert_eq!(ids(&sup), ["conn.2 Running"], "{ends}");
     }
 }
+
+/// An error whose `Drop` asks its supervisor which children it has (user
+/// code run when the error goes), and records whether it was answered.
+#[derive(Debug)]
+struct AsksWhenDropped {
+    sup: Me,
+    answered: Rc<Cell<Option<bool>>>,
+}
+
+impl std::fmt::Display for AsksWhenDropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an error that asks its supervisor when dropped")
+    }
+}
+
+impl Error for AsksWhenDropped {}
+
+impl Drop for AsksWhenDropped {
+    fn drop(&mut self) {
+        if let Some(sup) = self.sup.borrow().as_ref() {
+            self.answered.set(Some(sup.which_children().is_ok()));
+        }
+    }
+}
+
+/// The module's discipline, for the work a shutdown gives up: b fails
+/// while the supervisor waits for a's termination, so b's restart is
+/// queued with b's error; the shutdown that follows gives that restart
+/// up, and the error is dropped once the supervisor's state is no longer
+/// borrowed: its `Drop` may call the supervisor (dropped inside the
+/// borrow, it panicked with a double borrow).
+#[test]
+fn supervise_a_restart_given_up_by_a_shutdown_drops_its_error_outside_the_state() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let m: Me = Rc::default();
+    let (a, _pa) = kid(&log, "a", nothing(), Some(Box::new(|_, _| Ok(()))));
+    let (b, pb) = plain(&log, "b");
+    let sup =
+        Supervisor::start(&mut rt.s, SupervisorSpec::one_for_one().child(a).child(b)).unwrap();
+    *m.borrow_mut() = Some(sup.handle());
+    rt.run();
+    sup.terminate_child(&mut rt.s, "a").unwrap();
+    rt.run();
+    assert_eq!(status(&sup.handle(), "a"), "Terminating");
+    let answered = Rc::new(Cell::new(None));
+    let b_line = pb.lines.borrow_mut().pop().expect("b runs");
+    b_line
+        .kill(AsksWhenDropped {
+            sup: m.clone(),
+            answered: answered.clone(),
+        })
+        .unwrap();
+    drop(b_line);
+    rt.run();
+    // b's restart waits behind a's termination, holding b's error.
+    assert_eq!(ids(&sup.handle()), ["a Terminating", "b Stopped"]);
+    assert_eq!(answered.get(), None, "the error is held");
+    sup.shutdown(&mut rt.s).unwrap();
+    assert_eq!(
+        answered.get(),
+        Some(true),
+        "dropped outside the borrow, answered"
+    );
+    rt.advance(Duration::from_secs(2));
+    assert!(matches!(
+        sup.line().cause(),
+        Some(Cause::Shutdown { by: None })
+    ));
+}

@@ -293,14 +293,19 @@ impl Drop for Unwinding<'_> {
 /// code the step runs), it does nothing: the step's caller resumes after
 /// it (rule 82a).
 pub(super) fn pump(sh: &Shared, core: &mut Core) {
-    {
+    let trash = {
         let mut g = sh.borrow_mut();
         // No step in progress and no job: `next_step` would say Idle.
         if g.busy || !g.st.has_work() {
+            let trash = if g.busy { None } else { g.st.take_trash() };
+            drop(g);
+            drop(trash);
             return;
         }
         g.busy = true;
-    }
+        g.st.take_trash()
+    };
+    drop(trash);
     let _unwinding = Unwinding(sh);
     resume(sh, core);
 }
@@ -310,18 +315,24 @@ pub(super) fn pump(sh: &Shared, core: &mut Core) {
 /// longer busy when it returns.
 fn resume(sh: &Shared, core: &mut Core) {
     loop {
-        let step = {
+        let (step, trash) = {
             let mut g = sh.borrow_mut();
+            // What work given up left (user errors among it) is dropped
+            // once the borrow is let go.
+            let trash = g.st.take_trash();
             if !g.st.has_work() {
                 g.busy = false;
+                drop(g);
+                drop(trash);
                 return;
             }
             let step = g.st.next_step();
             if matches!(step, Step::Idle | Step::End(_)) {
                 g.busy = false;
             }
-            step
+            (step, trash)
         };
+        drop(trash);
         match step {
             Step::Idle => return,
             Step::Terminate(key) => begin_terminate(sh, core, key),
@@ -704,28 +715,31 @@ fn restart_failed(sh: &Shared, key: Key, id: ChildId, error: Rc<dyn Error>) {
 
 /// Ends the supervisor itself with `cause` (queued, like any end).
 fn end_self(sh: &Shared, cause: Cause) {
-    let actor = {
+    // The cause's text and what the end gives up (user errors among
+    // them) are user code: traced and dropped outside the borrow.
+    let (actor, sup, trash) = {
         let mut g = sh.borrow_mut();
         g.st.end();
-        if cause.is_fault() {
-            tracing::error!(
-                target: "stakplane::supervise",
-                supervisor = %g.st.id,
-                cause = %cause,
-                event = "escalate",
-                "supervisor failing: its own supervisor and linked watchers see a fault"
-            );
-        } else {
-            tracing::info!(
-                target: "stakplane::supervise",
-                supervisor = %g.st.id,
-                cause = %cause,
-                event = "stopped",
-                "supervisor stopped after shutting its children down"
-            );
-        }
-        g.me.actor()
+        (g.me.actor(), g.st.id, g.st.take_trash())
     };
+    drop(trash);
+    if cause.is_fault() {
+        tracing::error!(
+            target: "stakplane::supervise",
+            supervisor = %sup,
+            cause = %cause,
+            event = "escalate",
+            "supervisor failing: its own supervisor and linked watchers see a fault"
+        );
+    } else {
+        tracing::info!(
+            target: "stakplane::supervise",
+            supervisor = %sup,
+            cause = %cause,
+            event = "stopped",
+            "supervisor stopped after shutting its children down"
+        );
+    }
     // No owner left: the supervisor is ending with `Dropped` already.
     if let Some(actor) = actor {
         guard::defer_apply(actor, move |_, cx| cx.fail(Ending(cause)));

@@ -202,6 +202,11 @@ pub(super) struct State<L, X> {
     /// Start functions running now: an ordered shutdown requested by one
     /// of them waits for its new incarnation, to shut it down too.
     starting: u32,
+    /// Causes of work given up (restart jobs cleared by a shutdown or
+    /// the end): they may hold a user's error, whose `Drop` is user
+    /// code, so the driver takes them ([`take_trash`](State::take_trash))
+    /// and drops them once the state is no longer borrowed.
+    trash: Vec<Cause>,
 }
 
 impl<L, X> State<L, X> {
@@ -220,6 +225,27 @@ impl<L, X> State<L, X> {
             waiting: None,
             unwinding: false,
             starting: 0,
+            trash: Vec::new(),
+        }
+    }
+
+    /// What work given up left to drop, taken (see `trash`): `None` in
+    /// the common case, at the cost of a length check.
+    #[inline]
+    pub(super) fn take_trash(&mut self) -> Option<Vec<Cause>> {
+        if self.trash.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.trash))
+        }
+    }
+
+    /// Gives up the queued jobs: their causes go to the trash.
+    fn clear_jobs(&mut self) {
+        for job in self.jobs.drain(..) {
+            if let Job::Restart { cause, .. } = job {
+                self.trash.push(cause);
+            }
         }
     }
 
@@ -431,10 +457,13 @@ impl<L, X> State<L, X> {
 
     fn begin_shutdown(&mut self, then: Then) {
         if self.mode != Mode::Running {
+            if let Then::End(cause) = then {
+                self.trash.push(cause);
+            }
             return;
         }
         self.mode = Mode::Stopping;
-        self.jobs.clear();
+        self.clear_jobs();
         let waiting = self.waiting.as_ref().map(|w| w.key);
         for e in &mut self.entries {
             e.pending = false;
@@ -782,8 +811,14 @@ impl<L, X> State<L, X> {
     /// work.
     pub(super) fn end(&mut self) {
         self.mode = Mode::Ended;
-        self.jobs.clear();
-        self.active = None;
+        self.clear_jobs();
+        if let Some(Active {
+            then: Then::End(cause),
+            ..
+        }) = self.active.take()
+        {
+            self.trash.push(cause);
+        }
     }
 }
 
