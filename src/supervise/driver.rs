@@ -571,11 +571,12 @@ fn restart_at_once(
         let res = launch_entry(sh, core, key, idx, launch);
         restarted(sh, key, id, res);
     } else {
-        if let Plan::GaveUp(id) = &plan {
-            give_up(&g.st, id, &cause);
-        }
+        let (sup, intensity) = (g.st.id, g.st.intensity);
         drop(guard);
         _unwinding = outer.then(|| Unwinding(sh));
+        if let Plan::GaveUp(id) = &plan {
+            give_up(sup, intensity, id, &cause);
+        }
         drop(dropped);
         if let Plan::Start(targets) = plan {
             start_pending(sh, core, targets);
@@ -593,14 +594,15 @@ fn restart_at_once(
 fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
     let mut cause = Kept::Cause(cause);
     let now = core.now();
-    let plan = {
+    let (plan, sup, intensity) = {
         let mut g = sh.borrow_mut();
         let plan = g.st.restart_job(key, now, &mut cause);
-        if let Plan::GaveUp(id) = &plan {
-            give_up(&g.st, id, &cause);
-        }
-        plan
+        (plan, g.st.id, g.st.intensity)
     };
+    // Traced outside the borrow: the cause's text is user code.
+    if let Plan::GaveUp(id) = &plan {
+        give_up(sup, intensity, id, &cause);
+    }
     // The cause (which may hold a user error) is dropped after the borrow.
     drop(cause);
     if let Plan::Start(targets) = plan {
@@ -612,15 +614,15 @@ fn restart(sh: &Shared, core: &mut Core, key: Key, cause: Cause) {
 /// path's code).
 #[cold]
 #[inline(never)]
-fn give_up(st: &State<Rc<Launcher>, Extras>, id: &ChildId, cause: &Kept) {
+fn give_up(sup: DeviceId, intensity: super::Intensity, id: &ChildId, cause: &Kept) {
     super::count(|n| n.escalations += 1);
     let super::Intensity {
         max_restarts,
         period,
-    } = st.intensity;
+    } = intensity;
     tracing::error!(
         target: "stakplane::supervise",
-        supervisor = %st.id,
+        supervisor = %sup,
         child = %id,
         cause = %cause,
         max_restarts,
