@@ -158,8 +158,8 @@
 //! function or shutdown hook may call its own supervisor's runtime API
 //! (`start_child`, `DynamicRef::start_child`, `restart_child`,
 //! `terminate_child`, `delete_child`, `shutdown`) or drop or kill the
-//! supervisor, and the
-//! supervisor's work stays serial: a start asked for runs at once, and
+//! supervisor, and the supervisor's work stays serial: a start asked
+//! for runs at once, and
 //! the rest of the work the call leaves (a termination, the ordered
 //! shutdown) waits until the step in progress (the start, the restart,
 //! the termination whose hook runs) is over, then is done in order. A
@@ -174,8 +174,8 @@
 //! `terminate_child` of a dynamic one stops the incarnation that start
 //! makes, then removes it (rule 82), or, if that start (a first start
 //! or a restart) fails, removes it at once, not tried again. A
-//! supervisor dropped or killed from
-//! there ends once the step is over, when the queue runs, killing its
+//! supervisor dropped or killed from there ends once the step is over,
+//! when the queue runs, killing its
 //! children (the new incarnations too) with `SupervisorGone`. A child's
 //! error the supervisor gives up (a restart that a shutdown or the end
 //! clears) is dropped once its state is no longer borrowed: that error's

@@ -198,9 +198,11 @@ impl Membership {
     }
 
     /// A packet for this membership from the network, with the peer it
-    /// came from: one whose message names another node as its source is
-    /// dropped and counted in [`refused`](Membership::refused), as a
-    /// packet foca refuses is (rule 113b).
+    /// came from: one whose message names a node at another address as
+    /// its source is dropped and counted in
+    /// [`refused`](Membership::refused), as a packet foca refuses is
+    /// (rule 113b). Costs a decode of the message's header before foca's
+    /// own; never fails.
     pub fn packet(&mut self, cx: CX![], packet: super::Packet) {
         match gossip_source(&packet.data) {
             Some(source) if source.addr != packet.from => {

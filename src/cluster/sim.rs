@@ -144,7 +144,7 @@ struct Net {
     seq: u64,
     due: BinaryHeap<Reverse<(Instant, u64)>>,
     packets: HashMap<u64, Packet>,
-    nodes: BTreeMap<SocketAddr, Fwd<super::transport::Packet>>,
+    nodes: BTreeMap<SocketAddr, Fwd<super::Packet>>,
     link_up: BTreeMap<SocketAddr, Fwd<SocketAddr>>,
     /// Directed links that are cut.
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
@@ -239,7 +239,7 @@ impl SimNet {
 
     /// Attaches the node listening at `addr` (replacing an earlier one:
     /// a restart; the address is no longer crashed).
-    pub fn attach(&self, addr: SocketAddr, rx: Fwd<super::transport::Packet>) {
+    pub fn attach(&self, addr: SocketAddr, rx: Fwd<super::Packet>) {
         let mut net = self.net.borrow_mut();
         net.crashed.remove(&addr);
         net.nodes.insert(addr, rx);
@@ -388,7 +388,7 @@ impl SimNet {
                             match rx {
                                 Some(rx) if !net.crashed.contains(&p.to) => {
                                     net.stats.delivered += 1;
-                                    Some((rx, super::transport::Packet::new(p.from, p.data)))
+                                    Some((rx, super::Packet::new(p.from, p.data)))
                                 }
                                 _ => {
                                     net.stats.lost += 1;
@@ -568,10 +568,8 @@ impl Sim {
     ) -> DeviceOwn<Node> {
         let transport: Rc<dyn Transport> = Rc::new(self.net.clone());
         let node = device!(self.stakker, Node::init(id, config, transport, events));
-        self.net.attach(
-            id.addr,
-            fwd_to!([node], packet() as (super::transport::Packet)),
-        );
+        self.net
+            .attach(id.addr, fwd_to!([node], packet() as (super::Packet)));
         self.stakker.run(self.now, false);
         node
     }

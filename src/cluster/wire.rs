@@ -270,6 +270,30 @@ impl Frame {
         }
     }
 
+    /// The node incarnation the frame is for (its `dst`: another one at
+    /// the receiving address drops it), if it names one: every frame but
+    /// a session's `Hello` and membership's `Gossip`. Cost: a match.
+    pub fn recipient(&self) -> Option<NodeId> {
+        match self {
+            Frame::Hello { .. } | Frame::Gossip(_) => None,
+            Frame::Send { dst, .. }
+            | Frame::Monitor { dst, .. }
+            | Frame::Demonitor { dst, .. }
+            | Frame::Down { dst, .. }
+            | Frame::Link { dst, .. }
+            | Frame::Unlink { dst, .. }
+            | Frame::CreditAsk { dst, .. }
+            | Frame::Credit { dst, .. }
+            | Frame::CreditSync { dst, .. }
+            | Frame::Lookup { dst, .. }
+            | Frame::Found { dst, .. }
+            | Frame::Ask { dst, .. }
+            | Frame::Reply { dst, .. }
+            | Frame::Unwatch { dst, .. }
+            | Frame::AskAgain { dst, .. } => Some(*dst),
+        }
+    }
+
     /// The frame's kind, as its variant is named (for traces and logs).
     /// Cost: a match.
     pub fn kind(&self) -> &'static str {

@@ -293,21 +293,28 @@ impl Drop for Unwinding<'_> {
 /// code the step runs), it does nothing: the step's caller resumes after
 /// it (rule 82a).
 pub(super) fn pump(sh: &Shared, core: &mut Core) {
-    let trash = {
+    // With no step in progress and no job (`next_step` would say Idle),
+    // only what work given up left is dropped, once the borrow is let go.
+    let idle = {
         let mut g = sh.borrow_mut();
-        // No step in progress and no job: `next_step` would say Idle.
-        if g.busy || !g.st.has_work() {
-            let trash = if g.busy { None } else { g.st.take_trash() };
-            drop(g);
-            drop(trash);
+        if g.busy {
+            // The outermost step resumes (and drops the trash) after.
             return;
         }
-        g.busy = true;
-        g.st.take_trash()
+        if g.st.has_work() {
+            g.busy = true;
+            None
+        } else {
+            Some(g.st.take_trash())
+        }
     };
-    drop(trash);
-    let _unwinding = Unwinding(sh);
-    resume(sh, core);
+    match idle {
+        Some(trash) => drop(trash),
+        None => {
+            let _unwinding = Unwinding(sh);
+            resume(sh, core);
+        }
+    }
 }
 
 /// [`pump`] for the outermost step, which made the supervisor busy (and

@@ -759,9 +759,9 @@ impl<L, X> State<L, X> {
     /// `key`, at index `at` (`None`: it is gone). While the supervisor
     /// runs, it is the child's incarnation; during its ordered shutdown
     /// (which a start function may have requested) it is placed too and
-    /// added to the children to shut down, in its start-order place. A child gone, or a supervisor that
-    /// has ended: the incarnation has no place, and `extra` comes back
-    /// (the driver kills it).
+    /// added to the children to shut down, in its start-order place. A
+    /// child gone, or a supervisor that has ended: the incarnation has no
+    /// place, and `extra` comes back (the driver kills it).
     #[inline]
     pub(super) fn place_at(
         &mut self,

@@ -27,6 +27,12 @@ pub fn take_lines(lines: &Lines) -> Vec<String> {
     std::mem::take(&mut *lines.borrow_mut())
 }
 
+/// Whether `cause` is an ordered shutdown that no device asked for
+/// (`Cause::Shutdown { by: None }`: its owner's `shutdown`).
+pub fn is_plain_shutdown(cause: Option<Cause>) -> bool {
+    matches!(cause, Some(Cause::Shutdown { by: None }))
+}
+
 /// Every `Down` seen, as (who saw it, the Down), in delivery order.
 pub type Log = Rc<RefCell<Vec<(&'static str, Down)>>>;
 

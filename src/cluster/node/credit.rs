@@ -75,7 +75,16 @@ impl Grantor {
     /// if a newer one has either (`sender` is stale). So the senders of a
     /// target are at most one per address, whatever incarnations the
     /// frames name.
+    ///
+    /// A sender with an account already is admitted at once (one lookup:
+    /// the common case, a credited message handled); only a new one pays
+    /// a scan of the senders.
     fn admit(&mut self, sender: NodeId) -> bool {
+        if self.accounts.contains_key(&sender) {
+            // Admitted when it got it: no other incarnation at its
+            // address holds an account or waits.
+            return true;
+        }
         let same = |n: &NodeId| n.addr == sender.addr;
         let newer = self
             .accounts

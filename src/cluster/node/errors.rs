@@ -298,8 +298,8 @@ pub struct NodeStats {
     /// target this node holds no credit account with (it never asked).
     /// Dropped: they open no account (rule 127).
     pub unasked_grants: u64,
-    /// Frames that name another node as their sender than the peer they
-    /// came from (rule 113b): dropped.
+    /// Frames that name a node at another address as their sender than
+    /// the peer they came from (rule 113b): dropped.
     pub forged_frames: u64,
     /// Watch and link requests of a node that holds as many watches here
     /// as [`Node::set_watch_limit`] lets it: refused (rule 122a).

@@ -360,15 +360,16 @@ impl Node {
     /// How many watches another node (at one address) may have held on
     /// this node's devices, and how many links it may make by which
     /// devices of this node watch its own, each ([`WATCHES_PER_NODE`]
-    /// unless set; rule 122a).
-    /// Past it, that node's new watches and links are refused; those it
-    /// has stay, whatever the new bound. O(1); never fails (0 refuses
-    /// every watch and link of another node).
+    /// unless set; rule 122a). Past it, that node's new watches and
+    /// links are refused; those it has stay, whatever the new bound.
+    /// O(1); never fails (0 refuses every watch and link of another
+    /// node).
     pub fn set_watch_limit(&mut self, limit: usize) {
         self.watch_limit = limit;
     }
 
-    /// Rule 122a's bound now.
+    /// Rule 122a's bound now (see
+    /// [`set_watch_limit`](Node::set_watch_limit)). O(1).
     pub fn watch_limit(&self) -> usize {
         self.watch_limit
     }
@@ -442,9 +443,9 @@ impl Node {
 
     /// A packet from the network: one frame, from the peer the transport
     /// says ([`Packet::from`](super::Packet::from)). A packet that is not
-    /// one whole frame is dropped and counted; a frame that names another
-    /// node than that peer as its sender, or from an incarnation declared
-    /// down, is dropped and counted (rule 113b).
+    /// one whole frame is dropped and counted; a frame that names a node
+    /// at another address than that peer's as its sender, or from an
+    /// incarnation declared down, is dropped and counted (rule 113b).
     pub fn packet(&mut self, cx: CX![], packet: super::Packet) {
         let super::Packet { from: sender, data } = packet;
         let frame = match Frame::decode(&data, MAX_FRAME) {
@@ -469,15 +470,15 @@ impl Node {
         // A frame for an incarnation this node never was (one that ran
         // here before it) is stale: its ids and tags are that one's
         // (rule 114a).
-        let ends = addressing(&frame);
-        if ends.is_some_and(|(_, dst)| !self.takes(dst, &frame)) {
+        let to = frame.recipient();
+        if to.is_some_and(|dst| !self.takes(dst, &frame)) {
             self.stale_frame(frame);
             return;
         }
-        if ends
-            .and_then(|(from, _)| from)
-            .is_some_and(|from| self.is_down_node(from))
-        {
+        // The node an addressed frame comes from (a session's `Hello`
+        // names no recipient).
+        let from = to.and(frame.sender());
+        if from.is_some_and(|from| self.is_down_node(from)) {
             // Dropped, but a link that incarnation asked for ends at once
             // for its watcher here, as `Lost`: nobody would ask again.
             if let Frame::Link {
@@ -492,7 +493,7 @@ impl Node {
             }
             return;
         }
-        if let (true, Some((Some(from), _))) = (frame.wants_an_answer(), ends) {
+        if let (true, Some(from)) = (frame.wants_an_answer(), from) {
             if self.refuses_requests_of(from, &frame) {
                 return;
             }
@@ -707,7 +708,6 @@ impl Node {
     }
 }
 
-/// Takes out of `waiting` (by tag) everything that waits for node `n`.
 /// The request `tag` waiting for an answer, taken if `from` is the node
 /// it was sent to, or a later incarnation of it (one that rejoined takes
 /// the frames for the incarnation it was, and answers in its new name):
@@ -726,6 +726,7 @@ fn take_answered<V>(
     }
 }
 
+/// Takes out of `waiting` (by tag) everything that waits for node `n`.
 fn take_waiting<V>(waiting: &mut BTreeMap<u64, (NodeId, V)>, n: NodeId) -> Vec<V> {
     let tags: Vec<u64> = waiting
         .iter()
@@ -749,11 +750,7 @@ fn encode(frame: &Frame) -> Result<Vec<u8>, SendError> {
 /// `frame`, encoded for node `to`, the incarnation it names (rule 114a;
 /// checked in debug builds).
 fn encode_to(to: NodeId, frame: &Frame) -> Result<Vec<u8>, SendError> {
-    debug_assert_eq!(
-        addressing(frame).map(|(_, dst)| dst),
-        Some(to),
-        "a frame names its recipient"
-    );
+    debug_assert_eq!(frame.recipient(), Some(to), "a frame names its recipient");
     encode(frame)
 }
 
@@ -772,29 +769,5 @@ fn claimed_sender(frame: &Frame) -> Option<NodeId> {
     match frame {
         Frame::Gossip(bytes) => super::membership::gossip_source(bytes),
         _ => frame.sender(),
-    }
-}
-
-/// The node a frame says it comes from (if it says) and the node
-/// incarnation it is for: every frame but a session's and membership's
-/// names both.
-fn addressing(frame: &Frame) -> Option<(Option<NodeId>, NodeId)> {
-    match frame {
-        Frame::Send { from, dst, .. } => Some((from.map(|p| p.node), *dst)),
-        Frame::Monitor { from, dst, .. }
-        | Frame::Demonitor { from, dst, .. }
-        | Frame::Down { from, dst, .. }
-        | Frame::Link { from, dst, .. }
-        | Frame::Unlink { from, dst, .. }
-        | Frame::CreditAsk { from, dst, .. }
-        | Frame::Credit { from, dst, .. }
-        | Frame::CreditSync { from, dst, .. }
-        | Frame::Lookup { from, dst, .. }
-        | Frame::Found { from, dst, .. }
-        | Frame::Ask { from, dst, .. }
-        | Frame::Reply { from, dst, .. }
-        | Frame::Unwatch { from, dst, .. }
-        | Frame::AskAgain { from, dst } => Some((Some(*from), *dst)),
-        _ => None,
     }
 }

@@ -104,13 +104,42 @@ impl<K: Copy + Eq + std::hash::Hash, const CAP: usize> Kept<K, CAP> {
     }
 }
 
+/// Counts by node address, for rule 122a's bound (whatever incarnation
+/// a frame names); an address counted 0 is not kept.
+#[derive(Default)]
+struct AddrCounts(HashMap<SocketAddr, usize>);
+
+impl AddrCounts {
+    fn get(&self, addr: SocketAddr) -> usize {
+        self.0.get(&addr).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, addr: SocketAddr) {
+        *self.0.entry(addr).or_default() += 1;
+    }
+
+    fn sub(&mut self, addr: SocketAddr, n: usize) {
+        if let Some(c) = self.0.get_mut(&addr) {
+            *c -= n;
+            if *c == 0 {
+                self.0.remove(&addr);
+            }
+        }
+    }
+
+    /// The counts of every address, summed.
+    fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+}
+
 /// The watches held on this node's devices for each watching node (by
 /// tag: the local monitor), counted by the watching node's address for
-/// rule 122a's bound (whatever incarnation a frame names).
+/// rule 122a's bound.
 #[derive(Default)]
 struct Served {
     by_node: BTreeMap<NodeId, BTreeMap<u64, MonitorRef>>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: AddrCounts,
 }
 
 impl Served {
@@ -122,7 +151,7 @@ impl Served {
 
     /// Watches held for the node at `addr`, every incarnation.
     fn count(&self, addr: SocketAddr) -> usize {
-        self.by_addr.get(&addr).copied().unwrap_or(0)
+        self.by_addr.get(addr)
     }
 
     fn insert(&mut self, node: NodeId, tag: u64, m: MonitorRef) {
@@ -133,22 +162,13 @@ impl Served {
             .insert(tag, m)
             .is_none()
         {
-            *self.by_addr.entry(node.addr).or_default() += 1;
+            self.by_addr.add(node.addr);
         }
     }
 
     /// Watches held, for every node.
     fn len(&self) -> usize {
-        self.by_addr.values().sum()
-    }
-
-    fn uncount(&mut self, addr: SocketAddr, n: usize) {
-        if let Some(c) = self.by_addr.get_mut(&addr) {
-            *c -= n;
-            if *c == 0 {
-                self.by_addr.remove(&addr);
-            }
-        }
+        self.by_addr.total()
     }
 
     fn remove(&mut self, node: NodeId, tag: u64) -> Option<MonitorRef> {
@@ -157,7 +177,7 @@ impl Served {
         if tags.is_empty() {
             self.by_node.remove(&node);
         }
-        self.uncount(node.addr, 1);
+        self.by_addr.sub(node.addr, 1);
         Some(m)
     }
 
@@ -167,7 +187,7 @@ impl Served {
         let mut gone = Vec::new();
         for node in nodes {
             let tags = self.by_node.remove(&node).unwrap_or_default();
-            self.uncount(node.addr, tags.len());
+            self.by_addr.sub(node.addr, tags.len());
             gone.extend(tags.into_values());
         }
         gone
@@ -180,7 +200,7 @@ impl Served {
 #[derive(Default)]
 struct PeerEpochs {
     by_pair: HashMap<(u64, Pid), u64>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: AddrCounts,
 }
 
 impl PeerEpochs {
@@ -190,7 +210,7 @@ impl PeerEpochs {
 
     /// Links the node at `addr` made here, every incarnation.
     fn count(&self, addr: SocketAddr) -> usize {
-        self.by_addr.get(&addr).copied().unwrap_or(0)
+        self.by_addr.get(addr)
     }
 
     /// A `Link` of `epoch` taken for `pair` (a later epoch than the last
@@ -200,19 +220,14 @@ impl PeerEpochs {
             Entry::Occupied(mut e) => *e.get_mut() = (*e.get()).max(epoch),
             Entry::Vacant(e) => {
                 e.insert(epoch);
-                *self.by_addr.entry(pair.1.node.addr).or_default() += 1;
+                self.by_addr.add(pair.1.node.addr);
             }
         }
     }
 
     fn remove(&mut self, pair: &(u64, Pid)) {
         if self.by_pair.remove(pair).is_some() {
-            if let Some(c) = self.by_addr.get_mut(&pair.1.node.addr) {
-                *c -= 1;
-                if *c == 0 {
-                    self.by_addr.remove(&pair.1.node.addr);
-                }
-            }
+            self.by_addr.sub(pair.1.node.addr, 1);
         }
     }
 }
@@ -804,9 +819,8 @@ impl Node {
 
     /// Whether node `from`, which has `held` watches (or links) here
     /// already, may have one more (rule 122a): always for this node. A
-    /// refusal is counted, and logged as
-    /// a `warn` event the first time since `from` was last admitted one,
-    /// at `debug` after.
+    /// refusal is counted, and logged as a `warn` event the first time
+    /// since `from` was last admitted one, at `debug` after.
     fn admits_watch(&mut self, from: NodeId, held: usize, kind: &'static str) -> bool {
         if from == self.me || held < self.watch_limit {
             self.watch.over_limit.remove(&from);

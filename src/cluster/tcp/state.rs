@@ -164,7 +164,7 @@ pub(super) struct Inner {
     pub(super) me: NodeId,
     pub(super) secret: Secret,
     pub(super) deferrer: Deferrer,
-    pub(super) deliver: Option<Fwd<crate::cluster::transport::Packet>>,
+    pub(super) deliver: Option<Fwd<crate::cluster::Packet>>,
     /// Told of each peer whose link comes up.
     pub(super) link_up: Option<Fwd<SocketAddr>>,
     /// Told of each connection closed for a reason.
