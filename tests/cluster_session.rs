@@ -1,11 +1,14 @@
 //! Node sessions: Noise XXpsk2 keyed by the cluster secret, without I/O
-//! (rule 116 in `src/cluster/mod.rs`).
+//! (rule 116 in `src/cluster/mod.rs`), and per-node keys (rule 116a).
 #![cfg(feature = "cluster")]
 
 mod common;
 
 use proptest::prelude::*;
-use stakplane::cluster::{Frame, NodeId, Secret, Session, SessionError, WIRE_VERSION};
+use stakplane::cluster::{
+    Credentials, Frame, Identity, NodeId, ParseKeyError, Pins, PublicKey, Secret, Session,
+    SessionError, WIRE_VERSION,
+};
 use std::net::SocketAddr;
 
 fn node(n: u8) -> NodeId {
@@ -159,6 +162,129 @@ fn session_end_of_input_names_a_message_or_frame_cut_short() {
     let (_a, mut b) = established(6);
     assert!(b.end_of_input().is_ok());
     assert!(matches!(b.end_of_input(), Err(SessionError::Failed)));
+}
+
+/// Credentials with the secret `secret(5)`, identity `me`, and the keys
+/// of `pinned` pinned for the address of each node.
+fn keyed(me: &Identity, pinned: &[(NodeId, &Identity)]) -> Credentials {
+    let pins: Pins = pinned
+        .iter()
+        .map(|(n, id)| (n.addr, id.public_key()))
+        .collect();
+    Credentials::new(secret(5)).identity(me.clone()).pins(pins)
+}
+
+fn identity() -> Identity {
+    Identity::generate().expect("random keys")
+}
+
+#[test]
+fn session_with_pinned_keys_admits_a_peer_that_proves_the_key_pinned_for_its_address() {
+    let (k1, k2) = (identity(), identity());
+    let both = [(node(1), &k1), (node(2), &k2)];
+    let mut a = Session::initiator_with(node(1), &keyed(&k1, &both)).expect("noise");
+    let mut b = Session::responder_with(node(2), &keyed(&k2, &both)).expect("noise");
+    pump(&mut a, &mut b).expect("handshake");
+    assert_eq!((a.peer(), b.peer()), (Some(node(2)), Some(node(1))));
+    a.send(&Frame::Gossip(vec![1])).expect("sends");
+    let (_, at_b) = pump(&mut a, &mut b).expect("frames");
+    assert_eq!(at_b, [Frame::Gossip(vec![1])]);
+    // A side without pins admits a keyed peer, as with the secret alone.
+    let mut a = Session::initiator_with(node(1), &keyed(&k1, &both)).expect("noise");
+    let mut b = Session::responder(node(2), &secret(5)).expect("noise");
+    // ... but the keyed side does not admit it: its key is a fresh one.
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(
+        matches!(err, SessionError::WrongKey { peer } if peer == node(2)),
+        "{err:?}"
+    );
+    let mut a = Session::initiator(node(1), &secret(5)).expect("noise");
+    let mut b =
+        Session::responder_with(node(2), &Credentials::new(secret(5)).identity(k2)).expect("noise");
+    pump(&mut a, &mut b).expect("no pins: the secret admits");
+}
+
+#[test]
+fn session_with_pinned_keys_refuses_a_peer_that_proves_another_key_on_either_side() {
+    let (k1, k2, rogue) = (identity(), identity(), identity());
+    let both = [(node(1), &k1), (node(2), &k2)];
+    // The side that accepts holds another key than node 2's: the side
+    // that connects refuses it at the second message, before it sends
+    // its own hello.
+    let mut a = Session::initiator_with(node(1), &keyed(&k1, &both)).expect("noise");
+    let mut b = Session::responder_with(node(2), &keyed(&rogue, &both)).expect("noise");
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(
+        matches!(err, SessionError::WrongKey { peer } if peer == node(2)),
+        "{err:?}"
+    );
+    assert!(!a.is_established() && a.peer().is_none());
+    assert!(b.peer().is_none(), "a's hello was never sent: {b:?}");
+    // A holder of the secret that names node 1 without its key: refused
+    // by the side that accepts, at the third message.
+    let mut a = Session::initiator_with(node(1), &keyed(&rogue, &both)).expect("noise");
+    let mut b = Session::responder_with(node(2), &keyed(&k2, &both)).expect("noise");
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(
+        matches!(err, SessionError::WrongKey { peer } if peer == node(1)),
+        "{err:?}"
+    );
+    assert!(!b.is_established() && b.peer().is_none());
+    assert!(matches!(b.receive(&[]), Err(SessionError::Failed)));
+}
+
+#[test]
+fn session_with_pinned_keys_refuses_a_peer_at_an_address_with_no_pin() {
+    let (k1, k2, k3) = (identity(), identity(), identity());
+    // Node 3 proves its own key, but nothing is pinned for its address.
+    let mut a = Session::initiator_with(node(3), &keyed(&k3, &[(node(2), &k2)])).expect("noise");
+    let mut b = Session::responder_with(node(2), &keyed(&k2, &[(node(1), &k1)])).expect("noise");
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(
+        matches!(err, SessionError::Unpinned { peer } if peer == node(3)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no pinned key"), "{err}");
+    // Empty pins admit nobody.
+    let mut a = Session::initiator_with(node(1), &keyed(&k1, &[])).expect("noise");
+    let mut b = Session::responder_with(node(2), &keyed(&k2, &[(node(1), &k1)])).expect("noise");
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(
+        matches!(err, SessionError::Unpinned { peer } if peer == node(2)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn session_keys_keep_and_print_as_the_rule_says() {
+    let k = identity();
+    let kept = Identity::from_private_key(k.private_key()).expect("x25519");
+    assert_eq!(kept.public_key(), k.public_key());
+    assert!(!format!("{k:?}").contains(&format!("{:?}", k.private_key())));
+    let text = k.public_key().to_string();
+    assert_eq!(text.len(), 64);
+    assert_eq!(text.parse::<PublicKey>(), Ok(k.public_key()));
+    assert_eq!(text.to_uppercase().parse::<PublicKey>(), Ok(k.public_key()));
+    assert_eq!("ab".parse::<PublicKey>(), Err(ParseKeyError::Length(2)));
+    let mut bad = text.clone();
+    bad.replace_range(10..11, "g");
+    assert_eq!(bad.parse::<PublicKey>(), Err(ParseKeyError::NotHex(10)));
+    assert_eq!(
+        "é".repeat(32).parse::<PublicKey>(),
+        Err(ParseKeyError::NotHex(0))
+    );
+    // A key pinned again replaces the first; its text names it.
+    let mut pins = Pins::new();
+    assert_eq!(pins.insert(node(1).addr, k.public_key()), None);
+    assert_eq!(
+        pins.insert(node(1).addr, kept.public_key()),
+        Some(k.public_key())
+    );
+    assert_eq!(pins.len(), 1);
+    assert_eq!(
+        format!("{:?}", k.public_key()),
+        format!("PublicKey({text})")
+    );
 }
 
 proptest! {

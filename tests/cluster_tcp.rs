@@ -10,7 +10,7 @@
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::tcp::TcpTransport;
 use stakplane::cluster::Transport;
-use stakplane::cluster::{Node, NodeId, Pid, Secret, SendError, TrySendError};
+use stakplane::cluster::{Identity, Node, NodeId, Pid, Pins, Secret, SendError, TrySendError};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::cell::RefCell;
@@ -130,6 +130,65 @@ fn tcp_nodes_started_with_the_builder_join_through_a_seed_address() {
         Node::builder().start(rt.core()),
         Err(stakplane::cluster::NodeError::NoSecret)
     ));
+}
+
+/// Rule 116a through the builder: nodes that pin each other's keys join;
+/// a node with the secret whose address nobody pinned never does, with
+/// or without a key and pins of its own.
+#[test]
+fn tcp_nodes_with_pinned_keys_join_and_a_node_with_the_secret_alone_never_does() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([6; 32]);
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (at_a, at_b) = (port(), port());
+    let (ka, kb) = (
+        Identity::generate().expect("keys"),
+        Identity::generate().expect("keys"),
+    );
+    let pins: Pins = [(at_a, ka.public_key()), (at_b, kb.public_key())]
+        .into_iter()
+        .collect();
+    let pinned = |at, key: &Identity, seeds: Vec<std::net::SocketAddr>| {
+        Node::builder()
+            .listen(at)
+            .secret(secret.clone())
+            .identity(key.clone())
+            .pins(pins.clone())
+            .seeds(seeds)
+    };
+    let (a, ida) = pinned(at_a, &ka, vec![])
+        .incarnation(1)
+        .start(rt.core())
+        .expect("starts");
+    let (b, idb) = pinned(at_b, &kb, vec![at_a])
+        .incarnation(1)
+        .start(rt.core())
+        .expect("starts");
+    // c: the secret alone; d: the secret, the pins and a key of its own.
+    // Nobody pinned either's address. (A node that names a pinned address
+    // without its key: `cluster_tcp_faults.rs`.)
+    let (c, _) = Node::builder()
+        .secret(secret.clone())
+        .seeds([at_a, at_b])
+        .start(rt.core())
+        .expect("starts");
+    let (d, _) = pinned(
+        port(),
+        &Identity::generate().expect("keys"),
+        vec![at_a, at_b],
+    )
+    .start(rt.core())
+    .expect("starts");
+    rt.run_for(Duration::from_secs(10)).expect("runs");
+    assert_eq!(members(&mut rt, &a), BTreeSet::from([idb]));
+    assert_eq!(members(&mut rt, &b), BTreeSet::from([ida]));
+    assert!(members(&mut rt, &c).is_empty(), "c sees nobody");
+    assert!(members(&mut rt, &d).is_empty(), "d sees nobody");
+    assert!(a.is_alive() && b.is_alive() && c.is_alive() && d.is_alive());
 }
 
 /// What waiting sends were answered.

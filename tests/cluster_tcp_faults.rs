@@ -13,8 +13,8 @@ use stakplane::cluster::tcp::{
     QUEUED_BYTES, QUEUED_FRAMES,
 };
 use stakplane::cluster::{
-    Full, LinkState, NodeId, Secret, Session, SessionError, Transport, WireError, MAX_FRAME,
-    WIRE_VERSION,
+    Credentials, Full, Identity, LinkState, NodeId, Pins, Secret, Session, SessionError, Transport,
+    WireError, MAX_FRAME, WIRE_VERSION,
 };
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
@@ -24,7 +24,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tcp::{
     closed_by_server, feed, frame, handshake, on_link_up_queued, raw_client, run_until, side,
-    side_as, sized_frame, virtual_rt, Side, Warnings,
+    side_as, side_with, sized_frame, virtual_rt, Side, Warnings,
 };
 
 /// A loopback port nobody listens on (yet).
@@ -351,6 +351,79 @@ fn tcp_a_peer_that_authenticates_as_a_node_at_another_address_is_refused() {
     );
     assert!(a.t.stats().failed >= 1 && warnings.get() >= 1);
     assert!(d.got.borrow().is_empty(), "nothing sent to it");
+}
+
+/// Rule 116a over TCP: a node that pins keys admits the peer that proves
+/// the key pinned for its address, and refuses, as bad input, a holder of
+/// the secret that names that address with another key, and one at an
+/// address with no pin; the admitted peer's link is untouched.
+#[test]
+fn tcp_with_pinned_keys_a_peer_naming_an_address_without_its_key_is_refused() {
+    let (warnings, _guard) = Warnings::count();
+    let mut rt = virtual_rt();
+    let secret = Secret::new([5; 32]);
+    let (ka, kb) = (
+        Identity::generate().expect("keys"),
+        Identity::generate().expect("keys"),
+    );
+    let (at_a, at_b) = (free_port(), free_port());
+    let pins: Pins = [(at_a, ka.public_key()), (at_b, kb.public_key())]
+        .into_iter()
+        .collect();
+    let keyed = |k: &Identity| {
+        Credentials::new(secret.clone())
+            .identity(k.clone())
+            .pins(pins.clone())
+    };
+    let a = side_with(&mut rt, keyed(&ka), Some(at_a), None);
+    let b = side_with(&mut rt, keyed(&kb), Some(at_b), None);
+    a.send(&b, 1, false).expect("room");
+    assert!(
+        run_until(&mut rt, Duration::from_secs(1), || b.numbers() == [1]),
+        "the pinned pair's link comes up"
+    );
+    let before = (b.t.stats().failed, warnings.get());
+    // A holder of the secret, in a's name, with its own key; then one at
+    // an address nobody pinned.
+    let rogue = Identity::generate().expect("keys");
+    let creds = Credentials::new(secret.clone()).identity(rogue);
+    let in_a_name = side_with(&mut rt, creds.clone(), None, Some(a.id));
+    in_a_name.send_to(at_b, 2, false).expect("room");
+    let unpinned = side_with(&mut rt, creds, None, None);
+    unpinned.send_to(at_b, 3, false).expect("room");
+    assert!(run_until(&mut rt, HANDSHAKE_TIMEOUT, || b
+        .errors
+        .borrow()
+        .len()
+        >= 2));
+    // (Each rogue connects again after its backoff, and is refused again.)
+    let refused = {
+        let errors = b.errors.borrow();
+        assert!(errors.iter().all(|e| e.error.is_bad_input()), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| matches!(&e.error,
+                ConnError::Session(SessionError::WrongKey { peer }) if *peer == a.id)),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| matches!(&e.error,
+                ConnError::Session(SessionError::Unpinned { peer }) if *peer == unpinned.id)),
+            "{errors:?}"
+        );
+        u64::try_from(errors.len()).expect("fits")
+    };
+    assert_eq!(
+        (b.t.stats().failed, warnings.get() as u64),
+        (before.0 + refused, before.1 as u64 + refused),
+        "each counted and logged once"
+    );
+    assert_eq!(b.numbers(), [1], "nothing taken from either");
+    a.send(&b, 4, false).expect("room");
+    assert!(
+        run_until(&mut rt, Duration::from_secs(1), || b.numbers() == [1, 4]),
+        "a's link goes on"
+    );
+    assert_eq!(b.senders(), [at_a, at_a]);
 }
 
 #[test]

@@ -43,6 +43,8 @@ impl std::error::Error for NodeError {
 pub struct NodeBuilder {
     listen: SocketAddr,
     secret: Option<super::Secret>,
+    identity: Option<super::Identity>,
+    pins: Option<super::Pins>,
     seeds: Vec<SocketAddr>,
     incarnation: Option<u64>,
     membership: MembershipConfig,
@@ -67,6 +69,8 @@ impl Node {
         NodeBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             secret: None,
+            identity: None,
+            pins: None,
             seeds: Vec::new(),
             incarnation: None,
             membership: MembershipConfig::lan(16, 0),
@@ -87,6 +91,25 @@ impl NodeBuilder {
     /// The cluster's shared secret (required).
     pub fn secret(mut self, secret: super::Secret) -> Self {
         self.secret = Some(secret);
+        self
+    }
+
+    /// This node's key pair (rule 116a): its sessions prove it, so that
+    /// nodes that pin its public key for its address admit it. Keep it
+    /// across restarts at the address. Without one, each session proves a
+    /// fresh key pair, which only nodes without pins admit.
+    pub fn identity(mut self, identity: super::Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The public keys of the nodes this one admits, by the address each
+    /// listens at (rule 116a): a peer is admitted only if it proves the
+    /// key pinned for the address it names, on either side of a
+    /// connection, so pin every node of the cluster, seeds included.
+    /// Without pins, any node with the secret is admitted (rule 116).
+    pub fn pins(mut self, pins: super::Pins) -> Self {
+        self.pins = Some(pins);
         self
     }
 
@@ -147,9 +170,15 @@ impl NodeBuilder {
     /// # Errors
     /// [`NodeError::NoSecret`], [`NodeError::Net`].
     pub fn start(self, core: &mut stakker::Core) -> Result<(DeviceOwn<Node>, NodeId), NodeError> {
-        let secret = self.secret.ok_or(NodeError::NoSecret)?;
-        let (transport, addr) =
-            super::tcp::TcpTransport::bind(core, self.listen, secret).map_err(NodeError::Net)?;
+        let mut credentials = super::Credentials::new(self.secret.ok_or(NodeError::NoSecret)?);
+        if let Some(identity) = self.identity {
+            credentials = credentials.identity(identity);
+        }
+        if let Some(pins) = self.pins {
+            credentials = credentials.pins(pins);
+        }
+        let (transport, addr) = super::tcp::TcpTransport::bind(core, self.listen, credentials)
+            .map_err(NodeError::Net)?;
         let incarnation = self.incarnation.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -26,7 +26,9 @@
 //! - [`Session`]: an authenticated, encrypted session between two nodes,
 //!   without I/O: Noise `XXpsk2` (`snow`) keyed by the cluster's
 //!   [`Secret`], the version checked after authentication, frames cut
-//!   into Noise messages.
+//!   into Noise messages. With per-node keys ([`keys`]: an [`Identity`]
+//!   per node, [`Pins`] of the others' public keys by address), a node
+//!   admits only peers that prove the key pinned for their address.
 //!
 //! - [`tcp::TcpTransport`]: the node transport over stakplane's TCP: one
 //!   Noise session per peer, connected on first use; per-peer control and
@@ -155,10 +157,11 @@
 //! and a `Down` from another node than the watched device's is a bad
 //! frame. The check is by address: a session may name any incarnation
 //! at its own address, and the state a node keeps for another's
-//! incarnations is bounded per address (rules 122a and 127). The
-//! cluster's secret is shared: a node that holds it can still claim any
-//! address in its handshake; what this rule gives is that no session
-//! speaks for a node at another address than its own.
+//! incarnations is bounded per address (rules 122a and 127). What this
+//! rule gives is that no session speaks for a node at another address
+//! than the one it authenticated as. With the cluster's secret alone, a
+//! node that holds it can authenticate as any address; with pinned keys
+//! (rule 116a) only as its own.
 //!
 //! **115. A remote device's death reaches its watcher once, with its real
 //! cause**: a watch ([`Node::monitor`]) of a device registered with
@@ -215,6 +218,18 @@
 //! handshake messages spoiled per test run: flipped, cut, extended,
 //! replayed from another handshake). Frames of any
 //! size up to the limit go through, in order, both ways.
+//!
+//! **116a. With pinned keys, a peer proves the address it names**: a
+//! side given [`Pins`] ([`Credentials::pins`], [`NodeBuilder::pins`])
+//! completes a session only with a peer that proves, in the handshake,
+//! the private key of the [`PublicKey`] pinned for the address of the
+//! [`NodeId`] its hello names (its [`Identity`]). A peer that names an
+//! address with no pin is refused with [`SessionError::Unpinned`], one
+//! that proves another key with [`SessionError::WrongKey`]; either side
+//! checks the other (the side that connects before it sends its own
+//! hello), and over TCP either is bad input (rule 131). Without pins a
+//! side admits any peer with the secret (rule 116), which is what the
+//! cluster's secret alone gives: a holder of it can name any address.
 //!
 //! **117. A name is found the same way on every node, and every lookup is
 //! answered exactly once**: [`Node::lookup`] gives the same [`Ref`] for a
@@ -523,6 +538,7 @@
 
 mod builder;
 mod id;
+pub mod keys;
 pub mod membership;
 pub mod node;
 pub mod session;
@@ -533,6 +549,7 @@ pub mod wire;
 
 pub use builder::{NodeBuilder, NodeError};
 pub use id::{NodeId, Pid, Ref, RemoteRef};
+pub use keys::{Credentials, Identity, ParseKeyError, Pins, PublicKey};
 pub use node::{
     AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
     RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, SendError, TrySendError, WatchError,

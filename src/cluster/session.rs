@@ -5,7 +5,9 @@
 //! on, so each side has authenticated the other before it reads the
 //! other's hello (the side that connects with the second message, the
 //! side that accepts with the third), and the first message, in clear,
-//! carries nothing.
+//! carries nothing. With [`Credentials`] that hold pins, the hello's
+//! address is checked against the static key the peer proved (rule 116a):
+//! the side that connects checks it before it sends its own hello.
 //!
 //! Bytes go in through [`Session::receive`] and out through
 //! [`Session::take_output`]; whoever owns the socket moves them. On the
@@ -21,10 +23,12 @@
 //! transport uses it to confirm that it keeps a link and to answer its
 //! round-trip echo (rules 130 and 136 in [`tcp`](super::tcp)).
 
+use super::keys::{Credentials, Pins};
 use super::wire::{Frame, FrameReader, WireError, MAX_FRAME, WIRE_VERSION};
 use super::NodeId;
 use snow::{HandshakeState, TransportState};
 use std::fmt;
+use std::sync::Arc;
 
 /// The Noise protocol of every session.
 pub const NOISE_PARAMS: &str = "Noise_XXpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -42,7 +46,7 @@ const CHUNK: usize = NOISE_MAX - TAG;
 /// handshake message keyed by it, which would let them test guesses at a
 /// weak secret offline.
 #[derive(Clone)]
-pub struct Secret([u8; 32]);
+pub struct Secret(pub(super) [u8; 32]);
 
 impl Secret {
     /// A secret from 32 random bytes (generate them once per cluster and
@@ -92,6 +96,18 @@ pub enum SessionError {
     /// The peer's first handshake message, which is not encrypted, carried
     /// a payload: nothing is taken from a peer before it is authenticated.
     Unauthenticated,
+    /// The peer names a node at an address for which this side has no
+    /// pinned key (rule 116a): it is not admitted.
+    Unpinned {
+        /// The node the peer named.
+        peer: NodeId,
+    },
+    /// The peer names a node whose pinned key it did not prove: it holds
+    /// another key (rule 116a).
+    WrongKey {
+        /// The node the peer named.
+        peer: NodeId,
+    },
     /// The session failed earlier; nothing more is read or sent.
     Failed,
 }
@@ -114,6 +130,12 @@ impl fmt::Display for SessionError {
             }
             SessionError::Unauthenticated => {
                 f.write_str("the peer sent a payload before it was authenticated")
+            }
+            SessionError::Unpinned { peer } => {
+                write!(f, "the peer names {peer}, whose address has no pinned key")
+            }
+            SessionError::WrongKey { peer } => {
+                write!(f, "the peer names {peer} but does not hold its pinned key")
             }
             SessionError::Failed => f.write_str("the session has failed"),
         }
@@ -142,6 +164,8 @@ pub struct Session {
     version: u16,
     state: State,
     peer: Option<NodeId>,
+    /// The keys this side admits, by address (rule 116a), if any.
+    pins: Option<Arc<Pins>>,
     /// Bytes received and not yet a whole Noise message.
     inbuf: Vec<u8>,
     /// Bytes to send.
@@ -168,20 +192,41 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// The side that connects: its first message is in
-    /// [`take_output`](Session::take_output).
+    /// [`take_output`](Session::take_output). A fresh key pair for this
+    /// session, any peer with the secret admitted: as
+    /// [`initiator_with`](Session::initiator_with) and
+    /// [`Credentials::new`]`(secret)`.
     ///
     /// # Errors
     /// [`SessionError::Noise`] if Noise cannot be set up.
     pub fn initiator(me: NodeId, secret: &Secret) -> Result<Session, SessionError> {
-        Session::with_version(me, secret, true, WIRE_VERSION)
+        Session::initiator_with(me, &Credentials::from(secret))
     }
 
-    /// The side that accepts.
+    /// The side that accepts, as [`initiator`](Session::initiator).
     ///
     /// # Errors
     /// [`SessionError::Noise`] if Noise cannot be set up.
     pub fn responder(me: NodeId, secret: &Secret) -> Result<Session, SessionError> {
-        Session::with_version(me, secret, false, WIRE_VERSION)
+        Session::responder_with(me, &Credentials::from(secret))
+    }
+
+    /// The side that connects, proving `credentials`' identity (if any)
+    /// and admitting only a peer whose key is pinned for the address it
+    /// names, if they hold pins (rule 116a).
+    ///
+    /// # Errors
+    /// [`SessionError::Noise`] if Noise cannot be set up.
+    pub fn initiator_with(me: NodeId, credentials: &Credentials) -> Result<Session, SessionError> {
+        Session::build(me, credentials, true, WIRE_VERSION)
+    }
+
+    /// The side that accepts, as [`initiator_with`](Session::initiator_with).
+    ///
+    /// # Errors
+    /// [`SessionError::Noise`] if Noise cannot be set up.
+    pub fn responder_with(me: NodeId, credentials: &Credentials) -> Result<Session, SessionError> {
+        Session::build(me, credentials, false, WIRE_VERSION)
     }
 
     /// A session that announces another wire version (for tests of the
@@ -193,13 +238,30 @@ impl Session {
         initiator: bool,
         version: u16,
     ) -> Result<Session, SessionError> {
-        let params = NOISE_PARAMS.parse().map_err(SessionError::Noise)?;
-        let builder = snow::Builder::new(params);
-        let keys = builder.generate_keypair().map_err(SessionError::Noise)?;
-        let builder = snow::Builder::new(NOISE_PARAMS.parse().map_err(SessionError::Noise)?)
-            .local_private_key(&keys.private)
+        Session::build(me, &Credentials::from(secret), initiator, version)
+    }
+
+    fn build(
+        me: NodeId,
+        credentials: &Credentials,
+        initiator: bool,
+        version: u16,
+    ) -> Result<Session, SessionError> {
+        let params = || NOISE_PARAMS.parse().map_err(SessionError::Noise);
+        let fresh;
+        let private: &[u8] = match credentials.own_identity() {
+            Some(identity) => identity.private_bytes(),
+            None => {
+                fresh = snow::Builder::new(params()?)
+                    .generate_keypair()
+                    .map_err(SessionError::Noise)?;
+                &fresh.private
+            }
+        };
+        let builder = snow::Builder::new(params()?)
+            .local_private_key(private)
             .map_err(SessionError::Noise)?
-            .psk(2, &secret.0)
+            .psk(2, &credentials.secret().0)
             .map_err(SessionError::Noise)?;
         let hs = if initiator {
             builder.build_initiator()
@@ -212,6 +274,7 @@ impl Session {
             version,
             state: State::Handshake(Box::new(hs)),
             peer: None,
+            pins: credentials.pinned().cloned(),
             inbuf: Vec::new(),
             out: Vec::new(),
             frames: FrameReader::new(MAX_FRAME),
@@ -446,6 +509,9 @@ impl Session {
                             want: WIRE_VERSION,
                         });
                     }
+                    if let Some(pins) = &self.pins {
+                        check_pin(pins, node, hs.get_remote_static())?;
+                    }
                     self.peer = Some(node);
                 }
                 _ => return Err(SessionError::NoHello),
@@ -490,6 +556,18 @@ impl Session {
         let t = hs.into_transport_mode().map_err(SessionError::Noise)?;
         self.state = State::Transport(Box::new(t));
         Ok(())
+    }
+}
+
+/// Rule 116a: the peer that names itself `node` proved, in the handshake,
+/// the key pinned for `node`'s address.
+fn check_pin(pins: &Pins, node: NodeId, proved: Option<&[u8]>) -> Result<(), SessionError> {
+    match pins.get(&node.addr) {
+        None => Err(SessionError::Unpinned { peer: node }),
+        Some(key) if proved != Some(key.as_bytes().as_slice()) => {
+            Err(SessionError::WrongKey { peer: node })
+        }
+        Some(_) => Ok(()),
     }
 }
 

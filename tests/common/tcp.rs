@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use stakplane::cluster::tcp::{ConnFailure, TcpTransport};
-use stakplane::cluster::{Frame, Full, NodeId, Packet, Secret, Session, Transport, MAX_FRAME};
+use stakplane::cluster::{
+    Credentials, Frame, Full, NodeId, Packet, Secret, Session, Transport, MAX_FRAME,
+};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::cell::RefCell;
@@ -78,8 +80,18 @@ pub fn side_as(
     addr: Option<SocketAddr>,
     claim: Option<NodeId>,
 ) -> Side {
+    side_with(rt, Credentials::from(secret), addr, claim)
+}
+
+/// [`side_as`] with `credentials` (per-node keys).
+pub fn side_with(
+    rt: &mut Runtime,
+    credentials: Credentials,
+    addr: Option<SocketAddr>,
+    claim: Option<NodeId>,
+) -> Side {
     let at = addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr"));
-    let (t, addr) = TcpTransport::bind(rt.core(), at, secret.clone()).expect("binds");
+    let (t, addr) = TcpTransport::bind(rt.core(), at, credentials).expect("binds");
     let id = claim.unwrap_or_else(|| NodeId::new(addr, 1));
     let got: Got = Rc::default();
     let g2 = got.clone();

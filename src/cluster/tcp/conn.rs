@@ -71,8 +71,8 @@ pub(super) fn conn_config() -> ConnConfig {
 /// cannot start.
 pub(super) fn new_link(inner: &mut Inner, addr: Option<SocketAddr>) -> Result<u64, SessionError> {
     let session = match addr {
-        Some(_) => Session::initiator(inner.me, &inner.secret),
-        None => Session::responder(inner.me, &inner.secret),
+        Some(_) => Session::initiator_with(inner.me, &inner.credentials),
+        None => Session::responder_with(inner.me, &inner.credentials),
     }?;
     inner.next += 1;
     let serial = inner.next;

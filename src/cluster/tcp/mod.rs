@@ -122,7 +122,7 @@ mod state;
 
 pub use errors::{ConnError, ConnFailure, TcpStats};
 
-use super::session::Secret;
+use super::keys::Credentials;
 use super::transport::{Full, LinkState, LinkStatus, Packet, Transport};
 use super::wire::MAX_FRAME;
 use super::NodeId;
@@ -180,18 +180,21 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// Listens on `addr` (port 0 picks one); returns the transport and the
     /// address it listens on (the node's address: make its [`NodeId`] from
-    /// it and pass that to [`start`](TcpTransport::start)).
+    /// it and pass that to [`start`](TcpTransport::start)). Its sessions
+    /// use `credentials`: a [`Secret`](super::Secret) alone, or
+    /// [`Credentials`] with this node's identity and its peers' pinned
+    /// keys (rule 116a in the [cluster](super) docs).
     ///
     /// # Errors
     /// The [`NetError`] of binding.
     pub fn bind(
         core: &mut Core,
         addr: SocketAddr,
-        secret: Secret,
+        credentials: impl Into<Credentials>,
     ) -> Result<(TcpTransport, SocketAddr), NetError> {
         let inner = Rc::new(RefCell::new(Inner {
             me: NodeId::new(addr, 0),
-            secret,
+            credentials: credentials.into(),
             deferrer: core.deferrer(),
             deliver: None,
             link_up: None,

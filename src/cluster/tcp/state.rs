@@ -4,7 +4,8 @@
 use super::{
     ConnFailure, TcpStats, BACKOFF_MIN, CONTROL_BYTES, CONTROL_FRAMES, QUEUED_BYTES, QUEUED_FRAMES,
 };
-use crate::cluster::session::{Secret, Session};
+use crate::cluster::keys::Credentials;
+use crate::cluster::session::Session;
 use crate::cluster::NodeId;
 use crate::net::{TcpAcceptor, TcpConn};
 use stakker::{Deferrer, Fwd};
@@ -162,7 +163,7 @@ impl Peer {
 
 pub(super) struct Inner {
     pub(super) me: NodeId,
-    pub(super) secret: Secret,
+    pub(super) credentials: Credentials,
     pub(super) deferrer: Deferrer,
     pub(super) deliver: Option<Fwd<crate::cluster::Packet>>,
     /// Told of each peer whose link comes up.
