@@ -6,8 +6,8 @@ mod common;
 
 use proptest::prelude::*;
 use stakplane::cluster::{
-    Credentials, Frame, Identity, NodeId, ParseKeyError, Pins, PublicKey, Secret, Session,
-    SessionError, WIRE_VERSION,
+    Credentials, Frame, Identity, KeyError, NodeId, Pins, PublicKey, Secret, Session, SessionError,
+    WIRE_VERSION,
 };
 use std::net::SocketAddr;
 
@@ -260,30 +260,74 @@ fn session_keys_keep_and_print_as_the_rule_says() {
     let k = identity();
     let kept = Identity::from_private_key(k.private_key()).expect("x25519");
     assert_eq!(kept.public_key(), k.public_key());
-    assert!(!format!("{k:?}").contains(&format!("{:?}", k.private_key())));
     let text = k.public_key().to_string();
     assert_eq!(text.len(), 64);
-    assert_eq!(text.parse::<PublicKey>(), Ok(k.public_key()));
-    assert_eq!(text.to_uppercase().parse::<PublicKey>(), Ok(k.public_key()));
-    assert_eq!("ab".parse::<PublicKey>(), Err(ParseKeyError::Length(2)));
-    let mut bad = text.clone();
-    bad.replace_range(10..11, "g");
-    assert_eq!(bad.parse::<PublicKey>(), Err(ParseKeyError::NotHex(10)));
-    assert_eq!(
-        "é".repeat(32).parse::<PublicKey>(),
-        Err(ParseKeyError::NotHex(0))
-    );
-    // A key pinned again replaces the first; its text names it.
-    let mut pins = Pins::new();
-    assert_eq!(pins.insert(node(1).addr, k.public_key()), None);
-    assert_eq!(
-        pins.insert(node(1).addr, kept.public_key()),
-        Some(k.public_key())
-    );
-    assert_eq!(pins.len(), 1);
+    // Only the public key is ever printed.
+    assert_eq!(format!("{k:?}"), format!("Identity(public: {text})"));
+    let creds = Credentials::new(secret(5)).identity(k.clone());
+    let private: String = k.private_key().iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!format!("{creds:?}").contains(&private), "{creds:?}");
+    assert!(format!("{creds:?}").contains(&text), "{creds:?}");
     assert_eq!(
         format!("{:?}", k.public_key()),
         format!("PublicKey({text})")
+    );
+    // Text: either case, a line read from a file.
+    assert_eq!(text.parse::<PublicKey>(), Ok(k.public_key()));
+    assert_eq!(text.to_uppercase().parse::<PublicKey>(), Ok(k.public_key()));
+    assert_eq!(
+        format!("  {text}\n").parse::<PublicKey>(),
+        Ok(k.public_key())
+    );
+    assert_eq!("ab".parse::<PublicKey>(), Err(KeyError::Length(2)));
+    let mut bad = text.clone();
+    bad.replace_range(10..11, "g");
+    assert_eq!(bad.parse::<PublicKey>(), Err(KeyError::NotHex(10)));
+    assert_eq!(
+        "é".repeat(32).parse::<PublicKey>(),
+        Err(KeyError::NotHex(0))
+    );
+    // Keys of low order prove nothing: never pinned.
+    assert_eq!("0".repeat(64).parse::<PublicKey>(), Err(KeyError::LowOrder));
+    let mut one = [0; 32];
+    one[0] = 1;
+    assert_eq!(PublicKey::from_bytes(one), Err(KeyError::LowOrder));
+    assert_eq!(
+        PublicKey::from_bytes(*k.public_key().as_bytes()),
+        Ok(k.public_key())
+    );
+    // Several keys per address; a key pinned twice is one pin.
+    let mut pins = Pins::new();
+    let at = node(1).addr;
+    assert!(pins.insert(at, k.public_key()));
+    assert!(!pins.insert(at, kept.public_key()), "the same key");
+    let other = identity().public_key();
+    assert!(pins.insert(at, other));
+    assert_eq!(pins.keys(&at), [k.public_key(), other]);
+    assert_eq!(pins.len(), 2);
+    assert!(pins.remove(&at, &k.public_key()) && !pins.remove(&at, &k.public_key()));
+    assert!(pins.remove(&at, &other) && pins.is_empty() && pins.keys(&at).is_empty());
+}
+
+/// A key changed without a gap: with the old and the new key pinned for
+/// a node's address, either admits it; unpinned, the old one is refused.
+#[test]
+fn session_with_pinned_keys_admits_any_key_pinned_for_the_address() {
+    let (old, new, k2) = (identity(), identity(), identity());
+    let both = [(node(1), &old), (node(1), &new), (node(2), &k2)];
+    for k1 in [&old, &new] {
+        let mut a = Session::initiator_with(node(1), &keyed(k1, &both)).expect("noise");
+        let mut b = Session::responder_with(node(2), &keyed(&k2, &both)).expect("noise");
+        pump(&mut a, &mut b).expect("either key admits");
+        assert_eq!(b.peer(), Some(node(1)));
+    }
+    let after = [(node(1), &new), (node(2), &k2)];
+    let mut a = Session::initiator_with(node(1), &keyed(&old, &after)).expect("noise");
+    let mut b = Session::responder_with(node(2), &keyed(&k2, &after)).expect("noise");
+    let err = pump(&mut a, &mut b).expect_err("refused");
+    assert!(
+        matches!(err, SessionError::WrongKey { peer } if peer == node(1)),
+        "{err:?}"
     );
 }
 

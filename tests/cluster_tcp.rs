@@ -189,6 +189,34 @@ fn tcp_nodes_with_pinned_keys_join_and_a_node_with_the_secret_alone_never_does()
     assert!(members(&mut rt, &c).is_empty(), "c sees nobody");
     assert!(members(&mut rt, &d).is_empty(), "d sees nobody");
     assert!(a.is_alive() && b.is_alive() && c.is_alive() && d.is_alive());
+    // A node whose own address is pinned with other keys than its
+    // identity's, or that has none, would be refused everywhere: it does
+    // not start.
+    let at_e = port();
+    let mut with_e = pins.clone();
+    with_e.insert(at_e, ka.public_key());
+    for identity in [Some(kb.clone()), None] {
+        let mut builder = Node::builder()
+            .listen(at_e)
+            .secret(secret.clone())
+            .pins(with_e.clone());
+        if let Some(k) = identity {
+            builder = builder.identity(k);
+        }
+        let err = builder.start(rt.core()).expect_err("refused");
+        assert!(
+            matches!(err, stakplane::cluster::NodeError::NotPinned { addr } if addr == at_e),
+            "{err:?}"
+        );
+    }
+    let (e, _) = Node::builder()
+        .listen(at_e)
+        .secret(secret.clone())
+        .pins(with_e)
+        .identity(ka.clone())
+        .start(rt.core())
+        .expect("its key is pinned for its address");
+    assert!(e.is_alive());
 }
 
 /// What waiting sends were answered.

@@ -356,7 +356,8 @@ fn tcp_a_peer_that_authenticates_as_a_node_at_another_address_is_refused() {
 /// Rule 116a over TCP: a node that pins keys admits the peer that proves
 /// the key pinned for its address, and refuses, as bad input, a holder of
 /// the secret that names that address with another key, and one at an
-/// address with no pin; the admitted peer's link is untouched.
+/// address with no pin, when they connect to it and when it connects to
+/// them; the admitted peer's link is untouched.
 #[test]
 fn tcp_with_pinned_keys_a_peer_naming_an_address_without_its_key_is_refused() {
     let (warnings, _guard) = Warnings::count();
@@ -370,13 +371,13 @@ fn tcp_with_pinned_keys_a_peer_naming_an_address_without_its_key_is_refused() {
     let pins: Pins = [(at_a, ka.public_key()), (at_b, kb.public_key())]
         .into_iter()
         .collect();
-    let keyed = |k: &Identity| {
+    let keyed = |k: &Identity, pins: &Pins| {
         Credentials::new(secret.clone())
             .identity(k.clone())
             .pins(pins.clone())
     };
-    let a = side_with(&mut rt, keyed(&ka), Some(at_a), None);
-    let b = side_with(&mut rt, keyed(&kb), Some(at_b), None);
+    let a = side_with(&mut rt, keyed(&ka, &pins), Some(at_a), None);
+    let b = side_with(&mut rt, keyed(&kb, &pins), Some(at_b), None);
     a.send(&b, 1, false).expect("room");
     assert!(
         run_until(&mut rt, Duration::from_secs(1), || b.numbers() == [1]),
@@ -424,6 +425,30 @@ fn tcp_with_pinned_keys_a_peer_naming_an_address_without_its_key_is_refused() {
         "a's link goes on"
     );
     assert_eq!(b.senders(), [at_a, at_a]);
+    // The side that connects checks too: b dials the address pinned for
+    // c, where a holder of the secret listens with another key.
+    let at_c = free_port();
+    let (kc, rogue) = (
+        Identity::generate().expect("keys"),
+        Identity::generate().expect("keys"),
+    );
+    let mut with_c = pins.clone();
+    with_c.insert(at_c, kc.public_key());
+    let b2 = side_with(&mut rt, keyed(&kb, &with_c), None, None);
+    let c = side_with(&mut rt, keyed(&rogue, &with_c), Some(at_c), None);
+    b2.send_to(at_c, 5, false).expect("room");
+    assert!(run_until(&mut rt, HANDSHAKE_TIMEOUT, || !b2
+        .errors
+        .borrow()
+        .is_empty()));
+    let errors = b2.errors.borrow();
+    assert!(
+        matches!(&errors[0].error,
+            ConnError::Session(SessionError::WrongKey { peer }) if *peer == c.id)
+            && errors[0].error.is_bad_input(),
+        "{errors:?}"
+    );
+    assert!(c.got.borrow().is_empty(), "b2 sent c nothing");
 }
 
 #[test]

@@ -19,6 +19,13 @@ pub enum NodeError {
     NoSecret,
     /// Listening failed.
     Net(crate::net::NetError),
+    /// The pins hold keys for this node's own address, and none is its
+    /// identity's (or it has no [`identity`](NodeBuilder::identity)):
+    /// every node with these pins would refuse it (rule 116a).
+    NotPinned {
+        /// The address the node listens at.
+        addr: SocketAddr,
+    },
 }
 
 impl fmt::Display for NodeError {
@@ -26,6 +33,10 @@ impl fmt::Display for NodeError {
         match self {
             NodeError::NoSecret => f.write_str("a node needs the cluster secret"),
             NodeError::Net(e) => write!(f, "the node cannot listen: {e}"),
+            NodeError::NotPinned { addr } => write!(
+                f,
+                "the pins hold other keys than this node's identity for its own address {addr}"
+            ),
         }
     }
 }
@@ -34,7 +45,7 @@ impl std::error::Error for NodeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             NodeError::Net(e) => Some(e),
-            NodeError::NoSecret => None,
+            NodeError::NoSecret | NodeError::NotPinned { .. } => None,
         }
     }
 }
@@ -97,7 +108,10 @@ impl NodeBuilder {
     /// This node's key pair (rule 116a): its sessions prove it, so that
     /// nodes that pin its public key for its address admit it. Keep it
     /// across restarts at the address. Without one, each session proves a
-    /// fresh key pair, which only nodes without pins admit.
+    /// fresh key pair, which only nodes without pins admit. A node that
+    /// is refused for its key only sees its connections closed (the
+    /// refusing node logs why): if its own pins name its address, `start`
+    /// checks that its identity is among them ([`NodeError::NotPinned`]).
     pub fn identity(mut self, identity: super::Identity) -> Self {
         self.identity = Some(identity);
         self
@@ -168,7 +182,8 @@ impl NodeBuilder {
     /// Listens, starts the node (a device) and joins through the seeds.
     ///
     /// # Errors
-    /// [`NodeError::NoSecret`], [`NodeError::Net`].
+    /// [`NodeError::NoSecret`], [`NodeError::Net`], [`NodeError::NotPinned`]
+    /// (checked once the address is known: with port 0, after binding).
     pub fn start(self, core: &mut stakker::Core) -> Result<(DeviceOwn<Node>, NodeId), NodeError> {
         let mut credentials = super::Credentials::new(self.secret.ok_or(NodeError::NoSecret)?);
         if let Some(identity) = self.identity {
@@ -179,6 +194,9 @@ impl NodeBuilder {
         }
         let (transport, addr) = super::tcp::TcpTransport::bind(core, self.listen, credentials)
             .map_err(NodeError::Net)?;
+        if !transport.admits_itself(addr) {
+            return Err(NodeError::NotPinned { addr });
+        }
         let incarnation = self.incarnation.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -7,9 +7,11 @@
 //! given the public keys of the nodes it may talk to, pinned by the
 //! address they listen at ([`Pins`], like SSH's `known_hosts`). A node with
 //! pins then completes a session only with a peer that proves, in the
-//! Noise handshake, that it holds the private key pinned for the address
-//! it names. A node that held the secret but not that key cannot speak in
-//! another node's name, on either side of a connection.
+//! Noise handshake, that it holds a private key pinned for the address it
+//! names: a holder of the secret without that key cannot speak to it in
+//! another node's name, on either side of a connection. The guarantee is
+//! per node: one without pins still admits any holder of the secret, and
+//! may pass on what it hears, so give every node of the cluster pins.
 //!
 //! [`Credentials`] gathers the three (secret, identity, pins) for
 //! [`Session`](super::Session) and [`TcpTransport`](super::tcp::TcpTransport);
@@ -27,6 +29,7 @@
 //! let text = b.public_key().to_string();
 //! let mut pins = Pins::new();
 //! pins.insert("10.0.0.2:7000".parse()?, text.parse()?);
+//! assert_eq!(pins.keys(&"10.0.0.2:7000".parse()?), [b.public_key()]);
 //! let creds = Credentials::new(Secret::new([7; 32])).identity(a).pins(pins);
 //! assert!(creds.is_pinned());
 //! # Ok(())
@@ -41,14 +44,32 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// A node's static Noise public key (X25519, 32 bytes). Prints and parses
-/// as 64 lowercase hexadecimal digits.
+/// as 64 hexadecimal digits. A key of low order (such as all zeros) is
+/// refused: a peer could prove it without its private key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
     /// A key from its 32 bytes.
-    pub const fn new(bytes: [u8; 32]) -> PublicKey {
-        PublicKey(bytes)
+    ///
+    /// # Errors
+    /// [`KeyError::LowOrder`] for a point of low order: every key
+    /// exchange with it gives the same result, so proving it needs no
+    /// private key.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<PublicKey, KeyError> {
+        use snow::resolvers::{CryptoResolver, DefaultResolver};
+        // A clamped scalar is a multiple of the cofactor 8, so its product
+        // with a point of low order (on the curve or its twist) is the
+        // identity, whose u-coordinate is 0; with any other point it is not.
+        let mut dh = DefaultResolver
+            .resolve_dh(&snow::params::DHChoice::Curve25519)
+            .ok_or(KeyError::LowOrder)?;
+        dh.set(&[0x55; 32]);
+        let mut out = [0; 32];
+        match dh.dh(&bytes, &mut out) {
+            Ok(()) if out != [0; 32] => Ok(PublicKey(bytes)),
+            _ => Err(KeyError::LowOrder),
+        }
     }
 
     /// The key's 32 bytes.
@@ -69,56 +90,65 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// Why a text is not a [`PublicKey`].
+/// Why bytes or a text are not a [`PublicKey`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ParseKeyError {
-    /// Not 64 characters long.
+pub enum KeyError {
+    /// The text (surrounding whitespace left out) is not 64 bytes long.
     Length(usize),
-    /// A character that is not a hexadecimal digit, at this byte offset.
+    /// A character that is not a hexadecimal digit, at this byte offset
+    /// of the trimmed text.
     NotHex(usize),
+    /// A point of low order (such as all zeros), which a peer could prove
+    /// without a private key.
+    LowOrder,
 }
 
-impl fmt::Display for ParseKeyError {
+impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseKeyError::Length(n) => {
+            KeyError::Length(n) => {
                 write!(f, "a public key is 64 hexadecimal digits, not {n} bytes")
             }
-            ParseKeyError::NotHex(at) => {
+            KeyError::NotHex(at) => {
                 write!(
                     f,
                     "a public key has a non-hexadecimal character at byte {at}"
                 )
             }
+            KeyError::LowOrder => {
+                f.write_str("a key of low order proves nothing (all zeros, or the like)")
+            }
         }
     }
 }
 
-impl std::error::Error for ParseKeyError {}
+impl std::error::Error for KeyError {}
 
 impl FromStr for PublicKey {
-    type Err = ParseKeyError;
+    type Err = KeyError;
 
-    fn from_str(s: &str) -> Result<PublicKey, ParseKeyError> {
-        let text = s.as_bytes();
+    /// Parses 64 hexadecimal digits (either case), with surrounding
+    /// whitespace (a line read from a file) left out.
+    fn from_str(s: &str) -> Result<PublicKey, KeyError> {
+        let text = s.trim().as_bytes();
         if text.len() != 64 {
-            return Err(ParseKeyError::Length(text.len()));
+            return Err(KeyError::Length(text.len()));
         }
-        let digit = |at: usize| -> Result<u8, ParseKeyError> {
+        let digit = |at: usize| -> Result<u8, KeyError> {
             let c = text[at];
             match c {
                 b'0'..=b'9' => Ok(c - b'0'),
                 b'a'..=b'f' => Ok(c - b'a' + 10),
                 b'A'..=b'F' => Ok(c - b'A' + 10),
-                _ => Err(ParseKeyError::NotHex(at)),
+                _ => Err(KeyError::NotHex(at)),
             }
         };
         let mut key = [0; 32];
         for (i, byte) in key.iter_mut().enumerate() {
             *byte = (digit(2 * i)? << 4) | digit(2 * i + 1)?;
         }
-        Ok(PublicKey(key))
+        PublicKey::from_bytes(key)
     }
 }
 
@@ -201,11 +231,18 @@ impl fmt::Debug for Identity {
 }
 
 /// The public keys of the nodes a node admits, by the address each
-/// listens at (the address of its [`NodeId`](super::NodeId)): rule 116a.
-/// A node given pins refuses a peer at an address with no pin, so pin
-/// every node of the cluster, seeds included.
+/// listens at (rule 116a). A node given pins refuses a peer at an
+/// address with no pin, so pin every node of the cluster, seeds included.
+///
+/// An address may have several keys pinned, any of which admits it: to
+/// change a node's key without a gap, pin the new key beside the old one
+/// on every node, restart that node with its new [`Identity`], then unpin
+/// the old key. Addresses compare exactly as a node names itself (its
+/// [`NodeId`](super::NodeId)'s address, as it listens): `10.0.0.1:7000`
+/// and `[::ffff:10.0.0.1]:7000` are different addresses. A node reads its
+/// pins when it starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Pins(HashMap<SocketAddr, PublicKey>);
+pub struct Pins(HashMap<SocketAddr, Vec<PublicKey>>);
 
 impl Pins {
     /// No pins yet.
@@ -213,24 +250,39 @@ impl Pins {
         Pins::default()
     }
 
-    /// Pins `key` for the node at `addr`; returns the key pinned before.
-    pub fn insert(&mut self, addr: SocketAddr, key: PublicKey) -> Option<PublicKey> {
-        self.0.insert(addr, key)
+    /// Pins `key` for the node at `addr` (beside any key pinned there
+    /// already); false if it was pinned already.
+    pub fn insert(&mut self, addr: SocketAddr, key: PublicKey) -> bool {
+        let keys = self.0.entry(addr).or_default();
+        if keys.contains(&key) {
+            return false;
+        }
+        keys.push(key);
+        true
     }
 
-    /// Unpins the node at `addr`; returns its key.
-    pub fn remove(&mut self, addr: &SocketAddr) -> Option<PublicKey> {
-        self.0.remove(addr)
+    /// Unpins `key` for `addr`; false if it was not pinned.
+    pub fn remove(&mut self, addr: &SocketAddr, key: &PublicKey) -> bool {
+        let Some(keys) = self.0.get_mut(addr) else {
+            return false;
+        };
+        let before = keys.len();
+        keys.retain(|k| k != key);
+        let removed = keys.len() < before;
+        if keys.is_empty() {
+            self.0.remove(addr);
+        }
+        removed
     }
 
-    /// The key pinned for `addr`.
-    pub fn get(&self, addr: &SocketAddr) -> Option<&PublicKey> {
-        self.0.get(addr)
+    /// The keys pinned for `addr` (none: the node there is not admitted).
+    pub fn keys(&self, addr: &SocketAddr) -> &[PublicKey] {
+        self.0.get(addr).map_or(&[], Vec::as_slice)
     }
 
-    /// How many addresses are pinned.
+    /// How many keys are pinned, over all addresses.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.values().map(Vec::len).sum()
     }
 
     /// True if nothing is pinned (a node given empty pins admits nobody).
@@ -241,13 +293,17 @@ impl Pins {
 
 impl FromIterator<(SocketAddr, PublicKey)> for Pins {
     fn from_iter<I: IntoIterator<Item = (SocketAddr, PublicKey)>>(iter: I) -> Pins {
-        Pins(iter.into_iter().collect())
+        let mut pins = Pins::new();
+        pins.extend(iter);
+        pins
     }
 }
 
 impl Extend<(SocketAddr, PublicKey)> for Pins {
     fn extend<I: IntoIterator<Item = (SocketAddr, PublicKey)>>(&mut self, iter: I) {
-        self.0.extend(iter);
+        for (addr, key) in iter {
+            self.insert(addr, key);
+        }
     }
 }
 

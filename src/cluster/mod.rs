@@ -160,8 +160,9 @@
 //! incarnations is bounded per address (rules 122a and 127). What this
 //! rule gives is that no session speaks for a node at another address
 //! than the one it authenticated as. With the cluster's secret alone, a
-//! node that holds it can authenticate as any address; with pinned keys
-//! (rule 116a) only as its own.
+//! node that holds it can authenticate as any address; to a node that
+//! pins keys (rule 116a), only as its own (the guarantee holds
+//! cluster-wide when every node has pins).
 //!
 //! **115. A remote device's death reaches its watcher once, with its real
 //! cause**: a watch ([`Node::monitor`]) of a device registered with
@@ -222,14 +223,16 @@
 //! **116a. With pinned keys, a peer proves the address it names**: a
 //! side given [`Pins`] ([`Credentials::pins`], [`NodeBuilder::pins`])
 //! completes a session only with a peer that proves, in the handshake,
-//! the private key of the [`PublicKey`] pinned for the address of the
+//! the private key of a [`PublicKey`] pinned for the address of the
 //! [`NodeId`] its hello names (its [`Identity`]). A peer that names an
 //! address with no pin is refused with [`SessionError::Unpinned`], one
 //! that proves another key with [`SessionError::WrongKey`]; either side
 //! checks the other (the side that connects before it sends its own
-//! hello), and over TCP either is bad input (rule 131). Without pins a
-//! side admits any peer with the secret (rule 116), which is what the
-//! cluster's secret alone gives: a holder of it can name any address.
+//! hello), and over TCP either is bad input (rule 131). A key of low
+//! order, which proves nothing, cannot be pinned ([`KeyError::LowOrder`]).
+//! Without pins a side admits any peer with the secret (rule 116), which
+//! is what the cluster's secret alone gives: a holder of it can name any
+//! address.
 //!
 //! **117. A name is found the same way on every node, and every lookup is
 //! answered exactly once**: [`Node::lookup`] gives the same [`Ref`] for a
@@ -549,7 +552,7 @@ pub mod wire;
 
 pub use builder::{NodeBuilder, NodeError};
 pub use id::{NodeId, Pid, Ref, RemoteRef};
-pub use keys::{Credentials, Identity, ParseKeyError, Pins, PublicKey};
+pub use keys::{Credentials, Identity, KeyError, Pins, PublicKey};
 pub use node::{
     AskError, DeadLetter, LookupError, Member, MemberState, Node, NodeStats, NodeStatus,
     RemoteActor, RemoteDown, RemoteFault, RemoteMonitor, SendError, TrySendError, WatchError,

@@ -102,8 +102,8 @@ pub enum SessionError {
         /// The node the peer named.
         peer: NodeId,
     },
-    /// The peer names a node whose pinned key it did not prove: it holds
-    /// another key (rule 116a).
+    /// The peer names a node but did not prove a key pinned for its
+    /// address: it holds another key (rule 116a).
     WrongKey {
         /// The node the peer named.
         peer: NodeId,
@@ -562,12 +562,13 @@ impl Session {
 /// Rule 116a: the peer that names itself `node` proved, in the handshake,
 /// the key pinned for `node`'s address.
 fn check_pin(pins: &Pins, node: NodeId, proved: Option<&[u8]>) -> Result<(), SessionError> {
-    match pins.get(&node.addr) {
-        None => Err(SessionError::Unpinned { peer: node }),
-        Some(key) if proved != Some(key.as_bytes().as_slice()) => {
-            Err(SessionError::WrongKey { peer: node })
-        }
-        Some(_) => Ok(()),
+    let keys = pins.keys(&node.addr);
+    if keys.is_empty() {
+        return Err(SessionError::Unpinned { peer: node });
+    }
+    match proved {
+        Some(proved) if keys.iter().any(|k| k.as_bytes().as_slice() == proved) => Ok(()),
+        _ => Err(SessionError::WrongKey { peer: node }),
     }
 }
 

@@ -420,12 +420,11 @@ pub(super) fn receive(inner: &mut Inner, now: Instant, serial: u64, bytes: &[u8]
             peer.rtt = Some(rtt);
         }
     }
-    // A link has its peer's address once its handshake is done, and
-    // frames come only after it (Noise and the confirmation see to it).
-    debug_assert!(
-        addr.is_some() || frames.is_empty(),
-        "frames before a link's address"
-    );
+    // A link has its peer's address once its handshake is done. Frames
+    // with none are those an authenticated peer sent right behind its
+    // handshake, before this side confirmed the link, on a link this side
+    // has just closed as a duplicate (rule 130): a well-behaved peer sends
+    // none there, and they are dropped with the link.
     after.frames = addr.map(|addr| (addr, frames));
     after
 }

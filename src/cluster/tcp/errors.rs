@@ -15,7 +15,8 @@ pub struct TcpStats {
     /// Connections closed for bad input (rule 131): a wrong secret,
     /// another version, garbage, a frame over the limit, a truncated
     /// message, no authentication in time, too many handshakes, a peer
-    /// that is not the node connected to.
+    /// that is not the node connected to, a peer without a key pinned
+    /// for its address.
     pub failed: u64,
     /// Connections that ended otherwise: refused, reset, or closed by
     /// the peer.
@@ -41,8 +42,10 @@ pub struct TcpStats {
 #[non_exhaustive]
 pub enum ConnError {
     /// The peer's bytes were refused: a wrong secret, garbage, tampered
-    /// bytes, another wire version, a frame over the limit, or a message
-    /// cut short ([`SessionError::Truncated`]).
+    /// bytes, another wire version, a frame over the limit, a message
+    /// cut short ([`SessionError::Truncated`]), or a peer that did not
+    /// prove a key pinned for its address ([`SessionError::Unpinned`],
+    /// [`SessionError::WrongKey`]).
     Session(SessionError),
     /// An accepted connection was not authenticated within
     /// [`HANDSHAKE_TIMEOUT`].

@@ -63,7 +63,11 @@
 //! frame over the limit, a client that does not authenticate within
 //! [`HANDSHAKE_TIMEOUT`], a connection past [`PENDING_HANDSHAKES`], a
 //! peer connected to that authenticates as a node at another address
-//! ([`ConnError::WrongPeer`], rule 113b in the [cluster](super) docs): that
+//! ([`ConnError::WrongPeer`], rule 113b in the [cluster](super) docs), a
+//! peer that does not prove a key pinned for the address it names
+//! ([`SessionError::Unpinned`](super::SessionError::Unpinned),
+//! [`SessionError::WrongKey`](super::SessionError::WrongKey), rule 116a;
+//! the refused side sees its connection closed): that
 //! connection is closed, its [`ConnError`] is told to
 //! [`TcpTransport::on_error`], counted in [`TcpStats::failed`] and logged
 //! as a `warn` event of target `stakplane::cluster`, and every other
@@ -228,6 +232,19 @@ impl TcpTransport {
         let mut inner = self.inner.borrow_mut();
         inner.me = me;
         inner.deliver = Some(deliver);
+    }
+
+    /// False if this transport's pins hold keys for `addr` (its own
+    /// address) and none is its identity's: a node with the same pins
+    /// would refuse it (rule 116a).
+    pub(crate) fn admits_itself(&self, addr: SocketAddr) -> bool {
+        let inner = self.inner.borrow();
+        let Some(pins) = inner.credentials.pinned() else {
+            return true;
+        };
+        let keys = pins.keys(&addr);
+        let own = inner.credentials.own_identity().map(|i| i.public_key());
+        keys.is_empty() || own.is_some_and(|k| keys.contains(&k))
     }
 
     /// Tells `errors` of every connection the transport closes for a
