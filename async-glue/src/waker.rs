@@ -68,6 +68,15 @@ impl TaskRef {
         )
     }
 
+    /// The task at `slot` with generation `gen` of the runtime of `self`,
+    /// a `TaskRef::new(rt, 0, 0)` (the executor keeps one: a poll then
+    /// does not shift the runtime index into place).
+    #[inline(always)]
+    pub(crate) fn with_task(self, slot: u32, gen: u32) -> Self {
+        debug_assert!(self.slot() == 0 && self.gen() == 0 && slot < MAX_SLOTS);
+        TaskRef(self.0 | (u64::from(slot) << GEN_BITS) | u64::from(gen & GEN_MASK))
+    }
+
     /// The runtime index.
     pub(crate) fn rt(self) -> u32 {
         (self.0 >> (SLOT_BITS + GEN_BITS)) as u32

@@ -92,7 +92,7 @@ pub use task_set::TaskSet;
 
 use crate::fail::ActorFail;
 use crate::remote::{self, RemoteWakes};
-use crate::waker::{self, TaskRef, GEN_MASK};
+use crate::waker::{self, TaskRef};
 use slots::{After, BoxTask, End, Slots, State, TaskCell, TaskKey, NO_FREE};
 use stakker::{Core, Deferrer, Stakker};
 use std::cell::{Cell, RefCell};
@@ -107,6 +107,9 @@ use std::time::Instant;
 /// One runtime's executor.
 pub(crate) struct Exec {
     rt: u32,
+    /// `TaskRef::new(rt, 0, 0)`: the waker words of its tasks, less the
+    /// slot and generation.
+    rt_ref: TaskRef,
     deferrer: Deferrer,
     slots: RefCell<Slots>,
     /// stakker's `now` at the latest task poll (for timers).
@@ -122,9 +125,15 @@ pub(crate) struct Exec {
 thread_local! {
     /// The executors of the runtimes on this thread, by runtime index.
     static EXECS: RefCell<Vec<(u32, Rc<Exec>)>> = const { RefCell::new(Vec::new()) };
-    /// The task being polled on this thread, if any.
-    static CURRENT: Cell<Option<(u32, TaskKey)>> = const { Cell::new(None) };
+    /// The task being polled on this thread: runtime index, slot and
+    /// generation, or [`NOT_POLLING`]. Two words, not an `Option` of
+    /// three: each poll saves, sets and restores it.
+    static CURRENT: Cell<(u32, u32, u64)> = const { Cell::new(NOT_POLLING) };
 }
+
+/// [`CURRENT`] when no task is being polled: no runtime has index
+/// `u32::MAX` (they are below `MAX_RUNTIMES`).
+const NOT_POLLING: (u32, u32, u64) = (u32::MAX, 0, 0);
 
 /// Finds this thread's executor for runtime index `rt`.
 fn local_exec(rt: u32) -> Option<Rc<Exec>> {
@@ -140,6 +149,7 @@ fn local_exec(rt: u32) -> Option<Rc<Exec>> {
 }
 
 /// A wake of `task` through its [`Waker`], from any thread.
+#[inline]
 pub(crate) fn wake(task: TaskRef) {
     // The executor is used in place, in the list's shared borrow: a wake
     // runs no user code (it marks the slot and queues a poll), so nothing
@@ -147,19 +157,34 @@ pub(crate) fn wake(task: TaskRef) {
     let here = EXECS
         .try_with(|list| {
             let list = list.borrow();
-            let exec = list.iter().find(|(i, _)| *i == task.rt());
-            exec.map(|(_, exec)| exec.wake(task)).is_some()
+            // Most threads run one runtime: its executor is the first.
+            let exec = match list.first() {
+                Some((i, exec)) if *i == task.rt() => Some(exec),
+                _ => list.iter().find(|(i, _)| *i == task.rt()).map(|(_, e)| e),
+            };
+            exec.map(|exec| exec.wake(task)).is_some()
         })
         .unwrap_or(false);
     if !here {
-        remote::wake(task);
+        remote_wake(task);
     }
+}
+
+/// The cross-thread path of [`wake`], out of line: it keeps the common
+/// path (a wake on the runtime's own thread) small.
+#[cold]
+#[inline(never)]
+fn remote_wake(task: TaskRef) {
+    remote::wake(task);
 }
 
 /// The task being polled on this thread and its executor.
 pub(crate) fn current() -> Option<(Rc<Exec>, TaskKey)> {
-    let (rt, k) = CURRENT.try_with(Cell::get).ok().flatten()?;
-    Some((local_exec(rt)?, k))
+    let (rt, slot, gen) = CURRENT.try_with(Cell::get).ok()?;
+    if rt == NOT_POLLING.0 {
+        return None;
+    }
+    Some((local_exec(rt)?, TaskKey { slot, gen }))
 }
 
 /// A task's panic, caught: its message, reported; the payload dropped
@@ -231,6 +256,7 @@ impl Exec {
         let (rt, remote) = remote::register().ok_or(SpawnError::TooManyRuntimes)?;
         let exec = Rc::new(Exec {
             rt,
+            rt_ref: TaskRef::new(rt, 0, 0),
             deferrer: core.deferrer(),
             slots: RefCell::new(Slots {
                 entries: Vec::new(),
@@ -340,24 +366,35 @@ impl Exec {
         self.now.set(s.now());
         // Our waker's drop does nothing: not calling it saves an indirect
         // call a poll.
-        let waker = ManuallyDrop::new(waker::waker(TaskRef::new(
-            self.rt,
-            t.slot,
-            (t.gen as u32) & GEN_MASK,
-        )));
+        let waker = ManuallyDrop::new(waker::waker(self.rt_ref.with_task(t.slot, t.gen as u32)));
         let mut cx = Context::from_waker(&waker);
-        let prev = CURRENT.replace(Some((self.rt, t)));
+        let prev = CURRENT.replace((self.rt, t.slot, t.gen));
         let res = catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(&mut cx)));
         CURRENT.set(prev);
+
+        // The common case: pending, not ended meanwhile. The state is read
+        // in place and overwritten (it holds nothing).
+        if let Ok(Poll::Pending) = res {
+            let mut slots = self.slots.borrow_mut();
+            let slot = slots.polled(t);
+            if let State::Running { woken, end: None } = slot.state {
+                slot.state
+                    .replace_empty(if woken { State::Scheduled } else { State::Idle });
+                slot.put_task_back(task);
+                if woken {
+                    drop(slots);
+                    self.schedule(t);
+                }
+                return;
+            }
+        }
         // The panic payload is user data: read it and drop it here, not
         // inside the slot table borrow.
         let res = res.map_err(contained);
 
         let after = {
             let mut slots = self.slots.borrow_mut();
-            let Some(slot) = slots.get(t) else {
-                unreachable!("a polled task's slot was freed")
-            };
+            let slot = slots.polled(t);
             if let (Ok(Poll::Ready(())), false, State::Running { end: None, .. }) =
                 (&res, slot.handle, &slot.state)
             {
@@ -369,19 +406,7 @@ impl Exec {
                 after.run();
                 return;
             }
-            slot.task = Some(task);
-            // The common case: pending, not ended meanwhile. The state is
-            // read in place and overwritten (it holds nothing).
-            if let (Ok(Poll::Pending), State::Running { woken, end: None }) = (&res, &slot.state) {
-                let woken = *woken;
-                slot.state
-                    .replace_empty(if woken { State::Scheduled } else { State::Idle });
-                if woken {
-                    drop(slots);
-                    self.schedule(t);
-                }
-                return;
-            }
+            slot.put_task_back(task);
             // Otherwise the task ends here.
             let State::Running { end, .. } = std::mem::replace(&mut slot.state, State::Scheduled)
             else {

@@ -196,6 +196,19 @@ pub(super) struct Slot {
     pub(super) handle: bool,
 }
 
+impl Slot {
+    /// Puts the task box back after its poll (the slot's box is out during
+    /// the poll, and nothing else fills it: `alloc` fills vacant slots
+    /// only), without the drop code an assignment would run on the empty
+    /// box it replaces.
+    #[inline(always)]
+    pub(super) fn put_task_back(&mut self, task: BoxTask) {
+        let old = self.task.replace(task);
+        debug_assert!(old.is_none(), "a polled task's box was refilled");
+        std::mem::forget(old);
+    }
+}
+
 pub(super) const NO_FREE: u32 = u32::MAX;
 
 pub(super) struct Slots {
@@ -255,6 +268,18 @@ impl Slots {
         self.entries
             .get_mut(k.slot as usize)
             .filter(|s| s.gen == k.gen && !matches!(s.state, State::Vacant { .. }))
+    }
+
+    /// The slot of task `t`, which is being polled (its state is
+    /// `Running`). A slot is never freed while its task is polled (an end
+    /// set meanwhile waits for the poll to return), so the task is still
+    /// at `t.slot`: found by index alone. (Were it not, its state would not
+    /// be `Running`, which the executor checks.)
+    #[inline(always)]
+    pub(super) fn polled(&mut self, t: TaskKey) -> &mut Slot {
+        let slot = &mut self.entries[t.slot as usize];
+        debug_assert_eq!(slot.gen, t.gen, "a polled task's slot was freed");
+        slot
     }
 
     /// The live task a waker names (truncated generation): its exact key
