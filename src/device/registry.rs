@@ -232,6 +232,15 @@ fn with<R>(gone: R, f: impl FnOnce(&mut Registry) -> R) -> R {
     with_else(|| gone, f)
 }
 
+/// [`with`], answering `R::default()` for a torn-down registry. Unlike
+/// `with(None, ..)`, it holds no value to drop on the way out: for a type
+/// with drop code (a `Watch`, a cause), that drop is an out-of-line call
+/// on every visit, even of a `None`.
+#[inline]
+fn with_default<R: Default>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    with_else(R::default, f)
+}
+
 /// [`with`], making the value for a torn-down registry only when needed.
 #[inline]
 fn with_else<R>(gone: impl FnOnce() -> R, f: impl FnOnce(&mut Registry) -> R) -> R {
@@ -260,6 +269,7 @@ fn index(idx: usize) -> u32 {
 }
 
 impl Registry {
+    #[inline]
     fn slot(&mut self, key: Key) -> Option<&mut Slot> {
         self.slots
             .get_mut(key.slot as usize)
@@ -288,6 +298,23 @@ impl Registry {
             slot.record = index(records.insert(Record::new()));
         }
         Some(slot.record as usize)
+    }
+
+    /// The record of a live device, made if it has none yet; `None` if
+    /// the device is dead or gone. One lookup of each slab.
+    #[inline]
+    fn live_record_mut(&mut self, key: Key) -> Option<&mut Record> {
+        let Registry { slots, records, .. } = self;
+        let slot = match slots.get_mut(key.slot as usize) {
+            Some(slot) if slot.id == key.id && slot.is_live() => slot,
+            _ => return None,
+        };
+        if slot.record == NIL {
+            let entry = records.vacant_entry();
+            slot.record = index(entry.key());
+            return Some(entry.insert(Record::new()));
+        }
+        records.get_mut(slot.record as usize)
     }
 
     /// Why `key` names no live device: the recorded cause of a dead one,
@@ -557,7 +584,7 @@ pub(crate) fn release_owner(key: Key) {
 /// `None` if the device is dead.
 pub(crate) fn control(key: Key, make: impl FnOnce() -> Rc<dyn Control>) -> Option<Rc<dyn Control>> {
     with(None, |r| {
-        let record = r.live(key).ok()?;
+        let record = r.live_record_mut(key)?;
         if let Some(control) = record.control.as_ref().and_then(Weak::upgrade) {
             return Some(control);
         }

@@ -41,7 +41,7 @@
 //! BENCHMARKS.md).
 
 use super::watchers::{deliver, deliver_kept, Ready, Watch};
-use super::{index, with, Control, Key, Registry, Slot, State, NIL};
+use super::{index, with, with_default, Control, Key, Registry, Slot, State, NIL};
 use crate::cause::{Cause, Down};
 use crate::device::ending::{decode, kind_of, Ending, Kept};
 use crate::device::owner::OwnerDown;
@@ -81,7 +81,12 @@ fn short(key: Key, stop: Option<StopCause>) {
         return unended(key);
     };
     match alone(key, &stop) {
-        Some(None) => drop(stop),
+        // Nobody to tell: a cause that holds nothing (the commonest,
+        // `Dropped`) is forgotten, skipping its drop code.
+        Some(None) => match stop {
+            StopCause::Failed(_) | StopCause::Killed(_) => drop(stop),
+            StopCause::Stopped | StopCause::Dropped | StopCause::Lost => std::mem::forget(stop),
+        },
         Some(Some(watch)) => deliver_kept(watch, key.id, decode(stop)),
         None => died_as(key, decode(stop)),
     }
@@ -110,7 +115,7 @@ fn general(key: Key, stop: Option<StopCause>) {
 /// whichever way the death goes on.
 #[inline]
 fn alone(key: Key, stop: &StopCause) -> Option<Option<Watch>> {
-    with(None, |r| {
+    with_default(|r| {
         let idx = key.slot as usize;
         let first = match r.slots.get_mut(idx) {
             Some(slot) if slot.id == key.id => {
@@ -160,7 +165,7 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
     let mut cause = Some(cause);
     // The cause once shared (kept in the slot too).
     let mut shared: Option<Cause> = None;
-    let first = with(Death::Gone, |r| {
+    let first = with_default(|r| {
         let Registry {
             slots,
             records,
@@ -217,12 +222,16 @@ pub(crate) fn died_as(key: Key, cause: Kept) {
                 Death::Owner(fwd)
             }
             // Kept, shared, for the handles (and the record) left to ask.
+            // With nobody to tell, the slot keeps the cause itself: no copy.
+            (NIL, None) => {
+                *state = State::Dead(cause.take().map(|c| Kept::Cause(c.into_cause())));
+                Death::Gone
+            }
             (record, first) => {
                 shared = cause.take().map(Kept::into_cause);
                 *state = State::Dead(shared.clone().map(Kept::Cause));
                 match record {
-                    // No list: the inline watcher, if any, is the only one
-                    // to tell.
+                    // No list: the inline watcher is the only one to tell.
                     NIL => first.map_or(Death::Gone, Death::One),
                     record => Death::Record(record as usize, first),
                 }
@@ -346,7 +355,7 @@ pub(crate) fn died_in_drop(
 /// once, and `key` is detached (its release has nothing left to do).
 /// `None` if the device is not dead (or its slot is gone).
 pub(crate) fn take_cause(key: &mut Key) -> Option<Kept> {
-    let (kept, freed) = with((None, false), |r| {
+    let (kept, freed) = with_default(|r| {
         let Some(slot) = r.slot(*key) else {
             return (None, false);
         };
@@ -369,8 +378,10 @@ pub(crate) fn take_cause(key: &mut Key) -> Option<Kept> {
 }
 
 /// What the first step of a death found.
+#[derive(Default)]
 enum Death {
     /// Nobody to tell (or the device was already dead).
+    #[default]
     Gone,
     /// Only the inline watcher to tell.
     One(Watch),

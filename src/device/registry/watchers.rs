@@ -14,7 +14,7 @@
 //! and the device's owner-watcher ([`OwnerDown`], see
 //! [`device::owner`](crate::device::owner)), never cancelled.
 
-use super::{gone, index, with, with_else, Control, Key, Registry, Slot, State, NIL};
+use super::{gone, index, with, with_default, with_else, Control, Key, Registry, Slot, State, NIL};
 use crate::cause::{Cause, DeviceId, Down, LinkError, LinkMode};
 use crate::device::ending::Kept;
 use crate::device::owner::OwnerDown;
@@ -235,13 +235,17 @@ impl Registry {
     /// `Dropped`), sparing the delivery a borrow of its own.
     #[inline]
     pub(super) fn ready(&mut self, watch: Watch) -> Ready {
-        match watch {
-            Watch::Link(watcher) => Ready::Link(
+        if let Watch::Link(watcher) = watch {
+            // A link holds no value to drop (a `Key`: checked below at
+            // compile time): forgotten, skipping the drop code of a `Watch`.
+            const _: () = assert!(!std::mem::needs_drop::<Key>());
+            std::mem::forget(watch);
+            return Ready::Link(
                 self.live_record(watcher)
                     .and_then(|record| record.control.as_ref()?.upgrade()),
-            ),
-            watch => Ready::Watch(watch),
+            );
         }
+        Ready::Watch(watch)
     }
 }
 
@@ -300,7 +304,7 @@ impl MonitorRef {
     ///
     /// Cost: O(1).
     pub fn cancel(self) -> bool {
-        let removed = with(None, |r| {
+        let removed = with_default(|r| {
             if !r.is_live(self.key) {
                 return None;
             }
@@ -478,6 +482,16 @@ pub(super) fn deliver_kept(watch: Watch, id: DeviceId, cause: Kept) {
         // No handle was left (the device's slot went): a stale
         // incarnation for its owner, whose cause nobody can ask for.
         Watch::Owner(fwd) => fwd.fwd(OwnerDown { id }),
+        // As `deliver`, written out for the commonest watchers: the
+        // `Watch` and the `Down` are not moved through a call.
+        Watch::Ret(ret) => ret.ret(Down {
+            id,
+            cause: cause.into_cause(),
+        }),
+        Watch::Fwd(fwd) => fwd.fwd(Down {
+            id,
+            cause: cause.into_cause(),
+        }),
         watch => deliver(
             watch,
             Down {
