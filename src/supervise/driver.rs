@@ -320,7 +320,31 @@ pub(super) fn pump(sh: &Shared, core: &mut Core) {
 /// [`pump`] for the outermost step, which made the supervisor busy (and
 /// holds an [`Unwinding`]): runs the work, and the supervisor is no
 /// longer busy when it returns.
+///
+/// The common case, no work (what `resume_work` finds first), is
+/// handled here, inline.
+#[inline]
 fn resume(sh: &Shared, core: &mut Core) {
+    let trash = {
+        let mut g = sh.borrow_mut();
+        if g.st.has_work() {
+            None
+        } else {
+            let trash = g.st.take_trash();
+            g.busy = false;
+            Some(trash)
+        }
+    };
+    match trash {
+        // Dropped once the borrow is let go.
+        Some(trash) => drop(trash),
+        None => resume_work(sh, core),
+    }
+}
+
+/// [`resume`] with work to do.
+#[inline(never)]
+fn resume_work(sh: &Shared, core: &mut Core) {
     loop {
         let (step, trash) = {
             let mut g = sh.borrow_mut();
@@ -473,7 +497,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
     // The cause, taken from the registry as the incarnation's handle is
     // dropped (moved out when nobody else can see it). It may hold a user
     // error: dropped last, after every borrow.
-    let mut cause: Option<Kept> = None;
+    let mut kept: Option<Kept> = None;
     let dropped;
     let removed;
     {
@@ -488,7 +512,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
         // copy shuts down) left its cause in a slot that is gone: the
         // handle was dropped.
         let taken = g.st.entries[idx].at.slot.down(dev);
-        let cause = &mut *cause.insert(taken.unwrap_or(Kept::Cause(Cause::Dropped)));
+        let cause = &mut *kept.insert(taken.unwrap_or_else(|| Kept::Cause(Cause::Dropped)));
         let down = g.st.child_down(idx, cause.is_fault());
         dropped = down.dropped;
         let id = &g.st.entries[idx].id;
@@ -523,7 +547,10 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
                 // (dropping it runs no user code, so it may wait until the
                 // restart is planned).
                 if g.st.is_idle() && dropped.as_ref().is_none_or(|r| r.extra.ask.is_none()) {
-                    let cause = std::mem::replace(cause, Kept::Cause(Cause::Dropped));
+                    // Moved out: nothing is left to drop here.
+                    let Some(cause) = kept.take() else {
+                        unreachable!("the cause was just stored")
+                    };
                     restart_at_once(sh, core, guard, idx, dropped, cause);
                     return;
                 }
@@ -544,7 +571,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
     drop(dropped);
     discard(removed);
     pump(sh, core);
-    drop(cause);
+    drop(kept);
 }
 
 /// The restart job of entry `idx` (just down, mode Running, not held, no

@@ -13,6 +13,7 @@ use crate::mailbox::Overflow;
 use stakker::{Core, Fwd};
 use std::any::{Any, TypeId};
 use std::error::Error;
+use std::marker::PhantomData;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -254,8 +255,6 @@ impl ErasedSpec {
     }
 }
 
-type TypedStart<A, Arg> = Rc<dyn Fn(&mut Core, &Arg) -> Result<Child<A>, Box<dyn Error>>>;
-
 /// How a supervisor starts and treats one child (OTP's child spec), for a
 /// device of type `A` whose start function takes an argument of type
 /// `Arg` (`()` except for `simple_one_for_one` templates).
@@ -266,7 +265,12 @@ type TypedStart<A, Arg> = Rc<dyn Fn(&mut Core, &Arg) -> Result<Child<A>, Box<dyn
 /// while no incarnation is alive (see [`hold`](ChildSpec::hold)).
 pub struct ChildSpec<A: 'static, Arg: 'static = ()> {
     id: ChildId,
-    start: TypedStart<A, Arg>,
+    /// The start function, already type-erased (made with the typed one
+    /// it calls inlined: a start is one dynamic call).
+    start: StartFn,
+    /// The start argument's type (invariant in it, as a typed start
+    /// function held here would make the spec).
+    arg: PhantomData<fn(&Arg) -> Arg>,
     restart: Restart,
     shutdown: Shutdown,
     /// Whether `shutdown` was set explicitly (else it follows the kind).
@@ -316,15 +320,48 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
         id: impl Into<ChildId>,
         start: impl Fn(&mut Core, &Arg) -> Result<Child<A>, Box<dyn Error>> + 'static,
     ) -> Self {
+        let slot = Rc::new(AddrSlot::new());
         ChildSpec {
             id: id.into(),
-            start: Rc::new(start),
+            start: Self::erase_start(start, slot.clone()),
+            arg: PhantomData,
             restart: Restart::Permanent,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             shutdown_set: false,
             kind: ChildKind::Worker,
-            slot: Rc::new(AddrSlot::new()),
+            slot,
         }
+    }
+
+    /// The type-erased start function calling `start`. `own_slot` is the
+    /// spec's own slot (a static child's): recognised by address, which
+    /// spares the type check.
+    fn erase_start(
+        start: impl Fn(&mut Core, &Arg) -> Result<Child<A>, Box<dyn Error>> + 'static,
+        own_slot: Rc<AddrSlot<A>>,
+    ) -> StartFn {
+        Rc::new(
+            move |core: &mut Core,
+                  arg: &dyn Any,
+                  slot: &dyn Any,
+                  downs: &Fwd<OwnerDown>,
+                  extras: &mut Extras| {
+                let slot = if std::ptr::addr_eq(slot, Rc::as_ptr(&own_slot)) {
+                    Some(&*own_slot)
+                } else {
+                    slot.downcast_ref::<AddrSlot<A>>()
+                };
+                let (Some(arg), Some(slot)) = (arg.downcast_ref::<Arg>(), slot) else {
+                    return Err(Rc::new(StartError::ArgType {
+                        expected: std::any::type_name::<Arg>(),
+                    }) as Rc<dyn Error>);
+                };
+                match start(core, arg) {
+                    Ok(child) => Ok(child.erase(core, slot, downs, extras)),
+                    Err(e) => Err(Rc::from(e)),
+                }
+            },
+        )
     }
 
     /// Sets the restart type (default [`Restart::Permanent`]).
@@ -381,39 +418,13 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
     }
 
     pub(crate) fn erase(self) -> ErasedSpec {
-        let start = self.start;
         let slot_proto = self.slot.clone();
-        // The spec's own slot (a static child's): recognised by address,
-        // which spares the type check.
-        let own_slot = self.slot.clone();
-        let erased: StartFn = Rc::new(
-            move |core: &mut Core,
-                  arg: &dyn Any,
-                  slot: &dyn Any,
-                  downs: &Fwd<OwnerDown>,
-                  extras: &mut Extras| {
-                let slot = if std::ptr::addr_eq(slot, Rc::as_ptr(&own_slot)) {
-                    Some(&*own_slot)
-                } else {
-                    slot.downcast_ref::<AddrSlot<A>>()
-                };
-                let (Some(arg), Some(slot)) = (arg.downcast_ref::<Arg>(), slot) else {
-                    return Err(Rc::new(StartError::ArgType {
-                        expected: std::any::type_name::<Arg>(),
-                    }) as Rc<dyn Error>);
-                };
-                match start(core, arg) {
-                    Ok(child) => Ok(child.erase(core, slot, downs, extras)),
-                    Err(e) => Err(Rc::from(e)),
-                }
-            },
-        );
         let new_slot: Rc<dyn Fn() -> Rc<dyn AddrHook>> =
             Rc::new(move || Rc::new(slot_proto.fresh()) as Rc<dyn AddrHook>);
         ErasedSpec {
             core: Rc::new(SpecCore {
                 id: self.id,
-                start: erased,
+                start: self.start,
                 restart: self.restart,
                 shutdown: self.shutdown,
                 kind: self.kind,

@@ -607,37 +607,47 @@ impl<L, X> State<L, X> {
         if !self.restarts.add(now, self.intensity) {
             return self.give_up(idx, cause);
         }
-        let key = self.entries[idx].key;
-        let targets = match self.strategy {
-            Strategy::OneForOne | Strategy::SimpleOneForOne => Targets::One(key),
-            Strategy::OneForAll => Targets::Many(self.entries.iter().map(|e| e.key).collect()),
-            Strategy::RestForOne => {
-                Targets::Many(self.entries[idx..].iter().map(|e| e.key).collect())
-            }
+        let entry = &mut self.entries[idx];
+        entry.pending = true;
+        let key = entry.key;
+        match self.strategy {
+            // Only this child: it starts at once.
+            Strategy::OneForOne | Strategy::SimpleOneForOne => Plan::Start(Targets::One(key)),
+            Strategy::OneForAll | Strategy::RestForOne => self.plan_many(idx, key),
+        }
+    }
+
+    /// [`plan_restart`](State::plan_restart) for a strategy that restarts
+    /// several children (entry `idx`, child `key`, already pending): the
+    /// running ones among them are terminated first.
+    #[inline(never)]
+    fn plan_many(&mut self, idx: usize, key: Key) -> Plan {
+        let from = match self.strategy {
+            Strategy::RestForOne => idx,
+            _ => 0,
         };
-        self.entries[idx].pending = true;
+        let keys: Vec<Key> = self.entries[from..].iter().map(|e| e.key).collect();
         let mut to_terminate = VecDeque::new();
-        if let Targets::Many(keys) = &targets {
-            for e in self.entries.iter_mut().rev() {
-                if e.key == key || !keys.contains(&e.key) {
-                    continue;
-                }
-                let temporary = e.policy.restart == Restart::Temporary;
-                if e.run.is_some() {
-                    // Terminated by the strategy: restarted after, unless
-                    // temporary (removed when its Down comes) or a
-                    // `terminate_child` is on its way.
-                    e.pending = !temporary && !e.held;
-                    to_terminate.push_back(e.key);
-                } else if !temporary {
-                    // Not running (terminated on request, transient stopped
-                    // normally, start failed): started too, as OTP starts
-                    // every child of the set.
-                    e.pending = true;
-                    e.held = false;
-                }
+        for e in self.entries.iter_mut().rev() {
+            if e.key == key || !keys.contains(&e.key) {
+                continue;
+            }
+            let temporary = e.policy.restart == Restart::Temporary;
+            if e.run.is_some() {
+                // Terminated by the strategy: restarted after, unless
+                // temporary (removed when its Down comes) or a
+                // `terminate_child` is on its way.
+                e.pending = !temporary && !e.held;
+                to_terminate.push_back(e.key);
+            } else if !temporary {
+                // Not running (terminated on request, transient stopped
+                // normally, start failed): started too, as OTP starts
+                // every child of the set.
+                e.pending = true;
+                e.held = false;
             }
         }
+        let targets = Targets::Many(keys);
         if to_terminate.is_empty() {
             return Plan::Start(targets);
         }
