@@ -498,7 +498,7 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
     // dropped (moved out when nobody else can see it). It may hold a user
     // error: dropped last, after every borrow.
     let mut kept: Option<Kept> = None;
-    let dropped;
+    let mut dropped;
     let removed;
     {
         let mut guard = sh.borrow_mut();
@@ -547,11 +547,9 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
                 // (dropping it runs no user code, so it may wait until the
                 // restart is planned).
                 if g.st.is_idle() && dropped.as_ref().is_none_or(|r| r.extra.ask.is_none()) {
-                    // Moved out: nothing is left to drop here.
-                    let Some(cause) = kept.take() else {
-                        unreachable!("the cause was just stored")
-                    };
-                    restart_at_once(sh, core, guard, idx, dropped, cause);
+                    // Both are left in place (not moved): the record is
+                    // dropped there, and the cause as this returns, last.
+                    restart_at_once(sh, core, guard, idx, &mut dropped, cause);
                     return;
                 }
                 let key = g.st.entries[idx].key;
@@ -578,17 +576,19 @@ fn on_down(sh: &Shared, core: &mut Core, down: OwnerDown) {
 /// shutdown hook in `dropped`), handled at once because no other work is
 /// ahead of it: what queuing it and `pump` would do, from the borrow
 /// `on_down` already holds, so that a single child's start is prepared in
-/// it. As on the queued path, the Down's cause is dropped at the end.
+/// it. `dropped` is dropped (in place) once the borrow is let go; as on
+/// the queued path, the Down's `cause` is dropped at the end, by the
+/// caller, after this returns.
 fn restart_at_once(
     sh: &Shared,
     core: &mut Core,
     mut guard: std::cell::RefMut<'_, Inner>,
     idx: usize,
-    dropped: Option<super::state::Running<Extras>>,
-    mut cause: Kept,
+    dropped: &mut Option<super::state::Running<Extras>>,
+    cause: &mut Kept,
 ) {
     let g = &mut *guard;
-    let plan = g.st.plan_restart(idx, core.now(), &mut cause);
+    let plan = g.st.plan_restart(idx, core.now(), cause);
     // The start functions below run with the supervisor busy. Its
     // `Unwinding` guard is made once the borrow is let go (dropped
     // inside it, it could not clear the flag).
@@ -601,7 +601,7 @@ fn restart_at_once(
         g.st.launching(idx);
         drop(guard);
         _unwinding = outer.then(|| Unwinding(sh));
-        drop(dropped);
+        *dropped = None;
         let res = launch_entry(sh, core, key, idx, launch);
         restarted(sh, key, id, res);
     } else {
@@ -609,9 +609,9 @@ fn restart_at_once(
         drop(guard);
         _unwinding = outer.then(|| Unwinding(sh));
         if let Plan::GaveUp(id) = &plan {
-            give_up(sup, intensity, id, &cause);
+            give_up(sup, intensity, id, cause);
         }
-        drop(dropped);
+        *dropped = None;
         if let Plan::Start(targets) = plan {
             start_pending(sh, core, targets);
         }
@@ -619,7 +619,6 @@ fn restart_at_once(
     if outer {
         resume(sh, core);
     }
-    drop(cause);
 }
 
 /// Handles one restart job ([`State::restart_job`]). With nothing to

@@ -346,12 +346,21 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
                   slot: &dyn Any,
                   downs: &Fwd<OwnerDown>,
                   extras: &mut Extras| {
-                let slot = if std::ptr::addr_eq(slot, Rc::as_ptr(&own_slot)) {
-                    Some(&*own_slot)
+                let (arg, slot) = if std::ptr::addr_eq(slot, Rc::as_ptr(&own_slot)) {
+                    // The own slot is a static child's, always started
+                    // with `()` (a template's is never launched: each
+                    // dynamic child has a fresh one). With `Arg` = `()`
+                    // (the only spec a static child can have) the check
+                    // is decided at compile time; otherwise it is made.
+                    let unit = (&() as &dyn Any).downcast_ref::<Arg>();
+                    (unit.or_else(|| arg.downcast_ref::<Arg>()), Some(&*own_slot))
                 } else {
-                    slot.downcast_ref::<AddrSlot<A>>()
+                    (
+                        arg.downcast_ref::<Arg>(),
+                        slot.downcast_ref::<AddrSlot<A>>(),
+                    )
                 };
-                let (Some(arg), Some(slot)) = (arg.downcast_ref::<Arg>(), slot) else {
+                let (Some(arg), Some(slot)) = (arg, slot) else {
                     return Err(Rc::new(StartError::ArgType {
                         expected: std::any::type_name::<Arg>(),
                     }) as Rc<dyn Error>);
