@@ -23,7 +23,7 @@
 //! transport uses it to confirm that it keeps a link and to answer its
 //! round-trip echo (rules 130 and 136 in [`tcp`](super::tcp)).
 
-use super::keys::{Credentials, Pins};
+use super::keys::{Credentials, Identity, Pins};
 use super::wire::{Frame, FrameReader, WireError, MAX_FRAME, WIRE_VERSION};
 use super::NodeId;
 use snow::{HandshakeState, TransportState};
@@ -215,6 +215,10 @@ impl Session {
     /// and admitting only a peer whose key is pinned for the address it
     /// names, if they hold pins (rule 116a).
     ///
+    /// Cost: Noise's set-up and first message; without an identity, a
+    /// fresh key pair too ([`Identity::generate`]). The pin check, at the
+    /// peer's hello, is one lookup by address.
+    ///
     /// # Errors
     /// [`SessionError::Noise`] if Noise cannot be set up.
     pub fn initiator_with(me: NodeId, credentials: &Credentials) -> Result<Session, SessionError> {
@@ -247,19 +251,17 @@ impl Session {
         initiator: bool,
         version: u16,
     ) -> Result<Session, SessionError> {
-        let params = || NOISE_PARAMS.parse().map_err(SessionError::Noise);
         let fresh;
-        let private: &[u8] = match credentials.own_identity() {
-            Some(identity) => identity.private_bytes(),
+        let identity = match credentials.own_identity() {
+            Some(identity) => identity,
             None => {
-                fresh = snow::Builder::new(params()?)
-                    .generate_keypair()
-                    .map_err(SessionError::Noise)?;
-                &fresh.private
+                fresh = Identity::generate()?;
+                &fresh
             }
         };
-        let builder = snow::Builder::new(params()?)
-            .local_private_key(private)
+        let params = NOISE_PARAMS.parse().map_err(SessionError::Noise)?;
+        let builder = snow::Builder::new(params)
+            .local_private_key(identity.private_bytes())
             .map_err(SessionError::Noise)?
             .psk(2, &credentials.secret().0)
             .map_err(SessionError::Noise)?;
