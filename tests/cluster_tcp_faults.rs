@@ -149,6 +149,46 @@ fn tcp_a_newer_incarnation_of_a_peer_replaces_its_old_link() {
     assert_eq!(a.t.stats().duplicates, 1);
 }
 
+/// Rule 130, the side that accepted: a second connection from a peer
+/// already linked, which loses the choice, is closed at once; frames its
+/// peer wrote right behind the last handshake message, in the same read,
+/// are dropped with it (a node writes none before this side confirms),
+/// and the kept link goes on.
+#[test]
+fn tcp_frames_behind_the_handshake_of_a_link_closed_as_a_duplicate_are_dropped_with_it() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([9; 32]);
+    let (a, b) = pair(&mut rt, &secret);
+    // The lower node keeps the link its peer's node opened, among links
+    // of one incarnation, on the side that accepted.
+    let (lo, hi) = if a.id < b.id { (&a, &b) } else { (&b, &a) };
+    assert_eq!(lo.t.stats().duplicates, 0);
+    let session = Session::initiator(hi.id, &secret).expect("noise");
+    let (mut client, _) = tcp::handshake_then(&mut rt, lo.id.addr, session, |session| {
+        session
+            .send(&stakplane::cluster::Frame::Gossip(
+                99u32.to_be_bytes().to_vec(),
+            ))
+            .expect("encrypts");
+    });
+    rt.run_for(Duration::from_millis(50)).expect("runs");
+    assert!(
+        closed_by_server(&mut rt, &mut client),
+        "the duplicate closed"
+    );
+    assert_eq!(lo.t.stats().duplicates, 1, "{:?}", lo.t.stats());
+    assert_eq!(lo.take_errors(), Vec::<String>::new(), "no bad input");
+    still_carries(&mut rt, hi, lo, 5);
+    still_carries(&mut rt, lo, hi, 6);
+    assert!(!lo.numbers().contains(&99), "dropped: {:?}", lo.numbers());
+    let links = lo.t.links();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(
+        (links[0].node, links[0].state),
+        (Some(hi.id), LinkState::Up)
+    );
+}
+
 // Rule 131 ----------------------------------------------------------------
 
 /// Runs a bad client against `b` (with a live session from `a`): exactly

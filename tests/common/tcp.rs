@@ -205,7 +205,19 @@ pub fn closed_by_server(rt: &mut Runtime, client: &mut TcpStream) -> bool {
 
 /// A raw client that completes the handshake with `session`, the side
 /// that connects; returns the socket (non-blocking) and the session.
-pub fn handshake(rt: &mut Runtime, to: SocketAddr, mut session: Session) -> (TcpStream, Session) {
+pub fn handshake(rt: &mut Runtime, to: SocketAddr, session: Session) -> (TcpStream, Session) {
+    handshake_then(rt, to, session, |_| {})
+}
+
+/// [`handshake`], with `behind` given the established session before its
+/// last handshake message is written: what it queues goes out in the
+/// same write, right behind that message.
+pub fn handshake_then(
+    rt: &mut Runtime,
+    to: SocketAddr,
+    mut session: Session,
+    behind: impl FnOnce(&mut Session),
+) -> (TcpStream, Session) {
     let mut client = raw_client(to);
     client.set_nonblocking(true).expect("non-blocking");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -226,6 +238,9 @@ pub fn handshake(rt: &mut Runtime, to: SocketAddr, mut session: Session) -> (Tcp
             }
             Err(_) => {}
         }
+    }
+    if session.is_established() {
+        behind(&mut session);
     }
     let out = session.take_output();
     if !out.is_empty() {

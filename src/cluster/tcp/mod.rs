@@ -52,7 +52,10 @@
 //! peer cannot evict a healthy link by claiming a name; the side that
 //! connected sends nothing until the other confirms it kept the link, so
 //! the frames either side queued before or during the race all arrive,
-//! in order, on the one link both kept.
+//! in order, on the one link both kept. A link closed as the duplicate
+//! is closed at once, with whatever its peer wrote behind its last
+//! handshake message (a node writes nothing there before the
+//! confirmation): nothing of it is delivered.
 //!
 //! **131. Bad input over TCP closes that connection with a typed error,
 //! counted and logged, never the node**: garbage from a raw client, a
