@@ -42,6 +42,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use zeroize::Zeroize;
 
 /// A node's static Noise public key (X25519, 32 bytes). Prints and parses
 /// as 64 hexadecimal digits. A key of low order (such as all zeros) is
@@ -156,6 +157,12 @@ impl FromStr for PublicKey {
 /// configuration ([`private_key`](Identity::private_key),
 /// [`from_private_key`](Identity::from_private_key)); a node restarted at
 /// its address keeps its identity.
+///
+/// The private key's bytes are zeroed when the `Identity` is dropped (as
+/// are a [`Secret`]'s): best effort, since copies are not: those a move of
+/// the value left in memory, those [`private_key`](Identity::private_key)
+/// gave out, and the one the Noise library (snow) holds for the length of
+/// each handshake.
 #[derive(Clone)]
 pub struct Identity {
     private: [u8; 32],
@@ -172,13 +179,14 @@ impl Identity {
         let params = super::session::NOISE_PARAMS
             .parse()
             .map_err(SessionError::Noise)?;
-        let keys = snow::Builder::new(params)
+        let mut keys = snow::Builder::new(params)
             .generate_keypair()
             .map_err(SessionError::Noise)?;
-        let private = <[u8; 32]>::try_from(keys.private.as_slice()).map_err(|_| bad_key())?;
+        let private = <[u8; 32]>::try_from(keys.private.as_slice()).map_err(|_| bad_key());
+        keys.private.zeroize();
         let public = <[u8; 32]>::try_from(keys.public.as_slice()).map_err(|_| bad_key())?;
         Ok(Identity {
-            private,
+            private: private?,
             public: PublicKey(public),
         })
     }
@@ -225,6 +233,12 @@ fn x25519() -> Option<Box<dyn snow::types::Dh>> {
 /// Noise gave a key that is not 32 bytes, or has no X25519.
 fn bad_key() -> SessionError {
     SessionError::Noise(snow::Error::Dh)
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        self.private.zeroize();
+    }
 }
 
 impl fmt::Debug for Identity {

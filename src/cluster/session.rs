@@ -44,7 +44,8 @@ const CHUNK: usize = NOISE_MAX - TAG;
 /// session. Its `Debug` does not show it. Make it from 32 random bytes,
 /// never from a passphrase: anyone who can connect to a node gets a
 /// handshake message keyed by it, which would let them test guesses at a
-/// weak secret offline.
+/// weak secret offline. Its bytes are zeroed when it is dropped (best
+/// effort, as an [`Identity`]'s private key).
 #[derive(Clone)]
 pub struct Secret(pub(super) [u8; 32]);
 
@@ -53,6 +54,12 @@ impl Secret {
     /// give them to every node, like a key).
     pub fn new(bytes: [u8; 32]) -> Secret {
         Secret(bytes)
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
