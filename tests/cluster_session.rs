@@ -320,6 +320,9 @@ fn session_with_pinned_keys_admits_any_key_pinned_for_the_address() {
         let mut b = Session::responder_with(node(2), &keyed(&k2, &both)).expect("noise");
         pump(&mut a, &mut b).expect("either key admits");
         assert_eq!(b.peer(), Some(node(1)));
+        // What each proved: what to pin for it.
+        assert_eq!(b.peer_key(), Some(k1.public_key()));
+        assert_eq!(a.peer_key(), Some(k2.public_key()));
     }
     let after = [(node(1), &new), (node(2), &k2)];
     let mut a = Session::initiator_with(node(1), &keyed(&old, &after)).expect("noise");

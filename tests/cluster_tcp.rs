@@ -219,6 +219,78 @@ fn tcp_nodes_with_pinned_keys_join_and_a_node_with_the_secret_alone_never_does()
     assert!(e.is_alive());
 }
 
+/// Rule 116a, at run time: a node given pins without a member's key
+/// closes its link to it at once; the member, cut off, is declared down
+/// there. Pins refusing the node itself change nothing; a transport
+/// without per-node keys refuses pins.
+#[test]
+fn tcp_a_node_given_pins_without_a_members_key_cuts_it_off_and_declares_it_down() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([7; 32]);
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (at_a, at_b) = (port(), port());
+    let (ka, kb) = (
+        Identity::generate().expect("keys"),
+        Identity::generate().expect("keys"),
+    );
+    let pins: Pins = [(at_a, ka.public_key()), (at_b, kb.public_key())]
+        .into_iter()
+        .collect();
+    let mut node = |at, key: &Identity, seeds: Vec<std::net::SocketAddr>| {
+        Node::builder()
+            .listen(at)
+            .secret(secret.clone())
+            .identity(key.clone())
+            .pins(pins.clone())
+            .seeds(seeds)
+            .incarnation(1)
+            .start(rt.core())
+            .expect("starts")
+    };
+    let (a, _) = node(at_a, &ka, vec![]);
+    let (b, idb) = node(at_b, &kb, vec![at_a]);
+    rt.run_for(Duration::from_secs(10)).expect("runs");
+    assert_eq!(members(&mut rt, &a), BTreeSet::from([idb]));
+    let set = |rt: &mut Runtime, pins: Option<Pins>| {
+        a.query(rt.stakker(), move |n, _| n.set_pins(pins))
+            .expect("alive")
+    };
+    let mut only_b = Pins::new();
+    only_b.insert(at_a, kb.public_key());
+    let err = set(&mut rt, Some(only_b)).expect_err("refuses a itself");
+    assert!(
+        matches!(err, stakplane::cluster::NodeError::NotPinned { addr } if addr == at_a),
+        "{err:?}"
+    );
+    let mut without_b = pins.clone();
+    without_b.remove(&at_b, &kb.public_key());
+    assert_eq!(set(&mut rt, Some(without_b)).expect("admits a"), 1);
+    rt.run_for(Duration::from_secs(30)).expect("runs");
+    assert!(members(&mut rt, &a).is_empty(), "b declared down at a");
+    assert!(members(&mut rt, &b).is_empty(), "a declared down at b");
+    // The trait's default: no per-node keys.
+    struct NoKeys;
+    impl Transport for NoKeys {
+        fn send(
+            &self,
+            _: std::net::SocketAddr,
+            _: std::net::SocketAddr,
+            _: Vec<u8>,
+            _: bool,
+        ) -> Result<(), stakplane::cluster::Full> {
+            Ok(())
+        }
+    }
+    assert!(matches!(
+        NoKeys.set_pins(None),
+        Err(stakplane::cluster::NodeError::NoKeys)
+    ));
+}
+
 /// What waiting sends were answered.
 type Done = Rc<RefCell<Vec<Option<Result<(), SendError>>>>>;
 

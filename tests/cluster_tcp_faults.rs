@@ -491,6 +491,97 @@ fn tcp_with_pinned_keys_a_peer_naming_an_address_without_its_key_is_refused() {
     assert!(c.got.borrow().is_empty(), "b2 sent c nothing");
 }
 
+/// Rule 116a, pins given while the transport runs: a link whose peer
+/// proved a key the new pins refuse is closed at once (nothing more is
+/// read from it), told and counted as a refused session; the links they
+/// admit go on; the refused peer is refused again when it reconnects,
+/// and admitted once its key is pinned again. Pins that would refuse the
+/// node itself are refused, and change nothing.
+#[test]
+fn tcp_pins_set_at_run_time_close_the_links_they_refuse_and_keep_the_others() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([6; 32]);
+    let keys: Vec<Identity> = (0..3)
+        .map(|_| Identity::generate().expect("keys"))
+        .collect();
+    let at: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+    let all: Pins = at
+        .iter()
+        .zip(&keys)
+        .map(|(a, k)| (*a, k.public_key()))
+        .collect();
+    let sides: Vec<Side> = (0..3)
+        .map(|i| {
+            let creds = Credentials::new(secret.clone())
+                .identity(keys[i].clone())
+                .pins(all.clone());
+            side_with(&mut rt, creds, Some(at[i]), None)
+        })
+        .collect();
+    let (a, b, c) = (&sides[0], &sides[1], &sides[2]);
+    b.send(a, 1, false).expect("room");
+    c.send(a, 2, false).expect("room");
+    assert!(run_until(&mut rt, Duration::from_secs(1), || a
+        .numbers()
+        .len()
+        == 2));
+    // A key for a's own address that is not a's: refused, nothing changed.
+    let mut not_a = all.clone();
+    assert!(not_a.remove(&at[0], &keys[0].public_key()));
+    assert!(not_a.insert(at[0], keys[1].public_key()));
+    assert!(matches!(
+        a.t.set_pins(Some(not_a)),
+        Err(stakplane::cluster::NodeError::NotPinned { addr }) if addr == at[0]
+    ));
+    assert_eq!(a.t.links().len(), 2);
+    // b's key revoked at a: its link closed at once.
+    let before = a.t.stats().failed;
+    let mut without_b = all.clone();
+    assert!(without_b.remove(&at[1], &keys[1].public_key()));
+    assert_eq!(a.t.set_pins(Some(without_b)).expect("a admits itself"), 1);
+    let up: Vec<_> =
+        a.t.links()
+            .into_iter()
+            .filter(|l| l.state == LinkState::Up)
+            .map(|l| l.node)
+            .collect();
+    assert_eq!(up, [Some(c.id)]);
+    rt.run_for(Duration::from_millis(100)).expect("runs");
+    let revoked = a.take_errors();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert!(revoked[0].contains("Unpinned"), "{revoked:?}");
+    assert_eq!(a.t.stats().failed, before + 1, "counted as refused");
+    // b, told its link closed, connects again: refused at the handshake.
+    b.send(a, 3, false).expect("room");
+    assert!(run_until(&mut rt, Duration::from_secs(1), || !a
+        .errors
+        .borrow()
+        .is_empty()));
+    let again = a.take_errors();
+    assert!(again[0].contains("Unpinned"), "{again:?}");
+    still_carries(&mut rt, c, a, 4);
+    assert!(
+        !a.numbers().contains(&3),
+        "nothing from b: {:?}",
+        a.numbers()
+    );
+    // Pinned again: b's next attempt is admitted, and what waited arrives.
+    assert_eq!(a.t.set_pins(Some(all.clone())).expect("admits"), 0);
+    assert!(
+        run_until(&mut rt, BACKOFF_MAX * 2, || a.numbers().contains(&3)),
+        "{:?}",
+        a.numbers()
+    );
+    // No pins at all: any holder of the secret, the links kept.
+    assert_eq!(a.t.set_pins(None).expect("admits"), 0);
+    let stranger = side(&mut rt, &secret, None);
+    stranger.send(a, 5, false).expect("room");
+    assert!(run_until(&mut rt, Duration::from_secs(1), || a
+        .numbers()
+        .contains(&5)));
+    assert_eq!(a.t.sessions().len(), 3, "b, c and the stranger");
+}
+
 #[test]
 fn tcp_a_peer_with_another_wire_version_is_refused() {
     bad_input(

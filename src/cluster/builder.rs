@@ -26,6 +26,9 @@ pub enum NodeError {
         /// The address the node listens at.
         addr: SocketAddr,
     },
+    /// New pins were given to a node whose transport has no per-node keys
+    /// (the simulator's): nothing changed.
+    NoKeys,
 }
 
 impl fmt::Display for NodeError {
@@ -37,6 +40,7 @@ impl fmt::Display for NodeError {
                 f,
                 "the pins hold other keys than this node's identity for its own address {addr}"
             ),
+            NodeError::NoKeys => f.write_str("the node's transport has no per-node keys"),
         }
     }
 }
@@ -45,7 +49,7 @@ impl std::error::Error for NodeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             NodeError::Net(e) => Some(e),
-            NodeError::NoSecret | NodeError::NotPinned { .. } => None,
+            NodeError::NoSecret | NodeError::NotPinned { .. } | NodeError::NoKeys => None,
         }
     }
 }

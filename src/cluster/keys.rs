@@ -71,6 +71,12 @@ impl PublicKey {
         }
     }
 
+    /// A key a peer proved in a handshake (no low-order check: what it
+    /// proved is what it holds).
+    pub(crate) fn proved(bytes: [u8; 32]) -> PublicKey {
+        PublicKey(bytes)
+    }
+
     /// The key's 32 bytes.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -254,10 +260,13 @@ impl fmt::Debug for Identity {
 /// An address may have several keys pinned, any of which admits it: to
 /// change a node's key without a gap, pin the new key beside the old one
 /// on every node, restart that node with its new [`Identity`], then unpin
-/// the old key. Addresses compare exactly as a node names itself (its
+/// the old key. A node takes new pins while it runs
+/// ([`Node::set_pins`](super::Node::set_pins),
+/// [`TcpTransport::set_pins`](super::tcp::TcpTransport::set_pins)): its
+/// links to peers they refuse are closed at once, which is how a node's
+/// key is revoked. Addresses compare exactly as a node names itself (its
 /// [`NodeId`](super::NodeId)'s address, as it listens): `10.0.0.1:7000`
-/// and `[::ffff:10.0.0.1]:7000` are different addresses. A node reads its
-/// pins when it starts.
+/// and `[::ffff:10.0.0.1]:7000` are different addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pins(HashMap<SocketAddr, Vec<PublicKey>>);
 
@@ -362,6 +371,11 @@ impl Credentials {
     pub fn pins(mut self, pins: Pins) -> Credentials {
         self.pins = Some(Arc::new(pins));
         self
+    }
+
+    /// Replaces the pins (`None`: admit any holder of the secret).
+    pub(crate) fn set_pins(&mut self, pins: Option<Arc<Pins>>) {
+        self.pins = pins;
     }
 
     /// True if this node admits pinned peers only.

@@ -230,6 +230,9 @@
 //! checks the other (the side that connects before it sends its own
 //! hello), and over TCP either is bad input (rule 131). A key of low
 //! order, which proves nothing, cannot be pinned ([`KeyError::LowOrder`]).
+//! Pins given to a running node ([`Node::set_pins`]) hold from then on,
+//! for links up too: each link whose peer proved a key they refuse is
+//! closed at once, nothing more read from it, with the same error.
 //! Without pins a side admits any peer with the secret (rule 116), which
 //! is what the cluster's secret alone gives: a holder of it can name any
 //! address.

@@ -23,7 +23,7 @@
 //! transport uses it to confirm that it keeps a link and to answer its
 //! round-trip echo (rules 130 and 136 in [`tcp`](super::tcp)).
 
-use super::keys::{Credentials, Identity, Pins};
+use super::keys::{Credentials, Identity, Pins, PublicKey};
 use super::wire::{Frame, FrameReader, WireError, MAX_FRAME, WIRE_VERSION};
 use super::NodeId;
 use snow::{HandshakeState, TransportState};
@@ -171,6 +171,8 @@ pub struct Session {
     version: u16,
     state: State,
     peer: Option<NodeId>,
+    /// The static key the peer proved in the handshake, from its hello on.
+    peer_key: Option<[u8; 32]>,
     /// The keys this side admits, by address (rule 116a), if any.
     pins: Option<Arc<Pins>>,
     /// Bytes received and not yet a whole Noise message.
@@ -283,6 +285,7 @@ impl Session {
             version,
             state: State::Handshake(Box::new(hs)),
             peer: None,
+            peer_key: None,
             pins: credentials.pinned().cloned(),
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -295,6 +298,26 @@ impl Session {
             s.write_handshake(&[])?;
         }
         Ok(s)
+    }
+
+    /// The static public key the peer proved in the handshake, once its
+    /// hello is read (with [`peer`](Session::peer)): its [`Identity`]'s,
+    /// or the fresh key of a peer without one. What to pin for it
+    /// (rule 116a).
+    pub fn peer_key(&self) -> Option<PublicKey> {
+        self.peer.and(self.peer_key).map(PublicKey::proved)
+    }
+
+    /// Admits, from now on, the peers `pins` admit (all holders of the
+    /// secret with `None`); a peer already heard is checked again: if the
+    /// new pins refuse it, the error says why and the session is to be
+    /// closed (rule 116a).
+    pub(crate) fn repin(&mut self, pins: Option<Arc<Pins>>) -> Result<(), SessionError> {
+        self.pins = pins;
+        match (&self.pins, self.peer) {
+            (Some(pins), Some(peer)) => check_pin(pins, peer, self.peer_key.as_ref()),
+            _ => Ok(()),
+        }
     }
 
     /// The peer, once the handshake is complete.
@@ -518,10 +541,14 @@ impl Session {
                             want: WIRE_VERSION,
                         });
                     }
+                    let proved = hs
+                        .get_remote_static()
+                        .and_then(|k| <[u8; 32]>::try_from(k).ok());
                     if let Some(pins) = &self.pins {
-                        check_pin(pins, node, hs.get_remote_static())?;
+                        check_pin(pins, node, proved.as_ref())?;
                     }
                     self.peer = Some(node);
+                    self.peer_key = proved;
                 }
                 _ => return Err(SessionError::NoHello),
             }
@@ -570,13 +597,13 @@ impl Session {
 
 /// Rule 116a: the peer that names itself `node` proved, in the handshake,
 /// the key pinned for `node`'s address.
-fn check_pin(pins: &Pins, node: NodeId, proved: Option<&[u8]>) -> Result<(), SessionError> {
+fn check_pin(pins: &Pins, node: NodeId, proved: Option<&[u8; 32]>) -> Result<(), SessionError> {
     let keys = pins.keys(&node.addr);
     if keys.is_empty() {
         return Err(SessionError::Unpinned { peer: node });
     }
     match proved {
-        Some(proved) if keys.iter().any(|k| k.as_bytes().as_slice() == proved) => Ok(()),
+        Some(proved) if keys.iter().any(|k| k.as_bytes() == proved) => Ok(()),
         _ => Err(SessionError::WrongKey { peer: node }),
     }
 }

@@ -104,6 +104,19 @@ pub trait Transport {
     fn on_link_up(&self, me: SocketAddr, up: Fwd<SocketAddr>) {
         let _ = (me, up);
     }
+
+    /// Replaces the pins of a transport with per-node keys (rule 116a:
+    /// see [`TcpTransport::set_pins`](super::tcp::TcpTransport::set_pins));
+    /// how many links the new pins closed.
+    ///
+    /// # Errors
+    /// [`NodeError::NotPinned`](super::NodeError::NotPinned) as
+    /// `TcpTransport`'s; the default, for a transport without per-node
+    /// keys (the simulator's), [`NodeError::NoKeys`](super::NodeError::NoKeys).
+    fn set_pins(&self, pins: Option<super::Pins>) -> Result<usize, super::NodeError> {
+        let _ = pins;
+        Err(super::NodeError::NoKeys)
+    }
 }
 
 /// The state of a link to a peer.

@@ -368,6 +368,22 @@ impl Node {
         self.watch_limit = limit;
     }
 
+    /// Replaces the pins of the node's transport (rule 116a): from now on
+    /// it admits only peers that prove a key `pins` hold for their
+    /// address (`None`: any holder of the secret), and the links to peers
+    /// they refuse are closed at once; those peers become unreachable
+    /// and, if they stay so, are declared down (their watchers get
+    /// [`Cause::Lost`](crate::Cause::Lost)). Returns how many links were
+    /// closed. See [`TcpTransport::set_pins`](super::tcp::TcpTransport::set_pins).
+    ///
+    /// # Errors
+    /// [`NodeError::NotPinned`](super::NodeError::NotPinned) if the pins
+    /// would refuse this node itself; [`NodeError::NoKeys`](super::NodeError::NoKeys)
+    /// on a transport without per-node keys. Either way nothing changed.
+    pub fn set_pins(&mut self, pins: Option<super::Pins>) -> Result<usize, super::NodeError> {
+        self.wire.transport.set_pins(pins)
+    }
+
     /// Rule 122a's bound now (see
     /// [`set_watch_limit`](Node::set_watch_limit)). O(1).
     pub fn watch_limit(&self) -> usize {

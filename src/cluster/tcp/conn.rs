@@ -320,42 +320,69 @@ pub(super) fn fail(
     error: Option<ConnError>,
 ) {
     let Some(rc) = weak.upgrade() else { return };
-    let (addr, retry) = {
-        let mut inner = rc.borrow_mut();
-        let Some(link) = inner.links.remove(&serial) else {
-            return;
-        };
-        // Dropping the connection closes it.
-        drop(link.conn);
-        let mut gone = false;
-        let retry = link.addr.and_then(|addr| {
-            let peer = inner.peers.get_mut(&addr)?;
-            if peer.link != Some(serial) {
-                return None;
-            }
-            peer.link = None;
-            // Forgotten while this link was up, and nothing sent since.
-            gone = peer.forgotten && !peer.waiting() && peer.room.is_empty();
-            if gone || !peer.waiting() || peer.retrying {
-                return None;
-            }
-            peer.retrying = true;
-            let wait = peer.backoff;
-            peer.backoff = (peer.backoff * 2).min(BACKOFF_MAX);
-            Some((addr, wait, peer.generation))
-        });
-        if let (true, Some(addr)) = (gone, link.addr) {
-            inner.peers.remove(&addr);
+    let closed = close(&mut rc.borrow_mut(), serial);
+    if let Some(closed) = closed {
+        closed.follow(weak, s, error);
+    }
+}
+
+/// A link just closed ([`close`]): what is left to do, from stakker's
+/// queue.
+pub(super) struct Closed {
+    /// Its peer, if it was known.
+    addr: Option<SocketAddr>,
+    /// Its peer's next attempt: address, backoff, generation.
+    retry: Option<(SocketAddr, Duration, u64)>,
+}
+
+impl Closed {
+    /// Tells of `error`, if any, and arms the peer's next attempt.
+    pub(super) fn follow(
+        self,
+        weak: &Weak<RefCell<Inner>>,
+        s: &mut Stakker,
+        error: Option<ConnError>,
+    ) {
+        if let Some(error) = error {
+            report(weak, self.addr, error);
         }
-        (link.addr, retry)
-    };
-    if let Some(error) = error {
-        report(weak, addr, error);
+        if let Some((addr, wait, generation)) = self.retry {
+            let weak = weak.clone();
+            s.after(wait, move |s| connect_to(&weak, s, addr, Some(generation)));
+        }
     }
-    if let Some((addr, wait, generation)) = retry {
-        let weak = weak.clone();
-        s.after(wait, move |s| connect_to(&weak, s, addr, Some(generation)));
+}
+
+/// Closes link `serial` at once: nothing more is read from it or sent on
+/// it. `None` if it was closed already.
+pub(super) fn close(inner: &mut Inner, serial: u64) -> Option<Closed> {
+    let link = inner.links.remove(&serial)?;
+    // Dropping the connection closes it.
+    drop(link.conn);
+    let mut gone = false;
+    let retry = link.addr.and_then(|addr| {
+        let peer = inner.peers.get_mut(&addr)?;
+        if peer.link != Some(serial) {
+            return None;
+        }
+        peer.link = None;
+        // Forgotten while this link was up, and nothing sent since.
+        gone = peer.forgotten && !peer.waiting() && peer.room.is_empty();
+        if gone || !peer.waiting() || peer.retrying {
+            return None;
+        }
+        peer.retrying = true;
+        let wait = peer.backoff;
+        peer.backoff = (peer.backoff * 2).min(BACKOFF_MAX);
+        Some((addr, wait, peer.generation))
+    });
+    if let (true, Some(addr)) = (gone, link.addr) {
+        inner.peers.remove(&addr);
     }
+    Some(Closed {
+        addr: link.addr,
+        retry,
+    })
 }
 
 /// Bytes from a link's peer: handshake progress, confirmation, echoes,

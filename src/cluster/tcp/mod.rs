@@ -68,8 +68,8 @@
 //! peer connected to that authenticates as a node at another address
 //! ([`ConnError::WrongPeer`], rule 113b in the [cluster](super) docs), a
 //! peer that does not prove a key pinned for the address it names
-//! ([`SessionError::Unpinned`](super::SessionError::Unpinned),
-//! [`SessionError::WrongKey`](super::SessionError::WrongKey), rule 116a;
+//! ([`SessionError::Unpinned`],
+//! [`SessionError::WrongKey`], rule 116a;
 //! the refused side sees its connection closed): that
 //! connection is closed, its [`ConnError`] is told to
 //! [`TcpTransport::on_error`], counted in [`TcpStats::failed`] and logged
@@ -129,9 +129,11 @@ mod state;
 
 pub use errors::{ConnError, ConnFailure, TcpStats};
 
-use super::keys::Credentials;
+use super::keys::{Credentials, Pins};
+use super::session::SessionError;
 use super::transport::{Full, LinkState, LinkStatus, Packet, Transport};
 use super::wire::MAX_FRAME;
+use super::NodeError;
 use super::NodeId;
 use crate::net::{AcceptEvent, NetError, TcpAcceptor};
 use conn::{accept, connect_to, flush_peer};
@@ -141,6 +143,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Data frames waiting for one peer, at most.
@@ -176,6 +179,14 @@ const MAX_ENCODED: usize = MAX_FRAME + 4;
 /// The echo request: a frame of length zero (no node frame encodes to
 /// nothing).
 const ECHO: [u8; 4] = [0; 4];
+
+/// Whether a node at `addr` with `credentials`' identity is admitted by
+/// `pins`: they pin no key for `addr`, or its identity's.
+fn admits(pins: &Pins, addr: SocketAddr, credentials: &Credentials) -> bool {
+    let keys = pins.keys(&addr);
+    let own = credentials.own_identity().map(|i| i.public_key());
+    keys.is_empty() || own.is_some_and(|k| keys.contains(&k))
+}
 
 /// A node's transport over TCP. Cloning gives another handle to the
 /// same transport.
@@ -242,12 +253,63 @@ impl TcpTransport {
     /// would refuse it (rule 116a).
     pub(crate) fn admits_itself(&self, addr: SocketAddr) -> bool {
         let inner = self.inner.borrow();
-        let Some(pins) = inner.credentials.pinned() else {
-            return true;
+        inner
+            .credentials
+            .pinned()
+            .is_none_or(|pins| admits(pins, addr, &inner.credentials))
+    }
+
+    /// Replaces the pins (rule 116a): from now on a session completes
+    /// only with a peer that proves a key `pins` hold for the address it
+    /// names (with `None`, with any holder of the secret). Every link whose
+    /// peer has already proved a key the new pins refuse is closed at once
+    /// (nothing more is read from it), as a session refused: counted in
+    /// [`TcpStats::failed`], logged and told to [`on_error`](TcpTransport::on_error);
+    /// a handshake under way is checked by the new pins. How a key is
+    /// rotated, or a node's key revoked, without restarting the others.
+    /// Returns how many links were closed.
+    ///
+    /// Cost: a check of each link's peer against the new pins.
+    ///
+    /// # Errors
+    /// [`NodeError::NotPinned`] if the pins hold keys for this node's own
+    /// address and none is its identity's (the pins are then unchanged).
+    pub fn set_pins(&self, pins: Option<Pins>) -> Result<usize, NodeError> {
+        let pins = pins.map(Arc::new);
+        let closed = {
+            let mut inner = self.inner.borrow_mut();
+            let addr = inner.me.addr;
+            if pins
+                .as_ref()
+                .is_some_and(|p| !admits(p, addr, &inner.credentials))
+            {
+                return Err(NodeError::NotPinned { addr });
+            }
+            inner.credentials.set_pins(pins.clone());
+            let mut refused: Vec<(u64, SessionError)> = inner
+                .links
+                .iter_mut()
+                .filter_map(|(&serial, link)| {
+                    link.session.repin(pins.clone()).err().map(|e| (serial, e))
+                })
+                .collect();
+            refused.sort_by_key(|&(serial, _)| serial);
+            refused
+                .into_iter()
+                .filter_map(|(serial, e)| conn::close(&mut inner, serial).map(|c| (c, e)))
+                .collect::<Vec<_>>()
         };
-        let keys = pins.keys(&addr);
-        let own = inner.credentials.own_identity().map(|i| i.public_key());
-        keys.is_empty() || own.is_some_and(|k| keys.contains(&k))
+        let n = closed.len();
+        if n > 0 {
+            let weak = Rc::downgrade(&self.inner);
+            let deferrer = self.inner.borrow().deferrer.clone();
+            deferrer.defer(move |s| {
+                for (c, e) in closed {
+                    c.follow(&weak, s, Some(ConnError::Session(e)));
+                }
+            });
+        }
+        Ok(n)
     }
 
     /// Tells `errors` of every connection the transport closes for a
@@ -379,6 +441,10 @@ impl Transport for TcpTransport {
 
     fn on_link_up(&self, _me: SocketAddr, up: Fwd<SocketAddr>) {
         self.inner.borrow_mut().link_up = Some(up);
+    }
+
+    fn set_pins(&self, pins: Option<Pins>) -> Result<usize, NodeError> {
+        TcpTransport::set_pins(self, pins)
     }
 
     /// Drops the queues of the peer at `addr` and stops retrying it: a
