@@ -10,11 +10,14 @@
 use stakplane::cluster::membership::{MemberEvent, MembershipConfig};
 use stakplane::cluster::tcp::TcpTransport;
 use stakplane::cluster::Transport;
-use stakplane::cluster::{Identity, Node, NodeId, Pid, Pins, Secret, SendError, TrySendError};
+use stakplane::cluster::{
+    Identity, Node, NodeBuilder, NodeId, Pid, Pins, Secret, SendError, TrySendError,
+};
 use stakplane::prelude::*;
 use stakplane::rt::Runtime;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -132,6 +135,50 @@ fn tcp_nodes_started_with_the_builder_join_through_a_seed_address() {
     ));
 }
 
+/// A free loopback port.
+fn port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// Two free addresses, a key for each, and the pins of both.
+struct Keyed {
+    at: [SocketAddr; 2],
+    keys: [Identity; 2],
+    pins: Pins,
+}
+
+impl Keyed {
+    /// A node with `secret` listening at address `at`, with its key and
+    /// the pins (`key` may name another address's key).
+    fn node(
+        &self,
+        secret: &Secret,
+        at: SocketAddr,
+        key: &Identity,
+        seeds: Vec<SocketAddr>,
+    ) -> NodeBuilder {
+        Node::builder()
+            .listen(at)
+            .secret(secret.clone())
+            .identity(key.clone())
+            .pins(self.pins.clone())
+            .seeds(seeds)
+    }
+
+    fn two() -> Keyed {
+        let at = [port(), port()];
+        let keys = [(); 2].map(|_| Identity::generate().expect("keys"));
+        let pins = at
+            .iter()
+            .zip(&keys)
+            .map(|(a, k)| (*a, k.public_key()))
+            .collect();
+        Keyed { at, keys, pins }
+    }
+}
+
 /// Rule 116a through the builder: nodes that pin each other's keys join;
 /// a node with the secret whose address nobody pinned never does, with
 /// or without a key and pins of its own.
@@ -139,32 +186,14 @@ fn tcp_nodes_started_with_the_builder_join_through_a_seed_address() {
 fn tcp_nodes_with_pinned_keys_join_and_a_node_with_the_secret_alone_never_does() {
     let mut rt = virtual_rt();
     let secret = Secret::new([6; 32]);
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-    };
-    let (at_a, at_b) = (port(), port());
-    let (ka, kb) = (
-        Identity::generate().expect("keys"),
-        Identity::generate().expect("keys"),
-    );
-    let pins: Pins = [(at_a, ka.public_key()), (at_b, kb.public_key())]
-        .into_iter()
-        .collect();
-    let pinned = |at, key: &Identity, seeds: Vec<std::net::SocketAddr>| {
-        Node::builder()
-            .listen(at)
-            .secret(secret.clone())
-            .identity(key.clone())
-            .pins(pins.clone())
-            .seeds(seeds)
-    };
-    let (a, ida) = pinned(at_a, &ka, vec![])
+    let keyed = Keyed::two();
+    let pinned = |at, key: &Identity, seeds| keyed.node(&secret, at, key, seeds);
+    let ([at_a, at_b], [ka, kb], pins) = (keyed.at, &keyed.keys, &keyed.pins);
+    let (a, ida) = pinned(at_a, ka, vec![])
         .incarnation(1)
         .start(rt.core())
         .expect("starts");
-    let (b, idb) = pinned(at_b, &kb, vec![at_a])
+    let (b, idb) = pinned(at_b, kb, vec![at_a])
         .incarnation(1)
         .start(rt.core())
         .expect("starts");
@@ -227,32 +256,17 @@ fn tcp_nodes_with_pinned_keys_join_and_a_node_with_the_secret_alone_never_does()
 fn tcp_a_node_given_pins_without_a_members_key_cuts_it_off_and_declares_it_down() {
     let mut rt = virtual_rt();
     let secret = Secret::new([7; 32]);
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-    };
-    let (at_a, at_b) = (port(), port());
-    let (ka, kb) = (
-        Identity::generate().expect("keys"),
-        Identity::generate().expect("keys"),
-    );
-    let pins: Pins = [(at_a, ka.public_key()), (at_b, kb.public_key())]
-        .into_iter()
-        .collect();
-    let mut node = |at, key: &Identity, seeds: Vec<std::net::SocketAddr>| {
-        Node::builder()
-            .listen(at)
-            .secret(secret.clone())
-            .identity(key.clone())
-            .pins(pins.clone())
-            .seeds(seeds)
+    let keyed = Keyed::two();
+    let ([at_a, at_b], [ka, kb], pins) = (keyed.at, &keyed.keys, &keyed.pins);
+    let mut node = |at, key: &Identity, seeds| {
+        keyed
+            .node(&secret, at, key, seeds)
             .incarnation(1)
             .start(rt.core())
             .expect("starts")
     };
-    let (a, _) = node(at_a, &ka, vec![]);
-    let (b, idb) = node(at_b, &kb, vec![at_a]);
+    let (a, _) = node(at_a, ka, vec![]);
+    let (b, idb) = node(at_b, kb, vec![at_a]);
     rt.run_for(Duration::from_secs(10)).expect("runs");
     assert_eq!(members(&mut rt, &a), BTreeSet::from([idb]));
     let set = |rt: &mut Runtime, pins: Option<Pins>| {
@@ -277,8 +291,8 @@ fn tcp_a_node_given_pins_without_a_members_key_cuts_it_off_and_declares_it_down(
     impl Transport for NoKeys {
         fn send(
             &self,
-            _: std::net::SocketAddr,
-            _: std::net::SocketAddr,
+            _: SocketAddr,
+            _: SocketAddr,
             _: Vec<u8>,
             _: bool,
         ) -> Result<(), stakplane::cluster::Full> {
