@@ -109,7 +109,10 @@
 //!
 //! **153. A graceful shutdown finishes what is in flight within the
 //! grace**: [`Server::shutdown`] closes the listener at once (new
-//! clients are refused), closes idle connections at once, lets each
+//! clients are refused), closes idle connections at once (one with no
+//! request in flight that hyper keeps open, such as a client half-way
+//! through a request head or an HTTP/2 connection in its handshake,
+//! within [`SHUTDOWN_IDLE`] or the grace if that is shorter), lets each
 //! request in flight finish with its response (HTTP/1 with
 //! `connection: close`; HTTP/2 sends `GOAWAY`, refuses new streams and
 //! finishes the open ones), and drops the connections still open when the
@@ -133,19 +136,42 @@
 //! [`error_log_interval`](ServeConfig::error_log_interval) of the
 //! runtime's clock and level; the next line says how many were left out
 //! (`suppressed`).
+//!
+//! **156. A connection that makes no progress is closed; a handler's
+//! panic is contained and counted**: a connection on which the server
+//! waits to write and the client reads nothing for the
+//! [I/O timeout](ServeConfig::io_timeout) is closed; an HTTP/2 client
+//! that sends nothing within the
+//! [header-read timeout](ServeConfig::header_read_timeout) of connecting
+//! is closed; both count in [`ServeStats::timeouts`] and are logged
+//! (rule 155). An HTTP/2 connection with no request in flight for the
+//! header-read timeout is told to go (`GOAWAY`) and closed, as HTTP/1
+//! closes an idle kept-alive connection; on HTTP/2 the server also pings
+//! the client (every half I/O timeout) and hyper closes a connection
+//! whose ping goes unanswered. A handler that takes its time is never a
+//! stall. A panic in a handler's future or its response body is caught
+//! at that request: it gets no response (HTTP/1: its connection is
+//! closed; HTTP/2: its stream is reset, the connection goes on), the
+//! panic is counted in [`ServeStats::panics`] and the error
+//! ([`HandlerPanic`]) logged; the server and its other connections go on.
+//! Not bounded by the server: a request body that never comes while the
+//! handler reads it (bound it in the handler).
 
 mod exec;
 mod io;
 mod serve;
 mod timer;
+mod watch;
 
 pub use exec::LocalExecutor;
 pub use io::{HyperIo, READ_CHUNK};
 pub use serve::{
     serve, Protocol, ServeConfig, ServeStats, Server, ServerState, DEFAULT_ERROR_LOG_INTERVAL,
-    DEFAULT_GRACE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_GRACE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IO_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    SHUTDOWN_IDLE,
 };
 pub use timer::Timer;
+pub use watch::HandlerPanic;
 
 use crate::net::NetError;
 use crate::task::SpawnError;

@@ -45,7 +45,8 @@ const BIG: usize = 1 << 20;
 
 /// The test app: `!Send` (it counts requests in an `Rc<Cell>`).
 /// `/echo` answers the request body; `/big` 1 MiB of [`pattern`];
-/// `/slow/<secs>` waits that long first; anything else `hello <path> #n`.
+/// `/slow/<secs>` waits that long first; `/panic` panics; anything else
+/// `hello <path> #n`.
 async fn app(
     count: Rc<Cell<u64>>,
     req: Request<Incoming>,
@@ -61,6 +62,8 @@ async fn app(
             .unwrap_or_default()
     } else if path == "/big" {
         Bytes::from(pattern(BIG))
+    } else if path == "/panic" {
+        panic!("the handler panics on purpose");
     } else if let Some(secs) = path.strip_prefix("/slow/") {
         sleep(Duration::from_secs(secs.parse().unwrap_or(1))).await;
         Bytes::from(format!("slow {secs} #{n}"))
@@ -890,4 +893,185 @@ fn serve_config_values_are_taken_or_capped_never_a_panic() {
     });
     assert_eq!((stats.errors, stats.suppressed_logs), (3, 2), "{stats:?}");
     assert_eq!(stats.peak, 1);
+}
+
+// ---------------------------------------------------------------------
+// Rule 156: stalled connections, idle HTTP/2 connections, handler panics
+
+/// An HTTP/2 client connection to `addr`: its sender and its driver task.
+async fn h2_client(
+    io: &Io,
+    addr: SocketAddr,
+    exec: LocalExecutor,
+    timer: Timer,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    stakplane::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(io, addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::Builder::new(exec)
+        .timer(timer)
+        .handshake::<_, Full<Bytes>>(HyperIo::new(stream))
+        .await
+        .unwrap();
+    (send, spawn_local(conn))
+}
+
+#[test]
+fn a_client_that_never_reads_its_responses_is_closed_at_the_io_timeout() {
+    let config = ServeConfig::new()
+        .max_connections(1)
+        .io_timeout(Some(Duration::from_secs(20)));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut greedy = Raw::connect(&io, addr).await.unwrap();
+        for _ in 0..64 {
+            greedy.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        }
+        // Served once the greedy one is gone (one connection at most).
+        let mut next = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(next.get("/after").await.status, 200);
+        assert_eq!(at(t0), Duration::from_secs(20), "at the I/O timeout");
+        drop(greedy);
+        server.stats()
+    });
+    assert_eq!((stats.timeouts, stats.errors), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn a_long_request_whose_client_waits_is_no_stall_on_either_protocol() {
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let config = ServeConfig::new()
+            .protocol(protocol)
+            .io_timeout(Some(Duration::from_secs(10)));
+        let (mut rt, t0, server) = start(config);
+        let (io, addr) = (rt.io(), server.local_addr());
+        let exec = LocalExecutor::new(rt.core()).unwrap();
+        let timer = Timer::new(rt.core()).unwrap();
+        let (status, stats) = block(&mut rt, async move {
+            let status = if protocol == Protocol::Http1 {
+                let mut c = Raw::connect(&io, addr).await.unwrap();
+                c.get("/slow/600").await.status
+            } else {
+                // The client answers the server's pings meanwhile.
+                let (mut send, _driver) = h2_client(&io, addr, exec, timer).await;
+                let req = Request::get("/slow/600")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                send.send_request(req).await.unwrap().status().as_u16()
+            };
+            assert_eq!(at(t0), Duration::from_secs(600));
+            (status, server.stats())
+        });
+        assert_eq!(status, 200, "{protocol:?}");
+        assert_eq!(
+            (stats.timeouts, stats.errors),
+            (0, 0),
+            "{protocol:?}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn an_http2_client_that_sends_nothing_is_closed_at_the_header_read_timeout() {
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .max_connections(1)
+        .header_read_timeout(Some(Duration::from_secs(10)));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut silent = Raw::connect(&io, addr).await.unwrap();
+        // Until the server closes it (having sent its settings only).
+        silent.closed().await;
+        assert_eq!(at(t0), Duration::from_secs(10), "at the deadline");
+        server.stats()
+    });
+    assert_eq!((stats.timeouts, stats.errors, stats.active), (1, 1, 0));
+}
+
+#[test]
+fn an_idle_http2_connection_is_told_to_go_at_the_header_read_timeout() {
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .header_read_timeout(Some(Duration::from_secs(10)));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let exec = LocalExecutor::new(rt.core()).unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let stats = block(&mut rt, async move {
+        let (mut send, driver) = h2_client(&io, addr, exec, timer).await;
+        let req = Request::get("/slow/3")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        // Idle from 3 s on: told to go 10 s later, and closed.
+        driver.await.unwrap().unwrap();
+        assert_eq!(at(t0), Duration::from_secs(13));
+        sleep(Duration::from_millis(1)).await;
+        server.stats()
+    });
+    assert_eq!(
+        (stats.timeouts, stats.errors, stats.active),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_handler_panic_is_counted_and_answered_with_nothing_the_server_goes_on() {
+    stakplane::quiet_panics();
+    // HTTP/1: the connection is closed with no response.
+    let (mut rt, _, server) = start(ServeConfig::new());
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut c = Raw::connect(&io, addr).await.unwrap();
+        c.send(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(c.closed().await, "no response");
+        let mut next = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(next.get("/after").await.status, 200);
+        server.stats()
+    });
+    assert_eq!((stats.panics, stats.errors), (1, 1), "{stats:?}");
+    // HTTP/2: the stream is reset, the connection goes on.
+    let (mut rt, _, server) = start(ServeConfig::new().protocol(Protocol::Http2));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let exec = LocalExecutor::new(rt.core()).unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let stats = block(&mut rt, async move {
+        let (mut send, _driver) = h2_client(&io, addr, exec, timer).await;
+        let req = Request::get("/panic")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert!(send.send_request(req).await.is_err(), "reset");
+        let req = Request::get("/after")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        server.stats()
+    });
+    assert_eq!(
+        (stats.panics, stats.errors, stats.accepted),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_shutdown_closes_a_connection_with_no_request_in_flight_within_a_second() {
+    let (mut rt, t0, server) = start(ServeConfig::new().grace(Duration::from_secs(30)));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut half = Raw::connect(&io, addr).await.unwrap();
+        half.send(b"GET /never HTTP/1.1\r\nHost: t\r\nX-Wait: ")
+            .await;
+        sleep(Duration::from_secs(1)).await;
+        server.shutdown();
+        let stats = server.wait().await;
+        assert_eq!(at(t0), Duration::from_secs(2), "SHUTDOWN_IDLE after");
+        assert!(half.closed().await);
+        stats
+    });
+    assert_eq!(stats.dropped_at_grace, 0, "{stats:?}");
 }

@@ -1,6 +1,7 @@
 //! [`serve`]: hyper's server connections over a stakplane
-//! [`TcpListener`], with a connection limit, the header-read timeout,
-//! graceful shutdown and rate-limited error logs.
+//! [`TcpListener`], with a connection limit, the header-read and I/O
+//! timeouts, contained handler panics, graceful shutdown and
+//! rate-limited error logs.
 //!
 //! Two kinds of task do the work, both on the runtime thread: the accept
 //! loop, and one task per connection (hyper's `serve_connection` over a
@@ -8,6 +9,7 @@
 //! connections (each with its task's waker and abort handle), the
 //! counters, the phase. [`Server`] is a handle on that state.
 
+use super::watch::{self, Stall, Tracked, Watch, Watched};
 use super::{HttpError, HyperIo, LocalExecutor, Timer};
 use crate::net::{NetError, TcpListener, TcpStream};
 use crate::rt::StopHold;
@@ -34,6 +36,15 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The default of [`ServeConfig::header_read_timeout`]: 30 s (hyper's).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of [`ServeConfig::io_timeout`]: 60 s.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection with no request in flight may stay open once a
+/// shutdown has begun, at most (less if the grace is shorter): one whose
+/// client has sent half a request head, or an HTTP/2 connection still in
+/// its handshake (rule 153).
+pub const SHUTDOWN_IDLE: Duration = Duration::from_secs(1);
 
 /// The default of [`ServeConfig::grace`]: 5 s (the runtime's shutdown
 /// grace).
@@ -72,6 +83,7 @@ pub enum Protocol {
 pub struct ServeConfig {
     max_connections: usize,
     header_read_timeout: Option<Duration>,
+    io_timeout: Option<Duration>,
     grace: Duration,
     protocol: Protocol,
     error_log_interval: Duration,
@@ -85,12 +97,14 @@ impl Default for ServeConfig {
 
 impl ServeConfig {
     /// The defaults: [`DEFAULT_MAX_CONNECTIONS`],
-    /// [`DEFAULT_HEADER_READ_TIMEOUT`], [`DEFAULT_GRACE`], HTTP/1.1,
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`], [`DEFAULT_IO_TIMEOUT`],
+    /// [`DEFAULT_GRACE`], HTTP/1.1,
     /// [`DEFAULT_ERROR_LOG_INTERVAL`].
     pub const fn new() -> ServeConfig {
         ServeConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
+            io_timeout: Some(DEFAULT_IO_TIMEOUT),
             grace: DEFAULT_GRACE,
             protocol: Protocol::Http1,
             error_log_interval: DEFAULT_ERROR_LOG_INTERVAL,
@@ -116,9 +130,33 @@ impl ServeConfig {
     /// connection until it goes or a shutdown's grace ends. Timed on the
     /// runtime's clock; a value past [`TIMER_HORIZON`] is taken as it
     /// (never fires).
+    ///
+    /// HTTP/2 (rule 156): a client must send its first bytes within
+    /// `timeout` of connecting, or the connection is closed (counted in
+    /// [`ServeStats::timeouts`]); and a connection with no request in
+    /// flight for `timeout` is told to go (`GOAWAY`) and closed, as an
+    /// idle kept-alive HTTP/1 connection is.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Option<Duration>) -> ServeConfig {
         self.header_read_timeout = timeout.map(|t| t.min(TIMER_HORIZON));
+        self
+    }
+
+    /// A connection that stops making progress for `timeout` is closed,
+    /// with no more of its response, counted in [`ServeStats::timeouts`]
+    /// (rule 156): the server waits to write and the client reads none
+    /// of it (a client that never reads its responses). A handler that
+    /// takes its time (a long poll) is not a stall; nor, on HTTP/1, is a
+    /// request body that does not come: a handler that reads a body
+    /// bounds that itself (e.g. with [`timeout`](crate::task::timeout)).
+    /// On HTTP/2 the server
+    /// also pings the client every `timeout / 2` and closes the
+    /// connection if a ping is not answered within `timeout / 2` (a peer
+    /// gone without a word). `None` switches all this off. Timed on the
+    /// runtime's clock; a value past [`TIMER_HORIZON`] is taken as it.
+    #[must_use]
+    pub fn io_timeout(mut self, timeout: Option<Duration>) -> ServeConfig {
+        self.io_timeout = timeout.map(|t| t.min(TIMER_HORIZON));
         self
     }
 
@@ -157,6 +195,11 @@ impl ServeConfig {
         self.header_read_timeout
     }
 
+    /// The I/O timeout.
+    pub const fn get_io_timeout(&self) -> Option<Duration> {
+        self.io_timeout
+    }
+
     /// The shutdown grace.
     pub const fn get_grace(&self) -> Duration {
         self.grace
@@ -185,10 +228,14 @@ pub struct ServeStats {
     pub peak: usize,
     /// Times the accept loop paused at the connection limit.
     pub limit_pauses: u64,
-    /// Connections hyper ended with an error (timeouts included).
+    /// Connections ended with an error (timeouts included).
     pub errors: u64,
-    /// Of those, header-read timeouts.
+    /// Of those, header-read timeouts and connections closed for making
+    /// no progress (rule 156).
     pub timeouts: u64,
+    /// Requests whose handler (its future or its response body)
+    /// panicked: each got no response (rule 156).
+    pub panics: u64,
     /// Accepts that failed (each logged, rate-limited).
     pub accept_errors: u64,
     /// Connections dropped at the end of a shutdown's grace.
@@ -703,14 +750,16 @@ where
     B: Body + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let watch = Watch::new(watch::now());
     let conn = {
         let shared = &guard.shared;
         let mut b = http1::Builder::new();
         b.timer(shared.timer.clone())
             .header_read_timeout(shared.config.header_read_timeout);
-        Box::pin(b.serve_connection(HyperIo::new(stream), service))
+        let (io, service) = watched(&watch, stream, service);
+        Box::pin(b.serve_connection(io, service))
     };
-    let served = drive(&guard, conn, http1::Connection::graceful_shutdown).await;
+    let served = drive(&guard, &watch, conn, http1::Connection::graceful_shutdown).await;
     ended(guard, peer, served);
 }
 
@@ -724,56 +773,194 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let watch = Watch::new(watch::now());
     let conn = {
         let shared = &guard.shared;
         let mut b = http2::Builder::new(LocalExecutor::from_spawner(shared.spawner.clone()));
         b.timer(shared.timer.clone());
-        Box::pin(b.serve_connection(HyperIo::new(stream), service))
+        if let Some(t) = shared.config.io_timeout {
+            // A peer gone without a word answers no ping.
+            let half = (t / 2).max(Duration::from_millis(1));
+            b.keep_alive_interval(half).keep_alive_timeout(half);
+        }
+        let (io, service) = watched(&watch, stream, service);
+        Box::pin(b.serve_connection(io, service))
     };
-    let served = drive(&guard, conn, http2::Connection::graceful_shutdown).await;
+    let served = drive(&guard, &watch, conn, http2::Connection::graceful_shutdown).await;
     ended(guard, peer, served);
 }
 
+/// The stream and the service of a connection, watched by `watch`.
+fn watched<S>(
+    watch: &Rc<Watch>,
+    stream: TcpStream,
+    service: S,
+) -> (HyperIo<Watched<TcpStream>>, Tracked<S>) {
+    let io = HyperIo::new(Watched {
+        inner: stream,
+        watch: watch.clone(),
+    });
+    let service = Tracked {
+        inner: service,
+        watch: watch.clone(),
+    };
+    (io, service)
+}
+
+/// How a connection's task ended, if not well.
+enum Failed {
+    /// hyper ended it with this error.
+    Hyper(hyper::Error),
+    /// It stopped making progress (rule 156).
+    Stalled(Stall),
+}
+
 /// Counts and logs how a connection ended; its entry goes with `guard`.
-fn ended(guard: ConnGuard, peer: SocketAddr, served: Result<(), hyper::Error>) {
-    if let Err(e) = served {
-        let shared = &guard.shared;
-        if e.is_timeout() {
-            shared.update(|s| s.timeouts += 1);
+fn ended(guard: ConnGuard, peer: SocketAddr, served: Result<(), Failed>) {
+    let shared = &guard.shared;
+    match served {
+        Ok(()) => {}
+        Err(Failed::Hyper(e)) => {
+            if e.is_timeout() {
+                shared.update(|s| s.timeouts += 1);
+            }
+            shared.update(|s| s.errors += 1);
+            shared.log_error("connection", Some(peer), &e);
         }
-        shared.update(|s| s.errors += 1);
-        shared.log_error("connection", Some(peer), &e);
+        Err(Failed::Stalled(stall)) => {
+            shared.update(|s| {
+                s.timeouts += 1;
+                s.errors += 1;
+            });
+            shared.log_error("connection", Some(peer), &stall);
+        }
     }
 }
 
 /// Polls `conn` to its end; once the server drains, tells it to finish
-/// (`graceful`) first. The connection is boxed on its own: a future
-/// moved into an `async fn` can take its room twice in the task.
+/// (`graceful`) first, and closes it if it has no request in flight
+/// [`SHUTDOWN_IDLE`] later. Closes it if it stalls, and tells an idle
+/// HTTP/2 connection to go (rule 156). The connection is boxed on its
+/// own: a future moved into an `async fn` can take its room twice in the
+/// task.
 async fn drive<C>(
     guard: &ConnGuard,
+    watch: &Rc<Watch>,
     mut conn: Pin<Box<C>>,
     graceful: impl Fn(Pin<&mut C>),
-) -> Result<(), hyper::Error>
+) -> Result<(), Failed>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
-    let mut told = false;
-    poll_fn(|cx: &mut Context<'_>| {
-        if !told {
-            if guard.shared.phase.get() == ServerState::Running {
+    let shared = &guard.shared;
+    let config = shared.config;
+    let h2 = config.protocol == Protocol::Http2;
+    let mut told: Option<Instant> = None;
+    let mut timer: Option<(Instant, crate::task::Sleep)> = None;
+    poll_fn(|cx: &mut Context<'_>| loop {
+        if told.is_none() {
+            if shared.phase.get() == ServerState::Running {
                 // The task's waker is the same for each poll: keep it
                 // once, for the shutdown to wake.
-                if let Some(c) = guard.shared.conns.borrow_mut().get_mut(guard.key) {
+                if let Some(c) = shared.conns.borrow_mut().get_mut(guard.key) {
                     if c.waker.is_none() {
                         c.waker = Some(cx.waker().clone());
                     }
                 }
             } else {
-                told = true;
+                told = Some(watch::now());
                 graceful(conn.as_mut());
             }
         }
-        conn.as_mut().poll(cx)
+        let polled = conn.as_mut().poll(cx);
+        let panics = watch.panics.replace(0);
+        if panics > 0 {
+            shared.update(|s| s.panics += panics);
+        }
+        if let Poll::Ready(r) = polled {
+            return Poll::Ready(r.map_err(Failed::Hyper));
+        }
+        let now = watch::now();
+        let due = deadlines(watch, config, h2, told);
+        match due.iter().flatten().min_by_key(|d| d.at) {
+            Some(d) if d.at <= now => match d.what {
+                Due::Stalled(stall) => return Poll::Ready(Err(Failed::Stalled(stall))),
+                Due::Idle => {
+                    told = Some(now);
+                    graceful(conn.as_mut());
+                    continue;
+                }
+                Due::Close => return Poll::Ready(Ok(())),
+            },
+            Some(d) => {
+                if timer.as_ref().is_none_or(|(at, _)| *at != d.at) {
+                    timer = Some((d.at, crate::task::sleep_until(d.at)));
+                }
+            }
+            None => timer = None,
+        }
+        watch.task.set(Some(cx.waker().clone()));
+        if let Some((_, sleep)) = timer.as_mut() {
+            if Pin::new(sleep).poll(cx).is_ready() {
+                // Due now: look again.
+                timer = None;
+                continue;
+            }
+        }
+        return Poll::Pending;
     })
     .await
+}
+
+/// What falls due on a connection.
+#[derive(Clone, Copy)]
+enum Due {
+    /// Close it as stalled.
+    Stalled(Stall),
+    /// HTTP/2, nothing in flight: tell it to go.
+    Idle,
+    /// Draining, nothing in flight: close it.
+    Close,
+}
+
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    what: Due,
+}
+
+/// The deadlines of a connection now (rule 156; `told`: when it was told
+/// to finish).
+fn deadlines(
+    watch: &Watch,
+    config: ServeConfig,
+    h2: bool,
+    told: Option<Instant>,
+) -> [Option<Deadline>; 4] {
+    let at = |since: Option<Instant>, after: Option<Duration>, what| {
+        Some(Deadline {
+            at: since?.checked_add(after?)?,
+            what,
+        })
+    };
+    let io = config.io_timeout;
+    let idle = watch.idle_since.get();
+    [
+        at(watch.write_waits.get(), io, Due::Stalled(Stall::Write)),
+        at(
+            Some(watch.opened).filter(|_| h2 && watch.read_bytes.get() == 0),
+            config.header_read_timeout,
+            Due::Stalled(Stall::Silent),
+        ),
+        at(
+            idle.filter(|_| h2 && told.is_none()),
+            config.header_read_timeout,
+            Due::Idle,
+        ),
+        at(
+            told.zip(idle).map(|(t, i)| t.max(i)),
+            Some(SHUTDOWN_IDLE.min(config.grace)),
+            Due::Close,
+        ),
+    ]
 }

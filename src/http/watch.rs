@@ -1,0 +1,378 @@
+//! What [`serve`](super::serve) watches on each connection (rule 156):
+//! whether its socket makes progress, how many requests are in flight,
+//! and the handler's panics.
+//!
+//! - [`Watched`] wraps the connection's stream: it notes when a read or a
+//!   write starts to wait, and when bytes move again.
+//! - [`Tracked`] wraps the service: a request is in flight from the call
+//!   until its response body is done (or dropped); a panic in the
+//!   handler's future or in its response body becomes a typed error
+//!   ([`HandlerPanic`]) that hyper answers by closing the connection
+//!   (HTTP/1) or resetting the stream (HTTP/2), and is counted.
+//!
+//! The connection's task (`drive` in `serve.rs`) reads these and closes a
+//! connection that stalls ([`Stall`]).
+
+use futures_io::{AsyncRead, AsyncWrite};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use std::cell::Cell;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// A boxed error as hyper takes it from a service or a body.
+pub(super) type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// One connection's progress and load, shared by its stream, its service
+/// and its task.
+pub(super) struct Watch {
+    /// When the connection was accepted.
+    pub(super) opened: Instant,
+    /// Bytes read so far.
+    pub(super) read_bytes: Cell<u64>,
+    /// Since when a write (or flush) has waited with no byte written
+    /// (`None`: not waiting, or bytes went since).
+    pub(super) write_waits: Cell<Option<Instant>>,
+    /// Requests whose handler or response body is not done.
+    pub(super) in_flight: Cell<usize>,
+    /// Since when none has been in flight (`None` while one is).
+    pub(super) idle_since: Cell<Option<Instant>>,
+    /// The connection task's waker: told when the last request in flight
+    /// ends, which on HTTP/2 happens in a stream's task.
+    pub(super) task: Cell<Option<Waker>>,
+    /// Handler panics on this connection, not yet counted by the server.
+    pub(super) panics: Cell<u64>,
+}
+
+impl Watch {
+    pub(super) fn new(now: Instant) -> Rc<Watch> {
+        Rc::new(Watch {
+            opened: now,
+            read_bytes: Cell::new(0),
+            write_waits: Cell::new(None),
+            in_flight: Cell::new(0),
+            idle_since: Cell::new(Some(now)),
+            task: Cell::new(None),
+            panics: Cell::new(0),
+        })
+    }
+
+    /// Notes how a write or flush came out in `slot`: waiting starts the
+    /// clock once; bytes moved stop it.
+    fn note<T>(slot: &Cell<Option<Instant>>, polled: &Poll<io::Result<T>>, moved: bool) {
+        match polled {
+            Poll::Pending => {
+                if slot.get().is_none() {
+                    slot.set(Some(now()));
+                }
+            }
+            Poll::Ready(Ok(_)) if moved => slot.set(None),
+            Poll::Ready(_) => {}
+        }
+    }
+
+    fn begin(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.idle_since.set(None);
+    }
+
+    fn end(&self) {
+        let n = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(n);
+        if n == 0 {
+            self.idle_since.set(Some(now()));
+            if let Some(w) = self.task.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// The runtime's clock (the wall clock off the runtime).
+pub(super) fn now() -> Instant {
+    crate::task::try_now().unwrap_or_else(Instant::now)
+}
+
+/// The connection's stream, reporting its progress to a [`Watch`].
+pub(super) struct Watched<T> {
+    pub(super) inner: T,
+    pub(super) watch: Rc<Watch>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = match &polled {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        let w = &this.watch;
+        w.read_bytes
+            .set(w.read_bytes.get().saturating_add(n as u64));
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        Watch::note(&this.watch.write_waits, &polled, moved);
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        Watch::note(&this.watch.write_waits, &polled, moved);
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        Watch::note(&this.watch.write_waits, &polled, true);
+        polled
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+/// A request in flight, from the service's call to the end of its
+/// response body.
+struct Flight(Rc<Watch>);
+
+impl Flight {
+    fn new(watch: &Rc<Watch>) -> Flight {
+        watch.begin();
+        Flight(watch.clone())
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A handler (its future, or its response body) panicked: the request
+/// gets no response (rule 156).
+#[derive(Debug)]
+pub struct HandlerPanic {
+    message: String,
+}
+
+impl HandlerPanic {
+    /// The panic's message (`(panic payload is not a string)` if it was
+    /// no string).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for HandlerPanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the handler panicked: {}", self.message)
+    }
+}
+
+impl StdError for HandlerPanic {}
+
+/// Turns a caught panic into the error hyper gets, counted on `watch`.
+fn panicked(watch: &Watch, payload: Box<dyn std::any::Any + Send>) -> BoxError {
+    let message = crate::task::panic_message(&*payload).to_string();
+    crate::task::drop_payload(payload);
+    watch.panics.set(watch.panics.get() + 1);
+    if let Some(w) = watch.task.take() {
+        w.wake();
+    }
+    Box::new(HandlerPanic { message })
+}
+
+/// The service of one connection, watched.
+pub(super) struct Tracked<S> {
+    pub(super) inner: S,
+    pub(super) watch: Rc<Watch>,
+}
+
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = BoxError;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let flight = Flight::new(&self.watch);
+        match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(fut) => TrackedFuture {
+                fut: Some(fut),
+                flight: Some(flight),
+                failed: None,
+            },
+            Err(payload) => TrackedFuture {
+                fut: None,
+                failed: Some(panicked(&self.watch, payload)),
+                flight: Some(flight),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's future, its panics caught.
+    pub(super) struct TrackedFuture<F> {
+        #[pin]
+        fut: Option<F>,
+        flight: Option<Flight>,
+        failed: Option<BoxError>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<TrackedBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(Ok(resp))) => {
+                this.fut.set(None);
+                let flight = this.flight.take();
+                Poll::Ready(Ok(resp.map(|inner| TrackedBody { inner, flight })))
+            }
+            Ok(Poll::Ready(Err(e))) => {
+                this.fut.set(None);
+                Poll::Ready(Err(e.into()))
+            }
+            Err(payload) => {
+                this.fut.set(None);
+                let watch = this.flight.as_ref().map(|f| f.0.clone());
+                match watch {
+                    Some(w) => Poll::Ready(Err(panicked(&w, payload))),
+                    None => {
+                        crate::task::drop_payload(payload);
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body, its panics caught; its request is in flight until
+    /// it is done or dropped.
+    pub(super) struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        flight: Option<Flight>,
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let inner = this.inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
+            Ok(Poll::Ready(None)) => {
+                // Done: the request is no longer in flight.
+                drop(this.flight.take());
+                Poll::Ready(None)
+            }
+            Ok(polled) => polled.map(|f| f.map(|r| r.map_err(Into::into))),
+            Err(payload) => {
+                let flight = this.flight.take();
+                let e = match &flight {
+                    Some(f) => panicked(&f.0, payload),
+                    None => {
+                        crate::task::drop_payload(payload);
+                        Box::new(HandlerPanic {
+                            message: String::from("(a body polled after its panic)"),
+                        })
+                    }
+                };
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a connection that stopped making progress was closed (rule 156).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stall {
+    /// The client read nothing of what the server had to write for the
+    /// I/O timeout.
+    Write,
+    /// HTTP/2: the client sent nothing within the header-read timeout of
+    /// connecting.
+    Silent,
+}
+
+impl fmt::Display for Stall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stall::Write => "the client read nothing of the response within the I/O timeout",
+            Stall::Silent => "the client sent nothing within the header-read timeout",
+        })
+    }
+}
+
+impl StdError for Stall {}
