@@ -282,7 +282,9 @@ fn tcp_a_node_given_pins_without_a_members_key_cuts_it_off_and_declares_it_down(
     );
     let mut without_b = pins.clone();
     without_b.remove(&at_b, &kb.public_key());
-    assert_eq!(set(&mut rt, Some(without_b)).expect("admits a"), 1);
+    assert_eq!(set(&mut rt, Some(without_b.clone())).expect("admits a"), 1);
+    let now = a.query(rt.stakker(), |n, _| n.pins()).expect("alive");
+    assert_eq!(now, Some(without_b));
     rt.run_for(Duration::from_secs(30)).expect("runs");
     assert!(members(&mut rt, &a).is_empty(), "b declared down at a");
     assert!(members(&mut rt, &b).is_empty(), "a declared down at b");
@@ -303,6 +305,7 @@ fn tcp_a_node_given_pins_without_a_members_key_cuts_it_off_and_declares_it_down(
         NoKeys.set_pins(None),
         Err(stakplane::cluster::NodeError::NoKeys)
     ));
+    assert_eq!(NoKeys.pins(), None);
 }
 
 /// What waiting sends were answered.

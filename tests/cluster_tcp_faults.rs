@@ -159,8 +159,8 @@ fn tcp_frames_behind_the_handshake_of_a_link_closed_as_a_duplicate_are_dropped_w
     let mut rt = virtual_rt();
     let secret = Secret::new([9; 32]);
     let (a, b) = pair(&mut rt, &secret);
-    // The lower node keeps the link its peer's node opened, among links
-    // of one incarnation, on the side that accepted.
+    // Among links of one incarnation both keep the one the lower node
+    // opened: a link the higher node opens to the lower loses.
     let (lo, hi) = if a.id < b.id { (&a, &b) } else { (&b, &a) };
     assert_eq!(lo.t.stats().duplicates, 0);
     let session = Session::initiator(hi.id, &secret).expect("noise");
@@ -538,7 +538,12 @@ fn tcp_pins_set_at_run_time_close_the_links_they_refuse_and_keep_the_others() {
     let before = a.t.stats().failed;
     let mut without_b = all.clone();
     assert!(without_b.remove(&at[1], &keys[1].public_key()));
-    assert_eq!(a.t.set_pins(Some(without_b)).expect("a admits itself"), 1);
+    assert_eq!(
+        a.t.set_pins(Some(without_b.clone()))
+            .expect("a admits itself"),
+        1
+    );
+    assert_eq!(a.t.pins(), Some(without_b));
     let up: Vec<_> =
         a.t.links()
             .into_iter()
@@ -574,12 +579,65 @@ fn tcp_pins_set_at_run_time_close_the_links_they_refuse_and_keep_the_others() {
     );
     // No pins at all: any holder of the secret, the links kept.
     assert_eq!(a.t.set_pins(None).expect("admits"), 0);
+    assert_eq!(a.t.pins(), None);
     let stranger = side(&mut rt, &secret, None);
     stranger.send(a, 5, false).expect("room");
     assert!(run_until(&mut rt, Duration::from_secs(1), || a
         .numbers()
         .contains(&5)));
     assert_eq!(a.t.sessions().len(), 3, "b, c and the stranger");
+}
+
+/// Rule 116a, pins given during a handshake: the handshake under way is
+/// checked by them, not by those it began with.
+#[test]
+fn tcp_pins_set_during_a_handshake_check_its_peer() {
+    use std::io::{Read, Write};
+    let mut rt = virtual_rt();
+    let secret = Secret::new([7; 32]);
+    let (ka, kc) = (
+        Identity::generate().expect("keys"),
+        Identity::generate().expect("keys"),
+    );
+    let (at_a, at_c) = (free_port(), free_port());
+    let both: Pins = [(at_a, ka.public_key()), (at_c, kc.public_key())]
+        .into_iter()
+        .collect();
+    let creds = Credentials::new(secret.clone())
+        .identity(ka)
+        .pins(both.clone());
+    let a = side_with(&mut rt, creds, Some(at_a), None);
+    // c begins: its first message, in clear, names nobody yet.
+    let c_creds = Credentials::new(secret).identity(kc.clone());
+    let mut session = Session::initiator_with(NodeId::new(at_c, 1), &c_creds).expect("noise");
+    let mut client = raw_client(at_a);
+    client.set_nonblocking(true).expect("non-blocking");
+    client.write_all(&session.take_output()).expect("writes");
+    let mut second = Vec::new();
+    assert!(run_until(&mut rt, Duration::from_secs(1), || {
+        let mut buf = [0; 4096];
+        if let Ok(n) = client.read(&mut buf) {
+            second.extend_from_slice(&buf[..n]);
+        }
+        !second.is_empty()
+    }));
+    // c's key revoked now, before a has heard whom c claims to be.
+    let mut without_c = both;
+    assert!(without_c.remove(&at_c, &kc.public_key()));
+    assert_eq!(a.t.set_pins(Some(without_c)).expect("admits a"), 0);
+    session.receive(&second).expect("a's answer");
+    assert!(session.is_established(), "c finishes, proving its key");
+    session
+        .send(&stakplane::cluster::Frame::Gossip(vec![0, 0, 0, 9]))
+        .expect("encrypts");
+    client.write_all(&session.take_output()).expect("writes");
+    assert!(run_until(&mut rt, Duration::from_secs(1), || !a
+        .errors
+        .borrow()
+        .is_empty()));
+    let errors = a.take_errors();
+    assert!(errors[0].contains("Unpinned"), "{errors:?}");
+    assert!(a.got.borrow().is_empty(), "nothing taken from c");
 }
 
 #[test]

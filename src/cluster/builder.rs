@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-/// Why [`NodeBuilder::start`] failed.
+/// Why [`NodeBuilder::start`], or new pins ([`Node::set_pins`](super::Node::set_pins)), failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum NodeError {
@@ -26,8 +26,8 @@ pub enum NodeError {
         /// The address the node listens at.
         addr: SocketAddr,
     },
-    /// New pins were given to a node whose transport has no per-node keys
-    /// (the simulator's): nothing changed.
+    /// New pins were given to a node whose transport does not support
+    /// pins (the simulator's): nothing changed.
     NoKeys,
 }
 
@@ -40,7 +40,7 @@ impl fmt::Display for NodeError {
                 f,
                 "the pins hold other keys than this node's identity for its own address {addr}"
             ),
-            NodeError::NoKeys => f.write_str("the node's transport has no per-node keys"),
+            NodeError::NoKeys => f.write_str("the node's transport does not support pins"),
         }
     }
 }

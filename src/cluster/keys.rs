@@ -71,12 +71,6 @@ impl PublicKey {
         }
     }
 
-    /// A key a peer proved in a handshake (no low-order check: what it
-    /// proved is what it holds).
-    pub(crate) fn proved(bytes: [u8; 32]) -> PublicKey {
-        PublicKey(bytes)
-    }
-
     /// The key's 32 bytes.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -167,8 +161,9 @@ impl FromStr for PublicKey {
 /// The private key's bytes are zeroed when the `Identity` is dropped (as
 /// are a [`Secret`]'s): best effort, since copies are not: those a move of
 /// the value left in memory, those [`private_key`](Identity::private_key)
-/// gave out, and the one the Noise library (snow) holds for the length of
-/// each handshake.
+/// gave out, and those the Noise library (snow 0.10, which zeroes
+/// nothing) makes for each handshake and for each key pair it computes,
+/// left in freed memory when it is done with them.
 #[derive(Clone)]
 pub struct Identity {
     private: [u8; 32],
@@ -205,13 +200,15 @@ impl Identity {
     /// [`SessionError::Noise`] if the Noise resolver has no X25519 (it
     /// always has in this build).
     pub fn from_private_key(private: [u8; 32]) -> Result<Identity, SessionError> {
-        let mut dh = x25519().ok_or_else(bad_key)?;
-        dh.set(&private);
-        let public = <[u8; 32]>::try_from(dh.pubkey()).map_err(|_| bad_key())?;
-        Ok(Identity {
+        // Made first, so that the private key is zeroed on every way out.
+        let mut identity = Identity {
             private,
-            public: PublicKey(public),
-        })
+            public: PublicKey([0; 32]),
+        };
+        let mut dh = x25519().ok_or_else(bad_key)?;
+        dh.set(&identity.private);
+        identity.public = PublicKey(<[u8; 32]>::try_from(dh.pubkey()).map_err(|_| bad_key())?);
+        Ok(identity)
     }
 
     /// The public key, to pin at the other nodes.
@@ -263,8 +260,10 @@ impl fmt::Debug for Identity {
 /// the old key. A node takes new pins while it runs
 /// ([`Node::set_pins`](super::Node::set_pins),
 /// [`TcpTransport::set_pins`](super::tcp::TcpTransport::set_pins)): its
-/// links to peers they refuse are closed at once, which is how a node's
-/// key is revoked. Addresses compare exactly as a node names itself (its
+/// links to peers they refuse are closed at once. That is how a node's
+/// key is revoked, on every node: a node that still admits the revoked
+/// one vouches for it in membership, so a node that alone revoked it
+/// keeps it as a live member (it can no longer talk to it). Addresses compare exactly as a node names itself (its
 /// [`NodeId`](super::NodeId)'s address, as it listens): `10.0.0.1:7000`
 /// and `[::ffff:10.0.0.1]:7000` are different addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -232,7 +232,9 @@
 //! order, which proves nothing, cannot be pinned ([`KeyError::LowOrder`]).
 //! Pins given to a running node ([`Node::set_pins`]) hold from then on,
 //! for links up too: each link whose peer proved a key they refuse is
-//! closed at once, nothing more read from it, with the same error.
+//! closed at once, nothing more read from it, with the same error. (A
+//! revoked node leaves the membership once every node refuses it: one
+//! that another node still admits is vouched for there.)
 //! Without pins a side admits any peer with the secret (rule 116), which
 //! is what the cluster's secret alone gives: a holder of it can name any
 //! address.

@@ -303,9 +303,13 @@ impl Session {
     /// The static public key the peer proved in the handshake, once its
     /// hello is read (with [`peer`](Session::peer)): its [`Identity`]'s,
     /// or the fresh key of a peer without one. What to pin for it
-    /// (rule 116a).
+    /// (rule 116a); `None` for a key of low order, which proves nothing
+    /// and cannot be pinned. Cost: one X25519 multiplication (the
+    /// low-order check of [`PublicKey::from_bytes`]).
     pub fn peer_key(&self) -> Option<PublicKey> {
-        self.peer.and(self.peer_key).map(PublicKey::proved)
+        self.peer
+            .and(self.peer_key)
+            .and_then(|k| PublicKey::from_bytes(k).ok())
     }
 
     /// Admits, from now on, the peers `pins` admit (all holders of the

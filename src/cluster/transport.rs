@@ -117,6 +117,12 @@ pub trait Transport {
         let _ = pins;
         Err(super::NodeError::NoKeys)
     }
+
+    /// A copy of the pins the transport admits peers by (rule 116a), if
+    /// it has any; the default, without per-node keys, has none.
+    fn pins(&self) -> Option<super::Pins> {
+        None
+    }
 }
 
 /// The state of a link to a peer.

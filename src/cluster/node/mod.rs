@@ -371,10 +371,12 @@ impl Node {
     /// Replaces the pins of the node's transport (rule 116a): from now on
     /// it admits only peers that prove a key `pins` hold for their
     /// address (`None`: any holder of the secret), and the links to peers
-    /// they refuse are closed at once; those peers become unreachable
-    /// and, if they stay so, are declared down (their watchers get
-    /// [`Cause::Lost`](crate::Cause::Lost)). Returns how many links were
-    /// closed. See [`TcpTransport::set_pins`](super::tcp::TcpTransport::set_pins).
+    /// they refuse are closed at once. A peer refused by every node is
+    /// declared down (its watchers get [`Cause::Lost`](crate::Cause::Lost));
+    /// one that another node still admits stays a member here (that node
+    /// vouches for it), unreachable from this node: revoke a key on every
+    /// node. Returns how many links were closed. See
+    /// [`TcpTransport::set_pins`](super::tcp::TcpTransport::set_pins).
     ///
     /// # Errors
     /// [`NodeError::NotPinned`](super::NodeError::NotPinned) if the pins
@@ -382,6 +384,12 @@ impl Node {
     /// on a transport without per-node keys. Either way nothing changed.
     pub fn set_pins(&mut self, pins: Option<super::Pins>) -> Result<usize, super::NodeError> {
         self.wire.transport.set_pins(pins)
+    }
+
+    /// A copy of the pins the node's transport admits peers by (`None`:
+    /// any holder of the secret, or a transport without pins).
+    pub fn pins(&self) -> Option<super::Pins> {
+        self.wire.transport.pins()
     }
 
     /// Rule 122a's bound now (see

@@ -235,7 +235,13 @@ impl TcpTransport {
         });
         let acceptor = TcpAcceptor::bind(core, addr, accepted)?;
         let local = acceptor.local_addr()?;
-        inner.borrow_mut()._acceptor = Some(acceptor);
+        {
+            let mut inner = inner.borrow_mut();
+            // The address bound (port 0 picks one): what the pins' own
+            // check names until `start`.
+            inner.me = NodeId::new(local, 0);
+            inner._acceptor = Some(acceptor);
+        }
         Ok((TcpTransport { inner }, local))
     }
 
@@ -259,15 +265,28 @@ impl TcpTransport {
             .is_none_or(|pins| admits(pins, addr, &inner.credentials))
     }
 
+    /// A copy of the pins this transport admits peers by (`None`: any
+    /// holder of the secret). Cost: a copy of the pins.
+    pub fn pins(&self) -> Option<Pins> {
+        self.inner
+            .borrow()
+            .credentials
+            .pinned()
+            .map(|p| Pins::clone(p))
+    }
+
     /// Replaces the pins (rule 116a): from now on a session completes
     /// only with a peer that proves a key `pins` hold for the address it
     /// names (with `None`, with any holder of the secret). Every link whose
     /// peer has already proved a key the new pins refuse is closed at once
-    /// (nothing more is read from it), as a session refused: counted in
-    /// [`TcpStats::failed`], logged and told to [`on_error`](TcpTransport::on_error);
-    /// a handshake under way is checked by the new pins. How a key is
-    /// rotated, or a node's key revoked, without restarting the others.
-    /// Returns how many links were closed.
+    /// (nothing more is read from it; frames read before, already handed
+    /// to the node's queue, may still be handled), as a session refused:
+    /// counted in [`TcpStats::failed`], logged and told to
+    /// [`on_error`](TcpTransport::on_error), from stakker's queue; a
+    /// handshake under way is checked by the new pins. How a key is
+    /// rotated, or revoked, without restarting the nodes: a revocation
+    /// holds cluster-wide once every node has it (see [`Pins`]). Returns
+    /// how many links were closed.
     ///
     /// Cost: a check of each link's peer against the new pins.
     ///
@@ -445,6 +464,10 @@ impl Transport for TcpTransport {
 
     fn set_pins(&self, pins: Option<Pins>) -> Result<usize, NodeError> {
         TcpTransport::set_pins(self, pins)
+    }
+
+    fn pins(&self) -> Option<Pins> {
+        TcpTransport::pins(self)
     }
 
     /// Drops the queues of the peer at `addr` and stops retrying it: a
