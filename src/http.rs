@@ -154,8 +154,13 @@
 //! closed; HTTP/2: its stream is reset, the connection goes on), the
 //! panic is counted in [`ServeStats::panics`] and the error
 //! ([`HandlerPanic`]) logged; the server and its other connections go on.
-//! Not bounded by the server: a request body that never comes while the
-//! handler reads it (bound it in the handler).
+//! A request head longer than
+//! [`max_request_head`](ServeConfig::max_request_head) is answered `431`
+//! and its connection closed, so that a connection's read buffer stays
+//! within that bound. Not bounded by the server: a request body that
+//! never comes while the handler reads it, or its size (bound both in
+//! the handler, e.g. with `http_body_util::Limited` and
+//! [`timeout`](crate::task::timeout)).
 
 mod exec;
 mod io;
@@ -168,7 +173,7 @@ pub use io::{HyperIo, READ_CHUNK};
 pub use serve::{
     serve, Protocol, ServeConfig, ServeStats, Server, ServerState, DEFAULT_ERROR_LOG_INTERVAL,
     DEFAULT_GRACE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IO_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    SHUTDOWN_IDLE,
+    DEFAULT_MAX_REQUEST_HEAD, MIN_REQUEST_HEAD, SHUTDOWN_IDLE,
 };
 pub use timer::Timer;
 pub use watch::HandlerPanic;

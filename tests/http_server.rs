@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use stakplane::http::{
     serve, HyperIo, LocalExecutor, Protocol, ServeConfig, ServeStats, Server, ServerState, Timer,
+    MIN_REQUEST_HEAD,
 };
 use stakplane::net::{TcpListener, TcpStream};
 use stakplane::rt::{Exit, Io, Runtime, Status};
@@ -837,8 +838,9 @@ fn failed_connections_are_logged_at_most_once_per_interval_with_the_count_left_o
 fn serve_config_values_are_taken_or_capped_never_a_panic() {
     let horizon = stakplane::task::TIMER_HORIZON;
     for n in [0, 1, 2, usize::MAX - 1, usize::MAX] {
-        let c = ServeConfig::new().max_connections(n);
+        let c = ServeConfig::new().max_connections(n).max_request_head(n);
         assert_eq!(c.get_max_connections(), n.max(1));
+        assert_eq!(c.get_max_request_head(), n.max(MIN_REQUEST_HEAD));
     }
     let durations = [
         Duration::ZERO,
@@ -851,9 +853,11 @@ fn serve_config_values_are_taken_or_capped_never_a_panic() {
     for d in durations {
         let c = ServeConfig::new()
             .header_read_timeout(Some(d))
+            .io_timeout(Some(d))
             .grace(d)
             .error_log_interval(d);
         assert_eq!(c.get_header_read_timeout(), Some(d.min(horizon)));
+        assert_eq!(c.get_io_timeout(), Some(d.min(horizon)));
         assert_eq!((c.get_grace(), c.get_error_log_interval()), (d, d));
     }
     assert_eq!(
@@ -867,6 +871,8 @@ fn serve_config_values_are_taken_or_capped_never_a_panic() {
     // log interval logs once, a limit of 0 serves one at a time.
     let config = ServeConfig::new()
         .max_connections(0)
+        .max_request_head(usize::MAX)
+        .io_timeout(Some(Duration::MAX))
         .header_read_timeout(Some(Duration::MAX))
         .grace(Duration::MAX)
         .error_log_interval(Duration::MAX);
@@ -1074,4 +1080,22 @@ fn a_shutdown_closes_a_connection_with_no_request_in_flight_within_a_second() {
         stats
     });
     assert_eq!(stats.dropped_at_grace, 0, "{stats:?}");
+}
+
+#[test]
+fn a_request_head_past_the_limit_is_answered_431_and_the_server_goes_on() {
+    let (mut rt, _, server) = start(ServeConfig::new().max_request_head(16 * 1024));
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut big = Raw::connect(&io, addr).await.unwrap();
+        let filler = "x".repeat(32 * 1024);
+        big.send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {filler}\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(big.response().await.expect("an answer").status, 431);
+        assert!(big.closed().await);
+        let mut next = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(next.get("/after").await.status, 200);
+        server.stats()
+    });
+    assert_eq!(stats.errors, 1, "{stats:?}");
 }

@@ -37,6 +37,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The default of [`ServeConfig::header_read_timeout`]: 30 s (hyper's).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default of [`ServeConfig::max_request_head`]: 64 KiB.
+pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// The least [`ServeConfig::max_request_head`] takes: 8 KiB (hyper's
+/// least read buffer).
+pub const MIN_REQUEST_HEAD: usize = 8 * 1024;
+
 /// The default of [`ServeConfig::io_timeout`]: 60 s.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -84,6 +91,7 @@ pub struct ServeConfig {
     max_connections: usize,
     header_read_timeout: Option<Duration>,
     io_timeout: Option<Duration>,
+    max_request_head: usize,
     grace: Duration,
     protocol: Protocol,
     error_log_interval: Duration,
@@ -98,6 +106,7 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// The defaults: [`DEFAULT_MAX_CONNECTIONS`],
     /// [`DEFAULT_HEADER_READ_TIMEOUT`], [`DEFAULT_IO_TIMEOUT`],
+    /// [`DEFAULT_MAX_REQUEST_HEAD`],
     /// [`DEFAULT_GRACE`], HTTP/1.1,
     /// [`DEFAULT_ERROR_LOG_INTERVAL`].
     pub const fn new() -> ServeConfig {
@@ -105,6 +114,7 @@ impl ServeConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
             io_timeout: Some(DEFAULT_IO_TIMEOUT),
+            max_request_head: DEFAULT_MAX_REQUEST_HEAD,
             grace: DEFAULT_GRACE,
             protocol: Protocol::Http1,
             error_log_interval: DEFAULT_ERROR_LOG_INTERVAL,
@@ -160,6 +170,23 @@ impl ServeConfig {
         self
     }
 
+    /// The largest request head taken, in bytes (less than
+    /// [`MIN_REQUEST_HEAD`] is taken as it). HTTP/1: a request line and
+    /// headers longer than that are answered `431 Request Header Fields
+    /// Too Large` and the connection closed (counted in
+    /// [`ServeStats::errors`]); it is also the most a connection buffers
+    /// while it reads, which bounds a connection's read memory. HTTP/2:
+    /// the largest header list a client may send.
+    #[must_use]
+    pub const fn max_request_head(mut self, bytes: usize) -> ServeConfig {
+        self.max_request_head = if bytes < MIN_REQUEST_HEAD {
+            MIN_REQUEST_HEAD
+        } else {
+            bytes
+        };
+        self
+    }
+
     /// How long a [`Server::shutdown`] waits for in-flight requests
     /// before it drops the connections still open. A value past the
     /// timer horizon waits for them however long they take.
@@ -193,6 +220,11 @@ impl ServeConfig {
     /// The HTTP/1 header-read timeout.
     pub const fn get_header_read_timeout(&self) -> Option<Duration> {
         self.header_read_timeout
+    }
+
+    /// The largest request head.
+    pub const fn get_max_request_head(&self) -> usize {
+        self.max_request_head
     }
 
     /// The I/O timeout.
@@ -716,7 +748,10 @@ where
             }
         }
         // The future (and its guard, which removes the entry) is dropped.
-        Err(e) => shared.log_error("spawning a connection", Some(peer), &e),
+        Err(e) => {
+            shared.update(|s| s.errors += 1);
+            shared.log_error("spawning a connection", Some(peer), &e);
+        }
     }
 }
 
@@ -755,7 +790,8 @@ where
         let shared = &guard.shared;
         let mut b = http1::Builder::new();
         b.timer(shared.timer.clone())
-            .header_read_timeout(shared.config.header_read_timeout);
+            .header_read_timeout(shared.config.header_read_timeout)
+            .max_buf_size(shared.config.max_request_head);
         let (io, service) = watched(&watch, stream, service);
         Box::pin(b.serve_connection(io, service))
     };
@@ -777,7 +813,9 @@ where
     let conn = {
         let shared = &guard.shared;
         let mut b = http2::Builder::new(LocalExecutor::from_spawner(shared.spawner.clone()));
-        b.timer(shared.timer.clone());
+        b.timer(shared.timer.clone()).max_header_list_size(
+            u32::try_from(shared.config.max_request_head).unwrap_or(u32::MAX),
+        );
         if let Some(t) = shared.config.io_timeout {
             // A peer gone without a word answers no ping.
             let half = (t / 2).max(Duration::from_millis(1));
