@@ -111,8 +111,10 @@
 //! grace**: [`Server::shutdown`] closes the listener at once (new
 //! clients are refused), closes idle connections at once (one with no
 //! request in flight that hyper keeps open, such as a client half-way
-//! through a request head or an HTTP/2 connection in its handshake,
-//! within [`SHUTDOWN_IDLE`] or the grace if that is shorter), lets each
+//! through a request head or an HTTP/2 connection in its handshake, once
+//! nothing has been in flight or written on it for [`SHUTDOWN_IDLE`], or
+//! the grace if that is shorter: the end of a response still being
+//! written is not cut off), lets each
 //! request in flight finish with its response (HTTP/1 with
 //! `connection: close`; HTTP/2 sends `GOAWAY`, refuses new streams and
 //! finishes the open ones), and drops the connections still open when the
@@ -145,8 +147,9 @@
 //! [header-read timeout](ServeConfig::header_read_timeout) of connecting
 //! is closed; both count in [`ServeStats::timeouts`] and are logged
 //! (rule 155). An HTTP/2 connection with no request in flight for the
-//! header-read timeout is told to go (`GOAWAY`) and closed, as HTTP/1
-//! closes an idle kept-alive connection; on HTTP/2 the server also pings
+//! header-read timeout is told to go (`GOAWAY`; hyper closes it once the
+//! rest of its responses are written), as HTTP/1 closes an idle
+//! kept-alive connection; on HTTP/2 the server also pings
 //! the client (every half I/O timeout) and hyper closes a connection
 //! whose ping goes unanswered. A handler that takes its time is never a
 //! stall. A panic in a handler's future or its response body is caught

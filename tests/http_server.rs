@@ -46,7 +46,8 @@ const BIG: usize = 1 << 20;
 
 /// The test app: `!Send` (it counts requests in an `Rc<Cell>`).
 /// `/echo` answers the request body; `/big` 1 MiB of [`pattern`];
-/// `/slow/<secs>` waits that long first; `/panic` panics; anything else
+/// `/slow/<secs>` waits that long first; `/bytes/<n>` `n` bytes of
+/// [`pattern`]; `/panic` panics; anything else
 /// `hello <path> #n`.
 async fn app(
     count: Rc<Cell<u64>>,
@@ -63,6 +64,8 @@ async fn app(
             .unwrap_or_default()
     } else if path == "/big" {
         Bytes::from(pattern(BIG))
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        Bytes::from(pattern(n.parse().unwrap_or(0)))
     } else if path == "/panic" {
         panic!("the handler panics on purpose");
     } else if let Some(secs) = path.strip_prefix("/slow/") {
@@ -1028,6 +1031,7 @@ fn an_idle_http2_connection_is_told_to_go_at_the_header_read_timeout() {
 #[test]
 fn a_handler_panic_is_counted_and_answered_with_nothing_the_server_goes_on() {
     stakplane::quiet_panics();
+    common::events::install();
     // HTTP/1: the connection is closed with no response.
     let (mut rt, _, server) = start(ServeConfig::new());
     let (io, addr) = (rt.io(), server.local_addr());
@@ -1040,28 +1044,56 @@ fn a_handler_panic_is_counted_and_answered_with_nothing_the_server_goes_on() {
         server.stats()
     });
     assert_eq!((stats.panics, stats.errors), (1, 1), "{stats:?}");
-    // HTTP/2: the stream is reset, the connection goes on.
-    let (mut rt, _, server) = start(ServeConfig::new().protocol(Protocol::Http2));
+    // HTTP/2: the stream is reset, the connection goes on. (No idle
+    // timer: on virtual time the clock jumps to it whenever both ends
+    // wait on loopback I/O between requests.)
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .header_read_timeout(None)
+        .io_timeout(None);
+    let (mut rt, _, server) = start(config);
     let (io, addr) = (rt.io(), server.local_addr());
     let exec = LocalExecutor::new(rt.core()).unwrap();
     let timer = Timer::new(rt.core()).unwrap();
     let stats = block(&mut rt, async move {
-        let (mut send, _driver) = h2_client(&io, addr, exec, timer).await;
-        let req = Request::get("/panic")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        assert!(send.send_request(req).await.is_err(), "reset");
-        let req = Request::get("/after")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        let (send, _driver) = h2_client(&io, addr, exec, timer).await;
+        // Streams at once on one connection, each from its own task: the
+        // one that panics is reset, the others are answered.
+        let mut after = Vec::new();
+        for i in 0..4 {
+            let mut send = send.clone();
+            after.push(spawn_local(async move {
+                let path = if i == 0 {
+                    "/panic".to_string()
+                } else {
+                    format!("/after/{i}")
+                };
+                let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+                match send.send_request(req).await {
+                    Ok(resp) => resp.into_body().collect().await.unwrap().to_bytes(),
+                    Err(_) => Bytes::from("reset"),
+                }
+            }));
+        }
+        let first = after.remove(0).await.unwrap();
+        assert_eq!(first, "reset");
+        for a in after {
+            let body = a.await.unwrap();
+            assert!(body.starts_with(b"hello /after/"), "{body:?}");
+        }
+        sleep(Duration::from_millis(1)).await;
         server.stats()
     });
     assert_eq!(
-        (stats.panics, stats.errors, stats.accepted),
-        (1, 0, 1),
-        "{stats:?}"
+        (stats.panics, stats.errors, stats.accepted, stats.active),
+        (1, 0, 1, 1),
+        "the connection goes on: {stats:?}"
     );
+    let logged: Vec<_> = http_events()
+        .into_iter()
+        .filter(|(_, _, e)| e.contains("the handler panicked"))
+        .collect();
+    assert_eq!(logged.len(), 2, "each logged, HTTP/2's too: {logged:?}");
 }
 
 #[test]
@@ -1098,4 +1130,69 @@ fn a_request_head_past_the_limit_is_answered_431_and_the_server_goes_on() {
         server.stats()
     });
     assert_eq!(stats.errors, 1, "{stats:?}");
+}
+
+/// A response being read slowly: `len` bytes, read 64 KiB at a time
+/// every 10 ms; how many came.
+async fn read_slowly(c: &mut Raw, len: usize) -> usize {
+    c.send(format!("GET /bytes/{len} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await;
+    let mut got = 0;
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        match c.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got += n,
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn a_shutdown_lets_a_response_being_read_slowly_finish_within_the_grace() {
+    let config = ServeConfig::new().grace(Duration::from_secs(30));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let len = 64 << 20;
+    let (got, stats) = block(&mut rt, async move {
+        let server2 = server.clone();
+        let _shutdown = spawn_local(async move {
+            sleep(Duration::from_millis(500)).await;
+            server2.shutdown();
+        });
+        let mut c = Raw::connect(&io, addr).await.unwrap();
+        let got = read_slowly(&mut c, len).await;
+        assert!(at(t0) > Duration::from_secs(2), "it took a while");
+        (got, server.wait().await)
+    });
+    assert!(got > len, "all of it, with its head: {got}");
+    assert_eq!((stats.errors, stats.dropped_at_grace), (0, 0), "{stats:?}");
+}
+
+#[test]
+fn an_idle_http2_connection_is_not_told_to_go_while_a_response_is_read_slowly() {
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .header_read_timeout(Some(Duration::from_secs(2)));
+    let (mut rt, t0, server) = start(config);
+    let (io, addr) = (rt.io(), server.local_addr());
+    let exec = LocalExecutor::new(rt.core()).unwrap();
+    let timer = Timer::new(rt.core()).unwrap();
+    let len = 8 << 20;
+    let (got, stats) = block(&mut rt, async move {
+        let (mut send, _driver) = h2_client(&io, addr, exec, timer).await;
+        let req = Request::get(format!("/bytes/{len}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let mut body = send.send_request(req).await.unwrap().into_body();
+        let mut got = 0;
+        while let Some(frame) = body.frame().await {
+            got += frame.unwrap().data_ref().map_or(0, |d| d.len());
+            sleep(Duration::from_millis(10)).await;
+        }
+        assert!(at(t0) > Duration::from_secs(3), "longer than the timeout");
+        (got, server.stats())
+    });
+    assert_eq!(got, len);
+    assert_eq!(stats.errors, 0, "{stats:?}");
 }

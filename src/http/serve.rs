@@ -47,10 +47,11 @@ pub const MIN_REQUEST_HEAD: usize = 8 * 1024;
 /// The default of [`ServeConfig::io_timeout`]: 60 s.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a connection with no request in flight may stay open once a
-/// shutdown has begun, at most (less if the grace is shorter): one whose
-/// client has sent half a request head, or an HTTP/2 connection still in
-/// its handshake (rule 153).
+/// How long a connection with no request in flight, on which nothing has
+/// been written for that long either, may stay open once a shutdown has
+/// begun (less if the grace is shorter): one whose client has sent half a
+/// request head, or an HTTP/2 connection still in its handshake (rule
+/// 153).
 pub const SHUTDOWN_IDLE: Duration = Duration::from_secs(1);
 
 /// The default of [`ServeConfig::grace`]: 5 s (the runtime's shutdown
@@ -144,8 +145,9 @@ impl ServeConfig {
     /// HTTP/2 (rule 156): a client must send its first bytes within
     /// `timeout` of connecting, or the connection is closed (counted in
     /// [`ServeStats::timeouts`]); and a connection with no request in
-    /// flight for `timeout` is told to go (`GOAWAY`) and closed, as an
-    /// idle kept-alive HTTP/1 connection is.
+    /// flight for `timeout` is told to go (`GOAWAY`: hyper closes it once
+    /// the rest of its responses are written), as an idle kept-alive
+    /// HTTP/1 connection is closed.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Option<Duration>) -> ServeConfig {
         self.header_read_timeout = timeout.map(|t| t.min(TIMER_HORIZON));
@@ -322,12 +324,14 @@ impl LogLimit {
 }
 
 /// The state the accept loop, the connection tasks and the handles share.
-struct Shared {
+pub(super) struct Shared {
     config: ServeConfig,
     local_addr: SocketAddr,
     spawner: Spawner,
     timer: Timer,
     phase: Cell<ServerState>,
+    /// When the shutdown began.
+    drain_began: Cell<Option<Instant>>,
     /// The accept loop runs.
     accepting: Cell<bool>,
     /// The accept loop waits at the connection limit.
@@ -347,7 +351,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn update(&self, f: impl FnOnce(&mut ServeStats)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut ServeStats)) {
         let mut st = self.stats.get();
         f(&mut st);
         self.stats.set(st);
@@ -386,6 +390,7 @@ impl Shared {
             return;
         }
         self.phase.set(ServerState::Draining);
+        self.drain_began.set(Some(watch::now()));
         self.wake_accept();
         // Wake each connection: its next poll tells hyper to finish.
         let wakers: Vec<Waker> = self
@@ -440,10 +445,17 @@ impl Shared {
 
     /// Logs one failure, at most one line per interval and level:
     /// header-read timeouts at `debug`, the rest at `warn`.
-    fn log_error(&self, what: &str, peer: Option<SocketAddr>, error: &(dyn StdError + 'static)) {
+    pub(super) fn log_error(
+        &self,
+        what: &str,
+        peer: Option<SocketAddr>,
+        error: &(dyn StdError + 'static),
+    ) {
+        // A silent HTTP/2 client is a header-read timeout too.
         let timeout = error
             .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout);
+            .is_some_and(hyper::Error::is_timeout)
+            || error.downcast_ref::<Stall>() == Some(&Stall::Silent);
         let now = crate::task::try_now().unwrap_or_else(Instant::now);
         let admitted =
             self.log.borrow_mut()[usize::from(timeout)].admit(now, self.config.error_log_interval);
@@ -622,6 +634,7 @@ where
         spawner: spawner.clone(),
         timer,
         phase: Cell::new(ServerState::Running),
+        drain_began: Cell::new(None),
         accepting: Cell::new(true),
         paused: Cell::new(false),
         accept_waker: RefCell::new(None),
@@ -785,7 +798,7 @@ where
     B: Body + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let watch = Watch::new(watch::now());
+    let watch = Watch::new(watch::now(), &guard.shared, peer);
     let conn = {
         let shared = &guard.shared;
         let mut b = http1::Builder::new();
@@ -809,7 +822,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let watch = Watch::new(watch::now());
+    let watch = Watch::new(watch::now(), &guard.shared, peer);
     let conn = {
         let shared = &guard.shared;
         let mut b = http2::Builder::new(LocalExecutor::from_spawner(shared.spawner.clone()));
@@ -876,11 +889,11 @@ fn ended(guard: ConnGuard, peer: SocketAddr, served: Result<(), Failed>) {
 }
 
 /// Polls `conn` to its end; once the server drains, tells it to finish
-/// (`graceful`) first, and closes it if it has no request in flight
-/// [`SHUTDOWN_IDLE`] later. Closes it if it stalls, and tells an idle
-/// HTTP/2 connection to go (rule 156). The connection is boxed on its
-/// own: a future moved into an `async fn` can take its room twice in the
-/// task.
+/// (`graceful`) first, and closes it once nothing has been in flight or
+/// written for [`SHUTDOWN_IDLE`]. Closes it if it stalls, and tells an
+/// idle HTTP/2 connection to go (rule 156). The connection is boxed on
+/// its own: a future moved into an `async fn` can take its room twice in
+/// the task.
 async fn drive<C>(
     guard: &ConnGuard,
     watch: &Rc<Watch>,
@@ -893,54 +906,65 @@ where
     let shared = &guard.shared;
     let config = shared.config;
     let h2 = config.protocol == Protocol::Http2;
-    let mut told: Option<Instant> = None;
+    // Told to finish (by the shutdown, or as an idle HTTP/2 connection).
+    let mut told = false;
     let mut timer: Option<(Instant, crate::task::Sleep)> = None;
     poll_fn(|cx: &mut Context<'_>| loop {
-        if told.is_none() {
-            if shared.phase.get() == ServerState::Running {
+        let draining = shared.phase.get() != ServerState::Running;
+        if !told {
+            if draining {
+                told = true;
+                graceful(conn.as_mut());
+            } else if let Some(c) = shared.conns.borrow_mut().get_mut(guard.key) {
                 // The task's waker is the same for each poll: keep it
                 // once, for the shutdown to wake.
-                if let Some(c) = shared.conns.borrow_mut().get_mut(guard.key) {
-                    if c.waker.is_none() {
-                        c.waker = Some(cx.waker().clone());
-                    }
+                if c.waker.is_none() {
+                    c.waker = Some(cx.waker().clone());
                 }
-            } else {
-                told = Some(watch::now());
-                graceful(conn.as_mut());
             }
         }
+        watch.polling.set(true);
         let polled = conn.as_mut().poll(cx);
-        let panics = watch.panics.replace(0);
-        if panics > 0 {
-            shared.update(|s| s.panics += panics);
-        }
+        watch.polling.set(false);
         if let Poll::Ready(r) = polled {
             return Poll::Ready(r.map_err(Failed::Hyper));
         }
         let now = watch::now();
-        let due = deadlines(watch, config, h2, told);
+        let due = deadlines(
+            watch,
+            config,
+            h2,
+            told,
+            draining.then_some(shared.drain_began.get()).flatten(),
+        );
         match due.iter().flatten().min_by_key(|d| d.at) {
             Some(d) if d.at <= now => match d.what {
                 Due::Stalled(stall) => return Poll::Ready(Err(Failed::Stalled(stall))),
                 Due::Idle => {
-                    told = Some(now);
+                    told = true;
                     graceful(conn.as_mut());
                     continue;
                 }
                 Due::Close => return Poll::Ready(Ok(())),
             },
+            // A sleep armed for an earlier time is kept: when it fires the
+            // deadlines are looked at again.
             Some(d) => {
-                if timer.as_ref().is_none_or(|(at, _)| *at != d.at) {
+                if timer.as_ref().is_none_or(|(at, _)| d.at < *at) {
                     timer = Some((d.at, crate::task::sleep_until(d.at)));
                 }
             }
             None => timer = None,
         }
-        watch.task.set(Some(cx.waker().clone()));
+        {
+            let mut task = watch.task.borrow_mut();
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
         if let Some((_, sleep)) = timer.as_mut() {
             if Pin::new(sleep).poll(cx).is_ready() {
-                // Due now: look again.
+                // Due (or moved later): look again.
                 timer = None;
                 continue;
             }
@@ -967,13 +991,14 @@ struct Deadline {
     what: Due,
 }
 
-/// The deadlines of a connection now (rule 156; `told`: when it was told
-/// to finish).
+/// The deadlines of a connection now (rule 156; `told`: it was told to
+/// finish; `drain`: when the server began to drain, if it is draining).
 fn deadlines(
     watch: &Watch,
     config: ServeConfig,
     h2: bool,
-    told: Option<Instant>,
+    told: bool,
+    drain: Option<Instant>,
 ) -> [Option<Deadline>; 4] {
     let at = |since: Option<Instant>, after: Option<Duration>, what| {
         Some(Deadline {
@@ -981,24 +1006,30 @@ fn deadlines(
             what,
         })
     };
-    let io = config.io_timeout;
     let idle = watch.idle_since.get();
+    // Draining, nothing in flight, nothing waiting to be written: closed
+    // once nothing has been written for a while either (hyper may still
+    // hold the end of a response whose body it has taken).
+    let quiet = drain
+        .zip(idle)
+        .filter(|_| watch.write_waits.get().is_none())
+        .map(|(d, i)| d.max(i).max(watch.wrote.get().unwrap_or(d)));
     [
-        at(watch.write_waits.get(), io, Due::Stalled(Stall::Write)),
+        at(
+            watch.write_waits.get(),
+            config.io_timeout,
+            Due::Stalled(Stall::Write),
+        ),
         at(
             Some(watch.opened).filter(|_| h2 && watch.read_bytes.get() == 0),
             config.header_read_timeout,
             Due::Stalled(Stall::Silent),
         ),
         at(
-            idle.filter(|_| h2 && told.is_none()),
+            idle.filter(|_| h2 && !told),
             config.header_read_timeout,
             Due::Idle,
         ),
-        at(
-            told.zip(idle).map(|(t, i)| t.max(i)),
-            Some(SHUTDOWN_IDLE.min(config.grace)),
-            Due::Close,
-        ),
+        at(quiet, Some(SHUTDOWN_IDLE.min(config.grace)), Due::Close),
     ]
 }

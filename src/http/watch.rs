@@ -13,18 +13,20 @@
 //! The connection's task (`drive` in `serve.rs`) reads these and closes a
 //! connection that stalls ([`Stall`]).
 
+use super::serve::Shared;
 use futures_io::{AsyncRead, AsyncWrite};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper::{Request, Response};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -41,40 +43,53 @@ pub(super) struct Watch {
     /// Since when a write (or flush) has waited with no byte written
     /// (`None`: not waiting, or bytes went since).
     pub(super) write_waits: Cell<Option<Instant>>,
+    /// When bytes were last written.
+    pub(super) wrote: Cell<Option<Instant>>,
     /// Requests whose handler or response body is not done.
     pub(super) in_flight: Cell<usize>,
     /// Since when none has been in flight (`None` while one is).
     pub(super) idle_since: Cell<Option<Instant>>,
     /// The connection task's waker: told when the last request in flight
-    /// ends, which on HTTP/2 happens in a stream's task.
-    pub(super) task: Cell<Option<Waker>>,
-    /// Handler panics on this connection, not yet counted by the server.
-    pub(super) panics: Cell<u64>,
+    /// ends outside the task's own poll (on HTTP/2, in a stream's task).
+    pub(super) task: RefCell<Option<Waker>>,
+    /// The connection task is polling its connection: a request ending
+    /// now needs no wake.
+    pub(super) polling: Cell<bool>,
+    /// The server (its counters and log) and the client's address, for
+    /// a handler's panic.
+    server: Weak<Shared>,
+    peer: SocketAddr,
 }
 
 impl Watch {
-    pub(super) fn new(now: Instant) -> Rc<Watch> {
+    pub(super) fn new(now: Instant, server: &Rc<Shared>, peer: SocketAddr) -> Rc<Watch> {
         Rc::new(Watch {
             opened: now,
             read_bytes: Cell::new(0),
             write_waits: Cell::new(None),
+            wrote: Cell::new(None),
             in_flight: Cell::new(0),
             idle_since: Cell::new(Some(now)),
-            task: Cell::new(None),
-            panics: Cell::new(0),
+            task: RefCell::new(None),
+            polling: Cell::new(false),
+            server: Rc::downgrade(server),
+            peer,
         })
     }
 
-    /// Notes how a write or flush came out in `slot`: waiting starts the
-    /// clock once; bytes moved stop it.
-    fn note<T>(slot: &Cell<Option<Instant>>, polled: &Poll<io::Result<T>>, moved: bool) {
+    /// Notes how a write or flush came out: waiting starts the clock
+    /// once; bytes moved stop it.
+    fn noted_write<T>(&self, polled: &Poll<io::Result<T>>, moved: bool) {
         match polled {
             Poll::Pending => {
-                if slot.get().is_none() {
-                    slot.set(Some(now()));
+                if self.write_waits.get().is_none() {
+                    self.write_waits.set(Some(now()));
                 }
             }
-            Poll::Ready(Ok(_)) if moved => slot.set(None),
+            Poll::Ready(Ok(_)) if moved => {
+                self.write_waits.set(None);
+                self.wrote.set(Some(now()));
+            }
             Poll::Ready(_) => {}
         }
     }
@@ -89,8 +104,11 @@ impl Watch {
         self.in_flight.set(n);
         if n == 0 {
             self.idle_since.set(Some(now()));
-            if let Some(w) = self.task.take() {
-                w.wake();
+            if !self.polling.get() {
+                let waker = self.task.borrow_mut().take();
+                if let Some(w) = waker {
+                    w.wake();
+                }
             }
         }
     }
@@ -135,7 +153,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
-        Watch::note(&this.watch.write_waits, &polled, moved);
+        this.watch.noted_write(&polled, moved);
         polled
     }
 
@@ -147,14 +165,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
-        Watch::note(&this.watch.write_waits, &polled, moved);
+        this.watch.noted_write(&polled, moved);
         polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        Watch::note(&this.watch.write_waits, &polled, true);
+        // A flush done ends a wait, but moved no byte of its own.
+        match polled {
+            Poll::Ready(Ok(())) => this.watch.write_waits.set(None),
+            _ => this.watch.noted_write(&polled, false),
+        }
         polled
     }
 
@@ -203,15 +225,17 @@ impl fmt::Display for HandlerPanic {
 
 impl StdError for HandlerPanic {}
 
-/// Turns a caught panic into the error hyper gets, counted on `watch`.
+/// Turns a caught panic into the error hyper gets; counts and logs it
+/// (rule 155) at once, whatever becomes of the connection.
 fn panicked(watch: &Watch, payload: Box<dyn std::any::Any + Send>) -> BoxError {
     let message = crate::task::panic_message(&*payload).to_string();
     crate::task::drop_payload(payload);
-    watch.panics.set(watch.panics.get() + 1);
-    if let Some(w) = watch.task.take() {
-        w.wake();
+    let error = HandlerPanic { message };
+    if let Some(server) = watch.server.upgrade() {
+        server.update(|s| s.panics += 1);
+        server.log_error("request", Some(watch.peer), &error);
     }
-    Box::new(HandlerPanic { message })
+    Box::new(error)
 }
 
 /// The service of one connection, watched.
@@ -278,7 +302,11 @@ where
             Ok(Poll::Ready(Ok(resp))) => {
                 this.fut.set(None);
                 let flight = this.flight.take();
-                Poll::Ready(Ok(resp.map(|inner| TrackedBody { inner, flight })))
+                Poll::Ready(Ok(resp.map(|inner| TrackedBody {
+                    inner,
+                    flight,
+                    poisoned: false,
+                })))
             }
             Ok(Poll::Ready(Err(e))) => {
                 this.fut.set(None);
@@ -306,6 +334,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         flight: Option<Flight>,
+        // It panicked: never polled again.
+        poisoned: bool,
     }
 }
 
@@ -322,6 +352,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        if *this.poisoned {
+            return Poll::Ready(None);
+        }
         let inner = this.inner;
         match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
             Ok(Poll::Ready(None)) => {
@@ -331,6 +364,7 @@ where
             }
             Ok(polled) => polled.map(|f| f.map(|r| r.map_err(Into::into))),
             Err(payload) => {
+                *this.poisoned = true;
                 let flight = this.flight.take();
                 let e = match &flight {
                     Some(f) => panicked(&f.0, payload),
@@ -347,7 +381,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.poisoned || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
