@@ -311,6 +311,12 @@ impl Builder {
     /// to do but wait for a timer, time jumps to it at once (sockets and
     /// other threads are still polled first, without waiting). For tests:
     /// an hour of timers runs in milliseconds, deterministically.
+    ///
+    /// A delay the kernel adds is not seen, and is jumped over: set
+    /// `TCP_NODELAY` on test clients ([`TcpStream::set_nodelay`](crate::net::TcpStream::set_nodelay)),
+    /// or a small write held back by Nagle's algorithm until the peer's
+    /// delayed ACK (about 40 ms of real time) lets the clock run to the
+    /// next timer first.
     pub fn virtual_time(mut self, start: Instant) -> Builder {
         self.virtual_start = Some(start);
         self
