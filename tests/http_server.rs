@@ -303,19 +303,9 @@ fn h1_server_and_client_through_the_library_adapters() {
 
 #[test]
 fn h2_server_and_client_through_the_library_adapters() {
-    let (mut rt, t0, server) = start(ServeConfig::new().protocol(Protocol::Http2));
-    let (io, addr) = (rt.io(), server.local_addr());
-    let exec = LocalExecutor::new(rt.core()).unwrap();
-    let timer = Timer::new(rt.core()).unwrap();
+    let (mut rt, t0, server, dial) = start_dial(ServeConfig::new().protocol(Protocol::Http2));
     let stats = block(&mut rt, async move {
-        let stream = TcpStream::connect(&io, addr).await.unwrap();
-        stream.set_nodelay(true).unwrap(); // see `Raw::connect`
-        let (send, conn) = hyper::client::conn::http2::Builder::new(exec)
-            .timer(timer)
-            .handshake::<_, Full<Bytes>>(HyperIo::new(stream))
-            .await
-            .unwrap();
-        let driver = spawn_local(conn);
+        let (send, driver) = dial.h2().await;
         // Ten streams at once on one connection, each a task on the
         // server (through its `LocalExecutor`): the slow ones finish
         // at their own times, the quick ones at once.
@@ -915,24 +905,43 @@ fn serve_config_values_are_taken_or_capped_never_a_panic() {
 // ---------------------------------------------------------------------
 // Rule 156: stalled connections, idle HTTP/2 connections, handler panics
 
-/// An HTTP/2 client connection to `addr`: its sender and its driver task.
-async fn h2_client(
-    io: &Io,
+/// What a test's client needs to reach its server.
+struct Dial {
+    io: Io,
     addr: SocketAddr,
     exec: LocalExecutor,
     timer: Timer,
-) -> (
-    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    stakplane::task::JoinHandle<hyper::Result<()>>,
-) {
-    let stream = TcpStream::connect(io, addr).await.unwrap();
-    stream.set_nodelay(true).unwrap(); // see `Raw::connect`
-    let (send, conn) = hyper::client::conn::http2::Builder::new(exec)
-        .timer(timer)
-        .handshake::<_, Full<Bytes>>(HyperIo::new(stream))
-        .await
-        .unwrap();
-    (send, spawn_local(conn))
+}
+
+impl Dial {
+    /// An HTTP/2 client connection: its sender and its driver task.
+    async fn h2(
+        self,
+    ) -> (
+        hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+        stakplane::task::JoinHandle<hyper::Result<()>>,
+    ) {
+        let stream = TcpStream::connect(&self.io, self.addr).await.unwrap();
+        stream.set_nodelay(true).unwrap(); // see `Raw::connect`
+        let (send, conn) = hyper::client::conn::http2::Builder::new(self.exec)
+            .timer(self.timer)
+            .handshake::<_, Full<Bytes>>(HyperIo::new(stream))
+            .await
+            .unwrap();
+        (send, spawn_local(conn))
+    }
+}
+
+/// [`start`], and what a client needs to reach the server.
+fn start_dial(config: ServeConfig) -> (Runtime, Instant, Server, Dial) {
+    let (mut rt, t0, server) = start(config);
+    let dial = Dial {
+        io: rt.io(),
+        addr: server.local_addr(),
+        exec: LocalExecutor::new(rt.core()).unwrap(),
+        timer: Timer::new(rt.core()).unwrap(),
+    };
+    (rt, t0, server, dial)
 }
 
 #[test]
@@ -963,17 +972,14 @@ fn a_long_request_whose_client_waits_is_no_stall_on_either_protocol() {
         let config = ServeConfig::new()
             .protocol(protocol)
             .io_timeout(Some(Duration::from_secs(10)));
-        let (mut rt, t0, server) = start(config);
-        let (io, addr) = (rt.io(), server.local_addr());
-        let exec = LocalExecutor::new(rt.core()).unwrap();
-        let timer = Timer::new(rt.core()).unwrap();
+        let (mut rt, t0, server, dial) = start_dial(config);
         let (status, stats) = block(&mut rt, async move {
             let status = if protocol == Protocol::Http1 {
-                let mut c = Raw::connect(&io, addr).await.unwrap();
+                let mut c = Raw::connect(&dial.io, dial.addr).await.unwrap();
                 c.get("/slow/600").await.status
             } else {
                 // The client answers the server's pings meanwhile.
-                let (mut send, _driver) = h2_client(&io, addr, exec, timer).await;
+                let (mut send, _driver) = dial.h2().await;
                 let req = Request::get("/slow/600")
                     .body(Full::new(Bytes::new()))
                     .unwrap();
@@ -1014,12 +1020,9 @@ fn an_idle_http2_connection_is_told_to_go_at_the_header_read_timeout() {
     let config = ServeConfig::new()
         .protocol(Protocol::Http2)
         .header_read_timeout(Some(Duration::from_secs(10)));
-    let (mut rt, t0, server) = start(config);
-    let (io, addr) = (rt.io(), server.local_addr());
-    let exec = LocalExecutor::new(rt.core()).unwrap();
-    let timer = Timer::new(rt.core()).unwrap();
+    let (mut rt, t0, server, dial) = start_dial(config);
     let stats = block(&mut rt, async move {
-        let (mut send, driver) = h2_client(&io, addr, exec, timer).await;
+        let (mut send, driver) = dial.h2().await;
         let req = Request::get("/slow/3")
             .body(Full::new(Bytes::new()))
             .unwrap();
@@ -1060,12 +1063,9 @@ fn a_handler_panic_is_counted_and_answered_with_nothing_the_server_goes_on() {
         .protocol(Protocol::Http2)
         .header_read_timeout(None)
         .io_timeout(None);
-    let (mut rt, _, server) = start(config);
-    let (io, addr) = (rt.io(), server.local_addr());
-    let exec = LocalExecutor::new(rt.core()).unwrap();
-    let timer = Timer::new(rt.core()).unwrap();
+    let (mut rt, _, server, dial) = start_dial(config);
     let stats = block(&mut rt, async move {
-        let (mut send, _driver) = h2_client(&io, addr, exec, timer).await;
+        let (mut send, _driver) = dial.h2().await;
         // Streams at once on one connection, each from its own task: the
         // one that panics is reset, the others are answered.
         let mut after = Vec::new();
@@ -1186,13 +1186,10 @@ fn an_idle_http2_connection_is_not_told_to_go_while_a_response_is_read_slowly() 
     let config = ServeConfig::new()
         .protocol(Protocol::Http2)
         .header_read_timeout(Some(Duration::from_secs(2)));
-    let (mut rt, t0, server) = start(config);
-    let (io, addr) = (rt.io(), server.local_addr());
-    let exec = LocalExecutor::new(rt.core()).unwrap();
-    let timer = Timer::new(rt.core()).unwrap();
+    let (mut rt, t0, server, dial) = start_dial(config);
     let len = 8 << 20;
     let (got, stats) = block(&mut rt, async move {
-        let (mut send, _driver) = h2_client(&io, addr, exec, timer).await;
+        let (mut send, _driver) = dial.h2().await;
         let req = Request::get(format!("/bytes/{len}"))
             .body(Full::new(Bytes::new()))
             .unwrap();
