@@ -347,7 +347,9 @@ pub(super) struct Shared {
     grace_task: RefCell<Option<AbortHandle>>,
     /// Holds the runtime's stop until the server has finished (rule 153).
     stop_hold: RefCell<Option<StopHold>>,
-    waiters: RefCell<Vec<Waker>>,
+    /// The wakers of the pending [`Server::wait`]s, one slot each (a
+    /// dropped wait takes its slot out).
+    waiters: RefCell<Slab<Waker>>,
 }
 
 impl Shared {
@@ -380,7 +382,7 @@ impl Shared {
             g.abort();
         }
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
+        for (_, w) in waiters {
             w.wake();
         }
     }
@@ -556,19 +558,50 @@ impl Server {
     }
 
     /// Completes once the server has [finished](ServerState::Finished),
-    /// with its final counters.
+    /// with its final counters. Any number of waits may be pending; one
+    /// dropped before the end leaves nothing behind.
     pub fn wait(&self) -> impl Future<Output = ServeStats> + 'static {
-        let shared = self.shared.clone();
-        poll_fn(move |cx| {
-            if shared.phase.get() == ServerState::Finished {
-                return Poll::Ready(shared.stats.get());
+        Wait {
+            shared: self.shared.clone(),
+            slot: None,
+        }
+    }
+}
+
+/// A pending [`Server::wait`]: its waker has a slot of its own.
+struct Wait {
+    shared: Rc<Shared>,
+    slot: Option<usize>,
+}
+
+impl Future for Wait {
+    type Output = ServeStats;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ServeStats> {
+        let this = self.get_mut();
+        if this.shared.phase.get() == ServerState::Finished {
+            return Poll::Ready(this.shared.stats.get());
+        }
+        let mut waiters = this.shared.waiters.borrow_mut();
+        match this.slot.and_then(|k| waiters.get_mut(k)) {
+            Some(w) => {
+                if !w.will_wake(cx.waker()) {
+                    *w = cx.waker().clone();
+                }
             }
-            let mut waiters = shared.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
+            None => this.slot = Some(waiters.insert(cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        if let Some(k) = self.slot {
+            let removed = self.shared.waiters.borrow_mut().try_remove(k);
+            // Outside the borrow: a waker's drop may run anything.
+            drop(removed);
+        }
     }
 }
 
@@ -643,7 +676,7 @@ where
         log: RefCell::new(Default::default()),
         grace_task: RefCell::new(None),
         stop_hold: RefCell::new(None),
-        waiters: RefCell::new(Vec::new()),
+        waiters: RefCell::new(Slab::new()),
     });
     // The runtime's stop shuts the server down gracefully, and waits for
     // it within the runtime's shutdown grace.
@@ -1032,4 +1065,42 @@ fn deadlines(
         ),
         at(quiet, Some(SHUTDOWN_IDLE.min(config.grace)), Due::Close),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rt::Runtime;
+
+    /// Waits dropped before the server ends leave no waker behind; one
+    /// still pending completes with the final counters.
+    #[test]
+    fn dropped_waits_leave_nothing_and_a_pending_one_completes() {
+        let mut rt = Runtime::builder()
+            .virtual_time(Instant::now())
+            .build()
+            .expect("runtime");
+        let listener =
+            TcpListener::bind(&rt.io(), "127.0.0.1:0".parse().expect("addr")).expect("binds");
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        });
+        let server = serve(rt.core(), listener, ServeConfig::new(), service).expect("serves");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut kept = Box::pin(server.wait());
+        assert!(kept.as_mut().poll(&mut cx).is_pending());
+        for _ in 0..100 {
+            let mut w = Box::pin(server.wait());
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+            assert!(
+                w.as_mut().poll(&mut cx).is_pending(),
+                "polled again: one slot"
+            );
+        }
+        assert_eq!(server.shared.waiters.borrow().len(), 1, "the kept one");
+        server.shutdown();
+        let stats = rt.block_on(kept).expect("runs");
+        assert_eq!(stats.accepted, 0);
+        assert!(server.shared.waiters.borrow().is_empty());
+    }
 }
