@@ -525,6 +525,14 @@ fn tcp_pins_set_at_run_time_close_the_links_they_refuse_and_keep_the_others() {
         .numbers()
         .len()
         == 2));
+    // Each link up shows the key its peer proved: what to pin for it.
+    let proved: Vec<_> = a.t.links().into_iter().map(|l| (l.addr, l.key)).collect();
+    let mut want = vec![
+        (at[1], Some(keys[1].public_key())),
+        (at[2], Some(keys[2].public_key())),
+    ];
+    want.sort_by_key(|(addr, _)| *addr);
+    assert_eq!(proved, want);
     // A key for a's own address that is not a's: refused, nothing changed.
     let mut not_a = all.clone();
     assert!(not_a.remove(&at[0], &keys[0].public_key()));

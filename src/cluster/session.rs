@@ -173,6 +173,8 @@ pub struct Session {
     peer: Option<NodeId>,
     /// The static key the peer proved in the handshake, from its hello on.
     peer_key: Option<[u8; 32]>,
+    /// That key, checked for low order once asked ([`Session::peer_key`]).
+    checked_key: std::cell::OnceCell<Option<PublicKey>>,
     /// The keys this side admits, by address (rule 116a), if any.
     pins: Option<Arc<Pins>>,
     /// Bytes received and not yet a whole Noise message.
@@ -286,6 +288,7 @@ impl Session {
             state: State::Handshake(Box::new(hs)),
             peer: None,
             peer_key: None,
+            checked_key: std::cell::OnceCell::new(),
             pins: credentials.pinned().cloned(),
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -304,12 +307,14 @@ impl Session {
     /// hello is read (with [`peer`](Session::peer)): its [`Identity`]'s,
     /// or the fresh key of a peer without one. What to pin for it
     /// (rule 116a); `None` for a key of low order, which proves nothing
-    /// and cannot be pinned. Cost: one X25519 multiplication (the
-    /// low-order check of [`PublicKey::from_bytes`]).
+    /// and cannot be pinned. Cost: the first call, one X25519
+    /// multiplication (the low-order check of [`PublicKey::from_bytes`]);
+    /// later ones, a copy.
     pub fn peer_key(&self) -> Option<PublicKey> {
-        self.peer
-            .and(self.peer_key)
-            .and_then(|k| PublicKey::from_bytes(k).ok())
+        self.peer?;
+        *self
+            .checked_key
+            .get_or_init(|| self.peer_key.and_then(|k| PublicKey::from_bytes(k).ok()))
     }
 
     /// Admits, from now on, the peers `pins` admit (all holders of the

@@ -159,6 +159,10 @@ pub struct LinkStatus {
     pub bytes_out: u64,
     /// Frames waiting in the link's queue.
     pub queued: usize,
+    /// The static key the peer proved on the link up now (rule 116a):
+    /// its identity's, what to pin for it. `None` while no link is up,
+    /// and on a transport without Noise sessions.
+    pub key: Option<super::PublicKey>,
 }
 
 impl LinkStatus {
@@ -174,6 +178,7 @@ impl LinkStatus {
             bytes_in: 0,
             bytes_out: 0,
             queued: 0,
+            key: None,
         }
     }
 }

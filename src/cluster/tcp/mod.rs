@@ -516,6 +516,9 @@ impl Transport for TcpTransport {
                 status.bytes_in = peer.bytes_in;
                 status.bytes_out = peer.bytes_out;
                 status.queued = peer.control.len() + peer.data.len();
+                // Checked once per link (its first ask costs an X25519
+                // multiplication).
+                status.key = link.filter(|l| l.ready).and_then(|l| l.session.peer_key());
                 status
             })
             .collect();
