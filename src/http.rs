@@ -133,7 +133,8 @@
 //!
 //! **155. Failures are logged, rate-limited**: each failed connection
 //! or accept is counted ([`ServeStats`]) and goes to `tracing` (target
-//! `stakplane::http`; `warn`, header-read timeouts `debug`) with the
+//! `stakplane::http`; `warn`; header-read timeouts, and clients gone
+//! mid-request or resetting, `debug`) with the
 //! peer and the error's chain, at most one line per
 //! [`error_log_interval`](ServeConfig::error_log_interval) of the
 //! runtime's clock and level; the next line says how many were left out

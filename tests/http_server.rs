@@ -1205,3 +1205,23 @@ fn an_idle_http2_connection_is_not_told_to_go_while_a_response_is_read_slowly() 
     assert_eq!(got, len);
     assert_eq!(stats.errors, 0, "{stats:?}");
 }
+
+#[test]
+fn a_client_gone_mid_request_is_counted_as_aborted_and_logged_at_debug() {
+    common::events::install();
+    let (mut rt, _, server) = start(ServeConfig::new());
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut c = Raw::connect(&io, addr).await.unwrap();
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half: ").await;
+        drop(c);
+        sleep(Duration::from_millis(10)).await;
+        server.stats()
+    });
+    assert_eq!((stats.aborted, stats.errors), (1, 1), "{stats:?}");
+    let lines = http_events();
+    assert!(
+        lines.iter().all(|(l, ..)| *l == tracing::Level::DEBUG) && lines.len() == 1,
+        "{lines:?}"
+    );
+}

@@ -270,6 +270,9 @@ pub struct ServeStats {
     /// Requests whose handler (its future or its response body)
     /// panicked: each got no response (rule 156).
     pub panics: u64,
+    /// Of [`errors`](ServeStats::errors), connections the client ended
+    /// in the middle of a request, or reset (logged at `debug`).
+    pub aborted: u64,
     /// Accepts that failed (each logged, rate-limited).
     pub accept_errors: u64,
     /// Connections dropped at the end of a shutdown's grace.
@@ -453,11 +456,13 @@ impl Shared {
         peer: Option<SocketAddr>,
         error: &(dyn StdError + 'static),
     ) {
-        // A silent HTTP/2 client is a header-read timeout too.
+        // A silent HTTP/2 client is a header-read timeout too; a client
+        // gone mid-request is as ordinary.
         let timeout = error
             .downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_timeout)
-            || error.downcast_ref::<Stall>() == Some(&Stall::Silent);
+            || error.downcast_ref::<Stall>() == Some(&Stall::Silent)
+            || client_gone(error);
         let now = crate::task::try_now().unwrap_or_else(Instant::now);
         let admitted =
             self.log.borrow_mut()[usize::from(timeout)].admit(now, self.config.error_log_interval);
@@ -478,6 +483,30 @@ impl Shared {
                 "stakplane::http: {what} failed");
         }
     }
+}
+
+/// True if `error` is a client gone in the middle of a request (hyper's
+/// incomplete message) or that reset its connection.
+fn client_gone(error: &(dyn StdError + 'static)) -> bool {
+    if error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_incomplete_message)
+    {
+        return true;
+    }
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// An error and its sources, `a: b: c`.
@@ -907,6 +936,9 @@ fn ended(guard: ConnGuard, peer: SocketAddr, served: Result<(), Failed>) {
         Err(Failed::Hyper(e)) => {
             if e.is_timeout() {
                 shared.update(|s| s.timeouts += 1);
+            }
+            if client_gone(&e) {
+                shared.update(|s| s.aborted += 1);
             }
             shared.update(|s| s.errors += 1);
             shared.log_error("connection", Some(peer), &e);
