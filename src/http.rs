@@ -186,6 +186,13 @@ use crate::net::NetError;
 use crate::task::SpawnError;
 use std::error::Error;
 use std::fmt;
+use std::time::Instant;
+
+/// The runtime's clock inside a task (virtual time in tests), the wall
+/// clock elsewhere: the one clock of the timer, the server and its log.
+fn now() -> Instant {
+    crate::task::try_now().unwrap_or_else(Instant::now)
+}
 
 /// Why a [`Timer`], a [`LocalExecutor`] or a [`serve`] could not be made.
 #[derive(Debug)]

@@ -263,7 +263,9 @@ impl fmt::Debug for Identity {
 /// links to peers they refuse are closed at once. That is how a node's
 /// key is revoked, on every node: a node that still admits the revoked
 /// one vouches for it in membership, so a node that alone revoked it
-/// keeps it as a live member (it can no longer talk to it). Addresses compare exactly as a node names itself (its
+/// keeps it as a live member (it can no longer talk to it).
+///
+/// Addresses compare exactly as a node names itself (its
 /// [`NodeId`](super::NodeId)'s address, as it listens): `10.0.0.1:7000`
 /// and `[::ffff:10.0.0.1]:7000` are different addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

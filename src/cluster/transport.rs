@@ -119,7 +119,8 @@ pub trait Transport {
     }
 
     /// A copy of the pins the transport admits peers by (rule 116a), if
-    /// it has any; the default, without per-node keys, has none.
+    /// it has any; the default, without per-node keys, has none. Cost: a
+    /// copy of the pins.
     fn pins(&self) -> Option<super::Pins> {
         None
     }

@@ -9,7 +9,7 @@
 //! connections (each with its task's waker and abort handle), the
 //! counters, the phase. [`Server`] is a handle on that state.
 
-use super::watch::{self, Stall, Tracked, Watch, Watched};
+use super::watch::{Stall, Tracked, Watch, Watched};
 use super::{HttpError, HyperIo, LocalExecutor, Timer};
 use crate::net::{NetError, TcpListener, TcpStream};
 use crate::rt::StopHold;
@@ -344,8 +344,9 @@ pub(super) struct Shared {
     accept_waker: RefCell<Option<Waker>>,
     conns: RefCell<Slab<Conn>>,
     stats: Cell<ServeStats>,
-    /// The warnings' limit and the header-read timeouts' (`debug`: an
-    /// idle kept-alive connection ends that way).
+    /// The warnings' limit and the ordinary failures' (`debug`: an idle
+    /// kept-alive connection ends with a header-read timeout, a client
+    /// may go mid-request).
     log: RefCell<[LogLimit; 2]>,
     grace_task: RefCell<Option<AbortHandle>>,
     /// Holds the runtime's stop until the server has finished (rule 153).
@@ -395,7 +396,7 @@ impl Shared {
             return;
         }
         self.phase.set(ServerState::Draining);
-        self.drain_began.set(Some(watch::now()));
+        self.drain_began.set(Some(super::now()));
         self.wake_accept();
         // Wake each connection: its next poll tells hyper to finish.
         let wakers: Vec<Waker> = self
@@ -449,7 +450,8 @@ impl Shared {
     }
 
     /// Logs one failure, at most one line per interval and level:
-    /// header-read timeouts at `debug`, the rest at `warn`.
+    /// header-read timeouts and clients gone mid-request at `debug`, the
+    /// rest at `warn` (rule 155).
     pub(super) fn log_error(
         &self,
         what: &str,
@@ -458,14 +460,14 @@ impl Shared {
     ) {
         // A silent HTTP/2 client is a header-read timeout too; a client
         // gone mid-request is as ordinary.
-        let timeout = error
+        let quiet = error
             .downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_timeout)
             || error.downcast_ref::<Stall>() == Some(&Stall::Silent)
             || client_gone(error);
-        let now = crate::task::try_now().unwrap_or_else(Instant::now);
+        let now = super::now();
         let admitted =
-            self.log.borrow_mut()[usize::from(timeout)].admit(now, self.config.error_log_interval);
+            self.log.borrow_mut()[usize::from(quiet)].admit(now, self.config.error_log_interval);
         let Some(suppressed) = admitted else {
             self.update(|s| s.suppressed_logs += 1);
             return;
@@ -475,7 +477,7 @@ impl Shared {
             Some(p) => p,
             None => &"-",
         };
-        if timeout {
+        if quiet {
             tracing::debug!(target: "stakplane::http", %addr, %peer, %error, suppressed,
                 "stakplane::http: {what} failed");
         } else {
@@ -860,7 +862,7 @@ where
     B: Body + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let watch = Watch::new(watch::now(), &guard.shared, peer);
+    let watch = Watch::new(super::now(), &guard.shared, peer);
     let conn = {
         let shared = &guard.shared;
         let mut b = http1::Builder::new();
@@ -884,7 +886,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let watch = Watch::new(watch::now(), &guard.shared, peer);
+    let watch = Watch::new(super::now(), &guard.shared, peer);
     let conn = {
         let shared = &guard.shared;
         let mut b = http2::Builder::new(LocalExecutor::from_spawner(shared.spawner.clone()));
@@ -994,7 +996,7 @@ where
         if let Poll::Ready(r) = polled {
             return Poll::Ready(r.map_err(Failed::Hyper));
         }
-        let now = watch::now();
+        let now = super::now();
         let due = deadlines(
             watch,
             config,
@@ -1086,7 +1088,7 @@ fn deadlines(
             Due::Stalled(Stall::Write),
         ),
         at(
-            Some(watch.opened).filter(|_| h2 && watch.read_bytes.get() == 0),
+            Some(watch.opened).filter(|_| h2 && !watch.heard.get()),
             config.header_read_timeout,
             Due::Stalled(Stall::Silent),
         ),

@@ -351,7 +351,7 @@ impl hyper::rt::Timer for Timer {
     }
 
     fn now(&self) -> Instant {
-        stakplane_async::try_now().unwrap_or_else(Instant::now)
+        super::now()
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {

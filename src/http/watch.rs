@@ -2,8 +2,9 @@
 //! whether its socket makes progress, how many requests are in flight,
 //! and the handler's panics.
 //!
-//! - [`Watched`] wraps the connection's stream: it notes when a read or a
-//!   write starts to wait, and when bytes move again.
+//! - [`Watched`] wraps the connection's stream: it notes whether the
+//!   client has sent anything, when a write starts to wait and when
+//!   written bytes move again.
 //! - [`Tracked`] wraps the service: a request is in flight from the call
 //!   until its response body is done (or dropped); a panic in the
 //!   handler's future or in its response body becomes a typed error
@@ -13,6 +14,7 @@
 //! The connection's task (`drive` in `serve.rs`) reads these and closes a
 //! connection that stalls ([`Stall`]).
 
+use super::now;
 use super::serve::Shared;
 use futures_io::{AsyncRead, AsyncWrite};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -38,8 +40,8 @@ pub(super) type BoxError = Box<dyn StdError + Send + Sync>;
 pub(super) struct Watch {
     /// When the connection was accepted.
     pub(super) opened: Instant,
-    /// Bytes read so far.
-    pub(super) read_bytes: Cell<u64>,
+    /// The client has sent something.
+    pub(super) heard: Cell<bool>,
     /// Since when a write (or flush) has waited with no byte written
     /// (`None`: not waiting, or bytes went since).
     pub(super) write_waits: Cell<Option<Instant>>,
@@ -65,7 +67,7 @@ impl Watch {
     pub(super) fn new(now: Instant, server: &Rc<Shared>, peer: SocketAddr) -> Rc<Watch> {
         Rc::new(Watch {
             opened: now,
-            read_bytes: Cell::new(0),
+            heard: Cell::new(false),
             write_waits: Cell::new(None),
             wrote: Cell::new(None),
             in_flight: Cell::new(0),
@@ -77,16 +79,19 @@ impl Watch {
         })
     }
 
-    /// Notes how a write or flush came out: waiting starts the clock
-    /// once; bytes moved stop it.
-    fn noted_write<T>(&self, polled: &Poll<io::Result<T>>, moved: bool) {
+    /// A write or a flush waits: the clock starts, once.
+    fn waits(&self) {
+        if self.write_waits.get().is_none() {
+            self.write_waits.set(Some(now()));
+        }
+    }
+
+    /// Notes how a write came out: waiting starts the clock; bytes moved
+    /// stop it.
+    fn noted_write(&self, polled: &Poll<io::Result<usize>>) {
         match polled {
-            Poll::Pending => {
-                if self.write_waits.get().is_none() {
-                    self.write_waits.set(Some(now()));
-                }
-            }
-            Poll::Ready(Ok(_)) if moved => {
+            Poll::Pending => self.waits(),
+            Poll::Ready(Ok(n)) if *n > 0 => {
                 self.write_waits.set(None);
                 self.wrote.set(Some(now()));
             }
@@ -114,11 +119,6 @@ impl Watch {
     }
 }
 
-/// The runtime's clock (the wall clock off the runtime).
-pub(super) fn now() -> Instant {
-    crate::task::try_now().unwrap_or_else(Instant::now)
-}
-
 /// The connection's stream, reporting its progress to a [`Watch`].
 pub(super) struct Watched<T> {
     pub(super) inner: T,
@@ -133,13 +133,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = match &polled {
-            Poll::Ready(Ok(n)) => *n,
-            _ => 0,
-        };
-        let w = &this.watch;
-        w.read_bytes
-            .set(w.read_bytes.get().saturating_add(n as u64));
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.watch.heard.set(true);
+        }
         polled
     }
 }
@@ -152,8 +148,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
-        this.watch.noted_write(&polled, moved);
+        this.watch.noted_write(&polled);
         polled
     }
 
@@ -164,18 +159,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
-        this.watch.noted_write(&polled, moved);
+        this.watch.noted_write(&polled);
         polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        // A flush done ends a wait, but moved no byte of its own.
+        // A flush done ends a wait, but moves no byte of its own.
         match polled {
+            Poll::Pending => this.watch.waits(),
             Poll::Ready(Ok(())) => this.watch.write_waits.set(None),
-            _ => this.watch.noted_write(&polled, false),
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }
@@ -226,14 +221,16 @@ impl fmt::Display for HandlerPanic {
 impl StdError for HandlerPanic {}
 
 /// Turns a caught panic into the error hyper gets; counts and logs it
-/// (rule 155) at once, whatever becomes of the connection.
-fn panicked(watch: &Watch, payload: Box<dyn std::any::Any + Send>) -> BoxError {
+/// (rule 155) at once, whatever becomes of the connection, on the
+/// connection of `flight` (none: a body polled again after its end).
+fn panicked(flight: Option<&Flight>, payload: Box<dyn std::any::Any + Send>) -> BoxError {
     let message = crate::task::panic_message(&*payload).to_string();
     crate::task::drop_payload(payload);
     let error = HandlerPanic { message };
-    if let Some(server) = watch.server.upgrade() {
+    let watch = flight.map(|f| &*f.0);
+    if let Some(server) = watch.and_then(|w| w.server.upgrade()) {
         server.update(|s| s.panics += 1);
-        server.log_error("request", Some(watch.peer), &error);
+        server.log_error("request", watch.map(|w| w.peer), &error);
     }
     Box::new(error)
 }
@@ -265,7 +262,7 @@ where
             },
             Err(payload) => TrackedFuture {
                 fut: None,
-                failed: Some(panicked(&self.watch, payload)),
+                failed: Some(panicked(Some(&flight), payload)),
                 flight: Some(flight),
             },
         }
@@ -314,14 +311,7 @@ where
             }
             Err(payload) => {
                 this.fut.set(None);
-                let watch = this.flight.as_ref().map(|f| f.0.clone());
-                match watch {
-                    Some(w) => Poll::Ready(Err(panicked(&w, payload))),
-                    None => {
-                        crate::task::drop_payload(payload);
-                        Poll::Pending
-                    }
-                }
+                Poll::Ready(Err(panicked(this.flight.as_ref(), payload)))
             }
         }
     }
@@ -365,17 +355,9 @@ where
             Ok(polled) => polled.map(|f| f.map(|r| r.map_err(Into::into))),
             Err(payload) => {
                 *this.poisoned = true;
+                // Ends its flight once counted.
                 let flight = this.flight.take();
-                let e = match &flight {
-                    Some(f) => panicked(&f.0, payload),
-                    None => {
-                        crate::task::drop_payload(payload);
-                        Box::new(HandlerPanic {
-                            message: String::from("(a body polled after its panic)"),
-                        })
-                    }
-                };
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(panicked(flight.as_ref(), payload))))
             }
         }
     }

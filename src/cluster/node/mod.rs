@@ -387,7 +387,8 @@ impl Node {
     }
 
     /// A copy of the pins the node's transport admits peers by (`None`:
-    /// any holder of the secret, or a transport without pins).
+    /// any holder of the secret, or a transport without pins). Cost: a
+    /// copy of the pins.
     pub fn pins(&self) -> Option<super::Pins> {
         self.wire.transport.pins()
     }
