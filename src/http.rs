@@ -158,6 +158,10 @@
 //! closed; HTTP/2: its stream is reset, the connection goes on), the
 //! panic is counted in [`ServeStats::panics`] and the error
 //! ([`HandlerPanic`]) logged; the server and its other connections go on.
+//! An error the handler returns, or its response body yields, is
+//! answered the same way (the rest of the response is not sent), counted
+//! in [`ServeStats::handler_errors`] and logged: on HTTP/2, where hyper
+//! only resets the stream, it would otherwise leave no trace.
 //! A request head longer than
 //! [`max_request_head`](ServeConfig::max_request_head) is answered `431`
 //! and its connection closed, so that a connection's read buffer stays

@@ -13,8 +13,9 @@ mod common;
 
 use futures::AsyncRead;
 use futures_io::AsyncWrite;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use stakplane::http::{
@@ -47,12 +48,10 @@ const BIG: usize = 1 << 20;
 /// The test app: `!Send` (it counts requests in an `Rc<Cell>`).
 /// `/echo` answers the request body; `/big` 1 MiB of [`pattern`];
 /// `/slow/<secs>` waits that long first; `/bytes/<n>` `n` bytes of
-/// [`pattern`]; `/panic` panics; anything else
+/// [`pattern`]; `/panic` panics; `/fail` returns an error, `/fail-body`
+/// a body that fails after its first part; anything else
 /// `hello <path> #n`.
-async fn app(
-    count: Rc<Cell<u64>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn app(count: Rc<Cell<u64>>, req: Request<Incoming>) -> Result<Response<AppBody>, io::Error> {
     count.set(count.get() + 1);
     let n = count.get();
     let path = req.uri().path().to_string();
@@ -68,14 +67,29 @@ async fn app(
         Bytes::from(pattern(n.parse().unwrap_or(0)))
     } else if path == "/panic" {
         panic!("the handler panics on purpose");
+    } else if path == "/fail" {
+        return Err(io::Error::other("the handler fails on purpose"));
+    } else if path == "/fail-body" {
+        let frames = [
+            Ok(Frame::data(Bytes::from_static(b"part of it"))),
+            Err(io::Error::other("the body fails on purpose")),
+        ];
+        return Ok(Response::new(
+            StreamBody::new(futures::stream::iter(frames)).boxed(),
+        ));
     } else if let Some(secs) = path.strip_prefix("/slow/") {
         sleep(Duration::from_secs(secs.parse().unwrap_or(1))).await;
         Bytes::from(format!("slow {secs} #{n}"))
     } else {
         Bytes::from(format!("hello {path} #{n}"))
     };
-    Ok(Response::new(Full::new(body)))
+    Ok(Response::new(
+        Full::new(body).map_err(|e| match e {}).boxed(),
+    ))
 }
+
+/// The body of the test app's responses: most are whole, one fails.
+type AppBody = BoxBody<Bytes, io::Error>;
 
 /// A virtual-time runtime, its start, and a server on a free loopback
 /// port with `config`.
@@ -1106,6 +1120,72 @@ fn a_handler_panic_is_counted_and_answered_with_nothing_the_server_goes_on() {
         .filter(|(_, _, e)| e.contains("the handler panicked"))
         .collect();
     assert_eq!(logged.len(), 2, "each logged, HTTP/2's too: {logged:?}");
+}
+
+#[test]
+fn a_handler_error_is_counted_and_logged_and_answered_as_a_panic() {
+    common::events::install();
+    // HTTP/1: no response (or the rest of it), the connection closed.
+    let (mut rt, _, server) = start(ServeConfig::new());
+    let (io, addr) = (rt.io(), server.local_addr());
+    let stats = block(&mut rt, async move {
+        let mut c = Raw::connect(&io, addr).await.unwrap();
+        c.send(b"GET /fail HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(c.closed().await, "no response");
+        let mut c = Raw::connect(&io, addr).await.unwrap();
+        c.send(b"GET /fail-body HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(c.closed().await, "cut off");
+        let mut next = Raw::connect(&io, addr).await.unwrap();
+        assert_eq!(next.get("/after").await.status, 200);
+        server.stats()
+    });
+    assert_eq!(
+        (stats.handler_errors, stats.errors, stats.panics),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    // HTTP/2: the stream is reset, the connection goes on.
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .header_read_timeout(None)
+        .io_timeout(None);
+    let (mut rt, _, server, dial) = start_dial(config);
+    let stats = block(&mut rt, async move {
+        let (mut send, _driver) = dial.h2().await;
+        for path in ["/fail", "/fail-body"] {
+            let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+            let got = match send.send_request(req).await {
+                Ok(resp) => resp.into_body().collect().await.map(|b| b.to_bytes()),
+                Err(e) => Err(e),
+            };
+            assert!(got.is_err(), "{path}: reset, not {got:?}");
+        }
+        let req = Request::get("/last").body(Full::new(Bytes::new())).unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        sleep(Duration::from_millis(1)).await;
+        server.stats()
+    });
+    assert_eq!(
+        (
+            stats.handler_errors,
+            stats.errors,
+            stats.accepted,
+            stats.active
+        ),
+        (2, 0, 1, 1),
+        "the connection goes on: {stats:?}"
+    );
+    let logged: Vec<_> = http_events()
+        .into_iter()
+        .filter(|(_, _, e)| e.contains("fails on purpose"))
+        .collect();
+    assert_eq!(logged.len(), 2, "the first of each server: {logged:?}");
+    assert!(
+        logged
+            .iter()
+            .all(|(level, _, _)| *level == tracing::Level::WARN),
+        "{logged:?}"
+    );
 }
 
 #[test]

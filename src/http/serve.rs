@@ -270,6 +270,10 @@ pub struct ServeStats {
     /// Requests whose handler (its future or its response body)
     /// panicked: each got no response (rule 156).
     pub panics: u64,
+    /// Requests whose handler returned an error, or whose response body
+    /// failed: each got no response, or the rest of it (as a panic's;
+    /// rule 156).
+    pub handler_errors: u64,
     /// Of [`errors`](ServeStats::errors), connections the client ended
     /// in the middle of a request, or reset (logged at `debug`).
     pub aborted: u64,

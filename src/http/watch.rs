@@ -9,7 +9,9 @@
 //!   until its response body is done (or dropped); a panic in the
 //!   handler's future or in its response body becomes a typed error
 //!   ([`HandlerPanic`]) that hyper answers by closing the connection
-//!   (HTTP/1) or resetting the stream (HTTP/2), and is counted.
+//!   (HTTP/1) or resetting the stream (HTTP/2), and is counted; an
+//!   error the handler or its body returns is counted too, and answered
+//!   the same way.
 //!
 //! The connection's task (`drive` in `serve.rs`) reads these and closes a
 //! connection that stalls ([`Stall`]).
@@ -235,6 +237,18 @@ fn panicked(flight: Option<&Flight>, payload: Box<dyn std::any::Any + Send>) -> 
     Box::new(error)
 }
 
+/// Counts and logs (rule 155) a handler's error (its future's or its
+/// response body's) on the connection of `flight`, and hands it on to
+/// hyper, which answers it as a panic (rule 156).
+fn handler_failed(flight: Option<&Flight>, error: BoxError) -> BoxError {
+    let watch = flight.map(|f| &*f.0);
+    if let Some(server) = watch.and_then(|w| w.server.upgrade()) {
+        server.update(|s| s.handler_errors += 1);
+        server.log_error("request", watch.map(|w| w.peer), &*error);
+    }
+    error
+}
+
 /// The service of one connection, watched.
 pub(super) struct Tracked<S> {
     pub(super) inner: S,
@@ -307,7 +321,7 @@ where
             }
             Ok(Poll::Ready(Err(e))) => {
                 this.fut.set(None);
-                Poll::Ready(Err(e.into()))
+                Poll::Ready(Err(handler_failed(this.flight.as_ref(), e.into())))
             }
             Err(payload) => {
                 this.fut.set(None);
@@ -324,7 +338,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         flight: Option<Flight>,
-        // It panicked: never polled again.
+        // It panicked or failed: never polled again.
         poisoned: bool,
     }
 }
@@ -351,6 +365,12 @@ where
                 // Done: the request is no longer in flight.
                 drop(this.flight.take());
                 Poll::Ready(None)
+            }
+            Ok(Poll::Ready(Some(Err(e)))) => {
+                // The body failed: the request's stream ends here.
+                *this.poisoned = true;
+                let flight = this.flight.take();
+                Poll::Ready(Some(Err(handler_failed(flight.as_ref(), e.into()))))
             }
             Ok(polled) => polled.map(|f| f.map(|r| r.map_err(Into::into))),
             Err(payload) => {
