@@ -32,7 +32,10 @@
 //! **64. Edge-triggered readiness is read to the end**: an operation runs
 //! until the OS reports `WouldBlock` (or a short stream read, which
 //! empties the socket buffer; an end-of-stream or error still pending is
-//! read), so bytes already there never wait for an event.
+//! read), so bytes already there never wait for an event. A push
+//! socket that stops at its per-turn share goes on right after the
+//! loop's next poll, behind the sockets that poll finds ready: a share
+//! every turn, however busy the loop.
 //!
 //! **65. Every OS error reaches the caller typed**: `NetError::Io { op, error }`
 //! from constructors and push methods/events, the `io::Error` itself from
@@ -43,7 +46,8 @@
 //! **66. A peer's reset or close is an error, never a hang or a SIGPIPE**:
 //! a read blocked when the peer resets ends with `ConnectionReset` (or
 //! end-of-stream); writing to a closed peer fails with `EPIPE` /
-//! `ECONNRESET` and the process lives.
+//! `ECONNRESET` and the process lives, vectored writes too, whatever the
+//! process's SIGPIPE disposition (writes go out with `MSG_NOSIGNAL`).
 //!
 //! **67. Half-close works both ways**: after the peer shuts down its write
 //! side we read end-of-stream and can still write; after we shut down ours

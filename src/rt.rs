@@ -51,7 +51,12 @@
 //! `step` bound or the grace deadline of a stop — to that bound if no
 //! timer is set — and only after queued work has run (idle items, and the
 //! ends a stop queues). A timer time can never reach (past the horizon,
-//! rule 58a) is waited for in the poll, as on the real clock.
+//! rule 58a) is waited for in the poll, as on the real clock. While a
+//! blocking job's outcome is to come (rule 163), time jumps no faster
+//! than real time: the job runs on a real thread, so before a jump the
+//! poll waits, in real time, as long as the jump would skip, and the
+//! job's outcome ends that wait (a job that finishes before a timer's
+//! delay, in real time, is delivered before the timer fires).
 //!
 //! **58a. Time never moves past the timer horizon**: a `run_for` or
 //! `step` bound past it ends at it (on virtual time the clock stops
@@ -311,6 +316,10 @@ impl Builder {
     /// to do but wait for a timer, time jumps to it at once (sockets and
     /// other threads are still polled first, without waiting). For tests:
     /// an hour of timers runs in milliseconds, deterministically.
+    ///
+    /// Blocking jobs ([`blocking`](crate::blocking)) run on real
+    /// threads: while one's outcome is to come, time jumps no faster than
+    /// real time (rule 58).
     ///
     /// A delay the kernel adds is not seen, and is jumped over: set
     /// `TCP_NODELAY` on test clients ([`TcpStream::set_nodelay`](crate::net::TcpStream::set_nodelay)),
@@ -684,7 +693,7 @@ impl Runtime {
         }
         // Work queued (idle items, or the ends a stop just queued): the
         // poll must not wait, nor time jump before it runs.
-        let queued = idle_pending || std::mem::take(&mut self.kick);
+        let queued = idle_pending || std::mem::take(&mut self.kick) || self.reactor.has_later();
         let timeout = self.timeout(queued, bound);
         self.wait(timeout, bound, queued)?;
         #[cfg(feature = "metrics")]
@@ -824,6 +833,15 @@ impl Runtime {
                 let timer = self.stakker.next_wait(now);
                 min_opt(timer, bound.map(|b| b.saturating_duration_since(now)))
             }
+            // A blocking job runs on real time (rule 58): wait as long as
+            // the jump would skip, for its outcome, then jump.
+            Clock::Virtual(now) if self.blocking.has_jobs() => {
+                let next = match (self.stakker.next_expiry(), bound) {
+                    (Some(t), Some(b)) => Some(t.min(b)),
+                    (t, b) => t.or(b),
+                };
+                next.map(|t| t.min(self.horizon()).saturating_duration_since(now))
+            }
             // Poll without waiting: if nothing happens, time jumps to the
             // next timer or the bound.
             Clock::Virtual(_) if bound.is_some() => Some(Duration::ZERO),
@@ -872,6 +890,7 @@ impl Runtime {
                     self.idle_due = false;
                 }
             }
+            self.reactor.run_later();
             return Ok(());
         }
         let mut woken = false;
@@ -907,6 +926,8 @@ impl Runtime {
         if signalled {
             self.on_signals();
         }
+        // Sockets past their share go on behind the ones just served.
+        self.reactor.run_later();
         Ok(())
     }
 

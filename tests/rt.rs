@@ -616,6 +616,34 @@ fn virtual_time_never_spins_on_a_timer_past_the_horizon() {
     assert!(turns < 100, "an idle loop made {turns} turns in 200 ms");
 }
 
+/// Rule 58: a blocking job runs on a real thread, so while its outcome
+/// is to come virtual time jumps no faster than real time: a job that
+/// finishes in microseconds is delivered before an hour's timeout set
+/// after it (review finding: time jumped to the timeout at the first
+/// poll that found nothing, while the job still ran).
+#[test]
+fn virtual_time_jumps_no_faster_than_real_time_while_a_blocking_job_runs() {
+    let t0 = Instant::now();
+    let mut rt = Runtime::builder().virtual_time(t0).build().unwrap();
+    let pool = rt.blocking();
+    let (go, gone) = mpsc::channel::<()>();
+    let (got, took) = rt
+        .block_on(async move {
+            let job = pool.spawn(move || {
+                gone.recv().expect("the word to go");
+                7u32
+            });
+            // Time moves (a jump to this timer) before the job may end.
+            stakplane::task::sleep(Duration::from_millis(1)).await;
+            go.send(()).unwrap();
+            let got = stakplane::task::timeout(Duration::from_secs(3600), job).await;
+            (got.map(|r| r.ok()), stakplane::task::now() - t0)
+        })
+        .unwrap();
+    assert_eq!(got, Ok(Some(7)), "delivered, not timed out");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
 #[test]
 fn virtual_time_run_for_advances_with_no_timer_set() {
     let start = Instant::now();

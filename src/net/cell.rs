@@ -120,6 +120,11 @@ impl<S: Source + 'static> IoCell<S> {
         });
     }
 
+    /// The runtime's reactor the socket is registered with.
+    pub(crate) fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.sock.borrow().is_none()
     }

@@ -14,6 +14,32 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
+/// `send` flags that keep a write to a reset peer from raising SIGPIPE
+/// (where the OS has the flag; Apple's sockets carry `SO_NOSIGPIPE`
+/// instead, and Windows has no SIGPIPE).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+))]
+const NO_SIGNAL: i32 = libc::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+)))]
+const NO_SIGNAL: i32 = 0;
+
 /// Size of the buffer behind [`AsyncBufRead`], allocated on first use.
 const BUF_SIZE: usize = 8 * 1024;
 
@@ -269,8 +295,13 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // `sendmsg` with `MSG_NOSIGNAL`, never `writev`: a reset peer is
+        // an error, not a SIGPIPE (rule 66), whatever the process's
+        // SIGPIPE disposition.
         self.cell.0.poll_io(cx, Dir::Write, |s| {
-            super::counted_out(s.write_vectored(bufs))
+            super::counted_out(
+                socket2::SockRef::from(&*s).send_vectored_with_flags(bufs, NO_SIGNAL),
+            )
         })
     }
 

@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     /// Deregistration errors seen in `Drop`s (which cannot return them).
     dereg_errors: Cell<u64>,
     closed: Cell<bool>,
+    /// Work sockets left past their per-turn share, run after the next
+    /// poll's events ([`Reactor::after_poll`]).
+    later: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 /// The reactor handle: cheap to clone (an `Rc`), kept in the `Stakker`'s
@@ -98,6 +101,7 @@ impl Reactor {
             next_gen: Cell::new(0),
             dereg_errors: Cell::new(0),
             closed: Cell::new(false),
+            later: RefCell::new(Vec::new()),
         }))
     }
 
@@ -186,10 +190,37 @@ impl Reactor {
         }
     }
 
+    /// Runs `f` on the loop thread after the next poll has dispatched its
+    /// events, outside every borrow (as a readiness handler runs): a
+    /// socket that still has work past its per-turn share continues
+    /// there, behind the sockets that are ready in the meantime, and
+    /// every turn, however busy the poll (a continuation on stakker's
+    /// idle queue would wait for a poll that finds nothing). The loop
+    /// does not wait, nor jump virtual time, while one is pending.
+    pub(crate) fn after_poll(&self, f: Box<dyn FnOnce()>) {
+        self.0.later.borrow_mut().push(f);
+    }
+
+    /// Whether work is waiting for [`run_later`](Reactor::run_later).
+    pub(crate) fn has_later(&self) -> bool {
+        !self.0.later.borrow().is_empty()
+    }
+
+    /// Runs the work left for after this poll (see
+    /// [`after_poll`](Reactor::after_poll)); what it leaves in turn waits
+    /// for the next poll.
+    pub(crate) fn run_later(&self) {
+        let later = std::mem::take(&mut *self.0.later.borrow_mut());
+        for f in later {
+            f();
+        }
+    }
+
     /// Closes every registered source (shutdown): each handler drops its
     /// socket, and later registrations fail.
     pub(crate) fn close_all(&self) {
         self.0.closed.set(true);
+        drop(std::mem::take(&mut *self.0.later.borrow_mut()));
         let handlers: Vec<_> = self
             .0
             .entries

@@ -122,7 +122,7 @@ impl Kind for Listen {
                 }
             }
         }
-        drive_after_poll(&a.deferrer, a.weak());
+        drive_after_poll(a.cell.reactor(), a.weak());
     }
 
     /// Marks the acceptor done and deletes a pending back-off timer.

@@ -234,7 +234,7 @@ impl Conn {
         let mut total = 0;
         while self.cell.is_ready(Dir::Read) {
             if total >= self.x.config.read_per_turn {
-                drive_after_poll(&self.deferrer, self.weak());
+                drive_after_poll(self.cell.reactor(), self.weak());
                 return true;
             }
             let got = {

@@ -97,9 +97,10 @@
 //! Readiness is edge-triggered: each readiness event reads until the OS
 //! says `WouldBlock`, but at most [`ConnConfig::read_per_turn`] bytes (or
 //! [`UdpConfig::recv_per_turn`] datagrams, or 64 accepts) before letting
-//! the loop poll the OS again. The rest is read on the socket's next
-//! readiness event, or when a poll finds nothing else to do (stakker's
-//! idle queue), whichever comes first; no event is lost. Reading is
+//! the loop poll the OS again. The rest is read right after that poll,
+//! behind the sockets it finds ready, a share each turn however busy the
+//! loop is (a socket past its share never waits for a quiet poll); no
+//! event is lost. Reading is
 //! paused with [`TcpConn::pause_reading`] (the OS buffers, then the peer
 //! waits); writes are bounded by [`ConnConfig::write_limit`], beyond which
 //! `write` returns [`NetError::Full`] and takes nothing.
@@ -130,7 +131,7 @@ pub use udp::{UdpConfig, UdpEvent, UdpPort, MAX_DATAGRAM};
 
 use super::tcp::on_socket;
 use super::{Io, IoCell, NetError, Op};
-use crate::rt::{IoHandler, Readiness};
+use crate::rt::{IoHandler, Reactor, Readiness};
 use mio::event::Source;
 use mio::Interest;
 use stakker::{Core, Deferrer, Fwd};
@@ -155,25 +156,24 @@ fn drive_soon<H: Driven>(deferrer: &Deferrer, holder: Weak<H>) {
     });
 }
 
-/// Runs `drive` after the loop has polled the OS: from stakker's idle
-/// queue, which the runtime runs when a poll finds nothing to do. Used
-/// when a socket still has work after its per-turn share, so the other
-/// sockets are served first. At most one such continuation per holder.
-fn drive_after_poll<H: Driven>(deferrer: &Deferrer, holder: Weak<H>) {
+/// Runs `drive` after the loop's next poll, behind the sockets that poll
+/// finds ready ([`Reactor::after_poll`]): used when a socket still has
+/// work after its per-turn share, so the other sockets are served first,
+/// and it goes on every turn however busy the loop. At most one such
+/// continuation per holder.
+fn drive_after_poll<H: Driven>(reactor: &Reactor, holder: Weak<H>) {
     let Some(h) = holder.upgrade() else {
         return;
     };
     if h.queued().replace(true) {
         return;
     }
-    deferrer.defer(move |s| {
-        s.idle(move |_| {
-            if let Some(h) = holder.upgrade() {
-                h.queued().set(false);
-                h.drive();
-            }
-        });
-    });
+    reactor.after_poll(Box::new(move || {
+        if let Some(h) = holder.upgrade() {
+            h.queued().set(false);
+            h.drive();
+        }
+    }));
 }
 
 fn weak_of<H>(me: &OnceCell<Weak<H>>) -> Weak<H> {
@@ -262,7 +262,7 @@ struct Socket<K: Kind> {
     events: Fwd<K::Event>,
     deferrer: Deferrer,
     me: OnceCell<Weak<Socket<K>>>,
-    /// A continuation is queued on the idle queue (at most one is).
+    /// A continuation waits for the next poll (at most one does).
     queued: Cell<bool>,
     /// Closed: no event is generated any more.
     done: Cell<bool>,

@@ -189,7 +189,7 @@ impl Udp {
             }
         }
         if self.cell.is_ready(Dir::Read) {
-            drive_after_poll(&self.deferrer, self.weak());
+            drive_after_poll(self.cell.reactor(), self.weak());
         }
     }
 }
