@@ -809,11 +809,14 @@ impl Runtime {
         // with the last posts, and whatever is still to come is told
         // `Shutdown` after them.
         self.blocking.close(join);
-        // Posts accepted before the close still run, exactly once.
+        // Posts accepted before the close still run, exactly once, on the
+        // queue at the time they run (rule 59: the close waited up to the
+        // grace for the threads).
         for job in self.shared.close() {
-            job(&mut self.stakker);
+            self.stakker.defer(job);
             self.stats.posts += 1;
         }
+        self.run_queue();
         self.blocking.fail_rest();
         self.kept.clear();
         self.run_queue();
