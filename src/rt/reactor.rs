@@ -58,8 +58,12 @@ struct Entry {
 
 /// Tokens at or above this are the loop's own (waker, signals).
 pub(crate) const FIRST_LOOP_TOKEN: usize = usize::MAX - 7;
-const GEN_BITS: u32 = 24;
-const INDEX_BITS: u32 = 32;
+/// A token's generation and index widths: on a 32-bit target, fewer
+/// (about a million sockets, 2,048 generations), so that a token fits.
+const GEN_BITS: u32 = if usize::BITS >= 64 { 24 } else { 11 };
+const INDEX_BITS: u32 = if usize::BITS >= 64 { 32 } else { 20 };
+// A socket's token never reaches the loop's own.
+const _: () = assert!(GEN_BITS + INDEX_BITS < usize::BITS);
 
 pub(crate) struct Inner {
     registry: Registry,
