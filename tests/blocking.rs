@@ -401,7 +401,7 @@ fn blocking_run_is_not_done_while_a_job_outcome_is_to_come() {
 }
 
 #[test]
-fn blocking_a_stop_tells_every_job_not_run_shutdown_and_joins_the_threads_within_the_grace() {
+fn blocking_a_stop_tells_every_job_not_run_shutdown_and_waits_for_the_threads_within_the_grace() {
     let mut rt = runtime(PoolConfig::new().threads(1).queue(1));
     let pool = rt.blocking();
     let log: Outcomes<&'static str> = Rc::default();
@@ -538,6 +538,113 @@ fn blocking_a_job_still_running_past_the_grace_is_left_reported_and_told_shutdow
         Err(BlockingError::Shutdown)
     ));
     gate.open();
+}
+
+/// A thread-local value whose destructor blocks until `gate` opens (a
+/// per-thread connection saying goodbye), for at most `WAIT`: it says
+/// when it starts waiting, then whether it timed out.
+struct Goodbye {
+    gate: Gate,
+    started: mpsc::Sender<()>,
+    timed_out: mpsc::Sender<bool>,
+}
+
+impl Drop for Goodbye {
+    fn drop(&mut self) {
+        let _ = self.started.send(());
+        // Never `Gate::wait`: a panic in a thread-local destructor aborts.
+        let (m, cv) = &*self.gate.0;
+        let (_open, t) = cv
+            .wait_timeout_while(m.lock().unwrap_or_else(|e| e.into_inner()), WAIT, |o| !*o)
+            .unwrap_or_else(|e| e.into_inner());
+        let _ = self.timed_out.send(t.timed_out());
+    }
+}
+
+thread_local! {
+    static GOODBYE: RefCell<Option<Goodbye>> = const { RefCell::new(None) };
+}
+
+/// A service whose `make` leaves a [`Goodbye`] in its thread's
+/// thread-local, and which has run by the time this returns. Gives the
+/// service, the gate, and the `started` and `timed_out` receivers.
+fn service_saying_goodbye(
+    rt: &mut Runtime,
+) -> (Service<Msg>, Gate, mpsc::Receiver<()>, mpsc::Receiver<bool>) {
+    let gate = Gate::default();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (timed_out_tx, timed_out_rx) = mpsc::channel();
+    let (made_tx, made_rx) = mpsc::channel();
+    let g = gate.clone();
+    let svc = Service::start(rt.core(), 4, move || {
+        GOODBYE.with(|c| {
+            *c.borrow_mut() = Some(Goodbye {
+                gate: g,
+                started: started_tx,
+                timed_out: timed_out_tx,
+            })
+        });
+        made_tx.send(()).unwrap();
+        Ok(handler(0))
+    })
+    .unwrap();
+    made_rx.recv_timeout(WAIT).expect("make ran");
+    (svc, gate, started_rx, timed_out_rx)
+}
+
+#[test]
+fn blocking_a_stop_waits_for_a_threads_work_never_for_its_thread_local_destructors() {
+    common::quiet_test_panics();
+    let mut rt = Runtime::builder()
+        .shutdown_grace(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let pool = rt.blocking();
+    let (svc, gate, _started, timed_out) = service_saying_goodbye(&mut rt);
+    rt.stop();
+    let exit = run_until_done(&mut rt);
+    // The stop returned: only now is the destructor let go. Had the stop
+    // joined the thread, the destructor would have timed out first.
+    gate.open();
+    drop(svc);
+    assert!(matches!(exit, Exit::Stopped(_)));
+    assert_eq!(
+        timed_out.recv_timeout(WAIT * 2),
+        Ok(false),
+        "the stop waited for the thread-local destructor"
+    );
+    let s = pool.stats();
+    assert_eq!(
+        (s.live_threads, s.unjoined),
+        (0, 0),
+        "the thread's work ended: not counted as left running; {s:?}"
+    );
+}
+
+#[test]
+fn blocking_starting_a_thread_never_waits_for_an_ended_threads_thread_local_destructor() {
+    let mut rt = runtime(PoolConfig::new());
+    let (first, gate, started, timed_out) = service_saying_goodbye(&mut rt);
+    // The first service's work ends; its thread-local destructor blocks.
+    first.inbox().close();
+    started
+        .recv_timeout(WAIT)
+        .expect("the destructor runs once the work ended");
+    // Starting another thread on the runtime thread meanwhile.
+    let second = Service::start(rt.core(), 4, || Ok(handler(2))).unwrap();
+    gate.open();
+    assert_eq!(
+        timed_out.recv_timeout(WAIT * 2),
+        Ok(false),
+        "starting a thread waited for another's thread-local destructor"
+    );
+    let inbox = second.inbox().clone();
+    let answer = rt.block_on(bounded(async move {
+        let _second = second;
+        inbox.ask(Msg::Ping).await
+    }));
+    assert_eq!(answer.unwrap().unwrap(), 2);
+    drop(first);
 }
 
 // ---- thread services ----
@@ -852,4 +959,43 @@ fn service_a_reply_crosses_back_exactly_once_and_a_dropped_one_drops_its_ret() {
     assert_eq!(*calls.borrow(), [Some(5), None, None]);
     let mut s = Stakker::new(Instant::now());
     assert!(Reply::try_new(&mut s, ret(&calls)).is_err());
+}
+
+#[test]
+fn service_a_reply_dropped_by_make_is_told_when_make_returns_not_at_the_first_message() {
+    let mut rt = runtime(PoolConfig::new());
+    let got: Rc<RefCell<Vec<Option<u32>>>> = Rc::default();
+    let g = got.clone();
+    let reply = Reply::new(
+        rt.core(),
+        Ret::new(move |v: Option<u32>| g.borrow_mut().push(v)),
+    );
+    let svc = Service::start(rt.core(), 4, move || {
+        drop(reply);
+        Ok(handler(0))
+    })
+    .unwrap();
+    // The service idles (it keeps the runtime running): the drop is told
+    // all the same. Bounded: without it, this fails after `WAIT`.
+    let deadline = Instant::now() + WAIT;
+    while got.borrow().is_empty() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        assert_eq!(rt.step(Some(deadline - now)).unwrap(), Status::Running);
+    }
+    assert_eq!(
+        *got.borrow(),
+        [None],
+        "the Reply dropped by make was not told while the service idled"
+    );
+    // A message handled later tells it no second time.
+    let inbox = svc.inbox().clone();
+    let answer = rt.block_on(bounded(async move {
+        let _svc = svc;
+        inbox.ask(Msg::Ping).await
+    }));
+    assert_eq!(answer.unwrap().unwrap(), 0);
+    assert_eq!(*got.borrow(), [None], "told exactly once");
 }

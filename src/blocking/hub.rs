@@ -8,8 +8,13 @@
 //!   the slab is what makes delivery exactly-once: a second post for a key
 //!   finds nothing.
 //! - **Threads.** Every thread this runtime starts (pool or service) is
-//!   registered with an exit flag it sets as it ends, so the stop can wait
-//!   for them all with one condition variable and a deadline (rule 164).
+//!   registered with an exit flag it sets as its work ends, so the stop
+//!   can wait for them all with one condition variable and a deadline
+//!   (rule 164). No thread is ever joined: its thread-local destructors
+//!   run after the flag is set, for as long as they take (a connection
+//!   saying goodbye, one waiting for the runtime thread), and a join
+//!   would wait for them without a bound. Threads are detached when
+//!   started; the flag is all the runtime waits for.
 
 use super::pool::{Job, Slot};
 use super::queue::{Bounded, PushError, Pushed};
@@ -55,9 +60,9 @@ struct Entry {
     job: bool,
 }
 
-/// A thread of this runtime.
+/// A thread of this runtime (detached: never joined, see the module
+/// doc).
 struct Thread {
-    handle: std::thread::JoinHandle<()>,
     exited: Arc<AtomicBool>,
     name: String,
     /// Closes a service's inbox when the runtime finishes.
@@ -75,8 +80,9 @@ fn lock(m: &Mutex<usize>) -> MutexGuard<'_, usize> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Held by a thread for its whole life: marks it exited (also when it
-/// unwinds).
+/// Held by a thread for its work (jobs, a service's `make` and handler):
+/// marks it exited when the work ends (also when it unwinds). The
+/// thread's thread-local destructors run after; nothing waits for them.
 struct ExitGuard {
     exited: Arc<AtomicBool>,
     exits: Arc<Exits>,
@@ -323,7 +329,7 @@ impl Hub {
         body: impl FnOnce() + Send + 'static,
         close: Option<Box<dyn FnOnce()>>,
     ) -> io::Result<()> {
-        self.reap();
+        self.forget_ended();
         let exited = Arc::new(AtomicBool::new(false));
         let guard = ExitGuard {
             exited: exited.clone(),
@@ -337,9 +343,10 @@ impl Hub {
                 body();
             });
         match spawned {
-            Ok(handle) => {
+            // Detached at once: the runtime thread never joins one (a
+            // join would wait for its thread-local destructors).
+            Ok(_detached) => {
                 self.0.threads.borrow_mut().push(Thread {
-                    handle,
                     exited,
                     name,
                     close,
@@ -352,9 +359,10 @@ impl Hub {
         }
     }
 
-    /// Joins the threads that have ended (they are ending: at most a
-    /// moment's wait each).
-    fn reap(&self) {
+    /// Forgets the threads whose work has ended (their close hooks are
+    /// dropped outside the borrow). Never waits: what is left of such a
+    /// thread (its thread-local destructors) runs on its own.
+    fn forget_ended(&self) {
         let ended: Vec<Thread> = {
             let mut threads = self.0.threads.borrow_mut();
             let (ended, live) = std::mem::take(&mut *threads)
@@ -363,9 +371,7 @@ impl Hub {
             *threads = live;
             ended
         };
-        for t in ended {
-            let _ = t.handle.join();
-        }
+        drop(ended);
     }
 
     /// Refuses new work, closes the pool's queue and every service still
@@ -391,8 +397,9 @@ impl Hub {
     /// Rule 164, on the runtime thread while it finishes: refuses new
     /// jobs, tells the jobs that did not start `Shutdown` (their posts run
     /// with the runtime's last posts), closes the services still running,
-    /// and waits for the threads for at most `grace`. Threads still
-    /// running after it are left detached and counted.
+    /// and waits for the threads' work to end for at most `grace` (not for
+    /// their thread-local destructors). Threads whose work still runs
+    /// after it are left, logged and counted.
     pub(crate) fn close(&self, grace: Duration) {
         self.close_all();
         let deadline = Instant::now().checked_add(grace);
@@ -415,7 +422,7 @@ impl Hub {
             }
         }
         drop(live);
-        self.reap();
+        self.forget_ended();
         let left = std::mem::take(&mut *self.0.threads.borrow_mut());
         for t in left {
             tracing::warn!(
@@ -424,7 +431,6 @@ impl Hub {
                 "stakplane: a blocking thread did not finish within the shutdown grace; left running"
             );
             self.0.unjoined.set(self.0.unjoined.get() + 1);
-            drop(t.handle);
         }
     }
 

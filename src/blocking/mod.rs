@@ -83,15 +83,20 @@
 //! return [`Exit::Done`](crate::rt::Exit::Done) while a job's outcome is
 //! still to come (rule 57), even if nothing awaits it.
 //!
-//! **164. A stop tells every job that did not run `Shutdown`, and joins
-//! the threads within the grace**: when the runtime finishes (rule 61,
-//! after its tasks are dropped and its sockets closed), the pool refuses
-//! new jobs ([`BlockingError::Shutdown`]); queued and waiting jobs are
+//! **164. A stop tells every job that did not run `Shutdown`, and waits
+//! for the threads' work within the grace**: when the runtime finishes
+//! (rule 61, after its tasks are dropped and its sockets closed), the
+//! pool refuses new jobs ([`BlockingError::Shutdown`]); queued and waiting jobs are
 //! told `Shutdown`; every service still running has its inbox closed (its
 //! unhandled messages are dropped). Then the runtime waits for its
 //! threads — pool and services — for at most the shutdown grace, in real
 //! time (threads do not run on virtual time), and delivers what the jobs
-//! that finished produced. A thread still running after that is left
+//! that finished produced. What it waits for is each thread's work (its
+//! jobs; a service's `make` and handler), never the thread-local
+//! destructors that run after it: the runtime thread joins no thread
+//! (nor does starting one), so a destructor that blocks (a connection
+//! saying goodbye, one waiting for the runtime thread) runs on its own,
+//! detached. A thread whose work still runs after the grace is left
 //! detached, logged, counted in [`BlockingStats::unjoined`], and its job
 //! told `Shutdown`: a stuck job never hangs the runtime (unless the grace
 //! is unbounded, rule 61a). A runtime dropped unfinished does all this at
@@ -121,9 +126,11 @@
 //! its `Ret` on the runtime thread; a `Reply` dropped unsent drops the
 //! `Ret` there (its handler sees `None`). An [`Inbox::ask`] whose reply is
 //! dropped yields [`ServiceError::NoReply`], with the service's cause when
-//! it died of it: replies a handler drops in a call that ends the service
-//! (a panic unwinding through them, an `Err`) are told after its death.
-//! An ask whose message could not be queued yields [`ServiceError::Closed`].
+//! it died of it: replies `make` or a handler drops in a call that ends
+//! the service (a panic unwinding through them, an `Err`) are told after
+//! its death; those dropped in a call that returns `Ok` are told when it
+//! returns (an idle service holds none). An ask whose message could not
+//! be queued yields [`ServiceError::Closed`].
 //!
 //! ## Where the code is
 //!
@@ -346,8 +353,10 @@ pub struct BlockingStats {
     pub panicked: u64,
     /// Jobs refused because the pool was full.
     pub refused: u64,
-    /// Threads still running when the runtime finished, past the grace,
-    /// left detached (rule 164).
+    /// Threads whose work (a job, a service's `make` or handler) still
+    /// ran when the runtime finished, past the grace: left running
+    /// (rule 164). Thread-local destructors are not waited for, so a
+    /// thread whose work ended is never counted here.
     pub unjoined: usize,
 }
 

@@ -10,10 +10,10 @@ use std::fmt;
 use std::marker::PhantomData;
 
 thread_local! {
-    /// On a service's thread while its handler runs: the replies it
-    /// dropped unsent, told only once the thread has reported how the
-    /// call ended (so a reply dropped by a handler that panics is told
-    /// after the service's death, and its asker sees the cause).
+    /// On a service's thread while `make` or its handler runs: the
+    /// replies the call dropped unsent, told only once the thread knows
+    /// how the call ended (so a reply dropped by a call that panics is
+    /// told after the service's death, and its asker sees the cause).
     static HELD: RefCell<Option<Vec<(Remote, usize)>>> = const { RefCell::new(None) };
 }
 

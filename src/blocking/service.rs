@@ -375,7 +375,9 @@ impl<M: Send + 'static> From<Service<M>> for Child<ServiceActor<M>> {
 }
 
 /// The service's thread: `make`, then the handler with each message, then
-/// the report of how it ended.
+/// the report of how it ended. Replies dropped unsent are held during each
+/// call (`make` or the handler) and told when it returns well, or after
+/// the device's end is posted when it ends the service (rule 167).
 fn service_main<M, H, F>(queue: Arc<Bounded<M>>, make: F, end: Reply<Exit>)
 where
     M: Send + 'static,
@@ -385,6 +387,9 @@ where
     reply::hold_dropped();
     let run = catch_unwind(AssertUnwindSafe(|| -> Result<(), BoxError> {
         let mut handler = make()?;
+        // `make` went well: the replies it dropped are told now, not
+        // after the first message (an idle service would hold them).
+        reply::tell_dropped(false);
         while let Some(msg) = queue.pop(false) {
             handler(msg)?;
             // The call went well: the replies it dropped are told now.
