@@ -40,14 +40,21 @@
 //!
 //! **95. Round-robin** ([`Dispatch::RoundRobin`]) gives each message to
 //! the next worker in turn, skipping a worker whose mailbox refuses it as
-//! full; the message comes back ([`SendError::Full`]) only when every
-//! worker refuses it. **Least-loaded** ([`Dispatch::LeastLoaded`]) gives it
-//! to the worker holding the fewest messages (the first such after the
-//! last one used); if that one refuses it as full (its room promised to
-//! waiting sends), to the others in turn, as round-robin: `try_send`
-//! returns `Full` only when every worker refuses it. With a dropping
-//! [`Overflow`] policy the chosen worker's mailbox applies it (to its dead
-//! letters, never silently).
+//! full. **Least-loaded** ([`Dispatch::LeastLoaded`]) gives it to the
+//! worker holding the fewest messages (the first such after the last one
+//! used); if that one refuses it as full (its room promised to waiting
+//! sends), to the others in turn, as round-robin. [`Group::try_send`]
+//! gives the message back ([`SendError::Full`]) only when every worker
+//! refuses it. [`Group::send`] makes the same offers without waiting
+//! (a refusal it skips is not counted as one: the send is not refused),
+//! and only when every worker refuses waits, in the mailbox of the
+//! policy's first choice (round-robin: the worker whose turn it is;
+//! least-loaded: the emptiest), in line with that mailbox's other waiting
+//! senders (rule 91), not for whichever worker frees a slot first (so a
+//! send that found every worker full can wait behind a stalled worker
+//! while another frees a slot). With a dropping [`Overflow`] policy the
+//! chosen worker's mailbox applies it (to its dead letters, never
+//! silently), and `send` never waits.
 //!
 //! **96. A crashed worker is restarted and its queue survives**: the
 //! message in hand follows the mailbox's [`OnCrash`] policy, the rest go
@@ -67,7 +74,11 @@
 //! ([`GroupError::TooLarge`]) and capped by [`GroupSpec::new`].
 //! [`Group::stats`] count per worker and in total (retired workers
 //! included): restarts, messages in (accepted) and out (handled), drops,
-//! depth, moved.
+//! depth, moved. A worker retired with a message in hand (even from its
+//! own handler) stays in the totals, depth included, as that message
+//! finishes, and is let go once it holds nothing; so in the totals
+//! `msgs_in` always equals `msgs_out + dropped + depth` plus the messages
+//! `resize` gave back.
 //!
 //! The start and handler closures must not hold a `Group` handle of their
 //! own group (the group owns them: the pair would never be freed); hand
@@ -266,7 +277,8 @@ pub struct GroupTotals {
     /// Messages moved from retired workers to others (counted in both
     /// workers' `msgs_in`, once in `msgs_out`).
     pub moved: u64,
-    /// Messages held now.
+    /// Messages held now (a retired worker's message still in hand
+    /// included).
     pub depth: usize,
 }
 
@@ -324,8 +336,15 @@ struct Inner<A: 'static, M: 'static> {
     sup: RefCell<Option<DynamicRef<A, Rc<Worker<M>>>>>,
     /// The supervisor's owning handle, for a group started on its own.
     own: RefCell<Option<DynamicSupervisor<A, Rc<Worker<M>>>>>,
-    /// Counts of retired workers, kept in the totals.
+    /// Counts of retired workers that hold nothing, kept in the totals
+    /// (`msgs_in` with moved messages counted in both mailboxes).
     retired: Cell<GroupTotals>,
+    /// Retired workers whose message in hand had not finished when they
+    /// were retired: counted live until they hold nothing, then folded
+    /// into `retired` (by `Group::settle_retired`, at every `resize` and
+    /// `stats`). In practice at most one: the worker whose handler called
+    /// `resize` (handlers run one at a time).
+    retiring: RefCell<Vec<Rc<Worker<M>>>>,
 }
 
 /// A running (or placeable) group: the handle through which messages are
@@ -366,6 +385,7 @@ impl<A: 'static, M: 'static> Group<A, M> {
             sup: RefCell::new(None),
             own: RefCell::new(None),
             retired: Cell::new(GroupTotals::default()),
+            retiring: RefCell::new(Vec::new()),
             spec,
         });
         let group = Group { inner };
@@ -435,57 +455,79 @@ impl<A: 'static, M: 'static> Group<A, M> {
     /// [`SendError::Full`] (the message given back) if no worker takes
     /// it; [`SendError::Closed`] if the group has no worker.
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
-        let workers = self.inner.workers.borrow();
-        let n = workers.len();
-        if n == 0 {
-            return Err(SendError::Closed(msg));
-        }
-        let offer = |mb: &Mailbox<M>, m| mb.try_send(m).map_err(SendError::into_inner);
-        match self.inner.spec.dispatch {
-            Dispatch::RoundRobin => self
-                .round_robin(&workers, msg, offer)
-                .map_err(SendError::Full),
-            Dispatch::LeastLoaded => {
-                let i = least_loaded(&workers, self.inner.cursor.get() % n);
-                self.inner.cursor.set(i + 1);
-                match workers[i].mailbox.try_send(msg) {
-                    // Full though it holds the fewest (its room is promised
-                    // to waiting sends): the others, in turn.
-                    Err(SendError::Full(msg)) => self
-                        .offer_in_turn(&workers, i + 1, n - 1, msg, offer)
-                        .map_err(SendError::Full),
-                    sent => sent,
-                }
+        self.offer(msg, |mb, m| mb.try_send(m).map_err(SendError::into_inner))
+            .map_err(Refused::into_error)
+    }
+
+    /// Sends `msg` to a worker chosen by the dispatch policy, as
+    /// [`try_send`](Group::try_send) does (skipping a worker that refuses
+    /// it as full); only if every worker refuses it, waits for space in the
+    /// mailbox of the policy's first choice (for async code on the
+    /// runtime's thread). See rule 95 in the [module docs](self).
+    ///
+    /// Cost: as [`try_send`](Group::try_send) when a worker has room, plus
+    /// what [`Mailbox::send`] costs to wait.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if the group has no worker or the worker
+    /// waited on is retired while the send waits. Never `Full`.
+    pub async fn send(&self, msg: M) -> Result<(), SendError<M>> {
+        // Under `Reject` a refusal here is not the send's: it waits
+        // instead, so it is not counted as one (`rejected_full`), as for
+        // `Mailbox::send`. A dropping policy never refuses.
+        let reject = self.inner.spec.overflow == Overflow::Reject;
+        let offered = self.offer(msg, |mb, m| {
+            if reject {
+                mb.try_send_if_room(m)
+            } else {
+                mb.try_send(m).map_err(SendError::into_inner)
+            }
+        });
+        match offered {
+            Ok(()) => Ok(()),
+            Err(Refused::NoWorker(msg)) => Err(SendError::Closed(msg)),
+            Err(Refused::All {
+                msg,
+                first,
+                mailbox,
+            }) => {
+                // The message will be this worker's: the turn moves on.
+                self.inner.cursor.set(first + 1);
+                mailbox.send(msg).await
             }
         }
     }
 
-    /// Sends `msg` to a worker chosen by the dispatch policy, waiting for
-    /// space in that worker's mailbox (for async code on the runtime's
-    /// thread).
-    ///
-    /// Cost: as [`try_send`](Group::try_send) when there is room, plus
-    /// what [`Mailbox::send`] costs to wait.
-    ///
-    /// # Errors
-    /// [`SendError::Closed`] if the group has no worker or the worker is
-    /// retired while the send waits.
-    pub async fn send(&self, msg: M) -> Result<(), SendError<M>> {
-        let mailbox = {
-            let workers = self.inner.workers.borrow();
-            let n = workers.len();
-            if n == 0 {
-                return Err(SendError::Closed(msg));
-            }
-            let start = self.inner.cursor.get() % n;
-            let i = match self.inner.spec.dispatch {
-                Dispatch::RoundRobin => start,
-                Dispatch::LeastLoaded => least_loaded(&workers, start),
-            };
-            self.inner.cursor.set(i + 1);
-            workers[i].mailbox.clone()
+    /// Offers `msg` to the workers by the dispatch policy with `offer`
+    /// (which gives it back if refused), never waiting: round-robin each
+    /// in turn from the cursor, least-loaded the emptiest first, then the
+    /// others in turn. The cursor moves past the worker that takes it
+    /// (least-loaded's past its first choice in any case, for the tie
+    /// break).
+    fn offer(
+        &self,
+        msg: M,
+        offer: impl Fn(&Mailbox<M>, M) -> Result<(), M>,
+    ) -> Result<(), Refused<M>> {
+        let workers = self.inner.workers.borrow();
+        let n = workers.len();
+        if n == 0 {
+            return Err(Refused::NoWorker(msg));
+        }
+        let first = match self.inner.spec.dispatch {
+            Dispatch::RoundRobin => self.inner.cursor.get() % n,
+            Dispatch::LeastLoaded => least_loaded(&workers, self.inner.cursor.get() % n),
         };
-        mailbox.send(msg).await
+        if self.inner.spec.dispatch == Dispatch::LeastLoaded {
+            // The tie break starts after the last one chosen.
+            self.inner.cursor.set(first + 1);
+        }
+        self.offer_in_turn(&workers, first, n, msg, offer)
+            .map_err(|msg| Refused::All {
+                msg,
+                first,
+                mailbox: workers[first].mailbox.clone(),
+            })
     }
 
     /// Grows or shrinks the group to `size` workers (at most
@@ -533,10 +575,11 @@ impl<A: 'static, M: 'static> Group<A, M> {
                 // ending, and the worker with it.
                 let _ = sup.terminate_child(core, child.as_str());
             }
-            let mut t = self.inner.retired.get();
-            t.add_counts(&worker.stats());
-            self.inner.retired.set(t);
+            // The message in hand, if any, finishes after this (even
+            // when this is its own handler): counted once it has.
+            self.inner.retiring.borrow_mut().push(worker);
         }
+        self.settle_retired();
         let mut left = Vec::new();
         let mut placed = 0;
         for msg in moved {
@@ -547,11 +590,24 @@ impl<A: 'static, M: 'static> Group<A, M> {
         }
         let mut t = self.inner.retired.get();
         t.moved += placed;
-        // A moved message was accepted by two mailboxes and is handled
-        // once: count it in once.
-        t.msgs_in = t.msgs_in.saturating_sub(placed);
         self.inner.retired.set(t);
         Ok(left)
+    }
+
+    /// Folds the retired workers that hold nothing any more into the
+    /// retired totals (their counts are final: their mailboxes are
+    /// closed) and lets them go, so that only workers with a message in
+    /// hand stay.
+    fn settle_retired(&self) {
+        let mut t = self.inner.retired.get();
+        self.inner.retiring.borrow_mut().retain(|worker| {
+            let idle = worker.mailbox.is_empty();
+            if idle {
+                t.add_counts(&worker.stats());
+            }
+            !idle
+        });
+        self.inner.retired.set(t);
     }
 
     /// Puts a moved message where there is room (round-robin from the
@@ -611,6 +667,7 @@ impl<A: 'static, M: 'static> Group<A, M> {
             .iter()
             .map(|w| w.stats())
             .collect();
+        self.settle_retired();
         let mut total = self.inner.retired.get();
         total.size = workers.len();
         total.depth = 0;
@@ -618,6 +675,15 @@ impl<A: 'static, M: 'static> Group<A, M> {
             total.add_counts(w);
             total.depth += w.depth;
         }
+        // Retired with a message still in hand: it is held now.
+        for w in self.inner.retiring.borrow().iter() {
+            let w = w.stats();
+            total.add_counts(&w);
+            total.depth += w.depth;
+        }
+        // A moved message was accepted by two mailboxes and is handled
+        // once: count it in once.
+        total.msgs_in = total.msgs_in.saturating_sub(total.moved);
         GroupStats { workers, total }
     }
 
@@ -726,6 +792,29 @@ fn least_loaded<M: 'static>(workers: &[Rc<Worker<M>>], start: usize) -> usize {
         }
     }
     best
+}
+
+/// Why `Group::offer` gave a message back.
+enum Refused<M: 'static> {
+    /// The group has no worker.
+    NoWorker(M),
+    /// Every worker refused it; `first` (an index in the list) was the
+    /// policy's first choice, `mailbox` that worker's mailbox.
+    All {
+        msg: M,
+        first: usize,
+        mailbox: Mailbox<M>,
+    },
+}
+
+impl<M: 'static> Refused<M> {
+    /// As `try_send` reports it.
+    fn into_error(self) -> SendError<M> {
+        match self {
+            Refused::NoWorker(msg) => SendError::Closed(msg),
+            Refused::All { msg, .. } => SendError::Full(msg),
+        }
+    }
 }
 
 static_assertions::assert_not_impl_any!(Group<(), u32>: Send, Sync);

@@ -213,6 +213,136 @@ fn least_loaded_offers_a_message_its_emptiest_worker_refuses_to_the_others() {
     assert!(sent.is_ok(), "refused {sent:?} though worker 1 had room");
 }
 
+/// Rule 95: `Group::send` first offers the message as `try_send` does,
+/// skipping a full worker, and waits only when every worker refuses it.
+/// Worker 0 stays in Prep (its mailbox waits for it) with its one slot
+/// taken; it is round-robin's turn, yet the send goes to worker 1 at once,
+/// and the refusal it skipped is not counted (the send was not refused).
+#[test]
+fn group_send_skips_a_full_worker_as_try_send_does() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    struct Stalled {
+        number: u64,
+        log: Log,
+    }
+    impl Stalled {
+        fn init(_: CX![], number: u64, log: Log) -> Option<Self> {
+            if number == 0 {
+                return None; // stays in Prep
+            }
+            Some(Stalled { number, log })
+        }
+    }
+    let mut rt = Rt::new();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let spec = GroupSpec::new(
+        "workers",
+        2,
+        move |core, number| Ok(device!(core, Stalled::init(number, l.clone()))),
+        |this: &mut Stalled, _, msg: u32| this.log.borrow_mut().push((this.number, msg)),
+    )
+    .mailbox(1, Overflow::Reject)
+    .dispatch(Dispatch::RoundRobin);
+    let group = Group::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    group.try_send(1).unwrap(); // worker 0, stalled: now full
+    group.try_send(2).unwrap(); // worker 1
+    rt.run();
+    assert_eq!(*log.borrow(), [(1, 2)]);
+    // Worker 0's turn again.
+    let rejected = stakplane::mailbox::totals().rejected;
+    let mut send = std::pin::pin!(group.send(3));
+    let sent = send.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    let depths: Vec<usize> = group.stats().workers.iter().map(|w| w.depth).collect();
+    assert!(
+        matches!(sent, Poll::Ready(Ok(()))),
+        "Group::send waits on the full worker 0 though worker 1 has room \
+         (got {sent:?}, depths {depths:?})"
+    );
+    assert_eq!(depths, [1, 1]);
+    assert_eq!(
+        stakplane::mailbox::totals().rejected,
+        rejected,
+        "a refusal skipped is not counted"
+    );
+    rt.run();
+    assert_eq!(*log.borrow(), [(1, 2), (1, 3)], "worker 1 handled it");
+}
+
+/// Rule 95, least-loaded: as `try_send`, `Group::send` offers a message
+/// its emptiest worker refuses as full (its room promised to waiting
+/// sends) to the others instead of waiting on it.
+#[test]
+fn group_send_offers_a_message_its_emptiest_worker_refuses_to_the_others() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    const STOP: u32 = 999;
+    struct W;
+    impl W {
+        fn init(_: CX![]) -> Option<Self> {
+            Some(W)
+        }
+    }
+    let mut rt = Rt::new();
+    let spec = GroupSpec::new(
+        "w",
+        2,
+        |core, _| Ok(device!(core, W::init())),
+        |_: &mut W, cx, m: u32| {
+            if m == STOP {
+                cx.stop();
+            }
+        },
+    )
+    .dispatch(Dispatch::LeastLoaded)
+    .mailbox(3, Overflow::Reject)
+    .intensity(10, Duration::from_secs(5));
+    let group = Group::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    // As in the `try_send` test above: worker 0 gets [1, STOP, 3], worker
+    // 1 [STOP, 5, 7], and two sends wait on worker 0.
+    for m in [1, STOP, STOP, 5, 3, 7] {
+        group.try_send(m).unwrap();
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut f1 = std::pin::pin!(group.send(10));
+    assert!(f1.as_mut().poll(&mut cx).is_pending());
+    assert!(matches!(group.try_send(11), Err(SendError::Full(11))));
+    let mut f2 = std::pin::pin!(group.send(12));
+    assert!(f2.as_mut().poll(&mut cx).is_pending());
+    // Once the deliveries ran, before the restarts: worker 0 holds 1
+    // message and 2 slots promised to the waiting sends (full), worker 1
+    // holds 2 of 3.
+    type Seen = Option<(Vec<usize>, bool, u64, Vec<usize>)>;
+    let out: Rc<RefCell<Seen>> = Rc::default();
+    {
+        let (g, out) = (group.clone(), out.clone());
+        rt.s.defer(move |_| {
+            let depths = |g: &Group<W, u32>| -> Vec<usize> {
+                g.stats().workers.iter().map(|w| w.depth).collect()
+            };
+            let before = depths(&g);
+            let rejected = stakplane::mailbox::totals().rejected;
+            let mut send = std::pin::pin!(g.send(13));
+            let sent = send.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            let ready = matches!(sent, Poll::Ready(Ok(())));
+            let counted = stakplane::mailbox::totals().rejected - rejected;
+            *out.borrow_mut() = Some((before, ready, counted, depths(&g)));
+        });
+    }
+    rt.run();
+    let (before, ready, counted, after) = out.borrow_mut().take().unwrap();
+    assert_eq!(before, [1, 2]);
+    assert!(
+        ready,
+        "Group::send waits on the full worker 0 though worker 1 has room"
+    );
+    assert_eq!(after, [1, 3], "worker 1 took it");
+    assert_eq!(counted, 0, "a refusal skipped is not counted");
+}
+
 #[test]
 fn a_crashed_worker_restarts_and_its_queued_messages_go_to_the_next_incarnation() {
     let log: Log = Rc::default();
@@ -389,4 +519,64 @@ fn a_size_beyond_the_limit_is_refused_not_allocated() {
     rt.run();
     let counts = group.supervisor().unwrap().count_children().unwrap();
     assert_eq!(counts.active, 1, "no worker was started");
+}
+
+/// Rule 97: a worker that retires itself from its own handler finishes the
+/// message in hand after `resize` returned; that message still counts in
+/// the group's totals (handled, not lost from them), as does the one moved
+/// from its queue (in once).
+#[test]
+fn a_message_in_hand_of_a_retired_worker_counts_in_the_totals() {
+    type Slot = Rc<RefCell<Option<Group<Scaler, u32>>>>;
+    struct Scaler {
+        group: Slot,
+        handled: Rc<std::cell::Cell<u64>>,
+    }
+    impl Scaler {
+        fn init(_: CX![], group: Slot, handled: Rc<std::cell::Cell<u64>>) -> Option<Self> {
+            Some(Scaler { group, handled })
+        }
+    }
+    /// The message on which a worker shrinks the group to one worker.
+    const SHRINK: u32 = 99;
+    let mut rt = Rt::new();
+    let slot: Slot = Rc::default();
+    let handled = Rc::new(std::cell::Cell::new(0u64));
+    let (s2, h2) = (slot.clone(), handled.clone());
+    let spec = GroupSpec::new(
+        "scalers",
+        2,
+        move |core, _n| {
+            let (g, h) = (s2.clone(), h2.clone());
+            Ok(device!(core, Scaler::init(g, h)))
+        },
+        |this: &mut Scaler, cx, msg: u32| {
+            if msg == SHRINK {
+                // The group handle is the test's (see the module docs'
+                // note on cycles): cleared at the end.
+                let g = this.group.borrow().clone().unwrap();
+                let left = g.resize(cx, 1).unwrap();
+                assert!(left.is_empty());
+            }
+            this.handled.set(this.handled.get() + 1);
+        },
+    );
+    let group = Group::start(&mut rt.s, spec).unwrap();
+    *slot.borrow_mut() = Some(group.clone());
+    rt.run();
+    group.try_send(1).unwrap(); // worker 0
+    group.try_send(SHRINK).unwrap(); // worker 1: retires itself
+    group.try_send(3).unwrap(); // worker 0
+    group.try_send(5).unwrap(); // worker 1: moved to worker 0
+    rt.run();
+    assert_eq!(handled.get(), 4, "each handled once");
+    assert_eq!(group.size(), 1);
+    let total = group.stats().total;
+    *slot.borrow_mut() = None;
+    assert_eq!(
+        (total.msgs_in, total.msgs_out, total.dropped, total.depth),
+        (4, 4, 0, 0),
+        "{total:?}"
+    );
+    assert_eq!(total.moved, 1);
 }
