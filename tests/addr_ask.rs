@@ -357,3 +357,104 @@ fn task_ask_is_the_guarded_ask() {
     let err = out.expect_err("crashed");
     assert!(err.to_string().contains("in crash"), "{err}");
 }
+
+/// Rule 99b: however the supervisor ends for good (ordered shutdown,
+/// dropped, killed, a failed `Supervisor::start`), its holding child's
+/// `Addr` is deleted: an ask held for it is refused with `Deleted`
+/// instead of waiting forever, and a later send fails with `Deleted`.
+#[test]
+fn ask_held_for_a_child_of_an_ended_supervisor_fails_with_deleted() {
+    for how in ["shutdown", "dropped", "killed", "start_failed"] {
+        let mut rt = Rt::new();
+        let spec = store_spec().hold(8, Overflow::Reject);
+        let store = spec.addr();
+        let top = SupervisorSpec::one_for_one().child(spec);
+        let mut sup = if how == "start_failed" {
+            let bad = ChildSpec::<Store>::worker("bad", |_| Err("no".into()));
+            let failed = Supervisor::start(&mut rt.s, top.child(bad));
+            assert!(failed.is_err(), "{how}");
+            None
+        } else {
+            Some(Supervisor::start(&mut rt.s, top).expect("starts"))
+        };
+        rt.run();
+        let line = sup.as_ref().map(|s| s.line().clone());
+        // Otherwise the handle is kept: only the supervisor ends.
+        match how {
+            "shutdown" => sup.as_ref().unwrap().shutdown(&mut rt.s).unwrap(),
+            "dropped" => drop(sup.take()),
+            "killed" => sup.as_ref().unwrap().line().kill("test").unwrap(),
+            _ => {}
+        }
+        rt.advance(Duration::from_secs(10));
+        assert!(line.is_none_or(|l| !l.is_alive()), "{how}: ended");
+        assert!(!store.is_running(), "{how}");
+        let s = store.clone();
+        let out = spawn_out(&mut rt, async move { stakplane::ask!([s], get(1)).await });
+        rt.advance(Duration::from_secs(3600));
+        let got = out.borrow_mut().take();
+        assert!(
+            matches!(got, Some(Err(AskError::Deleted))),
+            "{how}: {got:?} (held: {})",
+            store.held()
+        );
+        assert!(
+            matches!(store.send(|_, _| {}), Err(AddrError::Deleted)),
+            "{how}"
+        );
+        assert_eq!(store.held(), 0, "{how}");
+    }
+}
+
+/// Rule 99b, with the ask already held when the supervisor gives up (its
+/// restart intensity reached): it is refused with `Deleted` as the
+/// supervisor ends, not left waiting.
+#[test]
+fn ask_held_when_the_supervisor_gives_up_fails_with_deleted() {
+    let mut rt = Rt::new();
+    let spec = store_spec().hold(8, Overflow::Reject);
+    let store = spec.addr();
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one()
+            .intensity(0, Duration::from_secs(5))
+            .child(spec),
+    )
+    .expect("starts");
+    rt.run();
+    let (a, b) = (store.clone(), store.clone());
+    let crashed = spawn_out(&mut rt, async move { stakplane::ask!([a], crash()).await });
+    let waiting = spawn_out(&mut rt, async move { stakplane::ask!([b], get(1)).await });
+    rt.run();
+    rt.advance(Duration::from_secs(3600));
+    assert!(!sup.line().is_alive(), "gave up");
+    assert_dropped_by_the_crash(crashed.borrow_mut().take().expect("finished"));
+    let got = waiting.borrow_mut().take();
+    assert!(
+        matches!(got, Some(Err(AskError::Deleted))),
+        "{got:?} (held: {})",
+        store.held()
+    );
+}
+
+/// Rule 99a: two asks held in order, `crash` (taken by incarnation 1,
+/// which panics) and `ignore` (taken by incarnation 2, which drops the
+/// reply and lives on): the second is told no cause, not incarnation 1's
+/// panic.
+#[test]
+fn ask_dropped_by_a_live_later_incarnation_has_no_cause() {
+    let (mut rt, _sup, store) = store_rt(store_spec().hold(8, Overflow::Reject));
+    let first = store.current().expect("running");
+    let (a, b) = (store.clone(), store.clone());
+    let crashed = spawn_out(&mut rt, async move { stakplane::ask!([a], crash()).await });
+    let ignored = spawn_out(&mut rt, async move { stakplane::ask!([b], ignore()).await });
+    rt.run();
+    let second = store.current().expect("restarted");
+    assert!(first.is_zombie() && !second.is_zombie());
+    assert_dropped_by_the_crash(crashed.borrow_mut().take().expect("finished"));
+    let got = ignored.borrow_mut().take().expect("finished");
+    assert!(
+        matches!(got, Err(AskError::Dropped { cause: None })),
+        "incarnation 2 took the call and lives on: {got:?}"
+    );
+}

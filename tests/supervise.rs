@@ -1496,6 +1496,10 @@ fn addr_of_a_nested_supervisors_child_survives_the_nested_restart() {
     rt.run();
     let inner1 = sup.child_supervisor("inner").unwrap();
     crash(&w);
+    // Held behind the crash: the first copy of inner ends (rule 99b does
+    // not close w's Addr, as the top starts inner again), and the next
+    // copy's w takes it.
+    w.send(|w, cx| w.take(cx, 8)).unwrap();
     rt.run();
     // inner gave up, the top restarted it, which restarted w.
     assert!(!inner1.line().is_alive());
@@ -1503,7 +1507,44 @@ fn addr_of_a_nested_supervisors_child_survives_the_nested_restart() {
     assert!(inner2.line().is_alive());
     w.send(|w, cx| w.take(cx, 9)).unwrap();
     rt.run();
-    assert_eq!(take(&log), ["start w", "stop w", "start w", "w got 9"]);
+    assert_eq!(
+        take(&log),
+        ["start w", "stop w", "start w", "w got 8", "w got 9"]
+    );
+}
+
+/// Rule 99b down a tree: a nested supervisor's child is not deleted while
+/// its parent may start the nested supervisor again; once the parent
+/// ends, no copy will come, and the child's `Addr` answers `Deleted` (the
+/// calls held for it dropped).
+#[test]
+fn addr_of_a_nested_supervisors_child_is_deleted_once_its_parent_ends() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let leaf = worker(&log, "w").hold(4, Overflow::Reject);
+    let w = leaf.addr();
+    let inner = SupervisorSpec::one_for_one().child(leaf);
+    let sup = Supervisor::start(
+        &mut rt.s,
+        SupervisorSpec::one_for_one().child(ChildSpec::supervisor("inner", inner)),
+    )
+    .unwrap();
+    rt.run();
+    sup.terminate_child(&mut rt.s, "inner").unwrap();
+    rt.run();
+    assert!(!w.is_running());
+    // inner is stopped, not gone: w's calls wait for its restart.
+    w.send(|w, cx| w.take(cx, 1)).expect("held");
+    assert_eq!(w.held(), 1);
+    sup.shutdown(&mut rt.s).unwrap();
+    rt.run();
+    assert!(!sup.line().is_alive());
+    assert_eq!(w.held(), 0, "dropped");
+    assert_eq!(
+        w.send(|w, cx| w.take(cx, 2)).err(),
+        Some(AddrError::Deleted)
+    );
+    assert_eq!(take(&log), ["start w", "stop w"], "no call ran");
 }
 
 // ---------------------------------------------------------------------

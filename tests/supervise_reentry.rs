@@ -9,10 +9,11 @@
 mod common;
 
 use common::{Rt, TEST_PANIC};
+use stakplane::mailbox::Overflow;
 use stakplane::prelude::*;
 use stakplane::supervise::{
-    Addr, Child, ChildError, ChildSpec, ChildStatus, DynamicRef, DynamicSpec, Shutdown, StartError,
-    SuperviseError, Supervisor, SupervisorRef, SupervisorSpec,
+    Addr, AddrError, Child, ChildError, ChildSpec, ChildStatus, DynamicRef, DynamicSpec, Shutdown,
+    StartError, SuperviseError, Supervisor, SupervisorRef, SupervisorSpec,
 };
 use std::cell::{Cell, RefCell};
 use std::error::Error;
@@ -892,6 +893,44 @@ fn supervise_a_dynamic_child_terminated_by_its_own_restart_is_removed() {
         assert!(two.line.is_alive(), "{ends}: the supervisor goes on");
         assert_eq!(ids(&sup), ["conn.2 Running"], "{ends}");
     }
+}
+
+/// The same removal (a dynamic child terminated by its own restart, which
+/// then fails) deletes the child as every other removal does: its `Addr`
+/// answers `Deleted`, and, holding, takes no call no incarnation would
+/// run (it answered `NotRunning` and held them forever).
+#[test]
+fn supervise_a_dynamic_child_removed_by_a_failed_restart_has_a_deleted_addr() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let handle: Me = Rc::default();
+    let starts = Rc::new(Cell::new(0u32));
+    let (h, l, c) = (handle.clone(), log.clone(), starts.clone());
+    let template = ChildSpec::worker_with("conn", move |core, n: &u32| {
+        c.set(c.get() + 1);
+        if c.get() == 2 {
+            me(&h).terminate_child(core, "conn.1")?;
+            return Err("the restart fails".into());
+        }
+        Ok(device!(core, W::init(n.to_string(), l.clone())).into())
+    })
+    .hold(8, Overflow::Reject);
+    let sup = Supervisor::start_dynamic(&mut rt.s, DynamicSpec::new(template)).unwrap();
+    *handle.borrow_mut() = Some(sup.untyped().clone());
+    let one = sup.start_child(&mut rt.s, 1).expect("conn.1 starts");
+    let addr = sup.addr::<W>("conn.1").expect("conn.1 is there");
+    rt.run();
+    one.line.kill("test").unwrap();
+    rt.run();
+    assert!(ids(&sup).is_empty(), "removed: {:?}", ids(&sup));
+    assert_eq!(starts.get(), 2, "not retried");
+    let sent = addr.send(|_, _| {});
+    assert!(
+        matches!(sent, Err(AddrError::Deleted)),
+        "a removed child's Addr answers Deleted; got {sent:?} (held: {})",
+        addr.held()
+    );
+    assert_eq!(addr.held(), 0);
 }
 
 /// An error whose `Drop` asks its supervisor which children it has (user

@@ -11,14 +11,28 @@
 //! spec, through the child's mailbox, held while no incarnation runs and
 //! answered by the next one. A refused send is the future's error:
 //! [`AskError::NotRunning`] (no hold, not running), [`AskError::Full`],
-//! [`AskError::Deleted`] (also for a held call a deletion dropped).
+//! [`AskError::Deleted`] (also for a held call a deletion dropped, rule
+//! 99b).
 //!
 //! **99a. A reply dropped unanswered carries the cause of the incarnation
 //! that took the call**: [`AskError::Dropped`] with that incarnation's
 //! [`Cause`](crate::Cause) when it died before replying (a panic in the
-//! asked method gives its `Panic` cause), `None` when it lives on. Both
-//! [`AskError`] and [`AddrError`] convert into the glue's `ActorFail`, so
-//! `?` works in a task returning `Result<_, ActorFail>`.
+//! asked method gives its `Panic` cause), `None` when it lives on, even
+//! when an earlier incarnation it was sent to died meanwhile (with
+//! `hold`, the one that runs the call took it). Both [`AskError`] and
+//! [`AddrError`] convert into the glue's `ActorFail`, so `?` works in a
+//! task returning `Result<_, ActorFail>`.
+//!
+//! **99b. A child no supervisor will start again is deleted**: once the
+//! child's supervisor has ended for good (an ordered shutdown, giving up
+//! on its restart intensity, a failed `Supervisor::start`, dropped or
+//! killed) and nothing can start it again, its `Addr` is closed as a
+//! deleted child's: calls held for it are dropped (a held ask yields
+//! [`AskError::Deleted`]) and later calls fail with
+//! [`AddrError::Deleted`]. The child of a nested supervisor is not closed
+//! while the nested supervisor's parent may start it again: its held
+//! calls wait for the next copy, which takes the same `Addr`; it is
+//! closed once that parent has ended too.
 
 use super::error::{AddrError, AskError, SuperviseError};
 use crate::cause::Cause;
@@ -39,6 +53,39 @@ use std::task::{Context, Poll};
 
 /// A call held for a child: run on whichever incarnation takes it.
 pub type Call<A> = Box<dyn FnOnce(&mut A, &mut Cx<'_, A>)>;
+
+/// A hold on a child's Addr slot by what can start an incarnation in it:
+/// a supervisor's entry for the child, or the spec a nested supervisor's
+/// next copy is started from (shared through `Rc`). When the last one
+/// goes, no incarnation will come: the slot is closed as deleted (rule
+/// 99b), dropping its held calls. It is dropped outside any supervisor's
+/// borrow (the held calls are user closures).
+pub(crate) struct Keeper(Rc<dyn AddrHook>);
+
+impl Keeper {
+    pub(crate) fn new(slot: Rc<dyn AddrHook>) -> Rc<Self> {
+        Rc::new(Keeper(slot))
+    }
+
+    /// The slot itself.
+    pub(crate) fn hook(&self) -> &Rc<dyn AddrHook> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Keeper {
+    type Target = dyn AddrHook;
+
+    fn deref(&self) -> &(dyn AddrHook + 'static) {
+        &*self.0
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.deleted();
+    }
+}
 
 /// The supervisor's side of an Addr slot, type-erased. The slot holds the
 /// live incarnation's owning handle: the supervisor owns its children
@@ -258,7 +305,8 @@ impl<A: 'static> AddrHook for AddrSlot<A> {
 ///   the [`dead_letters`](Addr::dead_letters) `Fwd` if set, and are
 ///   counted in [`stats`](Addr::stats).
 ///
-/// Either way a deleted child fails calls with [`AddrError::Deleted`].
+/// Either way a deleted child fails calls with [`AddrError::Deleted`], as
+/// does a child whose supervisor has ended for good (rule 99b).
 pub struct Addr<A: 'static> {
     slot: Rc<AddrSlot<A>>,
 }
@@ -375,9 +423,10 @@ impl<A: 'static> Addr<A> {
     /// until the future is first polled. `ask!([addr], method(args))` is
     /// the same call.
     ///
-    /// Cost: as [`send`](Addr::send), plus the pull pipe of `ask!` and a
-    /// [`Line`] to the incarnation that takes the call (its cause, if it
-    /// dies before replying).
+    /// Cost: as [`send`](Addr::send), plus the pull pipe of `ask!`, one
+    /// small shared cell (an `Rc` allocation) where the call notes the
+    /// incarnation that runs it, and a [`Line`] to that incarnation, made
+    /// as the call runs (its cause, if it dies before replying).
     ///
     /// # Errors
     /// The future yields [`AskError::NotRunning`], [`AskError::Full`] or
@@ -393,6 +442,7 @@ impl<A: 'static> Addr<A> {
             slot: self.slot.clone(),
             step: AskStep::Init(f),
             sent_to: None,
+            took: Rc::default(),
         }
     }
 
@@ -433,6 +483,8 @@ struct AddrAsk<A: 'static, R, F> {
     step: AskStep<R, F>,
     /// The live incarnation when the call was sent.
     sent_to: Option<DeviceId>,
+    /// The incarnation that ran the call, set as it starts to (rule 99a).
+    took: Rc<Cell<Option<Line>>>,
 }
 
 impl<A: 'static, R, F> Unpin for AddrAsk<A, R, F> {}
@@ -454,7 +506,18 @@ where
                 slot: this.slot.clone(),
             };
             this.sent_to = addr.current_id();
-            if let Err(e) = addr.send(move |a, cx| f(a, cx, ret)) {
+            // The call notes the incarnation that runs it (the slot's
+            // live one then), before the asked method runs. Weak: a held
+            // call must not keep its own mailbox.
+            let (slot, took) = (Rc::downgrade(&this.slot), this.took.clone());
+            let call = move |a: &mut A, cx: &mut Cx<'_, A>| {
+                if let Some(slot) = slot.upgrade() {
+                    let line = slot.current.borrow().as_ref().map(DeviceRef::line);
+                    took.set(line);
+                }
+                f(a, cx, ret)
+            };
+            if let Err(e) = addr.send(call) {
                 return Poll::Ready(Err(e.into()));
             }
             this.slot.asks.set(this.slot.asks.get() + 1);
@@ -467,25 +530,30 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(out) => out,
         };
-        let cause = match out {
-            Ok(v) => {
-                this.step = AskStep::Done;
-                this.done();
-                return Poll::Ready(Ok(v));
-            }
-            Err(_) => Addr {
-                slot: this.slot.clone(),
-            }
-            .ask_cause(this.sent_to),
+        if let Ok(v) = out {
+            this.step = AskStep::Done;
+            this.done();
+            return Poll::Ready(Ok(v));
+        }
+        let err = match this.took.take() {
+            // Run and dropped: that incarnation's cause, `None` while it
+            // lives on (rule 99a).
+            Some(took) => AskError::Dropped {
+                cause: took.cause(),
+            },
+            // Held, then dropped unrun: the child was deleted.
+            None if this.slot.deleted.get() => AskError::Deleted,
+            // Queued to an incarnation that died before running it.
+            None => AskError::Dropped {
+                cause: Addr {
+                    slot: this.slot.clone(),
+                }
+                .ask_cause(this.sent_to),
+            },
         };
         this.step = AskStep::Done;
         this.done();
-        Poll::Ready(Err(match cause {
-            Some(cause) => AskError::Dropped { cause: Some(cause) },
-            // Held, then dropped unrun: the child was deleted.
-            None if this.slot.deleted.get() => AskError::Deleted,
-            None => AskError::Dropped { cause: None },
-        }))
+        Poll::Ready(Err(err))
     }
 }
 

@@ -15,7 +15,7 @@
 //! step is over, so the work the call recorded is done after the step,
 //! in order.
 
-use super::addr::AddrHook;
+use super::addr::Keeper;
 use super::error::{ChildError, StartError, SuperviseError};
 use super::id::ChildId;
 use super::spec::{Extras, SpecCore, Strategy, SupervisorSpec};
@@ -66,7 +66,7 @@ impl Inner {
         id: ChildId,
         spec: Rc<SpecCore>,
         args: Rc<dyn Any>,
-        slot: Rc<dyn AddrHook>,
+        slot: Rc<Keeper>,
     ) -> Key {
         let policy = Policy {
             restart: spec.restart,
@@ -97,8 +97,14 @@ impl Drop for Inner {
     /// killed, newest first.
     ///
     /// Only the incarnations this supervisor runs are touched (a slot may
-    /// hold a newer copy's incarnation, see [`AddrHook::make_line`]). A
+    /// hold a newer copy's incarnation, see
+    /// [`AddrHook::make_line`](super::addr::AddrHook::make_line)). A
     /// shutdown timer still armed is deleted.
+    ///
+    /// Whatever way it ended, its entries go with it (after this): the
+    /// slot of a child nothing else can start again (no other copy, no
+    /// spec of a nested supervisor's next copy) is closed when its last
+    /// [`Keeper`] goes (rule 99b).
     fn drop(&mut self) {
         let sup = self.st.id;
         for entry in self.st.entries.iter_mut().rev() {
@@ -233,12 +239,16 @@ pub(super) fn start(
             g.add_entry(id, child.core, Rc::new(()), child.slot)
         };
         if let Err(error) = start_entry(&sh, core, key) {
-            let id = {
+            // The entries that never started are dropped outside the
+            // borrow: their slots may close (rule 99b), dropping held
+            // calls (user closures).
+            let (id, unstarted) = {
                 let mut g = sh.borrow_mut();
-                let id = g.st.start_failed();
+                let failed = g.st.start_failed();
                 g.self_own = Some(own);
-                id
+                failed
             };
+            drop(unstarted);
             let id = id.unwrap_or_else(|| ChildId::from(""));
             tracing::error!(
                 target: "stakplane::supervise",
@@ -731,7 +741,7 @@ fn restart_failed(sh: &Shared, key: Key, id: ChildId, error: Rc<dyn Error>) {
             "restart_failed",
             "terminated child failed to restart; removed"
         );
-        drop(gone);
+        discard(Some(gone));
         return;
     }
     trace_child!(
@@ -789,7 +799,7 @@ fn end_self(sh: &Shared, cause: Cause) {
 pub(crate) struct Launcher {
     pub(super) spec: Rc<SpecCore>,
     args: Rc<dyn Any>,
-    pub(super) slot: Rc<dyn AddrHook>,
+    pub(super) slot: Rc<Keeper>,
     downs: Fwd<OwnerDown>,
 }
 
@@ -898,7 +908,7 @@ fn launch_entry(
 /// ended. It is killed.
 #[cold]
 #[inline(never)]
-fn unplaced(sh: &Shared, slot: &Rc<dyn AddrHook>, dev: DeviceId, extras: Extras) {
+fn unplaced(sh: &Shared, slot: &Keeper, dev: DeviceId, extras: Extras) {
     let sup = sh.borrow().st.id;
     slot.kill(dev, SuperviseError::SupervisorGone(sup));
     slot.down(dev);
@@ -952,7 +962,7 @@ pub(super) fn start_dynamic(
             return Err(ChildError::NotSimpleOneForOne);
         };
         let id = g.st.dynamic_id(&template.id);
-        let slot = (template.new_slot)();
+        let slot = Keeper::new((template.new_slot)());
         let key = g.add_entry(id.clone(), template, arg, slot);
         (key, id)
     };

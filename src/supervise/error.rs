@@ -246,7 +246,9 @@ pub enum AddrError {
     /// [`Overflow::Reject`](crate::mailbox::Overflow::Reject).
     Full,
     /// The child was deleted (`delete_child`, a temporary child that ended,
-    /// a dynamic child that was terminated): no incarnation will come.
+    /// a dynamic child that was terminated), or its supervisor ended for
+    /// good and nothing will start it again (rule 99b): no incarnation
+    /// will come.
     Deleted,
 }
 
@@ -272,7 +274,8 @@ pub enum AskError {
     NotRunning,
     /// The held-call mailbox is full (`Overflow::Reject`).
     Full,
-    /// The child was deleted: no incarnation will take the call.
+    /// The child was deleted, or its supervisor ended for good (rule
+    /// 99b): no incarnation will take the call.
     Deleted,
     /// The reply was dropped unanswered. `cause` is the cause of the
     /// incarnation that took the call when it died before replying (a

@@ -336,7 +336,7 @@ impl SupervisorRef {
             let Some(i) = g.st.by_id(id) else {
                 return Err(ChildError::NotFound(ChildId::from(id)));
             };
-            g.st.entries[i].at.slot.clone()
+            g.st.entries[i].at.slot.hook().clone()
         };
         match slot.as_any().downcast::<AddrSlot<A>>() {
             Ok(slot) => Ok(Addr::from_slot(slot)),

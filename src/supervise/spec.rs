@@ -1,7 +1,7 @@
 //! Child specs and supervisor specs: what a supervisor starts and how it
 //! treats each child.
 
-use super::addr::{AddrHook, AddrSlot};
+use super::addr::{AddrHook, AddrSlot, Keeper};
 use super::error::StartError;
 use super::handle::SupervisorRef;
 use super::id::ChildId;
@@ -240,8 +240,9 @@ pub(crate) struct SpecCore {
 /// A child spec with its types erased, as a supervisor spec holds it.
 pub(crate) struct ErasedSpec {
     pub(crate) core: Rc<SpecCore>,
-    /// The child's Addr slot (for a template: unused).
-    pub(crate) slot: Rc<dyn AddrHook>,
+    /// The child's Addr slot (for a template: unused), held as what can
+    /// start an incarnation in it (rule 99b).
+    pub(crate) slot: Rc<Keeper>,
 }
 
 impl ErasedSpec {
@@ -441,7 +442,7 @@ impl<A: 'static, Arg: 'static> ChildSpec<A, Arg> {
                 actor_type: TypeId::of::<A>(),
                 new_slot,
             }),
-            slot: self.slot,
+            slot: Keeper::new(self.slot),
         }
     }
 }

@@ -482,12 +482,16 @@ impl<L, X> State<L, X> {
     /// children after the failed one never started, and it has no
     /// incarnation; only the started ones remain, to be shut down (the
     /// supervisor now unwinds, with nobody to reach it). Returns the
-    /// failed child's id.
-    pub(super) fn start_failed(&mut self) -> Option<ChildId> {
+    /// failed child's id, and the entries removed (for the driver to drop
+    /// outside its borrow).
+    pub(super) fn start_failed(&mut self) -> (Option<ChildId>, Vec<Entry<L, X>>) {
         let id = self.entries.last().map(|e| e.id.clone());
-        self.entries.retain(|e| e.run.is_some());
+        let (started, unstarted) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| e.run.is_some());
+        self.entries = started;
         self.unwinding = true;
-        id
+        (id, unstarted)
     }
 
     /// A `terminate_child` request for child `id`: held from now on; a

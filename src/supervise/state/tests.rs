@@ -338,7 +338,7 @@ fn an_unwinding_supervisor_bounds_the_wait_for_an_infinity_child() {
     st.unwait();
     // b failed to start: the started ones remain, bounded.
     st.entries[1].run = None;
-    assert_eq!(st.start_failed().unwrap().as_str(), "b");
+    assert_eq!(st.start_failed().0.unwrap().as_str(), "b");
     assert_eq!(
         st.begin_terminate(key).map(|t| t.policy),
         Some(Shutdown::Timeout(UNWIND_LIMIT))
