@@ -72,7 +72,14 @@ pub fn turn<R>(f: impl FnOnce() -> R) -> R {
             if std::thread::panicking() && QUIET.load(Ordering::Relaxed) {
                 if let Some((msg, at)) = LAST.try_with(|l| l.borrow_mut().take()).ok().flatten() {
                     let at = at.map(|a| format!(", at {a}")).unwrap_or_default();
-                    eprintln!("stakplane: a panic was not contained: {msg}{at}");
+                    // Not `eprintln!`: it panics if stderr fails (a
+                    // broken pipe), and a panic here, while unwinding,
+                    // aborts the process.
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "stakplane: a panic was not contained: {msg}{at}"
+                    );
                 }
             }
         }

@@ -7,9 +7,19 @@
 //! inter-thread [`stakker::Waker`]. A task waker woken on a thread that does not run the
 //! task's runtime pushes the task onto that queue and wakes the runtime;
 //! the runtime drains the queue on its own thread.
+//!
+//! An index outlives its runtimes: a waker word kept from a dropped
+//! runtime names the index, a slot and a generation, and the next runtime
+//! at that index would have a task at that slot. So the table also keeps,
+//! per index, the **generation base**: one past the highest slot
+//! generation any runtime at that index issued. A new runtime makes its
+//! slots at that generation instead of 0, so a stale waker of a dropped
+//! runtime names no task of a later one (rules 45, 46), short of a 24-bit
+//! generation wrap (at worst a spurious wake, rule 45).
 
 use crate::waker::{TaskRef, MAX_RUNTIMES};
 use std::collections::VecDeque;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
@@ -32,13 +42,18 @@ pub(crate) struct RemoteWakes {
 
 struct Table {
     entries: Vec<Option<Arc<RemoteWakes>>>,
-    /// Free indices, reused oldest first, so a stale waker of a dropped
-    /// runtime rarely meets a new runtime at its index.
+    /// By index: the generation base, one past the highest slot generation
+    /// a runtime at that index issued (0 for an index never used). Only
+    /// grows, so it covers every runtime the index ever had.
+    bases: Vec<u64>,
+    /// Free indices, reused oldest first (which also puts off a generation
+    /// wrap's alias at any one index: see the module doc).
     free: VecDeque<u32>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     entries: Vec::new(),
+    bases: Vec::new(),
     free: VecDeque::new(),
 });
 
@@ -48,9 +63,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Takes a runtime index for a new executor, or `None` if
-/// [`MAX_RUNTIMES`] executors already exist.
-pub(crate) fn register() -> Option<(u32, Arc<RemoteWakes>)> {
+/// Takes a runtime index for a new executor, with the index's generation
+/// base (the new executor makes its slots at that generation), or `None`
+/// if [`MAX_RUNTIMES`] executors already exist.
+pub(crate) fn register() -> Option<(u32, u64, Arc<RemoteWakes>)> {
     let remote = Arc::new(RemoteWakes {
         pending: Mutex::new(Vec::new()),
         waker: Mutex::new(None),
@@ -66,19 +82,25 @@ pub(crate) fn register() -> Option<(u32, Arc<RemoteWakes>)> {
                 .ok()
                 .filter(|i| *i < MAX_RUNTIMES)?;
             t.entries.push(None);
+            t.bases.push(0);
             i
         }
     };
     t.entries[index as usize] = Some(remote.clone());
-    Some((index, remote))
+    Some((index, t.bases[index as usize], remote))
 }
 
-/// Gives a runtime index back; later wakes for it are ignored.
-pub(crate) fn unregister(index: u32) {
+/// Gives a runtime index back; later wakes for it are ignored until a new
+/// runtime takes it, and then name none of its tasks. `next_gen` is one
+/// past the highest slot generation the runtime issued (at least the base
+/// it was given): the base of the index's next runtime.
+pub(crate) fn unregister(index: u32, next_gen: u64) {
     let old = {
         let mut t = lock(&TABLE);
         let old = t.entries.get_mut(index as usize).and_then(Option::take);
         if old.is_some() {
+            let base = &mut t.bases[index as usize];
+            *base = (*base).max(next_gen);
             t.free.push_back(index);
         }
         old
@@ -147,7 +169,10 @@ pub(crate) fn wake(task: TaskRef) {
             || std::thread::current().id() == remote.owner => {}
         None => {
             if !remote.warned.swap(true, Ordering::Relaxed) {
-                eprintln!(
+                // Not `eprintln!`, which panics if stderr is closed: the
+                // note is best effort, the wake must not panic (rule 46).
+                let _ = writeln!(
+                    std::io::stderr(),
                     "stakplane-async: a task's Waker was woken from another thread, but its \
                      runtime has no cross-thread wake path: the wake waits until one is \
                      installed. Give the Stakker a poll waker with \

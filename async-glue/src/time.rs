@@ -20,7 +20,9 @@
 //! the first poll); `timeout` yields `Ok` if the future finishes first
 //! (ties go to the future) and `Elapsed` at the deadline, dropping the
 //! future; `interval` ticks at start + k × period without drift, missed
-//! ticks at once; dropping an armed sleep deletes its stakker timer; an
+//! ticks at once; dropping an armed sleep deletes its stakker timer,
+//! also when an explicit `shutdown` drops it (the `Stakker` runs on: no
+//! dead deadline is left in `next_expiry`, no stale wake fires); an
 //! hour of sleeps passes instantly on virtual time; a timer polled outside
 //! a task panics saying so (`try_now` answers `None` there instead);
 //! resetting a sleep wakes its task so the new deadline is armed.
@@ -228,7 +230,9 @@ impl Sleep {
                 return;
             }
             armed.cancelled.set(true);
-            if exec.is_closed() {
+            // Only a `Stakker` being dropped takes its timers with it; after
+            // an explicit `shutdown` it lives on, and the timer must go.
+            if exec.is_stakker_gone() {
                 return;
             }
             if let Some(key) = armed.key.take() {

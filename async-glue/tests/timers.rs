@@ -204,6 +204,23 @@ fn dropping_an_armed_sleep_deletes_its_stakker_timer() {
 }
 
 #[test]
+fn shutdown_drops_a_sleeping_task_and_its_stakker_timer() {
+    let mut rt = Rt::new();
+    let h = spawn(&mut rt.s, sleep(secs(3600)));
+    rt.run();
+    assert!(rt.s.next_expiry().is_some(), "the sleep armed its timer");
+    // An explicit shutdown, after which the `Stakker` lives on and runs.
+    stakplane_async::shutdown(&mut rt.s);
+    rt.run();
+    assert!(matches!(joined(h), Err(JoinError::RuntimeGone)));
+    assert_eq!(
+        rt.s.next_expiry(),
+        None,
+        "the dropped sleep's stakker timer must be deleted"
+    );
+}
+
+#[test]
 fn dropping_a_sleep_beyond_the_fixed_timer_range_or_of_duration_max_deletes_its_timer() {
     let mut rt = Rt::new();
     let far = spawn(&mut rt.s, sleep(secs(100_000)));

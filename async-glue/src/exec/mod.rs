@@ -52,8 +52,11 @@
 //! once.
 //!
 //! **45. Stale wakes and handles are ignored**: a waker of a finished task
-//! never polls the task that reuses its slot (a wrapped 24-bit waker
-//! generation could at worst cause a spurious wake); an abort handle of a
+//! never polls the task that reuses its slot, nor does a waker of a
+//! dropped runtime poll a task of a later runtime that reuses its runtime
+//! index (each index keeps a generation base: a new runtime's slots start
+//! past every generation an earlier one issued); a wrapped 24-bit waker
+//! generation could at worst cause a spurious wake. An abort handle of a
 //! finished task never reaches a later one (handles keep the full 64-bit
 //! generation).
 //!
@@ -66,7 +69,8 @@
 //! pool's), and the waker may be a stale one of a dropped runtime whose
 //! index a new runtime reuses before its path is installed, which must
 //! cost nothing (a stale wake is ignored on delivery: its slot's
-//! generation does not match).
+//! generation does not match, by rule 45's generation base). Writing the
+//! one line ignores errors (a closed stderr is no panic).
 //!
 //! **46a. With feature `futures`, a `Spawner` is a `LocalSpawn` and a
 //! `Spawn`** (tasks run on the runtime thread; a shut-down runtime
@@ -115,6 +119,11 @@ pub(crate) struct Exec {
     /// stakker's `now` at the latest task poll (for timers).
     now: Cell<Instant>,
     closed: Cell<bool>,
+    /// The `Stakker` itself is being dropped (set before the shutdown
+    /// its drop runs): nothing may be deferred onto its queue any more.
+    /// Unlike `closed`, which an explicit [`shutdown`] also sets while the
+    /// `Stakker` lives on and runs its queue.
+    stakker_gone: Cell<bool>,
     remote: Arc<RemoteWakes>,
     /// Tasks spawned so far.
     spawned: Cell<u64>,
@@ -239,6 +248,7 @@ struct ShutdownOnDrop(Rc<Exec>);
 
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
+        self.0.stakker_gone.set(true);
         self.0.shutdown();
     }
 }
@@ -253,7 +263,7 @@ impl Exec {
         if let Some(ExecEntry(g)) = core.anymap_try_get::<ExecEntry>() {
             return Ok(g.0.clone());
         }
-        let (rt, remote) = remote::register().ok_or(SpawnError::TooManyRuntimes)?;
+        let (rt, base, remote) = remote::register().ok_or(SpawnError::TooManyRuntimes)?;
         let exec = Rc::new(Exec {
             rt,
             rt_ref: TaskRef::new(rt, 0, 0),
@@ -263,9 +273,11 @@ impl Exec {
                 free: NO_FREE,
                 live: 0,
                 done: 0,
+                base,
             }),
             now: Cell::new(core.now()),
             closed: Cell::new(false),
+            stakker_gone: Cell::new(false),
             spawned: Cell::new(0),
             polls: Cell::new(0),
             remote,
@@ -285,6 +297,14 @@ impl Exec {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+
+    /// Whether the `Stakker` is being dropped: its queue runs no more, so
+    /// cleanup that would be deferred onto it (a timer's deletion) is
+    /// skipped. After an explicit [`shutdown`] the `Stakker` lives on:
+    /// closed, but not gone.
+    pub(crate) fn is_stakker_gone(&self) -> bool {
+        self.stakker_gone.get()
     }
 
     fn schedule(self: &Rc<Self>, t: TaskKey) {
@@ -556,7 +576,11 @@ impl Exec {
             index += 1;
         }
         let _ = EXECS.try_with(|list| list.borrow_mut().retain(|(i, _)| *i != self.rt));
-        remote::unregister(self.rt);
+        // No slot is made once closed: every generation this runtime
+        // issued is below `next_base`, and the index's next runtime starts
+        // there (rules 45, 46).
+        let next_base = self.slots.borrow().next_base();
+        remote::unregister(self.rt, next_base);
     }
 
     /// Installs stakker's inter-thread waker for this executor.

@@ -8,9 +8,13 @@
 //!   told how it ended ([`ThenCell`]).
 //! - A slot is named exactly by a [`TaskKey`]: its index and its 64-bit
 //!   generation, bumped each time the slot is freed, so a stale key never
-//!   reaches a later task in the same slot. Wakers carry only the
-//!   truncated generation of a [`TaskRef`]; [`Slots::by_ref`] turns one
-//!   back into a key (a wrapped generation is at worst a spurious wake).
+//!   reaches a later task in the same slot. A new slot starts at the
+//!   runtime's generation base ([`Slots::base`]), past every generation
+//!   an earlier runtime at the same runtime index issued, so a waker kept
+//!   from a dropped runtime names no task of this one (rules 45, 46).
+//!   Wakers carry only the truncated generation of a [`TaskRef`];
+//!   [`Slots::by_ref`] turns one back into a key (a wrapped generation is
+//!   at worst a spurious wake).
 //! - A slot is `Vacant` (on the free list, reused last freed first), then
 //!   `Scheduled`, `Running`, `Idle`, … until the task ends. A task with no
 //!   `JoinHandle` frees its slot when it ends; one with a handle keeps its
@@ -217,6 +221,9 @@ pub(super) struct Slots {
     pub(super) live: usize,
     /// Of the live tasks, those ended and waiting for their `JoinHandle`.
     pub(super) done: usize,
+    /// The generation of a new slot: the runtime index's generation base
+    /// (see [`crate::remote`]).
+    pub(super) base: u64,
 }
 
 /// What to do once the slot table borrow is released.
@@ -322,8 +329,9 @@ impl Slots {
         if index >= MAX_SLOTS as usize {
             return Err((SpawnError::TooManyTasks, task));
         }
+        let gen = self.base;
         self.entries.push(Slot {
-            gen: 0,
+            gen,
             state,
             task: Some(task),
             joiner: None,
@@ -332,8 +340,19 @@ impl Slots {
         self.live += 1;
         Ok(TaskKey {
             slot: index as u32,
-            gen: 0,
+            gen,
         })
+    }
+
+    /// One past the highest generation issued in any slot (at least the
+    /// base): the generation base of the runtime index's next runtime.
+    /// A slot's generation is that of its task, or one past its last
+    /// task's once freed.
+    pub(super) fn next_base(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|s| s.gen.wrapping_add(1))
+            .fold(self.base, u64::max)
     }
 
     /// Frees the slot (bumping its generation) and returns its task box.
