@@ -253,7 +253,7 @@ use crate::guard;
 use registry::{Control, Key};
 use stakker::{Actor, ActorOwn, Core, Fwd, Ret};
 use std::any::Any;
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -264,6 +264,12 @@ use std::rc::{Rc, Weak};
 pub(crate) struct ActorControl<A: 'static> {
     pub(crate) actor: Actor<A>,
     trap: RefCell<Option<Fwd<Down>>>,
+    /// How many owners ([`DeviceOwn`]s) hold this controller. Counted,
+    /// not read off the `Rc`'s strong count: the registry and its
+    /// watchers hold a controller too, for a moment, while user code runs
+    /// (a trap handler), and an owner dropped then must still know it is
+    /// the last (rule 32b).
+    owners: Cell<u32>,
 }
 
 impl<A: 'static> Control for ActorControl<A> {
@@ -279,6 +285,20 @@ impl<A: 'static> Control for ActorControl<A> {
 
     fn trap_slot(&self) -> &RefCell<Option<Fwd<Down>>> {
         &self.trap
+    }
+}
+
+impl<A: 'static> ActorControl<A> {
+    /// One more owner holds it.
+    fn held(&self) {
+        self.owners.set(self.owners.get().saturating_add(1));
+    }
+
+    /// One owner lets it go; true if it was the last.
+    fn let_go(&self) -> bool {
+        let n = self.owners.get().saturating_sub(1);
+        self.owners.set(n);
+        n == 0
     }
 }
 
@@ -401,7 +421,7 @@ pub trait DeviceRef: sealed::Sealed {
 
     /// Stops trapping: linked faults kill the device again.
     fn untrap(&self) {
-        if let Ok(Some(control)) = registry::live_control(self.key()) {
+        if let Some(control) = registry::held_control(self.key()) {
             drop(control.set_trap(None));
         }
     }
@@ -444,7 +464,7 @@ pub struct DeviceOwn<A: 'static> {
     /// The device's controller, once it has one. Owners hold it and the
     /// registry only points to it, so the registry never keeps an actor
     /// alive (a dropped runtime frees its actors).
-    control: OnceCell<Rc<dyn Control>>,
+    control: OnceCell<Rc<ActorControl<A>>>,
 }
 
 impl<A: 'static> DeviceOwn<A> {
@@ -476,6 +496,7 @@ impl<A: 'static> DeviceOwn<A> {
         registry::retain(key);
         let control = OnceCell::new();
         if let Some(c) = self.control.get() {
+            c.held();
             let _ = control.set(c.clone());
         }
         Self {
@@ -499,12 +520,8 @@ impl<A: 'static> DeviceOwn<A> {
     /// Cost: installs the controller (as the first `Line` does).
     pub(crate) fn weak_actor(&self) -> WeakActor<A> {
         sealed::Sealed::controlled_key(self);
-        let control = self
-            .control
-            .get()
-            .and_then(|c| c.clone().as_any().downcast::<ActorControl<A>>().ok());
         WeakActor {
-            control: control.as_ref().map_or_else(Weak::new, Rc::downgrade),
+            control: self.control.get().map_or_else(Weak::new, Rc::downgrade),
         }
     }
 
@@ -512,16 +529,27 @@ impl<A: 'static> DeviceOwn<A> {
     /// holds) if this owner holds none yet; returns it, or `None` if this
     /// owner already held one or the device is dead. One registry visit.
     #[inline]
-    fn install_control(&self) -> Option<&Rc<dyn Control>> {
+    fn install_control(&self) -> Option<&Rc<ActorControl<A>>> {
         if self.control.get().is_some() {
             return None;
         }
-        let control = registry::control(self.key, || {
-            Rc::new(ActorControl {
+        let mut made = None;
+        let found = registry::control(self.key, || {
+            let control = Rc::new(ActorControl {
                 actor: self.own.deref().clone(),
                 trap: RefCell::new(None),
-            })
+                owners: Cell::new(0),
+            });
+            made = Some(control.clone());
+            control
         })?;
+        // Made here (the usual case), or another owner's: the same
+        // actor's, so of this type.
+        let control = match made {
+            Some(control) => control,
+            None => found.as_any().downcast::<ActorControl<A>>().ok()?,
+        };
+        control.held();
         Some(self.control.get_or_init(|| control))
     }
 }
@@ -540,7 +568,7 @@ impl<A: 'static> sealed::Sealed for DeviceOwn<A> {
     fn control(&self) -> Result<Option<Rc<dyn Control>>, LinkError> {
         match self.install_control() {
             // Made or found live in this visit.
-            Some(control) => Ok(Some(control.clone())),
+            Some(control) => Ok(Some(control.clone() as Rc<dyn Control>)),
             // Held already (or the device is dead): is it live?
             None => registry::live_control(self.key),
         }
@@ -581,10 +609,11 @@ impl<A: 'static> Drop for DeviceOwn<A> {
         // the device dead. A state without drop glue cannot panic in
         // its drop and pays nothing (`needs_drop` is a constant).
         // Only the last owner: every owner made by `owned` holds the
-        // controller, so one held by this owner alone (or none at all)
-        // means no other owner is left. (Held for a moment elsewhere, the
-        // count says "not last" and stakker's own end runs: unguarded,
-        // never wrong.) A device already dead has no state left to drop.
+        // controller, and the controller counts the owners holding it
+        // (not its `Rc`'s count, which a watcher holding it for a moment
+        // while user code runs would raise); no controller at all means
+        // no other owner. A device already dead has no state left to
+        // drop.
         let Some(control) = self.control.get() else {
             // No controller: this is the only owner, and the device has
             // no link, trap, `Line` or request. The release of a device
@@ -598,7 +627,8 @@ impl<A: 'static> Drop for DeviceOwn<A> {
             }
             return registry::release_owner(self.key);
         };
-        if std::mem::needs_drop::<A>() && !self.own.is_zombie() && Rc::strong_count(control) == 1 {
+        let last = control.let_go();
+        if std::mem::needs_drop::<A>() && last && !self.own.is_zombie() {
             end_guarded(&self.own, Cause::Dropped);
         }
         registry::release(self.key);

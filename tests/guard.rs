@@ -387,6 +387,49 @@ fn a_panic_in_drop_ends_the_device_only_when_its_last_owner_goes() {
     assert_eq!(entries(&log).len(), 1, "exactly one Down");
 }
 
+/// A plain device that fails when asked.
+struct Failing;
+
+impl Failing {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Failing)
+    }
+
+    fn fail(&mut self, cx: CX![]) {
+        fail!(cx, "oops");
+    }
+}
+
+#[test]
+fn a_last_owner_dropped_by_its_own_trap_handler_still_contains_a_panic_in_drop() {
+    // Rule 32b while the registry holds the device's controller: a raw
+    // trap handler, called as the drain tells the device of its linked
+    // peer's death, drops the device's last owner (review finding: the
+    // owner read "not last" off the controller's reference count, queued
+    // no guarded end, and the panic in `Drop` unwound out of `run`,
+    // leaving the runtime dead and the device freed unended).
+    let (mut rt, log, _by) = rt_with_dev("bystander");
+    let a = device!(rt.s, Failing::init());
+    let b = device!(rt.s, Brittle::init());
+    let watcher = dev(&mut rt, "watcher", &log);
+    rt.run();
+    let line = b.line();
+    let _ = b
+        .monitor(ret_some_to!([watcher], down() as (Down)))
+        .unwrap();
+    b.link(&a, LinkMode::Monitor).unwrap();
+    let holder = std::rc::Rc::new(std::cell::RefCell::new(Some(b)));
+    let h = holder.clone();
+    let trap = Fwd::new(move |_: Down| drop(h.borrow_mut().take()));
+    holder.borrow().as_ref().unwrap().trap(trap).unwrap();
+    call!([a], fail());
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.run()));
+    assert!(ran.is_ok(), "the panic in Drop is contained");
+    let in_drop = format!("{} in drop", panicked());
+    assert_eq!(line.cause().map(|c| c.to_string()), Some(in_drop));
+    assert_eq!(entries(&log).len(), 1, "exactly one Down");
+}
+
 #[test]
 fn drop_of_actor_state_run_by_stakker_itself_is_not_contained() {
     // A plain stakker actor (not a device) whose last owner goes: the end

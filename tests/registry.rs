@@ -140,6 +140,20 @@ fn dead_devices_leave_nothing_behind() {
     });
 }
 
+#[test]
+fn untrap_of_a_device_that_never_trapped_makes_no_record() {
+    // A live device nobody observes has no record (rule 36's cheap
+    // path); `untrap` with no trap to take leaves it so (review finding:
+    // it made one).
+    let mut rt = Rt::new();
+    let log = Log::default();
+    let d = dev(&mut rt, "d", &log);
+    rt.run();
+    let before = registry_stats().records;
+    d.untrap();
+    assert_eq!(registry_stats().records, before, "untrap made a record");
+}
+
 /// The last owner's release of a device not yet dead is deferred to its
 /// death; whatever comes between (other owners dropped, the runtime
 /// dropped before the death ran), it is applied once: the death is told

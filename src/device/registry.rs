@@ -13,7 +13,8 @@
 //! The record holds what only devices observed more closely need: the
 //! watcher lists, a weak pointer to the controller (which the owners hold,
 //! with the trap handler). It is made on the second monitor, or on the
-//! first link, trap, `Line` or request. A device nobody observes, or only
+//! first link (tried: one refused because the other side is dead makes
+//! it too), trap, `Line` or request. A device nobody observes, or only
 //! one monitor watches (a supervisor's child, a parent's worker), costs a
 //! slot insert and remove, no allocation once the slabs are warm.
 //!
@@ -610,6 +611,14 @@ pub(crate) fn cause(key: Key) -> Option<Cause> {
     })
 }
 
+/// The controller of a live device if one is held, making no record
+/// (`untrap` of a device that never trapped leaves it without one).
+pub(crate) fn held_control(key: Key) -> Option<Rc<dyn Control>> {
+    with(None, |r| {
+        r.live_record(key)?.control.as_ref().and_then(Weak::upgrade)
+    })
+}
+
 /// The controller of a live device, if an owner still holds one (none
 /// for a device freed unended: a request to it changes nothing).
 pub(crate) fn live_control(key: Key) -> Result<Option<Rc<dyn Control>>, LinkError> {
@@ -631,7 +640,7 @@ pub struct RegistryStats {
     /// handle still names it.
     pub devices: usize,
     /// Device records (made on a device's second monitor, or its first
-    /// link, trap, `Line` or request).
+    /// link tried, trap, `Line` or request; freed with the device).
     pub records: usize,
     /// Watchers: monitors and link directions not yet delivered or
     /// cancelled.
