@@ -152,26 +152,34 @@ fn least_loaded_gives_each_message_to_the_emptiest_worker() {
     }
 }
 
-/// Rule 95: a least-loaded worker may hold the fewest messages and still
-/// be full, its room promised to waiting `send`s; `try_send` then offers
-/// the message to the others, and refuses only when every worker does.
-#[test]
-fn least_loaded_offers_a_message_its_emptiest_worker_refuses_to_the_others() {
+/// A worker of the least-loaded groups below, which stops on [`STOP`].
+struct Stopper;
+
+impl Stopper {
+    fn init(_: CX![]) -> Option<Self> {
+        Some(Stopper)
+    }
+}
+
+const STOP: u32 = 999;
+
+/// Rule 95's least-loaded case with the emptiest worker full: worker 0
+/// holds the fewest messages, yet its room is promised to two waiting
+/// `send`s. Once the deliveries ran, before the restarts (worker 0
+/// handles 2 messages and stops, worker 1 handles 1 and stops), worker
+/// 0 holds 1 message and 2 promised slots (full), worker 1 2 of 3; `at`
+/// runs there, on the queue, with the depths then.
+fn with_the_emptiest_worker_full<T: 'static>(
+    at: impl FnOnce(&Group<Stopper, u32>, Vec<usize>) -> T + 'static,
+) -> T {
     use std::future::Future;
     use std::task::{Context, Waker};
-    const STOP: u32 = 999;
-    struct W;
-    impl W {
-        fn init(_: CX![]) -> Option<Self> {
-            Some(W)
-        }
-    }
     let mut rt = Rt::new();
     let spec = GroupSpec::new(
         "w",
         2,
-        |core, _| Ok(device!(core, W::init())),
-        |_: &mut W, cx, m: u32| {
+        |core, _| Ok(device!(core, Stopper::init())),
+        |_: &mut Stopper, cx, m: u32| {
             if m == STOP {
                 cx.stop();
             }
@@ -194,21 +202,25 @@ fn least_loaded_offers_a_message_its_emptiest_worker_refuses_to_the_others() {
     assert!(matches!(group.try_send(11), Err(SendError::Full(11))));
     let mut f2 = std::pin::pin!(group.send(12));
     assert!(f2.as_mut().poll(&mut cx).is_pending());
-    // Once the deliveries ran (worker 0 handles 2 messages and stops,
-    // worker 1 handles 1 and stops), before the restarts: worker 0 holds
-    // 1 message and 2 slots promised to the waiting sends (full), worker 1
-    // holds 2 of 3.
-    type Seen = Option<(Vec<usize>, Result<(), SendError<u32>>)>;
-    let out: Rc<RefCell<Seen>> = Rc::default();
+    let out: Rc<RefCell<Option<T>>> = Rc::default();
     {
         let (g, out) = (group.clone(), out.clone());
         rt.s.defer(move |_| {
             let depths = g.stats().workers.iter().map(|w| w.depth).collect();
-            *out.borrow_mut() = Some((depths, g.try_send(13)));
+            *out.borrow_mut() = Some(at(&g, depths));
         });
     }
     rt.run();
-    let (depths, sent) = out.borrow_mut().take().unwrap();
+    let got = out.borrow_mut().take().unwrap();
+    got
+}
+
+/// Rule 95: a least-loaded worker may hold the fewest messages and still
+/// be full, its room promised to waiting `send`s; `try_send` then offers
+/// the message to the others, and refuses only when every worker does.
+#[test]
+fn least_loaded_offers_a_message_its_emptiest_worker_refuses_to_the_others() {
+    let (depths, sent) = with_the_emptiest_worker_full(|g, depths| (depths, g.try_send(13)));
     assert_eq!(depths, [1, 2]);
     assert!(sent.is_ok(), "refused {sent:?} though worker 1 had room");
 }
@@ -278,62 +290,15 @@ fn group_send_skips_a_full_worker_as_try_send_does() {
 fn group_send_offers_a_message_its_emptiest_worker_refuses_to_the_others() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
-    const STOP: u32 = 999;
-    struct W;
-    impl W {
-        fn init(_: CX![]) -> Option<Self> {
-            Some(W)
-        }
-    }
-    let mut rt = Rt::new();
-    let spec = GroupSpec::new(
-        "w",
-        2,
-        |core, _| Ok(device!(core, W::init())),
-        |_: &mut W, cx, m: u32| {
-            if m == STOP {
-                cx.stop();
-            }
-        },
-    )
-    .dispatch(Dispatch::LeastLoaded)
-    .mailbox(3, Overflow::Reject)
-    .intensity(10, Duration::from_secs(5));
-    let group = Group::start(&mut rt.s, spec).unwrap();
-    rt.run();
-    // As in the `try_send` test above: worker 0 gets [1, STOP, 3], worker
-    // 1 [STOP, 5, 7], and two sends wait on worker 0.
-    for m in [1, STOP, STOP, 5, 3, 7] {
-        group.try_send(m).unwrap();
-    }
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut f1 = std::pin::pin!(group.send(10));
-    assert!(f1.as_mut().poll(&mut cx).is_pending());
-    assert!(matches!(group.try_send(11), Err(SendError::Full(11))));
-    let mut f2 = std::pin::pin!(group.send(12));
-    assert!(f2.as_mut().poll(&mut cx).is_pending());
-    // Once the deliveries ran, before the restarts: worker 0 holds 1
-    // message and 2 slots promised to the waiting sends (full), worker 1
-    // holds 2 of 3.
-    type Seen = Option<(Vec<usize>, bool, u64, Vec<usize>)>;
-    let out: Rc<RefCell<Seen>> = Rc::default();
-    {
-        let (g, out) = (group.clone(), out.clone());
-        rt.s.defer(move |_| {
-            let depths = |g: &Group<W, u32>| -> Vec<usize> {
-                g.stats().workers.iter().map(|w| w.depth).collect()
-            };
-            let before = depths(&g);
-            let rejected = stakplane::mailbox::totals().rejected;
-            let mut send = std::pin::pin!(g.send(13));
-            let sent = send.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-            let ready = matches!(sent, Poll::Ready(Ok(())));
-            let counted = stakplane::mailbox::totals().rejected - rejected;
-            *out.borrow_mut() = Some((before, ready, counted, depths(&g)));
-        });
-    }
-    rt.run();
-    let (before, ready, counted, after) = out.borrow_mut().take().unwrap();
+    let (before, ready, counted, after) = with_the_emptiest_worker_full(|g, before| {
+        let rejected = stakplane::mailbox::totals().rejected;
+        let mut send = std::pin::pin!(g.send(13));
+        let sent = send.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        let ready = matches!(sent, Poll::Ready(Ok(())));
+        let counted = stakplane::mailbox::totals().rejected - rejected;
+        let after: Vec<usize> = g.stats().workers.iter().map(|w| w.depth).collect();
+        (before, ready, counted, after)
+    });
     assert_eq!(before, [1, 2]);
     assert!(
         ready,

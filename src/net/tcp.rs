@@ -17,28 +17,23 @@ use std::task::{ready, Context, Poll};
 /// `send` flags that keep a write to a reset peer from raising SIGPIPE
 /// (where the OS has the flag; Apple's sockets carry `SO_NOSIGPIPE`
 /// instead, and Windows has no SIGPIPE).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-    target_os = "illumos",
-    target_os = "solaris"
-))]
-const NO_SIGNAL: i32 = libc::MSG_NOSIGNAL;
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-    target_os = "illumos",
-    target_os = "solaris"
-)))]
-const NO_SIGNAL: i32 = 0;
+const NO_SIGNAL: i32 = no_signal();
+
+const fn no_signal() -> i32 {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "illumos",
+        target_os = "solaris"
+    ))]
+    return libc::MSG_NOSIGNAL;
+    #[allow(unreachable_code)]
+    0
+}
 
 /// Size of the buffer behind [`AsyncBufRead`], allocated on first use.
 const BUF_SIZE: usize = 8 * 1024;
