@@ -555,6 +555,76 @@ fn links_a_dead_watcher_takes_its_remote_watches_with_it() {
     drop(y);
 }
 
+/// Rules 121 and 122a: a `Demonitor` lost with a connection that breaks
+/// is said again when the connection comes back, so the watched node
+/// does not hold the cancelled watch for as long as the device lives,
+/// counted toward the watching node's bound there (here the bound is 1:
+/// held, it would refuse that node's next watch). The cancelled watch
+/// hears nothing, the device's death included.
+#[test]
+fn links_a_demonitor_lost_in_flight_does_not_hold_a_watch_for_ever() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (d, dp) = device_on(&mut p, true, "watched");
+    let (_d2, d2p) = device_on(&mut p, true, "watched later");
+    p.b.query(&mut p.rt.s, |n, _| n.set_watch_limit(1))
+        .expect("alive");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    let m =
+        p.a.query(&mut p.rt.s, |n, cx| n.monitor(cx, dp, fwd))
+            .expect("alive");
+    p.rt.run();
+    assert_eq!(status_of(&mut p, false).watched_here, 1);
+    // The Demonitor is lost in flight; the connection comes back.
+    p.net.lose(ida.addr, idb.addr, 1);
+    let cancelled =
+        p.a.query(&mut p.rt.s, |n, _| n.demonitor(m))
+            .expect("alive");
+    assert!(cancelled, "cancelled before the end");
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.advance(Duration::from_secs(5));
+    assert_eq!(status_of(&mut p, true).watches, 0, "a holds no watch");
+    // a watches another device of b: its one watch there.
+    let downs2 = monitor_from_a(&mut p, d2p);
+    let refused: Vec<String> = downs2
+        .borrow()
+        .iter()
+        .map(|d| d.cause.to_string())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "a's only watch on b refused: {refused:?}"
+    );
+    assert_eq!(
+        status_of(&mut p, false).watched_here,
+        1,
+        "b holds only a's live watch"
+    );
+    // The cancelled watch's device dies: nothing reaches its watcher.
+    call!([d], fail());
+    p.rt.run();
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    assert!(downs.borrow().is_empty(), "cancelled: no notice");
+}
+
+/// Rule 121 for a dead watching device: the `Demonitor` that cancels
+/// its link's watch on the other node, lost in flight, is said again when
+/// the connection comes back; the watched node holds nothing for it.
+#[test]
+fn links_a_dead_watchers_demonitor_lost_in_flight_is_said_again() {
+    let mut t = XY::new();
+    t.a_links(true);
+    assert_eq!(t.held_on_b(), 1, "x watches y");
+    t.lose(false, 1); // the Demonitor
+    t.x.kill("the watcher ends").expect("alive");
+    t.p.rt.run();
+    assert_eq!(status_of(&mut t.p, true).watches, 0, "a forgot the link");
+    t.reconnect();
+    assert_eq!(t.held_on_b(), 0, "b was told again");
+}
+
 #[test]
 fn links_a_link_to_an_unknown_remote_device_ends_at_once_as_a_fault() {
     let mut p = pair();

@@ -1231,6 +1231,52 @@ fn node_a_changed_ask_timeout_applies_afresh_to_the_asks_already_waiting() {
     assert_eq!(answers(&replies), [Err(AskError::Timeout)]);
 }
 
+/// Rule 119a, never early: an ask made, then the timeout set, in one
+/// turn (as an actor's `init` might) starts the sweep twice in that turn;
+/// one sweep runs per quarter all the same, so the ask ends no sooner
+/// than its timeout. Twice more while it waits, too.
+#[test]
+fn node_an_ask_timeout_set_in_the_turn_of_the_first_ask_never_ends_it_early() {
+    let (mut rt, net, a, b, _inbox) = cluster();
+    doubler(&mut rt, &b);
+    let replies: Replies = Rc::default();
+    // The ask is lost in flight (a broken connection, both nodes up).
+    net.lose(addr(1), addr(2), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 1u64, reply_into(&replies));
+        n.set_ask_timeout(Duration::from_secs(8));
+    })
+    .expect("alive");
+    rt.advance(Duration::from_millis(7_900));
+    assert!(
+        replies.borrow().is_empty(),
+        "ended before its 8 s timeout: {:?}",
+        replies.borrow()
+    );
+    rt.advance(Duration::from_millis(2_100));
+    assert_eq!(answers(&replies), [Err(AskError::Timeout)]);
+    // Set twice in one turn while an ask waits: the same.
+    net.lose(addr(1), addr(2), 1);
+    a.query(&mut rt.s, |n, _| {
+        n.ask(pid(2, 77), 2u64, reply_into(&replies))
+    })
+    .expect("alive");
+    rt.run();
+    a.query(&mut rt.s, |n, _| {
+        n.set_ask_timeout(Duration::from_secs(4));
+        n.set_ask_timeout(Duration::from_secs(8));
+    })
+    .expect("alive");
+    rt.advance(Duration::from_millis(7_900));
+    assert!(
+        replies.borrow().is_empty(),
+        "ended before its 8 s timeout: {:?}",
+        replies.borrow()
+    );
+    rt.advance(Duration::from_millis(2_100));
+    assert_eq!(answers(&replies), [Err(AskError::Timeout)]);
+}
+
 /// Node `n`'s status (asked, then the queue runs).
 fn status(rt: &mut Rt, n: &DeviceOwn<Node>) -> stakplane::cluster::NodeStatus {
     let got: Seen<stakplane::cluster::NodeStatus> = Rc::default();

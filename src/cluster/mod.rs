@@ -273,7 +273,8 @@
 //! ([`Node::set_ask_timeout`], [`DEFAULT_ASK_TIMEOUT`] 30 s; the
 //! builder's `ask_timeout`) ends with [`AskError::Timeout`] or
 //! [`LookupError::Timeout`], once, never early and at most a quarter of
-//! the timeout late (a sweep every quarter, only while some wait; a
+//! the timeout late (one sweep every quarter, only while some wait,
+//! however often the timeout is changed or an ask made in one turn; a
 //! changed timeout starts the wait of those waiting afresh), counted in
 //! [`NodeStats::timed_out`]. That covers a request or an answer lost in
 //! flight with a broken connection between two nodes that stay up (the
@@ -346,7 +347,17 @@
 //! the asking node is being declared down. Each link carries the epoch
 //! its node made it at, so an unlink said again never undoes a link made
 //! after it, nor one the watching node made itself. A node remembers its
-//! last 4,096 such unlinks. A watch of
+//! last 4,096 such unlinks. A cancelled watch holds the same way (a
+//! demonitor, an unlink, a dead watching device): a `Demonitor` lost
+//! with a connection that breaks is sent again each time the connection
+//! comes back, ahead of the watches asked again (the watched node
+//! ignores a watch it does not hold), so that node does not keep the
+//! watch, counted toward rule 122a's bound, for as long as its device
+//! lives. A node remembers its last 4,096 cancelled watches, each until
+//! a `Down` for it comes, its node is declared down, or this node
+//! rejoins; past that, the oldest one's lost `Demonitor` is not said
+//! again, and that watch is held until its device dies or one of the
+//! nodes is lost. A watch of
 //! a device of this node, made before the node rejoined as a new
 //! incarnation, is cancelled whole (the watch held for it goes too).
 //!
@@ -359,7 +370,8 @@
 //! the recorded cause. A watch request or a `Down` lost in flight, or a
 //! lost `Link`, therefore still ends in exactly one notice with the real
 //! cause. Messages lost in flight stay lost (at most once). What was
-//! asked or said again (rule 121's `Unlink`s too) the last time the
+//! asked or said again (rule 121's `Unlink`s and `Demonitor`s too) the
+//! last time the
 //! session came up and still waits for room to that node is dropped
 //! when it comes up once more, as a newer copy is sent then: a session
 //! that comes back over and over while that node reads nothing makes

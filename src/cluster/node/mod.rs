@@ -192,8 +192,12 @@ struct Sweep {
     /// The last tag given at each of the last `SWEEPS` sweeps (and at the
     /// arming), oldest first.
     marks: VecDeque<u64>,
-    /// Sets the sweep timer (a call on the node: `ask` has no context).
-    arm: Fwd<()>,
+    /// Sets the sweep timer of a generation (a call on the node: `ask`
+    /// has no context). One is sent per generation, and it sets a timer
+    /// only if that generation is still the armed one: one chain of
+    /// sweeps runs at a time, however often the sweep is started in a
+    /// turn.
+    arm: Fwd<u64>,
 }
 
 /// A node of the cluster.
@@ -283,7 +287,7 @@ impl Node {
                 armed: false,
                 generation: 0,
                 marks: VecDeque::new(),
-                arm: fwd_to!([cx], arm_sweep() as (())),
+                arm: fwd_to!([cx], arm_sweep() as (u64)),
             },
             blocked: send::Blocked::default(),
             credits: credit::Credits::default(),
@@ -407,12 +411,17 @@ impl Node {
             self.sweep.generation += 1;
             self.sweep.marks.clear();
             self.sweep.marks.push_back(self.next_tag);
-            self.sweep.arm.fwd(());
+            self.sweep.arm.fwd(self.sweep.generation);
         }
     }
 
-    fn arm_sweep(&mut self, cx: CX![], (): ()) {
-        let generation = self.sweep.generation;
+    /// Sets the first sweep timer of `generation`, unless the sweep was
+    /// started afresh since it was asked for (the newer generation sets
+    /// its own) or stopped.
+    fn arm_sweep(&mut self, cx: CX![], generation: u64) {
+        if generation != self.sweep.generation || !self.sweep.armed {
+            return;
+        }
         crate::after!(self.ask_timeout / SWEEPS, [cx], sweep(generation));
     }
 

@@ -56,8 +56,9 @@ pub(super) enum Why {
     /// An answer to one of that node's requests (rule 115a's bound).
     Answer,
     /// Said again after the link came back (a watch or link asked again,
-    /// an `Unlink` said again): one waiting for room is dropped when the
-    /// link comes back once more, as a newer copy is said then.
+    /// an `Unlink` or a `Demonitor` said again): one waiting for room is
+    /// dropped when the link comes back once more, as a newer copy is
+    /// said then.
     Again,
     /// A credit grant for this credited target, an answer too: it
     /// supersedes a grant for the same target waiting for room (a grant

@@ -32,6 +32,10 @@ const LOST_KEPT: usize = 4096;
 /// Unlinks a node remembers, to say again (see `Watches::unlinked`).
 const UNLINKS_KEPT: usize = 4096;
 
+/// Watches of other nodes' devices a node remembers cancelling, to
+/// cancel again (see `Watches::demonitored`).
+const DEMONITORS_KEPT: usize = 4096;
+
 /// Watch requests refused for rule 122a's bound that a node remembers,
 /// and links refused that each of its devices remembers: one asked again
 /// (the refusal may still wait for room) is refused again, never
@@ -274,6 +278,16 @@ pub(super) struct Watches {
     /// session comes back (one lost in flight must not let the watcher's
     /// node ask again for the link: rule 121).
     unlinked: Unlinks,
+    /// Watches of another node's devices cancelled here (a `demonitor`,
+    /// an unlink, a dead watching device): (that node, tag), the last
+    /// [`DEMONITORS_KEPT`] (the epoch unused). Its `Demonitor` is sent
+    /// again each time the session comes back (one lost in flight would
+    /// leave the watch held there for as long as the device lives,
+    /// counted toward rule 122a's bound for this node: rule 121), until a
+    /// `Down` for the tag comes, that node is lost, or this one rejoins.
+    /// Past the bound, the oldest is forgotten: a lost `Demonitor` of it
+    /// is not said again.
+    demonitored: Kept<(NodeId, u64), DEMONITORS_KEPT>,
     /// Links another node made by which a device of this node watched
     /// one of it, undone here: (this device, the watched), to the epoch
     /// of the last `Link` taken. That `Link` sent again is refused.
@@ -725,6 +739,22 @@ impl Node {
         for &n in &there {
             self.drop_said_again(n);
         }
+        // A `Demonitor` sent while the link was up may have been lost with
+        // it: said again each time the link comes back, ahead of the
+        // watches asked again (a tag is cancelled once, and the other node
+        // ignores a tag it does not hold). In tag order: what goes out does
+        // not depend on a hash.
+        let mut cancelled: Vec<(NodeId, u64)> = self
+            .watch
+            .demonitored
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|(node, _)| there.contains(node))
+            .collect();
+        cancelled.sort_unstable_by_key(|&(node, tag)| (tag, node));
+        for (node, tag) in cancelled {
+            self.demonitor_out(node, tag, Why::Again);
+        }
         self.ask_again_of(|n| there.contains(&n));
         // An `Unlink` sent while the link was up may have been lost with
         // it: said again each time the link comes back (it undoes only
@@ -810,7 +840,9 @@ impl Node {
         }
     }
 
-    /// Node `from` cancelled its watch `tag`.
+    /// Node `from` cancelled its watch `tag` (a tag it does not hold
+    /// here, unknown or cancelled already, does nothing: a `Demonitor` is
+    /// said again after a reconnect).
     pub(super) fn demonitor_in(&mut self, tag: u64, from: NodeId) {
         if let Some(m) = self.watch.served.remove(from, tag) {
             m.cancel();
@@ -873,7 +905,9 @@ impl Node {
         match self.watch.mine.get(&tag) {
             Some(w) if w.pid.node == from => self.watch_end(tag, cause.into_cause()),
             Some(_) => self.bad_frame("a Down from a node that does not hold the device"),
-            None => {}
+            // A watch cancelled here: that node holds it no more, so its
+            // `Demonitor` need not be said again.
+            None => self.watch.demonitored.remove(&(from, tag)),
         }
     }
 
@@ -887,6 +921,7 @@ impl Node {
     pub(super) fn watch_lost(&mut self, n: NodeId) {
         self.watch.notifies.retain(|(_, w), _| w.node != n);
         self.watch.unlinked.retain(|(_, w)| w.node != n);
+        self.watch.demonitored.retain(|(m, _)| *m != n);
         // `unwatched` stays: that node may send its `Link` again before
         // it learns it is down (`link_from_lost`).
         for tag in self.watch.by_node.remove(&n).unwrap_or_default() {
@@ -912,6 +947,9 @@ impl Node {
             .collect();
         self.ask_again(again);
         self.watch.notifies.clear();
+        // The watches this node cancelled were held for the incarnation it
+        // was: that node drops them when it declares it down.
+        self.watch.demonitored = Kept::default();
         self.watch.unlinked = Unlinks::default();
         self.watch.unwatched = Unlinks::default();
         self.watch.peer_epochs = PeerEpochs::default();
@@ -990,17 +1028,22 @@ impl Node {
                 m.cancel();
             }
         } else if self.up.contains(&w.pid.node) {
-            let me = self.me;
-            let _ = self.frame(
-                w.pid.node,
-                &Frame::Demonitor {
-                    tag,
-                    from: me,
-                    dst: w.pid.node,
-                },
-            );
+            // Remembered, to say again if the frame is lost (rule 121).
+            self.watch.demonitored.insert((w.pid.node, tag), 0);
+            self.demonitor_out(w.pid.node, tag, Why::Send);
         }
         true
+    }
+
+    /// Tells `node` that this node cancelled its watch `tag` there
+    /// (`why`: [`Why::Again`] when said again after the link came back).
+    fn demonitor_out(&mut self, node: NodeId, tag: u64, why: Why) {
+        let frame = Frame::Demonitor {
+            tag,
+            from: self.me,
+            dst: node,
+        };
+        let _ = self.frame_as(node, &frame, why);
     }
 
     /// Takes watch `tag` out of every table.
