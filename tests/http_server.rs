@@ -1054,132 +1054,112 @@ fn an_idle_http2_connection_is_told_to_go_at_the_header_read_timeout() {
     );
 }
 
-#[test]
-fn a_handler_panic_is_counted_and_answered_with_nothing_the_server_goes_on() {
-    stakplane::quiet_panics();
-    common::events::install();
-    // HTTP/1: the connection is closed with no response.
+/// Requests `failing` paths (a handler that panics, or errs, or whose
+/// body fails): over HTTP/1, each on a connection of its own, which
+/// closes with no (whole) response, then an ordinary request on a new
+/// one; over HTTP/2, on one connection, each at once with three ordinary
+/// requests (each from its own task): the failing ones are reset, the
+/// others answered, then one more on the same connection. The two
+/// servers' stats: HTTP/1's, HTTP/2's.
+fn serve_failing_requests(failing: &'static [&'static str]) -> (ServeStats, ServeStats) {
     let (mut rt, _, server) = start(ServeConfig::new());
     let (io, addr) = (rt.io(), server.local_addr());
-    let stats = block(&mut rt, async move {
-        let mut c = Raw::connect(&io, addr).await.unwrap();
-        c.send(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert!(c.closed().await, "no response");
+    let h1 = block(&mut rt, async move {
+        for path in failing {
+            let mut c = Raw::connect(&io, addr).await.unwrap();
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .await;
+            assert!(c.closed().await, "{path}: no (whole) response");
+        }
         let mut next = Raw::connect(&io, addr).await.unwrap();
         assert_eq!(next.get("/after").await.status, 200);
         server.stats()
     });
-    assert_eq!((stats.panics, stats.errors), (1, 1), "{stats:?}");
-    // HTTP/2: the stream is reset, the connection goes on. (No idle
-    // timer: on virtual time the clock jumps to it whenever both ends
-    // wait on loopback I/O between requests.)
+    // (No idle timer: on virtual time the clock jumps to it whenever both
+    // ends wait on loopback I/O between requests.)
     let config = ServeConfig::new()
         .protocol(Protocol::Http2)
         .header_read_timeout(None)
         .io_timeout(None);
     let (mut rt, _, server, dial) = start_dial(config);
-    let stats = block(&mut rt, async move {
-        let (mut send, _driver) = dial.h2().await;
-        // Streams at once on one connection, each from its own task: the
-        // one that panics is reset, the others are answered.
-        let mut after = Vec::new();
-        for i in 0..4 {
+    let h2 = block(&mut rt, async move {
+        let (send, _driver) = dial.h2().await;
+        let fetch = |path: String| {
             let mut send = send.clone();
-            after.push(spawn_local(async move {
-                let path = if i == 0 {
-                    "/panic".to_string()
-                } else {
-                    format!("/after/{i}")
-                };
+            spawn_local(async move {
                 let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
                 match send.send_request(req).await {
-                    Ok(resp) => resp.into_body().collect().await.unwrap().to_bytes(),
+                    Ok(resp) => resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_or_else(|_| Bytes::from("reset"), |b| b.to_bytes()),
                     Err(_) => Bytes::from("reset"),
                 }
-            }));
+            })
+        };
+        let failed: Vec<_> = failing.iter().map(|p| fetch(p.to_string())).collect();
+        let after: Vec<_> = (1..4).map(|i| fetch(format!("/after/{i}"))).collect();
+        for f in failed {
+            assert_eq!(f.await.unwrap(), "reset");
         }
-        let first = after.remove(0).await.unwrap();
-        assert_eq!(first, "reset");
         for a in after {
             let body = a.await.unwrap();
             assert!(body.starts_with(b"hello /after/"), "{body:?}");
         }
-        // And one after them, on the same connection.
-        let req = Request::get("/last").body(Full::new(Bytes::new())).unwrap();
-        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        assert!(fetch("/last".to_string())
+            .await
+            .unwrap()
+            .starts_with(b"hello /last"));
         sleep(Duration::from_millis(1)).await;
         server.stats()
     });
-    assert_eq!(
-        (stats.panics, stats.errors, stats.accepted, stats.active),
-        (1, 0, 1, 1),
-        "the connection goes on: {stats:?}"
-    );
-    let logged: Vec<_> = http_events()
+    (h1, h2)
+}
+
+/// The `stakplane::http` error lines the calling thread logged that
+/// contain `text`.
+fn logged_errors(text: &str) -> Vec<(tracing::Level, u64, String)> {
+    http_events()
         .into_iter()
-        .filter(|(_, _, e)| e.contains("the handler panicked"))
-        .collect();
+        .filter(|(_, _, e)| e.contains(text))
+        .collect()
+}
+
+#[test]
+fn a_handler_panic_is_counted_and_answered_with_nothing_the_server_goes_on() {
+    stakplane::quiet_panics();
+    common::events::install();
+    let (h1, h2) = serve_failing_requests(&["/panic"]);
+    // HTTP/1: the connection closed; HTTP/2: the stream reset, the
+    // connection goes on.
+    assert_eq!((h1.panics, h1.errors), (1, 1), "{h1:?}");
+    assert_eq!(
+        (h2.panics, h2.errors, h2.accepted, h2.active),
+        (1, 0, 1, 1),
+        "the connection goes on: {h2:?}"
+    );
+    let logged = logged_errors("the handler panicked");
     assert_eq!(logged.len(), 2, "each logged, HTTP/2's too: {logged:?}");
 }
 
 #[test]
 fn a_handler_error_is_counted_and_logged_and_answered_as_a_panic() {
     common::events::install();
-    // HTTP/1: no response (or the rest of it), the connection closed.
-    let (mut rt, _, server) = start(ServeConfig::new());
-    let (io, addr) = (rt.io(), server.local_addr());
-    let stats = block(&mut rt, async move {
-        let mut c = Raw::connect(&io, addr).await.unwrap();
-        c.send(b"GET /fail HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert!(c.closed().await, "no response");
-        let mut c = Raw::connect(&io, addr).await.unwrap();
-        c.send(b"GET /fail-body HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert!(c.closed().await, "cut off");
-        let mut next = Raw::connect(&io, addr).await.unwrap();
-        assert_eq!(next.get("/after").await.status, 200);
-        server.stats()
-    });
+    let (h1, h2) = serve_failing_requests(&["/fail", "/fail-body"]);
     assert_eq!(
-        (stats.handler_errors, stats.errors, stats.panics),
+        (h1.handler_errors, h1.errors, h1.panics),
         (2, 2, 0),
-        "{stats:?}"
+        "{h1:?}"
     );
-    // HTTP/2: the stream is reset, the connection goes on.
-    let config = ServeConfig::new()
-        .protocol(Protocol::Http2)
-        .header_read_timeout(None)
-        .io_timeout(None);
-    let (mut rt, _, server, dial) = start_dial(config);
-    let stats = block(&mut rt, async move {
-        let (mut send, _driver) = dial.h2().await;
-        for path in ["/fail", "/fail-body"] {
-            let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
-            let got = match send.send_request(req).await {
-                Ok(resp) => resp.into_body().collect().await.map(|b| b.to_bytes()),
-                Err(e) => Err(e),
-            };
-            assert!(got.is_err(), "{path}: reset, not {got:?}");
-        }
-        let req = Request::get("/last").body(Full::new(Bytes::new())).unwrap();
-        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
-        sleep(Duration::from_millis(1)).await;
-        server.stats()
-    });
     assert_eq!(
-        (
-            stats.handler_errors,
-            stats.errors,
-            stats.accepted,
-            stats.active
-        ),
+        (h2.handler_errors, h2.errors, h2.accepted, h2.active),
         (2, 0, 1, 1),
-        "the connection goes on: {stats:?}"
+        "the connection goes on: {h2:?}"
     );
-    let logged: Vec<_> = http_events()
-        .into_iter()
-        .filter(|(_, _, e)| e.contains("fails on purpose"))
-        .collect();
-    assert_eq!(logged.len(), 2, "the first of each server: {logged:?}");
+    // The first of each server (the rate limit holds back the second).
+    let logged = logged_errors("fails on purpose");
+    assert_eq!(logged.len(), 2, "{logged:?}");
     assert!(
         logged
             .iter()
