@@ -114,7 +114,8 @@
 //! through a request head or an HTTP/2 connection in its handshake, once
 //! nothing has been in flight or written on it for [`SHUTDOWN_IDLE`], or
 //! the grace if that is shorter: the end of a response still being
-//! written is not cut off), lets each
+//! written is not cut off; an HTTP/2 connection that has had a request
+//! is left to h2, which closes it once its streams are sent), lets each
 //! request in flight finish with its response (HTTP/1 with
 //! `connection: close`; HTTP/2 sends `GOAWAY`, refuses new streams and
 //! finishes the open ones), and drops the connections still open when the
@@ -153,7 +154,12 @@
 //! kept-alive connection; on HTTP/2 the server also pings
 //! the client (every half I/O timeout) and hyper closes a connection
 //! whose ping goes unanswered. A handler that takes its time is never a
-//! stall. A panic in a handler's future or its response body is caught
+//! stall. On HTTP/2, where h2 takes a whole response body at once and
+//! sends it as the client's window opens, a connection told to go (idle,
+//! or by a shutdown) that still holds responses its client does not read
+//! is a stall once none has moved (keep-alive pings aside) for the I/O
+//! timeout; a shutdown never closes such a connection before the grace
+//! for being quiet. A panic in a handler's future or its response body is caught
 //! at that request: it gets no response (HTTP/1: its connection is
 //! closed; HTTP/2: its stream is reset, the connection goes on), the
 //! panic is counted in [`ServeStats::panics`] and the error

@@ -1242,7 +1242,7 @@ fn a_shutdown_lets_a_response_being_read_slowly_finish_within_the_grace() {
 }
 
 #[test]
-fn an_idle_http2_connection_is_not_told_to_go_while_a_response_is_read_slowly() {
+fn an_http2_response_read_slowly_is_never_cut_off_by_the_idle_timeout() {
     let config = ServeConfig::new()
         .protocol(Protocol::Http2)
         .header_read_timeout(Some(Duration::from_secs(2)));
@@ -1264,6 +1264,76 @@ fn an_idle_http2_connection_is_not_told_to_go_while_a_response_is_read_slowly() 
     });
     assert_eq!(got, len);
     assert_eq!(stats.errors, 0, "{stats:?}");
+}
+
+#[test]
+fn a_shutdown_lets_an_http2_response_read_slowly_finish_within_the_grace() {
+    // h2 takes a whole body at once and sends it as the client's window
+    // opens: the request is no longer in flight while most of it waits
+    // (review finding: the connection was closed one second into the
+    // shutdown, the client got 2 of 3 MiB). (No I/O timeout: the client
+    // reads a frame every 2 s, so its window opens minutes apart.)
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .grace(Duration::from_secs(600))
+        .io_timeout(None);
+    let (mut rt, t0, server, dial) = start_dial(config);
+    let len = 3 << 20;
+    let (got, stats) = block(&mut rt, async move {
+        let (mut send, _driver) = dial.h2().await;
+        let server2 = server.clone();
+        let _shutdown = spawn_local(async move {
+            sleep(Duration::from_millis(500)).await;
+            server2.shutdown();
+        });
+        let req = Request::get(format!("/bytes/{len}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let mut body = send.send_request(req).await.unwrap().into_body();
+        let mut got = 0;
+        while let Some(frame) = body.frame().await {
+            got += frame
+                .expect("not cut off")
+                .data_ref()
+                .map_or(0, |d| d.len());
+            sleep(Duration::from_secs(2)).await;
+        }
+        assert!(at(t0) > Duration::from_secs(60), "it took a while");
+        drop(send);
+        (got, server.wait().await)
+    });
+    assert_eq!(got, len, "the whole response within the grace");
+    assert_eq!((stats.errors, stats.dropped_at_grace), (0, 0), "{stats:?}");
+}
+
+#[test]
+fn an_http2_client_that_never_reads_its_response_is_closed_at_the_io_timeout() {
+    // Its window never opens, so no socket write ever waits: the stall
+    // is a connection told to go whose responses have not moved
+    // (keep-alive pings aside) for the I/O timeout (review finding: it
+    // was held open for good, and max_connections of them lock the
+    // server out).
+    let config = ServeConfig::new()
+        .protocol(Protocol::Http2)
+        .io_timeout(Some(Duration::from_secs(10)))
+        .header_read_timeout(Some(Duration::from_secs(10)));
+    let (mut rt, t0, server, dial) = start_dial(config);
+    let stats = block(&mut rt, async move {
+        let (mut send, _driver) = dial.h2().await;
+        let req = Request::get(format!("/bytes/{}", 8 << 20))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let _unread = resp.into_body();
+        sleep(Duration::from_secs(600)).await;
+        assert_eq!(at(t0), Duration::from_secs(600));
+        server.stats()
+    });
+    assert_eq!(
+        (stats.timeouts, stats.errors, stats.active),
+        (1, 1, 0),
+        "{stats:?}"
+    );
 }
 
 #[test]

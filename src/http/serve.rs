@@ -652,6 +652,12 @@ impl Drop for Wait {
 /// (target `stakplane::http`, rate-limited) and counted in
 /// [`ServeStats`]. See the [module docs](crate::http) for the rules.
 ///
+/// Not served: HTTP/1 upgrades (`101 Switching Protocols`: WebSocket,
+/// h2c) and `CONNECT` tunnels. hyper hands an upgraded connection over
+/// only for `Send` I/O, and a runtime's socket is not `Send`: a handler
+/// that answers `101` gets its response sent and the connection closed
+/// after it (`hyper::upgrade::on` resolves to an error).
+///
 /// ```no_run
 /// use http_body_util::Full;
 /// use hyper::body::{Bytes, Incoming};
@@ -977,14 +983,15 @@ where
     let shared = &guard.shared;
     let config = shared.config;
     let h2 = config.protocol == Protocol::Http2;
-    // Told to finish (by the shutdown, or as an idle HTTP/2 connection).
-    let mut told = false;
+    // When it was told to finish (by the shutdown, or as an idle HTTP/2
+    // connection).
+    let mut told: Option<Instant> = None;
     let mut timer: Option<(Instant, crate::task::Sleep)> = None;
     poll_fn(|cx: &mut Context<'_>| loop {
         let draining = shared.phase.get() != ServerState::Running;
-        if !told {
+        if told.is_none() {
             if draining {
-                told = true;
+                told = Some(super::now());
                 graceful(conn.as_mut());
             } else if let Some(c) = shared.conns.borrow_mut().get_mut(guard.key) {
                 // The task's waker is the same for each poll: keep it
@@ -1012,7 +1019,7 @@ where
             Some(d) if d.at <= now => match d.what {
                 Due::Stalled(stall) => return Poll::Ready(Err(Failed::Stalled(stall))),
                 Due::Idle => {
-                    told = true;
+                    told = Some(now);
                     graceful(conn.as_mut());
                     continue;
                 }
@@ -1062,15 +1069,16 @@ struct Deadline {
     what: Due,
 }
 
-/// The deadlines of a connection now (rule 156; `told`: it was told to
-/// finish; `drain`: when the server began to drain, if it is draining).
+/// The deadlines of a connection now (rule 156; `told`: when it was
+/// told to finish; `drain`: when the server began to drain, if it is
+/// draining).
 fn deadlines(
     watch: &Watch,
     config: ServeConfig,
     h2: bool,
-    told: bool,
+    told: Option<Instant>,
     drain: Option<Instant>,
-) -> [Option<Deadline>; 4] {
+) -> [Option<Deadline>; 5] {
     let at = |since: Option<Instant>, after: Option<Duration>, what| {
         Some(Deadline {
             at: since?.checked_add(after?)?,
@@ -1081,10 +1089,22 @@ fn deadlines(
     // Draining, nothing in flight, nothing waiting to be written: closed
     // once nothing has been written for a while either (hyper may still
     // hold the end of a response whose body it has taken).
+    // (On HTTP/2 only a connection that never had a request: h2 takes a
+    // whole response body at once and sends it as the client's window
+    // opens, so one with nothing in flight may still be sending; h2
+    // closes it once its streams are done, the grace bounds the rest.)
     let quiet = drain
         .zip(idle)
-        .filter(|_| watch.write_waits.get().is_none())
+        .filter(|_| watch.write_waits.get().is_none() && !(h2 && watch.served.get()))
         .map(|(d, i)| d.max(i).max(watch.wrote.get().unwrap_or(d)));
+    // HTTP/2, told to go with nothing in flight but still open: h2 holds
+    // responses the client does not read (its window closed). A stall
+    // once no response has moved (keep-alive pings aside) for the I/O
+    // timeout, as an HTTP/1 write that waits.
+    let unread = told
+        .filter(|_| h2)
+        .zip(idle)
+        .map(|(t, i)| t.max(i).max(watch.moved.get().unwrap_or(t)));
     [
         at(
             watch.write_waits.get(),
@@ -1097,11 +1117,12 @@ fn deadlines(
             Due::Stalled(Stall::Silent),
         ),
         at(
-            idle.filter(|_| h2 && !told),
+            idle.filter(|_| h2 && told.is_none()),
             config.header_read_timeout,
             Due::Idle,
         ),
         at(quiet, Some(SHUTDOWN_IDLE.min(config.grace)), Due::Close),
+        at(unread, config.io_timeout, Due::Stalled(Stall::Write)),
     ]
 }
 

@@ -37,6 +37,10 @@ use std::time::Instant;
 /// A boxed error as hyper takes it from a service or a body.
 pub(super) type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// The size of an HTTP/2 `PING` frame (a 9-byte header, 8 bytes of
+/// data): a write no larger is no response going out.
+const PING_FRAME: usize = 17;
+
 /// One connection's progress and load, shared by its stream, its service
 /// and its task.
 pub(super) struct Watch {
@@ -49,6 +53,11 @@ pub(super) struct Watch {
     pub(super) write_waits: Cell<Option<Instant>>,
     /// When bytes were last written.
     pub(super) wrote: Cell<Option<Instant>>,
+    /// When a write last moved more than an HTTP/2 `PING` frame: a
+    /// response going out, not keep-alive traffic alone.
+    pub(super) moved: Cell<Option<Instant>>,
+    /// A request was ever made on the connection.
+    pub(super) served: Cell<bool>,
     /// Requests whose handler or response body is not done.
     pub(super) in_flight: Cell<usize>,
     /// Since when none has been in flight (`None` while one is).
@@ -72,6 +81,8 @@ impl Watch {
             heard: Cell::new(false),
             write_waits: Cell::new(None),
             wrote: Cell::new(None),
+            moved: Cell::new(None),
+            served: Cell::new(false),
             in_flight: Cell::new(0),
             idle_since: Cell::new(Some(now)),
             task: RefCell::new(None),
@@ -94,14 +105,19 @@ impl Watch {
         match polled {
             Poll::Pending => self.waits(),
             Poll::Ready(Ok(n)) if *n > 0 => {
+                let now = now();
                 self.write_waits.set(None);
-                self.wrote.set(Some(now()));
+                self.wrote.set(Some(now));
+                if *n > PING_FRAME {
+                    self.moved.set(Some(now));
+                }
             }
             Poll::Ready(_) => {}
         }
     }
 
     fn begin(&self) {
+        self.served.set(true);
         self.in_flight.set(self.in_flight.get() + 1);
         self.idle_since.set(None);
     }
