@@ -822,6 +822,9 @@ impl Runtime {
         self.run_queue();
         tracing::debug!(?exit, "stakplane: runtime finished");
         self.phase = Phase::Finished(exit);
+        // The last figures, what is live included (rule 171).
+        #[cfg(feature = "metrics")]
+        self.export_metrics();
     }
 
     /// How long the poll may wait: until the next timer or `bound`,

@@ -119,11 +119,12 @@ fn status_metrics_reach_a_recorder() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
+    // Read while the runtime runs (its drop exports the last figures).
+    let snap = metrics::with_local_recorder(&recorder, || {
         let (mut rt, _sup, _keep, _mb) = busy();
         rt.export_metrics();
+        snapshotter.snapshot().into_hashmap()
     });
-    let snap = snapshotter.snapshot().into_hashmap();
     let value = |name: &str, label: Option<(&str, &str)>| {
         snap.iter()
             .find(|(k, _)| {
@@ -151,6 +152,40 @@ fn status_metrics_reach_a_recorder() {
         Some(DebugValue::Histogram(h)) => assert!(!h.is_empty(), "turns recorded"),
         other => panic!("no turn histogram: {other:?}"),
     }
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn status_metrics_gauges_say_what_is_live_once_the_runtime_has_stopped() {
+    // Rule 171: the runtime exports once more as it finishes (review
+    // finding: the gauges kept the last running figures for good).
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let live_after = metrics::with_local_recorder(&recorder, || {
+        let mut rt = Runtime::builder()
+            .virtual_time(std::time::Instant::now())
+            .build()
+            .unwrap();
+        let sp = stakplane::task::spawner(rt.core());
+        for _ in 0..3 {
+            sp.spawn_detached(std::future::pending::<()>());
+        }
+        rt.step(Some(Duration::ZERO)).unwrap();
+        rt.export_metrics();
+        rt.stop();
+        let status = rt.run_for(Duration::from_secs(60)).unwrap();
+        assert!(matches!(status, stakplane::rt::Status::Finished(_)));
+        rt.status().tasks_live
+    });
+    let exported = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find(|(k, ..)| k.key().name() == "stakplane_tasks_live")
+        .map(|(.., v)| v);
+    assert_eq!(live_after, 0);
+    assert_eq!(exported, Some(DebugValue::Gauge(0.0.into())));
 }
 
 #[test]

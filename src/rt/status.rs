@@ -20,9 +20,15 @@
 //! queued, and a histogram of each turn's work
 //! (`stakplane_loop_turn_seconds`: the time the turn's queue ran after
 //! its OS poll). They are exported at most once per
-//! [`METRICS_INTERVAL`] of the runtime's clock and on
-//! [`Runtime::export_metrics`]; with no recorder installed the facade's
-//! calls do nothing.
+//! [`METRICS_INTERVAL`] of the runtime's clock, on
+//! [`Runtime::export_metrics`], and once more when the runtime finishes
+//! (its gauges then say what is left live); with no recorder installed
+//! the facade's calls do nothing. The series carry no label naming the
+//! runtime: with several runtimes in one process (one per thread), each
+//! exports its own figures to the same series (a counter set with
+//! `absolute` keeps the largest, a gauge the last written). Export from
+//! one of them, or read each one's [`RuntimeStatus`] and label it
+//! yourself.
 
 use super::reactor::Reactor;
 use super::{Remote, Runtime, RuntimeStats};
