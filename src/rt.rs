@@ -841,13 +841,9 @@ impl Runtime {
             }
             // A blocking job runs on real time (rule 58): wait as long as
             // the jump would skip, for its outcome, then jump.
-            Clock::Virtual(now) if self.blocking.has_jobs() => {
-                let next = match (self.stakker.next_expiry(), bound) {
-                    (Some(t), Some(b)) => Some(t.min(b)),
-                    (t, b) => t.or(b),
-                };
-                next.map(|t| t.min(self.horizon()).saturating_duration_since(now))
-            }
+            Clock::Virtual(now) if self.blocking.has_jobs() => self
+                .jump_target(bound)
+                .map(|t| t.saturating_duration_since(now)),
             // Poll without waiting: if nothing happens, time jumps to the
             // next timer or the bound.
             Clock::Virtual(_) if bound.is_some() => Some(Duration::ZERO),
@@ -863,6 +859,18 @@ impl Runtime {
             }
             Clock::Virtual(_) => None,
         }
+    }
+
+    /// Where virtual time jumps to when the loop would wait: the next
+    /// timer, never past `bound` (`run_for`, `step`, the grace deadline),
+    /// to `bound` if no timer is set; never past the timer horizon
+    /// (stakker's clock ends there).
+    fn jump_target(&mut self, bound: Option<Instant>) -> Option<Instant> {
+        match (self.stakker.next_expiry(), bound) {
+            (Some(t), Some(b)) => Some(t.min(b)),
+            (t, b) => t.or(b),
+        }
+        .map(|t| t.min(self.horizon()))
     }
 
     /// Polls the OS and dispatches what it reports.
@@ -883,15 +891,7 @@ impl Runtime {
             self.idle_due = true;
             // Idle work runs before time jumps.
             if let (Clock::Virtual(now), false) = (self.clock, idle_pending) {
-                // To the next timer, never past the bound (`run_for`,
-                // `step`, the grace deadline); to the bound if no timer.
-                // Never past the timer horizon: stakker's clock ends there.
-                let next = match (self.stakker.next_expiry(), bound) {
-                    (Some(t), Some(b)) => Some(t.min(b)),
-                    (t, b) => t.or(b),
-                }
-                .map(|t| t.min(self.horizon()));
-                if let Some(next) = next.filter(|&t| t > now) {
+                if let Some(next) = self.jump_target(bound).filter(|&t| t > now) {
                     self.clock = Clock::Virtual(next);
                     self.idle_due = false;
                 }

@@ -1231,6 +1231,19 @@ fn node_a_changed_ask_timeout_applies_afresh_to_the_asks_already_waiting() {
     assert_eq!(answers(&replies), [Err(AskError::Timeout)]);
 }
 
+/// The one ask waiting in `replies` ends with `Timeout` no sooner than
+/// 8 s from now, and within a quarter more.
+fn ends_at_its_8_s_timeout(rt: &mut Rt, replies: &Replies) {
+    rt.advance(Duration::from_millis(7_900));
+    assert!(
+        replies.borrow().is_empty(),
+        "ended before its 8 s timeout: {:?}",
+        replies.borrow()
+    );
+    rt.advance(Duration::from_millis(2_100));
+    assert_eq!(answers(replies), [Err(AskError::Timeout)]);
+}
+
 /// Rule 119a, never early: an ask made, then the timeout set, in one
 /// turn (as an actor's `init` might) starts the sweep twice in that turn;
 /// one sweep runs per quarter all the same, so the ask ends no sooner
@@ -1247,14 +1260,7 @@ fn node_an_ask_timeout_set_in_the_turn_of_the_first_ask_never_ends_it_early() {
         n.set_ask_timeout(Duration::from_secs(8));
     })
     .expect("alive");
-    rt.advance(Duration::from_millis(7_900));
-    assert!(
-        replies.borrow().is_empty(),
-        "ended before its 8 s timeout: {:?}",
-        replies.borrow()
-    );
-    rt.advance(Duration::from_millis(2_100));
-    assert_eq!(answers(&replies), [Err(AskError::Timeout)]);
+    ends_at_its_8_s_timeout(&mut rt, &replies);
     // Set twice in one turn while an ask waits: the same.
     net.lose(addr(1), addr(2), 1);
     a.query(&mut rt.s, |n, _| {
@@ -1267,14 +1273,7 @@ fn node_an_ask_timeout_set_in_the_turn_of_the_first_ask_never_ends_it_early() {
         n.set_ask_timeout(Duration::from_secs(8));
     })
     .expect("alive");
-    rt.advance(Duration::from_millis(7_900));
-    assert!(
-        replies.borrow().is_empty(),
-        "ended before its 8 s timeout: {:?}",
-        replies.borrow()
-    );
-    rt.advance(Duration::from_millis(2_100));
-    assert_eq!(answers(&replies), [Err(AskError::Timeout)]);
+    ends_at_its_8_s_timeout(&mut rt, &replies);
 }
 
 /// Node `n`'s status (asked, then the queue runs).
