@@ -264,6 +264,7 @@ pub struct Builder {
     virtual_start: Option<Instant>,
     events: usize,
     blocking: crate::blocking::PoolConfig,
+    name: Option<String>,
 }
 
 impl Default for Builder {
@@ -283,7 +284,17 @@ impl Builder {
             virtual_start: None,
             events: 1024,
             blocking: crate::blocking::PoolConfig::new(),
+            name: None,
         }
+    }
+
+    /// Names the runtime: in its [`status`](Runtime::status) and on its
+    /// metrics series (label `runtime`). By default, its thread's name,
+    /// or `runtime-N` on an unnamed thread; a name a live runtime of the
+    /// process holds gets a suffix `-2`, `-3`, ... (rule 171a).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
     }
 
     /// How the runtime's blocking pool ([`crate::blocking`]) is made when
@@ -377,7 +388,7 @@ impl Builder {
         // No thread: the pool starts its threads with its first jobs.
         let blocking = crate::blocking::Hub::new(self.blocking, remote, spawner.clone());
         stakker.anymap_set(blocking.clone());
-        let published = status::Published::new(now);
+        let published = status::Published::new(now, self.name);
         stakker.anymap_set(published.clone());
         let holds = Holds::default();
         stakker.anymap_set(holds.clone());
@@ -401,9 +412,11 @@ impl Builder {
             kick: false,
             in_turn: false,
             stats: RuntimeStats::default(),
-            published,
             #[cfg(feature = "metrics")]
             metrics_at: None,
+            #[cfg(feature = "metrics")]
+            turn_key: status::turn_key(published.name()),
+            published,
         })
     }
 }
@@ -486,6 +499,9 @@ pub struct Runtime {
     /// When it last exported metrics, on its clock.
     #[cfg(feature = "metrics")]
     metrics_at: Option<Instant>,
+    /// The key of its turn histogram (labelled with its name).
+    #[cfg(feature = "metrics")]
+    turn_key: metrics::Key,
 }
 
 impl fmt::Debug for Runtime {
@@ -505,6 +521,11 @@ impl Runtime {
     /// See [`Builder::build`].
     pub fn new() -> Result<Runtime, RtError> {
         Builder::new().build()
+    }
+
+    /// The runtime's name ([`Builder::name`], rule 171a).
+    pub fn name(&self) -> &str {
+        self.published.name()
     }
 
     /// A [`Builder`] to configure one.

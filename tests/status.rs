@@ -188,6 +188,110 @@ fn status_metrics_gauges_say_what_is_live_once_the_runtime_has_stopped() {
     assert_eq!(exported, Some(DebugValue::Gauge(0.0.into())));
 }
 
+#[cfg(feature = "metrics")]
+#[test]
+fn status_metrics_keep_one_series_per_runtime() {
+    // Rule 171: several runtimes in one process each keep their series,
+    // told apart by the label `runtime` (they wrote the same unlabelled
+    // series before: the last export won).
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (names, snap) = metrics::with_local_recorder(&recorder, || {
+        let mut rts: Vec<Runtime> = (0..2)
+            .map(|_| {
+                Runtime::builder()
+                    .name("rule-171-series")
+                    .virtual_time(Instant::now())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        // One task pending on the first, three on the second.
+        for (n, rt) in rts.iter_mut().enumerate() {
+            let sp = stakplane::task::spawner(rt.core());
+            for _ in 0..=n * 2 {
+                sp.spawn_detached(std::future::pending::<()>());
+            }
+            rt.step(Some(Duration::ZERO)).unwrap();
+            rt.export_metrics();
+        }
+        let names: Vec<String> = rts.iter().map(|rt| rt.name().to_owned()).collect();
+        // Read while they run (their drops export the last figures).
+        (names, snapshotter.snapshot().into_vec())
+    });
+    assert_eq!(names, ["rule-171-series", "rule-171-series-2"]);
+    let series = |metric: &str, runtime: &str| {
+        snap.iter()
+            .find(|(k, ..)| {
+                k.key().name() == metric
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "runtime" && l.value() == runtime)
+            })
+            .map(|(.., v)| v)
+    };
+    assert_eq!(
+        series("stakplane_tasks_live", &names[0]),
+        Some(&DebugValue::Gauge(1.0.into()))
+    );
+    assert_eq!(
+        series("stakplane_tasks_live", &names[1]),
+        Some(&DebugValue::Gauge(3.0.into()))
+    );
+    for name in &names {
+        match series("stakplane_loop_turn_seconds", name) {
+            Some(DebugValue::Histogram(h)) => assert!(!h.is_empty(), "{name}: turns recorded"),
+            other => panic!("{name}: no turn histogram: {other:?}"),
+        }
+    }
+    let unlabelled: Vec<_> = snap
+        .iter()
+        .filter(|(k, ..)| !k.key().labels().any(|l| l.key() == "runtime"))
+        .map(|(k, ..)| k.key().name().to_owned())
+        .collect();
+    assert!(
+        unlabelled.is_empty(),
+        "series without a runtime: {unlabelled:?}"
+    );
+}
+
+#[test]
+fn status_runtime_names_are_unique_among_live_runtimes() {
+    // Rule 171a.
+    let build = |name: Option<&str>| {
+        let b = Runtime::builder().virtual_time(Instant::now());
+        match name {
+            Some(n) => b.name(n),
+            None => b,
+        }
+        .build()
+        .unwrap()
+    };
+    let mut first = build(Some("rule-171a"));
+    let second = build(Some("rule-171a"));
+    let third = build(Some("rule-171a"));
+    assert_eq!(first.name(), "rule-171a");
+    assert_eq!(second.name(), "rule-171a-2");
+    assert_eq!(third.name(), "rule-171a-3");
+    assert_eq!(first.status().runtime, "rule-171a");
+    drop(first);
+    // Free again once its runtime is dropped.
+    assert_eq!(build(Some("rule-171a")).name(), "rule-171a");
+    // By default, the thread's name (the test harness names its threads
+    // after the tests).
+    let on_thread = build(None);
+    assert_eq!(
+        on_thread.name(),
+        std::thread::current().name().expect("a named test thread")
+    );
+    let unnamed = std::thread::spawn(move || build(None).name().to_owned())
+        .join()
+        .unwrap();
+    assert!(unnamed.starts_with("runtime-"), "{unnamed}");
+    drop((second, third));
+}
+
 #[test]
 fn status_counts_blocking_jobs_and_their_panics() {
     common::quiet_test_panics();

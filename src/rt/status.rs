@@ -16,19 +16,25 @@
 //! message pays nothing for the status) and changes nothing.
 //!
 //! **171. With feature `metrics`, the same figures reach the `metrics`
-//! facade**: counters `stakplane_*_total`, gauges for what is live or
+//! facade, each series labelled with its runtime's name**: counters `stakplane_*_total`, gauges for what is live or
 //! queued, and a histogram of each turn's work
 //! (`stakplane_loop_turn_seconds`: the time the turn's queue ran after
 //! its OS poll). They are exported at most once per
 //! [`METRICS_INTERVAL`] of the runtime's clock, on
 //! [`Runtime::export_metrics`], and once more when the runtime finishes
 //! (its gauges then say what is left live); with no recorder installed
-//! the facade's calls do nothing. The series carry no label naming the
-//! runtime: with several runtimes in one process (one per thread), each
-//! exports its own figures to the same series (a counter set with
-//! `absolute` keeps the largest, a gauge the last written). Export from
-//! one of them, or read each one's [`RuntimeStatus`] and label it
-//! yourself.
+//! the facade's calls do nothing. Every series carries the label
+//! `runtime`, the runtime's [name](Runtime::name), so several runtimes
+//! in one process (one per thread) each keep their own series; sum them
+//! across the label for the process.
+//!
+//! **171a. A runtime's name is unique among the live runtimes of the
+//! process**: the one given to [`Builder::name`](super::Builder::name),
+//! else its thread's name, else `runtime-N`; a name another live runtime
+//! holds gets a suffix `-2`, `-3`, ... The name is free again once its
+//! runtime is dropped. The counts are of the thread (rule 170): a
+//! runtime built on a thread where another ran before starts its
+//! counters from that thread's figures.
 
 use super::reactor::Reactor;
 use super::{Remote, Runtime, RuntimeStats};
@@ -36,7 +42,7 @@ use crate::device::registry;
 use crate::CauseKind;
 use stakker::Core;
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +55,8 @@ pub const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct RuntimeStatus {
+    /// The runtime's [name](Runtime::name) (rule 171a).
+    pub runtime: String,
     /// Time since the runtime was built, on its clock (virtual time
     /// under [`Builder::virtual_time`](super::Builder::virtual_time)), in
     /// seconds.
@@ -110,9 +118,10 @@ pub struct RuntimeStatus {
 }
 
 /// What the loop publishes each turn for [`status`], which runs inside
-/// the runtime where the `Runtime` itself cannot be reached.
+/// the runtime where the `Runtime` itself cannot be reached, and the
+/// runtime's name.
 #[derive(Clone)]
-pub(crate) struct Published(Rc<Cell<Snapshot>>);
+pub(crate) struct Published(Rc<(Cell<Snapshot>, Name)>);
 
 #[derive(Clone, Copy)]
 pub(crate) struct Snapshot {
@@ -122,12 +131,61 @@ pub(crate) struct Snapshot {
 }
 
 impl Published {
-    pub(crate) fn new(started: Instant) -> Published {
-        Published(Rc::new(Cell::new(Snapshot {
+    pub(crate) fn new(started: Instant, name: Option<String>) -> Published {
+        let snap = Cell::new(Snapshot {
             started,
             stats: RuntimeStats::default(),
             next: None,
-        })))
+        });
+        Published(Rc::new((snap, Name::take(name))))
+    }
+
+    fn get(&self) -> Snapshot {
+        self.0 .0.get()
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.0 .1 .0
+    }
+}
+
+/// The names of the live runtimes of the process, with how many
+/// runtimes were built without a name of their own or their thread's.
+static NAMES: std::sync::Mutex<(BTreeSet<String>, u64)> =
+    std::sync::Mutex::new((BTreeSet::new(), 0));
+
+/// A runtime's name, held in [`NAMES`] while it lives (rule 171a).
+struct Name(String);
+
+impl Name {
+    /// The name `wanted`, or the thread's, or `runtime-N`; with a
+    /// suffix if a live runtime holds it.
+    fn take(wanted: Option<String>) -> Name {
+        // Nothing can panic while the lock is held; a poisoned lock still
+        // holds a consistent set.
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let (live, unnamed) = &mut *names;
+        let base = wanted
+            .or_else(|| std::thread::current().name().map(str::to_owned))
+            .unwrap_or_else(|| {
+                *unnamed += 1;
+                format!("runtime-{unnamed}")
+            });
+        let mut name = base.clone();
+        let mut n = 1u64;
+        while live.contains(&name) {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        live.insert(name.clone());
+        Name(name)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        names.0.remove(&self.0);
     }
 }
 
@@ -144,10 +202,9 @@ pub fn status(core: &mut Core) -> Option<RuntimeStatus> {
     let blocking = crate::blocking::pool(core)
         .map(|p| p.stats())
         .unwrap_or_default();
-    let snap = published.0.get();
     Some(build(
         core.now(),
-        snap,
+        &published,
         reactor.len(),
         remote.shared.has_jobs(),
         &spawner,
@@ -160,11 +217,10 @@ impl Runtime {
     /// mailboxes).
     pub fn status(&mut self) -> RuntimeStatus {
         self.publish();
-        let snap = self.published.0.get();
         let blocking = self.blocking().stats();
         build(
             self.clock_now(),
-            snap,
+            &self.published,
             self.reactor.len(),
             self.shared.has_jobs(),
             &self.spawner,
@@ -176,8 +232,8 @@ impl Runtime {
     pub(super) fn publish(&mut self) {
         let stats = self.stats();
         let next = self.stakker.next_expiry();
-        let started = self.published.0.get().started;
-        self.published.0.set(Snapshot {
+        let started = self.published.get().started;
+        self.published.0 .0.set(Snapshot {
             started,
             stats,
             next,
@@ -196,7 +252,10 @@ impl Runtime {
     /// After a turn: records its work time, and exports if due.
     #[cfg(feature = "metrics")]
     pub(super) fn after_turn(&mut self, work: Duration) {
-        metrics::histogram!("stakplane_loop_turn_seconds").record(work.as_secs_f64());
+        static META: metrics::Metadata<'static> =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        let key = &self.turn_key;
+        metrics::with_recorder(|r| r.register_histogram(key, &META)).record(work.as_secs_f64());
         let now = self.clock_now();
         let due = self
             .metrics_at
@@ -210,7 +269,7 @@ impl Runtime {
 /// The status from its parts.
 fn build(
     now: Instant,
-    snap: Snapshot,
+    published: &Published,
     sockets: usize,
     posts_waiting: bool,
     spawner: &stakplane_async::Spawner,
@@ -220,9 +279,11 @@ fn build(
     let counts = registry::device_counts();
     let mb = crate::mailbox::totals();
     let sup = crate::supervise::counts();
+    let snap = published.get();
     let stats = snap.stats;
     let (bytes_in, bytes_out) = super::socket_bytes();
     RuntimeStatus {
+        runtime: published.name().to_owned(),
         uptime_seconds: now.saturating_duration_since(snap.started).as_secs_f64(),
         devices_live: reg.live,
         devices_created: counts.created,
@@ -269,35 +330,53 @@ pub fn export_metrics(core: &mut Core) {
     }
 }
 
-/// Sets the facade's metrics from `st`.
+/// Sets the facade's metrics from `st`, each series labelled with the
+/// runtime's name.
 #[cfg(feature = "metrics")]
 fn export(st: &RuntimeStatus) {
-    use metrics::{counter, gauge};
-    gauge!("stakplane_uptime_seconds").set(st.uptime_seconds);
-    gauge!("stakplane_devices_live").set(st.devices_live as f64);
-    counter!("stakplane_devices_created_total").absolute(st.devices_created);
+    use metrics::{counter, gauge, SharedString};
+    let name = SharedString::from_shared(std::sync::Arc::from(st.runtime.as_str()));
+    let rt = &[("runtime", name.clone())];
+    gauge!("stakplane_uptime_seconds", rt).set(st.uptime_seconds);
+    gauge!("stakplane_devices_live", rt).set(st.devices_live as f64);
+    counter!("stakplane_devices_created_total", rt).absolute(st.devices_created);
     for (kind, n) in &st.devices_died {
-        counter!("stakplane_devices_died_total", "cause" => *kind).absolute(*n);
+        let labels = &[
+            ("runtime", name.clone()),
+            ("cause", SharedString::const_str(kind)),
+        ];
+        counter!("stakplane_devices_died_total", labels).absolute(*n);
     }
-    gauge!("stakplane_watchers").set(st.watchers as f64);
-    gauge!("stakplane_tasks_live").set(st.tasks_live as f64);
-    gauge!("stakplane_tasks_running").set(st.tasks_running as f64);
-    counter!("stakplane_tasks_spawned_total").absolute(st.tasks_spawned);
-    counter!("stakplane_task_polls_total").absolute(st.task_polls);
-    gauge!("stakplane_sockets_open").set(st.sockets_open as f64);
-    counter!("stakplane_bytes_in_total").absolute(st.bytes_in);
-    counter!("stakplane_bytes_out_total").absolute(st.bytes_out);
-    gauge!("stakplane_mailbox_depth").set(st.mailbox_depth as f64);
-    counter!("stakplane_mailbox_dropped_total").absolute(st.mailbox_dropped);
-    counter!("stakplane_mailbox_rejected_total").absolute(st.mailbox_rejected);
-    counter!("stakplane_mailbox_dead_lettered_total").absolute(st.mailbox_dead_lettered);
-    counter!("stakplane_supervisor_restarts_total").absolute(st.restarts);
-    counter!("stakplane_supervisor_escalations_total").absolute(st.escalations);
-    counter!("stakplane_loop_turns_total").absolute(st.turns);
-    counter!("stakplane_io_events_total").absolute(st.io_events);
-    counter!("stakplane_posts_total").absolute(st.posts);
-    gauge!("stakplane_blocking_threads").set(st.blocking_threads as f64);
-    gauge!("stakplane_blocking_jobs").set(st.blocking_jobs as f64);
-    counter!("stakplane_blocking_panicked_total").absolute(st.blocking_panicked);
-    counter!("stakplane_blocking_refused_total").absolute(st.blocking_refused);
+    gauge!("stakplane_watchers", rt).set(st.watchers as f64);
+    gauge!("stakplane_tasks_live", rt).set(st.tasks_live as f64);
+    gauge!("stakplane_tasks_running", rt).set(st.tasks_running as f64);
+    counter!("stakplane_tasks_spawned_total", rt).absolute(st.tasks_spawned);
+    counter!("stakplane_task_polls_total", rt).absolute(st.task_polls);
+    gauge!("stakplane_sockets_open", rt).set(st.sockets_open as f64);
+    counter!("stakplane_bytes_in_total", rt).absolute(st.bytes_in);
+    counter!("stakplane_bytes_out_total", rt).absolute(st.bytes_out);
+    gauge!("stakplane_mailbox_depth", rt).set(st.mailbox_depth as f64);
+    counter!("stakplane_mailbox_dropped_total", rt).absolute(st.mailbox_dropped);
+    counter!("stakplane_mailbox_rejected_total", rt).absolute(st.mailbox_rejected);
+    counter!("stakplane_mailbox_dead_lettered_total", rt).absolute(st.mailbox_dead_lettered);
+    counter!("stakplane_supervisor_restarts_total", rt).absolute(st.restarts);
+    counter!("stakplane_supervisor_escalations_total", rt).absolute(st.escalations);
+    counter!("stakplane_loop_turns_total", rt).absolute(st.turns);
+    counter!("stakplane_io_events_total", rt).absolute(st.io_events);
+    counter!("stakplane_posts_total", rt).absolute(st.posts);
+    gauge!("stakplane_blocking_threads", rt).set(st.blocking_threads as f64);
+    gauge!("stakplane_blocking_jobs", rt).set(st.blocking_jobs as f64);
+    counter!("stakplane_blocking_panicked_total", rt).absolute(st.blocking_panicked);
+    counter!("stakplane_blocking_refused_total", rt).absolute(st.blocking_refused);
+}
+
+/// The key of a runtime's turn histogram, made once: recording a turn
+/// then allocates nothing.
+#[cfg(feature = "metrics")]
+pub(super) fn turn_key(name: &str) -> metrics::Key {
+    let name = metrics::SharedString::from_shared(std::sync::Arc::from(name));
+    metrics::Key::from_parts(
+        "stakplane_loop_turn_seconds",
+        vec![metrics::Label::new("runtime", name)],
+    )
 }
