@@ -11,6 +11,7 @@ mod common;
 use common::cluster::{addr_in, encoded, node_on, recorder, status, Seen};
 use common::{End, Rt};
 use stakplane::cluster::membership::MemberEvent;
+use stakplane::cluster::wire::WireCause;
 use stakplane::cluster::{Frame, MemNet, Node, NodeId, Pid, RemoteDown};
 use stakplane::prelude::*;
 use std::net::SocketAddr;
@@ -582,9 +583,19 @@ fn links_a_demonitor_lost_in_flight_does_not_hold_a_watch_for_ever() {
             .expect("alive");
     assert!(cancelled, "cancelled before the end");
     p.rt.run();
+    assert_eq!(
+        status_of(&mut p, true).cancels_unanswered,
+        1,
+        "to say again"
+    );
     p.net.reconnect(ida.addr, idb.addr);
     p.rt.advance(Duration::from_secs(5));
     assert_eq!(status_of(&mut p, true).watches, 0, "a holds no watch");
+    assert_eq!(
+        status_of(&mut p, true).cancels_unanswered,
+        0,
+        "said again and answered"
+    );
     // a watches another device of b: its one watch there.
     let downs2 = monitor_from_a(&mut p, d2p);
     let refused: Vec<String> = downs2
@@ -607,6 +618,68 @@ fn links_a_demonitor_lost_in_flight_does_not_hold_a_watch_for_ever() {
     p.net.reconnect(ida.addr, idb.addr);
     p.rt.run();
     assert!(downs.borrow().is_empty(), "cancelled: no notice");
+}
+
+/// Rule 121: the watched node answers a `Demonitor`, so the watching
+/// node forgets it and does not say it again at each reconnect (it said
+/// every cancel it remembered, up to 4,096, on every reconnect before);
+/// the answer reaches no watcher, and one for a live watch is a bad
+/// frame.
+#[test]
+fn links_a_demonitor_is_answered_and_not_said_again() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let (_d, dp) = device_on(&mut p, true, "watched");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    let m =
+        p.a.query(&mut p.rt.s, |n, cx| n.monitor(cx, dp, fwd))
+            .expect("alive");
+    p.rt.run();
+    assert!(p
+        .a
+        .query(&mut p.rt.s, |n, _| n.demonitor(m))
+        .expect("alive"));
+    p.rt.run();
+    assert_eq!(status_of(&mut p, false).watched_here, 0, "b cancelled it");
+    assert_eq!(status_of(&mut p, true).cancels_unanswered, 0, "answered");
+    // Nothing to say again when the connection comes back.
+    p.net.reconnect(ida.addr, idb.addr);
+    p.rt.run();
+    assert_eq!(status_of(&mut p, true).cancels_unanswered, 0);
+    assert!(downs.borrow().is_empty(), "the answer reaches no watcher");
+    // A `Down` of cause Cancelled for a live watch: a bad frame, the
+    // watch goes on.
+    let m2 =
+        p.a.query(&mut p.rt.s, |n, cx| {
+            let (_, fwd) = recorder::<RemoteDown>();
+            n.monitor(cx, dp, fwd)
+        })
+        .expect("alive");
+    p.rt.run();
+    let bad = |p: &mut Pair| status_of(p, true).stats.bad_frames;
+    let bad_before = bad(&mut p);
+    let live_tag = (0..64)
+        .find(|&tag| {
+            let forged = encoded(Frame::Down {
+                tag,
+                cause: WireCause::Cancelled,
+                from: idb,
+                dst: ida,
+            });
+            call!([p.a], packet(forged));
+            p.rt.run();
+            bad(&mut p) > bad_before
+        })
+        .expect("one tag is the live watch's");
+    assert_eq!(
+        status_of(&mut p, true).watches,
+        1,
+        "tag {live_tag}: still watched"
+    );
+    assert!(p
+        .a
+        .query(&mut p.rt.s, |n, _| n.demonitor(m2))
+        .expect("alive"));
 }
 
 /// Rule 121 for a dead watching device: the `Demonitor` that cancels

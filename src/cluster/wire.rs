@@ -8,8 +8,9 @@ use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`]. 6 added
 /// [`Frame::AskAgain`] and [`Frame::Unwatch`]; 7,
-/// [`WireCause::TooManyWatches`].
-pub const WIRE_VERSION: u16 = 7;
+/// [`WireCause::TooManyWatches`]; 8, [`WireCause::Cancelled`] (a
+/// [`Frame::Demonitor`] is answered).
+pub const WIRE_VERSION: u16 = 8;
 
 /// The default largest frame body, in bytes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -120,7 +121,9 @@ pub enum Frame {
         dst: NodeId,
     },
     /// Node `from` no longer watches under `tag` (a [`Frame::Monitor`]
-    /// cancelled): no [`Frame::Down`] is sent for it.
+    /// cancelled): no death notice is sent for it; the receiving node
+    /// answers with a [`Frame::Down`] of cause [`WireCause::Cancelled`],
+    /// so that `from` stops saying it again (rule 121).
     Demonitor {
         /// The watch's tag.
         tag: u64,
@@ -402,6 +405,10 @@ pub enum WireCause {
     /// The watched device's node holds as many watches (or links) of the
     /// watching node as its bound lets it: refused (rule 122a).
     TooManyWatches,
+    /// Not a death: the answer to a [`Frame::Demonitor`], for a watch
+    /// its watching node has cancelled. A `Down` of this cause for a
+    /// watch that is live is a bad frame.
+    Cancelled,
 }
 
 /// Why bytes from a peer are not a frame. The connection they came on is
@@ -667,6 +674,9 @@ impl WireCause {
                 "no device is registered under that id".into(),
             ))),
             WireCause::TooManyWatches => Cause::Error(Rc::new(crate::cluster::WatchError::TooMany)),
+            WireCause::Cancelled => Cause::Error(Rc::new(RemoteError(
+                "the watch was cancelled by its watching node".into(),
+            ))),
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct NodeStatus {
     /// Credit accounts held (rule 127), both ways: this node's with
     /// credited devices of other nodes, and other nodes' with its own.
     pub credit_accounts: usize,
+    /// Watches of other nodes' devices cancelled here whose
+    /// `Demonitor` the other node has not answered yet: each is said
+    /// again when the connection comes back (rule 121).
+    pub cancels_unanswered: usize,
 }
 
 impl Node {
@@ -72,6 +76,7 @@ impl Node {
             waiting_sends: self.waiting_sends(),
             registered: self.inboxes.len(),
             credit_accounts: self.credit_accounts(),
+            cancels_unanswered: self.cancels_unanswered(),
         };
         status.links.retain(|l| l.addr != self.me.addr);
         let me = self.me;

@@ -284,7 +284,8 @@ pub(super) struct Watches {
     /// again each time the session comes back (one lost in flight would
     /// leave the watch held there for as long as the device lives,
     /// counted toward rule 122a's bound for this node: rule 121), until a
-    /// `Down` for the tag comes, that node is lost, or this one rejoins.
+    /// `Down` for the tag comes (the answer to the `Demonitor`, or the
+    /// death notice), that node is lost, or this one rejoins.
     /// Past the bound, the oldest is forgotten: a lost `Demonitor` of it
     /// is not said again.
     demonitored: Kept<(NodeId, u64), DEMONITORS_KEPT>,
@@ -518,6 +519,12 @@ impl Node {
     /// Watches held on this node's devices.
     pub(super) fn watched_here(&self) -> usize {
         self.watch.served.len()
+    }
+
+    /// Watches of other nodes' devices cancelled here whose `Demonitor`
+    /// is not answered yet (rule 121).
+    pub(super) fn cancels_unanswered(&self) -> usize {
+        self.watch.demonitored.by_key.len()
     }
 
     /// The line of device `device` of this node, if the node knows it.
@@ -843,9 +850,24 @@ impl Node {
     /// Node `from` cancelled its watch `tag` (a tag it does not hold
     /// here, unknown or cancelled already, does nothing: a `Demonitor` is
     /// said again after a reconnect).
+    /// A [`Frame::Demonitor`] from node `from` for its watch `tag`: the
+    /// watch is cancelled if held, and the cancel answered either way
+    /// (a `Down` of cause [`WireCause::Cancelled`]), so that `from`
+    /// stops saying it again (rule 121). The answer counts toward rule
+    /// 115a's bound; one lost or refused for want of room is made again
+    /// when `from` says the `Demonitor` again.
     pub(super) fn demonitor_in(&mut self, tag: u64, from: NodeId) {
         if let Some(m) = self.watch.served.remove(from, tag) {
             m.cancel();
+        }
+        if from.addr != self.me.addr {
+            let down = Frame::Down {
+                tag,
+                cause: WireCause::Cancelled,
+                from: self.me,
+                dst: from,
+            };
+            let _ = self.frame_as(from, &down, Why::Answer);
         }
     }
 
@@ -903,9 +925,13 @@ impl Node {
     /// of the watched device may end it.
     pub(super) fn down_in(&mut self, tag: u64, from: NodeId, cause: WireCause) {
         match self.watch.mine.get(&tag) {
+            Some(_) if cause == WireCause::Cancelled => {
+                self.bad_frame("a Down answering a Demonitor for a live watch")
+            }
             Some(w) if w.pid.node == from => self.watch_end(tag, cause.into_cause()),
             Some(_) => self.bad_frame("a Down from a node that does not hold the device"),
-            // A watch cancelled here: that node holds it no more, so its
+            // A watch cancelled here (the answer to its `Demonitor`, or
+            // its death notice): that node holds it no more, so its
             // `Demonitor` need not be said again.
             None => self.watch.demonitored.remove(&(from, tag)),
         }
