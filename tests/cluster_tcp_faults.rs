@@ -10,7 +10,7 @@ mod tcp;
 
 use stakplane::cluster::tcp::{
     ConnError, BACKOFF_MAX, CONTROL_FRAMES, ECHO_INTERVAL, HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES,
-    QUEUED_BYTES, QUEUED_FRAMES,
+    PENDING_HANDSHAKES_PER_SOURCE, QUEUED_BYTES, QUEUED_FRAMES,
 };
 use stakplane::cluster::{
     Credentials, Full, Identity, LinkState, NodeId, Pins, Secret, Session, SessionError, Transport,
@@ -704,17 +704,69 @@ fn tcp_a_client_that_never_authenticates_is_closed_after_the_timeout() {
 fn tcp_connections_past_the_pending_handshakes_bound_are_closed_at_once() {
     bad_input(
         |rt, to, silent| {
-            // They stay open, saying nothing (their timeout is not reached).
-            for _ in 0..PENDING_HANDSHAKES {
-                silent.push(raw_client(to));
+            // They stay open, saying nothing (their timeout is not reached),
+            // from as many addresses as the bound per source asks.
+            for i in 0..PENDING_HANDSHAKES {
+                let from = u8::try_from(i / PENDING_HANDSHAKES_PER_SOURCE).expect("few sources");
+                silent.push(client_from([127, 0, 1, from], to));
                 rt.run_for(Duration::from_millis(1)).expect("runs");
             }
-            let one_more = raw_client(to);
+            let one_more = client_from([127, 0, 2, 1], to);
             rt.run_for(Duration::from_millis(10)).expect("runs");
             Some(one_more)
         },
         |e| matches!(e, ConnError::TooManyHandshakes),
     );
+}
+
+/// A client socket connected to `to` from the loopback address `from`
+/// (any of 127.0.0.0/8 is this host on Linux).
+fn client_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    sock.bind(&SocketAddr::from((from, 0)).into())
+        .expect("binds a loopback address");
+    sock.connect(&to.into()).expect("connects");
+    sock.into()
+}
+
+/// Rule 131: one address that floods the listener with connections that
+/// never authenticate holds a bounded share of the handshakes: past it,
+/// its connections are closed at once, counted and logged, and a node
+/// connecting from another address still gets its session at once (it
+/// was refused, for as long as the flood was renewed, with the whole
+/// bound held by one address).
+#[test]
+fn tcp_a_flood_of_silent_connections_from_one_address_leaves_room_for_others() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([14; 32]);
+    let b = side(&mut rt, &secret, None);
+    let mut silent = Vec::new();
+    for _ in 0..PENDING_HANDSHAKES {
+        silent.push(client_from([127, 0, 0, 2], b.id.addr));
+        rt.run_for(Duration::from_millis(1)).expect("runs");
+    }
+    rt.run_for(Duration::from_millis(10)).expect("runs");
+    // A node at another address (its connections come from 127.0.0.1).
+    let a = side(&mut rt, &secret, None);
+    a.send(&b, 0, false).expect("room");
+    assert!(
+        run_until(&mut rt, Duration::from_secs(1), || b.numbers() == [0]),
+        "the node gets its session while the flood holds: {:?}, {:?}",
+        b.t.stats(),
+        a.t.stats()
+    );
+    let errors = b.take_errors();
+    let refused = PENDING_HANDSHAKES - PENDING_HANDSHAKES_PER_SOURCE;
+    assert_eq!(errors.len(), refused, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.starts_with("TooManyHandshakesFrom")),
+        "{errors:?}"
+    );
+    assert_eq!(b.t.stats().failed, refused as u64);
+    drop(silent);
 }
 
 // Rule 132 ----------------------------------------------------------------

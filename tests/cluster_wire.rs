@@ -149,7 +149,7 @@ proptest! {
                 prop_assert!(f.encode_into(&mut out, max).is_ok());
             }
             Err(e) => prop_assert!(
-                matches!(e, WireError::TooLarge { .. } | WireError::Malformed(_) | WireError::Truncated { .. }),
+                matches!(e, WireError::TooLarge { .. } | WireError::Malformed(_) | WireError::Truncated { .. } | WireError::Trailing { .. }),
                 "untyped error {:?}", e
             ),
         }
@@ -163,11 +163,56 @@ proptest! {
                 prop_assert!(f.encode_into(&mut out, max).is_ok());
             }
             if let Some(e) = err {
-                let typed = matches!(e, WireError::TooLarge { .. } | WireError::Malformed(_));
+                let typed = matches!(e, WireError::TooLarge { .. } | WireError::Malformed(_) | WireError::Trailing { .. });
                 prop_assert!(typed, "untyped error {:?}", e);
             }
             // Undecoded bytes never exceed one frame plus one read.
             prop_assert!(r.pending() <= max + 4 + chunk, "pending {}", r.pending());
         }
+    }
+}
+
+/// Rule 110: a frame is exactly its body. A body that holds a whole
+/// frame and more (bytes behind it: junk, or a second frame that a buggy
+/// or hostile peer slipped inside one length prefix) is a typed error, in
+/// a whole packet as in a stream; it was taken as the frame in front,
+/// the rest dropped in silence.
+#[test]
+fn wire_a_body_with_bytes_behind_its_frame_is_refused_typed() {
+    let hello = Frame::Hello {
+        version: WIRE_VERSION,
+        node: node(1),
+    };
+    let mut one = Vec::new();
+    hello.encode_into(&mut one, MAX_FRAME).expect("encodes");
+    let mut second = Vec::new();
+    Frame::Gossip(vec![7; 5])
+        .encode_into(&mut second, MAX_FRAME)
+        .expect("encodes");
+    for behind in [vec![0xEE], vec![0; 3], second[4..].to_vec()] {
+        let mut packet = one.clone();
+        packet.extend_from_slice(&behind);
+        let len = u32::try_from(packet.len() - 4).expect("fits");
+        packet[..4].copy_from_slice(&len.to_be_bytes());
+        match Frame::decode(&packet, MAX_FRAME) {
+            Err(WireError::Trailing { extra }) => assert_eq!(extra, behind.len()),
+            other => panic!("{behind:?} behind a frame in a packet: {other:?}"),
+        }
+        let mut r = FrameReader::new(MAX_FRAME);
+        r.push(&packet);
+        r.push(&one);
+        let (got, err) = drain(&mut r);
+        assert!(got.is_empty(), "{got:?}");
+        match err {
+            Some(WireError::Trailing { extra }) => assert_eq!(extra, behind.len()),
+            other => panic!("{behind:?} behind a frame in a stream: {other:?}"),
+        }
+        // The stream is unusable after, as for any malformed body.
+        assert!(matches!(r.next_frame(), Ok(None)));
+        // The error says what is wrong.
+        let text = Frame::decode(&packet, MAX_FRAME)
+            .expect_err("refused")
+            .to_string();
+        assert!(text.contains("behind"), "{text}");
     }
 }

@@ -384,3 +384,106 @@ impl Membership {
 pub fn packets_to(m: &crate::DeviceOwn<Membership>) -> Fwd<super::Packet> {
     crate::fwd_to!([m], packet() as (super::Packet))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::{Rng, SeedableRng};
+
+    fn id(n: u8) -> NodeId {
+        NodeId::new(std::net::SocketAddr::from(([10, 0, 3, n], 7000)), 1)
+    }
+
+    fn swim(me: NodeId, seed: u64) -> Swim {
+        let mut config = Config::new_lan(std::num::NonZeroU32::MIN);
+        config.remove_down_after = None;
+        Foca::new(me, config, XorShiftRng::seed_from_u64(seed), PostcardCodec)
+    }
+
+    /// Real packets of a small cluster: announces, their feeds, probes
+    /// and their acks, gossip carrying members.
+    fn real_packets() -> Vec<Vec<u8>> {
+        let mut nodes: Vec<(Swim, AccumulatingRuntime<NodeId>)> = (1..=4)
+            .map(|n| (swim(id(n), u64::from(n)), AccumulatingRuntime::new()))
+            .collect();
+        for (swim, rt) in nodes.iter_mut().skip(1) {
+            swim.announce(id(1), &mut *rt).expect("announces");
+        }
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            let mut wire = Vec::new();
+            for (swim, rt) in &mut nodes {
+                while let Some((to, data)) = rt.to_send() {
+                    wire.push((to, data.to_vec()));
+                }
+                while let Some((_, timer)) = rt.to_schedule() {
+                    let _ = swim.handle_timer(timer, &mut *rt);
+                }
+                while rt.to_notify().is_some() {}
+            }
+            for (to, data) in wire {
+                if let Some((swim, rt)) = nodes.iter_mut().find(|(s, _)| *s.identity() == to) {
+                    let _ = swim.handle_data(&data, &mut *rt);
+                }
+                out.push(data);
+            }
+        }
+        out
+    }
+
+    /// Membership packets come from the network (rule 113): random bytes
+    /// and real packets mutated (bits flipped, cut, extended), from a
+    /// fixed seed, never make the header check or foca panic; foca takes
+    /// a packet or refuses it typed, and what it keeps stays bounded by
+    /// what it was sent.
+    #[test]
+    fn no_membership_packet_makes_the_header_check_or_foca_panic() {
+        let real = real_packets();
+        assert!(real.len() > 10, "{} packets", real.len());
+        let mut rng = XorShiftRng::seed_from_u64(0x5EED);
+        // A fresh node in the seed's name: the packets are addressed to it.
+        let mut victim = swim(id(1), 9);
+        let mut rt = AccumulatingRuntime::new();
+        let mut taken = 0;
+        for case in 0..5_000u32 {
+            let r = rng.next_u64();
+            let data: Vec<u8> = if case % 4 == 0 {
+                let len = usize::try_from(r % 300).unwrap_or(0);
+                (0..len).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                let pick = usize::try_from(r % real.len() as u64).unwrap_or(0);
+                let mut d = real[pick].clone();
+                for _ in 0..(rng.next_u64() % 4) {
+                    if d.is_empty() {
+                        break;
+                    }
+                    let at = usize::try_from(rng.next_u64() % d.len() as u64).unwrap_or(0);
+                    d[at] ^= 1 << (rng.next_u64() % 8);
+                }
+                match rng.next_u64() % 3 {
+                    0 => d.truncate(
+                        usize::try_from(rng.next_u64() % (d.len() as u64 + 1)).unwrap_or(0),
+                    ),
+                    1 => d.extend((0..rng.next_u64() % 16).map(|_| rng.next_u64() as u8)),
+                    _ => {}
+                }
+                d
+            };
+            let _ = gossip_source(&data);
+            if victim.handle_data(&data, &mut rt).is_ok() {
+                taken += 1;
+            }
+            while rt.to_send().is_some() {}
+            while let Some((_, timer)) = rt.to_schedule() {
+                let _ = victim.handle_timer(timer, &mut rt);
+            }
+            while rt.to_notify().is_some() {}
+        }
+        // The cases reach foca's decoding of whole packets, not only its
+        // header check (the victim is the node the real packets went to).
+        assert!(taken > 500, "{taken} packets taken");
+        // Each packet names a handful of members at most.
+        let members = victim.iter_membership_state().count();
+        assert!(members <= 5_000 * 8, "{members} members");
+    }
+}

@@ -74,7 +74,10 @@
 //! **110. A frame is decoded only within the size limit, and bad bytes are
 //! a typed error**: a length prefix above the limit is refused
 //! ([`WireError::TooLarge`]) before anything is allocated for it; bytes
-//! that do not decode are [`WireError::Malformed`]; a frame split across
+//! that do not decode are [`WireError::Malformed`]; a body is exactly one
+//! frame: one with bytes behind its frame (junk, or a second frame inside
+//! one length prefix) is [`WireError::Trailing`], and the frame in front
+//! is not taken either; a frame split across
 //! reads at any byte boundary decodes the same as whole; no input makes
 //! the decoder panic.
 //!

@@ -542,7 +542,14 @@ impl Session {
         if n > 0 {
             let mut reader = FrameReader::new(MAX_FRAME);
             reader.push(&payload[..n]);
-            match reader.next_frame().map_err(SessionError::Wire)? {
+            let hello = reader.next_frame().map_err(SessionError::Wire)?;
+            // The hello is the whole payload: bytes behind it are refused
+            // (rule 110), not dropped.
+            let extra = reader.pending();
+            if hello.is_some() && extra > 0 {
+                return Err(SessionError::Wire(WireError::Trailing { extra }));
+            }
+            match hello {
                 Some(Frame::Hello { version, node }) => {
                     if version != WIRE_VERSION {
                         return Err(SessionError::Version {
@@ -659,5 +666,58 @@ mod tests {
             Err(SessionError::Unauthenticated)
         ));
         assert!(b.peer().is_none());
+    }
+
+    /// Rule 110 in the handshake: the hello is the whole payload of its
+    /// message. One with bytes behind it (junk, or a second frame slipped
+    /// in beside the hello) is refused typed, and the peer is not admitted
+    /// (the bytes behind were dropped in silence and the session taken).
+    #[test]
+    fn a_hello_with_bytes_behind_it_is_refused_typed() {
+        let i_node = NodeId::new(std::net::SocketAddr::from(([10, 0, 2, 1], 7000)), 1);
+        let r_node = NodeId::new(std::net::SocketAddr::from(([10, 0, 2, 2], 7000)), 1);
+        let secret = [7; 32];
+        let mut second = Vec::new();
+        Frame::Gossip(vec![1, 2, 3])
+            .encode_into(&mut second, MAX_FRAME)
+            .expect("encodes");
+        for behind in [vec![0xEE], second] {
+            let keys = snow::Builder::new(NOISE_PARAMS.parse().expect("params"))
+                .generate_keypair()
+                .expect("keys");
+            let mut hs = snow::Builder::new(NOISE_PARAMS.parse().expect("params"))
+                .local_private_key(&keys.private)
+                .and_then(|b| b.psk(2, &secret))
+                .and_then(|b| b.build_initiator())
+                .expect("initiator");
+            let mut b = Session::responder(r_node, &Secret::new(secret)).expect("noise");
+            let mut msg = vec![0; NOISE_MAX];
+            let n = hs.write_message(&[], &mut msg).expect("message 1");
+            let mut wire = Vec::new();
+            push_message(&mut wire, &msg[..n]);
+            assert!(b.receive(&wire).expect("message 1 taken").is_empty());
+            let second_msg = b.take_output();
+            let mut payload = vec![0; NOISE_MAX];
+            hs.read_message(&second_msg[2..], &mut payload)
+                .expect("message 2 read");
+            let mut hello = Vec::new();
+            Frame::Hello {
+                version: WIRE_VERSION,
+                node: i_node,
+            }
+            .encode_into(&mut hello, MAX_FRAME)
+            .expect("encodes");
+            hello.extend_from_slice(&behind);
+            let n = hs.write_message(&hello, &mut msg).expect("message 3");
+            let mut wire = Vec::new();
+            push_message(&mut wire, &msg[..n]);
+            let got = b.receive(&wire);
+            assert!(
+                matches!(got, Err(SessionError::Wire(WireError::Trailing { .. }))),
+                "{behind:?} behind the hello: {got:?}, established {}",
+                b.is_established()
+            );
+            assert!(!b.is_established());
+        }
     }
 }

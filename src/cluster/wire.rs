@@ -431,6 +431,13 @@ pub enum WireError {
         /// The packet's length.
         len: usize,
     },
+    /// The body holds a whole frame and more bytes behind it (junk, or
+    /// another frame inside the same length prefix): the frame is not
+    /// taken either.
+    Trailing {
+        /// The bytes behind the frame.
+        extra: usize,
+    },
     /// A frame too large to send (the sender's own limit).
     Oversized {
         /// The encoded length.
@@ -452,6 +459,9 @@ impl fmt::Display for WireError {
             }
             WireError::Truncated { len } => {
                 write!(f, "a packet of {len} bytes is not one whole frame")
+            }
+            WireError::Trailing { extra } => {
+                write!(f, "{extra} bytes behind the frame in its body")
             }
         }
     }
@@ -495,7 +505,8 @@ impl Frame {
     /// # Errors
     /// [`WireError::TooLarge`] for a body over `max`, [`WireError::Truncated`]
     /// if the bytes are not exactly one frame, [`WireError::Malformed`] if
-    /// the body does not decode.
+    /// the body does not decode, [`WireError::Trailing`] if it holds more
+    /// than the frame.
     pub fn decode(packet: &[u8], max: usize) -> Result<Frame, WireError> {
         let Some((prefix, body)) = packet.split_first_chunk::<PREFIX>() else {
             return Err(WireError::Truncated { len: packet.len() });
@@ -507,7 +518,17 @@ impl Frame {
         if len != body.len() {
             return Err(WireError::Truncated { len: packet.len() });
         }
-        postcard::from_bytes(body).map_err(WireError::Malformed)
+        decode_body(body)
+    }
+}
+
+/// A body that is exactly one frame (postcard alone takes a frame at the
+/// front and ignores what is behind it).
+fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
+    match postcard::take_from_bytes::<Frame>(body) {
+        Ok((frame, [])) => Ok(frame),
+        Ok((_, rest)) => Err(WireError::Trailing { extra: rest.len() }),
+        Err(e) => Err(WireError::Malformed(e)),
     }
 }
 
@@ -552,21 +573,21 @@ impl FrameReader {
     /// The next whole frame, if one is in.
     ///
     /// # Errors
-    /// [`WireError::TooLarge`] or [`WireError::Malformed`]: the stream is
-    /// then unusable (framing is lost), and every later call returns
-    /// `Ok(None)` — close the connection.
+    /// [`WireError::TooLarge`], [`WireError::Malformed`] or
+    /// [`WireError::Trailing`]: the stream is then unusable, and every
+    /// later call returns `Ok(None)` — close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
         let Some(body) = self.next_body()? else {
             return Ok(None);
         };
-        match postcard::from_bytes::<Frame>(&self.buf[body.clone()]) {
+        match decode_body(&self.buf[body.clone()]) {
             Ok(frame) => {
                 self.consume(body.end);
                 Ok(Some(frame))
             }
             Err(e) => {
                 self.failed = true;
-                Err(WireError::Malformed(e))
+                Err(e)
             }
         }
     }

@@ -3,10 +3,10 @@
 //! and retries. Handlers run on stakker's queue; what they must do after
 //! the transport's borrow ends is an [`After`].
 
-use super::state::{Inner, Link, Peer};
+use super::state::{source, Inner, Link, Peer};
 use super::{
     ConnError, ConnFailure, BACKOFF_MAX, BACKOFF_MIN, ECHO, ECHO_INTERVAL, HANDSHAKE_TIMEOUT,
-    PENDING_HANDSHAKES, WRITE_CHUNK,
+    PENDING_HANDSHAKES, PENDING_HANDSHAKES_PER_SOURCE, WRITE_CHUNK,
 };
 use crate::cluster::session::{Session, SessionError};
 use crate::cluster::wire::MAX_FRAME;
@@ -82,6 +82,7 @@ pub(super) fn new_link(inner: &mut Inner, addr: Option<SocketAddr>) -> Result<u6
             conn: None,
             session,
             initiator: addr.is_some(),
+            source: None,
             connected: addr.is_none(),
             ready: false,
             addr,
@@ -143,24 +144,39 @@ pub(super) fn connect_to(
 }
 
 /// A connection accepted: its session, as responder, unless too many
-/// are authenticating already.
+/// are authenticating already, in all or from its source.
 pub(super) fn accept(weak: &Weak<RefCell<Inner>>, s: &mut Stakker, accepted: Accepted) {
     let Some(rc) = weak.upgrade() else { return };
     let serial = {
         let mut inner = rc.borrow_mut();
-        let pending = inner
+        let from = source(accepted.peer_addr().ip());
+        let (pending, same) = inner
             .links
             .values()
             .filter(|l| !l.initiator && !l.ready)
-            .count();
-        if pending >= PENDING_HANDSHAKES {
+            .fold((0, 0), |(n, same), l| {
+                (n + 1, same + usize::from(l.source == Some(from)))
+            });
+        let refused = if pending >= PENDING_HANDSHAKES {
+            Some(ConnError::TooManyHandshakes)
+        } else if same >= PENDING_HANDSHAKES_PER_SOURCE {
+            Some(ConnError::TooManyHandshakesFrom(from))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
             drop(inner);
             drop(accepted);
-            report(weak, None, ConnError::TooManyHandshakes);
+            report(weak, None, error);
             return;
         }
         match new_link(&mut inner, None) {
-            Ok(serial) => serial,
+            Ok(serial) => {
+                if let Some(link) = inner.links.get_mut(&serial) {
+                    link.source = Some(from);
+                }
+                serial
+            }
             Err(e) => {
                 tracing::error!(target: "stakplane::cluster", error = %e, "no session");
                 return;

@@ -5,7 +5,7 @@ use crate::net::NetError;
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::{HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES};
+use super::{HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES, PENDING_HANDSHAKES_PER_SOURCE};
 
 /// Counters of a TCP transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -14,7 +14,8 @@ pub struct TcpStats {
     pub sessions: u64,
     /// Connections closed for bad input (rule 131): a wrong secret,
     /// another version, garbage, a frame over the limit, a truncated
-    /// message, no authentication in time, too many handshakes, a peer
+    /// message, no authentication in time, too many handshakes (in all
+    /// or from one source), a peer
     /// that is not the node connected to, a peer without a key pinned
     /// for its address.
     pub failed: u64,
@@ -56,6 +57,10 @@ pub enum ConnError {
     /// [`PENDING_HANDSHAKES`] accepted connections were authenticating
     /// already.
     TooManyHandshakes,
+    /// [`PENDING_HANDSHAKES_PER_SOURCE`] accepted connections from this
+    /// source (an IPv4 address, or an IPv6 /64, as given) were
+    /// authenticating already.
+    TooManyHandshakesFrom(std::net::IpAddr),
     /// The socket failed: connection refused, reset, ...
     Io(NetError),
     /// The peer closed the connection.
@@ -82,6 +87,7 @@ impl ConnError {
             ConnError::Session(_)
                 | ConnError::Timeout
                 | ConnError::TooManyHandshakes
+                | ConnError::TooManyHandshakesFrom(_)
                 | ConnError::WrongPeer { .. }
         )
     }
@@ -96,6 +102,10 @@ impl fmt::Display for ConnError {
             ConnError::TooManyHandshakes => write!(
                 f,
                 "{PENDING_HANDSHAKES} connections were authenticating already"
+            ),
+            ConnError::TooManyHandshakesFrom(source) => write!(
+                f,
+                "{PENDING_HANDSHAKES_PER_SOURCE} connections from {source} were authenticating already"
             ),
             ConnError::Io(e) => write!(f, "connection failed: {e}"),
             ConnError::Closed => f.write_str("the peer closed the connection"),

@@ -41,7 +41,8 @@
 //! and the connection's write buffer (bounded at about
 //! `4 × (MAX_FRAME + WRITE_CHUNK)`). Per accepted connection not yet
 //! authenticated: a Noise handshake state, for at most
-//! [`HANDSHAKE_TIMEOUT`], and at most [`PENDING_HANDSHAKES`] of them.
+//! [`HANDSHAKE_TIMEOUT`], and at most [`PENDING_HANDSHAKES`] of them
+//! ([`PENDING_HANDSHAKES_PER_SOURCE`] from one address).
 //!
 //! ## Rules
 //!
@@ -64,7 +65,11 @@
 //! side that accepts sees the client give up mid-handshake), another wire
 //! version, an authenticated peer announcing a
 //! frame over the limit, a client that does not authenticate within
-//! [`HANDSHAKE_TIMEOUT`], a connection past [`PENDING_HANDSHAKES`], a
+//! [`HANDSHAKE_TIMEOUT`], a connection past [`PENDING_HANDSHAKES`] (or
+//! past [`PENDING_HANDSHAKES_PER_SOURCE`] from its address, an IPv4
+//! address or an IPv6 /64: one address that floods the listener with
+//! connections that never authenticate does not keep the other nodes
+//! out), a
 //! peer connected to that authenticates as a node at another address
 //! ([`ConnError::WrongPeer`], rule 113b in the [cluster](super) docs), a
 //! peer that does not prove a key pinned for the address it names
@@ -170,6 +175,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections authenticating at once, at most: past it a new
 /// connection is closed at once (and counted as failed).
 pub const PENDING_HANDSHAKES: usize = 256;
+/// Accepted connections authenticating at once from one source (an IPv4
+/// address, or an IPv6 /64), at most: past it a new connection from there
+/// is closed at once (and counted as failed), so that one address cannot
+/// hold every handshake and keep the other nodes out.
+pub const PENDING_HANDSHAKES_PER_SOURCE: usize = 32;
 /// How often an up link measures its round trip (an echo request of 4
 /// bytes and a keepalive of 18 back, encrypted).
 pub const ECHO_INTERVAL: Duration = Duration::from_secs(2);

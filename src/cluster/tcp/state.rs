@@ -10,7 +10,7 @@ use crate::cluster::NodeId;
 use crate::net::{TcpAcceptor, TcpConn};
 use stakker::{Deferrer, Fwd};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Frames waiting, bounded in frames and bytes.
@@ -73,6 +73,8 @@ pub(super) struct Link {
     pub(super) session: Session,
     /// Connected by this node.
     pub(super) initiator: bool,
+    /// For an accepted connection, where it came from ([`source`]).
+    pub(super) source: Option<IpAddr>,
     /// TCP is connected (at once for an accepted connection).
     pub(super) connected: bool,
     /// Up: authenticated, kept, and (for the initiator) confirmed.
@@ -185,5 +187,42 @@ impl Inner {
     pub(super) fn ready_link(&self, addr: SocketAddr) -> Option<&Link> {
         let serial = self.peers.get(&addr)?.link?;
         self.links.get(&serial).filter(|l| l.ready)
+    }
+}
+
+/// The source a connection from `ip` counts against
+/// ([`PENDING_HANDSHAKES_PER_SOURCE`](super::PENDING_HANDSHAKES_PER_SOURCE)):
+/// an IPv4 address (mapped into IPv6 or not) as it is, an IPv6 address as
+/// its /64 (what one host is commonly given).
+pub(super) fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source;
+    use std::net::IpAddr;
+
+    /// Rule 131's bound per source: an IPv4 address counts as itself
+    /// (mapped into IPv6 or not), an IPv6 address as its /64.
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        assert_eq!(source(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(source(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(
+            source(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(source(ip("2001:db8:1:3::1")), source(ip("2001:db8:1:2::1")));
+        assert_eq!(source(ip("::1")), ip("::"));
     }
 }
