@@ -162,17 +162,33 @@ pub fn ready<F: Future>(fut: F) -> F::Output {
 /// The configuration of a property test: `n` cases per `cargo test`, or
 /// `PROPTEST_CASES` when set (fewer under valgrind, many more for a long
 /// run), and no failure files written into the tree.
+///
+/// The cases are the same on every run (tests are deterministic: a
+/// failure in CI fails again on a laptop): the generator starts from
+/// [`PROPTEST_SEED`], or from `PROPTEST_RNG_SEED` when set, to explore
+/// other cases.
 pub fn cases(n: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(n);
-    proptest::test_runner::Config {
+    let default = Config::default();
+    let rng_seed = match default.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(PROPTEST_SEED),
+        chosen => chosen,
+    };
+    Config {
         cases,
         failure_persistence: None,
-        ..proptest::test_runner::Config::default()
+        rng_seed,
+        ..default
     }
 }
+
+/// The seed of every property test's generator, unless
+/// `PROPTEST_RNG_SEED` says another ([`cases`]).
+pub const PROPTEST_SEED: u64 = 0x5eed_57a4_91a2_e001;
 
 /// Counts drops: each [`DropToken`] made here adds one when dropped.
 #[derive(Clone, Default)]
@@ -260,5 +276,29 @@ mod tests {
         assert_eq!(d.count(), 2);
         assert_eq!(ready(async { 7 }), 7);
         assert_eq!(panic_message(&"x"), "x");
+    }
+
+    /// Property tests draw the same cases on every run, unless
+    /// `PROPTEST_RNG_SEED` asks for others.
+    #[test]
+    fn property_tests_draw_the_same_cases_on_every_run() {
+        use proptest::strategy::{Strategy, ValueTree};
+        use proptest::test_runner::{RngSeed, TestRunner};
+        let config = super::cases(8);
+        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+            assert_eq!(config.rng_seed, RngSeed::Fixed(super::PROPTEST_SEED));
+        }
+        let draw = || {
+            let mut runner = TestRunner::new(config.clone());
+            (0..8)
+                .map(|_| {
+                    (0u64..u64::MAX)
+                        .new_tree(&mut runner)
+                        .expect("a value")
+                        .current()
+                })
+                .collect::<Vec<u64>>()
+        };
+        assert_eq!(draw(), draw());
     }
 }
