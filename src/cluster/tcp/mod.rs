@@ -34,6 +34,16 @@
 //! again for what it waits for when the link is up again
 //! ([`Transport::on_link_up`]).
 //!
+//! A link ends when its connection does. A peer that vanishes without a
+//! FIN or a reset (a cable pulled, a firewall's or NAT's state dropped)
+//! leaves a half-open connection, which TCP itself gives up on only when
+//! its unacknowledged data times out (about 15 minutes with Linux's
+//! defaults, `net.ipv4.tcp_retries2`); an unanswered echo does not end
+//! it, since a peer that merely stops reading (rule 135) answers no echo
+//! either. Membership declares such a peer down on its own probes
+//! meanwhile; but frames for a later incarnation at that address wait on
+//! the half-open link until then, unless that incarnation connects first.
+//!
 //! ## Costs
 //!
 //! Per peer: its queues (at most [`QUEUED_BYTES`] + [`CONTROL_BYTES`],
