@@ -40,7 +40,7 @@
 //! **65. Every OS error reaches the caller typed**: `NetError::Io { op, error }`
 //! from constructors and push methods/events, the `io::Error` itself from
 //! the futures-io traits; the runtime's own conditions are `NetError`
-//! variants (`Closed`, `Full`, `NoRuntime`), recoverable from an
+//! variants (`Closed`, `Full`, `TooLarge`, `NoRuntime`), recoverable from an
 //! `io::Error` with `NetError::from_io`.
 //!
 //! **66. A peer's reset or close is an error, never a hang or a SIGPIPE**:
@@ -218,6 +218,15 @@ pub enum NetError {
         /// The buffer's bound, in bytes.
         capacity: usize,
     },
+    /// A push-style write larger than the whole write bound
+    /// ([`ConnConfig::write_limit`]): it can never be taken, so no drain
+    /// notice comes for it. Split it, or raise the bound.
+    TooLarge {
+        /// The bytes the write offered.
+        len: usize,
+        /// The buffer's bound, in bytes.
+        limit: usize,
+    },
     /// The OS refused `op`.
     Io {
         /// What was being done.
@@ -269,6 +278,12 @@ impl fmt::Display for NetError {
             NetError::Full { capacity } => {
                 write!(f, "the write buffer is full ({capacity} bytes)")
             }
+            NetError::TooLarge { len, limit } => {
+                write!(
+                    f,
+                    "a write of {len} bytes exceeds the write bound ({limit} bytes)"
+                )
+            }
             NetError::Io { op, error } => write!(f, "{op} failed: {error}"),
         }
     }
@@ -286,9 +301,9 @@ impl std::error::Error for NetError {
 impl From<NetError> for io::Error {
     /// OS errors come back unwrapped; the runtime's own errors are
     /// wrapped with a fitting kind (`Closed`: `NotConnected`; `Full` and
-    /// `NoRuntime`: `Other`). `Full` is not `WouldBlock`: that kind means
-    /// "retry when ready" to async I/O code, which would then wait for a
-    /// wake that never comes.
+    /// `NoRuntime`: `Other`; `TooLarge`: `InvalidInput`). `Full` is not
+    /// `WouldBlock`: that kind means "retry when ready" to async I/O
+    /// code, which would then wait for a wake that never comes.
     fn from(e: NetError) -> io::Error {
         let kind = match &e {
             NetError::Io { .. } => {
@@ -299,6 +314,7 @@ impl From<NetError> for io::Error {
             }
             NetError::Closed => io::ErrorKind::NotConnected,
             NetError::Full { .. } | NetError::NoRuntime => io::ErrorKind::Other,
+            NetError::TooLarge { .. } => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
     }

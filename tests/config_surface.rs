@@ -450,7 +450,8 @@ fn net_case(n: &Net) -> Result<(), TestCaseError> {
 
     // TCP: a connection to a std listener that sends `sent` bytes and
     // closes. Before `Connected` every write is buffered, so one of
-    // `write` bytes is taken iff it fits the write bound.
+    // `write` bytes is taken iff it fits the write bound, and refused as
+    // `TooLarge` otherwise (rule 72a).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let config = ConnConfig::new()
         .write_limit(write_limit)
@@ -467,9 +468,9 @@ fn net_case(n: &Net) -> Result<(), TestCaseError> {
     .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?;
     match conn.write(&vec![7u8; write]) {
         Ok(()) => prop_assert!(write <= write_limit),
-        Err(NetError::Full { capacity }) => {
+        Err(NetError::TooLarge { len, limit }) => {
             prop_assert!(write > write_limit);
-            prop_assert_eq!(capacity, write_limit);
+            prop_assert_eq!((len, limit), (write, write_limit));
         }
         Err(e) => return Err(TestCaseError::fail(format!("write: {e}"))),
     }

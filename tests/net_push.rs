@@ -1312,3 +1312,54 @@ fn connect_delivers_connected_first_or_one_error_then_closed() {
     }
     assert_eq!(seen[1], Seen::Closed);
 }
+
+/// A write larger than the whole bound can never be taken: it is refused
+/// with `TooLarge` (never `Full`, which promises a `Drained` that would
+/// never come for it), whether or not bytes are buffered, and takes
+/// nothing; the `Drained` owed for bytes already buffered still comes,
+/// once (rule 72a).
+#[test]
+fn a_write_larger_than_the_bound_is_too_large_never_full() {
+    let mut rt = Runtime::new().expect("runtime");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let s2 = seen.clone();
+    let conn = TcpConn::connect(
+        rt.core(),
+        listener.local_addr().expect("addr"),
+        ConnConfig::new().write_limit(8),
+        Fwd::new(move |ev: TcpEvent| s2.borrow_mut().push(format!("{ev:?}"))),
+    )
+    .expect("connect");
+    // Nothing buffered: a 9-byte write can never fit in 8.
+    let first = conn.write(&[1; 9]).expect_err("9 bytes past a bound of 8");
+    // Bytes buffered (before `Connected` every write is): still too large.
+    conn.write(&[2; 4]).expect("4 bytes fit");
+    let second = conn.write(&[3; 9]).expect_err("9 bytes past a bound of 8");
+    for e in [&first, &second] {
+        assert!(
+            matches!(e, NetError::TooLarge { len: 9, limit: 8 }),
+            "a write that can never fit is TooLarge, not {e:?}"
+        );
+    }
+    assert_eq!(
+        io::Error::from(second).kind(),
+        io::ErrorKind::InvalidInput,
+        "no retry helps: not WouldBlock, not Other"
+    );
+    assert_eq!(conn.buffered(), 4, "the refused writes took nothing");
+    let (mut peer, _) = listener.accept().expect("accept");
+    peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut got = [0; 4];
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !seen.borrow().iter().any(|e| e == "Drained") {
+        assert!(std::time::Instant::now() < deadline, "no Drained: {seen:?}");
+        rt.step(Some(Duration::from_millis(10))).expect("step");
+    }
+    peer.read_exact(&mut got).expect("the 4 bytes");
+    assert_eq!(got, [2; 4]);
+    assert_eq!(*seen.borrow(), ["Connected", "Drained"]);
+    drop(conn);
+    rt.stop();
+    rt.run(|_| {}).expect("run");
+}

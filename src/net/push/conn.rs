@@ -67,8 +67,9 @@ impl ConnConfig {
 
     /// The most bytes [`TcpConn::write`] buffers (bytes the OS did not take
     /// at once). A write that would go beyond it returns
-    /// [`NetError::Full`] and takes nothing, so a single write larger than
-    /// the bound always fails.
+    /// [`NetError::Full`] and takes nothing; a single write larger than
+    /// the bound can never be taken and fails with [`NetError::TooLarge`]
+    /// (with a bound of 0, every non-empty write).
     pub const fn write_limit(mut self, bytes: usize) -> ConnConfig {
         self.write_limit = bytes;
         self
@@ -439,6 +440,8 @@ impl TcpConn {
     /// * [`NetError::Full`] if the bytes buffered plus `data` would exceed
     ///   [`ConnConfig::write_limit`]: nothing is taken; a `Drained` follows
     ///   when the buffer empties.
+    /// * [`NetError::TooLarge`] if `data` alone exceeds the bound: nothing
+    ///   is taken, and no `Drained` is owed for it (it never fits).
     /// * [`NetError::Closed`] if the connection is closed or
     ///   [`shutdown_write`](TcpConn::shutdown_write) was called.
     /// * [`NetError::Io`] with [`Op::Write`] if the OS refuses (e.g. the
@@ -452,6 +455,13 @@ impl TcpConn {
         }
         let buffered = st.buffered();
         let limit = c.x.config.write_limit;
+        if data.len() > limit {
+            // No drain makes room for it: no `Drained` is owed for it.
+            return Err(NetError::TooLarge {
+                len: data.len(),
+                limit,
+            });
+        }
         if data.len() > limit.saturating_sub(buffered) {
             if buffered > 0 {
                 st.want_drained = true;

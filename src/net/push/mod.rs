@@ -80,6 +80,12 @@
 //! bytes were buffered), exactly one `Drained` comes when the buffer is
 //! next empty. Nothing is lost under backpressure.
 //!
+//! **72a. A write larger than the whole bound is `TooLarge`, never
+//! `Full`**: no drain can make room for it, so `Full` (which promises a
+//! `Drained`) would leave a writer that waits for one stalled for good;
+//! [`NetError::TooLarge`] takes nothing and owes no `Drained`, whether or
+//! not bytes are buffered.
+//!
 //! ## What closes when
 //!
 //! A push socket owns its socket: dropping the handle closes it, so a
