@@ -796,14 +796,44 @@ fn tcp_frames_for_a_peer_not_there_yet_wait_and_it_is_retried_with_a_doubling_ba
     assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len() == 100));
     assert_eq!(b.numbers(), (0..100).collect::<Vec<_>>());
     assert!(a.errors.borrow().iter().all(|f| !f.error.is_bad_input()));
-    // Up again, the backoff is back at its minimum: gone once more, the
-    // peer is tried again 50 ms after the next refusal, not 5 s.
+    // Up, and an echo answered: the backoff is back at its minimum. Gone
+    // once more, the peer is tried again 50 ms after the next refusal,
+    // not 5 s.
+    rt.run_for(ECHO_INTERVAL * 2).expect("runs");
+    assert!(a.t.stats().echoes > 0, "{:?}", a.t.stats());
     drop(b);
     rt.run_for(Duration::from_millis(100)).expect("runs");
     a.send_to(port, 100, false).expect("room");
     let tries = a.t.stats().reconnects;
     rt.run_for(Duration::from_millis(60)).expect("runs");
     assert_eq!(a.t.stats().reconnects, tries + 1);
+}
+
+/// Rule 132: a link that comes up and ends before it has carried a
+/// round trip (a peer that authenticates and drops at once, a crash
+/// loop) does not bring the backoff back to its minimum: that peer is
+/// not dialled every 50 ms for good (it was, review finding).
+#[test]
+fn tcp_a_peer_that_drops_each_link_at_once_is_retried_with_the_backoff_it_had() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([12; 32]);
+    let a = side(&mut rt, &secret, None);
+    let port = free_port();
+    a.send_to(port, 0, false).expect("room");
+    // Refused again and again: the backoff reaches its bound.
+    rt.run_for(Duration::from_secs(30)).expect("runs");
+    let b = side(&mut rt, &secret, Some(port));
+    assert!(run_until(&mut rt, BACKOFF_MAX * 2, || b.numbers().len() == 1));
+    // Up, and gone before any echo: no round trip on the link.
+    assert_eq!(a.t.stats().echoes, 0, "{:?}", a.t.stats());
+    drop(b);
+    rt.run_for(Duration::from_millis(100)).expect("runs");
+    a.send_to(port, 1, false).expect("room");
+    let tries = a.t.stats().reconnects;
+    rt.run_for(Duration::from_millis(60)).expect("runs");
+    assert_eq!(a.t.stats().reconnects, tries, "not at the minimum");
+    rt.run_for(BACKOFF_MAX * 2).expect("runs");
+    assert!(a.t.stats().reconnects > tries, "still tried");
 }
 
 #[test]

@@ -461,6 +461,11 @@ pub(super) fn receive(inner: &mut Inner, now: Instant, serial: u64, bytes: &[u8]
         peer.bytes_in += bytes.len() as u64;
         if let Some(rtt) = rtt_echo {
             peer.rtt = Some(rtt);
+            // A round trip on an up link: it works, so a later failure
+            // is retried from the minimum again (rule 132). Not at `up`:
+            // a peer that authenticates and drops at once would be
+            // dialled every `BACKOFF_MIN` for good.
+            peer.backoff = BACKOFF_MIN;
         }
     }
     // A link has its peer's address once its handshake is done. Frames
@@ -550,7 +555,6 @@ pub(super) fn up(inner: &mut Inner, serial: u64, after: &mut After) {
     let Some(addr) = link.addr else { return };
     inner.stats.sessions += 1;
     if let Some(peer) = inner.peers.get_mut(&addr) {
-        peer.backoff = BACKOFF_MIN;
         peer.flushing = true;
     }
     after.up = Some((addr, serial));

@@ -99,7 +99,10 @@
 //! to later, is connected again after [`BACKOFF_MIN`], doubling to
 //! [`BACKOFF_MAX`] (stakker timers: virtual time in tests), each attempt
 //! counted in [`TcpStats::reconnects`], and the backoff starts again at
-//! the minimum once a link is up; the frames queued meanwhile go on the
+//! the minimum once a link has carried a round trip (an echo answered,
+//! within [`ECHO_INTERVAL`] of it coming up; a peer that authenticates
+//! and drops at once is not dialled again at the minimum each time);
+//! the frames queued meanwhile go on the
 //! next link, in order, none lost — until the node declares that peer
 //! down ([`Transport::forget`]): then what waits for it is dropped, those
 //! waiting for room there are told, and it is tried no more (a later
