@@ -437,6 +437,26 @@ fn links_an_unlink_on_the_notifying_side_holds_when_its_frame_is_lost_in_flight(
     t.x_dies_of("a fault after the new link");
 }
 
+/// Rule 121: the watching node answers an `Unlink` (`Frame::Unlinked`),
+/// so the node that unlinked forgets it instead of saying every unlink it
+/// remembers (up to 4,096) again at each reconnect; one lost in flight is
+/// said again, and then answered.
+#[test]
+fn links_an_unlink_is_answered_and_not_said_again() {
+    let mut t = XY::new();
+    let unanswered = |t: &mut XY| status_of(&mut t.p, false).cancels_unanswered;
+    t.b_links(true);
+    t.b_links(false);
+    assert_eq!(unanswered(&mut t), 0, "answered");
+    t.b_links(true);
+    t.lose(true, 1); // the Unlink
+    t.b_links(false);
+    assert_eq!(unanswered(&mut t), 1, "to say again");
+    t.reconnect();
+    assert_eq!(unanswered(&mut t), 0, "said again and answered");
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
+}
+
 /// Rule 121: an `Unlink` lost in flight holds even when its device dies
 /// before the link comes back (the death's notice lost too): said again,
 /// it undoes the link before the watch asked again can hear of the death.

@@ -750,6 +750,13 @@ fn node_a_link_back_over_and_over_while_the_node_reads_nothing_holds_one_copy_of
     a.query(&mut rt.s, |n, cx| {
         n.link(cx, &ad, pid(2, bw.id().get()), LinkMode::Notify)
             .expect("linked");
+    })
+    .expect("alive");
+    rt.run();
+    // The `Unlink` is lost in flight (one taken is answered, and not
+    // said again).
+    net.lose(addr(1), addr(2), 1);
+    a.query(&mut rt.s, |n, cx| {
         n.unlink(&ad, pid(2, bw.id().get()), LinkMode::Notify);
         for d in &watched {
             let _ = n.monitor(cx, pid(2, d.id().get()), fwd.clone());

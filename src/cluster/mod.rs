@@ -349,9 +349,11 @@
 //! sent again (counted as an answer for rule 115a's bound), also while
 //! the asking node is being declared down. Each link carries the epoch
 //! its node made it at, so an unlink said again never undoes a link made
-//! after it, nor one the watching node made itself. A node remembers its
-//! last 4,096 such unlinks. A cancelled watch holds the same way (a
-//! demonitor, an unlink, a dead watching device): a `Demonitor` lost
+//! after it, nor one the watching node made itself. The watching node
+//! answers each `Unlink` ([`Frame::Unlinked`]). A node remembers its
+//! last 4,096 such unlinks, each until it is answered, the watching
+//! node is declared down, or this node rejoins. A cancelled watch holds the same way (a demonitor, an
+//! unlink, a dead watching device): a `Demonitor` lost
 //! with a connection that breaks is sent again each time the connection
 //! comes back, ahead of the watches asked again (the watched node
 //! ignores a watch it does not hold), so that node does not keep the

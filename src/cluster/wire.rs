@@ -8,8 +8,9 @@ use std::fmt;
 
 /// The wire protocol's version, sent in [`Frame::Hello`]. 6 added
 /// [`Frame::AskAgain`] and [`Frame::Unwatch`]; 7,
-/// [`WireCause::TooManyWatches`]; 8, [`WireCause::Cancelled`] (a
-/// [`Frame::Demonitor`] is answered).
+/// [`WireCause::TooManyWatches`]; 8, [`WireCause::Cancelled`] and
+/// [`Frame::Unlinked`] (a [`Frame::Demonitor`] and a [`Frame::Unlink`]
+/// are answered).
 pub const WIRE_VERSION: u16 = 8;
 
 /// The default largest frame body, in bytes (1 MiB).
@@ -245,6 +246,23 @@ pub enum Frame {
         /// (0 if none): a link made at that epoch or before is forgotten.
         epoch: u64,
     },
+    /// Node `from` has taken the [`Frame::Unlink`] of epoch `epoch` for
+    /// the link by which its device `watcher` watched device `target` of
+    /// the receiving node: the receiver need not say that `Unlink` again
+    /// (rule 121).
+    Unlinked {
+        /// The device that watched, on `from`.
+        watcher: u64,
+        /// The watched device, on the receiving node.
+        target: u64,
+        /// The node of the watching device.
+        from: NodeId,
+        /// The node incarnation it is for: another one at the receiving
+        /// address (one before a restart or a rejoin) drops it.
+        dst: NodeId,
+        /// The epoch of the `Unlink` taken.
+        epoch: u64,
+    },
 }
 
 impl Frame {
@@ -269,6 +287,7 @@ impl Frame {
             | Frame::Ask { from, .. }
             | Frame::Reply { from, .. }
             | Frame::Unwatch { from, .. }
+            | Frame::Unlinked { from, .. }
             | Frame::AskAgain { from, .. } => Some(*from),
         }
     }
@@ -293,6 +312,7 @@ impl Frame {
             | Frame::Ask { dst, .. }
             | Frame::Reply { dst, .. }
             | Frame::Unwatch { dst, .. }
+            | Frame::Unlinked { dst, .. }
             | Frame::AskAgain { dst, .. } => Some(*dst),
         }
     }
@@ -318,6 +338,7 @@ impl Frame {
             Frame::CreditSync { .. } => "CreditSync",
             Frame::AskAgain { .. } => "AskAgain",
             Frame::Unwatch { .. } => "Unwatch",
+            Frame::Unlinked { .. } => "Unlinked",
         }
     }
 
@@ -334,11 +355,16 @@ impl Frame {
     }
 
     /// Whether the frame answers a request of the node it goes to: a
-    /// reply, a lookup's answer, a death notice, a credit grant.
+    /// reply, a lookup's answer, a death notice, a credit grant, an
+    /// unlink taken.
     pub fn is_answer(&self) -> bool {
         matches!(
             self,
-            Frame::Reply { .. } | Frame::Found { .. } | Frame::Down { .. } | Frame::Credit { .. }
+            Frame::Reply { .. }
+                | Frame::Found { .. }
+                | Frame::Down { .. }
+                | Frame::Credit { .. }
+                | Frame::Unlinked { .. }
         )
     }
 
@@ -362,6 +388,7 @@ impl Frame {
                 | Frame::Credit { .. }
                 | Frame::AskAgain { .. }
                 | Frame::Unwatch { .. }
+                | Frame::Unlinked { .. }
         )
     }
 }

@@ -559,6 +559,13 @@ impl Node {
                 again,
                 ..
             } => self.unlink_from_peer(watcher, super::Pid::new(from, target), epoch, again),
+            Frame::Unlinked {
+                watcher,
+                target,
+                from,
+                epoch,
+                ..
+            } => self.unlink_taken(target, super::Pid::new(from, watcher), epoch),
             Frame::CreditAsk { target, from, .. } => self.credit_ask_in(target, from),
             Frame::Credit {
                 target,

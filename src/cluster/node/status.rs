@@ -56,9 +56,10 @@ pub struct NodeStatus {
     /// Credit accounts held (rule 127), both ways: this node's with
     /// credited devices of other nodes, and other nodes' with its own.
     pub credit_accounts: usize,
-    /// Watches of other nodes' devices cancelled here whose
-    /// `Demonitor` the other node has not answered yet: each is said
-    /// again when the connection comes back (rule 121).
+    /// Watches of other nodes' devices cancelled here, and links to
+    /// them unlinked here, whose `Demonitor` or `Unlink` the other node
+    /// has not answered yet: each is said again when the connection comes
+    /// back (rule 121).
     pub cancels_unanswered: usize,
 }
 

@@ -522,9 +522,10 @@ impl Node {
     }
 
     /// Watches of other nodes' devices cancelled here whose `Demonitor`
-    /// is not answered yet (rule 121).
+    /// is not answered yet, and links unlinked here whose `Unlink` is not
+    /// (rule 121).
     pub(super) fn cancels_unanswered(&self) -> usize {
-        self.watch.demonitored.by_key.len()
+        self.watch.demonitored.by_key.len() + self.watch.unlinked.by_key.len()
     }
 
     /// The line of device `device` of this node, if the node knows it.
@@ -680,7 +681,9 @@ impl Node {
     /// An `Unlink` from another node: device `watcher` of this node no
     /// longer watches `pid` through a link made there up to `epoch` (a
     /// later one stays), nor, unless it is said `again`, through one this
-    /// node made itself.
+    /// node made itself. It is answered ([`Frame::Unlinked`], counted
+    /// toward rule 115a's bound) either way, so that node stops saying it
+    /// again.
     pub(super) fn unlink_from_peer(&mut self, watcher: u64, pid: Pid, epoch: u64, again: bool) {
         let pair = (watcher, pid);
         let undo = if self.watch.own_links.contains(&pair) {
@@ -693,6 +696,27 @@ impl Node {
         };
         if undo {
             self.unlink_in(watcher, pid);
+        }
+        // Taken (undone or not): its node need not say it again.
+        if pid.node.addr != self.me.addr {
+            let taken = Frame::Unlinked {
+                watcher,
+                target: pid.device,
+                from: self.me,
+                dst: pid.node,
+                epoch,
+            };
+            let _ = self.frame_as(pid.node, &taken, Why::Answer);
+        }
+    }
+
+    /// A [`Frame::Unlinked`]: the node of `watcher` took this node's
+    /// `Unlink` of epoch `epoch` for the pair; it is not said again
+    /// (unless the pair was unlinked again since, at a later epoch).
+    pub(super) fn unlink_taken(&mut self, target: u64, watcher: Pid, epoch: u64) {
+        let pair = (target, watcher);
+        if self.watch.unlinked.get(&pair) == Some(epoch) {
+            self.watch.unlinked.remove(&pair);
         }
     }
 
