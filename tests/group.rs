@@ -545,3 +545,32 @@ fn a_message_in_hand_of_a_retired_worker_counts_in_the_totals() {
     );
     assert_eq!(total.moved, 1);
 }
+
+/// Rule 97: the totals add up every worker's restarts and drops, and a
+/// retired worker's stay in them.
+#[test]
+fn group_totals_add_up_every_workers_restarts_and_drops_retired_ones_included() {
+    let log: Log = Rc::default();
+    let (mut rt, group) = started(spec(2, &log).intensity(10, Duration::from_secs(5)));
+    // Round-robin: one crash for each worker (the crashing message is
+    // dropped, the worker restarted), then one message each.
+    for m in [CRASH, CRASH, 1, 2] {
+        group.try_send(m).unwrap();
+    }
+    rt.run();
+    assert_eq!(handled(&log), [1, 2]);
+    let total = group.stats().total;
+    assert_eq!(
+        (total.restarts, total.msgs_in, total.msgs_out, total.dropped),
+        (2, 4, 2, 2),
+        "{total:?}"
+    );
+    assert!(group.resize(&mut rt.s, 1).unwrap().is_empty());
+    rt.run();
+    let total = group.stats().total;
+    assert_eq!(
+        (total.size, total.restarts, total.msgs_in, total.dropped),
+        (1, 2, 4, 2),
+        "the retired worker still counts: {total:?}"
+    );
+}

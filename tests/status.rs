@@ -86,6 +86,53 @@ fn status_snapshot_says_what_the_thread_holds_and_has_done() {
     assert_eq!(rt.status(), st);
 }
 
+/// Each supervisor that gives up counts as one escalation, each restart
+/// that started a child again as one restart: a nested supervisor that
+/// gives up and the parent it fails with are two escalations.
+#[test]
+fn status_counts_each_supervisor_that_gives_up_and_each_restart() {
+    common::quiet_test_panics();
+    let mut rt = Runtime::builder()
+        .virtual_time(Instant::now())
+        .build()
+        .expect("a runtime");
+    let before = rt.status();
+    let spec = ChildSpec::worker("w", |core| Ok(device!(core, Worker::init()).into()));
+    let addr = spec.addr();
+    // The nested supervisor allows one restart; its parent none.
+    let nested = SupervisorSpec::one_for_one()
+        .intensity(1, Duration::from_secs(10))
+        .child(spec);
+    let top = SupervisorSpec::one_for_one()
+        .intensity(0, Duration::from_secs(10))
+        .child(ChildSpec::supervisor("nested", nested));
+    let sup = Supervisor::start(rt.core(), top).expect("starts");
+    rt.step(Some(Duration::ZERO)).expect("steps");
+    addr.send(|w, cx| w.crash(cx)).expect("sent");
+    rt.run_for(Duration::from_secs(1)).expect("runs");
+    let st = rt.status();
+    assert_eq!(
+        (
+            st.restarts - before.restarts,
+            st.escalations - before.escalations
+        ),
+        (1, 0),
+        "one restart: {st:?}"
+    );
+    addr.send(|w, cx| w.crash(cx)).expect("sent");
+    rt.run_for(Duration::from_secs(1)).expect("runs");
+    assert!(!sup.line().is_alive(), "both levels gave up");
+    let st = rt.status();
+    assert_eq!(
+        (
+            st.restarts - before.restarts,
+            st.escalations - before.escalations
+        ),
+        (1, 2),
+        "the nested supervisor and its parent gave up: {st:?}"
+    );
+}
+
 #[test]
 fn status_keeps_the_counts_of_a_dropped_mailbox() {
     let (mut rt, _sup, _keep, mb) = busy();

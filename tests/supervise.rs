@@ -389,6 +389,44 @@ fn temporary_sibling_terminated_by_one_for_all_is_not_restarted_and_is_removed()
 }
 
 #[test]
+fn one_for_all_leaves_down_a_running_sibling_whose_terminate_child_is_queued() {
+    // Rule 75: a one_for_all restart terminates a sibling whose
+    // terminate_child is queued behind it, and does not start it again
+    // (the request stands); a sibling terminated on request earlier is
+    // started again, as in OTP.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (a, b) = (worker(&log, "a"), worker(&log, "b"));
+    let b_addr = b.addr();
+    let l = log.clone();
+    // p takes 500 ms to stop when asked: the supervisor is busy meanwhile.
+    let p: ChildSpec<Polite> = ChildSpec::worker("p", move |core| {
+        l.borrow_mut().push("start p".into());
+        let dev = device!(core, Polite::init(l.clone()));
+        let actor = dev.actor().clone();
+        Ok(Child::new(dev).on_shutdown(move |_| call!([actor], please_stop())))
+    });
+    let spec = SupervisorSpec::one_for_all().child(a).child(b).child(p);
+    let sup = Supervisor::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    take(&log);
+    sup.terminate_child(&mut rt.s, "p").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["asked"]);
+    // b's restart is queued behind p's termination, then a's
+    // terminate_child behind the restart.
+    crash(&b_addr);
+    rt.run();
+    sup.terminate_child(&mut rt.s, "a").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop b"]);
+    rt.advance(Duration::from_millis(501));
+    assert_eq!(take(&log), ["finished", "stop a", "start b", "start p"]);
+    assert_eq!(running_ids(&sup), ["b", "p"]);
+    assert_eq!(status(&sup, "a"), "Stopped");
+}
+
+#[test]
 fn restart_type_decides_on_the_cause_dropped_and_lost_are_abnormal() {
     assert!(Restart::Permanent.restarts_after(&Cause::Stopped));
     assert!(!Restart::Transient.restarts_after(&Cause::Stopped));
@@ -1239,6 +1277,38 @@ fn terminated_child_stays_down_until_restart_child_and_can_then_be_deleted() {
 }
 
 #[test]
+fn terminate_child_of_a_child_not_running_keeps_it_until_restart_child() {
+    // A static child already down (terminated, or a transient one that
+    // stopped normally) asked to terminate again stays listed, stopped,
+    // and restart_child starts it: only a dynamic child is removed.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let t = worker(&log, "t").restart(Restart::Transient);
+    let t_addr = t.addr();
+    let spec = SupervisorSpec::one_for_one()
+        .child(worker(&log, "a"))
+        .child(t);
+    let sup = Supervisor::start(&mut rt.s, spec).unwrap();
+    rt.run();
+    take(&log);
+    sup.terminate_child(&mut rt.s, "a").unwrap();
+    t_addr.send(|w, cx| w.stop_normally(cx)).unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["stop a", "stop t"]);
+    for id in ["a", "t"] {
+        sup.terminate_child(&mut rt.s, id)
+            .expect("a child not running may be terminated");
+        rt.run();
+        assert_eq!(status(&sup, id), "Stopped", "{id} is still listed");
+    }
+    sup.restart_child(&mut rt.s, "a").unwrap();
+    sup.restart_child(&mut rt.s, "t").unwrap();
+    rt.run();
+    assert_eq!(take(&log), ["start a", "start t"]);
+    assert_eq!(running_ids(&sup), ["a", "t"]);
+}
+
+#[test]
 fn which_children_and_count_children_report_kind_and_status() {
     let mut rt = Rt::new();
     let log = new_log();
@@ -1919,6 +1989,44 @@ fn an_incarnation_started_by_a_start_function_that_shuts_down_is_shut_down_per_p
         assert_eq!(take(&log), want);
         assert!(is_plain_shutdown(sup.line().cause()));
     }
+}
+
+#[test]
+fn an_incarnation_started_by_a_start_function_that_shuts_down_is_shut_down_in_its_start_order_place(
+) {
+    // Rule 81: with a sibling started before it and one after, the new
+    // incarnation is shut down between them (reverse start order: b,
+    // then the new a, then z), not first.
+    let mut rt = Rt::new();
+    let log = new_log();
+    let me: Rc<RefCell<Option<SupervisorRef>>> = Rc::default();
+    let (m, l) = (me.clone(), log.clone());
+    let n = Rc::new(Cell::new(0));
+    let a = ChildSpec::worker("a", move |core| {
+        n.set(n.get() + 1);
+        if n.get() == 2 {
+            m.borrow()
+                .clone()
+                .expect("set")
+                .shutdown(core)
+                .expect("running");
+        }
+        Ok(device!(core, W::init("a".into(), l.clone())).into())
+    });
+    let a_addr = a.addr();
+    let spec = SupervisorSpec::one_for_one()
+        .intensity(10, Duration::from_secs(1))
+        .child(worker(&log, "z"))
+        .child(a)
+        .child(worker(&log, "b"));
+    let sup = Supervisor::start(&mut rt.s, spec).unwrap();
+    *me.borrow_mut() = Some(sup.handle());
+    rt.run();
+    take(&log);
+    crash(&a_addr);
+    rt.run();
+    assert_eq!(take(&log), ["stop a", "stop b", "stop a", "stop z"]);
+    assert!(is_plain_shutdown(sup.line().cause()));
 }
 
 #[test]
