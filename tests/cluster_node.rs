@@ -786,6 +786,48 @@ fn node_a_link_back_over_and_over_while_the_node_reads_nothing_holds_one_copy_of
     assert!(bw.is_alive(), "unlinked: {:?}", bw.line().cause());
 }
 
+/// Rule 121 under rule 115a's concern: the answers to `Unlink`s and
+/// `Demonitor`s go only if there is room. A node that reads nothing and
+/// sends them over and over makes this one hold none (each is said again
+/// until it is answered, so a dropped answer is made again later); the
+/// `Unlinked` answers waited for room before, one per `Unlink`, unbounded.
+#[test]
+fn node_answers_to_unlinks_and_demonitors_never_wait_for_room() {
+    let (mut rt, net, a, _b, _inbox) = cluster();
+    net.hold(addr(2), 0);
+    net.refuse_control(addr(2), 100_000);
+    let (me, peer) = (NodeId::new(addr(1), 1), NodeId::new(addr(2), 1));
+    for i in 1..=1000u64 {
+        call!(
+            [a],
+            packet(encoded(Frame::Unlink {
+                watcher: i,
+                target: i,
+                from: peer,
+                dst: me,
+                epoch: i,
+                again: false,
+            }))
+        );
+        call!(
+            [a],
+            packet(encoded(Frame::Demonitor {
+                tag: i,
+                from: peer,
+                dst: me,
+            }))
+        );
+    }
+    rt.run();
+    let st = common::cluster::status(&mut rt, &a);
+    assert_eq!(st.stats.bad_frames, 0, "{:?}", st.stats);
+    assert_eq!(
+        st.waiting_sends, 0,
+        "answers held for a node that reads nothing"
+    );
+    b_reads_again(&mut rt, &net, &a);
+}
+
 /// Rule 122a: a refused watch asked again (after a reconnect) while its
 /// refusal still waits for room is refused again, even if room was made
 /// meanwhile: admitted, it would be held here for a watcher that forgets

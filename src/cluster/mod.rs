@@ -350,7 +350,10 @@
 //! the asking node is being declared down. Each link carries the epoch
 //! its node made it at, so an unlink said again never undoes a link made
 //! after it, nor one the watching node made itself. The watching node
-//! answers each `Unlink` ([`Frame::Unlinked`]). A node remembers its
+//! answers each `Unlink` ([`Frame::Unlinked`]; an answer to an `Unlink`
+//! or a `Demonitor` goes only if there is room at once, and one dropped
+//! is made again when its cancel is said again, so a node that reads
+//! nothing makes the other hold none of them). A node remembers its
 //! last 4,096 such unlinks, each until it is answered, the watching
 //! node is declared down, or this node rejoins. A cancelled watch holds the same way (a demonitor, an
 //! unlink, a dead watching device): a `Demonitor` lost

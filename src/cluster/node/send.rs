@@ -965,6 +965,30 @@ impl Node {
         }
     }
 
+    /// Sends `frame`, the answer to a request its sender says again
+    /// until it is answered (a `Demonitor`, an `Unlink`), if the
+    /// transport takes it now and nothing waits for room to `to`;
+    /// otherwise drops it. It never waits for room: a node that reads
+    /// nothing and sends such requests over and over makes this one hold
+    /// nothing for them (rule 121).
+    pub(super) fn answer_if_room(&mut self, to: NodeId, frame: &Frame) {
+        if self.down.contains(&to) || self.blocked.by_node.contains_key(&to) {
+            return;
+        }
+        let Ok(out) = super::encode_to(to, frame) else {
+            return;
+        };
+        let control = frame.is_control();
+        if self
+            .wire
+            .transport
+            .send(self.me.addr, to.addr, out, control)
+            .is_ok()
+        {
+            self.stats.frames_out += 1;
+        }
+    }
+
     /// Whether request `frame` from node `from` is refused (and counted):
     /// [`HELD_FOR_A_NODE`](super::HELD_FOR_A_NODE) answers to its requests
     /// already wait for room to `from`, which reads nothing; its answer

@@ -681,9 +681,8 @@ impl Node {
     /// An `Unlink` from another node: device `watcher` of this node no
     /// longer watches `pid` through a link made there up to `epoch` (a
     /// later one stays), nor, unless it is said `again`, through one this
-    /// node made itself. It is answered ([`Frame::Unlinked`], counted
-    /// toward rule 115a's bound) either way, so that node stops saying it
-    /// again.
+    /// node made itself. It is answered ([`Frame::Unlinked`]) either
+    /// way, if there is room, so that node stops saying it again.
     pub(super) fn unlink_from_peer(&mut self, watcher: u64, pid: Pid, epoch: u64, again: bool) {
         let pair = (watcher, pid);
         let undo = if self.watch.own_links.contains(&pair) {
@@ -706,7 +705,7 @@ impl Node {
                 dst: pid.node,
                 epoch,
             };
-            let _ = self.frame_as(pid.node, &taken, Why::Answer);
+            self.answer_if_room(pid.node, &taken);
         }
     }
 
@@ -877,9 +876,9 @@ impl Node {
     /// A [`Frame::Demonitor`] from node `from` for its watch `tag`: the
     /// watch is cancelled if held, and the cancel answered either way
     /// (a `Down` of cause [`WireCause::Cancelled`]), so that `from`
-    /// stops saying it again (rule 121). The answer counts toward rule
-    /// 115a's bound; one lost or refused for want of room is made again
-    /// when `from` says the `Demonitor` again.
+    /// stops saying it again (rule 121). The answer goes only if there is
+    /// room; one dropped is made again when `from` says the `Demonitor`
+    /// again.
     pub(super) fn demonitor_in(&mut self, tag: u64, from: NodeId) {
         if let Some(m) = self.watch.served.remove(from, tag) {
             m.cancel();
@@ -891,7 +890,7 @@ impl Node {
                 from: self.me,
                 dst: from,
             };
-            let _ = self.frame_as(from, &down, Why::Answer);
+            self.answer_if_room(from, &down);
         }
     }
 
