@@ -40,9 +40,10 @@
 //! its unacknowledged data times out (about 15 minutes with Linux's
 //! defaults, `net.ipv4.tcp_retries2`); an unanswered echo does not end
 //! it, since a peer that merely stops reading (rule 135) answers no echo
-//! either. Membership declares such a peer down on its own probes
-//! meanwhile; but frames for a later incarnation at that address wait on
-//! the half-open link until then, unless that incarnation connects first.
+//! either. Until then the frames for that address (for a later
+//! incarnation too, unless it connects first) wait on the half-open
+//! link, and go no further; membership declares the peer down only if no
+//! other member reaches it either (it probes through them too).
 //!
 //! ## Costs
 //!
