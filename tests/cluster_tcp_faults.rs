@@ -10,7 +10,7 @@ mod tcp;
 
 use stakplane::cluster::tcp::{
     ConnError, BACKOFF_MAX, CONTROL_FRAMES, ECHO_INTERVAL, HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES,
-    PENDING_HANDSHAKES_PER_SOURCE, QUEUED_BYTES, QUEUED_FRAMES,
+    PENDING_HANDSHAKES_PER_SOURCE, QUEUED_BYTES, QUEUED_FRAMES, SILENCE_TIMEOUT,
 };
 use stakplane::cluster::{
     Credentials, Full, Identity, LinkState, NodeId, Pins, Secret, Session, SessionError, Transport,
@@ -1153,4 +1153,61 @@ fn tcp_a_peer_forgotten_with_its_link_up_is_gone_once_the_link_ends() {
         "no link kept for it: {:?}",
         a.t.links()
     );
+}
+
+// Rule 137 ----------------------------------------------------------------
+
+/// Rule 137: a peer that authenticates and then sends nothing more, its
+/// connection left open (a peer gone without a FIN or a reset), is
+/// closed as `Silent` once nothing has come from it for the timeout (the
+/// link was kept for as long as TCP kept the connection).
+#[test]
+fn tcp_a_link_that_hears_nothing_from_its_peer_for_the_timeout_is_closed() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([14; 32]);
+    let b = side(&mut rt, &secret, None);
+    let me = NodeId::new("127.0.0.1:9".parse().expect("addr"), 1);
+    let session = Session::initiator(me, &secret).expect("noise");
+    let (mut client, session) = handshake(&mut rt, b.id.addr, session);
+    assert!(session.is_established());
+    assert!(run_until(&mut rt, ECHO_INTERVAL, || b
+        .t
+        .links()
+        .iter()
+        .any(|l| l.state == LinkState::Up)));
+    // Silent, but short of the timeout: kept.
+    rt.run_for(SILENCE_TIMEOUT - ECHO_INTERVAL * 2)
+        .expect("runs");
+    assert!(b.take_errors().is_empty(), "{:?}", b.t.links());
+    assert_eq!(b.t.stats().broken, 0);
+    rt.run_for(ECHO_INTERVAL * 3).expect("runs");
+    assert_eq!(b.take_errors(), ["Silent"], "{:?}", b.t.stats());
+    assert_eq!((b.t.stats().broken, b.t.stats().failed), (1, 0));
+    assert!(closed_by_server(&mut rt, &mut client));
+}
+
+/// Rule 137 with rule 135: a side that stops reading for many times the
+/// silence timeout keeps its link, both ways (it tells its peer it is
+/// there), and nothing is lost once it reads again.
+#[test]
+fn tcp_a_side_that_stops_reading_past_the_silence_timeout_keeps_its_link() {
+    let mut rt = virtual_rt();
+    let secret = Secret::new([15; 32]);
+    let (a, b) = pair(&mut rt, &secret);
+    still_carries(&mut rt, &a, &b, 1);
+    b.t.pause_reading();
+    for n in 2..=10 {
+        a.send(&b, n, false).expect("room");
+    }
+    rt.run_for(SILENCE_TIMEOUT * 4).expect("runs");
+    assert!(a.take_errors().is_empty(), "{:?}", a.t.stats());
+    assert!(b.take_errors().is_empty(), "{:?}", b.t.stats());
+    b.t.resume_reading();
+    let arrived = run_until(&mut rt, ECHO_INTERVAL, || b.numbers().last() == Some(&10));
+    assert!(arrived, "{:?} {:?}", b.numbers(), b.t.links());
+    assert_eq!(b.numbers(), (0..=10).collect::<Vec<_>>());
+    // Reading again, b counts silence afresh: still up a while later.
+    rt.run_for(SILENCE_TIMEOUT * 2).expect("runs");
+    assert!(b.take_errors().is_empty(), "{:?}", b.t.stats());
+    assert_eq!((a.t.stats().broken, b.t.stats().broken), (0, 0));
 }

@@ -6,7 +6,7 @@
 use super::state::{source, Inner, Link, Peer};
 use super::{
     ConnError, ConnFailure, BACKOFF_MAX, BACKOFF_MIN, ECHO, ECHO_INTERVAL, HANDSHAKE_TIMEOUT,
-    PENDING_HANDSHAKES, PENDING_HANDSHAKES_PER_SOURCE, WRITE_CHUNK,
+    PENDING_HANDSHAKES, PENDING_HANDSHAKES_PER_SOURCE, SILENCE_TIMEOUT, WRITE_CHUNK,
 };
 use crate::cluster::session::{Session, SessionError};
 use crate::cluster::wire::MAX_FRAME;
@@ -92,6 +92,8 @@ pub(super) fn new_link(inner: &mut Inner, addr: Option<SocketAddr>) -> Result<u6
             echo_due: false,
             echo_sent: None,
             answer_due: false,
+            ping_due: false,
+            heard_at: None,
         },
     );
     Ok(serial)
@@ -408,6 +410,7 @@ pub(super) fn receive(inner: &mut Inner, now: Instant, serial: u64, bytes: &[u8]
     let Some(link) = inner.links.get_mut(&serial) else {
         return after;
     };
+    link.heard_at = Some(now);
     let was = link.session.is_established();
     let mut frames = match link.session.receive_raw(bytes) {
         Ok(frames) => frames,
@@ -561,21 +564,36 @@ pub(super) fn up(inner: &mut Inner, serial: u64, after: &mut After) {
 }
 
 /// Every [`ECHO_INTERVAL`] while link `serial` lives: an echo request,
-/// unless one is still unanswered.
+/// unless one is still unanswered; while this side reads nothing, one
+/// not waited for. A link that has heard nothing from its peer for
+/// [`SILENCE_TIMEOUT`] while this side reads is closed (rule 137).
 pub(super) fn arm_echo(weak: &Weak<RefCell<Inner>>, s: &mut Stakker, serial: u64) {
     let weak = weak.clone();
     s.after(ECHO_INTERVAL, move |s| {
         let Some(rc) = weak.upgrade() else { return };
-        let addr = {
+        let now = s.now();
+        let (addr, silent) = {
             let mut inner = rc.borrow_mut();
+            let paused = inner.paused;
             let Some(link) = inner.links.get_mut(&serial) else {
                 return;
             };
             if link.echo_sent.is_none() {
                 link.echo_due = true;
             }
-            link.addr
+            let silent = if paused {
+                link.ping_due = link.ready;
+                false
+            } else {
+                // Counted afresh from now after this side read again.
+                let heard = *link.heard_at.get_or_insert(now);
+                link.ready && now.saturating_duration_since(heard) >= SILENCE_TIMEOUT
+            };
+            (link.addr, silent)
         };
+        if silent {
+            return fail(&weak, s, serial, Some(ConnError::Silent));
+        }
         arm_echo(&weak, s, serial);
         if let Some(addr) = addr {
             flush_peer(&weak, s, addr);
@@ -629,7 +647,9 @@ pub(super) fn write_queued(
     link: &mut Link,
     now: Instant,
 ) -> Result<(), ConnError> {
-    while link.ready && link.held.is_empty() && (peer.waiting() || link.answer_due || link.echo_due)
+    while link.ready
+        && link.held.is_empty()
+        && (peer.waiting() || link.answer_due || link.echo_due || link.ping_due)
     {
         let Some(conn) = &link.conn else { break };
         if std::mem::take(&mut link.answer_due) {
@@ -637,7 +657,7 @@ pub(super) fn write_queued(
         }
         let mut plain = Vec::new();
         let echo = std::mem::take(&mut link.echo_due);
-        if echo {
+        if std::mem::take(&mut link.ping_due) || echo {
             plain.extend_from_slice(&ECHO);
         }
         let mut frames = peer.control.pop_into(&mut plain, WRITE_CHUNK);

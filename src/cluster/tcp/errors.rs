@@ -5,7 +5,9 @@ use crate::net::NetError;
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::{HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES, PENDING_HANDSHAKES_PER_SOURCE};
+use super::{
+    HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES, PENDING_HANDSHAKES_PER_SOURCE, SILENCE_TIMEOUT,
+};
 
 /// Counters of a TCP transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,6 +63,10 @@ pub enum ConnError {
     /// source (an IPv4 address, or an IPv6 /64, as given) were
     /// authenticating already.
     TooManyHandshakesFrom(std::net::IpAddr),
+    /// Nothing came from the up link's peer for [`SILENCE_TIMEOUT`]
+    /// while this side read (rule 137): the peer vanished without a FIN
+    /// or a reset, or is stuck.
+    Silent,
     /// The socket failed: connection refused, reset, ...
     Io(NetError),
     /// The peer closed the connection.
@@ -106,6 +112,10 @@ impl fmt::Display for ConnError {
             ConnError::TooManyHandshakesFrom(source) => write!(
                 f,
                 "{PENDING_HANDSHAKES_PER_SOURCE} connections from {source} were authenticating already"
+            ),
+            ConnError::Silent => write!(
+                f,
+                "nothing heard from the peer for {SILENCE_TIMEOUT:?}"
             ),
             ConnError::Io(e) => write!(f, "connection failed: {e}"),
             ConnError::Closed => f.write_str("the peer closed the connection"),

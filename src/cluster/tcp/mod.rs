@@ -1,6 +1,6 @@
 //! The node transport over stakplane's TCP: one authenticated [`Session`](super::Session)
 //! per peer, over a push-style [`TcpConn`](crate::net::TcpConn) (rule 118 in the
-//! [cluster](super) docs, rules 130–136 here).
+//! [cluster](super) docs, rules 130–137 here).
 //!
 //! A [`TcpTransport`] listens on the node's address and connects to a
 //! peer the first time a frame is sent to it. What it sends waits in the
@@ -33,17 +33,6 @@
 //! is; membership alone decides that a peer is down, and the node asks
 //! again for what it waits for when the link is up again
 //! ([`Transport::on_link_up`]).
-//!
-//! A link ends when its connection does. A peer that vanishes without a
-//! FIN or a reset (a cable pulled, a firewall's or NAT's state dropped)
-//! leaves a half-open connection, which TCP itself gives up on only when
-//! its unacknowledged data times out (about 15 minutes with Linux's
-//! defaults, `net.ipv4.tcp_retries2`); an unanswered echo does not end
-//! it, since a peer that merely stops reading (rule 135) answers no echo
-//! either. Until then the frames for that address (for a later
-//! incarnation too, unless it connects first) wait on the half-open
-//! link, and go no further; membership declares the peer down only if no
-//! other member reaches it either (it probes through them too).
 //!
 //! ## Costs
 //!
@@ -141,6 +130,24 @@
 //! the round-trip time measured on the loop's clock at the handshake and
 //! refreshed every [`ECHO_INTERVAL`], the frames and bytes in and out,
 //! and the frames queued.
+//!
+//! **137. A link that hears nothing from its peer for
+//! [`SILENCE_TIMEOUT`] is closed, unless this side has stopped reading**:
+//! a peer that vanishes without a FIN or a reset (a cable pulled, a
+//! firewall's or NAT's state dropped) leaves a half-open connection,
+//! which TCP gives up on only when its unacknowledged data times out
+//! (about 15 minutes with Linux's defaults); meanwhile the frames for
+//! that address would wait on it and go no further. So an up link that
+//! has heard nothing (no echo's answer, no frame) for
+//! [`SILENCE_TIMEOUT`] is closed ([`ConnError::Silent`], counted in
+//! [`TcpStats::broken`]) and, while frames wait, connected again (rule
+//! 132). A side that has stopped reading
+//! ([`pause_reading`](TcpTransport::pause_reading): rule 135) is not
+//! silent to its peer: it sends an echo request every [`ECHO_INTERVAL`]
+//! that it does not wait for, and counts no silence itself until it
+//! reads again. A peer whose loop is stuck for longer (its thread
+//! blocked) is taken as gone, as a node whose heartbeats stop is in
+//! Erlang's distribution.
 
 mod conn;
 mod errors;
@@ -197,6 +204,11 @@ pub const PENDING_HANDSHAKES_PER_SOURCE: usize = 32;
 /// How often an up link measures its round trip (an echo request of 4
 /// bytes and a keepalive of 18 back, encrypted).
 pub const ECHO_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long an up link may hear nothing from its peer, while this side
+/// reads, before it is closed as [`ConnError::Silent`] (rule 137):
+/// fifteen echo intervals.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest frame carried: [`MAX_FRAME`] and its 4-byte prefix.
 const MAX_ENCODED: usize = MAX_FRAME + 4;
@@ -406,8 +418,13 @@ impl TcpTransport {
     pub fn resume_reading(&self) {
         let mut inner = self.inner.borrow_mut();
         inner.paused = false;
-        for conn in inner.links.values().filter_map(|l| l.conn.as_ref()) {
-            conn.resume_reading();
+        for link in inner.links.values_mut() {
+            // What its peer sent meanwhile waits unread: rule 137's
+            // silence counts from the next echo's turn.
+            link.heard_at = None;
+            if let Some(conn) = &link.conn {
+                conn.resume_reading();
+            }
         }
     }
 }

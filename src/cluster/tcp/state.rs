@@ -96,6 +96,11 @@ pub(super) struct Link {
     /// A keepalive goes with the next write (the confirmation, or an
     /// echo's answer).
     pub(super) answer_due: bool,
+    /// An echo request goes with the next write, not waited for: this
+    /// side reads nothing, and shows its peer it is there (rule 137).
+    pub(super) ping_due: bool,
+    /// When bytes last came from the peer (rule 137).
+    pub(super) heard_at: Option<Instant>,
 }
 
 /// What this node keeps for one peer, across connections.
