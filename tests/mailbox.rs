@@ -332,6 +332,23 @@ fn the_message_in_hand_holds_its_slot_until_it_is_handled() {
     }
 }
 
+/// Rule 88 in the stats: `high_water` is the largest depth seen, up to the
+/// capacity and never above it.
+#[test]
+fn the_high_water_mark_is_the_largest_depth_seen_and_never_above_the_capacity() {
+    let mb = Mailbox::new(4, Overflow::Reject);
+    let mut b = Bench::new(&mb);
+    send_all(&mb, 1..=2);
+    assert_eq!(mb.stats().high_water, 2);
+    let _w = b.start(&mb);
+    b.run();
+    assert_eq!(mb.stats().high_water, 2, "a drained mailbox keeps its mark");
+    send_all(&mb, 3..=6);
+    assert!(mb.try_send(7).is_err());
+    let s = mb.stats();
+    assert_eq!((s.depth, s.high_water), (4, 4), "{s:?}");
+}
+
 #[test]
 fn capacity_zero_is_refused_by_try_new_and_raised_to_one_by_new() {
     let r = Mailbox::<u32>::try_new(0, Overflow::Reject, OnCrash::discard());
@@ -584,6 +601,57 @@ fn crash_with_redeliver_hands_the_message_to_the_next_incarnation_once_then_dead
     assert_accounted(&mb);
 }
 
+/// Rule 90's policies as a mailbox reports them: only `redeliver_once`
+/// redelivers.
+#[test]
+fn the_crash_policy_says_whether_it_redelivers_the_message_in_hand() {
+    assert!(OnCrash::<u32>::redeliver_once().redelivers());
+    assert!(!OnCrash::<u32>::dead_letter().redelivers());
+    assert!(!OnCrash::<u32>::discard().redelivers());
+    assert!(Mailbox::<u32>::redelivering(1, Overflow::Reject)
+        .on_crash()
+        .redelivers());
+    assert!(!Mailbox::<u32>::dead_lettering(1, Overflow::Reject)
+        .on_crash()
+        .redelivers());
+    assert!(!Mailbox::<u32>::new(1, Overflow::Reject)
+        .on_crash()
+        .redelivers());
+}
+
+/// The module doc's "Panics": a panic of unguarded user code that unwinds
+/// out of a delivery run (here a raw monitor `Fwd` run by the consumer's
+/// death, right after its handler returned) leaves the mailbox's counters
+/// and flags consistent: the message in hand no longer holds a slot and
+/// counts as crashed on, the consumer is detached, no run is left marked
+/// as scheduled, so that the rest goes to a consumer attached on another
+/// runtime (stakker refuses to run again after the panic).
+#[test]
+fn a_panic_unwinding_out_of_a_delivery_run_leaves_the_mailbox_consistent() {
+    let mb = Mailbox::new(10, Overflow::Reject);
+    let mut b = Bench::new(&mb);
+    b.script.stop_in.set(Some(0)); // stops right after its 1st message
+    let w1 = b.start(&mb);
+    w1.monitor_fwd(Fwd::new(|_: Down| panic!("{TEST_PANIC} in a raw monitor")))
+        .expect("alive");
+    send_all(&mb, 1..=3);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.run()));
+    assert!(
+        unwound.is_err(),
+        "the raw monitor's panic unwinds out of the run"
+    );
+    assert!(!mb.is_attached(), "the consumer is detached");
+    assert_eq!(mb.len(), 2, "the message in hand no longer holds a slot");
+    let s = mb.stats();
+    assert_eq!((s.dropped_crashed, s.depth), (1, 2), "{s:?}");
+    assert_accounted(&mb);
+    b.rt = Rt::new();
+    let _w2 = b.start(&mb);
+    b.run();
+    assert_eq!(b.trace(), [Ev::Got(1, 1), Ev::Got(2, 2), Ev::Got(2, 3)]);
+    assert_accounted(&mb);
+}
+
 #[test]
 fn a_redelivered_message_handled_by_the_next_incarnation_is_not_dead_lettered() {
     let mb = Mailbox::redelivering(10, Overflow::Reject);
@@ -732,6 +800,57 @@ fn waiting_senders_get_freed_slots_in_the_order_they_started_waiting() {
     b.run();
     assert_eq!(b.got(), [0, 1, 2, 3, 4]);
     assert!(tasks.iter().all(|t| t.is_finished()));
+}
+
+/// Rule 91: a waiting sender polled again before its turn (a spurious
+/// poll: its task woken for something else) keeps its place in line.
+#[test]
+fn waiting_senders_keep_their_place_in_line_when_polled_before_their_turn() {
+    let mb = Mailbox::new(1, Overflow::Reject);
+    let mut b = Bench::new(&mb);
+    send_all(&mb, [0]);
+    let (_, waker) = count_waker();
+    let mut f1 = mb.send(1);
+    let mut f2 = mb.send(2);
+    let mut f3 = mb.send(3);
+    for f in [&mut f1, &mut f2, &mut f3] {
+        assert!(poll_once(f, &waker).is_pending());
+    }
+    // 2 is polled again before its turn: it still waits, second in line.
+    assert!(poll_once(&mut f2, &waker).is_pending());
+    assert_eq!(mb.stats().waiting_senders, 3);
+    let _w = b.start(&mb);
+    for f in [&mut f1, &mut f2, &mut f3] {
+        b.run(); // the message held is handled: its slot goes to the next in line
+        assert!(matches!(poll_once(f, &waker), Poll::Ready(Ok(()))));
+    }
+    b.run();
+    assert_eq!(b.got(), [0, 1, 2, 3]);
+}
+
+/// Rule 91, with the `Future` contract: a waiting sender is woken through
+/// the waker of its latest poll (its task may have moved), never an older
+/// one.
+#[test]
+fn a_waiting_sender_is_woken_through_the_waker_of_its_latest_poll() {
+    let mb = Mailbox::new(1, Overflow::Reject);
+    let mut b = Bench::new(&mb);
+    send_all(&mb, [0]);
+    let (old_wakes, old) = count_waker();
+    let (new_wakes, new) = count_waker();
+    let mut fut = mb.send(1);
+    assert!(poll_once(&mut fut, &old).is_pending());
+    assert!(poll_once(&mut fut, &new).is_pending());
+    let _w = b.start(&mb);
+    b.run(); // 0 handled: its slot is granted to the waiting sender
+    assert_eq!(
+        (
+            old_wakes.0.load(Ordering::SeqCst),
+            new_wakes.0.load(Ordering::SeqCst)
+        ),
+        (0, 1)
+    );
+    assert!(matches!(poll_once(&mut fut, &new), Poll::Ready(Ok(()))));
 }
 
 #[test]
@@ -1206,6 +1325,51 @@ fn dropping_the_last_handle_dead_letters_what_is_still_queued() {
     send_all(&mb, [1, 2]);
     drop(mb);
     assert_eq!(*dead.borrow(), [(1, Dropped::Closed), (2, Dropped::Closed)]);
+}
+
+/// Rule 87 for the thread (`mailbox::totals`, what the runtime's status
+/// and metrics report): each drop is counted once whatever its cause
+/// (overflow, crash, close, the last handle's drop), and each dead letter
+/// once, in a live mailbox and in one already dropped.
+#[test]
+fn the_thread_totals_count_each_drop_and_dead_letter_once() {
+    use stakplane::mailbox::{totals, MailboxTotals};
+    let delta = |before: MailboxTotals| {
+        let t = totals();
+        (
+            t.accepted - before.accepted,
+            t.handled - before.handled,
+            t.dropped - before.dropped,
+            t.dead_lettered - before.dead_lettered,
+            t.depth() - before.depth(),
+        )
+    };
+    let before = totals();
+    let mb = Mailbox::dead_lettering(2, Overflow::DropOldest);
+    let mut b = Bench::new(&mb);
+    send_all(&mb, 1..=3); // 1 evicted
+    b.script.crash_in.set(Some(0));
+    let _w1 = b.start(&mb);
+    b.run(); // crashed on 2; 3 stays queued
+    assert_eq!(
+        b.dead(),
+        [(1, Dropped::Overflow), (2, Dropped::Crashed)],
+        "{:?}",
+        mb.stats()
+    );
+    // accepted, handled, dropped, dead-lettered, depth
+    assert_eq!(delta(before), (3, 0, 2, 2, 1));
+    drop(mb); // 3 goes to the dead letters
+    assert_eq!(delta(before), (3, 0, 3, 3, 0));
+    let closed = Mailbox::new(4, Overflow::Reject);
+    let sink = b.dead.clone();
+    closed.dead_letters(Fwd::new(move |dl| sink.borrow_mut().push(dl)));
+    send_all(&closed, [4, 5, 6]);
+    closed.close();
+    assert_eq!(delta(before), (6, 0, 6, 6, 0));
+    drop(closed);
+    assert_eq!(delta(before), (6, 0, 6, 6, 0));
+    assert_eq!(b.dead.borrow().len(), 6);
 }
 
 /// Holds a mailbox in its state, so the mailbox dies with the Stakker.

@@ -423,3 +423,70 @@ fn raw_watcher_panic_still_notifies_the_others() {
     drop(target);
     assert_eq!(registry_stats(), RegistryStats::default());
 }
+
+/// Rule 33 on the commonest end, a device its only owner dropped: with
+/// more watchers than the one inline (a second monitor, or a linked
+/// watcher: a record) and no `Line`, every watcher still gets exactly one
+/// `Down` and nothing is left behind (the short path of such a death
+/// serves only a device without a record).
+#[test]
+fn a_device_its_owner_dropped_tells_every_watcher_of_its_record_once() {
+    for linked in [false, true] {
+        let (mut rt, log, watcher, _plain) = rt_with_trapper("w", "plain");
+        let before = registry_stats();
+        let d = dev(&mut rt, "d", &log);
+        rt.run();
+        let _ = d.monitor(ret_some_to!([watcher], down() as (Down)));
+        if linked {
+            watcher.link(&d, LinkMode::Monitor).unwrap();
+        } else {
+            let _ = d.monitor_fwd(fwd_to!([watcher], down() as (Down)));
+        }
+        let id = d.id();
+        drop(d);
+        rt.run();
+        assert_eq!(
+            entries(&log),
+            vec![format!("w: {id} dropped (last owner gone)"); 2],
+            "linked: {linked}"
+        );
+        assert_eq!(registry_stats(), before, "linked: {linked}");
+    }
+}
+
+/// Rule 33 while a death is told: a raw watcher that drops the last
+/// handle naming the dying device (its `Line`) does not cut the telling
+/// short: the slot and record stay until every watcher has had its `Down`,
+/// then go.
+#[test]
+fn the_last_handle_dropped_by_a_watcher_mid_death_lets_every_watcher_be_told() {
+    let mut rt = Rt::new();
+    let base = registry_stats();
+    let log = new_log();
+    let target = dev(&mut rt, "target", &log);
+    rt.run();
+    let id = target.id();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let line = std::rc::Rc::new(std::cell::RefCell::new(Some(target.line())));
+    let (s, l) = (seen.clone(), line.clone());
+    let _ = target.monitor_fwd(Fwd::new(move |_: Down| {
+        s.borrow_mut().push("drops the line");
+        drop(l.borrow_mut().take());
+    }));
+    for tag in ["second", "third"] {
+        let s = seen.clone();
+        let _ = target.monitor(Ret::new(move |d: Option<Down>| {
+            s.borrow_mut()
+                .push(if d.is_some() { tag } else { "unfired" })
+        }));
+    }
+    drop(target); // the Line is the last handle now
+    rt.run();
+    assert_eq!(
+        *seen.borrow(),
+        ["drops the line", "second", "third"],
+        "{id}"
+    );
+    assert!(line.borrow().is_none());
+    assert_eq!(registry_stats(), base, "nothing left behind");
+}

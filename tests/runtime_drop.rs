@@ -237,3 +237,22 @@ fn a_device_freed_unended_gives_every_watcher_the_same_answer() {
     rt_b.run();
     assert_eq!(stakplane::registry_stats(), base);
 }
+
+/// Rule 34 in the thread's counts: devices freed unended with their
+/// dropped runtime neither live nor died, and still count as created
+/// (`device_counts`, the runtime status's `devices_created`).
+#[test]
+fn devices_freed_unended_with_their_runtime_still_count_as_created() {
+    let (counts, stats) = (stakplane::device_counts(), stakplane::registry_stats());
+    let (rt, _log, devs) = rt_with_devs(["a", "b"]);
+    drop(devs);
+    drop(rt); // the queued `Dropped` ends never run
+    let after = stakplane::device_counts();
+    assert_eq!(after.created - counts.created, 2, "{after:?}");
+    assert_eq!(after.died, counts.died, "nothing died");
+    assert_eq!(
+        stakplane::registry_stats(),
+        stats,
+        "nothing live, nothing left"
+    );
+}

@@ -2110,3 +2110,39 @@ fn a_child_an_old_nested_copy_is_still_shutting_down_is_superseded_by_the_new_co
     assert!(ls[2].is_alive(), "copy 2's timeout does not touch g1 #3");
     assert!(g1_addr.is_running() && !ls[1].is_alive());
 }
+
+/// Rule 36 through the owner-watcher (`device::owner`): a child that had
+/// a record at its death (a monitor taken through a `Line` since dropped:
+/// the supervisor's handle is its only one) is told to its monitor once,
+/// and once the supervisor has taken its cause and restarted it, nothing
+/// of the dead incarnation is left in the registry.
+#[test]
+fn a_child_watched_through_a_dropped_line_leaves_nothing_behind_when_restarted() {
+    let mut rt = Rt::new();
+    let log = new_log();
+    let (sup, a) = start(
+        &mut rt,
+        SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(1)),
+        &log,
+        &["a"],
+    );
+    let base = stakplane::registry_stats();
+    let downs: Rc<RefCell<Vec<Option<String>>>> = Rc::default();
+    for c in sup.which_children().expect("up") {
+        if let ChildStatus::Running(line) = c.status {
+            let downs = downs.clone();
+            line.monitor(Ret::new(move |d: Option<Down>| {
+                downs.borrow_mut().push(d.map(|d| d.cause.to_string()));
+            }))
+            .expect("alive");
+        }
+    }
+    crash(&a[0]);
+    rt.run();
+    assert_eq!(take(&log), ["stop a", "start a"]);
+    assert_eq!(
+        *downs.borrow(),
+        [Some(format!("panicked: {TEST_PANIC}: crash"))]
+    );
+    assert_eq!(stakplane::registry_stats(), base, "nothing left behind");
+}
