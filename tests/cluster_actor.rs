@@ -444,3 +444,136 @@ fn actor_credit_accounts_are_one_per_sender_address_whatever_incarnations_frames
     rt.run();
     assert_eq!(accounts(&mut rt), 1);
 }
+
+/// Rule 127: an ask for credit in the name of an older incarnation of a
+/// sender's address (gone, stale) changes nothing: the newer one keeps
+/// its account, and what it sends goes on arriving within its grants.
+#[test]
+fn actor_credit_asked_in_an_older_incarnations_name_leaves_the_newer_ones_account() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let (_sup, r, done) = window_of_one(&mut rt, &b);
+    send_from(&mut rt, &a, r, &done);
+    assert_eq!(*done.borrow(), [Some(Ok(()))]);
+    let stale = Frame::CreditAsk {
+        target: r.pid().device,
+        from: NodeId::new(id(1).addr, 0),
+        dst: id(2),
+    };
+    call!([b], packet(common::cluster::encoded(stale)));
+    rt.run();
+    for _ in 0..3 {
+        send_from(&mut rt, &a, r, &done);
+    }
+    assert_eq!(*done.borrow(), vec![Some(Ok(())); 4], "each sent");
+    let replies: Replies = Default::default();
+    read(&mut rt, &a, r, &replies);
+    assert_eq!(*replies.borrow(), [Some(Ok(4))], "all arrived");
+    let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(b_stats.credit_violations, 0);
+    assert_eq!(common::cluster::status(&mut rt, &b).credit_accounts, 1);
+}
+
+/// Rule 127 with two senders on two nodes: a new sender's account opens
+/// beside the other's (whatever their incarnations: only one of the same
+/// address is stale): each one's sends all arrive, within the bound.
+#[test]
+fn actor_credit_accounts_of_two_sending_nodes_stand_side_by_side() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    // A later incarnation than a's at another address, first to send.
+    let c = node_on(&mut rt, &net, NodeId::new(id(3).addr, 5), quiet());
+    rt.run();
+    join(&mut rt, &c, id(1));
+    let (_sup, r, done_a) = window_of_one(&mut rt, &b);
+    let done_c = Told::default();
+    for _ in 0..3 {
+        send_from(&mut rt, &c, r, &done_c);
+        send_from(&mut rt, &a, r, &done_a);
+    }
+    assert_eq!(*done_a.borrow(), vec![Some(Ok(())); 3], "a's each sent");
+    assert_eq!(*done_c.borrow(), vec![Some(Ok(())); 3], "c's each sent");
+    let replies: Replies = Default::default();
+    read(&mut rt, &a, r, &replies);
+    assert_eq!(*replies.borrow(), [Some(Ok(6))], "all arrived");
+    let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(b_stats.credit_violations, 0);
+    assert_eq!(common::cluster::status(&mut rt, &b).credit_accounts, 2);
+}
+
+/// Rule 127: credit held is spent at once: a plain send to a credited
+/// target goes when its sender holds credit for it (only one without
+/// credit is given back).
+#[test]
+fn actor_credit_held_lets_a_plain_send_go_at_once() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let (_sup, r, done) = window_of_one(&mut rt, &b);
+    send_from(&mut rt, &a, r, &done);
+    assert_eq!(*done.borrow(), [Some(Ok(()))]);
+    let sent = a
+        .query(&mut rt.s, |n, _| n.try_send(r.pid(), Op::Add(1)).is_ok())
+        .expect("alive");
+    assert!(sent, "credit held: sent at once");
+    rt.run();
+    let replies: Replies = Default::default();
+    read(&mut rt, &a, r, &replies);
+    assert_eq!(*replies.borrow(), [Some(Ok(2))], "both arrived");
+}
+
+/// Rule 127: a message that comes past its sender's grant (a sender that
+/// does not keep to its credit, or frames in its name) is counted as a
+/// credit violation, each one.
+#[test]
+fn actor_credit_a_message_past_its_senders_grant_is_counted_as_a_violation() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let (_sup, r, done) = window_of_one(&mut rt, &b);
+    send_from(&mut rt, &a, r, &done);
+    assert_eq!(*done.borrow(), [Some(Ok(()))]);
+    let violations = |rt: &mut Rt| b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
+    assert_eq!(violations(&mut rt).credit_violations, 0);
+    // Sends in a's name, past what b granted it (a window of at most 2).
+    let forged = 5;
+    for _ in 0..forged {
+        let send = Frame::Send {
+            to: r.pid().device,
+            from: Some(Pid::new(id(1), 7)),
+            payload: vec![0, 1], // `Op::Add(1)` in postcard
+            dst: id(2),
+        };
+        call!([b], packet(common::cluster::encoded(send)));
+    }
+    rt.run();
+    let counted = violations(&mut rt).credit_violations;
+    assert!(
+        (forged - 2..=forged).contains(&counted),
+        "each past the grant counted: {counted} of {forged}"
+    );
+}
+
+/// Rules 127 and 122: a send waiting for credit from a node that is
+/// lost is refused, once, with `NodeDown`; its credit account goes too.
+#[test]
+fn actor_a_send_waiting_for_credit_from_a_lost_node_is_refused_once() {
+    let mut rt = Rt::new();
+    let net = MemNet::new();
+    let (a, b) = two(&mut rt, &net);
+    let (_sup, r, done) = window_of_one(&mut rt, &b);
+    // The grant answering a's ask is lost: the send waits for credit.
+    net.lose(id(2).addr, id(1).addr, 1);
+    send_from(&mut rt, &a, r, &done);
+    assert!(done.borrow().is_empty(), "waits for the lost grant");
+    net.cut(id(2).addr);
+    rt.advance(Duration::from_secs(60));
+    assert_eq!(
+        *done.borrow(),
+        [Some(Err(SendError::NodeDown(id(2))))],
+        "refused once"
+    );
+    assert_eq!(common::cluster::status(&mut rt, &a).credit_accounts, 0);
+}

@@ -348,6 +348,19 @@ impl XY {
         status_of(&mut self.p, false).watched_here
     }
 
+    /// Another device of node a, known to it (trapping), dies.
+    fn another_device_of_a_dies(&mut self) {
+        let (z, _) = device_on(&mut self.p, false, "z");
+        let (_, fwd) = recorder::<RemoteDown>();
+        self.p
+            .a
+            .query(&mut self.p.rt.s, |n, cx| n.trap(cx, &z, fwd))
+            .expect("alive")
+            .expect("z is alive");
+        z.kill("z ends").expect("alive");
+        self.p.rt.run();
+    }
+
     /// y fails with `why`: x's cause after it, `None` while x lives.
     fn y_fails(&mut self, why: &'static str) -> Option<String> {
         self.y.kill(why).expect("alive");
@@ -416,6 +429,43 @@ fn links_an_unlink_on_the_watching_side_holds_when_its_frame_is_lost_in_flight()
     t.lose(false, 2); // the Demonitor and the Unwatch
     t.a_links(false);
     t.reconnect();
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
+}
+
+/// Rule 121: the node that made a `Notify` link undone on the watching
+/// side forgets it when told (`Unwatch`): a reconnect after it sends no
+/// more packets than one before the link was made (the link is not asked
+/// again, and refused again, at every reconnect).
+#[test]
+fn links_an_unlink_on_the_watching_side_is_forgotten_by_the_linking_node() {
+    let mut t = XY::new();
+    let sent_by_a_reconnect = |t: &mut XY| {
+        let before = t.p.net.counts().0;
+        t.reconnect();
+        t.p.net.counts().0 - before
+    };
+    let quiet = sent_by_a_reconnect(&mut t);
+    t.b_links(true);
+    assert_eq!(t.held_on_b(), 1, "x watches y");
+    t.a_links(false);
+    assert_eq!(t.held_on_b(), 0, "unlinked");
+    assert_eq!(sent_by_a_reconnect(&mut t), quiet, "nothing asked again");
+    assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
+}
+
+/// Rule 121: an unlink on the watching side whose frames are lost in
+/// flight holds when another device of its node dies before the
+/// connection comes back (a death forgets that device's unlinks only).
+#[test]
+fn links_an_unlink_on_the_watching_side_holds_when_another_device_dies_before_the_link_is_back() {
+    let mut t = XY::new();
+    t.b_links(true);
+    assert_eq!(t.held_on_b(), 1, "x watches y");
+    t.lose(false, 2); // the Demonitor and the Unwatch
+    t.a_links(false);
+    t.another_device_of_a_dies();
+    t.reconnect();
+    assert_eq!(t.held_on_b(), 0, "not linked again");
     assert_eq!(t.y_fails("a fault after the unlink"), None, "unlinked");
 }
 
@@ -889,5 +939,206 @@ fn links_a_notify_link_lost_in_flight_is_made_again_when_the_link_is_back() {
             End::Error.cause_text()
         )),
         "y watched x after all, and died of its fault once"
+    );
+}
+
+/// Rule 128: a `Notify` link lost in flight is made again when the link
+/// is back, even when another device of its node died meanwhile (a death
+/// forgets that device's links only).
+#[test]
+fn links_a_notify_link_lost_in_flight_is_made_again_when_another_device_died_meanwhile() {
+    let mut t = XY::new();
+    t.lose(false, 1); // the Link
+    let (x, yp) = (&t.x, t.yp);
+    t.p.a
+        .query(&mut t.p.rt.s, |n, cx| n.link(cx, x, yp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    t.p.rt.run();
+    assert_eq!(status_of(&mut t.p, true).watched_here, 0, "lost");
+    t.another_device_of_a_dies();
+    t.reconnect();
+    assert_eq!(status_of(&mut t.p, true).watched_here, 1, "made again");
+    t.x.kill("a fault of x").expect("alive");
+    t.p.rt.run();
+    let cause = t.y.line().cause().map(|c| c.to_string());
+    assert!(
+        cause.as_deref().is_some_and(|c| c.contains("a fault of x")),
+        "y watched x after all: {cause:?}"
+    );
+}
+
+/// Rule 115: only the node of the watched device ends a watch: a `Down`
+/// from another node for the watch's tag is a bad frame, and the watcher
+/// hears once, of the device's real cause.
+#[test]
+fn links_a_remote_death_reaches_its_watcher_once_from_the_node_of_the_device_only() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    // Watched on node a itself: node b does not hold it.
+    let (d, dp) = device_on(&mut p, false, "watched");
+    let downs = monitor_from_a(&mut p, dp);
+    let bad = |p: &mut Pair| status_of(p, true).stats.bad_frames;
+    let bad_before = bad(&mut p);
+    for tag in 0..64 {
+        let forged = encoded(Frame::Down {
+            tag,
+            cause: WireCause::Error("not b's to say".into()),
+            from: idb,
+            dst: ida,
+        });
+        call!([p.a], packet(forged));
+        p.rt.run();
+    }
+    assert_eq!(bad(&mut p), bad_before + 1, "one tag is the live watch's");
+    assert!(downs.borrow().is_empty(), "{:?}", downs.borrow());
+    call!([d], fail());
+    p.rt.run();
+    let heard: Vec<String> = downs.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(heard, [End::Error.cause_text()], "once, the real cause");
+}
+
+/// Rules 121 and 128 with a third node: what a node says again to one
+/// node when the connection comes back (a lost `Link`, `Unlink` or
+/// `Demonitor`) outlives the loss of another node meanwhile.
+#[test]
+fn links_what_is_said_again_to_a_node_outlives_the_loss_of_another_node() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let c = start(&mut p.rt, &p.net, 3);
+    p.rt.run();
+    call!([c], join(ida));
+    p.rt.advance(Duration::from_secs(5));
+    let idc = c.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    let on_c = |p: &mut Pair, name: &'static str| {
+        let log = common::new_log();
+        let d = common::dev(&mut p.rt, name, &log);
+        p.rt.run();
+        c.query(&mut p.rt.s, |n, _| {
+            n.register_device(&d, Fwd::new(|_: String| ()))
+        })
+        .expect("alive");
+        let pid = Pid::new(idc, d.id().get());
+        (d, pid)
+    };
+    let (_d, dp) = on_c(&mut p, "watched");
+    let (_y1, y1p) = on_c(&mut p, "y1");
+    let (_y2, y2p) = on_c(&mut p, "y2");
+    let (x1, _) = device_on(&mut p, false, "x1");
+    let (x2, _) = device_on(&mut p, false, "x2");
+    let (downs, fwd) = recorder::<RemoteDown>();
+    let m =
+        p.a.query(&mut p.rt.s, |n, cx| {
+            n.link(cx, &x1, y1p, LinkMode::Notify).expect("links");
+            n.monitor(cx, dp, fwd)
+        })
+        .expect("alive");
+    p.rt.run();
+    assert_eq!(status(&mut p.rt, &c).watched_here, 1, "c holds a's watch");
+    // The Demonitor, the Unlink and the Link are lost in flight.
+    p.net.lose(ida.addr, idc.addr, 3);
+    p.a.query(&mut p.rt.s, |n, cx| {
+        assert!(n.demonitor(m));
+        n.unlink(&x1, y1p, LinkMode::Notify);
+        n.link(cx, &x2, y2p, LinkMode::Notify).expect("links");
+    })
+    .expect("alive");
+    p.rt.run();
+    // Node b is lost meanwhile.
+    p.net.cut(idb.addr);
+    p.rt.advance(Duration::from_secs(60));
+    let b_state = status_of(&mut p, true)
+        .members
+        .iter()
+        .find(|m| m.id == idb)
+        .map(|m| m.state);
+    assert_eq!(
+        b_state,
+        Some(stakplane::cluster::MemberState::Down),
+        "a declared b down"
+    );
+    p.net.reconnect(ida.addr, idc.addr);
+    p.rt.run();
+    assert_eq!(
+        status(&mut p.rt, &c).watched_here,
+        0,
+        "Demonitor said again"
+    );
+    assert_eq!(status_of(&mut p, true).cancels_unanswered, 0, "answered");
+    assert_eq!(
+        status_of(&mut p, true).watched_here,
+        1,
+        "Unlink said again, Link asked again: y2 watches x2, y1 not x1"
+    );
+    assert!(downs.borrow().is_empty());
+}
+
+/// Rule 122a: the watches a lost node held here are cancelled when it is
+/// declared down: they count toward the bound of its address no more
+/// (`NodeStatus::watched_here` counts them), the watched device's death
+/// included.
+#[test]
+fn links_the_watches_a_lost_node_held_here_go_with_it_and_free_its_bound() {
+    let mut p = pair();
+    let (_ida, idb) = ids(&mut p);
+    let (d, dp) = device_on(&mut p, false, "watched");
+    p.a.query(&mut p.rt.s, |n, _| n.set_watch_limit(1))
+        .expect("alive");
+    let (_downs, fwd) = recorder::<RemoteDown>();
+    p.b.query(&mut p.rt.s, |n, cx| n.monitor(cx, dp, fwd))
+        .expect("alive");
+    p.rt.run();
+    assert_eq!(status_of(&mut p, true).watched_here, 1, "a holds b's watch");
+    p.net.cut(idb.addr);
+    p.rt.advance(Duration::from_secs(60));
+    assert_eq!(status_of(&mut p, true).watched_here, 0, "gone with b");
+    drop(d);
+    p.rt.run();
+    assert_eq!(status_of(&mut p, true).watched_here, 0);
+}
+
+/// Rule 122a with a third node: a refused watch asked again while its
+/// refusal waits for room is refused again, even when another node was
+/// lost meanwhile (its loss forgets its own refusals only).
+#[test]
+fn links_a_refused_watch_asked_again_is_refused_again_after_another_node_was_lost() {
+    let mut p = pair();
+    let (ida, idb) = ids(&mut p);
+    let c = start(&mut p.rt, &p.net, 3);
+    p.rt.run();
+    call!([c], join(ida));
+    p.rt.advance(Duration::from_secs(5));
+    let idc = c.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    p.a.query(&mut p.rt.s, |n, _| n.set_watch_limit(1))
+        .expect("alive");
+    let (_d1, d1p) = device_on(&mut p, false, "d1");
+    let (_d2, d2p) = device_on(&mut p, false, "d2");
+    let watch_from_c = |p: &mut Pair, pid: Pid| {
+        let (downs, fwd) = recorder::<RemoteDown>();
+        let m = c
+            .query(&mut p.rt.s, |n, cx| n.monitor(cx, pid, fwd))
+            .expect("alive");
+        p.rt.run();
+        (downs, m)
+    };
+    let (_w1, m1) = watch_from_c(&mut p, d1p);
+    p.net.hold(idc.addr, 16); // c is slow: the refusal waits
+    let (w2, _m2) = watch_from_c(&mut p, d2p);
+    assert!(w2.borrow().is_empty(), "the refusal waits");
+    c.query(&mut p.rt.s, |n, _| n.demonitor(m1)).expect("alive");
+    p.rt.run();
+    // Node b is lost meanwhile.
+    p.net.cut(idb.addr);
+    p.rt.advance(Duration::from_secs(60));
+    p.net.reconnect(ida.addr, idc.addr);
+    p.rt.run();
+    p.net.release(idc.addr);
+    p.rt.run();
+    let heard: Vec<String> = w2.borrow().iter().map(|d| d.cause.to_string()).collect();
+    assert_eq!(heard.len(), 1, "refused once: {heard:?}");
+    assert_eq!(
+        status_of(&mut p, true).watched_here,
+        0,
+        "a holds no watch for c"
     );
 }

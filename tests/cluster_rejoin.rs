@@ -826,3 +826,51 @@ fn node_a_refused_link_said_again_by_a_lost_incarnation_is_not_told_again() {
     assert_eq!(heard(&trapped), refusal, "never linked, told once");
     assert!(d.is_alive(), "{:?}", d.line().cause());
 }
+
+/// Rule 121 across a rejoin: a link `a` made by which a device of `b`
+/// watches one of `a`'s, asked again by `b` in its new name when it
+/// rejoined (it no longer knows who made the link), is undone by `a`'s
+/// unlink: the device of `b` hears nothing of the end that follows.
+#[test]
+fn node_an_unlink_undoes_a_link_the_other_node_made_before_this_one_rejoined() {
+    let mut p = pair();
+    let x = device!(p.rt.s, Idle::init());
+    let t = device!(p.rt.s, Idle::init());
+    p.rt.run();
+    let (trapped, trap) = recorder::<RemoteDown>();
+    p.a.query(&mut p.rt.s, |n, _| {
+        n.register_device(&x, Fwd::new(|_: u64| ()))
+    })
+    .expect("alive");
+    p.b.query(&mut p.rt.s, |n, cx| {
+        n.register_device(&t, Fwd::new(|_: u64| ()));
+        n.trap(cx, &t, trap)
+    })
+    .expect("alive")
+    .expect("t traps");
+    let old = p.b_id();
+    let (xl, tp) = (x.line(), Pid::new(old, t.id().get()));
+    p.a.query(&mut p.rt.s, |n, cx| n.link(cx, &xl, tp, LinkMode::Notify))
+        .expect("alive")
+        .expect("links");
+    p.rt.run();
+    let new = p.rejoin();
+    p.rt.run();
+    assert_eq!(
+        status(&mut p.rt, &p.a).watched_here,
+        1,
+        "t watches x still, asked again in b's new name"
+    );
+    let tp = Pid::new(new, t.id().get());
+    p.a.query(&mut p.rt.s, |n, _| n.unlink(&xl, tp, LinkMode::Notify))
+        .expect("alive");
+    p.rt.run();
+    assert_eq!(status(&mut p.rt, &p.a).watched_here, 0, "unlinked");
+    x.kill("a fault after the unlink").expect("alive");
+    p.rt.run();
+    assert!(
+        trapped.borrow().is_empty(),
+        "unlinked: {:?}",
+        trapped.borrow()
+    );
+}
