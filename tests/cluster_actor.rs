@@ -467,12 +467,25 @@ fn actor_credit_asked_in_an_older_incarnations_name_leaves_the_newer_ones_accoun
         send_from(&mut rt, &a, r, &done);
     }
     assert_eq!(*done.borrow(), vec![Some(Ok(())); 4], "each sent");
+    all_arrived_within_credit(&mut rt, (&a, &b), r, 4, 1);
+}
+
+/// Node `a` reads the total that credited target `r` on node `b`
+/// summed: `total`, every send arrived; `b` counted no violation and
+/// holds `accounts` credit accounts.
+fn all_arrived_within_credit(
+    rt: &mut Rt,
+    (a, b): (&DeviceOwn<Node>, &DeviceOwn<Node>),
+    r: RemoteRef<Counter>,
+    total: u64,
+    accounts: usize,
+) {
     let replies: Replies = Default::default();
-    read(&mut rt, &a, r, &replies);
-    assert_eq!(*replies.borrow(), [Some(Ok(4))], "all arrived");
+    read(rt, a, r, &replies);
+    assert_eq!(*replies.borrow(), [Some(Ok(total))], "all arrived");
     let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
     assert_eq!(b_stats.credit_violations, 0);
-    assert_eq!(common::cluster::status(&mut rt, &b).credit_accounts, 1);
+    assert_eq!(common::cluster::status(rt, b).credit_accounts, accounts);
 }
 
 /// Rule 127 with two senders on two nodes: a new sender's account opens
@@ -495,12 +508,7 @@ fn actor_credit_accounts_of_two_sending_nodes_stand_side_by_side() {
     }
     assert_eq!(*done_a.borrow(), vec![Some(Ok(())); 3], "a's each sent");
     assert_eq!(*done_c.borrow(), vec![Some(Ok(())); 3], "c's each sent");
-    let replies: Replies = Default::default();
-    read(&mut rt, &a, r, &replies);
-    assert_eq!(*replies.borrow(), [Some(Ok(6))], "all arrived");
-    let b_stats = b.query(&mut rt.s, |n, _| n.stats()).expect("alive");
-    assert_eq!(b_stats.credit_violations, 0);
-    assert_eq!(common::cluster::status(&mut rt, &b).credit_accounts, 2);
+    all_arrived_within_credit(&mut rt, (&a, &b), r, 6, 2);
 }
 
 /// Rule 127: credit held is spent at once: a plain send to a credited
