@@ -291,7 +291,9 @@ impl Builder {
     /// Names the runtime: in its [`status`](Runtime::status) and on its
     /// metrics series (label `runtime`). By default, its thread's name,
     /// or `runtime-N` on an unnamed thread; a name a live runtime of the
-    /// process holds gets a suffix `-2`, `-3`, ... (rule 171a).
+    /// process holds gets a suffix `-2`, `-3`, ... (rule 171a). Cost: a
+    /// process-wide lock of the live names, once at `build` and once
+    /// when the runtime is dropped. Never fails.
     pub fn name(mut self, name: impl Into<String>) -> Builder {
         self.name = Some(name.into());
         self

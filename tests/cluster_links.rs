@@ -998,6 +998,17 @@ fn links_a_remote_death_reaches_its_watcher_once_from_the_node_of_the_device_onl
     assert_eq!(heard, [End::Error.cause_text()], "once, the real cause");
 }
 
+/// A third node, 3, joined through `seed` (membership runs 5 s): it and
+/// its id.
+fn third_node(p: &mut Pair, seed: NodeId) -> (DeviceOwn<Node>, NodeId) {
+    let c = start(&mut p.rt, &p.net, 3);
+    p.rt.run();
+    call!([c], join(seed));
+    p.rt.advance(Duration::from_secs(5));
+    let idc = c.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    (c, idc)
+}
+
 /// Rules 121 and 128 with a third node: what a node says again to one
 /// node when the connection comes back (a lost `Link`, `Unlink` or
 /// `Demonitor`) outlives the loss of another node meanwhile.
@@ -1005,11 +1016,7 @@ fn links_a_remote_death_reaches_its_watcher_once_from_the_node_of_the_device_onl
 fn links_what_is_said_again_to_a_node_outlives_the_loss_of_another_node() {
     let mut p = pair();
     let (ida, idb) = ids(&mut p);
-    let c = start(&mut p.rt, &p.net, 3);
-    p.rt.run();
-    call!([c], join(ida));
-    p.rt.advance(Duration::from_secs(5));
-    let idc = c.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    let (c, idc) = third_node(&mut p, ida);
     let on_c = |p: &mut Pair, name: &'static str| {
         let log = common::new_log();
         let d = common::dev(&mut p.rt, name, &log);
@@ -1104,11 +1111,7 @@ fn links_the_watches_a_lost_node_held_here_go_with_it_and_free_its_bound() {
 fn links_a_refused_watch_asked_again_is_refused_again_after_another_node_was_lost() {
     let mut p = pair();
     let (ida, idb) = ids(&mut p);
-    let c = start(&mut p.rt, &p.net, 3);
-    p.rt.run();
-    call!([c], join(ida));
-    p.rt.advance(Duration::from_secs(5));
-    let idc = c.query(&mut p.rt.s, |n, _| n.id()).expect("alive");
+    let (c, idc) = third_node(&mut p, ida);
     p.a.query(&mut p.rt.s, |n, _| n.set_watch_limit(1))
         .expect("alive");
     let (_d1, d1p) = device_on(&mut p, false, "d1");

@@ -355,19 +355,19 @@
 //! is made again when its cancel is said again, so a node that reads
 //! nothing makes the other hold none of them). A node remembers its
 //! last 4,096 such unlinks, each until it is answered, the watching
-//! node is declared down, or this node rejoins. A cancelled watch holds the same way (a demonitor, an
-//! unlink, a dead watching device): a `Demonitor` lost
-//! with a connection that breaks is sent again each time the connection
-//! comes back, ahead of the watches asked again (the watched node
-//! ignores a watch it does not hold), so that node does not keep the
-//! watch, counted toward rule 122a's bound, for as long as its device
-//! lives. The watched node answers each `Demonitor` (a `Down` of cause
-//! [`WireCause::Cancelled`], which no
-//! watcher sees). A node remembers its last 4,096 cancelled watches,
-//! each until a `Down` for it comes (that answer, or the death notice),
-//! its node is declared down, or this node rejoins
-//! ([`NodeStatus::cancels_unanswered`] counts them); past that, the oldest one's lost `Demonitor` is not said
-//! again, and that watch is held until its device dies or one of the
+//! node is declared down, or this node rejoins. A cancelled watch holds
+//! the same way (a demonitor, an unlink, a dead watching device): a
+//! `Demonitor` lost with a connection that breaks is sent again each
+//! time the connection comes back, ahead of the watches asked again
+//! (the watched node ignores a watch it does not hold), so that node
+//! does not keep the watch, counted toward rule 122a's bound, for as
+//! long as its device lives. The watched node answers each `Demonitor`
+//! (a `Down` of cause [`WireCause::Cancelled`], which no watcher sees).
+//! A node remembers its last 4,096 cancelled watches, each until a
+//! `Down` for it comes (that answer, or the death notice), its node is
+//! declared down, or this node rejoins
+//! ([`NodeStatus::cancels_unanswered`] counts them); past that, the
+//! oldest one's lost `Demonitor` is not said again, and that watch is held until its device dies or one of the
 //! nodes is lost. A watch of
 //! a device of this node, made before the node rejoined as a new
 //! incarnation, is cancelled whole (the watch held for it goes too).

@@ -16,8 +16,9 @@
 //! message pays nothing for the status) and changes nothing.
 //!
 //! **171. With feature `metrics`, the same figures reach the `metrics`
-//! facade, each series labelled with its runtime's name**: counters `stakplane_*_total`, gauges for what is live or
-//! queued, and a histogram of each turn's work
+//! facade, each series labelled with its runtime's name**: counters
+//! `stakplane_*_total`, gauges for what is live or queued, and a
+//! histogram of each turn's work
 //! (`stakplane_loop_turn_seconds`: the time the turn's queue ran after
 //! its OS poll). They are exported at most once per
 //! [`METRICS_INTERVAL`] of the runtime's clock, on
@@ -144,6 +145,10 @@ impl Published {
         self.0 .0.get()
     }
 
+    fn set(&self, snap: Snapshot) {
+        self.0 .0.set(snap);
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.0 .1 .0
     }
@@ -233,7 +238,7 @@ impl Runtime {
         let stats = self.stats();
         let next = self.stakker.next_expiry();
         let started = self.published.get().started;
-        self.published.0 .0.set(Snapshot {
+        self.published.set(Snapshot {
             started,
             stats,
             next,
@@ -335,7 +340,7 @@ pub fn export_metrics(core: &mut Core) {
 #[cfg(feature = "metrics")]
 fn export(st: &RuntimeStatus) {
     use metrics::{counter, gauge, SharedString};
-    let name = SharedString::from_shared(std::sync::Arc::from(st.runtime.as_str()));
+    let name = runtime_label(&st.runtime);
     let rt = &[("runtime", name.clone())];
     gauge!("stakplane_uptime_seconds", rt).set(st.uptime_seconds);
     gauge!("stakplane_devices_live", rt).set(st.devices_live as f64);
@@ -374,9 +379,15 @@ fn export(st: &RuntimeStatus) {
 /// then allocates nothing.
 #[cfg(feature = "metrics")]
 pub(super) fn turn_key(name: &str) -> metrics::Key {
-    let name = metrics::SharedString::from_shared(std::sync::Arc::from(name));
     metrics::Key::from_parts(
         "stakplane_loop_turn_seconds",
-        vec![metrics::Label::new("runtime", name)],
+        vec![metrics::Label::new("runtime", runtime_label(name))],
     )
+}
+
+/// The value of a series' `runtime` label: the runtime's name, shared by
+/// every label made from it.
+#[cfg(feature = "metrics")]
+fn runtime_label(name: &str) -> metrics::SharedString {
+    metrics::SharedString::from_shared(std::sync::Arc::from(name))
 }

@@ -970,9 +970,13 @@ impl Node {
     /// transport takes it now and nothing waits for room to `to`;
     /// otherwise drops it. It never waits for room: a node that reads
     /// nothing and sends such requests over and over makes this one hold
-    /// nothing for them (rule 121).
+    /// nothing for them (rule 121). None goes to this node's own address
+    /// (an earlier incarnation of it asks nothing of this one).
     pub(super) fn answer_if_room(&mut self, to: NodeId, frame: &Frame) {
-        if self.down.contains(&to) || self.blocked.by_node.contains_key(&to) {
+        if to.addr == self.me.addr
+            || self.down.contains(&to)
+            || self.blocked.by_node.contains_key(&to)
+        {
             return;
         }
         let Ok(out) = super::encode_to(to, frame) else {

@@ -697,16 +697,14 @@ impl Node {
             self.unlink_in(watcher, pid);
         }
         // Taken (undone or not): its node need not say it again.
-        if pid.node.addr != self.me.addr {
-            let taken = Frame::Unlinked {
-                watcher,
-                target: pid.device,
-                from: self.me,
-                dst: pid.node,
-                epoch,
-            };
-            self.answer_if_room(pid.node, &taken);
-        }
+        let taken = Frame::Unlinked {
+            watcher,
+            target: pid.device,
+            from: self.me,
+            dst: pid.node,
+            epoch,
+        };
+        self.answer_if_room(pid.node, &taken);
     }
 
     /// A [`Frame::Unlinked`]: the node of `watcher` took this node's
@@ -870,11 +868,10 @@ impl Node {
         }
     }
 
-    /// Node `from` cancelled its watch `tag` (a tag it does not hold
-    /// here, unknown or cancelled already, does nothing: a `Demonitor` is
-    /// said again after a reconnect).
-    /// A [`Frame::Demonitor`] from node `from` for its watch `tag`: the
-    /// watch is cancelled if held, and the cancel answered either way
+    /// A [`Frame::Demonitor`]: node `from` cancelled its watch `tag`. The
+    /// watch is cancelled if held here (a tag unknown or cancelled
+    /// already does nothing: a `Demonitor` is said again after a
+    /// reconnect), and the cancel answered either way
     /// (a `Down` of cause [`WireCause::Cancelled`]), so that `from`
     /// stops saying it again (rule 121). The answer goes only if there is
     /// room; one dropped is made again when `from` says the `Demonitor`
@@ -883,15 +880,13 @@ impl Node {
         if let Some(m) = self.watch.served.remove(from, tag) {
             m.cancel();
         }
-        if from.addr != self.me.addr {
-            let down = Frame::Down {
-                tag,
-                cause: WireCause::Cancelled,
-                from: self.me,
-                dst: from,
-            };
-            self.answer_if_room(from, &down);
-        }
+        let down = Frame::Down {
+            tag,
+            cause: WireCause::Cancelled,
+            from: self.me,
+            dst: from,
+        };
+        self.answer_if_room(from, &down);
     }
 
     /// Whether node `from`, which has `held` watches (or links) here

@@ -13,7 +13,7 @@ use crate::cluster::wire::MAX_FRAME;
 use crate::net::{Accepted, ConnConfig, NetError, TcpConn, TcpEvent};
 use stakker::{Fwd, Stakker};
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Weak;
 use std::time::{Duration, Instant};
 
@@ -67,9 +67,13 @@ pub(super) fn conn_config() -> ConnConfig {
 }
 
 /// A new link (its connection comes later), as the side that connects
-/// (to `addr`) or accepts: its serial number, or the error if Noise
-/// cannot start.
-pub(super) fn new_link(inner: &mut Inner, addr: Option<SocketAddr>) -> Result<u64, SessionError> {
+/// (to `addr`) or accepts (a connection from `source`): its serial
+/// number, or the error if Noise cannot start.
+pub(super) fn new_link(
+    inner: &mut Inner,
+    addr: Option<SocketAddr>,
+    source: Option<IpAddr>,
+) -> Result<u64, SessionError> {
     let session = match addr {
         Some(_) => Session::initiator_with(inner.me, &inner.credentials),
         None => Session::responder_with(inner.me, &inner.credentials),
@@ -82,7 +86,7 @@ pub(super) fn new_link(inner: &mut Inner, addr: Option<SocketAddr>) -> Result<u6
             conn: None,
             session,
             initiator: addr.is_some(),
-            source: None,
+            source,
             connected: addr.is_none(),
             ready: false,
             addr,
@@ -127,7 +131,7 @@ pub(super) fn connect_to(
         if retry.is_some() {
             inner.stats.reconnects += 1;
         }
-        match new_link(inner, Some(to)) {
+        match new_link(inner, Some(to), None) {
             Ok(serial) => {
                 if let Some(peer) = inner.peers.get_mut(&to) {
                     peer.link = Some(serial);
@@ -172,13 +176,8 @@ pub(super) fn accept(weak: &Weak<RefCell<Inner>>, s: &mut Stakker, accepted: Acc
             report(weak, None, error);
             return;
         }
-        match new_link(&mut inner, None) {
-            Ok(serial) => {
-                if let Some(link) = inner.links.get_mut(&serial) {
-                    link.source = Some(from);
-                }
-                serial
-            }
+        match new_link(&mut inner, None, Some(from)) {
+            Ok(serial) => serial,
             Err(e) => {
                 tracing::error!(target: "stakplane::cluster", error = %e, "no session");
                 return;

@@ -17,9 +17,8 @@ pub struct TcpStats {
     /// Connections closed for bad input (rule 131): a wrong secret,
     /// another version, garbage, a frame over the limit, a truncated
     /// message, no authentication in time, too many handshakes (in all
-    /// or from one source), a peer
-    /// that is not the node connected to, a peer without a key pinned
-    /// for its address.
+    /// or from one source), a peer that is not the node connected to, a
+    /// peer without a key pinned for its address.
     pub failed: u64,
     /// Connections that ended otherwise: refused, reset, or closed by
     /// the peer.

@@ -69,8 +69,7 @@
 //! past [`PENDING_HANDSHAKES_PER_SOURCE`] from its address, an IPv4
 //! address or an IPv6 /64: one address that floods the listener with
 //! connections that never authenticate does not keep the other nodes
-//! out), a
-//! peer connected to that authenticates as a node at another address
+//! out), a peer connected to that authenticates as a node at another address
 //! ([`ConnError::WrongPeer`], rule 113b in the [cluster](super) docs), a
 //! peer that does not prove a key pinned for the address it names
 //! ([`SessionError::Unpinned`],
@@ -92,9 +91,9 @@
 //! the minimum once a link has carried a round trip (an echo answered,
 //! within [`ECHO_INTERVAL`] of it coming up; a peer that authenticates
 //! and drops at once is not dialled again at the minimum each time);
-//! the frames queued meanwhile go on the
-//! next link, in order, none lost — until the node declares that peer
-//! down ([`Transport::forget`]): then what waits for it is dropped, those
+//! the frames queued meanwhile go on the next link, in order, none
+//! lost — until the node declares that peer down
+//! ([`Transport::forget`]): then what waits for it is dropped, those
 //! waiting for room there are told, and it is tried no more (a later
 //! frame for that address starts afresh, with no attempt armed before
 //! left over); a link up to it is kept until it ends, and then the peer
